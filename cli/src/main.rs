@@ -1,0 +1,417 @@
+//! The `kolokol` command. `node`, `relay` and `demo` run a node in this process; every other
+//! command talks to the running daemon of the data directory over its control socket.
+//!
+//! This binary is the only place that prints to the terminal and the only user of `anyhow`.
+//! Exit codes: 0 success, 1 failure, 2 bad usage (clap's own code for argument errors).
+
+mod client;
+mod demo;
+mod output;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{CommandFactory, Parser, Subcommand};
+use kolokol_node::Multiaddr;
+use kolokol_node::{Config, Role, RunningNode};
+use kolokol_protocol::control::{
+    Contact, Event, IdInfo, InboxMessage, InviteInfo, SendResult, Status, method,
+};
+use serde_json::json;
+
+use crate::client::Client;
+
+/// Kolokol: a peer-to-peer, end-to-end encrypted messenger with no server to block.
+#[derive(Parser)]
+#[command(name = "kolokol", version, about, propagate_version = true)]
+struct Cli {
+    /// Data directory (identity, database, control socket). Default: $KOLOKOL_HOME, else the
+    /// XDG data directory (~/.local/share/kolokol).
+    #[arg(long, global = true, env = "KOLOKOL_HOME", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Print results as JSON (the control API's own objects) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Only errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a user's node daemon in the foreground (Ctrl-C stops it).
+    Node {
+        /// Listen for direct connections here (repeatable). Without it the node makes only
+        /// outbound connections and is reachable through its relays.
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<Multiaddr>,
+        /// A peer to bootstrap from, ending in /p2p/<peer id> (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<Multiaddr>,
+        /// An address others can reach this node at (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        external_address: Vec<Multiaddr>,
+    },
+    /// Run a community relay (circuit relay v2 server and DHT server) in the foreground.
+    Relay {
+        /// Listen here (repeatable).
+        #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/4001")]
+        listen: Vec<Multiaddr>,
+        /// The public address users reach this relay at (repeatable). Without it, concrete
+        /// listen addresses are used; a relay with no external address grants no reservations.
+        #[arg(long, value_name = "MULTIADDR")]
+        external_address: Vec<Multiaddr>,
+        /// Another peer to join the DHT through (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<Multiaddr>,
+    },
+    /// Start a relay and two users on 127.0.0.1 in this process and send messages both ways.
+    Demo,
+    /// Show this node's peer id and device key.
+    Id,
+    /// Print an invite code others can add you with.
+    Invite,
+    /// Manage contacts.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Send a text message to a contact; TEXT `-` reads it from standard input.
+    Send {
+        /// The contact's name.
+        name: String,
+        /// The message.
+        text: String,
+    },
+    /// Show received messages.
+    Inbox {
+        /// Keep running and print messages as they arrive.
+        #[arg(long)]
+        follow: bool,
+        /// Show at most this many of the newest messages.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show the node's network state.
+    Status,
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContactsCommand {
+    /// Add a contact from their invite code.
+    Add {
+        /// The name you will use for them.
+        name: String,
+        /// Their invite code (from `kolokol invite`).
+        invite: String,
+    },
+    /// List contacts.
+    List,
+    /// Remove a contact (messages stay).
+    Remove {
+        /// The contact's name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause already in the message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text = format!("{text}: {c}");
+        }
+    }
+    text
+}
+
+fn init_logging(cli: &Cli) {
+    // The demo prints its own steps; the daemons log what they do.
+    let quiet_by_default = matches!(cli.command, Command::Demo);
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) if quiet_by_default => "warn",
+        (false, 0) => "warn,kolokol_node=info",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &cli.data_dir {
+        return Ok(d.clone());
+    }
+    directories::ProjectDirs::from("", "", "kolokol")
+        .map(|p| p.data_dir().to_owned())
+        .context("no data directory: pass --data-dir or set KOLOKOL_HOME (no home directory found)")
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = data_dir(&cli)?;
+    match &cli.command {
+        Command::Node { listen, bootstrap, external_address } => {
+            let mut config = Config::new(&dir, Role::Node);
+            config.listen = listen.clone();
+            config.bootstrap = bootstrap.clone();
+            config.external_addresses = external_address.clone();
+            run_daemon(config, cli.json).await
+        }
+        Command::Relay { listen, external_address, bootstrap } => {
+            let mut config = Config::new(&dir, Role::Relay);
+            config.listen = listen.clone();
+            config.bootstrap = bootstrap.clone();
+            config.external_addresses = external_address.clone();
+            run_daemon(config, cli.json).await
+        }
+        Command::Demo => demo::run(cli.json).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "kolokol", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Id => {
+            let id: IdInfo = Client::connect(&dir).await?.call(method::ID, json!({})).await?;
+            if cli.json {
+                print_json(&id)?;
+            } else {
+                println!("peer id:    {}\ndevice key: {}", id.peer_id, id.device_key);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invite => {
+            let invite: InviteInfo =
+                Client::connect(&dir).await?.call(method::INVITE, json!({})).await?;
+            if cli.json {
+                print_json(&invite)?;
+            } else {
+                println!("{}", invite.invite);
+                if invite.addresses.is_empty() {
+                    eprintln!(
+                        "warning: this invite carries no addresses yet (no relay reservation, no external address); \
+                         contacts cannot reach you with it. Start the node with --bootstrap <relay address> and try again."
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Contacts(ContactsCommand::Add { name, invite }) => {
+            let contact: Contact = Client::connect(&dir)
+                .await?
+                .call(method::CONTACTS_ADD, json!({ "name": name, "invite": invite }))
+                .await?;
+            if cli.json {
+                print_json(&contact)?;
+            } else {
+                println!("added {} ({})", contact.name, contact.peer_id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Contacts(ContactsCommand::List) => {
+            let contacts: Vec<Contact> =
+                Client::connect(&dir).await?.call(method::CONTACTS_LIST, json!({})).await?;
+            if cli.json {
+                print_json(&contacts)?;
+            } else if contacts.is_empty() {
+                println!("no contacts yet (add one with: kolokol contacts add NAME INVITE)");
+            } else {
+                for c in &contacts {
+                    println!("{}", output::contact(c));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Contacts(ContactsCommand::Remove { name }) => {
+            let contact: Contact = Client::connect(&dir)
+                .await?
+                .call(method::CONTACTS_REMOVE, json!({ "name": name }))
+                .await?;
+            if cli.json {
+                print_json(&contact)?;
+            } else {
+                println!("removed {}", contact.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send { name, text } => {
+            let text = if text == "-" {
+                let mut buf = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut buf)
+                    .context("cannot read the message from standard input")?;
+                buf.trim_end_matches('\n').to_owned()
+            } else {
+                text.clone()
+            };
+            if text.trim().is_empty() {
+                bail!("the message is empty");
+            }
+            let result: SendResult = Client::connect(&dir)
+                .await?
+                .call(method::SEND, json!({ "to": name, "text": text }))
+                .await?;
+            if cli.json {
+                print_json(&result)?;
+            } else {
+                match &result.detail {
+                    None => println!("{} {}", result.id, result.state),
+                    Some(why) => println!("{} {} (will retry: {why})", result.id, result.state),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inbox { follow, limit } => inbox(&dir, *follow, *limit, cli.json).await,
+        Command::Status => {
+            let status: Status =
+                Client::connect(&dir).await?.call(method::STATUS, json!({})).await?;
+            if cli.json {
+                print_json(&status)?;
+            } else {
+                println!("{}", output::status(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn inbox(
+    dir: &std::path::Path,
+    follow: bool,
+    limit: u32,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut client = Client::connect(dir).await?;
+    // Subscribing before reading the inbox means nothing arrives unseen in between; a message
+    // that is in both is shown once.
+    if follow {
+        let _: bool = client.call(method::SUBSCRIBE, json!({})).await?;
+    }
+    let messages: Vec<InboxMessage> = client.call(method::INBOX, json!({ "limit": limit })).await?;
+    if json_out && !follow {
+        print_json(&messages)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let show = |m: &InboxMessage| -> anyhow::Result<()> {
+        if json_out {
+            println!("{}", serde_json::to_string(m)?);
+        } else {
+            println!("{}", output::message(m));
+        }
+        Ok(())
+    };
+    if messages.is_empty() && !follow && !json_out {
+        println!("no messages");
+    }
+    let seen: std::collections::HashSet<String> = messages.iter().map(|m| m.id.clone()).collect();
+    for m in &messages {
+        show(m)?;
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        tokio::select! {
+            event = client.next_event() => match event? {
+                Event::Message(m) if !seen.contains(&m.id) => show(&m)?,
+                Event::Lagged { missed } => eprintln!("warning: {missed} events were missed; run kolokol inbox to see everything"),
+                _ => {}
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> {
+    let role = config.role;
+    let data_dir = config.data_dir.clone();
+    let mut running = RunningNode::start(config).await?;
+    let node = running.node();
+    // Listening starts asynchronously; give it a moment so the printed addresses are real.
+    let net = node
+        .wait_for_net(std::time::Duration::from_secs(5), |s| {
+            role == Role::Node || !s.listen.is_empty()
+        })
+        .await
+        .unwrap_or_default();
+    let peer_id = node.peer_id();
+    let shareable: Vec<String> = net
+        .external
+        .iter()
+        .chain(if net.external.is_empty() { net.listen.iter() } else { [].iter() })
+        .map(|a| format!("{a}/p2p/{peer_id}"))
+        .collect();
+    if json_out {
+        println!(
+            "{}",
+            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "data_dir": data_dir, "addresses": shareable })
+        );
+    } else {
+        println!("kolokol {} running, peer id {peer_id}", role.as_str());
+        println!("data dir: {}", data_dir.display());
+        if role == Role::Relay {
+            println!("users bootstrap from this relay with:");
+            for a in &shareable {
+                println!("  --bootstrap {a}");
+            }
+            if net.external.is_empty() {
+                println!(
+                    "(no external address set: pass --external-address /ip4/<public ip>/tcp/<port> on a public server)"
+                );
+            }
+        }
+        println!("stop with Ctrl-C");
+    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+        _ = running.wait() => {
+            running.shutdown().await;
+            bail!("the node stopped unexpectedly; see the log above");
+        }
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

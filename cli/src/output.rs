@@ -1,0 +1,64 @@
+//! How results are shown: one human form, and `--json` (the control API's own JSON, one value
+//! per command, stable and documented in docs/USAGE.md).
+
+use kolokol_protocol::control::{Contact, InboxMessage, Status};
+
+/// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date dependency for one line.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// One inbox line.
+pub fn message(m: &InboxMessage) -> String {
+    let from = m.from.clone().unwrap_or_else(|| format!("unknown peer {}", m.from_peer_id));
+    format!("[{}] {from}: {}", time(m.received_at_ms), m.text)
+}
+
+/// One contact line.
+pub fn contact(c: &Contact) -> String {
+    format!("{}\t{}\t{} address(es)", c.name, c.peer_id, c.addresses.len())
+}
+
+/// The status block.
+pub fn status(s: &Status) -> String {
+    let mut out = format!(
+        "peer id:            {}\nrole:               {}\nconnected peers:    {}\nrouting table:      {}\nrelay reservations: {}\nqueued messages:    {}\n",
+        s.peer_id,
+        s.role,
+        s.connected_peers,
+        s.routing_table_size,
+        if s.relay_reservations.is_empty() {
+            "none".to_owned()
+        } else {
+            s.relay_reservations.join(", ")
+        },
+        s.queued_messages,
+    );
+    out.push_str("listen addresses:\n");
+    for a in &s.listen_addresses {
+        out.push_str(&format!("  {a}\n"));
+    }
+    out.push_str("external addresses:\n");
+    for a in &s.external_addresses {
+        out.push_str(&format!("  {a}\n"));
+    }
+    out.trim_end().to_owned()
+}

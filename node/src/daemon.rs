@@ -1,0 +1,627 @@
+//! The running node: starts the swarm task, the opener workers, the outbox and the control
+//! server, and offers the operations the control API and the demo use.
+//!
+//! Each operation that sends commits to the store first, then seals on a worker thread (X25519
+//! costs hundreds of microseconds per envelope, which must not stall the swarm task), then asks
+//! the swarm task to deliver. Every spawned task lives in one `JoinSet` that [`RunningNode::shutdown`]
+//! drains, so nothing outlives the node.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kolokol_protocol::control::{self, Event, InboxMessage, StateChange};
+use kolokol_protocol::envelope;
+use kolokol_protocol::identity::{DeviceCertificate, Identity};
+use kolokol_protocol::invite::Invite;
+use kolokol_protocol::message::{Body, Content, MAX_TEXT_LEN, MessageId, format_id};
+use libp2p::{Multiaddr, PeerId};
+use rand::RngCore;
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, Role};
+use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
+use crate::delivery::Ack;
+use crate::error::{Error, Result};
+use crate::store::{ContactRow, InboxRow, OutboxBody, OutboxRow, Store, state};
+use crate::swarm::{self, Command, Inbound, NetEvent, NetStatus};
+
+/// Events kept for subscribers that are slow to read; a subscriber that falls further behind
+/// gets a `lagged` event and must re-read the inbox.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// How long an outgoing message is retried before it is marked failed.
+pub const MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// How long an attempt owns its outbox row: the outbox loop leaves a row alone for this long
+/// after an attempt starts, so one message is not sent twice at once.
+const ATTEMPT_CLAIM: Duration = Duration::from_secs(15);
+
+/// Longest wait between two delivery attempts of one message.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
+
+/// The outbox looks for due messages at least this often even without a wake-up.
+const OUTBOX_POLL: Duration = Duration::from_secs(5);
+
+/// Lifetime of the device certificate issued at start; it is re-issued on every start.
+const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Clock skew tolerated by backdating the certificate's start.
+const CERTIFICATE_BACKDATE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest contact name, in bytes.
+pub const MAX_CONTACT_NAME_LEN: usize = 64;
+
+/// A cloneable handle to a running node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    identity: Identity,
+    certificate: DeviceCertificate,
+    role: Role,
+    store: Store,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+    outbox_wake: Notify,
+    net_status: watch::Receiver<NetStatus>,
+    /// Bounds the envelopes being sealed or opened at once to the number of cores, so a flood
+    /// of inbound envelopes queues (and then gets `Busy`) instead of spawning without limit.
+    crypto: Arc<Semaphore>,
+}
+
+/// A node and the tasks that run it.
+pub struct RunningNode {
+    node: Node,
+    tasks: JoinSet<()>,
+    shutdown: watch::Sender<bool>,
+    _data_dir: DataDir,
+}
+
+impl RunningNode {
+    /// Starts a node: locks the data dir, loads or creates the identity, opens the store,
+    /// builds the swarm and starts every task, the control socket included.
+    pub async fn start(config: Config) -> Result<Self> {
+        config.validate()?;
+        let data_dir = DataDir::open(&config.data_dir)?;
+        let identity = data_dir.load_or_create_identity()?;
+        let store = Store::open(&data_dir.path(DATABASE_FILE))?;
+        let now = unix_secs();
+        let certificate = identity.certify(
+            now.saturating_sub(CERTIFICATE_BACKDATE.as_secs()),
+            now + CERTIFICATE_LIFETIME.as_secs(),
+        )?;
+        let swarm = swarm::build(identity.keypair(), &config)?;
+
+        let (command_tx, command_rx) = mpsc::channel(swarm::COMMAND_QUEUE_LEN);
+        let (inbound_tx, inbound_rx) = mpsc::channel(swarm::INBOUND_QUEUE_LEN);
+        let (net_tx, net_rx) = mpsc::channel(swarm::NET_EVENT_QUEUE_LEN);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (status_tx, status_rx) = watch::channel(NetStatus::default());
+        let event_loop =
+            swarm::EventLoop::new(swarm, &config, command_rx, inbound_tx, net_tx, status_tx)?;
+
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let node = Node {
+            inner: Arc::new(Inner {
+                identity,
+                certificate,
+                role: config.role,
+                store,
+                commands: command_tx,
+                events: broadcast::channel(EVENT_BUFFER).0,
+                outbox_wake: Notify::new(),
+                net_status: status_rx,
+                crypto: Arc::new(Semaphore::new(workers)),
+            }),
+        };
+        // Messages left queued by a previous run are due now, not at their old retry time.
+        node.inner.store.wake_all(unix_ms())?;
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(event_loop.run(shutdown_rx.clone()));
+        tasks.spawn(node.clone().open_inbound(inbound_rx, shutdown_rx.clone()));
+        tasks.spawn(node.clone().run_outbox(net_rx, shutdown_rx.clone()));
+        let socket = data_dir.path(CONTROL_SOCKET);
+        let listener = crate::control::bind(&socket)?;
+        tasks.spawn(crate::control::serve(node.clone(), listener, socket, shutdown_rx));
+        tracing::info!(peer_id = %node.peer_id(), role = config.role.as_str(), data_dir = %data_dir.root().display(), "node started");
+        Ok(Self { node, tasks, shutdown, _data_dir: data_dir })
+    }
+
+    /// A handle to the node.
+    pub fn node(&self) -> Node {
+        self.node.clone()
+    }
+
+    /// Stops every task and waits for them; the data dir lock is released when this returns.
+    /// Queued messages stay in the outbox and go out on the next start.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(e) = result
+                && e.is_panic()
+            {
+                tracing::error!(%e, "a node task panicked");
+            }
+        }
+    }
+
+    /// Waits until a task ends on its own, which means the node cannot go on.
+    pub async fn wait(&mut self) {
+        let _ = self.tasks.join_next().await;
+    }
+}
+
+impl Node {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.identity.peer_id()
+    }
+
+    /// The answer to `id`.
+    pub fn id(&self) -> control::IdInfo {
+        control::IdInfo {
+            peer_id: self.peer_id().to_string(),
+            device_key: kolokol_protocol::identity::hex(self.inner.identity.device().public()),
+        }
+    }
+
+    /// Subscribes to new-message and state-change events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Waits until the network state satisfies `ready`, for at most `timeout`; returns the
+    /// state that satisfied it, or `None` on timeout.
+    pub async fn wait_for_net(
+        &self,
+        timeout: Duration,
+        mut ready: impl FnMut(&NetStatus) -> bool,
+    ) -> Option<NetStatus> {
+        let mut rx = self.inner.net_status.clone();
+        let result = tokio::time::timeout(timeout, rx.wait_for(|s| ready(s))).await;
+        match result {
+            Ok(Ok(status)) => Some(status.clone()),
+            _ => None,
+        }
+    }
+
+    /// The network state.
+    pub async fn net_status(&self) -> Result<NetStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Status { reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// The answer to `status`.
+    pub async fn status(&self) -> Result<control::Status> {
+        let net = self.net_status().await?;
+        Ok(control::Status {
+            peer_id: self.peer_id().to_string(),
+            role: self.inner.role.as_str().into(),
+            listen_addresses: net.listen.iter().map(ToString::to_string).collect(),
+            external_addresses: net.external.iter().map(ToString::to_string).collect(),
+            relay_reservations: net.reservations.iter().map(|(p, _)| p.to_string()).collect(),
+            connected_peers: net.connected,
+            routing_table_size: net.routing_table,
+            queued_messages: self.inner.store.queued_count()?,
+        })
+    }
+
+    /// An invite carrying this node's certificate and the addresses it is reachable at: relay
+    /// circuits first, then confirmed external addresses.
+    pub async fn invite(&self) -> Result<control::InviteInfo> {
+        let net = self.net_status().await?;
+        let mut addresses: Vec<Multiaddr> =
+            net.reservations.into_iter().map(|(_, c)| swarm::without_peer(&c)).collect();
+        addresses.extend(net.external.into_iter().filter(|a| !swarm::is_relayed(a)));
+        addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+        let invite = Invite {
+            certificate: self.inner.certificate.clone(),
+            addresses: addresses.iter().map(|a| a.to_vec()).collect(),
+        };
+        Ok(control::InviteInfo {
+            invite: invite.to_text()?,
+            addresses: addresses.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Adds a contact from their invite code.
+    pub fn add_contact(&self, name: &str, invite_text: &str) -> Result<control::Contact> {
+        check_contact_name(name)?;
+        let (invite, peer) = Invite::from_text(invite_text, unix_secs())?;
+        if peer == self.peer_id() {
+            return Err(Error::ContactExists("that invite is your own".into()));
+        }
+        let mut addresses = Vec::new();
+        for bytes in &invite.addresses {
+            let addr = Multiaddr::try_from(bytes.clone()).map_err(|e| {
+                Error::Protocol(kolokol_protocol::Error::Invite(format!(
+                    "carries an unreadable address: {e}"
+                )))
+            })?;
+            addresses.push(addr.to_string());
+        }
+        let row = ContactRow {
+            name: name.to_owned(),
+            peer_id: peer.to_string(),
+            device_key: invite.certificate.device_key,
+            addresses,
+            added_at_ms: unix_ms(),
+        };
+        self.inner.store.add_contact(&row)?;
+        Ok(contact_view(row))
+    }
+
+    /// All contacts.
+    pub fn contacts(&self) -> Result<Vec<control::Contact>> {
+        Ok(self.inner.store.contacts()?.into_iter().map(contact_view).collect())
+    }
+
+    /// Removes a contact.
+    pub fn remove_contact(&self, name: &str) -> Result<control::Contact> {
+        self.inner
+            .store
+            .remove_contact(name)?
+            .map(contact_view)
+            .ok_or_else(|| Error::UnknownContact(name.to_owned()))
+    }
+
+    /// The newest `limit` received messages, oldest first.
+    pub fn inbox(&self, limit: u32) -> Result<Vec<InboxMessage>> {
+        Ok(self.inner.store.inbox(limit)?.into_iter().map(inbox_view).collect())
+    }
+
+    /// The state history of one of our messages.
+    pub fn history(&self, id: &MessageId) -> Result<Vec<(String, Option<String>, u64)>> {
+        self.inner.store.history(id)
+    }
+
+    /// Sends a text to a contact: commits it to the outbox, then makes the first delivery
+    /// attempt. Returns when that attempt has an answer; if it failed, the outbox keeps trying.
+    pub async fn send(&self, to: &str, text: &str) -> Result<control::SendResult> {
+        if text.trim().is_empty() {
+            return Err(Error::BadMessage("the message is empty".into()));
+        }
+        if text.len() > MAX_TEXT_LEN {
+            return Err(Error::BadMessage(format!(
+                "the message is {} bytes, over the limit of {MAX_TEXT_LEN}",
+                text.len()
+            )));
+        }
+        let contact =
+            self.inner.store.contact(to)?.ok_or_else(|| Error::UnknownContact(to.to_owned()))?;
+        let now = unix_ms();
+        let row = OutboxRow {
+            id: random_id(),
+            peer_id: contact.peer_id.clone(),
+            device_key: contact.device_key,
+            body: OutboxBody::Text(text.to_owned()),
+            created_at_ms: now,
+            attempts: 0,
+        };
+        self.inner.store.enqueue(&row, now + ATTEMPT_CLAIM.as_millis() as u64)?;
+        self.emit_state(&row.id, &row.peer_id, state::QUEUED, None, now);
+        let outcome = self.attempt(&row).await;
+        Ok(control::SendResult {
+            id: format_id(&row.id),
+            state: if outcome.is_ok() { state::SENT } else { state::QUEUED }.into(),
+            detail: outcome.err(),
+        })
+    }
+
+    /// One delivery attempt of an outbox row; records the outcome.
+    async fn attempt(&self, row: &OutboxRow) -> std::result::Result<(), String> {
+        let outcome = self.deliver(row).await;
+        let now = unix_ms();
+        let recorded = match &outcome {
+            Ok(()) => self.inner.store.set_state(&row.id, state::SENT, None, now).map(|changed| {
+                if changed {
+                    self.emit_state(&row.id, &row.peer_id, state::SENT, None, now);
+                }
+            }),
+            Err(reason)
+                if now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64 =>
+            {
+                let detail = format!(
+                    "not delivered within {} days: {reason}",
+                    MESSAGE_TTL.as_secs() / 86_400
+                );
+                self.inner.store.set_state(&row.id, state::FAILED, Some(&detail), now).map(|_| {
+                    self.emit_state(
+                        &row.id,
+                        &row.peer_id,
+                        state::FAILED,
+                        Some(detail.clone()),
+                        now,
+                    );
+                })
+            }
+            Err(reason) => {
+                let attempts = row.attempts + 1;
+                let delay = Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY);
+                self.inner
+                    .store
+                    .reschedule(&row.id, attempts, now + delay.as_millis() as u64, reason)
+                    .map(|()| {
+                        self.emit_state(
+                            &row.id,
+                            &row.peer_id,
+                            state::QUEUED,
+                            Some(reason.clone()),
+                            now,
+                        )
+                    })
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(%e, "cannot record a delivery outcome");
+        }
+        outcome
+    }
+
+    /// Seals the row's content on a worker thread and hands it to the swarm task.
+    async fn deliver(&self, row: &OutboxRow) -> std::result::Result<(), String> {
+        let peer: PeerId =
+            row.peer_id.parse().map_err(|e| format!("stored peer id is unreadable: {e}"))?;
+        let content = Content {
+            id: row.id,
+            sent_at_ms: row.created_at_ms,
+            body: match &row.body {
+                OutboxBody::Text(t) => Body::Text(t.clone()),
+                OutboxBody::Receipt(of) => Body::Receipt { of: *of },
+            },
+        };
+        let node = self.clone();
+        let device_key = row.device_key;
+        let envelope = self
+            .on_worker(move || {
+                let mut ephemeral = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut ephemeral);
+                envelope::seal(
+                    &node.inner.identity,
+                    &node.inner.certificate,
+                    &device_key,
+                    &content,
+                    ephemeral,
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot seal: {e}"))?;
+        let addresses = match self.inner.store.contact_by_peer(&row.peer_id) {
+            Ok(Some(c)) => c.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+            _ => Vec::new(),
+        };
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Deliver { peer, addresses, envelope, reply })
+            .await
+            .map_err(|_| "the node is shutting down".to_string())?;
+        rx.await.map_err(|_| "the node is shutting down".to_string())?
+    }
+
+    /// Runs `f` on a blocking worker thread, at most one per core at a time.
+    async fn on_worker<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let _permit =
+            self.inner.crypto.clone().acquire_owned().await.map_err(|_| Error::ShuttingDown)?;
+        tokio::task::spawn_blocking(f).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    fn emit_state(
+        &self,
+        id: &MessageId,
+        peer_id: &str,
+        state: &str,
+        detail: Option<String>,
+        at_ms: u64,
+    ) {
+        let to = match self.inner.store.contact_by_peer(peer_id) {
+            Ok(Some(c)) => c.name,
+            _ => peer_id.to_owned(),
+        };
+        // Nobody listening is fine: events are a convenience, the store is the record.
+        let _ = self.inner.events.send(Event::State(StateChange {
+            id: format_id(id),
+            to,
+            state: state.into(),
+            detail,
+            at_ms,
+        }));
+    }
+
+    /// Takes envelopes from the swarm task and opens each on a worker.
+    async fn open_inbound(
+        self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut openers = JoinSet::new();
+        loop {
+            tokio::select! {
+                next = inbound.recv() => match next {
+                    Some(i) => { openers.spawn(self.clone().handle_inbound(i)); }
+                    None => break,
+                },
+                Some(_) = openers.join_next(), if !openers.is_empty() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        openers.shutdown().await;
+    }
+
+    async fn handle_inbound(self, inbound: Inbound) {
+        let node = self.clone();
+        let envelope = inbound.envelope;
+        let opened = self
+            .on_worker(move || envelope::open(node.inner.identity.device(), &envelope, unix_secs()))
+            .await;
+        let ack = match opened {
+            Err(_) => Ack::Busy,
+            Ok(Err(e)) => {
+                tracing::debug!(%e, "rejected an envelope");
+                Ack::Rejected
+            }
+            Ok(Ok(opened)) => match self.accept(opened) {
+                Ok(()) => Ack::Accepted,
+                Err(e) => {
+                    tracing::error!(%e, "cannot store a received message");
+                    Ack::Busy
+                }
+            },
+        };
+        let _ = self.inner.commands.send(Command::Respond { channel: inbound.channel, ack }).await;
+    }
+
+    /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
+    /// receipt, a receipt marks our message delivered.
+    fn accept(&self, opened: envelope::Opened) -> Result<()> {
+        let sender = opened.sender.to_string();
+        let now = unix_ms();
+        match opened.content.body {
+            Body::Text(text) => {
+                let row = InboxRow {
+                    id: opened.content.id,
+                    peer_id: sender.clone(),
+                    contact: None,
+                    text,
+                    sent_at_ms: opened.content.sent_at_ms,
+                    received_at_ms: now,
+                };
+                if self.inner.store.receive(&row)? {
+                    let contact = self.inner.store.contact_by_peer(&sender)?.map(|c| c.name);
+                    let _ = self
+                        .inner
+                        .events
+                        .send(Event::Message(inbox_view(InboxRow { contact, ..row })));
+                    let receipt = OutboxRow {
+                        id: random_id(),
+                        peer_id: sender,
+                        device_key: opened.certificate.device_key,
+                        body: OutboxBody::Receipt(opened.content.id),
+                        created_at_ms: now,
+                        attempts: 0,
+                    };
+                    self.inner.store.enqueue(&receipt, now)?;
+                    self.inner.outbox_wake.notify_one();
+                }
+            }
+            Body::Receipt { of } => {
+                if self.inner.store.outgoing_text_peer(&of)?.as_deref() == Some(sender.as_str())
+                    && self.inner.store.set_state(&of, state::DELIVERED, None, now)?
+                {
+                    self.emit_state(&of, &sender, state::DELIVERED, None, now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Retries queued messages: when they fall due, when their peer connects, and when told to.
+    async fn run_outbox(
+        self,
+        mut net: mpsc::Receiver<NetEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let now = unix_ms();
+            match self.inner.store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
+                Ok(rows) => {
+                    let mut attempts = JoinSet::new();
+                    for row in rows {
+                        let node = self.clone();
+                        attempts.spawn(async move {
+                            let _ = node.attempt(&row).await;
+                        });
+                    }
+                    tokio::select! {
+                        _ = async { while attempts.join_next().await.is_some() {} } => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                Err(e) => tracing::error!(%e, "cannot read the outbox"),
+            }
+            let wait = match self.inner.store.next_due() {
+                Ok(Some(at)) => {
+                    Duration::from_millis(at.saturating_sub(unix_ms())).min(OUTBOX_POLL)
+                }
+                _ => OUTBOX_POLL,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.outbox_wake.notified() => {}
+                event = net.recv() => match event {
+                    Some(NetEvent::PeerConnected(peer)) => {
+                        if let Err(e) = self.inner.store.wake_peer(&peer.to_string(), unix_ms()) {
+                            tracing::error!(%e, "cannot wake the outbox");
+                        }
+                    }
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+fn check_contact_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::BadMessage("a contact name cannot be empty".into()));
+    }
+    if name.len() > MAX_CONTACT_NAME_LEN {
+        return Err(Error::BadMessage(format!(
+            "a contact name can be at most {MAX_CONTACT_NAME_LEN} bytes"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::BadMessage("a contact name cannot contain control characters".into()));
+    }
+    Ok(())
+}
+
+fn contact_view(c: ContactRow) -> control::Contact {
+    control::Contact {
+        name: c.name,
+        peer_id: c.peer_id,
+        addresses: c.addresses,
+        added_at_ms: c.added_at_ms,
+    }
+}
+
+fn inbox_view(m: InboxRow) -> InboxMessage {
+    InboxMessage {
+        id: format_id(&m.id),
+        from: m.contact,
+        from_peer_id: m.peer_id,
+        text: m.text,
+        sent_at_ms: m.sent_at_ms,
+        received_at_ms: m.received_at_ms,
+    }
+}
+
+fn random_id() -> MessageId {
+    let mut id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    id
+}
+
+/// Unix seconds now.
+pub fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

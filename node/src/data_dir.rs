@@ -1,0 +1,118 @@
+//! The data directory: its layout, the lock that keeps one daemon per directory, and the
+//! identity key file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use kolokol_protocol::identity::Identity;
+use rand::RngCore;
+
+use crate::error::{Error, Result};
+
+/// File names inside the data directory.
+pub const IDENTITY_FILE: &str = "identity.key";
+/// The SQLite database.
+pub const DATABASE_FILE: &str = "kolokol.db";
+/// The control socket.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// The lock file held by the running daemon.
+pub const LOCK_FILE: &str = "kolokol.lock";
+
+/// An opened data directory, locked for this process until dropped.
+#[derive(Debug)]
+pub struct DataDir {
+    root: PathBuf,
+    /// Holds an exclusive lock on `kolokol.lock`; the OS releases it when this file is closed,
+    /// including when the process is killed, so a crash never leaves a stale lock behind.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates the directory (mode 0700) if needed and takes its lock.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .map_err(|e| Error::io("cannot create data dir", root, e))?;
+        }
+        let lock_path = root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| Error::io("cannot open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::AlreadyRunning(root.to_owned()));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &lock_path, e)),
+        }
+        Ok(Self { root: root.to_owned(), _lock: lock })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of a file inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Loads `identity.key`, or creates it (mode 0600, written atomically) on first start.
+    pub fn load_or_create_identity(&self) -> Result<Identity> {
+        let path = self.path(IDENTITY_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let identity = Identity::from_file_bytes(&bytes).map_err(|e| Error::Config {
+                    path: path.clone(),
+                    detail: format!(
+                        "{e}; it is not a kolokol identity file (restore it from a backup)"
+                    ),
+                })?;
+                if let Ok(meta) = fs::metadata(&path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    tracing::warn!(path = %path.display(), "identity.key is readable by other users; run chmod 600 on it");
+                }
+                Ok(identity)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut secrets = [0u8; 64];
+                rand::rngs::OsRng.fill_bytes(&mut secrets);
+                let mut identity_secret = [0u8; 32];
+                let mut device_secret = [0u8; 32];
+                identity_secret.copy_from_slice(&secrets[..32]);
+                device_secret.copy_from_slice(&secrets[32..]);
+                zeroize::Zeroize::zeroize(&mut secrets);
+                let identity = Identity::from_secrets(identity_secret, device_secret);
+                zeroize::Zeroize::zeroize(&mut identity_secret);
+                zeroize::Zeroize::zeroize(&mut device_secret);
+                let tmp = self.path("identity.key.tmp");
+                let mut file = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| Error::io("cannot create", &tmp, e))?;
+                file.write_all(&identity.to_file_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| Error::io("cannot write", &tmp, e))?;
+                fs::rename(&tmp, &path)
+                    .map_err(|e| Error::io("cannot rename into place", &path, e))?;
+                tracing::info!(peer_id = %identity.peer_id(), "created a new identity");
+                Ok(identity)
+            }
+            Err(e) => Err(Error::io("cannot read", &path, e)),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The one error type of `kolokol-node`.
+
+use std::path::PathBuf;
+
+/// Everything the node can fail at, each variant worded so it can be shown to a user as is.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read, written or created.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("cannot create data dir").
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another daemon holds the data directory's lock.
+    #[error(
+        "another kolokol daemon is already running on {0} (stop it first, or use another --data-dir)"
+    )]
+    AlreadyRunning(PathBuf),
+    /// The SQLite store failed.
+    #[error("store {path}: {source}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        source: rusqlite::Error,
+    },
+    /// A configured address is unusable.
+    #[error("{0}")]
+    Address(String),
+    /// The configuration file is unusable.
+    #[error("config {path}: {detail}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, with the line where known.
+        detail: String,
+    },
+    /// libp2p refused to build the swarm or to listen.
+    #[error("network: {0}")]
+    Network(String),
+    /// Protocol-level failure (decoding, sealing, identity file).
+    #[error(transparent)]
+    Protocol(#[from] kolokol_protocol::Error),
+    /// No contact has that name.
+    #[error("no contact named {0:?} (see `kolokol contacts list`)")]
+    UnknownContact(String),
+    /// A contact with that name or peer already exists.
+    #[error("{0}")]
+    ContactExists(String),
+    /// The message cannot be sent as given.
+    #[error("{0}")]
+    BadMessage(String),
+    /// The node is shutting down and cannot take the request.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::Io { action, path: path.into(), source }
+    }
+}
+
+/// Short for `Result<T, node::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

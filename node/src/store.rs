@@ -1,0 +1,509 @@
+//! The SQLite store (`kolokol.db`): contacts, the outbox, each message's state history, and
+//! the inbox.
+//!
+//! Every write is its own transaction, committed before the caller acts on it: a message is in
+//! the outbox before any byte of it is sent, and in the inbox before the sender's node is told it
+//! arrived. The database runs in WAL mode with `synchronous=NORMAL`: a killed process loses no
+//! committed transaction (the WAL is in the kernel's page cache), a power cut may lose the last
+//! few. Calls are short and synchronous; the connection sits behind a mutex and is never held
+//! across an `.await`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+
+/// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The most outbox rows handed to one retry pass, so a huge backlog is worked through in slices
+/// instead of loaded at once.
+pub const OUTBOX_BATCH: usize = 64;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE contacts (
+    name         TEXT PRIMARY KEY,
+    peer_id      TEXT NOT NULL UNIQUE,
+    device_key   BLOB NOT NULL,
+    addresses    TEXT NOT NULL,
+    added_at_ms  INTEGER NOT NULL
+);
+CREATE TABLE outbox (
+    id              BLOB PRIMARY KEY,
+    peer_id         TEXT NOT NULL,
+    device_key      BLOB NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('text', 'receipt')),
+    text            TEXT,
+    receipt_of      BLOB,
+    state           TEXT NOT NULL,
+    detail          TEXT,
+    created_at_ms   INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_ms);
+CREATE TABLE message_states (
+    id     BLOB NOT NULL,
+    state  TEXT NOT NULL,
+    detail TEXT,
+    at_ms  INTEGER NOT NULL
+);
+CREATE INDEX message_states_id ON message_states (id);
+CREATE TABLE inbox (
+    peer_id         TEXT NOT NULL,
+    id              BLOB NOT NULL,
+    text            TEXT NOT NULL,
+    sent_at_ms      INTEGER NOT NULL,
+    received_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, id)
+);
+CREATE INDEX inbox_received ON inbox (received_at_ms);
+";
+
+/// A handle to the store; clones share one connection.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+/// A stored contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactRow {
+    /// Local name.
+    pub name: String,
+    /// Peer id, base58.
+    pub peer_id: String,
+    /// X25519 device key.
+    pub device_key: [u8; 32],
+    /// Known addresses, multiaddr text.
+    pub addresses: Vec<String>,
+    /// When added, Unix ms.
+    pub added_at_ms: u64,
+}
+
+/// What an outbox row carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxBody {
+    /// A text message.
+    Text(String),
+    /// A delivery receipt for the received message with this id.
+    Receipt([u8; 16]),
+}
+
+/// An outgoing item waiting for (or past) delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Message id.
+    pub id: [u8; 16],
+    /// Recipient peer id, base58.
+    pub peer_id: String,
+    /// Recipient's X25519 device key.
+    pub device_key: [u8; 32],
+    /// What it carries.
+    pub body: OutboxBody,
+    /// When it was created, Unix ms; also the `sent_at_ms` inside the envelope.
+    pub created_at_ms: u64,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+}
+
+/// A received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxRow {
+    /// Message id.
+    pub id: [u8; 16],
+    /// Sender peer id, base58.
+    pub peer_id: String,
+    /// The sender's contact name, if the sender is a contact.
+    pub contact: Option<String>,
+    /// The text.
+    pub text: String,
+    /// Sender's timestamp, Unix ms.
+    pub sent_at_ms: u64,
+    /// Local receive time, Unix ms.
+    pub received_at_ms: u64,
+}
+
+/// Message states as stored and shown.
+pub mod state {
+    /// In the outbox, not yet acknowledged by the recipient's node.
+    pub const QUEUED: &str = "queued";
+    /// The recipient's node acknowledged it over a direct or relayed connection.
+    pub const SENT: &str = "sent";
+    /// The recipient's end-to-end receipt arrived.
+    pub const DELIVERED: &str = "delivered";
+    /// Given up; the detail says why.
+    pub const FAILED: &str = "failed";
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let err = |source| Error::Store { path: path.to_owned(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        let version: i64 =
+            conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Store {
+                path: path.to_owned(),
+                source: rusqlite::Error::InvalidParameterName(format!(
+                    "schema version {version} is newer than this kolokol understands ({SCHEMA_VERSION}); upgrade kolokol"
+                )),
+            });
+        }
+        if version < 1 {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"))
+                .map_err(err)?;
+        }
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (each statement is
+        // atomic), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Store { path: self.path.clone(), source }
+    }
+
+    /// Adds a contact; refuses a duplicate name or peer.
+    pub fn add_contact(&self, c: &ContactRow) -> Result<()> {
+        let conn = self.conn();
+        let existing: Option<String> = conn
+            .query_row(
+                "SELECT name FROM contacts WHERE name = ?1 OR peer_id = ?2",
+                params![c.name, c.peer_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(name) = existing {
+            return Err(Error::ContactExists(if name == c.name {
+                format!("a contact named {name:?} already exists (remove it first)")
+            } else {
+                format!("that peer is already your contact {name:?}")
+            }));
+        }
+        conn.execute(
+            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                c.name,
+                c.peer_id,
+                c.device_key.as_slice(),
+                c.addresses.join("\n"),
+                c.added_at_ms as i64
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContactRow> {
+        let key: Vec<u8> = r.get(2)?;
+        let addresses: String = r.get(3)?;
+        Ok(ContactRow {
+            name: r.get(0)?,
+            peer_id: r.get(1)?,
+            device_key: key.try_into().unwrap_or([0; 32]),
+            addresses: addresses.lines().map(str::to_owned).collect(),
+            added_at_ms: r.get::<_, i64>(4)? as u64,
+        })
+    }
+
+    /// The contact with this name.
+    pub fn contact(&self, name: &str) -> Result<Option<ContactRow>> {
+        self.conn()
+            .query_row(
+                "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts WHERE name = ?1",
+                [name],
+                Self::contact_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The contact with this peer id.
+    pub fn contact_by_peer(&self, peer_id: &str) -> Result<Option<ContactRow>> {
+        self.conn()
+            .query_row(
+                "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts WHERE peer_id = ?1",
+                [peer_id],
+                Self::contact_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// All contacts, by name.
+    pub fn contacts(&self) -> Result<Vec<ContactRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], Self::contact_from_row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Removes a contact; messages to and from them stay.
+    pub fn remove_contact(&self, name: &str) -> Result<Option<ContactRow>> {
+        let Some(c) = self.contact(name)? else { return Ok(None) };
+        self.conn()
+            .execute("DELETE FROM contacts WHERE name = ?1", [name])
+            .map_err(|e| self.err(e))?;
+        Ok(Some(c))
+    }
+
+    /// Puts an item in the outbox as `queued`, first due at `next_attempt_ms`, and records the
+    /// state.
+    pub fn enqueue(&self, row: &OutboxRow, next_attempt_ms: u64) -> Result<()> {
+        let (kind, text, receipt_of) = match &row.body {
+            OutboxBody::Text(t) => ("text", Some(t.as_str()), None),
+            OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
+                                 created_at_ms, attempts, next_attempt_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
+            params![
+                row.id.as_slice(),
+                row.peer_id,
+                row.device_key.as_slice(),
+                kind,
+                text,
+                receipt_of,
+                state::QUEUED,
+                row.created_at_ms as i64,
+                next_attempt_ms as i64
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
+            params![row.id.as_slice(), state::QUEUED, row.created_at_ms as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Moves an outbox item to `new_state` (recording the change), unless it is already in a
+    /// later state; returns whether it changed. `delivered` is final: a late `sent` ack after
+    /// the receipt does not move it back.
+    pub fn set_state(
+        &self,
+        id: &[u8; 16],
+        new_state: &str,
+        detail: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let changed = tx
+            .execute(
+                "UPDATE outbox SET state = ?2, detail = ?3
+                 WHERE id = ?1 AND state NOT IN ('delivered', 'failed') AND state != ?2",
+                params![id.as_slice(), new_state, detail],
+            )
+            .map_err(|e| self.err(e))?;
+        if changed > 0 {
+            tx.execute(
+                "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![id.as_slice(), new_state, detail, now_ms as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(changed > 0)
+    }
+
+    /// Records a failed attempt and when to try again; the item stays `queued`.
+    pub fn reschedule(
+        &self,
+        id: &[u8; 16],
+        attempts: u32,
+        next_attempt_ms: u64,
+        detail: &str,
+    ) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, detail = ?4 WHERE id = ?1",
+                params![id.as_slice(), attempts, next_attempt_ms as i64, detail],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Makes every queued item for `peer_id` due now (the peer just became reachable).
+    pub fn wake_peer(&self, peer_id: &str, now_ms: u64) -> Result<usize> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET next_attempt_ms = ?2 WHERE peer_id = ?1 AND state = 'queued' AND next_attempt_ms > ?2",
+                params![peer_id, now_ms as i64],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Queued items due at `now_ms`, oldest first, at most [`OUTBOX_BATCH`]; each is claimed
+    /// until `claim_until_ms` (not due again before then) in the same transaction, so two
+    /// retry passes never take the same item.
+    pub fn due(&self, now_ms: u64, claim_until_ms: u64) -> Result<Vec<OutboxRow>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let rows: Vec<OutboxRow> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts
+                     FROM outbox WHERE state = 'queued' AND next_attempt_ms <= ?1
+                     ORDER BY created_at_ms, rowid LIMIT ?2",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params![now_ms as i64, OUTBOX_BATCH as i64], |r| {
+                    let id: Vec<u8> = r.get(0)?;
+                    let key: Vec<u8> = r.get(2)?;
+                    let kind: String = r.get(3)?;
+                    let body = if kind == "receipt" {
+                        let of: Vec<u8> = r.get(5)?;
+                        OutboxBody::Receipt(of.try_into().unwrap_or([0; 16]))
+                    } else {
+                        OutboxBody::Text(r.get::<_, Option<String>>(4)?.unwrap_or_default())
+                    };
+                    Ok(OutboxRow {
+                        id: id.try_into().unwrap_or([0; 16]),
+                        peer_id: r.get(1)?,
+                        device_key: key.try_into().unwrap_or([0; 32]),
+                        body,
+                        created_at_ms: r.get::<_, i64>(6)? as u64,
+                        attempts: r.get(7)?,
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?
+        };
+        for row in &rows {
+            tx.execute(
+                "UPDATE outbox SET next_attempt_ms = ?2 WHERE id = ?1",
+                params![row.id.as_slice(), claim_until_ms as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Makes every queued item due now; called at start, since no attempt survives a restart.
+    pub fn wake_all(&self, now_ms: u64) -> Result<usize> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET next_attempt_ms = ?1 WHERE state = 'queued'",
+                params![now_ms as i64],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The earliest time any queued item is due, if any is queued.
+    pub fn next_due(&self) -> Result<Option<u64>> {
+        self.conn()
+            .query_row("SELECT MIN(next_attempt_ms) FROM outbox WHERE state = 'queued'", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|v| v.map(|v| v as u64))
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many outgoing items are still queued.
+    pub fn queued_count(&self) -> Result<u64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The outbox item's recipient peer id, if the id names one of our text messages.
+    pub fn outgoing_text_peer(&self, id: &[u8; 16]) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT peer_id FROM outbox WHERE id = ?1 AND kind = 'text'",
+                [id.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores a received message unless this sender already sent one with this id; returns
+    /// whether it is new.
+    pub fn receive(&self, row: &InboxRow) -> Result<bool> {
+        let inserted = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    row.peer_id,
+                    row.id.as_slice(),
+                    row.text,
+                    row.sent_at_ms as i64,
+                    row.received_at_ms as i64
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(inserted == 1)
+    }
+
+    /// The newest `limit` received messages, oldest first, with the sender's contact name.
+    pub fn inbox(&self, limit: u32) -> Result<Vec<InboxRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT * FROM (
+                    SELECT i.id, i.peer_id, c.name, i.text, i.sent_at_ms, i.received_at_ms, i.rowid AS r
+                    FROM inbox i LEFT JOIN contacts c ON c.peer_id = i.peer_id
+                    ORDER BY i.received_at_ms DESC, i.rowid DESC LIMIT ?1
+                 ) ORDER BY received_at_ms, r",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok(InboxRow {
+                    id: id.try_into().unwrap_or([0; 16]),
+                    peer_id: r.get(1)?,
+                    contact: r.get(2)?,
+                    text: r.get(3)?,
+                    sent_at_ms: r.get::<_, i64>(4)? as u64,
+                    received_at_ms: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// The state history of one message, oldest first.
+    pub fn history(&self, id: &[u8; 16]) -> Result<Vec<(String, Option<String>, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT state, detail, at_ms FROM message_states WHERE id = ?1 ORDER BY at_ms, rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([id.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

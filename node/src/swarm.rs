@@ -1,0 +1,645 @@
+//! The one task that owns the libp2p `Swarm`, and the behaviours it is built from.
+//!
+//! Everything else talks to it through [`Command`]s on a bounded channel and hears from it
+//! through the bounded [`Inbound`] and [`NetEvent`] channels; nothing else ever touches the
+//! swarm. Heavy work never runs here: envelopes arriving over `/kolokol/msg/1` are handed, with
+//! their response channel, to opener workers, whose answer comes back as [`Command::Respond`].
+//!
+//! This task is also the auto-relay that libp2p lacks: a user node holds reservations on up to
+//! [`TARGET_RESERVATIONS`] relays, discovered from identify (any peer that speaks the circuit
+//! relay v2 hop protocol), and re-listens with backoff whenever a reservation is lost.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, connection_limits, dcutr, identify,
+    kad, noise, ping, relay, tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::{Config, Role, peer_id_of};
+use crate::delivery::{self, Ack};
+use crate::error::{Error, Result};
+
+/// The Kademlia protocol id: Kolokol's own DHT, never the IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kolokol/kad/1.0.0");
+
+/// The identify protocol version string; also all that peers learn of our software.
+pub const IDENTIFY_PROTOCOL_VERSION: &str = "/kolokol/1";
+
+/// Commands waiting for the swarm task. Callers wait when it is full, which slows senders down
+/// instead of growing memory.
+pub const COMMAND_QUEUE_LEN: usize = 1024;
+
+/// Envelopes received and waiting for an opener worker. When full, new envelopes are answered
+/// [`Ack::Busy`] at once and the sender retries later.
+pub const INBOUND_QUEUE_LEN: usize = 512;
+
+/// Network events (peer connected, addresses changed) waiting for the daemon. They are hints:
+/// when the queue is full the newest is dropped, and the outbox's timer covers for it.
+pub const NET_EVENT_QUEUE_LEN: usize = 256;
+
+/// Outbound deliveries awaiting their ack. Past this, new deliveries fail at once as busy.
+pub const MAX_PENDING_DELIVERIES: usize = 4096;
+
+/// How many relay reservations a user node tries to hold.
+pub const TARGET_RESERVATIONS: usize = 2;
+
+/// How many relays a node remembers as candidates for reservations.
+pub const MAX_KNOWN_RELAYS: usize = 32;
+
+/// Established connections the node accepts in total; relays carry many users.
+pub const MAX_CONNECTIONS: u32 = 1024;
+
+/// Connections being negotiated at once, inbound.
+pub const MAX_PENDING_INCOMING: u32 = 128;
+
+/// A connection with no streams is closed after this long. Longer than libp2p's 10 s so a
+/// conversation does not re-dial (and re-punch) between every pair of messages.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long one delivery (stream open, envelope out, ack in) may take.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the swarm task checks relays and bootstrap peers.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest wait between two attempts to reach a relay or a bootstrap peer.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Relay server limits, raised from libp2p's defaults (2 minutes and 128 KiB per circuit),
+/// which would cut a conversation off after about a hundred messages.
+pub mod relay_limits {
+    use std::time::Duration;
+
+    /// Reservations held at once.
+    pub const MAX_RESERVATIONS: usize = 1024;
+    /// Circuits relayed at once.
+    pub const MAX_CIRCUITS: usize = 512;
+    /// Circuits at once per peer.
+    pub const MAX_CIRCUITS_PER_PEER: usize = 16;
+    /// Longest life of one circuit; the client re-opens one after.
+    pub const MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(60 * 60);
+    /// Most bytes relayed by one circuit, both directions (64 MiB, about 16 000 small messages).
+    pub const MAX_CIRCUIT_BYTES: u64 = 64 * 1024 * 1024;
+}
+
+/// The composed behaviour.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    relay_client: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    dcutr: dcutr::Behaviour,
+    delivery: request_response::Behaviour<delivery::codec::Codec>,
+    limits: connection_limits::Behaviour,
+}
+
+/// What other tasks ask of the swarm task.
+pub(crate) enum Command {
+    /// Send one envelope to `peer`, dialing `addresses` if not connected; the reply says whether
+    /// the peer accepted it.
+    Deliver {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        envelope: Vec<u8>,
+        reply: oneshot::Sender<std::result::Result<(), String>>,
+    },
+    /// Answer an inbound envelope.
+    Respond { channel: ResponseChannel<Ack>, ack: Ack },
+    /// Report the network state.
+    Status { reply: oneshot::Sender<NetStatus> },
+}
+
+/// An envelope a peer sent, waiting for an opener.
+pub(crate) struct Inbound {
+    pub envelope: Vec<u8>,
+    pub channel: ResponseChannel<Ack>,
+}
+
+/// Things the daemon wants to hear about.
+#[derive(Debug)]
+pub(crate) enum NetEvent {
+    /// A connection to this peer was established: retry what waits for it.
+    PeerConnected(PeerId),
+}
+
+/// A snapshot of the network state.
+#[derive(Clone, Debug, Default)]
+pub struct NetStatus {
+    /// Listen addresses, relay circuits included.
+    pub listen: Vec<Multiaddr>,
+    /// Confirmed external addresses.
+    pub external: Vec<Multiaddr>,
+    /// Relays holding a reservation for us, with the circuit address through each.
+    pub reservations: Vec<(PeerId, Multiaddr)>,
+    /// Peers connected now.
+    pub connected: usize,
+    /// Peers in the routing table.
+    pub routing_table: usize,
+}
+
+/// A relay we may hold a reservation on.
+struct RelaySlot {
+    /// The relay's own address, ending in `/p2p/<relay>`.
+    address: Multiaddr,
+    /// The circuit listener while a reservation is wanted or held.
+    listener: Option<libp2p::core::transport::ListenerId>,
+    /// The circuit address once the reservation is granted.
+    circuit: Option<Multiaddr>,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+/// A configured bootstrap peer, redialled with backoff while not connected.
+struct BootstrapPeer {
+    peer: PeerId,
+    address: Multiaddr,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+/// Builds the swarm for `config`, listening on its addresses.
+pub(crate) fn build(
+    keypair: &libp2p::identity::Keypair,
+    config: &Config,
+) -> Result<Swarm<Behaviour>> {
+    let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
+    let role = config.role;
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| net(&e))?
+        .with_dns()
+        .map_err(|e| net(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| net(&e))?
+        .with_behaviour(|key, relay_client| {
+            let peer_id = key.public().to_peer_id();
+            let relay_server = (role == Role::Relay).then(|| {
+                let mut cfg = relay::Config {
+                    max_reservations: relay_limits::MAX_RESERVATIONS,
+                    max_circuits: relay_limits::MAX_CIRCUITS,
+                    max_circuits_per_peer: relay_limits::MAX_CIRCUITS_PER_PEER,
+                    max_circuit_duration: relay_limits::MAX_CIRCUIT_DURATION,
+                    max_circuit_bytes: relay_limits::MAX_CIRCUIT_BYTES,
+                    ..Default::default()
+                };
+                cfg.reservation_duration = Duration::from_secs(60 * 60);
+                relay::Behaviour::new(peer_id, cfg)
+            });
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_query_timeout(Duration::from_secs(30));
+            let kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_config,
+            );
+            let identify = identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
+                    .with_agent_version(IDENTIFY_PROTOCOL_VERSION.to_owned())
+                    .with_push_listen_addr_updates(true),
+            );
+            let delivery = request_response::Behaviour::new(
+                [(delivery::PROTOCOL_NAME, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(DELIVERY_TIMEOUT)
+                    .with_max_concurrent_streams(256),
+            );
+            let limits = connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                    .with_max_established_per_peer(Some(8)),
+            );
+            Behaviour {
+                relay_client,
+                relay_server: relay_server.into(),
+                identify,
+                ping: ping::Behaviour::default(),
+                kad,
+                dcutr: dcutr::Behaviour::new(peer_id),
+                delivery,
+                limits,
+            }
+        })
+        .map_err(|e| net(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+
+    // A relay must serve the DHT and be reachable; a user node with a configured external
+    // address can serve too. Everyone else stays a DHT client: a node reachable only through
+    // relay circuits would make a poor DHT server (see notes/libp2p-0.57.md §2.3).
+    let server = role == Role::Relay || !config.external_addresses.is_empty();
+    swarm.behaviour_mut().kad.set_mode(Some(if server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
+    if let Some(relay) = swarm.behaviour_mut().relay_server.as_mut() {
+        relay.set_status(Some(relay::Status::Enable));
+    }
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+    }
+    for addr in &config.external_addresses {
+        swarm.add_external_address(addr.clone());
+    }
+    Ok(swarm)
+}
+
+/// The swarm task.
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    role: Role,
+    /// Whether external addresses were configured; if not, a relay confirms its concrete
+    /// listen addresses as external.
+    external_configured: bool,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<Inbound>,
+    events: mpsc::Sender<NetEvent>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), String>>>,
+    relays: HashMap<PeerId, RelaySlot>,
+    bootstrap: Vec<BootstrapPeer>,
+    /// The address we dialed for each connected peer, so a relay found by identify can be
+    /// reserved on at the address that worked. Entries leave when the last connection closes,
+    /// so connection limits bound it.
+    dialed: HashMap<PeerId, Multiaddr>,
+    /// The latest network state, republished when addresses, reservations or connections
+    /// change, so callers can wait for a state instead of polling for it.
+    status: watch::Sender<NetStatus>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        config: &Config,
+        commands: mpsc::Receiver<Command>,
+        inbound: mpsc::Sender<Inbound>,
+        events: mpsc::Sender<NetEvent>,
+        status: watch::Sender<NetStatus>,
+    ) -> Result<Self> {
+        let now = Instant::now();
+        let bootstrap = config
+            .bootstrap
+            .iter()
+            .map(|a| {
+                Ok(BootstrapPeer {
+                    peer: peer_id_of(a)?,
+                    address: a.clone(),
+                    failures: 0,
+                    next_attempt: now,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut this = Self {
+            swarm,
+            role: config.role,
+            external_configured: !config.external_addresses.is_empty(),
+            commands,
+            inbound,
+            events,
+            pending: HashMap::new(),
+            relays: HashMap::new(),
+            bootstrap,
+            dialed: HashMap::new(),
+            status,
+        };
+        for b in &this.bootstrap {
+            let base = without_peer(&b.address);
+            this.swarm.behaviour_mut().kad.add_address(&b.peer, base);
+        }
+        Ok(this)
+    }
+
+    /// Runs until `shutdown` flips to true or every command sender is gone.
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = tick.tick() => self.maintain(),
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err("the node is shutting down".into()));
+        }
+        tracing::debug!("swarm task stopped");
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Deliver { peer, addresses, envelope, reply } => {
+                if self.pending.len() >= MAX_PENDING_DELIVERIES {
+                    let _ = reply.send(Err("too many deliveries in flight".into()));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .delivery
+                    .send_request_with_addresses(&peer, envelope, addresses);
+                self.pending.insert(id, reply);
+            }
+            Command::Respond { channel, ack } => {
+                // The peer may have gone meanwhile; then there is nobody to answer.
+                let _ = self.swarm.behaviour_mut().delivery.send_response(channel, ack);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn status(&mut self) -> NetStatus {
+        let routing_table =
+            self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+        NetStatus {
+            listen: self.swarm.listeners().cloned().collect(),
+            external: self.swarm.external_addresses().cloned().collect(),
+            reservations: self
+                .relays
+                .iter()
+                .filter_map(|(p, s)| s.circuit.clone().map(|c| (*p, c)))
+                .collect(),
+            connected: self.swarm.connected_peers().count(),
+            routing_table,
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let publish = matches!(
+            event,
+            SwarmEvent::ConnectionEstablished { .. }
+                | SwarmEvent::ConnectionClosed { .. }
+                | SwarmEvent::NewListenAddr { .. }
+                | SwarmEvent::ExpiredListenAddr { .. }
+                | SwarmEvent::ListenerClosed { .. }
+                | SwarmEvent::ExternalAddrConfirmed { .. }
+                | SwarmEvent::ExternalAddrExpired { .. }
+                | SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { .. }))
+        );
+        self.handle_swarm_event(event);
+        if publish {
+            let status = self.status();
+            self.status.send_if_modified(|old| {
+                let changed = old.listen != status.listen
+                    || old.external != status.external
+                    || old.reservations != status.reservations
+                    || old.connected != status.connected
+                    || old.routing_table != status.routing_table;
+                *old = status;
+                changed
+            });
+        }
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Delivery(e)) => self.on_delivery(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.on_identified(peer_id, info),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => match e.result {
+                Ok(_) => {
+                    tracing::info!(peer = %e.remote_peer_id, "hole punch succeeded: direct connection")
+                }
+                Err(err) => {
+                    tracing::debug!(peer = %e.remote_peer_id, %err, "hole punch failed; staying relayed")
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. },
+            )) => {
+                tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint
+                    && !is_relayed(address)
+                {
+                    self.dialed.insert(peer_id, without_peer(address));
+                }
+                if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id) {
+                    b.failures = 0;
+                }
+                // A full queue only delays the retry until the outbox's next timer.
+                let _ = self.events.try_send(NetEvent::PeerConnected(peer_id));
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.dialed.remove(&peer_id);
+            }
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                if let Some(slot) =
+                    self.relays.values_mut().find(|s| s.listener == Some(listener_id))
+                {
+                    tracing::info!(%address, "reachable through relay");
+                    slot.circuit = Some(address);
+                    slot.failures = 0;
+                } else {
+                    tracing::info!(%address, "listening");
+                    if self.role == Role::Relay
+                        && !self.external_configured
+                        && !is_unspecified(&address)
+                    {
+                        self.swarm.add_external_address(address);
+                    }
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { listener_id, .. } => {
+                if let Some(slot) =
+                    self.relays.values_mut().find(|s| s.listener == Some(listener_id))
+                {
+                    slot.circuit = None;
+                }
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                if let Some((peer, slot)) =
+                    self.relays.iter_mut().find(|(_, s)| s.listener == Some(listener_id))
+                {
+                    slot.listener = None;
+                    slot.circuit = None;
+                    slot.failures += 1;
+                    slot.next_attempt = Instant::now() + backoff(slot.failures);
+                    tracing::warn!(relay = %peer, ?reason, "relay reservation lost; will retry");
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+                if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer) {
+                    b.failures += 1;
+                    b.next_attempt = Instant::now() + backoff(b.failures);
+                    tracing::warn!(%peer, %error, "cannot reach bootstrap peer; will retry");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_delivery(&mut self, event: request_response::Event<Vec<u8>, Ack>) {
+        match event {
+            request_response::Event::Message { message, peer, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    match self.inbound.try_send(Inbound { envelope: request, channel }) {
+                        Ok(()) => {}
+                        Err(
+                            mpsc::error::TrySendError::Full(i)
+                            | mpsc::error::TrySendError::Closed(i),
+                        ) => {
+                            tracing::debug!(%peer, "inbound queue full; answering busy");
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .delivery
+                                .send_response(i.channel, Ack::Busy);
+                        }
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(match response {
+                            Ack::Accepted => Ok(()),
+                            Ack::Rejected => {
+                                Err("the recipient's node could not open the envelope".into())
+                            }
+                            Ack::Busy => Err("the recipient's node is busy".into()),
+                        });
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(format!("cannot reach {peer}: {error}")));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound delivery failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+        }
+        let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        if self.role == Role::Node
+            && is_relay
+            && !self.relays.contains_key(&peer)
+            && self.relays.len() < MAX_KNOWN_RELAYS
+        {
+            let base = self
+                .dialed
+                .get(&peer)
+                .cloned()
+                .or_else(|| info.listen_addrs.iter().find(|a| !is_relayed(a)).cloned());
+            if let Some(base) = base {
+                tracing::debug!(relay = %peer, %base, "found a relay");
+                self.relays.insert(
+                    peer,
+                    RelaySlot {
+                        address: base.with(Protocol::P2p(peer)),
+                        listener: None,
+                        circuit: None,
+                        failures: 0,
+                        next_attempt: Instant::now(),
+                    },
+                );
+                self.reserve();
+            }
+        }
+    }
+
+    /// Asks for reservations until [`TARGET_RESERVATIONS`] listeners are up.
+    fn reserve(&mut self) {
+        let now = Instant::now();
+        let mut active = self.relays.values().filter(|s| s.listener.is_some()).count();
+        let candidates: Vec<PeerId> = self
+            .relays
+            .iter()
+            .filter(|(_, s)| s.listener.is_none() && s.next_attempt <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in candidates {
+            if active >= TARGET_RESERVATIONS {
+                break;
+            }
+            let Some(slot) = self.relays.get_mut(&peer) else { continue };
+            let circuit = slot.address.clone().with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    slot.listener = Some(id);
+                    active += 1;
+                }
+                Err(e) => {
+                    slot.failures += 1;
+                    slot.next_attempt = now + backoff(slot.failures);
+                    tracing::warn!(%circuit, %e, "cannot listen through relay");
+                }
+            }
+        }
+    }
+
+    fn maintain(&mut self) {
+        if self.role == Role::Node {
+            self.reserve();
+        }
+        let now = Instant::now();
+        for b in &mut self.bootstrap {
+            if b.next_attempt <= now && !self.swarm.is_connected(&b.peer) {
+                b.next_attempt = now + backoff(b.failures + 1);
+                if let Err(e) = self.swarm.dial(b.address.clone()) {
+                    tracing::debug!(peer = %b.peer, %e, "bootstrap dial not started");
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff from one second up to [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF)
+}
+
+/// True if the address goes through a relay circuit.
+pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+/// The address without a trailing `/p2p/<peer id>`.
+pub(crate) fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    let mut a = addr.clone();
+    if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+        a.pop();
+    }
+    a
+}

@@ -1,0 +1,284 @@
+//! The control API between the daemon and its clients (the CLI, bots, GUIs): newline-delimited
+//! JSON-RPC 2.0 over the Unix socket `control.sock`.
+//!
+//! These are the only types in the project that are `Serialize`, besides the peer wire types:
+//! they are a public interface, documented in `docs/USAGE.md`, so fields are added, never renamed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The longest request line the daemon reads, in bytes; a longer line is answered with an
+/// error and the connection is closed, so a client cannot make the daemon buffer without end.
+pub const MAX_LINE_LEN: usize = 256 * 1024;
+
+/// Method names.
+pub mod method {
+    /// Returns [`super::IdInfo`].
+    pub const ID: &str = "id";
+    /// Returns [`super::InviteInfo`].
+    pub const INVITE: &str = "invite";
+    /// Params [`super::ContactAddParams`]; returns [`super::Contact`].
+    pub const CONTACTS_ADD: &str = "contacts.add";
+    /// Returns a list of [`super::Contact`].
+    pub const CONTACTS_LIST: &str = "contacts.list";
+    /// Params [`super::ContactNameParams`]; returns the removed [`super::Contact`].
+    pub const CONTACTS_REMOVE: &str = "contacts.remove";
+    /// Params [`super::SendParams`]; returns [`super::SendResult`].
+    pub const SEND: &str = "send";
+    /// Params [`super::InboxParams`]; returns a list of [`super::InboxMessage`], oldest first.
+    pub const INBOX: &str = "inbox";
+    /// Returns [`super::Status`].
+    pub const STATUS: &str = "status";
+    /// Returns `true`, then streams `event` notifications ([`super::Event`]) on this connection.
+    pub const SUBSCRIBE: &str = "subscribe";
+    /// The method name of event notifications sent after `subscribe`.
+    pub const EVENT: &str = "event";
+}
+
+/// Error codes: the JSON-RPC 2.0 ones, then Kolokol's own (positive, stable).
+pub mod code {
+    /// The line is not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// The JSON is not a JSON-RPC 2.0 request.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The params do not fit the method.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The daemon failed; the message says how.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// No contact has that name.
+    pub const UNKNOWN_CONTACT: i64 = 1;
+    /// The invite code could not be used.
+    pub const BAD_INVITE: i64 = 2;
+    /// A contact with that name, or that peer, already exists.
+    pub const CONTACT_EXISTS: i64 = 3;
+    /// The message is empty or too long.
+    pub const BAD_MESSAGE: i64 = 4;
+}
+
+/// A request line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Request {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// Echoed in the response. Requests without an id get no response (notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    /// One of [`method`].
+    pub method: String,
+    /// Method parameters, an object; absent means none.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub params: Value,
+}
+
+/// A response line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// The request's id (`null` if the request could not be read).
+    pub id: Value,
+    /// The result, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+/// A JSON-RPC error object.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RpcError {
+    /// One of [`code`].
+    pub code: i64,
+    /// One line a person can act on.
+    pub message: String,
+}
+
+/// An event notification line, sent to subscribed connections.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Notification {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// Always [`method::EVENT`].
+    pub method: String,
+    /// The event.
+    pub params: Event,
+}
+
+/// Something that happened in the daemon.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A message arrived.
+    Message(InboxMessage),
+    /// An outgoing message changed state.
+    State(StateChange),
+    /// The subscriber fell behind and missed this many events; re-read `inbox` or `outbox`.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+}
+
+/// The answer to `id`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdInfo {
+    /// The node's peer id.
+    pub peer_id: String,
+    /// The X25519 device key, hex.
+    pub device_key: String,
+}
+
+/// The answer to `invite`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InviteInfo {
+    /// The invite code.
+    pub invite: String,
+    /// The addresses it carries.
+    pub addresses: Vec<String>,
+}
+
+/// Params of `contacts.add`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactAddParams {
+    /// The local name for the contact.
+    pub name: String,
+    /// Their invite code.
+    pub invite: String,
+}
+
+/// Params naming one contact.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactNameParams {
+    /// The contact's local name.
+    pub name: String,
+}
+
+/// A contact.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Contact {
+    /// The local name.
+    pub name: String,
+    /// Their peer id.
+    pub peer_id: String,
+    /// Addresses known for them.
+    pub addresses: Vec<String>,
+    /// When they were added, Unix milliseconds.
+    pub added_at_ms: u64,
+}
+
+/// Params of `send`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendParams {
+    /// The contact's local name.
+    pub to: String,
+    /// The text.
+    pub text: String,
+}
+
+/// The answer to `send`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendResult {
+    /// The new message's id, 32 hex digits.
+    pub id: String,
+    /// Its state when the call returned (`sent`, or `queued` if the first attempt failed).
+    pub state: String,
+    /// Why the first attempt failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Params of `inbox`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InboxParams {
+    /// Return at most this many of the newest messages (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// A received message.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InboxMessage {
+    /// Message id, 32 hex digits.
+    pub id: String,
+    /// The sender's contact name, or `null` if the sender is not a contact.
+    pub from: Option<String>,
+    /// The sender's peer id.
+    pub from_peer_id: String,
+    /// The text.
+    pub text: String,
+    /// When the sender says it sent it, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// When this node stored it, Unix milliseconds.
+    pub received_at_ms: u64,
+}
+
+/// A state change of an outgoing message.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateChange {
+    /// Message id, 32 hex digits.
+    pub id: String,
+    /// The recipient's contact name.
+    pub to: String,
+    /// The new state: `queued`, `sent`, `delivered` or `failed`.
+    pub state: String,
+    /// Why, for `queued` after a failed attempt and for `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    /// The node's peer id.
+    pub peer_id: String,
+    /// `node` or `relay`.
+    pub role: String,
+    /// Addresses the node listens on, circuit addresses through relays included.
+    pub listen_addresses: Vec<String>,
+    /// Addresses confirmed as reachable from outside.
+    pub external_addresses: Vec<String>,
+    /// Relays this node holds a reservation on.
+    pub relay_reservations: Vec<String>,
+    /// Peers connected right now.
+    pub connected_peers: usize,
+    /// Peers in the Kademlia routing table.
+    pub routing_table_size: usize,
+    /// Outgoing messages not yet acknowledged by the recipient's node.
+    pub queued_messages: u64,
+}
+
+impl Request {
+    /// A request with the given id, method and params.
+    pub fn new(id: u64, method: &str, params: Value) -> Self {
+        Self { jsonrpc: "2.0".into(), id: Some(Value::from(id)), method: method.into(), params }
+    }
+}
+
+impl Response {
+    /// A success response.
+    pub fn ok(id: Value, result: Value) -> Self {
+        Self { jsonrpc: "2.0".into(), id, result: Some(result), error: None }
+    }
+
+    /// An error response.
+    pub fn err(id: Value, code: i64, message: impl Into<String>) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id,
+            result: None,
+            error: Some(RpcError { code, message: message.into() }),
+        }
+    }
+}
+
+impl Notification {
+    /// Wraps an event.
+    pub fn new(event: Event) -> Self {
+        Self { jsonrpc: "2.0".into(), method: method::EVENT.into(), params: event }
+    }
+}

@@ -1,0 +1,127 @@
+//! Invite codes: copy-pasteable text that lets one person add another as a contact.
+//!
+//! An invite carries the inviter's device certificate (and so its peer id and device key) and
+//! the addresses at which it can be reached, typically relay circuit addresses. Its text form is
+//! `kolokol1` followed by base58 (Bitcoin alphabet, no `0OIl`, so it survives being read aloud or
+//! retyped) of `version || bincode(InviteBody) || checksum`, where the checksum is the first four
+//! bytes of BLAKE2s-256 over the version and body. A typo is caught by the checksum before
+//! anything else is looked at.
+
+use bincode::{Decode, Encode};
+use blake2::{Blake2s256, Digest};
+use libp2p_identity::PeerId;
+
+use crate::Error;
+use crate::codec;
+use crate::identity::DeviceCertificate;
+
+/// Every invite's text starts with this.
+pub const INVITE_PREFIX: &str = "kolokol1";
+
+/// Version byte of the invite format.
+pub const INVITE_VERSION: u8 = 1;
+
+/// Longest invite text accepted, in characters; anything longer is refused before decoding.
+pub const MAX_INVITE_TEXT_LEN: usize = 4096;
+
+/// Most addresses one invite may carry.
+pub const MAX_INVITE_ADDRESSES: usize = 8;
+
+/// Longest single address, in bytes of its binary multiaddr form.
+pub const MAX_ADDRESS_LEN: usize = 256;
+
+const CHECKSUM_LEN: usize = 4;
+const CHECKSUM_CONTEXT: &[u8] = b"kolokol-invite-checksum";
+
+/// The decoded contents of an invite.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Invite {
+    /// The inviter's device certificate.
+    pub certificate: DeviceCertificate,
+    /// Addresses the inviter can be reached at, as binary multiaddrs (this crate does not parse
+    /// them; the node does).
+    pub addresses: Vec<Vec<u8>>,
+}
+
+impl Invite {
+    /// Encodes the invite as text, refusing one that breaks the limits a reader would enforce.
+    pub fn to_text(&self) -> Result<String, Error> {
+        self.check_limits()?;
+        let mut payload = vec![INVITE_VERSION];
+        payload.extend_from_slice(&codec::encode(self)?);
+        let checksum = checksum(&payload);
+        payload.extend_from_slice(&checksum);
+        Ok(format!("{INVITE_PREFIX}{}", bs58::encode(payload).into_string()))
+    }
+
+    /// Decodes invite text and verifies the certificate at `now` (Unix seconds). Surrounding
+    /// whitespace is ignored, since copy and paste tends to add it.
+    pub fn from_text(text: &str, now: u64) -> Result<(Self, PeerId), Error> {
+        let text = text.trim();
+        if text.len() > MAX_INVITE_TEXT_LEN {
+            return Err(Error::Invite(format!(
+                "is {} characters, longer than the {MAX_INVITE_TEXT_LEN} an invite can be",
+                text.len()
+            )));
+        }
+        let Some(encoded) = text.strip_prefix(INVITE_PREFIX) else {
+            return Err(Error::Invite(format!("does not start with {INVITE_PREFIX:?}")));
+        };
+        let payload = bs58::decode(encoded).into_vec().map_err(|e| match e {
+            bs58::decode::Error::InvalidCharacter { character, index } => Error::Invite(format!(
+                "has the character {character:?} at position {}, which no invite contains",
+                index + INVITE_PREFIX.len() + 1
+            )),
+            other => Error::Invite(format!("is not valid base58: {other}")),
+        })?;
+        if payload.len() < 1 + CHECKSUM_LEN {
+            return Err(Error::Invite("is too short: was it cut off when copying?".into()));
+        }
+        let (signed, sum) = payload.split_at(payload.len() - CHECKSUM_LEN);
+        if checksum(signed) != sum {
+            return Err(Error::Invite(
+                "checksum does not match: the code was mistyped or cut off".into(),
+            ));
+        }
+        if signed[0] != INVITE_VERSION {
+            return Err(Error::Invite(format!(
+                "has version {}, this kolokol reads version {INVITE_VERSION}: upgrade kolokol",
+                signed[0]
+            )));
+        }
+        let invite: Invite = codec::decode("invite", &signed[1..])?;
+        invite.check_limits()?;
+        let peer_id = invite
+            .certificate
+            .verify(now)
+            .map_err(|e| Error::Invite(format!("carries an unusable certificate: {e}")))?;
+        Ok((invite, peer_id))
+    }
+
+    fn check_limits(&self) -> Result<(), Error> {
+        if self.addresses.len() > MAX_INVITE_ADDRESSES {
+            return Err(Error::Invite(format!(
+                "carries {} addresses, more than the {MAX_INVITE_ADDRESSES} allowed",
+                self.addresses.len()
+            )));
+        }
+        if let Some(a) = self.addresses.iter().find(|a| a.len() > MAX_ADDRESS_LEN) {
+            return Err(Error::Invite(format!(
+                "carries a {}-byte address, longer than {MAX_ADDRESS_LEN}",
+                a.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn checksum(payload: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut hasher = Blake2s256::new();
+    hasher.update(CHECKSUM_CONTEXT);
+    hasher.update(payload);
+    let digest = hasher.finalize();
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+#[cfg(test)]
+mod tests;

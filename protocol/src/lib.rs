@@ -1,0 +1,19 @@
+//! Kolokol's sans-IO core: identities and device certificates, invite codes, the peer wire types
+//! and their codec, end-to-end envelopes, and the control-API message types shared by the daemon
+//! and the CLI.
+//!
+//! This crate must stay deterministic given its inputs: it does no I/O, has no async code, and
+//! owns no clock or random number generator. Time arrives as Unix seconds or milliseconds and
+//! randomness as byte arrays, both supplied by the caller. Nothing here may panic on any input
+//! a peer, a file or a user can produce; every decoder returns [`Error`] instead.
+//! Of libp2p it uses only `libp2p-identity`, for Ed25519 keys and peer ids.
+
+pub mod codec;
+pub mod control;
+pub mod envelope;
+pub mod error;
+pub mod identity;
+pub mod invite;
+pub mod message;
+
+pub use error::Error;
