@@ -84,7 +84,7 @@ impl Client {
                 continue;
             }
             let response: Response = serde_json::from_value(value)?;
-            if response.id != Value::from(id) {
+            if response.id != id {
                 continue;
             }
             if let Some(err) = response.error {

@@ -49,6 +49,9 @@ const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Clock skew tolerated by backdating the certificate's start.
 const CERTIFICATE_BACKDATE: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How long `invite` waits for a first relay reservation.
+pub const INVITE_WAIT: Duration = Duration::from_secs(10);
+
 /// Longest contact name, in bytes.
 pub const MAX_CONTACT_NAME_LEN: usize = 64;
 
@@ -62,6 +65,7 @@ struct Inner {
     identity: Identity,
     certificate: DeviceCertificate,
     role: Role,
+    has_bootstrap: bool,
     store: Store,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
@@ -109,6 +113,7 @@ impl RunningNode {
                 identity,
                 certificate,
                 role: config.role,
+                has_bootstrap: !config.bootstrap.is_empty(),
                 store,
                 commands: command_tx,
                 events: broadcast::channel(EVENT_BUFFER).0,
@@ -216,9 +221,20 @@ impl Node {
     }
 
     /// An invite carrying this node's certificate and the addresses it is reachable at: relay
-    /// circuits first, then confirmed external addresses.
+    /// circuits first, then confirmed external addresses. A user node that has bootstrap peers
+    /// but no reservation yet (it was just started) waits up to [`INVITE_WAIT`] for one, since an
+    /// invite without addresses is of no use to the person receiving it.
     pub async fn invite(&self) -> Result<control::InviteInfo> {
-        let net = self.net_status().await?;
+        let mut net = self.net_status().await?;
+        if self.inner.role == Role::Node
+            && self.inner.has_bootstrap
+            && net.reservations.is_empty()
+            && net.external.is_empty()
+            && let Some(ready) =
+                self.wait_for_net(INVITE_WAIT, |s| !s.reservations.is_empty()).await
+        {
+            net = ready;
+        }
         let mut addresses: Vec<Multiaddr> =
             net.reservations.into_iter().map(|(_, c)| swarm::without_peer(&c)).collect();
         addresses.extend(net.external.into_iter().filter(|a| !swarm::is_relayed(a)));

@@ -62,7 +62,7 @@ const SMALL_ORDER_POINTS: [[u8; 32]; 7] = [
 pub fn check_x25519_public(key: &[u8; 32]) -> Result<(), Error> {
     let mut masked = *key;
     masked[31] &= 0x7f;
-    if SMALL_ORDER_POINTS.iter().any(|p| *p == masked) {
+    if SMALL_ORDER_POINTS.contains(&masked) {
         return Err(Error::InvalidKey { what: "X25519", detail: "small-order point" });
     }
     Ok(())

@@ -1,1 +1,18 @@
-//! placeholder
+//! End-to-end tests of Kolokol: real nodes (real libp2p swarms on 127.0.0.1, real SQLite files
+//! in temporary directories, real control sockets), driven through the same API the daemon
+//! serves. [`support`] is the harness; each scenario is a sibling module, and all of them build
+//! into this one test binary.
+//!
+//! Tests wait for events with a timeout and never sleep to synchronise; they assert what
+//! happened, never how fast.
+
+pub mod support;
+
+#[cfg(test)]
+mod control_socket;
+#[cfg(test)]
+mod outbox_restart;
+#[cfg(test)]
+mod relay_delivery;
+#[cfg(test)]
+mod standard_relay;

@@ -1,0 +1,160 @@
+//! The `kolokol` binary as a user runs it: a relay and two node daemons as real processes, each
+//! with its own data dir, driven by the CLI commands of the README walk-through, plus the
+//! mistakes a user makes.
+//!
+//! These live here rather than in the `tests` crate because they need the built binary, which
+//! cargo provides only to the binary's own package (`CARGO_BIN_EXE_kolokol`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn kolokol(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kolokol"));
+    c.arg("--data-dir").arg(dir).env_remove("KOLOKOL_HOME").env("RUST_LOG", "warn");
+    c
+}
+
+/// A daemon process, killed when dropped.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts `kolokol <args>` and waits for its "running" line (the control socket is bound
+    /// before that line is printed).
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = kolokol(dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut daemon = Self { child, lines };
+        daemon.wait_line(|l| l.contains(" running, peer id "));
+        daemon
+    }
+
+    fn wait_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self.lines.recv_timeout(TIMEOUT).expect("the daemon printed the line in time");
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    kolokol(dir).args(args).output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn check_ok(o: &Output) -> String {
+    assert!(o.status.success(), "exit {:?}, stderr: {}", o.status.code(), stderr(o));
+    stdout(o)
+}
+
+/// Fails with exit `code` and exactly one line on stderr that contains `needle`.
+#[track_caller]
+fn check_error(o: &Output, code: i32, needle: &str) {
+    assert_eq!(o.status.code(), Some(code), "stdout: {} stderr: {}", stdout(o), stderr(o));
+    let err = stderr(o);
+    if code == 1 {
+        assert_eq!(err.trim_end().lines().count(), 1, "one line, got: {err}");
+    }
+    assert!(err.contains(needle), "stderr {err:?} does not mention {needle:?}");
+}
+
+#[test]
+fn the_readme_walk_through_delivers_hello() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut relay = Daemon::start(&r, &["relay", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let _alice = Daemon::start(&a, &["node", "--bootstrap", &bootstrap]);
+    let _bob = Daemon::start(&b, &["node", "--bootstrap", &bootstrap]);
+
+    let invite = check_ok(&run(&b, &["invite"]));
+    let invite = invite.trim();
+    assert!(invite.starts_with("kolokol1"), "{invite}");
+    check_ok(&run(&a, &["contacts", "add", "bob", invite]));
+    let alice_invite = check_ok(&run(&a, &["invite"]));
+    check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
+    assert!(check_ok(&run(&a, &["contacts", "list"])).starts_with("bob\t"));
+
+    let sent = check_ok(&run(&a, &["send", "bob", "hello"]));
+    assert!(sent.trim().ends_with(" sent"), "{sent}");
+    let inbox = check_ok(&run(&b, &["inbox"]));
+    assert!(inbox.contains("alice: hello"), "{inbox}");
+
+    // --json output parses, for the commands a script uses most.
+    for args in [&["status"][..], &["id"], &["inbox"], &["contacts", "list"]] {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = check_ok(&run(&b, &full));
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap_or_else(|e| panic!("kolokol {args:?} --json is not JSON ({e}): {out}"));
+    }
+
+    // The mistakes of a new user, each one line and the documented exit code.
+    check_error(&run(&a, &["contacts", "add", "carol", "kolokol1notaninvite"]), 1, "invite");
+    check_error(&run(&a, &["contacts", "add", "carol", "hello"]), 1, "invite");
+    check_error(&run(&a, &["send", "nobody", "hi"]), 1, "no contact named \"nobody\"");
+    check_error(&run(&a, &["send", "bob", ""]), 1, "empty");
+    check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
+    check_error(&run(&a, &["send", "--colour", "bob", "x"]), 2, "--colour");
+    check_error(&run(&a, &["node"]), 1, "already running");
+    // The daemon still serves after all of that.
+    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello"));
+}
+
+#[test]
+fn commands_without_a_daemon_say_how_to_start_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("nobody-home");
+    for args in [&["status"][..], &["send", "bob", "hi"], &["inbox"], &["invite"]] {
+        check_error(&run(&dir, args), 1, "no kolokol daemon is running");
+    }
+    check_error(&run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]), 1, "/p2p/");
+    check_error(&run(&dir, &["node", "--listen", "not-an-address"]), 2, "not-an-address");
+}
+
+#[test]
+fn the_demo_delivers_everything() {
+    let out = kolokol(Path::new("/nonexistent")).arg("demo").output().expect("runs");
+    let text = check_ok(&out);
+    assert!(text.contains("bob received and decrypted"), "{text}");
+    assert!(text.contains("alice received and decrypted"), "{text}");
+    assert!(text.contains("every message arrived"), "{text}");
+}

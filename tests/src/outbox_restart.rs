@@ -1,0 +1,41 @@
+//! The outbox keeps a message through a restart of the sender while the recipient is offline,
+//! and delivers it exactly once when both are up.
+
+use crate::support::{Net, introduce, wait_message, wait_state};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_message_survives_a_sender_restart_and_arrives_once() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    bob.shutdown().await;
+
+    // Bob is offline: the first attempt fails and the message stays queued, with the reason.
+    let sent = alice.node().send("bob", "while you were away").await.expect("send");
+    assert_eq!(sent.state, "queued");
+    assert!(sent.detail.is_some());
+    assert_eq!(alice.node().status().await.expect("status").queued_messages, 1);
+    alice.shutdown().await;
+
+    // Bob comes back first; Alice's restart makes the queued message due at once.
+    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
+    let mut b_events = bob.node().subscribe();
+    let alice = net.user("alice", &[relay_addr]).await;
+    let mut a_events = alice.node().subscribe();
+    let got = wait_message(&mut b_events, &sent.id).await;
+    assert_eq!(got.text, "while you were away");
+    wait_state(&mut a_events, &sent.id, "delivered").await;
+
+    let inbox = bob.node().inbox(100).expect("inbox");
+    assert_eq!(inbox.iter().filter(|m| m.id == sent.id).count(), 1);
+    let id = kolokol_protocol::message::parse_id(&sent.id).expect("id");
+    let states: Vec<String> =
+        alice.node().history(&id).expect("history").into_iter().map(|h| h.0).collect();
+    assert_eq!(states, ["queued", "sent", "delivered"]);
+
+    for n in [alice, bob, relay] {
+        n.shutdown().await;
+    }
+}

@@ -1,0 +1,65 @@
+//! Two users who listen on nothing and know only a Kolokol relay exchange messages both ways,
+//! end to end encrypted, with receipts.
+
+use crate::support::{Net, introduce, wait_message, wait_state};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_the_relay_both_ways_exactly_once_with_receipts() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", &[relay_addr]).await;
+    let (a, b) = (alice.node(), bob.node());
+    introduce(&a, "alice", &b, "bob").await;
+
+    let mut a_events = a.subscribe();
+    let mut b_events = b.subscribe();
+    for i in 0..5 {
+        let sent = a.send("bob", &format!("hello {i}")).await.expect("send");
+        assert_eq!(sent.state, "sent", "{:?}", sent.detail);
+        let got = wait_message(&mut b_events, &sent.id).await;
+        assert_eq!(got.text, format!("hello {i}"));
+        assert_eq!(got.from.as_deref(), Some("alice"));
+        wait_state(&mut a_events, &sent.id, "delivered").await;
+    }
+    let reply = b.send("alice", "hi alice").await.expect("send");
+    assert_eq!(wait_message(&mut a_events, &reply.id).await.text, "hi alice");
+    wait_state(&mut b_events, &reply.id, "delivered").await;
+
+    let inbox = b.inbox(100).expect("inbox");
+    let texts: Vec<&str> = inbox.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["hello 0", "hello 1", "hello 2", "hello 3", "hello 4"]);
+    assert_eq!(a.inbox(100).expect("inbox").len(), 1);
+
+    for n in [alice, bob, relay] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_contact_empty_and_oversized_messages_are_refused_and_nothing_is_queued() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", &[relay_addr]).await;
+    let (a, b) = (alice.node(), bob.node());
+    introduce(&a, "alice", &b, "bob").await;
+
+    let err = a.send("nobody", "hi").await.unwrap_err().to_string();
+    assert!(err.contains("no contact named \"nobody\""), "{err}");
+    let err = a.send("bob", "  ").await.unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+    let long = "x".repeat(kolokol_protocol::message::MAX_TEXT_LEN + 1);
+    let err = a.send("bob", &long).await.unwrap_err().to_string();
+    assert!(err.contains("over the limit"), "{err}");
+    let err = a.add_contact("carol", "kolokol1garbage").unwrap_err().to_string();
+    assert!(err.contains("invite code"), "{err}");
+    let err = a.add_contact("bob", &b.invite().await.expect("invite").invite).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(a.status().await.expect("status").queued_messages, 0);
+    assert_eq!(a.contacts().expect("contacts").len(), 1);
+
+    for n in [alice, bob, relay] {
+        n.shutdown().await;
+    }
+}

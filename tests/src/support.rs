@@ -1,0 +1,173 @@
+//! The harness: spawns Kolokol relays and users, a plain libp2p relay that Kolokol did not
+//! write, and waits for events with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kolokol_node::{Config, Multiaddr, Node, Role, RunningNode};
+use kolokol_protocol::control::{Event, InboxMessage};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, kad, noise, relay, tcp, yamux};
+use tokio::sync::broadcast;
+
+/// How long any single expected event may take before a test fails. Generous, because CI
+/// machines are slow and shared; tests never assert on timing.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A temporary directory for a test's nodes, removed at the end.
+pub struct Net {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Net {
+    /// A fresh temporary directory.
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("a temporary directory can be created") }
+    }
+
+    /// The data directory for the node called `name`.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts a Kolokol relay on 127.0.0.1 and returns it with its full address.
+    pub async fn relay(&self, name: &str) -> (RunningNode, Multiaddr) {
+        let mut config = Config::new(self.data_dir(name), Role::Relay);
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+        let relay = RunningNode::start(config).await.expect("the relay starts");
+        let net = relay
+            .node()
+            .wait_for_net(TIMEOUT, |s| !s.external.is_empty())
+            .await
+            .expect("the relay confirms its listen address");
+        let addr = format!("{}/p2p/{}", net.external[0], relay.node().peer_id())
+            .parse()
+            .expect("valid multiaddr");
+        (relay, addr)
+    }
+
+    /// Starts a user node that bootstraps from `relays` and waits for a reservation.
+    pub async fn user(&self, name: &str, relays: &[Multiaddr]) -> RunningNode {
+        let mut config = Config::new(self.data_dir(name), Role::Node);
+        config.bootstrap = relays.to_vec();
+        let user = RunningNode::start(config).await.expect("the user node starts");
+        user.node()
+            .wait_for_net(TIMEOUT, |s| !s.reservations.is_empty())
+            .await
+            .unwrap_or_else(|| panic!("{name} got no relay reservation"));
+        user
+    }
+}
+
+/// Makes `a` and `b` contacts of each other under the given names, through invites.
+pub async fn introduce(a: &Node, a_name: &str, b: &Node, b_name: &str) {
+    let a_invite = a.invite().await.expect("invite").invite;
+    let b_invite = b.invite().await.expect("invite").invite;
+    b.add_contact(a_name, &a_invite).expect("add contact");
+    a.add_contact(b_name, &b_invite).expect("add contact");
+}
+
+/// Waits for an event that `pick` accepts.
+pub async fn wait_event<T>(
+    events: &mut broadcast::Receiver<Event>,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if let Some(v) = pick(&e) {
+                        return v;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => panic!("the node stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the expected event arrived in time")
+}
+
+/// Waits for the message with this id to arrive.
+pub async fn wait_message(events: &mut broadcast::Receiver<Event>, id: &str) -> InboxMessage {
+    wait_event(events, |e| match e {
+        Event::Message(m) if m.id == id => Some(m.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits for the message with this id to reach `state`.
+pub async fn wait_state(events: &mut broadcast::Receiver<Event>, id: &str, state: &str) {
+    wait_event(events, |e| match e {
+        Event::State(s) if s.id == id && s.state == state => Some(()),
+        _ => None,
+    })
+    .await
+}
+
+/// A relay built from libp2p alone: circuit relay v2, identify, and Kademlia under Kolokol's
+/// protocol name. Nothing of Kolokol's code is in it, so a test through it shows that live
+/// delivery needs nothing Kolokol-specific from the relay.
+#[derive(NetworkBehaviour)]
+struct PlainRelay {
+    relay: relay::Behaviour,
+    identify: identify::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+}
+
+/// Spawns a [`PlainRelay`] on 127.0.0.1 and returns its full address and the task running it.
+pub async fn spawn_plain_relay() -> (Multiaddr, tokio::task::JoinHandle<()>) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .expect("tcp transport")
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                peer,
+                kad::store::MemoryStore::new(peer),
+                kad::Config::new(libp2p::StreamProtocol::new("/kolokol/kad/1.0.0")),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            PlainRelay {
+                relay: relay::Behaviour::new(peer, relay::Config::default()),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/ipfs/id/1.0.0".into(),
+                    key.public(),
+                )),
+                kad,
+            }
+        })
+        .expect("behaviour")
+        .build();
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("valid")).expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } =
+            tokio::time::timeout(TIMEOUT, swarm.select_next_some()).await.expect("listening")
+        {
+            break address;
+        }
+    };
+    swarm.add_external_address(addr.clone());
+    let full = format!("{addr}/p2p/{}", swarm.local_peer_id()).parse().expect("valid");
+    let task = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (full, task)
+}
+
+/// The control socket of a data directory.
+pub fn control_socket(data_dir: &Path) -> PathBuf {
+    data_dir.join(kolokol_node::data_dir::CONTROL_SOCKET)
+}
