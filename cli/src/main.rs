@@ -17,7 +17,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use kolokol_node::Multiaddr;
 use kolokol_node::{Config, Role, RunningNode};
 use kolokol_protocol::control::{
-    Contact, Event, IdInfo, InboxMessage, InviteInfo, SendResult, Status, method,
+    Contact, Event, IdInfo, InboxMessage, InviteInfo, MessageStatus, OutboxMessage, SendResult,
+    Status, method,
 };
 use serde_json::json;
 
@@ -101,8 +102,17 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Show the node's network state.
-    Status,
+    /// Show your sent messages and where each one is (queued, sent, delivered, failed).
+    Outbox {
+        /// Show at most this many of the newest messages.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show the node's network state, or with MESSAGE_ID the state history of one message.
+    Status {
+        /// A message id as printed by `kolokol send`.
+        message_id: Option<String>,
+    },
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -301,7 +311,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inbox { follow, limit } => inbox(&dir, *follow, *limit, cli.json).await,
-        Command::Status => {
+        Command::Outbox { limit } => {
+            let messages: Vec<OutboxMessage> = Client::connect(&dir)
+                .await?
+                .call(method::OUTBOX, json!({ "limit": limit }))
+                .await?;
+            if cli.json {
+                print_json(&messages)?;
+            } else if messages.is_empty() {
+                println!("no sent messages");
+            } else {
+                for m in &messages {
+                    println!("{}", output::outgoing(m));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { message_id: Some(id) } => {
+            let status: MessageStatus =
+                Client::connect(&dir).await?.call(method::MESSAGE, json!({ "id": id })).await?;
+            if cli.json {
+                print_json(&status)?;
+            } else {
+                println!("{}", output::message_status(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { message_id: None } => {
             let status: Status =
                 Client::connect(&dir).await?.call(method::STATUS, json!({})).await?;
             if cli.json {

@@ -1,7 +1,7 @@
 //! How results are shown: one human form, and `--json` (the control API's own JSON, one value
 //! per command, stable and documented in docs/USAGE.md).
 
-use kolokol_protocol::control::{Contact, InboxMessage, Status};
+use kolokol_protocol::control::{Contact, InboxMessage, MessageStatus, OutboxMessage, Status};
 
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
 pub fn time(ms: u64) -> String {
@@ -59,6 +59,34 @@ pub fn status(s: &Status) -> String {
     out.push_str("external addresses:\n");
     for a in &s.external_addresses {
         out.push_str(&format!("  {a}\n"));
+    }
+    out.trim_end().to_owned()
+}
+
+/// One outbox line: id, state, recipient, text.
+pub fn outgoing(m: &OutboxMessage) -> String {
+    let detail = match (&m.detail, m.state.as_str()) {
+        (Some(d), "queued" | "failed") => format!(" ({d})"),
+        _ => String::new(),
+    };
+    format!("{} {:<9} [{}] to {}: {}{detail}", m.id, m.state, time(m.created_at_ms), m.to, m.text)
+}
+
+/// A message's state history, one line per state.
+pub fn message_status(s: &MessageStatus) -> String {
+    let mut out = format!("message {} to {}: {}\n", s.message.id, s.message.to, s.message.text);
+    for h in &s.history {
+        out.push_str(&format!("  {}  {}", time(h.at_ms), h.state));
+        if let Some(d) = &h.detail {
+            out.push_str(&format!(" ({d})"));
+        }
+        out.push('\n');
+    }
+    if s.message.state == "queued" && s.message.attempts > 0 {
+        out.push_str(&format!(
+            "  still queued after {} attempt(s); it is retried until delivered or 14 days pass\n",
+            s.message.attempts
+        ));
     }
     out.trim_end().to_owned()
 }

@@ -51,7 +51,8 @@ impl Daemon {
 
     fn wait_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
         loop {
-            let line = self.lines.recv_timeout(TIMEOUT).expect("the daemon printed the line in time");
+            let line =
+                self.lines.recv_timeout(TIMEOUT).expect("the daemon printed the line in time");
             if pred(&line) {
                 return line;
             }
@@ -117,12 +118,27 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(sent.trim().ends_with(" sent"), "{sent}");
     let inbox = check_ok(&run(&b, &["inbox"]));
     assert!(inbox.contains("alice: hello"), "{inbox}");
+    let id = sent.split_whitespace().next().expect("an id");
+    let outbox = check_ok(&run(&a, &["outbox"]));
+    assert!(outbox.contains(id) && outbox.contains("to bob: hello"), "{outbox}");
+    let history = check_ok(&run(&a, &["status", id]));
+    assert!(history.contains("queued") && history.contains("sent"), "{history}");
+    check_error(&run(&a, &["status", "0123"]), 1, "no message of yours");
+
+    // The secrets and the socket are the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["identity.key", "control.sock"] {
+        let mode = std::fs::metadata(a.join(f)).expect("exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f} has mode {mode:o}");
+    }
 
     // --json output parses, for the commands a script uses most.
-    for args in [&["status"][..], &["id"], &["inbox"], &["contacts", "list"]] {
+    for args in
+        [&["status"][..], &["id"], &["inbox"], &["contacts", "list"], &["outbox"], &["status", id]]
+    {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
-        let out = check_ok(&run(&b, &full));
+        let out = check_ok(&run(&a, &full));
         serde_json::from_str::<serde_json::Value>(&out)
             .unwrap_or_else(|e| panic!("kolokol {args:?} --json is not JSON ({e}): {out}"));
     }

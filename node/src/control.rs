@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kolokol_protocol::control::{
-    ContactAddParams, ContactNameParams, Event, InboxParams, MAX_LINE_LEN, Notification, Request,
-    Response, SendParams, code, method,
+    ContactAddParams, ContactNameParams, Event, InboxParams, MAX_LINE_LEN, MessageParams,
+    Notification, OutboxParams, Request, Response, SendParams, code, method,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 /// Control connections served at once; more wait in the kernel's accept queue.
 pub const MAX_CONTROL_CONNECTIONS: usize = 64;
 
-/// Default number of messages `inbox` returns.
-pub const DEFAULT_INBOX_LIMIT: u32 = 100;
+/// Default number of messages `inbox` and `outbox` return.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
 
 /// Binds the control socket, replacing a stale one (the caller holds the data dir lock, so no
 /// other daemon can be using it), and restricts it to the owner.
@@ -206,6 +206,7 @@ fn failure(e: Error) -> (i64, String) {
         Error::UnknownContact(_) => code::UNKNOWN_CONTACT,
         Error::ContactExists(_) => code::CONTACT_EXISTS,
         Error::BadMessage(_) => code::BAD_MESSAGE,
+        Error::UnknownMessage(_) => code::UNKNOWN_MESSAGE,
         Error::Protocol(kolokol_protocol::Error::Invite(_)) => code::BAD_INVITE,
         _ => code::INTERNAL_ERROR,
     };
@@ -239,7 +240,15 @@ async fn dispatch(
         }
         method::INBOX => {
             let p: InboxParams = params(request)?;
-            to_value(node.inbox(p.limit.unwrap_or(DEFAULT_INBOX_LIMIT)).map_err(failure)?)
+            to_value(node.inbox(p.limit.unwrap_or(DEFAULT_LIST_LIMIT)).map_err(failure)?)
+        }
+        method::OUTBOX => {
+            let p: OutboxParams = params(request)?;
+            to_value(node.outbox(p.limit.unwrap_or(DEFAULT_LIST_LIMIT)).map_err(failure)?)
+        }
+        method::MESSAGE => {
+            let p: MessageParams = params(request)?;
+            to_value(node.message(&p.id).map_err(failure)?)
         }
         method::STATUS => to_value(node.status().await.map_err(failure)?),
         method::SUBSCRIBE => {

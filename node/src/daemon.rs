@@ -300,6 +300,26 @@ impl Node {
         self.inner.store.history(id)
     }
 
+    /// The newest `limit` outgoing text messages, oldest first.
+    pub fn outbox(&self, limit: u32) -> Result<Vec<control::OutboxMessage>> {
+        Ok(self.inner.store.outbox(limit)?.into_iter().map(outbox_view).collect())
+    }
+
+    /// One outgoing message with its full state history; `id` is the 32-hex-digit form.
+    pub fn message(&self, id: &str) -> Result<control::MessageStatus> {
+        let unknown = || Error::UnknownMessage(id.to_owned());
+        let raw = kolokol_protocol::message::parse_id(id.trim()).ok_or_else(unknown)?;
+        let message = self.inner.store.outgoing(&raw)?.ok_or_else(unknown)?;
+        let history = self
+            .inner
+            .store
+            .history(&raw)?
+            .into_iter()
+            .map(|(state, detail, at_ms)| control::StateEntry { state, detail, at_ms })
+            .collect();
+        Ok(control::MessageStatus { message: outbox_view(message), history })
+    }
+
     /// Sends a text to a contact: commits it to the outbox, then makes the first delivery
     /// attempt. Returns when that attempt has an answer; if it failed, the outbox keeps trying.
     pub async fn send(&self, to: &str, text: &str) -> Result<control::SendResult> {
@@ -612,6 +632,18 @@ fn contact_view(c: ContactRow) -> control::Contact {
         peer_id: c.peer_id,
         addresses: c.addresses,
         added_at_ms: c.added_at_ms,
+    }
+}
+
+fn outbox_view(m: crate::store::OutboxView) -> control::OutboxMessage {
+    control::OutboxMessage {
+        id: format_id(&m.id),
+        to: m.contact.unwrap_or(m.peer_id),
+        text: m.text,
+        state: m.state,
+        detail: m.detail,
+        attempts: m.attempts,
+        created_at_ms: m.created_at_ms,
     }
 }
 

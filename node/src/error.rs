@@ -48,6 +48,11 @@ pub enum Error {
     /// No contact has that name.
     #[error("no contact named {0:?} (see `kolokol contacts list`)")]
     UnknownContact(String),
+    /// No outgoing message has that id.
+    #[error(
+        "no message of yours has the id {0:?} (ids are the 32 hex digits `kolokol send` printed; see `kolokol outbox`)"
+    )]
+    UnknownMessage(String),
     /// A contact with that name or peer already exists.
     #[error("{0}")]
     ContactExists(String),

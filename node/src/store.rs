@@ -110,6 +110,27 @@ pub struct OutboxRow {
     pub attempts: u32,
 }
 
+/// An outgoing text message as the user sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxView {
+    /// Message id.
+    pub id: [u8; 16],
+    /// Recipient peer id, base58.
+    pub peer_id: String,
+    /// The recipient's contact name, if still a contact.
+    pub contact: Option<String>,
+    /// The text.
+    pub text: String,
+    /// Current state.
+    pub state: String,
+    /// Reason for the last failure or for giving up.
+    pub detail: Option<String>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When created, Unix ms.
+    pub created_at_ms: u64,
+}
+
 /// A received message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboxRow {
@@ -486,6 +507,47 @@ impl Store {
                     text: r.get(3)?,
                     sent_at_ms: r.get::<_, i64>(4)? as u64,
                     received_at_ms: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest `limit` outgoing text messages, oldest first, with the recipient's contact
+    /// name where they still are a contact.
+    pub fn outbox(&self, limit: u32) -> Result<Vec<OutboxView>> {
+        self.outbox_query("ORDER BY o.created_at_ms DESC, o.rowid DESC LIMIT ?1", params![limit])
+            .map(|mut v| {
+                v.reverse();
+                v
+            })
+    }
+
+    /// One outgoing text message.
+    pub fn outgoing(&self, id: &[u8; 16]) -> Result<Option<OutboxView>> {
+        Ok(self.outbox_query("AND o.id = ?1", params![id.as_slice()])?.pop())
+    }
+
+    fn outbox_query(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<OutboxView>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT o.id, o.peer_id, c.name, o.text, o.state, o.detail, o.attempts, o.created_at_ms
+             FROM outbox o LEFT JOIN contacts c ON c.peer_id = o.peer_id
+             WHERE o.kind = 'text' {tail}"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok(OutboxView {
+                    id: id.try_into().unwrap_or([0; 16]),
+                    peer_id: r.get(1)?,
+                    contact: r.get(2)?,
+                    text: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    state: r.get(4)?,
+                    detail: r.get(5)?,
+                    attempts: r.get(6)?,
+                    created_at_ms: r.get::<_, i64>(7)? as u64,
                 })
             })
             .map_err(|e| self.err(e))?;

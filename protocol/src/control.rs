@@ -29,6 +29,10 @@ pub mod method {
     pub const INBOX: &str = "inbox";
     /// Returns [`super::Status`].
     pub const STATUS: &str = "status";
+    /// Params [`super::OutboxParams`]; returns a list of [`super::OutboxMessage`], newest last.
+    pub const OUTBOX: &str = "outbox";
+    /// Params [`super::MessageParams`]; returns [`super::MessageStatus`].
+    pub const MESSAGE: &str = "message";
     /// Returns `true`, then streams `event` notifications ([`super::Event`]) on this connection.
     pub const SUBSCRIBE: &str = "subscribe";
     /// The method name of event notifications sent after `subscribe`.
@@ -55,6 +59,8 @@ pub mod code {
     pub const CONTACT_EXISTS: i64 = 3;
     /// The message is empty or too long.
     pub const BAD_MESSAGE: i64 = 4;
+    /// No outgoing message has that id.
+    pub const UNKNOWN_MESSAGE: i64 = 5;
 }
 
 /// A request line.
@@ -229,6 +235,62 @@ pub struct StateChange {
     pub detail: Option<String>,
     /// When, Unix milliseconds.
     pub at_ms: u64,
+}
+
+/// Params of `outbox`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutboxParams {
+    /// Return at most this many of the newest outgoing messages (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// An outgoing text message and where it is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Message id, 32 hex digits.
+    pub id: String,
+    /// The recipient's contact name, or their peer id if they are no longer a contact.
+    pub to: String,
+    /// The text.
+    pub text: String,
+    /// `queued`, `sent`, `delivered` or `failed`.
+    pub state: String,
+    /// Why the last attempt failed, while queued; why it gave up, when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When it was written to the outbox, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// Params of `message`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageParams {
+    /// Message id, 32 hex digits.
+    pub id: String,
+}
+
+/// One step of a message's history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateEntry {
+    /// The state entered.
+    pub state: String,
+    /// Why, where there is a reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// The answer to `message`: an outgoing message and every state it went through.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageStatus {
+    /// The message.
+    pub message: OutboxMessage,
+    /// Its states, oldest first.
+    pub history: Vec<StateEntry>,
 }
 
 /// The answer to `status`.
