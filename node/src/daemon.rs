@@ -74,6 +74,8 @@ struct Inner {
     /// Bounds the envelopes being sealed or opened at once to the number of cores, so a flood
     /// of inbound envelopes queues (and then gets `Busy`) instead of spawning without limit.
     crypto: Arc<Semaphore>,
+    /// Worker threads for crypto: the number of cores.
+    workers: usize,
 }
 
 /// A node and the tasks that run it.
@@ -120,6 +122,7 @@ impl RunningNode {
                 outbox_wake: Notify::new(),
                 net_status: status_rx,
                 crypto: Arc::new(Semaphore::new(workers)),
+                workers,
             }),
         };
         // Messages left queued by a previous run are due now, not at their old retry time.
@@ -360,7 +363,7 @@ impl Node {
         let recorded = match &outcome {
             Ok(()) => self.inner.store.set_state(&row.id, state::SENT, None, now).map(|changed| {
                 if changed {
-                    self.emit_state(&row.id, &row.peer_id, state::SENT, None, now);
+                    self.emit_outgoing(row, state::SENT, None, now);
                 }
             }),
             Err(reason)
@@ -371,13 +374,7 @@ impl Node {
                     MESSAGE_TTL.as_secs() / 86_400
                 );
                 self.inner.store.set_state(&row.id, state::FAILED, Some(&detail), now).map(|_| {
-                    self.emit_state(
-                        &row.id,
-                        &row.peer_id,
-                        state::FAILED,
-                        Some(detail.clone()),
-                        now,
-                    );
+                    self.emit_outgoing(row, state::FAILED, Some(detail.clone()), now);
                 })
             }
             Err(reason) => {
@@ -386,15 +383,7 @@ impl Node {
                 self.inner
                     .store
                     .reschedule(&row.id, attempts, now + delay.as_millis() as u64, reason)
-                    .map(|()| {
-                        self.emit_state(
-                            &row.id,
-                            &row.peer_id,
-                            state::QUEUED,
-                            Some(reason.clone()),
-                            now,
-                        )
-                    })
+                    .map(|()| self.emit_outgoing(row, state::QUEUED, Some(reason.clone()), now))
             }
         };
         if let Err(e) = recorded {
@@ -455,6 +444,14 @@ impl Node {
         tokio::task::spawn_blocking(f).await.map_err(|_| Error::ShuttingDown)
     }
 
+    /// Emits a state change for an outbox row, unless it is a receipt: receipts are plumbing,
+    /// not messages the user sent, so subscribers never hear of them.
+    fn emit_outgoing(&self, row: &OutboxRow, state: &str, detail: Option<String>, at_ms: u64) {
+        if matches!(row.body, OutboxBody::Text(_)) {
+            self.emit_state(&row.id, &row.peer_id, state, detail, at_ms);
+        }
+    }
+
     fn emit_state(
         &self,
         id: &MessageId,
@@ -477,7 +474,9 @@ impl Node {
         }));
     }
 
-    /// Takes envelopes from the swarm task and opens each on a worker.
+    /// Takes envelopes from the swarm task and opens each on a worker. At most one opener per
+    /// core runs at a time; while they are all busy, envelopes wait in the bounded inbound queue,
+    /// and once that is full the swarm task answers new ones [`Ack::Busy`].
     async fn open_inbound(
         self,
         mut inbound: mpsc::Receiver<Inbound>,
@@ -486,7 +485,7 @@ impl Node {
         let mut openers = JoinSet::new();
         loop {
             tokio::select! {
-                next = inbound.recv() => match next {
+                next = inbound.recv(), if openers.len() < self.inner.workers => match next {
                     Some(i) => { openers.spawn(self.clone().handle_inbound(i)); }
                     None => break,
                 },
@@ -535,21 +534,22 @@ impl Node {
                     sent_at_ms: opened.content.sent_at_ms,
                     received_at_ms: now,
                 };
-                if self.inner.store.receive(&row)? {
+                let receipt = OutboxRow {
+                    id: random_id(),
+                    peer_id: sender.clone(),
+                    device_key: opened.certificate.device_key,
+                    body: OutboxBody::Receipt(opened.content.id),
+                    created_at_ms: now,
+                    attempts: 0,
+                };
+                // The message and the receipt that answers it are committed together: a crash
+                // between the two would leave a stored message whose sender never hears of it.
+                if self.inner.store.receive(&row, &receipt)? {
                     let contact = self.inner.store.contact_by_peer(&sender)?.map(|c| c.name);
                     let _ = self
                         .inner
                         .events
                         .send(Event::Message(inbox_view(InboxRow { contact, ..row })));
-                    let receipt = OutboxRow {
-                        id: random_id(),
-                        peer_id: sender,
-                        device_key: opened.certificate.device_key,
-                        body: OutboxBody::Receipt(opened.content.id),
-                        created_at_ms: now,
-                        attempts: 0,
-                    };
-                    self.inner.store.enqueue(&receipt, now)?;
                     self.inner.outbox_wake.notify_one();
                 }
             }

@@ -31,7 +31,7 @@ pub enum Error {
     /// A configured address is unusable.
     #[error("{0}")]
     Address(String),
-    /// The configuration file is unusable.
+    /// A configuration or key file in the data directory is unusable.
     #[error("config {path}: {detail}")]
     Config {
         /// The config file.

@@ -287,12 +287,21 @@ impl Store {
     /// Puts an item in the outbox as `queued`, first due at `next_attempt_ms`, and records the
     /// state.
     pub fn enqueue(&self, row: &OutboxRow, next_attempt_ms: u64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        Self::insert_outbox(&tx, row, next_attempt_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn insert_outbox(
+        tx: &rusqlite::Transaction<'_>,
+        row: &OutboxRow,
+        next_attempt_ms: u64,
+    ) -> rusqlite::Result<()> {
         let (kind, text, receipt_of) = match &row.body {
             OutboxBody::Text(t) => ("text", Some(t.as_str()), None),
             OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
         };
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
         tx.execute(
             "INSERT INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
                                  created_at_ms, attempts, next_attempt_ms)
@@ -308,14 +317,12 @@ impl Store {
                 row.created_at_ms as i64,
                 next_attempt_ms as i64
             ],
-        )
-        .map_err(|e| self.err(e))?;
+        )?;
         tx.execute(
             "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
             params![row.id.as_slice(), state::QUEUED, row.created_at_ms as i64],
-        )
-        .map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))
+        )?;
+        Ok(())
     }
 
     /// Moves an outbox item to `new_state` (recording the change), unless it is already in a
@@ -443,12 +450,14 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// How many outgoing items are still queued.
+    /// How many text messages the user sent are still queued (receipts are not counted).
     pub fn queued_count(&self) -> Result<u64> {
         self.conn()
-            .query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND kind = 'text'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -465,11 +474,12 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Stores a received message unless this sender already sent one with this id; returns
-    /// whether it is new.
-    pub fn receive(&self, row: &InboxRow) -> Result<bool> {
-        let inserted = self
-            .conn()
+    /// Stores a received message, and queues the receipt that answers it, in one transaction,
+    /// unless this sender already sent a message with this id; returns whether it is new.
+    pub fn receive(&self, row: &InboxRow, receipt: &OutboxRow) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let inserted = tx
             .execute(
                 "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -482,6 +492,10 @@ impl Store {
                 ],
             )
             .map_err(|e| self.err(e))?;
+        if inserted == 1 {
+            Self::insert_outbox(&tx, receipt, receipt.created_at_ms).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
         Ok(inserted == 1)
     }
 

@@ -59,6 +59,15 @@ pub const MAX_KNOWN_RELAYS: usize = 32;
 /// Established connections the node accepts in total; relays carry many users.
 pub const MAX_CONNECTIONS: u32 = 1024;
 
+/// Established connections to one peer; more than a few means a misbehaving peer.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 8;
+
+/// Concurrent `/kolokol/msg/1` streams per connection, each holding at most one envelope.
+pub const MAX_DELIVERY_STREAMS: usize = 256;
+
+/// How long a Kademlia query may run.
+pub const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Connections being negotiated at once, inbound.
 pub const MAX_PENDING_INCOMING: u32 = 128;
 
@@ -90,6 +99,8 @@ pub mod relay_limits {
     pub const MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(60 * 60);
     /// Most bytes relayed by one circuit, both directions (64 MiB, about 16 000 small messages).
     pub const MAX_CIRCUIT_BYTES: u64 = 64 * 1024 * 1024;
+    /// How long a reservation lasts before the client must renew it (it renews on its own).
+    pub const RESERVATION_DURATION: Duration = Duration::from_secs(60 * 60);
 }
 
 /// The composed behaviour.
@@ -187,19 +198,19 @@ pub(crate) fn build(
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let relay_server = (role == Role::Relay).then(|| {
-                let mut cfg = relay::Config {
+                let cfg = relay::Config {
                     max_reservations: relay_limits::MAX_RESERVATIONS,
+                    reservation_duration: relay_limits::RESERVATION_DURATION,
                     max_circuits: relay_limits::MAX_CIRCUITS,
                     max_circuits_per_peer: relay_limits::MAX_CIRCUITS_PER_PEER,
                     max_circuit_duration: relay_limits::MAX_CIRCUIT_DURATION,
                     max_circuit_bytes: relay_limits::MAX_CIRCUIT_BYTES,
                     ..Default::default()
                 };
-                cfg.reservation_duration = Duration::from_secs(60 * 60);
                 relay::Behaviour::new(peer_id, cfg)
             });
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-            kad_config.set_query_timeout(Duration::from_secs(30));
+            kad_config.set_query_timeout(KAD_QUERY_TIMEOUT);
             let kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
@@ -214,13 +225,13 @@ pub(crate) fn build(
                 [(delivery::PROTOCOL_NAME, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(DELIVERY_TIMEOUT)
-                    .with_max_concurrent_streams(256),
+                    .with_max_concurrent_streams(MAX_DELIVERY_STREAMS),
             );
             let limits = connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established(Some(MAX_CONNECTIONS))
                     .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
-                    .with_max_established_per_peer(Some(8)),
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
             );
             Behaviour {
                 relay_client,

@@ -2,8 +2,8 @@
 //!
 //! Everything goes through bincode 2 (pinned at `=2.0.1`) with one fixed configuration: big-endian,
 //! fixed-width integers, and a decode limit of [`MAX_DECODE_LEN`] bytes. Keeping every call behind
-//! this module means the encoding can change later in one place, with the golden vectors in
-//! `protocol/tests/vectors/` showing exactly which bytes moved.
+//! this module means the encoding can change later in one place; `docs/PROTOCOL.md` spells out
+//! the resulting bytes of every wire type.
 
 use bincode::config::{BigEndian, Configuration, Fixint, Limit};
 

@@ -1,7 +1,7 @@
 //! The control API between the daemon and its clients (the CLI, bots, GUIs): newline-delimited
 //! JSON-RPC 2.0 over the Unix socket `control.sock`.
 //!
-//! These are the only types in the project that are `Serialize`, besides the peer wire types:
+//! These are the only `serde` types in the project (peer wire types use bincode's `Encode`):
 //! they are a public interface, documented in `docs/USAGE.md`, so fields are added, never renamed.
 
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,8 @@ pub mod code {
 pub struct Request {
     /// Always `"2.0"`.
     pub jsonrpc: String,
-    /// Echoed in the response. Requests without an id get no response (notifications).
+    /// Echoed in the response. A request without an id is a notification: it is carried out
+    /// and not answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Value>,
     /// One of [`method`].

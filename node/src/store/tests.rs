@@ -82,9 +82,16 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
     };
     {
         let s = Store::open(&path).unwrap();
-        assert!(s.receive(&row).unwrap());
-        assert!(!s.receive(&row).unwrap());
-        assert!(s.receive(&InboxRow { peer_id: "p2".into(), ..row.clone() }).unwrap());
+        let receipt = |id| OutboxRow { body: OutboxBody::Receipt([3; 16]), ..text(id, 1) };
+        assert!(s.receive(&row, &receipt(10)).unwrap());
+        assert!(!s.receive(&row, &receipt(11)).unwrap());
+        assert!(
+            s.receive(&InboxRow { peer_id: "p2".into(), ..row.clone() }, &receipt(12)).unwrap()
+        );
+        // One receipt per new message, queued with it; none for the duplicate.
+        let due: Vec<u8> = s.due(100, 200).unwrap().iter().map(|r| r.id[0]).collect();
+        assert_eq!(due, vec![10, 12]);
+        assert_eq!(s.queued_count().unwrap(), 0, "receipts are not the user's queued messages");
     }
     let s = Store::open(&path).unwrap();
     s.add_contact(&contact("alice", "p1")).unwrap();
