@@ -1,21 +1,30 @@
 //! End-to-end envelopes: one complete one-way Noise handshake message per message, padded to a
 //! fixed size bucket.
 //!
-//! An envelope is `header (2 bytes) || Noise_X message`, where the header is the format version
-//! and the envelope kind, and is also the tail of the Noise prologue, so changing it breaks the
-//! decryption. The Noise payload is `u32 length || bincode(Sealed) || zero padding`, sized so the
-//! whole envelope is exactly one of [`BUCKETS`]. Each envelope stands alone: loss, reordering and
-//! duplication by relays and mailboxes cannot desynchronise anything, and no Noise state is ever
-//! kept between messages. `docs/PROTOCOL.md` is the normative description.
+//! Two formats exist. Format 2 is the current one: `header (10 bytes) || Noise message`, where
+//! the header is the format version, the envelope kind and the 8-byte id of the key the
+//! envelope is encrypted to. Kind 1 (first contact) is `Noise_X_25519_ChaChaPoly_BLAKE2s` to the
+//! recipient's device key; kind 2 (conversation) is `Noise_Kpsk1_25519_ChaChaPoly_BLAKE2s` to a
+//! receive key the recipient advertised, with that key's seed as the PSK. Format 1 is the
+//! walking skeleton's (a 2-byte header, kind 1 only, no key id), kept so [`seal`] and [`open`]
+//! work until the node has moved to [`crate::conversation`].
+//!
+//! The whole header is the tail of the Noise prologue, so changing any header byte breaks the
+//! decryption. The Noise payload is `u32 length || bincode body || zero padding`, sized so the
+//! whole envelope is exactly one of [`BUCKETS`]. Each envelope stands alone: loss, reordering
+//! and duplication by relays and mailboxes cannot desynchronise anything, and no Noise state is
+//! ever kept between messages. `docs/PROTOCOL.md` is the normative description.
 
 use std::sync::LazyLock;
 
 use bincode::{Decode, Encode};
+use blake2::{Blake2s256, Digest};
 use constant_time::ct_eq;
 use libp2p_identity::PeerId;
 use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::Error;
 use crate::codec;
@@ -29,31 +38,108 @@ pub const BUCKETS: [usize; 4] = [1024, 4096, 16_384, 65_535];
 /// The largest envelope, in bytes.
 pub const MAX_ENVELOPE_LEN: usize = BUCKETS[3];
 
-/// Version of the envelope format, the first header byte.
+/// Format 1, the walking skeleton's: a 2-byte header and a [`Sealed`] payload, first contact
+/// only. Read and written only by [`seal`] and [`open`].
 pub const ENVELOPE_VERSION: u8 = 1;
+
+/// Format 2: a 10-byte header with the key id, a [`Payload`], and both kinds.
+pub const ENVELOPE_VERSION_2: u8 = 2;
 
 /// Envelope kind: first contact, `Noise_X` to the recipient's device key.
 pub const KIND_FIRST_CONTACT: u8 = 1;
 
-/// Header length: version and kind.
+/// Envelope kind: conversation, `Noise_Kpsk1` to a receive key the recipient advertised.
+pub const KIND_CONVERSATION: u8 = 2;
+
+/// Header length of format 1: version and kind.
 pub const HEADER_LEN: usize = 2;
+
+/// Length of a key id, the first bytes of a domain-separated BLAKE2s hash of a public key.
+pub const KEY_ID_LEN: usize = 8;
+
+/// Header length of format 2: version, kind and key id.
+pub const HEADER_LEN_2: usize = 2 + KEY_ID_LEN;
 
 /// Noise overhead of one `X` message: ephemeral key, encrypted static key with its tag, and
 /// the payload's tag.
 pub const NOISE_X_OVERHEAD: usize = 32 + 48 + 16;
 
+/// Noise overhead of one `Kpsk1` message: ephemeral key and the payload's tag (both static
+/// keys are known in advance, so none travels).
+pub const NOISE_KPSK1_OVERHEAD: usize = 32 + 16;
+
 /// Length of the plaintext length prefix inside the payload.
 const LENGTH_PREFIX: usize = 4;
 
+/// Length of an X25519 public key, and so of the Noise ephemeral at the start of a message.
+const KEY_LEN: usize = 32;
+
 /// Prefix of the Noise prologue; the header bytes follow it.
 const PROLOGUE_CONTEXT: &[u8] = b"kolokol-envelope";
+
+/// Domain-separation prefix of key ids, so they never collide with any other hash of a key.
+const KEY_ID_CONTEXT: &[u8] = b"kolokol-key-id";
 
 static NOISE_X: LazyLock<NoiseParams> = LazyLock::new(|| {
     "Noise_X_25519_ChaChaPoly_BLAKE2s".parse().expect("a valid, supported Noise protocol name")
 });
 
-/// What the sender encrypts: its certificate (which binds its Noise static key to its identity)
-/// and the content.
+static NOISE_KPSK1: LazyLock<NoiseParams> = LazyLock::new(|| {
+    "Noise_Kpsk1_25519_ChaChaPoly_BLAKE2s".parse().expect("a valid, supported Noise protocol name")
+});
+
+/// The short name of a public key that travels in clear in a format 2 header, so the recipient
+/// knows which private key to try without trial decryption.
+pub type KeyId = [u8; KEY_ID_LEN];
+
+/// The key id of an X25519 public key: the first [`KEY_ID_LEN`] bytes of
+/// `BLAKE2s-256("kolokol-key-id" || public)`.
+pub fn key_id(public: &[u8; 32]) -> KeyId {
+    let mut hasher = Blake2s256::new();
+    hasher.update(KEY_ID_CONTEXT);
+    hasher.update(public);
+    let digest = hasher.finalize();
+    let mut id = [0u8; KEY_ID_LEN];
+    id.copy_from_slice(&digest[..KEY_ID_LEN]);
+    id
+}
+
+/// The cleartext header of an envelope, readable before any decryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The format version, [`ENVELOPE_VERSION`] or [`ENVELOPE_VERSION_2`].
+    pub version: u8,
+    /// [`KIND_FIRST_CONTACT`] or [`KIND_CONVERSATION`].
+    pub kind: u8,
+    /// The id of the key the envelope is encrypted to; format 1 has none.
+    pub key_id: Option<KeyId>,
+}
+
+/// Reads the cleartext header of an envelope and checks its length, version and kind, so the
+/// node can pick the conversation (by key id) before opening it. Nothing here is authenticated
+/// until the envelope is opened.
+pub fn peek(envelope: &[u8]) -> Result<Header, Error> {
+    if !BUCKETS.contains(&envelope.len()) {
+        return Err(Error::Envelope("length is not one of the envelope buckets"));
+    }
+    match (envelope[0], envelope[1]) {
+        (ENVELOPE_VERSION, KIND_FIRST_CONTACT) => {
+            Ok(Header { version: ENVELOPE_VERSION, kind: KIND_FIRST_CONTACT, key_id: None })
+        }
+        (ENVELOPE_VERSION_2, kind @ (KIND_FIRST_CONTACT | KIND_CONVERSATION)) => {
+            let mut id = [0u8; KEY_ID_LEN];
+            id.copy_from_slice(&envelope[2..HEADER_LEN_2]);
+            Ok(Header { version: ENVELOPE_VERSION_2, kind, key_id: Some(id) })
+        }
+        (ENVELOPE_VERSION | ENVELOPE_VERSION_2, _) => {
+            Err(Error::Envelope("unsupported envelope kind"))
+        }
+        _ => Err(Error::Envelope("unsupported envelope version")),
+    }
+}
+
+/// What the sender encrypts in a format 1 envelope: its certificate (which binds its Noise
+/// static key to its identity) and the content.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Sealed {
     /// The sender's device certificate. Its device key must equal the Noise static key.
@@ -62,8 +148,49 @@ pub struct Sealed {
     pub content: Content,
 }
 
-/// An opened envelope: who sent it, as proven by the handshake and the certificate, and what
-/// it says.
+/// What the sender encrypts in a format 2 envelope, of either kind. It is an enum so a later
+/// layout is a new variant that old readers refuse cleanly: the 4-byte variant index is the
+/// payload's own version.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Payload {
+    /// Payload layout 1.
+    V1 {
+        /// The sender's device certificate: required in first-contact envelopes (it binds the
+        /// Noise static key to the identity); optional in conversation envelopes, where it can
+        /// carry a renewed certificate for the same device key.
+        certificate: Option<DeviceCertificate>,
+        /// The sender's newest receive key for this conversation, which the recipient uses for
+        /// its next `Kpsk1` envelopes.
+        advertisement: Option<Advertisement>,
+        /// The message.
+        content: Content,
+    },
+}
+
+/// A receive key offered to the peer: its public half and the seed the peer must use as the
+/// Noise PSK when encrypting to it. It travels only inside encrypted payloads.
+#[derive(Clone, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
+pub struct Advertisement {
+    /// Position of the key in the advertiser's sequence for this conversation; a larger number
+    /// is a newer key, so reordered envelopes cannot roll the peer back to an older one.
+    pub seq: u32,
+    /// The X25519 public key.
+    pub public: [u8; 32],
+    /// The 32-byte secret seed, used as the `psk1` of every envelope to this key.
+    pub seed: [u8; 32],
+}
+
+impl std::fmt::Debug for Advertisement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Advertisement")
+            .field("seq", &self.seq)
+            .field("public", &crate::identity::hex(&self.public))
+            .finish_non_exhaustive()
+    }
+}
+
+/// An opened format 1 envelope: who sent it, as proven by the handshake and the certificate,
+/// and what it says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Opened {
     /// The sender's peer id, derived from the verified certificate.
@@ -74,15 +201,52 @@ pub struct Opened {
     pub content: Content,
 }
 
-/// The smallest bucket that holds `plaintext_len` bytes of sealed content, or `None` if even
-/// the largest does not.
+/// An opened format 2 first-contact envelope, with everything a conversation needs to accept
+/// it (see [`crate::conversation::Conversation::accept_first_contact`]). Only
+/// [`open_first_contact`] makes one (it is `non_exhaustive`), so holding one means the
+/// certificate verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FirstContact {
+    /// The sender's peer id, derived from the verified certificate.
+    pub sender: PeerId,
+    /// The sender's verified certificate; its device key is the Noise static key.
+    pub certificate: DeviceCertificate,
+    /// The sender's receive key for the reply, if it sent one.
+    pub advertisement: Option<Advertisement>,
+    /// The message.
+    pub content: Content,
+    /// The initiator's ephemeral public key, the replay cache's entry for this envelope.
+    pub ephemeral: [u8; 32],
+}
+
+/// The smallest bucket that holds `plaintext_len` bytes of format 1 sealed content, or `None`
+/// if even the largest does not.
 pub fn bucket_for(plaintext_len: usize) -> Option<usize> {
-    let needed = HEADER_LEN + NOISE_X_OVERHEAD + LENGTH_PREFIX + plaintext_len;
+    bucket_with_overhead(HEADER_LEN + NOISE_X_OVERHEAD, plaintext_len)
+}
+
+/// The smallest bucket that holds `body_len` bytes of payload in a format 2 envelope of `kind`.
+pub fn bucket_for_kind(kind: u8, body_len: usize) -> Option<usize> {
+    bucket_with_overhead(overhead(kind), body_len)
+}
+
+fn overhead(kind: u8) -> usize {
+    if kind == KIND_CONVERSATION {
+        HEADER_LEN_2 + NOISE_KPSK1_OVERHEAD
+    } else {
+        HEADER_LEN_2 + NOISE_X_OVERHEAD
+    }
+}
+
+fn bucket_with_overhead(overhead: usize, body_len: usize) -> Option<usize> {
+    let needed = overhead.checked_add(LENGTH_PREFIX)?.checked_add(body_len)?;
     BUCKETS.into_iter().find(|b| *b >= needed)
 }
 
-/// Seals `content` from `sender` (with its current `certificate`) to the recipient's X25519
-/// device key. `ephemeral` must be 32 fresh random bytes: it becomes the Noise ephemeral key.
+/// Seals `content` in a format 1 envelope from `sender` (with its current `certificate`) to
+/// the recipient's X25519 device key. `ephemeral` must be 32 fresh random bytes: it becomes the
+/// Noise ephemeral key.
 pub fn seal(
     sender: &Identity,
     certificate: &DeviceCertificate,
@@ -92,75 +256,261 @@ pub fn seal(
 ) -> Result<Vec<u8>, Error> {
     check_x25519_public(recipient_device_key)?;
     let body = codec::encode(&Sealed { sender: certificate.clone(), content: content.clone() })?;
+    let body = Zeroizing::new(body);
     let bucket = bucket_for(body.len()).ok_or(Error::TooLarge {
         what: "sealed message",
         len: body.len(),
         max: MAX_ENVELOPE_LEN - HEADER_LEN - NOISE_X_OVERHEAD - LENGTH_PREFIX,
     })?;
     let header = [ENVELOPE_VERSION, KIND_FIRST_CONTACT];
+    let device = sender.device();
+    let resolver = EnvelopeResolver::new(device.secret(), device.public(), Some(ephemeral));
+    let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
     let prologue = prologue(&header);
-    let resolver = EnvelopeResolver::new(sender.device(), Some(ephemeral));
-    let mut handshake = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver))
-        .local_private_key(sender.device().secret())
+    let handshake = builder
+        .local_private_key(device.secret())
         .and_then(|b| b.remote_public_key(recipient_device_key))
         .and_then(|b| b.prologue(&prologue))
         .and_then(|b| b.build_initiator())
         .map_err(|e| noise("build", e))?;
+    write(handshake, &header, &body, bucket, NOISE_X_OVERHEAD)
+}
 
-    let mut plaintext = vec![0u8; bucket - HEADER_LEN - NOISE_X_OVERHEAD];
+/// Opens a format 1 envelope addressed to `recipient`, checking the sender's certificate at
+/// `now` (Unix seconds). Any change to any byte makes this fail.
+pub fn open(recipient: &DeviceKey, envelope: &[u8], now: u64) -> Result<Opened, Error> {
+    let header = peek(envelope)?;
+    if header.version != ENVELOPE_VERSION {
+        return Err(Error::Envelope("unsupported envelope version"));
+    }
+    let (header, message) = envelope.split_at(HEADER_LEN);
+    ephemeral_of(message)?;
+    let resolver = EnvelopeResolver::new(recipient.secret(), recipient.public(), None);
+    let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
+    let prologue = prologue(header);
+    let handshake = builder
+        .local_private_key(recipient.secret())
+        .and_then(|b| b.prologue(&prologue))
+        .and_then(|b| b.build_responder())
+        .map_err(|e| noise("build", e))?;
+    let (plaintext, remote_static) = read(handshake, message)?;
+    let sealed: Sealed = codec::decode("sealed message", unpad(&plaintext)?)?;
+    if !ct_eq(&sealed.sender.device_key, &remote_static) {
+        return Err(Error::Envelope("sender certificate does not match the Noise static key"));
+    }
+    let sender = sealed.sender.verify(now)?;
+    Ok(Opened { sender, certificate: sealed.sender, content: sealed.content })
+}
+
+/// Seals a format 2 first-contact envelope (`Noise_X`) from `sender` to `recipient_key` (the
+/// recipient's device key). The payload must carry the sender's certificate, or the recipient
+/// will refuse it. `ephemeral` must be 32 fresh random bytes.
+pub fn seal_first_contact(
+    sender: &DeviceKey,
+    recipient_key: &[u8; 32],
+    payload: &Payload,
+    ephemeral: [u8; 32],
+) -> Result<Vec<u8>, Error> {
+    check_x25519_public(recipient_key)?;
+    let body = Zeroizing::new(codec::encode(payload)?);
+    let bucket = bucket_or_too_large(KIND_FIRST_CONTACT, body.len())?;
+    let header = header_2(KIND_FIRST_CONTACT, recipient_key);
+    let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
+    let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
+    let prologue = prologue(&header);
+    let handshake = builder
+        .local_private_key(sender.secret())
+        .and_then(|b| b.remote_public_key(recipient_key))
+        .and_then(|b| b.prologue(&prologue))
+        .and_then(|b| b.build_initiator())
+        .map_err(|e| noise("build", e))?;
+    write(handshake, &header, &body, bucket, NOISE_X_OVERHEAD)
+}
+
+/// Opens a format 2 first-contact envelope addressed to `recipient` (our device key), checks
+/// that the payload carries a certificate for the Noise static key, and verifies it at `now`
+/// (Unix seconds). Replay checks are the conversation's job, which is why the ephemeral key is
+/// returned.
+pub fn open_first_contact(
+    recipient: &DeviceKey,
+    envelope: &[u8],
+    now: u64,
+) -> Result<FirstContact, Error> {
+    let header = peek(envelope)?;
+    if header.version != ENVELOPE_VERSION_2 || header.kind != KIND_FIRST_CONTACT {
+        return Err(Error::Envelope("not a first-contact envelope"));
+    }
+    if header.key_id != Some(key_id(recipient.public())) {
+        return Err(Error::Envelope("not for this device key"));
+    }
+    let (header, message) = envelope.split_at(HEADER_LEN_2);
+    let ephemeral = ephemeral_of(message)?;
+    let resolver = EnvelopeResolver::new(recipient.secret(), recipient.public(), None);
+    let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
+    let prologue = prologue(header);
+    let handshake = builder
+        .local_private_key(recipient.secret())
+        .and_then(|b| b.prologue(&prologue))
+        .and_then(|b| b.build_responder())
+        .map_err(|e| noise("build", e))?;
+    let (plaintext, remote_static) = read(handshake, message)?;
+    let Payload::V1 { certificate, advertisement, content } =
+        codec::decode("envelope payload", unpad(&plaintext)?)?;
+    let Some(certificate) = certificate else {
+        return Err(Error::Envelope("first contact without the sender's certificate"));
+    };
+    if !ct_eq(&certificate.device_key, &remote_static) {
+        return Err(Error::Envelope("sender certificate does not match the Noise static key"));
+    }
+    let sender = certificate.verify(now)?;
+    if let Some(a) = &advertisement {
+        check_x25519_public(&a.public)?;
+    }
+    Ok(FirstContact { sender, certificate, advertisement, content, ephemeral })
+}
+
+/// Seals a format 2 conversation envelope (`Noise_Kpsk1`) from `sender` (our device key, which
+/// the recipient knows from our certificate) to the recipient's advertised receive key, with
+/// that key's `seed` as the PSK. `ephemeral` must be 32 fresh random bytes.
+pub(crate) fn seal_conversation(
+    sender: &DeviceKey,
+    receive_key: &[u8; 32],
+    seed: &[u8; 32],
+    payload: &Payload,
+    ephemeral: [u8; 32],
+) -> Result<Vec<u8>, Error> {
+    check_x25519_public(receive_key)?;
+    let body = Zeroizing::new(codec::encode(payload)?);
+    let bucket = bucket_or_too_large(KIND_CONVERSATION, body.len())?;
+    let header = header_2(KIND_CONVERSATION, receive_key);
+    let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
+    let builder = snow::Builder::with_resolver(NOISE_KPSK1.clone(), Box::new(resolver));
+    let prologue = prologue(&header);
+    let handshake = builder
+        .local_private_key(sender.secret())
+        .and_then(|b| b.remote_public_key(receive_key))
+        .and_then(|b| b.psk(1, seed))
+        .and_then(|b| b.prologue(&prologue))
+        .and_then(|b| b.build_initiator())
+        .map_err(|e| noise("build", e))?;
+    write(handshake, &header, &body, bucket, NOISE_KPSK1_OVERHEAD)
+}
+
+/// The private half of a receive key, as [`open_conversation`] needs it.
+pub(crate) struct ReceiveSecret<'a> {
+    pub secret: &'a [u8; 32],
+    pub public: &'a [u8; 32],
+    pub seed: &'a [u8; 32],
+}
+
+/// Opens a format 2 conversation envelope with one of our receive keys, authenticating the
+/// sender by its device key (`sender_device_key`, known from its certificate). The caller has
+/// already matched the key id and checked the replay cache with [`conversation_ephemeral`].
+pub(crate) fn open_conversation(
+    receive: &ReceiveSecret<'_>,
+    sender_device_key: &[u8; 32],
+    envelope: &[u8],
+) -> Result<Payload, Error> {
+    let header = peek(envelope)?;
+    if header.version != ENVELOPE_VERSION_2 || header.kind != KIND_CONVERSATION {
+        return Err(Error::Envelope("not a conversation envelope"));
+    }
+    check_x25519_public(sender_device_key)?;
+    let (header, message) = envelope.split_at(HEADER_LEN_2);
+    ephemeral_of(message)?;
+    let resolver = EnvelopeResolver::new(receive.secret, receive.public, None);
+    let builder = snow::Builder::with_resolver(NOISE_KPSK1.clone(), Box::new(resolver));
+    let prologue = prologue(header);
+    let handshake = builder
+        .local_private_key(receive.secret)
+        .and_then(|b| b.remote_public_key(sender_device_key))
+        .and_then(|b| b.psk(1, receive.seed))
+        .and_then(|b| b.prologue(&prologue))
+        .and_then(|b| b.build_responder())
+        .map_err(|e| noise("build", e))?;
+    let (plaintext, _) = read(handshake, message)?;
+    codec::decode("envelope payload", unpad(&plaintext)?)
+}
+
+/// The initiator ephemeral key of a format 2 envelope, refused if it is a small-order point.
+pub(crate) fn ephemeral_2(envelope: &[u8]) -> Result<[u8; 32], Error> {
+    let message = envelope.get(HEADER_LEN_2..).ok_or(Error::Envelope("too short"))?;
+    ephemeral_of(message)
+}
+
+fn bucket_or_too_large(kind: u8, body_len: usize) -> Result<usize, Error> {
+    bucket_for_kind(kind, body_len).ok_or(Error::TooLarge {
+        what: "envelope payload",
+        len: body_len,
+        max: MAX_ENVELOPE_LEN - overhead(kind) - LENGTH_PREFIX,
+    })
+}
+
+fn header_2(kind: u8, recipient_key: &[u8; 32]) -> [u8; HEADER_LEN_2] {
+    let mut header = [0u8; HEADER_LEN_2];
+    header[0] = ENVELOPE_VERSION_2;
+    header[1] = kind;
+    header[2..].copy_from_slice(&key_id(recipient_key));
+    header
+}
+
+fn ephemeral_of(message: &[u8]) -> Result<[u8; 32], Error> {
+    let mut ephemeral = [0u8; KEY_LEN];
+    ephemeral.copy_from_slice(message.get(..KEY_LEN).ok_or(Error::Envelope("too short"))?);
+    check_x25519_public(&ephemeral)?;
+    Ok(ephemeral)
+}
+
+/// Pads `body` into a plaintext of the bucket's size and writes the one handshake message after
+/// `header`.
+fn write(
+    mut handshake: snow::HandshakeState,
+    header: &[u8],
+    body: &[u8],
+    bucket: usize,
+    noise_overhead: usize,
+) -> Result<Vec<u8>, Error> {
     let body_len = u32::try_from(body.len()).map_err(|_| Error::TooLarge {
-        what: "sealed message",
+        what: "envelope payload",
         len: body.len(),
         max: u32::MAX as usize,
     })?;
+    let plaintext_len = bucket - header.len() - noise_overhead;
+    let mut plaintext = Zeroizing::new(vec![0u8; plaintext_len]);
     plaintext[..LENGTH_PREFIX].copy_from_slice(&body_len.to_be_bytes());
-    plaintext[LENGTH_PREFIX..LENGTH_PREFIX + body.len()].copy_from_slice(&body);
-
+    plaintext[LENGTH_PREFIX..LENGTH_PREFIX + body.len()].copy_from_slice(body);
     let mut out = vec![0u8; bucket];
-    out[..HEADER_LEN].copy_from_slice(&header);
+    out[..header.len()].copy_from_slice(header);
     let written = handshake
-        .write_message(&plaintext, &mut out[HEADER_LEN..])
+        .write_message(&plaintext, &mut out[header.len()..])
         .map_err(|e| noise("write", e))?;
-    if HEADER_LEN + written != bucket {
+    if header.len() + written != bucket {
         return Err(Error::Envelope("sealed length does not match its bucket"));
     }
     Ok(out)
 }
 
-/// Opens an envelope addressed to `recipient`, checking the sender's certificate at `now`
-/// (Unix seconds). Any change to any byte makes this fail.
-pub fn open(recipient: &DeviceKey, envelope: &[u8], now: u64) -> Result<Opened, Error> {
-    if !BUCKETS.contains(&envelope.len()) {
-        return Err(Error::Envelope("length is not one of the envelope buckets"));
-    }
-    let (header, message) = envelope.split_at(HEADER_LEN);
-    if header[0] != ENVELOPE_VERSION {
-        return Err(Error::Envelope("unsupported envelope version"));
-    }
-    if header[1] != KIND_FIRST_CONTACT {
-        return Err(Error::Envelope("unsupported envelope kind"));
-    }
-    let mut ephemeral = [0u8; 32];
-    ephemeral.copy_from_slice(&message[..32]);
-    check_x25519_public(&ephemeral)?;
-
-    let prologue = prologue(&[header[0], header[1]]);
-    let resolver = EnvelopeResolver::new(recipient, None);
-    let mut handshake = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver))
-        .local_private_key(recipient.secret())
-        .and_then(|b| b.prologue(&prologue))
-        .and_then(|b| b.build_responder())
-        .map_err(|e| noise("build", e))?;
-    let mut plaintext = vec![0u8; message.len()];
+/// Reads the one handshake message and returns the padded plaintext and the sender's static
+/// key (the one transmitted, for `X`, or the one given in advance, for `K`).
+fn read(
+    mut handshake: snow::HandshakeState,
+    message: &[u8],
+) -> Result<(Zeroizing<Vec<u8>>, [u8; 32]), Error> {
+    let mut plaintext = Zeroizing::new(vec![0u8; message.len()]);
     let read = handshake
         .read_message(message, &mut plaintext)
         .map_err(|_| Error::Envelope("decryption failed: not for this recipient, or tampered"))?;
-    let plaintext = &plaintext[..read];
+    plaintext.truncate(read);
     let remote_static: [u8; 32] = handshake
         .get_remote_static()
         .and_then(|k| k.try_into().ok())
         .ok_or(Error::Envelope("handshake did not yield the sender's static key"))?;
+    Ok((plaintext, remote_static))
+}
 
+/// The body inside a padded plaintext; the padding must be zero, so the AEAD covers one
+/// encoding of each message.
+fn unpad(plaintext: &[u8]) -> Result<&[u8], Error> {
     if plaintext.len() < LENGTH_PREFIX {
         return Err(Error::Envelope("payload shorter than its length prefix"));
     }
@@ -173,16 +523,11 @@ pub fn open(recipient: &DeviceKey, envelope: &[u8], now: u64) -> Result<Opened, 
     if padding.iter().any(|b| *b != 0) {
         return Err(Error::Envelope("padding is not zero"));
     }
-    let sealed: Sealed = codec::decode("sealed message", body)?;
-    if !ct_eq(&sealed.sender.device_key, &remote_static) {
-        return Err(Error::Envelope("sender certificate does not match the Noise static key"));
-    }
-    let sender = sealed.sender.verify(now)?;
-    Ok(Opened { sender, certificate: sealed.sender, content: sealed.content })
+    Ok(body)
 }
 
-fn prologue(header: &[u8; HEADER_LEN]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(PROLOGUE_CONTEXT.len() + HEADER_LEN);
+fn prologue(header: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(PROLOGUE_CONTEXT.len() + header.len());
     p.extend_from_slice(PROLOGUE_CONTEXT);
     p.extend_from_slice(header);
     p
@@ -192,10 +537,11 @@ fn noise(step: &'static str, e: snow::Error) -> Error {
     Error::Noise { step, detail: e.to_string() }
 }
 
-/// A snow resolver that takes its randomness from the caller and knows our device key pair.
+/// A snow resolver that takes its randomness from the caller and knows our static key pair
+/// (the device key, or a receive key).
 ///
 /// Two jobs: it keeps this crate free of a random number generator of its own (the ephemeral key
-/// comes in as bytes), and it hands snow the device public key we already know, because snow's
+/// comes in as bytes), and it hands snow the static public key we already know, because snow's
 /// default X25519 re-derives the public key from the private one on every build, a fixed-base
 /// multiplication (about 39 µs here) per envelope for nothing.
 struct EnvelopeResolver {
@@ -205,16 +551,16 @@ struct EnvelopeResolver {
 }
 
 impl EnvelopeResolver {
-    fn new(device: &DeviceKey, ephemeral: Option<[u8; 32]>) -> Self {
-        Self { known_secret: *device.secret(), known_public: *device.public(), ephemeral }
+    fn new(secret: &[u8; 32], public: &[u8; 32], ephemeral: Option<[u8; 32]>) -> Self {
+        Self { known_secret: *secret, known_public: *public, ephemeral }
     }
 }
 
 impl Drop for EnvelopeResolver {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.known_secret);
+        Zeroize::zeroize(&mut self.known_secret);
         if let Some(e) = self.ephemeral.as_mut() {
-            zeroize::Zeroize::zeroize(e);
+            Zeroize::zeroize(e);
         }
     }
 }
@@ -254,7 +600,7 @@ struct GivenBytes {
 impl Drop for GivenBytes {
     fn drop(&mut self) {
         if let Some(b) = self.bytes.as_mut() {
-            zeroize::Zeroize::zeroize(b);
+            Zeroize::zeroize(b);
         }
     }
 }
@@ -282,8 +628,8 @@ struct X25519 {
 
 impl Drop for X25519 {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.secret);
-        zeroize::Zeroize::zeroize(&mut self.known_secret);
+        Zeroize::zeroize(&mut self.secret);
+        Zeroize::zeroize(&mut self.known_secret);
     }
 }
 
@@ -316,14 +662,14 @@ impl Dh for X25519 {
         let n = privkey.len().min(32);
         secret[..n].copy_from_slice(&privkey[..n]);
         self.set_secret(secret);
-        zeroize::Zeroize::zeroize(&mut secret);
+        Zeroize::zeroize(&mut secret);
     }
 
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
         let mut secret = [0u8; 32];
         rng.try_fill_bytes(&mut secret)?;
         self.set_secret(secret);
-        zeroize::Zeroize::zeroize(&mut secret);
+        Zeroize::zeroize(&mut secret);
         Ok(())
     }
 

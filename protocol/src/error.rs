@@ -51,6 +51,11 @@ pub enum Error {
     /// The envelope could not be opened: wrong recipient, tampered, or not for this protocol.
     #[error("envelope rejected: {0}")]
     Envelope(&'static str),
+    /// The envelope was opened before: its initiator ephemeral key is in the replay cache of the
+    /// key it was sent to. A relay or mailbox delivering the same envelope twice causes this, so
+    /// the node treats it as "already have it", not as an attack to report.
+    #[error("envelope replayed: this envelope was already accepted")]
+    Replayed,
     /// The Noise library refused an operation; this names the step.
     #[error("noise {step} failed: {detail}")]
     Noise {

@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod conversation;
 pub mod envelope;
 pub mod error;
 pub mod identity;

@@ -1,7 +1,14 @@
-//! Tests of sealing and opening envelopes, including tampering and misdirection.
+//! Tests of sealing and opening envelopes of both formats and kinds, including tampering and
+//! misdirection. The conversation-level attacks are in `conversation/tests.rs`.
+
+use proptest::prelude::*;
 
 use crate::Error;
-use crate::envelope::{BUCKETS, open, seal};
+use crate::envelope::{
+    Advertisement, BUCKETS, ENVELOPE_VERSION, ENVELOPE_VERSION_2, HEADER_LEN_2, Header, KEY_ID_LEN,
+    KIND_CONVERSATION, KIND_FIRST_CONTACT, Payload, ReceiveSecret, key_id, open, open_conversation,
+    open_first_contact, peek, seal, seal_conversation, seal_first_contact,
+};
 use crate::identity::Identity;
 use crate::message::{Body, Content};
 
@@ -120,4 +127,153 @@ fn different_ephemerals_give_different_envelopes() {
     let p = pair();
     let content = text(10);
     assert_ne!(sealed(&p, &content, 1), sealed(&p, &content, 2));
+}
+
+/// Format 2: a first-contact or a conversation envelope of `text_len` bytes of text, sealed and
+/// opened with the low-level functions, returning the envelope's length.
+#[track_caller]
+fn check_round_trip_2(conversation: bool, text_len: usize, seed: u8) -> usize {
+    let p = pair();
+    let text: String =
+        (0..text_len).map(|i| char::from(b'a' + ((i * 7 + seed as usize) % 26) as u8)).collect();
+    let content =
+        Content { id: [seed; 16], sent_at_ms: u64::from(seed) << 20, body: Body::Text(text) };
+    let advertisement = Advertisement {
+        seq: u32::from(seed),
+        public: *p.alice.device().public(),
+        seed: [seed; 32],
+    };
+    let receive = Identity::from_secrets([40; 32], [41; 32]);
+    let receive_seed = [seed.wrapping_add(1); 32];
+    let envelope = if conversation {
+        let payload = Payload::V1 {
+            certificate: None,
+            advertisement: Some(advertisement.clone()),
+            content: content.clone(),
+        };
+        let sealed = seal_conversation(
+            p.alice.device(),
+            receive.device().public(),
+            &receive_seed,
+            &payload,
+            [seed | 1; 32],
+        )
+        .unwrap();
+        let secret = ReceiveSecret {
+            secret: receive.device().secret(),
+            public: receive.device().public(),
+            seed: &receive_seed,
+        };
+        let opened = open_conversation(&secret, p.alice.device().public(), &sealed).unwrap();
+        assert_eq!(opened, payload);
+        sealed
+    } else {
+        let cert = p.alice.certify(NOW - 10, NOW + 10).unwrap();
+        let payload = Payload::V1 {
+            certificate: Some(cert.clone()),
+            advertisement: Some(advertisement.clone()),
+            content: content.clone(),
+        };
+        let sealed =
+            seal_first_contact(p.alice.device(), p.bob.device().public(), &payload, [seed | 1; 32])
+                .unwrap();
+        let opened = open_first_contact(p.bob.device(), &sealed, NOW).unwrap();
+        assert_eq!(opened.content, content);
+        assert_eq!(opened.certificate, cert);
+        assert_eq!(opened.advertisement, Some(advertisement));
+        assert_eq!(opened.sender, p.alice.peer_id());
+        assert_eq!(&opened.ephemeral, &sealed[HEADER_LEN_2..HEADER_LEN_2 + 32]);
+        sealed
+    };
+    let header = peek(&envelope).unwrap();
+    let kind = if conversation { KIND_CONVERSATION } else { KIND_FIRST_CONTACT };
+    assert_eq!(header, Header { version: ENVELOPE_VERSION_2, kind, key_id: header.key_id });
+    envelope.len()
+}
+
+/// Text lengths that land in each bucket for both kinds, with room for the certificate and
+/// the advertisement.
+const TEXT_RANGES: [(usize, usize); 4] = [(0, 600), (1000, 3600), (4200, 16_000), (16_500, 60_000)];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// open(seal(m)) = m in every bucket, for both kinds, and the envelope is exactly the
+    /// bucket's size.
+    #[test]
+    fn open_of_seal_is_the_identity_in_every_bucket_for_both_kinds(
+        bucket in 0..BUCKETS.len(),
+        position in 0.0..=1.0f64,
+        conversation in any::<bool>(),
+        seed in any::<u8>(),
+    ) {
+        let (low, high) = TEXT_RANGES[bucket];
+        let len = low + ((high - low) as f64 * position) as usize;
+        prop_assert_eq!(check_round_trip_2(conversation, len, seed), BUCKETS[bucket]);
+    }
+}
+
+#[test]
+fn every_bucket_edge_holds_for_both_kinds() {
+    for conversation in [false, true] {
+        for (bucket, (low, high)) in TEXT_RANGES.into_iter().enumerate() {
+            assert_eq!(check_round_trip_2(conversation, low, 3), BUCKETS[bucket]);
+            assert_eq!(check_round_trip_2(conversation, high, 4), BUCKETS[bucket]);
+        }
+    }
+}
+
+#[test]
+fn peek_names_the_format_kind_and_key() {
+    let p = pair();
+    let legacy = sealed(&p, &text(10), 9);
+    assert_eq!(
+        peek(&legacy).unwrap(),
+        Header { version: ENVELOPE_VERSION, kind: KIND_FIRST_CONTACT, key_id: None }
+    );
+    let mut unknown_kind = legacy.clone();
+    unknown_kind[1] = 7;
+    assert_eq!(peek(&unknown_kind), Err(Error::Envelope("unsupported envelope kind")));
+    let mut unknown_version = legacy.clone();
+    unknown_version[0] = 9;
+    assert_eq!(peek(&unknown_version), Err(Error::Envelope("unsupported envelope version")));
+    assert!(peek(&legacy[..100]).is_err());
+    // The legacy opener refuses format 2, and the format 2 opener refuses format 1.
+    assert!(open_first_contact(p.bob.device(), &legacy, NOW).is_err());
+}
+
+#[test]
+fn a_first_contact_to_another_key_is_refused_before_decryption() {
+    let p = pair();
+    let cert = p.alice.certify(NOW - 10, NOW + 10).unwrap();
+    let payload = Payload::V1 { certificate: Some(cert), advertisement: None, content: text(3) };
+    let sealed =
+        seal_first_contact(p.alice.device(), p.bob.device().public(), &payload, [5; 32]).unwrap();
+    let eve = Identity::from_secrets([5; 32], [6; 32]);
+    assert_eq!(
+        open_first_contact(eve.device(), &sealed, NOW),
+        Err(Error::Envelope("not for this device key"))
+    );
+    let without_certificate =
+        Payload::V1 { certificate: None, advertisement: None, content: text(3) };
+    let sealed = seal_first_contact(
+        p.alice.device(),
+        p.bob.device().public(),
+        &without_certificate,
+        [5; 32],
+    )
+    .unwrap();
+    assert_eq!(
+        open_first_contact(p.bob.device(), &sealed, NOW),
+        Err(Error::Envelope("first contact without the sender's certificate"))
+    );
+}
+
+#[test]
+fn key_ids_are_domain_separated_hashes() {
+    let p = pair();
+    let id = key_id(p.bob.device().public());
+    assert_eq!(id.len(), KEY_ID_LEN);
+    assert_ne!(id, key_id(p.alice.device().public()));
+    assert_ne!(&id[..], &p.bob.device().public()[..KEY_ID_LEN]);
 }
