@@ -48,3 +48,6 @@ pub fn decode<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Resul
     }
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests;

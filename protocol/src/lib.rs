@@ -18,3 +18,6 @@ pub mod invite;
 pub mod message;
 
 pub use error::Error;
+
+#[cfg(test)]
+mod tests;
