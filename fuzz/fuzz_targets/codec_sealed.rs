@@ -1,0 +1,11 @@
+//! Fuzz target: the codec decoding a `Sealed`, on any bytes.
+
+#![no_main]
+
+use kolokol_protocol::codec;
+use kolokol_protocol::envelope::Sealed;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = codec::decode::<Sealed>("sealed", data);
+});

@@ -1,0 +1,13 @@
+//! Fuzz target: the format 1 opener and the header reader, on any bytes.
+
+#![no_main]
+
+use kolokol_protocol::envelope;
+use kolokol_protocol::identity::Identity;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let recipient = Identity::from_secrets([3; 32], [4; 32]);
+    let _ = envelope::peek(data);
+    let _ = envelope::open(recipient.device(), data, 1_800_000_000);
+});

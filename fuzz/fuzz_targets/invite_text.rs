@@ -1,0 +1,10 @@
+//! Fuzz target: invite code text, on any string.
+
+#![no_main]
+
+use kolokol_protocol::invite::Invite;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Invite::from_text(&String::from_utf8_lossy(data), 1_800_000_000);
+});
