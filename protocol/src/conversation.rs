@@ -293,10 +293,7 @@ impl Conversation {
         self.expire(now);
         let rotate = self.receive_keys.last().is_none_or(|k| !k.seen.is_empty());
         let fresh = if rotate {
-            let public = x25519_dalek::x25519(
-                randomness.receive_secret,
-                x25519_dalek::X25519_BASEPOINT_BYTES,
-            );
+            let public = envelope::public_key(&randomness.receive_secret);
             Some(ReceiveKey {
                 seq: self.next_seq,
                 secret: Secret::new(&randomness.receive_secret),

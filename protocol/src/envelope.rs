@@ -639,7 +639,7 @@ impl X25519 {
         self.public = if ct_eq(&secret, &self.known_secret) {
             self.known_public
         } else {
-            x25519_dalek::x25519(secret, x25519_dalek::X25519_BASEPOINT_BYTES)
+            public_key(&secret)
         };
     }
 }
@@ -691,6 +691,13 @@ impl Dh for X25519 {
         out.get_mut(..32).ok_or(snow::Error::Dh)?.copy_from_slice(&shared);
         Ok(())
     }
+}
+
+/// The X25519 public key of `secret`, by fixed-base multiplication with a precomputed table
+/// (about 17 µs here), not the variable-base ladder `x25519(secret, 9)` would run (about
+/// 55 µs): every sealed envelope makes an ephemeral public key, so this is a third of a seal.
+pub(crate) fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
 }
 
 /// Constant-time comparison of two 32-byte values, without a dependency for one loop.

@@ -1,0 +1,144 @@
+//! Seal and open, per envelope kind and per bucket, through the API the node calls.
+//!
+//! Run: `cargo bench -p kolokol-protocol --bench envelope` (add `-- --quick` for a short run).
+//! `docs/BENCHMARKS.md` records the figures against the targets of `DESIGN.md` §9.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use kolokol_protocol::conversation::{Conversation, Randomness};
+use kolokol_protocol::envelope::{self, BUCKETS};
+use kolokol_protocol::identity::{DeviceCertificate, Identity};
+use kolokol_protocol::message::{Body, Content};
+
+const NOW: u64 = 1_800_000_000;
+
+/// Text lengths that land in each bucket, for every kind.
+const TEXT_LENS: [usize; 4] = [100, 1000, 4200, 16_500];
+
+struct Fixture {
+    alice: Identity,
+    bob: Identity,
+    alice_cert: DeviceCertificate,
+    /// Alice's conversation before Bob has answered: it seals first-contact envelopes.
+    fresh: Conversation,
+    /// Alice's and Bob's conversations after one round trip: they seal `Kpsk1` envelopes.
+    alice_side: Conversation,
+    bob_side: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let alice = Identity::from_secrets([1; 32], [2; 32]);
+    let bob = Identity::from_secrets([3; 32], [4; 32]);
+    let alice_cert = alice.certify(NOW - 10, NOW + 1000).expect("signs");
+    let bob_cert = bob.certify(NOW - 10, NOW + 1000).expect("signs");
+    let fresh = Conversation::new(bob_cert.clone(), NOW).expect("valid certificate");
+    let mut alice_side = Conversation::new(bob_cert.clone(), NOW).expect("valid certificate");
+    let mut bob_side = Conversation::new(alice_cert.clone(), NOW).expect("valid certificate");
+    let hello = text(10);
+    let first = alice_side
+        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([11; 96]), NOW)
+        .expect("seals");
+    bob_side.open(bob.device(), &first, NOW).expect("opens");
+    let reply = bob_side
+        .seal(bob.device(), &bob_cert, &hello, Randomness::from_bytes([12; 96]), NOW)
+        .expect("seals");
+    alice_side.open(alice.device(), &reply, NOW).expect("opens");
+    let bob_side = bob_side.to_bytes().expect("encodes").to_vec();
+    Fixture { alice, bob, alice_cert, fresh, alice_side, bob_side }
+}
+
+fn text(len: usize) -> Content {
+    Content { id: [7; 16], sent_at_ms: NOW * 1000, body: Body::Text("x".repeat(len)) }
+}
+
+fn envelopes(c: &mut Criterion) {
+    // The floor under every figure: one X25519 Diffie-Hellman (a variable-base scalar
+    // multiplication). Opening either kind does two, sealing does two plus a key generation,
+    // so this calibrates the envelope figures against the load on the machine.
+    c.bench_function("x25519", |b| {
+        b.iter(|| x25519_dalek::x25519(black_box([5; 32]), black_box([9; 32])))
+    });
+    let mut f = fixture();
+    let mut seal = c.benchmark_group("seal");
+    for (bucket, len) in BUCKETS.into_iter().zip(TEXT_LENS) {
+        let content = text(len);
+        seal.bench_function(BenchmarkId::new("first_contact", bucket), |b| {
+            b.iter(|| {
+                let sealed = f
+                    .fresh
+                    .seal(
+                        f.alice.device(),
+                        &f.alice_cert,
+                        black_box(&content),
+                        Randomness::from_bytes([21; 96]),
+                        NOW,
+                    )
+                    .expect("seals");
+                assert_eq!(sealed.len(), bucket);
+                sealed
+            })
+        });
+        seal.bench_function(BenchmarkId::new("conversation", bucket), |b| {
+            b.iter(|| {
+                let sealed = f
+                    .alice_side
+                    .seal(
+                        f.alice.device(),
+                        &f.alice_cert,
+                        black_box(&content),
+                        Randomness::from_bytes([22; 96]),
+                        NOW,
+                    )
+                    .expect("seals");
+                assert_eq!(sealed.len(), bucket);
+                sealed
+            })
+        });
+        seal.bench_function(BenchmarkId::new("format_1", bucket), |b| {
+            b.iter(|| {
+                envelope::seal(&f.alice, &f.alice_cert, f.bob.device().public(), &content, [23; 32])
+                    .expect("seals")
+            })
+        });
+    }
+    seal.finish();
+
+    let mut open = c.benchmark_group("open");
+    for (bucket, len) in BUCKETS.into_iter().zip(TEXT_LENS) {
+        let content = text(len);
+        let first_contact = f
+            .fresh
+            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([31; 96]), NOW)
+            .expect("seals");
+        open.bench_function(BenchmarkId::new("first_contact", bucket), |b| {
+            b.iter(|| {
+                envelope::open_first_contact(f.bob.device(), black_box(&first_contact), NOW)
+                    .expect("opens")
+            })
+        });
+        let conversation = f
+            .alice_side
+            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([32; 96]), NOW)
+            .expect("seals");
+        // Opening records the envelope in the replay cache, so every iteration gets Bob's state
+        // fresh from its bytes; that set-up is not timed.
+        open.bench_function(BenchmarkId::new("conversation", bucket), |b| {
+            b.iter_batched(
+                || Conversation::from_bytes(&f.bob_side).expect("decodes"),
+                |mut bob| bob.open(f.bob.device(), black_box(&conversation), NOW).expect("opens"),
+                BatchSize::SmallInput,
+            )
+        });
+        let format_1 =
+            envelope::seal(&f.alice, &f.alice_cert, f.bob.device().public(), &content, [33; 32])
+                .expect("seals");
+        open.bench_function(BenchmarkId::new("format_1", bucket), |b| {
+            b.iter(|| envelope::open(f.bob.device(), black_box(&format_1), NOW).expect("opens"))
+        });
+    }
+    open.finish();
+}
+
+criterion_group!(benches, envelopes);
+criterion_main!(benches);
