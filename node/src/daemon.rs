@@ -24,7 +24,7 @@ use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::delivery::Ack;
 use crate::error::{Error, Result};
 use crate::store::{ContactRow, InboxRow, OutboxBody, OutboxRow, Store, state};
-use crate::swarm::{self, Command, Inbound, NetEvent, NetStatus};
+use crate::swarm::{self, Command, DeliveryFailure, Inbound, NetEvent, NetStatus};
 
 /// Events kept for subscribers that are slow to read; a subscriber that falls further behind
 /// gets a `lagged` event and must re-read the inbox.
@@ -48,6 +48,13 @@ const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Clock skew tolerated by backdating the certificate's start.
 const CERTIFICATE_BACKDATE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Messages kept from any one sender who is not a contact. First contact needs strangers to be
+/// able to write, but a stranger must not be able to fill the disk.
+pub const MAX_MESSAGES_PER_STRANGER: u64 = 100;
+
+/// Messages kept from all non-contacts together.
+pub const MAX_STRANGER_MESSAGES: u64 = 1000;
 
 /// How long `invite` waits for a first relay reservation.
 pub const INVITE_WAIT: Duration = Duration::from_secs(10);
@@ -241,6 +248,7 @@ impl Node {
         let mut addresses: Vec<Multiaddr> =
             net.reservations.into_iter().map(|(_, c)| swarm::without_peer(&c)).collect();
         addresses.extend(net.external.into_iter().filter(|a| !swarm::is_relayed(a)));
+        addresses.retain(|a| a.len() <= kolokol_protocol::invite::MAX_ADDRESS_LEN);
         addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
         let invite = Invite {
             certificate: self.inner.certificate.clone(),
@@ -360,26 +368,31 @@ impl Node {
     async fn attempt(&self, row: &OutboxRow) -> std::result::Result<(), String> {
         let outcome = self.deliver(row).await;
         let now = unix_ms();
+        let expired = now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64;
         let recorded = match &outcome {
             Ok(()) => self.inner.store.set_state(&row.id, state::SENT, None, now).map(|changed| {
                 if changed {
                     self.emit_outgoing(row, state::SENT, None, now);
                 }
             }),
-            Err(reason)
-                if now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64 =>
-            {
-                let detail = format!(
-                    "not delivered within {} days: {reason}",
-                    MESSAGE_TTL.as_secs() / 86_400
-                );
+            Err(failure) if failure.permanent || expired => {
+                let detail = if failure.permanent {
+                    failure.reason.clone()
+                } else {
+                    format!(
+                        "not delivered within {} days: {}",
+                        MESSAGE_TTL.as_secs() / 86_400,
+                        failure.reason
+                    )
+                };
                 self.inner.store.set_state(&row.id, state::FAILED, Some(&detail), now).map(|_| {
                     self.emit_outgoing(row, state::FAILED, Some(detail.clone()), now);
                 })
             }
-            Err(reason) => {
+            Err(failure) => {
                 let attempts = row.attempts + 1;
                 let delay = Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY);
+                let reason = &failure.reason;
                 self.inner
                     .store
                     .reschedule(&row.id, attempts, now + delay.as_millis() as u64, reason)
@@ -389,13 +402,14 @@ impl Node {
         if let Err(e) = recorded {
             tracing::error!(%e, "cannot record a delivery outcome");
         }
-        outcome
+        outcome.map_err(|f| f.reason)
     }
 
     /// Seals the row's content on a worker thread and hands it to the swarm task.
-    async fn deliver(&self, row: &OutboxRow) -> std::result::Result<(), String> {
+    async fn deliver(&self, row: &OutboxRow) -> std::result::Result<(), DeliveryFailure> {
+        let fail = |reason: String| DeliveryFailure { reason, permanent: false };
         let peer: PeerId =
-            row.peer_id.parse().map_err(|e| format!("stored peer id is unreadable: {e}"))?;
+            row.peer_id.parse().map_err(|e| fail(format!("stored peer id is unreadable: {e}")))?;
         let content = Content {
             id: row.id,
             sent_at_ms: row.created_at_ms,
@@ -419,19 +433,23 @@ impl Node {
                 )
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot seal: {e}"))?;
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| DeliveryFailure {
+                reason: format!("cannot seal: {e}"),
+                permanent: true,
+            })?;
         let addresses = match self.inner.store.contact_by_peer(&row.peer_id) {
             Ok(Some(c)) => c.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
             _ => Vec::new(),
         };
         let (reply, rx) = oneshot::channel();
+        let shutting_down = || fail("the node is shutting down".into());
         self.inner
             .commands
             .send(Command::Deliver { peer, addresses, envelope, reply })
             .await
-            .map_err(|_| "the node is shutting down".to_string())?;
-        rx.await.map_err(|_| "the node is shutting down".to_string())?
+            .map_err(|_| shutting_down())?;
+        rx.await.map_err(|_| shutting_down())?
     }
 
     /// Runs `f` on a blocking worker thread, at most one per core at a time.
@@ -509,7 +527,7 @@ impl Node {
                 Ack::Rejected
             }
             Ok(Ok(opened)) => match self.accept(opened) {
-                Ok(()) => Ack::Accepted,
+                Ok(ack) => ack,
                 Err(e) => {
                     tracing::error!(%e, "cannot store a received message");
                     Ack::Busy
@@ -521,11 +539,21 @@ impl Node {
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
     /// receipt, a receipt marks our message delivered.
-    fn accept(&self, opened: envelope::Opened) -> Result<()> {
+    fn accept(&self, opened: envelope::Opened) -> Result<Ack> {
         let sender = opened.sender.to_string();
         let now = unix_ms();
         match opened.content.body {
             Body::Text(text) => {
+                // Strangers may write (that is how first contact works) but not without bound:
+                // past the quota their messages are refused, and contacts are never affected.
+                if self.inner.store.contact_by_peer(&sender)?.is_none() {
+                    let (from_sender, from_all) = self.inner.store.stranger_messages(&sender)?;
+                    if from_sender >= MAX_MESSAGES_PER_STRANGER || from_all >= MAX_STRANGER_MESSAGES
+                    {
+                        tracing::info!(%sender, "refused a message: stranger quota reached");
+                        return Ok(Ack::Rejected);
+                    }
+                }
                 let row = InboxRow {
                     id: opened.content.id,
                     peer_id: sender.clone(),
@@ -561,7 +589,7 @@ impl Node {
                 }
             }
         }
-        Ok(())
+        Ok(Ack::Accepted)
     }
 
     /// Retries queued messages: when they fall due, when their peer connects, and when told to.

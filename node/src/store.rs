@@ -499,6 +499,19 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// How many stored messages came from `peer_id`, and from all senders who are not contacts.
+    pub fn stranger_messages(&self, peer_id: &str) -> Result<(u64, u64)> {
+        self.conn()
+            .query_row(
+                "SELECT
+                    (SELECT COUNT(*) FROM inbox WHERE peer_id = ?1),
+                    (SELECT COUNT(*) FROM inbox WHERE peer_id NOT IN (SELECT peer_id FROM contacts))",
+                [peer_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// The newest `limit` received messages, oldest first, with the sender's contact name.
     pub fn inbox(&self, limit: u32) -> Result<Vec<InboxRow>> {
         let conn = self.conn();

@@ -124,12 +124,28 @@ pub(crate) enum Command {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
         envelope: Vec<u8>,
-        reply: oneshot::Sender<std::result::Result<(), String>>,
+        reply: oneshot::Sender<std::result::Result<(), DeliveryFailure>>,
     },
     /// Answer an inbound envelope.
     Respond { channel: ResponseChannel<Ack>, ack: Ack },
     /// Report the network state.
     Status { reply: oneshot::Sender<NetStatus> },
+}
+
+/// Why a delivery did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DeliveryFailure {
+    /// One line for the user.
+    pub reason: String,
+    /// True when retrying cannot help: the recipient's node opened the stream and refused the
+    /// envelope, so it is not for that node's current key.
+    pub permanent: bool,
+}
+
+impl DeliveryFailure {
+    fn temporary(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), permanent: false }
+    }
 }
 
 /// An envelope a peer sent, waiting for an opener.
@@ -281,7 +297,7 @@ pub(crate) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     events: mpsc::Sender<NetEvent>,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), String>>>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), DeliveryFailure>>>,
     relays: HashMap<PeerId, RelaySlot>,
     bootstrap: Vec<BootstrapPeer>,
     /// The address we dialed for each connected peer, so a relay found by identify can be
@@ -351,7 +367,7 @@ impl EventLoop {
             }
         }
         for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err("the node is shutting down".into()));
+            let _ = reply.send(Err(DeliveryFailure::temporary("the node is shutting down")));
         }
         tracing::debug!("swarm task stopped");
     }
@@ -360,7 +376,8 @@ impl EventLoop {
         match command {
             Command::Deliver { peer, addresses, envelope, reply } => {
                 if self.pending.len() >= MAX_PENDING_DELIVERIES {
-                    let _ = reply.send(Err("too many deliveries in flight".into()));
+                    let _ = reply
+                        .send(Err(DeliveryFailure::temporary("too many deliveries in flight")));
                     return;
                 }
                 let id = self
@@ -528,17 +545,26 @@ impl EventLoop {
                     if let Some(reply) = self.pending.remove(&request_id) {
                         let _ = reply.send(match response {
                             Ack::Accepted => Ok(()),
-                            Ack::Rejected => {
-                                Err("the recipient's node could not open the envelope".into())
+                            Ack::Rejected => Err(DeliveryFailure {
+                                reason:
+                                    "the recipient's node refused it: their key has changed, or \
+                                         they take no more messages from strangers (ask them for a \
+                                         new invite)"
+                                        .into(),
+                                permanent: true,
+                            }),
+                            Ack::Busy => {
+                                Err(DeliveryFailure::temporary("the recipient's node is busy"))
                             }
-                            Ack::Busy => Err("the recipient's node is busy".into()),
                         });
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(format!("cannot reach {peer}: {error}")));
+                    let _ = reply.send(Err(DeliveryFailure::temporary(format!(
+                        "cannot reach {peer}: {error}"
+                    ))));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {

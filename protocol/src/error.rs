@@ -51,6 +51,12 @@ pub enum Error {
     /// The envelope could not be opened: wrong recipient, tampered, or not for this protocol.
     #[error("envelope rejected: {0}")]
     Envelope(&'static str),
+    /// A presence record is unusable.
+    #[error("presence record {0}")]
+    Presence(&'static str),
+    /// A bootstrap bundle is unusable.
+    #[error("bootstrap bundle {0}")]
+    Bundle(String),
     /// The Noise library refused an operation; this names the step.
     #[error("noise {step} failed: {detail}")]
     Noise {
