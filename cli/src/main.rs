@@ -17,8 +17,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use kolokol_node::Multiaddr;
 use kolokol_node::{Config, Role, RunningNode};
 use kolokol_protocol::control::{
-    Contact, Event, IdInfo, InboxMessage, InviteInfo, MessageStatus, OutboxMessage, SendResult,
-    Status, method,
+    BundleInfo, Contact, Event, IdInfo, ImportResult, InboxMessage, InviteInfo, MessageStatus,
+    OutboxMessage, PeersInfo, SendResult, Status, method,
 };
 use serde_json::json;
 
@@ -113,10 +113,31 @@ enum Command {
         /// A message id as printed by `kolokol send`.
         message_id: Option<String>,
     },
+    /// List connected and cached peers and how each is reached; export or import a signed
+    /// bootstrap bundle.
+    Peers {
+        #[command(subcommand)]
+        action: Option<PeersCommand>,
+    },
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeersCommand {
+    /// Write a signed bootstrap bundle of the peers this node has reached (stdout, or FILE).
+    Export {
+        /// Write here instead of standard output.
+        file: Option<PathBuf>,
+    },
+    /// Read a bootstrap bundle (from FILE, or `-` for standard input), cache its peers and dial
+    /// them.
+    Import {
+        /// The bundle file, or `-`.
+        file: PathBuf,
     },
 }
 
@@ -311,6 +332,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inbox { follow, limit } => inbox(&dir, *follow, *limit, cli.json).await,
+        Command::Peers { action: None } => {
+            let peers: PeersInfo =
+                Client::connect(&dir).await?.call(method::PEERS, json!({})).await?;
+            if cli.json {
+                print_json(&peers)?;
+            } else {
+                println!("{}", output::peers(&peers));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peers { action: Some(PeersCommand::Export { file }) } => {
+            let info: BundleInfo =
+                Client::connect(&dir).await?.call(method::PEERS_EXPORT, json!({})).await?;
+            match file {
+                Some(path) => {
+                    std::fs::write(path, format!("{}\n", info.bundle))
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    if cli.json {
+                        print_json(&info)?;
+                    } else {
+                        println!("wrote a bundle of {} peers to {}", info.peers, path.display());
+                    }
+                }
+                None if cli.json => print_json(&info)?,
+                None => println!("{}", info.bundle),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peers { action: Some(PeersCommand::Import { file }) } => {
+            let text = if file.as_os_str() == "-" {
+                let mut buf = String::new();
+                std::io::stdin().read_to_string(&mut buf).context("cannot read standard input")?;
+                buf
+            } else {
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let result: ImportResult = Client::connect(&dir)
+                .await?
+                .call(method::PEERS_IMPORT, json!({ "bundle": text }))
+                .await?;
+            if cli.json {
+                print_json(&result)?;
+            } else {
+                println!(
+                    "imported {} peers from a bundle signed by {}",
+                    result.imported, result.exporter
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Outbox { limit } => {
             let messages: Vec<OutboxMessage> = Client::connect(&dir)
                 .await?

@@ -9,21 +9,28 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+
+use kolokol_protocol::bundle::{
+    Bundle, BundlePeer, MAX_BUNDLE_ADDRESS_LEN, MAX_BUNDLE_ADDRESSES, MAX_BUNDLE_PEERS,
+};
 use kolokol_protocol::control::{self, Event, InboxMessage, StateChange};
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
 use kolokol_protocol::invite::Invite;
 use kolokol_protocol::message::{Body, Content, MAX_TEXT_LEN, MessageId, format_id};
+use kolokol_protocol::presence::PresenceRecord;
 use libp2p::{Multiaddr, PeerId};
 use rand::RngCore;
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::{Config, Role};
 use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::delivery::Ack;
 use crate::error::{Error, Result};
-use crate::store::{ContactRow, InboxRow, OutboxBody, OutboxRow, Store, state};
+use crate::store::{ContactRow, InboxRow, MAX_CACHED_PEERS, OutboxBody, OutboxRow, Store, state};
 use crate::swarm::{self, Command, DeliveryFailure, Inbound, NetEvent, NetStatus};
 
 /// Events kept for subscribers that are slow to read; a subscriber that falls further behind
@@ -56,6 +63,26 @@ pub const MAX_MESSAGES_PER_STRANGER: u64 = 100;
 /// Messages kept from all non-contacts together.
 pub const MAX_STRANGER_MESSAGES: u64 = 1000;
 
+/// How long a presence record is valid; it is republished every [`PRESENCE_REFRESH`], so a
+/// node that goes away stops being advertised within this time.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// How often the presence record is republished even if nothing changed.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(20 * 60);
+
+/// How long one presence lookup may take.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A peer's presence is looked up at most this often after a failed delivery.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Peers whose lookup times (and, for non-contacts, resolved addresses) are remembered; the
+/// maps are cleared when they reach it.
+pub const MAX_TRACKED_LOOKUPS: usize = 1024;
+
+/// Peers from the peer cache dialed at start.
+pub const MAX_BOOTSTRAP_FROM_CACHE: usize = 16;
+
 /// How long `invite` waits for a first relay reservation.
 pub const INVITE_WAIT: Duration = Duration::from_secs(10);
 
@@ -78,6 +105,10 @@ struct Inner {
     events: broadcast::Sender<Event>,
     outbox_wake: Notify,
     net_status: watch::Receiver<NetStatus>,
+    /// When each peer's presence was last looked up, to rate-limit lookups.
+    resolved_at: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Addresses resolved for peers who are not contacts (contacts' go into the store).
+    stranger_addresses: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// Bounds the envelopes being sealed or opened at once to the number of cores, so a flood
     /// of inbound envelopes queues (and then gets `Busy`) instead of spawning without limit.
     crypto: Arc<Semaphore>,
@@ -106,6 +137,7 @@ impl RunningNode {
             now.saturating_sub(CERTIFICATE_BACKDATE.as_secs()),
             now + CERTIFICATE_LIFETIME.as_secs(),
         )?;
+        let config = Config { bootstrap: bootstrap_sources(&store, &config)?, ..config };
         let swarm = swarm::build(identity.keypair(), &config)?;
 
         let (command_tx, command_rx) = mpsc::channel(swarm::COMMAND_QUEUE_LEN);
@@ -128,6 +160,8 @@ impl RunningNode {
                 events: broadcast::channel(EVENT_BUFFER).0,
                 outbox_wake: Notify::new(),
                 net_status: status_rx,
+                resolved_at: Default::default(),
+                stranger_addresses: Default::default(),
                 crypto: Arc::new(Semaphore::new(workers)),
                 workers,
             }),
@@ -138,7 +172,8 @@ impl RunningNode {
         let mut tasks = JoinSet::new();
         tasks.spawn(event_loop.run(shutdown_rx.clone()));
         tasks.spawn(node.clone().open_inbound(inbound_rx, shutdown_rx.clone()));
-        tasks.spawn(node.clone().run_outbox(net_rx, shutdown_rx.clone()));
+        tasks.spawn(node.clone().run_outbox(shutdown_rx.clone()));
+        tasks.spawn(node.clone().run_network(net_rx, shutdown_rx.clone()));
         let socket = data_dir.path(CONTROL_SOCKET);
         let listener = crate::control::bind(&socket)?;
         tasks.spawn(crate::control::serve(node.clone(), listener, socket, shutdown_rx));
@@ -227,6 +262,29 @@ impl Node {
             connected_peers: net.connected,
             routing_table_size: net.routing_table,
             queued_messages: self.inner.store.queued_count()?,
+            reachability: if net.public {
+                "public".into()
+            } else if !net.reservations.is_empty() {
+                "relayed".into()
+            } else {
+                "unreachable".into()
+            },
+            known_relays: net.known_relays,
+            bootstrap: if net.bootstrap_peers == 0 {
+                "no bootstrap source (no --bootstrap, peer cache empty, no invite addresses)".into()
+            } else if net.bootstrap_connected > 0 {
+                format!(
+                    "connected to {} of {} bootstrap peers",
+                    net.bootstrap_connected, net.bootstrap_peers
+                )
+            } else {
+                format!("not connected to any of {} bootstrap peers", net.bootstrap_peers)
+            },
+            presence: match &net.presence {
+                None => "not published yet".into(),
+                Some(Ok(())) => "published".into(),
+                Some(Err(e)) => format!("not published: {e}"),
+            },
         })
     }
 
@@ -245,11 +303,7 @@ impl Node {
         {
             net = ready;
         }
-        let mut addresses: Vec<Multiaddr> =
-            net.reservations.into_iter().map(|(_, c)| swarm::without_peer(&c)).collect();
-        addresses.extend(net.external.into_iter().filter(|a| !swarm::is_relayed(a)));
-        addresses.retain(|a| a.len() <= kolokol_protocol::invite::MAX_ADDRESS_LEN);
-        addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+        let addresses = Self::reachable_addresses(&net);
         let invite = Invite {
             certificate: self.inner.certificate.clone(),
             addresses: addresses.iter().map(|a| a.to_vec()).collect(),
@@ -366,7 +420,13 @@ impl Node {
 
     /// One delivery attempt of an outbox row; records the outcome.
     async fn attempt(&self, row: &OutboxRow) -> std::result::Result<(), String> {
-        let outcome = self.deliver(row).await;
+        let mut outcome = self.deliver(row).await;
+        // The addresses we had did not work: the peer may have moved to other relays. Its
+        // presence record says where it is now; if it names new addresses, try them at once.
+        if matches!(&outcome, Err(f) if !f.permanent) && self.refresh_addresses(&row.peer_id).await
+        {
+            outcome = self.deliver(row).await;
+        }
         let now = unix_ms();
         let expired = now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64;
         let recorded = match &outcome {
@@ -438,10 +498,8 @@ impl Node {
                 reason: format!("cannot seal: {e}"),
                 permanent: true,
             })?;
-        let addresses = match self.inner.store.contact_by_peer(&row.peer_id) {
-            Ok(Some(c)) => c.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
-            _ => Vec::new(),
-        };
+        let addresses =
+            self.known_addresses(&row.peer_id).iter().filter_map(|a| a.parse().ok()).collect();
         let (reply, rx) = oneshot::channel();
         let shutting_down = || fail("the node is shutting down".into());
         self.inner
@@ -593,11 +651,7 @@ impl Node {
     }
 
     /// Retries queued messages: when they fall due, when their peer connects, and when told to.
-    async fn run_outbox(
-        self,
-        mut net: mpsc::Receiver<NetEvent>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn run_outbox(self, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = unix_ms();
             match self.inner.store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
@@ -625,18 +679,274 @@ impl Node {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.outbox_wake.notified() => {}
-                event = net.recv() => match event {
-                    Some(NetEvent::PeerConnected(peer)) => {
-                        if let Err(e) = self.inner.store.wake_peer(&peer.to_string(), unix_ms()) {
-                            tracing::error!(%e, "cannot wake the outbox");
-                        }
-                    }
-                    None => return,
-                },
                 _ = shutdown.changed() => return,
             }
         }
     }
+
+    /// Reacts to the network: retries what waits for a peer that connected, remembers peers in
+    /// the peer cache, and publishes the presence record when addresses change and before it
+    /// expires.
+    async fn run_network(
+        self,
+        mut net: mpsc::Receiver<NetEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                event = net.recv() => match event {
+                    Some(NetEvent::PeerConnected(peer)) => {
+                        let woken = self.inner.store.wake_peer(&peer.to_string(), unix_ms());
+                        if matches!(woken, Ok(n) if n > 0) {
+                            self.inner.outbox_wake.notify_one();
+                        }
+                        woken.map(drop)
+                    }
+                    Some(NetEvent::PeerSeen { peer, address, relay }) => {
+                        self.inner.store.peer_seen(&peer.to_string(), &address.to_string(), relay, unix_ms())
+                    }
+                    Some(NetEvent::AddressesChanged) => self.publish_presence().await,
+                    None => return,
+                },
+                _ = refresh.tick() => self.publish_presence().await,
+                _ = shutdown.changed() => return,
+            };
+            if let Err(e) = result {
+                tracing::error!(%e, "network bookkeeping failed");
+            }
+        }
+    }
+
+    /// The addresses this node is reachable at: relay circuits first, then direct external
+    /// addresses, within the limits of invites and presence records.
+    fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
+        let mut addresses: Vec<Multiaddr> =
+            net.reservations.iter().map(|(_, c)| swarm::without_peer(c)).collect();
+        addresses.extend(net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned());
+        addresses.retain(|a| a.len() <= kolokol_protocol::invite::MAX_ADDRESS_LEN);
+        addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+        addresses
+    }
+
+    /// Signs and publishes a presence record with the current addresses (nothing to publish
+    /// while there are none).
+    async fn publish_presence(&self) -> Result<()> {
+        let net = self.net_status().await?;
+        let addresses = Self::reachable_addresses(&net);
+        if addresses.is_empty() {
+            return Ok(());
+        }
+        let now = unix_secs();
+        let node = self.clone();
+        let bytes: Vec<Vec<u8>> = addresses.iter().map(|a| a.to_vec()).collect();
+        let record = self
+            .on_worker(move || {
+                PresenceRecord::sign(
+                    &node.inner.identity,
+                    &node.inner.certificate,
+                    bytes,
+                    unix_ms(),
+                    now + PRESENCE_TTL.as_secs(),
+                )
+                .and_then(|r| r.to_bytes())
+            })
+            .await??;
+        self.inner
+            .commands
+            .send(Command::PublishPresence { record, ttl: PRESENCE_TTL })
+            .await
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Looks up a peer's presence record in the DHT; `None` if nobody has a valid one.
+    pub async fn resolve(&self, peer: PeerId) -> Result<Option<PresenceRecord>> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Resolve { peer, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        Ok(tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok().and_then(Result::ok).flatten())
+    }
+
+    /// Refreshes a peer's addresses from its presence record, at most once per
+    /// [`RESOLVE_INTERVAL`]; returns true if it found addresses we did not have.
+    async fn refresh_addresses(&self, peer_id: &str) -> bool {
+        let Ok(peer) = peer_id.parse::<PeerId>() else { return false };
+        {
+            let mut last = self.inner.resolved_at.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if last.get(peer_id).is_some_and(|t| now.duration_since(*t) < RESOLVE_INTERVAL) {
+                return false;
+            }
+            if last.len() >= MAX_TRACKED_LOOKUPS {
+                last.clear();
+            }
+            last.insert(peer_id.to_owned(), now);
+        }
+        let Ok(Some(record)) = self.resolve(peer).await else { return false };
+        let found: Vec<String> = record
+            .body
+            .addresses
+            .iter()
+            .filter_map(|b| Multiaddr::try_from(b.clone()).ok())
+            .map(|a| a.to_string())
+            .collect();
+        let known = self.known_addresses(peer_id);
+        let new = found.iter().any(|a| !known.contains(a));
+        let mut merged = found.clone();
+        merged.extend(known.into_iter().filter(|a| !found.contains(a)));
+        merged.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+        if let Ok(Some(_)) = self.inner.store.contact_by_peer(peer_id) {
+            if let Err(e) = self.inner.store.set_contact_addresses(peer_id, &merged) {
+                tracing::error!(%e, "cannot update a contact's addresses");
+            }
+        } else {
+            let mut others =
+                self.inner.stranger_addresses.lock().unwrap_or_else(|p| p.into_inner());
+            if others.len() >= MAX_TRACKED_LOOKUPS {
+                others.clear();
+            }
+            others.insert(peer_id.to_owned(), merged);
+        }
+        new
+    }
+
+    /// The addresses we know for a peer: a contact's stored ones, else those last resolved.
+    fn known_addresses(&self, peer_id: &str) -> Vec<String> {
+        match self.inner.store.contact_by_peer(peer_id) {
+            Ok(Some(c)) => c.addresses,
+            _ => self
+                .inner
+                .stranger_addresses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(peer_id)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Connected and cached peers.
+    pub async fn peers(&self) -> Result<control::PeersInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Peers { reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let connected = rx.await.map_err(|_| Error::ShuttingDown)?;
+        Ok(control::PeersInfo {
+            connected: connected
+                .into_iter()
+                .map(|c| control::ConnectedPeerInfo {
+                    peer_id: c.peer.to_string(),
+                    via: c.via.into(),
+                    address: c.address.to_string(),
+                })
+                .collect(),
+            cached: self
+                .inner
+                .store
+                .cached_peers(MAX_CACHED_PEERS)?
+                .into_iter()
+                .map(|p| control::CachedPeerInfo {
+                    peer_id: p.peer_id,
+                    addresses: p.addresses,
+                    relay: p.relay,
+                    source: p.source,
+                    last_seen_ms: p.last_seen_ms,
+                    last_success_ms: p.last_success_ms,
+                })
+                .collect(),
+        })
+    }
+
+    /// A signed bootstrap bundle of the peers this node has reached, relays first.
+    pub fn export_peers(&self) -> Result<control::BundleInfo> {
+        let peers: Vec<BundlePeer> = self
+            .inner
+            .store
+            .cached_peers(MAX_BUNDLE_PEERS)?
+            .into_iter()
+            .filter(|p| p.last_success_ms.is_some())
+            .filter_map(|p| {
+                let peer: PeerId = p.peer_id.parse().ok()?;
+                let addresses: Vec<Vec<u8>> = p
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .map(|a| a.to_vec())
+                    .filter(|a| a.len() <= MAX_BUNDLE_ADDRESS_LEN)
+                    .take(MAX_BUNDLE_ADDRESSES)
+                    .collect();
+                Some(BundlePeer { peer_id: peer.to_bytes(), addresses, relay: p.relay })
+            })
+            .collect();
+        let count = peers.len();
+        let bundle = Bundle::sign(&self.inner.identity, peers, unix_secs())?;
+        Ok(control::BundleInfo { bundle: bundle.to_text()?, peers: count })
+    }
+
+    /// Imports a bootstrap bundle: verifies it, caches its peers and dials them.
+    pub async fn import_peers(&self, text: &str) -> Result<control::ImportResult> {
+        let (bundle, exporter) = Bundle::from_text(text)?;
+        let now = unix_ms();
+        let mut imported = 0;
+        for p in &bundle.body.peers {
+            let Ok(peer) = PeerId::from_bytes(&p.peer_id) else { continue };
+            if peer == self.peer_id() {
+                continue;
+            }
+            let addresses: Vec<Multiaddr> =
+                p.addresses.iter().filter_map(|b| Multiaddr::try_from(b.clone()).ok()).collect();
+            let texts: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            self.inner.store.peer_imported(&peer.to_string(), &texts, p.relay, now)?;
+            for address in addresses {
+                let address = address.with(libp2p::multiaddr::Protocol::P2p(peer));
+                let _ = self.inner.commands.send(Command::AddBootstrap { address }).await;
+            }
+            imported += 1;
+        }
+        Ok(control::ImportResult { imported, exporter: exporter.to_string() })
+    }
+}
+
+/// Every bootstrap address, in the order of DESIGN.md §8: the peer cache (relays and recent
+/// successes first), then the configured addresses, then the relays named in contacts' invite
+/// addresses. Imported bundles feed the peer cache. Each peer appears once.
+fn bootstrap_sources(store: &Store, config: &Config) -> Result<Vec<Multiaddr>> {
+    use libp2p::multiaddr::Protocol;
+    let mut out: Vec<Multiaddr> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |addr: Multiaddr, out: &mut Vec<Multiaddr>| {
+        if let Ok(peer) = crate::config::peer_id_of(&addr)
+            && seen.insert(peer)
+        {
+            out.push(addr);
+        }
+    };
+    for p in store.cached_peers(MAX_BOOTSTRAP_FROM_CACHE)? {
+        let Ok(peer) = p.peer_id.parse::<PeerId>() else { continue };
+        if let Some(addr) = p.addresses.iter().find_map(|a| a.parse::<Multiaddr>().ok()) {
+            push(addr.with(Protocol::P2p(peer)), &mut out);
+        }
+    }
+    for addr in &config.bootstrap {
+        push(addr.clone(), &mut out);
+    }
+    for contact in store.contacts()? {
+        for addr in contact.addresses.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            // The relay is the part of a circuit address before `/p2p-circuit`.
+            let relay: Multiaddr = addr.iter().take_while(|p| *p != Protocol::P2pCircuit).collect();
+            if relay != addr {
+                push(relay, &mut out);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn check_contact_name(name: &str) -> Result<()> {
