@@ -17,7 +17,7 @@ pub mod error;
 pub mod store;
 pub mod swarm;
 
-pub use config::{Config, Role};
+pub use config::{Config, FileConfig, LogFormat, Role};
 pub use daemon::{Node, RunningNode};
 pub use error::Error;
 pub use libp2p::{Multiaddr, PeerId};
