@@ -18,8 +18,8 @@ use kolokol_node::Multiaddr;
 use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    Contact, Event, IdInfo, InboxMessage, InviteInfo, MessageStatus, OutboxMessage, SendResult,
-    Status, method,
+    Contact, Event, IdInfo, InboxMessage, InviteInfo, MessageStatus, OutboxMessage, SafetyNumber,
+    SendResult, Status, method,
 };
 use serde_json::json;
 
@@ -149,6 +149,11 @@ enum ContactsCommand {
     },
     /// List contacts.
     List,
+    /// Show the safety number to compare with a contact, to confirm nobody swapped your keys.
+    Verify {
+        /// The contact's name.
+        name: String,
+    },
     /// Remove a contact (messages stay).
     Remove {
         /// The contact's name.
@@ -329,6 +334,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 for c in &contacts {
                     println!("{}", output::contact(c));
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Contacts(ContactsCommand::Verify { name }) => {
+            let number: SafetyNumber = Client::connect(&dir)
+                .await?
+                .call(method::CONTACTS_VERIFY, json!({ "name": name }))
+                .await?;
+            if cli.json {
+                print_json(&number)?;
+            } else {
+                println!("{}", output::safety_number(&number));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -114,6 +114,22 @@ fn the_readme_walk_through_delivers_hello() {
     check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
     assert!(check_ok(&run(&a, &["contacts", "list"])).starts_with("bob\t"));
 
+    // Both sides see the same safety number, and it is not shown for a stranger.
+    let json_of = |dir: &Path, args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&check_ok(&run(dir, &full))).expect("JSON")
+    };
+    let alice_sees = json_of(&a, &["contacts", "verify", "bob"]);
+    let bob_sees = json_of(&b, &["contacts", "verify", "alice"]);
+    let number = alice_sees["safety_number"].as_str().expect("a safety number");
+    assert_eq!(number.split(' ').count(), 12, "{number}");
+    assert!(number.split(' ').all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit())));
+    assert_eq!(Some(number), bob_sees["safety_number"].as_str());
+    let text = check_ok(&run(&a, &["contacts", "verify", "bob"]));
+    assert!(text.contains(&number[..23]), "{text}");
+    check_error(&run(&a, &["contacts", "verify", "carol"]), 1, "no contact named \"carol\"");
+
     let sent = check_ok(&run(&a, &["send", "bob", "hello"]));
     assert!(sent.trim().ends_with(" sent"), "{sent}");
     let inbox = check_ok(&run(&b, &["inbox"]));

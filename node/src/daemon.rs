@@ -293,6 +293,28 @@ impl Node {
             .ok_or_else(|| Error::UnknownContact(name.to_owned()))
     }
 
+    /// The safety number shared with a contact, from both identity keys.
+    pub fn verify_contact(&self, name: &str) -> Result<control::SafetyNumber> {
+        let contact = self
+            .inner
+            .store
+            .contact(name)?
+            .ok_or_else(|| Error::UnknownContact(name.to_owned()))?;
+        let peer: PeerId = contact.peer_id.parse().map_err(|_| {
+            Error::Protocol(kolokol_protocol::Error::InvalidKey {
+                what: "Ed25519 identity",
+                detail: "the stored peer id is unreadable",
+            })
+        })?;
+        let own = self.peer_id();
+        Ok(control::SafetyNumber {
+            name: contact.name,
+            peer_id: contact.peer_id,
+            own_peer_id: own.to_string(),
+            safety_number: kolokol_protocol::safety::safety_number_of_peers(&own, &peer)?,
+        })
+    }
+
     /// The newest `limit` received messages, oldest first.
     pub fn inbox(&self, limit: u32) -> Result<Vec<InboxMessage>> {
         Ok(self.inner.store.inbox(limit)?.into_iter().map(inbox_view).collect())

@@ -15,5 +15,6 @@ pub mod error;
 pub mod identity;
 pub mod invite;
 pub mod message;
+pub mod safety;
 
 pub use error::Error;
