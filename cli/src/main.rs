@@ -480,6 +480,7 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
     let data_dir = config.data_dir.clone();
     let mut running = RunningNode::start(config).await?;
     let node = running.node();
+    let metrics = running.metrics_address().map(|a| format!("http://{a}/metrics"));
     // Listening starts asynchronously; give it a moment so the printed addresses are real.
     let net = node
         .wait_for_net(std::time::Duration::from_secs(5), |s| {
@@ -497,11 +498,14 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
     if json_out {
         println!(
             "{}",
-            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "data_dir": data_dir, "addresses": shareable })
+            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "data_dir": data_dir, "addresses": shareable, "metrics": metrics })
         );
     } else {
         println!("kolokol {} running, peer id {peer_id}", role.as_str());
         println!("data dir: {}", data_dir.display());
+        if let Some(url) = &metrics {
+            println!("metrics: {url}");
+        }
         if role == Role::Relay {
             println!("users bootstrap from this relay with:");
             for a in &shareable {

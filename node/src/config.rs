@@ -130,7 +130,14 @@ impl FileConfig {
     pub fn load(path: &Path, required: bool) -> Result<Self> {
         let config_error = |detail: String| Error::Config { path: path.to_owned(), detail };
         let text = match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            // A data dir that is not a directory has no config; opening it reports the problem.
+            Err(e)
+                if !required
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+            {
                 return Ok(Self::default());
             }
             Err(e) => return Err(config_error(format!("cannot read it: {e}"))),

@@ -291,6 +291,8 @@ pub(crate) struct EventLoop {
     /// The latest network state, republished when addresses, reservations or connections
     /// change, so callers can wait for a state instead of polling for it.
     status: watch::Sender<NetStatus>,
+    /// libp2p's own metrics, recorded when `--metrics` is on.
+    pub(crate) metrics: Option<libp2p::metrics::Metrics>,
 }
 
 impl EventLoop {
@@ -327,6 +329,7 @@ impl EventLoop {
             bootstrap,
             dialed: HashMap::new(),
             status,
+            metrics: None,
         };
         for b in &this.bootstrap {
             let base = without_peer(&b.address);
@@ -397,6 +400,12 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.metrics {
+            libp2p::metrics::Recorder::record(m, &event);
+            if let SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) = &event {
+                libp2p::metrics::Recorder::record(m, e);
+            }
+        }
         let publish = matches!(
             event,
             SwarmEvent::ConnectionEstablished { .. }
