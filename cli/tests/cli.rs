@@ -119,6 +119,46 @@ fn sample(body: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sample {name} in {body}"))
 }
 
+/// The request lines of the marked example block in docs/USAGE.md.
+fn documented_control_requests() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/USAGE.md");
+    let usage = std::fs::read_to_string(&path).expect("docs/USAGE.md is readable");
+    let mut lines = usage.lines().skip_while(|l| !l.starts_with("<!-- control-api-examples"));
+    assert!(lines.next().is_some(), "docs/USAGE.md has the control-api-examples marker");
+    assert_eq!(lines.next(), Some("```jsonl"), "the marker is followed by a jsonl block");
+    let requests: Vec<String> = lines.take_while(|l| *l != "```").map(str::to_owned).collect();
+    assert!(requests.len() >= 5, "{requests:?}");
+    requests
+}
+
+/// Sends each documented request over the control socket of `dir`, as a bot would, and checks
+/// that each gets its own answer with a `result`, whatever notifications come in between.
+fn run_documented_requests(dir: &Path) {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(dir.join("control.sock"))
+        .expect("the control socket accepts");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    for request in documented_control_requests() {
+        let sent: serde_json::Value = serde_json::from_str(&request)
+            .unwrap_or_else(|e| panic!("documented request is not JSON ({e}): {request}"));
+        writer.write_all(format!("{request}\n").as_bytes()).expect("request written");
+        let response = loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("the daemon answers in time");
+            assert!(!line.is_empty(), "the daemon closed the connection after {request}");
+            let value: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+            if value.get("method").is_none() {
+                break value;
+            }
+        };
+        assert_eq!(response["id"], sent["id"], "{request} -> {response}");
+        assert!(response.get("error").is_none(), "{request} -> {response}");
+        assert!(response.get("result").is_some(), "{request} -> {response}");
+    }
+}
+
 #[test]
 fn the_readme_walk_through_delivers_hello() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -213,6 +253,8 @@ fn the_readme_walk_through_delivers_hello() {
     let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(16 * 1024));
     assert!(http(&relay_metrics, &huge).starts_with("HTTP/1.1 431 "));
 
+    run_documented_requests(&a);
+
     let history = check_ok(&run(&a, &["status", id]));
     assert!(history.contains("queued") && history.contains("sent"), "{history}");
     check_error(&run(&a, &["status", "0123"]), 1, "no message of yours");
@@ -248,6 +290,8 @@ fn the_readme_walk_through_delivers_hello() {
     check_error(&run(&a, &["contacts", "add", "carol", "hello"]), 1, "invite");
     check_error(&run(&a, &["send", "nobody", "hi"]), 1, "no contact named \"nobody\"");
     check_error(&run(&a, &["send", "bob", ""]), 1, "empty");
+    let long = "x".repeat(60_001);
+    check_error(&run(&a, &["send", "bob", &long]), 1, "60001 bytes, over the limit of 60000");
     check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
     check_error(&run(&a, &["send", "--colour", "bob", "x"]), 2, "--colour");
     check_error(&run(&a, &["node"]), 1, "already running");

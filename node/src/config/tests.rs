@@ -51,3 +51,20 @@ fn mistakes_name_the_line_and_the_option() {
     );
     check_err("listen = [\n", "line 1: unclosed array, expected `]`");
 }
+
+#[test]
+fn the_example_in_usage_md_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/USAGE.md");
+    let usage = std::fs::read_to_string(path).unwrap();
+    let block: String = usage
+        .lines()
+        .skip_while(|l| *l != "```toml")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = FileConfig::parse(&block).unwrap();
+    assert!(config.listen.is_some() && config.bootstrap.is_some(), "{block}");
+    assert!(config.external_addresses.is_some() && config.metrics.is_some(), "{block}");
+    assert_eq!(config.log_format, Some(LogFormat::Json));
+}
