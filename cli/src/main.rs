@@ -93,7 +93,7 @@ enum Command {
     Node(NetArgs),
     /// Run a community relay (circuit relay v2 server and DHT server) in the foreground.
     /// Default --listen: /ip4/0.0.0.0/tcp/4001. Without --external-address, concrete listen
-    /// addresses are used; a relay with no external address grants no reservations.
+    /// addresses are used; a relay with no external address grants no usable reservations.
     Relay(NetArgs),
     /// Start a relay and two users on 127.0.0.1 in this process and send messages both ways.
     Demo,

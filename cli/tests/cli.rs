@@ -349,3 +349,32 @@ fn the_demo_delivers_everything() {
         assert!(step["step"].is_string(), "{line}");
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = kolokol(&tmp.path().join("node"))
+        .env("RUST_LOG", "info")
+        .args(["--log-format", "json", "node"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first start always logs the new identity first.
+    let line = lines.recv_timeout(TIMEOUT).expect("a log line in time");
+    let _ = child.kill();
+    let _ = child.wait();
+    let entry: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(entry["level"], "INFO", "{line}");
+    assert_eq!(entry["fields"]["message"], "created a new identity", "{line}");
+}
