@@ -2,7 +2,7 @@
 //! per command, stable and documented in docs/USAGE.md).
 
 use kolokol_protocol::control::{
-    Contact, InboxMessage, MessageStatus, OutboxMessage, PeersInfo, Status,
+    Contact, InboxMessage, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, Status,
 };
 
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -121,4 +121,19 @@ pub fn peers(p: &PeersInfo) -> String {
         ));
     }
     out.trim_end().to_owned()
+}
+
+/// The safety number in three rows of four groups, easy to read aloud, and what to do with it.
+pub fn safety_number(n: &SafetyNumber) -> String {
+    let groups: Vec<&str> = n.safety_number.split(' ').collect();
+    let mut out = format!("safety number with {} ({}):\n", n.name, n.peer_id);
+    for row in groups.chunks(4) {
+        out.push_str(&format!("  {}\n", row.join(" ")));
+    }
+    out.push_str(&format!(
+        "compare it with {}'s (kolokol contacts verify <your name>) in person or on a call; \
+         if the digits match, nobody swapped your keys in between",
+        n.name
+    ));
+    out
 }

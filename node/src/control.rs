@@ -237,6 +237,10 @@ async fn dispatch(
             let p: ContactNameParams = params(request)?;
             to_value(node.remove_contact(&p.name).map_err(failure)?)
         }
+        method::CONTACTS_VERIFY => {
+            let p: ContactNameParams = params(request)?;
+            to_value(node.verify_contact(&p.name).map_err(failure)?)
+        }
         method::SEND => {
             let p: SendParams = params(request)?;
             to_value(node.send(&p.to, &p.text).await.map_err(failure)?)

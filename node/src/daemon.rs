@@ -121,6 +121,8 @@ pub struct RunningNode {
     node: Node,
     tasks: JoinSet<()>,
     shutdown: watch::Sender<bool>,
+    /// Where metrics are served, once bound (the configured port may be 0).
+    metrics_address: Option<std::net::SocketAddr>,
     _data_dir: DataDir,
 }
 
@@ -145,8 +147,19 @@ impl RunningNode {
         let (net_tx, net_rx) = mpsc::channel(swarm::NET_EVENT_QUEUE_LEN);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (status_tx, status_rx) = watch::channel(NetStatus::default());
-        let event_loop =
+        let mut event_loop =
             swarm::EventLoop::new(swarm, &config, command_rx, inbound_tx, net_tx, status_tx)?;
+        // The metrics address is bound before anything else starts, so a port in use fails the
+        // start with a clear error instead of leaving a node without the metrics it was asked for.
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let listener = crate::metrics::bind(addr).await?;
+                let mut registry = prometheus_client::registry::Registry::default();
+                event_loop.metrics = Some(libp2p::metrics::Metrics::new(&mut registry));
+                Some((listener, Arc::new(registry)))
+            }
+            None => None,
+        };
 
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let node = Node {
@@ -176,14 +189,32 @@ impl RunningNode {
         tasks.spawn(node.clone().run_network(net_rx, shutdown_rx.clone()));
         let socket = data_dir.path(CONTROL_SOCKET);
         let listener = crate::control::bind(&socket)?;
+        let mut metrics_address = None;
+        if let Some((listener, registry)) = metrics {
+            let address =
+                listener.local_addr().map_err(|e| Error::Network(format!("metrics: {e}")))?;
+            tracing::info!(%address, "serving metrics at /metrics");
+            metrics_address = Some(address);
+            tasks.spawn(crate::metrics::serve(
+                node.clone(),
+                listener,
+                registry,
+                shutdown_rx.clone(),
+            ));
+        }
         tasks.spawn(crate::control::serve(node.clone(), listener, socket, shutdown_rx));
         tracing::info!(peer_id = %node.peer_id(), role = config.role.as_str(), data_dir = %data_dir.root().display(), "node started");
-        Ok(Self { node, tasks, shutdown, _data_dir: data_dir })
+        Ok(Self { node, tasks, shutdown, metrics_address, _data_dir: data_dir })
     }
 
     /// A handle to the node.
     pub fn node(&self) -> Node {
         self.node.clone()
+    }
+
+    /// The address metrics are served at, if `--metrics` was given.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_address
     }
 
     /// Stops every task and waits for them; the data dir lock is released when this returns.
@@ -288,6 +319,18 @@ impl Node {
         })
     }
 
+    /// The values of the metrics endpoint's own gauges.
+    pub(crate) async fn metrics_snapshot(&self) -> Result<crate::metrics::Snapshot> {
+        let net = self.net_status().await?;
+        Ok(crate::metrics::Snapshot {
+            messages: self.inner.store.message_counts()?,
+            inbox: self.inner.store.inbox_count()?,
+            reservations: net.reservations.len() as u64,
+            connected_peers: net.connected as u64,
+            routing: net.routing_table as u64,
+        })
+    }
+
     /// An invite carrying this node's certificate and the addresses it is reachable at: relay
     /// circuits first, then confirmed external addresses. A user node that has bootstrap peers
     /// but no reservation yet (it was just started) waits up to [`INVITE_WAIT`] for one, since an
@@ -353,6 +396,28 @@ impl Node {
             .remove_contact(name)?
             .map(contact_view)
             .ok_or_else(|| Error::UnknownContact(name.to_owned()))
+    }
+
+    /// The safety number shared with a contact, from both identity keys.
+    pub fn verify_contact(&self, name: &str) -> Result<control::SafetyNumber> {
+        let contact = self
+            .inner
+            .store
+            .contact(name)?
+            .ok_or_else(|| Error::UnknownContact(name.to_owned()))?;
+        let peer: PeerId = contact.peer_id.parse().map_err(|_| {
+            Error::Protocol(kolokol_protocol::Error::InvalidKey {
+                what: "Ed25519 identity",
+                detail: "the stored peer id is unreadable",
+            })
+        })?;
+        let own = self.peer_id();
+        Ok(control::SafetyNumber {
+            name: contact.name,
+            peer_id: contact.peer_id,
+            own_peer_id: own.to_string(),
+            safety_number: kolokol_protocol::safety::safety_number_of_peers(&own, &peer)?,
+        })
     }
 
     /// The newest `limit` received messages, oldest first.

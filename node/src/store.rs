@@ -503,6 +503,26 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// How many text messages the user sent are in each state (receipts are not counted).
+    pub fn message_counts(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT state, COUNT(*) FROM outbox WHERE kind = 'text' GROUP BY state")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// How many messages the inbox holds.
+    pub fn inbox_count(&self) -> Result<u64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// The outbox item's recipient peer id, if the id names one of our text messages.
     pub fn outgoing_text_peer(&self, id: &[u8; 16]) -> Result<Option<String>> {
         self.conn()

@@ -413,6 +413,8 @@ pub(crate) struct EventLoop {
     presence_retry_at: Option<Instant>,
     /// Whether "no bootstrap peer is reachable" has been said since the last success.
     warned_unreachable: bool,
+    /// libp2p's own metrics, recorded when `--metrics` is on.
+    pub(crate) metrics: Option<libp2p::metrics::Metrics>,
 }
 
 /// A presence lookup in flight.
@@ -466,6 +468,7 @@ impl EventLoop {
             relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
             presence_retry_at: None,
             warned_unreachable: false,
+            metrics: None,
         };
         for b in &this.bootstrap {
             let base = without_peer(&b.address);
@@ -725,6 +728,12 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.metrics {
+            libp2p::metrics::Recorder::record(m, &event);
+            if let SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) = &event {
+                libp2p::metrics::Recorder::record(m, e);
+            }
+        }
         let publish = matches!(
             event,
             SwarmEvent::ConnectionEstablished { .. }

@@ -23,6 +23,8 @@ pub mod method {
     pub const CONTACTS_LIST: &str = "contacts.list";
     /// Params [`super::ContactNameParams`]; returns the removed [`super::Contact`].
     pub const CONTACTS_REMOVE: &str = "contacts.remove";
+    /// Params [`super::ContactNameParams`]; returns [`super::SafetyNumber`].
+    pub const CONTACTS_VERIFY: &str = "contacts.verify";
     /// Params [`super::SendParams`]; returns [`super::SendResult`].
     pub const SEND: &str = "send";
     /// Params [`super::InboxParams`]; returns a list of [`super::InboxMessage`], oldest first.
@@ -182,6 +184,20 @@ pub struct Contact {
     pub addresses: Vec<String>,
     /// When they were added, Unix milliseconds.
     pub added_at_ms: u64,
+}
+
+/// The answer to `contacts.verify`: the number both sides compare to confirm each holds the
+/// other's real identity key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SafetyNumber {
+    /// The contact's local name.
+    pub name: String,
+    /// The contact's peer id.
+    pub peer_id: String,
+    /// This node's peer id.
+    pub own_peer_id: String,
+    /// 12 groups of 5 digits separated by spaces; the contact sees the same digits.
+    pub safety_number: String,
 }
 
 /// Params of `send`.

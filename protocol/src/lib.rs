@@ -17,5 +17,6 @@ pub mod identity;
 pub mod invite;
 pub mod message;
 pub mod presence;
+pub mod safety;
 
 pub use error::Error;
