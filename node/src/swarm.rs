@@ -236,6 +236,8 @@ pub struct NetStatus {
     pub public: bool,
     /// Outcome of the last presence publication: `None` before the first.
     pub presence: Option<Result<(), String>>,
+    /// Peers reached over a connection that DCUtR upgraded from relayed to direct.
+    pub hole_punched: Vec<PeerId>,
     /// Routing-table size when the last presence publication succeeded: a record placed while
     /// the node knew few peers may sit far from where lookups will search.
     pub presence_routing_table: usize,
@@ -724,6 +726,17 @@ impl EventLoop {
             public: self.swarm.external_addresses().any(|a| !is_relayed(a)),
             presence: self.presence.clone(),
             presence_routing_table: self.presence_routing_table,
+            hole_punched: {
+                let mut peers: Vec<PeerId> = self
+                    .connections
+                    .values()
+                    .filter(|(_, via, _)| *via == "hole-punched")
+                    .map(|(p, _, _)| *p)
+                    .collect();
+                peers.sort();
+                peers.dedup();
+                peers
+            },
         }
     }
 
@@ -745,6 +758,7 @@ impl EventLoop {
                 | SwarmEvent::ExternalAddrExpired { .. }
                 | SwarmEvent::Behaviour(BehaviourEvent::Kad(_))
                 | SwarmEvent::Behaviour(BehaviourEvent::Identify(_))
+                | SwarmEvent::Behaviour(BehaviourEvent::Dcutr(_))
         );
         self.handle_swarm_event(event);
         if publish {
