@@ -18,8 +18,8 @@ use kolokol_node::Multiaddr;
 use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    BundleInfo, Contact, Event, IdInfo, ImportResult, InboxMessage, InviteInfo, MessageStatus,
-    OutboxMessage, PeersInfo, SafetyNumber, SendResult, Status, method,
+    BundleInfo, Contact, DoctorCheck, DoctorReport, Event, IdInfo, ImportResult, InboxMessage,
+    InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult, Status, method,
 };
 use serde_json::json;
 
@@ -137,6 +137,8 @@ enum Command {
         #[command(subcommand)]
         action: Option<PeersCommand>,
     },
+    /// Check, in order, everything delivery depends on and say what to fix.
+    Doctor,
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -303,6 +305,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             run_daemon(daemon_config(&dir, Role::Relay, net, file), cli.json).await
         }
         Command::Demo => demo::run(cli.json).await,
+        Command::Doctor => doctor(&dir, cli.json).await,
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kolokol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -498,6 +501,42 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCode> {
+    let daemon = match Client::connect(dir).await {
+        Ok(client) => Ok(client),
+        Err(e) => Err(DoctorCheck {
+            name: "daemon".into(),
+            status: "fail".into(),
+            detail: one_line(&e),
+            hint: Some(format!(
+                "start it: kolokol --data-dir {} node --bootstrap <relay address>",
+                dir.display()
+            )),
+        }),
+    };
+    let mut checks = Vec::new();
+    match daemon {
+        Ok(mut client) => {
+            checks.push(DoctorCheck {
+                name: "daemon".into(),
+                status: "ok".into(),
+                detail: format!("running, control socket in {}", dir.display()),
+                hint: None,
+            });
+            let report: DoctorReport = client.call(method::DOCTOR, json!({})).await?;
+            checks.extend(report.checks);
+        }
+        Err(check) => checks.push(check),
+    }
+    let failed = checks.iter().any(|c| c.status == "fail");
+    if json_out {
+        print_json(&DoctorReport { checks })?;
+    } else {
+        println!("{}", output::doctor(&checks));
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn inbox(

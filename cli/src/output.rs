@@ -2,7 +2,8 @@
 //! per command, stable and documented in docs/USAGE.md).
 
 use kolokol_protocol::control::{
-    Contact, InboxMessage, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, Status,
+    Contact, DoctorCheck, InboxMessage, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber,
+    Status,
 };
 
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -136,4 +137,21 @@ pub fn safety_number(n: &SafetyNumber) -> String {
         n.name
     ));
     out
+}
+
+/// The doctor's report: one line per check, its hint indented below when there is one.
+pub fn doctor(checks: &[DoctorCheck]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let mark = match c.status.as_str() {
+            "ok" => "[ok]  ",
+            "warn" => "[warn]",
+            _ => "[FAIL]",
+        };
+        out.push_str(&format!("{mark} {:<18} {}\n", c.name, c.detail));
+        if let Some(hint) = &c.hint {
+            out.push_str(&format!("       {:<18} hint: {hint}\n", ""));
+        }
+    }
+    out.trim_end().to_owned()
 }

@@ -277,6 +277,8 @@ fn the_readme_walk_through_delivers_hello() {
         &["outbox"],
         &["status", id],
         &["send", "bob", "in JSON"],
+        &["peers"],
+        &["peers", "export"],
     ] {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
@@ -284,6 +286,29 @@ fn the_readme_walk_through_delivers_hello() {
         serde_json::from_str::<serde_json::Value>(&out)
             .unwrap_or_else(|e| panic!("kolokol {args:?} --json is not JSON ({e}): {out}"));
     }
+
+    // The doctor runs every check; which pass depends on timing (a single relay is only a
+    // warning), but the daemon, identity and bootstrap checks must pass and it must be JSON.
+    let doctor = run(&a, &["--json", "doctor"]);
+    assert!(matches!(doctor.status.code(), Some(0 | 1)), "{}", stderr(&doctor));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&doctor)).expect("JSON");
+    let checks = report["checks"].as_array().expect("checks");
+    for (i, name) in ["daemon", "identity", "listen addresses", "bootstrap"].iter().enumerate() {
+        assert_eq!(checks[i]["name"], *name, "{report}");
+        assert_eq!(checks[i]["status"], "ok", "{report}");
+    }
+    assert!(check_ok(&run(&a, &["peers"])).contains("relay"), "the relay is a cached peer");
+    let bundle = check_ok(&run(&a, &["peers", "export"]));
+    let imported = check_ok(&run(
+        &b,
+        &["peers", "import", &{
+            let path = tmp.path().join("bundle.txt");
+            std::fs::write(&path, &bundle).expect("write bundle");
+            path.to_string_lossy().into_owned()
+        }],
+    ));
+    assert!(imported.starts_with("imported 1 peers"), "{imported}");
+    check_error(&run(&b, &["peers", "import", "/nonexistent/bundle"]), 1, "cannot read");
 
     // The mistakes of a new user, each one line and the documented exit code.
     check_error(&run(&a, &["contacts", "add", "carol", "kolokol1notaninvite"]), 1, "invite");
@@ -303,9 +328,12 @@ fn the_readme_walk_through_delivers_hello() {
 fn commands_without_a_daemon_say_how_to_start_one() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("nobody-home");
-    for args in [&["status"][..], &["send", "bob", "hi"], &["inbox"], &["invite"]] {
+    for args in [&["status"][..], &["send", "bob", "hi"], &["inbox"], &["invite"], &["peers"]] {
         check_error(&run(&dir, args), 1, "no kolokol daemon is running");
     }
+    let doctor = run(&dir, &["doctor"]);
+    assert_eq!(doctor.status.code(), Some(1));
+    assert!(stdout(&doctor).starts_with("[FAIL] daemon"), "{}", stdout(&doctor));
     check_error(&run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]), 1, "/p2p/");
     check_error(&run(&dir, &["node", "--listen", "not-an-address"]), 2, "not-an-address");
 

@@ -259,6 +259,7 @@ async fn dispatch(
         }
         method::STATUS => to_value(node.status().await.map_err(failure)?),
         method::PEERS => to_value(node.peers().await.map_err(failure)?),
+        method::DOCTOR => to_value(node.doctor().await.map_err(failure)?),
         method::PEERS_EXPORT => to_value(node.export_peers().map_err(failure)?),
         method::PEERS_IMPORT => {
             let p: ImportParams = params(request)?;

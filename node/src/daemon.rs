@@ -99,6 +99,7 @@ struct Inner {
     identity: Identity,
     certificate: DeviceCertificate,
     role: Role,
+    data_dir: std::path::PathBuf,
     has_bootstrap: bool,
     store: Store,
     commands: mpsc::Sender<Command>,
@@ -167,6 +168,7 @@ impl RunningNode {
                 identity,
                 certificate,
                 role: config.role,
+                data_dir: config.data_dir.clone(),
                 has_bootstrap: !config.bootstrap.is_empty(),
                 store,
                 commands: command_tx,
@@ -827,10 +829,14 @@ impl Node {
 
     /// Looks up a peer's presence record in the DHT; `None` if nobody has a valid one.
     pub async fn resolve(&self, peer: PeerId) -> Result<Option<PresenceRecord>> {
+        self.lookup(peer, false).await
+    }
+
+    async fn lookup(&self, peer: PeerId, remote_only: bool) -> Result<Option<PresenceRecord>> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .commands
-            .send(Command::Resolve { peer, reply })
+            .send(Command::Resolve { peer, remote_only, reply })
             .await
             .map_err(|_| Error::ShuttingDown)?;
         Ok(tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok().and_then(Result::ok).flatten())
@@ -892,6 +898,131 @@ impl Node {
                 .cloned()
                 .unwrap_or_default(),
         }
+    }
+
+    /// Checks, in order, everything a message depends on, each with a one-line result and a
+    /// hint when something is wrong. (That the daemon runs is the CLI's check: it is talking
+    /// to it.)
+    pub async fn doctor(&self) -> Result<control::DoctorReport> {
+        use control::DoctorCheck as Check;
+        let check = |name: &str, status: &str, detail: String, hint: Option<&str>| Check {
+            name: name.into(),
+            status: status.into(),
+            detail,
+            hint: hint.map(Into::into),
+        };
+        let mut checks = Vec::new();
+        let key = self.inner.data_dir.join(crate::data_dir::IDENTITY_FILE);
+        checks.push(match std::fs::metadata(&key) {
+            Ok(m) if std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o077 == 0 => {
+                check(
+                    "identity",
+                    "ok",
+                    format!("{} (peer id {})", key.display(), self.peer_id()),
+                    None,
+                )
+            }
+            Ok(_) => check(
+                "identity",
+                "warn",
+                format!("{} is readable by other users", key.display()),
+                Some("run: chmod 600 on it"),
+            ),
+            Err(e) => check(
+                "identity",
+                "fail",
+                format!("cannot read {}: {e}", key.display()),
+                Some(
+                    "restore identity.key from a backup; without it your contacts cannot reach you",
+                ),
+            ),
+        });
+        let net = self.net_status().await?;
+        let direct: Vec<String> =
+            net.listen.iter().filter(|a| !swarm::is_relayed(a)).map(ToString::to_string).collect();
+        checks.push(if direct.is_empty() {
+            check(
+                "listen addresses",
+                "ok",
+                "none: outbound connections only, reachable through relays".into(),
+                None,
+            )
+        } else {
+            check("listen addresses", "ok", direct.join(", "), None)
+        });
+        checks.push(if net.bootstrap_peers == 0 {
+            check(
+                "bootstrap",
+                "fail",
+                "no bootstrap source: no --bootstrap, empty peer cache, no invite addresses".into(),
+                Some("start the node with --bootstrap <relay address>, or import a bundle: kolokol peers import FILE"),
+            )
+        } else if net.bootstrap_connected == 0 {
+            check(
+                "bootstrap",
+                "fail",
+                format!("none of {} bootstrap peers is reachable", net.bootstrap_peers),
+                Some("check the addresses and your network; ask a contact for a bundle (kolokol peers export)"),
+            )
+        } else {
+            check(
+                "bootstrap",
+                "ok",
+                format!("connected to {} of {} bootstrap peers", net.bootstrap_connected, net.bootstrap_peers),
+                None,
+            )
+        });
+        checks.push(if net.public {
+            check("reachability", "ok", "public: a direct address is confirmed reachable".into(), None)
+        } else if !net.reservations.is_empty() {
+            check("reachability", "ok", "behind NAT or firewall, reachable through relays".into(), None)
+        } else {
+            check(
+                "reachability",
+                "fail",
+                "unreachable: no confirmed direct address and no relay reservation".into(),
+                Some("make sure a bootstrap peer is a relay, or run with --listen and --external-address on a public host"),
+            )
+        });
+        checks.push(match net.reservations.len() {
+            n if n >= swarm::TARGET_RESERVATIONS => check(
+                "relay reservations",
+                "ok",
+                format!("{n} relays hold a reservation for you"),
+                None,
+            ),
+            0 if net.public => check("relay reservations", "ok", "none needed: directly reachable".into(), None),
+            0 => check(
+                "relay reservations",
+                "fail",
+                format!("none ({} relays known)", net.known_relays),
+                Some("bootstrap from a community relay: kolokol node --bootstrap <relay address>"),
+            ),
+            n => check(
+                "relay reservations",
+                "warn",
+                format!("{n} of {} wanted ({} relays known): one relay going down makes you unreachable", swarm::TARGET_RESERVATIONS, net.known_relays),
+                Some("add a second relay with --bootstrap, or import a bundle that lists one"),
+            ),
+        });
+        checks.push(match self.lookup(self.peer_id(), true).await? {
+            Some(record) => check(
+                "presence record",
+                "ok",
+                format!("found in the DHT with {} address(es)", record.body.addresses.len()),
+                None,
+            ),
+            None => check(
+                "presence record",
+                "fail",
+                match &net.presence {
+                    Some(Err(e)) => format!("not found in the DHT; last publication: {e}"),
+                    _ => "not found in the DHT".into(),
+                },
+                Some("contacts whose invite addresses go stale cannot find you; check bootstrap and wait a minute"),
+            ),
+        });
+        Ok(control::DoctorReport { checks })
     }
 
     /// Connected and cached peers.

@@ -161,8 +161,10 @@ pub(crate) enum Command {
     Status { reply: oneshot::Sender<NetStatus> },
     /// Store our presence record locally and on the DHT servers closest to its key.
     PublishPresence { record: Vec<u8>, ttl: Duration },
-    /// Look up a peer's presence record; the reply is the newest valid one found.
-    Resolve { peer: PeerId, reply: oneshot::Sender<Option<PresenceRecord>> },
+    /// Look up a peer's presence record; the reply is the newest valid one found. With
+    /// `remote_only`, a copy in our own store does not count (doctor asks whether others can
+    /// find us).
+    Resolve { peer: PeerId, remote_only: bool, reply: oneshot::Sender<Option<PresenceRecord>> },
     /// List connected peers and how each is reached.
     Peers { reply: oneshot::Sender<Vec<ConnectedPeer>> },
     /// Dial a peer (from an imported bundle) as a bootstrap hint.
@@ -422,6 +424,7 @@ pub(crate) struct EventLoop {
 /// A presence lookup in flight.
 struct Lookup {
     peer: PeerId,
+    remote_only: bool,
     best: Option<PresenceRecord>,
     reply: oneshot::Sender<Option<PresenceRecord>>,
 }
@@ -534,14 +537,14 @@ impl EventLoop {
                     Err(e) => self.presence = Some(Err(format!("cannot store it locally: {e}"))),
                 }
             }
-            Command::Resolve { peer, reply } => {
+            Command::Resolve { peer, remote_only, reply } => {
                 if self.lookups.len() >= MAX_PENDING_LOOKUPS {
                     let _ = reply.send(None);
                     return;
                 }
                 let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(&peer));
                 let id = self.swarm.behaviour_mut().kad.get_record(key);
-                self.lookups.insert(id, Lookup { peer, best: None, reply });
+                self.lookups.insert(id, Lookup { peer, remote_only, best: None, reply });
             }
             Command::Peers { reply } => {
                 let mut peers: Vec<ConnectedPeer> = self
@@ -622,6 +625,7 @@ impl EventLoop {
                             now,
                         )
                         && peer == lookup.peer
+                        && (found.peer.is_some() || !lookup.remote_only)
                         && lookup.best.as_ref().is_none_or(|b| record.supersedes(b))
                     {
                         lookup.best = Some(record);

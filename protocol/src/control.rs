@@ -35,6 +35,8 @@ pub mod method {
     pub const OUTBOX: &str = "outbox";
     /// Params [`super::MessageParams`]; returns [`super::MessageStatus`].
     pub const MESSAGE: &str = "message";
+    /// Returns [`super::DoctorReport`].
+    pub const DOCTOR: &str = "doctor";
     /// Returns [`super::PeersInfo`].
     pub const PEERS: &str = "peers";
     /// Returns [`super::BundleInfo`].
@@ -350,6 +352,27 @@ pub struct Status {
     /// Whether the presence record is published, in one line.
     #[serde(default)]
     pub presence: String,
+}
+
+/// The answer to `doctor`: every check, in order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DoctorReport {
+    /// The checks.
+    pub checks: Vec<DoctorCheck>,
+}
+
+/// One diagnostic check.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DoctorCheck {
+    /// What was checked.
+    pub name: String,
+    /// `ok`, `warn` or `fail`.
+    pub status: String,
+    /// What was found, in one line.
+    pub detail: String,
+    /// What to do about it, for `warn` and `fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// The answer to `peers`.
