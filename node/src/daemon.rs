@@ -53,6 +53,9 @@ const OUTBOX_POLL: Duration = Duration::from_secs(5);
 /// Lifetime of the device certificate issued at start; it is re-issued on every start.
 const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
+/// A certificate with less than this left is re-issued (checked at every presence refresh).
+const CERTIFICATE_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// Clock skew tolerated by backdating the certificate's start.
 const CERTIFICATE_BACKDATE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -97,7 +100,9 @@ pub struct Node {
 
 struct Inner {
     identity: Identity,
-    certificate: DeviceCertificate,
+    /// The current device certificate; re-issued by [`Node::renew_certificate`] before it
+    /// expires, so a daemon that runs for a year keeps working.
+    certificate: std::sync::RwLock<DeviceCertificate>,
     role: Role,
     data_dir: std::path::PathBuf,
     has_bootstrap: bool,
@@ -166,7 +171,7 @@ impl RunningNode {
         let node = Node {
             inner: Arc::new(Inner {
                 identity,
-                certificate,
+                certificate: std::sync::RwLock::new(certificate),
                 role: config.role,
                 data_dir: config.data_dir.clone(),
                 has_bootstrap: !config.bootstrap.is_empty(),
@@ -239,6 +244,27 @@ impl RunningNode {
 }
 
 impl Node {
+    /// The current device certificate.
+    fn certificate(&self) -> DeviceCertificate {
+        self.inner.certificate.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-issues the device certificate when less than [`CERTIFICATE_RENEW_BEFORE`] of its
+    /// life is left.
+    fn renew_certificate(&self) -> Result<()> {
+        let now = unix_secs();
+        if self.certificate().not_after > now + CERTIFICATE_RENEW_BEFORE.as_secs() {
+            return Ok(());
+        }
+        let fresh = self.inner.identity.certify(
+            now.saturating_sub(CERTIFICATE_BACKDATE.as_secs()),
+            now + CERTIFICATE_LIFETIME.as_secs(),
+        )?;
+        *self.inner.certificate.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        tracing::info!("renewed the device certificate");
+        Ok(())
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.inner.identity.peer_id()
@@ -350,7 +376,7 @@ impl Node {
         }
         let addresses = Self::reachable_addresses(&net);
         let invite = Invite {
-            certificate: self.inner.certificate.clone(),
+            certificate: self.certificate(),
             addresses: addresses.iter().map(|a| a.to_vec()).collect(),
         };
         Ok(control::InviteInfo {
@@ -553,7 +579,7 @@ impl Node {
                 rand::rngs::OsRng.fill_bytes(&mut ephemeral);
                 envelope::seal(
                     &node.inner.identity,
-                    &node.inner.certificate,
+                    &node.certificate(),
                     &device_key,
                     &content,
                     ephemeral,
@@ -777,7 +803,10 @@ impl Node {
                     Some(NetEvent::AddressesChanged) => self.publish_presence().await,
                     None => return,
                 },
-                _ = refresh.tick() => self.publish_presence().await,
+                _ = refresh.tick() => match self.renew_certificate() {
+                    Ok(()) => self.publish_presence().await,
+                    Err(e) => Err(e),
+                },
                 _ = shutdown.changed() => return,
             };
             if let Err(e) = result {
@@ -812,7 +841,7 @@ impl Node {
             .on_worker(move || {
                 PresenceRecord::sign(
                     &node.inner.identity,
-                    &node.inner.certificate,
+                    &node.certificate(),
                     bytes,
                     unix_ms(),
                     now + PRESENCE_TTL.as_secs(),
