@@ -15,10 +15,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use kolokol_node::Multiaddr;
-use kolokol_node::{Config, Role, RunningNode};
+use kolokol_node::config::CONFIG_FILE;
+use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    Contact, Event, IdInfo, InboxMessage, InviteInfo, MessageStatus, OutboxMessage, SendResult,
-    Status, method,
+    BundleInfo, Contact, DoctorCheck, DoctorReport, Event, IdInfo, ImportResult, InboxMessage,
+    InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult, Status, method,
 };
 use serde_json::json;
 
@@ -45,38 +46,55 @@ struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 
+    /// The config file of `node` and `relay`. Default: kolokol.toml in the data directory,
+    /// if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log line format: text, or json (one object per line). Default: the config file's
+    /// `log_format`, else text.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormatArg>,
+
     #[command(subcommand)]
     command: Command,
 }
 
+/// `--log-format` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+/// Where the daemons listen, serve metrics and bootstrap from: flags override the config file.
+#[derive(clap::Args)]
+struct NetArgs {
+    /// Listen here (repeatable); replaces the config file's `listen`.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// A peer to bootstrap from, ending in /p2p/<peer id> (repeatable); replaces the config
+    /// file's `bootstrap`.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// An address others can reach this node at (repeatable); replaces the config file's
+    /// `external_addresses`.
+    #[arg(long, value_name = "MULTIADDR")]
+    external_address: Vec<Multiaddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run a user's node daemon in the foreground (Ctrl-C stops it).
-    Node {
-        /// Listen for direct connections here (repeatable). Without it the node makes only
-        /// outbound connections and is reachable through its relays.
-        #[arg(long, value_name = "MULTIADDR")]
-        listen: Vec<Multiaddr>,
-        /// A peer to bootstrap from, ending in /p2p/<peer id> (repeatable).
-        #[arg(long, value_name = "MULTIADDR")]
-        bootstrap: Vec<Multiaddr>,
-        /// An address others can reach this node at (repeatable).
-        #[arg(long, value_name = "MULTIADDR")]
-        external_address: Vec<Multiaddr>,
-    },
+    /// Run a user's node daemon in the foreground (Ctrl-C stops it). Without --listen the
+    /// node makes only outbound connections and is reachable through its relays.
+    Node(NetArgs),
     /// Run a community relay (circuit relay v2 server and DHT server) in the foreground.
-    Relay {
-        /// Listen here (repeatable).
-        #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/tcp/4001")]
-        listen: Vec<Multiaddr>,
-        /// The public address users reach this relay at (repeatable). Without it, concrete
-        /// listen addresses are used; a relay with no external address grants no reservations.
-        #[arg(long, value_name = "MULTIADDR")]
-        external_address: Vec<Multiaddr>,
-        /// Another peer to join the DHT through (repeatable).
-        #[arg(long, value_name = "MULTIADDR")]
-        bootstrap: Vec<Multiaddr>,
-    },
+    /// Default --listen: /ip4/0.0.0.0/tcp/4001. Without --external-address, concrete listen
+    /// addresses are used; a relay with no external address grants no usable reservations.
+    Relay(NetArgs),
     /// Start a relay and two users on 127.0.0.1 in this process and send messages both ways.
     Demo,
     /// Show this node's peer id and device key.
@@ -113,10 +131,33 @@ enum Command {
         /// A message id as printed by `kolokol send`.
         message_id: Option<String>,
     },
+    /// List connected and cached peers and how each is reached; export or import a signed
+    /// bootstrap bundle.
+    Peers {
+        #[command(subcommand)]
+        action: Option<PeersCommand>,
+    },
+    /// Check, in order, everything delivery depends on and say what to fix.
+    Doctor,
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeersCommand {
+    /// Write a signed bootstrap bundle of the peers this node has reached (stdout, or FILE).
+    Export {
+        /// Write here instead of standard output.
+        file: Option<PathBuf>,
+    },
+    /// Read a bootstrap bundle (from FILE, or `-` for standard input), cache its peers and dial
+    /// them.
+    Import {
+        /// The bundle file, or `-`.
+        file: PathBuf,
     },
 }
 
@@ -131,6 +172,11 @@ enum ContactsCommand {
     },
     /// List contacts.
     List,
+    /// Show the safety number to compare with a contact, to confirm nobody swapped your keys.
+    Verify {
+        /// The contact's name.
+        name: String,
+    },
     /// Remove a contact (messages stay).
     Remove {
         /// The contact's name.
@@ -138,9 +184,21 @@ enum ContactsCommand {
     },
 }
 
+/// The default listen address of a relay: the IPFS-customary port, on every interface.
+const RELAY_DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    // The config file is read before logging starts, since it may choose the log format; a
+    // broken one is reported like any other error.
+    let file = match load_file_config(&cli) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&cli, file.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -148,7 +206,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, file)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
@@ -169,7 +227,19 @@ fn one_line(e: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging(cli: &Cli) {
+/// The config file of `node` and `relay` (other commands do not read it): `--config`, which
+/// must exist, else `kolokol.toml` in the data directory, if it exists.
+fn load_file_config(cli: &Cli) -> anyhow::Result<FileConfig> {
+    if !matches!(cli.command, Command::Node(_) | Command::Relay(_)) {
+        return Ok(FileConfig::default());
+    }
+    if let Some(path) = &cli.config {
+        return Ok(FileConfig::load(path, true)?);
+    }
+    Ok(FileConfig::load(&data_dir(cli)?.join(CONFIG_FILE), false)?)
+}
+
+fn init_logging(cli: &Cli, file_format: Option<LogFormat>) {
     // The demo prints its own steps; the daemons log what they do.
     let quiet_by_default = matches!(cli.command, Command::Demo);
     let default = match (cli.quiet, cli.verbose) {
@@ -181,7 +251,16 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let json = match (cli.log_format, file_format) {
+        (Some(LogFormatArg::Json), _) | (None, Some(LogFormat::Json)) => true,
+        (Some(LogFormatArg::Text), _) | (None, Some(LogFormat::Text) | None) => false,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
@@ -198,24 +277,35 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// The daemon's configuration: each flag given replaces the config file's value, and what
+/// neither sets keeps its default.
+fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileConfig) -> Config {
+    let pick = |flag: &Vec<Multiaddr>, file: Option<Vec<Multiaddr>>| {
+        if flag.is_empty() { file } else { Some(flag.clone()) }
+    };
+    let mut config = Config::new(dir, role);
+    config.listen = pick(&net.listen, file.listen).unwrap_or_else(|| match role {
+        Role::Relay => RELAY_DEFAULT_LISTEN.parse().into_iter().collect(),
+        Role::Node => Vec::new(),
+    });
+    config.bootstrap = pick(&net.bootstrap, file.bootstrap).unwrap_or_default();
+    config.external_addresses =
+        pick(&net.external_address, file.external_addresses).unwrap_or_default();
+    config.metrics = net.metrics.or(file.metrics);
+    config
+}
+
+async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
     let dir = data_dir(&cli)?;
     match &cli.command {
-        Command::Node { listen, bootstrap, external_address } => {
-            let mut config = Config::new(&dir, Role::Node);
-            config.listen = listen.clone();
-            config.bootstrap = bootstrap.clone();
-            config.external_addresses = external_address.clone();
-            run_daemon(config, cli.json).await
+        Command::Node(net) => {
+            run_daemon(daemon_config(&dir, Role::Node, net, file), cli.json).await
         }
-        Command::Relay { listen, external_address, bootstrap } => {
-            let mut config = Config::new(&dir, Role::Relay);
-            config.listen = listen.clone();
-            config.bootstrap = bootstrap.clone();
-            config.external_addresses = external_address.clone();
-            run_daemon(config, cli.json).await
+        Command::Relay(net) => {
+            run_daemon(daemon_config(&dir, Role::Relay, net, file), cli.json).await
         }
         Command::Demo => demo::run(cli.json).await,
+        Command::Doctor => doctor(&dir, cli.json).await,
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kolokol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -271,6 +361,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Contacts(ContactsCommand::Verify { name }) => {
+            let number: SafetyNumber = Client::connect(&dir)
+                .await?
+                .call(method::CONTACTS_VERIFY, json!({ "name": name }))
+                .await?;
+            if cli.json {
+                print_json(&number)?;
+            } else {
+                println!("{}", output::safety_number(&number));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Contacts(ContactsCommand::Remove { name }) => {
             let contact: Contact = Client::connect(&dir)
                 .await?
@@ -311,6 +413,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inbox { follow, limit } => inbox(&dir, *follow, *limit, cli.json).await,
+        Command::Peers { action: None } => {
+            let peers: PeersInfo =
+                Client::connect(&dir).await?.call(method::PEERS, json!({})).await?;
+            if cli.json {
+                print_json(&peers)?;
+            } else {
+                println!("{}", output::peers(&peers));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peers { action: Some(PeersCommand::Export { file }) } => {
+            let info: BundleInfo =
+                Client::connect(&dir).await?.call(method::PEERS_EXPORT, json!({})).await?;
+            match file {
+                Some(path) => {
+                    std::fs::write(path, format!("{}\n", info.bundle))
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    if cli.json {
+                        print_json(&info)?;
+                    } else {
+                        println!("wrote a bundle of {} peers to {}", info.peers, path.display());
+                    }
+                }
+                None if cli.json => print_json(&info)?,
+                None => println!("{}", info.bundle),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peers { action: Some(PeersCommand::Import { file }) } => {
+            let text = if file.as_os_str() == "-" {
+                let mut buf = String::new();
+                std::io::stdin().read_to_string(&mut buf).context("cannot read standard input")?;
+                buf
+            } else {
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let result: ImportResult = Client::connect(&dir)
+                .await?
+                .call(method::PEERS_IMPORT, json!({ "bundle": text }))
+                .await?;
+            if cli.json {
+                print_json(&result)?;
+            } else {
+                println!(
+                    "imported {} peers from a bundle signed by {}",
+                    result.imported, result.exporter
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Outbox { limit } => {
             let messages: Vec<OutboxMessage> = Client::connect(&dir)
                 .await?
@@ -348,6 +501,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCode> {
+    let daemon = match Client::connect(dir).await {
+        Ok(client) => Ok(client),
+        Err(e) => Err(DoctorCheck {
+            name: "daemon".into(),
+            status: "fail".into(),
+            detail: one_line(&e),
+            hint: Some(format!(
+                "start it: kolokol --data-dir {} node --bootstrap <relay address>",
+                dir.display()
+            )),
+        }),
+    };
+    let mut checks = Vec::new();
+    match daemon {
+        Ok(mut client) => {
+            checks.push(DoctorCheck {
+                name: "daemon".into(),
+                status: "ok".into(),
+                detail: format!("running, control socket in {}", dir.display()),
+                hint: None,
+            });
+            let report: DoctorReport = client.call(method::DOCTOR, json!({})).await?;
+            checks.extend(report.checks);
+        }
+        Err(check) => checks.push(check),
+    }
+    let failed = checks.iter().any(|c| c.status == "fail");
+    if json_out {
+        print_json(&DoctorReport { checks })?;
+    } else {
+        println!("{}", output::doctor(&checks));
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn inbox(
@@ -402,6 +591,7 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
     let data_dir = config.data_dir.clone();
     let mut running = RunningNode::start(config).await?;
     let node = running.node();
+    let metrics = running.metrics_address().map(|a| format!("http://{a}/metrics"));
     // Listening starts asynchronously; give it a moment so the printed addresses are real.
     let net = node
         .wait_for_net(std::time::Duration::from_secs(5), |s| {
@@ -419,11 +609,14 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
     if json_out {
         println!(
             "{}",
-            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "data_dir": data_dir, "addresses": shareable })
+            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "data_dir": data_dir, "addresses": shareable, "metrics": metrics })
         );
     } else {
         println!("kolokol {} running, peer id {peer_id}", role.as_str());
         println!("data dir: {}", data_dir.display());
+        if let Some(url) = &metrics {
+            println!("metrics: {url}");
+        }
         if role == Role::Relay {
             println!("users bootstrap from this relay with:");
             for a in &shareable {

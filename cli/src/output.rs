@@ -1,7 +1,10 @@
 //! How results are shown: one human form, and `--json` (the control API's own JSON, one value
 //! per command, stable and documented in docs/USAGE.md).
 
-use kolokol_protocol::control::{Contact, InboxMessage, MessageStatus, OutboxMessage, Status};
+use kolokol_protocol::control::{
+    Contact, DoctorCheck, InboxMessage, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber,
+    Status,
+};
 
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
 pub fn time(ms: u64) -> String {
@@ -40,11 +43,15 @@ pub fn contact(c: &Contact) -> String {
 /// The status block.
 pub fn status(s: &Status) -> String {
     let mut out = format!(
-        "peer id:            {}\nrole:               {}\nconnected peers:    {}\nrouting table:      {}\nrelay reservations: {}\nqueued messages:    {}\n",
+        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\n",
         s.peer_id,
         s.role,
+        s.reachability,
+        s.bootstrap,
+        s.presence,
         s.connected_peers,
         s.routing_table_size,
+        s.known_relays,
         if s.relay_reservations.is_empty() {
             "none".to_owned()
         } else {
@@ -87,6 +94,64 @@ pub fn message_status(s: &MessageStatus) -> String {
             "  still queued after {} attempt(s); it is retried until delivered or 14 days pass\n",
             s.message.attempts
         ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// The peers listing: connections, then the cache.
+pub fn peers(p: &PeersInfo) -> String {
+    let mut out = String::from("connected:\n");
+    if p.connected.is_empty() {
+        out.push_str("  none\n");
+    }
+    for c in &p.connected {
+        out.push_str(&format!("  {}  {:<12} {}\n", c.peer_id, c.via, c.address));
+    }
+    out.push_str("cached:\n");
+    if p.cached.is_empty() {
+        out.push_str("  none\n");
+    }
+    for c in &p.cached {
+        let last = c.last_success_ms.map(time).unwrap_or_else(|| "never reached".into());
+        let kind = if c.relay { "relay" } else { "peer" };
+        out.push_str(&format!(
+            "  {}  {kind:<5} from {:<10} last reached {last}  {}\n",
+            c.peer_id,
+            c.source,
+            c.addresses.first().map(String::as_str).unwrap_or("")
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// The safety number in three rows of four groups, easy to read aloud, and what to do with it.
+pub fn safety_number(n: &SafetyNumber) -> String {
+    let groups: Vec<&str> = n.safety_number.split(' ').collect();
+    let mut out = format!("safety number with {} ({}):\n", n.name, n.peer_id);
+    for row in groups.chunks(4) {
+        out.push_str(&format!("  {}\n", row.join(" ")));
+    }
+    out.push_str(&format!(
+        "compare it with {}'s (kolokol contacts verify <your name>) in person or on a call; \
+         if the digits match, nobody swapped your keys in between",
+        n.name
+    ));
+    out
+}
+
+/// The doctor's report: one line per check, its hint indented below when there is one.
+pub fn doctor(checks: &[DoctorCheck]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let mark = match c.status.as_str() {
+            "ok" => "[ok]  ",
+            "warn" => "[warn]",
+            _ => "[FAIL]",
+        };
+        out.push_str(&format!("{mark} {:<18} {}\n", c.name, c.detail));
+        if let Some(hint) = &c.hint {
+            out.push_str(&format!("       {:<18} hint: {hint}\n", ""));
+        }
     }
     out.trim_end().to_owned()
 }

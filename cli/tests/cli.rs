@@ -29,6 +29,11 @@ impl Daemon {
     /// Starts `kolokol <args>` and waits for its "running" line (the control socket is bound
     /// before that line is printed).
     fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_until(dir, args, |l| l.contains(" running, peer id "))
+    }
+
+    /// Starts `kolokol <args>` and waits for the first line that satisfies `ready`.
+    fn start_until(dir: &Path, args: &[&str], ready: impl Fn(&str) -> bool) -> Self {
         let mut child = kolokol(dir)
             .args(args)
             .stdout(Stdio::piped())
@@ -45,7 +50,7 @@ impl Daemon {
             }
         });
         let mut daemon = Self { child, lines };
-        daemon.wait_line(|l| l.contains(" running, peer id "));
+        daemon.wait_line(ready);
         daemon
     }
 
@@ -96,15 +101,93 @@ fn check_error(o: &Output, code: i32, needle: &str) {
     assert!(err.contains(needle), "stderr {err:?} does not mention {needle:?}");
 }
 
+/// One HTTP/1.1 request, written as is, and the whole response (the server closes after it).
+fn http(addr: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the metrics port accepts");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("request written");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    response
+}
+
+/// The value of one sample line in a metrics body.
+fn sample(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in {body}"))
+}
+
+/// The request lines of the marked example block in docs/USAGE.md.
+fn documented_control_requests() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/USAGE.md");
+    let usage = std::fs::read_to_string(&path).expect("docs/USAGE.md is readable");
+    let mut lines = usage.lines().skip_while(|l| !l.starts_with("<!-- control-api-examples"));
+    assert!(lines.next().is_some(), "docs/USAGE.md has the control-api-examples marker");
+    assert_eq!(lines.next(), Some("```jsonl"), "the marker is followed by a jsonl block");
+    let requests: Vec<String> = lines.take_while(|l| *l != "```").map(str::to_owned).collect();
+    assert!(requests.len() >= 5, "{requests:?}");
+    requests
+}
+
+/// Sends each documented request over the control socket of `dir`, as a bot would, and checks
+/// that each gets its own answer with a `result`, whatever notifications come in between.
+fn run_documented_requests(dir: &Path) {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(dir.join("control.sock"))
+        .expect("the control socket accepts");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    for request in documented_control_requests() {
+        let sent: serde_json::Value = serde_json::from_str(&request)
+            .unwrap_or_else(|e| panic!("documented request is not JSON ({e}): {request}"));
+        writer.write_all(format!("{request}\n").as_bytes()).expect("request written");
+        let response = loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("the daemon answers in time");
+            assert!(!line.is_empty(), "the daemon closed the connection after {request}");
+            let value: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+            if value.get("method").is_none() {
+                break value;
+            }
+        };
+        assert_eq!(response["id"], sent["id"], "{request} -> {response}");
+        assert!(response.get("error").is_none(), "{request} -> {response}");
+        assert!(response.get("result").is_some(), "{request} -> {response}");
+    }
+}
+
 #[test]
 fn the_readme_walk_through_delivers_hello() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
-    let mut relay = Daemon::start(&r, &["relay", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut relay = Daemon::start(
+        &r,
+        &["relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--metrics", "127.0.0.1:0"],
+    );
+    let relay_metrics = relay.wait_line(|l| l.starts_with("metrics: "));
+    let relay_metrics =
+        relay_metrics.trim_start_matches("metrics: http://").replace("/metrics", "");
     let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
     let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
-    let _alice = Daemon::start(&a, &["node", "--bootstrap", &bootstrap]);
-    let _bob = Daemon::start(&b, &["node", "--bootstrap", &bootstrap]);
+    // Alice is configured by her kolokol.toml alone; Bob by flags, and prints JSON.
+    std::fs::create_dir_all(&a).expect("alice's dir");
+    std::fs::write(
+        a.join("kolokol.toml"),
+        format!(
+            "# Alice's node\nbootstrap = [\"{bootstrap}\"]\nmetrics = \"127.0.0.1:0\"\nlog_format = \"json\"\n"
+        ),
+    )
+    .expect("config written");
+    let mut alice = Daemon::start(&a, &["node"]);
+    let alice_metrics = alice.wait_line(|l| l.starts_with("metrics: "));
+    let alice_metrics =
+        alice_metrics.trim_start_matches("metrics: http://").replace("/metrics", "");
+    let _bob = Daemon::start_until(&b, &["--json", "node", "--bootstrap", &bootstrap], |l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["role"] == "node")
+    });
 
     let invite = check_ok(&run(&b, &["invite"]));
     let invite = invite.trim();
@@ -114,6 +197,22 @@ fn the_readme_walk_through_delivers_hello() {
     check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
     assert!(check_ok(&run(&a, &["contacts", "list"])).starts_with("bob\t"));
 
+    // Both sides see the same safety number, and it is not shown for a stranger.
+    let json_of = |dir: &Path, args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&check_ok(&run(dir, &full))).expect("JSON")
+    };
+    let alice_sees = json_of(&a, &["contacts", "verify", "bob"]);
+    let bob_sees = json_of(&b, &["contacts", "verify", "alice"]);
+    let number = alice_sees["safety_number"].as_str().expect("a safety number");
+    assert_eq!(number.split(' ').count(), 12, "{number}");
+    assert!(number.split(' ').all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit())));
+    assert_eq!(Some(number), bob_sees["safety_number"].as_str());
+    let text = check_ok(&run(&a, &["contacts", "verify", "bob"]));
+    assert!(text.contains(&number[..23]), "{text}");
+    check_error(&run(&a, &["contacts", "verify", "carol"]), 1, "no contact named \"carol\"");
+
     let sent = check_ok(&run(&a, &["send", "bob", "hello"]));
     assert!(sent.trim().ends_with(" sent"), "{sent}");
     let inbox = check_ok(&run(&b, &["inbox"]));
@@ -121,6 +220,41 @@ fn the_readme_walk_through_delivers_hello() {
     let id = sent.split_whitespace().next().expect("an id");
     let outbox = check_ok(&run(&a, &["outbox"]));
     assert!(outbox.contains(id) && outbox.contains("to bob: hello"), "{outbox}");
+    let mut piped = kolokol(&a)
+        .args(["send", "bob", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    {
+        use std::io::Write;
+        let mut stdin = piped.stdin.take().expect("piped stdin");
+        stdin.write_all(b"from a pipe\n").expect("written");
+    }
+    let piped = piped.wait_with_output().expect("the binary runs");
+    assert!(check_ok(&piped).trim().ends_with(" sent"));
+    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: from a pipe\n"));
+
+    // Metrics: Alice's own gauges, and the relay's libp2p metrics.
+    let body = http(&alice_metrics, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    let sent_or_delivered = sample(&body, "kolokol_messages{state=\"sent\"}")
+        + sample(&body, "kolokol_messages{state=\"delivered\"}");
+    assert_eq!(sent_or_delivered, 2, "{body}");
+    assert_eq!(sample(&body, "kolokol_relay_reservations"), 1, "{body}");
+    assert!(sample(&body, "kolokol_connected_peers") >= 1, "{body}");
+    let body = http(&relay_metrics, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(body.contains("libp2p_swarm_connections_established_total"), "{body}");
+    assert!(body.contains("libp2p_relay"), "{body}");
+    assert!(http(&relay_metrics, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+    assert!(http(&relay_metrics, "DELETE /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(16 * 1024));
+    assert!(http(&relay_metrics, &huge).starts_with("HTTP/1.1 431 "));
+
+    run_documented_requests(&a);
+
     let history = check_ok(&run(&a, &["status", id]));
     assert!(history.contains("queued") && history.contains("sent"), "{history}");
     check_error(&run(&a, &["status", "0123"]), 1, "no message of yours");
@@ -133,9 +267,19 @@ fn the_readme_walk_through_delivers_hello() {
     }
 
     // --json output parses, for the commands a script uses most.
-    for args in
-        [&["status"][..], &["id"], &["inbox"], &["contacts", "list"], &["outbox"], &["status", id]]
-    {
+    for args in [
+        &["status"][..],
+        &["id"],
+        &["invite"],
+        &["inbox"],
+        &["contacts", "list"],
+        &["contacts", "verify", "bob"],
+        &["outbox"],
+        &["status", id],
+        &["send", "bob", "in JSON"],
+        &["peers"],
+        &["peers", "export"],
+    ] {
         let mut full = vec!["--json"];
         full.extend_from_slice(args);
         let out = check_ok(&run(&a, &full));
@@ -143,11 +287,36 @@ fn the_readme_walk_through_delivers_hello() {
             .unwrap_or_else(|e| panic!("kolokol {args:?} --json is not JSON ({e}): {out}"));
     }
 
+    // The doctor runs every check; which pass depends on timing (a single relay is only a
+    // warning), but the daemon, identity and bootstrap checks must pass and it must be JSON.
+    let doctor = run(&a, &["--json", "doctor"]);
+    assert!(matches!(doctor.status.code(), Some(0 | 1)), "{}", stderr(&doctor));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&doctor)).expect("JSON");
+    let checks = report["checks"].as_array().expect("checks");
+    for (i, name) in ["daemon", "identity", "listen addresses", "bootstrap"].iter().enumerate() {
+        assert_eq!(checks[i]["name"], *name, "{report}");
+        assert_eq!(checks[i]["status"], "ok", "{report}");
+    }
+    assert!(check_ok(&run(&a, &["peers"])).contains("relay"), "the relay is a cached peer");
+    let bundle = check_ok(&run(&a, &["peers", "export"]));
+    let imported = check_ok(&run(
+        &b,
+        &["peers", "import", &{
+            let path = tmp.path().join("bundle.txt");
+            std::fs::write(&path, &bundle).expect("write bundle");
+            path.to_string_lossy().into_owned()
+        }],
+    ));
+    assert!(imported.starts_with("imported 1 peers"), "{imported}");
+    check_error(&run(&b, &["peers", "import", "/nonexistent/bundle"]), 1, "cannot read");
+
     // The mistakes of a new user, each one line and the documented exit code.
     check_error(&run(&a, &["contacts", "add", "carol", "kolokol1notaninvite"]), 1, "invite");
     check_error(&run(&a, &["contacts", "add", "carol", "hello"]), 1, "invite");
     check_error(&run(&a, &["send", "nobody", "hi"]), 1, "no contact named \"nobody\"");
     check_error(&run(&a, &["send", "bob", ""]), 1, "empty");
+    let long = "x".repeat(60_001);
+    check_error(&run(&a, &["send", "bob", &long]), 1, "60001 bytes, over the limit of 60000");
     check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
     check_error(&run(&a, &["send", "--colour", "bob", "x"]), 2, "--colour");
     check_error(&run(&a, &["node"]), 1, "already running");
@@ -159,11 +328,40 @@ fn the_readme_walk_through_delivers_hello() {
 fn commands_without_a_daemon_say_how_to_start_one() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("nobody-home");
-    for args in [&["status"][..], &["send", "bob", "hi"], &["inbox"], &["invite"]] {
+    for args in [&["status"][..], &["send", "bob", "hi"], &["inbox"], &["invite"], &["peers"]] {
         check_error(&run(&dir, args), 1, "no kolokol daemon is running");
     }
+    let doctor = run(&dir, &["doctor"]);
+    assert_eq!(doctor.status.code(), Some(1));
+    assert!(stdout(&doctor).starts_with("[FAIL] daemon"), "{}", stdout(&doctor));
     check_error(&run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]), 1, "/p2p/");
     check_error(&run(&dir, &["node", "--listen", "not-an-address"]), 2, "not-an-address");
+
+    // A data dir that cannot be created: its parent is a regular file. (Tests run as root,
+    // where a chmod 500 directory would not stop anything.)
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("file written");
+    check_error(&run(&file.join("kolokol"), &["node"]), 1, "cannot create data dir");
+
+    // A corrupt config file: one line naming the file, the line and the mistake.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).expect("dir");
+    let toml = broken.join("kolokol.toml");
+    std::fs::write(&toml, "log_format = \"text\"\n\nbootstrap = \"/ip4/1.2.3.4/tcp/1\"\n")
+        .expect("written");
+    let expected = format!(
+        "config {}: line 3: invalid type: string \"/ip4/1.2.3.4/tcp/1\", expected a list of multiaddr strings for `bootstrap`",
+        toml.display()
+    );
+    check_error(&run(&broken, &["node"]), 1, &expected);
+    check_error(&run(&broken, &["relay"]), 1, &expected);
+    std::fs::write(&toml, "listen = [\"/ip4/0.0.0.0/tcp/4001\"]\nlisten_address = []\n")
+        .expect("written");
+    check_error(&run(&broken, &["node"]), 1, "line 2: unknown field `listen_address`");
+    // --config names a file that must exist; other commands do not read the config at all.
+    check_error(&run(&dir, &["--config", "/nonexistent/k.toml", "node"]), 1, "/nonexistent/k.toml");
+    check_error(&run(&broken, &["status"]), 1, "no kolokol daemon is running");
+    check_error(&run(&dir, &["--log-format", "xml", "node"]), 2, "xml");
 }
 
 #[test]
@@ -173,4 +371,38 @@ fn the_demo_delivers_everything() {
     assert!(text.contains("bob received and decrypted"), "{text}");
     assert!(text.contains("alice received and decrypted"), "{text}");
     assert!(text.contains("every message arrived"), "{text}");
+    let out = kolokol(Path::new("/nonexistent")).args(["--json", "demo"]).output().expect("runs");
+    for line in check_ok(&out).lines() {
+        let step: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        assert!(step["step"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = kolokol(&tmp.path().join("node"))
+        .env("RUST_LOG", "info")
+        .args(["--log-format", "json", "node"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first start always logs the new identity first.
+    let line = lines.recv_timeout(TIMEOUT).expect("a log line in time");
+    let _ = child.kill();
+    let _ = child.wait();
+    let entry: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(entry["level"], "INFO", "{line}");
+    assert_eq!(entry["fields"]["message"], "created a new identity", "{line}");
 }

@@ -1,9 +1,17 @@
-//! Node configuration: what the daemon is told at start, by flags or by the embedding program.
+//! Node configuration: what the daemon is told at start, by flags, by the config file
+//! (`kolokol.toml`), or by the embedding program.
+//!
+//! The file is parsed here rather than in the CLI so that every mistake in it becomes one
+//! [`Error::Config`] naming the file and the line, and so that its addresses are checked by the
+//! same rules as the flags'.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use serde::Deserialize;
+use toml::Spanned;
 
 use crate::error::{Error, Result};
 
@@ -41,6 +49,185 @@ pub struct Config {
     /// Addresses this node is reachable at from outside (relays must have one, or they can
     /// grant no reservations). When empty, a relay uses its concrete listen addresses.
     pub external_addresses: Vec<Multiaddr>,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None` serves none.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The config file's name inside the data directory.
+pub const CONFIG_FILE: &str = "kolokol.toml";
+
+/// The largest config file read, so a wrong `--config` path (a disk image, a log) fails fast
+/// instead of being read whole.
+pub const MAX_CONFIG_FILE_LEN: u64 = 1024 * 1024;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The contents of `kolokol.toml`. Every field is optional; a flag given on the command line
+/// replaces the file's value (a list flag replaces the whole list).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FileConfig {
+    /// `listen`: addresses to listen on.
+    pub listen: Option<Vec<Multiaddr>>,
+    /// `bootstrap`: peers to bootstrap from, each ending in `/p2p/<peer id>`.
+    pub bootstrap: Option<Vec<Multiaddr>>,
+    /// `external_addresses`: addresses others reach this node at.
+    pub external_addresses: Option<Vec<Multiaddr>>,
+    /// `log_format`: `"text"` or `"json"`.
+    pub log_format: Option<LogFormat>,
+    /// `metrics`: the address to serve Prometheus metrics on, such as `"127.0.0.1:9464"`.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The file as written, with the position of every value so that errors can name its line.
+/// `deny_unknown_fields` turns a misspelt option into an error instead of a silent default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileConfig {
+    listen: Option<AddressList>,
+    bootstrap: Option<AddressList>,
+    external_addresses: Option<AddressList>,
+    log_format: Option<LogFormat>,
+    metrics: Option<Spanned<String>>,
+}
+
+/// A list of multiaddr strings, each with its position in the file.
+struct AddressList(Vec<Spanned<String>>);
+
+impl<'de> Deserialize<'de> for AddressList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AddressList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of multiaddr strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<AddressList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(AddressList(items))
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+impl FileConfig {
+    /// Reads the config file at `path`. A missing file is an empty configuration unless
+    /// `required` (the user named it with `--config`).
+    pub fn load(path: &Path, required: bool) -> Result<Self> {
+        let config_error = |detail: String| Error::Config { path: path.to_owned(), detail };
+        let text = match std::fs::metadata(path) {
+            // A data dir that is not a directory has no config; opening it reports the problem.
+            Err(e)
+                if !required
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+            {
+                return Ok(Self::default());
+            }
+            Err(e) => return Err(config_error(format!("cannot read it: {e}"))),
+            Ok(meta) if meta.len() > MAX_CONFIG_FILE_LEN => {
+                return Err(config_error(format!(
+                    "is {} bytes, over the limit of {MAX_CONFIG_FILE_LEN}; is it really a kolokol config file?",
+                    meta.len()
+                )));
+            }
+            Ok(_) => std::fs::read_to_string(path)
+                .map_err(|e| config_error(format!("cannot read it: {e}")))?,
+        };
+        Self::parse(&text).map_err(config_error)
+    }
+
+    /// Parses the text of a config file; the error is one line, starting with the line number
+    /// where one is known.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let raw: RawFileConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end().replace('\n', "; ");
+            match e.span() {
+                Some(span) => {
+                    let key = key_on_line(text, span.start);
+                    match key {
+                        Some(key) if message.starts_with("invalid type") => {
+                            format!("{}: {message} for `{key}`", line_of(text, span.start))
+                        }
+                        _ => format!("{}: {message}", line_of(text, span.start)),
+                    }
+                }
+                None => message,
+            }
+        })?;
+        let addresses = |list: Option<AddressList>,
+                         key: &str|
+         -> std::result::Result<Option<Vec<Multiaddr>>, String> {
+            let Some(AddressList(items)) = list else { return Ok(None) };
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let addr: Multiaddr = item.get_ref().parse().map_err(|e| {
+                    format!(
+                        "{}: `{key}` entry {:?} is not a multiaddr ({e}); write addresses like \"/ip4/203.0.113.7/tcp/4001\"",
+                        line_of(text, item.span().start),
+                        item.get_ref()
+                    )
+                })?;
+                if key == "bootstrap" {
+                    peer_id_of(&addr)
+                        .map_err(|e| format!("{}: {e}", line_of(text, item.span().start)))?;
+                }
+                out.push(addr);
+            }
+            Ok(Some(out))
+        };
+        let metrics = match raw.metrics {
+            None => None,
+            Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "{}: `metrics` is {:?}, not an IP address and port such as \"127.0.0.1:9464\"",
+                    line_of(text, m.span().start),
+                    m.get_ref()
+                )
+            })?),
+        };
+        Ok(Self {
+            listen: addresses(raw.listen, "listen")?,
+            bootstrap: addresses(raw.bootstrap, "bootstrap")?,
+            external_addresses: addresses(raw.external_addresses, "external_addresses")?,
+            log_format: raw.log_format,
+            metrics,
+        })
+    }
+}
+
+/// "line N" for a byte offset into `text`.
+fn line_of(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line = text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1;
+    format!("line {line}")
+}
+
+/// The key assigned on the line holding `offset`, if the line reads `key = ...`.
+fn key_on_line(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text.as_bytes()[..offset].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .then(|| key.to_owned())
 }
 
 impl Config {
@@ -52,6 +239,7 @@ impl Config {
             listen: Vec::new(),
             bootstrap: Vec::new(),
             external_addresses: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -73,3 +261,6 @@ pub fn peer_id_of(addr: &Multiaddr) -> Result<libp2p::PeerId> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests;

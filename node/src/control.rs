@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kolokol_protocol::control::{
-    ContactAddParams, ContactNameParams, Event, InboxParams, MAX_LINE_LEN, MessageParams,
-    Notification, OutboxParams, Request, Response, SendParams, code, method,
+    ContactAddParams, ContactNameParams, Event, ImportParams, InboxParams, MAX_LINE_LEN,
+    MessageParams, Notification, OutboxParams, Request, Response, SendParams, code, method,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -208,6 +208,9 @@ fn failure(e: Error) -> (i64, String) {
         Error::BadMessage(_) => code::BAD_MESSAGE,
         Error::UnknownMessage(_) => code::UNKNOWN_MESSAGE,
         Error::Protocol(kolokol_protocol::Error::Invite(_)) => code::BAD_INVITE,
+        Error::Protocol(
+            kolokol_protocol::Error::Bundle(_) | kolokol_protocol::Error::Malformed { .. },
+        ) => code::BAD_BUNDLE,
         _ => code::INTERNAL_ERROR,
     };
     (code, e.to_string())
@@ -234,6 +237,10 @@ async fn dispatch(
             let p: ContactNameParams = params(request)?;
             to_value(node.remove_contact(&p.name).map_err(failure)?)
         }
+        method::CONTACTS_VERIFY => {
+            let p: ContactNameParams = params(request)?;
+            to_value(node.verify_contact(&p.name).map_err(failure)?)
+        }
         method::SEND => {
             let p: SendParams = params(request)?;
             to_value(node.send(&p.to, &p.text).await.map_err(failure)?)
@@ -251,6 +258,13 @@ async fn dispatch(
             to_value(node.message(&p.id).map_err(failure)?)
         }
         method::STATUS => to_value(node.status().await.map_err(failure)?),
+        method::PEERS => to_value(node.peers().await.map_err(failure)?),
+        method::DOCTOR => to_value(node.doctor().await.map_err(failure)?),
+        method::PEERS_EXPORT => to_value(node.export_peers().map_err(failure)?),
+        method::PEERS_IMPORT => {
+            let p: ImportParams = params(request)?;
+            to_value(node.import_peers(&p.bundle).await.map_err(failure)?)
+        }
         method::SUBSCRIBE => {
             *events = Some(node.subscribe());
             Ok(Value::Bool(true))

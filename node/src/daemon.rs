@@ -9,22 +9,29 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+
+use kolokol_protocol::bundle::{
+    Bundle, BundlePeer, MAX_BUNDLE_ADDRESS_LEN, MAX_BUNDLE_ADDRESSES, MAX_BUNDLE_PEERS,
+};
 use kolokol_protocol::control::{self, Event, InboxMessage, StateChange};
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
 use kolokol_protocol::invite::Invite;
 use kolokol_protocol::message::{Body, Content, MAX_TEXT_LEN, MessageId, format_id};
+use kolokol_protocol::presence::PresenceRecord;
 use libp2p::{Multiaddr, PeerId};
 use rand::RngCore;
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::{Config, Role};
 use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::delivery::Ack;
 use crate::error::{Error, Result};
-use crate::store::{ContactRow, InboxRow, OutboxBody, OutboxRow, Store, state};
-use crate::swarm::{self, Command, Inbound, NetEvent, NetStatus};
+use crate::store::{ContactRow, InboxRow, MAX_CACHED_PEERS, OutboxBody, OutboxRow, Store, state};
+use crate::swarm::{self, Command, DeliveryFailure, Inbound, NetEvent, NetStatus};
 
 /// Events kept for subscribers that are slow to read; a subscriber that falls further behind
 /// gets a `lagged` event and must re-read the inbox.
@@ -46,8 +53,38 @@ const OUTBOX_POLL: Duration = Duration::from_secs(5);
 /// Lifetime of the device certificate issued at start; it is re-issued on every start.
 const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
+/// A certificate with less than this left is re-issued (checked at every presence refresh).
+const CERTIFICATE_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// Clock skew tolerated by backdating the certificate's start.
 const CERTIFICATE_BACKDATE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Messages kept from any one sender who is not a contact. First contact needs strangers to be
+/// able to write, but a stranger must not be able to fill the disk.
+pub const MAX_MESSAGES_PER_STRANGER: u64 = 100;
+
+/// Messages kept from all non-contacts together.
+pub const MAX_STRANGER_MESSAGES: u64 = 1000;
+
+/// How long a presence record is valid; it is republished every [`PRESENCE_REFRESH`], so a
+/// node that goes away stops being advertised within this time.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// How often the presence record is republished even if nothing changed.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(20 * 60);
+
+/// How long one presence lookup may take.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A peer's presence is looked up at most this often after a failed delivery.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Peers whose lookup times (and, for non-contacts, resolved addresses) are remembered; the
+/// maps are cleared when they reach it.
+pub const MAX_TRACKED_LOOKUPS: usize = 1024;
+
+/// Peers from the peer cache dialed at start.
+pub const MAX_BOOTSTRAP_FROM_CACHE: usize = 16;
 
 /// How long `invite` waits for a first relay reservation.
 pub const INVITE_WAIT: Duration = Duration::from_secs(10);
@@ -63,14 +100,21 @@ pub struct Node {
 
 struct Inner {
     identity: Identity,
-    certificate: DeviceCertificate,
+    /// The current device certificate; re-issued by [`Node::renew_certificate`] before it
+    /// expires, so a daemon that runs for a year keeps working.
+    certificate: std::sync::RwLock<DeviceCertificate>,
     role: Role,
+    data_dir: std::path::PathBuf,
     has_bootstrap: bool,
     store: Store,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
     outbox_wake: Notify,
     net_status: watch::Receiver<NetStatus>,
+    /// When each peer's presence was last looked up, to rate-limit lookups.
+    resolved_at: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Addresses resolved for peers who are not contacts (contacts' go into the store).
+    stranger_addresses: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// Bounds the envelopes being sealed or opened at once to the number of cores, so a flood
     /// of inbound envelopes queues (and then gets `Busy`) instead of spawning without limit.
     crypto: Arc<Semaphore>,
@@ -83,6 +127,8 @@ pub struct RunningNode {
     node: Node,
     tasks: JoinSet<()>,
     shutdown: watch::Sender<bool>,
+    /// Where metrics are served, once bound (the configured port may be 0).
+    metrics_address: Option<std::net::SocketAddr>,
     _data_dir: DataDir,
 }
 
@@ -99,6 +145,7 @@ impl RunningNode {
             now.saturating_sub(CERTIFICATE_BACKDATE.as_secs()),
             now + CERTIFICATE_LIFETIME.as_secs(),
         )?;
+        let config = Config { bootstrap: bootstrap_sources(&store, &config)?, ..config };
         let swarm = swarm::build(identity.keypair(), &config)?;
 
         let (command_tx, command_rx) = mpsc::channel(swarm::COMMAND_QUEUE_LEN);
@@ -106,21 +153,35 @@ impl RunningNode {
         let (net_tx, net_rx) = mpsc::channel(swarm::NET_EVENT_QUEUE_LEN);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (status_tx, status_rx) = watch::channel(NetStatus::default());
-        let event_loop =
+        let mut event_loop =
             swarm::EventLoop::new(swarm, &config, command_rx, inbound_tx, net_tx, status_tx)?;
+        // The metrics address is bound before anything else starts, so a port in use fails the
+        // start with a clear error instead of leaving a node without the metrics it was asked for.
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let listener = crate::metrics::bind(addr).await?;
+                let mut registry = prometheus_client::registry::Registry::default();
+                event_loop.metrics = Some(libp2p::metrics::Metrics::new(&mut registry));
+                Some((listener, Arc::new(registry)))
+            }
+            None => None,
+        };
 
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let node = Node {
             inner: Arc::new(Inner {
                 identity,
-                certificate,
+                certificate: std::sync::RwLock::new(certificate),
                 role: config.role,
+                data_dir: config.data_dir.clone(),
                 has_bootstrap: !config.bootstrap.is_empty(),
                 store,
                 commands: command_tx,
                 events: broadcast::channel(EVENT_BUFFER).0,
                 outbox_wake: Notify::new(),
                 net_status: status_rx,
+                resolved_at: Default::default(),
+                stranger_addresses: Default::default(),
                 crypto: Arc::new(Semaphore::new(workers)),
                 workers,
             }),
@@ -131,17 +192,36 @@ impl RunningNode {
         let mut tasks = JoinSet::new();
         tasks.spawn(event_loop.run(shutdown_rx.clone()));
         tasks.spawn(node.clone().open_inbound(inbound_rx, shutdown_rx.clone()));
-        tasks.spawn(node.clone().run_outbox(net_rx, shutdown_rx.clone()));
+        tasks.spawn(node.clone().run_outbox(shutdown_rx.clone()));
+        tasks.spawn(node.clone().run_network(net_rx, shutdown_rx.clone()));
         let socket = data_dir.path(CONTROL_SOCKET);
         let listener = crate::control::bind(&socket)?;
+        let mut metrics_address = None;
+        if let Some((listener, registry)) = metrics {
+            let address =
+                listener.local_addr().map_err(|e| Error::Network(format!("metrics: {e}")))?;
+            tracing::info!(%address, "serving metrics at /metrics");
+            metrics_address = Some(address);
+            tasks.spawn(crate::metrics::serve(
+                node.clone(),
+                listener,
+                registry,
+                shutdown_rx.clone(),
+            ));
+        }
         tasks.spawn(crate::control::serve(node.clone(), listener, socket, shutdown_rx));
         tracing::info!(peer_id = %node.peer_id(), role = config.role.as_str(), data_dir = %data_dir.root().display(), "node started");
-        Ok(Self { node, tasks, shutdown, _data_dir: data_dir })
+        Ok(Self { node, tasks, shutdown, metrics_address, _data_dir: data_dir })
     }
 
     /// A handle to the node.
     pub fn node(&self) -> Node {
         self.node.clone()
+    }
+
+    /// The address metrics are served at, if `--metrics` was given.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_address
     }
 
     /// Stops every task and waits for them; the data dir lock is released when this returns.
@@ -164,6 +244,27 @@ impl RunningNode {
 }
 
 impl Node {
+    /// The current device certificate.
+    fn certificate(&self) -> DeviceCertificate {
+        self.inner.certificate.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-issues the device certificate when less than [`CERTIFICATE_RENEW_BEFORE`] of its
+    /// life is left.
+    fn renew_certificate(&self) -> Result<()> {
+        let now = unix_secs();
+        if self.certificate().not_after > now + CERTIFICATE_RENEW_BEFORE.as_secs() {
+            return Ok(());
+        }
+        let fresh = self.inner.identity.certify(
+            now.saturating_sub(CERTIFICATE_BACKDATE.as_secs()),
+            now + CERTIFICATE_LIFETIME.as_secs(),
+        )?;
+        *self.inner.certificate.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        tracing::info!("renewed the device certificate");
+        Ok(())
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.inner.identity.peer_id()
@@ -220,6 +321,41 @@ impl Node {
             connected_peers: net.connected,
             routing_table_size: net.routing_table,
             queued_messages: self.inner.store.queued_count()?,
+            reachability: if net.public {
+                "public".into()
+            } else if !net.reservations.is_empty() {
+                "relayed".into()
+            } else {
+                "unreachable".into()
+            },
+            known_relays: net.known_relays,
+            bootstrap: if net.bootstrap_peers == 0 {
+                "no bootstrap source (no --bootstrap, peer cache empty, no invite addresses)".into()
+            } else if net.bootstrap_connected > 0 {
+                format!(
+                    "connected to {} of {} bootstrap peers",
+                    net.bootstrap_connected, net.bootstrap_peers
+                )
+            } else {
+                format!("not connected to any of {} bootstrap peers", net.bootstrap_peers)
+            },
+            presence: match &net.presence {
+                None => "not published yet".into(),
+                Some(Ok(())) => "published".into(),
+                Some(Err(e)) => format!("not published: {e}"),
+            },
+        })
+    }
+
+    /// The values of the metrics endpoint's own gauges.
+    pub(crate) async fn metrics_snapshot(&self) -> Result<crate::metrics::Snapshot> {
+        let net = self.net_status().await?;
+        Ok(crate::metrics::Snapshot {
+            messages: self.inner.store.message_counts()?,
+            inbox: self.inner.store.inbox_count()?,
+            reservations: net.reservations.len() as u64,
+            connected_peers: net.connected as u64,
+            routing: net.routing_table as u64,
         })
     }
 
@@ -238,12 +374,9 @@ impl Node {
         {
             net = ready;
         }
-        let mut addresses: Vec<Multiaddr> =
-            net.reservations.into_iter().map(|(_, c)| swarm::without_peer(&c)).collect();
-        addresses.extend(net.external.into_iter().filter(|a| !swarm::is_relayed(a)));
-        addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+        let addresses = Self::reachable_addresses(&net);
         let invite = Invite {
-            certificate: self.inner.certificate.clone(),
+            certificate: self.certificate(),
             addresses: addresses.iter().map(|a| a.to_vec()).collect(),
         };
         Ok(control::InviteInfo {
@@ -291,6 +424,28 @@ impl Node {
             .remove_contact(name)?
             .map(contact_view)
             .ok_or_else(|| Error::UnknownContact(name.to_owned()))
+    }
+
+    /// The safety number shared with a contact, from both identity keys.
+    pub fn verify_contact(&self, name: &str) -> Result<control::SafetyNumber> {
+        let contact = self
+            .inner
+            .store
+            .contact(name)?
+            .ok_or_else(|| Error::UnknownContact(name.to_owned()))?;
+        let peer: PeerId = contact.peer_id.parse().map_err(|_| {
+            Error::Protocol(kolokol_protocol::Error::InvalidKey {
+                what: "Ed25519 identity",
+                detail: "the stored peer id is unreadable",
+            })
+        })?;
+        let own = self.peer_id();
+        Ok(control::SafetyNumber {
+            name: contact.name,
+            peer_id: contact.peer_id,
+            own_peer_id: own.to_string(),
+            safety_number: kolokol_protocol::safety::safety_number_of_peers(&own, &peer)?,
+        })
     }
 
     /// The newest `limit` received messages, oldest first.
@@ -358,28 +513,39 @@ impl Node {
 
     /// One delivery attempt of an outbox row; records the outcome.
     async fn attempt(&self, row: &OutboxRow) -> std::result::Result<(), String> {
-        let outcome = self.deliver(row).await;
+        let mut outcome = self.deliver(row).await;
+        // The addresses we had did not work: the peer may have moved to other relays. Its
+        // presence record says where it is now; if it names new addresses, try them at once.
+        if matches!(&outcome, Err(f) if !f.permanent) && self.refresh_addresses(&row.peer_id).await
+        {
+            outcome = self.deliver(row).await;
+        }
         let now = unix_ms();
+        let expired = now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64;
         let recorded = match &outcome {
             Ok(()) => self.inner.store.set_state(&row.id, state::SENT, None, now).map(|changed| {
                 if changed {
                     self.emit_outgoing(row, state::SENT, None, now);
                 }
             }),
-            Err(reason)
-                if now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64 =>
-            {
-                let detail = format!(
-                    "not delivered within {} days: {reason}",
-                    MESSAGE_TTL.as_secs() / 86_400
-                );
+            Err(failure) if failure.permanent || expired => {
+                let detail = if failure.permanent {
+                    failure.reason.clone()
+                } else {
+                    format!(
+                        "not delivered within {} days: {}",
+                        MESSAGE_TTL.as_secs() / 86_400,
+                        failure.reason
+                    )
+                };
                 self.inner.store.set_state(&row.id, state::FAILED, Some(&detail), now).map(|_| {
                     self.emit_outgoing(row, state::FAILED, Some(detail.clone()), now);
                 })
             }
-            Err(reason) => {
+            Err(failure) => {
                 let attempts = row.attempts + 1;
                 let delay = Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY);
+                let reason = &failure.reason;
                 self.inner
                     .store
                     .reschedule(&row.id, attempts, now + delay.as_millis() as u64, reason)
@@ -389,13 +555,14 @@ impl Node {
         if let Err(e) = recorded {
             tracing::error!(%e, "cannot record a delivery outcome");
         }
-        outcome
+        outcome.map_err(|f| f.reason)
     }
 
     /// Seals the row's content on a worker thread and hands it to the swarm task.
-    async fn deliver(&self, row: &OutboxRow) -> std::result::Result<(), String> {
+    async fn deliver(&self, row: &OutboxRow) -> std::result::Result<(), DeliveryFailure> {
+        let fail = |reason: String| DeliveryFailure { reason, permanent: false };
         let peer: PeerId =
-            row.peer_id.parse().map_err(|e| format!("stored peer id is unreadable: {e}"))?;
+            row.peer_id.parse().map_err(|e| fail(format!("stored peer id is unreadable: {e}")))?;
         let content = Content {
             id: row.id,
             sent_at_ms: row.created_at_ms,
@@ -412,26 +579,28 @@ impl Node {
                 rand::rngs::OsRng.fill_bytes(&mut ephemeral);
                 envelope::seal(
                     &node.inner.identity,
-                    &node.inner.certificate,
+                    &node.certificate(),
                     &device_key,
                     &content,
                     ephemeral,
                 )
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot seal: {e}"))?;
-        let addresses = match self.inner.store.contact_by_peer(&row.peer_id) {
-            Ok(Some(c)) => c.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
-            _ => Vec::new(),
-        };
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| DeliveryFailure {
+                reason: format!("cannot seal: {e}"),
+                permanent: true,
+            })?;
+        let addresses =
+            self.known_addresses(&row.peer_id).iter().filter_map(|a| a.parse().ok()).collect();
         let (reply, rx) = oneshot::channel();
+        let shutting_down = || fail("the node is shutting down".into());
         self.inner
             .commands
             .send(Command::Deliver { peer, addresses, envelope, reply })
             .await
-            .map_err(|_| "the node is shutting down".to_string())?;
-        rx.await.map_err(|_| "the node is shutting down".to_string())?
+            .map_err(|_| shutting_down())?;
+        rx.await.map_err(|_| shutting_down())?
     }
 
     /// Runs `f` on a blocking worker thread, at most one per core at a time.
@@ -509,7 +678,7 @@ impl Node {
                 Ack::Rejected
             }
             Ok(Ok(opened)) => match self.accept(opened) {
-                Ok(()) => Ack::Accepted,
+                Ok(ack) => ack,
                 Err(e) => {
                     tracing::error!(%e, "cannot store a received message");
                     Ack::Busy
@@ -521,11 +690,21 @@ impl Node {
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
     /// receipt, a receipt marks our message delivered.
-    fn accept(&self, opened: envelope::Opened) -> Result<()> {
+    fn accept(&self, opened: envelope::Opened) -> Result<Ack> {
         let sender = opened.sender.to_string();
         let now = unix_ms();
         match opened.content.body {
             Body::Text(text) => {
+                // Strangers may write (that is how first contact works) but not without bound:
+                // past the quota their messages are refused, and contacts are never affected.
+                if self.inner.store.contact_by_peer(&sender)?.is_none() {
+                    let (from_sender, from_all) = self.inner.store.stranger_messages(&sender)?;
+                    if from_sender >= MAX_MESSAGES_PER_STRANGER || from_all >= MAX_STRANGER_MESSAGES
+                    {
+                        tracing::info!(%sender, "refused a message: stranger quota reached");
+                        return Ok(Ack::Rejected);
+                    }
+                }
                 let row = InboxRow {
                     id: opened.content.id,
                     peer_id: sender.clone(),
@@ -561,15 +740,11 @@ impl Node {
                 }
             }
         }
-        Ok(())
+        Ok(Ack::Accepted)
     }
 
     /// Retries queued messages: when they fall due, when their peer connects, and when told to.
-    async fn run_outbox(
-        self,
-        mut net: mpsc::Receiver<NetEvent>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn run_outbox(self, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = unix_ms();
             match self.inner.store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
@@ -597,18 +772,406 @@ impl Node {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.outbox_wake.notified() => {}
-                event = net.recv() => match event {
-                    Some(NetEvent::PeerConnected(peer)) => {
-                        if let Err(e) = self.inner.store.wake_peer(&peer.to_string(), unix_ms()) {
-                            tracing::error!(%e, "cannot wake the outbox");
-                        }
-                    }
-                    None => return,
-                },
                 _ = shutdown.changed() => return,
             }
         }
     }
+
+    /// Reacts to the network: retries what waits for a peer that connected, remembers peers in
+    /// the peer cache, and publishes the presence record when addresses change and before it
+    /// expires.
+    async fn run_network(
+        self,
+        mut net: mpsc::Receiver<NetEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                event = net.recv() => match event {
+                    Some(NetEvent::PeerConnected(peer)) => {
+                        let woken = self.inner.store.wake_peer(&peer.to_string(), unix_ms());
+                        if matches!(woken, Ok(n) if n > 0) {
+                            self.inner.outbox_wake.notify_one();
+                        }
+                        woken.map(drop)
+                    }
+                    Some(NetEvent::PeerSeen { peer, address, relay }) => {
+                        self.inner.store.peer_seen(&peer.to_string(), &address.to_string(), relay, unix_ms())
+                    }
+                    Some(NetEvent::AddressesChanged) => self.publish_presence().await,
+                    None => return,
+                },
+                _ = refresh.tick() => match self.renew_certificate() {
+                    Ok(()) => self.publish_presence().await,
+                    Err(e) => Err(e),
+                },
+                _ = shutdown.changed() => return,
+            };
+            if let Err(e) = result {
+                tracing::error!(%e, "network bookkeeping failed");
+            }
+        }
+    }
+
+    /// The addresses this node is reachable at: relay circuits first, then direct external
+    /// addresses, within the limits of invites and presence records.
+    fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
+        let mut addresses: Vec<Multiaddr> =
+            net.reservations.iter().map(|(_, c)| swarm::without_peer(c)).collect();
+        addresses.extend(net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned());
+        addresses.retain(|a| a.len() <= kolokol_protocol::invite::MAX_ADDRESS_LEN);
+        addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+        addresses
+    }
+
+    /// Signs and publishes a presence record with the current addresses (nothing to publish
+    /// while there are none).
+    async fn publish_presence(&self) -> Result<()> {
+        let net = self.net_status().await?;
+        let addresses = Self::reachable_addresses(&net);
+        if addresses.is_empty() {
+            return Ok(());
+        }
+        let now = unix_secs();
+        let node = self.clone();
+        let bytes: Vec<Vec<u8>> = addresses.iter().map(|a| a.to_vec()).collect();
+        let record = self
+            .on_worker(move || {
+                PresenceRecord::sign(
+                    &node.inner.identity,
+                    &node.certificate(),
+                    bytes,
+                    unix_ms(),
+                    now + PRESENCE_TTL.as_secs(),
+                )
+                .and_then(|r| r.to_bytes())
+            })
+            .await??;
+        self.inner
+            .commands
+            .send(Command::PublishPresence { record, ttl: PRESENCE_TTL })
+            .await
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Looks up a peer's presence record in the DHT; `None` if nobody has a valid one.
+    pub async fn resolve(&self, peer: PeerId) -> Result<Option<PresenceRecord>> {
+        self.lookup(peer, false).await
+    }
+
+    async fn lookup(&self, peer: PeerId, remote_only: bool) -> Result<Option<PresenceRecord>> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Resolve { peer, remote_only, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        Ok(tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok().and_then(Result::ok).flatten())
+    }
+
+    /// Refreshes a peer's addresses from its presence record, at most once per
+    /// [`RESOLVE_INTERVAL`]; returns true if it found addresses we did not have.
+    async fn refresh_addresses(&self, peer_id: &str) -> bool {
+        let Ok(peer) = peer_id.parse::<PeerId>() else { return false };
+        {
+            let mut last = self.inner.resolved_at.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if last.get(peer_id).is_some_and(|t| now.duration_since(*t) < RESOLVE_INTERVAL) {
+                return false;
+            }
+            if last.len() >= MAX_TRACKED_LOOKUPS {
+                last.clear();
+            }
+            last.insert(peer_id.to_owned(), now);
+        }
+        let Ok(Some(record)) = self.resolve(peer).await else { return false };
+        let found: Vec<String> = record
+            .body
+            .addresses
+            .iter()
+            .filter_map(|b| Multiaddr::try_from(b.clone()).ok())
+            .map(|a| a.to_string())
+            .collect();
+        let known = self.known_addresses(peer_id);
+        let new = found.iter().any(|a| !known.contains(a));
+        let mut merged = found.clone();
+        merged.extend(known.into_iter().filter(|a| !found.contains(a)));
+        merged.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+        if let Ok(Some(_)) = self.inner.store.contact_by_peer(peer_id) {
+            if let Err(e) = self.inner.store.set_contact_addresses(peer_id, &merged) {
+                tracing::error!(%e, "cannot update a contact's addresses");
+            }
+        } else {
+            let mut others =
+                self.inner.stranger_addresses.lock().unwrap_or_else(|p| p.into_inner());
+            if others.len() >= MAX_TRACKED_LOOKUPS {
+                others.clear();
+            }
+            others.insert(peer_id.to_owned(), merged);
+        }
+        new
+    }
+
+    /// The addresses we know for a peer: a contact's stored ones, else those last resolved.
+    fn known_addresses(&self, peer_id: &str) -> Vec<String> {
+        match self.inner.store.contact_by_peer(peer_id) {
+            Ok(Some(c)) => c.addresses,
+            _ => self
+                .inner
+                .stranger_addresses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(peer_id)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Checks, in order, everything a message depends on, each with a one-line result and a
+    /// hint when something is wrong. (That the daemon runs is the CLI's check: it is talking
+    /// to it.)
+    pub async fn doctor(&self) -> Result<control::DoctorReport> {
+        use control::DoctorCheck as Check;
+        let check = |name: &str, status: &str, detail: String, hint: Option<&str>| Check {
+            name: name.into(),
+            status: status.into(),
+            detail,
+            hint: hint.map(Into::into),
+        };
+        let mut checks = Vec::new();
+        let key = self.inner.data_dir.join(crate::data_dir::IDENTITY_FILE);
+        checks.push(match std::fs::metadata(&key) {
+            Ok(m) if std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o077 == 0 => {
+                check(
+                    "identity",
+                    "ok",
+                    format!("{} (peer id {})", key.display(), self.peer_id()),
+                    None,
+                )
+            }
+            Ok(_) => check(
+                "identity",
+                "warn",
+                format!("{} is readable by other users", key.display()),
+                Some("run: chmod 600 on it"),
+            ),
+            Err(e) => check(
+                "identity",
+                "fail",
+                format!("cannot read {}: {e}", key.display()),
+                Some(
+                    "restore identity.key from a backup; without it your contacts cannot reach you",
+                ),
+            ),
+        });
+        let net = self.net_status().await?;
+        let direct: Vec<String> =
+            net.listen.iter().filter(|a| !swarm::is_relayed(a)).map(ToString::to_string).collect();
+        checks.push(if direct.is_empty() {
+            check(
+                "listen addresses",
+                "ok",
+                "none: outbound connections only, reachable through relays".into(),
+                None,
+            )
+        } else {
+            check("listen addresses", "ok", direct.join(", "), None)
+        });
+        checks.push(if net.bootstrap_peers == 0 {
+            check(
+                "bootstrap",
+                "fail",
+                "no bootstrap source: no --bootstrap, empty peer cache, no invite addresses".into(),
+                Some("start the node with --bootstrap <relay address>, or import a bundle: kolokol peers import FILE"),
+            )
+        } else if net.bootstrap_connected == 0 {
+            check(
+                "bootstrap",
+                "fail",
+                format!("none of {} bootstrap peers is reachable", net.bootstrap_peers),
+                Some("check the addresses and your network; ask a contact for a bundle (kolokol peers export)"),
+            )
+        } else {
+            check(
+                "bootstrap",
+                "ok",
+                format!("connected to {} of {} bootstrap peers", net.bootstrap_connected, net.bootstrap_peers),
+                None,
+            )
+        });
+        checks.push(if net.public {
+            check("reachability", "ok", "public: a direct address is confirmed reachable".into(), None)
+        } else if !net.reservations.is_empty() {
+            check("reachability", "ok", "behind NAT or firewall, reachable through relays".into(), None)
+        } else {
+            check(
+                "reachability",
+                "fail",
+                "unreachable: no confirmed direct address and no relay reservation".into(),
+                Some("make sure a bootstrap peer is a relay, or run with --listen and --external-address on a public host"),
+            )
+        });
+        checks.push(match net.reservations.len() {
+            n if n >= swarm::TARGET_RESERVATIONS => check(
+                "relay reservations",
+                "ok",
+                format!("{n} relays hold a reservation for you"),
+                None,
+            ),
+            0 if net.public => check("relay reservations", "ok", "none needed: directly reachable".into(), None),
+            0 => check(
+                "relay reservations",
+                "fail",
+                format!("none ({} relays known)", net.known_relays),
+                Some("bootstrap from a community relay: kolokol node --bootstrap <relay address>"),
+            ),
+            n => check(
+                "relay reservations",
+                "warn",
+                format!("{n} of {} wanted ({} relays known): one relay going down makes you unreachable", swarm::TARGET_RESERVATIONS, net.known_relays),
+                Some("add a second relay with --bootstrap, or import a bundle that lists one"),
+            ),
+        });
+        checks.push(match self.lookup(self.peer_id(), true).await? {
+            Some(record) => check(
+                "presence record",
+                "ok",
+                format!("found in the DHT with {} address(es)", record.body.addresses.len()),
+                None,
+            ),
+            None => check(
+                "presence record",
+                "fail",
+                match &net.presence {
+                    Some(Err(e)) => format!("not found in the DHT; last publication: {e}"),
+                    _ => "not found in the DHT".into(),
+                },
+                Some("contacts whose invite addresses go stale cannot find you; check bootstrap and wait a minute"),
+            ),
+        });
+        Ok(control::DoctorReport { checks })
+    }
+
+    /// Connected and cached peers.
+    pub async fn peers(&self) -> Result<control::PeersInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Peers { reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let connected = rx.await.map_err(|_| Error::ShuttingDown)?;
+        Ok(control::PeersInfo {
+            connected: connected
+                .into_iter()
+                .map(|c| control::ConnectedPeerInfo {
+                    peer_id: c.peer.to_string(),
+                    via: c.via.into(),
+                    address: c.address.to_string(),
+                })
+                .collect(),
+            cached: self
+                .inner
+                .store
+                .cached_peers(MAX_CACHED_PEERS)?
+                .into_iter()
+                .map(|p| control::CachedPeerInfo {
+                    peer_id: p.peer_id,
+                    addresses: p.addresses,
+                    relay: p.relay,
+                    source: p.source,
+                    last_seen_ms: p.last_seen_ms,
+                    last_success_ms: p.last_success_ms,
+                })
+                .collect(),
+        })
+    }
+
+    /// A signed bootstrap bundle of the peers this node has reached, relays first.
+    pub fn export_peers(&self) -> Result<control::BundleInfo> {
+        let peers: Vec<BundlePeer> = self
+            .inner
+            .store
+            .cached_peers(MAX_BUNDLE_PEERS)?
+            .into_iter()
+            .filter(|p| p.last_success_ms.is_some())
+            .filter_map(|p| {
+                let peer: PeerId = p.peer_id.parse().ok()?;
+                let addresses: Vec<Vec<u8>> = p
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .map(|a| a.to_vec())
+                    .filter(|a| a.len() <= MAX_BUNDLE_ADDRESS_LEN)
+                    .take(MAX_BUNDLE_ADDRESSES)
+                    .collect();
+                Some(BundlePeer { peer_id: peer.to_bytes(), addresses, relay: p.relay })
+            })
+            .collect();
+        let count = peers.len();
+        let bundle = Bundle::sign(&self.inner.identity, peers, unix_secs())?;
+        Ok(control::BundleInfo { bundle: bundle.to_text()?, peers: count })
+    }
+
+    /// Imports a bootstrap bundle: verifies it, caches its peers and dials them.
+    pub async fn import_peers(&self, text: &str) -> Result<control::ImportResult> {
+        let (bundle, exporter) = Bundle::from_text(text)?;
+        let now = unix_ms();
+        let mut imported = 0;
+        for p in &bundle.body.peers {
+            let Ok(peer) = PeerId::from_bytes(&p.peer_id) else { continue };
+            if peer == self.peer_id() {
+                continue;
+            }
+            let addresses: Vec<Multiaddr> =
+                p.addresses.iter().filter_map(|b| Multiaddr::try_from(b.clone()).ok()).collect();
+            let texts: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            self.inner.store.peer_imported(&peer.to_string(), &texts, p.relay, now)?;
+            for address in addresses {
+                let address = address.with(libp2p::multiaddr::Protocol::P2p(peer));
+                let _ = self.inner.commands.send(Command::AddBootstrap { address }).await;
+            }
+            imported += 1;
+        }
+        Ok(control::ImportResult { imported, exporter: exporter.to_string() })
+    }
+}
+
+/// Every bootstrap address, in the order of DESIGN.md §8: the peer cache (relays and recent
+/// successes first), then the configured addresses, then the relays named in contacts' invite
+/// addresses. Imported bundles feed the peer cache. Each peer appears once.
+fn bootstrap_sources(store: &Store, config: &Config) -> Result<Vec<Multiaddr>> {
+    use libp2p::multiaddr::Protocol;
+    let mut out: Vec<Multiaddr> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |addr: Multiaddr, out: &mut Vec<Multiaddr>| {
+        if let Ok(peer) = crate::config::peer_id_of(&addr)
+            && seen.insert(peer)
+        {
+            out.push(addr);
+        }
+    };
+    for p in store.cached_peers(MAX_BOOTSTRAP_FROM_CACHE)? {
+        let Ok(peer) = p.peer_id.parse::<PeerId>() else { continue };
+        if let Some(addr) = p.addresses.iter().find_map(|a| a.parse::<Multiaddr>().ok()) {
+            push(addr.with(Protocol::P2p(peer)), &mut out);
+        }
+    }
+    for addr in &config.bootstrap {
+        push(addr.clone(), &mut out);
+    }
+    for contact in store.contacts()? {
+        for addr in contact.addresses.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            // The relay is the part of a circuit address before `/p2p-circuit`.
+            let relay: Multiaddr = addr.iter().take_while(|p| *p != Protocol::P2pCircuit).collect();
+            if relay != addr {
+                push(relay, &mut out);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn check_contact_name(name: &str) -> Result<()> {

@@ -109,6 +109,10 @@ impl DataDir {
                     .map_err(|e| Error::io("cannot write", &tmp, e))?;
                 fs::rename(&tmp, &path)
                     .map_err(|e| Error::io("cannot rename into place", &path, e))?;
+                // The rename is durable only once the directory entry is on disk.
+                File::open(&self.root)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| Error::io("cannot sync", &self.root, e))?;
                 tracing::info!(peer_id = %identity.peer_id(), "created a new identity");
                 Ok(identity)
             }

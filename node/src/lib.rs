@@ -14,10 +14,11 @@ pub mod daemon;
 pub mod data_dir;
 pub mod delivery;
 pub mod error;
+pub mod metrics;
 pub mod store;
 pub mod swarm;
 
-pub use config::{Config, Role};
+pub use config::{Config, FileConfig, LogFormat, Role};
 pub use daemon::{Node, RunningNode};
 pub use error::Error;
 pub use libp2p::{Multiaddr, PeerId};

@@ -16,7 +16,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Result};
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Peers remembered in the peer cache; past this, the ones heard from longest ago are dropped.
+pub const MAX_CACHED_PEERS: usize = 512;
+
+/// Addresses remembered per cached peer.
+pub const MAX_CACHED_ADDRESSES: usize = 8;
 
 /// The most outbox rows handed to one retry pass, so a huge backlog is worked through in slices
 /// instead of loaded at once.
@@ -61,6 +67,37 @@ CREATE TABLE inbox (
 );
 CREATE INDEX inbox_received ON inbox (received_at_ms);
 ";
+
+/// Version 2: the peer cache, the first bootstrap source (every peer seen, with its last
+/// successful contact).
+const SCHEMA_V2: &str = "
+CREATE TABLE peers (
+    peer_id         TEXT PRIMARY KEY,
+    addresses       TEXT NOT NULL,
+    relay           INTEGER NOT NULL DEFAULT 0,
+    source          TEXT NOT NULL,
+    last_seen_ms    INTEGER NOT NULL,
+    last_success_ms INTEGER
+);
+CREATE INDEX peers_recent ON peers (relay DESC, last_success_ms DESC);
+";
+
+/// A peer in the peer cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedPeer {
+    /// Peer id, base58.
+    pub peer_id: String,
+    /// Dialable addresses, multiaddr text without `/p2p/`.
+    pub addresses: Vec<String>,
+    /// Whether it served as (or advertised) a relay.
+    pub relay: bool,
+    /// Where we learned of it: `connection`, `bundle`.
+    pub source: String,
+    /// When last seen or imported, Unix ms.
+    pub last_seen_ms: u64,
+    /// When we last had a working connection to it, Unix ms.
+    pub last_success_ms: Option<u64>,
+}
 
 /// A handle to the store; clones share one connection.
 #[derive(Clone)]
@@ -181,6 +218,10 @@ impl Store {
         }
         if version < 1 {
             conn.execute_batch(&format!("BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"))
+                .map_err(err)?;
+        }
+        if version < 2 {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"))
                 .map_err(err)?;
         }
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
@@ -462,6 +503,26 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// How many text messages the user sent are in each state (receipts are not counted).
+    pub fn message_counts(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT state, COUNT(*) FROM outbox WHERE kind = 'text' GROUP BY state")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// How many messages the inbox holds.
+    pub fn inbox_count(&self) -> Result<u64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// The outbox item's recipient peer id, if the id names one of our text messages.
     pub fn outgoing_text_peer(&self, id: &[u8; 16]) -> Result<Option<String>> {
         self.conn()
@@ -497,6 +558,19 @@ impl Store {
         }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(inserted == 1)
+    }
+
+    /// How many stored messages came from `peer_id`, and from all senders who are not contacts.
+    pub fn stranger_messages(&self, peer_id: &str) -> Result<(u64, u64)> {
+        self.conn()
+            .query_row(
+                "SELECT
+                    (SELECT COUNT(*) FROM inbox WHERE peer_id = ?1),
+                    (SELECT COUNT(*) FROM inbox WHERE peer_id NOT IN (SELECT peer_id FROM contacts))",
+                [peer_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.err(e))
     }
 
     /// The newest `limit` received messages, oldest first, with the sender's contact name.
@@ -566,6 +640,120 @@ impl Store {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Records a working connection to `peer_id` at `address` (merged into its known addresses,
+    /// newest first), then trims the cache to [`MAX_CACHED_PEERS`].
+    pub fn peer_seen(&self, peer_id: &str, address: &str, relay: bool, now_ms: u64) -> Result<()> {
+        self.upsert_peer(peer_id, &[address.to_owned()], relay, "connection", now_ms, true)
+    }
+
+    /// Adds peers from an imported bundle, without claiming a successful contact.
+    pub fn peer_imported(
+        &self,
+        peer_id: &str,
+        addresses: &[String],
+        relay: bool,
+        now_ms: u64,
+    ) -> Result<()> {
+        self.upsert_peer(peer_id, addresses, relay, "bundle", now_ms, false)
+    }
+
+    fn upsert_peer(
+        &self,
+        peer_id: &str,
+        addresses: &[String],
+        relay: bool,
+        source: &str,
+        now_ms: u64,
+        success: bool,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let old: Option<(String, bool, String)> = tx
+            .query_row(
+                "SELECT addresses, relay, source FROM peers WHERE peer_id = ?1",
+                [peer_id],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let mut merged: Vec<String> = addresses.to_vec();
+        let mut old_source = None;
+        let mut was_relay = false;
+        if let Some((old_addresses, old_relay, src)) = old {
+            merged.extend(
+                old_addresses.lines().map(str::to_owned).filter(|a| !addresses.contains(a)),
+            );
+            was_relay = old_relay;
+            old_source = Some(src);
+        }
+        merged.truncate(MAX_CACHED_ADDRESSES);
+        let source = if success {
+            source.to_owned()
+        } else {
+            old_source.unwrap_or_else(|| source.to_owned())
+        };
+        tx.execute(
+            "INSERT INTO peers (peer_id, addresses, relay, source, last_seen_ms, last_success_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (peer_id) DO UPDATE SET
+                addresses = excluded.addresses, relay = excluded.relay, source = excluded.source,
+                last_seen_ms = excluded.last_seen_ms,
+                last_success_ms = COALESCE(excluded.last_success_ms, peers.last_success_ms)",
+            params![
+                peer_id,
+                merged.join("\n"),
+                relay || was_relay,
+                source,
+                now_ms as i64,
+                success.then_some(now_ms as i64)
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM peers WHERE peer_id NOT IN (
+                SELECT peer_id FROM peers ORDER BY COALESCE(last_success_ms, 0) DESC, last_seen_ms DESC LIMIT ?1)",
+            [MAX_CACHED_PEERS as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Cached peers, relays first, then most recently successful first, at most `limit`.
+    pub fn cached_peers(&self, limit: usize) -> Result<Vec<CachedPeer>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT peer_id, addresses, relay, source, last_seen_ms, last_success_ms FROM peers
+                 ORDER BY relay DESC, COALESCE(last_success_ms, 0) DESC, last_seen_ms DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                let addresses: String = r.get(1)?;
+                Ok(CachedPeer {
+                    peer_id: r.get(0)?,
+                    addresses: addresses.lines().map(str::to_owned).collect(),
+                    relay: r.get::<_, i64>(2)? != 0,
+                    source: r.get(3)?,
+                    last_seen_ms: r.get::<_, i64>(4)? as u64,
+                    last_success_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Replaces a contact's known addresses (from a fresher presence record).
+    pub fn set_contact_addresses(&self, peer_id: &str, addresses: &[String]) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE contacts SET addresses = ?2 WHERE peer_id = ?1",
+                params![peer_id, addresses.join("\n")],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The state history of one message, oldest first.

@@ -13,14 +13,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kolokol_protocol::presence::PresenceRecord;
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::ConnectionId;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, connection_limits, dcutr, identify,
-    kad, noise, ping, relay, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr,
+    identify, kad, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -78,6 +80,31 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one delivery (stream open, envelope out, ack in) may take.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The DHT key relays announce themselves under (as providers), so users can find more relays
+/// than the ones they were given.
+pub const RELAYS_KEY: &str = "/kolokol/relays/1";
+
+/// Presence lookups in flight at once; more wait for an answer of "not found".
+pub const MAX_PENDING_LOOKUPS: usize = 256;
+
+/// Records a DHT server stores for others. Only presence records are accepted, each verified.
+pub const MAX_DHT_RECORDS: usize = 8192;
+
+/// Largest DHT record value accepted, in bytes (a presence record with every address at its
+/// longest is under 4.5 KiB).
+pub const MAX_DHT_RECORD_BYTES: usize = 8192;
+
+/// How often a user node looks for more relays in the DHT while it has fewer reservations
+/// than it wants; the wait doubles after each look that finds none, up to
+/// [`RELAY_DISCOVERY_MAX_INTERVAL`].
+const RELAY_DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Longest wait between two looks for relays.
+const RELAY_DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// How soon a presence publication that no DHT server accepted is tried again.
+const PRESENCE_RETRY: Duration = Duration::from_secs(5);
+
 /// How often the swarm task checks relays and bootstrap peers.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -112,6 +139,8 @@ pub(crate) struct Behaviour {
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     dcutr: dcutr::Behaviour,
+    autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    autonat_server: Toggle<autonat::v2::server::Behaviour>,
     delivery: request_response::Behaviour<delivery::codec::Codec>,
     limits: connection_limits::Behaviour,
 }
@@ -124,12 +153,49 @@ pub(crate) enum Command {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
         envelope: Vec<u8>,
-        reply: oneshot::Sender<std::result::Result<(), String>>,
+        reply: oneshot::Sender<std::result::Result<(), DeliveryFailure>>,
     },
     /// Answer an inbound envelope.
     Respond { channel: ResponseChannel<Ack>, ack: Ack },
     /// Report the network state.
     Status { reply: oneshot::Sender<NetStatus> },
+    /// Store our presence record locally and on the DHT servers closest to its key.
+    PublishPresence { record: Vec<u8>, ttl: Duration },
+    /// Look up a peer's presence record; the reply is the newest valid one found. With
+    /// `remote_only`, a copy in our own store does not count (doctor asks whether others can
+    /// find us).
+    Resolve { peer: PeerId, remote_only: bool, reply: oneshot::Sender<Option<PresenceRecord>> },
+    /// List connected peers and how each is reached.
+    Peers { reply: oneshot::Sender<Vec<ConnectedPeer>> },
+    /// Dial a peer (from an imported bundle) as a bootstrap hint.
+    AddBootstrap { address: Multiaddr },
+}
+
+/// A connected peer and how it is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectedPeer {
+    /// The peer.
+    pub peer: PeerId,
+    /// `direct`, `relayed` or `hole-punched` (direct, upgraded from a relayed connection).
+    pub via: &'static str,
+    /// The remote address of that connection.
+    pub address: Multiaddr,
+}
+
+/// Why a delivery did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DeliveryFailure {
+    /// One line for the user.
+    pub reason: String,
+    /// True when retrying cannot help: the recipient's node opened the stream and refused the
+    /// envelope, so it is not for that node's current key.
+    pub permanent: bool,
+}
+
+impl DeliveryFailure {
+    fn temporary(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), permanent: false }
+    }
 }
 
 /// An envelope a peer sent, waiting for an opener.
@@ -143,10 +209,14 @@ pub(crate) struct Inbound {
 pub(crate) enum NetEvent {
     /// A connection to this peer was established: retry what waits for it.
     PeerConnected(PeerId),
+    /// We dialed this peer at this address and it identified itself: remember it.
+    PeerSeen { peer: PeerId, address: Multiaddr, relay: bool },
+    /// Our reservations or external addresses changed: publish a new presence record.
+    AddressesChanged,
 }
 
 /// A snapshot of the network state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NetStatus {
     /// Listen addresses, relay circuits included.
     pub listen: Vec<Multiaddr>,
@@ -158,6 +228,21 @@ pub struct NetStatus {
     pub connected: usize,
     /// Peers in the routing table.
     pub routing_table: usize,
+    /// Relays known as candidates for reservations.
+    pub known_relays: usize,
+    /// Bootstrap peers configured or found, and how many of them are connected.
+    pub bootstrap_peers: usize,
+    /// Bootstrap peers connected now.
+    pub bootstrap_connected: usize,
+    /// Whether a direct (non-relayed) external address is confirmed: reachable without relays.
+    pub public: bool,
+    /// Outcome of the last presence publication: `None` before the first.
+    pub presence: Option<Result<(), String>>,
+    /// Peers reached over a connection that DCUtR upgraded from relayed to direct.
+    pub hole_punched: Vec<PeerId>,
+    /// Routing-table size when the last presence publication succeeded: a record placed while
+    /// the node knew few peers may sit far from where lookups will search.
+    pub presence_routing_table: usize,
 }
 
 /// A relay we may hold a reservation on.
@@ -187,6 +272,7 @@ pub(crate) fn build(
 ) -> Result<Swarm<Behaviour>> {
     let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
     let role = config.role;
+    let listening = !config.listen.is_empty();
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -210,10 +296,22 @@ pub(crate) fn build(
                 relay::Behaviour::new(peer_id, cfg)
             });
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-            kad_config.set_query_timeout(KAD_QUERY_TIMEOUT);
+            kad_config
+                .set_query_timeout(KAD_QUERY_TIMEOUT)
+                .disjoint_query_paths(true)
+                // Every record and provider a peer sends is handed to us to check before it is
+                // stored: the DHT holds only presence records whose signatures verify.
+                .set_record_filtering(kad::StoreInserts::FilterBoth);
             let kad = kad::Behaviour::with_config(
                 peer_id,
-                kad::store::MemoryStore::new(peer_id),
+                kad::store::MemoryStore::with_config(
+                    peer_id,
+                    kad::store::MemoryStoreConfig {
+                        max_records: MAX_DHT_RECORDS,
+                        max_value_bytes: MAX_DHT_RECORD_BYTES,
+                        ..Default::default()
+                    },
+                ),
                 kad_config,
             );
             let identify = identify::Behaviour::new(
@@ -240,6 +338,14 @@ pub(crate) fn build(
                 ping: ping::Behaviour::default(),
                 kad,
                 dcutr: dcutr::Behaviour::new(peer_id),
+                // AutoNAT v2 needs something to test: a node with no listen address has no
+                // address anyone could dial back, so only listening nodes run the client.
+                autonat_client: (role == Role::Node && listening)
+                    .then(autonat::v2::client::Behaviour::default)
+                    .into(),
+                autonat_server: (role == Role::Relay)
+                    .then(autonat::v2::server::Behaviour::default)
+                    .into(),
                 delivery,
                 limits,
             }
@@ -281,7 +387,7 @@ pub(crate) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     events: mpsc::Sender<NetEvent>,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), String>>>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), DeliveryFailure>>>,
     relays: HashMap<PeerId, RelaySlot>,
     bootstrap: Vec<BootstrapPeer>,
     /// The address we dialed for each connected peer, so a relay found by identify can be
@@ -291,6 +397,36 @@ pub(crate) struct EventLoop {
     /// The latest network state, republished when addresses, reservations or connections
     /// change, so callers can wait for a state instead of polling for it.
     status: watch::Sender<NetStatus>,
+    /// Open connections and how each reaches its peer; bounded by the connection limits.
+    connections: HashMap<ConnectionId, (PeerId, &'static str, Multiaddr)>,
+    /// Presence lookups in flight, with the best record found so far and who waits for it.
+    lookups: HashMap<kad::QueryId, Lookup>,
+    /// Outcome of the last presence publication.
+    presence: Option<Result<(), String>>,
+    /// The query id of the last presence publication, to match its outcome, and the routing
+    /// table size when it started.
+    presence_query: Option<(kad::QueryId, usize)>,
+    /// Routing-table size at the last successful presence publication.
+    presence_routing_table: usize,
+    /// Whether this relay has announced itself under [`RELAYS_KEY`].
+    providing: bool,
+    /// When a user node next looks for relays in the DHT, and the wait after that.
+    next_relay_discovery: Instant,
+    relay_discovery_wait: Duration,
+    /// When to publish the presence record again after a failed publication.
+    presence_retry_at: Option<Instant>,
+    /// Whether "no bootstrap peer is reachable" has been said since the last success.
+    warned_unreachable: bool,
+    /// libp2p's own metrics, recorded when `--metrics` is on.
+    pub(crate) metrics: Option<libp2p::metrics::Metrics>,
+}
+
+/// A presence lookup in flight.
+struct Lookup {
+    peer: PeerId,
+    remote_only: bool,
+    best: Option<PresenceRecord>,
+    reply: oneshot::Sender<Option<PresenceRecord>>,
 }
 
 impl EventLoop {
@@ -327,6 +463,17 @@ impl EventLoop {
             bootstrap,
             dialed: HashMap::new(),
             status,
+            connections: HashMap::new(),
+            lookups: HashMap::new(),
+            presence: None,
+            presence_query: None,
+            presence_routing_table: 0,
+            providing: false,
+            next_relay_discovery: now + RELAY_DISCOVERY_INTERVAL,
+            relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
+            presence_retry_at: None,
+            warned_unreachable: false,
+            metrics: None,
         };
         for b in &this.bootstrap {
             let base = without_peer(&b.address);
@@ -351,7 +498,7 @@ impl EventLoop {
             }
         }
         for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err("the node is shutting down".into()));
+            let _ = reply.send(Err(DeliveryFailure::temporary("the node is shutting down")));
         }
         tracing::debug!("swarm task stopped");
     }
@@ -360,7 +507,8 @@ impl EventLoop {
         match command {
             Command::Deliver { peer, addresses, envelope, reply } => {
                 if self.pending.len() >= MAX_PENDING_DELIVERIES {
-                    let _ = reply.send(Err("too many deliveries in flight".into()));
+                    let _ = reply
+                        .send(Err(DeliveryFailure::temporary("too many deliveries in flight")));
                     return;
                 }
                 let id = self
@@ -377,12 +525,191 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::PublishPresence { record, ttl } => {
+                let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(
+                    self.swarm.local_peer_id(),
+                ));
+                let mut record = kad::Record::new(key, record);
+                record.expires = Some(std::time::Instant::now() + ttl);
+                let table = self.routing_table_size();
+                match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    Ok(id) => self.presence_query = Some((id, table)),
+                    Err(e) => self.presence = Some(Err(format!("cannot store it locally: {e}"))),
+                }
+            }
+            Command::Resolve { peer, remote_only, reply } => {
+                if self.lookups.len() >= MAX_PENDING_LOOKUPS {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(&peer));
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.lookups.insert(id, Lookup { peer, remote_only, best: None, reply });
+            }
+            Command::Peers { reply } => {
+                let mut peers: Vec<ConnectedPeer> = self
+                    .connections
+                    .values()
+                    .map(|(peer, via, address)| ConnectedPeer {
+                        peer: *peer,
+                        via,
+                        address: address.clone(),
+                    })
+                    .collect();
+                peers.sort_by_key(|p| (p.peer, p.via));
+                let _ = reply.send(peers);
+            }
+            Command::AddBootstrap { address } => match peer_id_of(&address) {
+                Ok(peer) if !self.bootstrap.iter().any(|b| b.peer == peer) => {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, without_peer(&address));
+                    self.bootstrap.push(BootstrapPeer {
+                        peer,
+                        address,
+                        failures: 0,
+                        next_attempt: Instant::now(),
+                    });
+                }
+                _ => {}
+            },
         }
     }
 
+    /// Checks a record a peer asks us to store. Only presence records are stored, only if they
+    /// verify and are not older than the one we hold.
+    fn on_put_record(&mut self, source: PeerId, mut record: kad::Record) {
+        let now = crate::daemon::unix_secs();
+        let presence = match PresenceRecord::from_dht(record.key.as_ref(), &record.value, now) {
+            Ok((presence, _)) => presence,
+            Err(e) => {
+                tracing::debug!(%source, %e, "refused a DHT record");
+                return;
+            }
+        };
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        if let Some(held) = kad::store::RecordStore::get(store, &record.key)
+            && let Ok((old, _)) = PresenceRecord::from_dht(held.key.as_ref(), &held.value, now)
+            && !presence.supersedes(&old)
+            && presence != old
+        {
+            tracing::debug!(%source, "refused an older presence record");
+            return;
+        }
+        let ttl = Duration::from_secs(presence.body.expires_at.saturating_sub(now));
+        record.expires = Some(std::time::Instant::now() + ttl);
+        if let Err(e) = kad::store::RecordStore::put(store, record) {
+            tracing::debug!(%source, %e, "cannot store a presence record");
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
+            } => self.on_put_record(source, record),
+            // Only relay announcements are kept; they are hints, checked by identify when a
+            // user dials the relay.
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(record) },
+            } if record.key.as_ref() == RELAYS_KEY.as_bytes() => {
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let _ = kad::store::RecordStore::add_provider(store, record);
+            }
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
+                    let now = crate::daemon::unix_secs();
+                    let mut found_valid = false;
+                    if let Some(lookup) = self.lookups.get_mut(&id)
+                        && let Ok((record, peer)) = PresenceRecord::from_dht(
+                            found.record.key.as_ref(),
+                            &found.record.value,
+                            now,
+                        )
+                        && peer == lookup.peer
+                        && (found.peer.is_some() || !lookup.remote_only)
+                        && lookup.best.as_ref().is_none_or(|b| record.supersedes(b))
+                    {
+                        lookup.best = Some(record);
+                        // A record found on the network (not our own copy) is an answer; a
+                        // node republishes every few minutes, so waiting for every replica
+                        // to answer buys little freshness for much latency.
+                        found_valid = found.peer.is_some();
+                    }
+                    if step.last || found_valid {
+                        self.finish_lookup(id);
+                    }
+                }
+                kad::QueryResult::GetRecord(_) => self.finish_lookup(id),
+                kad::QueryResult::PutRecord(result)
+                    if self.presence_query.is_some_and(|(q, _)| q == id) =>
+                {
+                    self.presence = Some(match result {
+                        Ok(_) => {
+                            self.presence_routing_table =
+                                self.presence_query.map(|(_, t)| t).unwrap_or(0);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            self.presence_retry_at = Some(Instant::now() + PRESENCE_RETRY);
+                            Err(format!("no DHT server stored it yet: {e}"))
+                        }
+                    });
+                }
+                kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                    providers,
+                    ..
+                })) => {
+                    for peer in providers {
+                        if peer != *self.swarm.local_peer_id()
+                            && !self.relays.contains_key(&peer)
+                            && self.relays.len() < MAX_KNOWN_RELAYS
+                            && !self.swarm.is_connected(&peer)
+                        {
+                            tracing::debug!(relay = %peer, "found a relay in the DHT");
+                            let _ = self.swarm.dial(peer);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn finish_lookup(&mut self, id: kad::QueryId) {
+        if let Some(lookup) = self.lookups.remove(&id) {
+            let _ = lookup.reply.send(lookup.best);
+        }
+        if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+            query.finish();
+        }
+    }
+
+    /// A user node is a DHT server only while it has a direct external address; a relay always.
+    fn update_kad_mode(&mut self) {
+        let public = self.swarm.external_addresses().any(|a| !is_relayed(a));
+        let mode =
+            if self.role == Role::Relay || public { kad::Mode::Server } else { kad::Mode::Client };
+        if self.swarm.behaviour_mut().kad.mode() != mode {
+            tracing::info!(?mode, "DHT mode changed");
+            self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+        }
+        if self.role == Role::Relay
+            && !self.providing
+            && self.swarm.external_addresses().next().is_some()
+        {
+            let key = kad::RecordKey::new(&RELAYS_KEY);
+            if self.swarm.behaviour_mut().kad.start_providing(key).is_ok() {
+                self.providing = true;
+            }
+        }
+    }
+
+    fn routing_table_size(&mut self) -> usize {
+        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
     fn status(&mut self) -> NetStatus {
-        let routing_table =
-            self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+        let routing_table = self.routing_table_size();
         NetStatus {
             listen: self.swarm.listeners().cloned().collect(),
             external: self.swarm.external_addresses().cloned().collect(),
@@ -393,10 +720,37 @@ impl EventLoop {
                 .collect(),
             connected: self.swarm.connected_peers().count(),
             routing_table,
+            known_relays: self.relays.len(),
+            bootstrap_peers: self.bootstrap.len(),
+            bootstrap_connected: self
+                .bootstrap
+                .iter()
+                .filter(|b| self.swarm.is_connected(&b.peer))
+                .count(),
+            public: self.swarm.external_addresses().any(|a| !is_relayed(a)),
+            presence: self.presence.clone(),
+            presence_routing_table: self.presence_routing_table,
+            hole_punched: {
+                let mut peers: Vec<PeerId> = self
+                    .connections
+                    .values()
+                    .filter(|(_, via, _)| *via == "hole-punched")
+                    .map(|(p, _, _)| *p)
+                    .collect();
+                peers.sort();
+                peers.dedup();
+                peers
+            },
         }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.metrics {
+            libp2p::metrics::Recorder::record(m, &event);
+            if let SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) = &event {
+                libp2p::metrics::Recorder::record(m, e);
+            }
+        }
         let publish = matches!(
             event,
             SwarmEvent::ConnectionEstablished { .. }
@@ -406,20 +760,33 @@ impl EventLoop {
                 | SwarmEvent::ListenerClosed { .. }
                 | SwarmEvent::ExternalAddrConfirmed { .. }
                 | SwarmEvent::ExternalAddrExpired { .. }
-                | SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { .. }))
+                | SwarmEvent::Behaviour(BehaviourEvent::Kad(_))
+                | SwarmEvent::Behaviour(BehaviourEvent::Identify(_))
+                | SwarmEvent::Behaviour(BehaviourEvent::Dcutr(_))
         );
         self.handle_swarm_event(event);
         if publish {
             let status = self.status();
+            let mut addresses_changed = false;
             self.status.send_if_modified(|old| {
-                let changed = old.listen != status.listen
-                    || old.external != status.external
-                    || old.reservations != status.reservations
-                    || old.connected != status.connected
-                    || old.routing_table != status.routing_table;
+                addresses_changed =
+                    old.external != status.external || old.reservations != status.reservations;
+                let changed = *old != status;
                 *old = status;
                 changed
             });
+            // The record is also republished each time the routing table doubles, so that it
+            // moves to the peers now closest to its key as the network around us fills in.
+            let table = self.status.borrow().routing_table;
+            let grown = self.presence.is_some()
+                && self.presence_query.is_some_and(|(_, t)| table >= 2 * t.max(1));
+            if addresses_changed || grown {
+                if grown {
+                    self.presence_query = self.presence_query.map(|(q, _)| (q, table));
+                }
+                // A full queue is fine: the daemon republishes on its timer too.
+                let _ = self.events.try_send(NetEvent::AddressesChanged);
+            }
         }
     }
 
@@ -431,8 +798,18 @@ impl EventLoop {
                 info,
                 ..
             })) => self.on_identified(peer_id, info),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(e)) => match e.result {
+                Ok(()) => {
+                    tracing::info!(address = %e.tested_addr, "reachable from outside (AutoNAT)")
+                }
+                Err(err) => tracing::debug!(address = %e.tested_addr, %err, "AutoNAT test failed"),
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => match e.result {
-                Ok(_) => {
+                Ok(connection) => {
+                    if let Some(entry) = self.connections.get_mut(&connection) {
+                        entry.1 = "hole-punched";
+                    }
                     tracing::info!(peer = %e.remote_peer_id, "hole punch succeeded: direct connection")
                 }
                 Err(err) => {
@@ -444,7 +821,13 @@ impl EventLoop {
             )) => {
                 tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
+                self.update_kad_mode();
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                let address = endpoint.get_remote_address().clone();
+                let via = if endpoint.is_relayed() { "relayed" } else { "direct" };
+                self.connections.insert(connection_id, (peer_id, via, address));
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint
                     && !is_relayed(address)
                 {
@@ -456,8 +839,11 @@ impl EventLoop {
                 // A full queue only delays the retry until the outbox's next timer.
                 let _ = self.events.try_send(NetEvent::PeerConnected(peer_id));
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                self.dialed.remove(&peer_id);
+            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
+                self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    self.dialed.remove(&peer_id);
+                }
             }
             SwarmEvent::NewListenAddr { listener_id, address } => {
                 if let Some(slot) =
@@ -528,17 +914,26 @@ impl EventLoop {
                     if let Some(reply) = self.pending.remove(&request_id) {
                         let _ = reply.send(match response {
                             Ack::Accepted => Ok(()),
-                            Ack::Rejected => {
-                                Err("the recipient's node could not open the envelope".into())
+                            Ack::Rejected => Err(DeliveryFailure {
+                                reason:
+                                    "the recipient's node refused it: their key has changed, or \
+                                         they take no more messages from strangers (ask them for a \
+                                         new invite)"
+                                        .into(),
+                                permanent: true,
+                            }),
+                            Ack::Busy => {
+                                Err(DeliveryFailure::temporary("the recipient's node is busy"))
                             }
-                            Ack::Busy => Err("the recipient's node is busy".into()),
                         });
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(format!("cannot reach {peer}: {error}")));
+                    let _ = reply.send(Err(DeliveryFailure::temporary(format!(
+                        "cannot reach {peer}: {error}"
+                    ))));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -555,6 +950,13 @@ impl EventLoop {
             }
         }
         let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        if let Some(address) = self.dialed.get(&peer) {
+            let _ = self.events.try_send(NetEvent::PeerSeen {
+                peer,
+                address: address.clone(),
+                relay: is_relay,
+            });
+        }
         if self.role == Role::Node
             && is_relay
             && !self.relays.contains_key(&peer)
@@ -613,10 +1015,38 @@ impl EventLoop {
     }
 
     fn maintain(&mut self) {
+        let now = Instant::now();
         if self.role == Role::Node {
             self.reserve();
+            let reserved = self.relays.values().filter(|s| s.circuit.is_some()).count();
+            if reserved < TARGET_RESERVATIONS
+                && now >= self.next_relay_discovery
+                && self.swarm.connected_peers().next().is_some()
+            {
+                self.next_relay_discovery = now + self.relay_discovery_wait;
+                self.relay_discovery_wait =
+                    (self.relay_discovery_wait * 2).min(RELAY_DISCOVERY_MAX_INTERVAL);
+                self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&RELAYS_KEY));
+            }
         }
-        let now = Instant::now();
+        if self.presence_retry_at.is_some_and(|t| t <= now) {
+            self.presence_retry_at = None;
+            let _ = self.events.try_send(NetEvent::AddressesChanged);
+        }
+        if !self.bootstrap.is_empty() {
+            let connected = self.bootstrap.iter().any(|b| self.swarm.is_connected(&b.peer));
+            let all_failed = self.bootstrap.iter().all(|b| b.failures > 0);
+            if connected {
+                self.warned_unreachable = false;
+            } else if all_failed && !self.warned_unreachable {
+                self.warned_unreachable = true;
+                tracing::warn!(
+                    tried = self.bootstrap.len(),
+                    "cannot reach any bootstrap peer (peer cache, --bootstrap, invites, bundles); \
+                     check the addresses, or import a bootstrap bundle with `kolokol peers import`"
+                );
+            }
+        }
         for b in &mut self.bootstrap {
             if b.next_attempt <= now && !self.swarm.is_connected(&b.peer) {
                 b.next_attempt = now + backoff(b.failures + 1);

@@ -23,6 +23,8 @@ pub mod method {
     pub const CONTACTS_LIST: &str = "contacts.list";
     /// Params [`super::ContactNameParams`]; returns the removed [`super::Contact`].
     pub const CONTACTS_REMOVE: &str = "contacts.remove";
+    /// Params [`super::ContactNameParams`]; returns [`super::SafetyNumber`].
+    pub const CONTACTS_VERIFY: &str = "contacts.verify";
     /// Params [`super::SendParams`]; returns [`super::SendResult`].
     pub const SEND: &str = "send";
     /// Params [`super::InboxParams`]; returns a list of [`super::InboxMessage`], oldest first.
@@ -33,6 +35,14 @@ pub mod method {
     pub const OUTBOX: &str = "outbox";
     /// Params [`super::MessageParams`]; returns [`super::MessageStatus`].
     pub const MESSAGE: &str = "message";
+    /// Returns [`super::DoctorReport`].
+    pub const DOCTOR: &str = "doctor";
+    /// Returns [`super::PeersInfo`].
+    pub const PEERS: &str = "peers";
+    /// Returns [`super::BundleInfo`].
+    pub const PEERS_EXPORT: &str = "peers.export";
+    /// Params [`super::ImportParams`]; returns [`super::ImportResult`].
+    pub const PEERS_IMPORT: &str = "peers.import";
     /// Returns `true`, then streams `event` notifications ([`super::Event`]) on this connection.
     pub const SUBSCRIBE: &str = "subscribe";
     /// The method name of event notifications sent after `subscribe`.
@@ -61,6 +71,8 @@ pub mod code {
     pub const BAD_MESSAGE: i64 = 4;
     /// No outgoing message has that id.
     pub const UNKNOWN_MESSAGE: i64 = 5;
+    /// The bootstrap bundle could not be used.
+    pub const BAD_BUNDLE: i64 = 6;
 }
 
 /// A request line.
@@ -174,6 +186,20 @@ pub struct Contact {
     pub addresses: Vec<String>,
     /// When they were added, Unix milliseconds.
     pub added_at_ms: u64,
+}
+
+/// The answer to `contacts.verify`: the number both sides compare to confirm each holds the
+/// other's real identity key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SafetyNumber {
+    /// The contact's local name.
+    pub name: String,
+    /// The contact's peer id.
+    pub peer_id: String,
+    /// This node's peer id.
+    pub own_peer_id: String,
+    /// 12 groups of 5 digits separated by spaces; the contact sees the same digits.
+    pub safety_number: String,
 }
 
 /// Params of `send`.
@@ -313,6 +339,102 @@ pub struct Status {
     pub routing_table_size: usize,
     /// Outgoing messages not yet acknowledged by the recipient's node.
     pub queued_messages: u64,
+    /// `public` (a direct address is confirmed reachable), `relayed` (reachable through relay
+    /// reservations) or `unreachable`.
+    #[serde(default)]
+    pub reachability: String,
+    /// Relays known as candidates for reservations.
+    #[serde(default)]
+    pub known_relays: usize,
+    /// How bootstrapping goes, in one line.
+    #[serde(default)]
+    pub bootstrap: String,
+    /// Whether the presence record is published, in one line.
+    #[serde(default)]
+    pub presence: String,
+}
+
+/// The answer to `doctor`: every check, in order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DoctorReport {
+    /// The checks.
+    pub checks: Vec<DoctorCheck>,
+}
+
+/// One diagnostic check.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DoctorCheck {
+    /// What was checked.
+    pub name: String,
+    /// `ok`, `warn` or `fail`.
+    pub status: String,
+    /// What was found, in one line.
+    pub detail: String,
+    /// What to do about it, for `warn` and `fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// The answer to `peers`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeersInfo {
+    /// Open connections, one entry per connection.
+    pub connected: Vec<ConnectedPeerInfo>,
+    /// The peer cache, relays and recent successes first.
+    pub cached: Vec<CachedPeerInfo>,
+}
+
+/// One open connection.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectedPeerInfo {
+    /// The peer.
+    pub peer_id: String,
+    /// `direct`, `relayed`, or `hole-punched` (direct, upgraded from relayed by DCUtR).
+    pub via: String,
+    /// The connection's remote address.
+    pub address: String,
+}
+
+/// One peer of the peer cache.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CachedPeerInfo {
+    /// The peer.
+    pub peer_id: String,
+    /// Addresses it was reached at, newest first.
+    pub addresses: Vec<String>,
+    /// Whether it serves as a relay.
+    pub relay: bool,
+    /// `connection` (we reached it) or `bundle` (imported).
+    pub source: String,
+    /// Last seen or imported, Unix milliseconds.
+    pub last_seen_ms: u64,
+    /// Last working connection, Unix milliseconds.
+    pub last_success_ms: Option<u64>,
+}
+
+/// The answer to `peers.export`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BundleInfo {
+    /// The signed bundle text (`kolokolpeers1…`).
+    pub bundle: String,
+    /// How many peers it lists.
+    pub peers: usize,
+}
+
+/// Params of `peers.import`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportParams {
+    /// The bundle text.
+    pub bundle: String,
+}
+
+/// The answer to `peers.import`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportResult {
+    /// Peers added to the peer cache and dialed.
+    pub imported: usize,
+    /// Who signed the bundle.
+    pub exporter: String,
 }
 
 impl Request {

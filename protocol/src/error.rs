@@ -56,6 +56,12 @@ pub enum Error {
     /// the node treats it as "already have it", not as an attack to report.
     #[error("envelope replayed: this envelope was already accepted")]
     Replayed,
+    /// A presence record is unusable.
+    #[error("presence record {0}")]
+    Presence(&'static str),
+    /// A bootstrap bundle is unusable.
+    #[error("bootstrap bundle {0}")]
+    Bundle(String),
     /// The Noise library refused an operation; this names the step.
     #[error("noise {step} failed: {detail}")]
     Noise {

@@ -21,7 +21,8 @@ pub const INVITE_PREFIX: &str = "kolokol1";
 /// Version byte of the invite format.
 pub const INVITE_VERSION: u8 = 1;
 
-/// Longest invite text accepted, in characters; anything longer is refused before decoding.
+/// Longest invite text accepted, in bytes; anything longer is refused before decoding. The
+/// largest valid invite (eight addresses of the longest kind) is about 3 100 bytes.
 pub const MAX_INVITE_TEXT_LEN: usize = 4096;
 
 /// Most addresses one invite may carry.
@@ -60,7 +61,7 @@ impl Invite {
         let text = text.trim();
         if text.len() > MAX_INVITE_TEXT_LEN {
             return Err(Error::Invite(format!(
-                "is {} characters, longer than the {MAX_INVITE_TEXT_LEN} an invite can be",
+                "is {} bytes long, longer than the {MAX_INVITE_TEXT_LEN} an invite can be",
                 text.len()
             )));
         }

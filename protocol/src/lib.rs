@@ -8,6 +8,7 @@
 //! a peer, a file or a user can produce; every decoder returns [`Error`] instead.
 //! Of libp2p it uses only `libp2p-identity`, for Ed25519 keys and peer ids.
 
+pub mod bundle;
 pub mod codec;
 pub mod control;
 pub mod conversation;
@@ -16,6 +17,8 @@ pub mod error;
 pub mod identity;
 pub mod invite;
 pub mod message;
+pub mod presence;
+pub mod safety;
 
 pub use error::Error;
 

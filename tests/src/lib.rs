@@ -11,6 +11,10 @@ pub mod support;
 #[cfg(test)]
 mod control_socket;
 #[cfg(test)]
+mod discovery;
+#[cfg(test)]
+mod hole_punch;
+#[cfg(test)]
 mod outbox_restart;
 #[cfg(test)]
 mod relay_delivery;

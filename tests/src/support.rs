@@ -55,14 +55,31 @@ impl Net {
 
     /// Starts a user node that bootstraps from `relays` and waits for a reservation.
     pub async fn user(&self, name: &str, relays: &[Multiaddr]) -> RunningNode {
-        let mut config = Config::new(self.data_dir(name), Role::Node);
-        config.bootstrap = relays.to_vec();
-        let user = RunningNode::start(config).await.expect("the user node starts");
+        let user = self.start(name, Role::Node, relays).await;
         user.node()
             .wait_for_net(TIMEOUT, |s| !s.reservations.is_empty())
             .await
             .unwrap_or_else(|| panic!("{name} got no relay reservation"));
         user
+    }
+
+    /// Starts a node of `role` that bootstraps from `bootstrap`, without waiting for anything;
+    /// a relay listens on 127.0.0.1.
+    pub async fn start(&self, name: &str, role: Role, bootstrap: &[Multiaddr]) -> RunningNode {
+        let mut config = Config::new(self.data_dir(name), role);
+        config.bootstrap = bootstrap.to_vec();
+        if role == Role::Relay {
+            config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+        }
+        RunningNode::start(config).await.expect("the node starts")
+    }
+
+    /// The identity of a node, read from its data directory as an attacker who stole the
+    /// device would.
+    pub fn identity(&self, name: &str) -> kolokol_protocol::identity::Identity {
+        let bytes = std::fs::read(self.data_dir(name).join(kolokol_node::data_dir::IDENTITY_FILE))
+            .expect("identity.key exists");
+        kolokol_protocol::identity::Identity::from_file_bytes(&bytes).expect("a valid identity")
     }
 }
 
@@ -165,6 +182,66 @@ pub async fn spawn_plain_relay() -> (Multiaddr, tokio::task::JoinHandle<()>) {
         }
     });
     (full, task)
+}
+
+/// A bare Kademlia client that Kolokol did not write, used to push records into the DHT the
+/// way a hostile peer would.
+#[derive(NetworkBehaviour)]
+struct RawKad {
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+}
+
+/// Connects a bare Kademlia client to `server` and stores `records` (key, value) on it
+/// directly, bypassing every check a Kolokol node makes before publishing. Returns once each
+/// store request has been answered (whether the server kept the record or not).
+pub async fn push_raw_records(server: &Multiaddr, records: Vec<(Vec<u8>, Vec<u8>)>) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .expect("tcp transport")
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                peer,
+                kad::store::MemoryStore::new(peer),
+                kad::Config::new(libp2p::StreamProtocol::new("/kolokol/kad/1.0.0")),
+            );
+            kad.set_mode(Some(kad::Mode::Client));
+            RawKad { kad }
+        })
+        .expect("behaviour")
+        .build();
+    let server_peer = match server.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(p)) => p,
+        _ => panic!("server address has no peer id"),
+    };
+    let base: Multiaddr =
+        server.iter().filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_))).collect();
+    swarm.behaviour_mut().kad.add_address(&server_peer, base);
+    let mut pending = std::collections::HashSet::new();
+    for (key, value) in records {
+        let record = kad::Record::new(kad::RecordKey::new(&key), value);
+        let id = swarm.behaviour_mut().kad.put_record_to(
+            record,
+            std::iter::once(server_peer),
+            kad::Quorum::One,
+        );
+        pending.insert(id);
+    }
+    tokio::time::timeout(TIMEOUT, async {
+        while !pending.is_empty() {
+            if let SwarmEvent::Behaviour(RawKadEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::PutRecord(_),
+                ..
+            })) = swarm.select_next_some().await
+            {
+                pending.remove(&id);
+            }
+        }
+    })
+    .await
+    .expect("the server answered every store request");
 }
 
 /// The control socket of a data directory.

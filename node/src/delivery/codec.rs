@@ -33,8 +33,13 @@ impl libp2p::request_response::Codec for Codec {
                 format!("envelope length {len} is not one of the buckets (max {MAX_ENVELOPE_LEN})"),
             ));
         }
-        let mut envelope = vec![0u8; len];
-        io.read_exact(&mut envelope).await?;
+        // The buffer grows as bytes arrive instead of being reserved up front, so a peer that
+        // sends only length prefixes on many streams makes us hold nothing for them.
+        let mut envelope = Vec::new();
+        io.take(len as u64).read_to_end(&mut envelope).await?;
+        if envelope.len() != len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "envelope cut short"));
+        }
         Ok(envelope)
     }
 

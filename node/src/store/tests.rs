@@ -99,3 +99,23 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
     assert_eq!(inbox.len(), 2);
     assert_eq!(inbox[0].contact.as_deref(), Some("alice"));
 }
+
+#[test]
+fn the_peer_cache_merges_addresses_keeps_relays_first_and_is_bounded() {
+    let (_d, s) = store();
+    s.peer_seen("a", "/ip4/127.0.0.1/tcp/1", false, 10).unwrap();
+    s.peer_seen("r", "/ip4/127.0.0.1/tcp/2", true, 5).unwrap();
+    s.peer_seen("a", "/ip4/127.0.0.1/tcp/3", false, 20).unwrap();
+    s.peer_imported("b", &["/ip4/127.0.0.1/tcp/4".into()], false, 30).unwrap();
+    let peers = s.cached_peers(10).unwrap();
+    let order: Vec<&str> = peers.iter().map(|p| p.peer_id.as_str()).collect();
+    assert_eq!(order, ["r", "a", "b"]);
+    assert_eq!(peers[1].addresses, ["/ip4/127.0.0.1/tcp/3", "/ip4/127.0.0.1/tcp/1"]);
+    assert_eq!(peers[1].last_success_ms, Some(20));
+    assert_eq!(peers[2].last_success_ms, None);
+    assert_eq!(peers[2].source, "bundle");
+    for i in 0..crate::store::MAX_CACHED_PEERS + 5 {
+        s.peer_seen(&format!("p{i}"), "/ip4/127.0.0.1/tcp/9", false, 100 + i as u64).unwrap();
+    }
+    assert_eq!(s.cached_peers(10_000).unwrap().len(), crate::store::MAX_CACHED_PEERS);
+}

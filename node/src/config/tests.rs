@@ -1,0 +1,70 @@
+//! Tests of the config file: what it accepts, and the one-line errors for what it does not.
+
+use crate::config::{FileConfig, LogFormat};
+
+#[track_caller]
+fn check_err(text: &str, expected: &str) {
+    let err = FileConfig::parse(text).expect_err("the config is refused");
+    assert_eq!(err, expected);
+}
+
+#[test]
+fn every_option_is_read() {
+    let text = r#"
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+bootstrap = ["/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"]
+external_addresses = []
+log_format = "json"
+metrics = "127.0.0.1:9464"
+"#;
+    let config = FileConfig::parse(text).unwrap();
+    assert_eq!(config.listen.unwrap()[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
+    assert_eq!(config.bootstrap.unwrap().len(), 1);
+    assert_eq!(config.external_addresses, Some(Vec::new()));
+    assert_eq!(config.log_format, Some(LogFormat::Json));
+    assert_eq!(config.metrics.unwrap().to_string(), "127.0.0.1:9464");
+    assert_eq!(FileConfig::parse("# nothing set\n").unwrap(), FileConfig::default());
+}
+
+#[test]
+fn mistakes_name_the_line_and_the_option() {
+    check_err(
+        "log_format = \"text\"\n\nbootstrap = \"/ip4/1.2.3.4/tcp/1\"\n",
+        "line 3: invalid type: string \"/ip4/1.2.3.4/tcp/1\", expected a list of multiaddr strings for `bootstrap`",
+    );
+    check_err(
+        "listen = [\"/ip4/0.0.0.0/tcp/4001\",\n  \"0.0.0.0:4001\"]\n",
+        "line 2: `listen` entry \"0.0.0.0:4001\" is not a multiaddr (invalid multiaddr); write addresses like \"/ip4/203.0.113.7/tcp/4001\"",
+    );
+    check_err(
+        "bootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\n",
+        "line 1: bootstrap address /ip4/1.2.3.4/tcp/1 has no /p2p/<peer id> at its end (ask the relay operator for its full address)",
+    );
+    check_err(
+        "bootsrap = []\n",
+        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`",
+    );
+    check_err("log_format = \"xml\"\n", "line 1: unknown variant `xml`, expected `text` or `json`");
+    check_err(
+        "metrics = \"9464\"\n",
+        "line 1: `metrics` is \"9464\", not an IP address and port such as \"127.0.0.1:9464\"",
+    );
+    check_err("listen = [\n", "line 1: unclosed array, expected `]`");
+}
+
+#[test]
+fn the_example_in_usage_md_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/USAGE.md");
+    let usage = std::fs::read_to_string(path).unwrap();
+    let block: String = usage
+        .lines()
+        .skip_while(|l| *l != "```toml")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = FileConfig::parse(&block).unwrap();
+    assert!(config.listen.is_some() && config.bootstrap.is_some(), "{block}");
+    assert!(config.external_addresses.is_some() && config.metrics.is_some(), "{block}");
+    assert_eq!(config.log_format, Some(LogFormat::Json));
+}
