@@ -15,6 +15,7 @@ use kolokol_protocol::bundle::{
     Bundle, BundlePeer, MAX_BUNDLE_ADDRESS_LEN, MAX_BUNDLE_ADDRESSES, MAX_BUNDLE_PEERS,
 };
 use kolokol_protocol::control::{self, Event, InboxMessage, StateChange};
+use kolokol_protocol::conversation::{Conversation, Randomness};
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
 use kolokol_protocol::invite::Invite;
@@ -30,7 +31,10 @@ use crate::config::{Config, Role};
 use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::delivery::Ack;
 use crate::error::{Error, Result};
-use crate::store::{ContactRow, InboxRow, MAX_CACHED_PEERS, OutboxBody, OutboxRow, Store, state};
+use crate::store::{
+    ContactRow, InboxRow, MAX_CACHED_PEERS, MAX_STRANGER_CONVERSATIONS, OutboxBody, OutboxRow,
+    Store, state,
+};
 use crate::swarm::{self, Command, DeliveryFailure, Inbound, NetEvent, NetStatus};
 
 /// Events kept for subscribers that are slow to read; a subscriber that falls further behind
@@ -111,6 +115,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     outbox_wake: Notify,
     net_status: watch::Receiver<NetStatus>,
+    /// One lock per peer, held while its conversation state is loaded, used and stored.
+    conversation_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When each peer's presence was last looked up, to rate-limit lookups.
     resolved_at: std::sync::Mutex<HashMap<String, Instant>>,
     /// Addresses resolved for peers who are not contacts (contacts' go into the store).
@@ -180,6 +186,7 @@ impl RunningNode {
                 events: broadcast::channel(EVENT_BUFFER).0,
                 outbox_wake: Notify::new(),
                 net_status: status_rx,
+                conversation_locks: Default::default(),
                 resolved_at: Default::default(),
                 stranger_addresses: Default::default(),
                 crypto: Arc::new(Semaphore::new(workers)),
@@ -409,6 +416,26 @@ impl Node {
             added_at_ms: unix_ms(),
         };
         self.inner.store.add_contact(&row)?;
+        // The conversation starts now, from the invite's certificate, unless the peer wrote
+        // first (then it exists already and holds their receive key). Creating it involves no
+        // key work, so it is done here rather than on a worker; if the peer's conversation is
+        // busy, it is busy because it exists.
+        let lock = {
+            let mut locks = self.inner.conversation_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(row.peer_id.clone()).or_default().clone()
+        };
+        if let Ok(_guard) = lock.try_lock()
+            && self.inner.store.conversation(&row.peer_id)?.is_none()
+        {
+            let conversation = Conversation::new(invite.certificate, unix_secs())?;
+            let bytes = conversation.to_bytes()?;
+            self.inner.store.save_conversation(
+                &row.peer_id,
+                &bytes,
+                &conversation.receive_key_ids(),
+                unix_ms(),
+            )?;
+        }
         Ok(contact_view(row))
     }
 
@@ -573,17 +600,37 @@ impl Node {
         };
         let node = self.clone();
         let device_key = row.device_key;
+        let now = unix_secs();
+        // Through the peer's conversation when there is one (every contact added by this
+        // version, and every stranger who wrote to us): a Kpsk1 envelope to their newest receive
+        // key, or a first contact carrying our own. A contact added before conversations existed
+        // gets a format 1 envelope to its device key, which every version opens.
         let envelope = self
-            .on_worker(move || {
-                let mut ephemeral = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut ephemeral);
-                envelope::seal(
-                    &node.inner.identity,
-                    &node.certificate(),
-                    &device_key,
-                    &content,
-                    ephemeral,
-                )
+            .with_conversation(&row.peer_id, move |conversation| {
+                let mut random = [0u8; Randomness::LEN];
+                rand::rngs::OsRng.fill_bytes(&mut random);
+                let certificate = node.certificate();
+                match conversation {
+                    Some(c) => c.seal(
+                        node.inner.identity.device(),
+                        &certificate,
+                        &content,
+                        Randomness::from_bytes(random),
+                        now,
+                    ),
+                    None => {
+                        let mut ephemeral = [0u8; 32];
+                        ephemeral.copy_from_slice(&random[..32]);
+                        zeroize::Zeroize::zeroize(&mut random);
+                        envelope::seal(
+                            &node.inner.identity,
+                            &certificate,
+                            &device_key,
+                            &content,
+                            ephemeral,
+                        )
+                    }
+                }
             })
             .await
             .map_err(|e| fail(e.to_string()))?
@@ -666,34 +713,173 @@ impl Node {
     }
 
     async fn handle_inbound(self, inbound: Inbound) {
-        let node = self.clone();
-        let envelope = inbound.envelope;
-        let opened = self
-            .on_worker(move || envelope::open(node.inner.identity.device(), &envelope, unix_secs()))
-            .await;
-        let ack = match opened {
-            Err(_) => Ack::Busy,
-            Ok(Err(e)) => {
-                tracing::debug!(%e, "rejected an envelope");
-                Ack::Rejected
+        let ack = match self.receive_envelope(inbound.envelope).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                tracing::error!(%e, "cannot store a received message");
+                Ack::Busy
             }
-            Ok(Ok(opened)) => match self.accept(opened) {
-                Ok(ack) => ack,
-                Err(e) => {
-                    tracing::error!(%e, "cannot store a received message");
-                    Ack::Busy
-                }
-            },
         };
         let _ = self.inner.commands.send(Command::Respond { channel: inbound.channel, ack }).await;
     }
 
+    /// Opens one envelope, whatever brought it, and stores what it says. The header says which
+    /// way to open it: a format 1 envelope to the device key (older senders); a conversation
+    /// envelope with the receive key its id names, through that peer's conversation; or a first
+    /// contact to the device key, which starts or continues the sender's conversation.
+    async fn receive_envelope(&self, envelope: Vec<u8>) -> Result<Ack> {
+        use kolokol_protocol::Error as P;
+        let now = unix_secs();
+        let header = match envelope::peek(&envelope) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(%e, "rejected an envelope");
+                return Ok(Ack::Rejected);
+            }
+        };
+        let node = self.clone();
+        let opened: std::result::Result<(PeerId, [u8; 32], Content), P> =
+            match (header.version, header.kind, header.key_id) {
+                (envelope::ENVELOPE_VERSION, _, _) => self
+                    .on_worker(move || envelope::open(node.inner.identity.device(), &envelope, now))
+                    .await?
+                    .map(|o| (o.sender, o.certificate.device_key, o.content)),
+                (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
+                    let Some(peer_id) = self.inner.store.peer_for_key(&key_id)? else {
+                        tracing::debug!("rejected an envelope for an unknown receive key");
+                        return Ok(Ack::Rejected);
+                    };
+                    self.with_conversation(&peer_id, move |conversation| {
+                        let c = conversation
+                            .as_mut()
+                            .ok_or(P::Envelope("no conversation for this key"))?;
+                        let content = c.open(node.inner.identity.device(), &envelope, now)?;
+                        Ok((c.peer_id()?, c.peer_certificate().device_key, content))
+                    })
+                    .await?
+                }
+                (_, envelope::KIND_FIRST_CONTACT, _) => {
+                    let first = match self
+                        .on_worker(move || {
+                            envelope::open_first_contact(
+                                node.inner.identity.device(),
+                                &envelope,
+                                now,
+                            )
+                        })
+                        .await?
+                    {
+                        Ok(first) => first,
+                        Err(e) => {
+                            tracing::debug!(%e, "rejected a first-contact envelope");
+                            return Ok(Ack::Rejected);
+                        }
+                    };
+                    let sender = first.sender.to_string();
+                    let known = self.inner.store.conversation(&sender)?.is_some();
+                    if !known
+                        && self.inner.store.contact_by_peer(&sender)?.is_none()
+                        && self.inner.store.stranger_conversations()? >= MAX_STRANGER_CONVERSATIONS
+                    {
+                        tracing::info!(%sender, "refused a first contact: too many strangers");
+                        return Ok(Ack::Rejected);
+                    }
+                    self.with_conversation(&sender, move |conversation| {
+                        let (peer, device_key) = (first.sender, first.certificate.device_key);
+                        let content = match conversation {
+                            Some(c) => c.accept_first_contact(first, now)?,
+                            None => {
+                                let (c, content) = Conversation::from_first_contact(first, now)?;
+                                *conversation = Some(c);
+                                content
+                            }
+                        };
+                        Ok((peer, device_key, content))
+                    })
+                    .await?
+                }
+                _ => Err(P::Envelope("unknown envelope kind")),
+            };
+        match opened {
+            Ok((sender, device_key, content)) => self.accept(sender, device_key, content),
+            // A relay or mailbox delivering the same envelope twice: we have it already.
+            Err(P::Replayed) => Ok(Ack::Accepted),
+            Err(e) => {
+                tracing::debug!(%e, "rejected an envelope");
+                Ok(Ack::Rejected)
+            }
+        }
+    }
+
+    /// Runs `f` on the conversation state with `peer_id` (`None` if there is none yet) on a
+    /// worker thread, holding that peer's lock so no two seals or opens of one conversation
+    /// interleave; then stores the state if `f` succeeded. The state is written before the
+    /// caller sends what was sealed or acknowledges what was opened, so a crash can lose neither
+    /// a receive key we advertised nor a replay-cache entry.
+    async fn with_conversation<T: Send + 'static>(
+        &self,
+        peer_id: &str,
+        f: impl FnOnce(&mut Option<Conversation>) -> std::result::Result<T, kolokol_protocol::Error>
+        + Send
+        + 'static,
+    ) -> Result<std::result::Result<T, kolokol_protocol::Error>> {
+        let lock = {
+            let mut locks = self.inner.conversation_locks.lock().unwrap_or_else(|p| p.into_inner());
+            if locks.len() >= MAX_TRACKED_LOOKUPS {
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            locks.entry(peer_id.to_owned()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let stored = self.inner.store.conversation(peer_id)?;
+        let mut conversation = match stored.as_ref().map(|b| Conversation::from_bytes(b)) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                // An unreadable state cannot be repaired; starting afresh costs one first-contact
+                // round trip, keeping it would block the conversation for good.
+                tracing::error!(peer = peer_id, %e, "conversation state unreadable; starting a new one");
+                None
+            }
+            None => None,
+        };
+        let (result, conversation) = self
+            .on_worker(move || {
+                let result = f(&mut conversation);
+                (result, conversation)
+            })
+            .await?;
+        if result.is_ok()
+            && let Some(c) = conversation
+        {
+            let bytes = c.to_bytes()?;
+            let ids: Vec<[u8; 8]> = c.receive_key_ids();
+            self.inner.store.save_conversation(peer_id, &bytes, &ids, unix_ms())?;
+        }
+        Ok(result)
+    }
+
+    /// Deletes receive keys whose time is up in every conversation, so forward secrecy does not
+    /// wait for the next message.
+    async fn expire_keys(&self) -> Result<()> {
+        let now = unix_secs();
+        for peer in self.inner.store.conversation_peers()? {
+            self.with_conversation(&peer, move |c| {
+                if let Some(c) = c.as_mut() {
+                    c.expire(now);
+                }
+                Ok(())
+            })
+            .await??;
+        }
+        Ok(())
+    }
+
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
     /// receipt, a receipt marks our message delivered.
-    fn accept(&self, opened: envelope::Opened) -> Result<Ack> {
-        let sender = opened.sender.to_string();
+    fn accept(&self, sender: PeerId, device_key: [u8; 32], content: Content) -> Result<Ack> {
+        let sender = sender.to_string();
         let now = unix_ms();
-        match opened.content.body {
+        match content.body {
             Body::Text(text) => {
                 // Strangers may write (that is how first contact works) but not without bound:
                 // past the quota their messages are refused, and contacts are never affected.
@@ -706,18 +892,18 @@ impl Node {
                     }
                 }
                 let row = InboxRow {
-                    id: opened.content.id,
+                    id: content.id,
                     peer_id: sender.clone(),
                     contact: None,
                     text,
-                    sent_at_ms: opened.content.sent_at_ms,
+                    sent_at_ms: content.sent_at_ms,
                     received_at_ms: now,
                 };
                 let receipt = OutboxRow {
                     id: random_id(),
                     peer_id: sender.clone(),
-                    device_key: opened.certificate.device_key,
-                    body: OutboxBody::Receipt(opened.content.id),
+                    device_key,
+                    body: OutboxBody::Receipt(content.id),
                     created_at_ms: now,
                     attempts: 0,
                 };
@@ -804,7 +990,10 @@ impl Node {
                     None => return,
                 },
                 _ = refresh.tick() => match self.renew_certificate() {
-                    Ok(()) => self.publish_presence().await,
+                    Ok(()) => match self.expire_keys().await {
+                        Ok(()) => self.publish_presence().await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 },
                 _ = shutdown.changed() => return,

@@ -16,7 +16,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Result};
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+/// Conversations with peers who are not contacts; past this, first contacts from strangers
+/// are refused, so nobody can fill the disk with conversation state.
+pub const MAX_STRANGER_CONVERSATIONS: u64 = 1000;
 
 /// Peers remembered in the peer cache; past this, the ones heard from longest ago are dropped.
 pub const MAX_CACHED_PEERS: usize = 512;
@@ -80,6 +84,23 @@ CREATE TABLE peers (
     last_success_ms INTEGER
 );
 CREATE INDEX peers_recent ON peers (relay DESC, last_success_ms DESC);
+";
+
+/// Version 3: the end-to-end key schedule. One row per peer holds its whole conversation state
+/// (our receive keys with their replay caches, the peer's newest receive key), and an index maps
+/// each of our receive-key ids to the peer it was given to, so a conversation envelope finds its
+/// state by the key id in its header.
+const SCHEMA_V3: &str = "
+CREATE TABLE conversations (
+    peer_id       TEXT PRIMARY KEY,
+    state         BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE receive_keys (
+    key_id  BLOB PRIMARY KEY,
+    peer_id TEXT NOT NULL
+);
+CREATE INDEX receive_keys_peer ON receive_keys (peer_id);
 ";
 
 /// A peer in the peer cache.
@@ -222,6 +243,10 @@ impl Store {
         }
         if version < 2 {
             conn.execute_batch(&format!("BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"))
+                .map_err(err)?;
+        }
+        if version < 3 {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V3} PRAGMA user_version = 3; COMMIT;"))
                 .map_err(err)?;
         }
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
@@ -754,6 +779,95 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// The stored conversation state with `peer_id`, if any. The bytes hold secret keys: the
+    /// caller wipes them (the buffer is `Zeroizing`).
+    pub fn conversation(&self, peer_id: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        self.conn()
+            .query_row("SELECT state FROM conversations WHERE peer_id = ?1", [peer_id], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()
+            .map(|v| v.map(zeroize::Zeroizing::new))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Replaces the conversation state with `peer_id` and the index of its receive-key ids, in
+    /// one transaction: a key id never points at a state that does not hold its key.
+    pub fn save_conversation(
+        &self,
+        peer_id: &str,
+        state: &[u8],
+        key_ids: &[[u8; 8]],
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO conversations (peer_id, state, updated_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+            params![peer_id, state, now_ms as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM receive_keys WHERE peer_id = ?1", [peer_id])
+            .map_err(|e| self.err(e))?;
+        for id in key_ids {
+            tx.execute(
+                "INSERT OR REPLACE INTO receive_keys (key_id, peer_id) VALUES (?1, ?2)",
+                params![id.as_slice(), peer_id],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The peer one of our receive keys was given to.
+    pub fn peer_for_key(&self, key_id: &[u8; 8]) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT peer_id FROM receive_keys WHERE key_id = ?1",
+                [key_id.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The ids of our receive keys given to `peer_id`.
+    pub fn receive_key_ids(&self, peer_id: &str) -> Result<Vec<[u8; 8]>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT key_id FROM receive_keys WHERE peer_id = ?1 ORDER BY key_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([peer_id], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok(id.try_into().unwrap_or([0; 8]))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Every peer we hold a conversation with.
+    pub fn conversation_peers(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT peer_id FROM conversations").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// How many conversations are with peers who are not contacts.
+    pub fn stranger_conversations(&self) -> Result<u64> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM conversations WHERE peer_id NOT IN (SELECT peer_id FROM contacts)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
     }
 
     /// The state history of one message, oldest first.

@@ -15,6 +15,8 @@ mod discovery;
 #[cfg(test)]
 mod hole_punch;
 #[cfg(test)]
+mod key_schedule;
+#[cfg(test)]
 mod outbox_restart;
 #[cfg(test)]
 mod relay_delivery;
