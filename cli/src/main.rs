@@ -407,10 +407,16 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             } else {
                 match &result.detail {
                     None => println!("{} {}", result.id, result.state),
+                    Some(why) if result.state == "failed" => {
+                        println!("{} failed", result.id);
+                        eprintln!("error: message not delivered: {why}");
+                    }
                     Some(why) => println!("{} {} (will retry: {why})", result.id, result.state),
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            // A message the recipient refused for good is a failed command; a queued one is not:
+            // the outbox delivers it later.
+            Ok(if result.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Inbox { follow, limit } => inbox(&dir, *follow, *limit, cli.json).await,
         Command::Peers { action: None } => {

@@ -87,6 +87,21 @@ pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 /// maps are cleared when they reach it.
 pub const MAX_TRACKED_LOOKUPS: usize = 1024;
 
+/// A new signed prekey is made when the newest is this old.
+pub const PREKEY_ROTATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How long a signed prekey is valid for senders (it overlaps the next one by a rotation).
+pub const PREKEY_LIFETIME: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// How long after a prekey expires its secret is kept: a first contact sealed just before the
+/// expiry may sit in a mailbox or outbox for up to the first-contact age limit.
+pub const PREKEY_SECRET_GRACE: Duration =
+    Duration::from_secs(kolokol_protocol::conversation::MAX_FIRST_CONTACT_AGE_SECS);
+
+/// How long a sender waits for a presence lookup that may bring the recipient's prekey
+/// before it seals the first contact to the device key instead.
+pub const PREKEY_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Peers from the peer cache dialed at start.
 pub const MAX_BOOTSTRAP_FROM_CACHE: usize = 16;
 
@@ -195,6 +210,7 @@ impl RunningNode {
         };
         // Messages left queued by a previous run are due now, not at their old retry time.
         node.inner.store.wake_all(unix_ms())?;
+        node.rotate_prekeys()?;
 
         let mut tasks = JoinSet::new();
         tasks.spawn(event_loop.run(shutdown_rx.clone()));
@@ -531,11 +547,17 @@ impl Node {
         self.inner.store.enqueue(&row, now + ATTEMPT_CLAIM.as_millis() as u64)?;
         self.emit_state(&row.id, &row.peer_id, state::QUEUED, None, now);
         let outcome = self.attempt(&row).await;
-        Ok(control::SendResult {
-            id: format_id(&row.id),
-            state: if outcome.is_ok() { state::SENT } else { state::QUEUED }.into(),
-            detail: outcome.err(),
-        })
+        // The store knows whether a failed first attempt left the message queued or failed it.
+        let state = match &outcome {
+            Ok(()) => state::SENT.to_owned(),
+            Err(_) => self
+                .inner
+                .store
+                .outgoing(&row.id)?
+                .map(|m| m.state)
+                .unwrap_or_else(|| state::QUEUED.to_owned()),
+        };
+        Ok(control::SendResult { id: format_id(&row.id), state, detail: outcome.err() })
     }
 
     /// One delivery attempt of an outbox row; records the outcome.
@@ -546,6 +568,18 @@ impl Node {
         if matches!(&outcome, Err(f) if !f.permanent) && self.refresh_addresses(&row.peer_id).await
         {
             outcome = self.deliver(row).await;
+        }
+        // A first contact sealed to the peer's prekey was refused: the peer no longer holds its
+        // secret (a reinstall, say). Forget the prekey and send to the device key at once.
+        if matches!(&outcome, Err(f) if f.permanent) {
+            let dropped = self
+                .with_conversation(&row.peer_id, |c| {
+                    Ok(c.as_mut().is_some_and(|c| c.drop_prekey_for_first_contact()))
+                })
+                .await;
+            if matches!(dropped, Ok(Ok(true))) {
+                outcome = self.deliver(row).await;
+            }
         }
         let now = unix_ms();
         let expired = now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64;
@@ -598,9 +632,10 @@ impl Node {
                 OutboxBody::Receipt(of) => Body::Receipt { of: *of },
             },
         };
+        let now = unix_secs();
+        let prekey = self.prekey_for_first_contact(&row.peer_id, now).await;
         let node = self.clone();
         let device_key = row.device_key;
-        let now = unix_secs();
         // Through the peer's conversation when there is one (every contact added by this
         // version, and every stranger who wrote to us): a Kpsk1 envelope to their newest receive
         // key, or a first contact carrying our own. A contact added before conversations existed
@@ -610,6 +645,11 @@ impl Node {
                 let mut random = [0u8; Randomness::LEN];
                 rand::rngs::OsRng.fill_bytes(&mut random);
                 let certificate = node.certificate();
+                if let (Some(c), Some(p)) = (conversation.as_mut(), prekey)
+                    && let Err(e) = c.set_peer_prekey(p, now)
+                {
+                    tracing::debug!(%e, "ignored a signed prekey");
+                }
                 match conversation {
                     Some(c) => c.seal(
                         node.inner.identity.device(),
@@ -648,6 +688,26 @@ impl Node {
             .await
             .map_err(|_| shutting_down())?;
         rx.await.map_err(|_| shutting_down())?
+    }
+
+    /// The peer's signed prekey from its presence record, looked up only when the next envelope
+    /// to it would be a first contact without one, at most once per [`RESOLVE_INTERVAL`] and
+    /// waiting at most [`PREKEY_LOOKUP_TIMEOUT`]: a first contact is sealed to the device key
+    /// rather than wait longer. The lookup also refreshes the peer's addresses.
+    async fn prekey_for_first_contact(
+        &self,
+        peer_id: &str,
+        now: u64,
+    ) -> Option<kolokol_protocol::prekey::SignedPrekey> {
+        let wants = self
+            .with_conversation(peer_id, move |c| {
+                Ok(c.as_ref().is_some_and(|c| c.wants_prekey(now)))
+            })
+            .await;
+        if !matches!(wants, Ok(Ok(true))) {
+            return None;
+        }
+        self.refresh_from_presence(peer_id, PREKEY_LOOKUP_TIMEOUT).await.1
     }
 
     /// Runs `f` on a blocking worker thread, at most one per core at a time.
@@ -758,14 +818,25 @@ impl Node {
                     })
                     .await?
                 }
-                (_, envelope::KIND_FIRST_CONTACT, _) => {
+                (_, envelope::KIND_FIRST_CONTACT, key_id) => {
+                    // Sealed to one of our signed prekeys if its id names one, else to the
+                    // device key.
+                    let prekey = match key_id {
+                        Some(id) => self.inner.store.prekey_secret(&id)?,
+                        None => None,
+                    };
                     let first = match self
-                        .on_worker(move || {
-                            envelope::open_first_contact(
+                        .on_worker(move || match prekey {
+                            Some(secret) => envelope::open_first_contact(
+                                &kolokol_protocol::identity::DeviceKey::from_secret(*secret),
+                                &envelope,
+                                now,
+                            ),
+                            None => envelope::open_first_contact(
                                 node.inner.identity.device(),
                                 &envelope,
                                 now,
-                            )
+                            ),
                         })
                         .await?
                     {
@@ -852,10 +923,41 @@ impl Node {
             && let Some(c) = conversation
         {
             let bytes = c.to_bytes()?;
-            let ids: Vec<[u8; 8]> = c.receive_key_ids();
-            self.inner.store.save_conversation(peer_id, &bytes, &ids, unix_ms())?;
+            // Only a changed state is written: a look at the state costs no disk write.
+            if stored.as_deref().map(Vec::as_slice) != Some(bytes.as_slice()) {
+                let ids: Vec<[u8; 8]> = c.receive_key_ids();
+                self.inner.store.save_conversation(peer_id, &bytes, &ids, unix_ms())?;
+            }
         }
         Ok(result)
+    }
+
+    /// Makes a new signed prekey when the newest is older than [`PREKEY_ROTATION`], and deletes
+    /// the secrets of those expired longer than [`PREKEY_SECRET_GRACE`] ago.
+    fn rotate_prekeys(&self) -> Result<()> {
+        let now = unix_secs();
+        let fresh = self
+            .inner
+            .store
+            .newest_prekey()?
+            .is_some_and(|p| now.saturating_sub(p.created_at) < PREKEY_ROTATION.as_secs());
+        if !fresh {
+            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+            rand::rngs::OsRng.fill_bytes(secret.as_mut());
+            let prekey = kolokol_protocol::prekey::SignedPrekey::sign(
+                &self.inner.identity,
+                &secret,
+                now,
+                now + PREKEY_LIFETIME.as_secs(),
+            )?;
+            let id = envelope::key_id(&prekey.public);
+            self.inner.store.save_prekey(&id, &secret, &prekey)?;
+            tracing::info!("made a new signed prekey");
+        }
+        self.inner
+            .store
+            .delete_prekeys_expired_before(now.saturating_sub(PREKEY_SECRET_GRACE.as_secs()))?;
+        Ok(())
     }
 
     /// Deletes receive keys whose time is up in every conversation, so forward secrecy does not
@@ -989,7 +1091,7 @@ impl Node {
                     Some(NetEvent::AddressesChanged) => self.publish_presence().await,
                     None => return,
                 },
-                _ = refresh.tick() => match self.renew_certificate() {
+                _ = refresh.tick() => match self.renew_certificate().and_then(|()| self.rotate_prekeys()) {
                     Ok(()) => match self.expire_keys().await {
                         Ok(()) => self.publish_presence().await,
                         Err(e) => Err(e),
@@ -1026,6 +1128,7 @@ impl Node {
         let now = unix_secs();
         let node = self.clone();
         let bytes: Vec<Vec<u8>> = addresses.iter().map(|a| a.to_vec()).collect();
+        let prekey = self.inner.store.newest_prekey()?;
         let record = self
             .on_worker(move || {
                 PresenceRecord::sign(
@@ -1034,6 +1137,7 @@ impl Node {
                     bytes,
                     unix_ms(),
                     now + PRESENCE_TTL.as_secs(),
+                    prekey,
                 )
                 .and_then(|r| r.to_bytes())
             })
@@ -1063,19 +1167,32 @@ impl Node {
     /// Refreshes a peer's addresses from its presence record, at most once per
     /// [`RESOLVE_INTERVAL`]; returns true if it found addresses we did not have.
     async fn refresh_addresses(&self, peer_id: &str) -> bool {
-        let Ok(peer) = peer_id.parse::<PeerId>() else { return false };
+        self.refresh_from_presence(peer_id, RESOLVE_TIMEOUT).await.0
+    }
+
+    /// Looks the peer's presence record up (at most once per [`RESOLVE_INTERVAL`], waiting at
+    /// most `timeout`), merges its addresses into what we know, and returns whether they were
+    /// new, with the record's signed prekey.
+    async fn refresh_from_presence(
+        &self,
+        peer_id: &str,
+        timeout: Duration,
+    ) -> (bool, Option<kolokol_protocol::prekey::SignedPrekey>) {
+        let Ok(peer) = peer_id.parse::<PeerId>() else { return (false, None) };
         {
             let mut last = self.inner.resolved_at.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             if last.get(peer_id).is_some_and(|t| now.duration_since(*t) < RESOLVE_INTERVAL) {
-                return false;
+                return (false, None);
             }
             if last.len() >= MAX_TRACKED_LOOKUPS {
                 last.clear();
             }
             last.insert(peer_id.to_owned(), now);
         }
-        let Ok(Some(record)) = self.resolve(peer).await else { return false };
+        let Ok(Ok(Some(record))) = tokio::time::timeout(timeout, self.resolve(peer)).await else {
+            return (false, None);
+        };
         let found: Vec<String> = record
             .body
             .addresses
@@ -1100,7 +1217,7 @@ impl Node {
             }
             others.insert(peer_id.to_owned(), merged);
         }
-        new
+        (new, record.body.prekey)
     }
 
     /// The addresses we know for a peer: a contact's stored ones, else those last resolved.

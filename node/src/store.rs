@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Result};
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Conversations with peers who are not contacts; past this, first contacts from strangers
 /// are refused, so nobody can fill the disk with conversation state.
@@ -101,6 +101,19 @@ CREATE TABLE receive_keys (
     peer_id TEXT NOT NULL
 );
 CREATE INDEX receive_keys_peer ON receive_keys (peer_id);
+";
+
+/// Version 4: our signed prekeys, the current one published in the presence record and older
+/// ones kept (secret included) until first contacts sealed to them can no longer arrive.
+const SCHEMA_V4: &str = "
+CREATE TABLE prekeys (
+    key_id     BLOB PRIMARY KEY,
+    secret     BLOB NOT NULL,
+    public     BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    signature  BLOB NOT NULL
+);
 ";
 
 /// A peer in the peer cache.
@@ -247,6 +260,10 @@ impl Store {
         }
         if version < 3 {
             conn.execute_batch(&format!("BEGIN; {SCHEMA_V3} PRAGMA user_version = 3; COMMIT;"))
+                .map_err(err)?;
+        }
+        if version < 4 {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V4} PRAGMA user_version = 4; COMMIT;"))
                 .map_err(err)?;
         }
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
@@ -847,6 +864,70 @@ impl Store {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Stores a new signed prekey with its secret.
+    pub fn save_prekey(
+        &self,
+        key_id: &[u8; 8],
+        secret: &[u8; 32],
+        prekey: &kolokol_protocol::prekey::SignedPrekey,
+    ) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO prekeys (key_id, secret, public, created_at, expires_at, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key_id.as_slice(),
+                    secret.as_slice(),
+                    prekey.public.as_slice(),
+                    prekey.created_at as i64,
+                    prekey.expires_at as i64,
+                    prekey.signature.as_slice()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The newest signed prekey.
+    pub fn newest_prekey(&self) -> Result<Option<kolokol_protocol::prekey::SignedPrekey>> {
+        self.conn()
+            .query_row(
+                "SELECT public, created_at, expires_at, signature FROM prekeys
+                 ORDER BY created_at DESC LIMIT 1",
+                [],
+                |r| {
+                    let public: Vec<u8> = r.get(0)?;
+                    let signature: Vec<u8> = r.get(3)?;
+                    Ok(kolokol_protocol::prekey::SignedPrekey {
+                        public: public.try_into().unwrap_or([0; 32]),
+                        created_at: r.get::<_, i64>(1)? as u64,
+                        expires_at: r.get::<_, i64>(2)? as u64,
+                        signature: signature.try_into().unwrap_or([0; 64]),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The secret of the prekey with this id, if we still hold it.
+    pub fn prekey_secret(&self, key_id: &[u8; 8]) -> Result<Option<zeroize::Zeroizing<[u8; 32]>>> {
+        self.conn()
+            .query_row("SELECT secret FROM prekeys WHERE key_id = ?1", [key_id.as_slice()], |r| {
+                let secret: Vec<u8> = r.get(0)?;
+                Ok(zeroize::Zeroizing::new(secret.try_into().unwrap_or([0; 32])))
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Deletes prekeys (secrets included) that expired before `before`; returns how many.
+    pub fn delete_prekeys_expired_before(&self, before: u64) -> Result<usize> {
+        self.conn()
+            .execute("DELETE FROM prekeys WHERE expires_at < ?1", [before as i64])
+            .map_err(|e| self.err(e))
     }
 
     /// Every peer we hold a conversation with.

@@ -32,6 +32,7 @@ use crate::envelope::{
 };
 use crate::identity::{DeviceCertificate, DeviceKey, check_x25519_public};
 use crate::message::Content;
+use crate::prekey::SignedPrekey;
 
 /// Most receive keys kept per conversation, the newest included. The same bound libsignal and
 /// vodozemac put on receiving chains: enough for envelopes still in flight to a key the peer
@@ -63,7 +64,7 @@ pub const MAX_SUPERSEDED_SECS: u64 = 30 * 24 * 3600;
 pub const MAX_FIRST_CONTACT_AGE_SECS: u64 = 30 * 24 * 3600;
 
 /// Version byte in front of the stored state; a layout change bumps it.
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;
 
 /// Bytes of an ephemeral key kept in a replay cache. A replay must repeat the envelope byte for
 /// byte (the ephemeral is hashed into the handshake), so 128 bits tell envelopes apart with a
@@ -82,7 +83,9 @@ pub const MAX_STATE_LEN: usize = 1
     + 1
     + (4 + 32 + 32 + 4)
     + 8
-    + MAX_SEEN_FIRST_CONTACTS * SEEN_LEN;
+    + MAX_SEEN_FIRST_CONTACTS * SEEN_LEN
+    + 1
+    + (32 + 8 + 8 + 64);
 
 /// Length prefix of the receive-key list.
 const MAX_RECEIVE_KEYS_LEN_PREFIX: usize = 8;
@@ -209,6 +212,9 @@ pub struct Conversation {
     peer_key: Option<PeerKey>,
     /// Replay cache of first-contact envelopes from this peer, oldest first.
     first_contact_seen: Vec<Seen>,
+    /// The peer's newest signed prekey (from its presence record), verified against `peer`:
+    /// first contacts go to it while it is valid, to the device key otherwise.
+    peer_prekey: Option<SignedPrekey>,
 }
 
 impl std::fmt::Debug for Conversation {
@@ -246,6 +252,7 @@ impl Conversation {
             next_seq: 0,
             peer_key: None,
             first_contact_seen: Vec::new(),
+            peer_prekey: None,
         }
     }
 
@@ -332,7 +339,7 @@ impl Conversation {
             )?,
             None => envelope::seal_first_contact(
                 device,
-                &self.peer.device_key,
+                &self.first_contact_key(now),
                 &Payload::V1 {
                     certificate: Some(certificate.clone()),
                     advertisement: Some(advertised),
@@ -355,6 +362,42 @@ impl Conversation {
             self.enforce_key_limit();
         }
         Ok(sealed)
+    }
+
+    /// Takes the peer's signed prekey (from its presence record) if it verifies against the
+    /// peer's identity at `now` and is newer than the one held; returns whether it was taken.
+    pub fn set_peer_prekey(&mut self, prekey: SignedPrekey, now: u64) -> Result<bool, Error> {
+        prekey.verify(&self.peer.identity_key, now)?;
+        if self.peer_prekey.as_ref().is_some_and(|p| p.created_at >= prekey.created_at) {
+            return Ok(false);
+        }
+        self.peer_prekey = Some(prekey);
+        Ok(true)
+    }
+
+    /// True while the next envelope would be a first contact with no prekey to send it to: the
+    /// node then looks the peer's presence record up for one.
+    pub fn wants_prekey(&self, now: u64) -> bool {
+        self.peer_key.is_none() && self.peer_prekey.as_ref().is_none_or(|p| p.expires_at < now)
+    }
+
+    /// Forgets the peer's prekey if the next envelope would be a first contact sealed to it;
+    /// returns whether it did. The node calls this when the peer refused such an envelope (it
+    /// lost the prekey's secret, say after a reinstall), so the retry goes to the device key.
+    pub fn drop_prekey_for_first_contact(&mut self) -> bool {
+        if self.peer_key.is_none() && self.peer_prekey.is_some() {
+            self.peer_prekey = None;
+            return true;
+        }
+        false
+    }
+
+    /// The key a first contact is sealed to: the peer's prekey while valid, else its device key.
+    fn first_contact_key(&self, now: u64) -> [u8; 32] {
+        match &self.peer_prekey {
+            Some(p) if p.expires_at >= now => p.public,
+            _ => self.peer.device_key,
+        }
     }
 
     /// Opens an envelope from the peer at `now` (Unix seconds): a conversation envelope with
@@ -569,6 +612,9 @@ impl Conversation {
         }
         if let Some(peer_key) = &state.peer_key {
             check_x25519_public(&peer_key.public)?;
+        }
+        if let Some(prekey) = &state.peer_prekey {
+            check_x25519_public(&prekey.public)?;
         }
         Ok(state)
     }

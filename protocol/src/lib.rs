@@ -17,6 +17,7 @@ pub mod error;
 pub mod identity;
 pub mod invite;
 pub mod message;
+pub mod prekey;
 pub mod presence;
 pub mod safety;
 

@@ -14,12 +14,13 @@ use libp2p_identity::{PeerId, ed25519};
 use crate::Error;
 use crate::codec;
 use crate::identity::{DeviceCertificate, Identity};
+use crate::prekey::SignedPrekey;
 
 /// Domain-separation prefix of the presence signature.
 pub const PRESENCE_CONTEXT: &[u8] = b"kolokol-presence:v1";
 
 /// Version of the record format.
-pub const PRESENCE_VERSION: u8 = 1;
+pub const PRESENCE_VERSION: u8 = 2;
 
 /// The DHT key namespace of presence records (`/kolokol/<kind>/<id>`, the libp2p convention).
 pub const PRESENCE_NAMESPACE: &str = "/kolokol/presence/";
@@ -47,6 +48,9 @@ pub struct PresenceBody {
     pub seq: u64,
     /// Unix seconds after which nobody may use or store the record.
     pub expires_at: u64,
+    /// The node's current signed prekey: a first contact goes to it rather than to the
+    /// long-term device key.
+    pub prekey: Option<SignedPrekey>,
 }
 
 /// A presence record: the body and the identity key's signature over it.
@@ -83,6 +87,7 @@ impl PresenceRecord {
         addresses: Vec<Vec<u8>>,
         seq: u64,
         expires_at: u64,
+        prekey: Option<SignedPrekey>,
     ) -> Result<Self, Error> {
         let body = PresenceBody {
             version: PRESENCE_VERSION,
@@ -90,6 +95,7 @@ impl PresenceRecord {
             addresses,
             seq,
             expires_at,
+            prekey,
         };
         check_limits(&body)?;
         let signature = identity
@@ -135,6 +141,11 @@ impl PresenceRecord {
             .map_err(|_| Error::InvalidKey { what: "Ed25519 identity", detail: "not a point" })?;
         if !key.verify(&signed_bytes(body)?, &self.signature) {
             return Err(Error::Presence("signature does not verify"));
+        }
+        if let Some(prekey) = &body.prekey {
+            prekey
+                .verify(&body.certificate.identity_key, now)
+                .map_err(|_| Error::Presence("carries a signed prekey that does not verify"))?;
         }
         Ok(peer)
     }

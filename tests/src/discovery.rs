@@ -130,12 +130,15 @@ async fn forged_expired_and_older_presence_records_are_refused() {
     let cert = stolen.certify(now - 60, now + 3600).expect("certificate");
     let evil: Vec<Vec<u8>> =
         vec!["/ip4/127.0.0.66/tcp/6666".parse::<Multiaddr>().expect("valid").to_vec()];
-    let older = PresenceRecord::sign(&stolen, &cert, evil.clone(), genuine.body.seq - 1, now + 600)
-        .expect("sign");
-    let expired = PresenceRecord::sign(&stolen, &cert, evil.clone(), genuine.body.seq + 1, now - 1)
-        .expect("sign");
-    let mut forged = PresenceRecord::sign(&stolen, &cert, vec![], genuine.body.seq + 2, now + 600)
-        .expect("sign");
+    let older =
+        PresenceRecord::sign(&stolen, &cert, evil.clone(), genuine.body.seq - 1, now + 600, None)
+            .expect("sign");
+    let expired =
+        PresenceRecord::sign(&stolen, &cert, evil.clone(), genuine.body.seq + 1, now - 1, None)
+            .expect("sign");
+    let mut forged =
+        PresenceRecord::sign(&stolen, &cert, vec![], genuine.body.seq + 2, now + 600, None)
+            .expect("sign");
     forged.body.addresses = evil;
     let key = record_key(&bob.node().peer_id());
     push_raw_records(

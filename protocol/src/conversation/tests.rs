@@ -657,3 +657,47 @@ proptest! {
         prop_assert!(accepted.values().all(|n| *n == 1));
     }
 }
+
+#[test]
+fn a_first_contact_goes_to_the_peers_signed_prekey_and_only_it_opens_it() {
+    let (mut a, mut b) = pair();
+    let prekey_secret = [42u8; 32];
+    let prekey =
+        crate::prekey::SignedPrekey::sign(&b.identity, &prekey_secret, NOW, NOW + 7 * DAY).unwrap();
+    assert!(a.conversation.wants_prekey(NOW));
+    // Only a prekey signed by the peer's own identity is taken.
+    let mallorys =
+        crate::prekey::SignedPrekey::sign(&identity(9), &[5; 32], NOW, NOW + DAY).unwrap();
+    assert!(a.conversation.set_peer_prekey(mallorys, NOW).is_err());
+    assert!(a.conversation.set_peer_prekey(prekey.clone(), NOW).unwrap());
+    assert!(!a.conversation.wants_prekey(NOW));
+
+    let first = a.seal(1, NOW);
+    assert_eq!(kind(&first), KIND_FIRST_CONTACT);
+    assert_eq!(key_id_of(&first), key_id(&prekey.public));
+    assert!(b.open(&first, NOW).is_err(), "the device key cannot open it");
+    let prekey_device = crate::identity::DeviceKey::from_secret(prekey_secret);
+    assert_eq!(b.conversation.open(&prekey_device, &first, NOW).unwrap(), content(1, NOW));
+
+    // Once the peer has answered, envelopes go to its receive keys, not the prekey.
+    let reply = b.seal(2, NOW);
+    a.open(&reply, NOW).unwrap();
+    assert_eq!(kind(&a.seal(3, NOW)), KIND_CONVERSATION);
+}
+
+#[test]
+fn a_refused_prekey_is_dropped_so_the_retry_goes_to_the_device_key() {
+    let (mut a, b) = pair();
+    let prekey = crate::prekey::SignedPrekey::sign(&b.identity, &[42; 32], NOW, NOW + DAY).unwrap();
+    a.conversation.set_peer_prekey(prekey, NOW).unwrap();
+    assert!(a.conversation.drop_prekey_for_first_contact());
+    let retry = a.seal(1, NOW);
+    assert_eq!(key_id_of(&retry), key_id(b.identity.device().public()));
+    // An expired prekey is not used either.
+    let (mut a, b) = pair();
+    let old =
+        crate::prekey::SignedPrekey::sign(&b.identity, &[42; 32], NOW - 2 * DAY, NOW - DAY + 1)
+            .unwrap();
+    a.conversation.set_peer_prekey(old, NOW - DAY).unwrap();
+    assert_eq!(key_id_of(&a.seal(1, NOW)), key_id(b.identity.device().public()));
+}

@@ -12,7 +12,7 @@ fn identity(seed: u8) -> Identity {
 
 fn record(id: &Identity, seq: u64, expires_at: u64) -> PresenceRecord {
     let cert = id.certify(NOW - 100, NOW + 100_000).unwrap();
-    PresenceRecord::sign(id, &cert, vec![vec![4, 127, 0, 0, 1]], seq, expires_at).unwrap()
+    PresenceRecord::sign(id, &cert, vec![vec![4, 127, 0, 0, 1]], seq, expires_at, None).unwrap()
 }
 
 #[track_caller]
@@ -46,7 +46,7 @@ fn forged_expired_misplaced_and_overlong_records_are_rejected() {
     // Mallory signs a record with her own key around Alice's certificate.
     let mallory = identity(3);
     let alice_cert = id.certify(NOW - 100, NOW + 100_000).unwrap();
-    let swapped = PresenceRecord::sign(&mallory, &alice_cert, vec![], 9, NOW + 60).unwrap();
+    let swapped = PresenceRecord::sign(&mallory, &alice_cert, vec![], 9, NOW + 60, None).unwrap();
     check_rejected(&key, &swapped.to_bytes().unwrap(), "signature");
     assert!(matches!(
         PresenceRecord::from_dht(&key, b"garbage", NOW),

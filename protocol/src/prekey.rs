@@ -1,0 +1,93 @@
+//! Signed prekeys: medium-term X25519 keys a node publishes in its presence record, signed by
+//! its identity, so that a stranger's (or a new contact's) first message goes to a key that
+//! rotates and is deleted, not to the long-term device key.
+//!
+//! A first contact sealed to the device key stays readable by anyone who later steals that key;
+//! one sealed to a prekey stays readable only until the prekey's secret is deleted (the node
+//! rotates prekeys weekly and deletes each secret a fixed time after it stops being published).
+
+use bincode::{Decode, Encode};
+use libp2p_identity::ed25519;
+
+use crate::Error;
+use crate::identity::check_x25519_public;
+
+/// Domain-separation prefix of the prekey signature.
+pub const PREKEY_CONTEXT: &[u8] = b"kolokol-signed-prekey:v1";
+
+/// Longest validity a prekey may claim, in seconds; a signature cannot make a prekey live
+/// longer than this past its creation.
+pub const MAX_PREKEY_LIFETIME_SECS: u64 = 30 * 24 * 3600;
+
+/// An X25519 prekey, signed by an identity key for a validity window.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct SignedPrekey {
+    /// The X25519 public key.
+    pub public: [u8; 32],
+    /// Unix seconds when it was made.
+    pub created_at: u64,
+    /// Unix seconds after which no one may seal to it.
+    pub expires_at: u64,
+    /// Ed25519 signature by the owner's identity key over [`SignedPrekey::signed_bytes`].
+    pub signature: [u8; 64],
+}
+
+impl SignedPrekey {
+    /// The bytes the identity signs: context, identity key, prekey and validity.
+    pub fn signed_bytes(
+        identity_key: &[u8; 32],
+        public: &[u8; 32],
+        created_at: u64,
+        expires_at: u64,
+    ) -> Vec<u8> {
+        let mut m = Vec::with_capacity(PREKEY_CONTEXT.len() + 80);
+        m.extend_from_slice(PREKEY_CONTEXT);
+        m.extend_from_slice(identity_key);
+        m.extend_from_slice(public);
+        m.extend_from_slice(&created_at.to_be_bytes());
+        m.extend_from_slice(&expires_at.to_be_bytes());
+        m
+    }
+
+    /// Signs the prekey whose secret is `secret` (its public half is derived here) for
+    /// `identity`, valid from `created_at` to `expires_at`.
+    pub fn sign(
+        identity: &crate::identity::Identity,
+        secret: &[u8; 32],
+        created_at: u64,
+        expires_at: u64,
+    ) -> Result<Self, Error> {
+        let public = x25519_dalek::x25519(*secret, x25519_dalek::X25519_BASEPOINT_BYTES);
+        let message = Self::signed_bytes(identity.identity_key(), &public, created_at, expires_at);
+        let signature = identity
+            .keypair()
+            .sign(&message)
+            .map_err(|e| Error::Signing(e.to_string()))?
+            .try_into()
+            .map_err(|_| Error::Signing("Ed25519 signature is not 64 bytes".into()))?;
+        Ok(Self { public, created_at, expires_at, signature })
+    }
+
+    /// Checks the prekey against its owner's identity key at `now`: the signature, a usable
+    /// X25519 key, and the validity window.
+    pub fn verify(&self, identity_key: &[u8; 32], now: u64) -> Result<(), Error> {
+        let key = ed25519::PublicKey::try_from_bytes(identity_key)
+            .map_err(|_| Error::InvalidKey { what: "Ed25519 identity", detail: "not a point" })?;
+        check_x25519_public(&self.public)?;
+        let message =
+            Self::signed_bytes(identity_key, &self.public, self.created_at, self.expires_at);
+        if !key.verify(&message, &self.signature) {
+            return Err(Error::Envelope("signed prekey signature does not verify"));
+        }
+        if self.expires_at < now || self.created_at > now.saturating_add(24 * 3600) {
+            return Err(Error::Envelope("signed prekey is not valid now"));
+        }
+        if self.expires_at.saturating_sub(self.created_at) > MAX_PREKEY_LIFETIME_SECS {
+            return Err(Error::Envelope("signed prekey claims too long a life"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
