@@ -41,8 +41,11 @@ pub const EVENT_BUFFER: usize = 1024;
 pub const MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// How long an attempt owns its outbox row: the outbox loop leaves a row alone for this long
-/// after an attempt starts, so one message is not sent twice at once.
-const ATTEMPT_CLAIM: Duration = Duration::from_secs(15);
+/// after an attempt starts, so one message is not sent twice at once. It must outlast the
+/// longest attempt, a delivery ([`swarm::DELIVERY_TIMEOUT`], 10 s), a presence lookup
+/// ([`RESOLVE_TIMEOUT`], 15 s) and a second delivery (10 s), with room for a slow store and
+/// crypto workers busy with other envelopes.
+const ATTEMPT_CLAIM: Duration = Duration::from_secs(60);
 
 /// Longest wait between two delivery attempts of one message.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
