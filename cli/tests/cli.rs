@@ -236,13 +236,31 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(check_ok(&piped).trim().ends_with(" sent"));
     assert!(check_ok(&run(&b, &["inbox"])).contains("alice: from a pipe\n"));
 
+    // A sender cannot forge inbox lines or drive the terminal: text output shows line breaks
+    // and escapes visibly, --json keeps the exact text.
+    let forged = "ok\n[2026-01-01 00:00:00] carol: pay me\u{1b}[2J\u{9b}";
+    check_ok(&run(&a, &["send", "bob", forged]));
+    let inbox = check_ok(&run(&b, &["inbox"]));
+    assert!(
+        inbox.contains("alice: ok⏎ [2026-01-01 00:00:00] carol: pay me\\u{1b}[2J\\u{9b}\n"),
+        "{inbox}"
+    );
+    assert!(!inbox.lines().any(|l| l.starts_with("[2026-01-01")), "{inbox}");
+    assert!(!inbox.contains('\u{1b}') && !inbox.contains('\u{9b}'), "{inbox}");
+    let outbox = check_ok(&run(&a, &["outbox"]));
+    assert!(outbox.contains("to bob: ok⏎ [2026-01-01"), "{outbox}");
+    assert!(!outbox.contains('\u{1b}'), "{outbox}");
+    let exact: serde_json::Value =
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox"]))).expect("JSON");
+    assert!(exact.as_array().expect("a list").iter().any(|m| m["text"] == forged), "{exact}");
+
     // Metrics: Alice's own gauges, and the relay's libp2p metrics.
     let body = http(&alice_metrics, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     let sent_or_delivered = sample(&body, "kolokol_messages{state=\"sent\"}")
         + sample(&body, "kolokol_messages{state=\"delivered\"}");
-    assert_eq!(sent_or_delivered, 2, "{body}");
+    assert_eq!(sent_or_delivered, 3, "{body}");
     assert_eq!(sample(&body, "kolokol_relay_reservations"), 1, "{body}");
     assert!(sample(&body, "kolokol_connected_peers") >= 1, "{body}");
     let body = http(&relay_metrics, "GET /metrics HTTP/1.0\r\n\r\n");
