@@ -108,8 +108,11 @@ enum Command {
     Send {
         /// The contact's name.
         name: String,
-        /// The message.
-        text: String,
+        /// The message: the remaining arguments, joined with single spaces (quote it to keep
+        /// several spaces; put `--` before a text that starts with `-`), or `-` alone to read
+        /// standard input.
+        #[arg(required = true, num_args = 1.., value_name = "TEXT")]
+        text: Vec<String>,
     },
     /// Show received messages.
     Inbox {
@@ -386,14 +389,17 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Send { name, text } => {
-            let text = if text == "-" {
+            let text = if text.len() == 1 && text[0] == "-" {
+                if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    eprintln!("type the message, then Ctrl-D");
+                }
                 let mut buf = String::new();
                 std::io::stdin()
                     .read_to_string(&mut buf)
                     .context("cannot read the message from standard input")?;
                 buf.trim_end_matches('\n').to_owned()
             } else {
-                text.clone()
+                text.join(" ")
             };
             if text.trim().is_empty() {
                 bail!("the message is empty");

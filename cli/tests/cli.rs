@@ -217,6 +217,9 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(sent.trim().ends_with(" sent"), "{sent}");
     let inbox = check_ok(&run(&b, &["inbox"]));
     assert!(inbox.contains("alice: hello"), "{inbox}");
+    // Unquoted words are one message.
+    check_ok(&run(&a, &["send", "bob", "hello", "big", "world"]));
+    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello big world\n"));
     let id = sent.split_whitespace().next().expect("an id");
     let outbox = check_ok(&run(&a, &["outbox"]));
     assert!(outbox.contains(id) && outbox.contains("to bob: hello"), "{outbox}");
@@ -260,7 +263,7 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     let sent_or_delivered = sample(&body, "kolokol_messages{state=\"sent\"}")
         + sample(&body, "kolokol_messages{state=\"delivered\"}");
-    assert_eq!(sent_or_delivered, 3, "{body}");
+    assert_eq!(sent_or_delivered, 4, "{body}");
     assert_eq!(sample(&body, "kolokol_relay_reservations"), 1, "{body}");
     assert!(sample(&body, "kolokol_connected_peers") >= 1, "{body}");
     let body = http(&relay_metrics, "GET /metrics HTTP/1.0\r\n\r\n");
