@@ -29,9 +29,9 @@ use crate::client::Client;
 #[derive(Parser)]
 #[command(name = "kolokol", version, about, propagate_version = true)]
 struct Cli {
-    /// Data directory (identity, database, control socket). Default: $KOLOKOL_HOME, else the
-    /// XDG data directory (~/.local/share/kolokol).
-    #[arg(long, global = true, env = "KOLOKOL_HOME", value_name = "DIR")]
+    /// Data directory (identity, database, control socket). Default: $KOLOKOL_HOME if set and
+    /// not empty, else the XDG data directory (~/.local/share/kolokol).
+    #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
     /// Print results as JSON (the control API's own objects) instead of text.
@@ -266,9 +266,18 @@ fn init_logging(cli: &Cli, file_format: Option<LogFormat>) {
     }
 }
 
+/// The environment variable that names the data directory when `--data-dir` is not given.
+const HOME_VARIABLE: &str = "KOLOKOL_HOME";
+
 fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
     if let Some(d) = &cli.data_dir {
         return Ok(d.clone());
+    }
+    // Read here rather than by clap's `env`, which turns `KOLOKOL_HOME=` (set but empty, as a
+    // shell script easily leaves it) into "a value is required for '--data-dir'". Empty means
+    // unset.
+    if let Some(home) = std::env::var_os(HOME_VARIABLE).filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
     }
     directories::ProjectDirs::from("", "", "kolokol")
         .map(|p| p.data_dir().to_owned())

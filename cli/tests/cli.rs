@@ -352,6 +352,19 @@ fn commands_without_a_daemon_say_how_to_start_one() {
     for args in [&["status"][..], &["send", "bob", "hi"], &["inbox"], &["invite"], &["peers"]] {
         check_error(&run(&dir, args), 1, "no kolokol daemon is running");
     }
+    // KOLOKOL_HOME names the data dir; set but empty, it counts as unset.
+    let bare = |home: &std::ffi::OsStr| {
+        Command::new(env!("CARGO_BIN_EXE_kolokol"))
+            .arg("status")
+            .env("KOLOKOL_HOME", home)
+            .env("XDG_DATA_HOME", tmp.path().join("xdg"))
+            .output()
+            .expect("the binary runs")
+    };
+    let expected = format!("running for {}", dir.display());
+    check_error(&bare(dir.as_os_str()), 1, &expected);
+    let expected = format!("running for {}", tmp.path().join("xdg/kolokol").display());
+    check_error(&bare("".as_ref()), 1, &expected);
     let doctor = run(&dir, &["doctor"]);
     assert_eq!(doctor.status.code(), Some(1));
     assert!(stdout(&doctor).starts_with("[FAIL] daemon"), "{}", stdout(&doctor));
