@@ -258,7 +258,11 @@ fn init_logging(cli: &Cli, file_format: Option<LogFormat>) {
         (Some(LogFormatArg::Json), _) | (None, Some(LogFormat::Json)) => true,
         (Some(LogFormatArg::Text), _) | (None, Some(LogFormat::Text) | None) => false,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes are for people at a terminal; in a file or a journal they are noise.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {

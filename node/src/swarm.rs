@@ -369,7 +369,7 @@ pub(crate) fn build(
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {}", one_line(&e))))?;
     }
     for addr in &config.external_addresses {
         swarm.add_external_address(addr.clone());
@@ -803,7 +803,10 @@ impl EventLoop {
                 Ok(()) => {
                     tracing::info!(address = %e.tested_addr, "reachable from outside (AutoNAT)")
                 }
-                Err(err) => tracing::debug!(address = %e.tested_addr, %err, "AutoNAT test failed"),
+                Err(err) => {
+                    let err = one_line(&err);
+                    tracing::debug!(address = %e.tested_addr, %err, "AutoNAT test failed")
+                }
             },
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => match e.result {
                 Ok(connection) => {
@@ -813,6 +816,7 @@ impl EventLoop {
                     tracing::info!(peer = %e.remote_peer_id, "hole punch succeeded: direct connection")
                 }
                 Err(err) => {
+                    let err = one_line(&err);
                     tracing::debug!(peer = %e.remote_peer_id, %err, "hole punch failed; staying relayed")
                 }
             },
@@ -877,13 +881,18 @@ impl EventLoop {
                     slot.circuit = None;
                     slot.failures += 1;
                     slot.next_attempt = Instant::now() + backoff(slot.failures);
-                    tracing::warn!(relay = %peer, ?reason, "relay reservation lost; will retry");
+                    let reason = match &reason {
+                        Ok(()) => "the relay closed the connection".to_owned(),
+                        Err(e) => one_line(e),
+                    };
+                    tracing::warn!(relay = %peer, %reason, "relay reservation lost; will retry");
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer) {
                     b.failures += 1;
                     b.next_attempt = Instant::now() + backoff(b.failures);
+                    let error = one_line(&error);
                     tracing::warn!(%peer, %error, "cannot reach bootstrap peer; will retry");
                 }
             }
@@ -932,7 +941,8 @@ impl EventLoop {
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some(reply) = self.pending.remove(&request_id) {
                     let _ = reply.send(Err(DeliveryFailure::temporary(format!(
-                        "cannot reach {peer}: {error}"
+                        "cannot reach {peer}: {}",
+                        one_line(&error)
                     ))));
                 }
             }
@@ -1008,6 +1018,7 @@ impl EventLoop {
                 Err(e) => {
                     slot.failures += 1;
                     slot.next_attempt = now + backoff(slot.failures);
+                    let e = one_line(&e);
                     tracing::warn!(%circuit, %e, "cannot listen through relay");
                 }
             }
@@ -1051,11 +1062,19 @@ impl EventLoop {
             if b.next_attempt <= now && !self.swarm.is_connected(&b.peer) {
                 b.next_attempt = now + backoff(b.failures + 1);
                 if let Err(e) = self.swarm.dial(b.address.clone()) {
+                    let e = one_line(&e);
                     tracing::debug!(peer = %b.peer, %e, "bootstrap dial not started");
                 }
             }
         }
     }
+}
+
+/// An error's text on one line. libp2p's dial errors list every address tried on a line of
+/// its own, which breaks a log line (and a JSON log consumer's idea of one) into several.
+pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Exponential backoff from one second up to [`MAX_BACKOFF`].
@@ -1084,3 +1103,6 @@ pub(crate) fn without_peer(addr: &Multiaddr) -> Multiaddr {
     }
     a
 }
+
+#[cfg(test)]
+mod tests;
