@@ -282,7 +282,7 @@ fn the_readme_walk_through_delivers_hello() {
 
     // The secrets and the socket are the owner's alone.
     use std::os::unix::fs::PermissionsExt;
-    for f in ["identity.key", "control.sock"] {
+    for f in ["identity.key", "control.sock", "kolokol.db"] {
         let mode = std::fs::metadata(a.join(f)).expect("exists").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f} has mode {mode:o}");
     }

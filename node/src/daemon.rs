@@ -143,6 +143,10 @@ impl RunningNode {
         let data_dir = DataDir::open(&config.data_dir)?;
         let identity = data_dir.load_or_create_identity()?;
         let store = Store::open(&data_dir.path(DATABASE_FILE))?;
+        // The database holds messages in plaintext: the owner's alone, like the identity key.
+        for suffix in ["", "-wal", "-shm"] {
+            data_dir.restrict(&format!("{DATABASE_FILE}{suffix}"))?;
+        }
         let now = unix_secs();
         let certificate = identity.certify(
             now.saturating_sub(CERTIFICATE_BACKDATE.as_secs()),
