@@ -341,6 +341,13 @@ fn the_readme_walk_through_delivers_hello() {
     check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
     check_error(&run(&a, &["send", "--colour", "bob", "x"]), 2, "--colour");
     check_error(&run(&a, &["node"]), 1, "already running");
+    // A second relay on the relay's port is refused, although libp2p would share it.
+    let taken = bootstrap.split("/p2p/").next().expect("an address").to_owned();
+    check_error(
+        &run(&tmp.path().join("relay2"), &["relay", "--listen", &taken]),
+        1,
+        &format!("cannot listen on {taken}: address already in use (is another kolokol running?)"),
+    );
     // The daemon still serves after all of that.
     assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello"));
 }

@@ -367,6 +367,7 @@ pub(crate) fn build(
         relay.set_status(Some(relay::Status::Enable));
     }
     for addr in &config.listen {
+        probe_port(addr)?;
         swarm
             .listen_on(addr.clone())
             .map_err(|e| Error::Network(format!("cannot listen on {addr}: {}", one_line(&e))))?;
@@ -375,6 +376,37 @@ pub(crate) fn build(
         swarm.add_external_address(addr.clone());
     }
     Ok(swarm)
+}
+
+/// Fails if the TCP port of a listen address is already taken.
+///
+/// libp2p-tcp binds with `SO_REUSEPORT`, so a second kolokol (or anything else that sets it)
+/// could share the port and the kernel would split incoming connections between the two. A
+/// plain bind, without that option, fails on a port in use; the probe is closed again before
+/// libp2p binds. Port 0 (any free port) and non-TCP addresses need no probe.
+fn probe_port(addr: &Multiaddr) -> Result<()> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else { return Ok(()) };
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Network(format!(
+            "cannot listen on {addr}: address already in use (is another kolokol running?)"
+        ))),
+        // Anything else (an address this host does not have, a privileged port) is for
+        // libp2p's own bind to report.
+        Err(_) => Ok(()),
+    }
 }
 
 /// The swarm task.
