@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use kolokol_protocol::bundle::{
     Bundle, BundlePeer, MAX_BUNDLE_ADDRESS_LEN, MAX_BUNDLE_ADDRESSES, MAX_BUNDLE_PEERS,
 };
+use kolokol_protocol::codec;
 use kolokol_protocol::control::{self, Event, InboxMessage, StateChange};
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
@@ -1096,9 +1097,11 @@ impl Node {
         })
     }
 
-    /// A signed bootstrap bundle of the peers this node has reached, relays first.
+    /// A signed bootstrap bundle of the peers this node has reached, relays first. Peers are
+    /// dropped from the end until the encoded bundle fits [`codec::MAX_DECODE_LEN`], so every
+    /// bundle exported can be imported.
     pub fn export_peers(&self) -> Result<control::BundleInfo> {
-        let peers: Vec<BundlePeer> = self
+        let mut peers: Vec<BundlePeer> = self
             .inner
             .store
             .cached_peers(MAX_BUNDLE_PEERS)?
@@ -1114,17 +1117,31 @@ impl Node {
                     .filter(|a| a.len() <= MAX_BUNDLE_ADDRESS_LEN)
                     .take(MAX_BUNDLE_ADDRESSES)
                     .collect();
-                Some(BundlePeer { peer_id: peer.to_bytes(), addresses, relay: p.relay })
+                (!addresses.is_empty()).then(|| BundlePeer {
+                    peer_id: peer.to_bytes(),
+                    addresses,
+                    relay: p.relay,
+                })
             })
             .collect();
-        let count = peers.len();
-        let bundle = Bundle::sign(&self.inner.identity, peers, unix_secs())?;
-        Ok(control::BundleInfo { bundle: bundle.to_text()?, peers: count })
+        let now = unix_secs();
+        let bundle = loop {
+            let bundle = Bundle::sign(&self.inner.identity, peers.clone(), now)?;
+            if peers.is_empty() || codec::encode(&bundle)?.len() <= codec::MAX_DECODE_LEN {
+                break bundle;
+            }
+            peers.pop();
+        };
+        Ok(control::BundleInfo { bundle: bundle.to_text()?, peers: bundle.body.peers.len() })
     }
 
-    /// Imports a bootstrap bundle: verifies it, caches its peers and dials them.
+    /// Imports a bootstrap bundle: verifies it, caches its peers and dials them. Peers without
+    /// a readable address are skipped and not counted.
     pub async fn import_peers(&self, text: &str) -> Result<control::ImportResult> {
-        let (bundle, exporter) = Bundle::from_text(text)?;
+        // Base58 decoding takes time quadratic in the length (about a second for the largest
+        // bundle), so it runs on a worker rather than on the async threads.
+        let text = text.to_owned();
+        let (bundle, exporter) = self.on_worker(move || Bundle::from_text(&text)).await??;
         let now = unix_ms();
         let mut imported = 0;
         for p in &bundle.body.peers {
@@ -1134,6 +1151,9 @@ impl Node {
             }
             let addresses: Vec<Multiaddr> =
                 p.addresses.iter().filter_map(|b| Multiaddr::try_from(b.clone()).ok()).collect();
+            if addresses.is_empty() {
+                continue;
+            }
             let texts: Vec<String> = addresses.iter().map(ToString::to_string).collect();
             self.inner.store.peer_imported(&peer.to_string(), &texts, p.relay, now)?;
             for address in addresses {

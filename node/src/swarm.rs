@@ -55,6 +55,10 @@ pub const MAX_PENDING_DELIVERIES: usize = 4096;
 /// How many relay reservations a user node tries to hold.
 pub const TARGET_RESERVATIONS: usize = 2;
 
+/// Bootstrap peers the swarm task redials at most; an imported bundle beyond this only feeds
+/// the peer cache, so importing bundle after bundle cannot grow the redial list without bound.
+pub const MAX_BOOTSTRAP_PEERS: usize = 64;
+
 /// How many relays a node remembers as candidates for reservations.
 pub const MAX_KNOWN_RELAYS: usize = 32;
 
@@ -592,7 +596,10 @@ impl EventLoop {
                 let _ = reply.send(peers);
             }
             Command::AddBootstrap { address } => match peer_id_of(&address) {
-                Ok(peer) if !self.bootstrap.iter().any(|b| b.peer == peer) => {
+                Ok(peer)
+                    if self.bootstrap.len() < MAX_BOOTSTRAP_PEERS
+                        && !self.bootstrap.iter().any(|b| b.peer == peer) =>
+                {
                     self.swarm.behaviour_mut().kad.add_address(&peer, without_peer(&address));
                     self.bootstrap.push(BootstrapPeer {
                         peer,
