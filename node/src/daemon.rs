@@ -1168,15 +1168,16 @@ impl Node {
 
 /// Every bootstrap address, in the order of DESIGN.md §8: the peer cache (relays and recent
 /// successes first), then the configured addresses, then the relays named in contacts' invite
-/// addresses. Imported bundles feed the peer cache. Each peer appears once.
+/// addresses. Imported bundles feed the peer cache. Each address appears once, but a peer may
+/// appear with several: a relay that moved is given with its new address by `--bootstrap`
+/// while the cache still holds the old one, and only dialing both finds it. The swarm does
+/// not redial a peer it is connected to, whichever address got it there.
 fn bootstrap_sources(store: &Store, config: &Config) -> Result<Vec<Multiaddr>> {
     use libp2p::multiaddr::Protocol;
     let mut out: Vec<Multiaddr> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut push = |addr: Multiaddr, out: &mut Vec<Multiaddr>| {
-        if let Ok(peer) = crate::config::peer_id_of(&addr)
-            && seen.insert(peer)
-        {
+        if crate::config::peer_id_of(&addr).is_ok() && seen.insert(addr.clone()) {
             out.push(addr);
         }
     };
@@ -1263,3 +1264,6 @@ pub fn unix_secs() -> u64 {
 pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

@@ -743,6 +743,11 @@ impl EventLoop {
         }
     }
 
+    /// The distinct peers among the bootstrap addresses.
+    fn bootstrap_peers(&self) -> std::collections::HashSet<PeerId> {
+        self.bootstrap.iter().map(|b| b.peer).collect()
+    }
+
     fn routing_table_size(&mut self) -> usize {
         self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
@@ -760,11 +765,12 @@ impl EventLoop {
             connected: self.swarm.connected_peers().count(),
             routing_table,
             known_relays: self.relays.len(),
-            bootstrap_peers: self.bootstrap.len(),
+            // A peer may be listed at several addresses; it is one bootstrap peer.
+            bootstrap_peers: self.bootstrap_peers().len(),
             bootstrap_connected: self
-                .bootstrap
+                .bootstrap_peers()
                 .iter()
-                .filter(|b| self.swarm.is_connected(&b.peer))
+                .filter(|p| self.swarm.is_connected(p))
                 .count(),
             public: self.swarm.external_addresses().any(|a| !is_relayed(a)),
             presence: self.presence.clone(),
