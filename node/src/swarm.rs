@@ -99,8 +99,9 @@ pub const MAX_DHT_RECORDS: usize = 8192;
 pub const MAX_DHT_RECORD_BYTES: usize = 8192;
 
 /// How often a user node looks for more relays in the DHT while it has fewer reservations
-/// than it wants; the wait doubles after each look that finds none, up to
-/// [`RELAY_DISCOVERY_MAX_INTERVAL`].
+/// than it wants. The wait doubles after each look, up to [`RELAY_DISCOVERY_MAX_INTERVAL`],
+/// and goes back to this when a look finds a relay the node did not know, since where one new
+/// relay appeared others may follow.
 const RELAY_DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Longest wait between two looks for relays.
@@ -446,6 +447,10 @@ pub(crate) struct EventLoop {
     presence_routing_table: usize,
     /// Whether this relay has announced itself under [`RELAYS_KEY`].
     providing: bool,
+    /// Routing-table size at the last announcement. A relay that started alone announced to
+    /// nobody (or to few); it announces again each time its table doubles, so relays that
+    /// join later come to hold the announcement and users find it.
+    providing_routing_table: usize,
     /// When a user node next looks for relays in the DHT, and the wait after that.
     next_relay_discovery: Instant,
     relay_discovery_wait: Duration,
@@ -505,6 +510,7 @@ impl EventLoop {
             presence_query: None,
             presence_routing_table: 0,
             providing: false,
+            providing_routing_table: 0,
             next_relay_discovery: now + RELAY_DISCOVERY_INTERVAL,
             relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
             presence_retry_at: None,
@@ -697,8 +703,12 @@ impl EventLoop {
                     providers,
                     ..
                 })) => {
+                    let local = *self.swarm.local_peer_id();
+                    if providers.iter().any(|p| *p != local && !self.relays.contains_key(p)) {
+                        self.relay_discovery_wait = RELAY_DISCOVERY_INTERVAL;
+                    }
                     for peer in providers {
-                        if peer != *self.swarm.local_peer_id()
+                        if peer != local
                             && !self.relays.contains_key(&peer)
                             && self.relays.len() < MAX_KNOWN_RELAYS
                             && !self.swarm.is_connected(&peer)
@@ -736,10 +746,17 @@ impl EventLoop {
             && !self.providing
             && self.swarm.external_addresses().next().is_some()
         {
-            let key = kad::RecordKey::new(&RELAYS_KEY);
-            if self.swarm.behaviour_mut().kad.start_providing(key).is_ok() {
-                self.providing = true;
-            }
+            self.announce_relay();
+        }
+    }
+
+    /// Announces this relay under [`RELAYS_KEY`] (again), remembering the routing-table size.
+    fn announce_relay(&mut self) {
+        let table = self.routing_table_size();
+        let key = kad::RecordKey::new(&RELAYS_KEY);
+        if self.swarm.behaviour_mut().kad.start_providing(key).is_ok() {
+            self.providing = true;
+            self.providing_routing_table = table;
         }
     }
 
@@ -831,6 +848,11 @@ impl EventLoop {
                 }
                 // A full queue is fine: the daemon republishes on its timer too.
                 let _ = self.events.try_send(NetEvent::AddressesChanged);
+            }
+            // The relay announcement moves the same way, for the same reason.
+            if self.providing && table >= 2 * self.providing_routing_table.max(1) {
+                tracing::debug!(table, "routing table doubled; announcing the relay again");
+                self.announce_relay();
             }
         }
     }
