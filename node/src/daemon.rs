@@ -367,8 +367,8 @@ impl Node {
         })
     }
 
-    /// An invite carrying this node's certificate and the addresses it is reachable at: relay
-    /// circuits first, then confirmed external addresses. A user node that has bootstrap peers
+    /// An invite carrying this node's certificate and the addresses it is reachable at:
+    /// confirmed direct external addresses first, then relay circuits. A user node that has bootstrap peers
     /// but no reservation yet (it was just started) waits up to [`INVITE_WAIT`] for one, since an
     /// invite without addresses is of no use to the person receiving it.
     pub async fn invite(&self) -> Result<control::InviteInfo> {
@@ -823,12 +823,14 @@ impl Node {
         }
     }
 
-    /// The addresses this node is reachable at: relay circuits first, then direct external
-    /// addresses, within the limits of invites and presence records.
+    /// The addresses this node is reachable at: confirmed direct external addresses first,
+    /// then relay circuits (DESIGN.md §5: a direct connection costs no relay and no extra hop,
+    /// so a sender tries it before a circuit), within the limits of invites and presence
+    /// records.
     fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
         let mut addresses: Vec<Multiaddr> =
-            net.reservations.iter().map(|(_, c)| swarm::without_peer(c)).collect();
-        addresses.extend(net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned());
+            net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned().collect();
+        addresses.extend(net.reservations.iter().map(|(_, c)| swarm::without_peer(c)));
         addresses.retain(|a| a.len() <= kolokol_protocol::invite::MAX_ADDRESS_LEN);
         addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
         addresses
