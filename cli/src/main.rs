@@ -530,7 +530,7 @@ async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCod
             status: "fail".into(),
             detail: one_line(&e),
             hint: Some(format!(
-                "start it: kolokol --data-dir {} node --bootstrap <relay address>",
+                "start it: kolokol --data-dir {} node --bootstrap <relay address> (or: relay --listen ...)",
                 dir.display()
             )),
         }),

@@ -318,6 +318,12 @@ fn the_readme_walk_through_delivers_hello() {
         assert_eq!(checks[i]["name"], *name, "{report}");
         assert_eq!(checks[i]["status"], "ok", "{report}");
     }
+    // A healthy standalone relay passes: it needs no bootstrap peer, and that no other DHT
+    // server holds its record yet is only a warning.
+    let relay_doctor = check_ok(&run(&r, &["doctor"]));
+    assert!(relay_doctor.contains("[ok]   bootstrap"), "{relay_doctor}");
+    assert!(relay_doctor.contains("[warn] presence record"), "{relay_doctor}");
+    assert!(!relay_doctor.contains("[FAIL]"), "{relay_doctor}");
     assert!(check_ok(&run(&a, &["peers"])).contains("relay"), "the relay is a cached peer");
     let bundle = check_ok(&run(&a, &["peers", "export"]));
     let imported = check_ok(&run(
@@ -375,6 +381,7 @@ fn commands_without_a_daemon_say_how_to_start_one() {
     let doctor = run(&dir, &["doctor"]);
     assert_eq!(doctor.status.code(), Some(1));
     assert!(stdout(&doctor).starts_with("[FAIL] daemon"), "{}", stdout(&doctor));
+    assert!(stdout(&doctor).contains("(or: relay --listen ...)"), "{}", stdout(&doctor));
     check_error(&run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]), 1, "/p2p/");
     check_error(&run(&dir, &["node", "--listen", "not-an-address"]), 2, "not-an-address");
 

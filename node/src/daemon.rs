@@ -989,7 +989,15 @@ impl Node {
         } else {
             check("listen addresses", "ok", direct.join(", "), None)
         });
-        checks.push(if net.bootstrap_peers == 0 {
+        let relay = self.inner.role == Role::Relay;
+        checks.push(if net.bootstrap_peers == 0 && relay {
+            check(
+                "bootstrap",
+                "ok",
+                "none configured: this relay is a bootstrap peer for others".into(),
+                None,
+            )
+        } else if net.bootstrap_peers == 0 {
             check(
                 "bootstrap",
                 "fail",
@@ -1050,6 +1058,14 @@ impl Node {
                 "ok",
                 format!("found in the DHT with {} address(es)", record.body.addresses.len()),
                 None,
+            ),
+            // A relay that started alone has nobody to store its record; that is where every
+            // network begins, not a fault.
+            None if relay && net.routing_table == 0 => check(
+                "presence record",
+                "warn",
+                "not found in the DHT: no other DHT server knows this relay yet".into(),
+                Some("start another relay or a node with --bootstrap <this relay's address>; users will find it then"),
             ),
             None => check(
                 "presence record",
