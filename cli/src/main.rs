@@ -119,14 +119,14 @@ enum Command {
         /// Keep running and print messages as they arrive.
         #[arg(long)]
         follow: bool,
-        /// Show at most this many of the newest messages.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many of the newest messages (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
         limit: u32,
     },
     /// Show your sent messages and where each one is (queued, sent, delivered, failed).
     Outbox {
-        /// Show at most this many of the newest messages.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many of the newest messages (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
         limit: u32,
     },
     /// Show the node's network state, or with MESSAGE_ID the state history of one message.
@@ -186,6 +186,10 @@ enum ContactsCommand {
         name: String,
     },
 }
+
+/// The largest `--limit` of `inbox` and `outbox`: more than anyone reads on a terminal, and
+/// small enough that one answer stays well within what the control socket carries at once.
+const MAX_LIST_LIMIT: i64 = 10_000;
 
 /// The default listen address of a relay: the IPFS-customary port, on every interface.
 const RELAY_DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
@@ -452,7 +456,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                     if cli.json {
                         print_json(&info)?;
                     } else {
-                        println!("wrote a bundle of {} peers to {}", info.peers, path.display());
+                        println!(
+                            "wrote a bundle of {} to {}",
+                            output::count(info.peers as u64, "peer", "peers"),
+                            path.display()
+                        );
                     }
                 }
                 None if cli.json => print_json(&info)?,
@@ -477,8 +485,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 print_json(&result)?;
             } else {
                 println!(
-                    "imported {} peers from a bundle signed by {}",
-                    result.imported, result.exporter
+                    "imported {} from a bundle signed by {}",
+                    output::count(result.imported as u64, "peer", "peers"),
+                    result.exporter
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -597,7 +606,7 @@ async fn inbox(
         tokio::select! {
             event = client.next_event() => match event? {
                 Event::Message(m) if !seen.contains(&m.id) => show(&m)?,
-                Event::Lagged { missed } => eprintln!("warning: {missed} events were missed; run kolokol inbox to see everything"),
+                Event::Lagged { missed } => eprintln!("warning: {} missed; run kolokol inbox to see everything", output::count(missed, "event was", "events were")),
                 _ => {}
             },
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),

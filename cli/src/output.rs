@@ -65,9 +65,19 @@ pub fn message(m: &InboxMessage) -> String {
     format!("[{}] {}: {}", time(m.received_at_ms), visible(&from), visible(&m.text))
 }
 
+/// `n` and the noun in the form that goes with it: "1 peer", "2 peers".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// One contact line.
 pub fn contact(c: &Contact) -> String {
-    format!("{}\t{}\t{} address(es)", c.name, c.peer_id, c.addresses.len())
+    format!(
+        "{}\t{}\t{}",
+        c.name,
+        c.peer_id,
+        count(c.addresses.len() as u64, "address", "addresses")
+    )
 }
 
 /// The status block.
@@ -133,8 +143,8 @@ pub fn message_status(s: &MessageStatus) -> String {
     }
     if s.message.state == "queued" && s.message.attempts > 0 {
         out.push_str(&format!(
-            "  still queued after {} attempt(s); it is retried until delivered or 14 days pass\n",
-            s.message.attempts
+            "  still queued after {}; it is retried until delivered or 14 days pass\n",
+            count(u64::from(s.message.attempts), "attempt", "attempts")
         ));
     }
     out.trim_end().to_owned()
@@ -154,10 +164,13 @@ pub fn peers(p: &PeersInfo) -> String {
         out.push_str("  none\n");
     }
     for c in &p.cached {
-        let last = c.last_success_ms.map(time).unwrap_or_else(|| "never reached".into());
+        let last = match c.last_success_ms {
+            Some(ms) => format!("last reached {}", time(ms)),
+            None => "never reached".into(),
+        };
         let kind = if c.relay { "relay" } else { "peer" };
         out.push_str(&format!(
-            "  {}  {kind:<5} from {:<10} last reached {last}  {}\n",
+            "  {}  {kind:<5} from {:<10} {last}  {}\n",
             c.peer_id,
             c.source,
             c.addresses.first().map(String::as_str).unwrap_or("")

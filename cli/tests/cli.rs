@@ -334,7 +334,7 @@ fn the_readme_walk_through_delivers_hello() {
             path.to_string_lossy().into_owned()
         }],
     ));
-    assert!(imported.starts_with("imported 1 peers"), "{imported}");
+    assert!(imported.starts_with("imported 1 peer from a bundle signed by "), "{imported}");
     check_error(&run(&b, &["peers", "import", "/nonexistent/bundle"]), 1, "cannot read");
 
     // The mistakes of a new user, each one line and the documented exit code.
@@ -345,6 +345,8 @@ fn the_readme_walk_through_delivers_hello() {
     let long = "x".repeat(60_001);
     check_error(&run(&a, &["send", "bob", &long]), 1, "60001 bytes, over the limit of 60000");
     check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
+    check_error(&run(&a, &["inbox", "--limit", "0"]), 2, "--limit");
+    check_error(&run(&a, &["outbox", "--limit", "10001"]), 2, "--limit");
     check_error(&run(&a, &["send", "--colour", "bob", "x"]), 2, "--colour");
     check_error(&run(&a, &["node"]), 1, "already running");
     // A second relay on the relay's port is refused, although libp2p would share it.

@@ -1038,17 +1038,23 @@ impl Node {
                 format!("{n} relays hold a reservation for you"),
                 None,
             ),
-            0 if net.public => check("relay reservations", "ok", "none needed: directly reachable".into(), None),
+            0 if net.public => {
+                check("relay reservations", "ok", "none needed: directly reachable".into(), None)
+            }
             0 => check(
                 "relay reservations",
                 "fail",
-                format!("none ({} relays known)", net.known_relays),
+                format!("none ({} known)", count(net.known_relays, "relay", "relays")),
                 Some("bootstrap from a community relay: kolokol node --bootstrap <relay address>"),
             ),
             n => check(
                 "relay reservations",
                 "warn",
-                format!("{n} of {} wanted ({} relays known): one relay going down makes you unreachable", swarm::TARGET_RESERVATIONS, net.known_relays),
+                format!(
+                    "{n} of {} wanted ({} known): one relay going down makes you unreachable",
+                    swarm::TARGET_RESERVATIONS,
+                    count(net.known_relays, "relay", "relays")
+                ),
                 Some("add a second relay with --bootstrap, or import a bundle that lists one"),
             ),
         });
@@ -1056,7 +1062,10 @@ impl Node {
             Some(record) => check(
                 "presence record",
                 "ok",
-                format!("found in the DHT with {} address(es)", record.body.addresses.len()),
+                format!(
+                    "found in the DHT with {}",
+                    count(record.body.addresses.len(), "address", "addresses")
+                ),
                 None,
             ),
             // A relay that started alone has nobody to store its record; that is where every
@@ -1095,7 +1104,9 @@ impl Node {
                 .map(|c| control::ConnectedPeerInfo {
                     peer_id: c.peer.to_string(),
                     via: c.via.into(),
-                    address: c.address.to_string(),
+                    // A dialed address may end in the peer's id and an accepted one not; the
+                    // peer id is its own field, so every address is shown without it.
+                    address: swarm::without_peer(&c.address).to_string(),
                 })
                 .collect(),
             cached: self
@@ -1218,6 +1229,11 @@ fn bootstrap_sources(store: &Store, config: &Config) -> Result<Vec<Multiaddr>> {
         }
     }
     Ok(out)
+}
+
+/// `n` and the noun in the form that goes with it: "1 relay", "2 relays".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn check_contact_name(name: &str) -> Result<()> {
