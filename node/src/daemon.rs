@@ -368,9 +368,9 @@ impl Node {
     }
 
     /// An invite carrying this node's certificate and the addresses it is reachable at:
-    /// confirmed direct external addresses first, then relay circuits. A user node that has bootstrap peers
-    /// but no reservation yet (it was just started) waits up to [`INVITE_WAIT`] for one, since an
-    /// invite without addresses is of no use to the person receiving it.
+    /// confirmed direct external addresses first, then relay circuits. A user node that has
+    /// bootstrap peers but no reservation yet (it was just started) waits up to [`INVITE_WAIT`]
+    /// for one, since an invite without addresses is of no use to the person receiving it.
     pub async fn invite(&self) -> Result<control::InviteInfo> {
         let mut net = self.net_status().await?;
         if self.inner.role == Role::Node
@@ -1074,7 +1074,7 @@ impl Node {
                 "presence record",
                 "warn",
                 "not found in the DHT: no other DHT server knows this relay yet".into(),
-                Some("start another relay or a node with --bootstrap <this relay's address>; users will find it then"),
+                Some("nothing to fix alone; a second relay started with --bootstrap <this relay's address> will hold it"),
             ),
             None => check(
                 "presence record",

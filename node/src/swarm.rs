@@ -706,6 +706,9 @@ impl EventLoop {
                     let local = *self.swarm.local_peer_id();
                     if providers.iter().any(|p| *p != local && !self.relays.contains_key(p)) {
                         self.relay_discovery_wait = RELAY_DISCOVERY_INTERVAL;
+                        self.next_relay_discovery = self
+                            .next_relay_discovery
+                            .min(Instant::now() + RELAY_DISCOVERY_INTERVAL);
                     }
                     for peer in providers {
                         if peer != local
