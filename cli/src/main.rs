@@ -29,9 +29,9 @@ use crate::client::Client;
 #[derive(Parser)]
 #[command(name = "kolokol", version, about, propagate_version = true)]
 struct Cli {
-    /// Data directory (identity, database, control socket). Default: $KOLOKOL_HOME, else the
-    /// XDG data directory (~/.local/share/kolokol).
-    #[arg(long, global = true, env = "KOLOKOL_HOME", value_name = "DIR")]
+    /// Data directory (identity, database, control socket). Default: $KOLOKOL_HOME if set and
+    /// not empty, else the XDG data directory (~/.local/share/kolokol).
+    #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
     /// Print results as JSON (the control API's own objects) instead of text.
@@ -108,22 +108,25 @@ enum Command {
     Send {
         /// The contact's name.
         name: String,
-        /// The message.
-        text: String,
+        /// The message: the remaining arguments, joined with single spaces (quote it to keep
+        /// several spaces; put `--` before a text that starts with `-`), or `-` alone to read
+        /// standard input.
+        #[arg(required = true, num_args = 1.., value_name = "TEXT")]
+        text: Vec<String>,
     },
     /// Show received messages.
     Inbox {
         /// Keep running and print messages as they arrive.
         #[arg(long)]
         follow: bool,
-        /// Show at most this many of the newest messages.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many of the newest messages (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
         limit: u32,
     },
     /// Show your sent messages and where each one is (queued, sent, delivered, failed).
     Outbox {
-        /// Show at most this many of the newest messages.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many of the newest messages (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
         limit: u32,
     },
     /// Show the node's network state, or with MESSAGE_ID the state history of one message.
@@ -183,6 +186,10 @@ enum ContactsCommand {
         name: String,
     },
 }
+
+/// The largest `--limit` of `inbox` and `outbox`: more than anyone reads on a terminal, and
+/// small enough that one answer stays well within what the control socket carries at once.
+const MAX_LIST_LIMIT: i64 = 10_000;
 
 /// The default listen address of a relay: the IPFS-customary port, on every interface.
 const RELAY_DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
@@ -255,7 +262,11 @@ fn init_logging(cli: &Cli, file_format: Option<LogFormat>) {
         (Some(LogFormatArg::Json), _) | (None, Some(LogFormat::Json)) => true,
         (Some(LogFormatArg::Text), _) | (None, Some(LogFormat::Text) | None) => false,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes are for people at a terminal; in a file or a journal they are noise.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {
@@ -263,9 +274,18 @@ fn init_logging(cli: &Cli, file_format: Option<LogFormat>) {
     }
 }
 
+/// The environment variable that names the data directory when `--data-dir` is not given.
+const HOME_VARIABLE: &str = "KOLOKOL_HOME";
+
 fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
     if let Some(d) = &cli.data_dir {
         return Ok(d.clone());
+    }
+    // Read here rather than by clap's `env`, which turns `KOLOKOL_HOME=` (set but empty, as a
+    // shell script easily leaves it) into "a value is required for '--data-dir'". Empty means
+    // unset.
+    if let Some(home) = std::env::var_os(HOME_VARIABLE).filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
     }
     directories::ProjectDirs::from("", "", "kolokol")
         .map(|p| p.data_dir().to_owned())
@@ -386,14 +406,17 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Send { name, text } => {
-            let text = if text == "-" {
+            let text = if text.len() == 1 && text[0] == "-" {
+                if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    eprintln!("type the message, then Ctrl-D");
+                }
                 let mut buf = String::new();
                 std::io::stdin()
                     .read_to_string(&mut buf)
                     .context("cannot read the message from standard input")?;
                 buf.trim_end_matches('\n').to_owned()
             } else {
-                text.clone()
+                text.join(" ")
             };
             if text.trim().is_empty() {
                 bail!("the message is empty");
@@ -439,7 +462,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                     if cli.json {
                         print_json(&info)?;
                     } else {
-                        println!("wrote a bundle of {} peers to {}", info.peers, path.display());
+                        println!(
+                            "wrote a bundle of {} to {}",
+                            output::count(info.peers as u64, "peer", "peers"),
+                            path.display()
+                        );
                     }
                 }
                 None if cli.json => print_json(&info)?,
@@ -464,8 +491,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 print_json(&result)?;
             } else {
                 println!(
-                    "imported {} peers from a bundle signed by {}",
-                    result.imported, result.exporter
+                    "imported {} from a bundle signed by {}",
+                    output::count(result.imported as u64, "peer", "peers"),
+                    result.exporter
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -517,7 +545,7 @@ async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCod
             status: "fail".into(),
             detail: one_line(&e),
             hint: Some(format!(
-                "start it: kolokol --data-dir {} node --bootstrap <relay address>",
+                "start it: kolokol --data-dir {} node --bootstrap <relay address> (or: relay --listen ...)",
                 dir.display()
             )),
         }),
@@ -584,7 +612,7 @@ async fn inbox(
         tokio::select! {
             event = client.next_event() => match event? {
                 Event::Message(m) if !seen.contains(&m.id) => show(&m)?,
-                Event::Lagged { missed } => eprintln!("warning: {missed} events were missed; run kolokol inbox to see everything"),
+                Event::Lagged { missed } => eprintln!("warning: {} missed; run kolokol inbox to see everything", output::count(missed, "event was", "events were")),
                 _ => {}
             },
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),

@@ -29,15 +29,55 @@ pub fn time(ms: u64) -> String {
     )
 }
 
+/// What a line break inside a message looks like in text output.
+pub const LINE_BREAK_MARK: &str = "⏎ ";
+
+/// `text` made safe to print on one terminal line: a line break becomes [`LINE_BREAK_MARK`],
+/// and every other control character (C0, DEL, C1, ESC among them) and every bidirectional
+/// override becomes a `\u{..}` escape.
+///
+/// Message text comes from other people, strangers included. Printed raw, a newline would let
+/// a sender forge further inbox lines ("[date] alice: ...") and an escape sequence could
+/// recolour, retitle or rewrite the terminal; bidi overrides can make text read differently
+/// from what it is. `--json` prints the exact text, since a program reading it escapes anyway.
+pub fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str(LINE_BREAK_MARK),
+            c if c.is_control() || is_bidi_control(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The Unicode characters that reorder the text around them (embeddings, overrides, isolates).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// One inbox line.
 pub fn message(m: &InboxMessage) -> String {
     let from = m.from.clone().unwrap_or_else(|| format!("unknown peer {}", m.from_peer_id));
-    format!("[{}] {from}: {}", time(m.received_at_ms), m.text)
+    format!("[{}] {}: {}", time(m.received_at_ms), visible(&from), visible(&m.text))
+}
+
+/// `n` and the noun in the form that goes with it: "1 peer", "2 peers".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// One contact line.
 pub fn contact(c: &Contact) -> String {
-    format!("{}\t{}\t{} address(es)", c.name, c.peer_id, c.addresses.len())
+    format!(
+        "{}\t{}\t{}",
+        c.name,
+        c.peer_id,
+        count(c.addresses.len() as u64, "address", "addresses")
+    )
 }
 
 /// The status block.
@@ -73,26 +113,38 @@ pub fn status(s: &Status) -> String {
 /// One outbox line: id, state, recipient, text.
 pub fn outgoing(m: &OutboxMessage) -> String {
     let detail = match (&m.detail, m.state.as_str()) {
-        (Some(d), "queued" | "failed") => format!(" ({d})"),
+        (Some(d), "queued" | "failed") => format!(" ({})", visible(d)),
         _ => String::new(),
     };
-    format!("{} {:<9} [{}] to {}: {}{detail}", m.id, m.state, time(m.created_at_ms), m.to, m.text)
+    format!(
+        "{} {:<9} [{}] to {}: {}{detail}",
+        m.id,
+        m.state,
+        time(m.created_at_ms),
+        visible(&m.to),
+        visible(&m.text)
+    )
 }
 
 /// A message's state history, one line per state.
 pub fn message_status(s: &MessageStatus) -> String {
-    let mut out = format!("message {} to {}: {}\n", s.message.id, s.message.to, s.message.text);
+    let mut out = format!(
+        "message {} to {}: {}\n",
+        s.message.id,
+        visible(&s.message.to),
+        visible(&s.message.text)
+    );
     for h in &s.history {
         out.push_str(&format!("  {}  {}", time(h.at_ms), h.state));
         if let Some(d) = &h.detail {
-            out.push_str(&format!(" ({d})"));
+            out.push_str(&format!(" ({})", visible(d)));
         }
         out.push('\n');
     }
     if s.message.state == "queued" && s.message.attempts > 0 {
         out.push_str(&format!(
-            "  still queued after {} attempt(s); it is retried until delivered or 14 days pass\n",
-            s.message.attempts
+            "  still queued after {}; it is retried until delivered or 14 days pass\n",
+            count(u64::from(s.message.attempts), "attempt", "attempts")
         ));
     }
     out.trim_end().to_owned()
@@ -112,10 +164,13 @@ pub fn peers(p: &PeersInfo) -> String {
         out.push_str("  none\n");
     }
     for c in &p.cached {
-        let last = c.last_success_ms.map(time).unwrap_or_else(|| "never reached".into());
+        let last = match c.last_success_ms {
+            Some(ms) => format!("last reached {}", time(ms)),
+            None => "never reached".into(),
+        };
         let kind = if c.relay { "relay" } else { "peer" };
         out.push_str(&format!(
-            "  {}  {kind:<5} from {:<10} last reached {last}  {}\n",
+            "  {}  {kind:<5} from {:<10} {last}  {}\n",
             c.peer_id,
             c.source,
             c.addresses.first().map(String::as_str).unwrap_or("")
@@ -155,3 +210,6 @@ pub fn doctor(checks: &[DoctorCheck]) -> String {
     }
     out.trim_end().to_owned()
 }
+
+#[cfg(test)]
+mod tests;

@@ -217,6 +217,9 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(sent.trim().ends_with(" sent"), "{sent}");
     let inbox = check_ok(&run(&b, &["inbox"]));
     assert!(inbox.contains("alice: hello"), "{inbox}");
+    // Unquoted words are one message.
+    check_ok(&run(&a, &["send", "bob", "hello", "big", "world"]));
+    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello big world\n"));
     let id = sent.split_whitespace().next().expect("an id");
     let outbox = check_ok(&run(&a, &["outbox"]));
     assert!(outbox.contains(id) && outbox.contains("to bob: hello"), "{outbox}");
@@ -236,13 +239,31 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(check_ok(&piped).trim().ends_with(" sent"));
     assert!(check_ok(&run(&b, &["inbox"])).contains("alice: from a pipe\n"));
 
+    // A sender cannot forge inbox lines or drive the terminal: text output shows line breaks
+    // and escapes visibly, --json keeps the exact text.
+    let forged = "ok\n[2026-01-01 00:00:00] carol: pay me\u{1b}[2J\u{9b}";
+    check_ok(&run(&a, &["send", "bob", forged]));
+    let inbox = check_ok(&run(&b, &["inbox"]));
+    assert!(
+        inbox.contains("alice: ok⏎ [2026-01-01 00:00:00] carol: pay me\\u{1b}[2J\\u{9b}\n"),
+        "{inbox}"
+    );
+    assert!(!inbox.lines().any(|l| l.starts_with("[2026-01-01")), "{inbox}");
+    assert!(!inbox.contains('\u{1b}') && !inbox.contains('\u{9b}'), "{inbox}");
+    let outbox = check_ok(&run(&a, &["outbox"]));
+    assert!(outbox.contains("to bob: ok⏎ [2026-01-01"), "{outbox}");
+    assert!(!outbox.contains('\u{1b}'), "{outbox}");
+    let exact: serde_json::Value =
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox"]))).expect("JSON");
+    assert!(exact.as_array().expect("a list").iter().any(|m| m["text"] == forged), "{exact}");
+
     // Metrics: Alice's own gauges, and the relay's libp2p metrics.
     let body = http(&alice_metrics, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     let sent_or_delivered = sample(&body, "kolokol_messages{state=\"sent\"}")
         + sample(&body, "kolokol_messages{state=\"delivered\"}");
-    assert_eq!(sent_or_delivered, 2, "{body}");
+    assert_eq!(sent_or_delivered, 4, "{body}");
     assert_eq!(sample(&body, "kolokol_relay_reservations"), 1, "{body}");
     assert!(sample(&body, "kolokol_connected_peers") >= 1, "{body}");
     let body = http(&relay_metrics, "GET /metrics HTTP/1.0\r\n\r\n");
@@ -261,7 +282,7 @@ fn the_readme_walk_through_delivers_hello() {
 
     // The secrets and the socket are the owner's alone.
     use std::os::unix::fs::PermissionsExt;
-    for f in ["identity.key", "control.sock"] {
+    for f in ["identity.key", "control.sock", "kolokol.db"] {
         let mode = std::fs::metadata(a.join(f)).expect("exists").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f} has mode {mode:o}");
     }
@@ -297,6 +318,12 @@ fn the_readme_walk_through_delivers_hello() {
         assert_eq!(checks[i]["name"], *name, "{report}");
         assert_eq!(checks[i]["status"], "ok", "{report}");
     }
+    // A healthy standalone relay passes: it needs no bootstrap peer, and that no other DHT
+    // server holds its record yet is only a warning.
+    let relay_doctor = check_ok(&run(&r, &["doctor"]));
+    assert!(relay_doctor.contains("[ok]   bootstrap"), "{relay_doctor}");
+    assert!(relay_doctor.contains("[warn] presence record"), "{relay_doctor}");
+    assert!(!relay_doctor.contains("[FAIL]"), "{relay_doctor}");
     assert!(check_ok(&run(&a, &["peers"])).contains("relay"), "the relay is a cached peer");
     let bundle = check_ok(&run(&a, &["peers", "export"]));
     let imported = check_ok(&run(
@@ -307,7 +334,7 @@ fn the_readme_walk_through_delivers_hello() {
             path.to_string_lossy().into_owned()
         }],
     ));
-    assert!(imported.starts_with("imported 1 peers"), "{imported}");
+    assert!(imported.starts_with("imported 1 peer from a bundle signed by "), "{imported}");
     check_error(&run(&b, &["peers", "import", "/nonexistent/bundle"]), 1, "cannot read");
 
     // The mistakes of a new user, each one line and the documented exit code.
@@ -318,8 +345,17 @@ fn the_readme_walk_through_delivers_hello() {
     let long = "x".repeat(60_001);
     check_error(&run(&a, &["send", "bob", &long]), 1, "60001 bytes, over the limit of 60000");
     check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
+    check_error(&run(&a, &["inbox", "--limit", "0"]), 2, "--limit");
+    check_error(&run(&a, &["outbox", "--limit", "10001"]), 2, "--limit");
     check_error(&run(&a, &["send", "--colour", "bob", "x"]), 2, "--colour");
     check_error(&run(&a, &["node"]), 1, "already running");
+    // A second relay on the relay's port is refused, although libp2p would share it.
+    let taken = bootstrap.split("/p2p/").next().expect("an address").to_owned();
+    check_error(
+        &run(&tmp.path().join("relay2"), &["relay", "--listen", &taken]),
+        1,
+        &format!("cannot listen on {taken}: address already in use (is another kolokol running?)"),
+    );
     // The daemon still serves after all of that.
     assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello"));
 }
@@ -331,9 +367,23 @@ fn commands_without_a_daemon_say_how_to_start_one() {
     for args in [&["status"][..], &["send", "bob", "hi"], &["inbox"], &["invite"], &["peers"]] {
         check_error(&run(&dir, args), 1, "no kolokol daemon is running");
     }
+    // KOLOKOL_HOME names the data dir; set but empty, it counts as unset.
+    let bare = |home: &std::ffi::OsStr| {
+        Command::new(env!("CARGO_BIN_EXE_kolokol"))
+            .arg("status")
+            .env("KOLOKOL_HOME", home)
+            .env("XDG_DATA_HOME", tmp.path().join("xdg"))
+            .output()
+            .expect("the binary runs")
+    };
+    let expected = format!("running for {}", dir.display());
+    check_error(&bare(dir.as_os_str()), 1, &expected);
+    let expected = format!("running for {}", tmp.path().join("xdg/kolokol").display());
+    check_error(&bare("".as_ref()), 1, &expected);
     let doctor = run(&dir, &["doctor"]);
     assert_eq!(doctor.status.code(), Some(1));
     assert!(stdout(&doctor).starts_with("[FAIL] daemon"), "{}", stdout(&doctor));
+    assert!(stdout(&doctor).contains("(or: relay --listen ...)"), "{}", stdout(&doctor));
     check_error(&run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]), 1, "/p2p/");
     check_error(&run(&dir, &["node", "--listen", "not-an-address"]), 2, "not-an-address");
 

@@ -208,9 +208,7 @@ fn failure(e: Error) -> (i64, String) {
         Error::BadMessage(_) => code::BAD_MESSAGE,
         Error::UnknownMessage(_) => code::UNKNOWN_MESSAGE,
         Error::Protocol(kolokol_protocol::Error::Invite(_)) => code::BAD_INVITE,
-        Error::Protocol(
-            kolokol_protocol::Error::Bundle(_) | kolokol_protocol::Error::Malformed { .. },
-        ) => code::BAD_BUNDLE,
+        Error::Protocol(kolokol_protocol::Error::Bundle(_)) => code::BAD_BUNDLE,
         _ => code::INTERNAL_ERROR,
     };
     (code, e.to_string())
@@ -263,7 +261,12 @@ async fn dispatch(
         method::PEERS_EXPORT => to_value(node.export_peers().map_err(failure)?),
         method::PEERS_IMPORT => {
             let p: ImportParams = params(request)?;
-            to_value(node.import_peers(&p.bundle).await.map_err(failure)?)
+            // Whatever the protocol crate finds wrong with the text is the bundle's fault.
+            let result = node.import_peers(&p.bundle).await.map_err(|e| match e {
+                Error::Protocol(inner) => (code::BAD_BUNDLE, inner.to_string()),
+                other => failure(other),
+            })?;
+            to_value(result)
         }
         method::SUBSCRIBE => {
             *events = Some(node.subscribe());

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use kolokol_protocol::bundle::{
     Bundle, BundlePeer, MAX_BUNDLE_ADDRESS_LEN, MAX_BUNDLE_ADDRESSES, MAX_BUNDLE_PEERS,
 };
+use kolokol_protocol::codec;
 use kolokol_protocol::control::{self, Event, InboxMessage, StateChange};
 use kolokol_protocol::conversation::{Conversation, Randomness};
 use kolokol_protocol::envelope;
@@ -45,8 +46,11 @@ pub const EVENT_BUFFER: usize = 1024;
 pub const MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// How long an attempt owns its outbox row: the outbox loop leaves a row alone for this long
-/// after an attempt starts, so one message is not sent twice at once.
-const ATTEMPT_CLAIM: Duration = Duration::from_secs(15);
+/// after an attempt starts, so one message is not sent twice at once. It must outlast the
+/// longest attempt, a delivery ([`swarm::DELIVERY_TIMEOUT`], 10 s), a presence lookup
+/// ([`RESOLVE_TIMEOUT`], 15 s) and a second delivery (10 s), with room for a slow store and
+/// crypto workers busy with other envelopes.
+const ATTEMPT_CLAIM: Duration = Duration::from_secs(60);
 
 /// Longest wait between two delivery attempts of one message.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
@@ -161,6 +165,10 @@ impl RunningNode {
         let data_dir = DataDir::open(&config.data_dir)?;
         let identity = data_dir.load_or_create_identity()?;
         let store = Store::open(&data_dir.path(DATABASE_FILE))?;
+        // The database holds messages in plaintext: the owner's alone, like the identity key.
+        for suffix in ["", "-wal", "-shm"] {
+            data_dir.restrict(&format!("{DATABASE_FILE}{suffix}"))?;
+        }
         let now = unix_secs();
         let certificate = identity.certify(
             now.saturating_sub(CERTIFICATE_BACKDATE.as_secs()),
@@ -382,10 +390,10 @@ impl Node {
         })
     }
 
-    /// An invite carrying this node's certificate and the addresses it is reachable at: relay
-    /// circuits first, then confirmed external addresses. A user node that has bootstrap peers
-    /// but no reservation yet (it was just started) waits up to [`INVITE_WAIT`] for one, since an
-    /// invite without addresses is of no use to the person receiving it.
+    /// An invite carrying this node's certificate and the addresses it is reachable at:
+    /// confirmed direct external addresses first, then relay circuits. A user node that has
+    /// bootstrap peers but no reservation yet (it was just started) waits up to [`INVITE_WAIT`]
+    /// for one, since an invite without addresses is of no use to the person receiving it.
     pub async fn invite(&self) -> Result<control::InviteInfo> {
         let mut net = self.net_status().await?;
         if self.inner.role == Role::Node
@@ -1106,12 +1114,14 @@ impl Node {
         }
     }
 
-    /// The addresses this node is reachable at: relay circuits first, then direct external
-    /// addresses, within the limits of invites and presence records.
+    /// The addresses this node is reachable at: confirmed direct external addresses first,
+    /// then relay circuits (DESIGN.md §5: a direct connection costs no relay and no extra hop,
+    /// so a sender tries it before a circuit), within the limits of invites and presence
+    /// records.
     fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
         let mut addresses: Vec<Multiaddr> =
-            net.reservations.iter().map(|(_, c)| swarm::without_peer(c)).collect();
-        addresses.extend(net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned());
+            net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned().collect();
+        addresses.extend(net.reservations.iter().map(|(_, c)| swarm::without_peer(c)));
         addresses.retain(|a| a.len() <= kolokol_protocol::invite::MAX_ADDRESS_LEN);
         addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
         addresses
@@ -1285,7 +1295,15 @@ impl Node {
         } else {
             check("listen addresses", "ok", direct.join(", "), None)
         });
-        checks.push(if net.bootstrap_peers == 0 {
+        let relay = self.inner.role == Role::Relay;
+        checks.push(if net.bootstrap_peers == 0 && relay {
+            check(
+                "bootstrap",
+                "ok",
+                "none configured: this relay is a bootstrap peer for others".into(),
+                None,
+            )
+        } else if net.bootstrap_peers == 0 {
             check(
                 "bootstrap",
                 "fail",
@@ -1326,17 +1344,23 @@ impl Node {
                 format!("{n} relays hold a reservation for you"),
                 None,
             ),
-            0 if net.public => check("relay reservations", "ok", "none needed: directly reachable".into(), None),
+            0 if net.public => {
+                check("relay reservations", "ok", "none needed: directly reachable".into(), None)
+            }
             0 => check(
                 "relay reservations",
                 "fail",
-                format!("none ({} relays known)", net.known_relays),
+                format!("none ({} known)", count(net.known_relays, "relay", "relays")),
                 Some("bootstrap from a community relay: kolokol node --bootstrap <relay address>"),
             ),
             n => check(
                 "relay reservations",
                 "warn",
-                format!("{n} of {} wanted ({} relays known): one relay going down makes you unreachable", swarm::TARGET_RESERVATIONS, net.known_relays),
+                format!(
+                    "{n} of {} wanted ({} known): one relay going down makes you unreachable",
+                    swarm::TARGET_RESERVATIONS,
+                    count(net.known_relays, "relay", "relays")
+                ),
                 Some("add a second relay with --bootstrap, or import a bundle that lists one"),
             ),
         });
@@ -1344,8 +1368,19 @@ impl Node {
             Some(record) => check(
                 "presence record",
                 "ok",
-                format!("found in the DHT with {} address(es)", record.body.addresses.len()),
+                format!(
+                    "found in the DHT with {}",
+                    count(record.body.addresses.len(), "address", "addresses")
+                ),
                 None,
+            ),
+            // A relay that started alone has nobody to store its record; that is where every
+            // network begins, not a fault.
+            None if relay && net.routing_table == 0 => check(
+                "presence record",
+                "warn",
+                "not found in the DHT: no other DHT server knows this relay yet".into(),
+                Some("nothing to fix alone; a second relay started with --bootstrap <this relay's address> will hold it"),
             ),
             None => check(
                 "presence record",
@@ -1375,7 +1410,9 @@ impl Node {
                 .map(|c| control::ConnectedPeerInfo {
                     peer_id: c.peer.to_string(),
                     via: c.via.into(),
-                    address: c.address.to_string(),
+                    // A dialed address may end in the peer's id and an accepted one not; the
+                    // peer id is its own field, so every address is shown without it.
+                    address: swarm::without_peer(&c.address).to_string(),
                 })
                 .collect(),
             cached: self
@@ -1395,9 +1432,11 @@ impl Node {
         })
     }
 
-    /// A signed bootstrap bundle of the peers this node has reached, relays first.
+    /// A signed bootstrap bundle of the peers this node has reached, relays first. Peers are
+    /// dropped from the end until the encoded bundle fits [`codec::MAX_DECODE_LEN`], so every
+    /// bundle exported can be imported.
     pub fn export_peers(&self) -> Result<control::BundleInfo> {
-        let peers: Vec<BundlePeer> = self
+        let mut peers: Vec<BundlePeer> = self
             .inner
             .store
             .cached_peers(MAX_BUNDLE_PEERS)?
@@ -1413,17 +1452,31 @@ impl Node {
                     .filter(|a| a.len() <= MAX_BUNDLE_ADDRESS_LEN)
                     .take(MAX_BUNDLE_ADDRESSES)
                     .collect();
-                Some(BundlePeer { peer_id: peer.to_bytes(), addresses, relay: p.relay })
+                (!addresses.is_empty()).then(|| BundlePeer {
+                    peer_id: peer.to_bytes(),
+                    addresses,
+                    relay: p.relay,
+                })
             })
             .collect();
-        let count = peers.len();
-        let bundle = Bundle::sign(&self.inner.identity, peers, unix_secs())?;
-        Ok(control::BundleInfo { bundle: bundle.to_text()?, peers: count })
+        let now = unix_secs();
+        let bundle = loop {
+            let bundle = Bundle::sign(&self.inner.identity, peers.clone(), now)?;
+            if peers.is_empty() || codec::encode(&bundle)?.len() <= codec::MAX_DECODE_LEN {
+                break bundle;
+            }
+            peers.pop();
+        };
+        Ok(control::BundleInfo { bundle: bundle.to_text()?, peers: bundle.body.peers.len() })
     }
 
-    /// Imports a bootstrap bundle: verifies it, caches its peers and dials them.
+    /// Imports a bootstrap bundle: verifies it, caches its peers and dials them. Peers without
+    /// a readable address are skipped and not counted.
     pub async fn import_peers(&self, text: &str) -> Result<control::ImportResult> {
-        let (bundle, exporter) = Bundle::from_text(text)?;
+        // Base58 decoding takes time quadratic in the length (about a second for the largest
+        // bundle), so it runs on a worker rather than on the async threads.
+        let text = text.to_owned();
+        let (bundle, exporter) = self.on_worker(move || Bundle::from_text(&text)).await??;
         let now = unix_ms();
         let mut imported = 0;
         for p in &bundle.body.peers {
@@ -1433,6 +1486,9 @@ impl Node {
             }
             let addresses: Vec<Multiaddr> =
                 p.addresses.iter().filter_map(|b| Multiaddr::try_from(b.clone()).ok()).collect();
+            if addresses.is_empty() {
+                continue;
+            }
             let texts: Vec<String> = addresses.iter().map(ToString::to_string).collect();
             self.inner.store.peer_imported(&peer.to_string(), &texts, p.relay, now)?;
             for address in addresses {
@@ -1447,15 +1503,16 @@ impl Node {
 
 /// Every bootstrap address, in the order of DESIGN.md §8: the peer cache (relays and recent
 /// successes first), then the configured addresses, then the relays named in contacts' invite
-/// addresses. Imported bundles feed the peer cache. Each peer appears once.
+/// addresses. Imported bundles feed the peer cache. Each address appears once, but a peer may
+/// appear with several: a relay that moved is given with its new address by `--bootstrap`
+/// while the cache still holds the old one, and only dialing both finds it. The swarm does
+/// not redial a peer it is connected to, whichever address got it there.
 fn bootstrap_sources(store: &Store, config: &Config) -> Result<Vec<Multiaddr>> {
     use libp2p::multiaddr::Protocol;
     let mut out: Vec<Multiaddr> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut push = |addr: Multiaddr, out: &mut Vec<Multiaddr>| {
-        if let Ok(peer) = crate::config::peer_id_of(&addr)
-            && seen.insert(peer)
-        {
+        if crate::config::peer_id_of(&addr).is_ok() && seen.insert(addr.clone()) {
             out.push(addr);
         }
     };
@@ -1478,6 +1535,11 @@ fn bootstrap_sources(store: &Store, config: &Config) -> Result<Vec<Multiaddr>> {
         }
     }
     Ok(out)
+}
+
+/// `n` and the noun in the form that goes with it: "1 relay", "2 relays".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn check_contact_name(name: &str) -> Result<()> {
@@ -1542,3 +1604,6 @@ pub fn unix_secs() -> u64 {
 pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,7 +30,8 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Creates the directory (mode 0700) if needed and takes its lock.
+    /// Creates the directory (mode 0700) if needed, restricts an existing one to its owner,
+    /// and takes its lock.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.exists() {
             fs::DirBuilder::new()
@@ -38,6 +39,22 @@ impl DataDir {
                 .mode(0o700)
                 .create(root)
                 .map_err(|e| Error::io("cannot create data dir", root, e))?;
+        }
+        // A directory made by hand (or by `mkdir` under a lax umask) may let others in; the
+        // database in it holds every message in plaintext, so it is closed before anything is
+        // opened inside.
+        let mode = fs::metadata(root)
+            .map_err(|e| Error::io("cannot read data dir", root, e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("cannot restrict data dir", root, e))?;
+            tracing::warn!(
+                path = %root.display(),
+                old_mode = format!("{:o}", mode & 0o777),
+                "the data dir was open to other users; restricted it to mode 700"
+            );
         }
         let lock_path = root.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -65,6 +82,17 @@ impl DataDir {
     /// Path of a file inside the directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// Restricts a file inside the directory to its owner (mode 0600), if it exists. The
+    /// store's files are created under the process umask; this closes them afterwards.
+    pub fn restrict(&self, name: &str) -> Result<()> {
+        let path = self.path(name);
+        match fs::set_permissions(&path, fs::Permissions::from_mode(0o600)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("cannot restrict", &path, e)),
+        }
     }
 
     /// Loads `identity.key`, or creates it (mode 0600, written atomically) on first start.
@@ -120,3 +148,6 @@ impl DataDir {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -753,9 +753,12 @@ impl Store {
             ],
         )
         .map_err(|e| self.err(e))?;
+        // An imported peer was never reached, but it counts as recent at its import time:
+        // ordering by success alone would evict every import the moment the cache is full.
         tx.execute(
             "DELETE FROM peers WHERE peer_id NOT IN (
-                SELECT peer_id FROM peers ORDER BY COALESCE(last_success_ms, 0) DESC, last_seen_ms DESC LIMIT ?1)",
+                SELECT peer_id FROM peers
+                ORDER BY COALESCE(last_success_ms, last_seen_ms) DESC, last_seen_ms DESC LIMIT ?1)",
             [MAX_CACHED_PEERS as i64],
         )
         .map_err(|e| self.err(e))?;

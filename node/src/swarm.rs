@@ -55,6 +55,10 @@ pub const MAX_PENDING_DELIVERIES: usize = 4096;
 /// How many relay reservations a user node tries to hold.
 pub const TARGET_RESERVATIONS: usize = 2;
 
+/// Bootstrap peers the swarm task redials at most; an imported bundle beyond this only feeds
+/// the peer cache, so importing bundle after bundle cannot grow the redial list without bound.
+pub const MAX_BOOTSTRAP_PEERS: usize = 64;
+
 /// How many relays a node remembers as candidates for reservations.
 pub const MAX_KNOWN_RELAYS: usize = 32;
 
@@ -95,8 +99,9 @@ pub const MAX_DHT_RECORDS: usize = 8192;
 pub const MAX_DHT_RECORD_BYTES: usize = 8192;
 
 /// How often a user node looks for more relays in the DHT while it has fewer reservations
-/// than it wants; the wait doubles after each look that finds none, up to
-/// [`RELAY_DISCOVERY_MAX_INTERVAL`].
+/// than it wants. The wait doubles after each look, up to [`RELAY_DISCOVERY_MAX_INTERVAL`],
+/// and goes back to this when a look finds a relay the node did not know, since where one new
+/// relay appeared others may follow.
 const RELAY_DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Longest wait between two looks for relays.
@@ -367,14 +372,46 @@ pub(crate) fn build(
         relay.set_status(Some(relay::Status::Enable));
     }
     for addr in &config.listen {
+        probe_port(addr)?;
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {}", one_line(&e))))?;
     }
     for addr in &config.external_addresses {
         swarm.add_external_address(addr.clone());
     }
     Ok(swarm)
+}
+
+/// Fails if the TCP port of a listen address is already taken.
+///
+/// libp2p-tcp binds with `SO_REUSEPORT`, so a second kolokol (or anything else that sets it)
+/// could share the port and the kernel would split incoming connections between the two. A
+/// plain bind, without that option, fails on a port in use; the probe is closed again before
+/// libp2p binds. Port 0 (any free port) and non-TCP addresses need no probe.
+fn probe_port(addr: &Multiaddr) -> Result<()> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else { return Ok(()) };
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Network(format!(
+            "cannot listen on {addr}: address already in use (is another kolokol running?)"
+        ))),
+        // Anything else (an address this host does not have, a privileged port) is for
+        // libp2p's own bind to report.
+        Err(_) => Ok(()),
+    }
 }
 
 /// The swarm task.
@@ -410,6 +447,10 @@ pub(crate) struct EventLoop {
     presence_routing_table: usize,
     /// Whether this relay has announced itself under [`RELAYS_KEY`].
     providing: bool,
+    /// Routing-table size at the last announcement. A relay that started alone announced to
+    /// nobody (or to few); it announces again each time its table doubles, so relays that
+    /// join later come to hold the announcement and users find it.
+    providing_routing_table: usize,
     /// When a user node next looks for relays in the DHT, and the wait after that.
     next_relay_discovery: Instant,
     relay_discovery_wait: Duration,
@@ -469,6 +510,7 @@ impl EventLoop {
             presence_query: None,
             presence_routing_table: 0,
             providing: false,
+            providing_routing_table: 0,
             next_relay_discovery: now + RELAY_DISCOVERY_INTERVAL,
             relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
             presence_retry_at: None,
@@ -560,7 +602,10 @@ impl EventLoop {
                 let _ = reply.send(peers);
             }
             Command::AddBootstrap { address } => match peer_id_of(&address) {
-                Ok(peer) if !self.bootstrap.iter().any(|b| b.peer == peer) => {
+                Ok(peer)
+                    if self.bootstrap.len() < MAX_BOOTSTRAP_PEERS
+                        && !self.bootstrap.iter().any(|b| b.peer == peer) =>
+                {
                     self.swarm.behaviour_mut().kad.add_address(&peer, without_peer(&address));
                     self.bootstrap.push(BootstrapPeer {
                         peer,
@@ -658,8 +703,15 @@ impl EventLoop {
                     providers,
                     ..
                 })) => {
+                    let local = *self.swarm.local_peer_id();
+                    if providers.iter().any(|p| *p != local && !self.relays.contains_key(p)) {
+                        self.relay_discovery_wait = RELAY_DISCOVERY_INTERVAL;
+                        self.next_relay_discovery = self
+                            .next_relay_discovery
+                            .min(Instant::now() + RELAY_DISCOVERY_INTERVAL);
+                    }
                     for peer in providers {
-                        if peer != *self.swarm.local_peer_id()
+                        if peer != local
                             && !self.relays.contains_key(&peer)
                             && self.relays.len() < MAX_KNOWN_RELAYS
                             && !self.swarm.is_connected(&peer)
@@ -697,11 +749,23 @@ impl EventLoop {
             && !self.providing
             && self.swarm.external_addresses().next().is_some()
         {
-            let key = kad::RecordKey::new(&RELAYS_KEY);
-            if self.swarm.behaviour_mut().kad.start_providing(key).is_ok() {
-                self.providing = true;
-            }
+            self.announce_relay();
         }
+    }
+
+    /// Announces this relay under [`RELAYS_KEY`] (again), remembering the routing-table size.
+    fn announce_relay(&mut self) {
+        let table = self.routing_table_size();
+        let key = kad::RecordKey::new(&RELAYS_KEY);
+        if self.swarm.behaviour_mut().kad.start_providing(key).is_ok() {
+            self.providing = true;
+            self.providing_routing_table = table;
+        }
+    }
+
+    /// The distinct peers among the bootstrap addresses.
+    fn bootstrap_peers(&self) -> std::collections::HashSet<PeerId> {
+        self.bootstrap.iter().map(|b| b.peer).collect()
     }
 
     fn routing_table_size(&mut self) -> usize {
@@ -721,11 +785,12 @@ impl EventLoop {
             connected: self.swarm.connected_peers().count(),
             routing_table,
             known_relays: self.relays.len(),
-            bootstrap_peers: self.bootstrap.len(),
+            // A peer may be listed at several addresses; it is one bootstrap peer.
+            bootstrap_peers: self.bootstrap_peers().len(),
             bootstrap_connected: self
-                .bootstrap
+                .bootstrap_peers()
                 .iter()
-                .filter(|b| self.swarm.is_connected(&b.peer))
+                .filter(|p| self.swarm.is_connected(p))
                 .count(),
             public: self.swarm.external_addresses().any(|a| !is_relayed(a)),
             presence: self.presence.clone(),
@@ -787,6 +852,11 @@ impl EventLoop {
                 // A full queue is fine: the daemon republishes on its timer too.
                 let _ = self.events.try_send(NetEvent::AddressesChanged);
             }
+            // The relay announcement moves the same way, for the same reason.
+            if self.providing && table >= 2 * self.providing_routing_table.max(1) {
+                tracing::debug!(table, "routing table doubled; announcing the relay again");
+                self.announce_relay();
+            }
         }
     }
 
@@ -803,7 +873,10 @@ impl EventLoop {
                 Ok(()) => {
                     tracing::info!(address = %e.tested_addr, "reachable from outside (AutoNAT)")
                 }
-                Err(err) => tracing::debug!(address = %e.tested_addr, %err, "AutoNAT test failed"),
+                Err(err) => {
+                    let err = one_line(&err);
+                    tracing::debug!(address = %e.tested_addr, %err, "AutoNAT test failed")
+                }
             },
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => match e.result {
                 Ok(connection) => {
@@ -813,6 +886,7 @@ impl EventLoop {
                     tracing::info!(peer = %e.remote_peer_id, "hole punch succeeded: direct connection")
                 }
                 Err(err) => {
+                    let err = one_line(&err);
                     tracing::debug!(peer = %e.remote_peer_id, %err, "hole punch failed; staying relayed")
                 }
             },
@@ -877,13 +951,18 @@ impl EventLoop {
                     slot.circuit = None;
                     slot.failures += 1;
                     slot.next_attempt = Instant::now() + backoff(slot.failures);
-                    tracing::warn!(relay = %peer, ?reason, "relay reservation lost; will retry");
+                    let reason = match &reason {
+                        Ok(()) => "the relay closed the connection".to_owned(),
+                        Err(e) => one_line(e),
+                    };
+                    tracing::warn!(relay = %peer, %reason, "relay reservation lost; will retry");
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer) {
                     b.failures += 1;
                     b.next_attempt = Instant::now() + backoff(b.failures);
+                    let error = one_line(&error);
                     tracing::warn!(%peer, %error, "cannot reach bootstrap peer; will retry");
                 }
             }
@@ -932,7 +1011,8 @@ impl EventLoop {
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some(reply) = self.pending.remove(&request_id) {
                     let _ = reply.send(Err(DeliveryFailure::temporary(format!(
-                        "cannot reach {peer}: {error}"
+                        "cannot reach {peer}: {}",
+                        one_line(&error)
                     ))));
                 }
             }
@@ -1008,6 +1088,7 @@ impl EventLoop {
                 Err(e) => {
                     slot.failures += 1;
                     slot.next_attempt = now + backoff(slot.failures);
+                    let e = one_line(&e);
                     tracing::warn!(%circuit, %e, "cannot listen through relay");
                 }
             }
@@ -1051,11 +1132,19 @@ impl EventLoop {
             if b.next_attempt <= now && !self.swarm.is_connected(&b.peer) {
                 b.next_attempt = now + backoff(b.failures + 1);
                 if let Err(e) = self.swarm.dial(b.address.clone()) {
+                    let e = one_line(&e);
                     tracing::debug!(peer = %b.peer, %e, "bootstrap dial not started");
                 }
             }
         }
     }
+}
+
+/// An error's text on one line. libp2p's dial errors list every address tried on a line of
+/// its own, which breaks a log line (and a JSON log consumer's idea of one) into several.
+pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Exponential backoff from one second up to [`MAX_BACKOFF`].
@@ -1084,3 +1173,6 @@ pub(crate) fn without_peer(addr: &Multiaddr) -> Multiaddr {
     }
     a
 }
+
+#[cfg(test)]
+mod tests;

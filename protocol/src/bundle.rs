@@ -29,8 +29,10 @@ pub const MAX_BUNDLE_ADDRESSES: usize = 8;
 /// Longest address, in bytes of its binary multiaddr form.
 pub const MAX_BUNDLE_ADDRESS_LEN: usize = 256;
 
-/// Longest bundle text accepted, in bytes.
-pub const MAX_BUNDLE_TEXT_LEN: usize = 512 * 1024;
+/// Longest bundle text accepted, in bytes, once whitespace is removed: room for the prefix and
+/// base58 of the largest bundle that decodes ([`codec::MAX_DECODE_LEN`] bytes make about
+/// 89 500 base58 characters).
+pub const MAX_BUNDLE_TEXT_LEN: usize = 96 * 1024;
 
 const BUNDLE_CONTEXT: &[u8] = b"kolokol-bootstrap-bundle:v1";
 
@@ -98,8 +100,10 @@ impl Bundle {
     }
 
     /// Reads and verifies the text form; returns the bundle and the exporter's peer id.
+    /// Whitespace anywhere is ignored (base58 has none), since mail and chat apps wrap long
+    /// text.
     pub fn from_text(text: &str) -> Result<(Self, PeerId), Error> {
-        let text = text.trim();
+        let text = crate::invite::without_whitespace(text);
         if text.len() > MAX_BUNDLE_TEXT_LEN {
             return Err(Error::Bundle(format!("is longer than {MAX_BUNDLE_TEXT_LEN} bytes")));
         }
@@ -109,7 +113,13 @@ impl Bundle {
         let bytes = bs58::decode(encoded)
             .into_vec()
             .map_err(|e| Error::Bundle(format!("is not valid base58: {e}")))?;
-        let bundle: Bundle = codec::decode("bootstrap bundle", &bytes)?;
+        // bincode's own words (`UnexpectedEnd { additional: 30 }`) mean nothing to a user.
+        let bundle: Bundle = codec::decode("bootstrap bundle", &bytes).map_err(|e| match e {
+            Error::TooLarge { len, max, .. } => {
+                Error::Bundle(format!("is {len} bytes once decoded, over the limit of {max}"))
+            }
+            _ => Error::Bundle("is corrupted or cut short".into()),
+        })?;
         if bundle.body.version != BUNDLE_VERSION {
             return Err(Error::Bundle(format!(
                 "has version {}, this kolokol reads version {BUNDLE_VERSION}",

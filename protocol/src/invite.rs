@@ -55,10 +55,12 @@ impl Invite {
         Ok(format!("{INVITE_PREFIX}{}", bs58::encode(payload).into_string()))
     }
 
-    /// Decodes invite text and verifies the certificate at `now` (Unix seconds). Surrounding
-    /// whitespace is ignored, since copy and paste tends to add it.
+    /// Decodes invite text and verifies the certificate at `now` (Unix seconds). Whitespace
+    /// anywhere is ignored (base58 has none): copy and paste adds it around the code, and chat
+    /// and mail apps wrap a long code with line breaks or spaces inside.
     pub fn from_text(text: &str, now: u64) -> Result<(Self, PeerId), Error> {
-        let text = text.trim();
+        let text = without_whitespace(text);
+        let text = text.as_str();
         if text.len() > MAX_INVITE_TEXT_LEN {
             return Err(Error::Invite(format!(
                 "is {} bytes long, longer than the {MAX_INVITE_TEXT_LEN} an invite can be",
@@ -90,7 +92,8 @@ impl Invite {
                 signed[0]
             )));
         }
-        let invite: Invite = codec::decode("invite", &signed[1..])?;
+        let invite: Invite = codec::decode("invite", &signed[1..])
+            .map_err(|_| Error::Invite("is corrupted or cut short".into()))?;
         invite.check_limits()?;
         let peer_id = invite
             .certificate
@@ -114,6 +117,11 @@ impl Invite {
         }
         Ok(())
     }
+}
+
+/// `text` without any ASCII whitespace.
+pub(crate) fn without_whitespace(text: &str) -> String {
+    text.chars().filter(|c| !c.is_ascii_whitespace()).collect()
 }
 
 fn checksum(payload: &[u8]) -> [u8; CHECKSUM_LEN] {

@@ -72,6 +72,14 @@ async fn bad_requests_get_errors_and_the_daemon_keeps_serving() {
     let v = c.call(4, "contacts.add", json!({"name": "x", "invite": "kolokol1zzz"})).await;
     assert_eq!(error_code(&v), code::BAD_INVITE);
     assert!(v["error"]["message"].as_str().expect("message").contains("invite"));
+    // A bundle cut short is a bad bundle, in words a user understands.
+    let export = c.call(40, "peers.export", json!({})).await;
+    let bundle = export["result"]["bundle"].as_str().expect("a bundle").to_owned();
+    let v = c.call(41, "peers.import", json!({"bundle": &bundle[..bundle.len() - 10]})).await;
+    assert_eq!(error_code(&v), code::BAD_BUNDLE);
+    assert_eq!(v["error"]["message"], "bootstrap bundle is corrupted or cut short");
+    let v = c.call(42, "peers.import", json!({"bundle": "kolokolpeers1zzz"})).await;
+    assert_eq!(error_code(&v), code::BAD_BUNDLE, "{v}");
 
     let id = c.call(5, "id", Value::Null).await;
     assert_eq!(id["result"]["peer_id"], json!(alice.node().peer_id().to_string()));

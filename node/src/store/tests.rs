@@ -119,3 +119,16 @@ fn the_peer_cache_merges_addresses_keeps_relays_first_and_is_bounded() {
     }
     assert_eq!(s.cached_peers(10_000).unwrap().len(), crate::store::MAX_CACHED_PEERS);
 }
+
+#[test]
+fn a_fresh_import_survives_a_full_cache() {
+    let (_d, s) = store();
+    for i in 0..crate::store::MAX_CACHED_PEERS {
+        s.peer_seen(&format!("p{i}"), "/ip4/127.0.0.1/tcp/9", false, 100 + i as u64).unwrap();
+    }
+    s.peer_imported("fresh", &["/ip4/127.0.0.1/tcp/4".into()], false, 10_000).unwrap();
+    let cached = s.cached_peers(10_000).unwrap();
+    assert_eq!(cached.len(), crate::store::MAX_CACHED_PEERS);
+    assert!(cached.iter().any(|p| p.peer_id == "fresh"), "the import was evicted at once");
+    assert!(!cached.iter().any(|p| p.peer_id == "p0"), "the oldest success should go first");
+}

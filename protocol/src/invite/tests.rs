@@ -56,3 +56,14 @@ fn too_many_addresses_are_refused_on_both_sides() {
     inv.addresses = vec![vec![1]; MAX_INVITE_ADDRESSES + 1];
     assert!(inv.to_text().is_err());
 }
+
+#[test]
+fn whitespace_inside_from_wrapping_is_ignored() {
+    let (inv, _) = invite();
+    let text = inv.to_text().unwrap();
+    let (head, tail) = text.split_at(30);
+    let (middle, tail) = tail.split_at(25);
+    for wrapped in [format!("{head}\n{middle}\n{tail}"), format!("{head} {middle}\r\n\t{tail}")] {
+        assert_eq!(Invite::from_text(&wrapped, NOW).unwrap().0, inv, "{wrapped:?}");
+    }
+}
