@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod invite;
+pub mod mailbox;
 pub mod message;
 pub mod presence;
 pub mod safety;
