@@ -72,7 +72,7 @@ pub fn status(s: &Status) -> String {
 /// One outbox line: id, state, recipient, text.
 pub fn outgoing(m: &OutboxMessage) -> String {
     let detail = match (&m.detail, m.state.as_str()) {
-        (Some(d), "queued" | "failed") => format!(" ({d})"),
+        (Some(d), "queued" | "stored" | "failed") => format!(" ({d})"),
         _ => String::new(),
     };
     format!("{} {:<9} [{}] to {}: {}{detail}", m.id, m.state, time(m.created_at_ms), m.to, m.text)
@@ -93,6 +93,11 @@ pub fn message_status(s: &MessageStatus) -> String {
             "  still queued after {} attempt(s); it is retried until delivered or 14 days pass\n",
             s.message.attempts
         ));
+    }
+    if s.message.state == "stored" {
+        out.push_str(
+            "  waiting in the recipient's mailbox; direct delivery is retried until the receipt arrives\n",
+        );
     }
     out.trim_end().to_owned()
 }

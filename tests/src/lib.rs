@@ -13,6 +13,8 @@ mod control_socket;
 #[cfg(test)]
 mod discovery;
 #[cfg(test)]
+mod mailbox;
+#[cfg(test)]
 mod outbox_restart;
 #[cfg(test)]
 mod relay_delivery;
