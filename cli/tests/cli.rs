@@ -342,6 +342,8 @@ fn the_demo_delivers_everything() {
     let text = check_ok(&out);
     assert!(text.contains("bob received and decrypted"), "{text}");
     assert!(text.contains("alice received and decrypted"), "{text}");
+    assert!(text.contains("stored (stored on 1 of 1 mailbox replicas)"), "{text}");
+    assert!(text.contains("bob came back"), "{text}");
     assert!(text.contains("every message arrived"), "{text}");
     let out = kolokol(Path::new("/nonexistent")).args(["--json", "demo"]).output().expect("runs");
     for line in check_ok(&out).lines() {
