@@ -120,7 +120,7 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Show your sent messages and where each one is (queued, sent, delivered, failed).
+    /// Show your sent messages and where each one is (queued, stored, sent, delivered, failed).
     Outbox {
         /// Show at most this many of the newest messages.
         #[arg(long, default_value_t = 100)]
@@ -402,9 +402,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&result)?;
             } else {
-                match &result.detail {
-                    None => println!("{} {}", result.id, result.state),
-                    Some(why) => println!("{} {} (will retry: {why})", result.id, result.state),
+                match (&result.detail, result.state.as_str()) {
+                    (None, _) => println!("{} {}", result.id, result.state),
+                    (Some(why), "queued") => {
+                        println!("{} {} (will retry: {why})", result.id, result.state)
+                    }
+                    (Some(detail), _) => println!("{} {} ({detail})", result.id, result.state),
                 }
             }
             Ok(ExitCode::SUCCESS)
