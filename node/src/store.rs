@@ -426,7 +426,8 @@ impl Store {
     /// same or a later state; returns whether it changed. States only move forward, in the
     /// order `queued → stored → sent → delivered | failed`: a `stored` message may become `sent`,
     /// but a late deposit ack never moves a `sent` one back, and `delivered` and `failed` are
-    /// final.
+    /// final. A `stored` message is recorded as `stored` again when its detail changes (it was
+    /// re-deposited on other replicas), so the history says where it is now.
     pub fn set_state(
         &self,
         id: &[u8; 16],
@@ -440,10 +441,11 @@ impl Store {
             .execute(
                 "UPDATE outbox SET state = ?2, detail = ?3
                  WHERE id = ?1
-                   AND (CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
-                        ELSE 9 END)
-                     < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
-                        WHEN 'failed' THEN 3 ELSE 0 END)",
+                   AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
+                         ELSE 9 END)
+                      < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
+                         WHEN 'failed' THEN 3 ELSE 0 END)
+                     OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
                 params![id.as_slice(), new_state, detail],
             )
             .map_err(|e| self.err(e))?;

@@ -258,3 +258,62 @@ async fn a_thousand_messages_to_an_offline_recipient_all_arrive_in_order_none_tw
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_message_moves_to_new_replicas_when_they_join_and_survives_the_old_one_leaving() {
+    let net = Net::new();
+    let (relay1, relay1_addr) = net.relay("relay1").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay1_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay1_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    bob.shutdown().await;
+    let mut a_events = alice.node().subscribe();
+    let sent = alice.node().send("bob", "follow me").await.expect("send");
+    assert_eq!(sent.detail.as_deref(), Some("stored on 1 of 1 mailbox replicas"));
+
+    // Three more DHT servers join; once Alice's replica lookup is stale (after
+    // REPLICA_CACHE_TTL), a retry finds them closer and deposits there too.
+    let mut relays = Vec::new();
+    for name in ["relay2", "relay3", "relay4"] {
+        relays.push(net.start(name, Role::Relay, std::slice::from_ref(&relay1_addr)).await);
+    }
+    for r in &relays {
+        r.node().wait_for_net(TIMEOUT, |s| s.routing_table >= 3).await.expect("the DHT forms");
+    }
+    let relay2_addr = relays[0]
+        .node()
+        .wait_for_net(TIMEOUT, |s| !s.external.is_empty())
+        .await
+        .map(|s| format!("{}/p2p/{}", s.external[0], relays[0].node().peer_id()))
+        .expect("relay2 listens")
+        .parse()
+        .expect("valid multiaddr");
+    let wait = kolokol_node::daemon::REPLICA_CACHE_TTL * 2 + TIMEOUT;
+    tokio::time::timeout(wait, async {
+        loop {
+            match a_events.recv().await {
+                Ok(Event::State(s))
+                    if s.id == sent.id
+                        && s.detail.as_deref() == Some("stored on 3 of 3 mailbox replicas") =>
+                {
+                    break;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the message was re-deposited on the new closest replicas");
+    alice.shutdown().await;
+
+    // The first replica (and Bob's only relay so far) leaves; Bob comes back through another.
+    relay1.shutdown().await;
+    let bob = net.start("bob", Role::Node, &[relay2_addr]).await;
+    let mut b_events = bob.node().subscribe();
+    assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "follow me");
+    bob.shutdown().await;
+    for r in relays {
+        r.shutdown().await;
+    }
+}

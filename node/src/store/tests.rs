@@ -77,12 +77,13 @@ fn states_move_forward_only_and_keep_a_history() {
     s.reschedule(&row.id, 1, 30, "cannot reach").unwrap();
     assert_eq!(s.outgoing(&row.id).unwrap().unwrap().detail.as_deref(), Some("stored on 2 of 3"));
     assert_eq!(s.due(30, 100).unwrap().len(), 1, "a stored message is still retried");
-    assert!(!s.set_state(&row.id, state::STORED, None, 22).unwrap());
+    assert!(!s.set_state(&row.id, state::STORED, Some("stored on 2 of 3"), 22).unwrap());
+    assert!(s.set_state(&row.id, state::STORED, Some("stored on 3 of 3"), 22).unwrap());
     assert!(s.set_state(&row.id, state::SENT, None, 23).unwrap());
     assert!(!s.set_state(&row.id, state::STORED, None, 24).unwrap(), "sent moved back to stored");
     assert!(s.set_state(&row.id, state::DELIVERED, None, 25).unwrap());
     let history: Vec<String> = s.history(&row.id).unwrap().into_iter().map(|h| h.0).collect();
-    assert_eq!(history, vec!["queued", "stored", "sent", "delivered"]);
+    assert_eq!(history, vec!["queued", "stored", "stored", "sent", "delivered"]);
 }
 
 const QUOTAS: MailboxQuotas = MailboxQuotas {
