@@ -624,30 +624,30 @@ impl Node {
             if same_mailbox { words.map(str::to_owned).collect() } else { Vec::new() };
         let mut acked: Vec<PeerId> =
             replicas.iter().map(|(p, _)| *p).filter(|p| before.contains(&p.to_string())).collect();
-        let request = |_: &PeerId| mailbox_proto::Request::Deposit {
+        let deposit = mailbox_proto::Request::Deposit {
             mailbox_id,
             item_id: mailbox_proto::item_id(&row.id),
-            envelope: envelope.clone(),
+            envelope,
+            // The replica keeps it no longer than the outbox would go on trying.
             expires_at: (row.created_at_ms / 1000).saturating_add(MESSAGE_TTL.as_secs()),
         };
         let mut pending = JoinSet::new();
         for (replica, addresses) in replicas.iter().filter(|(p, _)| !acked.contains(p)) {
             let node = self.clone();
-            let (replica, addresses, request) = (*replica, addresses.clone(), request(replica));
+            let (replica, addresses, deposit) = (*replica, addresses.clone(), deposit.clone());
             pending.spawn(async move {
-                (replica, node.mailbox_request(replica, addresses, request).await)
+                (replica, node.mailbox_request(replica, addresses, deposit).await)
             });
         }
         let mut reasons = Vec::new();
-        while let Some(Ok((replica, answer))) = pending.join_next().await {
+        while let Some(joined) = pending.join_next().await {
+            let Ok((replica, answer)) = joined else { continue };
             match answer {
                 Ok(mailbox_proto::Response::Stored) => acked.push(replica),
-                Ok(mailbox_proto::Response::QuotaExceeded { reason }) => {
-                    reasons.push(format!("mailbox replica {replica} refused it: {reason}"))
-                }
-                Ok(mailbox_proto::Response::Refused { reason }) => {
-                    reasons.push(format!("mailbox replica {replica} refused it: {reason}"))
-                }
+                Ok(
+                    mailbox_proto::Response::QuotaExceeded { reason }
+                    | mailbox_proto::Response::Refused { reason },
+                ) => reasons.push(format!("mailbox replica {replica} refused it: {reason}")),
                 Ok(other) => reasons.push(format!("mailbox replica {replica} answered {other:?}")),
                 Err(e) => {
                     // The replica may be gone: look the closest peers up afresh next time.

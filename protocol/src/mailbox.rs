@@ -41,9 +41,11 @@ pub const MAX_DELETE_IDS: usize = 1024;
 /// Most items one fetch answer carries; the owner asks again while `more` is set.
 pub const MAX_FETCH_ITEMS: usize = 256;
 
-/// Most envelope bytes one fetch answer carries (sixteen of the largest envelopes), which keeps
-/// the answer under [`codec::MAX_BATCH_DECODE_LEN`].
-pub const MAX_FETCH_BYTES: usize = 16 * BUCKETS[3];
+/// Most envelope bytes one fetch answer carries: fifteen of the largest envelopes. With the
+/// framing of [`MAX_FETCH_ITEMS`] items (24 bytes each) the answer stays under
+/// [`codec::MAX_BATCH_DECODE_LEN`] whatever mix of sizes it holds; a replica that filled
+/// sixteen could build an answer its owner cannot decode, and the mailbox would be stuck.
+pub const MAX_FETCH_BYTES: usize = 15 * BUCKETS[3];
 
 /// Longest reason text in an answer, in bytes.
 pub const MAX_REASON_LEN: usize = 256;

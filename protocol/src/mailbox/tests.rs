@@ -1,10 +1,12 @@
 //! Tests of mailbox ids and ownership proofs: golden vectors pin the derivation and the wire
 //! bytes; forged, foreign, stale and misapplied proofs are refused.
 
+use crate::codec::MAX_BATCH_DECODE_LEN;
+use crate::envelope::BUCKETS;
 use crate::identity::{Identity, hex};
 use crate::mailbox::{
-    MAILBOX_PERIOD_SECS, Operation, PROOF_WINDOW_SECS, Proof, Request, Response, item_id,
-    mailbox_id, period_of,
+    Item, MAILBOX_PERIOD_SECS, MAX_FETCH_BYTES, MAX_FETCH_ITEMS, Operation, PROOF_WINDOW_SECS,
+    Proof, Request, Response, item_id, mailbox_id, period_of,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -117,4 +119,29 @@ fn deposits_of_odd_sizes_and_oversized_deletes_do_not_decode() {
     let delete = Request::Delete { mailbox_id: [0; 32], item_ids: vec![[0; 16]; 1025], proof };
     assert!(Request::from_bytes(&delete.to_bytes().unwrap()).is_err());
     assert!(Request::from_bytes(b"garbage").is_err());
+}
+
+#[test]
+fn the_largest_fetch_answer_fits_the_batch_limit() {
+    // The worst answer a replica may build: as many items as allowed, as many of them as large
+    // as the byte budget lets through.
+    let mut lens = vec![BUCKETS[0]; MAX_FETCH_ITEMS];
+    for i in 0..MAX_FETCH_ITEMS {
+        let total: usize = lens.iter().sum();
+        if total - lens[i] + BUCKETS[3] > MAX_FETCH_BYTES {
+            break;
+        }
+        lens[i] = BUCKETS[3];
+    }
+    let items = lens.iter().map(|len| Item { item_id: [0; 16], envelope: vec![0; *len] });
+    let answer = Response::Items { items: items.collect(), more: true };
+    let encoded = answer.to_bytes().unwrap();
+    assert!(encoded.len() <= MAX_BATCH_DECODE_LEN, "{} bytes", encoded.len());
+    assert_eq!(Response::from_bytes(&encoded).unwrap(), answer);
+    // One largest envelope alone, the exception to the budget, fits too.
+    let one = Response::Items {
+        items: vec![Item { item_id: [0; 16], envelope: vec![0; BUCKETS[3]] }],
+        more: true,
+    };
+    assert!(Response::from_bytes(&one.to_bytes().unwrap()).is_ok());
 }
