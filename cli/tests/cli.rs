@@ -380,3 +380,51 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(entry["level"], "INFO", "{line}");
     assert_eq!(entry["fields"]["message"], "created a new identity", "{line}");
 }
+
+#[test]
+fn a_recipient_killed_mid_fetch_loses_nothing_and_shows_nothing_twice() {
+    const MESSAGES: usize = 300;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut relay = Daemon::start(&r, &["relay", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let node = ["node", "--bootstrap", bootstrap.as_str()];
+    let alice = Daemon::start(&a, &node);
+    let bob = Daemon::start(&b, &node);
+    let bob_invite = check_ok(&run(&b, &["invite"]));
+    check_ok(&run(&a, &["contacts", "add", "bob", bob_invite.trim()]));
+    let alice_invite = check_ok(&run(&a, &["invite"]));
+    check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
+
+    // Bob is killed; Alice's messages wait in his mailbox on the relay, and Alice goes too, so
+    // the mailbox is the only way they can reach Bob.
+    drop(bob);
+    for i in 0..MESSAGES {
+        let sent = check_ok(&run(&a, &["send", "bob", &format!("message {i}")]));
+        assert!(sent.contains(" stored (stored on 1 of 1 mailbox replicas)"), "{sent}");
+    }
+    drop(alice);
+
+    // Bob comes back and starts fetching; he is killed with SIGKILL as soon as the first
+    // message shows, in the middle of the fetch.
+    let bob = Daemon::start(&b, &node);
+    let follow = ["--json", "inbox", "--follow", "--limit", "1000"];
+    let first = Daemon::start_until(&b, &follow, |l| l.starts_with('{'));
+    drop(bob);
+    drop(first);
+
+    // After a restart every message is there, each once. The replica hands items over oldest
+    // first, so the last one sent is the last to show.
+    let _bob = Daemon::start(&b, &node);
+    let last = format!("\"message {}\"", MESSAGES - 1);
+    let _follow = Daemon::start_until(&b, &follow, |l| l.contains(&last));
+    let inbox: Vec<serde_json::Value> =
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox", "--limit", "1000"])))
+            .expect("JSON");
+    assert_eq!(inbox.len(), MESSAGES);
+    let seen: std::collections::HashSet<&str> =
+        inbox.iter().map(|m| m["text"].as_str().expect("a text")).collect();
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("message {i}")).collect();
+    assert!(expected.iter().all(|t| seen.contains(t.as_str())), "messages lost");
+}
