@@ -44,7 +44,13 @@ async fn an_offline_recipient_gets_a_stored_message_exactly_once_when_it_starts(
     let id = kolokol_protocol::message::parse_id(&sent.id).expect("id");
     let states: Vec<String> =
         alice.node().history(&id).expect("history").into_iter().map(|h| h.0).collect();
-    assert_eq!(states, ["queued", "stored", "delivered"]);
+    // Alice's restart also retries direct delivery, which may reach Bob before her mailbox
+    // hands her the receipt; either way the states only moved forward.
+    assert!(
+        states == ["queued", "stored", "delivered"]
+            || states == ["queued", "stored", "sent", "delivered"],
+        "{states:?}"
+    );
     for n in [alice, bob, relay] {
         n.shutdown().await;
     }

@@ -35,9 +35,11 @@ async fn a_queued_message_survives_a_sender_restart_and_arrives_once() {
         alice.node().history(&id).expect("history").into_iter().map(|h| h.0).collect();
     // Whether Bob fetched it from his mailbox or Alice's retry reached him first, the states
     // only moved forward.
-    assert_eq!(states[..2], ["queued", "stored"]);
-    assert_eq!(states.last().map(String::as_str), Some("delivered"));
-    assert!(states.len() <= 4 && states.iter().filter(|s| *s == "sent").count() <= 1, "{states:?}");
+    assert!(
+        states == ["queued", "stored", "delivered"]
+            || states == ["queued", "stored", "sent", "delivered"],
+        "{states:?}"
+    );
 
     for n in [alice, bob, relay] {
         n.shutdown().await;
