@@ -50,7 +50,9 @@ pub const MAX_STREAMS: usize = 256;
 /// busy at once and the depositor tries again on its next attempt.
 pub const INBOUND_QUEUE_LEN: usize = 512;
 
-/// Mailbox requests of ours waiting for an answer. Past this, new ones fail at once.
+/// Mailbox requests of ours waiting for an answer; each holds its request (up to one envelope)
+/// until answered. A backlog deposits one outbox batch at a time, far below this; past it, new
+/// requests fail at once and the outbox tries again later.
 pub const MAX_PENDING_REQUESTS: usize = 4096;
 
 /// Rounds of fetch-then-delete against one replica in one pass: each round takes at most
