@@ -1,7 +1,11 @@
 //! `kolokol demo`: a community relay and two users, Alice and Bob, on 127.0.0.1 in this
 //! process. The users know only the relay's address and listen on nothing else, so every
 //! message goes through the relay. They swap invites, send messages both ways, and wait for
-//! the end-to-end receipts. Exit 0 only if every message arrived, decrypted, and was receipted.
+//! the end-to-end receipts. Then the store-and-forward leg: Bob goes offline, Alice's message
+//! is deposited in Bob's mailbox on the relay (the relay is the demo's only DHT server, so it is
+//! stored on 1 of 1 replicas; with three or more servers a deposit needs 2 of the 3 closest),
+//! Bob comes back from the same data directory, fetches it, and Alice gets the receipt. Exit 0
+//! only if every message arrived, decrypted, and was receipted.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -89,7 +93,9 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
     )
     .await?;
 
-    for n in [alice, bob, relay] {
+    ok &= store_and_forward(&root, &relay_addr, &alice.node(), bob, &step).await?;
+
+    for n in [alice, relay] {
         n.shutdown().await;
     }
     if ok {
@@ -104,6 +110,65 @@ async fn start_user(root: &Path, name: &str, relay: &Multiaddr) -> anyhow::Resul
     let mut config = Config::new(root.join(name), Role::Node);
     config.bootstrap = vec![relay.clone()];
     RunningNode::start(config).await.with_context(|| format!("starting {name}"))
+}
+
+/// Takes Bob offline, has Alice send to him (the message waits in his mailbox on the relay),
+/// brings Bob back from the same data directory, and waits for the message and its receipt.
+async fn store_and_forward(
+    root: &Path,
+    relay: &Multiaddr,
+    alice: &Node,
+    bob: RunningNode,
+    step: &impl Fn(&str),
+) -> anyhow::Result<bool> {
+    bob.shutdown().await;
+    step("bob went offline");
+    let mut alice_events = alice.subscribe();
+    let text = "Bob, this waited for you in your mailbox.";
+    let sent = alice.send("bob", text).await?;
+    step(&format!(
+        "alice → bob: message {} {} ({})",
+        sent.id,
+        sent.state,
+        sent.detail.as_deref().unwrap_or("no detail")
+    ));
+    if sent.state != "stored" {
+        step("the message was not stored in bob's mailbox");
+        return Ok(false);
+    }
+    let bob = start_user(root, "bob", relay).await?;
+    let mut bob_events = bob.node().subscribe();
+    step("bob came back (same data directory) and fetches his mailbox");
+    let arrived = wait(&mut bob_events, |e| match e {
+        Event::Message(m) if m.id == sent.id => Some(m.text.clone()),
+        _ => None,
+    })
+    .await;
+    let ok = match arrived {
+        Some(got) => {
+            step(&format!("bob received and decrypted: {got:?}"));
+            let delivered = wait(&mut alice_events, |e| match e {
+                Event::State(s) if s.id == sent.id && s.state == "delivered" => Some(()),
+                _ => None,
+            })
+            .await;
+            if delivered.is_some() {
+                step("alice got bob's end-to-end receipt: delivered");
+                let id = kolokol_protocol::message::parse_id(&sent.id).context("message id")?;
+                let states: Vec<String> = alice.history(&id)?.into_iter().map(|h| h.0).collect();
+                step(&format!("alice's message went {}", states.join(" → ")));
+            } else {
+                step(&format!("alice got no delivery receipt within {STEP_TIMEOUT:?}"));
+            }
+            delivered.is_some() && got == text
+        }
+        None => {
+            step(&format!("bob did not receive the message within {STEP_TIMEOUT:?}"));
+            false
+        }
+    };
+    bob.shutdown().await;
+    Ok(ok)
 }
 
 /// Sends `text` from one user to another and waits for it to arrive and for the receipt.

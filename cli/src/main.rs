@@ -123,7 +123,7 @@ enum Command {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
         limit: u32,
     },
-    /// Show your sent messages and where each one is (queued, sent, delivered, failed).
+    /// Show your sent messages and where each one is (queued, stored, sent, delivered, failed).
     Outbox {
         /// Show at most this many of the newest messages (1 to 10000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
@@ -428,13 +428,23 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&result)?;
             } else {
-                match &result.detail {
-                    None => println!("{} {}", result.id, result.state),
-                    Some(why) if result.state == "failed" => {
+                match (&result.detail, result.state.as_str()) {
+                    (None, _) => println!("{} {}", result.id, result.state),
+                    (Some(why), "failed") => {
                         println!("{} failed", result.id);
-                        eprintln!("error: message not delivered: {why}");
+                        eprintln!("error: message not delivered: {}", output::visible(why));
                     }
-                    Some(why) => println!("{} {} (will retry: {why})", result.id, result.state),
+                    (Some(why), "queued") => {
+                        println!(
+                            "{} {} (will retry: {})",
+                            result.id,
+                            result.state,
+                            output::visible(why)
+                        )
+                    }
+                    (Some(detail), _) => {
+                        println!("{} {} ({})", result.id, result.state, output::visible(detail))
+                    }
                 }
             }
             // A message the recipient refused for good is a failed command; a queued one is not:

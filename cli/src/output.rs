@@ -113,7 +113,7 @@ pub fn status(s: &Status) -> String {
 /// One outbox line: id, state, recipient, text.
 pub fn outgoing(m: &OutboxMessage) -> String {
     let detail = match (&m.detail, m.state.as_str()) {
-        (Some(d), "queued" | "failed") => format!(" ({})", visible(d)),
+        (Some(d), "queued" | "stored" | "failed") => format!(" ({})", visible(d)),
         _ => String::new(),
     };
     format!(
@@ -146,6 +146,11 @@ pub fn message_status(s: &MessageStatus) -> String {
             "  still queued after {}; it is retried until delivered or 14 days pass\n",
             count(u64::from(s.message.attempts), "attempt", "attempts")
         ));
+    }
+    if s.message.state == "stored" {
+        out.push_str(
+            "  waiting in the recipient's mailbox; direct delivery is retried until the receipt arrives\n",
+        );
     }
     out.trim_end().to_owned()
 }

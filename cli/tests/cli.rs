@@ -420,6 +420,8 @@ fn the_demo_delivers_everything() {
     let text = check_ok(&out);
     assert!(text.contains("bob received and decrypted"), "{text}");
     assert!(text.contains("alice received and decrypted"), "{text}");
+    assert!(text.contains("stored (stored on 1 of 1 mailbox replicas)"), "{text}");
+    assert!(text.contains("bob came back"), "{text}");
     assert!(text.contains("every message arrived"), "{text}");
     let out = kolokol(Path::new("/nonexistent")).args(["--json", "demo"]).output().expect("runs");
     for line in check_ok(&out).lines() {
@@ -455,4 +457,125 @@ fn json_logs_are_one_object_per_line() {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(entry["level"], "INFO", "{line}");
     assert_eq!(entry["fields"]["message"], "created a new identity", "{line}");
+}
+
+#[test]
+fn a_recipient_killed_mid_fetch_loses_nothing_and_shows_nothing_twice() {
+    const MESSAGES: usize = 300;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut relay = Daemon::start(&r, &["relay", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let node = ["node", "--bootstrap", bootstrap.as_str()];
+    let alice = Daemon::start(&a, &node);
+    let bob = Daemon::start(&b, &node);
+    let bob_invite = check_ok(&run(&b, &["invite"]));
+    check_ok(&run(&a, &["contacts", "add", "bob", bob_invite.trim()]));
+    let alice_invite = check_ok(&run(&a, &["invite"]));
+    check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
+
+    // Bob is killed; Alice's messages wait in his mailbox on the relay, and Alice goes too, so
+    // the mailbox is the only way they can reach Bob.
+    drop(bob);
+    for i in 0..MESSAGES {
+        let sent = check_ok(&run(&a, &["send", "bob", &format!("message {i}")]));
+        assert!(sent.contains(" stored (stored on 1 of 1 mailbox replicas)"), "{sent}");
+    }
+    drop(alice);
+
+    // Bob comes back and starts fetching; he is killed with SIGKILL as soon as the first
+    // message shows, in the middle of the fetch.
+    let bob = Daemon::start(&b, &node);
+    let follow = ["--json", "inbox", "--follow", "--limit", "1000"];
+    let first = Daemon::start_until(&b, &follow, |l| l.starts_with('{'));
+    drop(bob);
+    drop(first);
+
+    // After a restart every message is there, each once. The replica hands items over oldest
+    // first, so the last one sent is the last to show.
+    let _bob = Daemon::start(&b, &node);
+    let last = format!("\"message {}\"", MESSAGES - 1);
+    let _follow = Daemon::start_until(&b, &follow, |l| l.contains(&last));
+    let inbox: Vec<serde_json::Value> =
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox", "--limit", "1000"])))
+            .expect("JSON");
+    assert_eq!(inbox.len(), MESSAGES);
+    let seen: std::collections::HashSet<&str> =
+        inbox.iter().map(|m| m["text"].as_str().expect("a text")).collect();
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("message {i}")).collect();
+    assert!(expected.iter().all(|t| seen.contains(t.as_str())), "messages lost");
+}
+
+/// Waits on the control socket of `dir` until the message `id` is `delivered`: subscribes,
+/// then reads its state (so a change between the two is not missed), then reads events.
+fn wait_delivered(dir: &Path, id: &str) -> Vec<String> {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(dir.join("control.sock"))
+        .expect("the control socket accepts");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let requests = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\"}}\n\
+         {{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"message\",\"params\":{{\"id\":\"{id}\"}}}}\n"
+    );
+    writer.write_all(requests.as_bytes()).expect("requests written");
+    let mut delivered = false;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("the daemon answers in time");
+        assert!(!line.is_empty(), "the daemon closed the connection");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        if value["id"] == 2 {
+            let history = value["result"]["history"].as_array().expect("a history");
+            let states: Vec<String> =
+                history.iter().map(|h| h["state"].as_str().unwrap_or("").to_owned()).collect();
+            if delivered || states.last().map(String::as_str) == Some("delivered") {
+                return states;
+            }
+        } else if value["params"]["type"] == "state"
+            && value["params"]["id"] == id
+            && value["params"]["state"] == "delivered"
+        {
+            delivered = true;
+            let again = format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"message\",\"params\":{{\"id\":\"{id}\"}}}}\n"
+            );
+            writer.write_all(again.as_bytes()).expect("request written");
+        }
+    }
+}
+
+#[test]
+fn a_sender_killed_after_send_returned_delivers_once_after_its_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut relay = Daemon::start(&r, &["relay", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let node = ["node", "--bootstrap", bootstrap.as_str()];
+    let alice = Daemon::start(&a, &node);
+    let bob = Daemon::start(&b, &node);
+    let bob_invite = check_ok(&run(&b, &["invite"]));
+    check_ok(&run(&a, &["contacts", "add", "bob", bob_invite.trim()]));
+    let alice_invite = check_ok(&run(&a, &["invite"]));
+    check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
+    drop(bob);
+
+    // `send` returns, and Alice's daemon is killed with SIGKILL at once.
+    let sent = check_ok(&run(&a, &["send", "bob", "before the crash"]));
+    assert!(sent.contains(" stored "), "{sent}");
+    let id = sent.split_whitespace().next().expect("an id").to_owned();
+    drop(alice);
+
+    // Bob comes back and gets it from his mailbox; Alice comes back and learns it arrived.
+    let _bob = Daemon::start(&b, &node);
+    let _follow =
+        Daemon::start_until(&b, &["inbox", "--follow"], |l| l.contains("before the crash"));
+    let _alice = Daemon::start(&a, &node);
+    let states = wait_delivered(&a, &id);
+    assert_eq!(states[..2], ["queued", "stored"], "{states:?}");
+    let inbox = check_ok(&run(&b, &["inbox"]));
+    assert_eq!(inbox.matches("before the crash").count(), 1, "{inbox}");
 }

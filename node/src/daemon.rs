@@ -20,6 +20,7 @@ use kolokol_protocol::conversation::{Conversation, Randomness};
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
 use kolokol_protocol::invite::Invite;
+use kolokol_protocol::mailbox as mailbox_proto;
 use kolokol_protocol::message::{Body, Content, MAX_TEXT_LEN, MessageId, format_id};
 use kolokol_protocol::presence::PresenceRecord;
 use libp2p::{Multiaddr, PeerId};
@@ -32,11 +33,12 @@ use crate::config::{Config, Role};
 use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::delivery::Ack;
 use crate::error::{Error, Result};
+use crate::mailbox;
 use crate::store::{
-    ContactRow, InboxRow, MAX_CACHED_PEERS, MAX_STRANGER_CONVERSATIONS, OutboxBody, OutboxRow,
-    Store, state,
+    ContactRow, InboxRow, MAX_CACHED_PEERS, MAX_STRANGER_CONVERSATIONS, MailboxDeposit, OutboxBody,
+    OutboxRow, Store, state,
 };
-use crate::swarm::{self, Command, DeliveryFailure, Inbound, NetEvent, NetStatus};
+use crate::swarm::{self, Command, DeliveryFailure, Inbound, MailboxInbound, NetEvent, NetStatus};
 
 /// Events kept for subscribers that are slow to read; a subscriber that falls further behind
 /// gets a `lagged` event and must re-read the inbox.
@@ -115,6 +117,10 @@ pub const INVITE_WAIT: Duration = Duration::from_secs(10);
 /// Longest contact name, in bytes.
 pub const MAX_CONTACT_NAME_LEN: usize = 64;
 
+/// How long the replicas found for a mailbox id are reused before the DHT is asked again; a
+/// backlog of messages to one offline recipient then costs one lookup, not one per message.
+pub const REPLICA_CACHE_TTL: Duration = Duration::from_secs(30);
+
 /// A cloneable handle to a running node.
 #[derive(Clone)]
 pub struct Node {
@@ -145,7 +151,15 @@ struct Inner {
     crypto: Arc<Semaphore>,
     /// Worker threads for crypto: the number of cores.
     workers: usize,
+    /// Wakes the mailbox task to fetch now (our reservations changed).
+    fetch_wake: Notify,
+    /// Replicas found per mailbox id, and when; at most [`MAX_TRACKED_LOOKUPS`] ids, cleared
+    /// when full.
+    replicas: std::sync::Mutex<HashMap<mailbox_proto::MailboxId, (Instant, Vec<Replica>)>>,
 }
+
+/// A mailbox replica: a DHT server and its addresses.
+type Replica = (PeerId, Vec<Multiaddr>);
 
 /// A node and the tasks that run it.
 pub struct RunningNode {
@@ -182,8 +196,10 @@ impl RunningNode {
         let (net_tx, net_rx) = mpsc::channel(swarm::NET_EVENT_QUEUE_LEN);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (status_tx, status_rx) = watch::channel(NetStatus::default());
-        let mut event_loop =
-            swarm::EventLoop::new(swarm, &config, command_rx, inbound_tx, net_tx, status_tx)?;
+        let (mailbox_tx, mailbox_rx) = mpsc::channel(mailbox::INBOUND_QUEUE_LEN);
+        let mut event_loop = swarm::EventLoop::new(
+            swarm, &config, command_rx, inbound_tx, net_tx, status_tx, mailbox_tx,
+        )?;
         // The metrics address is bound before anything else starts, so a port in use fails the
         // start with a clear error instead of leaving a node without the metrics it was asked for.
         let metrics = match config.metrics {
@@ -214,6 +230,8 @@ impl RunningNode {
                 stranger_addresses: Default::default(),
                 crypto: Arc::new(Semaphore::new(workers)),
                 workers,
+                fetch_wake: Notify::new(),
+                replicas: Default::default(),
             }),
         };
         // Messages left queued by a previous run are due now, not at their old retry time.
@@ -225,6 +243,8 @@ impl RunningNode {
         tasks.spawn(node.clone().open_inbound(inbound_rx, shutdown_rx.clone()));
         tasks.spawn(node.clone().run_outbox(shutdown_rx.clone()));
         tasks.spawn(node.clone().run_network(net_rx, shutdown_rx.clone()));
+        tasks.spawn(node.clone().serve_mailboxes(mailbox_rx, shutdown_rx.clone()));
+        tasks.spawn(node.clone().run_mailboxes(shutdown_rx.clone()));
         let socket = data_dir.path(CONTROL_SOCKET);
         let listener = crate::control::bind(&socket)?;
         let mut metrics_address = None;
@@ -554,43 +574,55 @@ impl Node {
         };
         self.inner.store.enqueue(&row, now + ATTEMPT_CLAIM.as_millis() as u64)?;
         self.emit_state(&row.id, &row.peer_id, state::QUEUED, None, now);
-        let outcome = self.attempt(&row).await;
-        // The store knows whether a failed first attempt left the message queued or failed it.
-        let state = match &outcome {
-            Ok(()) => state::SENT.to_owned(),
-            Err(_) => self
-                .inner
-                .store
-                .outgoing(&row.id)?
-                .map(|m| m.state)
-                .unwrap_or_else(|| state::QUEUED.to_owned()),
-        };
-        Ok(control::SendResult { id: format_id(&row.id), state, detail: outcome.err() })
+        let (state, detail) = self.attempt(&row).await;
+        Ok(control::SendResult { id: format_id(&row.id), state: state.into(), detail })
     }
 
-    /// One delivery attempt of an outbox row; records the outcome.
-    async fn attempt(&self, row: &OutboxRow) -> std::result::Result<(), String> {
-        let mut outcome = self.deliver(row).await;
-        // The addresses we had did not work: the peer may have moved to other relays. Its
-        // presence record says where it is now; if it names new addresses, try them at once.
-        if matches!(&outcome, Err(f) if !f.permanent) && self.refresh_addresses(&row.peer_id).await
-        {
-            outcome = self.deliver(row).await;
-        }
-        // A first contact sealed to the peer's prekey was refused: the peer no longer holds its
-        // secret (a reinstall, say). Forget the prekey and send to the device key at once.
-        if matches!(&outcome, Err(f) if f.permanent) {
-            let dropped = self
-                .with_conversation(&row.peer_id, |c| {
-                    Ok(c.as_mut().is_some_and(|c| c.drop_prekey_for_first_contact()))
-                })
-                .await;
-            if matches!(dropped, Ok(Ok(true))) {
-                outcome = self.deliver(row).await;
+    /// One delivery attempt of an outbox row; records the outcome and returns the state it
+    /// leaves the row in (`sent`, `stored`, `queued` or `failed`) with its detail.
+    async fn attempt(&self, row: &OutboxRow) -> (&'static str, Option<String>) {
+        let mut stored = None;
+        let outcome = match self.seal(row).await {
+            Err(failure) => Err(failure),
+            Ok(envelope) => {
+                let mut outcome = self.deliver(row, envelope.clone()).await;
+                // The addresses we had did not work: the peer may have moved to other relays.
+                // Its presence record says where it is now; if it names new addresses, try
+                // them at once.
+                if matches!(&outcome, Err(f) if !f.permanent)
+                    && self.refresh_addresses(&row.peer_id).await
+                {
+                    outcome = self.deliver(row, envelope.clone()).await;
+                }
+                // A first contact sealed to the peer's prekey was refused: the peer no longer
+                // holds its secret (a reinstall, say). Forget the prekey, seal again to the
+                // device key and send that at once.
+                let mut envelope = envelope;
+                if matches!(&outcome, Err(f) if f.permanent) && self.drop_prekey(&row.peer_id).await
+                {
+                    match self.seal(row).await {
+                        Ok(resealed) => {
+                            envelope = resealed;
+                            outcome = self.deliver(row, envelope.clone()).await;
+                        }
+                        Err(failure) => outcome = Err(failure),
+                    }
+                }
+                // Still unreachable: leave the envelope in the recipient's mailbox. Direct
+                // delivery goes on being retried, since it is faster when both are online.
+                if matches!(&outcome, Err(f) if !f.permanent) {
+                    stored = Some(self.deposit(row, envelope).await);
+                }
+                outcome
             }
-        }
+        };
         let now = unix_ms();
         let expired = now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64;
+        let mut result = match &outcome {
+            Ok(()) => (state::SENT, None),
+            Err(f) if f.permanent || expired => (state::FAILED, Some(f.reason.clone())),
+            Err(f) => (state::QUEUED, Some(f.reason.clone())),
+        };
         let recorded = match &outcome {
             Ok(()) => self.inner.store.set_state(&row.id, state::SENT, None, now).map(|changed| {
                 if changed {
@@ -614,24 +646,189 @@ impl Node {
             Err(failure) => {
                 let attempts = row.attempts + 1;
                 let delay = Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY);
-                let reason = &failure.reason;
-                self.inner
-                    .store
-                    .reschedule(&row.id, attempts, now + delay.as_millis() as u64, reason)
-                    .map(|()| self.emit_outgoing(row, state::QUEUED, Some(reason.clone()), now))
+                match &stored {
+                    Some(Ok(detail)) => result = (state::STORED, Some(detail.clone())),
+                    Some(Err(why)) => result.1 = Some(format!("{}; {why}", failure.reason)),
+                    None => {}
+                }
+                // A message stored by an earlier attempt stays stored whatever this one did;
+                // its user sees no step back to `queued`.
+                let stored_before = matches!(
+                    self.inner.store.outgoing(&row.id),
+                    Ok(Some(view)) if view.state == state::STORED
+                );
+                let reason = result.1.clone().unwrap_or_default();
+                let changed = if result.0 == state::STORED {
+                    self.inner.store.set_state(&row.id, state::STORED, result.1.as_deref(), now)
+                } else {
+                    Ok(false)
+                };
+                changed
+                    .and_then(|changed| {
+                        self.inner
+                            .store
+                            .reschedule(&row.id, attempts, now + delay.as_millis() as u64, &reason)
+                            .map(|()| changed)
+                    })
+                    .map(|changed| {
+                        if changed || (result.0 == state::QUEUED && !stored_before) {
+                            self.emit_outgoing(row, result.0, result.1.clone(), now)
+                        }
+                    })
             }
         };
         if let Err(e) = recorded {
             tracing::error!(%e, "cannot record a delivery outcome");
         }
-        outcome.map_err(|f| f.reason)
+        if result.0 == state::QUEUED
+            && let Ok(Some(view)) = self.inner.store.outgoing(&row.id)
+            && view.state == state::STORED
+        {
+            result = (state::STORED, view.detail);
+        }
+        result
     }
 
-    /// Seals the row's content on a worker thread and hands it to the swarm task.
-    async fn deliver(&self, row: &OutboxRow) -> std::result::Result<(), DeliveryFailure> {
+    /// Deposits the envelope on the replicas of the recipient's current mailbox that do not
+    /// hold it yet; returns the detail of the `stored` state ("stored on N of M mailbox
+    /// replicas") once enough hold it, else why not.
+    async fn deposit(
+        &self,
+        row: &OutboxRow,
+        envelope: Vec<u8>,
+    ) -> std::result::Result<String, String> {
+        let peer: PeerId = row.peer_id.parse().map_err(|e| format!("bad peer id: {e}"))?;
+        let key = kolokol_protocol::safety::identity_key(&peer).map_err(|e| e.to_string())?;
+        let now = unix_secs();
+        let mailbox_id = mailbox_proto::mailbox_id(&key, mailbox_proto::period_of(now));
+        let replicas = self.replicas(&mailbox_id, true).await;
+        if replicas.is_empty() {
+            return Err("no mailbox replica found in the DHT".into());
+        }
+        // Replicas that acked an earlier deposit into this same mailbox and are still among the
+        // closest keep their copy; the others (new closest peers, or a new period) get one.
+        let record = self.inner.store.deposited(&row.id).map_err(|e| e.to_string())?;
+        let mut words = record.split_whitespace();
+        let same_mailbox =
+            words.next() == Some(kolokol_protocol::identity::hex(&mailbox_id).as_str());
+        let before: Vec<String> =
+            if same_mailbox { words.map(str::to_owned).collect() } else { Vec::new() };
+        let mut acked: Vec<PeerId> =
+            replicas.iter().map(|(p, _)| *p).filter(|p| before.contains(&p.to_string())).collect();
+        let deposit = mailbox_proto::Request::Deposit {
+            mailbox_id,
+            item_id: mailbox_proto::item_id(&row.id),
+            envelope,
+            // The replica keeps it no longer than the outbox would go on trying.
+            expires_at: (row.created_at_ms / 1000).saturating_add(MESSAGE_TTL.as_secs()),
+        };
+        let mut pending = JoinSet::new();
+        for (replica, addresses) in replicas.iter().filter(|(p, _)| !acked.contains(p)) {
+            let node = self.clone();
+            let (replica, addresses, deposit) = (*replica, addresses.clone(), deposit.clone());
+            pending.spawn(async move {
+                (replica, node.mailbox_request(replica, addresses, deposit).await)
+            });
+        }
+        let mut reasons = Vec::new();
+        while let Some(joined) = pending.join_next().await {
+            let Ok((replica, answer)) = joined else { continue };
+            match answer {
+                Ok(mailbox_proto::Response::Stored) => acked.push(replica),
+                Ok(
+                    mailbox_proto::Response::QuotaExceeded { reason }
+                    | mailbox_proto::Response::Refused { reason },
+                ) => reasons.push(format!("mailbox replica {replica} refused it: {reason}")),
+                Ok(other) => reasons.push(format!("mailbox replica {replica} answered {other:?}")),
+                Err(e) => {
+                    // The replica may be gone: look the closest peers up afresh next time.
+                    self.forget_replicas(&mailbox_id);
+                    reasons.push(e)
+                }
+            }
+        }
+        let mut record = kolokol_protocol::identity::hex(&mailbox_id);
+        for p in &acked {
+            record.push(' ');
+            record.push_str(&p.to_string());
+        }
+        self.inner.store.set_deposited(&row.id, &record).map_err(|e| e.to_string())?;
+        let required = if replicas.len() >= mailbox::REPLICAS {
+            mailbox::REQUIRED_ACKS
+        } else {
+            replicas.len()
+        };
+        if acked.len() >= required {
+            Ok(format!("stored on {} of {} mailbox replicas", acked.len(), replicas.len()))
+        } else {
+            Err(format!(
+                "stored on only {} of {} mailbox replicas ({})",
+                acked.len(),
+                replicas.len(),
+                reasons.join("; ")
+            ))
+        }
+    }
+
+    /// The DHT servers closest to a mailbox id, nearest first, at most [`mailbox::REPLICAS`];
+    /// from the cache if `cached` and fresh enough.
+    async fn replicas(&self, mailbox_id: &mailbox_proto::MailboxId, cached: bool) -> Vec<Replica> {
+        if cached
+            && let Some((at, replicas)) =
+                self.inner.replicas.lock().unwrap_or_else(|p| p.into_inner()).get(mailbox_id)
+            && at.elapsed() < REPLICA_CACHE_TTL
+        {
+            return replicas.clone();
+        }
+        let (reply, rx) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::ClosestPeers { key: mailbox_id.to_vec(), reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let mut replicas = tokio::time::timeout(RESOLVE_TIMEOUT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        replicas.truncate(mailbox::REPLICAS);
+        if !replicas.is_empty() {
+            let mut cache = self.inner.replicas.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= MAX_TRACKED_LOOKUPS {
+                cache.clear();
+            }
+            cache.insert(*mailbox_id, (Instant::now(), replicas.clone()));
+        }
+        replicas
+    }
+
+    fn forget_replicas(&self, mailbox_id: &mailbox_proto::MailboxId) {
+        self.inner.replicas.lock().unwrap_or_else(|p| p.into_inner()).remove(mailbox_id);
+    }
+
+    /// Sends one mailbox request to a replica and waits for its answer.
+    async fn mailbox_request(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: mailbox_proto::Request,
+    ) -> std::result::Result<mailbox_proto::Response, String> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Mailbox { peer, addresses, request, reply })
+            .await
+            .map_err(|_| "the node is shutting down".to_owned())?;
+        rx.await.map_err(|_| "the node is shutting down".to_owned())?
+    }
+
+    /// Seals the row's content on a worker thread.
+    async fn seal(&self, row: &OutboxRow) -> std::result::Result<Vec<u8>, DeliveryFailure> {
         let fail = |reason: String| DeliveryFailure { reason, permanent: false };
-        let peer: PeerId =
-            row.peer_id.parse().map_err(|e| fail(format!("stored peer id is unreadable: {e}")))?;
         let content = Content {
             id: row.id,
             sent_at_ms: row.created_at_ms,
@@ -686,6 +883,18 @@ impl Node {
                 reason: format!("cannot seal: {e}"),
                 permanent: true,
             })?;
+        Ok(envelope)
+    }
+
+    /// Hands a sealed envelope to the swarm task for direct delivery.
+    async fn deliver(
+        &self,
+        row: &OutboxRow,
+        envelope: Vec<u8>,
+    ) -> std::result::Result<(), DeliveryFailure> {
+        let fail = |reason: String| DeliveryFailure { reason, permanent: false };
+        let peer: PeerId =
+            row.peer_id.parse().map_err(|e| fail(format!("stored peer id is unreadable: {e}")))?;
         let addresses =
             self.known_addresses(&row.peer_id).iter().filter_map(|a| a.parse().ok()).collect();
         let (reply, rx) = oneshot::channel();
@@ -716,6 +925,17 @@ impl Node {
             return None;
         }
         self.refresh_from_presence(peer_id, PREKEY_LOOKUP_TIMEOUT).await.1
+    }
+
+    /// Forgets the peer's prekey if the next envelope to it would be a first contact sealed to
+    /// it; returns whether it did.
+    async fn drop_prekey(&self, peer_id: &str) -> bool {
+        let dropped = self
+            .with_conversation(peer_id, |c| {
+                Ok(c.as_mut().is_some_and(|c| c.drop_prekey_for_first_contact()))
+            })
+            .await;
+        matches!(dropped, Ok(Ok(true)))
     }
 
     /// Runs `f` on a blocking worker thread, at most one per core at a time.
@@ -781,14 +1001,21 @@ impl Node {
     }
 
     async fn handle_inbound(self, inbound: Inbound) {
-        let ack = match self.receive_envelope(inbound.envelope).await {
+        let ack = self.open_and_accept(inbound.envelope).await;
+        let _ = self.inner.commands.send(Command::Respond { channel: inbound.channel, ack }).await;
+    }
+
+    /// Opens an envelope and accepts it: the one path for envelopes that arrive directly and
+    /// those fetched from mailboxes, so both get the same checks, the same duplicate detection
+    /// and the same receipts.
+    async fn open_and_accept(&self, envelope: Vec<u8>) -> Ack {
+        match self.receive_envelope(envelope).await {
             Ok(ack) => ack,
             Err(e) => {
                 tracing::error!(%e, "cannot store a received message");
                 Ack::Busy
             }
-        };
-        let _ = self.inner.commands.send(Command::Respond { channel: inbound.channel, ack }).await;
+        }
     }
 
     /// Opens one envelope, whatever brought it, and stores what it says. The header says which
@@ -1096,7 +1323,11 @@ impl Node {
                     Some(NetEvent::PeerSeen { peer, address, relay }) => {
                         self.inner.store.peer_seen(&peer.to_string(), &address.to_string(), relay, unix_ms())
                     }
-                    Some(NetEvent::AddressesChanged) => self.publish_presence().await,
+                    Some(NetEvent::AddressesChanged) => {
+                        // New reservations mean we are back online: look in our mailboxes.
+                        self.inner.fetch_wake.notify_one();
+                        self.publish_presence().await
+                    }
                     None => return,
                 },
                 _ = refresh.tick() => match self.renew_certificate().and_then(|()| self.rotate_prekeys()) {
@@ -1112,6 +1343,194 @@ impl Node {
                 tracing::error!(%e, "network bookkeeping failed");
             }
         }
+    }
+
+    /// Answers mailbox requests as a replica (the swarm task forwards them only while this
+    /// node is a DHT server), one at a time: each is a short SQLite call.
+    async fn serve_mailboxes(
+        self,
+        mut requests: mpsc::Receiver<MailboxInbound>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                next = requests.recv() => match next {
+                    Some(MailboxInbound { peer, request, channel }) => {
+                        let response = self.serve_mailbox(peer, request);
+                        let _ = self.inner.commands.send(Command::MailboxRespond { channel, response }).await;
+                    }
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The replica's answer to one mailbox request from `peer`.
+    pub(crate) fn serve_mailbox(
+        &self,
+        peer: PeerId,
+        request: mailbox_proto::Request,
+    ) -> mailbox_proto::Response {
+        use mailbox_proto::{Operation, Request, Response};
+        let now = unix_secs();
+        let refused = |reason: String| Response::Refused { reason };
+        let trouble = |e: Error| {
+            tracing::error!(%e, "mailbox store failed");
+            refused("the replica cannot serve it now".into())
+        };
+        match request {
+            Request::Deposit { mailbox_id, item_id, envelope, expires_at } => {
+                if expires_at < now {
+                    return refused("the item has already expired".into());
+                }
+                let deposit = MailboxDeposit {
+                    mailbox_id,
+                    item_id,
+                    depositor: peer.to_string(),
+                    envelope,
+                    expires_at: expires_at.min(now + mailbox::MAX_ITEM_TTL.as_secs()),
+                };
+                match self.inner.store.mailbox_deposit(&deposit, &mailbox::QUOTAS, unix_ms()) {
+                    Ok(None) => Response::Stored,
+                    Ok(Some(reason)) => Response::QuotaExceeded { reason },
+                    Err(e) => trouble(e),
+                }
+            }
+            Request::Fetch { mailbox_id, proof } => {
+                if let Err(e) = proof.verify(&mailbox_id, Operation::Fetch, &[], now) {
+                    return refused(e.to_string());
+                }
+                match self.inner.store.mailbox_items(
+                    &mailbox_id,
+                    now,
+                    mailbox_proto::MAX_FETCH_ITEMS,
+                    mailbox_proto::MAX_FETCH_BYTES,
+                ) {
+                    Ok((items, more)) => Response::Items {
+                        items: items
+                            .into_iter()
+                            .map(|(item_id, envelope)| mailbox_proto::Item { item_id, envelope })
+                            .collect(),
+                        more,
+                    },
+                    Err(e) => trouble(e),
+                }
+            }
+            Request::Delete { mailbox_id, item_ids, proof } => {
+                if let Err(e) = proof.verify(&mailbox_id, Operation::Delete, &item_ids, now) {
+                    return refused(e.to_string());
+                }
+                match self.inner.store.mailbox_delete(&mailbox_id, &item_ids) {
+                    Ok(count) => Response::Deleted { count: count as u32 },
+                    Err(e) => trouble(e),
+                }
+            }
+        }
+    }
+
+    /// Fetches our mailboxes on start, every [`mailbox::FETCH_INTERVAL`] and when our
+    /// reservations change; as a replica, purges expired items every
+    /// [`mailbox::PURGE_INTERVAL`].
+    async fn run_mailboxes(self, mut shutdown: watch::Receiver<bool>) {
+        let mut fetch = tokio::time::interval(mailbox::FETCH_INTERVAL);
+        fetch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purge = tokio::time::interval(mailbox::PURGE_INTERVAL);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let fetch_now = tokio::select! {
+                _ = fetch.tick() => true,
+                _ = self.inner.fetch_wake.notified() => true,
+                _ = purge.tick() => false,
+                _ = shutdown.changed() => return,
+            };
+            if fetch_now {
+                tokio::select! {
+                    fetched = self.fetch_mailboxes() => {
+                        if fetched > 0 {
+                            tracing::info!(fetched, "fetched messages from our mailboxes");
+                        }
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            } else {
+                match self.inner.store.mailbox_purge(unix_secs()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "dropped expired mailbox items"),
+                    Err(e) => tracing::error!(%e, "cannot purge mailbox items"),
+                }
+            }
+        }
+    }
+
+    /// Fetches from the replicas of our mailboxes for the current and the previous period,
+    /// accepts every envelope through the inbound path, then deletes what was accepted;
+    /// returns how many items were taken.
+    pub async fn fetch_mailboxes(&self) -> usize {
+        let key = *self.inner.identity.identity_key();
+        let period = mailbox_proto::period_of(unix_secs());
+        let mut taken = 0;
+        for period in [period, period.saturating_sub(1)] {
+            let mailbox_id = mailbox_proto::mailbox_id(&key, period);
+            for (replica, addresses) in self.replicas(&mailbox_id, false).await {
+                match self.fetch_from(replica, addresses, mailbox_id).await {
+                    Ok(n) => taken += n,
+                    Err(e) => tracing::debug!(%replica, %e, "mailbox fetch failed"),
+                }
+            }
+        }
+        taken
+    }
+
+    /// Fetch-then-delete rounds against one replica until it has no more.
+    async fn fetch_from(
+        &self,
+        replica: PeerId,
+        addresses: Vec<Multiaddr>,
+        mailbox_id: mailbox_proto::MailboxId,
+    ) -> std::result::Result<usize, String> {
+        use mailbox_proto::{Operation, Proof, Request, Response};
+        let mut taken = 0;
+        for _ in 0..mailbox::MAX_FETCH_ROUNDS {
+            let proof =
+                Proof::sign(&self.inner.identity, &mailbox_id, Operation::Fetch, unix_secs(), &[])
+                    .map_err(|e| e.to_string())?;
+            let request = Request::Fetch { mailbox_id, proof };
+            let (items, more) =
+                match self.mailbox_request(replica, addresses.clone(), request).await? {
+                    Response::Items { items, more } => (items, more),
+                    Response::Refused { reason } => return Err(format!("refused: {reason}")),
+                    other => return Err(format!("unexpected answer {other:?}")),
+                };
+            let mut done = Vec::with_capacity(items.len());
+            for item in items {
+                // An envelope that does not open is deleted too: it never will.
+                if self.open_and_accept(item.envelope).await != Ack::Busy {
+                    done.push(item.item_id);
+                }
+            }
+            if done.is_empty() {
+                return Ok(taken);
+            }
+            taken += done.len();
+            let proof = Proof::sign(
+                &self.inner.identity,
+                &mailbox_id,
+                Operation::Delete,
+                unix_secs(),
+                &done,
+            )
+            .map_err(|e| e.to_string())?;
+            let request = Request::Delete { mailbox_id, item_ids: done, proof };
+            match self.mailbox_request(replica, addresses.clone(), request).await? {
+                Response::Deleted { .. } => {}
+                other => return Err(format!("delete not done: {other:?}")),
+            }
+            if !more {
+                break;
+            }
+        }
+        Ok(taken)
     }
 
     /// The addresses this node is reachable at: confirmed direct external addresses first,

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod data_dir;
 pub mod delivery;
 pub mod error;
+pub mod mailbox;
 pub mod metrics;
 pub mod store;
 pub mod swarm;

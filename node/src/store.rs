@@ -1,5 +1,5 @@
-//! The SQLite store (`kolokol.db`): contacts, the outbox, each message's state history, and
-//! the inbox.
+//! The SQLite store (`kolokol.db`): contacts, the outbox, each message's state history, the
+//! inbox, and (on DHT servers) the mailbox items held for others.
 //!
 //! Every write is its own transaction, committed before the caller acts on it: a message is in
 //! the outbox before any byte of it is sent, and in the inbox before the sender's node is told it
@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Result};
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Conversations with peers who are not contacts; past this, first contacts from strangers
 /// are refused, so nobody can fill the disk with conversation state.
@@ -115,6 +115,55 @@ CREATE TABLE prekeys (
     signature  BLOB NOT NULL
 );
 ";
+
+/// Version 5: mailbox items held for others as a replica, and, per outbox item, the mailbox
+/// replicas it was deposited on (so a later attempt re-deposits when they change).
+const SCHEMA_V5: &str = "
+CREATE TABLE mailbox_items (
+    mailbox_id   BLOB NOT NULL,
+    item_id      BLOB NOT NULL,
+    depositor    TEXT NOT NULL,
+    envelope     BLOB NOT NULL,
+    stored_at_ms INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, item_id)
+);
+CREATE INDEX mailbox_items_expiry ON mailbox_items (expires_at);
+CREATE INDEX mailbox_items_depositor ON mailbox_items (mailbox_id, depositor);
+ALTER TABLE outbox ADD COLUMN deposited TEXT NOT NULL DEFAULT '';
+";
+
+/// The limits a replica enforces on deposits. A deposit past any of them is refused with the
+/// reason; nothing already stored is ever evicted to make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxQuotas {
+    /// Items in one mailbox.
+    pub items_per_mailbox: u64,
+    /// Envelope bytes in one mailbox.
+    pub bytes_per_mailbox: u64,
+    /// Items one depositor may have in one mailbox.
+    pub items_per_depositor: u64,
+    /// Envelope bytes in all mailboxes together.
+    pub total_bytes: u64,
+}
+
+/// An envelope deposited for a mailbox's owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxDeposit {
+    /// The mailbox id.
+    pub mailbox_id: [u8; 32],
+    /// The item id.
+    pub item_id: [u8; 16],
+    /// The depositing peer, base58.
+    pub depositor: String,
+    /// The sealed envelope.
+    pub envelope: Vec<u8>,
+    /// When the replica may drop it, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// A stored mailbox item: its id and envelope.
+pub type MailboxItem = ([u8; 16], Vec<u8>);
 
 /// A peer in the peer cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,6 +274,9 @@ pub mod state {
     pub const QUEUED: &str = "queued";
     /// The recipient's node acknowledged it over a direct or relayed connection.
     pub const SENT: &str = "sent";
+    /// Not acknowledged directly, but held by enough mailbox replicas; direct delivery is still
+    /// retried.
+    pub const STORED: &str = "stored";
     /// The recipient's end-to-end receipt arrived.
     pub const DELIVERED: &str = "delivered";
     /// Given up; the detail says why.
@@ -264,6 +316,10 @@ impl Store {
         }
         if version < 4 {
             conn.execute_batch(&format!("BEGIN; {SCHEMA_V4} PRAGMA user_version = 4; COMMIT;"))
+                .map_err(err)?;
+        }
+        if version < 5 {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V5} PRAGMA user_version = 5; COMMIT;"))
                 .map_err(err)?;
         }
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
@@ -408,9 +464,12 @@ impl Store {
         Ok(())
     }
 
-    /// Moves an outbox item to `new_state` (recording the change), unless it is already in a
-    /// later state; returns whether it changed. `delivered` is final: a late `sent` ack after
-    /// the receipt does not move it back.
+    /// Moves an outbox item to `new_state` (recording the change), unless it is already in the
+    /// same or a later state; returns whether it changed. States only move forward, in the
+    /// order `queued → stored → sent → delivered | failed`: a `stored` message may become `sent`,
+    /// but a late deposit ack never moves a `sent` one back, and `delivered` and `failed` are
+    /// final. A `stored` message is recorded as `stored` again when its detail changes (it was
+    /// re-deposited on other replicas), so the history says where it is now.
     pub fn set_state(
         &self,
         id: &[u8; 16],
@@ -423,7 +482,12 @@ impl Store {
         let changed = tx
             .execute(
                 "UPDATE outbox SET state = ?2, detail = ?3
-                 WHERE id = ?1 AND state NOT IN ('delivered', 'failed') AND state != ?2",
+                 WHERE id = ?1
+                   AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
+                         ELSE 9 END)
+                      < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
+                         WHEN 'failed' THEN 3 ELSE 0 END)
+                     OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
                 params![id.as_slice(), new_state, detail],
             )
             .map_err(|e| self.err(e))?;
@@ -438,7 +502,8 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Records a failed attempt and when to try again; the item stays `queued`.
+    /// Records a failed attempt and when to try again; the item stays `queued` (or `stored`,
+    /// whose detail, the replica count, is kept).
     pub fn reschedule(
         &self,
         id: &[u8; 16],
@@ -448,24 +513,26 @@ impl Store {
     ) -> Result<()> {
         self.conn()
             .execute(
-                "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, detail = ?4 WHERE id = ?1",
+                "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3,
+                    detail = CASE WHEN state = 'stored' THEN detail ELSE ?4 END WHERE id = ?1",
                 params![id.as_slice(), attempts, next_attempt_ms as i64, detail],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// Makes every queued item for `peer_id` due now (the peer just became reachable).
+    /// Makes every queued or stored item for `peer_id` due now (the peer just became
+    /// reachable).
     pub fn wake_peer(&self, peer_id: &str, now_ms: u64) -> Result<usize> {
         self.conn()
             .execute(
-                "UPDATE outbox SET next_attempt_ms = ?2 WHERE peer_id = ?1 AND state = 'queued' AND next_attempt_ms > ?2",
+                "UPDATE outbox SET next_attempt_ms = ?2 WHERE peer_id = ?1 AND state IN ('queued', 'stored') AND next_attempt_ms > ?2",
                 params![peer_id, now_ms as i64],
             )
             .map_err(|e| self.err(e))
     }
 
-    /// Queued items due at `now_ms`, oldest first, at most [`OUTBOX_BATCH`]; each is claimed
+    /// Queued and stored items due at `now_ms`, oldest first, at most [`OUTBOX_BATCH`]; each is claimed
     /// until `claim_until_ms` (not due again before then) in the same transaction, so two
     /// retry passes never take the same item.
     pub fn due(&self, now_ms: u64, claim_until_ms: u64) -> Result<Vec<OutboxRow>> {
@@ -475,7 +542,7 @@ impl Store {
             let mut stmt = tx
                 .prepare(
                     "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts
-                     FROM outbox WHERE state = 'queued' AND next_attempt_ms <= ?1
+                     FROM outbox WHERE state IN ('queued', 'stored') AND next_attempt_ms <= ?1
                      ORDER BY created_at_ms, rowid LIMIT ?2",
                 )
                 .map_err(|e| self.err(e))?;
@@ -513,22 +580,25 @@ impl Store {
         Ok(rows)
     }
 
-    /// Makes every queued item due now; called at start, since no attempt survives a restart.
+    /// Makes every queued or stored item due now; called at start, since no attempt survives a
+    /// restart.
     pub fn wake_all(&self, now_ms: u64) -> Result<usize> {
         self.conn()
             .execute(
-                "UPDATE outbox SET next_attempt_ms = ?1 WHERE state = 'queued'",
+                "UPDATE outbox SET next_attempt_ms = ?1 WHERE state IN ('queued', 'stored')",
                 params![now_ms as i64],
             )
             .map_err(|e| self.err(e))
     }
 
-    /// The earliest time any queued item is due, if any is queued.
+    /// The earliest time any queued or stored item is due, if any is.
     pub fn next_due(&self) -> Result<Option<u64>> {
         self.conn()
-            .query_row("SELECT MIN(next_attempt_ms) FROM outbox WHERE state = 'queued'", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
+            .query_row(
+                "SELECT MIN(next_attempt_ms) FROM outbox WHERE state IN ('queued', 'stored')",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
             .map(|v| v.map(|v| v as u64))
             .map_err(|e| self.err(e))
     }
@@ -948,6 +1018,169 @@ impl Store {
             .query_row(
                 "SELECT COUNT(*) FROM conversations WHERE peer_id NOT IN (SELECT peer_id FROM contacts)",
                 [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Where an outbox item was last deposited: the mailbox id (hex) and the replicas' peer ids,
+    /// space-separated; empty if never.
+    pub fn deposited(&self, id: &[u8; 16]) -> Result<String> {
+        self.conn()
+            .query_row("SELECT deposited FROM outbox WHERE id = ?1", [id.as_slice()], |r| r.get(0))
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records where an outbox item is deposited (see [`Store::deposited`]).
+    pub fn set_deposited(&self, id: &[u8; 16], deposited: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET deposited = ?2 WHERE id = ?1",
+                params![id.as_slice(), deposited],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Stores a deposit for a mailbox's owner unless a quota is reached; returns `Ok(None)`
+    /// when stored (or already stored under this id), `Ok(Some(reason))` when refused. Other
+    /// items are never touched.
+    pub fn mailbox_deposit(
+        &self,
+        d: &MailboxDeposit,
+        quotas: &MailboxQuotas,
+        now_ms: u64,
+    ) -> Result<Option<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT COUNT(*) FROM mailbox_items WHERE mailbox_id = ?1 AND item_id = ?2",
+                params![d.mailbox_id.as_slice(), d.item_id.as_slice()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| self.err(e))?
+            > 0;
+        if exists {
+            return Ok(None);
+        }
+        let (items, bytes, from_depositor, total): (i64, i64, i64, i64) = tx
+            .query_row(
+                "SELECT
+                    (SELECT COUNT(*) FROM mailbox_items WHERE mailbox_id = ?1),
+                    (SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM mailbox_items WHERE mailbox_id = ?1),
+                    (SELECT COUNT(*) FROM mailbox_items WHERE mailbox_id = ?1 AND depositor = ?2),
+                    (SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM mailbox_items)",
+                params![d.mailbox_id.as_slice(), d.depositor],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        let len = d.envelope.len() as u64;
+        let refused = if items as u64 >= quotas.items_per_mailbox {
+            Some(format!("the mailbox is full ({} items)", quotas.items_per_mailbox))
+        } else if bytes as u64 + len > quotas.bytes_per_mailbox {
+            Some(format!("the mailbox is full ({} bytes)", quotas.bytes_per_mailbox))
+        } else if from_depositor as u64 >= quotas.items_per_depositor {
+            Some(format!(
+                "you already have {} items in this mailbox, the most one sender may",
+                quotas.items_per_depositor
+            ))
+        } else if total as u64 + len > quotas.total_bytes {
+            Some("this replica holds all the mailbox data it will take".into())
+        } else {
+            None
+        };
+        if refused.is_some() {
+            return Ok(refused);
+        }
+        tx.execute(
+            "INSERT INTO mailbox_items (mailbox_id, item_id, depositor, envelope, stored_at_ms, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                d.mailbox_id.as_slice(),
+                d.item_id.as_slice(),
+                d.depositor,
+                d.envelope,
+                now_ms as i64,
+                d.expires_at as i64
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(None)
+    }
+
+    /// The unexpired items of a mailbox at `now_secs`, oldest first, at most `max_items` and
+    /// `max_bytes` of envelopes (at least one item if any); and whether more remain.
+    pub fn mailbox_items(
+        &self,
+        mailbox_id: &[u8; 32],
+        now_secs: u64,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<MailboxItem>, bool)> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT item_id, envelope FROM mailbox_items
+                 WHERE mailbox_id = ?1 AND expires_at >= ?2 ORDER BY stored_at_ms, rowid LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![mailbox_id.as_slice(), now_secs as i64, max_items as i64 + 1], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok((id.try_into().unwrap_or([0; 16]), r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for row in rows {
+            let (id, envelope) = row.map_err(|e| self.err(e))?;
+            if items.len() == max_items || (!items.is_empty() && bytes + envelope.len() > max_bytes)
+            {
+                more = true;
+                break;
+            }
+            bytes += envelope.len();
+            items.push((id, envelope));
+        }
+        Ok((items, more))
+    }
+
+    /// Deletes the named items of a mailbox; returns how many were there.
+    pub fn mailbox_delete(&self, mailbox_id: &[u8; 32], item_ids: &[[u8; 16]]) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut count = 0;
+        for id in item_ids {
+            count += tx
+                .execute(
+                    "DELETE FROM mailbox_items WHERE mailbox_id = ?1 AND item_id = ?2",
+                    params![mailbox_id.as_slice(), id.as_slice()],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(count)
+    }
+
+    /// Drops every mailbox item expired at `now_secs`; returns how many.
+    pub fn mailbox_purge(&self, now_secs: u64) -> Result<usize> {
+        self.conn()
+            .execute("DELETE FROM mailbox_items WHERE expires_at < ?1", [now_secs as i64])
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many items a mailbox holds, expired ones included.
+    pub fn mailbox_count(&self, mailbox_id: &[u8; 32]) -> Result<u64> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM mailbox_items WHERE mailbox_id = ?1",
+                [mailbox_id.as_slice()],
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n as u64)

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use crate::config::{Config, Role, peer_id_of};
 use crate::delivery::{self, Ack};
 use crate::error::{Error, Result};
+use crate::mailbox;
 
 /// The Kademlia protocol id: Kolokol's own DHT, never the IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kolokol/kad/1.0.0");
@@ -147,6 +148,7 @@ pub(crate) struct Behaviour {
     autonat_client: Toggle<autonat::v2::client::Behaviour>,
     autonat_server: Toggle<autonat::v2::server::Behaviour>,
     delivery: request_response::Behaviour<delivery::codec::Codec>,
+    mailbox: request_response::Behaviour<mailbox::codec::Codec>,
     limits: connection_limits::Behaviour,
 }
 
@@ -174,6 +176,29 @@ pub(crate) enum Command {
     Peers { reply: oneshot::Sender<Vec<ConnectedPeer>> },
     /// Dial a peer (from an imported bundle) as a bootstrap hint.
     AddBootstrap { address: Multiaddr },
+    /// Send one mailbox request (deposit, fetch or delete) to a replica, dialing `addresses` if
+    /// not connected; the reply is the replica's answer or why there is none.
+    Mailbox {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: kolokol_protocol::mailbox::Request,
+        reply: oneshot::Sender<std::result::Result<kolokol_protocol::mailbox::Response, String>>,
+    },
+    /// Answer an inbound mailbox request.
+    MailboxRespond {
+        channel: ResponseChannel<kolokol_protocol::mailbox::Response>,
+        response: kolokol_protocol::mailbox::Response,
+    },
+    /// Find the DHT servers closest to `key`, nearest first, with their addresses.
+    ClosestPeers { key: Vec<u8>, reply: ClosestReply },
+}
+
+/// A mailbox request a peer sent us as a replica, waiting for the daemon's store.
+pub(crate) struct MailboxInbound {
+    /// The requesting peer, authenticated by the connection.
+    pub peer: PeerId,
+    pub request: kolokol_protocol::mailbox::Request,
+    pub channel: ResponseChannel<kolokol_protocol::mailbox::Response>,
 }
 
 /// A connected peer and how it is reached.
@@ -330,6 +355,14 @@ pub(crate) fn build(
                     .with_request_timeout(DELIVERY_TIMEOUT)
                     .with_max_concurrent_streams(MAX_DELIVERY_STREAMS),
             );
+            // Every node speaks the protocol both ways; whether it serves as a replica is
+            // decided per request, by its DHT mode at that moment.
+            let mailbox = request_response::Behaviour::new(
+                [(mailbox::PROTOCOL_NAME, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(mailbox::REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(mailbox::MAX_STREAMS),
+            );
             let limits = connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established(Some(MAX_CONNECTIONS))
@@ -352,6 +385,7 @@ pub(crate) fn build(
                     .then(autonat::v2::server::Behaviour::default)
                     .into(),
                 delivery,
+                mailbox,
                 limits,
             }
         })
@@ -460,7 +494,18 @@ pub(crate) struct EventLoop {
     warned_unreachable: bool,
     /// libp2p's own metrics, recorded when `--metrics` is on.
     pub(crate) metrics: Option<libp2p::metrics::Metrics>,
+    /// Where inbound mailbox requests go when this node is a replica.
+    mailbox_inbound: mpsc::Sender<MailboxInbound>,
+    /// Our mailbox requests awaiting an answer; at most [`mailbox::MAX_PENDING_REQUESTS`].
+    mailbox_pending: HashMap<OutboundRequestId, MailboxReply>,
+    /// Closest-peer queries in flight and who waits for each; at most [`MAX_PENDING_LOOKUPS`].
+    closest: HashMap<kad::QueryId, (Vec<u8>, ClosestReply)>,
 }
+
+type ClosestReply = oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>;
+
+type MailboxReply =
+    oneshot::Sender<std::result::Result<kolokol_protocol::mailbox::Response, String>>;
 
 /// A presence lookup in flight.
 struct Lookup {
@@ -478,6 +523,7 @@ impl EventLoop {
         inbound: mpsc::Sender<Inbound>,
         events: mpsc::Sender<NetEvent>,
         status: watch::Sender<NetStatus>,
+        mailbox_inbound: mpsc::Sender<MailboxInbound>,
     ) -> Result<Self> {
         let now = Instant::now();
         let bootstrap = config
@@ -516,6 +562,9 @@ impl EventLoop {
             presence_retry_at: None,
             warned_unreachable: false,
             metrics: None,
+            mailbox_inbound,
+            mailbox_pending: HashMap::new(),
+            closest: HashMap::new(),
         };
         for b in &this.bootstrap {
             let base = without_peer(&b.address);
@@ -541,6 +590,9 @@ impl EventLoop {
         }
         for (_, reply) in self.pending.drain() {
             let _ = reply.send(Err(DeliveryFailure::temporary("the node is shutting down")));
+        }
+        for (_, reply) in self.mailbox_pending.drain() {
+            let _ = reply.send(Err("the node is shutting down".into()));
         }
         tracing::debug!("swarm task stopped");
     }
@@ -616,6 +668,73 @@ impl EventLoop {
                 }
                 _ => {}
             },
+            Command::Mailbox { peer, addresses, request, reply } => {
+                if self.mailbox_pending.len() >= mailbox::MAX_PENDING_REQUESTS {
+                    let _ = reply.send(Err("too many mailbox requests in flight".into()));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .mailbox
+                    .send_request_with_addresses(&peer, request, addresses);
+                self.mailbox_pending.insert(id, reply);
+            }
+            Command::MailboxRespond { channel, response } => {
+                let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, response);
+            }
+            Command::ClosestPeers { key, reply } => {
+                if self.closest.len() >= MAX_PENDING_LOOKUPS {
+                    let _ = reply.send(Vec::new());
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(key.clone());
+                self.closest.insert(id, (key, reply));
+            }
+        }
+    }
+
+    fn on_mailbox(
+        &mut self,
+        event: request_response::Event<
+            kolokol_protocol::mailbox::Request,
+            kolokol_protocol::mailbox::Response,
+        >,
+    ) {
+        use kolokol_protocol::mailbox::Response;
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    // Only DHT servers are replicas: a depositor found us as one of the servers
+                    // closest to the mailbox id, and a client would not be found again.
+                    if self.swarm.behaviour_mut().kad.mode() != kad::Mode::Server {
+                        let refused = Response::Refused { reason: "not a mailbox replica".into() };
+                        let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
+                        return;
+                    }
+                    if let Err(
+                        mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i),
+                    ) = self.mailbox_inbound.try_send(MailboxInbound { peer, request, channel })
+                    {
+                        let busy = Response::Refused { reason: "the replica is busy".into() };
+                        let _ = self.swarm.behaviour_mut().mailbox.send_response(i.channel, busy);
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.mailbox_pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(reply) = self.mailbox_pending.remove(&request_id) {
+                    let _ = reply.send(Err(format!("cannot reach replica {peer}: {error}")));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound mailbox request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -684,6 +803,19 @@ impl EventLoop {
                     }
                 }
                 kad::QueryResult::GetRecord(_) => self.finish_lookup(id),
+                kad::QueryResult::GetClosestPeers(result) => {
+                    let peers = match result {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    if let Some((key, reply)) = self.closest.remove(&id) {
+                        let target = kad::KBucketKey::new(key);
+                        let mut peers: Vec<(PeerId, Vec<Multiaddr>)> =
+                            peers.into_iter().map(|p| (p.peer_id, p.addrs)).collect();
+                        peers.sort_by_key(|(p, _)| kad::KBucketKey::from(*p).distance(&target));
+                        let _ = reply.send(peers);
+                    }
+                }
                 kad::QueryResult::PutRecord(result)
                     if self.presence_query.is_some_and(|(q, _)| q == id) =>
                 {
@@ -863,6 +995,7 @@ impl EventLoop {
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Delivery(e)) => self.on_delivery(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => self.on_mailbox(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,

@@ -14,13 +14,27 @@ use crate::Error;
 /// so a forged length prefix cannot make the decoder reserve gigabytes.
 pub const MAX_DECODE_LEN: usize = 65_535;
 
+/// The largest batch frame (a mailbox deposit or a batch of fetched items) any decoder accepts,
+/// in bytes: sixteen of the largest envelopes and room for their framing. Only
+/// [`decode_batch`] uses it; every other type stays under [`MAX_DECODE_LEN`].
+pub const MAX_BATCH_DECODE_LEN: usize = 16 * 65_536 + 4096;
+
 type Config = Configuration<BigEndian, Fixint, Limit<MAX_DECODE_LEN>>;
+
+type BatchConfig = Configuration<BigEndian, Fixint, Limit<MAX_BATCH_DECODE_LEN>>;
 
 fn config() -> Config {
     bincode::config::standard()
         .with_big_endian()
         .with_fixed_int_encoding()
         .with_limit::<MAX_DECODE_LEN>()
+}
+
+fn batch_config() -> BatchConfig {
+    bincode::config::standard()
+        .with_big_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<MAX_BATCH_DECODE_LEN>()
 }
 
 /// Encodes `value` with the project's fixed configuration.
@@ -39,6 +53,23 @@ pub fn decode<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Resul
         return Err(Error::TooLarge { what, len: bytes.len(), max: MAX_DECODE_LEN });
     }
     let (value, read) = bincode::decode_from_slice(bytes, config())
+        .map_err(|e| Error::Malformed { what, detail: e.to_string() })?;
+    if read != bytes.len() {
+        return Err(Error::Malformed {
+            what,
+            detail: format!("{} trailing bytes after the value", bytes.len() - read),
+        });
+    }
+    Ok(value)
+}
+
+/// Decodes exactly one `T` from `bytes` of at most [`MAX_BATCH_DECODE_LEN`]; the same encoding
+/// as [`decode`], for the mailbox frames that carry a whole envelope plus fields, or several.
+pub fn decode_batch<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    if bytes.len() > MAX_BATCH_DECODE_LEN {
+        return Err(Error::TooLarge { what, len: bytes.len(), max: MAX_BATCH_DECODE_LEN });
+    }
+    let (value, read) = bincode::decode_from_slice(bytes, batch_config())
         .map_err(|e| Error::Malformed { what, detail: e.to_string() })?;
     if read != bytes.len() {
         return Err(Error::Malformed {

@@ -216,7 +216,8 @@ pub struct SendParams {
 pub struct SendResult {
     /// The new message's id, 32 hex digits.
     pub id: String,
-    /// Its state when the call returned (`sent`, or `queued` if the first attempt failed).
+    /// Its state when the call returned: `sent`, `stored` (in the recipient's mailbox), `queued`
+    /// if the first attempt and the deposit failed, or `failed` if it was refused.
     pub state: String,
     /// Why the first attempt failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,7 +256,7 @@ pub struct StateChange {
     pub id: String,
     /// The recipient's contact name.
     pub to: String,
-    /// The new state: `queued`, `sent`, `delivered` or `failed`.
+    /// The new state: `queued`, `stored`, `sent`, `delivered` or `failed`.
     pub state: String,
     /// Why, for `queued` after a failed attempt and for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,7 +282,7 @@ pub struct OutboxMessage {
     pub to: String,
     /// The text.
     pub text: String,
-    /// `queued`, `sent`, `delivered` or `failed`.
+    /// `queued`, `stored`, `sent`, `delivered` or `failed`.
     pub state: String,
     /// Why the last attempt failed, while queued; why it gave up, when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

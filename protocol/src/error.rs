@@ -59,6 +59,9 @@ pub enum Error {
     /// A presence record is unusable.
     #[error("presence record {0}")]
     Presence(&'static str),
+    /// A mailbox request or ownership proof is unusable.
+    #[error("mailbox {0}")]
+    Mailbox(&'static str),
     /// A bootstrap bundle is unusable.
     #[error("bootstrap bundle {0}")]
     Bundle(String),

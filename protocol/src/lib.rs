@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod invite;
+pub mod mailbox;
 pub mod message;
 pub mod prekey;
 pub mod presence;

@@ -17,6 +17,8 @@ mod hole_punch;
 #[cfg(test)]
 mod key_schedule;
 #[cfg(test)]
+mod mailbox;
+#[cfg(test)]
 mod outbox_restart;
 #[cfg(test)]
 mod relay_delivery;

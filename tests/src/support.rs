@@ -244,6 +244,73 @@ pub async fn push_raw_records(server: &Multiaddr, records: Vec<(Vec<u8>, Vec<u8>
     .expect("the server answered every store request");
 }
 
+/// A bare request-response client of `/kolokol/mailbox/1`, with a fresh identity: a depositor
+/// or an attacker that Kolokol's own node code does not police.
+#[derive(NetworkBehaviour)]
+struct RawMailbox {
+    mailbox: libp2p::request_response::Behaviour<kolokol_node::mailbox::codec::Codec>,
+}
+
+/// Sends `requests` to the mailbox replica at `server` from one new identity, a window of them
+/// at a time, and returns the answers in the same order.
+pub async fn raw_mailbox_requests(
+    server: &Multiaddr,
+    requests: Vec<kolokol_protocol::mailbox::Request>,
+) -> Vec<kolokol_protocol::mailbox::Response> {
+    use libp2p::request_response;
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .expect("tcp transport")
+        .with_behaviour(|_| RawMailbox {
+            mailbox: request_response::Behaviour::new(
+                [(kolokol_node::mailbox::PROTOCOL_NAME, request_response::ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(TIMEOUT),
+            ),
+        })
+        .expect("behaviour")
+        .build();
+    let server_peer = match server.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(p)) => p,
+        _ => panic!("server address has no peer id"),
+    };
+    // A few requests at a time, within the stream limit of one connection.
+    const IN_FLIGHT: usize = 64;
+    let total = requests.len();
+    let mut queue = requests.into_iter();
+    let mut ids = Vec::with_capacity(total);
+    let mut answers = std::collections::HashMap::new();
+    tokio::time::timeout(TIMEOUT, async {
+        while answers.len() < total {
+            while ids.len() < total && ids.len() - answers.len() < IN_FLIGHT {
+                let r = queue.next().expect("a request is left");
+                ids.push(swarm.behaviour_mut().mailbox.send_request_with_addresses(
+                    &server_peer,
+                    r,
+                    vec![server.clone()],
+                ));
+            }
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(RawMailboxEvent::Mailbox(
+                    request_response::Event::Message {
+                        message: request_response::Message::Response { request_id, response },
+                        ..
+                    },
+                )) => {
+                    answers.insert(request_id, response);
+                }
+                SwarmEvent::Behaviour(RawMailboxEvent::Mailbox(
+                    request_response::Event::OutboundFailure { error, .. },
+                )) => panic!("a mailbox request failed: {error}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the replica answered every request");
+    ids.iter().map(|id| answers.remove(id).expect("answered")).collect()
+}
+
 /// The control socket of a data directory.
 pub fn control_socket(data_dir: &Path) -> PathBuf {
     data_dir.join(kolokol_node::data_dir::CONTROL_SOCKET)

@@ -1,6 +1,8 @@
 //! Tests of the SQLite store on a real database file.
 
-use crate::store::{ContactRow, InboxRow, OutboxBody, OutboxRow, Store, state};
+use crate::store::{
+    ContactRow, InboxRow, MailboxDeposit, MailboxQuotas, OutboxBody, OutboxRow, Store, state,
+};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -66,6 +68,85 @@ fn states_move_forward_only_and_keep_a_history() {
     let history: Vec<String> = s.history(&row.id).unwrap().into_iter().map(|h| h.0).collect();
     assert_eq!(history, vec!["queued", "sent", "delivered"]);
     assert_eq!(s.queued_count().unwrap(), 0);
+
+    // A stored message stays due for direct delivery, may become sent, and a late deposit
+    // ack never moves a sent one back.
+    let row = text(2, 20);
+    s.enqueue(&row, 20).unwrap();
+    assert!(s.set_state(&row.id, state::STORED, Some("stored on 2 of 3"), 21).unwrap());
+    s.reschedule(&row.id, 1, 30, "cannot reach").unwrap();
+    assert_eq!(s.outgoing(&row.id).unwrap().unwrap().detail.as_deref(), Some("stored on 2 of 3"));
+    assert_eq!(s.due(30, 100).unwrap().len(), 1, "a stored message is still retried");
+    assert!(!s.set_state(&row.id, state::STORED, Some("stored on 2 of 3"), 22).unwrap());
+    assert!(s.set_state(&row.id, state::STORED, Some("stored on 3 of 3"), 22).unwrap());
+    assert!(s.set_state(&row.id, state::SENT, None, 23).unwrap());
+    assert!(!s.set_state(&row.id, state::STORED, None, 24).unwrap(), "sent moved back to stored");
+    assert!(s.set_state(&row.id, state::DELIVERED, None, 25).unwrap());
+    let history: Vec<String> = s.history(&row.id).unwrap().into_iter().map(|h| h.0).collect();
+    assert_eq!(history, vec!["queued", "stored", "stored", "sent", "delivered"]);
+}
+
+const QUOTAS: MailboxQuotas = MailboxQuotas {
+    items_per_mailbox: 3,
+    bytes_per_mailbox: 10_000,
+    items_per_depositor: 2,
+    total_bytes: 1 << 20,
+};
+
+fn deposit(mailbox: u8, item: u8, depositor: &str, expires_at: u64) -> MailboxDeposit {
+    MailboxDeposit {
+        mailbox_id: [mailbox; 32],
+        item_id: [item; 16],
+        depositor: depositor.into(),
+        envelope: vec![item; 1024],
+        expires_at,
+    }
+}
+
+#[test]
+fn a_full_mailbox_refuses_with_a_reason_and_keeps_every_stored_item() {
+    let (_d, s) = store();
+    assert_eq!(s.mailbox_deposit(&deposit(1, 1, "alice", 100), &QUOTAS, 1).unwrap(), None);
+    assert_eq!(s.mailbox_deposit(&deposit(1, 2, "alice", 100), &QUOTAS, 2).unwrap(), None);
+    // A repeated deposit is acknowledged and stores nothing more.
+    assert_eq!(s.mailbox_deposit(&deposit(1, 2, "alice", 100), &QUOTAS, 3).unwrap(), None);
+    let per_sender = s.mailbox_deposit(&deposit(1, 3, "alice", 100), &QUOTAS, 4).unwrap();
+    assert!(per_sender.unwrap().contains("most one sender may"));
+    assert_eq!(s.mailbox_deposit(&deposit(1, 4, "carol", 100), &QUOTAS, 5).unwrap(), None);
+    let full = s.mailbox_deposit(&deposit(1, 5, "dave", 100), &QUOTAS, 6).unwrap();
+    assert!(full.unwrap().contains("mailbox is full"));
+    // Another mailbox is unaffected, and the full one still holds exactly what it had.
+    assert_eq!(s.mailbox_deposit(&deposit(2, 5, "dave", 100), &QUOTAS, 7).unwrap(), None);
+    let (items, more) = s.mailbox_items(&[1; 32], 50, 10, 1 << 20).unwrap();
+    let ids: Vec<u8> = items.iter().map(|(id, _)| id[0]).collect();
+    assert_eq!((ids, more), (vec![1, 2, 4], false));
+    assert_eq!(items[0].1, vec![1; 1024]);
+}
+
+#[test]
+fn mailbox_items_come_in_bounded_batches_and_expired_ones_are_purged() {
+    let (_d, s) = store();
+    let roomy = MailboxQuotas { items_per_mailbox: 100, items_per_depositor: 100, ..QUOTAS };
+    let roomy = MailboxQuotas { bytes_per_mailbox: 1 << 20, ..roomy };
+    for i in 1..=5 {
+        let expires = if i % 2 == 0 { 1_000 } else { 2_000 };
+        assert_eq!(
+            s.mailbox_deposit(&deposit(1, i, "alice", expires), &roomy, i.into()).unwrap(),
+            None
+        );
+    }
+    let (items, more) = s.mailbox_items(&[1; 32], 500, 2, 1 << 20).unwrap();
+    assert_eq!((items.len(), more), (2, true));
+    let (items, more) = s.mailbox_items(&[1; 32], 500, 10, 2048).unwrap();
+    assert_eq!((items.len(), more), (2, true), "the byte budget bounds a batch too");
+    // Expired items are never handed out, and the purge removes them for good.
+    let (items, _) = s.mailbox_items(&[1; 32], 1_500, 10, 1 << 20).unwrap();
+    assert_eq!(items.iter().map(|(id, _)| id[0]).collect::<Vec<_>>(), vec![1, 3, 5]);
+    assert_eq!(s.mailbox_purge(1_500).unwrap(), 2);
+    assert_eq!(s.mailbox_count(&[1; 32]).unwrap(), 3);
+    assert_eq!(s.mailbox_delete(&[1; 32], &[[1; 16], [3; 16], [9; 16]]).unwrap(), 2);
+    assert_eq!(s.mailbox_purge(2_001).unwrap(), 1);
+    assert_eq!(s.mailbox_count(&[1; 32]).unwrap(), 0);
 }
 
 #[test]

@@ -1,0 +1,96 @@
+//! The `/kolokol/mailbox/1` codec: a 4-byte big-endian length and one bincode request, answered
+//! by a 4-byte big-endian length and one bincode response, each at most
+//! [`MAX_FRAME_LEN`] bytes.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use kolokol_protocol::codec::MAX_BATCH_DECODE_LEN;
+use kolokol_protocol::mailbox::{Request, Response};
+use libp2p::StreamProtocol;
+
+/// The largest frame either way: the batch decoder's limit.
+pub const MAX_FRAME_LEN: usize = MAX_BATCH_DECODE_LEN;
+
+/// The request-response codec of the mailbox protocol.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Codec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("mailbox frame of {len} bytes is over the limit of {MAX_FRAME_LEN}"),
+        ));
+    }
+    // The buffer grows as bytes arrive, so a peer that only sends a length holds nothing.
+    let mut frame = Vec::new();
+    io.take(len as u64).read_to_end(&mut frame).await?;
+    if frame.len() != len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "mailbox frame cut short"));
+    }
+    Ok(frame)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: Vec<u8>) -> io::Result<()> {
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|l| *l as usize <= MAX_FRAME_LEN)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "mailbox frame too long"))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    io.write_all(&frame).await?;
+    io.flush().await
+}
+
+fn invalid(e: kolokol_protocol::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl libp2p::request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        Request::from_bytes(&read_frame(io).await?).map_err(invalid)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        Response::from_bytes(&read_frame(io).await?).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, req.to_bytes().map_err(invalid)?).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, res.to_bytes().map_err(invalid)?).await
+    }
+}

@@ -1,0 +1,147 @@
+//! Tests of mailbox ids and ownership proofs: golden vectors pin the derivation and the wire
+//! bytes; forged, foreign, stale and misapplied proofs are refused.
+
+use crate::codec::MAX_BATCH_DECODE_LEN;
+use crate::envelope::BUCKETS;
+use crate::identity::{Identity, hex};
+use crate::mailbox::{
+    Item, MAILBOX_PERIOD_SECS, MAX_FETCH_BYTES, MAX_FETCH_ITEMS, Operation, PROOF_WINDOW_SECS,
+    Proof, Request, Response, item_id, mailbox_id, period_of,
+};
+
+const NOW: u64 = 1_800_000_000;
+
+fn identity(seed: u8) -> Identity {
+    Identity::from_secrets([seed; 32], [seed + 50; 32])
+}
+
+/// Verifies `proof` at `now` and returns the error text, or "ok".
+#[track_caller]
+fn check(proof: &Proof, id: &[u8; 32], op: Operation, items: &[[u8; 16]], now: u64) -> String {
+    match proof.verify(id, op, items, now) {
+        Ok(()) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_mailbox_id_is_pinned_and_rotates_each_period() {
+    let alice = identity(1);
+    let period = period_of(NOW);
+    assert_eq!(period, 20_833);
+    let id = mailbox_id(alice.identity_key(), period);
+    assert_eq!(hex(&id), "7f681eab5595cc76cbd8a68f41f80d773fe52d0452991cd85507c8c7727b5756");
+    assert_ne!(id, mailbox_id(alice.identity_key(), period + 1));
+    assert_ne!(id, mailbox_id(identity(2).identity_key(), period));
+    // Also computed outside Rust, with Python's `hashlib.blake2s`.
+    assert_eq!(hex(&item_id(&[7; 16])), "7a0d9fb7b5255847883b2a6a134321e5");
+}
+
+#[test]
+fn fetch_request_bytes_are_pinned() {
+    let alice = identity(1);
+    let id = mailbox_id(alice.identity_key(), period_of(NOW));
+    let proof = Proof::sign(&alice, &id, Operation::Fetch, NOW, &[]).unwrap();
+    let bytes = Request::Fetch { mailbox_id: id, proof }.to_bytes().unwrap();
+    // Variant 1 (u32), the mailbox id, then the proof: key, timestamp (u64), signature.
+    // Ed25519 signatures are deterministic, so the whole frame is fixed.
+    assert_eq!(
+        hex(&bytes),
+        concat!(
+            "00000001",
+            "7f681eab5595cc76cbd8a68f41f80d773fe52d0452991cd85507c8c7727b5756",
+            "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+            "000000006b49d200",
+            "7c977ed2e3bd6995068f04863ffccda623893e672d41828015133d7a23728950",
+            "75674a805b2a8c136d0010d4df0511570e73856371442ae08a932865c457660b",
+        )
+    );
+    assert_eq!(hex(&Response::Stored.to_bytes().unwrap()), "00000000");
+}
+
+#[test]
+fn a_genuine_proof_passes_for_the_current_and_previous_period() {
+    let alice = identity(1);
+    let now_id = mailbox_id(alice.identity_key(), period_of(NOW));
+    let prev_id = mailbox_id(alice.identity_key(), period_of(NOW) - 1);
+    for id in [now_id, prev_id] {
+        let proof = Proof::sign(&alice, &id, Operation::Fetch, NOW, &[]).unwrap();
+        assert_eq!(check(&proof, &id, Operation::Fetch, &[], NOW + 10), "ok");
+    }
+    let old_id = mailbox_id(alice.identity_key(), period_of(NOW) - 2);
+    let proof = Proof::sign(&alice, &old_id, Operation::Fetch, NOW, &[]).unwrap();
+    assert!(check(&proof, &old_id, Operation::Fetch, &[], NOW).contains("does not own"));
+}
+
+#[test]
+fn forged_foreign_stale_and_misapplied_proofs_are_refused() {
+    let alice = identity(1);
+    let mallory = identity(3);
+    let id = mailbox_id(alice.identity_key(), period_of(NOW));
+    let items = [[1u8; 16], [2u8; 16]];
+
+    // Mallory signs with her own key: her key does not hash to Alice's mailbox.
+    let foreign = Proof::sign(&mallory, &id, Operation::Fetch, NOW, &[]).unwrap();
+    assert!(check(&foreign, &id, Operation::Fetch, &[], NOW).contains("does not own"));
+    // She puts Alice's key on her signature.
+    let forged = Proof { identity_key: *alice.identity_key(), ..foreign };
+    assert!(check(&forged, &id, Operation::Fetch, &[], NOW).contains("signature"));
+
+    let genuine = Proof::sign(&alice, &id, Operation::Fetch, NOW, &[]).unwrap();
+    let late = NOW + PROOF_WINDOW_SECS + 1;
+    assert!(check(&genuine, &id, Operation::Fetch, &[], late).contains("stale"));
+    let early = NOW - PROOF_WINDOW_SECS - 1;
+    assert!(check(&genuine, &id, Operation::Fetch, &[], early).contains("stale"));
+    // A fetch proof does not authorise a delete, and a delete proof covers only its items.
+    assert!(check(&genuine, &id, Operation::Delete, &[], NOW).contains("signature"));
+    let delete = Proof::sign(&alice, &id, Operation::Delete, NOW, &items).unwrap();
+    assert_eq!(check(&delete, &id, Operation::Delete, &items, NOW), "ok");
+    assert!(check(&delete, &id, Operation::Delete, &items[..1], NOW).contains("signature"));
+    // A proof for another mailbox (a later period) does not carry over.
+    let next = mailbox_id(alice.identity_key(), period_of(NOW + MAILBOX_PERIOD_SECS * 2));
+    assert!(check(&genuine, &next, Operation::Fetch, &[], NOW).contains("does not own"));
+}
+
+#[test]
+fn deposits_of_odd_sizes_and_oversized_deletes_do_not_decode() {
+    let deposit = |len| Request::Deposit {
+        mailbox_id: [0; 32],
+        item_id: [0; 16],
+        envelope: vec![0; len],
+        expires_at: NOW,
+    };
+    let ok = deposit(1024).to_bytes().unwrap();
+    assert_eq!(Request::from_bytes(&ok).unwrap(), deposit(1024));
+    let odd = deposit(1000).to_bytes().unwrap();
+    assert!(Request::from_bytes(&odd).unwrap_err().to_string().contains("envelope sizes"));
+    let alice = identity(1);
+    let proof = Proof::sign(&alice, &[0; 32], Operation::Delete, NOW, &[]).unwrap();
+    let delete = Request::Delete { mailbox_id: [0; 32], item_ids: vec![[0; 16]; 1025], proof };
+    assert!(Request::from_bytes(&delete.to_bytes().unwrap()).is_err());
+    assert!(Request::from_bytes(b"garbage").is_err());
+}
+
+#[test]
+fn the_largest_fetch_answer_fits_the_batch_limit() {
+    // The worst answer a replica may build: as many items as allowed, as many of them as large
+    // as the byte budget lets through.
+    let mut lens = vec![BUCKETS[0]; MAX_FETCH_ITEMS];
+    for i in 0..MAX_FETCH_ITEMS {
+        let total: usize = lens.iter().sum();
+        if total - lens[i] + BUCKETS[3] > MAX_FETCH_BYTES {
+            break;
+        }
+        lens[i] = BUCKETS[3];
+    }
+    let items = lens.iter().map(|len| Item { item_id: [0; 16], envelope: vec![0; *len] });
+    let answer = Response::Items { items: items.collect(), more: true };
+    let encoded = answer.to_bytes().unwrap();
+    assert!(encoded.len() <= MAX_BATCH_DECODE_LEN, "{} bytes", encoded.len());
+    assert_eq!(Response::from_bytes(&encoded).unwrap(), answer);
+    // One largest envelope alone, the exception to the budget, fits too.
+    let one = Response::Items {
+        items: vec![Item { item_id: [0; 16], envelope: vec![0; BUCKETS[3]] }],
+        more: true,
+    };
+    assert!(Response::from_bytes(&one.to_bytes().unwrap()).is_ok());
+}

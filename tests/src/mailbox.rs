@@ -1,0 +1,325 @@
+//! Store-and-forward mailboxes: an offline recipient gets its messages from the replicas when
+//! it comes back, exactly once, even with a replica gone; replicas hand over and delete items
+//! only with a valid ownership proof, and refuse deposits past a quota without touching what
+//! they hold; a backlog of 1 000 messages all arrives, in order, none twice.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use kolokol_node::Role;
+use kolokol_protocol::control::Event;
+use kolokol_protocol::identity::Identity;
+use kolokol_protocol::mailbox::{Operation, Proof, Request, Response, mailbox_id, period_of};
+
+use crate::support::{Net, TIMEOUT, introduce, raw_mailbox_requests, wait_message, wait_state};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_recipient_gets_a_stored_message_exactly_once_when_it_starts() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    bob.shutdown().await;
+
+    // The relay is the only DHT server, so one ack of one replica makes it stored.
+    let sent = alice.node().send("bob", "see you later").await.expect("send");
+    assert_eq!(sent.state, "stored", "{:?}", sent.detail);
+    assert_eq!(sent.detail.as_deref(), Some("stored on 1 of 1 mailbox replicas"));
+    // Alice goes offline too: the message can only reach Bob through his mailbox, and Bob's
+    // receipt can only reach Alice through hers.
+    alice.shutdown().await;
+
+    let bob = net.start("bob", Role::Node, std::slice::from_ref(&relay_addr)).await;
+    let mut b_events = bob.node().subscribe();
+    assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "see you later");
+    let alice = net.start("alice", Role::Node, &[relay_addr]).await;
+    let mut a_events = alice.node().subscribe();
+    wait_state(&mut a_events, &sent.id, "delivered").await;
+
+    // A fetch now finds nothing: the items were deleted after the first fetch.
+    assert_eq!(bob.node().fetch_mailboxes().await, 0);
+    let inbox = bob.node().inbox(100).expect("inbox");
+    assert_eq!(inbox.iter().filter(|m| m.id == sent.id).count(), 1);
+    let id = kolokol_protocol::message::parse_id(&sent.id).expect("id");
+    let states: Vec<String> =
+        alice.node().history(&id).expect("history").into_iter().map(|h| h.0).collect();
+    // Alice's restart also retries direct delivery, which may reach Bob before her mailbox
+    // hands her the receipt; either way the states only moved forward.
+    assert!(
+        states == ["queued", "stored", "delivered"]
+            || states == ["queued", "stored", "sent", "delivered"],
+        "{states:?}"
+    );
+    for n in [alice, bob, relay] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_on_three_replicas_arrives_with_one_of_them_gone() {
+    let net = Net::new();
+    let (relay1, relay1_addr) = net.relay("relay1").await;
+    let relay2 = net.start("relay2", Role::Relay, std::slice::from_ref(&relay1_addr)).await;
+    let relay3 = net.start("relay3", Role::Relay, std::slice::from_ref(&relay1_addr)).await;
+    for r in [&relay1, &relay2, &relay3] {
+        r.node().wait_for_net(TIMEOUT, |s| s.routing_table >= 2).await.expect("the DHT forms");
+    }
+    let alice = net.user("alice", std::slice::from_ref(&relay1_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay1_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    bob.shutdown().await;
+
+    let sent = alice.node().send("bob", "three copies").await.expect("send");
+    assert_eq!(sent.state, "stored", "{:?}", sent.detail);
+    assert_eq!(sent.detail.as_deref(), Some("stored on 3 of 3 mailbox replicas"));
+    alice.shutdown().await;
+    // A replica leaves before Bob is back (relay1 stays: it is Bob's only way in).
+    relay3.shutdown().await;
+
+    let bob = net.start("bob", Role::Node, &[relay1_addr]).await;
+    let mut b_events = bob.node().subscribe();
+    assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "three copies");
+    // The copies on the other replicas were deleted or are recognised as the same message.
+    bob.node().fetch_mailboxes().await;
+    let inbox = bob.node().inbox(100).expect("inbox");
+    assert_eq!(inbox.iter().filter(|m| m.id == sent.id).count(), 1);
+    for n in [bob, relay2, relay1] {
+        n.shutdown().await;
+    }
+}
+
+/// A deposit of one small envelope for `owner`'s current mailbox.
+fn deposit(owner: &Identity, item: u8) -> Request {
+    let now = kolokol_node::daemon::unix_secs();
+    Request::Deposit {
+        mailbox_id: mailbox_id(owner.identity_key(), period_of(now)),
+        item_id: [item; 16],
+        envelope: vec![item; 1024],
+        expires_at: now + 3600,
+    }
+}
+
+fn fetch(owner: &Identity, signer: &Identity, timestamp: u64) -> Request {
+    let id = mailbox_id(owner.identity_key(), period_of(timestamp));
+    let proof = Proof::sign(signer, &id, Operation::Fetch, timestamp, &[]).expect("sign");
+    Request::Fetch { mailbox_id: id, proof }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_hand_over_and_delete_only_with_a_valid_proof() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let bob = Identity::from_secrets([1; 32], [51; 32]);
+    let mallory = Identity::from_secrets([3; 32], [53; 32]);
+    let now = kolokol_node::daemon::unix_secs();
+    let id = mailbox_id(bob.identity_key(), period_of(now));
+    assert_eq!(raw_mailbox_requests(&relay_addr, vec![deposit(&bob, 7)]).await, [Response::Stored]);
+
+    let genuine = Proof::sign(&bob, &id, Operation::Fetch, now, &[]).expect("sign");
+    let mut forged = genuine.clone();
+    forged.signature[0] ^= 1;
+    let mallory_delete =
+        Proof::sign(&mallory, &id, Operation::Delete, now, &[[7; 16]]).expect("sign");
+    let fetch_as_delete =
+        Request::Delete { mailbox_id: id, item_ids: vec![[7; 16]], proof: genuine };
+    let answers = raw_mailbox_requests(
+        &relay_addr,
+        vec![
+            fetch(&bob, &mallory, now),
+            Request::Fetch { mailbox_id: id, proof: forged },
+            fetch(&bob, &bob, now - 3600),
+            Request::Delete { mailbox_id: id, item_ids: vec![[7; 16]], proof: mallory_delete },
+            fetch_as_delete,
+        ],
+    )
+    .await;
+    let reasons: Vec<String> = answers
+        .into_iter()
+        .map(|a| match a {
+            Response::Refused { reason } => reason,
+            other => panic!("not refused: {other:?}"),
+        })
+        .collect();
+    assert!(reasons[0].contains("does not own"), "{reasons:?}");
+    assert!(reasons[1].contains("signature"), "{reasons:?}");
+    assert!(reasons[2].contains("stale"), "{reasons:?}");
+    assert!(reasons[3].contains("does not own"), "{reasons:?}");
+    assert!(reasons[4].contains("signature"), "{reasons:?}");
+
+    // The item is still there for its owner.
+    match &raw_mailbox_requests(&relay_addr, vec![fetch(&bob, &bob, now)]).await[..] {
+        [Response::Items { items, more: false }] => {
+            assert_eq!(items.len(), 1);
+            assert_eq!(items[0].envelope, vec![7; 1024]);
+        }
+        other => panic!("the owner could not fetch: {other:?}"),
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_depositor_past_its_quota_gets_a_clear_error_and_nothing_else_changes() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let bob = Identity::from_secrets([1; 32], [51; 32]);
+    let quota = kolokol_node::mailbox::MAX_ITEMS_PER_DEPOSITOR as usize;
+    // One depositor fills its share of Bob's mailbox, then one more is refused.
+    let requests: Vec<Request> = (0..=quota)
+        .map(|i| {
+            let mut r = deposit(&bob, 1);
+            if let Request::Deposit { item_id, .. } = &mut r {
+                item_id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            }
+            r
+        })
+        .collect();
+    let answers = raw_mailbox_requests(&relay_addr, requests).await;
+    let stored = answers.iter().filter(|a| **a == Response::Stored).count();
+    let refused: Vec<&Response> = answers.iter().filter(|a| **a != Response::Stored).collect();
+    assert_eq!(stored, quota);
+    match refused[..] {
+        [Response::QuotaExceeded { reason }] => {
+            assert!(reason.contains("the most one sender may"), "{reason}")
+        }
+        _ => panic!("expected one quota error: {refused:?}"),
+    }
+    // Another sender still gets in, and the owner finds every stored item.
+    assert_eq!(raw_mailbox_requests(&relay_addr, vec![deposit(&bob, 2)]).await, [Response::Stored]);
+    let now = kolokol_node::daemon::unix_secs();
+    let id = mailbox_id(bob.identity_key(), period_of(now));
+    let mut total = 0;
+    for _ in 0..=quota {
+        let [Response::Items { items, more }] =
+            &raw_mailbox_requests(&relay_addr, vec![fetch(&bob, &bob, now)]).await[..]
+        else {
+            panic!("the owner could not fetch")
+        };
+        total += items.len();
+        let item_ids: Vec<[u8; 16]> = items.iter().map(|i| i.item_id).collect();
+        let proof = Proof::sign(&bob, &id, Operation::Delete, now, &item_ids).expect("sign");
+        let delete = Request::Delete { mailbox_id: id, item_ids, proof };
+        assert!(matches!(
+            raw_mailbox_requests(&relay_addr, vec![delete]).await[..],
+            [Response::Deleted { .. }]
+        ));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(total, quota + 1);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_messages_to_an_offline_recipient_all_arrive_in_order_none_twice() {
+    const MESSAGES: usize = 1000;
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    bob.shutdown().await;
+
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(MESSAGES);
+    for i in 0..MESSAGES {
+        let sent = alice.node().send("bob", &format!("message {i}")).await.expect("send");
+        assert_eq!(sent.state, "stored", "message {i}: {:?}", sent.detail);
+        ids.push(sent.id);
+    }
+    let deposited = started.elapsed();
+    alice.shutdown().await;
+
+    let started = Instant::now();
+    let bob = net.start("bob", Role::Node, &[relay_addr]).await;
+    let mut events = bob.node().subscribe();
+    let mut seen = HashSet::new();
+    tokio::time::timeout(TIMEOUT * 4, async {
+        while seen.len() < MESSAGES {
+            match events.recv().await {
+                Ok(Event::Message(m)) => assert!(seen.insert(m.id.clone()), "{} twice", m.id),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    seen.extend(
+                        bob.node()
+                            .inbox(2 * MESSAGES as u32)
+                            .expect("inbox")
+                            .into_iter()
+                            .map(|m| m.id),
+                    );
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("every message arrived");
+    let fetched = started.elapsed();
+    let inbox = bob.node().inbox(2 * MESSAGES as u32).expect("inbox");
+    assert_eq!(inbox.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), ids, "order or count");
+    // Measured, not asserted: tests never assert on timing.
+    eprintln!("{MESSAGES} messages: deposited in {deposited:?}, fetched and opened in {fetched:?}");
+    for n in [bob, relay] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_message_moves_to_new_replicas_when_they_join_and_survives_the_old_one_leaving() {
+    let net = Net::new();
+    let (relay1, relay1_addr) = net.relay("relay1").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay1_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay1_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    bob.shutdown().await;
+    let mut a_events = alice.node().subscribe();
+    let sent = alice.node().send("bob", "follow me").await.expect("send");
+    assert_eq!(sent.detail.as_deref(), Some("stored on 1 of 1 mailbox replicas"));
+
+    // Three more DHT servers join; once Alice's replica lookup is stale (after
+    // REPLICA_CACHE_TTL), a retry finds them closer and deposits there too.
+    let mut relays = Vec::new();
+    for name in ["relay2", "relay3", "relay4"] {
+        relays.push(net.start(name, Role::Relay, std::slice::from_ref(&relay1_addr)).await);
+    }
+    for r in &relays {
+        r.node().wait_for_net(TIMEOUT, |s| s.routing_table >= 3).await.expect("the DHT forms");
+    }
+    let relay2_addr = relays[0]
+        .node()
+        .wait_for_net(TIMEOUT, |s| !s.external.is_empty())
+        .await
+        .map(|s| format!("{}/p2p/{}", s.external[0], relays[0].node().peer_id()))
+        .expect("relay2 listens")
+        .parse()
+        .expect("valid multiaddr");
+    let wait = kolokol_node::daemon::REPLICA_CACHE_TTL * 2 + TIMEOUT;
+    tokio::time::timeout(wait, async {
+        loop {
+            match a_events.recv().await {
+                Ok(Event::State(s))
+                    if s.id == sent.id
+                        && s.detail.as_deref() == Some("stored on 3 of 3 mailbox replicas") =>
+                {
+                    break;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the message was re-deposited on the new closest replicas");
+    alice.shutdown().await;
+
+    // The first replica (and Bob's only relay so far) leaves; Bob comes back through another.
+    relay1.shutdown().await;
+    let bob = net.start("bob", Role::Node, &[relay2_addr]).await;
+    let mut b_events = bob.node().subscribe();
+    assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "follow me");
+    bob.shutdown().await;
+    for r in relays {
+        r.shutdown().await;
+    }
+}
