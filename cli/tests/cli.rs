@@ -318,6 +318,16 @@ fn the_readme_walk_through_delivers_hello() {
         assert_eq!(checks[i]["name"], *name, "{report}");
         assert_eq!(checks[i]["status"], "ok", "{report}");
     }
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
+    for name in [
+        "reachability",
+        "relay reservations",
+        "presence record",
+        "mailbox replicas",
+        "mailbox round trip",
+    ] {
+        assert!(names.contains(&name), "doctor has no {name:?} check: {report}");
+    }
     // A healthy standalone relay passes: it needs no bootstrap peer, and that no other DHT
     // server holds its record yet is only a warning.
     let relay_doctor = check_ok(&run(&r, &["doctor"]));

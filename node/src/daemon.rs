@@ -407,6 +407,7 @@ impl Node {
             reservations: net.reservations.len() as u64,
             connected_peers: net.connected as u64,
             routing: net.routing_table as u64,
+            mailbox_items: self.inner.store.mailbox_items_total()?,
         })
     }
 
@@ -1619,8 +1620,15 @@ impl Node {
             }
             last.insert(peer_id.to_owned(), now);
         }
-        let Ok(Ok(Some(record))) = tokio::time::timeout(timeout, self.resolve(peer)).await else {
-            return (false, None);
+        let record = match tokio::time::timeout(timeout, self.resolve(peer)).await {
+            Ok(Ok(Some(record))) => record,
+            Ok(_) => return (false, None),
+            Err(_) => {
+                // A lookup cut short by a caller in a hurry (the prekey's 3 s) did not answer
+                // the question, so it must not hold back a patient one.
+                self.inner.resolved_at.lock().unwrap_or_else(|p| p.into_inner()).remove(peer_id);
+                return (false, None);
+            }
         };
         let found: Vec<String> = record
             .body
@@ -1811,7 +1819,166 @@ impl Node {
                 Some("contacts whose invite addresses go stale cannot find you; check bootstrap and wait a minute"),
             ),
         });
+        checks.extend(self.doctor_mailbox().await);
         Ok(control::DoctorReport { checks })
+    }
+
+    /// The doctor's mailbox checks: which replicas of our own mailbox answer (fetching what
+    /// waits there, as a fetch always does), and a probe deposited in our own mailbox and
+    /// fetched back, the whole store-and-forward path a contact's message takes while we are
+    /// offline.
+    async fn doctor_mailbox(&self) -> Vec<control::DoctorCheck> {
+        use mailbox_proto::{Request, Response};
+        let check =
+            |name: &str, status: &str, detail: String, hint: Option<&str>| control::DoctorCheck {
+                name: name.into(),
+                status: status.into(),
+                detail,
+                hint: hint.map(Into::into),
+            };
+        let now = unix_secs();
+        let mailbox_id = mailbox_proto::mailbox_id(
+            self.inner.identity.identity_key(),
+            mailbox_proto::period_of(now),
+        );
+        let replicas = self.replicas(&mailbox_id, false).await;
+        if replicas.is_empty() {
+            // A relay alone is every user's replica but has none of its own until a second DHT
+            // server joins; for a user node it means offline messages cannot wait anywhere.
+            let (status, hint) = if self.inner.role == Role::Relay {
+                (
+                    "warn",
+                    "a relay needs another DHT server to hold its own mailbox; users' mailboxes are unaffected",
+                )
+            } else {
+                (
+                    "fail",
+                    "messages to you while you are offline have nowhere to wait; connect to a relay or DHT server",
+                )
+            };
+            return vec![
+                check(
+                    "mailbox replicas",
+                    status,
+                    "no other DHT server found for your mailbox".into(),
+                    Some(hint),
+                ),
+                check("mailbox round trip", status, "skipped: no replica".into(), None),
+            ];
+        }
+        let mut answered = 0;
+        let mut waiting = 0;
+        let mut errors = Vec::new();
+        for (replica, addresses) in &replicas {
+            match self.fetch_from(*replica, addresses.clone(), mailbox_id).await {
+                Ok(n) => {
+                    answered += 1;
+                    waiting += n;
+                }
+                Err(e) => errors.push(format!("{replica}: {e}")),
+            }
+        }
+        let taken = if waiting > 0 {
+            format!(", took {waiting} waiting message(s)")
+        } else {
+            String::new()
+        };
+        let replicas_check = match answered {
+            0 => check(
+                "mailbox replicas",
+                "fail",
+                format!("none of {} replicas answered ({})", replicas.len(), errors.join("; ")),
+                Some("check your connection to the DHT (bootstrap and relay checks above)"),
+            ),
+            n if n < replicas.len().min(mailbox::REQUIRED_ACKS) => check(
+                "mailbox replicas",
+                "warn",
+                format!("{n} of {} replicas answered{taken}", replicas.len()),
+                Some("a mailbox with one live replica loses messages if that replica goes"),
+            ),
+            n => check(
+                "mailbox replicas",
+                "ok",
+                format!("{n} of {} replicas answered{taken}", replicas.len()),
+                None,
+            ),
+        };
+
+        // The probe is a delivery receipt for a message that never existed, sealed to our own
+        // device key: fetched back, it opens, is recognised as nobody's receipt, and leaves no
+        // trace in the inbox.
+        let mut random = [0u8; 48];
+        rand::rngs::OsRng.fill_bytes(&mut random);
+        let (of, rest) = random.split_at(16);
+        let probe = Content {
+            id: random_id(),
+            sent_at_ms: unix_ms(),
+            body: Body::Receipt { of: of.try_into().unwrap_or([0; 16]) },
+        };
+        let ephemeral: [u8; 32] = rest.try_into().unwrap_or([0; 32]);
+        let node = self.clone();
+        let sealed = self
+            .on_worker(move || {
+                let own_key = *node.inner.identity.device().public();
+                envelope::seal(
+                    &node.inner.identity,
+                    &node.certificate(),
+                    &own_key,
+                    &probe,
+                    ephemeral,
+                )
+            })
+            .await;
+        let Ok(Ok(envelope)) = sealed else {
+            return vec![
+                replicas_check,
+                check("mailbox round trip", "fail", "cannot seal the probe".into(), None),
+            ];
+        };
+        let item_id = mailbox_proto::item_id(&random_id());
+        let mut stored = 0;
+        for (replica, addresses) in &replicas {
+            let deposit = Request::Deposit {
+                mailbox_id,
+                item_id,
+                envelope: envelope.clone(),
+                expires_at: now + 3600,
+            };
+            if let Ok(Response::Stored) =
+                self.mailbox_request(*replica, addresses.clone(), deposit).await
+            {
+                stored += 1;
+            }
+        }
+        let mut fetched = 0;
+        for (replica, addresses) in &replicas {
+            if let Ok(n) = self.fetch_from(*replica, addresses.clone(), mailbox_id).await {
+                fetched += n;
+            }
+        }
+        let round_trip = if stored > 0 && fetched >= stored {
+            check(
+                "mailbox round trip",
+                "ok",
+                format!("a probe was stored on {stored} replica(s) and fetched back"),
+                None,
+            )
+        } else if stored == 0 {
+            check(
+                "mailbox round trip",
+                "fail",
+                "no replica stored the probe".into(),
+                Some("the replicas refuse deposits (full, or not serving mailboxes)"),
+            )
+        } else {
+            check(
+                "mailbox round trip",
+                "fail",
+                format!("the probe was stored on {stored} replica(s) but {fetched} came back"),
+                Some("the replicas do not hand your items back; check the mailbox replicas line"),
+            )
+        };
+        vec![replicas_check, round_trip]
     }
 
     /// Connected and cached peers.

@@ -161,6 +161,11 @@ async fn render(node: &Node, registry: &Registry) -> Result<String> {
         ),
         ("kolokol_connected_peers", "Peers connected now.", snapshot.connected_peers),
         ("kolokol_routing_table_peers", "Peers in the Kademlia routing table.", snapshot.routing),
+        (
+            "kolokol_mailbox_items",
+            "Envelopes this node holds as a mailbox replica for others.",
+            snapshot.mailbox_items,
+        ),
     ];
     for (name, help, value) in gauges {
         gauge_header(&mut out, name, help);
@@ -188,4 +193,6 @@ pub(crate) struct Snapshot {
     pub connected_peers: u64,
     /// Routing table size.
     pub routing: u64,
+    /// Mailbox items held for others.
+    pub mailbox_items: u64,
 }

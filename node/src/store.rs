@@ -1175,6 +1175,14 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// How many items this node holds as a replica, in all mailboxes.
+    pub fn mailbox_items_total(&self) -> Result<u64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM mailbox_items", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// How many items a mailbox holds, expired ones included.
     pub fn mailbox_count(&self, mailbox_id: &[u8; 32]) -> Result<u64> {
         self.conn()
