@@ -524,6 +524,25 @@ impl Node {
         Ok(self.inner.store.inbox(limit)?.into_iter().map(inbox_view).collect())
     }
 
+    /// Marks received messages read, the way the CLI does once it has shown them; `ids` are in
+    /// the 32-hex-digit form. Each message is marked once, and the first time queues a read
+    /// receipt through the outbox: one per sender who is a contact, none to strangers (see
+    /// [`Store::mark_read`]), so they survive restarts and are retried like delivery receipts.
+    pub fn mark_read(&self, ids: &[String]) -> Result<control::InboxReadResult> {
+        let raw = ids
+            .iter()
+            .map(|id| {
+                kolokol_protocol::message::parse_id(id.trim())
+                    .ok_or_else(|| Error::UnknownMessage(id.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (marked, receipts) = self.inner.store.mark_read(&raw, unix_ms(), true, random_id)?;
+        if !receipts.is_empty() {
+            self.inner.outbox_wake.notify_one();
+        }
+        Ok(control::InboxReadResult { marked, receipts: receipts.len() as u32 })
+    }
+
     /// The state history of one of our messages.
     pub fn history(&self, id: &MessageId) -> Result<Vec<(String, Option<String>, u64)>> {
         self.inner.store.history(id)
@@ -835,6 +854,7 @@ impl Node {
             body: match &row.body {
                 OutboxBody::Text(t) => Body::Text(t.clone()),
                 OutboxBody::Receipt(of) => Body::Receipt { of: *of },
+                OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
             },
         };
         let now = unix_secs();
@@ -1212,10 +1232,16 @@ impl Node {
     }
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
-    /// receipt, a receipt marks our message delivered.
+    /// receipt, a receipt marks our message delivered, a read receipt marks our messages read.
     fn accept(&self, sender: PeerId, device_key: [u8; 32], content: Content) -> Result<Ack> {
         let sender = sender.to_string();
         let now = unix_ms();
+        // Decoding bounds only the size; a read receipt naming no ids, or more than any of our
+        // nodes puts in one, is refused before anything acts on it.
+        if !content.body.is_valid() {
+            tracing::info!(%sender, "refused a body out of bounds");
+            return Ok(Ack::Rejected);
+        }
         match content.body {
             Body::Text(text) => {
                 // Strangers may write (that is how first contact works) but not without bound:
@@ -1235,6 +1261,7 @@ impl Node {
                     text,
                     sent_at_ms: content.sent_at_ms,
                     received_at_ms: now,
+                    read_at_ms: None,
                 };
                 let receipt = OutboxRow {
                     id: random_id(),
@@ -1260,6 +1287,17 @@ impl Node {
                     && self.inner.store.set_state(&of, state::DELIVERED, None, now)?
                 {
                     self.emit_state(&of, &sender, state::DELIVERED, None, now);
+                }
+            }
+            // Only the recipient of a message can say it was read, as with delivery receipts;
+            // ids of other messages, and repeats, change nothing.
+            Body::Read { of } => {
+                for id in of {
+                    if self.inner.store.outgoing_text_peer(&id)?.as_deref() == Some(sender.as_str())
+                        && self.inner.store.set_state(&id, state::READ, None, now)?
+                    {
+                        self.emit_state(&id, &sender, state::READ, None, now);
+                    }
                 }
             }
         }
@@ -2005,6 +2043,7 @@ fn inbox_view(m: InboxRow) -> InboxMessage {
         text: m.text,
         sent_at_ms: m.sent_at_ms,
         received_at_ms: m.received_at_ms,
+        read_at_ms: m.read_at_ms,
     }
 }
 
