@@ -128,7 +128,8 @@ enum Command {
         #[arg(long)]
         peek: bool,
     },
-    /// Show your sent messages and where each one is (queued, stored, sent, delivered, failed).
+    /// Show your sent messages and where each one is (queued, stored, sent, delivered, read,
+    /// failed).
     Outbox {
         /// Show at most this many of the newest messages (1 to 10000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
