@@ -86,6 +86,10 @@ struct NetArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Send no read receipts: messages you read are marked read, and their senders are not
+    /// told; replaces the config file's `read_receipts`.
+    #[arg(long)]
+    no_read_receipts: bool,
 }
 
 #[derive(Subcommand)]
@@ -318,6 +322,7 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
     config.external_addresses =
         pick(&net.external_address, file.external_addresses).unwrap_or_default();
     config.metrics = net.metrics.or(file.metrics);
+    config.read_receipts = !net.no_read_receipts && file.read_receipts.unwrap_or(true);
     config
 }
 

@@ -135,6 +135,8 @@ struct Inner {
     role: Role,
     data_dir: std::path::PathBuf,
     has_bootstrap: bool,
+    /// Whether [`Node::mark_read`] queues read receipts ([`Config::read_receipts`]).
+    read_receipts: bool,
     store: Store,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
@@ -220,6 +222,7 @@ impl RunningNode {
                 role: config.role,
                 data_dir: config.data_dir.clone(),
                 has_bootstrap: !config.bootstrap.is_empty(),
+                read_receipts: config.read_receipts,
                 store,
                 commands: command_tx,
                 events: broadcast::channel(EVENT_BUFFER).0,
@@ -527,7 +530,8 @@ impl Node {
     /// Marks received messages read, the way the CLI does once it has shown them; `ids` are in
     /// the 32-hex-digit form. Each message is marked once, and the first time queues a read
     /// receipt through the outbox: one per sender who is a contact, none to strangers (see
-    /// [`Store::mark_read`]), so they survive restarts and are retried like delivery receipts.
+    /// [`Store::mark_read`]), so they survive restarts and are retried like delivery receipts;
+    /// with read receipts turned off, nothing is queued.
     pub fn mark_read(&self, ids: &[String]) -> Result<control::InboxReadResult> {
         let raw = ids
             .iter()
@@ -536,7 +540,8 @@ impl Node {
                     .ok_or_else(|| Error::UnknownMessage(id.clone()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let (marked, receipts) = self.inner.store.mark_read(&raw, unix_ms(), true, random_id)?;
+        let (marked, receipts) =
+            self.inner.store.mark_read(&raw, unix_ms(), self.inner.read_receipts, random_id)?;
         if !receipts.is_empty() {
             self.inner.outbox_wake.notify_one();
         }

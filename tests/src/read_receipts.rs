@@ -1,7 +1,9 @@
 //! Read receipts: Bob reads his inbox through the control socket, as `kolokol inbox` does, and
 //! Alice's message goes on from `delivered` to `read`; reading again sends nothing, and a
-//! stranger who wrote to Bob never learns that he read it.
+//! stranger who wrote to Bob never learns that he read it. A node with read receipts turned
+//! off marks what its user reads and tells nobody.
 
+use kolokol_node::{Config, Role, RunningNode};
 use kolokol_protocol::control::{InboxMessage, InboxReadResult, MessageStatus, method};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -79,6 +81,38 @@ async fn reading_the_inbox_sends_one_read_receipt_to_contacts_only() {
     assert!(carol_status.history.iter().all(|h| h.state != "read"));
 
     for n in [alice, bob, carol, relay] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_read_receipts_off_reading_tells_nobody() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let mut config = Config::new(net.data_dir("bob"), Role::Node);
+    config.bootstrap = vec![relay_addr];
+    config.read_receipts = false;
+    let bob = RunningNode::start(config).await.expect("bob starts");
+    bob.node()
+        .wait_for_net(TIMEOUT, |s| !s.reservations.is_empty())
+        .await
+        .expect("bob got a relay reservation");
+    let (a, b) = (alice.node(), bob.node());
+    introduce(&a, "alice", &b, "bob").await;
+
+    let mut a_events = a.subscribe();
+    let mut b_events = b.subscribe();
+    let sent = a.send("bob", "do you read me?").await.expect("send");
+    wait_message(&mut b_events, &sent.id).await;
+    wait_state(&mut a_events, &sent.id, "delivered").await;
+    let (_, result) = read_inbox(&net, "bob").await;
+    assert_eq!(result, InboxReadResult { marked: 1, receipts: 0 });
+    let (shown, _) = read_inbox(&net, "bob").await;
+    assert!(shown[0].read_at_ms.is_some(), "still marked read: {shown:?}");
+    assert_eq!(a.message(&sent.id).expect("status").message.state, "delivered");
+
+    for n in [alice, bob, relay] {
         n.shutdown().await;
     }
 }
