@@ -19,8 +19,10 @@ use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
     BundleInfo, Contact, DoctorCheck, DoctorReport, Event, IdInfo, ImportResult, InboxMessage,
-    InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult, Status, method,
+    InboxReadResult, InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult,
+    Status, method,
 };
+use kolokol_protocol::message::MAX_READ_IDS;
 use serde_json::json;
 
 use crate::client::Client;
@@ -84,6 +86,10 @@ struct NetArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Send no read receipts: messages you read are marked read, and their senders are not
+    /// told; replaces the config file's `read_receipts`.
+    #[arg(long)]
+    no_read_receipts: bool,
 }
 
 #[derive(Subcommand)]
@@ -122,8 +128,12 @@ enum Command {
         /// Show at most this many of the newest messages (1 to 10000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
         limit: u32,
+        /// Show the messages without marking them read, so their senders get no read receipt.
+        #[arg(long)]
+        peek: bool,
     },
-    /// Show your sent messages and where each one is (queued, stored, sent, delivered, failed).
+    /// Show your sent messages and where each one is (queued, stored, sent, delivered, read,
+    /// failed).
     Outbox {
         /// Show at most this many of the newest messages (1 to 10000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
@@ -312,6 +322,7 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
     config.external_addresses =
         pick(&net.external_address, file.external_addresses).unwrap_or_default();
     config.metrics = net.metrics.or(file.metrics);
+    config.read_receipts = !net.no_read_receipts && file.read_receipts.unwrap_or(true);
     config
 }
 
@@ -451,7 +462,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             // the outbox delivers it later.
             Ok(if result.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        Command::Inbox { follow, limit } => inbox(&dir, *follow, *limit, cli.json).await,
+        Command::Inbox { follow, limit, peek } => {
+            inbox(&dir, *follow, *limit, !*peek, cli.json).await
+        }
         Command::Peers { action: None } => {
             let peers: PeersInfo =
                 Client::connect(&dir).await?.call(method::PEERS, json!({})).await?;
@@ -587,6 +600,7 @@ async fn inbox(
     dir: &std::path::Path,
     follow: bool,
     limit: u32,
+    mark_read: bool,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut client = Client::connect(dir).await?;
@@ -598,6 +612,9 @@ async fn inbox(
     let messages: Vec<InboxMessage> = client.call(method::INBOX, json!({ "limit": limit })).await?;
     if json_out && !follow {
         print_json(&messages)?;
+        if mark_read {
+            read(&mut client, &messages).await?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let show = |m: &InboxMessage| -> anyhow::Result<()> {
@@ -615,19 +632,41 @@ async fn inbox(
     for m in &messages {
         show(m)?;
     }
+    // What was shown has been read: the daemon marks it, and tells the senders who are
+    // contacts, once per message.
+    if mark_read {
+        read(&mut client, &messages).await?;
+    }
     if !follow {
         return Ok(ExitCode::SUCCESS);
     }
     loop {
         tokio::select! {
             event = client.next_event() => match event? {
-                Event::Message(m) if !seen.contains(&m.id) => show(&m)?,
+                Event::Message(m) if !seen.contains(&m.id) => {
+                    show(&m)?;
+                    if mark_read {
+                        read(&mut client, std::slice::from_ref(&m)).await?;
+                    }
+                }
                 Event::Lagged { missed } => eprintln!("warning: {} missed; run kolokol inbox to see everything", output::count(missed, "event was", "events were")),
                 _ => {}
             },
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
+}
+
+/// Marks the messages read through `inbox.read`, in requests of at most [`MAX_READ_IDS`] ids
+/// so that even the longest listing stays far below the control API's line limit. Messages
+/// that are already read are skipped here, saving the daemon a lookup; it would skip them too.
+async fn read(client: &mut Client, messages: &[InboxMessage]) -> anyhow::Result<()> {
+    let unread: Vec<&str> =
+        messages.iter().filter(|m| m.read_at_ms.is_none()).map(|m| m.id.as_str()).collect();
+    for ids in unread.chunks(MAX_READ_IDS) {
+        let _: InboxReadResult = client.call(method::INBOX_READ, json!({ "ids": ids })).await?;
+    }
+    Ok(())
 }
 
 async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> {

@@ -51,6 +51,9 @@ pub struct Config {
     pub external_addresses: Vec<Multiaddr>,
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None` serves none.
     pub metrics: Option<SocketAddr>,
+    /// Whether reading messages (`inbox.read`) sends read receipts to senders who are
+    /// contacts. Off, messages are still marked read, and nobody is told.
+    pub read_receipts: bool,
 }
 
 /// The config file's name inside the data directory.
@@ -84,6 +87,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// `metrics`: the address to serve Prometheus metrics on, such as `"127.0.0.1:9464"`.
     pub metrics: Option<SocketAddr>,
+    /// `read_receipts`: `false` to send no read receipts.
+    pub read_receipts: Option<bool>,
 }
 
 /// The file as written, with the position of every value so that errors can name its line.
@@ -96,6 +101,7 @@ struct RawFileConfig {
     external_addresses: Option<AddressList>,
     log_format: Option<LogFormat>,
     metrics: Option<Spanned<String>>,
+    read_receipts: Option<bool>,
 }
 
 /// A list of multiaddr strings, each with its position in the file.
@@ -208,6 +214,7 @@ impl FileConfig {
             external_addresses: addresses(raw.external_addresses, "external_addresses")?,
             log_format: raw.log_format,
             metrics,
+            read_receipts: raw.read_receipts,
         })
     }
 }
@@ -240,6 +247,7 @@ impl Config {
             bootstrap: Vec::new(),
             external_addresses: Vec::new(),
             metrics: None,
+            read_receipts: true,
         }
     }
 

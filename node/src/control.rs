@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kolokol_protocol::control::{
-    ContactAddParams, ContactNameParams, Event, ImportParams, InboxParams, MAX_LINE_LEN,
-    MessageParams, Notification, OutboxParams, Request, Response, SendParams, code, method,
+    ContactAddParams, ContactNameParams, Event, ImportParams, InboxParams, InboxReadParams,
+    MAX_LINE_LEN, MessageParams, Notification, OutboxParams, Request, Response, SendParams, code,
+    method,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -246,6 +247,10 @@ async fn dispatch(
         method::INBOX => {
             let p: InboxParams = params(request)?;
             to_value(node.inbox(p.limit.unwrap_or(DEFAULT_LIST_LIMIT)).map_err(failure)?)
+        }
+        method::INBOX_READ => {
+            let p: InboxReadParams = params(request)?;
+            to_value(node.mark_read(&p.ids).map_err(failure)?)
         }
         method::OUTBOX => {
             let p: OutboxParams = params(request)?;

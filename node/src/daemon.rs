@@ -135,6 +135,8 @@ struct Inner {
     role: Role,
     data_dir: std::path::PathBuf,
     has_bootstrap: bool,
+    /// Whether [`Node::mark_read`] queues read receipts ([`Config::read_receipts`]).
+    read_receipts: bool,
     store: Store,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
@@ -220,6 +222,7 @@ impl RunningNode {
                 role: config.role,
                 data_dir: config.data_dir.clone(),
                 has_bootstrap: !config.bootstrap.is_empty(),
+                read_receipts: config.read_receipts,
                 store,
                 commands: command_tx,
                 events: broadcast::channel(EVENT_BUFFER).0,
@@ -523,6 +526,27 @@ impl Node {
     /// The newest `limit` received messages, oldest first.
     pub fn inbox(&self, limit: u32) -> Result<Vec<InboxMessage>> {
         Ok(self.inner.store.inbox(limit)?.into_iter().map(inbox_view).collect())
+    }
+
+    /// Marks received messages read, the way the CLI does once it has shown them; `ids` are in
+    /// the 32-hex-digit form. Each message is marked once, and the first time queues a read
+    /// receipt through the outbox: one per sender who is a contact, none to strangers (see
+    /// [`Store::mark_read`]), so they survive restarts and are retried like delivery receipts;
+    /// with read receipts turned off, nothing is queued.
+    pub fn mark_read(&self, ids: &[String]) -> Result<control::InboxReadResult> {
+        let raw = ids
+            .iter()
+            .map(|id| {
+                kolokol_protocol::message::parse_id(id.trim())
+                    .ok_or_else(|| Error::UnknownMessage(id.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (marked, receipts) =
+            self.inner.store.mark_read(&raw, unix_ms(), self.inner.read_receipts, random_id)?;
+        if !receipts.is_empty() {
+            self.inner.outbox_wake.notify_one();
+        }
+        Ok(control::InboxReadResult { marked, receipts: receipts.len() as u32 })
     }
 
     /// The state history of one of our messages.
@@ -836,6 +860,7 @@ impl Node {
             body: match &row.body {
                 OutboxBody::Text(t) => Body::Text(t.clone()),
                 OutboxBody::Receipt(of) => Body::Receipt { of: *of },
+                OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
             },
         };
         let now = unix_secs();
@@ -1213,10 +1238,16 @@ impl Node {
     }
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
-    /// receipt, a receipt marks our message delivered.
+    /// receipt, a receipt marks our message delivered, a read receipt marks our messages read.
     fn accept(&self, sender: PeerId, device_key: [u8; 32], content: Content) -> Result<Ack> {
         let sender = sender.to_string();
         let now = unix_ms();
+        // Decoding bounds only the size; a read receipt naming no ids, or more than any of our
+        // nodes puts in one, is refused before anything acts on it.
+        if !content.body.is_valid() {
+            tracing::info!(%sender, "refused a body out of bounds");
+            return Ok(Ack::Rejected);
+        }
         match content.body {
             Body::Text(text) => {
                 // Strangers may write (that is how first contact works) but not without bound:
@@ -1236,6 +1267,7 @@ impl Node {
                     text,
                     sent_at_ms: content.sent_at_ms,
                     received_at_ms: now,
+                    read_at_ms: None,
                 };
                 let receipt = OutboxRow {
                     id: random_id(),
@@ -1261,6 +1293,17 @@ impl Node {
                     && self.inner.store.set_state(&of, state::DELIVERED, None, now)?
                 {
                     self.emit_state(&of, &sender, state::DELIVERED, None, now);
+                }
+            }
+            // Only the recipient of a message can say it was read, as with delivery receipts;
+            // ids of other messages, and repeats, change nothing.
+            Body::Read { of } => {
+                for id in of {
+                    if self.inner.store.outgoing_text_peer(&id)?.as_deref() == Some(sender.as_str())
+                        && self.inner.store.set_state(&id, state::READ, None, now)?
+                    {
+                        self.emit_state(&id, &sender, state::READ, None, now);
+                    }
                 }
             }
         }
@@ -2172,6 +2215,7 @@ fn inbox_view(m: InboxRow) -> InboxMessage {
         text: m.text,
         sent_at_ms: m.sent_at_ms,
         received_at_ms: m.received_at_ms,
+        read_at_ms: m.read_at_ms,
     }
 }
 

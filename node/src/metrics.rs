@@ -148,7 +148,9 @@ async fn render(node: &Node, registry: &Registry) -> Result<String> {
     let snapshot = node.metrics_snapshot().await?;
     let mut out = String::new();
     gauge_header(&mut out, "kolokol_messages", "Text messages this node sent, by state.");
-    for s in [state::QUEUED, state::STORED, state::SENT, state::DELIVERED, state::FAILED] {
+    for s in
+        [state::QUEUED, state::STORED, state::SENT, state::DELIVERED, state::READ, state::FAILED]
+    {
         let n = snapshot.messages.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
         out.push_str(&format!("kolokol_messages{{state=\"{s}\"}} {n}\n"));
     }

@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use kolokol_protocol::message::MAX_READ_IDS;
+
 use crate::error::{Error, Result};
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Conversations with peers who are not contacts; past this, first contacts from strangers
 /// are refused, so nobody can fill the disk with conversation state.
@@ -133,6 +135,15 @@ CREATE INDEX mailbox_items_depositor ON mailbox_items (mailbox_id, depositor);
 ALTER TABLE outbox ADD COLUMN deposited TEXT NOT NULL DEFAULT '';
 ";
 
+/// Version 6: read receipts. Each received message records when the user first read it, and a
+/// read receipt in the outbox is a `receipt` row whose `read_of` holds the ids it names (16
+/// bytes each) instead of `receipt_of`; the `kind` check of version 1 stays as it is, because
+/// SQLite can only change it by rebuilding the table.
+const SCHEMA_V6: &str = "
+ALTER TABLE inbox ADD COLUMN read_at_ms INTEGER;
+ALTER TABLE outbox ADD COLUMN read_of BLOB;
+";
+
 /// The limits a replica enforces on deposits. A deposit past any of them is refused with the
 /// reason; nothing already stored is ever evicted to make room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +222,9 @@ pub enum OutboxBody {
     Text(String),
     /// A delivery receipt for the received message with this id.
     Receipt([u8; 16]),
+    /// A read receipt for the received messages with these ids, all from the row's peer; at
+    /// most [`kolokol_protocol::message::MAX_READ_IDS`] of them.
+    Read(Vec<[u8; 16]>),
 }
 
 /// An outgoing item waiting for (or past) delivery.
@@ -266,6 +280,8 @@ pub struct InboxRow {
     pub sent_at_ms: u64,
     /// Local receive time, Unix ms.
     pub received_at_ms: u64,
+    /// When the user first read it, Unix ms; `None` while unread.
+    pub read_at_ms: Option<u64>,
 }
 
 /// Message states as stored and shown.
@@ -279,6 +295,8 @@ pub mod state {
     pub const STORED: &str = "stored";
     /// The recipient's end-to-end receipt arrived.
     pub const DELIVERED: &str = "delivered";
+    /// The recipient's end-to-end read receipt arrived: their user has seen it.
+    pub const READ: &str = "read";
     /// Given up; the detail says why.
     pub const FAILED: &str = "failed";
 }
@@ -320,6 +338,10 @@ impl Store {
         }
         if version < 5 {
             conn.execute_batch(&format!("BEGIN; {SCHEMA_V5} PRAGMA user_version = 5; COMMIT;"))
+                .map_err(err)?;
+        }
+        if version < 6 {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V6} PRAGMA user_version = 6; COMMIT;"))
                 .map_err(err)?;
         }
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
@@ -437,14 +459,19 @@ impl Store {
         row: &OutboxRow,
         next_attempt_ms: u64,
     ) -> rusqlite::Result<()> {
+        let read_of: Option<Vec<u8>> = match &row.body {
+            OutboxBody::Read(ids) => Some(ids.concat()),
+            OutboxBody::Text(_) | OutboxBody::Receipt(_) => None,
+        };
         let (kind, text, receipt_of) = match &row.body {
             OutboxBody::Text(t) => ("text", Some(t.as_str()), None),
             OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
+            OutboxBody::Read(_) => ("receipt", None, None),
         };
         tx.execute(
             "INSERT INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
-                                 created_at_ms, attempts, next_attempt_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
+                                 created_at_ms, attempts, next_attempt_ms, read_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
             params![
                 row.id.as_slice(),
                 row.peer_id,
@@ -454,7 +481,8 @@ impl Store {
                 receipt_of,
                 state::QUEUED,
                 row.created_at_ms as i64,
-                next_attempt_ms as i64
+                next_attempt_ms as i64,
+                read_of
             ],
         )?;
         tx.execute(
@@ -466,9 +494,11 @@ impl Store {
 
     /// Moves an outbox item to `new_state` (recording the change), unless it is already in the
     /// same or a later state; returns whether it changed. States only move forward, in the
-    /// order `queued → stored → sent → delivered | failed`: a `stored` message may become `sent`,
-    /// but a late deposit ack never moves a `sent` one back, and `delivered` and `failed` are
-    /// final. A `stored` message is recorded as `stored` again when its detail changes (it was
+    /// order `queued → stored → sent → delivered → read`, or to `failed`: a `stored` message may
+    /// become `sent`, but a late deposit ack never moves a `sent` one back. A `delivered` message
+    /// may still become `read` (never `failed`), and `read` may follow any state before it,
+    /// since the read receipt can overtake a lost or late delivery receipt; `read` and `failed`
+    /// are final. A `stored` message is recorded as `stored` again when its detail changes (it was
     /// re-deposited on other replicas), so the history says where it is now.
     pub fn set_state(
         &self,
@@ -484,9 +514,9 @@ impl Store {
                 "UPDATE outbox SET state = ?2, detail = ?3
                  WHERE id = ?1
                    AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
-                         ELSE 9 END)
+                         WHEN 'delivered' THEN 3 ELSE 9 END)
                       < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
-                         WHEN 'failed' THEN 3 ELSE 0 END)
+                         WHEN 'failed' THEN 3 WHEN 'read' THEN 4 ELSE 0 END)
                      OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
                 params![id.as_slice(), new_state, detail],
             )
@@ -541,7 +571,8 @@ impl Store {
         let rows: Vec<OutboxRow> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts
+                    "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts,
+                            read_of
                      FROM outbox WHERE state IN ('queued', 'stored') AND next_attempt_ms <= ?1
                      ORDER BY created_at_ms, rowid LIMIT ?2",
                 )
@@ -551,7 +582,14 @@ impl Store {
                     let id: Vec<u8> = r.get(0)?;
                     let key: Vec<u8> = r.get(2)?;
                     let kind: String = r.get(3)?;
-                    let body = if kind == "receipt" {
+                    let read_of: Option<Vec<u8>> = r.get(8)?;
+                    let body = if let Some(ids) = read_of {
+                        OutboxBody::Read(
+                            ids.chunks_exact(16)
+                                .map(|id| id.try_into().unwrap_or([0; 16]))
+                                .collect(),
+                        )
+                    } else if kind == "receipt" {
                         let of: Vec<u8> = r.get(5)?;
                         OutboxBody::Receipt(of.try_into().unwrap_or([0; 16]))
                     } else {
@@ -672,6 +710,77 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// Marks the received messages with these ids read at `now_ms`, each only the first time,
+    /// and, when `receipts` is set, queues read receipts for them in the same transaction: one
+    /// per sender (one per [`MAX_READ_IDS`] of its messages), ids named by `new_id`, addressed
+    /// to the device key the sender has as a contact. Senders who are not contacts get none:
+    /// a stranger learns that its message arrived, never whether or when it was read. Returns
+    /// how many messages were unread until now, and the receipts queued.
+    pub fn mark_read(
+        &self,
+        ids: &[[u8; 16]],
+        now_ms: u64,
+        receipts: bool,
+        mut new_id: impl FnMut() -> [u8; 16],
+    ) -> Result<(u32, Vec<OutboxRow>)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut marked = 0u32;
+        // Senders in the order first met, each with its newly read ids in the order given.
+        let mut by_sender: Vec<(String, Vec<[u8; 16]>)> = Vec::new();
+        for id in ids {
+            let senders: Vec<String> = {
+                let mut stmt = tx
+                    .prepare(
+                        "UPDATE inbox SET read_at_ms = ?2 WHERE id = ?1 AND read_at_ms IS NULL
+                         RETURNING peer_id",
+                    )
+                    .map_err(|e| self.err(e))?;
+                let rows = stmt
+                    .query_map(params![id.as_slice(), now_ms as i64], |r| r.get(0))
+                    .map_err(|e| self.err(e))?;
+                rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?
+            };
+            for sender in senders {
+                marked += 1;
+                match by_sender.iter_mut().find(|(peer, _)| *peer == sender) {
+                    Some((_, read)) => read.push(*id),
+                    None => by_sender.push((sender, vec![*id])),
+                }
+            }
+        }
+        let mut queued = Vec::new();
+        if receipts {
+            for (peer_id, read) in by_sender {
+                let device_key: Option<Vec<u8>> = tx
+                    .query_row(
+                        "SELECT device_key FROM contacts WHERE peer_id = ?1",
+                        [&peer_id],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| self.err(e))?;
+                let Some(device_key) = device_key.and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
+                    continue;
+                };
+                for chunk in read.chunks(MAX_READ_IDS) {
+                    let row = OutboxRow {
+                        id: new_id(),
+                        peer_id: peer_id.clone(),
+                        device_key,
+                        body: OutboxBody::Read(chunk.to_vec()),
+                        created_at_ms: now_ms,
+                        attempts: 0,
+                    };
+                    Self::insert_outbox(&tx, &row, now_ms).map_err(|e| self.err(e))?;
+                    queued.push(row);
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((marked, queued))
+    }
+
     /// How many stored messages came from `peer_id`, and from all senders who are not contacts.
     pub fn stranger_messages(&self, peer_id: &str) -> Result<(u64, u64)> {
         self.conn()
@@ -691,7 +800,8 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT * FROM (
-                    SELECT i.id, i.peer_id, c.name, i.text, i.sent_at_ms, i.received_at_ms, i.rowid AS r
+                    SELECT i.id, i.peer_id, c.name, i.text, i.sent_at_ms, i.received_at_ms,
+                           i.read_at_ms, i.rowid AS r
                     FROM inbox i LEFT JOIN contacts c ON c.peer_id = i.peer_id
                     ORDER BY i.received_at_ms DESC, i.rowid DESC LIMIT ?1
                  ) ORDER BY received_at_ms, r",
@@ -707,6 +817,7 @@ impl Store {
                     text: r.get(3)?,
                     sent_at_ms: r.get::<_, i64>(4)? as u64,
                     received_at_ms: r.get::<_, i64>(5)? as u64,
+                    read_at_ms: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
                 })
             })
             .map_err(|e| self.err(e))?;

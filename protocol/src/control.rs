@@ -29,6 +29,9 @@ pub mod method {
     pub const SEND: &str = "send";
     /// Params [`super::InboxParams`]; returns a list of [`super::InboxMessage`], oldest first.
     pub const INBOX: &str = "inbox";
+    /// Params [`super::InboxReadParams`]; marks those received messages read and returns
+    /// [`super::InboxReadResult`].
+    pub const INBOX_READ: &str = "inbox.read";
     /// Returns [`super::Status`].
     pub const STATUS: &str = "status";
     /// Params [`super::OutboxParams`]; returns a list of [`super::OutboxMessage`], newest last.
@@ -247,6 +250,27 @@ pub struct InboxMessage {
     pub sent_at_ms: u64,
     /// When this node stored it, Unix milliseconds.
     pub received_at_ms: u64,
+    /// When the user first read it (`inbox.read`), Unix milliseconds; absent while unread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at_ms: Option<u64>,
+}
+
+/// Params of `inbox.read`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InboxReadParams {
+    /// Ids of received messages the user has now seen, 32 hex digits each.
+    pub ids: Vec<String>,
+}
+
+/// The answer to `inbox.read`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InboxReadResult {
+    /// How many of the messages were unread until now; messages already read, and ids that
+    /// name no received message, are not counted.
+    pub marked: u32,
+    /// How many read receipts that queued: one per sender who is a contact (one per 256 of
+    /// their messages), none to strangers, and none when read receipts are turned off.
+    pub receipts: u32,
 }
 
 /// A state change of an outgoing message.
@@ -256,7 +280,7 @@ pub struct StateChange {
     pub id: String,
     /// The recipient's contact name.
     pub to: String,
-    /// The new state: `queued`, `stored`, `sent`, `delivered` or `failed`.
+    /// The new state: `queued`, `stored`, `sent`, `delivered`, `read` or `failed`.
     pub state: String,
     /// Why, for `queued` after a failed attempt and for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,7 +306,7 @@ pub struct OutboxMessage {
     pub to: String,
     /// The text.
     pub text: String,
-    /// `queued`, `stored`, `sent`, `delivered` or `failed`.
+    /// `queued`, `stored`, `sent`, `delivered`, `read` or `failed`.
     pub state: String,
     /// Why the last attempt failed, while queued; why it gave up, when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,11 @@ pub type MessageId = [u8; 16];
 /// refused until chunking exists.
 pub const MAX_TEXT_LEN: usize = 60_000;
 
+/// The most message ids one read receipt may name. A reader who marks more at once sends
+/// several receipts; a receipt naming more is ignored whole, so a peer cannot make us walk an
+/// unbounded list (the decoder's size limit alone would allow about 4 000).
+pub const MAX_READ_IDS: usize = 256;
+
 /// The decrypted content of one envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Content {
@@ -32,6 +37,25 @@ pub enum Body {
         /// The id of the acknowledged message.
         of: MessageId,
     },
+    /// An end-to-end read receipt: the recipient's user has read the messages with these ids.
+    /// Appended after `Receipt`, so the encoding of the older variants is unchanged. Valid only
+    /// with 1 to [`MAX_READ_IDS`] ids; see [`Body::is_valid`].
+    Read {
+        /// The ids of the messages read, each sent by the receipt's recipient.
+        of: Vec<MessageId>,
+    },
+}
+
+impl Body {
+    /// Whether the body is within its bounds: a read receipt names at least one and at most
+    /// [`MAX_READ_IDS`] ids. Receivers check this before acting on a body; decoding alone only
+    /// bounds the total size.
+    pub fn is_valid(&self) -> bool {
+        match self {
+            Body::Read { of } => !of.is_empty() && of.len() <= MAX_READ_IDS,
+            Body::Text(_) | Body::Receipt { .. } => true,
+        }
+    }
 }
 
 /// Formats a message id as 32 lower-case hex digits, the form the CLI shows.

@@ -33,6 +33,11 @@ fn content() -> Content {
     Content { id: [7; 16], sent_at_ms: NOW * 1000, body: Body::Text("hello, bob".into()) }
 }
 
+/// A read receipt naming two messages.
+fn read_content() -> Content {
+    Content { body: Body::Read { of: vec![[8; 16], [9; 16]] }, ..content() }
+}
+
 fn advertisement() -> Advertisement {
     Advertisement { seq: 3, public: *bob().device().public(), seed: [5; 32] }
 }
@@ -82,6 +87,7 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             "content_receipt",
             codec::encode(&Content { body: Body::Receipt { of: [8; 16] }, ..content() }).unwrap(),
         ),
+        ("content_read", codec::encode(&read_content()).unwrap()),
         ("advertisement", codec::encode(&advertisement()).unwrap()),
         ("payload_v1", codec::encode(&payload()).unwrap()),
         (
@@ -139,6 +145,9 @@ fn golden_vectors_match_and_decode() {
     let text = String::from_utf8(read("invite_text")).unwrap();
     assert_eq!(Invite::from_text(&text, NOW).unwrap().0, invite());
     assert_eq!(codec::decode::<Content>("c", &read("content_text")).unwrap(), content());
+    let receipt = codec::decode::<Content>("c", &read("content_read")).unwrap();
+    assert_eq!(receipt, read_content());
+    assert!(receipt.body.is_valid());
     assert_eq!(
         codec::decode::<Advertisement>("a", &read("advertisement")).unwrap(),
         advertisement()
@@ -163,6 +172,15 @@ fn golden_vectors_match_and_decode() {
         .seal(b.device(), &certificate(&b), &content(), Randomness::from_bytes([13; 96]), NOW)
         .unwrap();
     assert_eq!(alice_state.open(a.device(), &again, NOW).unwrap(), content());
+}
+
+#[test]
+fn read_receipts_are_bounded() {
+    let read = |n: usize| Body::Read { of: vec![[1; 16]; n] }.is_valid();
+    assert!(!read(0));
+    assert!(read(1));
+    assert!(read(crate::message::MAX_READ_IDS));
+    assert!(!read(crate::message::MAX_READ_IDS + 1));
 }
 
 /// xorshift64*: enough pseudo-randomness to walk the decoders, and the same every run.

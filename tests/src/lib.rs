@@ -21,6 +21,8 @@ mod mailbox;
 #[cfg(test)]
 mod outbox_restart;
 #[cfg(test)]
+mod read_receipts;
+#[cfg(test)]
 mod relay_delivery;
 #[cfg(test)]
 mod standard_relay;

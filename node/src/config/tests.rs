@@ -16,6 +16,7 @@ bootstrap = ["/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq38
 external_addresses = []
 log_format = "json"
 metrics = "127.0.0.1:9464"
+read_receipts = false
 "#;
     let config = FileConfig::parse(text).unwrap();
     assert_eq!(config.listen.unwrap()[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
@@ -23,6 +24,7 @@ metrics = "127.0.0.1:9464"
     assert_eq!(config.external_addresses, Some(Vec::new()));
     assert_eq!(config.log_format, Some(LogFormat::Json));
     assert_eq!(config.metrics.unwrap().to_string(), "127.0.0.1:9464");
+    assert_eq!(config.read_receipts, Some(false));
     assert_eq!(FileConfig::parse("# nothing set\n").unwrap(), FileConfig::default());
 }
 
@@ -42,7 +44,7 @@ fn mistakes_name_the_line_and_the_option() {
     );
     check_err(
         "bootsrap = []\n",
-        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`",
+        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`",
     );
     check_err("log_format = \"xml\"\n", "line 1: unknown variant `xml`, expected `text` or `json`");
     check_err(
@@ -67,4 +69,5 @@ fn the_example_in_usage_md_is_valid() {
     assert!(config.listen.is_some() && config.bootstrap.is_some(), "{block}");
     assert!(config.external_addresses.is_some() && config.metrics.is_some(), "{block}");
     assert_eq!(config.log_format, Some(LogFormat::Json));
+    assert_eq!(config.read_receipts, Some(true));
 }

@@ -86,6 +86,92 @@ fn states_move_forward_only_and_keep_a_history() {
     assert_eq!(history, vec!["queued", "stored", "stored", "sent", "delivered"]);
 }
 
+#[test]
+fn read_ranks_above_delivered_and_is_final() {
+    let (_d, s) = store();
+    let states = |id: &[u8; 16]| -> Vec<String> {
+        s.history(id).unwrap().into_iter().map(|h| h.0).collect()
+    };
+    let row = text(1, 10);
+    s.enqueue(&row, 10).unwrap();
+    assert!(s.set_state(&row.id, state::SENT, None, 11).unwrap());
+    assert!(s.set_state(&row.id, state::DELIVERED, None, 12).unwrap());
+    assert!(!s.set_state(&row.id, state::FAILED, Some("expired"), 13).unwrap());
+    assert!(s.set_state(&row.id, state::READ, None, 14).unwrap());
+    assert!(!s.set_state(&row.id, state::READ, None, 15).unwrap(), "read twice");
+    assert!(!s.set_state(&row.id, state::DELIVERED, None, 16).unwrap(), "a late receipt");
+    assert!(!s.set_state(&row.id, state::FAILED, Some("expired"), 17).unwrap());
+    assert_eq!(states(&row.id), vec!["queued", "sent", "delivered", "read"]);
+    assert_eq!(s.outgoing(&row.id).unwrap().unwrap().state, "read");
+
+    // The delivery receipt was lost: read follows sent or stored directly, and ends retries.
+    for (id, before) in [(2, state::SENT), (3, state::STORED)] {
+        let row = text(id, 20);
+        s.enqueue(&row, 20).unwrap();
+        assert!(s.set_state(&row.id, before, None, 21).unwrap());
+        assert!(s.set_state(&row.id, state::READ, None, 22).unwrap());
+        assert_eq!(states(&row.id), vec!["queued", before, "read"]);
+    }
+    assert!(s.due(1000, 2000).unwrap().is_empty(), "a read message is retried");
+
+    // A failed message stays failed.
+    let row = text(4, 30);
+    s.enqueue(&row, 30).unwrap();
+    assert!(s.set_state(&row.id, state::FAILED, Some("refused"), 31).unwrap());
+    assert!(!s.set_state(&row.id, state::READ, None, 32).unwrap());
+}
+
+#[test]
+fn reading_marks_once_and_queues_one_receipt_per_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kolokol.db");
+    let received = |id: u8, peer: &str| InboxRow {
+        id: [id; 16],
+        peer_id: peer.into(),
+        contact: None,
+        text: format!("m{id}"),
+        sent_at_ms: 1,
+        received_at_ms: u64::from(id),
+        read_at_ms: None,
+    };
+    let receipt = |id| OutboxRow { body: OutboxBody::Receipt([id; 16]), ..text(id, 1) };
+    let mut next = 100u8;
+    let mut new_id = || {
+        next += 1;
+        [next; 16]
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        s.add_contact(&contact("alice", "friend")).unwrap();
+        for (id, peer) in [(1, "friend"), (2, "friend"), (3, "stranger")] {
+            assert!(s.receive(&received(id, peer), &receipt(id + 10)).unwrap());
+        }
+        let (marked, receipts) =
+            s.mark_read(&[[1; 16], [2; 16], [3; 16]], 50, true, &mut new_id).unwrap();
+        assert_eq!(marked, 3);
+        assert_eq!(receipts.len(), 1, "one receipt for the contact, none for the stranger");
+        assert_eq!(receipts[0].peer_id, "friend");
+        assert_eq!(receipts[0].device_key, [9; 32]);
+        assert_eq!(receipts[0].body, OutboxBody::Read(vec![[1; 16], [2; 16]]));
+        // Reading again changes nothing and sends nothing.
+        let (marked, receipts) =
+            s.mark_read(&[[1; 16], [2; 16], [9; 16]], 60, true, &mut new_id).unwrap();
+        assert_eq!((marked, receipts.len()), (0, 0));
+        // Read receipts turned off: marked, nothing queued.
+        assert!(s.receive(&received(4, "friend"), &receipt(14)).unwrap());
+        let (marked, receipts) = s.mark_read(&[[4; 16]], 70, false, &mut new_id).unwrap();
+        assert_eq!((marked, receipts.len()), (1, 0));
+    }
+    // The read times and the queued read receipt survive reopening, and the receipt is due.
+    let s = Store::open(&path).unwrap();
+    let read: Vec<Option<u64>> = s.inbox(10).unwrap().iter().map(|m| m.read_at_ms).collect();
+    assert_eq!(read, vec![Some(50), Some(50), Some(50), Some(70)]);
+    let due = s.due(100, 200).unwrap();
+    let reads: Vec<&OutboxBody> =
+        due.iter().map(|r| &r.body).filter(|b| matches!(b, OutboxBody::Read(_))).collect();
+    assert_eq!(reads, vec![&OutboxBody::Read(vec![[1; 16], [2; 16]])]);
+}
+
 const QUOTAS: MailboxQuotas = MailboxQuotas {
     items_per_mailbox: 3,
     bytes_per_mailbox: 10_000,
@@ -160,6 +246,7 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
         text: "hi".into(),
         sent_at_ms: 1,
         received_at_ms: 2,
+        read_at_ms: None,
     };
     {
         let s = Store::open(&path).unwrap();

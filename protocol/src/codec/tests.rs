@@ -8,12 +8,13 @@ use crate::codec::{MAX_DECODE_LEN, decode, encode};
 use crate::envelope::{Advertisement, Payload, Sealed};
 use crate::identity::{DeviceCertificate, Identity};
 use crate::invite::{Invite, MAX_ADDRESS_LEN, MAX_INVITE_ADDRESSES};
-use crate::message::{Body, Content};
+use crate::message::{Body, Content, MAX_READ_IDS};
 
 fn content() -> impl Strategy<Value = Content> {
     let body = prop_oneof![
         any::<String>().prop_map(Body::Text),
         any::<[u8; 16]>().prop_map(|of| Body::Receipt { of }),
+        prop::collection::vec(any::<[u8; 16]>(), 0..=MAX_READ_IDS).prop_map(|of| Body::Read { of }),
     ];
     (any::<[u8; 16]>(), any::<u64>(), body).prop_map(|(id, sent_at_ms, body)| Content {
         id,
