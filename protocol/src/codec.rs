@@ -49,27 +49,26 @@ pub fn encode<T: bincode::Encode>(value: &T) -> Result<Vec<u8>, Error> {
 /// Decodes exactly one `T` from `bytes`; trailing bytes are an error, so one value has exactly
 /// one encoding (the golden vectors rely on that).
 pub fn decode<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
-    if bytes.len() > MAX_DECODE_LEN {
-        return Err(Error::TooLarge { what, len: bytes.len(), max: MAX_DECODE_LEN });
-    }
-    let (value, read) = bincode::decode_from_slice(bytes, config())
-        .map_err(|e| Error::Malformed { what, detail: e.to_string() })?;
-    if read != bytes.len() {
-        return Err(Error::Malformed {
-            what,
-            detail: format!("{} trailing bytes after the value", bytes.len() - read),
-        });
-    }
-    Ok(value)
+    decode_with(what, bytes, MAX_DECODE_LEN, config())
 }
 
 /// Decodes exactly one `T` from `bytes` of at most [`MAX_BATCH_DECODE_LEN`]; the same encoding
 /// as [`decode`], for the mailbox frames that carry a whole envelope plus fields, or several.
 pub fn decode_batch<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
-    if bytes.len() > MAX_BATCH_DECODE_LEN {
-        return Err(Error::TooLarge { what, len: bytes.len(), max: MAX_BATCH_DECODE_LEN });
+    decode_with(what, bytes, MAX_BATCH_DECODE_LEN, batch_config())
+}
+
+/// The one decoder: refuses input over `max` before bincode sees it, and trailing bytes after.
+fn decode_with<T: bincode::Decode<()>>(
+    what: &'static str,
+    bytes: &[u8],
+    max: usize,
+    config: impl bincode::config::Config,
+) -> Result<T, Error> {
+    if bytes.len() > max {
+        return Err(Error::TooLarge { what, len: bytes.len(), max });
     }
-    let (value, read) = bincode::decode_from_slice(bytes, batch_config())
+    let (value, read) = bincode::decode_from_slice(bytes, config)
         .map_err(|e| Error::Malformed { what, detail: e.to_string() })?;
     if read != bytes.len() {
         return Err(Error::Malformed {

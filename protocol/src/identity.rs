@@ -216,10 +216,7 @@ impl Identity {
             not_before,
             not_after,
         );
-        let signature = self.keypair.sign(&message).map_err(|e| Error::Signing(e.to_string()))?;
-        let signature: [u8; 64] = signature
-            .try_into()
-            .map_err(|_| Error::Signing("Ed25519 signature is not 64 bytes".into()))?;
+        let signature = self.sign(&message)?;
         Ok(DeviceCertificate {
             identity_key: self.identity_key,
             device_key: *self.device.public(),
@@ -227,6 +224,17 @@ impl Identity {
             not_after,
             signature,
         })
+    }
+
+    /// Signs `message` with the Ed25519 identity key. Every signed Kolokol structure (device
+    /// certificates, presence records, prekeys, bundles, mailbox proofs) puts its own
+    /// domain-separation string at the front of `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+        self.keypair
+            .sign(message)
+            .map_err(|e| Error::Signing(e.to_string()))?
+            .try_into()
+            .map_err(|_| Error::Signing("Ed25519 signature is not 64 bytes".into()))
     }
 
     /// The contents of `identity.key`: a magic line and both secrets. The caller writes it with

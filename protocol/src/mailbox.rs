@@ -219,12 +219,7 @@ impl Proof {
         timestamp: u64,
         item_ids: &[ItemId],
     ) -> Result<Self, Error> {
-        let signature = identity
-            .keypair()
-            .sign(&proof_bytes(mailbox_id, operation, timestamp, item_ids))
-            .map_err(|e| Error::Signing(e.to_string()))?
-            .try_into()
-            .map_err(|_| Error::Signing("Ed25519 signature is not 64 bytes".into()))?;
+        let signature = identity.sign(&proof_bytes(mailbox_id, operation, timestamp, item_ids))?;
         Ok(Self { identity_key: *identity.identity_key(), timestamp, signature })
     }
 

@@ -59,12 +59,7 @@ impl SignedPrekey {
     ) -> Result<Self, Error> {
         let public = x25519_dalek::x25519(*secret, x25519_dalek::X25519_BASEPOINT_BYTES);
         let message = Self::signed_bytes(identity.identity_key(), &public, created_at, expires_at);
-        let signature = identity
-            .keypair()
-            .sign(&message)
-            .map_err(|e| Error::Signing(e.to_string()))?
-            .try_into()
-            .map_err(|_| Error::Signing("Ed25519 signature is not 64 bytes".into()))?;
+        let signature = identity.sign(&message)?;
         Ok(Self { public, created_at, expires_at, signature })
     }
 

@@ -98,12 +98,7 @@ impl PresenceRecord {
             prekey,
         };
         check_limits(&body)?;
-        let signature = identity
-            .keypair()
-            .sign(&signed_bytes(&body)?)
-            .map_err(|e| Error::Signing(e.to_string()))?
-            .try_into()
-            .map_err(|_| Error::Signing("Ed25519 signature is not 64 bytes".into()))?;
+        let signature = identity.sign(&signed_bytes(&body)?)?;
         Ok(Self { body, signature })
     }
 
