@@ -370,6 +370,13 @@ fn the_readme_walk_through_delivers_hello() {
     );
     // The daemon still serves after all of that.
     assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello"));
+
+    // Removing a contact keeps the messages and forgets the name.
+    assert_eq!(check_ok(&run(&b, &["contacts", "remove", "alice"])).trim(), "removed alice");
+    assert!(check_ok(&run(&b, &["contacts", "list"])).starts_with("no contacts yet"));
+    check_error(&run(&b, &["send", "alice", "hi"]), 1, "no contact named \"alice\"");
+    check_error(&run(&b, &["contacts", "remove", "alice"]), 1, "no contact named \"alice\"");
+    assert!(check_ok(&run(&b, &["inbox", "--peek"])).contains("hello"), "messages stay");
 }
 
 #[test]
@@ -392,6 +399,12 @@ fn commands_without_a_daemon_say_how_to_start_one() {
     check_error(&bare(dir.as_os_str()), 1, &expected);
     let expected = format!("running for {}", tmp.path().join("xdg/kolokol").display());
     check_error(&bare("".as_ref()), 1, &expected);
+    // Completions need no daemon.
+    for shell in ["bash", "zsh", "fish"] {
+        let script = check_ok(&run(&dir, &["completions", shell]));
+        assert!(script.contains("kolokol") && script.contains("contacts"), "{shell}: {script}");
+    }
+    check_error(&run(&dir, &["completions", "tcsh"]), 2, "tcsh");
     let doctor = run(&dir, &["doctor"]);
     assert_eq!(doctor.status.code(), Some(1));
     assert!(stdout(&doctor).starts_with("[FAIL] daemon"), "{}", stdout(&doctor));
