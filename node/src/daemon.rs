@@ -942,12 +942,13 @@ impl Node {
         peer_id: &str,
         now: u64,
     ) -> Option<kolokol_protocol::prekey::SignedPrekey> {
-        let wants = self
-            .with_conversation(peer_id, move |c| {
-                Ok(c.as_ref().is_some_and(|c| c.wants_prekey(now)))
-            })
-            .await;
-        if !matches!(wants, Ok(Ok(true))) {
+        // Only a hint, so a plain read is enough: no lock and no worker thread, which keeps an
+        // established conversation (the common case) at one locked load per message.
+        let wants = match self.inner.store.conversation(peer_id) {
+            Ok(Some(bytes)) => Conversation::from_bytes(&bytes).is_ok_and(|c| c.wants_prekey(now)),
+            _ => false,
+        };
+        if !wants {
             return None;
         }
         self.refresh_from_presence(peer_id, PREKEY_LOOKUP_TIMEOUT).await.1

@@ -1,7 +1,7 @@
 //! The outbox keeps a message through a restart of the sender while the recipient is offline,
 //! and delivers it exactly once when both are up.
 
-use crate::support::{Net, introduce, wait_message, wait_state};
+use crate::support::{Net, introduce, wait_message_at, wait_state_at};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_message_survives_a_sender_restart_and_arrives_once() {
@@ -24,9 +24,11 @@ async fn a_queued_message_survives_a_sender_restart_and_arrives_once() {
     let mut b_events = bob.node().subscribe();
     let alice = net.user("alice", &[relay_addr]).await;
     let mut a_events = alice.node().subscribe();
-    let got = wait_message(&mut b_events, &sent.id).await;
+    // Bob may have fetched it from his mailbox, and Alice heard his receipt, before the test
+    // subscribed: look at the stores first.
+    let got = wait_message_at(&bob.node(), &mut b_events, &sent.id).await;
     assert_eq!(got.text, "while you were away");
-    wait_state(&mut a_events, &sent.id, "delivered").await;
+    wait_state_at(&alice.node(), &mut a_events, &sent.id, "delivered").await;
 
     let inbox = bob.node().inbox(100).expect("inbox");
     assert_eq!(inbox.iter().filter(|m| m.id == sent.id).count(), 1);

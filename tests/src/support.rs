@@ -131,6 +131,34 @@ pub async fn wait_state(events: &mut broadcast::Receiver<Event>, id: &str, state
     .await
 }
 
+/// Waits for the message with this id at `node`, which may have arrived before `events` was
+/// subscribed (a node fetches its mailbox as soon as it is up): subscribe first, then call this,
+/// and nothing falls between the look at the inbox and the wait.
+pub async fn wait_message_at(
+    node: &Node,
+    events: &mut broadcast::Receiver<Event>,
+    id: &str,
+) -> InboxMessage {
+    if let Some(m) = node.inbox(10_000).expect("inbox").into_iter().find(|m| m.id == id) {
+        return m;
+    }
+    wait_message(events, id).await
+}
+
+/// Waits for `node`'s message with this id to reach `state`, which it may have reached before
+/// `events` was subscribed; subscribe first, then call this.
+pub async fn wait_state_at(
+    node: &Node,
+    events: &mut broadcast::Receiver<Event>,
+    id: &str,
+    state: &str,
+) {
+    if node.message(id).is_ok_and(|m| m.message.state == state) {
+        return;
+    }
+    wait_state(events, id, state).await
+}
+
 /// A relay built from libp2p alone: circuit relay v2, identify, and Kademlia under Kolokol's
 /// protocol name. Nothing of Kolokol's code is in it, so a test through it shows that live
 /// delivery needs nothing Kolokol-specific from the relay.
