@@ -27,16 +27,16 @@ static STATE: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let first = a
         .seal(alice.device(), &alice_cert, &content, Randomness::from_bytes([11; 96]), NOW)
         .expect("seals");
-    b.open(bob.device(), &first, NOW).expect("opens");
+    b.open(&bob, &first, NOW).expect("opens");
     let reply = b
         .seal(bob.device(), &bob_cert, &content, Randomness::from_bytes([12; 96]), NOW)
         .expect("seals");
-    a.open(alice.device(), &reply, NOW).expect("opens");
+    a.open(&alice, &reply, NOW).expect("opens");
     a.to_bytes().expect("encodes").to_vec()
 });
 
 fuzz_target!(|data: &[u8]| {
     let alice = Identity::from_secrets([1; 32], [2; 32]);
     let mut state = Conversation::from_bytes(&STATE).expect("the state decodes");
-    let _ = state.open(alice.device(), data, NOW);
+    let _ = state.open(&alice, data, NOW);
 });

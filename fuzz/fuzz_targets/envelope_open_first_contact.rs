@@ -8,5 +8,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let recipient = Identity::from_secrets([3; 32], [4; 32]);
-    let _ = envelope::open_first_contact(recipient.device(), data, 1_800_000_000);
+    let _ = envelope::open_first_contact(
+        recipient.device(),
+        recipient.identity_key(),
+        data,
+        1_800_000_000,
+    );
 });

@@ -1075,7 +1075,7 @@ impl Node {
                         let c = conversation
                             .as_mut()
                             .ok_or(P::Envelope("no conversation for this key"))?;
-                        let content = c.open(node.inner.identity.device(), &envelope, now)?;
+                        let content = c.open(&node.inner.identity, &envelope, now)?;
                         Ok((c.peer_id()?, c.peer_certificate().device_key, content))
                     })
                     .await?
@@ -1091,11 +1091,13 @@ impl Node {
                         .on_worker(move || match prekey {
                             Some(secret) => envelope::open_first_contact(
                                 &kolokol_protocol::identity::DeviceKey::from_secret(*secret),
+                                node.inner.identity.identity_key(),
                                 &envelope,
                                 now,
                             ),
                             None => envelope::open_first_contact(
                                 node.inner.identity.device(),
+                                node.inner.identity.identity_key(),
                                 &envelope,
                                 now,
                             ),

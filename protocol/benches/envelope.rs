@@ -41,11 +41,11 @@ fn fixture() -> Fixture {
     let first = alice_side
         .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([11; 96]), NOW)
         .expect("seals");
-    bob_side.open(bob.device(), &first, NOW).expect("opens");
+    bob_side.open(&bob, &first, NOW).expect("opens");
     let reply = bob_side
         .seal(bob.device(), &bob_cert, &hello, Randomness::from_bytes([12; 96]), NOW)
         .expect("seals");
-    alice_side.open(alice.device(), &reply, NOW).expect("opens");
+    alice_side.open(&alice, &reply, NOW).expect("opens");
     // Alice's next seal rotates her receive key (Bob has used key 0); do it once here, so the
     // benchmark measures the steady state of a burst, not the rotation.
     alice_side
@@ -125,8 +125,13 @@ fn envelopes(c: &mut Criterion) {
             .expect("seals");
         open.bench_function(BenchmarkId::new("first_contact", bucket), |b| {
             b.iter(|| {
-                envelope::open_first_contact(f.bob.device(), black_box(&first_contact), NOW)
-                    .expect("opens")
+                envelope::open_first_contact(
+                    f.bob.device(),
+                    f.bob.identity_key(),
+                    black_box(&first_contact),
+                    NOW,
+                )
+                .expect("opens")
             })
         });
         let conversation = Conversation::from_bytes(&f.alice_side)
@@ -139,7 +144,7 @@ fn envelopes(c: &mut Criterion) {
         open.bench_function(BenchmarkId::new("conversation", bucket), |b| {
             b.iter_batched(
                 || Conversation::from_bytes(&f.bob_side).expect("decodes"),
-                |mut bob| bob.open(f.bob.device(), black_box(&conversation), NOW).expect("opens"),
+                |mut bob| bob.open(&f.bob, black_box(&conversation), NOW).expect("opens"),
                 BatchSize::SmallInput,
             )
         });

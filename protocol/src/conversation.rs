@@ -27,10 +27,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::Error;
 use crate::codec;
 use crate::envelope::{
-    self, Advertisement, ENVELOPE_VERSION_2, FirstContact, KIND_CONVERSATION, KIND_FIRST_CONTACT,
+    self, Advertisement, ENVELOPE_VERSION_3, FirstContact, KIND_CONVERSATION, KIND_FIRST_CONTACT,
     KeyId, Payload, ReceiveSecret,
 };
-use crate::identity::{DeviceCertificate, DeviceKey, check_x25519_public};
+use crate::identity::{DeviceCertificate, DeviceKey, Identity, check_x25519_public};
 use crate::message::Content;
 use crate::prekey::SignedPrekey;
 
@@ -330,6 +330,7 @@ impl Conversation {
                 device,
                 &key.public,
                 key.seed.get(),
+                &self.peer.identity_key,
                 &Payload::V1 {
                     certificate: None,
                     advertisement: Some(advertised),
@@ -340,6 +341,7 @@ impl Conversation {
             None => envelope::seal_first_contact(
                 device,
                 &self.first_contact_key(now),
+                &self.peer.identity_key,
                 &Payload::V1 {
                     certificate: Some(certificate.clone()),
                     advertisement: Some(advertised),
@@ -400,25 +402,21 @@ impl Conversation {
         }
     }
 
-    /// Opens an envelope from the peer at `now` (Unix seconds): a conversation envelope with
-    /// one of our receive keys, or a first-contact envelope with our `device` key. Returns the
+    /// Opens an envelope from the peer at `now` (Unix seconds), as `me`: a conversation envelope
+    /// with one of our receive keys, or a first-contact envelope with our device key. Returns the
     /// content; the sender is the peer. Fails with [`Error::Replayed`] for an envelope already
     /// accepted, and leaves the state unchanged on any failure (apart from deleting keys whose
     /// time is up).
-    pub fn open(
-        &mut self,
-        device: &DeviceKey,
-        envelope: &[u8],
-        now: u64,
-    ) -> Result<Content, Error> {
+    pub fn open(&mut self, me: &Identity, envelope: &[u8], now: u64) -> Result<Content, Error> {
         self.expire(now);
         let header = envelope::peek(envelope)?;
         match (header.version, header.kind, header.key_id) {
-            (ENVELOPE_VERSION_2, KIND_CONVERSATION, Some(id)) => {
-                self.open_conversation(id, envelope, now)
+            (ENVELOPE_VERSION_3, KIND_CONVERSATION, Some(id)) => {
+                self.open_conversation(me.identity_key(), id, envelope, now)
             }
-            (ENVELOPE_VERSION_2, KIND_FIRST_CONTACT, Some(_)) => {
-                let opened = envelope::open_first_contact(device, envelope, now)?;
+            (ENVELOPE_VERSION_3, KIND_FIRST_CONTACT, Some(_)) => {
+                let opened =
+                    envelope::open_first_contact(me.device(), me.identity_key(), envelope, now)?;
                 self.accept_first_contact(opened, now)
             }
             _ => Err(Error::Envelope("format 1 envelopes are opened by envelope::open")),
@@ -462,8 +460,14 @@ impl Conversation {
         Ok(opened.content)
     }
 
-    fn open_conversation(&mut self, id: KeyId, sealed: &[u8], now: u64) -> Result<Content, Error> {
-        let ephemeral = envelope::ephemeral_2(sealed)?;
+    fn open_conversation(
+        &mut self,
+        own_identity: &[u8; 32],
+        id: KeyId,
+        sealed: &[u8],
+        now: u64,
+    ) -> Result<Content, Error> {
+        let ephemeral = envelope::ephemeral_3(sealed)?;
         let seen = seen_entry(&ephemeral);
         let mut failure = Error::Envelope("no receive key with this id: deleted, or never ours");
         // Key ids are 64 bits, so two live keys sharing one is all but impossible; trying each
@@ -478,8 +482,12 @@ impl Conversation {
                 public: &key.public,
                 seed: key.seed.get(),
             };
-            let payload = match envelope::open_conversation(&receive, &self.peer.device_key, sealed)
-            {
+            let payload = match envelope::open_conversation(
+                &receive,
+                &self.peer.device_key,
+                own_identity,
+                sealed,
+            ) {
                 Ok(payload) => payload,
                 Err(e) => {
                     failure = e;

@@ -1,7 +1,7 @@
 //! End-to-end envelopes: one complete one-way Noise handshake message per message, padded to a
 //! fixed size bucket.
 //!
-//! Two formats exist. Format 2 is the current one: `header (10 bytes) || Noise message`, where
+//! Two formats exist. Format 3 is the current one: `header (10 bytes) || Noise message`, where
 //! the header is the format version, the envelope kind and the 8-byte id of the key the
 //! envelope is encrypted to. Kind 1 (first contact) is `Noise_X_25519_ChaChaPoly_BLAKE2s` to the
 //! recipient's device key; kind 2 (conversation) is `Noise_Kpsk1_25519_ChaChaPoly_BLAKE2s` to a
@@ -9,8 +9,10 @@
 //! walking skeleton's (a 2-byte header, kind 1 only, no key id), kept so [`seal`] and [`open`]
 //! work until the node has moved to [`crate::conversation`].
 //!
-//! The whole header is the tail of the Noise prologue, so changing any header byte breaks the
-//! decryption. The Noise payload is `u32 length || bincode body || zero padding`, sized so the
+//! The Noise prologue is `"kolokol-envelope" || header || recipient identity key`: changing any
+//! header byte breaks the decryption, and so does opening an envelope as anyone but the
+//! identity the sender meant (no unknown-key-share through a certificate that names someone
+//! else's device key). The Noise payload is `u32 length || bincode body || zero padding`, sized so the
 //! whole envelope is exactly one of [`BUCKETS`]. Each envelope stands alone: loss, reordering
 //! and duplication by relays and mailboxes cannot desynchronise anything, and no Noise state is
 //! ever kept between messages. `docs/PROTOCOL.md` is the normative description.
@@ -42,8 +44,10 @@ pub const MAX_ENVELOPE_LEN: usize = BUCKETS[3];
 /// only. Read and written only by [`seal`] and [`open`].
 pub const ENVELOPE_VERSION: u8 = 1;
 
-/// Format 2: a 10-byte header with the key id, a [`Payload`], and both kinds.
-pub const ENVELOPE_VERSION_2: u8 = 2;
+/// Format 3: a 10-byte header with the key id, a [`Payload`], both kinds, and the recipient's
+/// identity key in the Noise prologue. Format 2, the same without the identity, is refused: it
+/// was never released.
+pub const ENVELOPE_VERSION_3: u8 = 3;
 
 /// Envelope kind: first contact, `Noise_X` to the recipient's device key.
 pub const KIND_FIRST_CONTACT: u8 = 1;
@@ -57,8 +61,8 @@ pub const HEADER_LEN: usize = 2;
 /// Length of a key id, the first bytes of a domain-separated BLAKE2s hash of a public key.
 pub const KEY_ID_LEN: usize = 8;
 
-/// Header length of format 2: version, kind and key id.
-pub const HEADER_LEN_2: usize = 2 + KEY_ID_LEN;
+/// Header length of format 3: version, kind and key id.
+pub const HEADER_LEN_3: usize = 2 + KEY_ID_LEN;
 
 /// Noise overhead of one `X` message: ephemeral key, encrypted static key with its tag, and
 /// the payload's tag.
@@ -88,7 +92,7 @@ static NOISE_KPSK1: LazyLock<NoiseParams> = LazyLock::new(|| {
     "Noise_Kpsk1_25519_ChaChaPoly_BLAKE2s".parse().expect("a valid, supported Noise protocol name")
 });
 
-/// The short name of a public key that travels in clear in a format 2 header, so the recipient
+/// The short name of a public key that travels in clear in a format 3 header, so the recipient
 /// knows which private key to try without trial decryption.
 pub type KeyId = [u8; KEY_ID_LEN];
 
@@ -107,7 +111,7 @@ pub fn key_id(public: &[u8; 32]) -> KeyId {
 /// The cleartext header of an envelope, readable before any decryption.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
-    /// The format version, [`ENVELOPE_VERSION`] or [`ENVELOPE_VERSION_2`].
+    /// The format version, [`ENVELOPE_VERSION`] or [`ENVELOPE_VERSION_3`].
     pub version: u8,
     /// [`KIND_FIRST_CONTACT`] or [`KIND_CONVERSATION`].
     pub kind: u8,
@@ -126,12 +130,12 @@ pub fn peek(envelope: &[u8]) -> Result<Header, Error> {
         (ENVELOPE_VERSION, KIND_FIRST_CONTACT) => {
             Ok(Header { version: ENVELOPE_VERSION, kind: KIND_FIRST_CONTACT, key_id: None })
         }
-        (ENVELOPE_VERSION_2, kind @ (KIND_FIRST_CONTACT | KIND_CONVERSATION)) => {
+        (ENVELOPE_VERSION_3, kind @ (KIND_FIRST_CONTACT | KIND_CONVERSATION)) => {
             let mut id = [0u8; KEY_ID_LEN];
-            id.copy_from_slice(&envelope[2..HEADER_LEN_2]);
-            Ok(Header { version: ENVELOPE_VERSION_2, kind, key_id: Some(id) })
+            id.copy_from_slice(&envelope[2..HEADER_LEN_3]);
+            Ok(Header { version: ENVELOPE_VERSION_3, kind, key_id: Some(id) })
         }
-        (ENVELOPE_VERSION | ENVELOPE_VERSION_2, _) => {
+        (ENVELOPE_VERSION | ENVELOPE_VERSION_3, _) => {
             Err(Error::Envelope("unsupported envelope kind"))
         }
         _ => Err(Error::Envelope("unsupported envelope version")),
@@ -148,7 +152,7 @@ pub struct Sealed {
     pub content: Content,
 }
 
-/// What the sender encrypts in a format 2 envelope, of either kind. It is an enum so a later
+/// What the sender encrypts in a format 3 envelope, of either kind. It is an enum so a later
 /// layout is a new variant that old readers refuse cleanly: the 4-byte variant index is the
 /// payload's own version.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -201,7 +205,7 @@ pub struct Opened {
     pub content: Content,
 }
 
-/// An opened format 2 first-contact envelope, with everything a conversation needs to accept
+/// An opened format 3 first-contact envelope, with everything a conversation needs to accept
 /// it (see [`crate::conversation::Conversation::accept_first_contact`]). Only
 /// [`open_first_contact`] makes one (it is `non_exhaustive`), so holding one means the
 /// certificate verified.
@@ -226,16 +230,16 @@ pub fn bucket_for(plaintext_len: usize) -> Option<usize> {
     bucket_with_overhead(HEADER_LEN + NOISE_X_OVERHEAD, plaintext_len)
 }
 
-/// The smallest bucket that holds `body_len` bytes of payload in a format 2 envelope of `kind`.
+/// The smallest bucket that holds `body_len` bytes of payload in a format 3 envelope of `kind`.
 pub fn bucket_for_kind(kind: u8, body_len: usize) -> Option<usize> {
     bucket_with_overhead(overhead(kind), body_len)
 }
 
 fn overhead(kind: u8) -> usize {
     if kind == KIND_CONVERSATION {
-        HEADER_LEN_2 + NOISE_KPSK1_OVERHEAD
+        HEADER_LEN_3 + NOISE_KPSK1_OVERHEAD
     } else {
-        HEADER_LEN_2 + NOISE_X_OVERHEAD
+        HEADER_LEN_3 + NOISE_X_OVERHEAD
     }
 }
 
@@ -266,7 +270,7 @@ pub fn seal(
     let device = sender.device();
     let resolver = EnvelopeResolver::new(device.secret(), device.public(), Some(ephemeral));
     let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
-    let prologue = prologue(&header);
+    let prologue = prologue(&header, None);
     let handshake = builder
         .local_private_key(device.secret())
         .and_then(|b| b.remote_public_key(recipient_device_key))
@@ -287,7 +291,7 @@ pub fn open(recipient: &DeviceKey, envelope: &[u8], now: u64) -> Result<Opened, 
     ephemeral_of(message)?;
     let resolver = EnvelopeResolver::new(recipient.secret(), recipient.public(), None);
     let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
-    let prologue = prologue(header);
+    let prologue = prologue(header, None);
     let handshake = builder
         .local_private_key(recipient.secret())
         .and_then(|b| b.prologue(&prologue))
@@ -302,22 +306,24 @@ pub fn open(recipient: &DeviceKey, envelope: &[u8], now: u64) -> Result<Opened, 
     Ok(Opened { sender, certificate: sealed.sender, content: sealed.content })
 }
 
-/// Seals a format 2 first-contact envelope (`Noise_X`) from `sender` to `recipient_key` (the
-/// recipient's device key). The payload must carry the sender's certificate, or the recipient
-/// will refuse it. `ephemeral` must be 32 fresh random bytes.
+/// Seals a format 3 first-contact envelope (`Noise_X`) from `sender` to `recipient_key` (the
+/// recipient's device key or signed prekey) for the identity `recipient_identity`. The payload
+/// must carry the sender's certificate, or the recipient will refuse it. `ephemeral` must be 32
+/// fresh random bytes.
 pub fn seal_first_contact(
     sender: &DeviceKey,
     recipient_key: &[u8; 32],
+    recipient_identity: &[u8; 32],
     payload: &Payload,
     ephemeral: [u8; 32],
 ) -> Result<Vec<u8>, Error> {
     check_x25519_public(recipient_key)?;
     let body = Zeroizing::new(codec::encode(payload)?);
     let bucket = bucket_or_too_large(KIND_FIRST_CONTACT, body.len())?;
-    let header = header_2(KIND_FIRST_CONTACT, recipient_key);
+    let header = header_3(KIND_FIRST_CONTACT, recipient_key);
     let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
     let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
-    let prologue = prologue(&header);
+    let prologue = prologue(&header, Some(recipient_identity));
     let handshake = builder
         .local_private_key(sender.secret())
         .and_then(|b| b.remote_public_key(recipient_key))
@@ -327,27 +333,28 @@ pub fn seal_first_contact(
     write(handshake, &header, &body, bucket, NOISE_X_OVERHEAD)
 }
 
-/// Opens a format 2 first-contact envelope addressed to `recipient` (our device key), checks
-/// that the payload carries a certificate for the Noise static key, and verifies it at `now`
-/// (Unix seconds). Replay checks are the conversation's job, which is why the ephemeral key is
-/// returned.
+/// Opens a format 3 first-contact envelope addressed to `recipient` (our device key or one of
+/// our prekeys) and meant for our identity key `own_identity`, checks that the payload carries
+/// a certificate for the Noise static key, and verifies it at `now` (Unix seconds). Replay
+/// checks are the conversation's job, which is why the ephemeral key is returned.
 pub fn open_first_contact(
     recipient: &DeviceKey,
+    own_identity: &[u8; 32],
     envelope: &[u8],
     now: u64,
 ) -> Result<FirstContact, Error> {
     let header = peek(envelope)?;
-    if header.version != ENVELOPE_VERSION_2 || header.kind != KIND_FIRST_CONTACT {
+    if header.version != ENVELOPE_VERSION_3 || header.kind != KIND_FIRST_CONTACT {
         return Err(Error::Envelope("not a first-contact envelope"));
     }
     if header.key_id != Some(key_id(recipient.public())) {
         return Err(Error::Envelope("not for this device key"));
     }
-    let (header, message) = envelope.split_at(HEADER_LEN_2);
+    let (header, message) = envelope.split_at(HEADER_LEN_3);
     let ephemeral = ephemeral_of(message)?;
     let resolver = EnvelopeResolver::new(recipient.secret(), recipient.public(), None);
     let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
-    let prologue = prologue(header);
+    let prologue = prologue(header, Some(own_identity));
     let handshake = builder
         .local_private_key(recipient.secret())
         .and_then(|b| b.prologue(&prologue))
@@ -369,23 +376,25 @@ pub fn open_first_contact(
     Ok(FirstContact { sender, certificate, advertisement, content, ephemeral })
 }
 
-/// Seals a format 2 conversation envelope (`Noise_Kpsk1`) from `sender` (our device key, which
+/// Seals a format 3 conversation envelope (`Noise_Kpsk1`) from `sender` (our device key, which
 /// the recipient knows from our certificate) to the recipient's advertised receive key, with
-/// that key's `seed` as the PSK. `ephemeral` must be 32 fresh random bytes.
+/// that key's `seed` as the PSK, for the identity `recipient_identity`. `ephemeral` must be 32
+/// fresh random bytes.
 pub(crate) fn seal_conversation(
     sender: &DeviceKey,
     receive_key: &[u8; 32],
     seed: &[u8; 32],
+    recipient_identity: &[u8; 32],
     payload: &Payload,
     ephemeral: [u8; 32],
 ) -> Result<Vec<u8>, Error> {
     check_x25519_public(receive_key)?;
     let body = Zeroizing::new(codec::encode(payload)?);
     let bucket = bucket_or_too_large(KIND_CONVERSATION, body.len())?;
-    let header = header_2(KIND_CONVERSATION, receive_key);
+    let header = header_3(KIND_CONVERSATION, receive_key);
     let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
     let builder = snow::Builder::with_resolver(NOISE_KPSK1.clone(), Box::new(resolver));
-    let prologue = prologue(&header);
+    let prologue = prologue(&header, Some(recipient_identity));
     let handshake = builder
         .local_private_key(sender.secret())
         .and_then(|b| b.remote_public_key(receive_key))
@@ -403,24 +412,25 @@ pub(crate) struct ReceiveSecret<'a> {
     pub seed: &'a [u8; 32],
 }
 
-/// Opens a format 2 conversation envelope with one of our receive keys, authenticating the
-/// sender by its device key (`sender_device_key`, known from its certificate). The caller has
-/// already matched the key id and checked the replay cache with [`conversation_ephemeral`].
+/// Opens a format 3 conversation envelope with one of our receive keys, meant for our identity
+/// key `own_identity`, authenticating the sender by its device key (`sender_device_key`, known
+/// from its certificate). The caller has already matched the key id.
 pub(crate) fn open_conversation(
     receive: &ReceiveSecret<'_>,
     sender_device_key: &[u8; 32],
+    own_identity: &[u8; 32],
     envelope: &[u8],
 ) -> Result<Payload, Error> {
     let header = peek(envelope)?;
-    if header.version != ENVELOPE_VERSION_2 || header.kind != KIND_CONVERSATION {
+    if header.version != ENVELOPE_VERSION_3 || header.kind != KIND_CONVERSATION {
         return Err(Error::Envelope("not a conversation envelope"));
     }
     check_x25519_public(sender_device_key)?;
-    let (header, message) = envelope.split_at(HEADER_LEN_2);
+    let (header, message) = envelope.split_at(HEADER_LEN_3);
     ephemeral_of(message)?;
     let resolver = EnvelopeResolver::new(receive.secret, receive.public, None);
     let builder = snow::Builder::with_resolver(NOISE_KPSK1.clone(), Box::new(resolver));
-    let prologue = prologue(header);
+    let prologue = prologue(header, Some(own_identity));
     let handshake = builder
         .local_private_key(receive.secret)
         .and_then(|b| b.remote_public_key(sender_device_key))
@@ -432,9 +442,9 @@ pub(crate) fn open_conversation(
     codec::decode("envelope payload", unpad(&plaintext)?)
 }
 
-/// The initiator ephemeral key of a format 2 envelope, refused if it is a small-order point.
-pub(crate) fn ephemeral_2(envelope: &[u8]) -> Result<[u8; 32], Error> {
-    let message = envelope.get(HEADER_LEN_2..).ok_or(Error::Envelope("too short"))?;
+/// The initiator ephemeral key of a format 3 envelope, refused if it is a small-order point.
+pub(crate) fn ephemeral_3(envelope: &[u8]) -> Result<[u8; 32], Error> {
+    let message = envelope.get(HEADER_LEN_3..).ok_or(Error::Envelope("too short"))?;
     ephemeral_of(message)
 }
 
@@ -446,9 +456,9 @@ fn bucket_or_too_large(kind: u8, body_len: usize) -> Result<usize, Error> {
     })
 }
 
-fn header_2(kind: u8, recipient_key: &[u8; 32]) -> [u8; HEADER_LEN_2] {
-    let mut header = [0u8; HEADER_LEN_2];
-    header[0] = ENVELOPE_VERSION_2;
+fn header_3(kind: u8, recipient_key: &[u8; 32]) -> [u8; HEADER_LEN_3] {
+    let mut header = [0u8; HEADER_LEN_3];
+    header[0] = ENVELOPE_VERSION_3;
     header[1] = kind;
     header[2..].copy_from_slice(&key_id(recipient_key));
     header
@@ -526,10 +536,16 @@ fn unpad(plaintext: &[u8]) -> Result<&[u8], Error> {
     Ok(body)
 }
 
-fn prologue(header: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(PROLOGUE_CONTEXT.len() + header.len());
+/// The Noise prologue: the context, the cleartext header, and for format 3 the identity key of
+/// the recipient the sender means. The recipient puts its own identity key there, so an
+/// envelope meant for another identity fails to open even when it was sealed to our key.
+fn prologue(header: &[u8], recipient_identity: Option<&[u8; 32]>) -> Vec<u8> {
+    let mut p = Vec::with_capacity(PROLOGUE_CONTEXT.len() + header.len() + KEY_LEN);
     p.extend_from_slice(PROLOGUE_CONTEXT);
     p.extend_from_slice(header);
+    if let Some(identity) = recipient_identity {
+        p.extend_from_slice(identity);
+    }
     p
 }
 

@@ -66,11 +66,11 @@ fn exchange() -> (Conversation, Conversation, Vec<u8>, Vec<u8>) {
     let first = alice_side
         .seal(a.device(), &a_cert, &content(), Randomness::from_bytes([11; 96]), NOW)
         .unwrap();
-    bob_side.open(b.device(), &first, NOW).unwrap();
+    bob_side.open(&b, &first, NOW).unwrap();
     let reply = bob_side
         .seal(b.device(), &b_cert, &content(), Randomness::from_bytes([12; 96]), NOW)
         .unwrap();
-    alice_side.open(a.device(), &reply, NOW).unwrap();
+    alice_side.open(&a, &reply, NOW).unwrap();
     (alice_side, bob_side, first, reply)
 }
 
@@ -98,8 +98,8 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             "envelope_v1_first_contact",
             envelope::seal(&a, &certificate(&a), b.device().public(), &content(), [9; 32]).unwrap(),
         ),
-        ("envelope_v2_first_contact", first),
-        ("envelope_v2_conversation", reply),
+        ("envelope_v3_first_contact", first),
+        ("envelope_v3_conversation", reply),
         ("conversation_state", alice_state.to_bytes().unwrap().to_vec()),
     ]
 }
@@ -157,21 +157,18 @@ fn golden_vectors_match_and_decode() {
     assert_eq!(opened.content, content());
     let (mut alice_state, mut bob_state, _, _) = exchange();
     let mut fresh_bob = Conversation::new(certificate(&a), NOW).unwrap();
-    assert_eq!(
-        fresh_bob.open(b.device(), &read("envelope_v2_first_contact"), NOW).unwrap(),
-        content()
-    );
+    assert_eq!(fresh_bob.open(&b, &read("envelope_v3_first_contact"), NOW).unwrap(), content());
     // Alice's stored state has already accepted the conversation envelope: a replay.
     let mut stored = Conversation::from_bytes(&read("conversation_state")).unwrap();
     assert_eq!(
-        stored.open(a.device(), &read("envelope_v2_conversation"), NOW),
+        stored.open(&a, &read("envelope_v3_conversation"), NOW),
         Err(crate::Error::Replayed)
     );
     // And the exchange is reproducible end to end: a fresh seal matches byte for byte.
     let again = bob_state
         .seal(b.device(), &certificate(&b), &content(), Randomness::from_bytes([13; 96]), NOW)
         .unwrap();
-    assert_eq!(alice_state.open(a.device(), &again, NOW).unwrap(), content());
+    assert_eq!(alice_state.open(&a, &again, NOW).unwrap(), content());
 }
 
 #[test]
@@ -263,10 +260,10 @@ fn no_decoder_panics_on_arbitrary_bytes() {
     never_panics("envelope::peek", &seeds, |x| drop(envelope::peek(x)));
     never_panics("envelope::open", &seeds, |x| drop(envelope::open(b.device(), x, NOW)));
     never_panics("envelope::open_first_contact", &seeds, |x| {
-        drop(envelope::open_first_contact(b.device(), x, NOW))
+        drop(envelope::open_first_contact(b.device(), b.identity_key(), x, NOW))
     });
     never_panics("Conversation::open", &seeds, |x| {
-        drop(alice_state.open(a.device(), x, NOW));
+        drop(alice_state.open(&a, x, NOW));
     });
     never_panics("Conversation::from_bytes", &[state], |x| drop(Conversation::from_bytes(x)));
     never_panics("Invite::from_text", &seeds, |x| {

@@ -71,7 +71,7 @@ impl Side {
     }
 
     fn open(&mut self, sealed: &[u8], now: u64) -> Result<Content, Error> {
-        self.conversation.open(self.identity.device(), sealed, now)
+        self.conversation.open(&self.identity, sealed, now)
     }
 
     /// The receive secrets this side made, in order: each seal that rotated used its block's
@@ -230,7 +230,7 @@ fn replaying_an_envelope_of_either_kind_is_rejected() {
     assert_eq!(a.open(&reply, NOW + 100), Err(Error::Replayed));
     // The replay cache survives a restart.
     let mut restored = Conversation::from_bytes(&a.conversation.to_bytes().unwrap()).unwrap();
-    assert_eq!(restored.open(a.identity.device(), &reply, NOW + 200), Err(Error::Replayed));
+    assert_eq!(restored.open(&a.identity, &reply, NOW + 200), Err(Error::Replayed));
 }
 
 #[test]
@@ -292,7 +292,13 @@ fn an_envelope_for_someone_else_is_rejected() {
     let to_alice = c.seal(50, NOW);
     assert_eq!(a.open(&to_alice, NOW), Err(Error::Envelope("first contact from another identity")));
     let (_, hello) = Conversation::from_first_contact(
-        envelope::open_first_contact(a.identity.device(), &to_alice, NOW).unwrap(),
+        envelope::open_first_contact(
+            a.identity.device(),
+            a.identity.identity_key(),
+            &to_alice,
+            NOW,
+        )
+        .unwrap(),
         NOW,
     )
     .unwrap();
@@ -313,16 +319,36 @@ fn only_the_peer_can_write_to_a_receive_key_even_knowing_its_seed() {
     let payload = Payload::V1 { certificate: None, advertisement: None, content: content(7, NOW) };
     // Mallory knows Bob's receive key and its seed, but not Alice's device key.
     let mallory = identity(7);
-    let forged =
-        envelope::seal_conversation(mallory.device(), &public, &seed, &payload, [9; 32]).unwrap();
+    let forged = envelope::seal_conversation(
+        mallory.device(),
+        &public,
+        &seed,
+        b.identity.identity_key(),
+        &payload,
+        [9; 32],
+    )
+    .unwrap();
     assert!(b.open(&forged, NOW).is_err());
     // Alice's device key with the wrong seed is refused too: the PSK binds the conversation.
-    let wrong_seed =
-        envelope::seal_conversation(a.identity.device(), &public, &[0; 32], &payload, [9; 32])
-            .unwrap();
+    let wrong_seed = envelope::seal_conversation(
+        a.identity.device(),
+        &public,
+        &[0; 32],
+        b.identity.identity_key(),
+        &payload,
+        [9; 32],
+    )
+    .unwrap();
     assert!(b.open(&wrong_seed, NOW).is_err());
-    let right = envelope::seal_conversation(a.identity.device(), &public, &seed, &payload, [9; 32])
-        .unwrap();
+    let right = envelope::seal_conversation(
+        a.identity.device(),
+        &public,
+        &seed,
+        b.identity.identity_key(),
+        &payload,
+        [9; 32],
+    )
+    .unwrap();
     assert_eq!(b.open(&right, NOW).unwrap(), content(7, NOW));
 }
 
@@ -348,6 +374,7 @@ fn forged_or_expired_certificates_are_rejected() {
     let sealed = envelope::seal_first_contact(
         a.identity.device(),
         b.identity.device().public(),
+        b.identity.identity_key(),
         &payload,
         [3; 32],
     )
@@ -363,6 +390,7 @@ fn forged_or_expired_certificates_are_rejected() {
     let sealed = envelope::seal_first_contact(
         mallory.device(),
         b.identity.device().public(),
+        b.identity.identity_key(),
         &payload,
         [4; 32],
     )
@@ -380,6 +408,7 @@ fn forged_or_expired_certificates_are_rejected() {
     let sealed = envelope::seal_first_contact(
         mallory.device(),
         b.identity.device().public(),
+        b.identity.identity_key(),
         &payload,
         [5; 32],
     )
@@ -392,13 +421,22 @@ fn a_certificate_inside_a_conversation_envelope_must_be_a_valid_renewal() {
     let (a, mut b) = established();
     let bob_key = b.conversation.receive_keys.last().unwrap();
     let (public, seed) = (bob_key.public, *bob_key.seed.get());
+    let bob_identity = *b.identity.identity_key();
     let seal = |certificate: DeviceCertificate, e: u8| {
         let payload = Payload::V1 {
             certificate: Some(certificate),
             advertisement: None,
             content: content(e, NOW),
         };
-        envelope::seal_conversation(a.identity.device(), &public, &seed, &payload, [e; 32]).unwrap()
+        envelope::seal_conversation(
+            a.identity.device(),
+            &public,
+            &seed,
+            &bob_identity,
+            &payload,
+            [e; 32],
+        )
+        .unwrap()
     };
     let expired = a.identity.certify(NOW - 10, NOW - 5).unwrap();
     assert!(matches!(b.open(&seal(expired, 1), NOW), Err(Error::CertificateNotValid { .. })));
@@ -480,7 +518,7 @@ fn a_receive_key_stolen_after_its_deletion_opens_nothing() {
     for sealed in &old {
         // Not through the conversation...
         assert_eq!(
-            stolen.open(b.identity.device(), sealed, later),
+            stolen.open(&b.identity, sealed, later),
             Err(Error::Envelope("no receive key with this id: deleted, or never ours"))
         );
         // ...and not by trying every remaining key, ignoring the key id.
@@ -491,8 +529,13 @@ fn a_receive_key_stolen_after_its_deletion_opens_nothing() {
                 seed: key.seed.get(),
             };
             assert!(
-                envelope::open_conversation(&receive, a.identity.device().public(), sealed)
-                    .is_err()
+                envelope::open_conversation(
+                    &receive,
+                    a.identity.device().public(),
+                    b.identity.identity_key(),
+                    sealed
+                )
+                .is_err()
             );
         }
     }
@@ -507,19 +550,25 @@ fn a_current_key_stolen_is_useless_after_one_round_trip() {
     let mut stolen = Conversation::from_bytes(&b.conversation.to_bytes().unwrap()).unwrap();
     // The theft is real: what Alice sends to that key now, the attacker reads.
     let exposed = a.seal(4, NOW);
-    assert_eq!(stolen.open(b.identity.device(), &exposed, NOW).unwrap(), content(4, NOW));
+    assert_eq!(stolen.open(&b.identity, &exposed, NOW).unwrap(), content(4, NOW));
     b.open(&exposed, NOW).unwrap();
 
     // One round trip: Bob answers with a fresh key (made after the theft), Alice adopts it.
     let reply = b.seal(5, NOW + 1);
     a.open(&reply, NOW + 1).unwrap();
     let after = a.seal(6, NOW + 2);
-    assert!(stolen.open(b.identity.device(), &after, NOW + 2).is_err());
+    assert!(stolen.open(&b.identity, &after, NOW + 2).is_err());
     for key in &stolen.receive_keys {
         let receive =
             ReceiveSecret { secret: key.secret.get(), public: &key.public, seed: key.seed.get() };
         assert!(
-            envelope::open_conversation(&receive, a.identity.device().public(), &after).is_err()
+            envelope::open_conversation(
+                &receive,
+                a.identity.device().public(),
+                b.identity.identity_key(),
+                &after
+            )
+            .is_err()
         );
     }
     assert_eq!(b.open(&after, NOW + 2).unwrap(), content(6, NOW + 2));
@@ -582,9 +631,15 @@ fn advertisements_of_small_order_keys_are_refused() {
         advertisement: Some(Advertisement { seq: 9, public: [0; 32], seed: [1; 32] }),
         content: content(7, NOW),
     };
-    let sealed =
-        envelope::seal_conversation(a.identity.device(), &public, &seed, &payload, [9; 32])
-            .unwrap();
+    let sealed = envelope::seal_conversation(
+        a.identity.device(),
+        &public,
+        &seed,
+        b.identity.identity_key(),
+        &payload,
+        [9; 32],
+    )
+    .unwrap();
     assert!(matches!(b.open(&sealed, NOW), Err(Error::InvalidKey { .. })));
 }
 
@@ -677,7 +732,10 @@ fn a_first_contact_goes_to_the_peers_signed_prekey_and_only_it_opens_it() {
     assert_eq!(key_id_of(&first), key_id(&prekey.public));
     assert!(b.open(&first, NOW).is_err(), "the device key cannot open it");
     let prekey_device = crate::identity::DeviceKey::from_secret(prekey_secret);
-    assert_eq!(b.conversation.open(&prekey_device, &first, NOW).unwrap(), content(1, NOW));
+    let opened =
+        envelope::open_first_contact(&prekey_device, b.identity.identity_key(), &first, NOW)
+            .unwrap();
+    assert_eq!(b.conversation.accept_first_contact(opened, NOW).unwrap(), content(1, NOW));
 
     // Once the peer has answered, envelopes go to its receive keys, not the prekey.
     let reply = b.seal(2, NOW);

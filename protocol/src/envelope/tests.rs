@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use crate::Error;
 use crate::envelope::{
-    Advertisement, BUCKETS, ENVELOPE_VERSION, ENVELOPE_VERSION_2, HEADER_LEN_2, Header, KEY_ID_LEN,
+    Advertisement, BUCKETS, ENVELOPE_VERSION, ENVELOPE_VERSION_3, HEADER_LEN_3, Header, KEY_ID_LEN,
     KIND_CONVERSATION, KIND_FIRST_CONTACT, Payload, ReceiveSecret, key_id, open, open_conversation,
     open_first_contact, peek, seal, seal_conversation, seal_first_contact,
 };
@@ -129,10 +129,10 @@ fn different_ephemerals_give_different_envelopes() {
     assert_ne!(sealed(&p, &content, 1), sealed(&p, &content, 2));
 }
 
-/// Format 2: a first-contact or a conversation envelope of `text_len` bytes of text, sealed and
+/// Format 3: a first-contact or a conversation envelope of `text_len` bytes of text, sealed and
 /// opened with the low-level functions, returning the envelope's length.
 #[track_caller]
-fn check_round_trip_2(conversation: bool, text_len: usize, seed: u8) -> usize {
+fn check_round_trip_3(conversation: bool, text_len: usize, seed: u8) -> usize {
     let p = pair();
     let text: String =
         (0..text_len).map(|i| char::from(b'a' + ((i * 7 + seed as usize) % 26) as u8)).collect();
@@ -155,6 +155,7 @@ fn check_round_trip_2(conversation: bool, text_len: usize, seed: u8) -> usize {
             p.alice.device(),
             receive.device().public(),
             &receive_seed,
+            receive.identity_key(),
             &payload,
             [seed | 1; 32],
         )
@@ -164,7 +165,9 @@ fn check_round_trip_2(conversation: bool, text_len: usize, seed: u8) -> usize {
             public: receive.device().public(),
             seed: &receive_seed,
         };
-        let opened = open_conversation(&secret, p.alice.device().public(), &sealed).unwrap();
+        let opened =
+            open_conversation(&secret, p.alice.device().public(), receive.identity_key(), &sealed)
+                .unwrap();
         assert_eq!(opened, payload);
         sealed
     } else {
@@ -174,20 +177,26 @@ fn check_round_trip_2(conversation: bool, text_len: usize, seed: u8) -> usize {
             advertisement: Some(advertisement.clone()),
             content: content.clone(),
         };
-        let sealed =
-            seal_first_contact(p.alice.device(), p.bob.device().public(), &payload, [seed | 1; 32])
-                .unwrap();
-        let opened = open_first_contact(p.bob.device(), &sealed, NOW).unwrap();
+        let sealed = seal_first_contact(
+            p.alice.device(),
+            p.bob.device().public(),
+            p.bob.identity_key(),
+            &payload,
+            [seed | 1; 32],
+        )
+        .unwrap();
+        let opened =
+            open_first_contact(p.bob.device(), p.bob.identity_key(), &sealed, NOW).unwrap();
         assert_eq!(opened.content, content);
         assert_eq!(opened.certificate, cert);
         assert_eq!(opened.advertisement, Some(advertisement));
         assert_eq!(opened.sender, p.alice.peer_id());
-        assert_eq!(&opened.ephemeral, &sealed[HEADER_LEN_2..HEADER_LEN_2 + 32]);
+        assert_eq!(&opened.ephemeral, &sealed[HEADER_LEN_3..HEADER_LEN_3 + 32]);
         sealed
     };
     let header = peek(&envelope).unwrap();
     let kind = if conversation { KIND_CONVERSATION } else { KIND_FIRST_CONTACT };
-    assert_eq!(header, Header { version: ENVELOPE_VERSION_2, kind, key_id: header.key_id });
+    assert_eq!(header, Header { version: ENVELOPE_VERSION_3, kind, key_id: header.key_id });
     envelope.len()
 }
 
@@ -209,7 +218,7 @@ proptest! {
     ) {
         let (low, high) = TEXT_RANGES[bucket];
         let len = low + ((high - low) as f64 * position) as usize;
-        prop_assert_eq!(check_round_trip_2(conversation, len, seed), BUCKETS[bucket]);
+        prop_assert_eq!(check_round_trip_3(conversation, len, seed), BUCKETS[bucket]);
     }
 }
 
@@ -217,8 +226,8 @@ proptest! {
 fn every_bucket_edge_holds_for_both_kinds() {
     for conversation in [false, true] {
         for (bucket, (low, high)) in TEXT_RANGES.into_iter().enumerate() {
-            assert_eq!(check_round_trip_2(conversation, low, 3), BUCKETS[bucket]);
-            assert_eq!(check_round_trip_2(conversation, high, 4), BUCKETS[bucket]);
+            assert_eq!(check_round_trip_3(conversation, low, 3), BUCKETS[bucket]);
+            assert_eq!(check_round_trip_3(conversation, high, 4), BUCKETS[bucket]);
         }
     }
 }
@@ -238,8 +247,8 @@ fn peek_names_the_format_kind_and_key() {
     unknown_version[0] = 9;
     assert_eq!(peek(&unknown_version), Err(Error::Envelope("unsupported envelope version")));
     assert!(peek(&legacy[..100]).is_err());
-    // The legacy opener refuses format 2, and the format 2 opener refuses format 1.
-    assert!(open_first_contact(p.bob.device(), &legacy, NOW).is_err());
+    // The format 3 opener refuses format 1.
+    assert!(open_first_contact(p.bob.device(), p.bob.identity_key(), &legacy, NOW).is_err());
 }
 
 #[test]
@@ -247,11 +256,17 @@ fn a_first_contact_to_another_key_is_refused_before_decryption() {
     let p = pair();
     let cert = p.alice.certify(NOW - 10, NOW + 10).unwrap();
     let payload = Payload::V1 { certificate: Some(cert), advertisement: None, content: text(3) };
-    let sealed =
-        seal_first_contact(p.alice.device(), p.bob.device().public(), &payload, [5; 32]).unwrap();
+    let sealed = seal_first_contact(
+        p.alice.device(),
+        p.bob.device().public(),
+        p.bob.identity_key(),
+        &payload,
+        [5; 32],
+    )
+    .unwrap();
     let eve = Identity::from_secrets([5; 32], [6; 32]);
     assert_eq!(
-        open_first_contact(eve.device(), &sealed, NOW),
+        open_first_contact(eve.device(), eve.identity_key(), &sealed, NOW),
         Err(Error::Envelope("not for this device key"))
     );
     let without_certificate =
@@ -259,12 +274,13 @@ fn a_first_contact_to_another_key_is_refused_before_decryption() {
     let sealed = seal_first_contact(
         p.alice.device(),
         p.bob.device().public(),
+        p.bob.identity_key(),
         &without_certificate,
         [5; 32],
     )
     .unwrap();
     assert_eq!(
-        open_first_contact(p.bob.device(), &sealed, NOW),
+        open_first_contact(p.bob.device(), p.bob.identity_key(), &sealed, NOW),
         Err(Error::Envelope("first contact without the sender's certificate"))
     );
 }
@@ -276,4 +292,61 @@ fn key_ids_are_domain_separated_hashes() {
     assert_eq!(id.len(), KEY_ID_LEN);
     assert_ne!(id, key_id(p.alice.device().public()));
     assert_ne!(&id[..], &p.bob.device().public()[..KEY_ID_LEN]);
+}
+
+/// The unknown-key-share of an unbound envelope: Mallory certifies Bob's device key under her
+/// own identity (a certificate needs no proof of the device secret), and Alice, who believes
+/// she writes to Mallory, seals to Bob's key. The recipient identity in the prologue makes Bob
+/// refuse what was meant for Mallory, for both kinds, so he never takes it as written to him.
+#[test]
+fn an_envelope_meant_for_another_identity_does_not_open_even_with_the_right_key() {
+    let p = pair();
+    let mallory = Identity::from_secrets([9; 32], [10; 32]);
+    let cert = p.alice.certify(NOW - 10, NOW + 10).unwrap();
+    let payload = Payload::V1 { certificate: Some(cert), advertisement: None, content: text(3) };
+    let refused = Err(Error::Envelope("decryption failed: not for this recipient, or tampered"));
+
+    let for_mallory = seal_first_contact(
+        p.alice.device(),
+        p.bob.device().public(),
+        mallory.identity_key(),
+        &payload,
+        [5; 32],
+    )
+    .unwrap();
+    assert_eq!(
+        open_first_contact(p.bob.device(), p.bob.identity_key(), &for_mallory, NOW).map(|_| ()),
+        refused
+    );
+    let for_bob = seal_first_contact(
+        p.alice.device(),
+        p.bob.device().public(),
+        p.bob.identity_key(),
+        &payload,
+        [5; 32],
+    )
+    .unwrap();
+    assert!(open_first_contact(p.bob.device(), p.bob.identity_key(), &for_bob, NOW).is_ok());
+
+    let receive = Identity::from_secrets([40; 32], [41; 32]);
+    let seed = [8; 32];
+    let secret = ReceiveSecret {
+        secret: receive.device().secret(),
+        public: receive.device().public(),
+        seed: &seed,
+    };
+    let for_mallory = seal_conversation(
+        p.alice.device(),
+        receive.device().public(),
+        &seed,
+        mallory.identity_key(),
+        &payload,
+        [6; 32],
+    )
+    .unwrap();
+    assert_eq!(
+        open_conversation(&secret, p.alice.device().public(), p.bob.identity_key(), &for_mallory)
+            .map(|_| ()),
+        refused
+    );
 }
