@@ -76,6 +76,23 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     kolokol(dir).args(args).output().expect("the binary runs")
 }
 
+/// Runs the binary with `input` on its standard input.
+fn run_with_input(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = kolokol(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(input).expect("written");
+    }
+    child.wait_with_output().expect("the binary runs")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -223,21 +240,15 @@ fn the_readme_walk_through_delivers_hello() {
     let id = sent.split_whitespace().next().expect("an id");
     let outbox = check_ok(&run(&a, &["outbox"]));
     assert!(outbox.contains(id) && outbox.contains("to bob: hello"), "{outbox}");
-    let mut piped = kolokol(&a)
-        .args(["send", "bob", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    {
-        use std::io::Write;
-        let mut stdin = piped.stdin.take().expect("piped stdin");
-        stdin.write_all(b"from a pipe\n").expect("written");
-    }
-    let piped = piped.wait_with_output().expect("the binary runs");
+    let piped = run_with_input(&a, &["send", "bob", "-"], b"from a pipe\n");
     assert!(check_ok(&piped).trim().ends_with(" sent"));
     assert!(check_ok(&run(&b, &["inbox"])).contains("alice: from a pipe\n"));
+    // A text too long for one envelope (and for one command-line argument) goes in chunks.
+    let long = format!("{}the end", "a long letter. ".repeat(20_000));
+    let piped = run_with_input(&a, &["send", "bob", "-"], long.as_bytes());
+    assert!(check_ok(&piped).trim().ends_with(" sent"));
+    let inbox = check_ok(&run(&b, &["--json", "inbox", "--limit", "1"]));
+    assert!(inbox.contains(&long), "the long text arrived whole");
 
     // A sender cannot forge inbox lines or drive the terminal: text output shows line breaks
     // and escapes visibly, --json keeps the exact text.
@@ -265,7 +276,7 @@ fn the_readme_walk_through_delivers_hello() {
     let acknowledged = sample(&body, "kolokol_messages{state=\"sent\"}")
         + sample(&body, "kolokol_messages{state=\"delivered\"}")
         + sample(&body, "kolokol_messages{state=\"read\"}");
-    assert_eq!(acknowledged, 4, "{body}");
+    assert_eq!(acknowledged, 5, "{body}");
     assert_eq!(sample(&body, "kolokol_relay_reservations"), 1, "{body}");
     assert!(sample(&body, "kolokol_connected_peers") >= 1, "{body}");
     let body = http(&relay_metrics, "GET /metrics HTTP/1.0\r\n\r\n");
@@ -354,8 +365,12 @@ fn the_readme_walk_through_delivers_hello() {
     check_error(&run(&a, &["contacts", "add", "carol", "hello"]), 1, "invite");
     check_error(&run(&a, &["send", "nobody", "hi"]), 1, "no contact named \"nobody\"");
     check_error(&run(&a, &["send", "bob", ""]), 1, "empty");
-    let long = "x".repeat(60_001);
-    check_error(&run(&a, &["send", "bob", &long]), 1, "60001 bytes, over the limit of 60000");
+    let long = "x".repeat(1_000_001);
+    check_error(
+        &run_with_input(&a, &["send", "bob", "-"], long.as_bytes()),
+        1,
+        "1000001 bytes, over the limit of 1000000",
+    );
     check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
     check_error(&run(&a, &["inbox", "--limit", "0"]), 2, "--limit");
     check_error(&run(&a, &["outbox", "--limit", "10001"]), 2, "--limit");

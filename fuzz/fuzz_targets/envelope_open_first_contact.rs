@@ -1,4 +1,4 @@
-//! Fuzz target: the format 2 first-contact opener, on any bytes.
+//! Fuzz target: the format 3 first-contact opener, on any bytes.
 
 #![no_main]
 

@@ -35,8 +35,8 @@ use crate::delivery::Ack;
 use crate::error::{Error, Result};
 use crate::mailbox;
 use crate::store::{
-    ContactRow, InboxRow, MAX_CACHED_PEERS, MAX_STRANGER_CONVERSATIONS, MailboxDeposit, OutboxBody,
-    OutboxRow, Store, state,
+    ChunkOutcome, ContactRow, InboxRow, MAX_CACHED_PEERS, MAX_STRANGER_CONVERSATIONS,
+    MailboxDeposit, OutboxBody, OutboxRow, Store, state,
 };
 use crate::swarm::{self, Command, DeliveryFailure, Inbound, MailboxInbound, NetEvent, NetStatus};
 
@@ -609,26 +609,26 @@ impl Node {
         let mut stored = None;
         let outcome = match self.seal(row).await {
             Err(failure) => Err(failure),
-            Ok(envelope) => {
-                let mut outcome = self.deliver(row, envelope.clone()).await;
+            Ok(envelopes) => {
+                let mut outcome = self.deliver_all(row, &envelopes).await;
                 // The addresses we had did not work: the peer may have moved to other relays.
                 // Its presence record says where it is now; if it names new addresses, try
                 // them at once.
                 if matches!(&outcome, Err(f) if !f.permanent)
                     && self.refresh_addresses(&row.peer_id).await
                 {
-                    outcome = self.deliver(row, envelope.clone()).await;
+                    outcome = self.deliver_all(row, &envelopes).await;
                 }
                 // A first contact sealed to the peer's prekey was refused: the peer no longer
                 // holds its secret (a reinstall, say). Forget the prekey, seal again to the
                 // device key and send that at once.
-                let mut envelope = envelope;
+                let mut envelopes = envelopes;
                 if matches!(&outcome, Err(f) if f.permanent) && self.drop_prekey(&row.peer_id).await
                 {
                     match self.seal(row).await {
                         Ok(resealed) => {
-                            envelope = resealed;
-                            outcome = self.deliver(row, envelope.clone()).await;
+                            envelopes = resealed;
+                            outcome = self.deliver_all(row, &envelopes).await;
                         }
                         Err(failure) => outcome = Err(failure),
                     }
@@ -636,7 +636,7 @@ impl Node {
                 // Still unreachable: leave the envelope in the recipient's mailbox. Direct
                 // delivery goes on being retried, since it is faster when both are online.
                 if matches!(&outcome, Err(f) if !f.permanent) {
-                    stored = Some(self.deposit(row, envelope).await);
+                    stored = Some(self.deposit(row, envelopes).await);
                 }
                 outcome
             }
@@ -714,13 +714,13 @@ impl Node {
         result
     }
 
-    /// Deposits the envelope on the replicas of the recipient's current mailbox that do not
-    /// hold it yet; returns the detail of the `stored` state ("stored on N of M mailbox
-    /// replicas") once enough hold it, else why not.
+    /// Deposits the message's envelopes (one, or one per chunk) on the replicas of the
+    /// recipient's current mailbox that do not hold them yet; returns the detail of the `stored`
+    /// state ("stored on N of M mailbox replicas") once enough hold all of them, else why not.
     async fn deposit(
         &self,
         row: &OutboxRow,
-        envelope: Vec<u8>,
+        envelopes: Vec<Vec<u8>>,
     ) -> std::result::Result<String, String> {
         let peer: PeerId = row.peer_id.parse().map_err(|e| format!("bad peer id: {e}"))?;
         let key = kolokol_protocol::safety::identity_key(&peer).map_err(|e| e.to_string())?;
@@ -740,19 +740,40 @@ impl Node {
             if same_mailbox { words.map(str::to_owned).collect() } else { Vec::new() };
         let mut acked: Vec<PeerId> =
             replicas.iter().map(|(p, _)| *p).filter(|p| before.contains(&p.to_string())).collect();
-        let deposit = mailbox_proto::Request::Deposit {
-            mailbox_id,
-            item_id: mailbox_proto::item_id(&row.id),
-            envelope,
-            // The replica keeps it no longer than the outbox would go on trying.
-            expires_at: (row.created_at_ms / 1000).saturating_add(MESSAGE_TTL.as_secs()),
-        };
+        // A chunked message is one item per chunk; a replica holds the message once it has
+        // stored every chunk.
+        let chunked = envelopes.len() > 1;
+        let deposits: Arc<Vec<mailbox_proto::Request>> = Arc::new(
+            envelopes
+                .into_iter()
+                .enumerate()
+                .map(|(index, envelope)| mailbox_proto::Request::Deposit {
+                    mailbox_id,
+                    item_id: if chunked {
+                        mailbox_proto::chunk_item_id(&row.id, index as u32)
+                    } else {
+                        mailbox_proto::item_id(&row.id)
+                    },
+                    envelope,
+                    // The replica keeps it no longer than the outbox would go on trying.
+                    expires_at: (row.created_at_ms / 1000).saturating_add(MESSAGE_TTL.as_secs()),
+                })
+                .collect(),
+        );
         let mut pending = JoinSet::new();
         for (replica, addresses) in replicas.iter().filter(|(p, _)| !acked.contains(p)) {
             let node = self.clone();
-            let (replica, addresses, deposit) = (*replica, addresses.clone(), deposit.clone());
+            let (replica, addresses, deposits) = (*replica, addresses.clone(), deposits.clone());
             pending.spawn(async move {
-                (replica, node.mailbox_request(replica, addresses, deposit).await)
+                let mut answer = Ok(mailbox_proto::Response::Stored);
+                for deposit in deposits.iter() {
+                    answer =
+                        node.mailbox_request(replica, addresses.clone(), deposit.clone()).await;
+                    if !matches!(answer, Ok(mailbox_proto::Response::Stored)) {
+                        break;
+                    }
+                }
+                (replica, answer)
             });
         }
         let mut reasons = Vec::new();
@@ -852,7 +873,9 @@ impl Node {
     }
 
     /// Seals the row's content on a worker thread.
-    async fn seal(&self, row: &OutboxRow) -> std::result::Result<Vec<u8>, DeliveryFailure> {
+    /// Seals an outbox row for its recipient: one envelope, or one per chunk when the body does
+    /// not fit one (`kolokol_protocol::chunk`), all sealed in one hold of the conversation.
+    async fn seal(&self, row: &OutboxRow) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
         let fail = |reason: String| DeliveryFailure { reason, permanent: false };
         let content = Content {
             id: row.id,
@@ -863,6 +886,10 @@ impl Node {
                 OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
             },
         };
+        let contents = kolokol_protocol::chunk::split(&content).map_err(|e| DeliveryFailure {
+            reason: format!("cannot seal: {e}"),
+            permanent: true,
+        })?;
         let now = unix_secs();
         let prekey = self.prekey_for_first_contact(&row.peer_id, now).await;
         let node = self.clone();
@@ -871,37 +898,41 @@ impl Node {
         // version, and every stranger who wrote to us): a Kpsk1 envelope to their newest receive
         // key, or a first contact carrying our own. A contact added before conversations existed
         // gets a format 1 envelope to its device key, which every version opens.
-        let envelope = self
+        let envelopes = self
             .with_conversation(&row.peer_id, move |conversation| {
-                let mut random = [0u8; Randomness::LEN];
-                rand::rngs::OsRng.fill_bytes(&mut random);
                 let certificate = node.certificate();
                 if let (Some(c), Some(p)) = (conversation.as_mut(), prekey)
                     && let Err(e) = c.set_peer_prekey(p, now)
                 {
                     tracing::debug!(%e, "ignored a signed prekey");
                 }
-                match conversation {
-                    Some(c) => c.seal(
-                        node.inner.identity.device(),
-                        &certificate,
-                        &content,
-                        Randomness::from_bytes(random),
-                        now,
-                    ),
-                    None => {
-                        let mut ephemeral = [0u8; 32];
-                        ephemeral.copy_from_slice(&random[..32]);
-                        zeroize::Zeroize::zeroize(&mut random);
-                        envelope::seal(
-                            &node.inner.identity,
+                let mut envelopes = Vec::with_capacity(contents.len());
+                for content in &contents {
+                    let mut random = [0u8; Randomness::LEN];
+                    rand::rngs::OsRng.fill_bytes(&mut random);
+                    envelopes.push(match conversation.as_mut() {
+                        Some(c) => c.seal(
+                            node.inner.identity.device(),
                             &certificate,
-                            &device_key,
-                            &content,
-                            ephemeral,
-                        )
-                    }
+                            content,
+                            Randomness::from_bytes(random),
+                            now,
+                        )?,
+                        None => {
+                            let mut ephemeral = [0u8; 32];
+                            ephemeral.copy_from_slice(&random[..32]);
+                            zeroize::Zeroize::zeroize(&mut random);
+                            envelope::seal(
+                                &node.inner.identity,
+                                &certificate,
+                                &device_key,
+                                content,
+                                ephemeral,
+                            )?
+                        }
+                    });
                 }
+                Ok(envelopes)
             })
             .await
             .map_err(|e| fail(e.to_string()))?
@@ -909,7 +940,21 @@ impl Node {
                 reason: format!("cannot seal: {e}"),
                 permanent: true,
             })?;
-        Ok(envelope)
+        Ok(envelopes)
+    }
+
+    /// Delivers a message's envelopes directly, one after the other; the first failure is the
+    /// attempt's outcome (the next attempt sends them all again, and the receiver keeps each
+    /// chunk once).
+    async fn deliver_all(
+        &self,
+        row: &OutboxRow,
+        envelopes: &[Vec<u8>],
+    ) -> std::result::Result<(), DeliveryFailure> {
+        for envelope in envelopes {
+            self.deliver(row, envelope.clone()).await?;
+        }
+        Ok(())
     }
 
     /// Hands a sealed envelope to the swarm task for direct delivery.
@@ -1242,8 +1287,8 @@ impl Node {
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
     /// receipt, a receipt marks our message delivered, a read receipt marks our messages read.
-    fn accept(&self, sender: PeerId, device_key: [u8; 32], content: Content) -> Result<Ack> {
-        let sender = sender.to_string();
+    fn accept(&self, sender_id: PeerId, device_key: [u8; 32], content: Content) -> Result<Ack> {
+        let sender = sender_id.to_string();
         let now = unix_ms();
         // Decoding bounds only the size; a read receipt naming no ids, or more than any of our
         // nodes puts in one, is refused before anything acts on it.
@@ -1253,15 +1298,8 @@ impl Node {
         }
         match content.body {
             Body::Text(text) => {
-                // Strangers may write (that is how first contact works) but not without bound:
-                // past the quota their messages are refused, and contacts are never affected.
-                if self.inner.store.contact_by_peer(&sender)?.is_none() {
-                    let (from_sender, from_all) = self.inner.store.stranger_messages(&sender)?;
-                    if from_sender >= MAX_MESSAGES_PER_STRANGER || from_all >= MAX_STRANGER_MESSAGES
-                    {
-                        tracing::info!(%sender, "refused a message: stranger quota reached");
-                        return Ok(Ack::Rejected);
-                    }
+                if self.stranger_over_quota(&sender)? {
+                    return Ok(Ack::Rejected);
                 }
                 let row = InboxRow {
                     id: content.id,
@@ -1298,6 +1336,54 @@ impl Node {
                     self.emit_state(&of, &sender, state::DELIVERED, None, now);
                 }
             }
+            Body::Chunk { index, count, body_len, data } => {
+                if self.inner.store.has_received(&sender, &content.id)? {
+                    return Ok(Ack::Accepted);
+                }
+                if self.stranger_over_quota(&sender)? {
+                    return Ok(Ack::Rejected);
+                }
+                let kept = self.inner.store.add_chunk(
+                    &sender,
+                    &content.id,
+                    index,
+                    count,
+                    body_len,
+                    content.sent_at_ms,
+                    &data,
+                    now,
+                )?;
+                let chunks = match kept {
+                    ChunkOutcome::Kept => return Ok(Ack::Accepted),
+                    ChunkOutcome::Full => {
+                        tracing::info!(%sender, "deferred a chunk: too many partial messages");
+                        return Ok(Ack::Busy);
+                    }
+                    ChunkOutcome::Inconsistent => {
+                        tracing::info!(%sender, "refused a chunk that contradicts its message");
+                        return Ok(Ack::Rejected);
+                    }
+                    ChunkOutcome::Complete(chunks) => chunks,
+                };
+                let joined =
+                    kolokol_protocol::chunk::join(chunks.iter().map(Vec::as_slice), body_len);
+                drop(chunks);
+                let ack = match joined {
+                    Ok(body) => {
+                        let whole =
+                            Content { id: content.id, sent_at_ms: content.sent_at_ms, body };
+                        self.accept(sender_id, device_key, whole)?
+                    }
+                    Err(e) => {
+                        tracing::info!(%sender, %e, "refused a message whose chunks do not join");
+                        Ack::Rejected
+                    }
+                };
+                // Stored (or refused for good): the chunks have served. A crash before this
+                // line leaves them until the purge, and the inbox already answers repeats.
+                self.inner.store.delete_chunks(&sender, &content.id)?;
+                return Ok(ack);
+            }
             // Only the recipient of a message can say it was read, as with delivery receipts;
             // ids of other messages, and repeats, change nothing.
             Body::Read { of } => {
@@ -1311,6 +1397,20 @@ impl Node {
             }
         }
         Ok(Ack::Accepted)
+    }
+
+    /// Strangers may write (that is how first contact works) but not without bound: past the
+    /// quota their messages are refused, and contacts are never affected.
+    fn stranger_over_quota(&self, sender: &str) -> Result<bool> {
+        if self.inner.store.contact_by_peer(sender)?.is_some() {
+            return Ok(false);
+        }
+        let (from_sender, from_all) = self.inner.store.stranger_messages(sender)?;
+        let over = from_sender >= MAX_MESSAGES_PER_STRANGER || from_all >= MAX_STRANGER_MESSAGES;
+        if over {
+            tracing::info!(%sender, "refused a message: stranger quota reached");
+        }
+        Ok(over)
     }
 
     /// Retries queued messages: when they fall due, when their peer connects, and when told to.
@@ -1505,6 +1605,13 @@ impl Node {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "dropped expired mailbox items"),
                     Err(e) => tracing::error!(%e, "cannot purge mailbox items"),
+                }
+                // Chunks of a message the sender stopped sending before it was complete.
+                let before = unix_ms().saturating_sub(MESSAGE_TTL.as_millis() as u64);
+                match self.inner.store.purge_chunks(before) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "dropped chunks of incomplete messages"),
+                    Err(e) => tracing::error!(%e, "cannot purge chunks"),
                 }
             }
         }

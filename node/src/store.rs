@@ -18,11 +18,18 @@ use kolokol_protocol::message::MAX_READ_IDS;
 use crate::error::{Error, Result};
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Conversations with peers who are not contacts; past this, first contacts from strangers
 /// are refused, so nobody can fill the disk with conversation state.
 pub const MAX_STRANGER_CONVERSATIONS: u64 = 1000;
+
+/// Messages whose chunks are still arriving, from one peer; a chunk of a further message is
+/// answered "busy" until one completes or expires, so a peer cannot fill the disk with halves.
+pub const MAX_PARTIAL_MESSAGES_PER_PEER: u64 = 4;
+
+/// Messages whose chunks are still arriving, from all peers together (at most 64 MiB).
+pub const MAX_PARTIAL_MESSAGES: u64 = 64;
 
 /// Peers remembered in the peer cache; past this, the ones heard from longest ago are dropped.
 pub const MAX_CACHED_PEERS: usize = 512;
@@ -143,6 +150,34 @@ const SCHEMA_V6: &str = "
 ALTER TABLE inbox ADD COLUMN read_at_ms INTEGER;
 ALTER TABLE outbox ADD COLUMN read_of BLOB;
 ";
+
+const SCHEMA_V7: &str = "
+CREATE TABLE chunks (
+    peer_id         TEXT NOT NULL,
+    id              BLOB NOT NULL,
+    idx             INTEGER NOT NULL,
+    count           INTEGER NOT NULL,
+    body_len        INTEGER NOT NULL,
+    sent_at_ms      INTEGER NOT NULL,
+    data            BLOB NOT NULL,
+    received_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, id, idx)
+);
+";
+
+/// What became of one received chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Kept; more chunks of its message are missing.
+    Kept,
+    /// This chunk completed its message: the data of every chunk, in order. They stay stored
+    /// until [`Store::delete_chunks`], so a crash before the message is stored loses nothing.
+    Complete(Vec<Vec<u8>>),
+    /// Its count, body length or time differ from the chunks of the same message already kept.
+    Inconsistent,
+    /// Too many partial messages from this peer or in all; try again later.
+    Full,
+}
 
 /// The limits a replica enforces on deposits. A deposit past any of them is refused with the
 /// reason; nothing already stored is ever evicted to make room.
@@ -342,6 +377,10 @@ impl Store {
         }
         if version < 6 {
             conn.execute_batch(&format!("BEGIN; {SCHEMA_V6} PRAGMA user_version = 6; COMMIT;"))
+                .map_err(err)?;
+        }
+        if version < 7 {
+            conn.execute_batch(&format!("BEGIN; {SCHEMA_V7} PRAGMA user_version = 7; COMMIT;"))
                 .map_err(err)?;
         }
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
@@ -708,6 +747,121 @@ impl Store {
         }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(inserted == 1)
+    }
+
+    /// Whether the inbox holds a message with this id from this peer.
+    pub fn has_received(&self, peer_id: &str, id: &[u8; 16]) -> Result<bool> {
+        self.conn()
+            .query_row(
+                "SELECT 1 FROM inbox WHERE peer_id = ?1 AND id = ?2",
+                params![peer_id, id.as_slice()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keeps one received chunk of the message `id` from `peer_id` (a repeat changes nothing)
+    /// and says whether the message is now complete. A chunk of a message not yet started is
+    /// refused with [`ChunkOutcome::Full`] past [`MAX_PARTIAL_MESSAGES_PER_PEER`] or
+    /// [`MAX_PARTIAL_MESSAGES`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_chunk(
+        &self,
+        peer_id: &str,
+        id: &[u8; 16],
+        index: u32,
+        count: u32,
+        body_len: u32,
+        sent_at_ms: u64,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<ChunkOutcome> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let outcome = (|| {
+            let known: Option<(i64, i64, i64)> = tx
+                .query_row(
+                    "SELECT count, body_len, sent_at_ms FROM chunks
+                     WHERE peer_id = ?1 AND id = ?2 LIMIT 1",
+                    params![peer_id, id.as_slice()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            match known {
+                Some(fields) if fields != (count as i64, body_len as i64, sent_at_ms as i64) => {
+                    return Ok(ChunkOutcome::Inconsistent);
+                }
+                Some(_) => {}
+                None => {
+                    let (from_peer, from_all): (u64, u64) = tx.query_row(
+                        "SELECT COUNT(DISTINCT CASE WHEN peer_id = ?1 THEN id END),
+                                COUNT(DISTINCT peer_id || x'00' || hex(id))
+                         FROM chunks",
+                        [peer_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    if from_peer >= MAX_PARTIAL_MESSAGES_PER_PEER
+                        || from_all >= MAX_PARTIAL_MESSAGES
+                    {
+                        return Ok(ChunkOutcome::Full);
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO chunks
+                 (peer_id, id, idx, count, body_len, sent_at_ms, data, received_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    peer_id,
+                    id.as_slice(),
+                    index,
+                    count,
+                    body_len,
+                    sent_at_ms as i64,
+                    data,
+                    now_ms as i64
+                ],
+            )?;
+            let mut statement =
+                tx.prepare("SELECT data FROM chunks WHERE peer_id = ?1 AND id = ?2 ORDER BY idx")?;
+            let all: Vec<Vec<u8>> = statement
+                .query_map(params![peer_id, id.as_slice()], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(if all.len() == count as usize {
+                ChunkOutcome::Complete(all)
+            } else {
+                ChunkOutcome::Kept
+            })
+        })()
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(outcome)
+    }
+
+    /// Forgets the chunks of one message, once it is stored or found unusable.
+    pub fn delete_chunks(&self, peer_id: &str, id: &[u8; 16]) -> Result<()> {
+        self.conn()
+            .execute(
+                "DELETE FROM chunks WHERE peer_id = ?1 AND id = ?2",
+                params![peer_id, id.as_slice()],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets the chunks of messages whose first chunk arrived before `before_ms`: the sender
+    /// stopped trying long ago. Returns how many chunks went.
+    pub fn purge_chunks(&self, before_ms: u64) -> Result<usize> {
+        self.conn()
+            .execute(
+                "DELETE FROM chunks WHERE (peer_id, id) IN
+                 (SELECT peer_id, id FROM chunks GROUP BY peer_id, id
+                  HAVING MIN(received_at_ms) < ?1)",
+                [before_ms as i64],
+            )
+            .map_err(|e| self.err(e))
     }
 
     /// Marks the received messages with these ids read at `now_ms`, each only the first time,

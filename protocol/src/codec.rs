@@ -16,7 +16,8 @@ pub const MAX_DECODE_LEN: usize = 65_535;
 
 /// The largest batch frame (a mailbox deposit or a batch of fetched items) any decoder accepts,
 /// in bytes: sixteen of the largest envelopes and room for their framing. Only
-/// [`decode_batch`] uses it; every other type stays under [`MAX_DECODE_LEN`].
+/// [`decode_batch`] and [`decode_chunked`] use it; every other type stays under
+/// [`MAX_DECODE_LEN`].
 pub const MAX_BATCH_DECODE_LEN: usize = 16 * 65_536 + 4096;
 
 type Config = Configuration<BigEndian, Fixint, Limit<MAX_DECODE_LEN>>;
@@ -56,6 +57,15 @@ pub fn decode<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Resul
 /// as [`decode`], for the mailbox frames that carry a whole envelope plus fields, or several.
 pub fn decode_batch<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
     decode_with(what, bytes, MAX_BATCH_DECODE_LEN, batch_config())
+}
+
+/// Decodes exactly one `T` from `bytes` of at most [`crate::chunk::MAX_CHUNKED_LEN`]: the body a
+/// message's chunks carry once they are put together.
+pub fn decode_chunked<T: bincode::Decode<()>>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, Error> {
+    decode_with(what, bytes, crate::chunk::MAX_CHUNKED_LEN, batch_config())
 }
 
 /// The one decoder: refuses input over `max` before bincode sees it, and trailing bytes after.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// The longest request line the daemon reads, in bytes; a longer line is answered with an
 /// error and the connection is closed, so a client cannot make the daemon buffer without end.
-pub const MAX_LINE_LEN: usize = 256 * 1024;
+pub const MAX_LINE_LEN: usize = 8 * 1024 * 1024;
 
 /// Method names.
 pub mod method {

@@ -1,5 +1,5 @@
 //! Kolokol's sans-IO core: identities and device certificates, invite codes, the peer wire types
-//! and their codec, end-to-end envelopes, and the control-API message types shared by the daemon
+//! and their codec, end-to-end envelopes and the chunks of messages too large for one, and the control-API message types shared by the daemon
 //! and the CLI.
 //!
 //! This crate must stay deterministic given its inputs: it does no I/O, has no async code, and
@@ -9,6 +9,7 @@
 //! Of libp2p it uses only `libp2p-identity`, for Ed25519 keys and peer ids.
 
 pub mod bundle;
+pub mod chunk;
 pub mod codec;
 pub mod control;
 pub mod conversation;

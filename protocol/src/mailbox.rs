@@ -182,6 +182,20 @@ pub fn item_id(message_id: &[u8; 16]) -> ItemId {
     id
 }
 
+/// The item id of chunk `index` of a message sent in chunks: like [`item_id`], with the index
+/// (big-endian u32) after the message id, so each chunk is its own item and every deposit of
+/// one chunk has the same item id.
+pub fn chunk_item_id(message_id: &[u8; 16], index: u32) -> ItemId {
+    let mut hasher = Blake2s256::new();
+    hasher.update(ITEM_ID_CONTEXT);
+    hasher.update(message_id);
+    hasher.update(index.to_be_bytes());
+    let digest = hasher.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
 /// The bytes an ownership proof signs: the context, the mailbox id, the operation byte, the
 /// timestamp (big-endian u64), and for deletes the BLAKE2s-256 of the concatenated item ids
 /// (32 zero bytes for a fetch), so a captured delete proof cannot delete other items.

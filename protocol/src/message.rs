@@ -6,10 +6,10 @@ use bincode::{Decode, Encode};
 /// in receipts and in the receiver's duplicate check.
 pub type MessageId = [u8; 16];
 
-/// The largest text a single message may carry, in bytes of UTF-8. It keeps the sealed content
-/// inside the largest envelope bucket with room for the sender's certificate; longer texts are
-/// refused until chunking exists.
-pub const MAX_TEXT_LEN: usize = 60_000;
+/// The largest text a single message may carry, in bytes of UTF-8. A text whose body does not
+/// fit one envelope travels in chunks ([`crate::chunk`]); this bound keeps its encoded body
+/// within [`crate::chunk::MAX_CHUNKED_LEN`].
+pub const MAX_TEXT_LEN: usize = 1_000_000;
 
 /// The most message ids one read receipt may name. A reader who marks more at once sends
 /// several receipts; a receipt naming more is ignored whole, so a peer cannot make us walk an
@@ -44,6 +44,22 @@ pub enum Body {
         /// The ids of the messages read, each sent by the receipt's recipient.
         of: Vec<MessageId>,
     },
+    /// One chunk of a body too large for one envelope (see [`crate::chunk`]). Every chunk of a
+    /// message travels in its own envelope, in a [`Content`] with the message's id and time;
+    /// the receiver keeps them until it has all `count`, then decodes the body they make.
+    /// Appended after `Read`; valid only within the bounds of [`crate::chunk::check`].
+    Chunk {
+        /// Position of this chunk, from 0.
+        index: u32,
+        /// How many chunks the message has, 1 to [`crate::chunk::MAX_CHUNKS`]. A body just
+        /// over [`crate::chunk::MAX_UNCHUNKED_LEN`] makes one chunk.
+        count: u32,
+        /// Length of the encoded body the chunks carry, without the zero padding of the last.
+        body_len: u32,
+        /// Exactly [`crate::chunk::CHUNK_LEN`] bytes of the encoded body, the last chunk padded
+        /// with zeros.
+        data: Vec<u8>,
+    },
 }
 
 impl Body {
@@ -53,6 +69,9 @@ impl Body {
     pub fn is_valid(&self) -> bool {
         match self {
             Body::Read { of } => !of.is_empty() && of.len() <= MAX_READ_IDS,
+            Body::Chunk { index, count, body_len, data } => {
+                crate::chunk::check(*index, *count, *body_len, data).is_ok()
+            }
             Body::Text(_) | Body::Receipt { .. } => true,
         }
     }

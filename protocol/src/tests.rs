@@ -88,6 +88,14 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             codec::encode(&Content { body: Body::Receipt { of: [8; 16] }, ..content() }).unwrap(),
         ),
         ("content_read", codec::encode(&read_content()).unwrap()),
+        (
+            "content_chunk",
+            codec::encode(&Content {
+                body: Body::Chunk { index: 1, count: 3, body_len: 150_000, data: vec![0xc7; 8] },
+                ..content()
+            })
+            .unwrap(),
+        ),
         ("advertisement", codec::encode(&advertisement()).unwrap()),
         ("payload_v1", codec::encode(&payload()).unwrap()),
         (
@@ -272,6 +280,12 @@ fn no_decoder_panics_on_arbitrary_bytes() {
     never_panics("Identity::from_file_bytes", &seeds, |x| drop(Identity::from_file_bytes(x)));
     never_panics("DeviceCertificate", &seeds, |x| drop(codec::decode::<DeviceCertificate>("c", x)));
     never_panics("Content", &seeds, |x| drop(codec::decode::<Content>("c", x)));
+    never_panics("chunk::join", &seeds, |x| {
+        let mut data = x.to_vec();
+        data.resize(crate::chunk::CHUNK_LEN, 0);
+        let body_len = x.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        drop(crate::chunk::join([data.as_slice(), data.as_slice()], body_len))
+    });
     never_panics("Sealed", &seeds, |x| drop(codec::decode::<Sealed>("s", x)));
     never_panics("Payload", &seeds, |x| drop(codec::decode::<Payload>("p", x)));
     never_panics("Advertisement", &seeds, |x| drop(codec::decode::<Advertisement>("a", x)));

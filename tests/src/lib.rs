@@ -9,6 +9,8 @@
 pub mod support;
 
 #[cfg(test)]
+mod chunking;
+#[cfg(test)]
 mod control_socket;
 #[cfg(test)]
 mod discovery;

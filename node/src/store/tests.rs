@@ -1,7 +1,8 @@
 //! Tests of the SQLite store on a real database file.
 
 use crate::store::{
-    ContactRow, InboxRow, MailboxDeposit, MailboxQuotas, OutboxBody, OutboxRow, Store, state,
+    ChunkOutcome, ContactRow, InboxRow, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER,
+    MailboxDeposit, MailboxQuotas, OutboxBody, OutboxRow, Store, state,
 };
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -299,4 +300,38 @@ fn a_fresh_import_survives_a_full_cache() {
     assert_eq!(cached.len(), crate::store::MAX_CACHED_PEERS);
     assert!(cached.iter().any(|p| p.peer_id == "fresh"), "the import was evicted at once");
     assert!(!cached.iter().any(|p| p.peer_id == "p0"), "the oldest success should go first");
+}
+
+#[test]
+fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
+    let (_dir, store) = store();
+    let add = |peer: &str, id: u8, index: u32, sent: u64, now: u64| {
+        store.add_chunk(peer, &[id; 16], index, 3, 150_000, sent, &[index as u8; 4], now).unwrap()
+    };
+    assert_eq!(add("p", 1, 2, 10, 100), ChunkOutcome::Kept);
+    // A repeat changes nothing; a chunk that disagrees with its message is refused.
+    assert_eq!(add("p", 1, 2, 10, 100), ChunkOutcome::Kept);
+    assert_eq!(add("p", 1, 1, 11, 100), ChunkOutcome::Inconsistent);
+    assert_eq!(add("p", 1, 0, 10, 100), ChunkOutcome::Kept);
+    assert_eq!(
+        add("p", 1, 1, 10, 100),
+        ChunkOutcome::Complete(vec![vec![0; 4], vec![1; 4], vec![2; 4]])
+    );
+    store.delete_chunks("p", &[1; 16]).unwrap();
+
+    // Partial messages are bounded per peer and in all; what is kept stays kept.
+    for id in 0..MAX_PARTIAL_MESSAGES_PER_PEER as u8 {
+        assert_eq!(add("p", id, 0, 10, 100), ChunkOutcome::Kept);
+    }
+    assert_eq!(add("p", 200, 0, 10, 100), ChunkOutcome::Full);
+    assert_eq!(add("p", 0, 1, 10, 100), ChunkOutcome::Kept, "a started message goes on");
+    for peer in 0..MAX_PARTIAL_MESSAGES - MAX_PARTIAL_MESSAGES_PER_PEER {
+        assert_eq!(add(&format!("q{peer}"), 1, 0, 10, 200), ChunkOutcome::Kept);
+    }
+    assert_eq!(add("fresh", 1, 0, 10, 200), ChunkOutcome::Full);
+
+    // The purge drops messages begun before the cut, whole, and nothing newer.
+    assert_eq!(store.purge_chunks(150).unwrap(), MAX_PARTIAL_MESSAGES_PER_PEER as usize + 1);
+    assert_eq!(add("fresh", 1, 0, 10, 300), ChunkOutcome::Kept);
+    assert_eq!(add("q0", 1, 1, 10, 300), ChunkOutcome::Kept);
 }

@@ -15,6 +15,13 @@ fn content() -> impl Strategy<Value = Content> {
         any::<String>().prop_map(Body::Text),
         any::<[u8; 16]>().prop_map(|of| Body::Receipt { of }),
         prop::collection::vec(any::<[u8; 16]>(), 0..=MAX_READ_IDS).prop_map(|of| Body::Read { of }),
+        (any::<u32>(), any::<u32>(), any::<u32>(), prop::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(index, count, body_len, data)| Body::Chunk {
+                index,
+                count,
+                body_len,
+                data
+            }),
     ];
     (any::<[u8; 16]>(), any::<u64>(), body).prop_map(|(id, sent_at_ms, body)| Content {
         id,
