@@ -21,7 +21,9 @@ use kolokol_protocol::envelope;
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
 use kolokol_protocol::invite::Invite;
 use kolokol_protocol::mailbox as mailbox_proto;
-use kolokol_protocol::message::{Body, Content, MAX_TEXT_LEN, MessageId, format_id};
+use kolokol_protocol::message::{
+    Body, Content, MAX_RECEIPT_IDS, MAX_TEXT_LEN, MessageId, format_id,
+};
 use kolokol_protocol::presence::PresenceRecord;
 use libp2p::{Multiaddr, PeerId};
 use rand::RngCore;
@@ -610,14 +612,14 @@ impl Node {
         let outcome = match self.seal(row).await {
             Err(failure) => Err(failure),
             Ok(envelopes) => {
-                let mut outcome = self.deliver_all(row, &envelopes).await;
+                let mut outcome = self.deliver_all(&row.peer_id, &envelopes).await;
                 // The addresses we had did not work: the peer may have moved to other relays.
                 // Its presence record says where it is now; if it names new addresses, try
                 // them at once.
                 if matches!(&outcome, Err(f) if !f.permanent)
                     && self.refresh_addresses(&row.peer_id).await
                 {
-                    outcome = self.deliver_all(row, &envelopes).await;
+                    outcome = self.deliver_all(&row.peer_id, &envelopes).await;
                 }
                 // A first contact sealed to the peer's prekey was refused: the peer no longer
                 // holds its secret (a reinstall, say). Forget the prekey, seal again to the
@@ -628,7 +630,7 @@ impl Node {
                     match self.seal(row).await {
                         Ok(resealed) => {
                             envelopes = resealed;
-                            outcome = self.deliver_all(row, &envelopes).await;
+                            outcome = self.deliver_all(&row.peer_id, &envelopes).await;
                         }
                         Err(failure) => outcome = Err(failure),
                     }
@@ -872,11 +874,9 @@ impl Node {
         rx.await.map_err(|_| "the node is shutting down".to_owned())?
     }
 
-    /// Seals the row's content on a worker thread.
     /// Seals an outbox row for its recipient: one envelope, or one per chunk when the body does
     /// not fit one (`kolokol_protocol::chunk`), all sealed in one hold of the conversation.
     async fn seal(&self, row: &OutboxRow) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
-        let fail = |reason: String| DeliveryFailure { reason, permanent: false };
         let content = Content {
             id: row.id,
             sent_at_ms: row.created_at_ms,
@@ -886,20 +886,31 @@ impl Node {
                 OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
             },
         };
+        self.seal_content(&row.peer_id, row.device_key, content).await
+    }
+
+    /// Seals `content` for the peer, through its conversation on a worker thread (or in a
+    /// format 1 envelope to `device_key` if there is none).
+    async fn seal_content(
+        &self,
+        peer_id: &str,
+        device_key: [u8; 32],
+        content: Content,
+    ) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+        let fail = |reason: String| DeliveryFailure { reason, permanent: false };
         let contents = kolokol_protocol::chunk::split(&content).map_err(|e| DeliveryFailure {
             reason: format!("cannot seal: {e}"),
             permanent: true,
         })?;
         let now = unix_secs();
-        let prekey = self.prekey_for_first_contact(&row.peer_id, now).await;
+        let prekey = self.prekey_for_first_contact(peer_id, now).await;
         let node = self.clone();
-        let device_key = row.device_key;
         // Through the peer's conversation when there is one (every contact added by this
         // version, and every stranger who wrote to us): a Kpsk1 envelope to their newest receive
         // key, or a first contact carrying our own. A contact added before conversations existed
         // gets a format 1 envelope to its device key, which every version opens.
         let envelopes = self
-            .with_conversation(&row.peer_id, move |conversation| {
+            .with_conversation(peer_id, move |conversation| {
                 let certificate = node.certificate();
                 if let (Some(c), Some(p)) = (conversation.as_mut(), prekey)
                     && let Err(e) = c.set_peer_prekey(p, now)
@@ -948,11 +959,11 @@ impl Node {
     /// chunk once).
     async fn deliver_all(
         &self,
-        row: &OutboxRow,
+        peer_id: &str,
         envelopes: &[Vec<u8>],
     ) -> std::result::Result<(), DeliveryFailure> {
         for envelope in envelopes {
-            self.deliver(row, envelope.clone()).await?;
+            self.deliver(peer_id, envelope.clone()).await?;
         }
         Ok(())
     }
@@ -960,14 +971,14 @@ impl Node {
     /// Hands a sealed envelope to the swarm task for direct delivery.
     async fn deliver(
         &self,
-        row: &OutboxRow,
+        peer_id: &str,
         envelope: Vec<u8>,
     ) -> std::result::Result<(), DeliveryFailure> {
         let fail = |reason: String| DeliveryFailure { reason, permanent: false };
         let peer: PeerId =
-            row.peer_id.parse().map_err(|e| fail(format!("stored peer id is unreadable: {e}")))?;
+            peer_id.parse().map_err(|e| fail(format!("stored peer id is unreadable: {e}")))?;
         let addresses =
-            self.known_addresses(&row.peer_id).iter().filter_map(|a| a.parse().ok()).collect();
+            self.known_addresses(peer_id).iter().filter_map(|a| a.parse().ok()).collect();
         let (reply, rx) = oneshot::channel();
         let shutting_down = || fail("the node is shutting down".into());
         self.inner
@@ -1329,11 +1340,10 @@ impl Node {
                     self.inner.outbox_wake.notify_one();
                 }
             }
-            Body::Receipt { of } => {
-                if self.inner.store.outgoing_text_peer(&of)?.as_deref() == Some(sender.as_str())
-                    && self.inner.store.set_state(&of, state::DELIVERED, None, now)?
-                {
-                    self.emit_state(&of, &sender, state::DELIVERED, None, now);
+            Body::Receipt { of } => self.delivered(&of, &sender, now)?,
+            Body::Receipts { of } => {
+                for id in &of {
+                    self.delivered(id, &sender, now)?;
                 }
             }
             Body::Chunk { index, count, body_len, data } => {
@@ -1399,6 +1409,50 @@ impl Node {
         Ok(Ack::Accepted)
     }
 
+    /// Sends the delivery receipts of several messages to one peer in one envelope
+    /// ([`Body::Receipts`]) and marks them all sent. If that cannot be done directly, each goes
+    /// its own usual way (one envelope, retries, the mailbox), so batching never costs a receipt.
+    async fn attempt_receipts(&self, rows: Vec<OutboxRow>) {
+        if let [row] = rows.as_slice() {
+            let _ = self.attempt(row).await;
+            return;
+        }
+        let (peer_id, device_key) = (rows[0].peer_id.clone(), rows[0].device_key);
+        let of: Vec<MessageId> = rows
+            .iter()
+            .filter_map(|r| match r.body {
+                OutboxBody::Receipt(of) => Some(of),
+                _ => None,
+            })
+            .collect();
+        let content =
+            Content { id: random_id(), sent_at_ms: unix_ms(), body: Body::Receipts { of } };
+        let sent = match self.seal_content(&peer_id, device_key, content).await {
+            Ok(envelopes) => self.deliver_all(&peer_id, &envelopes).await.is_ok(),
+            Err(_) => false,
+        };
+        if sent {
+            let ids: Vec<MessageId> = rows.iter().map(|r| r.id).collect();
+            match self.inner.store.set_sent(&ids, unix_ms()) {
+                Ok(()) => return,
+                Err(e) => tracing::error!(%e, "cannot record receipts sent"),
+            }
+        }
+        for row in &rows {
+            let _ = self.attempt(row).await;
+        }
+    }
+
+    /// Marks our text `of` delivered if `sender` is the peer we sent it to.
+    fn delivered(&self, of: &MessageId, sender: &str, now: u64) -> Result<()> {
+        if self.inner.store.outgoing_text_peer(of)?.as_deref() == Some(sender)
+            && self.inner.store.set_state(of, state::DELIVERED, None, now)?
+        {
+            self.emit_state(of, sender, state::DELIVERED, None, now);
+        }
+        Ok(())
+    }
+
     /// Strangers may write (that is how first contact works) but not without bound: past the
     /// quota their messages are refused, and contacts are never affected.
     fn stranger_over_quota(&self, sender: &str) -> Result<bool> {
@@ -1420,11 +1474,23 @@ impl Node {
             match self.inner.store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
                 Ok(rows) => {
                     let mut attempts = JoinSet::new();
+                    // Delivery receipts due together for one peer go in one envelope.
+                    let mut receipts: HashMap<String, Vec<OutboxRow>> = HashMap::new();
                     for row in rows {
+                        if matches!(row.body, OutboxBody::Receipt(_)) {
+                            receipts.entry(row.peer_id.clone()).or_default().push(row);
+                            continue;
+                        }
                         let node = self.clone();
                         attempts.spawn(async move {
                             let _ = node.attempt(&row).await;
                         });
+                    }
+                    for (_, group) in receipts {
+                        for group in group.chunks(MAX_RECEIPT_IDS) {
+                            let (node, group) = (self.clone(), group.to_vec());
+                            attempts.spawn(async move { node.attempt_receipts(group).await });
+                        }
                     }
                     tokio::select! {
                         _ = async { while attempts.join_next().await.is_some() {} } => {}

@@ -571,6 +571,30 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// Marks the receipts with these ids sent, in one transaction, as [`Store::set_state`] would
+    /// one by one.
+    pub fn set_sent(&self, ids: &[[u8; 16]], now_ms: u64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for id in ids {
+            let changed = tx
+                .execute(
+                    "UPDATE outbox SET state = 'sent', detail = NULL
+                     WHERE id = ?1 AND state IN ('queued', 'stored')",
+                    [id.as_slice()],
+                )
+                .map_err(|e| self.err(e))?;
+            if changed > 0 {
+                tx.execute(
+                    "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, 'sent', NULL, ?2)",
+                    params![id.as_slice(), now_ms as i64],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Records a failed attempt and when to try again; the item stays `queued` (or `stored`,
     /// whose detail, the replica count, is kept).
     pub fn reschedule(

@@ -16,6 +16,9 @@ pub const MAX_TEXT_LEN: usize = 1_000_000;
 /// unbounded list (the decoder's size limit alone would allow about 4 000).
 pub const MAX_READ_IDS: usize = 256;
 
+/// The most message ids one batched delivery receipt ([`Body::Receipts`]) may name.
+pub const MAX_RECEIPT_IDS: usize = 256;
+
 /// The decrypted content of one envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Content {
@@ -60,6 +63,14 @@ pub enum Body {
         /// with zeros.
         data: Vec<u8>,
     },
+    /// End-to-end delivery receipts for several messages at once: what [`Body::Receipt`] says,
+    /// for each id. A node sends it when several receipts to one peer are due together, so a
+    /// burst of messages costs one envelope of receipts rather than one each. Appended after
+    /// `Chunk`; valid only with 1 to [`MAX_RECEIPT_IDS`] ids.
+    Receipts {
+        /// The ids of the acknowledged messages.
+        of: Vec<MessageId>,
+    },
 }
 
 impl Body {
@@ -69,6 +80,7 @@ impl Body {
     pub fn is_valid(&self) -> bool {
         match self {
             Body::Read { of } => !of.is_empty() && of.len() <= MAX_READ_IDS,
+            Body::Receipts { of } => !of.is_empty() && of.len() <= MAX_RECEIPT_IDS,
             Body::Chunk { index, count, body_len, data } => {
                 crate::chunk::check(*index, *count, *body_len, data).is_ok()
             }

@@ -89,6 +89,14 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("content_read", codec::encode(&read_content()).unwrap()),
         (
+            "content_receipts",
+            codec::encode(&Content {
+                body: Body::Receipts { of: vec![[8; 16], [9; 16], [10; 16]] },
+                ..content()
+            })
+            .unwrap(),
+        ),
+        (
             "content_chunk",
             codec::encode(&Content {
                 body: Body::Chunk { index: 1, count: 3, body_len: 150_000, data: vec![0xc7; 8] },
@@ -181,6 +189,8 @@ fn golden_vectors_match_and_decode() {
 
 #[test]
 fn read_receipts_are_bounded() {
+    let receipts = |n: usize| Body::Receipts { of: vec![[1; 16]; n] }.is_valid();
+    assert!(!receipts(0) && receipts(1) && receipts(256) && !receipts(257));
     let read = |n: usize| Body::Read { of: vec![[1; 16]; n] }.is_valid();
     assert!(!read(0));
     assert!(read(1));

@@ -63,3 +63,39 @@ async fn unknown_contact_empty_and_oversized_messages_are_refused_and_nothing_is
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_messages_is_delivered_and_every_receipt_arrives() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", &[relay_addr]).await;
+    let (a, b) = (alice.node(), bob.node());
+    introduce(&a, "alice", &b, "bob").await;
+    let mut a_events = a.subscribe();
+
+    // Sent all at once, so Bob's receipts fall due together and go batched in one envelope
+    // (`Body::Receipts`) as well as one by one; either way each message becomes delivered.
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let a = a.clone();
+        sends.spawn(async move { a.send("bob", &format!("burst {i}")).await.expect("send").id });
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = sends.join_next().await {
+        ids.push(id.expect("joined"));
+    }
+    let mut waiting: std::collections::HashSet<String> = ids.into_iter().collect();
+    // Each event is a cue to look at what is still not delivered, so a lagging subscription
+    // cannot lose one.
+    crate::support::wait_event(&mut a_events, |_| {
+        waiting.retain(|id| a.message(id).expect("status").message.state != "delivered");
+        waiting.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(b.inbox(100).expect("inbox").len(), 40);
+
+    for n in [alice, bob, relay] {
+        n.shutdown().await;
+    }
+}

@@ -15,6 +15,8 @@ fn content() -> impl Strategy<Value = Content> {
         any::<String>().prop_map(Body::Text),
         any::<[u8; 16]>().prop_map(|of| Body::Receipt { of }),
         prop::collection::vec(any::<[u8; 16]>(), 0..=MAX_READ_IDS).prop_map(|of| Body::Read { of }),
+        prop::collection::vec(any::<[u8; 16]>(), 0..=MAX_READ_IDS)
+            .prop_map(|of| Body::Receipts { of }),
         (any::<u32>(), any::<u32>(), any::<u32>(), prop::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(index, count, body_len, data)| Body::Chunk {
                 index,
