@@ -46,6 +46,18 @@ use crate::swarm::{self, Command, DeliveryFailure, Inbound, MailboxInbound, NetE
 /// gets a `lagged` event and must re-read the inbox.
 pub const EVENT_BUFFER: usize = 1024;
 
+/// Conversation states kept decoded in memory. Past this, the cache is emptied and refilled
+/// from the store as peers write; each entry is at most about 100 KB (the state and its
+/// stored encoding).
+pub const MAX_CACHED_CONVERSATIONS: usize = 64;
+
+/// A conversation state between uses, with the bytes the store holds for it, so a state that
+/// did not change is not written again.
+struct CachedConversation {
+    conversation: Conversation,
+    stored: zeroize::Zeroizing<Vec<u8>>,
+}
+
 /// How long an outgoing message is retried before it is marked failed.
 pub const MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
@@ -146,6 +158,9 @@ struct Inner {
     net_status: watch::Receiver<NetStatus>,
     /// One lock per peer, held while its conversation state is loaded, used and stored.
     conversation_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Conversation states in use, kept decoded between messages (write-through: the store
+    /// always has the same state), at most [`MAX_CACHED_CONVERSATIONS`].
+    conversations: std::sync::Mutex<HashMap<String, CachedConversation>>,
     /// When each peer's presence was last looked up, to rate-limit lookups.
     resolved_at: std::sync::Mutex<HashMap<String, Instant>>,
     /// Addresses resolved for peers who are not contacts (contacts' go into the store).
@@ -231,6 +246,7 @@ impl RunningNode {
                 outbox_wake: Notify::new(),
                 net_status: status_rx,
                 conversation_locks: Default::default(),
+                conversations: Default::default(),
                 resolved_at: Default::default(),
                 stranger_addresses: Default::default(),
                 crypto: Arc::new(Semaphore::new(workers)),
@@ -475,7 +491,7 @@ impl Node {
             locks.entry(row.peer_id.clone()).or_default().clone()
         };
         if let Ok(_guard) = lock.try_lock()
-            && self.inner.store.conversation(&row.peer_id)?.is_none()
+            && !self.has_conversation(&row.peer_id)?
         {
             let conversation = Conversation::new(invite.certificate, unix_secs())?;
             let bytes = conversation.to_bytes()?;
@@ -1000,9 +1016,16 @@ impl Node {
     ) -> Option<kolokol_protocol::prekey::SignedPrekey> {
         // Only a hint, so a plain read is enough: no lock and no worker thread, which keeps an
         // established conversation (the common case) at one locked load per message.
-        let wants = match self.inner.store.conversation(peer_id) {
-            Ok(Some(bytes)) => Conversation::from_bytes(&bytes).is_ok_and(|c| c.wants_prekey(now)),
-            _ => false,
+        let cached =
+            self.cached_conversations().get(peer_id).map(|c| c.conversation.wants_prekey(now));
+        let wants = match cached {
+            Some(wants) => wants,
+            None => match self.inner.store.conversation(peer_id) {
+                Ok(Some(bytes)) => {
+                    Conversation::from_bytes(&bytes).is_ok_and(|c| c.wants_prekey(now))
+                }
+                _ => false,
+            },
         };
         if !wants {
             return None;
@@ -1167,7 +1190,7 @@ impl Node {
                         }
                     };
                     let sender = first.sender.to_string();
-                    let known = self.inner.store.conversation(&sender)?.is_some();
+                    let known = self.has_conversation(&sender)?;
                     if !known
                         && self.inner.store.contact_by_peer(&sender)?.is_none()
                         && self.inner.store.stranger_conversations()? >= MAX_STRANGER_CONVERSATIONS
@@ -1222,16 +1245,26 @@ impl Node {
             locks.entry(peer_id.to_owned()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        let stored = self.inner.store.conversation(peer_id)?;
-        let mut conversation = match stored.as_ref().map(|b| Conversation::from_bytes(b)) {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => {
-                // An unreadable state cannot be repaired; starting afresh costs one first-contact
-                // round trip, keeping it would block the conversation for good.
-                tracing::error!(peer = peer_id, %e, "conversation state unreadable; starting a new one");
-                None
+        // Taken out of the cache while in use: if anything below fails, the next use reloads
+        // the state from the store, which is never behind the cache.
+        let cached = self.cached_conversations().remove(peer_id);
+        let (mut conversation, stored) = match cached {
+            Some(c) => (Some(c.conversation), Some(c.stored)),
+            None => {
+                let stored = self.inner.store.conversation(peer_id)?;
+                let conversation = match stored.as_ref().map(|b| Conversation::from_bytes(b)) {
+                    Some(Ok(c)) => Some(c),
+                    Some(Err(e)) => {
+                        // An unreadable state cannot be repaired; starting afresh costs one
+                        // first-contact round trip, keeping it would block the conversation for
+                        // good.
+                        tracing::error!(peer = peer_id, %e, "conversation state unreadable; starting a new one");
+                        None
+                    }
+                    None => None,
+                };
+                (conversation, stored)
             }
-            None => None,
         };
         let (result, conversation) = self
             .on_worker(move || {
@@ -1248,8 +1281,27 @@ impl Node {
                 let ids: Vec<[u8; 8]> = c.receive_key_ids();
                 self.inner.store.save_conversation(peer_id, &bytes, &ids, unix_ms())?;
             }
+            let mut cache = self.cached_conversations();
+            if cache.len() >= MAX_CACHED_CONVERSATIONS {
+                cache.clear();
+            }
+            cache.insert(peer_id.to_owned(), CachedConversation { conversation: c, stored: bytes });
         }
         Ok(result)
+    }
+
+    fn cached_conversations(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, CachedConversation>> {
+        self.inner.conversations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether we hold conversation state with the peer, in the cache or the store.
+    fn has_conversation(&self, peer_id: &str) -> Result<bool> {
+        if self.cached_conversations().contains_key(peer_id) {
+            return Ok(true);
+        }
+        Ok(self.inner.store.conversation(peer_id)?.is_some())
     }
 
     /// Makes a new signed prekey when the newest is older than [`PREKEY_ROTATION`], and deletes
