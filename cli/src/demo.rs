@@ -6,6 +6,9 @@
 //! stored on 1 of 1 replicas; with three or more servers a deposit needs 2 of the 3 closest),
 //! Bob comes back from the same data directory, fetches it, and Alice gets the receipt. Exit 0
 //! only if every message arrived, decrypted, and was receipted.
+//!
+//! mDNS is off for every node here: they all run on 127.0.0.1 in one process, and announcing
+//! them on the user's LAN would tell the neighbours about nodes nobody there can use.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +44,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
     };
 
     let mut relay_config = Config::new(root.join("relay"), Role::Relay);
+    relay_config.mdns = false;
     relay_config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
     let relay = RunningNode::start(relay_config).await.context("starting the relay")?;
     let net = relay
@@ -108,6 +112,9 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
 
 async fn start_user(root: &Path, name: &str, relay: &Multiaddr) -> anyhow::Result<RunningNode> {
     let mut config = Config::new(root.join(name), Role::Node);
+    // Off already in `Config::new`; said here so that no change of default can make the demo
+    // announce its loopback nodes on the LAN.
+    config.mdns = false;
     config.bootstrap = vec![relay.clone()];
     RunningNode::start(config).await.with_context(|| format!("starting {name}"))
 }

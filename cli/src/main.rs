@@ -90,16 +90,28 @@ struct NetArgs {
     /// told; replaces the config file's `read_receipts`.
     #[arg(long)]
     no_read_receipts: bool,
+    /// Look for peers on the local network with mDNS, announcing this node's peer id and
+    /// listen addresses there; the default for `node`, not for `relay`. Replaces the config
+    /// file's `mdns`.
+    #[arg(long, overrides_with = "no_mdns")]
+    mdns: bool,
+    /// Neither look for peers on the local network nor announce this node there (mDNS), so
+    /// nobody on the LAN learns from multicast that it runs Kolokol; replaces the config
+    /// file's `mdns`.
+    #[arg(long, overrides_with = "mdns")]
+    no_mdns: bool,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a user's node daemon in the foreground (Ctrl-C stops it). Without --listen the
-    /// node makes only outbound connections and is reachable through its relays.
+    /// node makes only outbound connections and is reachable through its relays. mDNS finds
+    /// peers on the local network unless --no-mdns.
     Node(NetArgs),
     /// Run a community relay (circuit relay v2 server and DHT server) in the foreground.
     /// Default --listen: /ip4/0.0.0.0/tcp/4001. Without --external-address, concrete listen
     /// addresses are used; a relay with no external address grants no usable reservations.
+    /// mDNS is off unless --mdns: a relay serves the internet, not its LAN.
     Relay(NetArgs),
     /// Start a relay and two users on 127.0.0.1 in this process and send messages both ways.
     Demo,
@@ -323,6 +335,14 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
         pick(&net.external_address, file.external_addresses).unwrap_or_default();
     config.metrics = net.metrics.or(file.metrics);
     config.read_receipts = !net.no_read_receipts && file.read_receipts.unwrap_or(true);
+    // A user node looks for contacts on its LAN by default, as the issue asks. A relay does
+    // not: it runs on a public server, where multicast reaches nobody who needs it, and an
+    // operator who does want it (a relay for one household or office) says `--mdns`.
+    config.mdns = match (net.mdns, net.no_mdns) {
+        (true, _) => true,
+        (_, true) => false,
+        _ => file.mdns.unwrap_or(role == Role::Node),
+    };
     config
 }
 

@@ -83,11 +83,12 @@ pub fn contact(c: &Contact) -> String {
 /// The status block.
 pub fn status(s: &Status) -> String {
     let mut out = format!(
-        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\n",
+        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\nlocal network:      {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\n",
         s.peer_id,
         s.role,
         s.reachability,
         s.bootstrap,
+        s.local_network,
         s.presence,
         s.connected_peers,
         s.routing_table_size,
@@ -163,6 +164,20 @@ pub fn peers(p: &PeersInfo) -> String {
     }
     for c in &p.connected {
         out.push_str(&format!("  {}  {:<12} {}\n", c.peer_id, c.via, c.address));
+    }
+    out.push_str("found on the local network (mDNS):\n");
+    if !p.mdns {
+        out.push_str("  none (mDNS is off)\n");
+    } else if p.lan.is_empty() {
+        out.push_str("  none\n");
+    }
+    for l in &p.lan {
+        out.push_str(&format!(
+            "  {}  found via {}  {}\n",
+            l.peer_id,
+            l.source,
+            l.addresses.join(" ")
+        ));
     }
     out.push_str("cached:\n");
     if p.cached.is_empty() {

@@ -34,6 +34,7 @@ impl Daemon {
 
     /// Starts `kolokol <args>` and waits for the first line that satisfies `ready`.
     fn start_until(dir: &Path, args: &[&str], ready: impl Fn(&str) -> bool) -> Self {
+        assert_no_mdns(dir, args);
         let mut child = kolokol(dir)
             .args(args)
             .stdout(Stdio::piped())
@@ -70,6 +71,18 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Fails unless a `node` or `relay` daemon about to start in `dir` runs without mDNS, by the
+/// flag or by its config file: mDNS would multicast on every network interface of the machine
+/// running the tests, and test traffic stays on 127.0.0.1. (The mDNS tests, in `lab.rs`, run
+/// their daemons in network namespaces of their own.)
+#[track_caller]
+fn assert_no_mdns(dir: &Path, args: &[&str]) {
+    let daemon = args.iter().any(|a| *a == "node" || *a == "relay");
+    let by_file = std::fs::read_to_string(dir.join("kolokol.toml"))
+        .is_ok_and(|t| t.lines().any(|l| l.trim() == "mdns = false"));
+    assert!(!daemon || args.contains(&"--no-mdns") || by_file, "{args:?} would run mDNS");
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -182,7 +195,7 @@ fn the_readme_walk_through_delivers_hello() {
     let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
     let mut relay = Daemon::start(
         &r,
-        &["relay", "--listen", "/ip4/127.0.0.1/tcp/0", "--metrics", "127.0.0.1:0"],
+        &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--metrics", "127.0.0.1:0"],
     );
     let relay_metrics = relay.wait_line(|l| l.starts_with("metrics: "));
     let relay_metrics =
@@ -194,7 +207,7 @@ fn the_readme_walk_through_delivers_hello() {
     std::fs::write(
         a.join("kolokol.toml"),
         format!(
-            "# Alice's node\nbootstrap = [\"{bootstrap}\"]\nmetrics = \"127.0.0.1:0\"\nlog_format = \"json\"\n"
+            "# Alice's node\nbootstrap = [\"{bootstrap}\"]\nmetrics = \"127.0.0.1:0\"\nlog_format = \"json\"\nmdns = false\n"
         ),
     )
     .expect("config written");
@@ -202,7 +215,8 @@ fn the_readme_walk_through_delivers_hello() {
     let alice_metrics = alice.wait_line(|l| l.starts_with("metrics: "));
     let alice_metrics =
         alice_metrics.trim_start_matches("metrics: http://").replace("/metrics", "");
-    let _bob = Daemon::start_until(&b, &["--json", "node", "--bootstrap", &bootstrap], |l| {
+    let bob_args = ["--json", "node", "--no-mdns", "--bootstrap", &bootstrap];
+    let _bob = Daemon::start_until(&b, &bob_args, |l| {
         serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["role"] == "node")
     });
 
@@ -379,7 +393,7 @@ fn the_readme_walk_through_delivers_hello() {
     // A second relay on the relay's port is refused, although libp2p would share it.
     let taken = bootstrap.split("/p2p/").next().expect("an address").to_owned();
     check_error(
-        &run(&tmp.path().join("relay2"), &["relay", "--listen", &taken]),
+        &run(&tmp.path().join("relay2"), &["relay", "--no-mdns", "--listen", &taken]),
         1,
         &format!("cannot listen on {taken}: address already in use (is another kolokol running?)"),
     );
@@ -475,7 +489,7 @@ fn json_logs_are_one_object_per_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut child = kolokol(&tmp.path().join("node"))
         .env("RUST_LOG", "info")
-        .args(["--log-format", "json", "node"])
+        .args(["--log-format", "json", "node", "--no-mdns"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -504,10 +518,10 @@ fn a_recipient_killed_mid_fetch_loses_nothing_and_shows_nothing_twice() {
     const MESSAGES: usize = 300;
     let tmp = tempfile::tempdir().expect("tempdir");
     let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
-    let mut relay = Daemon::start(&r, &["relay", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
     let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
     let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
-    let node = ["node", "--bootstrap", bootstrap.as_str()];
+    let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
     let alice = Daemon::start(&a, &node);
     let bob = Daemon::start(&b, &node);
     let bob_invite = check_ok(&run(&b, &["invite"]));
@@ -594,10 +608,10 @@ fn wait_delivered(dir: &Path, id: &str) -> Vec<String> {
 fn a_sender_killed_after_send_returned_delivers_once_after_its_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
-    let mut relay = Daemon::start(&r, &["relay", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
     let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
     let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
-    let node = ["node", "--bootstrap", bootstrap.as_str()];
+    let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
     let alice = Daemon::start(&a, &node);
     let bob = Daemon::start(&b, &node);
     let bob_invite = check_ok(&run(&b, &["invite"]));

@@ -54,6 +54,11 @@ pub struct Config {
     /// Whether reading messages (`inbox.read`) sends read receipts to senders who are
     /// contacts. Off, messages are still marked read, and nobody is told.
     pub read_receipts: bool,
+    /// Whether to find peers on the local network with mDNS, which also announces this node's
+    /// peer id and listen addresses there to anyone listening. Off in [`Config::new`], so a
+    /// program that embeds a node (the tests, the demo, the benchmark) never multicasts unless
+    /// it asks to; `kolokol node` turns it on unless told `--no-mdns` or `mdns = false`.
+    pub mdns: bool,
 }
 
 /// The config file's name inside the data directory.
@@ -89,6 +94,9 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     /// `read_receipts`: `false` to send no read receipts.
     pub read_receipts: Option<bool>,
+    /// `mdns`: `false` to neither look for peers on the local network nor announce this node
+    /// there, `true` to do both (a relay does neither unless told to).
+    pub mdns: Option<bool>,
 }
 
 /// The file as written, with the position of every value so that errors can name its line.
@@ -102,6 +110,7 @@ struct RawFileConfig {
     log_format: Option<LogFormat>,
     metrics: Option<Spanned<String>>,
     read_receipts: Option<bool>,
+    mdns: Option<bool>,
 }
 
 /// A list of multiaddr strings, each with its position in the file.
@@ -215,6 +224,7 @@ impl FileConfig {
             log_format: raw.log_format,
             metrics,
             read_receipts: raw.read_receipts,
+            mdns: raw.mdns,
         })
     }
 }
@@ -248,6 +258,7 @@ impl Config {
             external_addresses: Vec::new(),
             metrics: None,
             read_receipts: true,
+            mdns: false,
         }
     }
 

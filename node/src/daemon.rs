@@ -416,6 +416,11 @@ impl Node {
                 Some(Ok(())) => "published".into(),
                 Some(Err(e)) => format!("not published: {e}"),
             },
+            local_network: if net.mdns {
+                format!("mDNS on, {} found", count(net.lan.len(), "peer", "peers"))
+            } else {
+                "mDNS off".into()
+            },
         })
     }
 
@@ -2001,6 +2006,16 @@ impl Node {
                 "none configured: this relay is a bootstrap peer for others".into(),
                 None,
             )
+        } else if net.bootstrap_peers == 0 && !net.lan.is_empty() {
+            check(
+                "bootstrap",
+                "warn",
+                format!(
+                    "no bootstrap source, but mDNS found {} on the local network: only those can be reached",
+                    count(net.lan.len(), "peer", "peers")
+                ),
+                Some("to reach contacts elsewhere, start the node with --bootstrap <relay address>, or import a bundle: kolokol peers import FILE"),
+            )
         } else if net.bootstrap_peers == 0 {
             check(
                 "bootstrap",
@@ -2261,6 +2276,7 @@ impl Node {
             .await
             .map_err(|_| Error::ShuttingDown)?;
         let connected = rx.await.map_err(|_| Error::ShuttingDown)?;
+        let net = self.net_status().await?;
         Ok(control::PeersInfo {
             connected: connected
                 .into_iter()
@@ -2284,6 +2300,16 @@ impl Node {
                     source: p.source,
                     last_seen_ms: p.last_seen_ms,
                     last_success_ms: p.last_success_ms,
+                })
+                .collect(),
+            mdns: net.mdns,
+            lan: net
+                .lan
+                .into_iter()
+                .map(|(peer, addresses)| control::LanPeerInfo {
+                    peer_id: peer.to_string(),
+                    addresses: addresses.iter().map(ToString::to_string).collect(),
+                    source: "mdns".into(),
                 })
                 .collect(),
         })

@@ -8,6 +8,10 @@
 //! This task is also the auto-relay that libp2p lacks: a user node holds reservations on up to
 //! [`TARGET_RESERVATIONS`] relays, discovered from identify (any peer that speaks the circuit
 //! relay v2 hop protocol), and re-listens with backoff whenever a reservation is lost.
+//!
+//! With mDNS on, it also finds Kolokol nodes on the local network: their addresses go to the
+//! swarm (so a delivery to their peer id can dial them) and, for DHT servers, to Kademlia, and
+//! the peers found are remembered in memory for `kolokol peers` until mDNS says they expired.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,7 +26,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr,
-    identify, kad, noise, ping, relay, tcp, yamux,
+    identify, kad, mdns, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -71,6 +75,14 @@ pub const MAX_CONNECTIONS_PER_PEER: u32 = 8;
 
 /// Concurrent `/kolokol/msg/1` streams per connection, each holding at most one envelope.
 pub const MAX_DELIVERY_STREAMS: usize = 256;
+
+/// Peers found on the local network by mDNS that the node remembers at once. libp2p's own list
+/// has no bound, and anyone on the LAN can announce as many peer ids as they like; past this,
+/// a newly announced peer is neither remembered nor dialed.
+pub const MAX_LAN_PEERS: usize = 64;
+
+/// Addresses remembered per peer found on the local network; a host has few interfaces.
+pub const MAX_LAN_ADDRESSES: usize = 8;
 
 /// How long a Kademlia query may run.
 pub const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -149,6 +161,9 @@ pub(crate) struct Behaviour {
     autonat_server: Toggle<autonat::v2::server::Behaviour>,
     delivery: request_response::Behaviour<delivery::codec::Codec>,
     mailbox: request_response::Behaviour<mailbox::codec::Codec>,
+    /// Off unless the config asks for it: multicast on the LAN tells everyone there that this
+    /// machine runs a libp2p node.
+    mdns: Toggle<mdns::tokio::Behaviour>,
     limits: connection_limits::Behaviour,
 }
 
@@ -273,6 +288,11 @@ pub struct NetStatus {
     /// Routing-table size when the last presence publication succeeded: a record placed while
     /// the node knew few peers may sit far from where lookups will search.
     pub presence_routing_table: usize,
+    /// Whether mDNS runs: the node looks for peers on the local network and announces itself.
+    pub mdns: bool,
+    /// Peers found on the local network by mDNS and not expired, with the addresses they
+    /// announced there (without `/p2p/`), sorted by peer id.
+    pub lan: Vec<(PeerId, Vec<Multiaddr>)>,
 }
 
 /// A relay we may hold a reservation on.
@@ -303,6 +323,19 @@ pub(crate) fn build(
     let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
     let role = config.role;
     let listening = !config.listen.is_empty();
+    // A machine without multicast (or a sandbox without netlink) still runs a useful node, so
+    // mDNS failing to start is a warning, not a failed start; `status` then shows it off.
+    let mdns = if config.mdns {
+        match mdns::tokio::Behaviour::new(mdns::Config::default(), keypair.public().to_peer_id()) {
+            Ok(behaviour) => Some(behaviour),
+            Err(e) => {
+                tracing::warn!(error = %one_line(&e), "cannot start mDNS; peers on the local network will not be found");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -386,6 +419,7 @@ pub(crate) fn build(
                     .into(),
                 delivery,
                 mailbox,
+                mdns: mdns.into(),
                 limits,
             }
         })
@@ -500,6 +534,9 @@ pub(crate) struct EventLoop {
     mailbox_pending: HashMap<OutboundRequestId, MailboxReply>,
     /// Closest-peer queries in flight and who waits for each; at most [`MAX_PENDING_LOOKUPS`].
     closest: HashMap<kad::QueryId, (Vec<u8>, ClosestReply)>,
+    /// Peers mDNS found on the local network, with their addresses there (without `/p2p/`),
+    /// until mDNS reports them expired; at most [`MAX_LAN_PEERS`] of [`MAX_LAN_ADDRESSES`].
+    lan: HashMap<PeerId, Vec<Multiaddr>>,
 }
 
 type ClosestReply = oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>;
@@ -565,6 +602,7 @@ impl EventLoop {
             mailbox_inbound,
             mailbox_pending: HashMap::new(),
             closest: HashMap::new(),
+            lan: HashMap::new(),
         };
         for b in &this.bootstrap {
             let base = without_peer(&b.address);
@@ -605,6 +643,7 @@ impl EventLoop {
                         .send(Err(DeliveryFailure::temporary("too many deliveries in flight")));
                     return;
                 }
+                let addresses = self.with_lan_addresses(&peer, addresses);
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -673,6 +712,7 @@ impl EventLoop {
                     let _ = reply.send(Err("too many mailbox requests in flight".into()));
                     return;
                 }
+                let addresses = self.with_lan_addresses(&peer, addresses);
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -927,6 +967,13 @@ impl EventLoop {
             public: self.swarm.external_addresses().any(|a| !is_relayed(a)),
             presence: self.presence.clone(),
             presence_routing_table: self.presence_routing_table,
+            mdns: self.swarm.behaviour().mdns.is_enabled(),
+            lan: {
+                let mut lan: Vec<(PeerId, Vec<Multiaddr>)> =
+                    self.lan.iter().map(|(p, a)| (*p, a.clone())).collect();
+                lan.sort();
+                lan
+            },
             hole_punched: {
                 let mut peers: Vec<PeerId> = self
                     .connections
@@ -960,6 +1007,7 @@ impl EventLoop {
                 | SwarmEvent::Behaviour(BehaviourEvent::Kad(_))
                 | SwarmEvent::Behaviour(BehaviourEvent::Identify(_))
                 | SwarmEvent::Behaviour(BehaviourEvent::Dcutr(_))
+                | SwarmEvent::Behaviour(BehaviourEvent::Mdns(_))
         );
         self.handle_swarm_event(event);
         if publish {
@@ -1002,6 +1050,7 @@ impl EventLoop {
                 ..
             })) => self.on_identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(e)) => self.on_mdns(e),
             SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(e)) => match e.result {
                 Ok(()) => {
                     tracing::info!(address = %e.tested_addr, "reachable from outside (AutoNAT)")
@@ -1161,8 +1210,26 @@ impl EventLoop {
             for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
                 self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
             }
+            // What mDNS saw may differ from what the peer lists (mDNS puts in the source
+            // address of its answer), and it is the address that works on this LAN.
+            for addr in self.lan.get(&peer).cloned().unwrap_or_default() {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+            }
         }
         let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        // mDNS finds every libp2p node on the LAN, IPFS nodes and the like included. One that
+        // is not a Kolokol node and serves neither as a relay nor in our DHT is of no use, so
+        // it is forgotten instead of being listed and cached: a cached peer is dialed at every
+        // start and goes into every bundle this node exports.
+        if self.lan.contains_key(&peer)
+            && info.protocol_version != IDENTIFY_PROTOCOL_VERSION
+            && !is_relay
+            && !info.protocols.contains(&KAD_PROTOCOL)
+        {
+            tracing::debug!(%peer, version = %info.protocol_version, "a peer on the local network is not a Kolokol node; forgetting it");
+            self.lan.remove(&peer);
+            return;
+        }
         if let Some(address) = self.dialed.get(&peer) {
             let _ = self.events.try_send(NetEvent::PeerSeen {
                 peer,
@@ -1194,6 +1261,79 @@ impl EventLoop {
                 );
                 self.reserve();
             }
+        }
+    }
+
+    /// Peers found or gone on the local network.
+    ///
+    /// A found peer's addresses go to the swarm, so that dialing its peer id (a delivery, a
+    /// mailbox request) tries them, and the peer is dialed once as a bootstrap source. Kademlia
+    /// gets them only for a peer already in its routing table; any other peer is fed to it, as
+    /// every peer is, by identify once connected, and only if it serves the DHT: a DHT client
+    /// on the LAN would only fail every query sent to it.
+    fn on_mdns(&mut self, event: mdns::Event) {
+        match event {
+            mdns::Event::Discovered(found) => {
+                let mut new_peers = Vec::new();
+                for (peer, addr) in found {
+                    let addr = without_peer(&addr);
+                    if !self.lan.contains_key(&peer) {
+                        if self.lan.len() >= MAX_LAN_PEERS {
+                            tracing::debug!(%peer, "too many peers on the local network; ignoring one");
+                            continue;
+                        }
+                        new_peers.push(peer);
+                    }
+                    let known = self.lan.entry(peer).or_default();
+                    if known.contains(&addr) || known.len() >= MAX_LAN_ADDRESSES {
+                        continue;
+                    }
+                    known.push(addr.clone());
+                    tracing::info!(%peer, address = %addr, "found a peer on the local network (mDNS)");
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    if self.in_routing_table(&peer) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    }
+                }
+                for peer in new_peers {
+                    if !self.swarm.is_connected(&peer)
+                        && let Err(e) = self.swarm.dial(peer)
+                    {
+                        let e = one_line(&e);
+                        tracing::debug!(%peer, %e, "cannot dial a peer found on the local network");
+                    }
+                }
+            }
+            mdns::Event::Expired(gone) => {
+                for (peer, addr) in gone {
+                    let addr = without_peer(&addr);
+                    if let Some(known) = self.lan.get_mut(&peer) {
+                        known.retain(|a| *a != addr);
+                        if known.is_empty() {
+                            self.lan.remove(&peer);
+                            tracing::debug!(%peer, "a peer on the local network expired (mDNS)");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether Kademlia's routing table holds `peer`, which it does only for DHT servers.
+    fn in_routing_table(&mut self, peer: &PeerId) -> bool {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .kbucket(*peer)
+            .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == peer))
+    }
+
+    /// The addresses to dial `peer` at: those it announced on the local network first (the
+    /// shortest path, when it is there), then `addresses`.
+    fn with_lan_addresses(&self, peer: &PeerId, addresses: Vec<Multiaddr>) -> Vec<Multiaddr> {
+        match self.lan.get(peer) {
+            Some(lan) => lan.iter().cloned().chain(addresses).collect(),
+            None => addresses,
         }
     }
 

@@ -377,6 +377,9 @@ pub struct Status {
     /// Whether the presence record is published, in one line.
     #[serde(default)]
     pub presence: String,
+    /// Whether mDNS looks for peers on the local network, and how many it found, in one line.
+    #[serde(default)]
+    pub local_network: String,
 }
 
 /// The answer to `doctor`: every check, in order.
@@ -407,6 +410,25 @@ pub struct PeersInfo {
     pub connected: Vec<ConnectedPeerInfo>,
     /// The peer cache, relays and recent successes first.
     pub cached: Vec<CachedPeerInfo>,
+    /// Whether the node looks for peers on the local network with mDNS (and announces itself
+    /// there).
+    #[serde(default)]
+    pub mdns: bool,
+    /// Peers found on the local network and not expired; empty when `mdns` is off.
+    #[serde(default)]
+    pub lan: Vec<LanPeerInfo>,
+}
+
+/// One peer found on the local network. It is remembered in memory only: a peer found this
+/// way enters the peer cache, like any other, once the node has reached it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LanPeerInfo {
+    /// The peer.
+    pub peer_id: String,
+    /// The addresses it announced on the local network.
+    pub addresses: Vec<String>,
+    /// How it was found: `mdns`.
+    pub source: String,
 }
 
 /// One open connection.

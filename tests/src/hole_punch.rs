@@ -1,13 +1,13 @@
 //! Two listening nodes that first meet through a relay circuit are upgraded to a direct
 //! connection by DCUtR, which loopback TCP allows.
 
-use kolokol_node::{Config, Multiaddr, Role, RunningNode};
+use kolokol_node::{Multiaddr, Role, RunningNode};
 use kolokol_protocol::invite::Invite;
 
 use crate::support::{Net, TIMEOUT, wait_message};
 
 async fn listening_user(net: &Net, name: &str, relay: &Multiaddr) -> RunningNode {
-    let mut config = Config::new(net.data_dir(name), Role::Node);
+    let mut config = net.config(name, Role::Node);
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid")];
     config.bootstrap = vec![relay.clone()];
     let node = RunningNode::start(config).await.expect("starts");

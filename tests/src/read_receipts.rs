@@ -3,7 +3,7 @@
 //! stranger who wrote to Bob never learns that he read it. A node with read receipts turned
 //! off marks what its user reads and tells nobody.
 
-use kolokol_node::{Config, Role, RunningNode};
+use kolokol_node::{Role, RunningNode};
 use kolokol_protocol::control::{InboxMessage, InboxReadResult, MessageStatus, method};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -90,7 +90,7 @@ async fn with_read_receipts_off_reading_tells_nobody() {
     let net = Net::new();
     let (relay, relay_addr) = net.relay("relay").await;
     let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let mut config = Config::new(net.data_dir("bob"), Role::Node);
+    let mut config = net.config("bob", Role::Node);
     config.bootstrap = vec![relay_addr];
     config.read_receipts = false;
     let bob = RunningNode::start(config).await.expect("bob starts");

@@ -37,9 +37,20 @@ impl Net {
         self.dir.path().join(name)
     }
 
+    /// The configuration of the node called `name`, with mDNS off. Every node a test starts
+    /// is built from this: mDNS would multicast on every non-loopback interface of the machine
+    /// running the tests, and test traffic stays on 127.0.0.1 (docs/ARCHITECTURE.md, Testing).
+    /// The one test of mDNS (`cli/tests/lab.rs`) runs its nodes in network namespaces of its
+    /// own.
+    pub fn config(&self, name: &str, role: Role) -> Config {
+        let mut config = Config::new(self.data_dir(name), role);
+        config.mdns = false;
+        config
+    }
+
     /// Starts a Kolokol relay on 127.0.0.1 and returns it with its full address.
     pub async fn relay(&self, name: &str) -> (RunningNode, Multiaddr) {
-        let mut config = Config::new(self.data_dir(name), Role::Relay);
+        let mut config = self.config(name, Role::Relay);
         config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
         let relay = RunningNode::start(config).await.expect("the relay starts");
         let net = relay
@@ -66,7 +77,7 @@ impl Net {
     /// Starts a node of `role` that bootstraps from `bootstrap`, without waiting for anything;
     /// a relay listens on 127.0.0.1.
     pub async fn start(&self, name: &str, role: Role, bootstrap: &[Multiaddr]) -> RunningNode {
-        let mut config = Config::new(self.data_dir(name), role);
+        let mut config = self.config(name, role);
         config.bootstrap = bootstrap.to_vec();
         if role == Role::Relay {
             config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];

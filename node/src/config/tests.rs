@@ -17,6 +17,7 @@ external_addresses = []
 log_format = "json"
 metrics = "127.0.0.1:9464"
 read_receipts = false
+mdns = false
 "#;
     let config = FileConfig::parse(text).unwrap();
     assert_eq!(config.listen.unwrap()[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
@@ -25,6 +26,7 @@ read_receipts = false
     assert_eq!(config.log_format, Some(LogFormat::Json));
     assert_eq!(config.metrics.unwrap().to_string(), "127.0.0.1:9464");
     assert_eq!(config.read_receipts, Some(false));
+    assert_eq!(config.mdns, Some(false));
     assert_eq!(FileConfig::parse("# nothing set\n").unwrap(), FileConfig::default());
 }
 
@@ -44,7 +46,7 @@ fn mistakes_name_the_line_and_the_option() {
     );
     check_err(
         "bootsrap = []\n",
-        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`",
+        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`, `mdns`",
     );
     check_err("log_format = \"xml\"\n", "line 1: unknown variant `xml`, expected `text` or `json`");
     check_err(
@@ -70,4 +72,5 @@ fn the_example_in_usage_md_is_valid() {
     assert!(config.external_addresses.is_some() && config.metrics.is_some(), "{block}");
     assert_eq!(config.log_format, Some(LogFormat::Json));
     assert_eq!(config.read_receipts, Some(true));
+    assert!(config.mdns.is_some(), "{block}");
 }

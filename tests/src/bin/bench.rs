@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use kolokol_node::{Config, Multiaddr, Node, Role, RunningNode};
+use kolokol_node::{Multiaddr, Node, Role, RunningNode};
 use kolokol_protocol::control::Event;
 use kolokol_protocol::invite::Invite;
 use kolokol_tests::support::{Net, TIMEOUT};
@@ -65,7 +65,7 @@ async fn main() {
 }
 
 async fn listening(net: &Net, name: &str) -> RunningNode {
-    let mut config = Config::new(net.data_dir(name), Role::Node);
+    let mut config = net.config(name, Role::Node);
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid")];
     let node = RunningNode::start(config).await.expect("starts");
     node.node().wait_for_net(TIMEOUT, |s| !s.listen.is_empty()).await.expect("listening");
