@@ -41,6 +41,37 @@ pub const MAX_CACHED_ADDRESSES: usize = 8;
 /// instead of loaded at once.
 pub const OUTBOX_BATCH: usize = 64;
 
+/// Prepared statements kept per connection, so no statement is parsed twice; the store uses
+/// fewer distinct statements than this.
+const STATEMENT_CACHE: usize = 128;
+
+/// Runs statements through the connection's cache of prepared statements: parsing SQL was a
+/// sixth of a message's CPU time before.
+trait CachedStatements {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl CachedStatements for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 const SCHEMA_V1: &str = "
 CREATE TABLE contacts (
     name         TEXT PRIMARY KEY,
@@ -345,6 +376,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let version: i64 =
             conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
         if version > SCHEMA_VERSION {
@@ -400,7 +432,7 @@ impl Store {
     pub fn add_contact(&self, c: &ContactRow) -> Result<()> {
         let conn = self.conn();
         let existing: Option<String> = conn
-            .query_row(
+            .row(
                 "SELECT name FROM contacts WHERE name = ?1 OR peer_id = ?2",
                 params![c.name, c.peer_id],
                 |r| r.get(0),
@@ -414,7 +446,7 @@ impl Store {
                 format!("that peer is already your contact {name:?}")
             }));
         }
-        conn.execute(
+        conn.exec(
             "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -444,7 +476,7 @@ impl Store {
     /// The contact with this name.
     pub fn contact(&self, name: &str) -> Result<Option<ContactRow>> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts WHERE name = ?1",
                 [name],
                 Self::contact_from_row,
@@ -456,7 +488,7 @@ impl Store {
     /// The contact with this peer id.
     pub fn contact_by_peer(&self, peer_id: &str) -> Result<Option<ContactRow>> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts WHERE peer_id = ?1",
                 [peer_id],
                 Self::contact_from_row,
@@ -469,7 +501,7 @@ impl Store {
     pub fn contacts(&self) -> Result<Vec<ContactRow>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts ORDER BY name")
+            .prepare_cached("SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts ORDER BY name")
             .map_err(|e| self.err(e))?;
         let rows = stmt.query_map([], Self::contact_from_row).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
@@ -479,7 +511,7 @@ impl Store {
     pub fn remove_contact(&self, name: &str) -> Result<Option<ContactRow>> {
         let Some(c) = self.contact(name)? else { return Ok(None) };
         self.conn()
-            .execute("DELETE FROM contacts WHERE name = ?1", [name])
+            .exec("DELETE FROM contacts WHERE name = ?1", [name])
             .map_err(|e| self.err(e))?;
         Ok(Some(c))
     }
@@ -507,7 +539,7 @@ impl Store {
             OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
             OutboxBody::Read(_) => ("receipt", None, None),
         };
-        tx.execute(
+        tx.exec(
             "INSERT INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
                                  created_at_ms, attempts, next_attempt_ms, read_of)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
@@ -524,7 +556,7 @@ impl Store {
                 read_of
             ],
         )?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
             params![row.id.as_slice(), state::QUEUED, row.created_at_ms as i64],
         )?;
@@ -549,7 +581,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let changed = tx
-            .execute(
+            .exec(
                 "UPDATE outbox SET state = ?2, detail = ?3
                  WHERE id = ?1
                    AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
@@ -561,7 +593,7 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         if changed > 0 {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![id.as_slice(), new_state, detail, now_ms as i64],
             )
@@ -578,14 +610,14 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         for id in ids {
             let changed = tx
-                .execute(
+                .exec(
                     "UPDATE outbox SET state = 'sent', detail = NULL
                      WHERE id = ?1 AND state IN ('queued', 'stored')",
                     [id.as_slice()],
                 )
                 .map_err(|e| self.err(e))?;
             if changed > 0 {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, 'sent', NULL, ?2)",
                     params![id.as_slice(), now_ms as i64],
                 )
@@ -605,7 +637,7 @@ impl Store {
         detail: &str,
     ) -> Result<()> {
         self.conn()
-            .execute(
+            .exec(
                 "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3,
                     detail = CASE WHEN state = 'stored' THEN detail ELSE ?4 END WHERE id = ?1",
                 params![id.as_slice(), attempts, next_attempt_ms as i64, detail],
@@ -618,7 +650,7 @@ impl Store {
     /// reachable).
     pub fn wake_peer(&self, peer_id: &str, now_ms: u64) -> Result<usize> {
         self.conn()
-            .execute(
+            .exec(
                 "UPDATE outbox SET next_attempt_ms = ?2 WHERE peer_id = ?1 AND state IN ('queued', 'stored') AND next_attempt_ms > ?2",
                 params![peer_id, now_ms as i64],
             )
@@ -633,7 +665,7 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let rows: Vec<OutboxRow> = {
             let mut stmt = tx
-                .prepare(
+                .prepare_cached(
                     "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts,
                             read_of
                      FROM outbox WHERE state IN ('queued', 'stored') AND next_attempt_ms <= ?1
@@ -671,7 +703,7 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?
         };
         for row in &rows {
-            tx.execute(
+            tx.exec(
                 "UPDATE outbox SET next_attempt_ms = ?2 WHERE id = ?1",
                 params![row.id.as_slice(), claim_until_ms as i64],
             )
@@ -685,7 +717,7 @@ impl Store {
     /// restart.
     pub fn wake_all(&self, now_ms: u64) -> Result<usize> {
         self.conn()
-            .execute(
+            .exec(
                 "UPDATE outbox SET next_attempt_ms = ?1 WHERE state IN ('queued', 'stored')",
                 params![now_ms as i64],
             )
@@ -695,7 +727,7 @@ impl Store {
     /// The earliest time any queued or stored item is due, if any is.
     pub fn next_due(&self) -> Result<Option<u64>> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT MIN(next_attempt_ms) FROM outbox WHERE state IN ('queued', 'stored')",
                 [],
                 |r| r.get::<_, Option<i64>>(0),
@@ -707,7 +739,7 @@ impl Store {
     /// How many text messages the user sent are still queued (receipts are not counted).
     pub fn queued_count(&self) -> Result<u64> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND kind = 'text'",
                 [],
                 |r| r.get::<_, i64>(0),
@@ -720,7 +752,7 @@ impl Store {
     pub fn message_counts(&self) -> Result<Vec<(String, u64)>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT state, COUNT(*) FROM outbox WHERE kind = 'text' GROUP BY state")
+            .prepare_cached("SELECT state, COUNT(*) FROM outbox WHERE kind = 'text' GROUP BY state")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
@@ -731,7 +763,7 @@ impl Store {
     /// How many messages the inbox holds.
     pub fn inbox_count(&self) -> Result<u64> {
         self.conn()
-            .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get::<_, i64>(0))
+            .row("SELECT COUNT(*) FROM inbox", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -739,7 +771,7 @@ impl Store {
     /// The outbox item's recipient peer id, if the id names one of our text messages.
     pub fn outgoing_text_peer(&self, id: &[u8; 16]) -> Result<Option<String>> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT peer_id FROM outbox WHERE id = ?1 AND kind = 'text'",
                 [id.as_slice()],
                 |r| r.get(0),
@@ -754,7 +786,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let inserted = tx
-            .execute(
+            .exec(
                 "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
@@ -776,7 +808,7 @@ impl Store {
     /// Whether the inbox holds a message with this id from this peer.
     pub fn has_received(&self, peer_id: &str, id: &[u8; 16]) -> Result<bool> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT 1 FROM inbox WHERE peer_id = ?1 AND id = ?2",
                 params![peer_id, id.as_slice()],
                 |_| Ok(()),
@@ -806,7 +838,7 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let outcome = (|| {
             let known: Option<(i64, i64, i64)> = tx
-                .query_row(
+                .row(
                     "SELECT count, body_len, sent_at_ms FROM chunks
                      WHERE peer_id = ?1 AND id = ?2 LIMIT 1",
                     params![peer_id, id.as_slice()],
@@ -819,7 +851,7 @@ impl Store {
                 }
                 Some(_) => {}
                 None => {
-                    let (from_peer, from_all): (u64, u64) = tx.query_row(
+                    let (from_peer, from_all): (u64, u64) = tx.row(
                         "SELECT COUNT(DISTINCT CASE WHEN peer_id = ?1 THEN id END),
                                 COUNT(DISTINCT peer_id || x'00' || hex(id))
                          FROM chunks",
@@ -833,7 +865,7 @@ impl Store {
                     }
                 }
             }
-            tx.execute(
+            tx.exec(
                 "INSERT OR IGNORE INTO chunks
                  (peer_id, id, idx, count, body_len, sent_at_ms, data, received_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -849,7 +881,7 @@ impl Store {
                 ],
             )?;
             let mut statement =
-                tx.prepare("SELECT data FROM chunks WHERE peer_id = ?1 AND id = ?2 ORDER BY idx")?;
+                tx.prepare_cached("SELECT data FROM chunks WHERE peer_id = ?1 AND id = ?2 ORDER BY idx")?;
             let all: Vec<Vec<u8>> = statement
                 .query_map(params![peer_id, id.as_slice()], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -867,7 +899,7 @@ impl Store {
     /// Forgets the chunks of one message, once it is stored or found unusable.
     pub fn delete_chunks(&self, peer_id: &str, id: &[u8; 16]) -> Result<()> {
         self.conn()
-            .execute(
+            .exec(
                 "DELETE FROM chunks WHERE peer_id = ?1 AND id = ?2",
                 params![peer_id, id.as_slice()],
             )
@@ -879,7 +911,7 @@ impl Store {
     /// stopped trying long ago. Returns how many chunks went.
     pub fn purge_chunks(&self, before_ms: u64) -> Result<usize> {
         self.conn()
-            .execute(
+            .exec(
                 "DELETE FROM chunks WHERE (peer_id, id) IN
                  (SELECT peer_id, id FROM chunks GROUP BY peer_id, id
                   HAVING MIN(received_at_ms) < ?1)",
@@ -909,7 +941,7 @@ impl Store {
         for id in ids {
             let senders: Vec<String> = {
                 let mut stmt = tx
-                    .prepare(
+                    .prepare_cached(
                         "UPDATE inbox SET read_at_ms = ?2 WHERE id = ?1 AND read_at_ms IS NULL
                          RETURNING peer_id",
                     )
@@ -931,7 +963,7 @@ impl Store {
         if receipts {
             for (peer_id, read) in by_sender {
                 let device_key: Option<Vec<u8>> = tx
-                    .query_row(
+                    .row(
                         "SELECT device_key FROM contacts WHERE peer_id = ?1",
                         [&peer_id],
                         |r| r.get(0),
@@ -962,7 +994,7 @@ impl Store {
     /// How many stored messages came from `peer_id`, and from all senders who are not contacts.
     pub fn stranger_messages(&self, peer_id: &str) -> Result<(u64, u64)> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT
                     (SELECT COUNT(*) FROM inbox WHERE peer_id = ?1),
                     (SELECT COUNT(*) FROM inbox WHERE peer_id NOT IN (SELECT peer_id FROM contacts))",
@@ -976,7 +1008,7 @@ impl Store {
     pub fn inbox(&self, limit: u32) -> Result<Vec<InboxRow>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT * FROM (
                     SELECT i.id, i.peer_id, c.name, i.text, i.sent_at_ms, i.received_at_ms,
                            i.read_at_ms, i.rowid AS r
@@ -1024,7 +1056,7 @@ impl Store {
              FROM outbox o LEFT JOIN contacts c ON c.peer_id = o.peer_id
              WHERE o.kind = 'text' {tail}"
         );
-        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(args, |r| {
                 let id: Vec<u8> = r.get(0)?;
@@ -1072,7 +1104,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let old: Option<(String, bool, String)> = tx
-            .query_row(
+            .row(
                 "SELECT addresses, relay, source FROM peers WHERE peer_id = ?1",
                 [peer_id],
                 |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)),
@@ -1095,7 +1127,7 @@ impl Store {
         } else {
             old_source.unwrap_or_else(|| source.to_owned())
         };
-        tx.execute(
+        tx.exec(
             "INSERT INTO peers (peer_id, addresses, relay, source, last_seen_ms, last_success_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (peer_id) DO UPDATE SET
@@ -1114,7 +1146,7 @@ impl Store {
         .map_err(|e| self.err(e))?;
         // An imported peer was never reached, but it counts as recent at its import time:
         // ordering by success alone would evict every import the moment the cache is full.
-        tx.execute(
+        tx.exec(
             "DELETE FROM peers WHERE peer_id NOT IN (
                 SELECT peer_id FROM peers
                 ORDER BY COALESCE(last_success_ms, last_seen_ms) DESC, last_seen_ms DESC LIMIT ?1)",
@@ -1128,7 +1160,7 @@ impl Store {
     pub fn cached_peers(&self, limit: usize) -> Result<Vec<CachedPeer>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT peer_id, addresses, relay, source, last_seen_ms, last_success_ms FROM peers
                  ORDER BY relay DESC, COALESCE(last_success_ms, 0) DESC, last_seen_ms DESC LIMIT ?1",
             )
@@ -1152,7 +1184,7 @@ impl Store {
     /// Replaces a contact's known addresses (from a fresher presence record).
     pub fn set_contact_addresses(&self, peer_id: &str, addresses: &[String]) -> Result<()> {
         self.conn()
-            .execute(
+            .exec(
                 "UPDATE contacts SET addresses = ?2 WHERE peer_id = ?1",
                 params![peer_id, addresses.join("\n")],
             )
@@ -1164,7 +1196,7 @@ impl Store {
     /// caller wipes them (the buffer is `Zeroizing`).
     pub fn conversation(&self, peer_id: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
         self.conn()
-            .query_row("SELECT state FROM conversations WHERE peer_id = ?1", [peer_id], |r| {
+            .row("SELECT state FROM conversations WHERE peer_id = ?1", [peer_id], |r| {
                 r.get::<_, Vec<u8>>(0)
             })
             .optional()
@@ -1183,16 +1215,16 @@ impl Store {
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO conversations (peer_id, state, updated_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
             params![peer_id, state, now_ms as i64],
         )
         .map_err(|e| self.err(e))?;
-        tx.execute("DELETE FROM receive_keys WHERE peer_id = ?1", [peer_id])
+        tx.exec("DELETE FROM receive_keys WHERE peer_id = ?1", [peer_id])
             .map_err(|e| self.err(e))?;
         for id in key_ids {
-            tx.execute(
+            tx.exec(
                 "INSERT OR REPLACE INTO receive_keys (key_id, peer_id) VALUES (?1, ?2)",
                 params![id.as_slice(), peer_id],
             )
@@ -1204,7 +1236,7 @@ impl Store {
     /// The peer one of our receive keys was given to.
     pub fn peer_for_key(&self, key_id: &[u8; 8]) -> Result<Option<String>> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT peer_id FROM receive_keys WHERE key_id = ?1",
                 [key_id.as_slice()],
                 |r| r.get(0),
@@ -1217,7 +1249,7 @@ impl Store {
     pub fn receive_key_ids(&self, peer_id: &str) -> Result<Vec<[u8; 8]>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT key_id FROM receive_keys WHERE peer_id = ?1 ORDER BY key_id")
+            .prepare_cached("SELECT key_id FROM receive_keys WHERE peer_id = ?1 ORDER BY key_id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([peer_id], |r| {
@@ -1236,7 +1268,7 @@ impl Store {
         prekey: &kolokol_protocol::prekey::SignedPrekey,
     ) -> Result<()> {
         self.conn()
-            .execute(
+            .exec(
                 "INSERT OR REPLACE INTO prekeys (key_id, secret, public, created_at, expires_at, signature)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -1255,7 +1287,7 @@ impl Store {
     /// The newest signed prekey.
     pub fn newest_prekey(&self) -> Result<Option<kolokol_protocol::prekey::SignedPrekey>> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT public, created_at, expires_at, signature FROM prekeys
                  ORDER BY created_at DESC LIMIT 1",
                 [],
@@ -1277,7 +1309,7 @@ impl Store {
     /// The secret of the prekey with this id, if we still hold it.
     pub fn prekey_secret(&self, key_id: &[u8; 8]) -> Result<Option<zeroize::Zeroizing<[u8; 32]>>> {
         self.conn()
-            .query_row("SELECT secret FROM prekeys WHERE key_id = ?1", [key_id.as_slice()], |r| {
+            .row("SELECT secret FROM prekeys WHERE key_id = ?1", [key_id.as_slice()], |r| {
                 let secret: Vec<u8> = r.get(0)?;
                 Ok(zeroize::Zeroizing::new(secret.try_into().unwrap_or([0; 32])))
             })
@@ -1288,7 +1320,7 @@ impl Store {
     /// Deletes prekeys (secrets included) that expired before `before`; returns how many.
     pub fn delete_prekeys_expired_before(&self, before: u64) -> Result<usize> {
         self.conn()
-            .execute("DELETE FROM prekeys WHERE expires_at < ?1", [before as i64])
+            .exec("DELETE FROM prekeys WHERE expires_at < ?1", [before as i64])
             .map_err(|e| self.err(e))
     }
 
@@ -1296,7 +1328,7 @@ impl Store {
     pub fn conversation_peers(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare("SELECT peer_id FROM conversations").map_err(|e| self.err(e))?;
+            conn.prepare_cached("SELECT peer_id FROM conversations").map_err(|e| self.err(e))?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
@@ -1304,7 +1336,7 @@ impl Store {
     /// How many conversations are with peers who are not contacts.
     pub fn stranger_conversations(&self) -> Result<u64> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT COUNT(*) FROM conversations WHERE peer_id NOT IN (SELECT peer_id FROM contacts)",
                 [],
                 |r| r.get::<_, i64>(0),
@@ -1317,7 +1349,7 @@ impl Store {
     /// space-separated; empty if never.
     pub fn deposited(&self, id: &[u8; 16]) -> Result<String> {
         self.conn()
-            .query_row("SELECT deposited FROM outbox WHERE id = ?1", [id.as_slice()], |r| r.get(0))
+            .row("SELECT deposited FROM outbox WHERE id = ?1", [id.as_slice()], |r| r.get(0))
             .optional()
             .map(Option::unwrap_or_default)
             .map_err(|e| self.err(e))
@@ -1326,7 +1358,7 @@ impl Store {
     /// Records where an outbox item is deposited (see [`Store::deposited`]).
     pub fn set_deposited(&self, id: &[u8; 16], deposited: &str) -> Result<()> {
         self.conn()
-            .execute(
+            .exec(
                 "UPDATE outbox SET deposited = ?2 WHERE id = ?1",
                 params![id.as_slice(), deposited],
             )
@@ -1346,7 +1378,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let exists: bool = tx
-            .query_row(
+            .row(
                 "SELECT COUNT(*) FROM mailbox_items WHERE mailbox_id = ?1 AND item_id = ?2",
                 params![d.mailbox_id.as_slice(), d.item_id.as_slice()],
                 |r| r.get::<_, i64>(0),
@@ -1357,7 +1389,7 @@ impl Store {
             return Ok(None);
         }
         let (items, bytes, from_depositor, total): (i64, i64, i64, i64) = tx
-            .query_row(
+            .row(
                 "SELECT
                     (SELECT COUNT(*) FROM mailbox_items WHERE mailbox_id = ?1),
                     (SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM mailbox_items WHERE mailbox_id = ?1),
@@ -1385,7 +1417,7 @@ impl Store {
         if refused.is_some() {
             return Ok(refused);
         }
-        tx.execute(
+        tx.exec(
             "INSERT INTO mailbox_items (mailbox_id, item_id, depositor, envelope, stored_at_ms, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -1413,7 +1445,7 @@ impl Store {
     ) -> Result<(Vec<MailboxItem>, bool)> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT item_id, envelope FROM mailbox_items
                  WHERE mailbox_id = ?1 AND expires_at >= ?2 ORDER BY stored_at_ms, rowid LIMIT ?3",
             )
@@ -1447,7 +1479,7 @@ impl Store {
         let mut count = 0;
         for id in item_ids {
             count += tx
-                .execute(
+                .exec(
                     "DELETE FROM mailbox_items WHERE mailbox_id = ?1 AND item_id = ?2",
                     params![mailbox_id.as_slice(), id.as_slice()],
                 )
@@ -1460,14 +1492,14 @@ impl Store {
     /// Drops every mailbox item expired at `now_secs`; returns how many.
     pub fn mailbox_purge(&self, now_secs: u64) -> Result<usize> {
         self.conn()
-            .execute("DELETE FROM mailbox_items WHERE expires_at < ?1", [now_secs as i64])
+            .exec("DELETE FROM mailbox_items WHERE expires_at < ?1", [now_secs as i64])
             .map_err(|e| self.err(e))
     }
 
     /// How many items this node holds as a replica, in all mailboxes.
     pub fn mailbox_items_total(&self) -> Result<u64> {
         self.conn()
-            .query_row("SELECT COUNT(*) FROM mailbox_items", [], |r| r.get::<_, i64>(0))
+            .row("SELECT COUNT(*) FROM mailbox_items", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -1475,7 +1507,7 @@ impl Store {
     /// How many items a mailbox holds, expired ones included.
     pub fn mailbox_count(&self, mailbox_id: &[u8; 32]) -> Result<u64> {
         self.conn()
-            .query_row(
+            .row(
                 "SELECT COUNT(*) FROM mailbox_items WHERE mailbox_id = ?1",
                 [mailbox_id.as_slice()],
                 |r| r.get::<_, i64>(0),
@@ -1488,7 +1520,7 @@ impl Store {
     pub fn history(&self, id: &[u8; 16]) -> Result<Vec<(String, Option<String>, u64)>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT state, detail, at_ms FROM message_states WHERE id = ?1 ORDER BY at_ms, rowid")
+            .prepare_cached("SELECT state, detail, at_ms FROM message_states WHERE id = ?1 ORDER BY at_ms, rowid")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([id.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))
