@@ -1510,6 +1510,12 @@ impl Node {
         Ok(())
     }
 
+    /// The ids of our receive keys for the peer, as stored: what its envelopes may be sealed
+    /// to. The store is opened in exclusive mode, so this is how tests and diagnostics see it.
+    pub fn receive_key_ids(&self, peer_id: &str) -> Result<Vec<[u8; 8]>> {
+        self.inner.store.receive_key_ids(peer_id)
+    }
+
     /// Strangers may write (that is how first contact works) but not without bound: past the
     /// quota their messages are refused, and contacts are never affected.
     fn stranger_over_quota(&self, sender: &str) -> Result<bool> {

@@ -372,6 +372,9 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         let err = |source| Error::Store { path: path.to_owned(), source };
         let conn = Connection::open(path).map_err(err)?;
+        // One process owns the database (the data dir's lock file sees to that), so it keeps
+        // SQLite's locks for good instead of taking them with fcntl at every transaction.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;

@@ -3,7 +3,6 @@
 //! off after a restart.
 
 use kolokol_node::RunningNode;
-use kolokol_node::store::Store;
 use kolokol_protocol::conversation::MAX_RECEIVE_KEYS;
 
 use crate::support::{Net, introduce, wait_message, wait_state};
@@ -19,9 +18,8 @@ async fn round_trip(alice: &RunningNode, bob: &RunningNode, text: &str) {
     wait_state(&mut b_events, &reply.id, "delivered").await;
 }
 
-fn key_ids(net: &Net, owner: &str, peer: &str) -> Vec<[u8; 8]> {
-    let store = Store::open(&net.data_dir(owner).join("kolokol.db")).expect("open the store");
-    store.receive_key_ids(peer).expect("key ids")
+fn key_ids(owner: &RunningNode, peer: &str) -> Vec<[u8; 8]> {
+    owner.node().receive_key_ids(peer).expect("key ids")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,15 +32,15 @@ async fn receive_keys_rotate_per_round_trip_and_survive_restarts() {
     let (alice_id, bob_id) = (alice.node().peer_id().to_string(), bob.node().peer_id().to_string());
 
     round_trip(&alice, &bob, "one").await;
-    let first = key_ids(&net, "bob", &alice_id);
+    let first = key_ids(&bob, &alice_id);
     assert!(!first.is_empty(), "bob advertised a receive key to alice");
     for text in ["two", "three", "four"] {
         round_trip(&alice, &bob, text).await;
     }
-    let later = key_ids(&net, "bob", &alice_id);
+    let later = key_ids(&bob, &alice_id);
     assert_ne!(first, later, "bob's receive keys rotated over three round trips");
     assert!(later.len() <= MAX_RECEIVE_KEYS + 1, "old keys are deleted: {}", later.len());
-    assert!(!key_ids(&net, "alice", &bob_id).is_empty());
+    assert!(!key_ids(&alice, &bob_id).is_empty());
 
     // Both restart: the conversation goes on from the stored state, with no first contact
     // needed and no message refused.
