@@ -503,7 +503,7 @@ impl Node {
             self.inner.store.save_conversation(
                 &row.peer_id,
                 &bytes,
-                &conversation.receive_key_ids(),
+                Some(&conversation.receive_key_ids()),
                 unix_ms(),
             )?;
         }
@@ -1271,6 +1271,9 @@ impl Node {
                 (conversation, stored)
             }
         };
+        // The receive-key index is rewritten only when the keys changed (about once per round
+        // trip), not with every state.
+        let ids_before = conversation.as_ref().map(Conversation::receive_key_ids);
         let (result, conversation) = self
             .on_worker(move || {
                 let result = f(&mut conversation);
@@ -1284,7 +1287,8 @@ impl Node {
             // Only a changed state is written: a look at the state costs no disk write.
             if stored.as_deref().map(Vec::as_slice) != Some(bytes.as_slice()) {
                 let ids: Vec<[u8; 8]> = c.receive_key_ids();
-                self.inner.store.save_conversation(peer_id, &bytes, &ids, unix_ms())?;
+                let changed = (ids_before.as_ref() != Some(&ids)).then_some(ids.as_slice());
+                self.inner.store.save_conversation(peer_id, &bytes, changed, unix_ms())?;
             }
             let mut cache = self.cached_conversations();
             if cache.len() >= MAX_CACHED_CONVERSATIONS {

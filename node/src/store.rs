@@ -1207,13 +1207,14 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Replaces the conversation state with `peer_id` and the index of its receive-key ids, in
-    /// one transaction: a key id never points at a state that does not hold its key.
+    /// Replaces the conversation state with `peer_id` and, when `key_ids` is given (they
+    /// changed), the index of its receive-key ids, in one transaction: a key id never points at
+    /// a state that does not hold its key.
     pub fn save_conversation(
         &self,
         peer_id: &str,
         state: &[u8],
-        key_ids: &[[u8; 8]],
+        key_ids: Option<&[[u8; 8]]>,
         now_ms: u64,
     ) -> Result<()> {
         let mut conn = self.conn();
@@ -1224,6 +1225,9 @@ impl Store {
             params![peer_id, state, now_ms as i64],
         )
         .map_err(|e| self.err(e))?;
+        let Some(key_ids) = key_ids else {
+            return tx.commit().map_err(|e| self.err(e));
+        };
         tx.exec("DELETE FROM receive_keys WHERE peer_id = ?1", [peer_id])
             .map_err(|e| self.err(e))?;
         for id in key_ids {
