@@ -742,11 +742,9 @@ impl Store {
     /// How many text messages the user sent are still queued (receipts are not counted).
     pub fn queued_count(&self) -> Result<u64> {
         self.conn()
-            .row(
-                "SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND kind = 'text'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
+            .row("SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND kind = 'text'", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -883,8 +881,9 @@ impl Store {
                     now_ms as i64
                 ],
             )?;
-            let mut statement =
-                tx.prepare_cached("SELECT data FROM chunks WHERE peer_id = ?1 AND id = ?2 ORDER BY idx")?;
+            let mut statement = tx.prepare_cached(
+                "SELECT data FROM chunks WHERE peer_id = ?1 AND id = ?2 ORDER BY idx",
+            )?;
             let all: Vec<Vec<u8>> = statement
                 .query_map(params![peer_id, id.as_slice()], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -966,11 +965,9 @@ impl Store {
         if receipts {
             for (peer_id, read) in by_sender {
                 let device_key: Option<Vec<u8>> = tx
-                    .row(
-                        "SELECT device_key FROM contacts WHERE peer_id = ?1",
-                        [&peer_id],
-                        |r| r.get(0),
-                    )
+                    .row("SELECT device_key FROM contacts WHERE peer_id = ?1", [&peer_id], |r| {
+                        r.get(0)
+                    })
                     .optional()
                     .map_err(|e| self.err(e))?;
                 let Some(device_key) = device_key.and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
@@ -1107,11 +1104,9 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let old: Option<(String, bool, String)> = tx
-            .row(
-                "SELECT addresses, relay, source FROM peers WHERE peer_id = ?1",
-                [peer_id],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)),
-            )
+            .row("SELECT addresses, relay, source FROM peers WHERE peer_id = ?1", [peer_id], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
+            })
             .optional()
             .map_err(|e| self.err(e))?;
         let mut merged: Vec<String> = addresses.to_vec();
@@ -1243,11 +1238,9 @@ impl Store {
     /// The peer one of our receive keys was given to.
     pub fn peer_for_key(&self, key_id: &[u8; 8]) -> Result<Option<String>> {
         self.conn()
-            .row(
-                "SELECT peer_id FROM receive_keys WHERE key_id = ?1",
-                [key_id.as_slice()],
-                |r| r.get(0),
-            )
+            .row("SELECT peer_id FROM receive_keys WHERE key_id = ?1", [key_id.as_slice()], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.err(e))
     }

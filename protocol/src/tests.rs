@@ -8,12 +8,16 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
+use crate::bundle::{Bundle, BundlePeer};
 use crate::codec;
 use crate::conversation::{Conversation, Randomness};
 use crate::envelope::{self, Advertisement, Payload, Sealed};
 use crate::identity::{DeviceCertificate, Identity};
 use crate::invite::Invite;
+use crate::mailbox::{Item, Request, Response};
 use crate::message::{Body, Content};
+use crate::prekey::SignedPrekey;
+use crate::presence::{PresenceRecord, record_key};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -74,6 +78,40 @@ fn exchange() -> (Conversation, Conversation, Vec<u8>, Vec<u8>) {
     (alice_side, bob_side, first, reply)
 }
 
+fn prekey() -> SignedPrekey {
+    SignedPrekey::sign(&alice(), &[42; 32], NOW, NOW + 7 * 86_400).unwrap()
+}
+
+fn presence() -> PresenceRecord {
+    // `/ip4/127.0.0.1/tcp/4001` in binary.
+    let address = vec![4, 127, 0, 0, 1, 6, 0x0f, 0xa1];
+    let a = alice();
+    PresenceRecord::sign(&a, &certificate(&a), vec![address], 7, NOW + 3600, Some(prekey()))
+        .unwrap()
+}
+
+fn bundle() -> Bundle {
+    let peers = vec![BundlePeer {
+        peer_id: bob().peer_id().to_bytes(),
+        addresses: vec![vec![4, 127, 0, 0, 1, 6, 0x0f, 0xa1]],
+        relay: true,
+    }];
+    Bundle::sign(&alice(), peers, NOW).unwrap()
+}
+
+fn deposit() -> Request {
+    Request::Deposit {
+        mailbox_id: [5; 32],
+        item_id: [6; 16],
+        envelope: vec![7; 1024],
+        expires_at: NOW + 86_400,
+    }
+}
+
+fn items() -> Response {
+    Response::Items { items: vec![Item { item_id: [6; 16], envelope: vec![7; 1024] }], more: true }
+}
+
 /// Every wire type, by the name of its vector file, computed from fixed secrets and ephemerals.
 fn vectors() -> Vec<(&'static str, Vec<u8>)> {
     let (a, b) = (alice(), bob());
@@ -117,6 +155,11 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         ("envelope_v3_first_contact", first),
         ("envelope_v3_conversation", reply),
         ("conversation_state", alice_state.to_bytes().unwrap().to_vec()),
+        ("signed_prekey", codec::encode(&prekey()).unwrap()),
+        ("presence_record", presence().to_bytes().unwrap()),
+        ("bootstrap_bundle", bundle().to_text().unwrap().into_bytes()),
+        ("mailbox_deposit", deposit().to_bytes().unwrap()),
+        ("mailbox_items", items().to_bytes().unwrap()),
     ]
 }
 
@@ -300,4 +343,31 @@ fn no_decoder_panics_on_arbitrary_bytes() {
     never_panics("Payload", &seeds, |x| drop(codec::decode::<Payload>("p", x)));
     never_panics("Advertisement", &seeds, |x| drop(codec::decode::<Advertisement>("a", x)));
     never_panics("Invite", &seeds, |x| drop(codec::decode::<Invite>("i", x)));
+    let key = record_key(&a.peer_id());
+    never_panics("PresenceRecord::from_dht", &seeds, |x| {
+        drop(PresenceRecord::from_dht(&key, x, NOW))
+    });
+    never_panics("SignedPrekey", &seeds, |x| drop(codec::decode::<SignedPrekey>("p", x)));
+    never_panics("Bundle::from_text", &seeds, |x| {
+        drop(Bundle::from_text(&String::from_utf8_lossy(x)))
+    });
+    never_panics("mailbox::Request", &seeds, |x| drop(Request::from_bytes(x)));
+    never_panics("mailbox::Response", &seeds, |x| drop(Response::from_bytes(x)));
+}
+
+/// The discovery and mailbox vectors decode back to what made them, through the decoders the
+/// node uses.
+#[test]
+fn discovery_and_mailbox_vectors_decode() {
+    let read = |name: &str| from_hex(&std::fs::read_to_string(vector_path(name)).unwrap());
+    let a = alice();
+    let (record, peer) =
+        PresenceRecord::from_dht(&record_key(&a.peer_id()), &read("presence_record"), NOW).unwrap();
+    assert_eq!((record, peer), (presence(), a.peer_id()));
+    let prekey: SignedPrekey = codec::decode("prekey", &read("signed_prekey")).unwrap();
+    prekey.verify(a.identity_key(), NOW).unwrap();
+    let text = String::from_utf8(read("bootstrap_bundle")).unwrap();
+    assert_eq!(Bundle::from_text(&text).unwrap(), (bundle(), a.peer_id()));
+    assert_eq!(Request::from_bytes(&read("mailbox_deposit")).unwrap(), deposit());
+    assert_eq!(Response::from_bytes(&read("mailbox_items")).unwrap(), items());
 }
