@@ -35,11 +35,15 @@ impl Drop for TempDirs {
 pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
     let root = std::env::temp_dir().join(format!("kolokol-demo-{}", std::process::id()));
     let _cleanup = TempDirs(root.clone());
-    let step = |text: &str| {
+    // Returns the write error, so a reader that went away (`kolokol demo | head -1`) ends the
+    // demo cleanly (its temporary directories removed) instead of panicking.
+    let step = |text: &str| -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
         if json {
-            println!("{}", serde_json::json!({ "step": text }));
+            writeln!(out, "{}", serde_json::json!({ "step": text }))
         } else {
-            println!("• {text}");
+            writeln!(out, "• {text}")
         }
     };
 
@@ -54,7 +58,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
         .context("the relay did not start listening")?;
     let relay_addr: Multiaddr =
         format!("{}/p2p/{}", net.external[0], relay.node().peer_id()).parse()?;
-    step(&format!("relay listening at {relay_addr}"));
+    step(&format!("relay listening at {relay_addr}"))?;
 
     let alice = start_user(&root, "alice", &relay_addr).await?;
     let bob = start_user(&root, "bob", &relay_addr).await?;
@@ -68,14 +72,14 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
             "{name} ({}) is reachable only through the relay: {}",
             user.node().peer_id(),
             net.reservations[0].1
-        ));
+        ))?;
     }
 
     let alice_invite = alice.node().invite().await?.invite;
     let bob_invite = bob.node().invite().await?.invite;
     bob.node().add_contact("alice", &alice_invite)?;
     alice.node().add_contact("bob", &bob_invite)?;
-    step("alice and bob exchanged invite codes and added each other");
+    step("alice and bob exchanged invite codes and added each other")?;
 
     let mut ok = true;
     ok &= exchange(
@@ -103,7 +107,7 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
         n.shutdown().await;
     }
     if ok {
-        step("every message arrived, decrypted, and was receipted");
+        step("every message arrived, decrypted, and was receipted")?;
         Ok(ExitCode::SUCCESS)
     } else {
         bail!("some messages did not arrive")
@@ -126,10 +130,10 @@ async fn store_and_forward(
     relay: &Multiaddr,
     alice: &Node,
     bob: RunningNode,
-    step: &impl Fn(&str),
+    step: &impl Fn(&str) -> std::io::Result<()>,
 ) -> anyhow::Result<bool> {
     bob.shutdown().await;
-    step("bob went offline");
+    step("bob went offline")?;
     let mut alice_events = alice.subscribe();
     let text = "Bob, this waited for you in your mailbox.";
     let sent = alice.send("bob", text).await?;
@@ -138,14 +142,14 @@ async fn store_and_forward(
         sent.id,
         sent.state,
         sent.detail.as_deref().unwrap_or("no detail")
-    ));
+    ))?;
     if sent.state != "stored" {
-        step("the message was not stored in bob's mailbox");
+        step("the message was not stored in bob's mailbox")?;
         return Ok(false);
     }
     let bob = start_user(root, "bob", relay).await?;
     let mut bob_events = bob.node().subscribe();
-    step("bob came back (same data directory) and fetches his mailbox");
+    step("bob came back (same data directory) and fetches his mailbox")?;
     let arrived = wait(&mut bob_events, |e| match e {
         Event::Message(m) if m.id == sent.id => Some(m.text.clone()),
         _ => None,
@@ -153,24 +157,24 @@ async fn store_and_forward(
     .await;
     let ok = match arrived {
         Some(got) => {
-            step(&format!("bob received and decrypted: {got:?}"));
+            step(&format!("bob received and decrypted: {got:?}"))?;
             let delivered = wait(&mut alice_events, |e| match e {
                 Event::State(s) if s.id == sent.id && s.state == "delivered" => Some(()),
                 _ => None,
             })
             .await;
             if delivered.is_some() {
-                step("alice got bob's end-to-end receipt: delivered");
+                step("alice got bob's end-to-end receipt: delivered")?;
                 let id = kolokol_protocol::message::parse_id(&sent.id).context("message id")?;
                 let states: Vec<String> = alice.history(&id)?.into_iter().map(|h| h.0).collect();
-                step(&format!("alice's message went {}", states.join(" → ")));
+                step(&format!("alice's message went {}", states.join(" → ")))?;
             } else {
-                step(&format!("alice got no delivery receipt within {STEP_TIMEOUT:?}"));
+                step(&format!("alice got no delivery receipt within {STEP_TIMEOUT:?}"))?;
             }
             delivered.is_some() && got == text
         }
         None => {
-            step(&format!("bob did not receive the message within {STEP_TIMEOUT:?}"));
+            step(&format!("bob did not receive the message within {STEP_TIMEOUT:?}"))?;
             false
         }
     };
@@ -185,32 +189,32 @@ async fn exchange(
     to: &Node,
     to_name: &str,
     text: &str,
-    step: &impl Fn(&str),
+    step: &impl Fn(&str) -> std::io::Result<()>,
 ) -> anyhow::Result<bool> {
     let mut sender_events = from.subscribe();
     let mut receiver_events = to.subscribe();
     let sent = from.send(to_name, text).await?;
-    step(&format!("{from_name} → {to_name}: message {} {}", sent.id, sent.state));
+    step(&format!("{from_name} → {to_name}: message {} {}", sent.id, sent.state))?;
     let arrived = wait(&mut receiver_events, |e| match e {
         Event::Message(m) if m.id == sent.id => Some(m.text.clone()),
         _ => None,
     })
     .await;
     let Some(got) = arrived else {
-        step(&format!("{to_name} did not receive the message within {STEP_TIMEOUT:?}"));
+        step(&format!("{to_name} did not receive the message within {STEP_TIMEOUT:?}"))?;
         return Ok(false);
     };
-    step(&format!("{to_name} received and decrypted: {got:?}"));
+    step(&format!("{to_name} received and decrypted: {got:?}"))?;
     let delivered = wait(&mut sender_events, |e| match e {
         Event::State(s) if s.id == sent.id && s.state == "delivered" => Some(()),
         _ => None,
     })
     .await;
     if delivered.is_none() {
-        step(&format!("{from_name} got no delivery receipt within {STEP_TIMEOUT:?}"));
+        step(&format!("{from_name} got no delivery receipt within {STEP_TIMEOUT:?}"))?;
         return Ok(false);
     }
-    step(&format!("{from_name} got {to_name}'s end-to-end receipt: delivered"));
+    step(&format!("{from_name} got {to_name}'s end-to-end receipt: delivered"))?;
     Ok(got == text)
 }
 

@@ -216,6 +216,24 @@ const MAX_LIST_LIMIT: i64 = 10_000;
 /// The default listen address of a relay: the IPFS-customary port, on every interface.
 const RELAY_DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 
+/// Prints a line on standard output. Unlike `println!`, it returns the error when the reader
+/// has gone (`kolokol outbox | head`), and `main` then ends quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// Whether the error is standard output's reader having gone away.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The config file is read before logging starts, since it may choose the log format; a
@@ -237,6 +255,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli, file)) {
         Ok(code) => code,
+        // Whoever read our output stopped (a pager quit, `head` had enough): nothing is wrong.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
@@ -315,7 +335,7 @@ fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
@@ -366,7 +386,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&id)?;
             } else {
-                println!("peer id:    {}\ndevice key: {}", id.peer_id, id.device_key);
+                say!("peer id:    {}\ndevice key: {}", id.peer_id, id.device_key)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -376,7 +396,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&invite)?;
             } else {
-                println!("{}", invite.invite);
+                say!("{}", invite.invite)?;
                 if invite.addresses.is_empty() {
                     eprintln!(
                         "warning: this invite carries no addresses yet (no relay reservation, no external address); \
@@ -394,7 +414,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&contact)?;
             } else {
-                println!("added {} ({})", contact.name, contact.peer_id);
+                say!("added {} ({})", contact.name, contact.peer_id)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -404,10 +424,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&contacts)?;
             } else if contacts.is_empty() {
-                println!("no contacts yet (add one with: kolokol contacts add NAME INVITE)");
+                say!("no contacts yet (add one with: kolokol contacts add NAME INVITE)")?;
             } else {
                 for c in &contacts {
-                    println!("{}", output::contact(c));
+                    say!("{}", output::contact(c))?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -420,7 +440,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&number)?;
             } else {
-                println!("{}", output::safety_number(&number));
+                say!("{}", output::safety_number(&number))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -432,7 +452,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&contact)?;
             } else {
-                println!("removed {}", contact.name);
+                say!("removed {}", contact.name)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -460,21 +480,19 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 print_json(&result)?;
             } else {
                 match (&result.detail, result.state.as_str()) {
-                    (None, _) => println!("{} {}", result.id, result.state),
+                    (None, _) => say!("{} {}", result.id, result.state)?,
                     (Some(why), "failed") => {
-                        println!("{} failed", result.id);
+                        say!("{} failed", result.id)?;
                         eprintln!("error: message not delivered: {}", output::visible(why));
                     }
-                    (Some(why), "queued") => {
-                        println!(
-                            "{} {} (will retry: {})",
-                            result.id,
-                            result.state,
-                            output::visible(why)
-                        )
-                    }
+                    (Some(why), "queued") => say!(
+                        "{} {} (will retry: {})",
+                        result.id,
+                        result.state,
+                        output::visible(why)
+                    )?,
                     (Some(detail), _) => {
-                        println!("{} {} ({})", result.id, result.state, output::visible(detail))
+                        say!("{} {} ({})", result.id, result.state, output::visible(detail))?
                     }
                 }
             }
@@ -491,7 +509,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&peers)?;
             } else {
-                println!("{}", output::peers(&peers));
+                say!("{}", output::peers(&peers))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -505,15 +523,15 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                     if cli.json {
                         print_json(&info)?;
                     } else {
-                        println!(
+                        say!(
                             "wrote a bundle of {} to {}",
                             output::count(info.peers as u64, "peer", "peers"),
                             path.display()
-                        );
+                        )?;
                     }
                 }
                 None if cli.json => print_json(&info)?,
-                None => println!("{}", info.bundle),
+                None => say!("{}", info.bundle)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -533,11 +551,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&result)?;
             } else {
-                println!(
+                say!(
                     "imported {} from a bundle signed by {}",
                     output::count(result.imported as u64, "peer", "peers"),
                     result.exporter
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -549,10 +567,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&messages)?;
             } else if messages.is_empty() {
-                println!("no sent messages");
+                say!("no sent messages")?;
             } else {
                 for m in &messages {
-                    println!("{}", output::outgoing(m));
+                    say!("{}", output::outgoing(m))?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -563,7 +581,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&status)?;
             } else {
-                println!("{}", output::message_status(&status));
+                say!("{}", output::message_status(&status))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -573,7 +591,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if cli.json {
                 print_json(&status)?;
             } else {
-                println!("{}", output::status(&status));
+                say!("{}", output::status(&status))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -611,7 +629,7 @@ async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCod
     if json_out {
         print_json(&DoctorReport { checks })?;
     } else {
-        println!("{}", output::doctor(&checks));
+        say!("{}", output::doctor(&checks))?;
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -639,14 +657,14 @@ async fn inbox(
     }
     let show = |m: &InboxMessage| -> anyhow::Result<()> {
         if json_out {
-            println!("{}", serde_json::to_string(m)?);
+            say!("{}", serde_json::to_string(m)?)?;
         } else {
-            println!("{}", output::message(m));
+            say!("{}", output::message(m))?;
         }
         Ok(())
     };
     if messages.is_empty() && !follow && !json_out {
-        println!("no messages");
+        say!("no messages")?;
     }
     let seen: std::collections::HashSet<String> = messages.iter().map(|m| m.id.clone()).collect();
     for m in &messages {
@@ -664,6 +682,13 @@ async fn inbox(
         tokio::select! {
             event = client.next_event() => match event? {
                 Event::Message(m) if !seen.contains(&m.id) => {
+                    // A long text comes cut short in the event; the inbox has all of it.
+                    let m = if m.truncated {
+                        let recent: Vec<InboxMessage> = client.call(method::INBOX, json!({ "limit": 64 })).await?;
+                        recent.into_iter().find(|r| r.id == m.id).unwrap_or(m)
+                    } else {
+                        m
+                    };
                     show(&m)?;
                     if mark_read {
                         read(&mut client, std::slice::from_ref(&m)).await?;
@@ -710,28 +735,28 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
         .map(|a| format!("{a}/p2p/{peer_id}"))
         .collect();
     if json_out {
-        println!(
+        say!(
             "{}",
             json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "data_dir": data_dir, "addresses": shareable, "metrics": metrics })
-        );
+        )?;
     } else {
-        println!("kolokol {} running, peer id {peer_id}", role.as_str());
-        println!("data dir: {}", data_dir.display());
+        say!("kolokol {} running, peer id {peer_id}", role.as_str())?;
+        say!("data dir: {}", data_dir.display())?;
         if let Some(url) = &metrics {
-            println!("metrics: {url}");
+            say!("metrics: {url}")?;
         }
         if role == Role::Relay {
-            println!("users bootstrap from this relay with:");
+            say!("users bootstrap from this relay with:")?;
             for a in &shareable {
-                println!("  --bootstrap {a}");
+                say!("  --bootstrap {a}")?;
             }
             if net.external.is_empty() {
-                println!(
+                say!(
                     "(no external address set: pass --external-address /ip4/<public ip>/tcp/<port> on a public server)"
-                );
+                )?;
             }
         }
-        println!("stop with Ctrl-C");
+        say!("stop with Ctrl-C")?;
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;

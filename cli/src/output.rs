@@ -111,6 +111,21 @@ pub fn status(s: &Status) -> String {
     out.trim_end().to_owned()
 }
 
+/// The most characters of a message's text that a listing line shows (the outbox, a message's
+/// status); `--json` and the recipient's inbox have all of it.
+pub const PREVIEW_CHARS: usize = 200;
+
+/// The text as a listing shows it: visible, and cut after [`PREVIEW_CHARS`] characters with
+/// its full length said, so one long message cannot flood a listing.
+pub fn preview(text: &str) -> String {
+    match text.char_indices().nth(PREVIEW_CHARS) {
+        None => visible(text),
+        Some((end, _)) => {
+            format!("{}… ({} bytes in all; --json shows them)", visible(&text[..end]), text.len())
+        }
+    }
+}
+
 /// One outbox line: id, state, recipient, text.
 pub fn outgoing(m: &OutboxMessage) -> String {
     let detail = match (&m.detail, m.state.as_str()) {
@@ -123,7 +138,7 @@ pub fn outgoing(m: &OutboxMessage) -> String {
         m.state,
         time(m.created_at_ms),
         visible(&m.to),
-        visible(&m.text)
+        preview(&m.text)
     )
 }
 
@@ -133,7 +148,7 @@ pub fn message_status(s: &MessageStatus) -> String {
         "message {} to {}: {}\n",
         s.message.id,
         visible(&s.message.to),
-        visible(&s.message.text)
+        preview(&s.message.text)
     );
     for h in &s.history {
         out.push_str(&format!("  {}  {}", time(h.at_ms), h.state));

@@ -254,6 +254,18 @@ fn the_readme_walk_through_delivers_hello() {
     let id = sent.split_whitespace().next().expect("an id");
     let outbox = check_ok(&run(&a, &["outbox"]));
     assert!(outbox.contains(id) && outbox.contains("to bob: hello"), "{outbox}");
+    // A reader that goes away (`kolokol outbox | head`) ends a command quietly: the read end
+    // is closed before the command has connected to its daemon, so its first write fails.
+    let mut early = kolokol(&a)
+        .args(["outbox"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    drop(early.stdout.take());
+    let early = early.wait_with_output().expect("the binary runs");
+    assert!(early.status.success(), "exit {:?}: {}", early.status.code(), stderr(&early));
+    assert!(!stderr(&early).contains("panicked"), "{}", stderr(&early));
     let piped = run_with_input(&a, &["send", "bob", "-"], b"from a pipe\n");
     assert!(check_ok(&piped).trim().ends_with(" sent"));
     assert!(check_ok(&run(&b, &["inbox"])).contains("alice: from a pipe\n"));

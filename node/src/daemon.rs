@@ -620,7 +620,8 @@ impl Node {
             created_at_ms: now,
             attempts: 0,
         };
-        self.inner.store.enqueue(&row, now + ATTEMPT_CLAIM.as_millis() as u64)?;
+        let claim = ATTEMPT_CLAIM.as_millis() as u64 * crate::store::attempt_envelopes(&row.body);
+        self.inner.store.enqueue(&row, now + claim)?;
         self.emit_state(&row.id, &row.peer_id, state::QUEUED, None, now);
         let (state, detail) = self.attempt(&row).await;
         Ok(control::SendResult { id: format_id(&row.id), state: state.into(), detail })
@@ -1144,6 +1145,9 @@ impl Node {
             }
         };
         let node = self.clone();
+        // Kept to take the envelope back out of the replay cache if what it says cannot be
+        // stored now (below).
+        let copy = (header.version == envelope::ENVELOPE_VERSION_3).then(|| envelope.clone());
         let opened: std::result::Result<(PeerId, [u8; 32], Content), P> =
             match (header.version, header.kind, header.key_id) {
                 (envelope::ENVELOPE_VERSION, _, _) => self
@@ -1220,7 +1224,26 @@ impl Node {
                 _ => Err(P::Envelope("unknown envelope kind")),
             };
         match opened {
-            Ok((sender, device_key, content)) => self.accept(sender, device_key, content),
+            Ok((sender, device_key, content)) => {
+                let ack = self.accept(sender, device_key, content);
+                // Opened, but not stored: the conversation already counts the envelope as seen,
+                // and a mailbox hands over the very same bytes again, which would then be
+                // taken for a replay and deleted unread. So it is forgotten as seen, and opens
+                // again next time. (Refused for good is different: it stays seen.)
+                if !matches!(ack, Ok(Ack::Accepted | Ack::Rejected))
+                    && let Some(copy) = copy
+                {
+                    let unseen = self
+                        .with_conversation(&sender.to_string(), move |c| {
+                            Ok(c.as_mut().is_some_and(|c| c.unsee(&copy)))
+                        })
+                        .await;
+                    if !matches!(unseen, Ok(Ok(true))) {
+                        tracing::warn!(%sender, "could not forget an envelope it did not store");
+                    }
+                }
+                ack
+            }
             // A relay or mailbox delivering the same envelope twice: we have it already.
             Err(P::Replayed) => Ok(Ack::Accepted),
             Err(e) => {
@@ -1397,7 +1420,7 @@ impl Node {
                     let _ = self
                         .inner
                         .events
-                        .send(Event::Message(inbox_view(InboxRow { contact, ..row })));
+                        .send(Event::Message(event_view(InboxRow { contact, ..row })));
                     self.inner.outbox_wake.notify_one();
                 }
             }
@@ -1408,10 +1431,10 @@ impl Node {
                 }
             }
             Body::Chunk { index, count, body_len, data } => {
-                if self.inner.store.has_received(&sender, &content.id)? {
-                    return Ok(Ack::Accepted);
-                }
-                if self.stranger_over_quota(&sender)? {
+                // Long messages are for contacts: a stranger's first messages fit one envelope,
+                // so nobody we never added can make us keep megabytes of halves or of text.
+                if self.inner.store.contact_by_peer(&sender)?.is_none() {
+                    tracing::info!(%sender, "refused a chunk from a peer who is not a contact");
                     return Ok(Ack::Rejected);
                 }
                 let kept = self.inner.store.add_chunk(
@@ -1425,7 +1448,7 @@ impl Node {
                     now,
                 )?;
                 let chunks = match kept {
-                    ChunkOutcome::Kept => return Ok(Ack::Accepted),
+                    ChunkOutcome::Kept | ChunkOutcome::AlreadyReceived => return Ok(Ack::Accepted),
                     ChunkOutcome::Full => {
                         tracing::info!(%sender, "deferred a chunk: too many partial messages");
                         return Ok(Ack::Busy);
@@ -1499,9 +1522,14 @@ impl Node {
                 Err(e) => tracing::error!(%e, "cannot record receipts sent"),
             }
         }
-        for row in &rows {
-            let _ = self.attempt(row).await;
+        let mut attempts = JoinSet::new();
+        for row in rows {
+            let node = self.clone();
+            attempts.spawn(async move {
+                let _ = node.attempt(&row).await;
+            });
         }
+        while attempts.join_next().await.is_some() {}
     }
 
     /// Marks our text `of` delivered if `sender` is the peer we sent it to.
@@ -1544,7 +1572,9 @@ impl Node {
                     // Delivery receipts due together for one peer go in one envelope.
                     let mut receipts: HashMap<String, Vec<OutboxRow>> = HashMap::new();
                     for row in rows {
-                        if matches!(row.body, OutboxBody::Receipt(_)) {
+                        // Only first attempts: a receipt that failed before goes alone, so a
+                        // peer that stays away costs one failed batch, not one per pass.
+                        if matches!(row.body, OutboxBody::Receipt(_)) && row.attempts == 0 {
                             receipts.entry(row.peer_id.clone()).or_default().push(row);
                             continue;
                         }
@@ -2480,7 +2510,23 @@ fn inbox_view(m: InboxRow) -> InboxMessage {
         sent_at_ms: m.sent_at_ms,
         received_at_ms: m.received_at_ms,
         read_at_ms: m.read_at_ms,
+        truncated: false,
     }
+}
+
+/// The view of a received message that goes into a `message` event: its text cut to
+/// [`control::EVENT_TEXT_LEN`] bytes, so the event buffer stays small.
+fn event_view(m: InboxRow) -> InboxMessage {
+    let mut view = inbox_view(m);
+    if view.text.len() > control::EVENT_TEXT_LEN {
+        let mut end = control::EVENT_TEXT_LEN;
+        while !view.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        view.text.truncate(end);
+        view.truncated = true;
+    }
+    view
 }
 
 fn random_id() -> MessageId {

@@ -24,11 +24,12 @@ const SCHEMA_VERSION: i64 = 7;
 /// are refused, so nobody can fill the disk with conversation state.
 pub const MAX_STRANGER_CONVERSATIONS: u64 = 1000;
 
-/// Messages whose chunks are still arriving, from one peer; a chunk of a further message is
-/// answered "busy" until one completes or expires, so a peer cannot fill the disk with halves.
-pub const MAX_PARTIAL_MESSAGES_PER_PEER: u64 = 4;
+/// Messages whose chunks are still arriving, from one contact (only contacts may send chunks);
+/// a chunk of a further message is answered "busy" until one completes or expires, so no
+/// contact can fill the disk with halves.
+pub const MAX_PARTIAL_MESSAGES_PER_PEER: u64 = 16;
 
-/// Messages whose chunks are still arriving, from all peers together (at most 64 MiB).
+/// Messages whose chunks are still arriving, from all contacts together (at most 64 MiB).
 pub const MAX_PARTIAL_MESSAGES: u64 = 64;
 
 /// Peers remembered in the peer cache; past this, the ones heard from longest ago are dropped.
@@ -196,6 +197,15 @@ CREATE TABLE chunks (
 );
 ";
 
+/// About how many envelopes an attempt of this body sends: one, or one per chunk of a long
+/// text. The outbox claims a row for that many attempt periods.
+pub fn attempt_envelopes(body: &OutboxBody) -> u64 {
+    match body {
+        OutboxBody::Text(t) => 1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN) as u64,
+        OutboxBody::Receipt(_) | OutboxBody::Read(_) => 1,
+    }
+}
+
 /// What became of one received chunk.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ChunkOutcome {
@@ -208,6 +218,8 @@ pub enum ChunkOutcome {
     Inconsistent,
     /// Too many partial messages from this peer or in all; try again later.
     Full,
+    /// The inbox already holds the whole message; nothing was kept.
+    AlreadyReceived,
 }
 
 /// The limits a replica enforces on deposits. A deposit past any of them is refused with the
@@ -705,10 +717,14 @@ impl Store {
                 .map_err(|e| self.err(e))?;
             rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?
         };
+        let claim = claim_until_ms.saturating_sub(now_ms);
         for row in &rows {
+            // A long text goes as one envelope per chunk, delivered one after the other, so its
+            // attempt may take longer: the claim grows with the chunks.
+            let until = now_ms.saturating_add(claim.saturating_mul(attempt_envelopes(&row.body)));
             tx.exec(
                 "UPDATE outbox SET next_attempt_ms = ?2 WHERE id = ?1",
-                params![row.id.as_slice(), claim_until_ms as i64],
+                params![row.id.as_slice(), until as i64],
             )
             .map_err(|e| self.err(e))?;
         }
@@ -806,19 +822,6 @@ impl Store {
         Ok(inserted == 1)
     }
 
-    /// Whether the inbox holds a message with this id from this peer.
-    pub fn has_received(&self, peer_id: &str, id: &[u8; 16]) -> Result<bool> {
-        self.conn()
-            .row(
-                "SELECT 1 FROM inbox WHERE peer_id = ?1 AND id = ?2",
-                params![peer_id, id.as_slice()],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|found| found.is_some())
-            .map_err(|e| self.err(e))
-    }
-
     /// Keeps one received chunk of the message `id` from `peer_id` (a repeat changes nothing)
     /// and says whether the message is now complete. A chunk of a message not yet started is
     /// refused with [`ChunkOutcome::Full`] past [`MAX_PARTIAL_MESSAGES_PER_PEER`] or
@@ -838,6 +841,19 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let outcome = (|| {
+            // Checked in the same transaction as the insert, so a repeat of a chunk racing the
+            // message's completion cannot leave a stray chunk behind.
+            let received = tx
+                .row(
+                    "SELECT 1 FROM inbox WHERE peer_id = ?1 AND id = ?2",
+                    params![peer_id, id.as_slice()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if received {
+                return Ok(ChunkOutcome::AlreadyReceived);
+            }
             let known: Option<(i64, i64, i64)> = tx
                 .row(
                     "SELECT count, body_len, sent_at_ms FROM chunks
@@ -881,17 +897,22 @@ impl Store {
                     now_ms as i64
                 ],
             )?;
+            // Counted first: the data is read only once, when the message is complete.
+            let kept: i64 = tx.row(
+                "SELECT COUNT(*) FROM chunks WHERE peer_id = ?1 AND id = ?2",
+                params![peer_id, id.as_slice()],
+                |r| r.get(0),
+            )?;
+            if kept != i64::from(count) {
+                return Ok(ChunkOutcome::Kept);
+            }
             let mut statement = tx.prepare_cached(
                 "SELECT data FROM chunks WHERE peer_id = ?1 AND id = ?2 ORDER BY idx",
             )?;
             let all: Vec<Vec<u8>> = statement
                 .query_map(params![peer_id, id.as_slice()], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(if all.len() == count as usize {
-                ChunkOutcome::Complete(all)
-            } else {
-                ChunkOutcome::Kept
-            })
+            Ok(ChunkOutcome::Complete(all))
         })()
         .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;

@@ -253,7 +253,15 @@ pub struct InboxMessage {
     /// When the user first read it (`inbox.read`), Unix milliseconds; absent while unread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_at_ms: Option<u64>,
+    /// Set in a `message` event whose text was longer than [`EVENT_TEXT_LEN`] bytes and was
+    /// cut there (at a character boundary); `inbox` has the whole text. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
+
+/// The most bytes of text a `message` event carries. Events wait in a buffer of their own
+/// for slow subscribers, so a burst of long messages must not hold megabytes each there.
+pub const EVENT_TEXT_LEN: usize = 16 * 1024;
 
 /// Params of `inbox.read`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

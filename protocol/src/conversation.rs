@@ -460,6 +460,27 @@ impl Conversation {
         Ok(opened.content)
     }
 
+    /// Takes an accepted envelope back out of the replay caches, so the same bytes open again
+    /// later; returns whether it was there. The node calls this when it opened an envelope but
+    /// could not act on what it said (its store was busy or full): a mailbox hands the same
+    /// envelope over again, and without this it would be taken for a replay and dropped. The
+    /// rest of what opening did (an adopted key, a renewed certificate) holds either way.
+    pub fn unsee(&mut self, envelope: &[u8]) -> bool {
+        let Ok(ephemeral) = envelope::ephemeral_3(envelope) else {
+            return false;
+        };
+        let seen = seen_entry(&ephemeral);
+        let mut found = false;
+        for list in std::iter::once(&mut self.first_contact_seen)
+            .chain(self.receive_keys.iter_mut().map(|k| &mut k.seen))
+        {
+            let before = list.len();
+            list.retain(|s| *s != seen);
+            found |= list.len() != before;
+        }
+        found
+    }
+
     fn open_conversation(
         &mut self,
         own_identity: &[u8; 32],

@@ -317,14 +317,27 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
         add("p", 1, 1, 10, 100),
         ChunkOutcome::Complete(vec![vec![0; 4], vec![1; 4], vec![2; 4]])
     );
+    // Stored whole, then a late repeat of a chunk: nothing is kept again.
+    let row = InboxRow {
+        id: [1; 16],
+        peer_id: "p".into(),
+        contact: None,
+        text: "whole".into(),
+        sent_at_ms: 10,
+        received_at_ms: 100,
+        read_at_ms: None,
+    };
+    let receipt = OutboxRow { body: OutboxBody::Receipt([1; 16]), ..text(99, 1) };
+    assert!(store.receive(&row, &receipt).unwrap());
     store.delete_chunks("p", &[1; 16]).unwrap();
+    assert_eq!(add("p", 1, 2, 10, 100), ChunkOutcome::AlreadyReceived);
 
     // Partial messages are bounded per peer and in all; what is kept stays kept.
     for id in 0..MAX_PARTIAL_MESSAGES_PER_PEER as u8 {
-        assert_eq!(add("p", id, 0, 10, 100), ChunkOutcome::Kept);
+        assert_eq!(add("p", id + 2, 0, 10, 100), ChunkOutcome::Kept);
     }
     assert_eq!(add("p", 200, 0, 10, 100), ChunkOutcome::Full);
-    assert_eq!(add("p", 0, 1, 10, 100), ChunkOutcome::Kept, "a started message goes on");
+    assert_eq!(add("p", 2, 1, 10, 100), ChunkOutcome::Kept, "a started message goes on");
     for peer in 0..MAX_PARTIAL_MESSAGES - MAX_PARTIAL_MESSAGES_PER_PEER {
         assert_eq!(add(&format!("q{peer}"), 1, 0, 10, 200), ChunkOutcome::Kept);
     }

@@ -759,3 +759,20 @@ fn a_refused_prekey_is_dropped_so_the_retry_goes_to_the_device_key() {
     a.conversation.set_peer_prekey(old, NOW - DAY).unwrap();
     assert_eq!(key_id_of(&a.seal(1, NOW)), key_id(b.identity.device().public()));
 }
+
+#[test]
+fn an_envelope_taken_back_out_of_the_replay_cache_opens_again_once() {
+    for conversation_kind in [false, true] {
+        let (mut a, mut b) = if conversation_kind { established() } else { pair() };
+        let sealed = a.seal(9, NOW);
+        assert_eq!(b.open(&sealed, NOW).unwrap(), content(9, NOW));
+        assert_eq!(b.open(&sealed, NOW), Err(Error::Replayed));
+        // The node could not act on it: it forgets having seen it, and the mailbox's next
+        // delivery of the same bytes is taken, once.
+        assert!(b.conversation.unsee(&sealed));
+        assert!(!b.conversation.unsee(&sealed));
+        assert_eq!(b.open(&sealed, NOW).unwrap(), content(9, NOW));
+        assert_eq!(b.open(&sealed, NOW), Err(Error::Replayed));
+        assert!(!b.conversation.unsee(&[0; 10]), "garbage names no envelope");
+    }
+}
