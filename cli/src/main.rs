@@ -293,8 +293,10 @@ fn init_logging(cli: &Cli, file_format: Option<LogFormat>) {
     let quiet_by_default = matches!(cli.command, Command::Demo);
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
-        (false, 0) if quiet_by_default => "warn",
-        (false, 0) => "warn,kolokol_node=info",
+        // libp2p-kad warns "Failed to trigger bootstrap: No known peers" on every lone relay,
+        // which is normal there; its errors still show.
+        (false, 0) if quiet_by_default => "warn,libp2p_kad=error",
+        (false, 0) => "warn,kolokol_node=info,libp2p_kad=error",
         (false, 1) => "info",
         _ => "debug",
     };

@@ -401,7 +401,10 @@ impl Node {
                 "unreachable".into()
             },
             known_relays: net.known_relays,
-            bootstrap: if net.bootstrap_peers == 0 {
+            bootstrap: if net.bootstrap_peers == 0 && self.inner.role == Role::Relay {
+                // As `doctor` says it: a relay is where others bootstrap from.
+                "none configured: this relay is a bootstrap peer for others".into()
+            } else if net.bootstrap_peers == 0 {
                 "no bootstrap source (no --bootstrap, peer cache empty, no invite addresses)".into()
             } else if net.bootstrap_connected > 0 {
                 format!(

@@ -867,7 +867,13 @@ impl EventLoop {
                         }
                         Err(e) => {
                             self.presence_retry_at = Some(Instant::now() + PRESENCE_RETRY);
-                            Err(format!("no DHT server stored it yet: {e}"))
+                            // libp2p's own wording ("the quorum failed; needed 1
+                            // peers") says nothing to a user; a failed store has one cause
+                            // they can act on: no other DHT server took it.
+                            Err(match e {
+                                kad::PutRecordError::QuorumFailed { .. } => "no other DHT server took it yet (it is retried; a lone relay has none to give it to)".to_owned(),
+                                other => format!("no DHT server took it yet: {other}"),
+                            })
                         }
                     });
                 }
