@@ -100,6 +100,11 @@ struct NetArgs {
     /// file's `mdns`.
     #[arg(long, overrides_with = "mdns")]
     no_mdns: bool,
+    /// Refuse new connections while this process uses more than MIB mebibytes of memory
+    /// (connections already made go on); 0 means no limit. Default: 256 for `relay`, no limit
+    /// for `node`.
+    #[arg(long, value_name = "MIB")]
+    max_memory: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -365,6 +370,9 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
         (_, true) => false,
         _ => file.mdns.unwrap_or(role == Role::Node),
     };
+    if let Some(mib) = net.max_memory {
+        config.max_memory = (mib > 0).then(|| mib.saturating_mul(1024 * 1024));
+    }
     config
 }
 

@@ -59,7 +59,15 @@ pub struct Config {
     /// program that embeds a node (the tests, the demo, the benchmark) never multicasts unless
     /// it asks to; `kolokol node` turns it on unless told `--no-mdns` or `mdns = false`.
     pub mdns: bool,
+    /// Above this much memory in use by the process, in bytes, new connections are refused
+    /// (`None`: no limit). [`Config::new`] sets [`RELAY_MAX_MEMORY`] for a relay, none for a
+    /// user node.
+    pub max_memory: Option<u64>,
 }
+
+/// A relay's default memory ceiling for taking new connections: 256 MiB, an eighth of a small
+/// server's worth, and some sixteen times what an idle relay uses.
+pub const RELAY_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 
 /// The config file's name inside the data directory.
 pub const CONFIG_FILE: &str = "kolokol.toml";
@@ -259,6 +267,7 @@ impl Config {
             metrics: None,
             read_receipts: true,
             mdns: false,
+            max_memory: (role == Role::Relay).then_some(RELAY_MAX_MEMORY),
         }
     }
 

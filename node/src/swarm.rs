@@ -26,7 +26,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr,
-    identify, kad, mdns, noise, ping, relay, tcp, yamux,
+    identify, kad, mdns, memory_connection_limits, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -165,6 +165,10 @@ pub(crate) struct Behaviour {
     /// machine runs a libp2p node.
     mdns: Toggle<mdns::tokio::Behaviour>,
     limits: connection_limits::Behaviour,
+    /// Refuses new connections while the process uses more memory than the config allows
+    /// (relays, by default), so a flood of peers cannot push a small server into swapping or
+    /// the OOM killer; connections already made go on.
+    memory: Toggle<memory_connection_limits::Behaviour>,
 }
 
 /// What other tasks ask of the swarm task.
@@ -421,6 +425,12 @@ pub(crate) fn build(
                 mailbox,
                 mdns: mdns.into(),
                 limits,
+                memory: config
+                    .max_memory
+                    .map(|bytes| {
+                        memory_connection_limits::Behaviour::with_max_bytes(bytes as usize)
+                    })
+                    .into(),
             }
         })
         .map_err(|e| net(&e))?

@@ -27,4 +27,6 @@ mod read_receipts;
 #[cfg(test)]
 mod relay_delivery;
 #[cfg(test)]
+mod relay_limits;
+#[cfg(test)]
 mod standard_relay;
