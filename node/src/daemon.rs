@@ -1371,16 +1371,25 @@ impl Node {
     /// wait for the next message.
     async fn expire_keys(&self) -> Result<()> {
         let now = unix_secs();
+        // One conversation that cannot be read or written must not keep the others' keys
+        // alive: each is swept on its own, and the first error is reported after all.
+        let mut first_error = None;
         for peer in self.inner.store.conversation_peers()? {
-            self.with_conversation(&peer, move |c| {
-                if let Some(c) = c.as_mut() {
-                    c.expire(now);
-                }
-                Ok(())
-            })
-            .await??;
+            let swept = self
+                .with_conversation(&peer, move |c| {
+                    if let Some(c) = c.as_mut() {
+                        c.expire(now);
+                    }
+                    Ok(())
+                })
+                .await;
+            match swept {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => _ = first_error.get_or_insert(Error::from(e)),
+                Err(e) => _ = first_error.get_or_insert(e),
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
