@@ -1166,7 +1166,15 @@ impl Node {
                         let c = conversation
                             .as_mut()
                             .ok_or(P::Envelope("no conversation for this key"))?;
-                        let content = c.open(&node.inner.identity, &envelope, now)?;
+                        let content = match c.open(&node.inner.identity, &envelope, now) {
+                            // Accepted before. The replay cache is stored before the message
+                            // is, so a node killed in between meets it again here: acting on
+                            // it again (idempotent, by message id) is how it still arrives.
+                            Err(P::Replayed) => c
+                                .reopen(&node.inner.identity, &envelope)
+                                .map_err(|_| P::Replayed)?,
+                            other => other?,
+                        };
                         Ok((c.peer_id()?, c.peer_certificate().device_key, content))
                     })
                     .await?
@@ -1213,7 +1221,14 @@ impl Node {
                     self.with_conversation(&sender, move |conversation| {
                         let (peer, device_key) = (first.sender, first.certificate.device_key);
                         let content = match conversation {
-                            Some(c) => c.accept_first_contact(first, now)?,
+                            // A replay is acted on again, as for conversation envelopes above.
+                            Some(c) => {
+                                let again = first.content.clone();
+                                match c.accept_first_contact(first, now) {
+                                    Err(P::Replayed) => again,
+                                    other => other?,
+                                }
+                            }
                             None => {
                                 let (c, content) = Conversation::from_first_contact(first, now)?;
                                 *conversation = Some(c);
@@ -1247,7 +1262,7 @@ impl Node {
                 }
                 ack
             }
-            // A relay or mailbox delivering the same envelope twice: we have it already.
+            // A replay whose content could not be had again: it was acted on before.
             Err(P::Replayed) => Ok(Ack::Accepted),
             Err(e) => {
                 tracing::debug!(%e, "rejected an envelope");

@@ -460,6 +460,39 @@ impl Conversation {
         Ok(opened.content)
     }
 
+    /// Opens again a conversation envelope this conversation has already accepted (one that
+    /// [`Conversation::open`] refuses as [`Error::Replayed`]) and returns its content, changing
+    /// nothing. The replay cache is written before the node stores what an envelope says, so a
+    /// node killed in between meets the envelope again (a mailbox hands it over until it is
+    /// deleted) as a replay; acting on the content again, which the node does idempotently
+    /// (by message id), is how that message still arrives. Only envelopes in the replay cache
+    /// of a live receive key reopen.
+    pub fn reopen(&self, me: &Identity, sealed: &[u8]) -> Result<Content, Error> {
+        let header = envelope::peek(sealed)?;
+        let (ENVELOPE_VERSION_3, KIND_CONVERSATION, Some(id)) =
+            (header.version, header.kind, header.key_id)
+        else {
+            return Err(Error::Envelope("only conversation envelopes reopen"));
+        };
+        let seen = seen_entry(&envelope::ephemeral_3(sealed)?);
+        for key in self.receive_keys.iter().filter(|k| k.id() == id && k.seen.contains(&seen)) {
+            let receive = ReceiveSecret {
+                secret: key.secret.get(),
+                public: &key.public,
+                seed: key.seed.get(),
+            };
+            if let Ok(Payload::V1 { content, .. }) = envelope::open_conversation(
+                &receive,
+                &self.peer.device_key,
+                me.identity_key(),
+                sealed,
+            ) {
+                return Ok(content);
+            }
+        }
+        Err(Error::Envelope("not an envelope this conversation accepted"))
+    }
+
     /// Takes an accepted envelope back out of the replay caches, so the same bytes open again
     /// later; returns whether it was there. The node calls this when it opened an envelope but
     /// could not act on what it said (its store was busy or full): a mailbox hands the same

@@ -776,3 +776,22 @@ fn an_envelope_taken_back_out_of_the_replay_cache_opens_again_once() {
         assert!(!b.conversation.unsee(&[0; 10]), "garbage names no envelope");
     }
 }
+
+#[test]
+fn an_accepted_envelope_reopens_unchanged_and_nothing_else_does() {
+    let (mut a, mut b) = established();
+    let sealed = a.seal(7, NOW);
+    // Not accepted yet: nothing to reopen.
+    assert!(b.conversation.reopen(&b.identity, &sealed).is_err());
+    assert_eq!(b.open(&sealed, NOW).unwrap(), content(7, NOW));
+    let state = b.conversation.to_bytes().unwrap();
+    assert_eq!(b.conversation.reopen(&b.identity, &sealed).unwrap(), content(7, NOW));
+    assert_eq!(b.conversation.to_bytes().unwrap(), state, "reopening changes nothing");
+    assert_eq!(b.open(&sealed, NOW), Err(Error::Replayed), "and it is still a replay");
+    // A tampered copy, or the envelope opened as someone else, does not reopen.
+    let mut tampered = sealed.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(b.conversation.reopen(&b.identity, &tampered).is_err());
+    assert!(b.conversation.reopen(&a.identity, &sealed).is_err());
+}

@@ -59,6 +59,13 @@ async fn main() {
         elapsed.as_secs_f64(),
         count as f64 / elapsed.as_secs_f64()
     );
+
+    // The longest message: 1 000 000 bytes, 16 chunks of 65 535-byte envelopes, delivered
+    // directly one after the other, then joined and stored by the recipient.
+    let longest = "k".repeat(kolokol_protocol::message::MAX_TEXT_LEN);
+    let rounds = (n / 100).max(5);
+    let long = latency(&alice.node(), &bob.node(), "bob", &longest, rounds, 1).await;
+    report("direct delivery of a 1 000 000-byte message, 1 in flight", &long);
     for node in [alice, bob, carol, dave, relay] {
         node.shutdown().await;
     }
