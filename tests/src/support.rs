@@ -42,9 +42,14 @@ impl Net {
     /// running the tests, and test traffic stays on 127.0.0.1 (docs/ARCHITECTURE.md, Testing).
     /// The one test of mDNS (`cli/tests/lab.rs`) runs its nodes in network namespaces of its
     /// own.
+    ///
+    /// Relays get no memory ceiling either: it measures the whole process, and here one process
+    /// runs every node of every test at once (the 50-node test alone passes a relay's default).
+    /// `relay_limits.rs` sets it on purpose.
     pub fn config(&self, name: &str, role: Role) -> Config {
         let mut config = Config::new(self.data_dir(name), role);
         config.mdns = false;
+        config.max_memory = None;
         config
     }
 
