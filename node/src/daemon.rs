@@ -1148,9 +1148,11 @@ impl Node {
             }
         };
         let node = self.clone();
-        // Kept to take the envelope back out of the replay cache if what it says cannot be
-        // stored now (below).
-        let copy = (header.version == envelope::ENVELOPE_VERSION_3).then(|| envelope.clone());
+        // The envelope's name in the replay caches, to take it back out if what it says cannot
+        // be stored now (below).
+        let ephemeral = (header.version == envelope::ENVELOPE_VERSION_3)
+            .then(|| envelope::ephemeral_key(&envelope).ok())
+            .flatten();
         let opened: std::result::Result<(PeerId, [u8; 32], Content), P> =
             match (header.version, header.kind, header.key_id) {
                 (envelope::ENVELOPE_VERSION, _, _) => self
@@ -1249,11 +1251,11 @@ impl Node {
                 // taken for a replay and deleted unread. So it is forgotten as seen, and opens
                 // again next time. (Refused for good is different: it stays seen.)
                 if !matches!(ack, Ok(Ack::Accepted | Ack::Rejected))
-                    && let Some(copy) = copy
+                    && let Some(ephemeral) = ephemeral
                 {
                     let unseen = self
                         .with_conversation(&sender.to_string(), move |c| {
-                            Ok(c.as_mut().is_some_and(|c| c.unsee(&copy)))
+                            Ok(c.as_mut().is_some_and(|c| c.unsee(&ephemeral)))
                         })
                         .await;
                     if !matches!(unseen, Ok(Ok(true))) {

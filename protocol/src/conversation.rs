@@ -474,7 +474,7 @@ impl Conversation {
         else {
             return Err(Error::Envelope("only conversation envelopes reopen"));
         };
-        let seen = seen_entry(&envelope::ephemeral_3(sealed)?);
+        let seen = seen_entry(&envelope::ephemeral_key(sealed)?);
         for key in self.receive_keys.iter().filter(|k| k.id() == id && k.seen.contains(&seen)) {
             let receive = ReceiveSecret {
                 secret: key.secret.get(),
@@ -493,16 +493,14 @@ impl Conversation {
         Err(Error::Envelope("not an envelope this conversation accepted"))
     }
 
-    /// Takes an accepted envelope back out of the replay caches, so the same bytes open again
-    /// later; returns whether it was there. The node calls this when it opened an envelope but
-    /// could not act on what it said (its store was busy or full): a mailbox hands the same
-    /// envelope over again, and without this it would be taken for a replay and dropped. The
-    /// rest of what opening did (an adopted key, a renewed certificate) holds either way.
-    pub fn unsee(&mut self, envelope: &[u8]) -> bool {
-        let Ok(ephemeral) = envelope::ephemeral_3(envelope) else {
-            return false;
-        };
-        let seen = seen_entry(&ephemeral);
+    /// Takes an accepted envelope, named by its ephemeral key ([`envelope::ephemeral_key`]),
+    /// back out of the replay caches, so the same bytes open again later; returns whether it
+    /// was there. The node calls this when it opened an envelope but could not act on what it
+    /// said (its store was busy or full): a mailbox hands the same envelope over again, and
+    /// without this it would be taken for a replay and dropped. The rest of what opening did
+    /// (an adopted key, a renewed certificate) holds either way.
+    pub fn unsee(&mut self, ephemeral: &[u8; 32]) -> bool {
+        let seen = seen_entry(ephemeral);
         let mut found = false;
         for list in std::iter::once(&mut self.first_contact_seen)
             .chain(self.receive_keys.iter_mut().map(|k| &mut k.seen))
@@ -521,7 +519,7 @@ impl Conversation {
         sealed: &[u8],
         now: u64,
     ) -> Result<Content, Error> {
-        let ephemeral = envelope::ephemeral_3(sealed)?;
+        let ephemeral = envelope::ephemeral_key(sealed)?;
         let seen = seen_entry(&ephemeral);
         let mut failure = Error::Envelope("no receive key with this id: deleted, or never ours");
         // Key ids are 64 bits, so two live keys sharing one is all but impossible; trying each

@@ -317,20 +317,7 @@ pub fn seal_first_contact(
     payload: &Payload,
     ephemeral: [u8; 32],
 ) -> Result<Vec<u8>, Error> {
-    check_x25519_public(recipient_key)?;
-    let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_or_too_large(KIND_FIRST_CONTACT, body.len())?;
-    let header = header_3(KIND_FIRST_CONTACT, recipient_key);
-    let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
-    let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
-    let prologue = prologue(&header, Some(recipient_identity));
-    let handshake = builder
-        .local_private_key(sender.secret())
-        .and_then(|b| b.remote_public_key(recipient_key))
-        .and_then(|b| b.prologue(&prologue))
-        .and_then(|b| b.build_initiator())
-        .map_err(|e| noise("build", e))?;
-    write(handshake, &header, &body, bucket, NOISE_X_OVERHEAD)
+    seal_3(KIND_FIRST_CONTACT, sender, recipient_key, None, recipient_identity, payload, ephemeral)
 }
 
 /// Opens a format 3 first-contact envelope addressed to `recipient` (our device key or one of
@@ -388,21 +375,52 @@ pub(crate) fn seal_conversation(
     payload: &Payload,
     ephemeral: [u8; 32],
 ) -> Result<Vec<u8>, Error> {
-    check_x25519_public(receive_key)?;
+    seal_3(
+        KIND_CONVERSATION,
+        sender,
+        receive_key,
+        Some(seed),
+        recipient_identity,
+        payload,
+        ephemeral,
+    )
+}
+
+/// Seals a format 3 envelope of `kind` from `sender` to `recipient_key` for the identity
+/// `recipient_identity`: `Noise_X` for a first contact, `Noise_Kpsk1` with `psk` in slot 1 for a
+/// conversation. The two kinds differ in nothing else on the sending side.
+fn seal_3(
+    kind: u8,
+    sender: &DeviceKey,
+    recipient_key: &[u8; 32],
+    psk: Option<&[u8; 32]>,
+    recipient_identity: &[u8; 32],
+    payload: &Payload,
+    ephemeral: [u8; 32],
+) -> Result<Vec<u8>, Error> {
+    check_x25519_public(recipient_key)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_or_too_large(KIND_CONVERSATION, body.len())?;
-    let header = header_3(KIND_CONVERSATION, receive_key);
+    let bucket = bucket_or_too_large(kind, body.len())?;
+    let header = header_3(kind, recipient_key);
+    let (params, noise_overhead) = if kind == KIND_CONVERSATION {
+        (&*NOISE_KPSK1, NOISE_KPSK1_OVERHEAD)
+    } else {
+        (&*NOISE_X, NOISE_X_OVERHEAD)
+    };
     let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
-    let builder = snow::Builder::with_resolver(NOISE_KPSK1.clone(), Box::new(resolver));
+    let builder = snow::Builder::with_resolver(params.clone(), Box::new(resolver));
     let prologue = prologue(&header, Some(recipient_identity));
     let handshake = builder
         .local_private_key(sender.secret())
-        .and_then(|b| b.remote_public_key(receive_key))
-        .and_then(|b| b.psk(1, seed))
+        .and_then(|b| b.remote_public_key(recipient_key))
+        .and_then(|b| match psk {
+            Some(psk) => b.psk(1, psk),
+            None => Ok(b),
+        })
         .and_then(|b| b.prologue(&prologue))
         .and_then(|b| b.build_initiator())
         .map_err(|e| noise("build", e))?;
-    write(handshake, &header, &body, bucket, NOISE_KPSK1_OVERHEAD)
+    write(handshake, &header, &body, bucket, noise_overhead)
 }
 
 /// The private half of a receive key, as [`open_conversation`] needs it.
@@ -442,8 +460,9 @@ pub(crate) fn open_conversation(
     codec::decode("envelope payload", unpad(&plaintext)?)
 }
 
-/// The initiator ephemeral key of a format 3 envelope, refused if it is a small-order point.
-pub(crate) fn ephemeral_3(envelope: &[u8]) -> Result<[u8; 32], Error> {
+/// The initiator ephemeral key of a format 3 envelope, refused if it is a small-order point:
+/// the name the replay caches know the envelope by (see `Conversation::unsee`).
+pub fn ephemeral_key(envelope: &[u8]) -> Result<[u8; 32], Error> {
     let message = envelope.get(HEADER_LEN_3..).ok_or(Error::Envelope("too short"))?;
     ephemeral_of(message)
 }

@@ -14,7 +14,7 @@ use kolokol_protocol::mailbox::{Operation, Proof, Request, Response, mailbox_id,
 use kolokol_protocol::message::MAX_TEXT_LEN;
 use kolokol_protocol::message::{Body, Content};
 
-use crate::support::{Net, introduce, raw_mailbox_requests, wait_message, wait_state};
+use crate::support::{Net, raw_mailbox_requests, wait_message, wait_state};
 
 /// A text of `len` bytes that is not one repeated byte: mixed ASCII and two-byte UTF-8, so a
 /// chunk boundary inside a character would show, and a marker that must not appear on the wire.
@@ -40,11 +40,8 @@ fn inbox_text(node: &kolokol_node::Node, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_message_crosses_a_relay_in_chunks_and_arrives_whole_once() {
     let net = Net::new();
-    let (relay, relay_addr) = net.relay("relay").await;
-    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let bob = net.user("bob", &[relay_addr]).await;
+    let (relay, _, alice, bob) = net.pair().await;
     let (a, b) = (alice.node(), bob.node());
-    introduce(&a, "alice", &b, "bob").await;
     let mut a_events = a.subscribe();
     let mut b_events = b.subscribe();
 
@@ -73,10 +70,7 @@ async fn the_largest_message_crosses_a_relay_in_chunks_and_arrives_whole_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_message_waits_in_the_mailbox_as_full_size_envelopes_and_arrives_whole() {
     let net = Net::new();
-    let (relay, relay_addr) = net.relay("relay").await;
-    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
-    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    let (relay, relay_addr, alice, bob) = net.pair().await;
     bob.shutdown().await;
 
     let text = long_text(200_000);
@@ -121,10 +115,7 @@ async fn a_chunked_message_waits_in_the_mailbox_as_full_size_envelopes_and_arriv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_deferred_while_too_many_messages_are_incomplete_is_fetched_again_not_lost() {
     let net = Net::new();
-    let (relay, relay_addr) = net.relay("relay").await;
-    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
-    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    let (relay, relay_addr, alice, bob) = net.pair().await;
     alice.shutdown().await;
 
     // Alice's identity writes first contacts of its own making (the node would do the same),

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::support::{Net, TIMEOUT, control_socket, introduce};
+use crate::support::{Net, TIMEOUT, control_socket};
 
 struct Conn {
     reader: BufReader<tokio::net::unix::OwnedReadHalf>,
@@ -102,10 +102,7 @@ async fn bad_requests_get_errors_and_the_daemon_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_hears_messages_and_state_changes() {
     let net = Net::new();
-    let (relay, relay_addr) = net.relay("relay").await;
-    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let bob = net.user("bob", &[relay_addr]).await;
-    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    let (relay, _, alice, bob) = net.pair().await;
 
     let mut bob_conn = Conn::open(&net, "bob").await;
     assert_eq!(bob_conn.call(1, "subscribe", json!({})).await["result"], json!(true));

@@ -5,7 +5,7 @@
 use kolokol_node::RunningNode;
 use kolokol_protocol::conversation::MAX_RECEIVE_KEYS;
 
-use crate::support::{Net, introduce, wait_message, wait_state};
+use crate::support::{Net, wait_message, wait_state};
 
 async fn round_trip(alice: &RunningNode, bob: &RunningNode, text: &str) {
     let (a, b) = (alice.node(), bob.node());
@@ -25,10 +25,7 @@ fn key_ids(owner: &RunningNode, peer: &str) -> Vec<[u8; 8]> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_keys_rotate_per_round_trip_and_survive_restarts() {
     let net = Net::new();
-    let (relay, relay_addr) = net.relay("relay").await;
-    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
-    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    let (relay, relay_addr, alice, bob) = net.pair().await;
     let (alice_id, bob_id) = (alice.node().peer_id().to_string(), bob.node().peer_id().to_string());
 
     round_trip(&alice, &bob, "one").await;

@@ -1,16 +1,13 @@
 //! Two users who listen on nothing and know only a Kolokol relay exchange messages both ways,
 //! end to end encrypted, with receipts.
 
-use crate::support::{Net, introduce, wait_message, wait_state};
+use crate::support::{Net, wait_message, wait_state};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_cross_the_relay_both_ways_exactly_once_with_receipts() {
     let net = Net::new();
-    let (relay, relay_addr) = net.relay("relay").await;
-    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let bob = net.user("bob", &[relay_addr]).await;
+    let (relay, _, alice, bob) = net.pair().await;
     let (a, b) = (alice.node(), bob.node());
-    introduce(&a, "alice", &b, "bob").await;
 
     let mut a_events = a.subscribe();
     let mut b_events = b.subscribe();
@@ -39,11 +36,8 @@ async fn messages_cross_the_relay_both_ways_exactly_once_with_receipts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_contact_empty_and_oversized_messages_are_refused_and_nothing_is_queued() {
     let net = Net::new();
-    let (relay, relay_addr) = net.relay("relay").await;
-    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let bob = net.user("bob", &[relay_addr]).await;
+    let (relay, _, alice, bob) = net.pair().await;
     let (a, b) = (alice.node(), bob.node());
-    introduce(&a, "alice", &b, "bob").await;
 
     let err = a.send("nobody", "hi").await.unwrap_err().to_string();
     assert!(err.contains("no contact named \"nobody\""), "{err}");
@@ -67,11 +61,8 @@ async fn unknown_contact_empty_and_oversized_messages_are_refused_and_nothing_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_messages_is_delivered_and_every_receipt_arrives() {
     let net = Net::new();
-    let (relay, relay_addr) = net.relay("relay").await;
-    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
-    let bob = net.user("bob", &[relay_addr]).await;
+    let (relay, _, alice, bob) = net.pair().await;
     let (a, b) = (alice.node(), bob.node());
-    introduce(&a, "alice", &b, "bob").await;
     let mut a_events = a.subscribe();
 
     // Sent all at once, so Bob's receipts fall due together and go batched in one envelope

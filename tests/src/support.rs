@@ -69,6 +69,17 @@ impl Net {
         (relay, addr)
     }
 
+    /// The setup most scenarios start from: a relay called "relay", and users "alice" and
+    /// "bob" who hold reservations on it and are each other's contacts. Returns the relay, its
+    /// address, Alice and Bob.
+    pub async fn pair(&self) -> (RunningNode, Multiaddr, RunningNode, RunningNode) {
+        let (relay, relay_addr) = self.relay("relay").await;
+        let alice = self.user("alice", std::slice::from_ref(&relay_addr)).await;
+        let bob = self.user("bob", std::slice::from_ref(&relay_addr)).await;
+        introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+        (relay, relay_addr, alice, bob)
+    }
+
     /// Starts a user node that bootstraps from `relays` and waits for a reservation.
     pub async fn user(&self, name: &str, relays: &[Multiaddr]) -> RunningNode {
         let user = self.start(name, Role::Node, relays).await;
@@ -127,6 +138,20 @@ pub async fn wait_event<T>(
     })
     .await
     .expect("the expected event arrived in time")
+}
+
+/// Checks the history of a message `sender` sent while its recipient was away: it was stored,
+/// then delivered, and may have been sent directly in between (a retry can reach the recipient
+/// before its mailbox does); either way its states only moved forward.
+pub fn assert_stored_then_delivered(sender: &Node, id: &str) {
+    let id = kolokol_protocol::message::parse_id(id).expect("id");
+    let states: Vec<String> =
+        sender.history(&id).expect("history").into_iter().map(|h| h.0).collect();
+    assert!(
+        states == ["queued", "stored", "delivered"]
+            || states == ["queued", "stored", "sent", "delivered"],
+        "{states:?}"
+    );
 }
 
 /// Waits for the message with this id to arrive.

@@ -317,38 +317,24 @@ fn only_the_peer_can_write_to_a_receive_key_even_knowing_its_seed() {
     let bob_key = b.conversation.receive_keys.last().unwrap();
     let (public, seed) = (bob_key.public, *bob_key.seed.get());
     let payload = Payload::V1 { certificate: None, advertisement: None, content: content(7, NOW) };
+    let bob_identity = *b.identity.identity_key();
+    let to_bob = |sender: &Identity, seed: &[u8; 32]| {
+        envelope::seal_conversation(
+            sender.device(),
+            &public,
+            seed,
+            &bob_identity,
+            &payload,
+            [9; 32],
+        )
+        .unwrap()
+    };
     // Mallory knows Bob's receive key and its seed, but not Alice's device key.
     let mallory = identity(7);
-    let forged = envelope::seal_conversation(
-        mallory.device(),
-        &public,
-        &seed,
-        b.identity.identity_key(),
-        &payload,
-        [9; 32],
-    )
-    .unwrap();
-    assert!(b.open(&forged, NOW).is_err());
+    assert!(b.open(&to_bob(&mallory, &seed), NOW).is_err());
     // Alice's device key with the wrong seed is refused too: the PSK binds the conversation.
-    let wrong_seed = envelope::seal_conversation(
-        a.identity.device(),
-        &public,
-        &[0; 32],
-        b.identity.identity_key(),
-        &payload,
-        [9; 32],
-    )
-    .unwrap();
-    assert!(b.open(&wrong_seed, NOW).is_err());
-    let right = envelope::seal_conversation(
-        a.identity.device(),
-        &public,
-        &seed,
-        b.identity.identity_key(),
-        &payload,
-        [9; 32],
-    )
-    .unwrap();
+    assert!(b.open(&to_bob(&a.identity, &[0; 32]), NOW).is_err());
+    let right = to_bob(&a.identity, &seed);
     assert_eq!(b.open(&right, NOW).unwrap(), content(7, NOW));
 }
 
@@ -363,56 +349,37 @@ fn forged_or_expired_certificates_are_rejected() {
         Conversation::new(a.certificate.clone(), NOW + 6),
         Err(Error::CertificateNotValid { .. })
     ));
+    // Each attack is a first contact to Bob from `sender`'s device key carrying `certificate`.
+    let (bob_device, bob_identity) = (*b.identity.device().public(), *b.identity.identity_key());
+    let first_contact = |sender: &Identity, certificate: DeviceCertificate, n: u8| {
+        let payload = Payload::V1 {
+            certificate: Some(certificate),
+            advertisement: None,
+            content: content(n, NOW),
+        };
+        envelope::seal_first_contact(
+            sender.device(),
+            &bob_device,
+            &bob_identity,
+            &payload,
+            [n + 1; 32],
+        )
+        .unwrap()
+    };
     // Forged: Alice's certificate with a stretched validity and the old signature.
     let mut forged = a.certificate.clone();
     forged.not_after = NOW + 1000 * DAY;
-    let payload = Payload::V1 {
-        certificate: Some(forged.clone()),
-        advertisement: None,
-        content: content(2, NOW),
-    };
-    let sealed = envelope::seal_first_contact(
-        a.identity.device(),
-        b.identity.device().public(),
-        b.identity.identity_key(),
-        &payload,
-        [3; 32],
-    )
-    .unwrap();
+    let sealed = first_contact(&a.identity, forged, 2);
     assert_eq!(b.open(&sealed, NOW), Err(Error::BadCertificateSignature));
     // Mallory's device key under Alice's certificate: the Noise static key gives it away.
     let mallory = identity(7);
-    let payload = Payload::V1 {
-        certificate: Some(certificate(&a.identity)),
-        advertisement: None,
-        content: content(3, NOW),
-    };
-    let sealed = envelope::seal_first_contact(
-        mallory.device(),
-        b.identity.device().public(),
-        b.identity.identity_key(),
-        &payload,
-        [4; 32],
-    )
-    .unwrap();
+    let sealed = first_contact(&mallory, certificate(&a.identity), 3);
     assert_eq!(
         b.open(&sealed, NOW),
         Err(Error::Envelope("sender certificate does not match the Noise static key"))
     );
     // A valid certificate of another identity is not this conversation's peer.
-    let payload = Payload::V1 {
-        certificate: Some(certificate(&mallory)),
-        advertisement: None,
-        content: content(4, NOW),
-    };
-    let sealed = envelope::seal_first_contact(
-        mallory.device(),
-        b.identity.device().public(),
-        b.identity.identity_key(),
-        &payload,
-        [5; 32],
-    )
-    .unwrap();
+    let sealed = first_contact(&mallory, certificate(&mallory), 4);
     assert_eq!(b.open(&sealed, NOW), Err(Error::Envelope("first contact from another identity")));
 }
 
@@ -769,11 +736,12 @@ fn an_envelope_taken_back_out_of_the_replay_cache_opens_again_once() {
         assert_eq!(b.open(&sealed, NOW), Err(Error::Replayed));
         // The node could not act on it: it forgets having seen it, and the mailbox's next
         // delivery of the same bytes is taken, once.
-        assert!(b.conversation.unsee(&sealed));
-        assert!(!b.conversation.unsee(&sealed));
+        let ephemeral = envelope::ephemeral_key(&sealed).unwrap();
+        assert!(b.conversation.unsee(&ephemeral));
+        assert!(!b.conversation.unsee(&ephemeral));
         assert_eq!(b.open(&sealed, NOW).unwrap(), content(9, NOW));
         assert_eq!(b.open(&sealed, NOW), Err(Error::Replayed));
-        assert!(!b.conversation.unsee(&[0; 10]), "garbage names no envelope");
+        assert!(!b.conversation.unsee(&[9; 32]), "an unknown key names no envelope");
     }
 }
 

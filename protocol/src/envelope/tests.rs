@@ -26,6 +26,12 @@ fn pair() -> Pair {
     }
 }
 
+/// A first contact from Alice to Bob's device key, meant for the identity `recipient`.
+fn first_contact_to_bobs_key(p: &Pair, recipient: &[u8; 32], payload: &Payload) -> Vec<u8> {
+    seal_first_contact(p.alice.device(), p.bob.device().public(), recipient, payload, [5; 32])
+        .unwrap()
+}
+
 fn text(len: usize) -> Content {
     Content { id: [7; 16], sent_at_ms: NOW * 1000, body: Body::Text("x".repeat(len)) }
 }
@@ -256,14 +262,7 @@ fn a_first_contact_to_another_key_is_refused_before_decryption() {
     let p = pair();
     let cert = p.alice.certify(NOW - 10, NOW + 10).unwrap();
     let payload = Payload::V1 { certificate: Some(cert), advertisement: None, content: text(3) };
-    let sealed = seal_first_contact(
-        p.alice.device(),
-        p.bob.device().public(),
-        p.bob.identity_key(),
-        &payload,
-        [5; 32],
-    )
-    .unwrap();
+    let sealed = first_contact_to_bobs_key(&p, p.bob.identity_key(), &payload);
     let eve = Identity::from_secrets([5; 32], [6; 32]);
     assert_eq!(
         open_first_contact(eve.device(), eve.identity_key(), &sealed, NOW),
@@ -271,14 +270,7 @@ fn a_first_contact_to_another_key_is_refused_before_decryption() {
     );
     let without_certificate =
         Payload::V1 { certificate: None, advertisement: None, content: text(3) };
-    let sealed = seal_first_contact(
-        p.alice.device(),
-        p.bob.device().public(),
-        p.bob.identity_key(),
-        &without_certificate,
-        [5; 32],
-    )
-    .unwrap();
+    let sealed = first_contact_to_bobs_key(&p, p.bob.identity_key(), &without_certificate);
     assert_eq!(
         open_first_contact(p.bob.device(), p.bob.identity_key(), &sealed, NOW),
         Err(Error::Envelope("first contact without the sender's certificate"))
@@ -306,26 +298,12 @@ fn an_envelope_meant_for_another_identity_does_not_open_even_with_the_right_key(
     let payload = Payload::V1 { certificate: Some(cert), advertisement: None, content: text(3) };
     let refused = Err(Error::Envelope("decryption failed: not for this recipient, or tampered"));
 
-    let for_mallory = seal_first_contact(
-        p.alice.device(),
-        p.bob.device().public(),
-        mallory.identity_key(),
-        &payload,
-        [5; 32],
-    )
-    .unwrap();
+    let for_mallory = first_contact_to_bobs_key(&p, mallory.identity_key(), &payload);
     assert_eq!(
         open_first_contact(p.bob.device(), p.bob.identity_key(), &for_mallory, NOW).map(|_| ()),
         refused
     );
-    let for_bob = seal_first_contact(
-        p.alice.device(),
-        p.bob.device().public(),
-        p.bob.identity_key(),
-        &payload,
-        [5; 32],
-    )
-    .unwrap();
+    let for_bob = first_contact_to_bobs_key(&p, p.bob.identity_key(), &payload);
     assert!(open_first_contact(p.bob.device(), p.bob.identity_key(), &for_bob, NOW).is_ok());
 
     let receive = Identity::from_secrets([40; 32], [41; 32]);
