@@ -15,7 +15,7 @@ use kolokol_protocol::bundle::{
     Bundle, BundlePeer, MAX_BUNDLE_ADDRESS_LEN, MAX_BUNDLE_ADDRESSES, MAX_BUNDLE_PEERS,
 };
 use kolokol_protocol::codec;
-use kolokol_protocol::control::{self, Event, InboxMessage, StateChange};
+use kolokol_protocol::control::{self, Event, InboxMessage, MessageState, StateChange};
 use kolokol_protocol::conversation::{Conversation, Randomness};
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::mailbox;
 use crate::store::{
     ChunkOutcome, ContactRow, InboxRow, MAX_CACHED_PEERS, MAX_STRANGER_CONVERSATIONS,
-    MailboxDeposit, OutboxBody, OutboxRow, Store, state,
+    MailboxDeposit, OutboxBody, OutboxRow, Store,
 };
 use crate::swarm::{self, Command, DeliveryFailure, Inbound, MailboxInbound, NetEvent, NetStatus};
 
@@ -576,7 +576,7 @@ impl Node {
     }
 
     /// The state history of one of our messages.
-    pub fn history(&self, id: &MessageId) -> Result<Vec<(String, Option<String>, u64)>> {
+    pub fn history(&self, id: &MessageId) -> Result<Vec<(MessageState, Option<String>, u64)>> {
         self.inner.store.history(id)
     }
 
@@ -625,14 +625,14 @@ impl Node {
         };
         let claim = ATTEMPT_CLAIM.as_millis() as u64 * crate::store::attempt_envelopes(&row.body);
         self.inner.store.enqueue(&row, now + claim)?;
-        self.emit_state(&row.id, &row.peer_id, state::QUEUED, None, now);
+        self.emit_state(&row.id, &row.peer_id, MessageState::Queued, None, now);
         let (state, detail) = self.attempt(&row).await;
-        Ok(control::SendResult { id: format_id(&row.id), state: state.into(), detail })
+        Ok(control::SendResult { id: format_id(&row.id), state, detail })
     }
 
     /// One delivery attempt of an outbox row; records the outcome and returns the state it
     /// leaves the row in (`sent`, `stored`, `queued` or `failed`) with its detail.
-    async fn attempt(&self, row: &OutboxRow) -> (&'static str, Option<String>) {
+    async fn attempt(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
         let mut stored = None;
         let outcome = match self.seal(row).await {
             Err(failure) => Err(failure),
@@ -671,16 +671,18 @@ impl Node {
         let now = unix_ms();
         let expired = now.saturating_sub(row.created_at_ms) > MESSAGE_TTL.as_millis() as u64;
         let mut result = match &outcome {
-            Ok(()) => (state::SENT, None),
-            Err(f) if f.permanent || expired => (state::FAILED, Some(f.reason.clone())),
-            Err(f) => (state::QUEUED, Some(f.reason.clone())),
+            Ok(()) => (MessageState::Sent, None),
+            Err(f) if f.permanent || expired => (MessageState::Failed, Some(f.reason.clone())),
+            Err(f) => (MessageState::Queued, Some(f.reason.clone())),
         };
         let recorded = match &outcome {
-            Ok(()) => self.inner.store.set_state(&row.id, state::SENT, None, now).map(|changed| {
-                if changed {
-                    self.emit_outgoing(row, state::SENT, None, now);
-                }
-            }),
+            Ok(()) => {
+                self.inner.store.set_state(&row.id, MessageState::Sent, None, now).map(|changed| {
+                    if changed {
+                        self.emit_outgoing(row, MessageState::Sent, None, now);
+                    }
+                })
+            }
             Err(failure) if failure.permanent || expired => {
                 let detail = if failure.permanent {
                     failure.reason.clone()
@@ -691,15 +693,17 @@ impl Node {
                         failure.reason
                     )
                 };
-                self.inner.store.set_state(&row.id, state::FAILED, Some(&detail), now).map(|_| {
-                    self.emit_outgoing(row, state::FAILED, Some(detail.clone()), now);
-                })
+                self.inner.store.set_state(&row.id, MessageState::Failed, Some(&detail), now).map(
+                    |_| {
+                        self.emit_outgoing(row, MessageState::Failed, Some(detail.clone()), now);
+                    },
+                )
             }
             Err(failure) => {
                 let attempts = row.attempts + 1;
                 let delay = Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY);
                 match &stored {
-                    Some(Ok(detail)) => result = (state::STORED, Some(detail.clone())),
+                    Some(Ok(detail)) => result = (MessageState::Stored, Some(detail.clone())),
                     Some(Err(why)) => result.1 = Some(format!("{}; {why}", failure.reason)),
                     None => {}
                 }
@@ -707,11 +711,16 @@ impl Node {
                 // its user sees no step back to `queued`.
                 let stored_before = matches!(
                     self.inner.store.outgoing(&row.id),
-                    Ok(Some(view)) if view.state == state::STORED
+                    Ok(Some(view)) if view.state == MessageState::Stored
                 );
                 let reason = result.1.clone().unwrap_or_default();
-                let changed = if result.0 == state::STORED {
-                    self.inner.store.set_state(&row.id, state::STORED, result.1.as_deref(), now)
+                let changed = if result.0 == MessageState::Stored {
+                    self.inner.store.set_state(
+                        &row.id,
+                        MessageState::Stored,
+                        result.1.as_deref(),
+                        now,
+                    )
                 } else {
                     Ok(false)
                 };
@@ -723,7 +732,7 @@ impl Node {
                             .map(|()| changed)
                     })
                     .map(|changed| {
-                        if changed || (result.0 == state::QUEUED && !stored_before) {
+                        if changed || (result.0 == MessageState::Queued && !stored_before) {
                             self.emit_outgoing(row, result.0, result.1.clone(), now)
                         }
                     })
@@ -732,11 +741,11 @@ impl Node {
         if let Err(e) = recorded {
             tracing::error!(%e, "cannot record a delivery outcome");
         }
-        if result.0 == state::QUEUED
+        if result.0 == MessageState::Queued
             && let Ok(Some(view)) = self.inner.store.outgoing(&row.id)
-            && view.state == state::STORED
+            && view.state == MessageState::Stored
         {
-            result = (state::STORED, view.detail);
+            result = (MessageState::Stored, view.detail);
         }
         result
     }
@@ -1065,7 +1074,13 @@ impl Node {
 
     /// Emits a state change for an outbox row, unless it is a receipt: receipts are plumbing,
     /// not messages the user sent, so subscribers never hear of them.
-    fn emit_outgoing(&self, row: &OutboxRow, state: &str, detail: Option<String>, at_ms: u64) {
+    fn emit_outgoing(
+        &self,
+        row: &OutboxRow,
+        state: MessageState,
+        detail: Option<String>,
+        at_ms: u64,
+    ) {
         if matches!(row.body, OutboxBody::Text(_)) {
             self.emit_state(&row.id, &row.peer_id, state, detail, at_ms);
         }
@@ -1075,7 +1090,7 @@ impl Node {
         &self,
         id: &MessageId,
         peer_id: &str,
-        state: &str,
+        state: MessageState,
         detail: Option<String>,
         at_ms: u64,
     ) {
@@ -1087,7 +1102,7 @@ impl Node {
         let _ = self.inner.events.send(Event::State(StateChange {
             id: format_id(id),
             to,
-            state: state.into(),
+            state,
             detail,
             at_ms,
         }));
@@ -1512,9 +1527,9 @@ impl Node {
             Body::Read { of } => {
                 for id in of {
                     if self.inner.store.outgoing_text_peer(&id)?.as_deref() == Some(sender.as_str())
-                        && self.inner.store.set_state(&id, state::READ, None, now)?
+                        && self.inner.store.set_state(&id, MessageState::Read, None, now)?
                     {
-                        self.emit_state(&id, &sender, state::READ, None, now);
+                        self.emit_state(&id, &sender, MessageState::Read, None, now);
                     }
                 }
             }
@@ -1564,9 +1579,9 @@ impl Node {
     /// Marks our text `of` delivered if `sender` is the peer we sent it to.
     fn delivered(&self, of: &MessageId, sender: &str, now: u64) -> Result<()> {
         if self.inner.store.outgoing_text_peer(of)?.as_deref() == Some(sender)
-            && self.inner.store.set_state(of, state::DELIVERED, None, now)?
+            && self.inner.store.set_state(of, MessageState::Delivered, None, now)?
         {
-            self.emit_state(of, sender, state::DELIVERED, None, now);
+            self.emit_state(of, sender, MessageState::Delivered, None, now);
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::daemon::Node;
 use crate::error::{Error, Result};
-use crate::store::state;
+use kolokol_protocol::control::MessageState;
 
 /// Metrics connections served at once; one more is closed without an answer.
 pub const MAX_METRICS_CONNECTIONS: usize = 8;
@@ -148,10 +148,8 @@ async fn render(node: &Node, registry: &Registry) -> Result<String> {
     let snapshot = node.metrics_snapshot().await?;
     let mut out = String::new();
     gauge_header(&mut out, "kolokol_messages", "Text messages this node sent, by state.");
-    for s in
-        [state::QUEUED, state::STORED, state::SENT, state::DELIVERED, state::READ, state::FAILED]
-    {
-        let n = snapshot.messages.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    for s in MessageState::ALL {
+        let n = snapshot.messages.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
         out.push_str(&format!("kolokol_messages{{state=\"{s}\"}} {n}\n"));
     }
     let gauges = [
@@ -186,7 +184,7 @@ fn gauge_header(out: &mut String, name: &str, help: &str) {
 /// The values behind Kolokol's own gauges.
 pub(crate) struct Snapshot {
     /// Sent text messages by state.
-    pub messages: Vec<(String, u64)>,
+    pub messages: Vec<(MessageState, u64)>,
     /// Messages in the inbox.
     pub inbox: u64,
     /// Relay reservations held.

@@ -30,7 +30,7 @@ pub use contacts::ContactRow;
 pub use conversations::MAX_STRANGER_CONVERSATIONS;
 pub use inbox::InboxRow;
 pub use mailbox::{MailboxDeposit, MailboxItem, MailboxQuotas};
-pub use outbox::{OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes, state};
+pub use outbox::{OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes};
 pub use peers::{CachedPeer, MAX_CACHED_ADDRESSES, MAX_CACHED_PEERS};
 
 /// WAL pages between two automatic checkpoints (4 KiB each, so the WAL file grows to 32 MiB).

@@ -145,8 +145,8 @@ pub async fn wait_event<T>(
 /// before its mailbox does); either way its states only moved forward.
 pub fn assert_stored_then_delivered(sender: &Node, id: &str) {
     let id = kolokol_protocol::message::parse_id(id).expect("id");
-    let states: Vec<String> =
-        sender.history(&id).expect("history").into_iter().map(|h| h.0).collect();
+    let states: Vec<&str> =
+        sender.history(&id).expect("history").into_iter().map(|h| h.0.as_str()).collect();
     assert!(
         states == ["queued", "stored", "delivered"]
             || states == ["queued", "stored", "sent", "delivered"],

@@ -3,6 +3,8 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use kolokol_protocol::control::MessageState;
+
 use super::{CachedStatements, Store};
 use crate::error::Result;
 
@@ -60,30 +62,13 @@ pub struct OutboxView {
     /// The text.
     pub text: String,
     /// Current state.
-    pub state: String,
+    pub state: MessageState,
     /// Reason for the last failure or for giving up.
     pub detail: Option<String>,
     /// Attempts so far.
     pub attempts: u32,
     /// When created, Unix ms.
     pub created_at_ms: u64,
-}
-
-/// Message states as stored and shown.
-pub mod state {
-    /// In the outbox, not yet acknowledged by the recipient's node.
-    pub const QUEUED: &str = "queued";
-    /// The recipient's node acknowledged it over a direct or relayed connection.
-    pub const SENT: &str = "sent";
-    /// Not acknowledged directly, but held by enough mailbox replicas; direct delivery is still
-    /// retried.
-    pub const STORED: &str = "stored";
-    /// The recipient's end-to-end receipt arrived.
-    pub const DELIVERED: &str = "delivered";
-    /// The recipient's end-to-end read receipt arrived: their user has seen it.
-    pub const READ: &str = "read";
-    /// Given up; the detail says why.
-    pub const FAILED: &str = "failed";
 }
 
 impl Store {
@@ -121,7 +106,7 @@ impl Store {
                 kind,
                 text,
                 receipt_of,
-                state::QUEUED,
+                MessageState::Queued.as_str(),
                 row.created_at_ms as i64,
                 next_attempt_ms as i64,
                 read_of
@@ -129,7 +114,7 @@ impl Store {
         )?;
         tx.exec(
             "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
-            params![row.id.as_slice(), state::QUEUED, row.created_at_ms as i64],
+            params![row.id.as_slice(), MessageState::Queued.as_str(), row.created_at_ms as i64],
         )?;
         Ok(())
     }
@@ -145,7 +130,7 @@ impl Store {
     pub fn set_state(
         &self,
         id: &[u8; 16],
-        new_state: &str,
+        new_state: MessageState,
         detail: Option<&str>,
         now_ms: u64,
     ) -> Result<bool> {
@@ -160,13 +145,13 @@ impl Store {
                       < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
                          WHEN 'failed' THEN 3 WHEN 'read' THEN 4 ELSE 0 END)
                      OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
-                params![id.as_slice(), new_state, detail],
+                params![id.as_slice(), new_state.as_str(), detail],
             )
             .map_err(|e| self.err(e))?;
         if changed > 0 {
             tx.exec(
                 "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![id.as_slice(), new_state, detail, now_ms as i64],
+                params![id.as_slice(), new_state.as_str(), detail, now_ms as i64],
             )
             .map_err(|e| self.err(e))?;
         }
@@ -322,13 +307,13 @@ impl Store {
     }
 
     /// How many text messages the user sent are in each state (receipts are not counted).
-    pub fn message_counts(&self) -> Result<Vec<(String, u64)>> {
+    pub fn message_counts(&self) -> Result<Vec<(MessageState, u64)>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached("SELECT state, COUNT(*) FROM outbox WHERE kind = 'text' GROUP BY state")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([], |r| Ok((state_column(r, 0)?, r.get::<_, i64>(1)? as u64)))
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
@@ -376,7 +361,7 @@ impl Store {
                     peer_id: r.get(1)?,
                     contact: r.get(2)?,
                     text: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    state: r.get(4)?,
+                    state: state_column(r, 4)?,
                     detail: r.get(5)?,
                     attempts: r.get(6)?,
                     created_at_ms: r.get::<_, i64>(7)? as u64,
@@ -387,13 +372,15 @@ impl Store {
     }
 
     /// The state history of one message, oldest first.
-    pub fn history(&self, id: &[u8; 16]) -> Result<Vec<(String, Option<String>, u64)>> {
+    pub fn history(&self, id: &[u8; 16]) -> Result<Vec<(MessageState, Option<String>, u64)>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached("SELECT state, detail, at_ms FROM message_states WHERE id = ?1 ORDER BY at_ms, rowid")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([id.as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))
+            .query_map([id.as_slice()], |r| {
+                Ok((state_column(r, 0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
@@ -418,4 +405,16 @@ impl Store {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// Reads a state column; a name this version does not know is a damaged row, not a panic.
+fn state_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<MessageState> {
+    let name: String = r.get(idx)?;
+    MessageState::parse(&name).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("unknown message state {name:?}").into(),
+        )
+    })
 }

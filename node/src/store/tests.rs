@@ -1,8 +1,10 @@
 //! Tests of the SQLite store on a real database file.
 
+use kolokol_protocol::control::MessageState;
+
 use crate::store::{
     ChunkOutcome, ContactRow, InboxRow, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER,
-    MailboxDeposit, MailboxQuotas, OutboxBody, OutboxRow, Store, state,
+    MailboxDeposit, MailboxQuotas, OutboxBody, OutboxRow, Store,
 };
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -63,10 +65,14 @@ fn states_move_forward_only_and_keep_a_history() {
     let (_d, s) = store();
     let row = text(1, 10);
     s.enqueue(&row, 10).unwrap();
-    assert!(s.set_state(&row.id, state::SENT, None, 11).unwrap());
-    assert!(s.set_state(&row.id, state::DELIVERED, None, 12).unwrap());
-    assert!(!s.set_state(&row.id, state::SENT, None, 13).unwrap(), "a late ack moved it back");
-    let history: Vec<String> = s.history(&row.id).unwrap().into_iter().map(|h| h.0).collect();
+    assert!(s.set_state(&row.id, MessageState::Sent, None, 11).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Delivered, None, 12).unwrap());
+    assert!(
+        !s.set_state(&row.id, MessageState::Sent, None, 13).unwrap(),
+        "a late ack moved it back"
+    );
+    let history: Vec<&str> =
+        s.history(&row.id).unwrap().into_iter().map(|h| h.0.as_str()).collect();
     assert_eq!(history, vec!["queued", "sent", "delivered"]);
     assert_eq!(s.queued_count().unwrap(), 0);
 
@@ -74,52 +80,56 @@ fn states_move_forward_only_and_keep_a_history() {
     // ack never moves a sent one back.
     let row = text(2, 20);
     s.enqueue(&row, 20).unwrap();
-    assert!(s.set_state(&row.id, state::STORED, Some("stored on 2 of 3"), 21).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Stored, Some("stored on 2 of 3"), 21).unwrap());
     s.reschedule(&row.id, 1, 30, "cannot reach").unwrap();
     assert_eq!(s.outgoing(&row.id).unwrap().unwrap().detail.as_deref(), Some("stored on 2 of 3"));
     assert_eq!(s.due(30, 100).unwrap().len(), 1, "a stored message is still retried");
-    assert!(!s.set_state(&row.id, state::STORED, Some("stored on 2 of 3"), 22).unwrap());
-    assert!(s.set_state(&row.id, state::STORED, Some("stored on 3 of 3"), 22).unwrap());
-    assert!(s.set_state(&row.id, state::SENT, None, 23).unwrap());
-    assert!(!s.set_state(&row.id, state::STORED, None, 24).unwrap(), "sent moved back to stored");
-    assert!(s.set_state(&row.id, state::DELIVERED, None, 25).unwrap());
-    let history: Vec<String> = s.history(&row.id).unwrap().into_iter().map(|h| h.0).collect();
+    assert!(!s.set_state(&row.id, MessageState::Stored, Some("stored on 2 of 3"), 22).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Stored, Some("stored on 3 of 3"), 22).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Sent, None, 23).unwrap());
+    assert!(
+        !s.set_state(&row.id, MessageState::Stored, None, 24).unwrap(),
+        "sent moved back to stored"
+    );
+    assert!(s.set_state(&row.id, MessageState::Delivered, None, 25).unwrap());
+    let history: Vec<&str> =
+        s.history(&row.id).unwrap().into_iter().map(|h| h.0.as_str()).collect();
     assert_eq!(history, vec!["queued", "stored", "stored", "sent", "delivered"]);
 }
 
 #[test]
 fn read_ranks_above_delivered_and_is_final() {
     let (_d, s) = store();
-    let states = |id: &[u8; 16]| -> Vec<String> {
-        s.history(id).unwrap().into_iter().map(|h| h.0).collect()
+    let states = |id: &[u8; 16]| -> Vec<&str> {
+        s.history(id).unwrap().into_iter().map(|h| h.0.as_str()).collect()
     };
     let row = text(1, 10);
     s.enqueue(&row, 10).unwrap();
-    assert!(s.set_state(&row.id, state::SENT, None, 11).unwrap());
-    assert!(s.set_state(&row.id, state::DELIVERED, None, 12).unwrap());
-    assert!(!s.set_state(&row.id, state::FAILED, Some("expired"), 13).unwrap());
-    assert!(s.set_state(&row.id, state::READ, None, 14).unwrap());
-    assert!(!s.set_state(&row.id, state::READ, None, 15).unwrap(), "read twice");
-    assert!(!s.set_state(&row.id, state::DELIVERED, None, 16).unwrap(), "a late receipt");
-    assert!(!s.set_state(&row.id, state::FAILED, Some("expired"), 17).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Sent, None, 11).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Delivered, None, 12).unwrap());
+    assert!(!s.set_state(&row.id, MessageState::Failed, Some("expired"), 13).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Read, None, 14).unwrap());
+    assert!(!s.set_state(&row.id, MessageState::Read, None, 15).unwrap(), "read twice");
+    assert!(!s.set_state(&row.id, MessageState::Delivered, None, 16).unwrap(), "a late receipt");
+    assert!(!s.set_state(&row.id, MessageState::Failed, Some("expired"), 17).unwrap());
     assert_eq!(states(&row.id), vec!["queued", "sent", "delivered", "read"]);
     assert_eq!(s.outgoing(&row.id).unwrap().unwrap().state, "read");
 
     // The delivery receipt was lost: read follows sent or stored directly, and ends retries.
-    for (id, before) in [(2, state::SENT), (3, state::STORED)] {
+    for (id, before) in [(2, MessageState::Sent), (3, MessageState::Stored)] {
         let row = text(id, 20);
         s.enqueue(&row, 20).unwrap();
         assert!(s.set_state(&row.id, before, None, 21).unwrap());
-        assert!(s.set_state(&row.id, state::READ, None, 22).unwrap());
-        assert_eq!(states(&row.id), vec!["queued", before, "read"]);
+        assert!(s.set_state(&row.id, MessageState::Read, None, 22).unwrap());
+        assert_eq!(states(&row.id), vec!["queued", before.as_str(), "read"]);
     }
     assert!(s.due(1000, 2000).unwrap().is_empty(), "a read message is retried");
 
     // A failed message stays failed.
     let row = text(4, 30);
     s.enqueue(&row, 30).unwrap();
-    assert!(s.set_state(&row.id, state::FAILED, Some("refused"), 31).unwrap());
-    assert!(!s.set_state(&row.id, state::READ, None, 32).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Failed, Some("refused"), 31).unwrap());
+    assert!(!s.set_state(&row.id, MessageState::Read, None, 32).unwrap());
 }
 
 #[test]
