@@ -13,6 +13,7 @@ use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 
 /// What kind of node to run.
@@ -63,6 +64,9 @@ pub struct Config {
     /// (`None`: no limit). [`Config::new`] sets [`RELAY_MAX_MEMORY`] for a relay, none for a
     /// user node.
     pub max_memory: Option<u64>,
+    /// The wall clock the node reads: the system clock, or in tests of the slow timers a clock
+    /// that follows tokio's paused time ([`Clock::tokio`]).
+    pub clock: Clock,
 }
 
 /// A relay's default memory ceiling for taking new connections: 256 MiB, an eighth of a small
@@ -268,6 +272,7 @@ impl Config {
             read_receipts: true,
             mdns: false,
             max_memory: (role == Role::Relay).then_some(RELAY_MAX_MEMORY),
+            clock: Clock::system(),
         }
     }
 

@@ -21,6 +21,7 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use libp2p::{Multiaddr, PeerId};
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
@@ -30,8 +31,10 @@ pub use contacts::ContactRow;
 pub use conversations::MAX_STRANGER_CONVERSATIONS;
 pub use inbox::InboxRow;
 pub use mailbox::{MailboxDeposit, MailboxItem, MailboxQuotas};
-pub use outbox::{OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes};
-pub use peers::{CachedPeer, MAX_CACHED_ADDRESSES, MAX_CACHED_PEERS};
+pub use outbox::{
+    DepositRecord, OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes,
+};
+pub use peers::{CachedPeer, MAX_CACHED_ADDRESSES, MAX_CACHED_PEERS, PeerSource};
 
 /// WAL pages between two automatic checkpoints (4 KiB each, so the WAL file grows to 32 MiB).
 const WAL_CHECKPOINT_PAGES: i64 = 8192;
@@ -116,6 +119,27 @@ impl Store {
     fn err(&self, source: rusqlite::Error) -> Error {
         Error::Store { path: self.path.clone(), source }
     }
+}
+
+/// Reads a peer id column. Every peer id in the store was written from a `PeerId`, so one that
+/// does not parse is a damaged row, reported as an error rather than a panic.
+fn peer_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<PeerId> {
+    let text: String = r.get(idx)?;
+    text.parse().map_err(|e: libp2p::identity::ParseError| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Reads a column of addresses, one multiaddr per line; a line that does not parse (nothing
+/// this version writes) is skipped, since one bad address must not hide the good ones.
+fn addresses_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Vec<Multiaddr>> {
+    let text: String = r.get(idx)?;
+    Ok(text.lines().filter_map(|line| line.parse().ok()).collect())
+}
+
+/// Addresses as an address column holds them: one per line.
+fn join_addresses(addresses: &[Multiaddr]) -> String {
+    addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

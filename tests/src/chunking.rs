@@ -80,7 +80,7 @@ async fn a_chunked_message_waits_in_the_mailbox_as_full_size_envelopes_and_arriv
     // What the replica holds: one item per chunk, every one exactly the largest bucket, a
     // format 3 envelope, with no plaintext in it.
     let bob_identity = net.identity("bob");
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let id = mailbox_id(bob_identity.identity_key(), period_of(now));
     let proof = Proof::sign(&bob_identity, &id, Operation::Fetch, now, &[]).expect("sign");
     let items =
@@ -120,7 +120,7 @@ async fn a_chunk_deferred_while_too_many_messages_are_incomplete_is_fetched_agai
 
     // Alice's identity writes first contacts of its own making (the node would do the same),
     // one more two-chunk message than Bob keeps incomplete at once.
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let alice_identity = net.identity("alice");
     let alice_certificate = alice_identity.certify(now - 60, now + 3600).expect("certify");
     let invite = bob.node().invite().await.expect("invite").invite;

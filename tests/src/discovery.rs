@@ -126,7 +126,7 @@ async fn forged_expired_and_older_presence_records_are_refused() {
     // Mallory has stolen an old copy of Bob's identity file; she replays an older record and
     // pushes a forged one and an expired one straight into the DHT server.
     let stolen = net.identity("bob");
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let cert = stolen.certify(now - 60, now + 3600).expect("certificate");
     let evil: Vec<Vec<u8>> =
         vec!["/ip4/127.0.0.66/tcp/6666".parse::<Multiaddr>().expect("valid").to_vec()];
@@ -174,7 +174,7 @@ async fn a_contact_whose_invite_addresses_are_dead_is_found_through_its_presence
     // Alice holds an old invite of Bob's that names only a relay which has since shut down.
     old_relay.shutdown().await;
     let stolen = net.identity("bob");
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let certificate = stolen.certify(now - 60, now + 3600).expect("certificate");
     let dead: Multiaddr = format!("{old_relay_addr}/p2p-circuit").parse().expect("valid");
     let invite = Invite { certificate, addresses: vec![dead.to_vec()] };

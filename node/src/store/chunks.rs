@@ -1,5 +1,6 @@
 //! The `chunks` table: chunks of long messages kept until the whole message has arrived.
 
+use libp2p::PeerId;
 use rusqlite::{OptionalExtension, params};
 
 use super::{CachedStatements, Store};
@@ -30,14 +31,14 @@ pub enum ChunkOutcome {
 }
 
 impl Store {
-    /// Keeps one received chunk of the message `id` from `peer_id` (a repeat changes nothing)
+    /// Keeps one received chunk of the message `id` from `peer` (a repeat changes nothing)
     /// and says whether the message is now complete. A chunk of a message not yet started is
     /// refused with [`ChunkOutcome::Full`] past [`MAX_PARTIAL_MESSAGES_PER_PEER`] or
     /// [`MAX_PARTIAL_MESSAGES`].
     #[allow(clippy::too_many_arguments)]
     pub fn add_chunk(
         &self,
-        peer_id: &str,
+        peer: &PeerId,
         id: &[u8; 16],
         index: u32,
         count: u32,
@@ -46,6 +47,7 @@ impl Store {
         data: &[u8],
         now_ms: u64,
     ) -> Result<ChunkOutcome> {
+        let peer_id = peer.to_string();
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let outcome = (|| {
@@ -80,7 +82,7 @@ impl Store {
                         "SELECT COUNT(DISTINCT CASE WHEN peer_id = ?1 THEN id END),
                                 COUNT(DISTINCT peer_id || x'00' || hex(id))
                          FROM chunks",
-                        [peer_id],
+                        [&peer_id],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
                     if from_peer >= MAX_PARTIAL_MESSAGES_PER_PEER
@@ -128,11 +130,11 @@ impl Store {
     }
 
     /// Forgets the chunks of one message, once it is stored or found unusable.
-    pub fn delete_chunks(&self, peer_id: &str, id: &[u8; 16]) -> Result<()> {
+    pub fn delete_chunks(&self, peer: &PeerId, id: &[u8; 16]) -> Result<()> {
         self.conn()
             .exec(
                 "DELETE FROM chunks WHERE peer_id = ?1 AND id = ?2",
-                params![peer_id, id.as_slice()],
+                params![peer.to_string(), id.as_slice()],
             )
             .map(drop)
             .map_err(|e| self.err(e))

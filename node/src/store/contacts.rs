@@ -1,8 +1,9 @@
 //! The `contacts` table: the people the user added, with their device key and known addresses.
 
+use libp2p::{Multiaddr, PeerId};
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, Store};
+use super::{CachedStatements, Store, addresses_column, join_addresses, peer_column};
 use crate::error::{Error, Result};
 
 /// A stored contact.
@@ -10,12 +11,12 @@ use crate::error::{Error, Result};
 pub struct ContactRow {
     /// Local name.
     pub name: String,
-    /// Peer id, base58.
-    pub peer_id: String,
+    /// Their peer id.
+    pub peer_id: PeerId,
     /// X25519 device key.
     pub device_key: [u8; 32],
-    /// Known addresses, multiaddr text.
-    pub addresses: Vec<String>,
+    /// Known addresses.
+    pub addresses: Vec<Multiaddr>,
     /// When added, Unix ms.
     pub added_at_ms: u64,
 }
@@ -27,7 +28,7 @@ impl Store {
         let existing: Option<String> = conn
             .row(
                 "SELECT name FROM contacts WHERE name = ?1 OR peer_id = ?2",
-                params![c.name, c.peer_id],
+                params![c.name, c.peer_id.to_string()],
                 |r| r.get(0),
             )
             .optional()
@@ -44,9 +45,9 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 c.name,
-                c.peer_id,
+                c.peer_id.to_string(),
                 c.device_key.as_slice(),
-                c.addresses.join("\n"),
+                join_addresses(&c.addresses),
                 c.added_at_ms as i64
             ],
         )
@@ -56,12 +57,11 @@ impl Store {
 
     fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContactRow> {
         let key: Vec<u8> = r.get(2)?;
-        let addresses: String = r.get(3)?;
         Ok(ContactRow {
             name: r.get(0)?,
-            peer_id: r.get(1)?,
+            peer_id: peer_column(r, 1)?,
             device_key: key.try_into().unwrap_or([0; 32]),
-            addresses: addresses.lines().map(str::to_owned).collect(),
+            addresses: addresses_column(r, 3)?,
             added_at_ms: r.get::<_, i64>(4)? as u64,
         })
     }
@@ -79,11 +79,11 @@ impl Store {
     }
 
     /// The contact with this peer id.
-    pub fn contact_by_peer(&self, peer_id: &str) -> Result<Option<ContactRow>> {
+    pub fn contact_by_peer(&self, peer: &PeerId) -> Result<Option<ContactRow>> {
         self.conn()
             .row(
                 "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts WHERE peer_id = ?1",
-                [peer_id],
+                [peer.to_string()],
                 Self::contact_from_row,
             )
             .optional()
@@ -110,11 +110,11 @@ impl Store {
     }
 
     /// Replaces a contact's known addresses (from a fresher presence record).
-    pub fn set_contact_addresses(&self, peer_id: &str, addresses: &[String]) -> Result<()> {
+    pub fn set_contact_addresses(&self, peer: &PeerId, addresses: &[Multiaddr]) -> Result<()> {
         self.conn()
             .exec(
                 "UPDATE contacts SET addresses = ?2 WHERE peer_id = ?1",
-                params![peer_id, addresses.join("\n")],
+                params![peer.to_string(), join_addresses(addresses)],
             )
             .map_err(|e| self.err(e))?;
         Ok(())

@@ -1,11 +1,12 @@
 //! The `inbox` table: received messages, each stored once per sender and id, with when the user
 //! read it.
 
+use libp2p::PeerId;
 use rusqlite::{OptionalExtension, params};
 
 use kolokol_protocol::message::MAX_READ_IDS;
 
-use super::{CachedStatements, OutboxBody, OutboxRow, Store};
+use super::{CachedStatements, OutboxBody, OutboxRow, Store, peer_column};
 use crate::error::Result;
 
 /// A received message.
@@ -13,8 +14,8 @@ use crate::error::Result;
 pub struct InboxRow {
     /// Message id.
     pub id: [u8; 16],
-    /// Sender peer id, base58.
-    pub peer_id: String,
+    /// The sender.
+    pub peer_id: PeerId,
     /// The sender's contact name, if the sender is a contact.
     pub contact: Option<String>,
     /// The text.
@@ -38,7 +39,7 @@ impl Store {
                 "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
-                    row.peer_id,
+                    row.peer_id.to_string(),
                     row.id.as_slice(),
                     row.text,
                     row.sent_at_ms as i64,
@@ -70,9 +71,9 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let mut marked = 0u32;
         // Senders in the order first met, each with its newly read ids in the order given.
-        let mut by_sender: Vec<(String, Vec<[u8; 16]>)> = Vec::new();
+        let mut by_sender: Vec<(PeerId, Vec<[u8; 16]>)> = Vec::new();
         for id in ids {
-            let senders: Vec<String> = {
+            let senders: Vec<PeerId> = {
                 let mut stmt = tx
                     .prepare_cached(
                         "UPDATE inbox SET read_at_ms = ?2 WHERE id = ?1 AND read_at_ms IS NULL
@@ -80,7 +81,7 @@ impl Store {
                     )
                     .map_err(|e| self.err(e))?;
                 let rows = stmt
-                    .query_map(params![id.as_slice(), now_ms as i64], |r| r.get(0))
+                    .query_map(params![id.as_slice(), now_ms as i64], |r| peer_column(r, 0))
                     .map_err(|e| self.err(e))?;
                 rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?
             };
@@ -96,9 +97,11 @@ impl Store {
         if receipts {
             for (peer_id, read) in by_sender {
                 let device_key: Option<Vec<u8>> = tx
-                    .row("SELECT device_key FROM contacts WHERE peer_id = ?1", [&peer_id], |r| {
-                        r.get(0)
-                    })
+                    .row(
+                        "SELECT device_key FROM contacts WHERE peer_id = ?1",
+                        [peer_id.to_string()],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(|e| self.err(e))?;
                 let Some(device_key) = device_key.and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
@@ -107,7 +110,7 @@ impl Store {
                 for chunk in read.chunks(MAX_READ_IDS) {
                     let row = OutboxRow {
                         id: new_id(),
-                        peer_id: peer_id.clone(),
+                        peer_id,
                         device_key,
                         body: OutboxBody::Read(chunk.to_vec()),
                         created_at_ms: now_ms,
@@ -122,14 +125,14 @@ impl Store {
         Ok((marked, queued))
     }
 
-    /// How many stored messages came from `peer_id`, and from all senders who are not contacts.
-    pub fn stranger_messages(&self, peer_id: &str) -> Result<(u64, u64)> {
+    /// How many stored messages came from `peer`, and from all senders who are not contacts.
+    pub fn stranger_messages(&self, peer: &PeerId) -> Result<(u64, u64)> {
         self.conn()
             .row(
                 "SELECT
                     (SELECT COUNT(*) FROM inbox WHERE peer_id = ?1),
                     (SELECT COUNT(*) FROM inbox WHERE peer_id NOT IN (SELECT peer_id FROM contacts))",
-                [peer_id],
+                [peer.to_string()],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
             .map_err(|e| self.err(e))
@@ -153,7 +156,7 @@ impl Store {
                 let id: Vec<u8> = r.get(0)?;
                 Ok(InboxRow {
                     id: id.try_into().unwrap_or([0; 16]),
-                    peer_id: r.get(1)?,
+                    peer_id: peer_column(r, 1)?,
                     contact: r.get(2)?,
                     text: r.get(3)?,
                     sent_at_ms: r.get::<_, i64>(4)? as u64,

@@ -1,5 +1,6 @@
 //! The `mailbox_items` table: envelopes this node holds for others as a mailbox replica.
 
+use libp2p::PeerId;
 use rusqlite::params;
 
 use super::{CachedStatements, Store};
@@ -26,8 +27,8 @@ pub struct MailboxDeposit {
     pub mailbox_id: [u8; 32],
     /// The item id.
     pub item_id: [u8; 16],
-    /// The depositing peer, base58.
-    pub depositor: String,
+    /// The depositing peer.
+    pub depositor: PeerId,
     /// The sealed envelope.
     pub envelope: Vec<u8>,
     /// When the replica may drop it, Unix seconds.
@@ -47,6 +48,7 @@ impl Store {
         quotas: &MailboxQuotas,
         now_ms: u64,
     ) -> Result<Option<String>> {
+        let depositor = d.depositor.to_string();
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let exists: bool = tx
@@ -67,7 +69,7 @@ impl Store {
                     (SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM mailbox_items WHERE mailbox_id = ?1),
                     (SELECT COUNT(*) FROM mailbox_items WHERE mailbox_id = ?1 AND depositor = ?2),
                     (SELECT COALESCE(SUM(LENGTH(envelope)), 0) FROM mailbox_items)",
-                params![d.mailbox_id.as_slice(), d.depositor],
+                params![d.mailbox_id.as_slice(), depositor],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .map_err(|e| self.err(e))?;
@@ -95,7 +97,7 @@ impl Store {
             params![
                 d.mailbox_id.as_slice(),
                 d.item_id.as_slice(),
-                d.depositor,
+                depositor,
                 d.envelope,
                 now_ms as i64,
                 d.expires_at as i64

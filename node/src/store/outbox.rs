@@ -4,8 +4,9 @@
 use rusqlite::{OptionalExtension, params};
 
 use kolokol_protocol::control::MessageState;
+use libp2p::PeerId;
 
-use super::{CachedStatements, Store};
+use super::{CachedStatements, Store, peer_column};
 use crate::error::Result;
 
 /// The most outbox rows handed to one retry pass, so a huge backlog is worked through in slices
@@ -38,8 +39,8 @@ pub enum OutboxBody {
 pub struct OutboxRow {
     /// Message id.
     pub id: [u8; 16],
-    /// Recipient peer id, base58.
-    pub peer_id: String,
+    /// The recipient.
+    pub peer_id: PeerId,
     /// Recipient's X25519 device key.
     pub device_key: [u8; 32],
     /// What it carries.
@@ -50,13 +51,53 @@ pub struct OutboxRow {
     pub attempts: u32,
 }
 
+/// Where an outbox item was last deposited: the mailbox, and the replicas that acknowledged it
+/// there. A later attempt deposits only on the replicas not listed (new closest peers), or on
+/// all of them when the mailbox changed (a new period).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DepositRecord {
+    /// The mailbox id.
+    pub mailbox_id: [u8; 32],
+    /// The replicas that stored the item.
+    pub replicas: Vec<PeerId>,
+}
+
+impl DepositRecord {
+    /// The column's text: the mailbox id in hex, then each replica's peer id, space-separated
+    /// (the format of schema version 5, kept so stored records stay readable).
+    fn to_column(&self) -> String {
+        let mut text = kolokol_protocol::identity::hex(&self.mailbox_id);
+        for replica in &self.replicas {
+            text.push(' ');
+            text.push_str(&replica.to_string());
+        }
+        text
+    }
+
+    /// Reads the column's text; the empty text (never deposited) and anything unreadable are
+    /// `None`, which makes the next attempt deposit everywhere: the safe side.
+    fn from_column(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace();
+        let hex = words.next()?;
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut mailbox_id = [0u8; 32];
+        for (byte, pair) in mailbox_id.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        let replicas = words.map(str::parse).collect::<Result<_, _>>().ok()?;
+        Some(Self { mailbox_id, replicas })
+    }
+}
+
 /// An outgoing text message as the user sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxView {
     /// Message id.
     pub id: [u8; 16],
-    /// Recipient peer id, base58.
-    pub peer_id: String,
+    /// The recipient.
+    pub peer_id: PeerId,
     /// The recipient's contact name, if still a contact.
     pub contact: Option<String>,
     /// The text.
@@ -101,7 +142,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
             params![
                 row.id.as_slice(),
-                row.peer_id,
+                row.peer_id.to_string(),
                 row.device_key.as_slice(),
                 kind,
                 text,
@@ -204,11 +245,11 @@ impl Store {
 
     /// Makes every queued or stored item for `peer_id` due now (the peer just became
     /// reachable).
-    pub fn wake_peer(&self, peer_id: &str, now_ms: u64) -> Result<usize> {
+    pub fn wake_peer(&self, peer: &PeerId, now_ms: u64) -> Result<usize> {
         self.conn()
             .exec(
                 "UPDATE outbox SET next_attempt_ms = ?2 WHERE peer_id = ?1 AND state IN ('queued', 'stored') AND next_attempt_ms > ?2",
-                params![peer_id, now_ms as i64],
+                params![peer.to_string(), now_ms as i64],
             )
             .map_err(|e| self.err(e))
     }
@@ -248,7 +289,7 @@ impl Store {
                     };
                     Ok(OutboxRow {
                         id: id.try_into().unwrap_or([0; 16]),
-                        peer_id: r.get(1)?,
+                        peer_id: peer_column(r, 1)?,
                         device_key: key.try_into().unwrap_or([0; 32]),
                         body,
                         created_at_ms: r.get::<_, i64>(6)? as u64,
@@ -319,12 +360,12 @@ impl Store {
     }
 
     /// The outbox item's recipient peer id, if the id names one of our text messages.
-    pub fn outgoing_text_peer(&self, id: &[u8; 16]) -> Result<Option<String>> {
+    pub fn outgoing_text_peer(&self, id: &[u8; 16]) -> Result<Option<PeerId>> {
         self.conn()
             .row(
                 "SELECT peer_id FROM outbox WHERE id = ?1 AND kind = 'text'",
                 [id.as_slice()],
-                |r| r.get(0),
+                |r| peer_column(r, 0),
             )
             .optional()
             .map_err(|e| self.err(e))
@@ -358,7 +399,7 @@ impl Store {
                 let id: Vec<u8> = r.get(0)?;
                 Ok(OutboxView {
                     id: id.try_into().unwrap_or([0; 16]),
-                    peer_id: r.get(1)?,
+                    peer_id: peer_column(r, 1)?,
                     contact: r.get(2)?,
                     text: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
                     state: state_column(r, 4)?,
@@ -385,22 +426,22 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    /// Where an outbox item was last deposited: the mailbox id (hex) and the replicas' peer ids,
-    /// space-separated; empty if never.
-    pub fn deposited(&self, id: &[u8; 16]) -> Result<String> {
-        self.conn()
+    /// Where an outbox item was last deposited, if it was.
+    pub fn deposited(&self, id: &[u8; 16]) -> Result<Option<DepositRecord>> {
+        let text: Option<String> = self
+            .conn()
             .row("SELECT deposited FROM outbox WHERE id = ?1", [id.as_slice()], |r| r.get(0))
             .optional()
-            .map(Option::unwrap_or_default)
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        Ok(text.as_deref().and_then(DepositRecord::from_column))
     }
 
     /// Records where an outbox item is deposited (see [`Store::deposited`]).
-    pub fn set_deposited(&self, id: &[u8; 16], deposited: &str) -> Result<()> {
+    pub fn set_deposited(&self, id: &[u8; 16], record: &DepositRecord) -> Result<()> {
         self.conn()
             .exec(
                 "UPDATE outbox SET deposited = ?2 WHERE id = ?1",
-                params![id.as_slice(), deposited],
+                params![id.as_slice(), record.to_column()],
             )
             .map_err(|e| self.err(e))?;
         Ok(())

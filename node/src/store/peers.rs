@@ -1,8 +1,9 @@
 //! The `peers` table: the peer cache, every peer reached or imported, the first bootstrap source.
 
+use libp2p::{Multiaddr, PeerId};
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, Store};
+use super::{CachedStatements, Store, addresses_column, peer_column};
 use crate::error::Result;
 
 /// Peers remembered in the peer cache; past this, the ones heard from longest ago are dropped.
@@ -14,51 +15,79 @@ pub const MAX_CACHED_ADDRESSES: usize = 8;
 /// A peer in the peer cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedPeer {
-    /// Peer id, base58.
-    pub peer_id: String,
-    /// Dialable addresses, multiaddr text without `/p2p/`.
-    pub addresses: Vec<String>,
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Dialable addresses, without `/p2p/`.
+    pub addresses: Vec<Multiaddr>,
     /// Whether it served as (or advertised) a relay.
     pub relay: bool,
-    /// Where we learned of it: `connection`, `bundle`.
-    pub source: String,
+    /// Where we learned of it.
+    pub source: PeerSource,
     /// When last seen or imported, Unix ms.
     pub last_seen_ms: u64,
     /// When we last had a working connection to it, Unix ms.
     pub last_success_ms: Option<u64>,
 }
 
+/// Where the peer cache learned of a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerSource {
+    /// We dialed it and it answered.
+    Connection,
+    /// An imported bootstrap bundle named it.
+    Bundle,
+}
+
+impl PeerSource {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerSource::Connection => "connection",
+            PeerSource::Bundle => "bundle",
+        }
+    }
+}
+
 impl Store {
-    /// Records a working connection to `peer_id` at `address` (merged into its known addresses,
+    /// Records a working connection to `peer` at `address` (merged into its known addresses,
     /// newest first), then trims the cache to [`MAX_CACHED_PEERS`].
-    pub fn peer_seen(&self, peer_id: &str, address: &str, relay: bool, now_ms: u64) -> Result<()> {
-        self.upsert_peer(peer_id, &[address.to_owned()], relay, "connection", now_ms, true)
+    pub fn peer_seen(
+        &self,
+        peer: &PeerId,
+        address: &Multiaddr,
+        relay: bool,
+        now_ms: u64,
+    ) -> Result<()> {
+        let address = [address.to_string()];
+        self.upsert_peer(peer, &address, relay, PeerSource::Connection, now_ms, true)
     }
 
     /// Adds peers from an imported bundle, without claiming a successful contact.
     pub fn peer_imported(
         &self,
-        peer_id: &str,
-        addresses: &[String],
+        peer: &PeerId,
+        addresses: &[Multiaddr],
         relay: bool,
         now_ms: u64,
     ) -> Result<()> {
-        self.upsert_peer(peer_id, addresses, relay, "bundle", now_ms, false)
+        let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        self.upsert_peer(peer, &addresses, relay, PeerSource::Bundle, now_ms, false)
     }
 
     fn upsert_peer(
         &self,
-        peer_id: &str,
+        peer: &PeerId,
         addresses: &[String],
         relay: bool,
-        source: &str,
+        source: PeerSource,
         now_ms: u64,
         success: bool,
     ) -> Result<()> {
+        let peer_id = peer.to_string();
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let old: Option<(String, bool, String)> = tx
-            .row("SELECT addresses, relay, source FROM peers WHERE peer_id = ?1", [peer_id], |r| {
+            .row("SELECT addresses, relay, source FROM peers WHERE peer_id = ?1", [&peer_id], |r| {
                 Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
             })
             .optional()
@@ -74,10 +103,9 @@ impl Store {
             old_source = Some(src);
         }
         merged.truncate(MAX_CACHED_ADDRESSES);
-        let source = if success {
-            source.to_owned()
-        } else {
-            old_source.unwrap_or_else(|| source.to_owned())
+        let source = match old_source {
+            Some(old) if !success => old,
+            _ => source.as_str().to_owned(),
         };
         tx.exec(
             "INSERT INTO peers (peer_id, addresses, relay, source, last_seen_ms, last_success_ms)
@@ -119,12 +147,16 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([limit as i64], |r| {
-                let addresses: String = r.get(1)?;
+                let source: String = r.get(3)?;
                 Ok(CachedPeer {
-                    peer_id: r.get(0)?,
-                    addresses: addresses.lines().map(str::to_owned).collect(),
+                    peer_id: peer_column(r, 0)?,
+                    addresses: addresses_column(r, 1)?,
                     relay: r.get::<_, i64>(2)? != 0,
-                    source: r.get(3)?,
+                    source: if source == PeerSource::Bundle.as_str() {
+                        PeerSource::Bundle
+                    } else {
+                        PeerSource::Connection
+                    },
                     last_seen_ms: r.get::<_, i64>(4)? as u64,
                     last_success_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
                 })
