@@ -274,7 +274,7 @@ impl Conversations {
                 .await;
             match swept {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => _ = first_error.get_or_insert(crate::Error::from(e)),
+                Ok(Err(e)) => _ = first_error.get_or_insert(crate::error::Error::from(e)),
                 Err(e) => _ = first_error.get_or_insert(e),
             }
         }

@@ -31,9 +31,11 @@ use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
 
 pub(crate) use event_loop::EventLoop;
-pub use event_loop::{MAX_PENDING_DELIVERIES, MAX_PENDING_LOOKUPS};
+pub use event_loop::{
+    MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS, MAX_PENDING_DELIVERIES, MAX_PENDING_LOOKUPS,
+    TARGET_RESERVATIONS,
+};
 pub use lan::{MAX_LAN_ADDRESSES, MAX_LAN_PEERS};
-pub use relays::{MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS, TARGET_RESERVATIONS};
 
 /// Commands waiting for the swarm task. Callers wait when it is full, which slows senders down
 /// instead of growing memory.

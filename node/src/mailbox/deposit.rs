@@ -28,7 +28,7 @@ pub(crate) enum DepositError {
     },
     /// The node could not compute the mailbox or record the deposit.
     #[error(transparent)]
-    Node(#[from] crate::Error),
+    Node(#[from] crate::error::Error),
 }
 
 impl Mailboxes {
@@ -41,7 +41,7 @@ impl Mailboxes {
         envelopes: Vec<Vec<u8>>,
     ) -> Result<String, DepositError> {
         let key =
-            kolokol_protocol::safety::identity_key(&row.peer_id).map_err(crate::Error::from)?;
+            kolokol_protocol::safety::identity_key(&row.peer_id).map_err(crate::error::Error::from)?;
         let now = self.0.clock.now_secs();
         let mailbox_id = mailbox_proto::mailbox_id(&key, mailbox_proto::period_of(now));
         let replicas = self.replicas(&mailbox_id, true).await;

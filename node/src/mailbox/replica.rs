@@ -46,7 +46,7 @@ impl Mailboxes {
     pub(crate) fn serve(&self, peer: PeerId, request: Request) -> Response {
         let now = self.0.clock.now_secs();
         let refused = |reason: String| Response::Refused { reason };
-        let trouble = |e: crate::Error| {
+        let trouble = |e: crate::error::Error| {
             tracing::error!(%e, "mailbox store failed");
             refused("the replica cannot serve it now".into())
         };

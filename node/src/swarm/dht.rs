@@ -8,9 +8,9 @@ use libp2p::{Multiaddr, PeerId, kad};
 use tokio::time::Instant;
 
 use crate::config::Role;
-use crate::swarm::event_loop::{EventLoop, PRESENCE_RETRY};
-use crate::swarm::relays::MAX_KNOWN_RELAYS;
-use crate::swarm::relays::RELAY_DISCOVERY_INTERVAL;
+use crate::swarm::event_loop::{
+    EventLoop, MAX_KNOWN_RELAYS, PRESENCE_RETRY, RELAY_DISCOVERY_INTERVAL,
+};
 use crate::swarm::{RELAYS_KEY, is_relayed};
 
 impl EventLoop {

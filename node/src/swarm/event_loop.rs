@@ -20,10 +20,6 @@ use crate::clock::Clock;
 use crate::config::{Config, Role, peer_id_of};
 use crate::error::Result;
 use crate::swarm::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
-use crate::swarm::relays::{
-    BootstrapPeer, MAINTENANCE_INTERVAL, MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS,
-    RELAY_DISCOVERY_INTERVAL, RelaySlot, backoff,
-};
 use crate::swarm::{
     Command, ConnectedPeer, DeliveryFailure, Inbound, Link, MailboxFailure, MailboxInbound,
     NetEvent, NetStatus, is_relayed, is_unspecified, one_line, without_peer,
@@ -111,6 +107,58 @@ pub(super) struct Lookup {
     pub(super) remote_only: bool,
     pub(super) best: Option<PresenceRecord>,
     pub(super) reply: oneshot::Sender<Option<PresenceRecord>>,
+}
+
+// Relays and bootstrap peers, as the task keeps them (`relays` does the work).
+
+/// How many relay reservations a user node tries to hold.
+pub const TARGET_RESERVATIONS: usize = 2;
+
+/// Bootstrap peers the swarm task redials at most; an imported bundle beyond this only feeds
+/// the peer cache, so importing bundle after bundle cannot grow the redial list without bound.
+pub const MAX_BOOTSTRAP_PEERS: usize = 64;
+
+/// How many relays a node remembers as candidates for reservations.
+pub const MAX_KNOWN_RELAYS: usize = 32;
+
+/// How often a user node looks for more relays in the DHT while it has fewer reservations
+/// than it wants. The wait doubles after each look, up to [`RELAY_DISCOVERY_MAX_INTERVAL`],
+/// and goes back to this when a look finds a relay the node did not know, since where one new
+/// relay appeared others may follow.
+pub(super) const RELAY_DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Longest wait between two looks for relays.
+pub(super) const RELAY_DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// How often the swarm task checks relays and bootstrap peers.
+pub(super) const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest wait between two attempts to reach a relay or a bootstrap peer.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A relay we may hold a reservation on.
+pub(super) struct RelaySlot {
+    /// The relay's own address, ending in `/p2p/<relay>`.
+    pub(super) address: Multiaddr,
+    /// The circuit listener while a reservation is wanted or held.
+    pub(super) listener: Option<libp2p::core::transport::ListenerId>,
+    /// The circuit address once the reservation is granted.
+    pub(super) circuit: Option<Multiaddr>,
+    pub(super) failures: u32,
+    pub(super) next_attempt: Instant,
+}
+
+/// A configured bootstrap peer, redialled with backoff while not connected.
+pub(super) struct BootstrapPeer {
+    pub(super) peer: PeerId,
+    pub(super) address: Multiaddr,
+    pub(super) failures: u32,
+    pub(super) next_attempt: Instant,
+}
+
+/// Exponential backoff from one second up to [`MAX_BACKOFF`].
+pub(super) fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF)
 }
 
 impl EventLoop {

@@ -2,60 +2,15 @@
 //! [`TARGET_RESERVATIONS`] relays, found through identify and the DHT, and re-listens with
 //! backoff when one is lost; bootstrap peers are redialled with backoff while not connected.
 
-use std::time::Duration;
-
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, kad};
+use libp2p::{PeerId, kad};
 use tokio::time::Instant;
 
 use crate::config::Role;
-use crate::swarm::event_loop::EventLoop;
+use crate::swarm::event_loop::{
+    EventLoop, RELAY_DISCOVERY_MAX_INTERVAL, TARGET_RESERVATIONS, backoff,
+};
 use crate::swarm::{NetEvent, RELAYS_KEY, one_line};
-
-/// How many relay reservations a user node tries to hold.
-pub const TARGET_RESERVATIONS: usize = 2;
-
-/// Bootstrap peers the swarm task redials at most; an imported bundle beyond this only feeds
-/// the peer cache, so importing bundle after bundle cannot grow the redial list without bound.
-pub const MAX_BOOTSTRAP_PEERS: usize = 64;
-
-/// How many relays a node remembers as candidates for reservations.
-pub const MAX_KNOWN_RELAYS: usize = 32;
-
-/// How often a user node looks for more relays in the DHT while it has fewer reservations
-/// than it wants. The wait doubles after each look, up to [`RELAY_DISCOVERY_MAX_INTERVAL`],
-/// and goes back to this when a look finds a relay the node did not know, since where one new
-/// relay appeared others may follow.
-pub(super) const RELAY_DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Longest wait between two looks for relays.
-pub(super) const RELAY_DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(10 * 60);
-
-/// How often the swarm task checks relays and bootstrap peers.
-pub(super) const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Longest wait between two attempts to reach a relay or a bootstrap peer.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// A relay we may hold a reservation on.
-pub(super) struct RelaySlot {
-    /// The relay's own address, ending in `/p2p/<relay>`.
-    pub(super) address: Multiaddr,
-    /// The circuit listener while a reservation is wanted or held.
-    pub(super) listener: Option<libp2p::core::transport::ListenerId>,
-    /// The circuit address once the reservation is granted.
-    pub(super) circuit: Option<Multiaddr>,
-    pub(super) failures: u32,
-    pub(super) next_attempt: Instant,
-}
-
-/// A configured bootstrap peer, redialled with backoff while not connected.
-pub(super) struct BootstrapPeer {
-    pub(super) peer: PeerId,
-    pub(super) address: Multiaddr,
-    pub(super) failures: u32,
-    pub(super) next_attempt: Instant,
-}
 
 impl EventLoop {
     /// Asks for reservations until [`TARGET_RESERVATIONS`] listeners are up.
@@ -132,9 +87,4 @@ impl EventLoop {
             }
         }
     }
-}
-
-/// Exponential backoff from one second up to [`MAX_BACKOFF`].
-pub(super) fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF)
 }
