@@ -137,3 +137,6 @@ impl Mailboxes {
         self.0.swarm.mailbox(replica, addresses, request).await
     }
 }
+
+#[cfg(test)]
+mod tests;

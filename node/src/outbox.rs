@@ -99,7 +99,7 @@ pub(crate) fn verdict(
 
 /// The wait after the `attempts`-th failed attempt: 2 s, doubling each time, at most
 /// [`MAX_RETRY_DELAY`].
-pub(crate) fn retry_delay(attempts: u32) -> Duration {
+pub fn retry_delay(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY)
 }
 

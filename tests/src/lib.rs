@@ -30,3 +30,5 @@ mod relay_delivery;
 mod relay_limits;
 #[cfg(test)]
 mod standard_relay;
+#[cfg(test)]
+mod timers;

@@ -40,8 +40,8 @@ impl Mailboxes {
         row: &OutboxRow,
         envelopes: Vec<Vec<u8>>,
     ) -> Result<String, DepositError> {
-        let key =
-            kolokol_protocol::safety::identity_key(&row.peer_id).map_err(crate::error::Error::from)?;
+        let key = kolokol_protocol::safety::identity_key(&row.peer_id)
+            .map_err(crate::error::Error::from)?;
         let now = self.0.clock.now_secs();
         let mailbox_id = mailbox_proto::mailbox_id(&key, mailbox_proto::period_of(now));
         let replicas = self.replicas(&mailbox_id, true).await;
