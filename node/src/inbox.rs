@@ -46,30 +46,23 @@ pub const CHUNK_PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
 /// A cloneable handle to the receive path.
 #[derive(Clone)]
-pub(crate) struct Inbox(Arc<Inner>);
+pub(crate) struct Inbox(Arc<InboxParts>);
 
-struct Inner {
-    conversations: Conversations,
-    store: Store,
-    keys: Keys,
-    events: Events,
-    workers: Workers,
-    clock: Clock,
+/// What the receive path works with.
+pub(crate) struct InboxParts {
+    pub(crate) conversations: Conversations,
+    pub(crate) store: Store,
+    pub(crate) keys: Keys,
+    pub(crate) events: Events,
+    pub(crate) workers: Workers,
+    pub(crate) clock: Clock,
     /// Wakes the outbox: a receipt was queued.
-    outbox_wake: Arc<Notify>,
+    pub(crate) outbox_wake: Arc<Notify>,
 }
 
 impl Inbox {
-    pub(crate) fn new(
-        conversations: Conversations,
-        store: Store,
-        keys: Keys,
-        events: Events,
-        workers: Workers,
-        clock: Clock,
-        outbox_wake: Arc<Notify>,
-    ) -> Self {
-        Self(Arc::new(Inner { conversations, store, keys, events, workers, clock, outbox_wake }))
+    pub(crate) fn new(parts: InboxParts) -> Self {
+        Self(Arc::new(parts))
     }
 
     /// Takes envelopes from the swarm task and opens each on a worker, answering through

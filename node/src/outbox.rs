@@ -105,42 +105,24 @@ pub fn retry_delay(attempts: u32) -> Duration {
 
 /// A cloneable handle to the outbox.
 #[derive(Clone)]
-pub(crate) struct Outbox(Arc<Inner>);
+pub(crate) struct Outbox(Arc<OutboxParts>);
 
-struct Inner {
-    conversations: Conversations,
-    presence: Presence,
-    mailboxes: Mailboxes,
-    swarm: swarm::Client,
-    store: Store,
-    events: Events,
-    clock: Clock,
+/// What the outbox works with.
+pub(crate) struct OutboxParts {
+    pub(crate) conversations: Conversations,
+    pub(crate) presence: Presence,
+    pub(crate) mailboxes: Mailboxes,
+    pub(crate) swarm: swarm::Client,
+    pub(crate) store: Store,
+    pub(crate) events: Events,
+    pub(crate) clock: Clock,
     /// Wakes the outbox loop: something became due.
-    wake: Arc<Notify>,
+    pub(crate) wake: Arc<Notify>,
 }
 
 impl Outbox {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        conversations: Conversations,
-        presence: Presence,
-        mailboxes: Mailboxes,
-        swarm: swarm::Client,
-        store: Store,
-        events: Events,
-        clock: Clock,
-        wake: Arc<Notify>,
-    ) -> Self {
-        Self(Arc::new(Inner {
-            conversations,
-            presence,
-            mailboxes,
-            swarm,
-            store,
-            events,
-            clock,
-            wake,
-        }))
+    pub(crate) fn new(parts: OutboxParts) -> Self {
+        Self(Arc::new(parts))
     }
 
     /// Sends a text to a contact: commits it to the outbox, then makes the first delivery

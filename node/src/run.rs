@@ -19,11 +19,11 @@ use crate::conversations::Conversations;
 use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, InboxParts};
 use crate::keys::Keys;
 use crate::mailbox::Mailboxes;
 use crate::node::{Node, Parts};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxParts};
 use crate::presence::{PRESENCE_REFRESH, Presence};
 use crate::store::Store;
 use crate::swarm::{self, NetEvent};
@@ -80,26 +80,26 @@ impl RunningNode {
             workers.clone(),
             clock.clone(),
         );
-        let inbox = Inbox::new(
-            conversations.clone(),
-            store.clone(),
-            keys.clone(),
-            events.clone(),
-            workers.clone(),
-            clock.clone(),
-            outbox_wake.clone(),
-        );
+        let inbox = Inbox::new(InboxParts {
+            conversations: conversations.clone(),
+            store: store.clone(),
+            keys: keys.clone(),
+            events: events.clone(),
+            workers: workers.clone(),
+            clock: clock.clone(),
+            outbox_wake: outbox_wake.clone(),
+        });
         let mailboxes = Mailboxes::new(swarm.clone(), store.clone(), keys.clone(), clock.clone());
-        let outbox = Outbox::new(
-            conversations.clone(),
-            presence.clone(),
-            mailboxes.clone(),
-            swarm.clone(),
-            store.clone(),
-            events.clone(),
-            clock.clone(),
-            outbox_wake.clone(),
-        );
+        let outbox = Outbox::new(OutboxParts {
+            conversations: conversations.clone(),
+            presence: presence.clone(),
+            mailboxes: mailboxes.clone(),
+            swarm: swarm.clone(),
+            store: store.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+            wake: outbox_wake.clone(),
+        });
         let contacts = Contacts {
             store: store.clone(),
             keys: keys.clone(),
