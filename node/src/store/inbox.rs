@@ -138,7 +138,11 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// The newest `limit` received messages, oldest first, with the sender's contact name.
+    /// The newest `limit` received messages (by arrival), in the order their senders wrote
+    /// them (by the sender's send time, then arrival), with the sender's contact name. Arrival
+    /// order is not the order of writing: a sender that restarts with messages queued and in
+    /// its recipient's mailbox delivers them in whatever order its retries and the mailbox
+    /// fetch happen to take.
     pub fn inbox(&self, limit: u32) -> Result<Vec<InboxRow>> {
         let conn = self.conn();
         let mut stmt = conn
@@ -148,7 +152,7 @@ impl Store {
                            i.read_at_ms, i.rowid AS r
                     FROM inbox i LEFT JOIN contacts c ON c.peer_id = i.peer_id
                     ORDER BY i.received_at_ms DESC, i.rowid DESC LIMIT ?1
-                 ) ORDER BY received_at_ms, r",
+                 ) ORDER BY sent_at_ms, received_at_ms, r",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt

@@ -292,6 +292,28 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
 }
 
 #[test]
+fn the_inbox_lists_messages_in_the_order_they_were_written_not_as_they_arrived() {
+    let (_d, s) = store();
+    // A sender restarted with messages queued and in the mailbox: they arrive 5, 1, 4, 3, 2.
+    for (arrival, written) in [5u8, 1, 4, 3, 2].into_iter().enumerate() {
+        let row = InboxRow {
+            id: [written; 16],
+            peer_id: peer("writer"),
+            contact: None,
+            text: format!("message {written}"),
+            sent_at_ms: 1000 + u64::from(written),
+            received_at_ms: 5000 + arrival as u64,
+            read_at_ms: None,
+        };
+        let receipt =
+            OutboxRow { body: OutboxBody::Receipt([written; 16]), ..text(100 + written, 1) };
+        assert!(s.receive(&row, &receipt).unwrap());
+    }
+    let texts: Vec<String> = s.inbox(10).unwrap().into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["message 1", "message 2", "message 3", "message 4", "message 5"]);
+}
+
+#[test]
 fn the_peer_cache_merges_addresses_keeps_relays_first_and_is_bounded() {
     let (_d, s) = store();
     s.peer_seen(&peer("a"), &addr("/ip4/127.0.0.1/tcp/1"), false, 10).unwrap();
