@@ -97,6 +97,27 @@ pub(crate) fn verdict(
     }
 }
 
+/// Why the recipient's node refused a message of `envelopes` envelopes, for the user. Its
+/// answer is one byte (`Rejected`) that does not say why, but what was sent narrows it down: a
+/// node refuses the chunks of a long message from anyone it has not added as a contact (see
+/// `Inbox::accept`), while one envelope is refused only when it does not open (the recipient
+/// has a new key) or when the recipient takes no more messages from strangers.
+pub(crate) fn refusal(envelopes: usize) -> String {
+    if envelopes > 1 {
+        format!(
+            "the recipient's node refused it: a message over about {} bytes travels in chunks, \
+             and a node takes those only from people it has added as contacts; ask them to add \
+             you (kolokol contacts add), or send shorter messages",
+            kolokol_protocol::chunk::MAX_UNCHUNKED_LEN / 1000 * 1000
+        )
+    } else {
+        "the recipient's node refused it: it could not open it (their key changed since their \
+         invite: ask them for a new one), or it takes no more messages from people it has not \
+         added as contacts"
+            .into()
+    }
+}
+
 /// The wait after the `attempts`-th failed attempt: 2 s, doubling each time, at most
 /// [`MAX_RETRY_DELAY`].
 pub fn retry_delay(attempts: u32) -> Duration {
@@ -197,6 +218,14 @@ impl Outbox {
                         Err(failure) => outcome = Err(failure),
                     }
                 }
+                // The recipient's node said no; say why, as far as what we sent tells.
+                let outcome = outcome.map_err(|f| {
+                    if f.refused {
+                        DeliveryFailure { reason: refusal(envelopes.len()), ..f }
+                    } else {
+                        f
+                    }
+                });
                 // Still unreachable: leave the envelope in the recipient's mailbox. Direct
                 // delivery goes on being retried, since it is faster when both are online.
                 if matches!(&outcome, Err(f) if !f.permanent) {
@@ -311,6 +340,7 @@ impl Outbox {
         let refused = |e: kolokol_protocol::Error| DeliveryFailure {
             reason: format!("cannot seal: {e}"),
             permanent: true,
+            refused: false,
         };
         let contents = kolokol_protocol::chunk::split(&content).map_err(refused)?;
         let prekey = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
@@ -318,7 +348,11 @@ impl Outbox {
             .conversations
             .seal(peer, device_key, contents, prekey)
             .await
-            .map_err(|e| DeliveryFailure { reason: e.to_string(), permanent: false })?
+            .map_err(|e| DeliveryFailure {
+                reason: e.to_string(),
+                permanent: false,
+                refused: false,
+            })?
             .map_err(refused)
     }
 

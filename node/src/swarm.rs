@@ -164,11 +164,19 @@ pub(crate) struct DeliveryFailure {
     /// True when retrying cannot help: the recipient's node opened the stream and refused the
     /// envelope, so it is not for that node's current key.
     pub permanent: bool,
+    /// True when the recipient's node answered `Rejected`. Its one-byte answer does not say
+    /// why, so the outbox, which knows what it sent, words the reason (`outbox::refusal`).
+    pub refused: bool,
 }
 
 impl DeliveryFailure {
     fn temporary(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), permanent: false }
+        Self { reason: reason.into(), permanent: false, refused: false }
+    }
+
+    /// The recipient's node answered `Rejected`.
+    pub(crate) fn refused() -> Self {
+        Self { reason: "the recipient's node refused it".into(), permanent: true, refused: true }
     }
 }
 

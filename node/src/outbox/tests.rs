@@ -8,7 +8,7 @@ use crate::swarm::DeliveryFailure;
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn temporary() -> Result<(), DeliveryFailure> {
-    Err(DeliveryFailure { reason: "cannot reach it".into(), permanent: false })
+    Err(DeliveryFailure { reason: "cannot reach it".into(), permanent: false, refused: false })
 }
 
 #[test]
@@ -29,7 +29,7 @@ fn each_outcome_has_one_verdict() {
         (Ok(()), 0, created, Verdict::Sent),
         (Ok(()), 7, created + 20 * DAY_MS, Verdict::Sent),
         (
-            Err(DeliveryFailure { reason: "refused".into(), permanent: true }),
+            Err(DeliveryFailure { reason: "refused".into(), permanent: true, refused: true }),
             0,
             created,
             Verdict::Failed { detail: "refused".into() },
@@ -59,4 +59,13 @@ fn each_outcome_has_one_verdict() {
         verdict(&temporary(), 40, created, created + MESSAGE_TTL.as_millis() as u64 + 1),
         Verdict::Failed { detail: "not delivered within 14 days: cannot reach it".into() }
     );
+}
+
+#[test]
+fn a_refusal_says_what_was_refused() {
+    let long = super::refusal(4);
+    assert!(long.contains("only from people it has added as contacts"), "{long}");
+    assert!(!long.contains("key"), "{long}");
+    let short = super::refusal(1);
+    assert!(short.contains("new one") && short.contains("has not"), "{short}");
 }

@@ -580,14 +580,9 @@ impl EventLoop {
                     if let Some(reply) = self.pending.remove(&request_id) {
                         let _ = reply.send(match response {
                             Ack::Accepted => Ok(()),
-                            Ack::Rejected => Err(DeliveryFailure {
-                                reason:
-                                    "the recipient's node refused it: their key has changed, or \
-                                         they take no more messages from strangers (ask them for a \
-                                         new invite)"
-                                        .into(),
-                                permanent: true,
-                            }),
+                            // Why it was refused is for the outbox to say: it knows what it
+                            // sent (one envelope, or the chunks of a long message).
+                            Ack::Rejected => Err(DeliveryFailure::refused()),
                             Ack::Busy => {
                                 Err(DeliveryFailure::temporary("the recipient's node is busy"))
                             }
