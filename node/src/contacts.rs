@@ -25,7 +25,7 @@ pub(crate) struct Contacts {
 
 impl Contacts {
     /// Adds a contact from their invite code and starts the conversation with them.
-    pub(crate) fn add(&self, name: &str, invite_text: &str) -> Result<control::Contact> {
+    pub(crate) fn add(&self, name: &str, invite_text: &str) -> Result<ContactRow> {
         check_name(name)?;
         let (invite, peer) = Invite::from_text(invite_text, self.clock.now_secs())?;
         if peer == self.keys.peer_id() {
@@ -51,7 +51,7 @@ impl Contacts {
         };
         self.store.add_contact(&row)?;
         self.conversations.start(&peer, invite.certificate)?;
-        Ok(contact_view(row))
+        Ok(row)
     }
 
     /// All contacts, by name.
@@ -103,7 +103,7 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn contact_view(c: ContactRow) -> control::Contact {
+pub(crate) fn contact_view(c: ContactRow) -> control::Contact {
     control::Contact {
         name: c.name,
         peer_id: c.peer_id.to_string(),

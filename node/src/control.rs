@@ -225,7 +225,7 @@ async fn dispatch(
         method::INVITE => to_value(node.invite().await.map_err(failure)?),
         method::CONTACTS_ADD => {
             let p: ContactAddParams = params(request)?;
-            let contact = node.add_contact(&p.name, &p.invite).map_err(|e| match e {
+            let contact = node.add_contact(&p.name, &p.invite).await.map_err(|e| match e {
                 Error::Protocol(inner) => (code::BAD_INVITE, format!("invalid invite: {inner}")),
                 other => failure(other),
             })?;

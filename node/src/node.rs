@@ -173,9 +173,12 @@ impl Node {
         })
     }
 
-    /// Adds a contact from their invite code.
-    pub fn add_contact(&self, name: &str, invite: &str) -> Result<control::Contact> {
-        self.0.contacts.add(name, invite)
+    /// Adds a contact from their invite code; the relays its addresses go through become
+    /// bootstrap peers.
+    pub async fn add_contact(&self, name: &str, invite: &str) -> Result<control::Contact> {
+        let row = self.0.contacts.add(name, invite)?;
+        self.0.peers.learn_relays(&row.addresses).await;
+        Ok(crate::contacts::contact_view(row))
     }
 
     /// All contacts.

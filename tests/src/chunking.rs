@@ -191,7 +191,7 @@ async fn a_long_message_from_someone_who_is_not_a_contact_is_refused_a_short_one
     let bob = net.user("bob", &[relay_addr]).await;
     let (a, b) = (alice.node(), bob.node());
     // Alice has Bob's invite; Bob never added Alice.
-    a.add_contact("bob", &b.invite().await.expect("invite").invite).expect("add bob");
+    a.add_contact("bob", &b.invite().await.expect("invite").invite).await.expect("add bob");
 
     let refused = a.send("bob", &long_text(100_000)).await.expect("send");
     assert_eq!(refused.state, "failed", "{:?}", refused.detail);

@@ -46,9 +46,9 @@ async fn unknown_contact_empty_and_oversized_messages_are_refused_and_nothing_is
     let long = "x".repeat(kolokol_protocol::message::MAX_TEXT_LEN + 1);
     let err = a.send("bob", &long).await.unwrap_err().to_string();
     assert!(err.contains("over the limit"), "{err}");
-    let err = a.add_contact("carol", "kolokol1garbage").unwrap_err().to_string();
+    let err = a.add_contact("carol", "kolokol1garbage").await.unwrap_err().to_string();
     assert!(err.contains("invite code"), "{err}");
-    let err = a.add_contact("bob", &b.invite().await.expect("invite").invite).unwrap_err();
+    let err = a.add_contact("bob", &b.invite().await.expect("invite").invite).await.unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(a.status().await.expect("status").queued_messages, 0);
     assert_eq!(a.contacts().expect("contacts").len(), 1);
