@@ -473,31 +473,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if text.trim().is_empty() {
                 bail!("the message is empty");
             }
-            let result: SendResult =
-                rpc(&dir, method::SEND, json!({ "to": name, "text": text })).await?;
-            if cli.json {
-                print_json(&result)?;
-            } else {
-                match (&result.detail, result.state.as_str()) {
-                    (None, _) => say!("{} {}", result.id, result.state)?,
-                    (Some(why), "failed") => {
-                        say!("{} failed", result.id)?;
-                        eprintln!("error: message not delivered: {}", output::visible(why));
-                    }
-                    (Some(why), "queued") => say!(
-                        "{} {} (will retry: {})",
-                        result.id,
-                        result.state,
-                        output::visible(why)
-                    )?,
-                    (Some(detail), _) => {
-                        say!("{} {} ({})", result.id, result.state, output::visible(detail))?
-                    }
-                }
-            }
-            // A message the recipient refused for good is a failed command; a queued one is not:
-            // the outbox delivers it later.
-            Ok(if result.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            send(&dir, name, text, cli.json).await
         }
         Command::Inbox { follow, limit, peek } => {
             inbox(&dir, *follow, *limit, !*peek, cli.json).await
@@ -741,4 +717,105 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+const INTERRUPTED: u8 = 130;
+
+/// `kolokol send`: commits the message (`send` with `wait: false`, so the id is known as soon
+/// as the message is safe), then waits for the first delivery attempt's outcome through
+/// `state` events. Ctrl-C at any point says what became of the message: committed and still
+/// going out, or not confirmed yet.
+async fn send(
+    dir: &std::path::Path,
+    name: &str,
+    text: String,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    // Subscribed before sending, so no state change of the new message is missed.
+    let mut events = Client::connect(dir).await?;
+    let _: bool = events.call(method::SUBSCRIBE, json!({})).await?;
+    let mut client = Client::connect(dir).await?;
+    let committed: SendResult = tokio::select! {
+        result = client.call(method::SEND, json!({ "to": name, "text": text, "wait": false })) => result?,
+        _ = &mut interrupt => {
+            eprintln!(
+                "interrupted before the daemon confirmed the message: it may or may not be in the outbox; see: kolokol --data-dir {} outbox",
+                dir.display()
+            );
+            return Ok(ExitCode::from(INTERRUPTED));
+        }
+    };
+    let result = tokio::select! {
+        result = first_outcome(&mut events, &mut client, &committed.id) => result?,
+        _ = &mut interrupt => {
+            if json_out {
+                print_json(&committed)?;
+            } else {
+                say!("{} queued", committed.id)?;
+            }
+            eprintln!(
+                "interrupted: message {} is committed to the outbox and will still go out (the daemon retries it for up to 14 days); follow it with: kolokol --data-dir {} status {}",
+                committed.id,
+                dir.display(),
+                committed.id
+            );
+            return Ok(ExitCode::from(INTERRUPTED));
+        }
+    };
+    if json_out {
+        print_json(&result)?;
+    } else {
+        match (&result.detail, result.state.as_str()) {
+            (None, _) => say!("{} {}", result.id, result.state)?,
+            (Some(why), "failed") => {
+                say!("{} failed", result.id)?;
+                eprintln!("error: message not delivered: {}", output::visible(why));
+            }
+            (Some(why), "queued") => {
+                say!("{} {} (will retry: {})", result.id, result.state, output::visible(why))?
+            }
+            (Some(detail), _) => {
+                say!("{} {} ({})", result.id, result.state, output::visible(detail))?
+            }
+        }
+    }
+    // A message the recipient refused for good is a failed command; a queued one is not:
+    // the outbox delivers it later.
+    Ok(if result.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The outcome of a message's first delivery attempt, from `state` events: sent, stored,
+/// failed, or queued again with the reason the attempt failed (a `queued` without a detail is
+/// only the commit). If events were dropped, the message's own state answers instead.
+async fn first_outcome(
+    events: &mut Client,
+    client: &mut Client,
+    id: &str,
+) -> anyhow::Result<SendResult> {
+    loop {
+        match events.next_event().await? {
+            Event::State(change) if change.id == id => {
+                if change.state == "queued" && change.detail.is_none() {
+                    continue;
+                }
+                return Ok(SendResult {
+                    id: id.to_owned(),
+                    state: change.state,
+                    detail: change.detail,
+                });
+            }
+            Event::Lagged { .. } => {
+                let status: MessageStatus =
+                    client.call(method::MESSAGE, json!({ "id": id })).await?;
+                let m = status.message;
+                if m.state != "queued" || m.attempts > 0 {
+                    return Ok(SendResult { id: id.to_owned(), state: m.state, detail: m.detail });
+                }
+            }
+            _ => {}
+        }
+    }
 }

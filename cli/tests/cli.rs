@@ -648,3 +648,91 @@ fn a_sender_killed_after_send_returned_delivers_once_after_its_restart() {
     let inbox = check_ok(&run(&b, &["inbox"]));
     assert_eq!(inbox.matches("before the crash").count(), 1, "{inbox}");
 }
+
+/// Subscribes to the events of the daemon of `dir` and returns the reader, once the daemon has
+/// answered the subscription.
+fn subscribe(dir: &Path) -> BufReader<std::os::unix::net::UnixStream> {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(dir.join("control.sock"))
+        .expect("the control socket accepts");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    writer
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\"}\n")
+        .expect("request written");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("the daemon answers in time");
+    assert!(line.contains("\"result\":true"), "{line}");
+    reader
+}
+
+/// The next event notification's params that `pick` accepts.
+fn next_event(
+    events: &mut BufReader<std::os::unix::net::UnixStream>,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    loop {
+        let mut line = String::new();
+        events.read_line(&mut line).expect("an event in time");
+        assert!(!line.is_empty(), "the daemon closed the connection");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        if pick(&value["params"]) {
+            return value["params"].clone();
+        }
+    }
+}
+
+/// An invite of a made-up Bob whose only address is a TCP port that accepts connections and
+/// never answers, so a delivery to him hangs until the network stack's timeouts: the first
+/// attempt of a message to him lasts seconds, whatever the machine's speed. The listener is
+/// returned to be kept open.
+fn black_hole_invite() -> (String, std::net::TcpListener) {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = hole.local_addr().expect("an address").port();
+    let bob = kolokol_protocol::identity::Identity::from_secrets([3; 32], [4; 32]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let certificate = bob.certify(now - 60, now + 3600).expect("certificate");
+    let address: kolokol_node::Multiaddr =
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", bob.peer_id()).parse().expect("valid");
+    let invite =
+        kolokol_protocol::invite::Invite { certificate, addresses: vec![address.to_vec()] };
+    (invite.to_text().expect("text"), hole)
+}
+
+#[test]
+fn ctrl_c_during_send_says_the_message_is_committed_and_will_still_go_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = tmp.path().join("alice");
+    let _alice = Daemon::start(&a, &["node", "--no-mdns"]);
+    let (invite, _hole) = black_hole_invite();
+    check_ok(&run(&a, &["contacts", "add", "bob", &invite]));
+
+    let mut events = subscribe(&a);
+    let child = kolokol(&a)
+        .args(["send", "bob", "are you there?"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    // The message is committed (its first state event), and its first attempt hangs.
+    let queued = next_event(&mut events, |e| e["type"] == "state" && e["state"] == "queued");
+    let id = queued["id"].as_str().expect("an id").to_owned();
+    let interrupted =
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(interrupted.success());
+    let out = child.wait_with_output().expect("the send command ends");
+    assert_eq!(out.status.code(), Some(130), "stdout: {} stderr: {}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), format!("{id} queued\n"));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("message {id} is committed to the outbox and will still go out")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("status {id}")), "{err}");
+    // It is in the outbox indeed, and the daemon goes on with it.
+    assert!(check_ok(&run(&a, &["outbox"])).contains(&id));
+}

@@ -242,7 +242,11 @@ async fn dispatch(
         }
         method::SEND => {
             let p: SendParams = params(request)?;
-            to_value(node.send(&p.to, &p.text).await.map_err(failure)?)
+            if p.wait.unwrap_or(true) {
+                to_value(node.send(&p.to, &p.text).await.map_err(failure)?)
+            } else {
+                to_value(node.enqueue(&p.to, &p.text).map_err(failure)?)
+            }
         }
         method::INBOX => {
             let p: InboxParams = params(request)?;

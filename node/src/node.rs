@@ -203,6 +203,13 @@ impl Node {
         self.0.outbox.send(contact, text).await
     }
 
+    /// Commits a text to the outbox for a contact and returns at once, `queued`; the outbox
+    /// makes the first attempt and `state` events tell how it goes (`send` with `wait: false`).
+    pub fn enqueue(&self, to: &str, text: &str) -> Result<control::SendResult> {
+        let contact = self.0.contacts.get(to)?;
+        self.0.outbox.enqueue(contact, text)
+    }
+
     /// The newest `limit` received messages, oldest first.
     pub fn inbox(&self, limit: u32) -> Result<Vec<InboxMessage>> {
         Ok(self.0.store.inbox(limit)?.into_iter().map(inbox_view).collect())

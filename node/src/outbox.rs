@@ -153,6 +153,28 @@ impl Outbox {
         contact: ContactRow,
         text: &str,
     ) -> Result<control::SendResult> {
+        let row = self.commit(contact, text, true)?;
+        let (state, detail) = self.attempt(&row).await;
+        Ok(control::SendResult { id: format_id(&row.id), state, detail })
+    }
+
+    /// Commits a text to the outbox and returns at once, `queued`: the outbox loop makes the
+    /// first attempt, and `state` events tell how it went. A client that must be able to stop
+    /// waiting (the CLI on Ctrl-C) learns the id as soon as the message is safe.
+    pub(crate) fn enqueue(&self, contact: ContactRow, text: &str) -> Result<control::SendResult> {
+        let row = self.commit(contact, text, false)?;
+        self.0.wake.notify_one();
+        Ok(control::SendResult {
+            id: format_id(&row.id),
+            state: MessageState::Queued,
+            detail: None,
+        })
+    }
+
+    /// Checks a text and commits it to the outbox as `queued`. With `claim`, the row is left
+    /// alone by the outbox loop for as long as an attempt may take, since the caller makes the
+    /// first one; without, it is due at once.
+    fn commit(&self, contact: ContactRow, text: &str, claim: bool) -> Result<OutboxRow> {
         if text.trim().is_empty() {
             return Err(Error::BadMessage("the message is empty".into()));
         }
@@ -171,11 +193,11 @@ impl Outbox {
             created_at_ms: now,
             attempts: 0,
         };
-        let claim = ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body);
+        let claim =
+            if claim { ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body) } else { 0 };
         self.0.store.enqueue(&row, now + claim)?;
         self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
-        let (state, detail) = self.attempt(&row).await;
-        Ok(control::SendResult { id: format_id(&row.id), state, detail })
+        Ok(row)
     }
 
     /// Makes everything waiting for `peer` due now (it just connected); returns how many.

@@ -212,6 +212,10 @@ pub struct SendParams {
     pub to: String,
     /// The text.
     pub text: String,
+    /// Whether to wait for the first delivery attempt (the default). With `false` the call
+    /// returns as soon as the message is committed, `queued`, and `state` events tell the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
 }
 
 /// The answer to `send`.
