@@ -239,6 +239,22 @@ pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
     text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
+/// The address `kolokol peers` shows for a connection: where the peer is reached. For a
+/// relayed connection the peer opened to us, libp2p's remote address is only `/p2p/<peer>`
+/// (the circuit has no address of the peer's own), so it is our circuit address through the
+/// relay, `<relay address>/p2p-circuit`, which says which relay carries it.
+pub(crate) fn connection_address(endpoint: &libp2p::core::ConnectedPoint) -> Multiaddr {
+    use libp2p::core::ConnectedPoint;
+    match endpoint {
+        ConnectedPoint::Listener { local_addr, send_back_addr }
+            if is_relayed(local_addr) && without_peer(send_back_addr).is_empty() =>
+        {
+            local_addr.clone()
+        }
+        other => other.get_remote_address().clone(),
+    }
+}
+
 /// True if the address goes through a relay circuit.
 pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)

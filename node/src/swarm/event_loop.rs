@@ -22,7 +22,7 @@ use crate::error::Result;
 use crate::swarm::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 use crate::swarm::{
     Command, ConnectedPeer, DeliveryFailure, Inbound, Link, MailboxFailure, MailboxInbound,
-    NetEvent, NetStatus, is_relayed, is_unspecified, one_line, without_peer,
+    NetEvent, NetStatus, connection_address, is_relayed, is_unspecified, one_line, without_peer,
 };
 use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
@@ -486,7 +486,7 @@ impl EventLoop {
                 self.update_kad_mode();
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
-                let address = endpoint.get_remote_address().clone();
+                let address = connection_address(&endpoint);
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 self.connections.insert(connection_id, (peer_id, via, address));
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint
