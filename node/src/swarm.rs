@@ -255,6 +255,29 @@ pub(crate) fn connection_address(endpoint: &libp2p::core::ConnectedPoint) -> Mul
     }
 }
 
+/// A dial error in a few words: for each address tried, the innermost cause ("Connection
+/// refused (os error 111)") rather than libp2p's nested chain of every layer that passed it
+/// on, which made one failed dial a line of about 330 characters.
+pub(crate) fn brief_dial_error(e: &libp2p::swarm::DialError) -> String {
+    match e {
+        libp2p::swarm::DialError::Transport(errors) if !errors.is_empty() => errors
+            .iter()
+            .map(|(address, error)| format!("{address}: {}", innermost(error)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => one_line(other),
+    }
+}
+
+/// The innermost cause of an error, on one line.
+pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    one_line(&cause)
+}
+
 /// True if the address goes through a relay circuit.
 pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)

@@ -19,10 +19,12 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::{Config, Role, peer_id_of};
 use crate::error::Result;
+use crate::repeats::Repeats;
 use crate::swarm::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 use crate::swarm::{
     Command, ConnectedPeer, DeliveryFailure, Inbound, Link, MailboxFailure, MailboxInbound,
-    NetEvent, NetStatus, connection_address, is_relayed, is_unspecified, one_line, without_peer,
+    NetEvent, NetStatus, brief_dial_error, connection_address, innermost, is_relayed,
+    is_unspecified, one_line, without_peer,
 };
 use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
@@ -91,6 +93,8 @@ pub(crate) struct EventLoop {
     pub(super) mailbox_pending: HashMap<OutboundRequestId, MailboxReply>,
     /// Closest-peer queries in flight and who waits for each; at most [`MAX_PENDING_LOOKUPS`].
     pub(super) closest: HashMap<kad::QueryId, (Vec<u8>, ClosestReply)>,
+    /// Failures that keep repeating (a relay that is down), collapsed in the log.
+    pub(super) repeats: Repeats,
     /// Peers mDNS found on the local network, with their addresses there (without `/p2p/`),
     /// until mDNS reports them expired; at most [`MAX_LAN_PEERS`] of [`MAX_LAN_ADDRESSES`].
     pub(super) lan: HashMap<PeerId, Vec<Multiaddr>>,
@@ -110,6 +114,12 @@ pub(super) struct Lookup {
 }
 
 // Relays and bootstrap peers, as the task keeps them (`relays` does the work).
+
+/// The log message of a lost relay reservation, also its name among [`Repeats`].
+pub(super) const RESERVATION_LOST: &str = "relay reservation lost; will retry";
+
+/// The log message of a failed dial of a bootstrap peer, also its name among [`Repeats`].
+pub(super) const BOOTSTRAP_UNREACHABLE: &str = "cannot reach bootstrap peer; will retry";
 
 /// How many relay reservations a user node tries to hold.
 pub const TARGET_RESERVATIONS: usize = 2;
@@ -213,6 +223,7 @@ impl EventLoop {
             mailbox_pending: HashMap::new(),
             closest: HashMap::new(),
             lan: HashMap::new(),
+            repeats: Repeats::default(),
         };
         for b in &this.bootstrap {
             let base = without_peer(&b.address);
@@ -480,6 +491,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. },
             )) => {
+                self.repeats.clear(RESERVATION_LOST, &relay_peer_id.to_string());
                 tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
             }
             SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
@@ -496,6 +508,7 @@ impl EventLoop {
                 }
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id) {
                     b.failures = 0;
+                    self.repeats.clear(BOOTSTRAP_UNREACHABLE, &peer_id.to_string());
                 }
                 // A full queue only delays the retry until the outbox's next timer.
                 let _ = self.events.try_send(NetEvent::PeerConnected(peer_id));
@@ -540,17 +553,31 @@ impl EventLoop {
                     slot.next_attempt = Instant::now() + backoff(slot.failures);
                     let reason = match &reason {
                         Ok(()) => "the relay closed the connection".to_owned(),
-                        Err(e) => one_line(e),
+                        Err(e) => innermost(e),
                     };
-                    tracing::warn!(relay = %peer, %reason, "relay reservation lost; will retry");
+                    if self.repeats.note(
+                        RESERVATION_LOST,
+                        peer.to_string(),
+                        reason.clone(),
+                        Instant::now(),
+                    ) {
+                        tracing::warn!(relay = %peer, %reason, "{RESERVATION_LOST}");
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer) {
                     b.failures += 1;
                     b.next_attempt = Instant::now() + backoff(b.failures);
-                    let error = one_line(&error);
-                    tracing::warn!(%peer, %error, "cannot reach bootstrap peer; will retry");
+                    let error = brief_dial_error(&error);
+                    if self.repeats.note(
+                        BOOTSTRAP_UNREACHABLE,
+                        peer.to_string(),
+                        error.clone(),
+                        Instant::now(),
+                    ) {
+                        tracing::warn!(%peer, %error, "{BOOTSTRAP_UNREACHABLE}");
+                    }
                 }
             }
             _ => {}

@@ -46,6 +46,16 @@ impl EventLoop {
 
     pub(super) fn maintain(&mut self) {
         let now = Instant::now();
+        for s in self.repeats.due(now) {
+            tracing::warn!(
+                subject = %s.subject,
+                last = %s.last,
+                "{} (repeated {} more times in the last {} s)",
+                s.kind,
+                s.count,
+                crate::repeats::REPEAT_SUMMARY_INTERVAL.as_secs()
+            );
+        }
         if self.role == Role::Node {
             self.reserve();
             let reserved = self.relays.values().filter(|s| s.circuit.is_some()).count();

@@ -40,3 +40,18 @@ fn an_inbound_relayed_connection_shows_the_relay_it_came_through() {
     };
     assert_eq!(connection_address(&dialed), circuit);
 }
+
+#[test]
+fn a_failed_dial_is_said_in_a_few_words() {
+    use libp2p::TransportError;
+    use libp2p::swarm::DialError;
+    // How a refused TCP dial reaches the swarm: an I/O error wrapped by the transport's layers.
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+    let wrapped = std::io::Error::other(refused);
+    let address: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+    let error = DialError::Transport(vec![(address, TransportError::Other(wrapped))]);
+    let full = one_line(&error);
+    let brief = crate::swarm::brief_dial_error(&error);
+    assert_eq!(brief, "/ip4/127.0.0.1/tcp/4001: Connection refused");
+    assert!(brief.len() < full.len(), "{full}");
+}
