@@ -83,7 +83,7 @@ pub fn contact(c: &Contact) -> String {
 /// The status block.
 pub fn status(s: &Status) -> String {
     let mut out = format!(
-        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\nlocal network:      {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\n",
+        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\nlocal network:      {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\nstored messages:    {}\n",
         s.peer_id,
         s.role,
         s.reachability,
@@ -99,6 +99,11 @@ pub fn status(s: &Status) -> String {
             s.relay_reservations.join(", ")
         },
         s.queued_messages,
+        if s.stored_messages == 0 {
+            "0".to_owned()
+        } else {
+            format!("{} (waiting in the recipients' mailboxes; still retried)", s.stored_messages)
+        },
     );
     out.push_str("listen addresses:\n");
     for a in &s.listen_addresses {

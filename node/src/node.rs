@@ -104,6 +104,7 @@ impl Node {
     pub async fn status(&self) -> Result<control::Status> {
         let net = self.net_status().await?;
         let role = self.0.role;
+        let (queued, stored) = self.0.store.waiting_counts()?;
         Ok(control::Status {
             peer_id: self.peer_id().to_string(),
             role: role.as_str().into(),
@@ -112,7 +113,8 @@ impl Node {
             relay_reservations: net.reservations.iter().map(|(p, _)| p.to_string()).collect(),
             connected_peers: net.connected,
             routing_table_size: net.routing_table,
-            queued_messages: self.0.store.queued_count()?,
+            queued_messages: queued,
+            stored_messages: stored,
             reachability: if net.public {
                 "public".into()
             } else if !net.reservations.is_empty() {

@@ -442,8 +442,12 @@ pub struct Status {
     pub connected_peers: usize,
     /// Peers in the Kademlia routing table.
     pub routing_table_size: usize,
-    /// Outgoing messages not yet acknowledged by the recipient's node.
+    /// Outgoing text messages in state `queued`: not yet acknowledged by anyone.
     pub queued_messages: u64,
+    /// Outgoing text messages in state `stored`: waiting in their recipients' mailboxes (and
+    /// still retried directly) until the recipient fetches them.
+    #[serde(default)]
+    pub stored_messages: u64,
     /// `public` (a direct address is confirmed reachable), `relayed` (reachable through relay
     /// reservations) or `unreachable`.
     #[serde(default)]

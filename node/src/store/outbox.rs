@@ -337,6 +337,19 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// How many text messages the user sent wait for delivery: still `queued`, and `stored`
+    /// in their recipients' mailboxes (receipts are not counted).
+    pub fn waiting_counts(&self) -> Result<(u64, u64)> {
+        self.conn()
+            .row(
+                "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'stored'), 0)
+                 FROM outbox WHERE kind = 'text' AND state IN ('queued', 'stored')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// How many text messages the user sent are still queued (receipts are not counted).
     pub fn queued_count(&self) -> Result<u64> {
         self.conn()

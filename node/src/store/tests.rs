@@ -75,6 +75,20 @@ fn outbox_claims_items_so_no_two_passes_take_one() {
 }
 
 #[test]
+fn messages_waiting_in_mailboxes_count_as_waiting_not_only_queued_ones() {
+    let (_d, s) = store();
+    for id in 1..=3 {
+        s.enqueue(&text(id, 10), 10).unwrap();
+    }
+    s.enqueue(&OutboxRow { body: OutboxBody::Receipt([9; 16]), ..text(9, 10) }, 10).unwrap();
+    s.set_state(&[1; 16], MessageState::Stored, Some("stored on 1 of 1"), 20).unwrap();
+    s.set_state(&[2; 16], MessageState::Stored, Some("stored on 1 of 1"), 20).unwrap();
+    assert_eq!(s.waiting_counts().unwrap(), (1, 2), "one queued, two in mailboxes; no receipt");
+    s.set_state(&[2; 16], MessageState::Delivered, None, 30).unwrap();
+    assert_eq!(s.waiting_counts().unwrap(), (1, 1));
+}
+
+#[test]
 fn states_move_forward_only_and_keep_a_history() {
     let (_d, s) = store();
     let row = text(1, 10);
