@@ -240,13 +240,35 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Bad usage with --json anywhere on the line is said as JSON too; help and version
+        // are what was asked for, not errors.
+        Err(e)
+            if std::env::args().any(|a| a == "--json")
+                && !matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp
+                        | clap::error::ErrorKind::DisplayVersion
+                        | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) =>
+        {
+            let message = e.kind().as_str().map_or_else(
+                || e.to_string().lines().next().unwrap_or_default().to_owned(),
+                |kind| format!("{kind}: {}", e.to_string().lines().next().unwrap_or_default()),
+            );
+            eprintln!("{}", json_error("bad_usage", None, &message));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let json_out = cli.json;
     // The config file is read before logging starts, since it may choose the log format; a
     // broken one is reported like any other error.
     let file = match load_file_config(&cli) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            report(&e, json_out);
             return ExitCode::FAILURE;
         }
     };
@@ -263,10 +285,81 @@ fn main() -> ExitCode {
         // Whoever read our output stopped (a pager quit, `head` had enough): nothing is wrong.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            report(&e, json_out);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Says a failed command's error on stderr: one line `error: ...`, or with `--json` one JSON
+/// object `{"error": {"code": ..., "message": ..., "rpc_code"?: ...}}` whose `code` is stable
+/// (documented in docs/USAGE.md) for scripts to match on.
+fn report(e: &anyhow::Error, json_out: bool) {
+    if json_out {
+        let (code, rpc_code) = error_code(e);
+        eprintln!("{}", json_error(code, rpc_code, &one_line(e)));
+    } else {
+        eprintln!("error: {}", one_line(e));
+    }
+}
+
+/// The `--json` error line.
+fn json_error(code: &str, rpc_code: Option<i64>, message: &str) -> String {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(rpc) = rpc_code {
+        error["rpc_code"] = json!(rpc);
+    }
+    json!({ "error": error }).to_string()
+}
+
+/// A command that refused its input before asking the daemon, with the stable code the daemon
+/// would have used.
+#[derive(Debug)]
+struct Refused {
+    code: &'static str,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The stable code of an error (see docs/USAGE.md, "Errors as JSON"), and the daemon's
+/// JSON-RPC code when the daemon refused the request.
+fn error_code(e: &anyhow::Error) -> (&'static str, Option<i64>) {
+    for cause in e.chain() {
+        if let Some(rpc) = cause.downcast_ref::<client::RpcFailure>() {
+            return (kolokol_protocol::control::code::name(rpc.code), Some(rpc.code));
+        }
+        if cause.downcast_ref::<client::NoDaemon>().is_some() {
+            return ("daemon_not_running", None);
+        }
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return (refused.code, None);
+        }
+        if let Some(node) = cause.downcast_ref::<kolokol_node::Error>() {
+            return (
+                match node {
+                    kolokol_node::Error::AlreadyRunning(_) => "already_running",
+                    kolokol_node::Error::Config { .. } => "bad_config",
+                    kolokol_node::Error::Address(_) => "bad_address",
+                    kolokol_node::Error::Network(_) => "network",
+                    kolokol_node::Error::Store { .. } => "store",
+                    kolokol_node::Error::Io { .. } => "io",
+                    _ => "failed",
+                },
+                None,
+            );
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return ("io", None);
+        }
+    }
+    ("failed", None)
 }
 
 /// The error and its causes on one line, without repeating a cause already in the message.
@@ -471,7 +564,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 text.join(" ")
             };
             if text.trim().is_empty() {
-                bail!("the message is empty");
+                return Err(Refused {
+                    code: "bad_message",
+                    message: "the message is empty".into(),
+                }
+                .into());
             }
             send(&dir, name, text, cli.json).await
         }
@@ -741,10 +838,15 @@ async fn send(
     let committed: SendResult = tokio::select! {
         result = client.call(method::SEND, json!({ "to": name, "text": text, "wait": false })) => result?,
         _ = &mut interrupt => {
-            eprintln!(
+            let message = format!(
                 "interrupted before the daemon confirmed the message: it may or may not be in the outbox; see: kolokol --data-dir {} outbox",
                 dir.display()
             );
+            if json_out {
+                eprintln!("{}", json_error("interrupted", None, &message));
+            } else {
+                eprintln!("{message}");
+            }
             return Ok(ExitCode::from(INTERRUPTED));
         }
     };
@@ -756,12 +858,17 @@ async fn send(
             } else {
                 say!("{} queued", committed.id)?;
             }
-            eprintln!(
+            let message = format!(
                 "interrupted: message {} is committed to the outbox and will still go out (the daemon retries it for up to 14 days); follow it with: kolokol --data-dir {} status {}",
                 committed.id,
                 dir.display(),
                 committed.id
             );
+            if json_out {
+                eprintln!("{}", json_error("interrupted", None, &message));
+            } else {
+                eprintln!("{message}");
+            }
             return Ok(ExitCode::from(INTERRUPTED));
         }
     };

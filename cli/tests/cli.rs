@@ -131,6 +131,20 @@ fn check_error(o: &Output, code: i32, needle: &str) {
     assert!(err.contains(needle), "stderr {err:?} does not mention {needle:?}");
 }
 
+/// Fails with exit `code` and, on stderr, exactly one JSON error object whose stable `code`
+/// is `name`; returns it.
+#[track_caller]
+fn check_json_error(o: &Output, code: i32, name: &str) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(code), "stdout: {} stderr: {}", stdout(o), stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line, got: {err}");
+    let value: serde_json::Value =
+        serde_json::from_str(&err).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert_eq!(value["error"]["code"], name, "{value}");
+    assert!(value["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{value}");
+    value
+}
+
 /// One HTTP/1.1 request, written as is, and the whole response (the server closes after it).
 fn http(addr: &str, request: &str) -> String {
     use std::io::{Read, Write};
@@ -398,6 +412,14 @@ fn the_readme_walk_through_delivers_hello() {
         "1000001 bytes, over the limit of 1000000",
     );
     check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
+    // The same mistakes with --json: one JSON object each, with a stable code.
+    let unknown =
+        check_json_error(&run(&a, &["--json", "send", "nobody", "hi"]), 1, "unknown_contact");
+    assert_eq!(unknown["error"]["rpc_code"], 1, "{unknown}");
+    check_json_error(&run(&a, &["--json", "send", "bob", ""]), 1, "bad_message");
+    check_json_error(&run(&a, &["--json", "contacts", "add", "carol", "hello"]), 1, "bad_invite");
+    check_json_error(&run(&a, &["--json", "frobnicate"]), 2, "bad_usage");
+    check_json_error(&run(&a, &["--json", "node"]), 1, "already_running");
     check_error(&run(&a, &["inbox", "--limit", "0"]), 2, "--limit");
     check_error(&run(&a, &["outbox", "--limit", "10001"]), 2, "--limit");
     check_error(&run(&a, &["send", "--colour", "bob", "x"]), 2, "--colour");
@@ -446,6 +468,8 @@ fn commands_without_a_daemon_say_how_to_start_one() {
         assert!(script.contains("kolokol") && script.contains("contacts"), "{shell}: {script}");
     }
     check_error(&run(&dir, &["completions", "tcsh"]), 2, "tcsh");
+    check_json_error(&run(&dir, &["--json", "status"]), 1, "daemon_not_running");
+    check_json_error(&run(&dir, &["status", "--json", "--limit"]), 2, "bad_usage");
     let doctor = run(&dir, &["doctor"]);
     assert_eq!(doctor.status.code(), Some(1));
     assert!(stdout(&doctor).starts_with("[FAIL] daemon"), "{}", stdout(&doctor));

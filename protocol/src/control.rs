@@ -76,6 +76,28 @@ pub mod code {
     pub const UNKNOWN_MESSAGE: i64 = 5;
     /// The bootstrap bundle could not be used.
     pub const BAD_BUNDLE: i64 = 6;
+    /// A message id prefix names more than one message.
+    pub const AMBIGUOUS_ID: i64 = 7;
+
+    /// The stable name of a code, as `kolokol --json` prints it in errors: lower case words
+    /// joined by `_`, never changed once published. An unknown code is `error`.
+    pub fn name(code: i64) -> &'static str {
+        match code {
+            PARSE_ERROR => "parse_error",
+            INVALID_REQUEST => "invalid_request",
+            METHOD_NOT_FOUND => "method_not_found",
+            INVALID_PARAMS => "invalid_params",
+            INTERNAL_ERROR => "internal_error",
+            UNKNOWN_CONTACT => "unknown_contact",
+            BAD_INVITE => "bad_invite",
+            CONTACT_EXISTS => "contact_exists",
+            BAD_MESSAGE => "bad_message",
+            UNKNOWN_MESSAGE => "unknown_message",
+            BAD_BUNDLE => "bad_bundle",
+            AMBIGUOUS_ID => "ambiguous_id",
+            _ => "error",
+        }
+    }
 }
 
 /// A request line.
