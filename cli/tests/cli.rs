@@ -331,7 +331,11 @@ fn the_readme_walk_through_delivers_hello() {
 
     let history = check_ok(&run(&a, &["status", id]));
     assert!(history.contains("queued") && history.contains("sent"), "{history}");
-    check_error(&run(&a, &["status", "0123"]), 1, "no message of yours");
+    check_error(&run(&a, &["status", "0123xyz"]), 1, "no message has the id");
+    // An id may be abbreviated to a unique start of at least 4 digits, in any case.
+    let short = check_ok(&run(&a, &["status", &id[..8].to_uppercase()]));
+    assert!(short.starts_with(&format!("message {id} ")), "{short}");
+    check_json_error(&run(&a, &["--json", "status", "abc"]), 1, "unknown_message");
 
     // The secrets and the socket are the owner's alone.
     use std::os::unix::fs::PermissionsExt;

@@ -208,6 +208,7 @@ fn failure(e: Error) -> (i64, String) {
         Error::ContactExists(_) => code::CONTACT_EXISTS,
         Error::BadMessage(_) => code::BAD_MESSAGE,
         Error::UnknownMessage(_) => code::UNKNOWN_MESSAGE,
+        Error::AmbiguousId(_) => code::AMBIGUOUS_ID,
         Error::Protocol(kolokol_protocol::Error::Invite(_)) => code::BAD_INVITE,
         Error::Protocol(kolokol_protocol::Error::Bundle(_)) => code::BAD_BUNDLE,
         _ => code::INTERNAL_ERROR,

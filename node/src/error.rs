@@ -50,9 +50,12 @@ pub enum Error {
     UnknownContact(String),
     /// No outgoing message has that id.
     #[error(
-        "no message of yours has the id {0:?} (ids are the 32 hex digits `kolokol send` printed; see `kolokol outbox`)"
+        "no message has the id {0:?} (an id is the 32 hex digits `kolokol send` or `kolokol outbox` printed, or a unique start of them, at least 4)"
     )]
     UnknownMessage(String),
+    /// An abbreviated message id names more than one message.
+    #[error("the id {0:?} matches several messages; type more of its digits")]
+    AmbiguousId(String),
     /// A contact with that name or peer already exists.
     #[error("{0}")]
     ContactExists(String),

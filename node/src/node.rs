@@ -22,7 +22,7 @@ use crate::contacts::Contacts;
 use crate::doctor::{Doctor, count};
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::ids::new_message_id;
+use crate::ids::{id_prefix, new_message_id};
 use crate::inbox::{Inbox, inbox_view};
 use crate::keys::Keys;
 use crate::mailbox::Mailboxes;
@@ -225,10 +225,20 @@ impl Node {
     pub fn mark_read(&self, ids: &[String]) -> Result<control::InboxReadResult> {
         let raw = ids
             .iter()
-            .map(|id| {
-                kolokol_protocol::message::parse_id(id.trim())
-                    .ok_or_else(|| Error::UnknownMessage(id.clone()))
+            .map(|id| match kolokol_protocol::message::parse_id(id.trim()) {
+                Some(raw) => Ok(Some(raw)),
+                // An abbreviated id names the one received message it starts; one that names
+                // none is skipped, as a full id that names none is.
+                None => {
+                    let prefix = id_prefix(id).ok_or_else(|| Error::UnknownMessage(id.clone()))?;
+                    match self.0.store.incoming_ids_with_prefix(&prefix, 2)?[..] {
+                        [one] => Ok(Some(one)),
+                        [] => Ok(None),
+                        _ => Err(Error::AmbiguousId(id.clone())),
+                    }
+                }
             })
+            .filter_map(Result::transpose)
             .collect::<Result<Vec<_>>>()?;
         let (marked, receipts) = self.0.store.mark_read(
             &raw,
@@ -254,8 +264,8 @@ impl Node {
 
     /// One outgoing message with its full state history; `id` is the 32-hex-digit form.
     pub fn message(&self, id: &str) -> Result<control::MessageStatus> {
+        let raw = self.outgoing_id(id)?;
         let unknown = || Error::UnknownMessage(id.to_owned());
-        let raw = kolokol_protocol::message::parse_id(id.trim()).ok_or_else(unknown)?;
         let message = self.0.store.outgoing(&raw)?.ok_or_else(unknown)?;
         let history = self
             .history(&raw)?
@@ -263,6 +273,17 @@ impl Node {
             .map(|(state, detail, at_ms)| control::StateEntry { state, detail, at_ms })
             .collect();
         Ok(control::MessageStatus { message: outbox_view(message), history })
+    }
+
+    /// The one text message of ours that `id` names: its 32 hex digits, or a unique start of
+    /// them at least [`crate::ids::MIN_ID_PREFIX`] long.
+    pub fn outgoing_id(&self, id: &str) -> Result<MessageId> {
+        let prefix = id_prefix(id).ok_or_else(|| Error::UnknownMessage(id.to_owned()))?;
+        match self.0.store.outgoing_ids_with_prefix(&prefix, 2)?[..] {
+            [one] => Ok(one),
+            [] => Err(Error::UnknownMessage(id.to_owned())),
+            _ => Err(Error::AmbiguousId(id.to_owned())),
+        }
     }
 
     /// The ids of our receive keys for the peer, as stored: what its envelopes may be sealed

@@ -172,6 +172,34 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
+    /// The ids of received messages whose upper-case hex form starts with `prefix`, at most
+    /// `limit` of them (an id two senders used counts once).
+    pub fn incoming_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<[u8; 16]>> {
+        self.ids_with_prefix(
+            "SELECT DISTINCT id FROM inbox WHERE hex(id) LIKE ?1 || '%' LIMIT ?2",
+            prefix,
+            limit,
+        )
+    }
+
+    /// Runs a query of ids by hex prefix (`?1` the prefix, `?2` the limit).
+    pub(super) fn ids_with_prefix(
+        &self,
+        sql: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<[u8; 16]>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![prefix, limit], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok(id.try_into().unwrap_or([0; 16]))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
     /// How many messages the inbox holds.
     pub fn inbox_count(&self) -> Result<u64> {
         self.conn()

@@ -425,6 +425,16 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
+    /// The ids of our text messages whose upper-case hex form starts with `prefix` (upper-case
+    /// hex digits), at most `limit` of them: one means the prefix names a message.
+    pub fn outgoing_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<[u8; 16]>> {
+        self.ids_with_prefix(
+            "SELECT id FROM outbox WHERE kind = 'text' AND hex(id) LIKE ?1 || '%' LIMIT ?2",
+            prefix,
+            limit,
+        )
+    }
+
     /// The state history of one message, oldest first.
     pub fn history(&self, id: &[u8; 16]) -> Result<Vec<(MessageState, Option<String>, u64)>> {
         let conn = self.conn();

@@ -89,6 +89,34 @@ fn messages_waiting_in_mailboxes_count_as_waiting_not_only_queued_ones() {
 }
 
 #[test]
+fn ids_are_found_by_a_prefix_of_their_hex_digits() {
+    let (_d, s) = store();
+    let mut a = text(1, 10);
+    a.id = [0xab, 0xcd, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+    let mut b = text(2, 10);
+    b.id = [0xab, 0xce, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
+    s.enqueue(&a, 10).unwrap();
+    s.enqueue(&b, 10).unwrap();
+    // Receipts are not the user's messages and are never found.
+    s.enqueue(&OutboxRow { body: OutboxBody::Receipt([9; 16]), ..text(0xab, 10) }, 10).unwrap();
+    assert_eq!(s.outgoing_ids_with_prefix("ABCD", 2).unwrap(), vec![a.id]);
+    assert_eq!(s.outgoing_ids_with_prefix("ABC", 2).unwrap().len(), 2);
+    assert_eq!(s.outgoing_ids_with_prefix("ABCF", 2).unwrap(), Vec::<[u8; 16]>::new());
+    let row = InboxRow {
+        id: [0x5e; 16],
+        peer_id: peer("p"),
+        contact: None,
+        text: "hi".into(),
+        sent_at_ms: 1,
+        received_at_ms: 1,
+        read_at_ms: None,
+    };
+    let receipt = OutboxRow { body: OutboxBody::Receipt([0x5e; 16]), ..text(30, 1) };
+    s.receive(&row, &receipt).unwrap();
+    assert_eq!(s.incoming_ids_with_prefix("5E5E", 2).unwrap(), vec![[0x5e; 16]]);
+}
+
+#[test]
 fn states_move_forward_only_and_keep_a_history() {
     let (_d, s) = store();
     let row = text(1, 10);
