@@ -107,7 +107,9 @@ impl Store {
             });
         }
         schema::migrate(&conn, version).map_err(err)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+        let store = Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() };
+        store.fold_names()?;
+        Ok(store)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

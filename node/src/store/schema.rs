@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 /// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
@@ -19,7 +19,7 @@ pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
 
 /// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
 const STEPS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
+    [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE contacts (
@@ -143,4 +143,12 @@ CREATE TABLE chunks (
     received_at_ms  INTEGER NOT NULL,
     PRIMARY KEY (peer_id, id, idx)
 );
+";
+
+/// Version 8: contact names are looked up regardless of case. `folded` is the name in lower
+/// case (Unicode's full lower-casing, done by the store in Rust, since SQLite's `lower()` knows
+/// only ASCII); rows of older versions get it when the store opens (`Store::fold_names`).
+const SCHEMA_V8: &str = "
+ALTER TABLE contacts ADD COLUMN folded TEXT NOT NULL DEFAULT '';
+CREATE INDEX contacts_folded ON contacts (folded);
 ";

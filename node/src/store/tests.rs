@@ -63,6 +63,27 @@ fn contacts_refuse_duplicate_names_and_peers() {
 }
 
 #[test]
+fn contact_names_ignore_case_but_keep_the_spelling_typed() {
+    let (_d, s) = store();
+    s.add_contact(&contact("Bob", "p1")).unwrap();
+    let err = s.add_contact(&contact("bOB", "p2")).unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+    let err =
+        s.add_contact(&contact("Ärger", "p3")).map(|_| s.add_contact(&contact("äRGER", "p4")));
+    assert!(err.unwrap().unwrap_err().to_string().contains("already exists"), "Unicode case too");
+    for name in ["bob", "BOB", "Bob"] {
+        assert_eq!(s.contact(name).unwrap().unwrap().name, "Bob", "{name}");
+    }
+    // A row from before version 8 has no folded name; opening the store gives it one.
+    s.conn().execute("UPDATE contacts SET folded = '' WHERE name = 'Bob'", []).unwrap();
+    assert!(s.contact("bob").unwrap().is_none());
+    s.fold_names().unwrap();
+    assert_eq!(s.contact("bob").unwrap().unwrap().name, "Bob");
+    assert_eq!(s.remove_contact("BOB").unwrap().unwrap().name, "Bob");
+    assert!(s.contact("bob").unwrap().is_none());
+}
+
+#[test]
 fn outbox_claims_items_so_no_two_passes_take_one() {
     let (_d, s) = store();
     s.enqueue(&text(1, 10), 10).unwrap();
