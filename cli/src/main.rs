@@ -531,7 +531,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             show(cli.json, &contact, |c| format!("added {} ({})", c.name, c.peer_id))
         }
         Command::Contacts(ContactsCommand::List) => {
-            let contacts: Vec<Contact> = rpc(&dir, method::CONTACTS_LIST, json!({})).await?;
+            let contacts: Vec<Contact> = match rpc(&dir, method::CONTACTS_LIST, json!({})).await {
+                Err(e) => offline(&dir, e, cli.json)?.contacts()?,
+                answer => answer?,
+            };
             show(cli.json, &contacts, |contacts| {
                 if contacts.is_empty() {
                     "no contacts yet (add one with: kolokol contacts add NAME INVITE)".into()
@@ -621,7 +624,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         }
         Command::Outbox { limit } => {
             let messages: Vec<OutboxMessage> =
-                rpc(&dir, method::OUTBOX, json!({ "limit": limit })).await?;
+                match rpc(&dir, method::OUTBOX, json!({ "limit": limit })).await {
+                    Err(e) => offline(&dir, e, cli.json)?.outbox(*limit)?,
+                    answer => answer?,
+                };
             show(cli.json, &messages, |messages| {
                 if messages.is_empty() {
                     "no sent messages".into()
@@ -631,7 +637,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status { message_id: Some(id) } => {
-            let status: MessageStatus = rpc(&dir, method::MESSAGE, json!({ "id": id })).await?;
+            let status: MessageStatus = match rpc(&dir, method::MESSAGE, json!({ "id": id })).await
+            {
+                Err(e) => offline(&dir, e, cli.json)?.message(id)?,
+                answer => answer?,
+            };
             show(cli.json, &status, output::message_status)
         }
         Command::Status { message_id: None } => {
@@ -677,6 +687,29 @@ async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCod
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// Where a command that only reads goes when no daemon runs: the data directory's database,
+/// opened while the daemon is stopped (`kolokol_node::offline`). Any other failure `e` of the
+/// call is returned as it was. Says on stderr (not with `--json`) that the answer comes from
+/// the database and that nothing was marked read.
+fn offline(
+    dir: &std::path::Path,
+    e: anyhow::Error,
+    json_out: bool,
+) -> anyhow::Result<kolokol_node::offline::Offline> {
+    if e.downcast_ref::<client::NoDaemon>().is_none() {
+        return Err(e);
+    }
+    // No database either: the daemon's absence is the error to report.
+    let offline = kolokol_node::offline::Offline::open(dir).map_err(|_| e)?;
+    if !json_out {
+        eprintln!(
+            "(no daemon is running: read from the database in {}; nothing is marked read until the daemon runs)",
+            dir.display()
+        );
+    }
+    Ok(offline)
+}
+
 async fn inbox(
     dir: &std::path::Path,
     follow: bool,
@@ -684,7 +717,20 @@ async fn inbox(
     mark_read: bool,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut client = Client::connect(dir).await?;
+    let mut client = match Client::connect(dir).await {
+        Ok(client) => client,
+        Err(e) if !follow => {
+            let messages = offline(dir, e, json_out)?.inbox(limit)?;
+            return show(json_out, &messages, |messages| {
+                if messages.is_empty() {
+                    "no messages".into()
+                } else {
+                    messages.iter().map(output::message).collect::<Vec<_>>().join("\n")
+                }
+            });
+        }
+        Err(e) => return Err(e),
+    };
     // Subscribing before reading the inbox means nothing arrives unseen in between; a message
     // that is in both is shown once.
     if follow {

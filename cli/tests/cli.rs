@@ -735,7 +735,7 @@ fn black_hole_invite() -> (String, std::net::TcpListener) {
 fn ctrl_c_during_send_says_the_message_is_committed_and_will_still_go_out() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let a = tmp.path().join("alice");
-    let _alice = Daemon::start(&a, &["node", "--no-mdns"]);
+    let alice = Daemon::start(&a, &["node", "--no-mdns"]);
     let (invite, _hole) = black_hole_invite();
     check_ok(&run(&a, &["contacts", "add", "bob", &invite]));
 
@@ -763,4 +763,18 @@ fn ctrl_c_during_send_says_the_message_is_committed_and_will_still_go_out() {
     assert!(err.contains(&format!("status {id}")), "{err}");
     // It is in the outbox indeed, and the daemon goes on with it.
     assert!(check_ok(&run(&a, &["outbox"])).contains(&id));
+
+    // With the daemon stopped, what only reads still works, from the database.
+    drop(alice);
+    let outbox = run(&a, &["outbox"]);
+    assert!(check_ok(&outbox).contains(&format!("{id} queued")), "{}", stdout(&outbox));
+    assert!(stderr(&outbox).contains("no daemon is running: read from the database"));
+    assert!(check_ok(&run(&a, &["contacts", "list"])).starts_with("bob\t"));
+    assert!(check_ok(&run(&a, &["status", &id[..6]])).contains("queued"));
+    assert_eq!(check_ok(&run(&a, &["inbox"])).trim(), "no messages");
+    let listed: serde_json::Value =
+        serde_json::from_str(&check_ok(&run(&a, &["--json", "outbox"]))).expect("JSON");
+    assert_eq!(listed[0]["id"], id.as_str());
+    // What needs the daemon still says so.
+    check_error(&run(&a, &["send", "bob", "hi"]), 1, "no kolokol daemon is running");
 }

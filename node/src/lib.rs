@@ -42,6 +42,7 @@ pub mod data_dir;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod offline;
 pub mod repeats;
 pub mod workers;
 

@@ -23,7 +23,7 @@ pub struct ContactRow {
 
 /// A contact name as it is looked up: lower case, so `Bob`, `bob` and `BOB` are one name.
 /// The name is kept as typed for display.
-pub fn fold_name(name: &str) -> String {
+pub(crate) fn fold_name(name: &str) -> String {
     name.to_lowercase()
 }
 
