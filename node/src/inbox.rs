@@ -295,7 +295,7 @@ impl Inbox {
             return Ok(Ack::Rejected);
         }
         match content.body {
-            Body::Text(text) => {
+            Body::Text(text) | Body::NumberedText { text, .. } => {
                 if self.stranger_over_quota(&sender)? {
                     return Ok(Ack::Rejected);
                 }

@@ -142,6 +142,18 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             })
             .unwrap(),
         ),
+        (
+            "content_numbered_text",
+            codec::encode(&Content {
+                body: Body::NumberedText {
+                    series: 0x1122_3344_5566_7788,
+                    seq: 42,
+                    text: "hello, bob".into(),
+                },
+                ..content()
+            })
+            .unwrap(),
+        ),
         ("advertisement", codec::encode(&advertisement()).unwrap()),
         ("payload_v1", codec::encode(&payload()).unwrap()),
         (
@@ -204,6 +216,9 @@ fn golden_vectors_match_and_decode() {
     let text = String::from_utf8(read("invite_text")).unwrap();
     assert_eq!(Invite::from_text(&text, NOW).unwrap().0, invite());
     assert_eq!(codec::decode::<Content>("c", &read("content_text")).unwrap(), content());
+    let numbered = codec::decode::<Content>("c", &read("content_numbered_text")).unwrap();
+    assert_eq!(numbered.body.text(), Some("hello, bob"));
+    assert!(numbered.body.is_valid());
     let receipt = codec::decode::<Content>("c", &read("content_read")).unwrap();
     assert_eq!(receipt, read_content());
     assert!(receipt.body.is_valid());
