@@ -18,9 +18,9 @@ use kolokol_node::Multiaddr;
 use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    BundleInfo, Contact, DoctorCheck, DoctorReport, Event, IdInfo, ImportResult, InboxMessage,
-    InboxReadResult, InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult,
-    Status, method,
+    BundleInfo, Chat, ChatSummary, Contact, DoctorCheck, DoctorReport, Event, IdInfo, ImportResult,
+    InboxMessage, InboxReadResult, InviteInfo, MessageStatus, OutboxMessage, PeersInfo,
+    SafetyNumber, SendResult, Status, method,
 };
 use kolokol_protocol::message::MAX_READ_IDS;
 use serde_json::json;
@@ -137,15 +137,34 @@ enum Command {
         #[arg(required = true, num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
     },
-    /// Show received messages.
+    /// Show your conversations with their unread counts; with --messages, the received
+    /// messages themselves.
     Inbox {
         /// Keep running and print messages as they arrive.
         #[arg(long)]
         follow: bool,
+        /// List the received messages (newest last) instead of the conversations, marking
+        /// them read.
+        #[arg(long)]
+        messages: bool,
         /// Show at most this many of the newest messages (1 to 10000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
         limit: u32,
         /// Show the messages without marking them read, so their senders get no read receipt.
+        #[arg(long)]
+        peek: bool,
+    },
+    /// Show one conversation, both ways, in the order it was written, and mark it read.
+    Read {
+        /// The contact's name (any case), or the peer id of someone who is not a contact.
+        name: String,
+        /// Show at most this many of the newest messages (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
+        limit: u32,
+        /// Show long messages whole instead of cut after 20 lines or 2000 characters.
+        #[arg(long)]
+        full: bool,
+        /// Show the messages without marking them read, so their writer gets no read receipt.
         #[arg(long)]
         peek: bool,
     },
@@ -575,8 +594,42 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             }
             send(&dir, name, text, cli.json).await
         }
-        Command::Inbox { follow, limit, peek } => {
+        Command::Inbox { follow: false, messages: false, .. } => {
+            let chats: Vec<ChatSummary> = match rpc(&dir, method::CHATS, json!({})).await {
+                Err(e) => offline(&dir, e, cli.json)?.chats()?,
+                answer => answer?,
+            };
+            show(cli.json, &chats, |c| output::chats(c))
+        }
+        Command::Inbox { follow, limit, peek, .. } => {
             inbox(&dir, *follow, *limit, !*peek, cli.json).await
+        }
+        Command::Read { name, limit, full, peek } => {
+            let params = json!({ "with": name, "limit": limit });
+            let mut client = match Client::connect(&dir).await {
+                Ok(client) => client,
+                Err(e) => {
+                    let chat = offline(&dir, e, cli.json)?.chat(name, *limit)?;
+                    return show(cli.json, &chat, |c| output::chat(c, *full));
+                }
+            };
+            let chat: Chat = client.call(method::CHAT, params).await?;
+            let code = show(cli.json, &chat, |c| output::chat(c, *full))?;
+            // What was shown has been read: the daemon marks it and tells the writer, if a
+            // contact, once per message.
+            if !*peek {
+                let unread: Vec<&str> = chat
+                    .entries
+                    .iter()
+                    .filter(|e| !e.from_me && e.read_at_ms.is_none())
+                    .map(|e| e.id.as_str())
+                    .collect();
+                for ids in unread.chunks(MAX_READ_IDS) {
+                    let _: InboxReadResult =
+                        client.call(method::INBOX_READ, json!({ "ids": ids })).await?;
+                }
+            }
+            Ok(code)
         }
         Command::Peers { action: None } => {
             let peers: PeersInfo = rpc(&dir, method::PEERS, json!({})).await?;
@@ -875,48 +928,41 @@ async fn send(
     text: String,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
+    // Registered before anything is asked of the daemon, so no Ctrl-C goes unanswered.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot install the Ctrl-C handler")?;
     // Subscribed before sending, so no state change of the new message is missed.
     let mut events = Client::connect(dir).await?;
     let _: bool = events.call(method::SUBSCRIBE, json!({})).await?;
     let mut client = Client::connect(dir).await?;
-    let committed: SendResult = tokio::select! {
-        result = client.call(method::SEND, json!({ "to": name, "text": text, "wait": false })) => result?,
-        _ = &mut interrupt => {
-            let message = format!(
-                "interrupted before the daemon confirmed the message: it may or may not be in the outbox; see: kolokol --data-dir {} outbox",
-                dir.display()
-            );
-            if json_out {
-                eprintln!("{}", json_error("interrupted", None, &message));
-            } else {
-                eprintln!("{message}");
+    let committed: SendResult = {
+        let call = client.call(method::SEND, json!({ "to": name, "text": text, "wait": false }));
+        tokio::pin!(call);
+        tokio::select! {
+            result = &mut call => result?,
+            _ = interrupt.recv() => {
+                // The daemon answers a commit at once; the answer says whether it happened.
+                match tokio::time::timeout(COMMIT_WAIT, &mut call).await {
+                    Ok(Ok(committed)) => return interrupted(&committed, dir, json_out),
+                    _ => {
+                        let message = format!(
+                            "interrupted before the daemon confirmed the message: it may or may not be in the outbox; see: kolokol --data-dir {} outbox",
+                            dir.display()
+                        );
+                        if json_out {
+                            eprintln!("{}", json_error("interrupted", None, &message));
+                        } else {
+                            eprintln!("{message}");
+                        }
+                        return Ok(ExitCode::from(INTERRUPTED));
+                    }
+                }
             }
-            return Ok(ExitCode::from(INTERRUPTED));
         }
     };
     let result = tokio::select! {
         result = first_outcome(&mut events, &mut client, &committed.id) => result?,
-        _ = &mut interrupt => {
-            if json_out {
-                print_json(&committed)?;
-            } else {
-                say!("{} queued", committed.id)?;
-            }
-            let message = format!(
-                "interrupted: message {} is committed to the outbox and will still go out (the daemon retries it for up to 14 days); follow it with: kolokol --data-dir {} status {}",
-                committed.id,
-                dir.display(),
-                committed.id
-            );
-            if json_out {
-                eprintln!("{}", json_error("interrupted", None, &message));
-            } else {
-                eprintln!("{message}");
-            }
-            return Ok(ExitCode::from(INTERRUPTED));
-        }
+        _ = interrupt.recv() => return interrupted(&committed, dir, json_out),
     };
     if json_out {
         print_json(&result)?;
@@ -938,6 +984,36 @@ async fn send(
     // A message the recipient refused for good is a failed command; a queued one is not:
     // the outbox delivers it later.
     Ok(if result.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// How long `send`, interrupted while committing, waits for the daemon's answer: a commit is
+/// one database transaction, so the answer is normally there within milliseconds.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Says that `send` was interrupted after the message was committed: its id on stdout (or the
+/// `queued` result with `--json`), that it will still go out on stderr; exit 130.
+fn interrupted(
+    committed: &SendResult,
+    dir: &std::path::Path,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    if json_out {
+        print_json(committed)?;
+    } else {
+        say!("{} queued", committed.id)?;
+    }
+    let message = format!(
+        "interrupted: message {} is committed to the outbox and will still go out (the daemon retries it for up to 14 days); follow it with: kolokol --data-dir {} status {}",
+        committed.id,
+        dir.display(),
+        committed.id
+    );
+    if json_out {
+        eprintln!("{}", json_error("interrupted", None, &message));
+    } else {
+        eprintln!("{message}");
+    }
+    Ok(ExitCode::from(INTERRUPTED))
 }
 
 /// The outcome of a message's first delivery attempt, from `state` events: sent, stored,

@@ -260,11 +260,30 @@ fn the_readme_walk_through_delivers_hello() {
 
     let sent = check_ok(&run(&a, &["send", "bob", "hello"]));
     assert!(sent.trim().ends_with(" sent"), "{sent}");
-    let inbox = check_ok(&run(&b, &["inbox"]));
+    let inbox = check_ok(&run(&b, &["inbox", "--messages", "--peek"]));
     assert!(inbox.contains("alice: hello"), "{inbox}");
+    // The conversation list says one unread from alice; reading the conversation shows it,
+    // with its id, and marks it read.
+    let chats = check_ok(&run(&b, &["inbox"]));
+    assert!(
+        chats.starts_with("alice") && chats.contains(" 1 unread") && chats.contains("] hello"),
+        "{chats}"
+    );
+    let id = sent.split_whitespace().next().expect("an id");
+    let read = check_ok(&run(&b, &["read", "ALICE"]));
+    assert!(read.starts_with("conversation with alice (12D3KooW"), "{read}");
+    assert!(read.contains(&format!("* alice    {}  hello", &id[..8])), "{read}");
+    assert!(check_ok(&run(&b, &["inbox"])).contains(" 0 unread"));
+    let chat: serde_json::Value =
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "read", "alice"]))).expect("JSON");
+    assert_eq!(chat["entries"][0]["id"], id, "{chat}");
+    assert_eq!(chat["entries"][0]["seq"], 1, "{chat}");
+    assert!(chat["entries"][0]["read_at_ms"].is_u64(), "{chat}");
+    let mine = check_ok(&run(&a, &["read", "bob"]));
+    assert!(mine.contains(&format!("you      {}  hello  (✓", &id[..8])), "{mine}");
     // Unquoted words are one message.
     check_ok(&run(&a, &["send", "bob", "hello", "big", "world"]));
-    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello big world\n"));
+    assert!(check_ok(&run(&b, &["inbox", "--messages"])).contains("alice: hello big world\n"));
     let id = sent.split_whitespace().next().expect("an id");
     let outbox = check_ok(&run(&a, &["outbox"]));
     assert!(outbox.contains(id) && outbox.contains("to bob: hello"), "{outbox}");
@@ -282,19 +301,19 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(!stderr(&early).contains("panicked"), "{}", stderr(&early));
     let piped = run_with_input(&a, &["send", "bob", "-"], b"from a pipe\n");
     assert!(check_ok(&piped).trim().ends_with(" sent"));
-    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: from a pipe\n"));
+    assert!(check_ok(&run(&b, &["inbox", "--messages"])).contains("alice: from a pipe\n"));
     // A text too long for one envelope (and for one command-line argument) goes in chunks.
     let long = format!("{}the end", "a long letter. ".repeat(20_000));
     let piped = run_with_input(&a, &["send", "bob", "-"], long.as_bytes());
     assert!(check_ok(&piped).trim().ends_with(" sent"));
-    let inbox = check_ok(&run(&b, &["--json", "inbox", "--limit", "1"]));
+    let inbox = check_ok(&run(&b, &["--json", "inbox", "--messages", "--limit", "1"]));
     assert!(inbox.contains(&long), "the long text arrived whole");
 
     // A sender cannot forge inbox lines or drive the terminal: text output shows line breaks
     // and escapes visibly, --json keeps the exact text.
     let forged = "ok\n[2026-01-01 00:00:00] carol: pay me\u{1b}[2J\u{9b}";
     check_ok(&run(&a, &["send", "bob", forged]));
-    let inbox = check_ok(&run(&b, &["inbox"]));
+    let inbox = check_ok(&run(&b, &["inbox", "--messages"]));
     assert!(
         inbox.contains("alice: ok⏎ [2026-01-01 00:00:00] carol: pay me\\u{1b}[2J\\u{9b}\n"),
         "{inbox}"
@@ -305,7 +324,8 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(outbox.contains("to bob: ok⏎ [2026-01-01"), "{outbox}");
     assert!(!outbox.contains('\u{1b}'), "{outbox}");
     let exact: serde_json::Value =
-        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox"]))).expect("JSON");
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox", "--messages"])))
+            .expect("JSON");
     assert!(exact.as_array().expect("a list").iter().any(|m| m["text"] == forged), "{exact}");
 
     // Metrics: Alice's own gauges, and the relay's libp2p metrics.
@@ -436,14 +456,17 @@ fn the_readme_walk_through_delivers_hello() {
         &format!("cannot listen on {taken}: address already in use (is another kolokol running?)"),
     );
     // The daemon still serves after all of that.
-    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello"));
+    assert!(check_ok(&run(&b, &["inbox", "--messages"])).contains("alice: hello"));
 
     // Removing a contact keeps the messages and forgets the name.
     assert_eq!(check_ok(&run(&b, &["contacts", "remove", "alice"])).trim(), "removed alice");
     assert!(check_ok(&run(&b, &["contacts", "list"])).starts_with("no contacts yet"));
     check_error(&run(&b, &["send", "alice", "hi"]), 1, "no contact named \"alice\"");
     check_error(&run(&b, &["contacts", "remove", "alice"]), 1, "no contact named \"alice\"");
-    assert!(check_ok(&run(&b, &["inbox", "--peek"])).contains("hello"), "messages stay");
+    assert!(
+        check_ok(&run(&b, &["inbox", "--messages", "--peek"])).contains("hello"),
+        "messages stay"
+    );
 }
 
 #[test]
@@ -591,9 +614,11 @@ fn a_recipient_killed_mid_fetch_loses_nothing_and_shows_nothing_twice() {
     let _bob = Daemon::start(&b, &node);
     let last = format!("\"message {}\"", MESSAGES - 1);
     let _follow = Daemon::start_until(&b, &follow, |l| l.contains(&last));
-    let inbox: Vec<serde_json::Value> =
-        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox", "--limit", "1000"])))
-            .expect("JSON");
+    let inbox: Vec<serde_json::Value> = serde_json::from_str(&check_ok(&run(
+        &b,
+        &["--json", "inbox", "--messages", "--limit", "1000"],
+    )))
+    .expect("JSON");
     assert_eq!(inbox.len(), MESSAGES);
     let seen: std::collections::HashSet<&str> =
         inbox.iter().map(|m| m["text"].as_str().expect("a text")).collect();
@@ -673,7 +698,7 @@ fn a_sender_killed_after_send_returned_delivers_once_after_its_restart() {
     let _alice = Daemon::start(&a, &node);
     let states = wait_delivered(&a, &id);
     assert_eq!(states[..2], ["queued", "stored"], "{states:?}");
-    let inbox = check_ok(&run(&b, &["inbox"]));
+    let inbox = check_ok(&run(&b, &["inbox", "--messages"]));
     assert_eq!(inbox.matches("before the crash").count(), 1, "{inbox}");
 }
 
@@ -771,7 +796,7 @@ fn ctrl_c_during_send_says_the_message_is_committed_and_will_still_go_out() {
     assert!(stderr(&outbox).contains("no daemon is running: read from the database"));
     assert!(check_ok(&run(&a, &["contacts", "list"])).starts_with("bob\t"));
     assert!(check_ok(&run(&a, &["status", &id[..6]])).contains("queued"));
-    assert_eq!(check_ok(&run(&a, &["inbox"])).trim(), "no messages");
+    assert_eq!(check_ok(&run(&a, &["inbox", "--messages"])).trim(), "no messages");
     let listed: serde_json::Value =
         serde_json::from_str(&check_ok(&run(&a, &["--json", "outbox"]))).expect("JSON");
     assert_eq!(listed[0]["id"], id.as_str());

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kolokol_protocol::control::{
-    ContactAddParams, ContactNameParams, Event, ImportParams, InboxParams, InboxReadParams,
-    MAX_LINE_LEN, MessageParams, Notification, OutboxParams, Request, Response, SendParams, code,
-    method,
+    ChatParams, ContactAddParams, ContactNameParams, Event, ImportParams, InboxParams,
+    InboxReadParams, MAX_LINE_LEN, MessageParams, Notification, OutboxParams, Request, Response,
+    SendParams, code, method,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -266,6 +266,11 @@ async fn dispatch(
             to_value(node.message(&p.id).map_err(failure)?)
         }
         method::STATUS => to_value(node.status().await.map_err(failure)?),
+        method::CHATS => to_value(node.chats().map_err(failure)?),
+        method::CHAT => {
+            let p: ChatParams = params(request)?;
+            to_value(node.chat(&p.with, p.limit.unwrap_or(DEFAULT_LIST_LIMIT)).map_err(failure)?)
+        }
         method::PEERS => to_value(node.peers().await.map_err(failure)?),
         method::DOCTOR => to_value(node.doctor().await.map_err(failure)?),
         method::PEERS_EXPORT => to_value(node.export_peers().map_err(failure)?),

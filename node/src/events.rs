@@ -61,7 +61,7 @@ impl Events {
         detail: Option<String>,
         at_ms: u64,
     ) {
-        if matches!(row.body, OutboxBody::Text(_)) {
+        if matches!(row.body, OutboxBody::Text(_) | OutboxBody::Numbered(..)) {
             self.state(&row.id, &row.peer_id, state, detail, at_ms);
         }
     }

@@ -24,7 +24,7 @@ use crate::events::Events;
 use crate::ids::new_message_id;
 use crate::keys::Keys;
 use crate::store::{
-    ChunkOutcome, InboxRow, MAX_STRANGER_CONVERSATIONS, OutboxBody, OutboxRow, Store,
+    ChunkOutcome, InboxRow, MAX_STRANGER_CONVERSATIONS, Number, OutboxBody, OutboxRow, Store,
 };
 use crate::swarm::{self, Inbound};
 use crate::wire::delivery::Ack;
@@ -294,7 +294,16 @@ impl Inbox {
             tracing::info!(%sender, "refused a body out of bounds");
             return Ok(Ack::Rejected);
         }
-        match content.body {
+        // A numbered text is stored as a text with its place in the sender's conversation.
+        let mut number = None;
+        let body = match content.body {
+            Body::NumberedText { series, seq, text } => {
+                number = Some(Number { series, seq });
+                Body::Text(text)
+            }
+            other => other,
+        };
+        match body {
             Body::Text(text) | Body::NumberedText { text, .. } => {
                 if self.stranger_over_quota(&sender)? {
                     return Ok(Ack::Rejected);
@@ -307,6 +316,7 @@ impl Inbox {
                     sent_at_ms: content.sent_at_ms,
                     received_at_ms: now,
                     read_at_ms: None,
+                    number,
                 };
                 let receipt = OutboxRow {
                     id: new_message_id(),

@@ -23,6 +23,7 @@ pub mod node;
 pub mod run;
 
 pub mod bootstrap;
+pub mod chats;
 pub mod contacts;
 pub mod conversations;
 pub mod doctor;

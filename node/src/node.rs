@@ -16,6 +16,7 @@ use libp2p::PeerId;
 use tokio::sync::{Notify, broadcast};
 
 use crate::bootstrap::PeerBook;
+use crate::chats::Chats;
 use crate::clock::Clock;
 use crate::config::Role;
 use crate::contacts::Contacts;
@@ -46,6 +47,7 @@ pub(crate) struct Parts {
     pub(crate) swarm: swarm::Client,
     pub(crate) events: Events,
     pub(crate) contacts: Contacts,
+    pub(crate) chats: Chats,
     pub(crate) outbox: Outbox,
     pub(crate) outbox_wake: Arc<Notify>,
     pub(crate) inbox: Inbox,
@@ -210,6 +212,18 @@ impl Node {
     pub fn enqueue(&self, to: &str, text: &str) -> Result<control::SendResult> {
         let contact = self.0.contacts.get(to)?;
         self.0.outbox.enqueue(contact, text)
+    }
+
+    /// Every conversation, the most recent first, with its unread count.
+    pub fn chats(&self) -> Result<Vec<control::ChatSummary>> {
+        self.0.chats.list()
+    }
+
+    /// The newest `limit` messages with `with` (a contact's name, or a peer id), either way,
+    /// in the order they were written.
+    pub fn chat(&self, with: &str, limit: u32) -> Result<control::Chat> {
+        let peer = self.0.chats.peer(with)?;
+        self.0.chats.chat(&peer, limit)
     }
 
     /// The newest `limit` received messages, oldest first.

@@ -11,6 +11,8 @@ use std::path::Path;
 
 use kolokol_protocol::control;
 
+use crate::chats::Chats;
+use crate::clock::Clock;
 use crate::contacts::contact_view;
 use crate::data_dir::{DATABASE_FILE, DataDir};
 use crate::error::{Error, Result};
@@ -22,6 +24,7 @@ use crate::store::Store;
 /// A stopped node's data directory, locked and opened for reading.
 pub struct Offline {
     store: Store,
+    chats: Chats,
     _lock: DataDir,
 }
 
@@ -30,7 +33,8 @@ impl Offline {
     pub fn open(data_dir: &Path) -> Result<Self> {
         let lock = DataDir::lock_existing(data_dir)?;
         let store = Store::open(&lock.path(DATABASE_FILE))?;
-        Ok(Self { store, _lock: lock })
+        let chats = Chats { store: store.clone(), clock: Clock::system() };
+        Ok(Self { store, chats, _lock: lock })
     }
 
     /// The answer `contacts.list` would give.
@@ -46,6 +50,17 @@ impl Offline {
     /// The answer `outbox` would give.
     pub fn outbox(&self, limit: u32) -> Result<Vec<control::OutboxMessage>> {
         Ok(self.store.outbox(limit)?.into_iter().map(outbox_view).collect())
+    }
+
+    /// The answer `chats` would give.
+    pub fn chats(&self) -> Result<Vec<control::ChatSummary>> {
+        self.chats.list()
+    }
+
+    /// The answer `chat` would give.
+    pub fn chat(&self, with: &str, limit: u32) -> Result<control::Chat> {
+        let peer = self.chats.peer(with)?;
+        self.chats.chat(&peer, limit)
     }
 
     /// The answer `message` would give.

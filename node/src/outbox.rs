@@ -195,7 +195,9 @@ impl Outbox {
         };
         let claim =
             if claim { ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body) } else { 0 };
-        self.0.store.enqueue(&row, now + claim)?;
+        // Numbered as it is committed: the text's place in our series for the recipient.
+        let mut row = row;
+        self.0.store.enqueue_numbered(&mut row, rand::random(), now + claim)?;
         self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
         Ok(row)
     }
@@ -233,6 +235,20 @@ impl Outbox {
                     && self.0.conversations.drop_prekey(&row.peer_id).await
                 {
                     match self.seal(row).await {
+                        Ok(resealed) => {
+                            envelopes = resealed;
+                            outcome = self.deliver_all(&row.peer_id, &envelopes).await;
+                        }
+                        Err(failure) => outcome = Err(failure),
+                    }
+                }
+                // A node from before numbered texts cannot decode one and refuses it: the same
+                // text goes once more unnumbered, which it reads.
+                if matches!(&outcome, Err(f) if f.refused)
+                    && let OutboxBody::Numbered(_, text) = &row.body
+                {
+                    let plain = OutboxRow { body: OutboxBody::Text(text.clone()), ..row.clone() };
+                    match self.seal(&plain).await {
                         Ok(resealed) => {
                             envelopes = resealed;
                             outcome = self.deliver_all(&row.peer_id, &envelopes).await;
@@ -344,6 +360,9 @@ impl Outbox {
             sent_at_ms: row.created_at_ms,
             body: match &row.body {
                 OutboxBody::Text(t) => Body::Text(t.clone()),
+                OutboxBody::Numbered(n, t) => {
+                    Body::NumberedText { series: n.series, seq: n.seq, text: t.clone() }
+                }
                 OutboxBody::Receipt(of) => Body::Receipt { of: *of },
                 OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
             },

@@ -106,6 +106,7 @@ impl RunningNode {
             conversations: conversations.clone(),
             clock: clock.clone(),
         };
+        let chats = crate::chats::Chats { store: store.clone(), clock: clock.clone() };
         let peers = PeerBook {
             swarm: swarm.clone(),
             store: store.clone(),
@@ -150,6 +151,7 @@ impl RunningNode {
             swarm,
             events,
             contacts,
+            chats,
             outbox,
             outbox_wake,
             inbox,

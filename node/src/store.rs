@@ -13,6 +13,7 @@ mod contacts;
 mod conversations;
 mod inbox;
 mod mailbox;
+mod numbering;
 mod outbox;
 mod peers;
 mod prekeys;
@@ -29,8 +30,9 @@ use crate::error::{Error, Result};
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
 pub use conversations::MAX_STRANGER_CONVERSATIONS;
-pub use inbox::InboxRow;
+pub use inbox::{ChatPeer, InboxRow};
 pub use mailbox::{MailboxDeposit, MailboxItem, MailboxQuotas};
+pub use numbering::Number;
 pub use outbox::{
     DepositRecord, OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes,
 };

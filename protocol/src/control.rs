@@ -34,6 +34,10 @@ pub mod method {
     pub const INBOX_READ: &str = "inbox.read";
     /// Returns [`super::Status`].
     pub const STATUS: &str = "status";
+    /// Returns a list of [`super::ChatSummary`], the most recent first.
+    pub const CHATS: &str = "chats";
+    /// Params [`super::ChatParams`]; returns [`super::Chat`].
+    pub const CHAT: &str = "chat";
     /// Params [`super::OutboxParams`]; returns a list of [`super::OutboxMessage`], newest last.
     pub const OUTBOX: &str = "outbox";
     /// Params [`super::MessageParams`]; returns [`super::MessageStatus`].
@@ -288,6 +292,93 @@ pub struct InboxMessage {
 /// The most bytes of text a `message` event carries. Events wait in a buffer of their own
 /// for slow subscribers, so a burst of long messages must not hold megabytes each there.
 pub const EVENT_TEXT_LEN: usize = 16 * 1024;
+
+/// One conversation in the list `chats` returns.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatSummary {
+    /// The peer's contact name, or `null` if the peer is not a contact.
+    pub name: Option<String>,
+    /// The peer.
+    pub peer_id: String,
+    /// Messages from the peer not read yet.
+    pub unread: u32,
+    /// Messages from the peer that its later ones say were written before them and that have
+    /// not arrived yet (within the last 14 days).
+    pub waiting: u64,
+    /// When the newest message either way was sent or received, Unix ms; absent if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at_ms: Option<u64>,
+    /// The newest message either way, cut after [`CHAT_PREVIEW_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_text: Option<String>,
+    /// Whether that newest message is ours.
+    #[serde(default)]
+    pub last_from_me: bool,
+}
+
+/// The most characters of a message that a conversation list shows.
+pub const CHAT_PREVIEW_CHARS: usize = 200;
+
+/// Params of `chat`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatParams {
+    /// A contact's name (in any case), or a peer id.
+    pub with: String,
+    /// At most this many of the newest messages (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One conversation, in the order it was written.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Chat {
+    /// The peer's contact name, or `null` if the peer is not a contact.
+    pub name: Option<String>,
+    /// The peer.
+    pub peer_id: String,
+    /// The newest messages either way, oldest first, in the order they were written.
+    pub entries: Vec<ChatEntry>,
+}
+
+/// One message of a conversation, either way.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatEntry {
+    /// Message id, 32 hex digits.
+    pub id: String,
+    /// Whether this node's user wrote it.
+    pub from_me: bool,
+    /// The text, exactly as written.
+    pub text: String,
+    /// When its writer sent it, Unix ms by the writer's clock.
+    pub sent_at_ms: u64,
+    /// When this node stored it (received messages only), Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at_ms: Option<u64>,
+    /// When the user first read it (received messages only); absent while unread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at_ms: Option<u64>,
+    /// Where it is (our messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<MessageState>,
+    /// The state's detail (our messages only), as in [`OutboxMessage`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Its number in its writer's series, if numbered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// How many messages its writer numbered just before it that have not arrived (received
+    /// messages only; 0 when none are missing).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing_before: u64,
+    /// Set when those missing messages were not there 14 days after this one arrived: its
+    /// writer gave up on them, and they will not come.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing_for_good: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// Params of `inbox.read`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

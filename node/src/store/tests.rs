@@ -131,6 +131,7 @@ fn ids_are_found_by_a_prefix_of_their_hex_digits() {
         sent_at_ms: 1,
         received_at_ms: 1,
         read_at_ms: None,
+        number: None,
     };
     let receipt = OutboxRow { body: OutboxBody::Receipt([0x5e; 16]), ..text(30, 1) };
     s.receive(&row, &receipt).unwrap();
@@ -221,6 +222,7 @@ fn reading_marks_once_and_queues_one_receipt_per_contact() {
         sent_at_ms: 1,
         received_at_ms: u64::from(id),
         read_at_ms: None,
+        number: None,
     };
     let receipt = |id| OutboxRow { body: OutboxBody::Receipt([id; 16]), ..text(id, 1) };
     let mut next = 100u8;
@@ -335,6 +337,7 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
         sent_at_ms: 1,
         received_at_ms: 2,
         read_at_ms: None,
+        number: None,
     };
     {
         let s = Store::open(&path).unwrap();
@@ -367,6 +370,7 @@ fn the_inbox_lists_messages_in_the_order_they_were_written_not_as_they_arrived()
             sent_at_ms: 1000 + u64::from(written),
             received_at_ms: 5000 + arrival as u64,
             read_at_ms: None,
+            number: None,
         };
         let receipt =
             OutboxRow { body: OutboxBody::Receipt([written; 16]), ..text(100 + written, 1) };
@@ -437,6 +441,7 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
         sent_at_ms: 10,
         received_at_ms: 100,
         read_at_ms: None,
+        number: None,
     };
     let receipt = OutboxRow { body: OutboxBody::Receipt([1; 16]), ..text(99, 1) };
     assert!(store.receive(&row, &receipt).unwrap());
