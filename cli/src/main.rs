@@ -18,9 +18,9 @@ use kolokol_node::Multiaddr;
 use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    BundleInfo, Chat, ChatSummary, Contact, DoctorCheck, DoctorReport, Event, IdInfo, ImportResult,
-    InboxMessage, InboxReadResult, InviteInfo, MessageStatus, OutboxMessage, PeersInfo,
-    SafetyNumber, SendResult, Status, method,
+    BlockResult, Blocked, BundleInfo, Chat, ChatSummary, Contact, ContactReplaced, DoctorCheck,
+    DoctorReport, Event, IdInfo, ImportResult, InboxMessage, InboxReadResult, InviteInfo,
+    MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult, Status, method,
 };
 use kolokol_protocol::message::MAX_READ_IDS;
 use serde_json::json;
@@ -221,11 +221,56 @@ enum ContactsCommand {
     },
     /// List contacts.
     List,
-    /// Show the safety number to compare with a contact, to confirm nobody swapped your keys.
+    /// Show the safety number to compare with a contact, to confirm nobody swapped your keys;
+    /// --mark once it matched.
     Verify {
         /// The contact's name.
         name: String,
+        /// The numbers matched: mark the contact verified (shown beside the name).
+        #[arg(long)]
+        mark: bool,
+        /// Take the verified mark away.
+        #[arg(long, conflicts_with = "mark")]
+        unmark: bool,
     },
+    /// Give a contact another name.
+    Rename {
+        /// The contact's name now.
+        name: String,
+        /// The new name.
+        new_name: String,
+    },
+    /// Put a contact's new invite in place of the old one after they started over with a new
+    /// identity (the verified mark goes; compare safety numbers again).
+    Replace {
+        /// The contact's name.
+        name: String,
+        /// Their new invite code.
+        invite: String,
+        /// Confirm: without it, the command only says what would change.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Accept a request: make someone who wrote to you a contact.
+    Accept {
+        /// Their peer id, or a unique start of it (at least 12 characters).
+        peer_id: String,
+        /// The name you will use for them.
+        name: String,
+    },
+    /// Block someone who is not a contact: their messages are deleted, and what they send
+    /// from now on is dropped.
+    Block {
+        /// Their peer id, or a unique start of it.
+        peer_id: String,
+    },
+    /// Unblock a peer.
+    Unblock {
+        /// The peer id.
+        peer_id: String,
+    },
+    /// List the blocked peers.
+    Blocked,
     /// Remove a contact (messages stay).
     Remove {
         /// The contact's name.
@@ -562,10 +607,103 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Contacts(ContactsCommand::Verify { name }) => {
+        Command::Contacts(ContactsCommand::Verify { name, mark: false, unmark: false }) => {
             let number: SafetyNumber =
                 rpc(&dir, method::CONTACTS_VERIFY, json!({ "name": name })).await?;
             show(cli.json, &number, output::safety_number)
+        }
+        Command::Contacts(ContactsCommand::Verify { name, mark, .. }) => {
+            let contact: Contact =
+                rpc(&dir, method::CONTACTS_MARK, json!({ "name": name, "verified": mark })).await?;
+            show(cli.json, &contact, |c| {
+                if c.verified {
+                    format!("marked {} verified", output::visible(&c.name))
+                } else {
+                    format!("{} is no longer marked verified", output::visible(&c.name))
+                }
+            })
+        }
+        Command::Contacts(ContactsCommand::Rename { name, new_name }) => {
+            let contact: Contact =
+                rpc(&dir, method::CONTACTS_RENAME, json!({ "name": name, "new_name": new_name }))
+                    .await?;
+            show(cli.json, &contact, |c| format!("renamed {name} to {}", output::visible(&c.name)))
+        }
+        Command::Contacts(ContactsCommand::Replace { name, invite, yes }) => {
+            if !*yes {
+                let new = kolokol_protocol::invite::Invite::from_text(
+                    invite,
+                    kolokol_node::clock::unix_secs(),
+                )
+                .map(|(_, peer)| peer.to_string())
+                .unwrap_or_else(|_| "an unreadable invite".into());
+                return Err(Refused {
+                    code: "confirm",
+                    message: format!(
+                        "this replaces {name}'s identity with {new}: do it only if {name} told you, in person or over a channel you trust, that they started over; someone handing you an invite in their name could be impersonating them. Messages stay with the old identity, and the verified mark goes. Run again with --yes to replace"
+                    ),
+                }
+                .into());
+            }
+            let replaced: ContactReplaced =
+                rpc(&dir, method::CONTACTS_REPLACE, json!({ "name": name, "invite": invite }))
+                    .await?;
+            if !cli.json {
+                eprintln!(
+                    "warning: {}'s identity changed from {} to {}; compare safety numbers again (kolokol contacts verify {}){}",
+                    output::visible(&replaced.contact.name),
+                    replaced.old_peer_id,
+                    replaced.contact.peer_id,
+                    output::visible(&replaced.contact.name),
+                    if replaced.was_verified {
+                        ": the old one was marked verified, the new one is not"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            show(cli.json, &replaced, |r| {
+                format!("replaced {} ({})", output::visible(&r.contact.name), r.contact.peer_id)
+            })
+        }
+        Command::Contacts(ContactsCommand::Accept { peer_id, name }) => {
+            let contact: Contact =
+                rpc(&dir, method::CONTACTS_ACCEPT, json!({ "peer_id": peer_id, "name": name }))
+                    .await?;
+            show(cli.json, &contact, |c| {
+                format!("accepted {} ({}) as a contact", output::visible(&c.name), c.peer_id)
+            })
+        }
+        Command::Contacts(ContactsCommand::Block { peer_id }) => {
+            let result: BlockResult =
+                rpc(&dir, method::CONTACTS_BLOCK, json!({ "peer_id": peer_id })).await?;
+            show(cli.json, &result, |r| {
+                format!(
+                    "blocked {} (deleted {})",
+                    r.peer_id,
+                    output::count(r.removed_messages, "message", "messages")
+                )
+            })
+        }
+        Command::Contacts(ContactsCommand::Unblock { peer_id }) => {
+            let result: BlockResult =
+                rpc(&dir, method::CONTACTS_UNBLOCK, json!({ "peer_id": peer_id })).await?;
+            show(cli.json, &result, |r| format!("unblocked {}", r.peer_id))
+        }
+        Command::Contacts(ContactsCommand::Blocked) => {
+            let list: Vec<Blocked> = rpc(&dir, method::CONTACTS_BLOCKED, json!({})).await?;
+            show(cli.json, &list, |list| {
+                if list.is_empty() {
+                    "nobody is blocked".into()
+                } else {
+                    list.iter()
+                        .map(|b| {
+                            format!("{}\tblocked {}", b.peer_id, output::time(b.blocked_at_ms))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            })
         }
         Command::Contacts(ContactsCommand::Remove { name }) => {
             let contact: Contact =

@@ -70,13 +70,14 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// One contact line.
+/// One contact line: name, peer id, addresses, and `verified` when marked so.
 pub fn contact(c: &Contact) -> String {
     format!(
-        "{}\t{}\t{}",
-        c.name,
+        "{}\t{}\t{}{}",
+        visible(&c.name),
         c.peer_id,
-        count(c.addresses.len() as u64, "address", "addresses")
+        count(c.addresses.len() as u64, "address", "addresses"),
+        if c.verified { "\tverified" } else { "" }
     )
 }
 
@@ -256,11 +257,13 @@ pub fn chats(list: &[ChatSummary]) -> String {
     if list.is_empty() {
         return "no conversations yet (add a contact: kolokol contacts add NAME INVITE)".into();
     }
-    let lines: Vec<String> = list
+    let mut lines: Vec<String> = list
         .iter()
         .map(|c| {
             let who = match &c.name {
+                Some(name) if c.verified => format!("{} ✓", visible(name)),
                 Some(name) => visible(name),
+                None if c.request => format!("{} (request)", c.peer_id),
                 None => format!("{} (not a contact)", c.peer_id),
             };
             let mut line = format!("{who:<20} {:>3} unread", c.unread);
@@ -280,6 +283,12 @@ pub fn chats(list: &[ChatSummary]) -> String {
             line
         })
         .collect();
+    if list.iter().any(|c| c.request) {
+        lines.push(
+            "(a request is someone who is not your contact writing to you: accept with `kolokol contacts accept PEER_ID NAME`, or refuse with `kolokol contacts block PEER_ID`)"
+                .into(),
+        );
+    }
     lines.join("\n")
 }
 
@@ -312,8 +321,14 @@ pub fn ticks(e: &ChatEntry) -> String {
 pub fn chat(c: &Chat, full: bool) -> String {
     let name = c.name.clone().unwrap_or_else(|| "them".into());
     let mut out = match &c.name {
+        Some(n) if c.verified => {
+            format!("conversation with {} ({}), verified\n", visible(n), c.peer_id)
+        }
         Some(n) => format!("conversation with {} ({})\n", visible(n), c.peer_id),
-        None => format!("conversation with {} (not a contact)\n", c.peer_id),
+        None => format!(
+            "conversation with {} (not a contact: kolokol contacts accept {} NAME, or block)\n",
+            c.peer_id, c.peer_id
+        ),
     };
     if c.entries.is_empty() {
         out.push_str("  no messages yet\n");

@@ -458,6 +458,19 @@ fn the_readme_walk_through_delivers_hello() {
     // The daemon still serves after all of that.
     assert!(check_ok(&run(&b, &["inbox", "--messages"])).contains("alice: hello"));
 
+    // The verified mark, and renaming, from the command line.
+    assert_eq!(
+        check_ok(&run(&a, &["contacts", "verify", "BOB", "--mark"])).trim(),
+        "marked Bob verified"
+    );
+    assert!(check_ok(&run(&a, &["contacts", "list"])).trim_end().ends_with("\tverified"));
+    assert!(check_ok(&run(&a, &["read", "bob"])).starts_with("conversation with Bob (12D3KooW"));
+    check_json_error(
+        &run(&a, &["--json", "contacts", "replace", "bob", "kolokol1x"]),
+        1,
+        "confirm",
+    );
+
     // Removing a contact keeps the messages and forgets the name.
     assert_eq!(check_ok(&run(&b, &["contacts", "remove", "alice"])).trim(), "removed alice");
     assert!(check_ok(&run(&b, &["contacts", "list"])).starts_with("no contacts yet"));

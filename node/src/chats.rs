@@ -18,6 +18,10 @@ use crate::error::{Error, Result};
 use crate::outbox::MESSAGE_TTL;
 use crate::store::{ChatPeer, InboxRow, Number, OutboxView, Store};
 
+/// The fewest characters of a peer id that name it by its start (`12D3KooW` alone is shared by
+/// every Ed25519 peer id, so this is that and 4 more).
+pub const MIN_PEER_PREFIX: usize = 12;
+
 /// The most conversations `chats` lists.
 pub const MAX_LISTED_CHATS: u32 = 1000;
 
@@ -29,12 +33,35 @@ pub(crate) struct Chats {
 }
 
 impl Chats {
-    /// The peer `with` names: a contact's name in any case, or a peer id.
+    /// The peer `with` names: a contact's name in any case, a peer id, or a unique start of
+    /// the peer id of someone there is a conversation with (at least [`MIN_PEER_PREFIX`]
+    /// characters).
     pub(crate) fn peer(&self, with: &str) -> Result<PeerId> {
         if let Some(contact) = self.store.contact(with)? {
             return Ok(contact.peer_id);
         }
-        with.trim().parse().map_err(|_| Error::UnknownContact(with.to_owned()))
+        let with = with.trim();
+        if let Ok(peer) = with.parse() {
+            return Ok(peer);
+        }
+        if with.len() >= MIN_PEER_PREFIX {
+            let matches: Vec<PeerId> = self
+                .store
+                .chat_peers(MAX_LISTED_CHATS)?
+                .into_iter()
+                .map(|c| c.peer_id)
+                .chain(self.store.blocked()?.into_iter().map(|(p, _)| p))
+                .filter(|p| p.to_string().starts_with(with))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            match matches[..] {
+                [one] => return Ok(one),
+                [] => {}
+                _ => return Err(Error::AmbiguousId(with.to_owned())),
+            }
+        }
+        Err(Error::UnknownContact(with.to_owned()))
     }
 
     /// Every conversation, the most recent first, with unread and missing counts.
@@ -45,6 +72,7 @@ impl Chats {
             .into_iter()
             .map(|ChatPeer { peer_id: peer, contact: name, unread, last_at_ms: last }| {
                 let incoming = self.store.chat_incoming(&peer, 1)?.pop();
+                let incoming_any = incoming.is_some();
                 let outgoing = self.store.chat_outgoing(&peer, 1)?.pop();
                 let numbers = self.store.incoming_numbers(&peer)?;
                 let waiting = gaps(&numbers)
@@ -60,7 +88,14 @@ impl Chats {
                     (None, Some(o)) => (Some(o.text), true),
                     (None, None) => (None, false),
                 };
+                let verified = name.is_some()
+                    && self
+                        .store
+                        .contact_by_peer(&peer)?
+                        .is_some_and(|c| c.verified_at_ms.is_some());
                 Ok(control::ChatSummary {
+                    request: name.is_none() && incoming_any,
+                    verified,
                     name,
                     peer_id: peer.to_string(),
                     unread,
@@ -78,11 +113,13 @@ impl Chats {
         let incoming = self.store.chat_incoming(peer, limit)?;
         let outgoing = self.store.chat_outgoing(peer, limit)?;
         let numbers = self.store.incoming_numbers(peer)?;
-        let name = self.store.contact_by_peer(peer)?.map(|c| c.name);
+        let contact = self.store.contact_by_peer(peer)?;
+        let verified = contact.as_ref().is_some_and(|c| c.verified_at_ms.is_some());
+        let name = contact.map(|c| c.name);
         let mut entries = order(incoming, outgoing, &gaps(&numbers), self.clock.now_ms());
         let skip = entries.len().saturating_sub(limit as usize);
         entries.drain(..skip);
-        Ok(control::Chat { name, peer_id: peer.to_string(), entries })
+        Ok(control::Chat { name, peer_id: peer.to_string(), entries, verified })
     }
 }
 

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kolokol_protocol::control::{
-    ChatParams, ContactAddParams, ContactNameParams, Event, ImportParams, InboxParams,
-    InboxReadParams, MAX_LINE_LEN, MessageParams, Notification, OutboxParams, Request, Response,
-    SendParams, code, method,
+    ChatParams, ContactAcceptParams, ContactAddParams, ContactMarkParams, ContactNameParams,
+    ContactRenameParams, Event, ImportParams, InboxParams, InboxReadParams, MAX_LINE_LEN,
+    MessageParams, Notification, OutboxParams, PeerParams, Request, Response, SendParams, code,
+    method,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -237,6 +238,35 @@ async fn dispatch(
             let p: ContactNameParams = params(request)?;
             to_value(node.remove_contact(&p.name).map_err(failure)?)
         }
+        method::CONTACTS_RENAME => {
+            let p: ContactRenameParams = params(request)?;
+            to_value(node.rename_contact(&p.name, &p.new_name).map_err(failure)?)
+        }
+        method::CONTACTS_MARK => {
+            let p: ContactMarkParams = params(request)?;
+            to_value(node.mark_contact(&p.name, p.verified).map_err(failure)?)
+        }
+        method::CONTACTS_REPLACE => {
+            let p: ContactAddParams = params(request)?;
+            let replaced = node.replace_contact(&p.name, &p.invite).await.map_err(|e| match e {
+                Error::Protocol(inner) => (code::BAD_INVITE, format!("invalid invite: {inner}")),
+                other => failure(other),
+            })?;
+            to_value(replaced)
+        }
+        method::CONTACTS_ACCEPT => {
+            let p: ContactAcceptParams = params(request)?;
+            to_value(node.accept_contact(&p.peer_id, &p.name).map_err(failure)?)
+        }
+        method::CONTACTS_BLOCK => {
+            let p: PeerParams = params(request)?;
+            to_value(node.block(&p.peer_id).map_err(failure)?)
+        }
+        method::CONTACTS_UNBLOCK => {
+            let p: PeerParams = params(request)?;
+            to_value(node.unblock(&p.peer_id).map_err(failure)?)
+        }
+        method::CONTACTS_BLOCKED => to_value(node.blocked().map_err(failure)?),
         method::CONTACTS_VERIFY => {
             let p: ContactNameParams = params(request)?;
             to_value(node.verify_contact(&p.name).map_err(failure)?)

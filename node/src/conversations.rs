@@ -174,6 +174,17 @@ impl Conversations {
         Ok(())
     }
 
+    /// The certificate the peer's envelopes come from, if we hold a conversation with them.
+    pub(crate) fn peer_certificate(&self, peer: &PeerId) -> Result<Option<DeviceCertificate>> {
+        if let Some(c) = self.cache().get(peer) {
+            return Ok(Some(c.conversation.peer_certificate().clone()));
+        }
+        match self.0.store.conversation(peer)? {
+            Some(bytes) => Ok(Some(Conversation::from_bytes(&bytes)?.peer_certificate().clone())),
+            None => Ok(None),
+        }
+    }
+
     /// Whether the next envelope to the peer would be a first contact that lacks the peer's
     /// signed prekey. Only a hint, so a plain read is enough: no lock and no worker, which keeps
     /// an established conversation (the common case) at one look per message.

@@ -294,6 +294,12 @@ impl Inbox {
             tracing::info!(%sender, "refused a body out of bounds");
             return Ok(Ack::Rejected);
         }
+        // A blocked peer's envelopes are taken, so its node stops trying, and dropped: no
+        // message, no receipt, nothing it could tell apart from a delivery.
+        if store.is_blocked(&sender)? {
+            tracing::debug!(%sender, "dropped an envelope from a blocked peer");
+            return Ok(Ack::Accepted);
+        }
         // A numbered text is stored as a text with its place in the sender's conversation.
         let mut number = None;
         let body = match content.body {

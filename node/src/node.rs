@@ -195,6 +195,55 @@ impl Node {
         self.0.contacts.remove(name)
     }
 
+    /// Renames a contact.
+    pub fn rename_contact(&self, name: &str, new_name: &str) -> Result<control::Contact> {
+        self.0.contacts.rename(name, new_name)
+    }
+
+    /// Marks a contact verified (the safety numbers matched), or takes the mark away.
+    pub fn mark_contact(&self, name: &str, verified: bool) -> Result<control::Contact> {
+        self.0.contacts.mark(name, verified)
+    }
+
+    /// Puts the peer and key of a new invite in place of a contact who started over; the
+    /// verified mark goes with the old key.
+    pub async fn replace_contact(
+        &self,
+        name: &str,
+        invite: &str,
+    ) -> Result<control::ContactReplaced> {
+        let (old, new) = self.0.contacts.replace(name, invite)?;
+        self.0.peers.learn_relays(&new.addresses).await;
+        Ok(control::ContactReplaced {
+            old_peer_id: old.peer_id.to_string(),
+            was_verified: old.verified_at_ms.is_some(),
+            contact: crate::contacts::contact_view(new),
+        })
+    }
+
+    /// Accepts a request: makes `peer` (who wrote to us) a contact named `name`.
+    pub fn accept_contact(&self, peer: &str, name: &str) -> Result<control::Contact> {
+        let peer = self.0.chats.peer(peer)?;
+        self.0.contacts.accept(peer, name)
+    }
+
+    /// Blocks a peer that is not a contact: deletes its messages and drops what it sends.
+    pub fn block(&self, peer: &str) -> Result<control::BlockResult> {
+        let peer = self.0.chats.peer(peer)?;
+        self.0.contacts.block(peer)
+    }
+
+    /// Unblocks a peer.
+    pub fn unblock(&self, peer: &str) -> Result<control::BlockResult> {
+        let peer = self.0.chats.peer(peer)?;
+        self.0.contacts.unblock(peer)
+    }
+
+    /// The blocked peers.
+    pub fn blocked(&self) -> Result<Vec<control::Blocked>> {
+        self.0.contacts.blocked()
+    }
+
     /// The safety number shared with a contact, from both identity keys.
     pub fn verify_contact(&self, name: &str) -> Result<control::SafetyNumber> {
         self.0.contacts.verify(name)

@@ -25,6 +25,20 @@ pub mod method {
     pub const CONTACTS_REMOVE: &str = "contacts.remove";
     /// Params [`super::ContactNameParams`]; returns [`super::SafetyNumber`].
     pub const CONTACTS_VERIFY: &str = "contacts.verify";
+    /// Params [`super::ContactRenameParams`]; returns the renamed [`super::Contact`].
+    pub const CONTACTS_RENAME: &str = "contacts.rename";
+    /// Params [`super::ContactMarkParams`]; returns the [`super::Contact`].
+    pub const CONTACTS_MARK: &str = "contacts.mark";
+    /// Params [`super::ContactAddParams`]; returns [`super::ContactReplaced`].
+    pub const CONTACTS_REPLACE: &str = "contacts.replace";
+    /// Params [`super::ContactAcceptParams`]; returns the new [`super::Contact`].
+    pub const CONTACTS_ACCEPT: &str = "contacts.accept";
+    /// Params [`super::PeerParams`]; returns [`super::BlockResult`].
+    pub const CONTACTS_BLOCK: &str = "contacts.block";
+    /// Params [`super::PeerParams`]; returns [`super::BlockResult`].
+    pub const CONTACTS_UNBLOCK: &str = "contacts.unblock";
+    /// Returns a list of [`super::Blocked`].
+    pub const CONTACTS_BLOCKED: &str = "contacts.blocked";
     /// Params [`super::SendParams`]; returns [`super::SendResult`].
     pub const SEND: &str = "send";
     /// Params [`super::InboxParams`]; returns a list of [`super::InboxMessage`], oldest first.
@@ -68,7 +82,7 @@ pub mod code {
     pub const INVALID_PARAMS: i64 = -32602;
     /// The daemon failed; the message says how.
     pub const INTERNAL_ERROR: i64 = -32603;
-    /// No contact has that name.
+    /// No contact has that name (or no peer has that id).
     pub const UNKNOWN_CONTACT: i64 = 1;
     /// The invite code could not be used.
     pub const BAD_INVITE: i64 = 2;
@@ -215,6 +229,77 @@ pub struct Contact {
     pub addresses: Vec<String>,
     /// When they were added, Unix milliseconds.
     pub added_at_ms: u64,
+    /// Whether the user marked them verified (compared safety numbers and they matched).
+    #[serde(default)]
+    pub verified: bool,
+    /// When the user marked them verified, Unix milliseconds; absent while not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at_ms: Option<u64>,
+}
+
+/// Params of `contacts.rename`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactRenameParams {
+    /// The contact's name now (any case).
+    pub name: String,
+    /// The name to give them.
+    pub new_name: String,
+}
+
+/// Params of `contacts.mark`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactMarkParams {
+    /// The contact's name (any case).
+    pub name: String,
+    /// `true`: the safety numbers were compared and matched; `false`: take the mark away.
+    pub verified: bool,
+}
+
+/// Params of `contacts.accept`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactAcceptParams {
+    /// The peer id (or a unique start of it) of someone who wrote to us.
+    pub peer_id: String,
+    /// The name to give them.
+    pub name: String,
+}
+
+/// Params naming one peer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerParams {
+    /// A peer id, or a unique start of one among the peers that wrote to us.
+    pub peer_id: String,
+}
+
+/// The answer to `contacts.replace`: the contact with its new key, and what was replaced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactReplaced {
+    /// The contact, now with the new peer id and key, not verified.
+    pub contact: Contact,
+    /// The peer id the contact had until now.
+    pub old_peer_id: String,
+    /// Whether the old key had been marked verified.
+    pub was_verified: bool,
+}
+
+/// The answer to `contacts.block` and `contacts.unblock`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockResult {
+    /// The peer.
+    pub peer_id: String,
+    /// `contacts.block`: how many of its messages were deleted; `contacts.unblock`: 0.
+    pub removed_messages: u64,
+    /// Whether the peer is blocked now.
+    pub blocked: bool,
+}
+
+/// A blocked peer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Blocked {
+    /// The peer.
+    pub peer_id: String,
+    /// When it was blocked, Unix milliseconds.
+    pub blocked_at_ms: u64,
 }
 
 /// The answer to `contacts.verify`: the number both sides compare to confirm each holds the
@@ -314,6 +399,13 @@ pub struct ChatSummary {
     /// Whether that newest message is ours.
     #[serde(default)]
     pub last_from_me: bool,
+    /// A request: someone who is not a contact wrote to us (accept with `contacts.accept`,
+    /// or refuse with `contacts.block`).
+    #[serde(default)]
+    pub request: bool,
+    /// Whether the contact is marked verified.
+    #[serde(default)]
+    pub verified: bool,
 }
 
 /// The most characters of a message that a conversation list shows.
@@ -338,6 +430,9 @@ pub struct Chat {
     pub peer_id: String,
     /// The newest messages either way, oldest first, in the order they were written.
     pub entries: Vec<ChatEntry>,
+    /// Whether the contact is marked verified.
+    #[serde(default)]
+    pub verified: bool,
 }
 
 /// One message of a conversation, either way.

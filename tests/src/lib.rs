@@ -31,4 +31,6 @@ mod relay_limits;
 #[cfg(test)]
 mod standard_relay;
 #[cfg(test)]
+mod strangers;
+#[cfg(test)]
 mod timers;

@@ -63,6 +63,7 @@ fn a_conversation_keeps_line_breaks_that_cannot_pass_for_lines_and_cuts_long_mes
     let chat = Chat {
         name: Some("alice".into()),
         peer_id: "12D3KooW".into(),
+        verified: false,
         entries: vec![
             entry(forged, false),
             entry("hi back", true),

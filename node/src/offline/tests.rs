@@ -21,6 +21,7 @@ fn a_stopped_nodes_data_is_readable_and_a_running_one_is_refused() {
                 device_key: [1; 32],
                 addresses: vec![],
                 added_at_ms: 1,
+                verified_at_ms: None,
             })
             .unwrap();
         // While the daemon holds the directory, reading it is refused, saying why.

@@ -19,6 +19,9 @@ pub struct ContactRow {
     pub addresses: Vec<Multiaddr>,
     /// When added, Unix ms.
     pub added_at_ms: u64,
+    /// When the user marked the contact verified (compared safety numbers), Unix ms; `None`
+    /// while not verified.
+    pub verified_at_ms: Option<u64>,
 }
 
 /// A contact name as it is looked up: lower case, so `Bob`, `bob` and `BOB` are one name.
@@ -60,8 +63,8 @@ impl Store {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        if let Some((name, peer)) = existing {
-            return Err(Error::ContactExists(if peer != c.peer_id.to_string() {
+        if let Some((name, _)) = existing {
+            return Err(Error::ContactExists(if fold_name(&name) == fold_name(&c.name) {
                 format!(
                     "a contact named {name:?} already exists (names ignore case; remove it or pick another)"
                 )
@@ -70,15 +73,17 @@ impl Store {
             }));
         }
         conn.exec(
-            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, folded)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, folded,
+                                   verified_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 c.name,
                 c.peer_id.to_string(),
                 c.device_key.as_slice(),
                 join_addresses(&c.addresses),
                 c.added_at_ms as i64,
-                fold_name(&c.name)
+                fold_name(&c.name),
+                c.verified_at_ms.map(|t| t as i64)
             ],
         )
         .map_err(|e| self.err(e))?;
@@ -93,6 +98,7 @@ impl Store {
             device_key: key.try_into().unwrap_or([0; 32]),
             addresses: addresses_column(r, 3)?,
             added_at_ms: r.get::<_, i64>(4)? as u64,
+            verified_at_ms: r.get::<_, Option<i64>>(5)?.map(|t| t as u64),
         })
     }
 
@@ -103,7 +109,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts
+                "SELECT name, peer_id, device_key, addresses, added_at_ms, verified_at_ms FROM contacts
                  WHERE folded = ?1 ORDER BY name = ?2 DESC LIMIT 2",
             )
             .map_err(|e| self.err(e))?;
@@ -126,7 +132,7 @@ impl Store {
     pub fn contact_by_peer(&self, peer: &PeerId) -> Result<Option<ContactRow>> {
         self.conn()
             .row(
-                "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts WHERE peer_id = ?1",
+                "SELECT name, peer_id, device_key, addresses, added_at_ms, verified_at_ms FROM contacts WHERE peer_id = ?1",
                 [peer.to_string()],
                 Self::contact_from_row,
             )
@@ -139,7 +145,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts ORDER BY folded, name",
+                "SELECT name, peer_id, device_key, addresses, added_at_ms, verified_at_ms FROM contacts ORDER BY folded, name",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt.query_map([], Self::contact_from_row).map_err(|e| self.err(e))?;
@@ -153,6 +159,125 @@ impl Store {
             .exec("DELETE FROM contacts WHERE peer_id = ?1", [c.peer_id.to_string()])
             .map_err(|e| self.err(e))?;
         Ok(Some(c))
+    }
+
+    /// Renames a contact (named in any case); refuses a new name that another contact has in
+    /// any case. Returns the contact as renamed, or `None` if there is none named `name`.
+    pub fn rename_contact(&self, name: &str, new_name: &str) -> Result<Option<ContactRow>> {
+        let Some(c) = self.contact(name)? else { return Ok(None) };
+        if let Some(other) = self.contact(new_name)?
+            && other.peer_id != c.peer_id
+        {
+            return Err(Error::ContactExists(format!(
+                "a contact named {:?} already exists (names ignore case)",
+                other.name
+            )));
+        }
+        self.conn()
+            .exec(
+                "UPDATE contacts SET name = ?2, folded = ?3 WHERE peer_id = ?1",
+                params![c.peer_id.to_string(), new_name, fold_name(new_name)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(Some(ContactRow { name: new_name.to_owned(), ..c }))
+    }
+
+    /// Marks a contact verified at `at_ms`, or not verified with `None`. Returns the contact.
+    pub fn set_verified(&self, name: &str, at_ms: Option<u64>) -> Result<Option<ContactRow>> {
+        let Some(c) = self.contact(name)? else { return Ok(None) };
+        self.conn()
+            .exec(
+                "UPDATE contacts SET verified_at_ms = ?2 WHERE peer_id = ?1",
+                params![c.peer_id.to_string(), at_ms.map(|t| t as i64)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(Some(ContactRow { verified_at_ms: at_ms, ..c }))
+    }
+
+    /// Puts `new` (a new peer and key, not verified) in place of the contact named `name`, in
+    /// one transaction; refuses a peer that is another contact already. Returns the replaced
+    /// contact, or `None` if there is none named `name`.
+    pub fn replace_contact(&self, name: &str, new: &ContactRow) -> Result<Option<ContactRow>> {
+        let Some(old) = self.contact(name)? else { return Ok(None) };
+        if let Some(other) = self.contact_by_peer(&new.peer_id)?
+            && other.peer_id != old.peer_id
+        {
+            return Err(Error::ContactExists(format!(
+                "that peer is already your contact {:?}",
+                other.name
+            )));
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.exec("DELETE FROM contacts WHERE peer_id = ?1", [old.peer_id.to_string()])
+            .map_err(|e| self.err(e))?;
+        tx.exec(
+            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, folded,
+                                   verified_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+            params![
+                old.name,
+                new.peer_id.to_string(),
+                new.device_key.as_slice(),
+                join_addresses(&new.addresses),
+                new.added_at_ms as i64,
+                fold_name(&old.name)
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.exec("DELETE FROM blocked WHERE peer_id = ?1", [new.peer_id.to_string()])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(Some(old))
+    }
+
+    /// Blocks a peer at `now_ms` and deletes the messages it sent; returns how many. The
+    /// caller makes sure it is not a contact.
+    pub fn block(&self, peer: &PeerId, now_ms: u64) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.exec(
+            "INSERT INTO blocked (peer_id, blocked_at_ms) VALUES (?1, ?2)
+             ON CONFLICT (peer_id) DO NOTHING",
+            params![peer.to_string(), now_ms as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        let removed = tx
+            .exec("DELETE FROM inbox WHERE peer_id = ?1", [peer.to_string()])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(removed as u64)
+    }
+
+    /// Unblocks a peer; returns whether it was blocked.
+    pub fn unblock(&self, peer: &PeerId) -> Result<bool> {
+        let n = self
+            .conn()
+            .exec("DELETE FROM blocked WHERE peer_id = ?1", [peer.to_string()])
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// Whether the peer is blocked.
+    pub fn is_blocked(&self, peer: &PeerId) -> Result<bool> {
+        self.conn()
+            .row("SELECT COUNT(*) FROM blocked WHERE peer_id = ?1", [peer.to_string()], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The blocked peers, with when each was blocked, oldest first.
+    pub fn blocked(&self) -> Result<Vec<(PeerId, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT peer_id, blocked_at_ms FROM blocked ORDER BY blocked_at_ms")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((peer_column(r, 0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
     /// Replaces a contact's known addresses (from a fresher presence record).

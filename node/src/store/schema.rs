@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-pub(super) const SCHEMA_VERSION: i64 = 9;
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 /// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
@@ -20,7 +20,7 @@ pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
 /// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
 const STEPS: [&str; SCHEMA_VERSION as usize] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9,
+    SCHEMA_V9, SCHEMA_V10,
 ];
 
 const SCHEMA_V1: &str = "
@@ -170,4 +170,14 @@ ALTER TABLE inbox ADD COLUMN series INTEGER;
 ALTER TABLE inbox ADD COLUMN seq INTEGER;
 CREATE INDEX inbox_peer ON inbox (peer_id, sent_at_ms);
 CREATE INDEX outbox_peer ON outbox (peer_id, kind, created_at_ms);
+";
+
+/// Version 10: a contact can be marked verified (the safety numbers were compared), and
+/// strangers can be blocked: their envelopes are taken and dropped.
+const SCHEMA_V10: &str = "
+ALTER TABLE contacts ADD COLUMN verified_at_ms INTEGER;
+CREATE TABLE blocked (
+    peer_id       TEXT PRIMARY KEY,
+    blocked_at_ms INTEGER NOT NULL
+);
 ";
