@@ -4,6 +4,7 @@
 //! This binary is the only place that prints to the terminal and the only user of `anyhow`.
 //! Exit codes: 0 success, 1 failure, 2 bad usage (clap's own code for argument errors).
 
+mod chat;
 mod client;
 mod demo;
 mod output;
@@ -167,6 +168,12 @@ enum Command {
         /// Show the messages without marking them read, so their writer gets no read receipt.
         #[arg(long)]
         peek: bool,
+    },
+    /// A chat screen in the terminal: conversations with unread counts, the open one with
+    /// each message's delivery state, a line to type in, and how the node is connected.
+    Chat {
+        /// Open the conversation with this contact (or peer id) at once.
+        name: Option<String>,
     },
     /// Show your sent messages and where each one is (queued, stored, sent, delivered, read,
     /// failed).
@@ -741,6 +748,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         }
         Command::Inbox { follow, limit, peek, .. } => {
             inbox(&dir, *follow, *limit, !*peek, cli.json).await
+        }
+        Command::Chat { name } => {
+            chat::run(&dir, name.clone()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Read { name, limit, full, peek } => {
             let params = json!({ "with": name, "limit": limit });
