@@ -74,15 +74,15 @@ enum LogFormatArg {
 #[derive(clap::Args)]
 struct NetArgs {
     /// Listen here (repeatable); replaces the config file's `listen`.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
     listen: Vec<Multiaddr>,
     /// A peer to bootstrap from, ending in /p2p/<peer id> (repeatable); replaces the config
     /// file's `bootstrap`.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
     bootstrap: Vec<Multiaddr>,
     /// An address others can reach this node at (repeatable); replaces the config file's
     /// `external_addresses`.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
     external_address: Vec<Multiaddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
@@ -283,6 +283,25 @@ enum ContactsCommand {
         /// The contact's name.
         name: String,
     },
+}
+
+/// Reads a multiaddr from the command line, saying what went wrong in terms a person who just
+/// copied an address can act on: an empty value (an unset shell variable), the documentation's
+/// placeholder pasted as is, or something that is not an address at all.
+fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
+    if text.trim().is_empty() {
+        return Err("the address is empty (if you wrote --bootstrap \"$RELAY\", RELAY is not set in this terminal: set it to the address the relay printed)".into());
+    }
+    if text.contains("...") || text.contains('…') {
+        return Err(format!(
+            "{text:?} is the documentation's placeholder, not an address: use the one your relay printed, which ends in /p2p/12D3KooW and 44 more characters"
+        ));
+    }
+    text.trim().parse().map_err(|e| {
+        format!(
+            "{text:?} is not a multiaddr ({e}); it looks like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..., as `kolokol relay` prints it"
+        )
+    })
 }
 
 /// The largest `--limit` of `inbox` and `outbox`: more than anyone reads on a terminal, and
@@ -1037,9 +1056,9 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
             say!("metrics: {url}")?;
         }
         if role == Role::Relay {
-            say!("users bootstrap from this relay with:")?;
+            say!("users bootstrap from this relay with (each line a command to paste as is):")?;
             for a in &shareable {
-                say!("  --bootstrap {a}")?;
+                say!("  kolokol node --bootstrap {a}")?;
             }
             if net.external.is_empty() {
                 say!(

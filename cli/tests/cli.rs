@@ -214,8 +214,8 @@ fn the_readme_walk_through_delivers_hello() {
     let relay_metrics = relay.wait_line(|l| l.starts_with("metrics: "));
     let relay_metrics =
         relay_metrics.trim_start_matches("metrics: http://").replace("/metrics", "");
-    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
-    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
     // Alice is configured by her kolokol.toml alone; Bob by flags, and prints JSON.
     std::fs::create_dir_all(&a).expect("alice's dir");
     std::fs::write(
@@ -516,6 +516,14 @@ fn commands_without_a_daemon_say_how_to_start_one() {
     assert!(stdout(&doctor).contains("(or: relay --listen ...)"), "{}", stdout(&doctor));
     check_error(&run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]), 1, "/p2p/");
     check_error(&run(&dir, &["node", "--listen", "not-an-address"]), 2, "not-an-address");
+    // The mistakes of someone following the README: the placeholder pasted as is, an unset
+    // variable, each said in words that say what to do.
+    check_error(
+        &run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW..."]),
+        2,
+        "the documentation's placeholder, not an address: use the one your relay printed",
+    );
+    check_error(&run(&dir, &["node", "--bootstrap", ""]), 2, "RELAY is not set in this terminal");
 
     // A data dir that cannot be created: its parent is a regular file. (Tests run as root,
     // where a chmod 500 directory would not stop anything.)
@@ -595,8 +603,8 @@ fn a_recipient_killed_mid_fetch_loses_nothing_and_shows_nothing_twice() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
     let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
-    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
     let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
     let alice = Daemon::start(&a, &node);
     let bob = Daemon::start(&b, &node);
@@ -687,8 +695,8 @@ fn a_sender_killed_after_send_returned_delivers_once_after_its_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
     let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
-    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
     let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
     let alice = Daemon::start(&a, &node);
     let bob = Daemon::start(&b, &node);
