@@ -8,6 +8,7 @@ mod chat;
 mod client;
 mod demo;
 mod output;
+mod service;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -195,10 +196,32 @@ enum Command {
     },
     /// Check, in order, everything delivery depends on and say what to fix.
     Doctor,
+    /// Run the node as a service that starts by itself.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Write a systemd user unit that runs `kolokol node` on this data directory, then enable
+    /// and start it (with --relay: a system unit for a community relay, as root). Arguments
+    /// after `--` go to `node` (or `relay`), e.g. `-- --bootstrap ADDR`.
+    Install {
+        /// Print the unit and where it would go; write and run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A hardened system unit for a community relay (/etc/systemd/system), not a user's
+        /// node.
+        #[arg(long)]
+        relay: bool,
+        /// Arguments for `kolokol node` (or `relay`) in the unit.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
 }
 
@@ -595,6 +618,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => demo::run(cli.json).await,
         Command::Doctor => doctor(&dir, cli.json).await,
+        Command::Service(ServiceCommand::Install { dry_run, relay, args }) => {
+            service::install(&dir, *relay, *dry_run, args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kolokol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -824,3 +824,60 @@ fn ctrl_c_during_send_says_the_message_is_committed_and_will_still_go_out() {
     // What needs the daemon still says so.
     check_error(&run(&a, &["send", "bob", "hi"]), 1, "no kolokol daemon is running");
 }
+
+#[test]
+fn service_install_prints_its_unit_and_says_when_there_is_no_systemd() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let config = tmp.path().join("config");
+    let dry = kolokol(&dir)
+        .env("XDG_CONFIG_HOME", &config)
+        .args([
+            "service",
+            "install",
+            "--dry-run",
+            "--",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWx",
+        ])
+        .output()
+        .expect("runs");
+    let unit = check_ok(&dry);
+    let path = config.join("systemd/user/kolokol.service");
+    assert!(
+        unit.starts_with(&format!("# {} (not written: --dry-run)\n[Unit]\n", path.display())),
+        "{unit}"
+    );
+    let exec = format!(
+        "ExecStart={} --data-dir {} node --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooWx\n",
+        env!("CARGO_BIN_EXE_kolokol"),
+        dir.display()
+    );
+    assert!(unit.contains(&exec), "{unit}");
+    assert!(!path.exists(), "a dry run writes nothing");
+    // Where there is no systemd, it says so and writes nothing.
+    let empty = tmp.path().join("empty-path");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let none = kolokol(&dir)
+        .env("XDG_CONFIG_HOME", &config)
+        .env("PATH", &empty)
+        .args(["--json", "service", "install"])
+        .output()
+        .expect("runs");
+    let err = check_json_error(&none, 1, "no_systemd");
+    assert!(
+        err["error"]["message"].as_str().is_some_and(|m| m.contains("nothing was written")),
+        "{err}"
+    );
+    assert!(!path.exists());
+    // The relay's system unit is the hardened one of docs/RELAY.md.
+    let relay = check_ok(&run(&dir, &["service", "install", "--relay", "--dry-run"]));
+    assert!(
+        relay.starts_with("# /etc/systemd/system/kolokol-relay.service (not written"),
+        "{relay}"
+    );
+    assert!(
+        relay.contains("\nProtectSystem=strict\n") && relay.contains("\nUser=kolokol\n"),
+        "{relay}"
+    );
+}
