@@ -4,6 +4,7 @@
 //! This binary is the only place that prints to the terminal and the only user of `anyhow`.
 //! Exit codes: 0 success, 1 failure, 2 bad usage (clap's own code for argument errors).
 
+mod backups;
 mod chat;
 mod client;
 mod demo;
@@ -196,6 +197,21 @@ enum Command {
     },
     /// Check, in order, everything delivery depends on and say what to fix.
     Doctor,
+    /// Write one file, sealed with a passphrase, that holds your identity, contacts,
+    /// conversations and messages (works with the daemon running or stopped).
+    Backup {
+        /// The file to write; it must not exist.
+        file: PathBuf,
+    },
+    /// Bring a backup back into the data directory (a new one, on a new machine); the daemon
+    /// must not run there.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace the identity the data directory has already (it is lost for good).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Run the node as a service that starts by itself.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -618,6 +634,14 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => demo::run(cli.json).await,
         Command::Doctor => doctor(&dir, cli.json).await,
+        Command::Backup { file } => {
+            backups::backup(&dir, file, cli.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { file, replace } => {
+            backups::restore(&dir, file, *replace, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Service(ServiceCommand::Install { dry_run, relay, args }) => {
             service::install(&dir, *relay, *dry_run, args)?;
             Ok(ExitCode::SUCCESS)

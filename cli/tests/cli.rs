@@ -881,3 +881,67 @@ fn service_install_prints_its_unit_and_says_when_there_is_no_systemd() {
         "{relay}"
     );
 }
+
+#[test]
+fn a_backup_restores_on_a_new_machine_and_the_conversation_goes_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
+    let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
+    let alice = Daemon::start(&a, &node);
+    let _bob = Daemon::start(&b, &node);
+    let bob_invite = check_ok(&run(&b, &["invite"]));
+    check_ok(&run(&a, &["contacts", "add", "bob", bob_invite.trim()]));
+    let alice_invite = check_ok(&run(&a, &["invite"]));
+    check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
+    check_ok(&run(&a, &["contacts", "verify", "bob", "--mark"]));
+    assert!(check_ok(&run(&a, &["send", "bob", "before the backup"])).trim().ends_with(" sent"));
+    let alice_id = check_ok(&run(&a, &["id"]));
+
+    // The backup is taken while Alice's daemon runs; a short passphrase is refused.
+    let file = tmp.path().join("alice.kolokol-backup");
+    let short =
+        run_with_input(&a, &["--json", "backup", file.to_str().expect("utf-8")], b"short\n");
+    check_json_error(&short, 1, "bad_passphrase");
+    let passphrase = b"correct horse battery staple\n";
+    let made = run_with_input(&a, &["backup", file.to_str().expect("utf-8")], passphrase);
+    assert!(check_ok(&made).starts_with(&format!("wrote {}", file.display())), "{}", stdout(&made));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("written").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!a.join("backup-snapshot.db").exists(), "the plaintext snapshot is gone");
+    let again = run_with_input(&a, &["backup", file.to_str().expect("utf-8")], passphrase);
+    check_error(&again, 1, "never overwrites");
+    drop(alice);
+
+    // A new machine: a wrong passphrase is refused, the right one brings Alice back.
+    let new = tmp.path().join("alice-new");
+    let wrong =
+        run_with_input(&new, &["restore", file.to_str().expect("utf-8")], b"incorrect horse\n");
+    check_error(&wrong, 1, "wrong passphrase");
+    let restored = run_with_input(&new, &["restore", file.to_str().expect("utf-8")], passphrase);
+    let said = check_ok(&restored);
+    let peer = alice_id.lines().next().expect("a line").trim_start_matches("peer id:").trim();
+    assert!(said.starts_with(&format!("restored {peer} into ")), "{said}");
+    assert!(said.contains("1 contact"), "{said}");
+    let twice = run_with_input(&new, &["restore", file.to_str().expect("utf-8")], passphrase);
+    check_error(&twice, 1, "already has an identity");
+
+    let _alice = Daemon::start(&new, &node);
+    assert_eq!(check_ok(&run(&new, &["id"])), alice_id, "the same identity");
+    assert!(check_ok(&run(&new, &["contacts", "list"])).trim_end().ends_with("\tverified"));
+    assert!(check_ok(&run(&new, &["read", "bob"])).contains("before the backup"));
+    let sent = check_ok(&run(&new, &["send", "bob", "after the restore"]));
+    assert!(sent.trim().ends_with(" sent"), "{sent}");
+    let chat: serde_json::Value =
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "read", "alice"]))).expect("JSON");
+    let texts: Vec<&str> = chat["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["before the backup", "after the restore"], "{chat}");
+}

@@ -297,6 +297,7 @@ async fn dispatch(
         }
         method::STATUS => to_value(node.status().await.map_err(failure)?),
         method::CHATS => to_value(node.chats().map_err(failure)?),
+        method::BACKUP_SNAPSHOT => to_value(node.backup_snapshot().map_err(failure)?),
         method::CHAT => {
             let p: ChatParams = params(request)?;
             to_value(node.chat(&p.with, p.limit.unwrap_or(DEFAULT_LIST_LIMIT)).map_err(failure)?)

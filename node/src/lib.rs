@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod run;
 
+pub mod backup;
 pub mod bootstrap;
 pub mod chats;
 pub mod contacts;

@@ -365,6 +365,13 @@ impl Node {
         self.0.presence.lookup(peer, false).await
     }
 
+    /// Writes a consistent snapshot of the database into the data directory for a backup
+    /// (`backup.snapshot`); the caller reads it, seals it and deletes it.
+    pub fn backup_snapshot(&self) -> Result<control::SnapshotInfo> {
+        let path = crate::backup::snapshot(&self.0.store, &self.0.data_dir)?;
+        Ok(control::SnapshotInfo { path: path.to_string_lossy().into_owned() })
+    }
+
     /// The answer to `doctor`.
     pub async fn doctor(&self) -> Result<control::DoctorReport> {
         let parts = &self.0;

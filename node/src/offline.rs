@@ -63,6 +63,12 @@ impl Offline {
         self.chats.chat(&peer, limit)
     }
 
+    /// Writes a consistent snapshot of the database into the data directory, as
+    /// `backup.snapshot` does; returns its path.
+    pub fn snapshot(&self) -> Result<std::path::PathBuf> {
+        crate::backup::snapshot(&self.store, self._lock.root())
+    }
+
     /// The answer `message` would give.
     pub fn message(&self, id: &str) -> Result<control::MessageStatus> {
         let unknown = || Error::UnknownMessage(id.to_owned());

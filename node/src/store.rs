@@ -114,6 +114,18 @@ impl Store {
         Ok(store)
     }
 
+    /// Writes a consistent copy of the whole database to `path` (`VACUUM INTO`), which must
+    /// not exist: a backup taken while the node runs.
+    pub fn snapshot_into(&self, path: &Path) -> Result<()> {
+        let target = path.to_str().ok_or_else(|| Error::Io {
+            action: "cannot snapshot to a path that is not UTF-8:",
+            path: path.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        self.conn().execute("VACUUM INTO ?1", [target]).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (each statement is
         // atomic), so a poisoned lock is safe to reuse.

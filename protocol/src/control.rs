@@ -48,6 +48,8 @@ pub mod method {
     pub const INBOX_READ: &str = "inbox.read";
     /// Returns [`super::Status`].
     pub const STATUS: &str = "status";
+    /// Returns [`super::SnapshotInfo`]: a snapshot of the database for a backup.
+    pub const BACKUP_SNAPSHOT: &str = "backup.snapshot";
     /// Returns a list of [`super::ChatSummary`], the most recent first.
     pub const CHATS: &str = "chats";
     /// Params [`super::ChatParams`]; returns [`super::Chat`].
@@ -377,6 +379,14 @@ pub struct InboxMessage {
 /// The most bytes of text a `message` event carries. Events wait in a buffer of their own
 /// for slow subscribers, so a burst of long messages must not hold megabytes each there.
 pub const EVENT_TEXT_LEN: usize = 16 * 1024;
+
+/// The answer to `backup.snapshot`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Where the snapshot of the database is (in the data directory, mode 0600); the caller
+    /// reads it and deletes it.
+    pub path: String,
+}
 
 /// One conversation in the list `chats` returns.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
