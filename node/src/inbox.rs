@@ -1,9 +1,11 @@
 //! The receive path, one for every envelope whatever brought it (a direct delivery or a mailbox
 //! fetch): open it through the right key, store what it says, and answer.
 //!
-//! A text goes into the inbox together with the delivery receipt that answers it (one
-//! transaction), a receipt marks our message delivered, a read receipt marks our messages read,
-//! a chunk waits in the store until its message is whole. Strangers may write (that is how first
+//! A text goes into the inbox; if it came from a mailbox, a delivery receipt that answers it is
+//! queued in the same transaction (one that came directly is answered by the acknowledgement on
+//! the same stream, sent only once it is stored, which the sender takes as delivery). A receipt
+//! marks our message delivered, a read receipt marks our messages read, a chunk waits in the
+//! store until its message is whole. Strangers may write (that is how first
 //! contact works) within quotas; contacts are never limited by strangers.
 
 use std::sync::Arc;
@@ -43,6 +45,16 @@ pub const CHUNK_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// How often chunks of messages whose sender gave up are dropped.
 pub const CHUNK_PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// How an envelope reached us, which decides whether its sender needs a receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Over `/kolokol/msg/1` from the sender's node, which hears our acknowledgement on the
+    /// same authenticated stream once the message is stored.
+    Direct,
+    /// Fetched from one of our mailboxes: the sender hears nothing unless we send a receipt.
+    Mailbox,
+}
 
 /// A cloneable handle to the receive path.
 #[derive(Clone)]
@@ -84,7 +96,7 @@ impl Inbox {
                     Some(Inbound { envelope, channel }) => {
                         let (inbox, swarm) = (self.clone(), swarm.clone());
                         openers.spawn(async move {
-                            let ack = inbox.open_and_accept(envelope).await;
+                            let ack = inbox.open_and_accept(envelope, Arrival::Direct).await;
                             swarm.respond(channel, ack).await;
                         });
                     }
@@ -111,8 +123,8 @@ impl Inbox {
     /// Opens an envelope and accepts it: the one path for envelopes that arrive directly and
     /// those fetched from mailboxes, so both get the same checks, the same duplicate detection
     /// and the same receipts.
-    pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>) -> Ack {
-        match self.receive(envelope).await {
+    pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>, arrival: Arrival) -> Ack {
+        match self.receive(envelope, arrival).await {
             Ok(ack) => ack,
             Err(e) => {
                 tracing::error!(%e, "cannot store a received message");
@@ -125,7 +137,7 @@ impl Inbox {
     /// format 1 envelope to the device key (older senders); a conversation envelope with the
     /// receive key its id names, through that peer's conversation; or a first contact to the
     /// device key or a prekey, which starts or continues the sender's conversation.
-    async fn receive(&self, envelope: Vec<u8>) -> Result<Ack> {
+    async fn receive(&self, envelope: Vec<u8>, arrival: Arrival) -> Result<Ack> {
         use kolokol_protocol::Error as P;
         let now = self.0.clock.now_secs();
         let header = match envelope::peek(&envelope) {
@@ -183,7 +195,7 @@ impl Inbox {
             };
         match opened {
             Ok((sender, device_key, content)) => {
-                let ack = self.accept(sender, device_key, content);
+                let ack = self.accept(sender, device_key, content, arrival);
                 // Opened, but not stored: the conversation already counts the envelope as seen,
                 // and a mailbox hands over the very same bytes again, which would then be
                 // taken for a replay and deleted unread. So it is forgotten as seen, and opens
@@ -285,7 +297,13 @@ impl Inbox {
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
     /// receipt, a receipt marks our message delivered, a read receipt marks our messages read.
-    fn accept(&self, sender: PeerId, device_key: [u8; 32], content: Content) -> Result<Ack> {
+    fn accept(
+        &self,
+        sender: PeerId,
+        device_key: [u8; 32],
+        content: Content,
+        arrival: Arrival,
+    ) -> Result<Ack> {
         let store = &self.0.store;
         let now = self.0.clock.now_ms();
         // Decoding bounds only the size; a read receipt naming no ids, or more than any of our
@@ -308,20 +326,24 @@ impl Inbox {
                     received_at_ms: now,
                     read_at_ms: None,
                 };
-                let receipt = OutboxRow {
+                // A message fetched from a mailbox is answered by a receipt, committed with it:
+                // a crash between the two would leave a stored message whose sender never
+                // hears of it. One that came directly is answered by the acknowledgement.
+                let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
                     id: new_message_id(),
                     peer_id: sender,
                     device_key,
                     body: OutboxBody::Receipt(content.id),
                     created_at_ms: now,
                     attempts: 0,
-                };
-                // The message and the receipt that answers it are committed together: a crash
-                // between the two would leave a stored message whose sender never hears of it.
-                if store.receive(&row, &receipt)? {
+                });
+                let new = store.receive(&row, receipt.as_ref())?;
+                if receipt.is_some() {
+                    self.0.outbox_wake.notify_one();
+                }
+                if new {
                     let contact = store.contact_by_peer(&sender)?.map(|c| c.name);
                     self.0.events.send(Event::Message(event_view(InboxRow { contact, ..row })));
-                    self.0.outbox_wake.notify_one();
                 }
             }
             Body::Receipt { of } => self.delivered(&of, &sender, now)?,
@@ -366,7 +388,7 @@ impl Inbox {
                     Ok(body) => {
                         let whole =
                             Content { id: content.id, sent_at_ms: content.sent_at_ms, body };
-                        self.accept(sender, device_key, whole)?
+                        self.accept(sender, device_key, whole, arrival)?
                     }
                     Err(e) => {
                         tracing::info!(%sender, %e, "refused a message whose chunks do not join");

@@ -207,10 +207,7 @@ impl Outbox {
         };
         let now = self.0.clock.now_ms();
         let (result, recorded) = match verdict(&outcome, row.attempts, row.created_at_ms, now) {
-            Verdict::Sent => (
-                (MessageState::Sent, None),
-                self.record(row, MessageState::Sent, None, now).map(drop),
-            ),
+            Verdict::Sent => self.acknowledged(row, now),
             Verdict::Failed { detail } => {
                 // The caller hears the recipient's reason; the history says why we gave up.
                 let reason = outcome.err().map(|f| f.reason);
@@ -239,6 +236,28 @@ impl Outbox {
             return (MessageState::Stored, view.detail);
         }
         result
+    }
+
+    /// Records the recipient's node's acknowledgement. For a text that is delivery too: the
+    /// node acknowledges only once the message is stored, on a stream authenticated end to end
+    /// by its identity key, so no separate receipt is needed (docs/PROTOCOL.md, section 9.3).
+    /// A receipt of ours is only `sent`.
+    fn acknowledged(
+        &self,
+        row: &OutboxRow,
+        now: u64,
+    ) -> ((MessageState, Option<String>), Result<()>) {
+        let states: &[MessageState] = match row.body {
+            OutboxBody::Text(_) => &[MessageState::Sent, MessageState::Delivered],
+            OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
+        };
+        let recorded = self.0.store.set_states(&row.id, states, None, now).map(|entered| {
+            for state in entered {
+                self.0.events.outgoing(row, state, None, now);
+            }
+        });
+        let last = *states.last().unwrap_or(&MessageState::Sent);
+        ((last, None), recorded)
     }
 
     /// Moves the row to `state` and, if that changed it, tells subscribers; returns whether it

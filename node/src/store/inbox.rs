@@ -29,9 +29,10 @@ pub struct InboxRow {
 }
 
 impl Store {
-    /// Stores a received message, and queues the receipt that answers it, in one transaction,
-    /// unless this sender already sent a message with this id; returns whether it is new.
-    pub fn receive(&self, row: &InboxRow, receipt: &OutboxRow) -> Result<bool> {
+    /// Stores a received message unless this sender already sent a message with this id, and
+    /// queues `receipt` if given (even for a repeat: a repeat fetched from a mailbox means the
+    /// sender may not know it arrived), in one transaction; returns whether the message is new.
+    pub fn receive(&self, row: &InboxRow, receipt: Option<&OutboxRow>) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let inserted = tx
@@ -47,7 +48,7 @@ impl Store {
                 ],
             )
             .map_err(|e| self.err(e))?;
-        if inserted == 1 {
+        if let Some(receipt) = receipt {
             Self::insert_outbox(&tx, receipt, receipt.created_at_ms).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;

@@ -175,29 +175,46 @@ impl Store {
         detail: Option<&str>,
         now_ms: u64,
     ) -> Result<bool> {
+        self.set_states(id, &[new_state], detail, now_ms).map(|changed| !changed.is_empty())
+    }
+
+    /// Moves an outbox item through `states` in order, in one transaction, each as
+    /// [`Store::set_state`] would (with the same `detail`); returns the states it entered.
+    /// A direct acknowledgement of a text is `sent` and `delivered` at once.
+    pub fn set_states(
+        &self,
+        id: &[u8; 16],
+        states: &[MessageState],
+        detail: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Vec<MessageState>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let changed = tx
-            .exec(
-                "UPDATE outbox SET state = ?2, detail = ?3
-                 WHERE id = ?1
-                   AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
-                         WHEN 'delivered' THEN 3 ELSE 9 END)
-                      < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
-                         WHEN 'failed' THEN 3 WHEN 'read' THEN 4 ELSE 0 END)
-                     OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
-                params![id.as_slice(), new_state.as_str(), detail],
-            )
-            .map_err(|e| self.err(e))?;
-        if changed > 0 {
-            tx.exec(
-                "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![id.as_slice(), new_state.as_str(), detail, now_ms as i64],
-            )
-            .map_err(|e| self.err(e))?;
+        let mut entered = Vec::new();
+        for new_state in states {
+            let changed = tx
+                .exec(
+                    "UPDATE outbox SET state = ?2, detail = ?3
+                     WHERE id = ?1
+                       AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
+                             WHEN 'delivered' THEN 3 ELSE 9 END)
+                          < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
+                             WHEN 'failed' THEN 3 WHEN 'read' THEN 4 ELSE 0 END)
+                         OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
+                    params![id.as_slice(), new_state.as_str(), detail],
+                )
+                .map_err(|e| self.err(e))?;
+            if changed > 0 {
+                tx.exec(
+                    "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![id.as_slice(), new_state.as_str(), detail, now_ms as i64],
+                )
+                .map_err(|e| self.err(e))?;
+                entered.push(*new_state);
+            }
         }
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(changed > 0)
+        Ok(entered)
     }
 
     /// Marks the receipts with these ids sent, in one transaction, as [`Store::set_state`] would

@@ -414,7 +414,7 @@ async fn latency(
         let start = Instant::now();
         let sent = rpc.call("send", json!({ "to": name, "text": text })).await;
         let id = sent["id"].as_str().expect("an id").to_owned();
-        assert_eq!(sent["state"], "sent", "message {i} not sent: {sent}");
+        assert_eq!(sent["state"], "delivered", "message {i} not delivered: {sent}");
         let arrived = match early.remove(&id) {
             Some(at) => at,
             None => loop {
