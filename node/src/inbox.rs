@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
+use crate::conversations::{Conversations, Held};
 use crate::error::Result;
 use crate::events::Events;
 use crate::ids::new_message_id;
@@ -54,6 +54,22 @@ pub(crate) enum Arrival {
     Direct,
     /// Fetched from one of our mailboxes: the sender hears nothing unless we send a receipt.
     Mailbox,
+}
+
+/// An opened envelope, with the conversation it was opened through still held, its new state
+/// not stored yet (`None` for a format 1 envelope, which has no conversation).
+struct Opened {
+    sender: PeerId,
+    device_key: [u8; 32],
+    content: Content,
+    held: Option<Held<()>>,
+}
+
+impl Opened {
+    fn held(held: Held<(PeerId, [u8; 32], Content)>) -> Self {
+        let ((sender, device_key, content), held) = held.split();
+        Self { sender, device_key, content, held: Some(held) }
+    }
 }
 
 /// A cloneable handle to the receive path.
@@ -148,34 +164,36 @@ impl Inbox {
             }
         };
         let keys = self.0.keys.clone();
-        // The envelope's name in the replay caches, to take it back out if what it says cannot
-        // be stored now (below).
-        let ephemeral = (header.version == envelope::ENVELOPE_VERSION_3)
-            .then(|| envelope::ephemeral_key(&envelope).ok())
-            .flatten();
-        let opened: std::result::Result<(PeerId, [u8; 32], Content), P> =
+        let opened: std::result::Result<Opened, P> =
             match (header.version, header.kind, header.key_id) {
                 (envelope::ENVELOPE_VERSION, _, _) => self
                     .0
                     .workers
                     .run(move || envelope::open(keys.identity().device(), &envelope, now))
                     .await?
-                    .map(|o| (o.sender, o.certificate.device_key, o.content)),
+                    .map(|o| Opened {
+                        sender: o.sender,
+                        device_key: o.certificate.device_key,
+                        content: o.content,
+                        held: None,
+                    }),
                 (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
                     let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
                         tracing::debug!("rejected an envelope for an unknown receive key");
                         return Ok(Ack::Rejected);
                     };
-                    self.0
+                    let held = self
+                        .0
                         .conversations
-                        .with(&peer, move |conversation| {
+                        .hold(&peer, move |conversation| {
                             let c = conversation
                                 .as_mut()
                                 .ok_or(P::Envelope("no conversation for this key"))?;
                             let content = match c.open(keys.identity(), &envelope, now) {
-                                // Accepted before. The replay cache is stored before the message
-                                // is, so a node killed in between meets it again here: acting on
-                                // it again (idempotent, by message id) is how it still arrives.
+                                // Accepted before: a state is stored only with (or after) what its
+                                // envelope said, so the message is in already. Acting on it again is
+                                // idempotent, by message id, and covers a state stored by an older
+                                // version before its message.
                                 Err(P::Replayed) => {
                                     c.reopen(keys.identity(), &envelope).map_err(|_| P::Replayed)?
                                 }
@@ -183,7 +201,8 @@ impl Inbox {
                             };
                             Ok((c.peer_id()?, c.peer_certificate().device_key, content))
                         })
-                        .await?
+                        .await?;
+                    held.map(Opened::held)
                 }
                 (_, envelope::KIND_FIRST_CONTACT, key_id) => {
                     match self.open_first_contact(envelope, key_id, now).await? {
@@ -194,19 +213,19 @@ impl Inbox {
                 _ => Err(P::Envelope("unknown envelope kind")),
             };
         match opened {
-            Ok((sender, device_key, content)) => {
-                let ack = self.accept(sender, device_key, content, arrival);
-                // Opened, but not stored: the conversation already counts the envelope as seen,
-                // and a mailbox hands over the very same bytes again, which would then be
-                // taken for a replay and deleted unread. So it is forgotten as seen, and opens
-                // again next time. (Refused for good is different: it stays seen.)
-                if !matches!(ack, Ok(Ack::Accepted | Ack::Rejected))
-                    && let Some(ephemeral) = ephemeral
-                    && !self.0.conversations.unsee(&sender, ephemeral).await
+            Ok(Opened { sender, device_key, content, held }) => {
+                // The conversation's new state (the envelope counted as seen) is stored with
+                // what the envelope said, or alone if it is refused for good; if it cannot be
+                // stored now (busy, an error), it is not stored at all, so the very same bytes
+                // open again next time (a mailbox hands them over again).
+                let mut held = held;
+                let ack = self.accept(sender, device_key, content, arrival, &mut held)?;
+                if matches!(ack, Ack::Accepted | Ack::Rejected)
+                    && let Some(held) = held
                 {
-                    tracing::warn!(%sender, "could not forget an envelope it did not store");
+                    held.store()?;
                 }
-                ack
+                Ok(ack)
             }
             // A replay whose content could not be had again: it was acted on before.
             Err(P::Replayed) => Ok(Ack::Accepted),
@@ -225,8 +244,7 @@ impl Inbox {
         envelope: Vec<u8>,
         key_id: Option<[u8; 8]>,
         now: u64,
-    ) -> Result<Option<std::result::Result<(PeerId, [u8; 32], Content), kolokol_protocol::Error>>>
-    {
+    ) -> Result<Option<std::result::Result<Opened, kolokol_protocol::Error>>> {
         use kolokol_protocol::Error as P;
         let prekey = match key_id {
             Some(id) => self.0.store.prekey_secret(&id)?,
@@ -272,7 +290,7 @@ impl Inbox {
         let opened = self
             .0
             .conversations
-            .with(&sender, move |conversation| {
+            .hold(&sender, move |conversation| {
                 let (peer, device_key) = (first.sender, first.certificate.device_key);
                 let content = match conversation {
                     // A replay is acted on again, as for conversation envelopes.
@@ -292,7 +310,7 @@ impl Inbox {
                 Ok((peer, device_key, content))
             })
             .await?;
-        Ok(Some(opened))
+        Ok(Some(opened.map(Opened::held)))
     }
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
@@ -303,6 +321,7 @@ impl Inbox {
         device_key: [u8; 32],
         content: Content,
         arrival: Arrival,
+        held: &mut Option<Held<()>>,
     ) -> Result<Ack> {
         let store = &self.0.store;
         let now = self.0.clock.now_ms();
@@ -337,7 +356,17 @@ impl Inbox {
                     created_at_ms: now,
                     attempts: 0,
                 });
-                let new = store.receive(&row, receipt.as_ref())?;
+                // One transaction for the message, its receipt and the conversation state it
+                // was opened with.
+                let conversation = held.take();
+                let new = store.receive(
+                    &row,
+                    receipt.as_ref(),
+                    conversation.as_ref().and_then(Held::write).as_ref(),
+                )?;
+                if let Some(conversation) = conversation {
+                    conversation.stored();
+                }
                 if receipt.is_some() {
                     self.0.outbox_wake.notify_one();
                 }
@@ -388,7 +417,7 @@ impl Inbox {
                     Ok(body) => {
                         let whole =
                             Content { id: content.id, sent_at_ms: content.sent_at_ms, body };
-                        self.accept(sender, device_key, whole, arrival)?
+                        self.accept(sender, device_key, whole, arrival, &mut None)?
                     }
                     Err(e) => {
                         tracing::info!(%sender, %e, "refused a message whose chunks do not join");

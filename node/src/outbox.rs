@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
+use crate::conversations::{Conversations, Held};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::ids::new_message_id;
@@ -151,9 +151,16 @@ impl Outbox {
             attempts: 0,
         };
         let claim = ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body);
-        self.0.store.enqueue(&row, now + claim)?;
+        // Sealed first, then the row and the conversation state it was sealed with are committed
+        // in one transaction, before anything is sent.
+        let sealed = self.seal(&row).await;
+        {
+            let write = sealed.as_ref().ok().and_then(Held::write);
+            self.0.store.enqueue_sealed(&row, now + claim, write.as_ref())?;
+        }
+        let sealed = sealed.map(Held::stored);
         self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
-        let (state, detail) = self.attempt(&row).await;
+        let (state, detail) = self.deliver(&row, sealed).await;
         Ok(control::SendResult { id: format_id(&row.id), state, detail })
     }
 
@@ -169,8 +176,27 @@ impl Outbox {
     /// One delivery attempt of an outbox row; records the outcome and returns the state it
     /// leaves the row in (`sent`, `stored`, `queued` or `failed`) with its detail.
     async fn attempt(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
+        let sealed = self.seal_and_store(row).await;
+        self.deliver(row, sealed).await
+    }
+
+    /// Seals an outbox row and stores the conversation state it was sealed with.
+    async fn seal_and_store(
+        &self,
+        row: &OutboxRow,
+    ) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+        self.seal(row).await?.store().map_err(|e| DeliveryFailure::temporary(e.to_string()))
+    }
+
+    /// The rest of an attempt, once the row's envelopes are sealed (and the state they were
+    /// sealed with stored): deliver them, and record the outcome.
+    async fn deliver(
+        &self,
+        row: &OutboxRow,
+        sealed: std::result::Result<Vec<Vec<u8>>, DeliveryFailure>,
+    ) -> (MessageState, Option<String>) {
         let mut stored = None;
-        let outcome = match self.seal(row).await {
+        let outcome = match sealed {
             Err(failure) => Err(failure),
             Ok(envelopes) => {
                 let mut outcome = self.deliver_all(&row.peer_id, &envelopes).await;
@@ -189,7 +215,7 @@ impl Outbox {
                 if matches!(&outcome, Err(f) if f.permanent)
                     && self.0.conversations.drop_prekey(&row.peer_id).await
                 {
-                    match self.seal(row).await {
+                    match self.seal_and_store(row).await {
                         Ok(resealed) => {
                             envelopes = resealed;
                             outcome = self.deliver_all(&row.peer_id, &envelopes).await;
@@ -306,7 +332,10 @@ impl Outbox {
 
     /// Seals an outbox row for its recipient: one envelope, or one per chunk when the body does
     /// not fit one (`kolokol_protocol::chunk`), all sealed in one hold of the conversation.
-    async fn seal(&self, row: &OutboxRow) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+    async fn seal(
+        &self,
+        row: &OutboxRow,
+    ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
         let content = Content {
             id: row.id,
             sent_at_ms: row.created_at_ms,
@@ -326,7 +355,7 @@ impl Outbox {
         peer: &PeerId,
         device_key: [u8; 32],
         content: Content,
-    ) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+    ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
         let refused = |e: kolokol_protocol::Error| DeliveryFailure {
             reason: format!("cannot seal: {e}"),
             permanent: true,
@@ -377,7 +406,11 @@ impl Outbox {
             sent_at_ms: self.0.clock.now_ms(),
             body: Body::Receipts { of },
         };
-        let sent = match self.seal_content(&peer, device_key, content).await {
+        let sealed = self
+            .seal_content(&peer, device_key, content)
+            .await
+            .and_then(|held| held.store().map_err(|e| DeliveryFailure::temporary(e.to_string())));
+        let sent = match sealed {
             Ok(envelopes) => self.deliver_all(&peer, &envelopes).await.is_ok(),
             Err(_) => false,
         };

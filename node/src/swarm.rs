@@ -167,7 +167,7 @@ pub(crate) struct DeliveryFailure {
 }
 
 impl DeliveryFailure {
-    fn temporary(reason: impl Into<String>) -> Self {
+    pub(crate) fn temporary(reason: impl Into<String>) -> Self {
         Self { reason: reason.into(), permanent: false }
     }
 }

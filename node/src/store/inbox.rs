@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 
 use kolokol_protocol::message::MAX_READ_IDS;
 
-use super::{CachedStatements, OutboxBody, OutboxRow, Store, peer_column};
+use super::{CachedStatements, ConversationWrite, OutboxBody, OutboxRow, Store, peer_column};
 use crate::error::Result;
 
 /// A received message.
@@ -31,10 +31,19 @@ pub struct InboxRow {
 impl Store {
     /// Stores a received message unless this sender already sent a message with this id, and
     /// queues `receipt` if given (even for a repeat: a repeat fetched from a mailbox means the
-    /// sender may not know it arrived), in one transaction; returns whether the message is new.
-    pub fn receive(&self, row: &InboxRow, receipt: Option<&OutboxRow>) -> Result<bool> {
+    /// sender may not know it arrived), and stores the conversation state the message was opened
+    /// with, in one transaction; returns whether the message is new.
+    pub fn receive(
+        &self,
+        row: &InboxRow,
+        receipt: Option<&OutboxRow>,
+        conversation: Option<&ConversationWrite<'_>>,
+    ) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if let Some(write) = conversation {
+            Self::write_conversation(&tx, write, row.received_at_ms).map_err(|e| self.err(e))?;
+        }
         let inserted = tx
             .exec(
                 "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms)

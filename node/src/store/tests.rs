@@ -169,7 +169,7 @@ fn reading_marks_once_and_queues_one_receipt_per_contact() {
         let s = Store::open(&path).unwrap();
         s.add_contact(&contact("alice", "friend")).unwrap();
         for (id, peer) in [(1, "friend"), (2, "friend"), (3, "stranger")] {
-            assert!(s.receive(&received(id, peer), Some(&receipt(id + 10))).unwrap());
+            assert!(s.receive(&received(id, peer), Some(&receipt(id + 10)), None).unwrap());
         }
         let (marked, receipts) =
             s.mark_read(&[[1; 16], [2; 16], [3; 16]], 50, true, &mut new_id).unwrap();
@@ -183,7 +183,7 @@ fn reading_marks_once_and_queues_one_receipt_per_contact() {
             s.mark_read(&[[1; 16], [2; 16], [9; 16]], 60, true, &mut new_id).unwrap();
         assert_eq!((marked, receipts.len()), (0, 0));
         // Read receipts turned off: marked, nothing queued.
-        assert!(s.receive(&received(4, "friend"), Some(&receipt(14))).unwrap());
+        assert!(s.receive(&received(4, "friend"), Some(&receipt(14)), None).unwrap());
         let (marked, receipts) = s.mark_read(&[[4; 16]], 70, false, &mut new_id).unwrap();
         assert_eq!((marked, receipts.len()), (1, 0));
     }
@@ -276,12 +276,12 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
     {
         let s = Store::open(&path).unwrap();
         let receipt = |id| OutboxRow { body: OutboxBody::Receipt([3; 16]), ..text(id, 1) };
-        assert!(s.receive(&row, Some(&receipt(10))).unwrap());
+        assert!(s.receive(&row, Some(&receipt(10)), None).unwrap());
         // A repeat that came directly queues nothing; one fetched from a mailbox queues a
         // receipt again, since its sender may never have heard of the first.
-        assert!(!s.receive(&row, None).unwrap());
-        assert!(!s.receive(&row, Some(&receipt(11))).unwrap());
-        assert!(s.receive(&InboxRow { peer_id: peer("p2"), ..row.clone() }, None).unwrap());
+        assert!(!s.receive(&row, None, None).unwrap());
+        assert!(!s.receive(&row, Some(&receipt(11)), None).unwrap());
+        assert!(s.receive(&InboxRow { peer_id: peer("p2"), ..row.clone() }, None, None).unwrap());
         let due: Vec<u8> = s.due(100, 200).unwrap().iter().map(|r| r.id[0]).collect();
         assert_eq!(due, vec![10, 11]);
         assert_eq!(s.queued_count().unwrap(), 0, "receipts are not the user's queued messages");
@@ -356,7 +356,7 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
         read_at_ms: None,
     };
     let receipt = OutboxRow { body: OutboxBody::Receipt([1; 16]), ..text(99, 1) };
-    assert!(store.receive(&row, Some(&receipt)).unwrap());
+    assert!(store.receive(&row, Some(&receipt), None).unwrap());
     store.delete_chunks(&peer("p"), &[1; 16]).unwrap();
     assert_eq!(add("p", 1, 2, 10, 100), ChunkOutcome::AlreadyReceived);
 
@@ -375,4 +375,35 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
     assert_eq!(store.purge_chunks(150).unwrap(), MAX_PARTIAL_MESSAGES_PER_PEER as usize + 1);
     assert_eq!(add("fresh", 1, 0, 10, 300), ChunkOutcome::Kept);
     assert_eq!(add("q0", 1, 1, 10, 300), ChunkOutcome::Kept);
+}
+
+#[test]
+fn a_message_and_the_conversation_state_it_was_opened_or_sealed_with_commit_together() {
+    let (_d, s) = store();
+    let state = [5u8; 40];
+    let ids = [[1u8; 8], [2u8; 8]];
+    let write =
+        crate::store::ConversationWrite { peer: &peer("p"), state: &state, key_ids: Some(&ids) };
+    let row = InboxRow {
+        id: [9; 16],
+        peer_id: peer("p"),
+        contact: None,
+        text: "hi".into(),
+        sent_at_ms: 1,
+        received_at_ms: 2,
+        read_at_ms: None,
+    };
+    assert!(s.receive(&row, None, Some(&write)).unwrap());
+    assert_eq!(s.conversation(&peer("p")).unwrap().as_deref().map(Vec::as_slice), Some(&state[..]));
+    assert_eq!(s.peer_for_key(&[2; 8]).unwrap(), Some(peer("p")));
+
+    let sealed = [6u8; 40];
+    let write = crate::store::ConversationWrite { peer: &peer("p"), state: &sealed, key_ids: None };
+    s.enqueue_sealed(&text(3, 30), 30, Some(&write)).unwrap();
+    assert_eq!(
+        s.conversation(&peer("p")).unwrap().as_deref().map(Vec::as_slice),
+        Some(&sealed[..])
+    );
+    assert_eq!(s.receive_key_ids(&peer("p")).unwrap(), ids, "the key index stays");
+    assert_eq!(s.due(30, 40).unwrap().len(), 1);
 }
