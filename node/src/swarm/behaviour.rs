@@ -209,7 +209,15 @@ pub(crate) fn build(
             }
         })
         .map_err(|e| net(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                // The opener of a stream sends its protocol id and its first bytes together,
+                // instead of waiting a round trip for the other side to confirm the protocol:
+                // an envelope goes out at once. Every stream Kolokol opens is to a peer that
+                // said (through identify) or was configured to speak that protocol; if it does
+                // not, the stream fails as a refused negotiation would.
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
 
     // A relay must serve the DHT and be reachable; a user node with a configured external

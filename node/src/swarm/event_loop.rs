@@ -36,6 +36,9 @@ pub const MAX_PENDING_LOOKUPS: usize = 256;
 /// How soon a presence publication that no DHT server accepted is tried again.
 pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
 
+/// How long a relayed connection to a peer stays open beside a direct one.
+pub(super) const RELAYED_OVERLAP: Duration = Duration::from_secs(2);
+
 /// The swarm task.
 pub(crate) struct EventLoop {
     pub(super) swarm: Swarm<Behaviour>,
@@ -61,6 +64,9 @@ pub(crate) struct EventLoop {
     pub(super) status: watch::Sender<NetStatus>,
     /// Open connections and how each reaches its peer; bounded by the connection limits.
     pub(super) connections: HashMap<ConnectionId, (PeerId, Link, Multiaddr)>,
+    /// Peers with a direct connection, and since when, until their relayed connections are
+    /// closed; bounded by the connection limits like `connections`.
+    pub(super) direct_since: HashMap<PeerId, Instant>,
     /// Presence lookups in flight, with the best record found so far and who waits for it.
     pub(super) lookups: HashMap<kad::QueryId, Lookup>,
     /// Outcome of the last presence publication.
@@ -198,6 +204,7 @@ impl EventLoop {
             dialed: HashMap::new(),
             status,
             connections: HashMap::new(),
+            direct_since: HashMap::new(),
             lookups: HashMap::new(),
             presence: None,
             presence_query: None,
@@ -219,6 +226,54 @@ impl EventLoop {
             this.swarm.behaviour_mut().kad.add_address(&b.peer, base);
         }
         Ok(this)
+    }
+
+    /// The peers with a connection of this kind open, sorted.
+    fn peers_via(&self, link: Link) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
+            .connections
+            .values()
+            .filter(|(_, via, _)| *via == link)
+            .map(|(p, _, _)| *p)
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    /// Whether a direct (not relayed) connection to `peer` is open.
+    pub(super) fn has_direct(&self, peer: &PeerId) -> bool {
+        self.connections.values().any(|(p, via, _)| p == peer && *via != Link::Relayed)
+    }
+
+    /// Closes the relayed connections to peers that have had a direct one for
+    /// [`RELAYED_OVERLAP`]: request-response spreads requests over every connection to a peer,
+    /// so a relayed one left open would carry half the envelopes the long way round. The
+    /// overlap lets a hole punch finish its exchange on the relayed connection first, and a
+    /// delivery in flight on it fails and is retried like any other.
+    pub(super) fn close_relayed_duplicates(&mut self) {
+        let due: Vec<PeerId> = self
+            .direct_since
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= RELAYED_OVERLAP)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.direct_since.remove(&peer);
+            if !self.has_direct(&peer) {
+                continue;
+            }
+            let relayed: Vec<ConnectionId> = self
+                .connections
+                .iter()
+                .filter(|(_, (p, via, _))| *p == peer && *via == Link::Relayed)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in relayed {
+                tracing::debug!(%peer, "closing a relayed connection: a direct one is open");
+                self.swarm.close_connection(id);
+            }
+        }
     }
 
     /// Records libp2p's own metrics into the registry served at `/metrics`.
@@ -379,17 +434,8 @@ impl EventLoop {
                 lan.sort();
                 lan
             },
-            hole_punched: {
-                let mut peers: Vec<PeerId> = self
-                    .connections
-                    .values()
-                    .filter(|(_, via, _)| *via == Link::HolePunched)
-                    .map(|(p, _, _)| *p)
-                    .collect();
-                peers.sort();
-                peers.dedup();
-                peers
-            },
+            hole_punched: self.peers_via(Link::HolePunched),
+            relayed: self.peers_via(Link::Relayed),
         }
     }
 
@@ -489,6 +535,9 @@ impl EventLoop {
                 let address = endpoint.get_remote_address().clone();
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 self.connections.insert(connection_id, (peer_id, via, address));
+                if via == Link::Direct || self.has_direct(&peer_id) {
+                    self.direct_since.entry(peer_id).or_insert_with(Instant::now);
+                }
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint
                     && !is_relayed(address)
                 {
@@ -502,6 +551,9 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
                 self.connections.remove(&connection_id);
+                if !self.has_direct(&peer_id) {
+                    self.direct_since.remove(&peer_id);
+                }
                 if num_established == 0 {
                     self.dialed.remove(&peer_id);
                 }

@@ -46,6 +46,7 @@ impl EventLoop {
 
     pub(super) fn maintain(&mut self) {
         let now = Instant::now();
+        self.close_relayed_duplicates();
         if self.role == Role::Node {
             self.reserve();
             let reserved = self.relays.values().filter(|s| s.circuit.is_some()).count();
