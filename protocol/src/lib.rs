@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod invite;
+pub mod kem;
 pub mod mailbox;
 pub mod message;
 pub mod prekey;

@@ -12,12 +12,11 @@
 
 use bincode::{Decode, Encode};
 use blake2::{Blake2s256, Digest};
-use libp2p_identity::ed25519;
 
 use crate::Error;
 use crate::codec;
 use crate::envelope::BUCKETS;
-use crate::identity::Identity;
+use crate::identity::{Identity, verify_strict};
 
 /// Domain-separation prefix of the mailbox id hash.
 pub const MAILBOX_ID_CONTEXT: &[u8] = b"kolokol-mailbox:v1";
@@ -257,11 +256,8 @@ impl Proof {
         if !owns {
             return Err(Error::Mailbox("proof key does not own this mailbox"));
         }
-        let key = ed25519::PublicKey::try_from_bytes(&self.identity_key)
-            .map_err(|_| Error::InvalidKey { what: "Ed25519 identity", detail: "not a point" })?;
-        if !key
-            .verify(&proof_bytes(mailbox_id, operation, self.timestamp, item_ids), &self.signature)
-        {
+        let signed = proof_bytes(mailbox_id, operation, self.timestamp, item_ids);
+        if !verify_strict(&self.identity_key, &signed, &self.signature)? {
             return Err(Error::Mailbox("proof signature does not verify"));
         }
         Ok(())

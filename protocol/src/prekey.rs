@@ -7,10 +7,9 @@
 //! rotates prekeys weekly and deletes each secret a fixed time after it stops being published).
 
 use bincode::{Decode, Encode};
-use libp2p_identity::ed25519;
 
 use crate::Error;
-use crate::identity::check_x25519_public;
+use crate::identity::{check_x25519_public, verify_strict};
 
 /// Domain-separation prefix of the prekey signature.
 pub const PREKEY_CONTEXT: &[u8] = b"kolokol-signed-prekey:v1";
@@ -66,12 +65,10 @@ impl SignedPrekey {
     /// Checks the prekey against its owner's identity key at `now`: the signature, a usable
     /// X25519 key, and the validity window.
     pub fn verify(&self, identity_key: &[u8; 32], now: u64) -> Result<(), Error> {
-        let key = ed25519::PublicKey::try_from_bytes(identity_key)
-            .map_err(|_| Error::InvalidKey { what: "Ed25519 identity", detail: "not a point" })?;
         check_x25519_public(&self.public)?;
         let message =
             Self::signed_bytes(identity_key, &self.public, self.created_at, self.expires_at);
-        if !key.verify(&message, &self.signature) {
+        if !verify_strict(identity_key, &message, &self.signature)? {
             return Err(Error::Envelope("signed prekey signature does not verify"));
         }
         if self.expires_at < now || self.created_at > now.saturating_add(24 * 3600) {
