@@ -735,10 +735,15 @@ pub(crate) fn public_key(secret: &[u8; 32]) -> [u8; 32] {
     x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
 }
 
-/// Constant-time comparison of two 32-byte values, without a dependency for one loop.
+/// True if `a == b`, in time independent of where they differ: for keys, tags and mailbox ids.
+pub fn ct_eq_32(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    constant_time::ct_eq(a, b)
+}
+
+/// Constant-time comparison of byte strings of equal length, without a dependency for one loop.
 mod constant_time {
     /// True if `a == b`, in time independent of where they differ.
-    pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    pub fn ct_eq<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
         let mut diff = 0u8;
         for (x, y) in a.iter().zip(b) {
             diff |= x ^ y;

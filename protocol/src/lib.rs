@@ -19,6 +19,7 @@ pub mod identity;
 pub mod invite;
 pub mod kem;
 pub mod mailbox;
+pub mod mailbox_key;
 pub mod message;
 pub mod prekey;
 pub mod presence;
