@@ -39,17 +39,17 @@ fn fixture() -> Fixture {
     let mut bob_side = Conversation::new(alice_cert.clone(), NOW).expect("valid certificate");
     let hello = text(10);
     let first = alice_side
-        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([11; 96]), NOW)
+        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([11; 128]), NOW)
         .expect("seals");
     bob_side.open(&bob, &first, NOW).expect("opens");
     let reply = bob_side
-        .seal(bob.device(), &bob_cert, &hello, Randomness::from_bytes([12; 96]), NOW)
+        .seal(bob.device(), &bob_cert, &hello, Randomness::from_bytes([12; 128]), NOW)
         .expect("seals");
     alice_side.open(&alice, &reply, NOW).expect("opens");
     // Alice's next seal rotates her receive key (Bob has used key 0); do it once here, so the
     // benchmark measures the steady state of a burst, not the rotation.
     alice_side
-        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([13; 96]), NOW)
+        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([13; 128]), NOW)
         .expect("seals");
     let alice_side = alice_side.to_bytes().expect("encodes").to_vec();
     let bob_side = bob_side.to_bytes().expect("encodes").to_vec();
@@ -79,7 +79,7 @@ fn envelopes(c: &mut Criterion) {
                         f.alice.device(),
                         &f.alice_cert,
                         black_box(&content),
-                        Randomness::from_bytes([21; 96]),
+                        Randomness::from_bytes([21; 128]),
                         NOW,
                     )
                     .expect("seals");
@@ -96,7 +96,7 @@ fn envelopes(c: &mut Criterion) {
                             f.alice.device(),
                             &f.alice_cert,
                             black_box(&content),
-                            Randomness::from_bytes([22; 96]),
+                            Randomness::from_bytes([22; 128]),
                             NOW,
                         )
                         .expect("seals");
@@ -121,7 +121,7 @@ fn envelopes(c: &mut Criterion) {
         let content = text(len);
         let first_contact = f
             .fresh
-            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([31; 96]), NOW)
+            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([31; 128]), NOW)
             .expect("seals");
         open.bench_function(BenchmarkId::new("first_contact", bucket), |b| {
             b.iter(|| {
@@ -136,7 +136,7 @@ fn envelopes(c: &mut Criterion) {
         });
         let conversation = Conversation::from_bytes(&f.alice_side)
             .expect("decodes")
-            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([32; 96]), NOW)
+            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([32; 128]), NOW)
             .expect("seals");
         assert_eq!(conversation[1], envelope::KIND_CONVERSATION);
         // Opening records the envelope in the replay cache, so every iteration gets Bob's state

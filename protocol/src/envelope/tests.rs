@@ -202,7 +202,10 @@ fn check_round_trip_3(conversation: bool, text_len: usize, seed: u8) -> usize {
     };
     let header = peek(&envelope).unwrap();
     let kind = if conversation { KIND_CONVERSATION } else { KIND_FIRST_CONTACT };
-    assert_eq!(header, Header { version: ENVELOPE_VERSION_3, kind, key_id: header.key_id });
+    assert_eq!(
+        header,
+        Header { version: ENVELOPE_VERSION_3, kind, key_id: header.key_id, tag: None }
+    );
     envelope.len()
 }
 
@@ -244,7 +247,7 @@ fn peek_names_the_format_kind_and_key() {
     let legacy = sealed(&p, &text(10), 9);
     assert_eq!(
         peek(&legacy).unwrap(),
-        Header { version: ENVELOPE_VERSION, kind: KIND_FIRST_CONTACT, key_id: None }
+        Header { version: ENVELOPE_VERSION, kind: KIND_FIRST_CONTACT, key_id: None, tag: None }
     );
     let mut unknown_kind = legacy.clone();
     unknown_kind[1] = 7;
