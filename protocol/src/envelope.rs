@@ -542,7 +542,10 @@ pub(crate) fn open_conversation(
         .and_then(|b| b.build_responder())
         .map_err(|e| noise("build", e))?;
     let (plaintext, _) = read(handshake, message)?;
-    codec::decode("envelope payload", unpad(&plaintext)?)
+    match codec::decode("envelope payload", unpad(&plaintext)?)? {
+        payload @ Payload::V1 { .. } => Ok(payload),
+        Payload::V2 { .. } => Err(Error::Envelope("format 3 carries payload layout 1")),
+    }
 }
 
 /// Noise overhead of format 4's first contact besides the header: the ML-KEM ciphertext and
