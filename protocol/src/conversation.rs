@@ -116,7 +116,9 @@ pub const MAX_STATE_LEN: usize = 1
     + 1
     + HYBRID_PREKEY_LEN
     + 1
-    + 32;
+    + 32
+    + 8
+    + MAX_PEER_STARTS * 32;
 
 /// Encoded length of a hybrid prekey.
 const HYBRID_PREKEY_LEN: usize = 32 + crate::kem::PUBLIC_KEY_LEN + 8 + 8 + 64;
@@ -279,7 +281,14 @@ pub struct Conversation {
     /// The peer's mailbox address (from its invite or a first contact): where to deposit for
     /// it, and the key of its first-contact key ids and tags.
     peer_mailbox: Option<MailboxAddress>,
+    /// The peer's keys we took at sequence 0 (the starts of its numbering), newest last, at
+    /// most [`MAX_PEER_STARTS`]: a delayed first contact advertising one of them is old news,
+    /// not a restart.
+    peer_starts: Vec<[u8; 32]>,
 }
+
+/// Most starts of the peer's numbering remembered (see `peer_starts`).
+pub const MAX_PEER_STARTS: usize = 4;
 
 /// The layout of state version 2, read by [`Conversation::from_bytes`] and converted.
 #[derive(Decode)]
@@ -418,6 +427,7 @@ impl Conversation {
             rekeyed: None,
             peer_hybrid_prekey: None,
             peer_mailbox: None,
+            peer_starts: Vec::new(),
         }
     }
 
@@ -514,15 +524,13 @@ impl Conversation {
             Some(_) => self.next_seq.checked_add(1).ok_or(Error::Envelope("key sequence spent"))?,
             None => self.next_seq,
         };
-        // A re-key restarts the advertised numbering at the fresh key.
-        let restart_base =
-            if self.restart_pending && fresh.is_some() { self.next_seq } else { self.restart_base };
+        // A re-key moved `restart_base` to the fresh key's number: it is advertised at 0.
         let mut advertised = fresh
             .as_ref()
             .or(self.receive_keys.last())
             .ok_or(Error::Envelope("no receive key to advertise"))?
             .advertisement();
-        advertised.seq = advertised.seq.wrapping_sub(restart_base);
+        advertised.seq = advertised.seq.wrapping_sub(self.restart_base);
         let peer_key = self.peer_key.as_ref().filter(|k| (k.sent as usize) < MAX_SEEN_EPHEMERALS);
         let to_peer_key = peer_key.is_some();
         let sealed = match (peer_key, format_4) {
@@ -601,7 +609,6 @@ impl Conversation {
             }
             self.receive_keys.push(key);
             self.next_seq = next_seq;
-            self.restart_base = restart_base;
             self.restart_pending = false;
             self.enforce_key_limit();
         }
@@ -687,8 +694,15 @@ impl Conversation {
     fn rekey(&mut self, why: Rekeyed) {
         self.peer_key = None;
         self.awaiting_restart = true;
-        self.restart_pending = true;
+        self.restart_own_side();
         self.rekeyed = Some(why.byte());
+    }
+
+    /// Our next envelope brings a fresh key, numbered from 0 again: the next key made gets the
+    /// internal number `next_seq`, which becomes the base.
+    fn restart_own_side(&mut self) {
+        self.restart_pending = true;
+        self.restart_base = self.next_seq;
     }
 
     /// The key a format 3 first contact is sealed to: the peer's prekey while valid, else its
@@ -771,7 +785,7 @@ impl Conversation {
             self.peer_mailbox = Some(mailbox);
         }
         if let Some(advertisement) = &opened.advertisement {
-            self.adopt(advertisement, true);
+            self.adopt(advertisement, None);
         }
         Ok(opened.content)
     }
@@ -908,7 +922,7 @@ impl Conversation {
                 self.peer_mailbox = Some(mailbox);
             }
             if let Some(advertisement) = &advertisement {
-                self.adopt(advertisement, false);
+                self.adopt(advertisement, Some(seq));
             }
             return Ok(content);
         }
@@ -926,21 +940,23 @@ impl Conversation {
         certificate.verify(now).map(|_| ())
     }
 
-    /// Applies the peer's advertisement from an accepted envelope (section 8.3). The peer makes
-    /// key `n + 1` only after it received an envelope we sealed to key `n`, so its honest
-    /// advertisements never jump: the next key is exactly one step on, and only once we have
-    /// used the current one. Older keys are ignored (a delayed envelope cannot roll us back);
-    /// anything else contradicts what we know and makes us re-key through the peer's prekey,
-    /// so that a forged advertisement (from someone holding a stolen state) is displaced by
-    /// the next honest envelope instead of pinning our envelopes to the forger's key.
-    fn adopt(&mut self, advertisement: &Advertisement, first_contact: bool) {
-        match self.adoption(advertisement, first_contact) {
+    /// Applies the peer's advertisement from an accepted envelope (section 8.3): one that came
+    /// in a first contact (`arrived_on` is `None`) or in a conversation envelope on our receive
+    /// key with internal number `arrived_on`. The peer makes key `n + 1` only after it received
+    /// an envelope we sealed to key `n`, so its honest advertisements never jump: the next key
+    /// is exactly one step on, and only once we have used the current one. Older keys are
+    /// ignored (a delayed envelope cannot roll us back); anything else contradicts what we
+    /// know and makes us re-key through the peer's prekey, so that a forged advertisement (from
+    /// someone holding a stolen state) is displaced by the next honest envelope instead of
+    /// pinning our envelopes to the forger's key.
+    fn adopt(&mut self, advertisement: &Advertisement, arrived_on: Option<u32>) {
+        match self.adoption(advertisement, arrived_on) {
             Adoption::Keep => {}
             Adoption::Take => self.take_peer_key(advertisement),
             Adoption::Restart => {
                 self.take_peer_key(advertisement);
                 if !self.awaiting_restart {
-                    self.restart_pending = true;
+                    self.restart_own_side();
                     self.rekeyed = Some(Rekeyed::PeerRestarted.byte());
                 }
                 self.awaiting_restart = false;
@@ -949,11 +965,20 @@ impl Conversation {
         }
     }
 
-    fn adoption(&self, advertisement: &Advertisement, first_contact: bool) -> Adoption {
+    fn adoption(&self, advertisement: &Advertisement, arrived_on: Option<u32>) -> Adoption {
         let a = advertisement;
+        let first_contact = arrived_on.is_none();
+        let a_known_start = self.peer_starts.iter().any(|k| envelope::ct_eq_32(k, &a.public));
         if self.awaiting_restart {
-            // Only the peer's restarted key; envelopes sealed before it restarted are ignored.
-            return if a.seq == 0 { Adoption::Restart } else { Adoption::Keep };
+            // Only the peer's restarted key: in its own first contact (our restarts crossed),
+            // or in a conversation envelope on a key we made after re-keying, which a thief of
+            // our older state cannot forge. Anything else was sealed before the peer restarted.
+            let fresh_arrival = arrived_on.is_none_or(|seq| seq >= self.restart_base);
+            return if a.seq == 0 && fresh_arrival && !a_known_start {
+                Adoption::Restart
+            } else {
+                Adoption::Keep
+            };
         }
         let Some(held) = &self.peer_key else {
             // The peer's first key. Legacy (format 3) peers did not restart their numbering,
@@ -964,9 +989,15 @@ impl Conversation {
         if envelope::ct_eq_32(&held.public, &a.public) {
             Adoption::Keep
         } else if first_contact && a.seq == 0 {
-            Adoption::Restart
+            // A first contact at 0 restarts the peer's side, unless it names a start we already
+            // took: then it is a first contact sent before the peer heard from us, delayed.
+            if a_known_start { Adoption::Keep } else { Adoption::Restart }
         } else if a.seq < held.seq {
-            Adoption::Keep
+            // An older key: a delayed envelope, unless it is a start of the peer's numbering we
+            // never took, which no delayed envelope can name (we take every start the peer
+            // makes before its later keys): then the peer restarted without a first contact,
+            // which only a forgery does.
+            if a.seq == 0 && !a_known_start { Adoption::Conflict } else { Adoption::Keep }
         } else if held.seq.checked_add(1) == Some(a.seq) && held.sent > 0 {
             Adoption::Take
         } else {
@@ -975,6 +1006,14 @@ impl Conversation {
     }
 
     fn take_peer_key(&mut self, advertisement: &Advertisement) {
+        if advertisement.seq == 0
+            && !self.peer_starts.iter().any(|k| envelope::ct_eq_32(k, &advertisement.public))
+        {
+            if self.peer_starts.len() >= MAX_PEER_STARTS {
+                self.peer_starts.remove(0);
+            }
+            self.peer_starts.push(advertisement.public);
+        }
         self.peer_key = Some(PeerKey {
             seq: advertisement.seq,
             public: advertisement.public,
@@ -1063,6 +1102,9 @@ impl Conversation {
         }
         if state.restart_base > state.next_seq {
             return Err(malformed("restart base beyond the sequence"));
+        }
+        if state.peer_starts.len() > MAX_PEER_STARTS {
+            return Err(malformed("too many starts of the peer's numbering"));
         }
         if state.rekeyed.is_some_and(|b| Rekeyed::from_byte(b).is_none()) {
             return Err(malformed("unknown re-key reason"));

@@ -568,7 +568,25 @@ fn a_full_state_round_trips_within_its_bound() {
         key.seen = (0..MAX_SEEN_EPHEMERALS).map(|i| [i as u8; 16]).collect();
     }
     c.first_contact_seen = (0..MAX_SEEN_FIRST_CONTACTS).map(|i| [i as u8; 16]).collect();
+    // And every format 4 field at its largest.
+    let prekey = crate::prekey::HybridPrekey::sign(
+        &identity(1),
+        &crate::prekey::HybridPrekeySecret {
+            x25519: zeroize::Zeroizing::new([5; 32]),
+            kem_seed: zeroize::Zeroizing::new([6; 64]),
+        },
+        NOW,
+        NOW + DAY,
+    )
+    .unwrap();
+    c.peer_hybrid_prekey = Some(prekey);
+    c.peer_mailbox = Some([7; 32]);
+    c.peer_starts = vec![[8; 32]; crate::conversation::MAX_PEER_STARTS];
+    c.rekeyed = Some(1);
+    c.peer_prekey =
+        Some(crate::prekey::SignedPrekey::sign(&identity(1), &[4; 32], NOW, NOW + DAY).unwrap());
     let bytes = c.to_bytes().unwrap();
+    assert_eq!(MAX_STATE_LEN, 51_647, "docs/PROTOCOL.md section 8.6 states it");
     assert!(bytes.len() <= MAX_STATE_LEN, "{} > {MAX_STATE_LEN}", bytes.len());
     let back = Conversation::from_bytes(&bytes).unwrap();
     assert_eq!(*back.to_bytes().unwrap(), *bytes);
@@ -1167,4 +1185,88 @@ fn junk_with_a_real_key_id_fails_the_tag_check() {
         Err(Error::Envelope("header tag does not match: junk, or not for this key"))
     );
     assert_eq!(b.open(&real, NOW).unwrap(), content(5, NOW));
+}
+
+/// First contacts Alice sent before Bob answered, delivered after the conversation moved on
+/// (a mailbox hands them over late), are old news: they restart nothing and re-key nothing.
+#[test]
+fn delayed_first_contacts_from_before_the_answer_restart_nothing() {
+    let (mut a, mut b) = (Side4::new(1, NOW + 14 * DAY), Side4::new(3, NOW + 14 * DAY));
+    let (a_invite, b_invite) = (a.invite(), b.invite());
+    a.add(&b_invite, NOW);
+    b.add(&a_invite, NOW);
+    let early: Vec<Vec<u8>> = (1..=3).map(|id| a.seal(id, NOW)).collect();
+    assert!(early.iter().all(|e| kind(e) == KIND_FIRST_CONTACT));
+    b.open(&early[0], NOW).unwrap();
+    for round in 0..3u8 {
+        let r = b.seal(10 + round, NOW);
+        a.open(&r, NOW).unwrap();
+        let m = a.seal(20 + round, NOW);
+        b.open(&m, NOW).unwrap();
+    }
+    for late in &early[1..] {
+        assert!(b.open(late, NOW).is_ok());
+    }
+    assert_eq!(b.side.conversation.take_rekeyed(), None);
+    let r = b.seal(30, NOW);
+    assert_eq!(kind(&r), KIND_CONVERSATION);
+    assert_eq!(a.open(&r, NOW).unwrap(), content(30, NOW));
+    assert_eq!(a.side.conversation.take_rekeyed(), None);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Format 4 under any honest schedule of sends, reordered and duplicated deliveries and
+    /// restarts from the stored bytes: every message is accepted at most once, and the
+    /// advertisement rules never see a conflict or a restart where there is none.
+    #[test]
+    fn any_honest_schedule_of_format_4_re_keys_nothing(steps in prop::collection::vec(step(), 1..40)) {
+        let (mut a, mut b) = (Side4::new(1, NOW + 14 * DAY), Side4::new(3, NOW + 14 * DAY));
+        let (a_invite, b_invite) = (a.invite(), b.invite());
+        a.add(&b_invite, NOW);
+        b.add(&a_invite, NOW);
+        let mut in_flight: Vec<(bool, u8, Vec<u8>)> = Vec::new();
+        let mut accepted: HashMap<u8, usize> = HashMap::new();
+        let mut next_id = 0u8;
+        for step in steps {
+            match step {
+                Step::Seal { alice } => {
+                    let side = if alice { &mut a } else { &mut b };
+                    in_flight.push((!alice, next_id, side.seal(next_id, NOW)));
+                    next_id += 1;
+                }
+                Step::Deliver { pick, again } if !in_flight.is_empty() => {
+                    let index = pick % in_flight.len();
+                    let (to_alice, id, sealed) = in_flight[index].clone();
+                    if !again {
+                        in_flight.remove(index);
+                    }
+                    let side = if to_alice { &mut a } else { &mut b };
+                    match side.open(&sealed, NOW) {
+                        Ok(c) => {
+                            prop_assert_eq!(c.id, [id; 16]);
+                            *accepted.entry(id).or_default() += 1;
+                        }
+                        Err(Error::Replayed) => prop_assert!(accepted.contains_key(&id)),
+                        Err(e) => prop_assert_eq!(
+                            e,
+                            Error::Envelope("no receive key with this id: deleted, or never ours")
+                        ),
+                    }
+                }
+                Step::Deliver { .. } => {}
+                Step::Restart { alice } => {
+                    let side = if alice { &mut a } else { &mut b };
+                    side.side.conversation = Conversation::from_bytes(
+                        &side.side.conversation.to_bytes().unwrap(),
+                    )
+                    .unwrap();
+                }
+            }
+            prop_assert_eq!(a.side.conversation.take_rekeyed(), None);
+            prop_assert_eq!(b.side.conversation.take_rekeyed(), None);
+        }
+        prop_assert!(accepted.values().all(|n| *n == 1));
+    }
 }
