@@ -18,6 +18,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod store;
 pub mod swarm;
+pub mod transport;
 
 pub use config::{Config, FileConfig, LogFormat, Role};
 pub use daemon::{Node, RunningNode};
