@@ -1136,7 +1136,14 @@ impl EventLoop {
                     self.relays.values_mut().find(|s| s.listener == Some(listener_id))
                 {
                     tracing::info!(%address, "reachable through relay");
-                    slot.circuit = Some(address);
+                    // The relay reports a circuit through each of its addresses; the one
+                    // through the address we reached it at is known to work from here (over
+                    // the stealth transport, for a node that uses nothing else), so it is the
+                    // one invites and presence records carry.
+                    let through_dialed = address.to_string().starts_with(&slot.address.to_string());
+                    if slot.circuit.is_none() || through_dialed {
+                        slot.circuit = Some(address);
+                    }
                     slot.failures = 0;
                 } else {
                     tracing::info!(%address, "listening");

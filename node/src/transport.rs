@@ -102,7 +102,7 @@ pub fn default_stealth_listen(port: Option<u16>) -> (Multiaddr, Option<String>) 
 
 /// What the stealth listeners of a node need, loaded from the data directory; `None` when the
 /// node listens on no stealth address.
-pub(crate) fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConfig>> {
+pub fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConfig>> {
     let modes: Vec<ListenMode> =
         config.listen.iter().filter_map(ListenAddress::parse).map(|l| l.mode).collect();
     if modes.is_empty() {
@@ -150,7 +150,7 @@ pub(crate) fn prepare(config: &Config, now: u64) -> Result<Option<stealth::Liste
 
 /// The swarm's transports for `policy`, each upgraded with Noise and Yamux (QUIC brings its
 /// own): TCP, QUIC and stealth for [`Policy::Any`], stealth alone for [`Policy::Stealth`].
-pub(crate) fn build(
+pub fn build(
     key: &libp2p::identity::Keypair,
     policy: Policy,
     listener: Option<stealth::ListenerConfig>,
