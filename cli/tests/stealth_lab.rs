@@ -376,9 +376,12 @@ fn introduce(a: &Path, a_name: &str, b: &Path, b_name: &str) {
     check_ok(&kolokol(b, &["contacts", "add", a_name, &a_invite]));
 }
 
+/// A TCP flow in one direction: source address and port, destination address and port.
+type Flow = (u32, u16, u32, u16);
+
 /// One TCP segment from a capture.
 struct Segment {
-    flow: (u32, u16, u32, u16),
+    flow: Flow,
     seq: u32,
     payload: Vec<u8>,
 }
@@ -428,8 +431,8 @@ fn read_pcap(bytes: &[u8]) -> (Vec<Segment>, Vec<String>) {
 }
 
 /// Each direction of each TCP flow, reassembled in sequence order (retransmissions dropped).
-fn streams(segments: &[Segment]) -> Vec<((u32, u16, u32, u16), Vec<u8>)> {
-    let mut flows: Vec<((u32, u16, u32, u16), Vec<&Segment>)> = Vec::new();
+fn streams(segments: &[Segment]) -> Vec<(Flow, Vec<u8>)> {
+    let mut flows: Vec<(Flow, Vec<&Segment>)> = Vec::new();
     for s in segments {
         match flows.iter_mut().find(|(f, _)| *f == s.flow) {
             Some((_, list)) => list.push(s),
@@ -456,7 +459,7 @@ fn streams(segments: &[Segment]) -> Vec<((u32, u16, u32, u16), Vec<u8>)> {
 }
 
 /// Checks that `stream` is a sequence of whole TLS records; returns how many.
-fn tls_records(flow: &(u32, u16, u32, u16), stream: &[u8]) -> usize {
+fn tls_records(flow: &Flow, stream: &[u8]) -> usize {
     let mut rest = stream;
     let mut count = 0;
     while !rest.is_empty() {
