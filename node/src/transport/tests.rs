@@ -2,7 +2,6 @@
 //! with a wrong secret or a wrong certificate pin), and a client without the secret gets the
 //! cover site, before and after a TLS handshake.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -254,7 +253,6 @@ fn addresses_round_trip_and_other_transports_keep_theirs() {
         let m: Multiaddr = other.parse().expect("addr");
         assert!(!is_stealth(&m), "{other}");
     }
-    let _ = Arc::new(());
 }
 
 #[test]
@@ -275,4 +273,68 @@ fn secrets_rotate_and_expire() {
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
     assert!(secret::Secrets::parse("short current\n").is_err());
     assert!(secret::Secrets::parse("abcdefghijklmnopqrstuv 12\n").is_err());
+}
+
+/// An ordinary TLS-terminating reverse proxy, as nginx with `proxy_pass` is: TLS with its own
+/// certificate on one port, every connection copied to `upstream` as plain bytes.
+async fn tls_proxy(dir: &std::path::Path, upstream: u16) -> (u16, [u8; 32]) {
+    let identity =
+        tls::Identity::load(dir, None, None, "example.org", 1_700_000_000).expect("cert");
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config().expect("config"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, identity.hash())
+}
+
+#[tokio::test]
+async fn a_plain_listener_works_behind_a_tls_reverse_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::new(dir.path().join("relay"), Role::Relay);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0/http".parse().expect("addr")];
+    config.stealth.secret = Some("k/8f3a2c61d94b7e05a1c2".into());
+    let l = prepare(&config, 1_700_000_000).expect("prepare").expect("a listener");
+    assert!(l.tls.is_none() && l.advertised.certhash.is_none());
+    let mut relay = swarm(Policy::Any, Some(l));
+    relay.listen_on(config.listen[0].clone()).expect("listen");
+    let plain = tokio::time::timeout(STEP, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = relay.select_next_some().await {
+                return address;
+            }
+        }
+    })
+    .await
+    .expect("listening");
+    // The plain listener's own address carries no secret and is not dialable.
+    assert!(!plain.to_string().contains("http-path") && !is_dialable_listen_address(&plain));
+    let port = plain
+        .iter()
+        .find_map(|p| if let Protocol::Tcp(p) = p { Some(p) } else { None })
+        .expect("port");
+    let (proxy_port, pin) = tls_proxy(&dir.path().join("proxy"), port).await;
+    let through_proxy = DialAddress {
+        tcp: format!("/ip4/127.0.0.1/tcp/{proxy_port}").parse().expect("addr"),
+        host: "127.0.0.1".into(),
+        sni: Some("example.org".into()),
+        path: "k/8f3a2c61d94b7e05a1c2".into(),
+        certhash: Some(pin),
+        peer: None,
+    };
+    let mut user = swarm(Policy::Stealth, None);
+    let peer =
+        connect(&mut user, &mut relay, through_proxy.to_multiaddr()).await.expect("connects");
+    assert_eq!(peer, *relay.local_peer_id());
 }
