@@ -5,7 +5,8 @@
 //! the order sent, GREASE values left out, MD5 of that string. JA4 (FoxIO, 2023), TCP form:
 //! `t<version><d|i><ciphers:2><extensions:2><alpn first+last char>_<sha256 of sorted ciphers,
 //! 12 hex>_<sha256 of sorted extensions without SNI and ALPN, "_", signature algorithms in
-//! order, 12 hex>`.
+//! order, 12 hex>`, GREASE values left out of every list (Chromium greases its signature
+//! algorithms too).
 
 use sha2::Digest as _;
 
@@ -22,7 +23,7 @@ pub struct ClientHello {
     pub groups: Vec<u16>,
     /// `ec_point_formats`.
     pub point_formats: Vec<u8>,
-    /// `signature_algorithms`.
+    /// `signature_algorithms` (GREASE left out of JA4, as of every other list).
     pub signature_algorithms: Vec<u16>,
     /// ALPN protocol names.
     pub alpn: Vec<Vec<u8>>,
@@ -201,7 +202,13 @@ impl ClientHello {
         if !self.signature_algorithms.is_empty() {
             extension_text.push('_');
             extension_text.push_str(
-                &self.signature_algorithms.iter().map(hex4).collect::<Vec<_>>().join(","),
+                &self
+                    .signature_algorithms
+                    .iter()
+                    .filter(|v| !is_grease(**v))
+                    .map(hex4)
+                    .collect::<Vec<_>>()
+                    .join(","),
             );
         }
         let short = |text: &str| {
@@ -247,7 +254,7 @@ mod tests {
         );
         push(10, &[0, 4, 0, 0x1d, 0, 0x17]);
         push(11, &[1, 0]);
-        push(13, &[0, 4, 0x04, 0x03, 0x08, 0x04]);
+        push(13, &[0, 6, 0x1a, 0x1a, 0x04, 0x03, 0x08, 0x04]);
         push(16, &[0, 12, 2, b'h', b'2', 8, b'h', b't', b't', b'p', b'/', b'1', b'.', b'1']);
         push(43, &[4, 0x03, 0x04, 0x03, 0x03]);
         let mut body = vec![0x03, 0x03];

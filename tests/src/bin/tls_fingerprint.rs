@@ -56,13 +56,19 @@ async fn rustls_hello(config: Arc<rustls::ClientConfig>, name: &str) -> std::io:
     hello
 }
 
-/// The hello of a browser started headless against `https://NAME:<port>/`, or why there is
-/// none.
-async fn browser_hello(program: &str, args: &[&str]) -> Result<Vec<u8>, String> {
+/// The hello of a browser started headless against `https://NAME:<port>/`, or opening a
+/// WebSocket to `wss://NAME:<port>/` from a page, or why there is none. The WebSocket is the
+/// connection the stealth dialer's hello should resemble: a browser offers only `http/1.1`
+/// for it.
+async fn browser_hello(program: &str, args: &[&str], websocket: bool) -> Result<Vec<u8>, String> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let profile = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let url = format!("https://{NAME}:{port}/");
+    let url = if websocket {
+        format!("data:text/html,<script>new WebSocket(\"wss://{NAME}:{port}/\")</script>")
+    } else {
+        format!("https://{NAME}:{port}/")
+    };
     let mut command = Command::new(program);
     for a in args {
         command.arg(
@@ -141,15 +147,13 @@ async fn main() -> std::io::Result<()> {
         "--user-data-dir={profile}",
         "--host-resolver-rules=MAP www.example.org 127.0.0.1",
     ];
-    for (name, program, args) in [
-        ("chromium (headless)", "chromium", &chromium_args[..]),
-        (
-            "firefox-esr (headless)",
-            "firefox-esr",
-            &["--headless", "--no-remote", "--profile", "{profile}"][..],
-        ),
+    let firefox_args = ["--headless", "--no-remote", "--profile", "{profile}"];
+    for (name, program, args, websocket) in [
+        ("chromium (headless), a page", "chromium", &chromium_args[..], false),
+        ("chromium (headless), a WebSocket", "chromium", &chromium_args[..], true),
+        ("firefox-esr (headless), a page", "firefox-esr", &firefox_args[..], false),
     ] {
-        match browser_hello(program, args).await {
+        match browser_hello(program, args, websocket).await {
             Ok(hello) => {
                 if let Some(j) = report(name, &hello) {
                     ja4s.push((name.into(), j));
