@@ -248,29 +248,22 @@ impl Lab {
         }
     }
 
-    /// Starts the relay (stealth on `.2:443`, plain libp2p TCP on `.3:443`) and returns its
-    /// data dir and stealth address with its peer id.
-    fn relay(&mut self) -> (PathBuf, String) {
-        let (stealth_ip, plain_ip) = self.relay_ips();
-        let relay = self.daemon(
-            2,
-            "relay",
-            &[
-                "relay",
-                "--listen",
-                &format!("/ip4/{stealth_ip}/tcp/443/tls/http"),
-                "--listen",
-                &format!("/ip4/{plain_ip}/tcp/443"),
-            ],
-        );
+    /// Starts the relay with `args` after `relay` and returns its data dir and its stealth
+    /// address on `.2:443`, with its peer id.
+    fn relay(&mut self, args: &[&str]) -> (PathBuf, String) {
+        let (stealth_ip, _) = self.relay_ips();
+        let mut full = vec!["relay"];
+        full.extend_from_slice(args);
+        let relay = self.daemon(2, "relay", &full);
         let id = peer_id(&relay);
+        let prefix = format!("/ip4/{stealth_ip}/tcp/443/tls/");
         let address = self.eventually("the relay has a stealth address", || {
             let status = json(&relay, &["status"]);
             status["external_addresses"]
                 .as_array()?
                 .iter()
                 .filter_map(|a| a.as_str())
-                .find(|a| a.contains("/http-path/"))
+                .find(|a| a.starts_with(&prefix) && a.contains("/http-path/"))
                 .map(str::to_owned)
         });
         let address =
@@ -507,7 +500,18 @@ fn capture_of_a_stealth_exchange_holds_nothing_but_tls() {
     );
     std::thread::spawn(move || for _ in lines {});
 
-    let (_relay, address) = lab.relay();
+    // `kolokol relay` with no --listen: TCP and QUIC on 4001, stealth on 443.
+    let (relay, address) = lab.relay(&[]);
+    let status = json(&relay, &["status"]);
+    let listen: Vec<&str> = status["listen_addresses"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    for expected in ["/tcp/4001", "/udp/4001/quic-v1", "/tcp/443/tls/http/http-path/"] {
+        assert!(listen.iter().any(|a| a.contains(expected)), "no {expected} in {listen:?}");
+    }
     let alice = lab.stealth_user("alice", &address);
     let bob = lab.stealth_user("bob", &address);
     introduce(&alice, "alice", &bob, "bob");
@@ -567,7 +571,13 @@ fn a_censor_allowing_only_tcp_443_and_resetting_multistream_stops_nothing() {
     }
     let mut lab = Lab::new();
     lab.censor();
-    let (relay, address) = lab.relay();
+    let (stealth_ip, plain_ip) = lab.relay_ips();
+    let (relay, address) = lab.relay(&[
+        "--listen",
+        &format!("/ip4/{stealth_ip}/tcp/443/tls/http"),
+        "--listen",
+        &format!("/ip4/{plain_ip}/tcp/443"),
+    ]);
     let alice = lab.stealth_user("alice", &address);
     let bob = lab.stealth_user("bob", &address);
     introduce(&alice, "alice", &bob, "bob");
@@ -590,7 +600,6 @@ fn a_censor_allowing_only_tcp_443_and_resetting_multistream_stops_nothing() {
 
     // The negative control: plain libp2p over TCP to the same relay, on port 443 too, is
     // reset by the rule, and never connects.
-    let (_, plain_ip) = lab.relay_ips();
     let relay_id = peer_id(&relay);
     let carol = lab.daemon(
         0,
