@@ -400,6 +400,10 @@ fn read_pcap(bytes: &[u8]) -> (Vec<Segment>, Vec<String>) {
             continue; // ARP, IPv6 neighbour discovery: not traffic between the nodes.
         }
         let ip = &frame[14..];
+        // A packet cut short (the file read while tcpdump writes it) is left for the next read.
+        if ip.len() < 20 {
+            continue;
+        }
         let ihl = usize::from(ip[0] & 0x0f) * 4;
         let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
         let (src, dst) = (
@@ -410,7 +414,7 @@ fn read_pcap(bytes: &[u8]) -> (Vec<Segment>, Vec<String>) {
             other.push(format!("IP protocol {} from {src:x} to {dst:x}", ip[9]));
             continue;
         }
-        let tcp = &ip[ihl..total];
+        let Some(tcp) = ip.get(ihl..total).filter(|t| t.len() >= 20) else { continue };
         let (sport, dport) =
             (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
         let seq = u32::from_be_bytes(tcp[4..8].try_into().expect("4 bytes"));
@@ -521,6 +525,12 @@ fn capture_of_a_stealth_exchange_holds_nothing_but_tls() {
     // record; then the capture stops.
     lab.stop("alice");
     lab.stop("bob");
+    // tcpdump writes each packet as it captures it (-U); wait until the file holds the
+    // exchange (both users' connections, both ways) before stopping it.
+    lab.eventually("the capture holds the exchange", || {
+        let bytes = std::fs::read(&pcap).ok()?;
+        (bytes.len() >= 24 && streams(&read_pcap(&bytes).0).len() >= 4).then_some(())
+    });
     let _ = Command::new("kill").args(["-TERM", &tcpdump.id().to_string()]).status();
     let _ = tcpdump.wait();
 
@@ -532,6 +542,11 @@ fn capture_of_a_stealth_exchange_holds_nothing_but_tls() {
         );
     }
     let (segments, other) = read_pcap(&bytes);
+    println!(
+        "the capture holds {} bytes, {} TCP segments with a payload",
+        bytes.len(),
+        segments.len()
+    );
     assert!(other.is_empty(), "traffic other than TCP: {other:?}");
     let (stealth_ip, _) = lab.relay_ips();
     let relay: u32 = u32::from(stealth_ip.parse::<std::net::Ipv4Addr>().expect("ip"));

@@ -49,6 +49,11 @@ pub const MAX_PENDING_CONNECTIONS: usize = 1024;
 /// Tunnels accepted and waiting for the swarm to take them.
 pub const READY_QUEUE_LEN: usize = 64;
 
+/// How long a client that has not yet sent anything decisive is waited for after the cover
+/// server closed its side. A proxy would wait for the client's next write to fail; this bound
+/// only keeps a silent client from holding a connection slot forever.
+pub const COVER_CLOSED_LINGER: Duration = Duration::from_secs(30);
+
 /// Size of the buffers used while splicing.
 const SPLICE_BUFFER: usize = 16 * 1024;
 
@@ -244,9 +249,10 @@ impl libp2p::core::Transport for Transport {
                     let ready = self.ready_tx.clone();
                     let local = self.advertise(local_addr, mode);
                     tokio::spawn(async move {
-                        let accepted = accept(stream.0, &server, mode).await;
-                        drop(permit);
-                        if let Some(tunnel) = accepted {
+                        // The permit is held until the swarm has the tunnel, so that tunnels
+                        // waiting for a full ready queue count against the limit too.
+                        let _permit = permit;
+                        if let Some(tunnel) = accept(stream.0, &server, mode).await {
                             let _ = ready
                                 .send(Accepted {
                                     listener: listener_id,
@@ -324,8 +330,11 @@ async fn sort<S: AsyncRead + AsyncWrite + Unpin>(
     let mut from_client = [0u8; 2048];
     let mut from_cover = vec![0u8; SPLICE_BUFFER];
     let mut cover_closed = false;
+    let linger = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(linger);
     loop {
         tokio::select! {
+            () = &mut linger => return None,
             read = client.read(&mut from_client) => {
                 let n = match read {
                     Ok(0) | Err(_) => {
@@ -356,6 +365,7 @@ async fn sort<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(0) | Err(_) => {
                     cover_closed = true;
                     let _ = client.shutdown().await;
+                    linger.as_mut().reset(tokio::time::Instant::now() + COVER_CLOSED_LINGER);
                 }
                 Ok(n) => {
                     if client.write_all(&from_cover[..n]).await.is_err() {

@@ -338,3 +338,56 @@ async fn a_plain_listener_works_behind_a_tls_reverse_proxy() {
         connect(&mut user, &mut relay, through_proxy.to_multiaddr()).await.expect("connects");
     assert_eq!(peer, *relay.local_peer_id());
 }
+
+proptest::proptest! {
+    /// Whatever a peer sends first, the listener's judgement never panics, and only the whole
+    /// request line of a secret opens the tunnel.
+    #[test]
+    fn classify_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+        let lines = vec![http::request_line("abcdefghijklmnopqrstuv"), http::request_line("k/8f3a2c61d94b7e05a1c2")];
+        match http::classify(&bytes, &lines) {
+            http::Verdict::Tunnel(i) => proptest::prop_assert!(bytes.starts_with(&lines[i])),
+            http::Verdict::Undecided => proptest::prop_assert!(lines.iter().any(|l| l.starts_with(&bytes))),
+            http::Verdict::Cover => proptest::prop_assert!(lines.iter().all(|l| !l.starts_with(&bytes) && !bytes.starts_with(l))),
+        }
+        let _ = http::head_end(&bytes);
+        let _ = http::header(&bytes, "upgrade");
+    }
+
+    /// The built-in cover server answers any bytes with HTTP or nothing, and ends once the
+    /// client has closed.
+    #[test]
+    fn the_cover_site_survives_any_request(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let answer = runtime.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let site = cover::Site::default();
+            let task = tokio::spawn(async move { site.serve(server).await });
+            let _ = client.write_all(&bytes).await;
+            let _ = client.shutdown().await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(STEP, client.read_to_end(&mut answer)).await.expect("the site closes");
+            task.await.expect("the site does not panic");
+            answer
+        });
+        proptest::prop_assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 "));
+    }
+
+    /// The secrets file parser refuses junk with an error, never a panic.
+    #[test]
+    fn secrets_parse_any_text(text in ".{0,300}") {
+        let _ = secret::Secrets::parse(&text);
+    }
+
+    /// Any multiaddr (as bytes from a peer) is either a stealth address or not, without panic,
+    /// and a dial address written back reads the same.
+    #[test]
+    fn any_multiaddr_parses_or_not(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+        if let Ok(addr) = Multiaddr::try_from(bytes) {
+            if let Some(d) = DialAddress::parse(&addr) {
+                proptest::prop_assert_eq!(DialAddress::parse(&d.to_multiaddr()), Some(d));
+            }
+            let _ = ListenAddress::parse(&addr);
+        }
+    }
+}
