@@ -1269,6 +1269,19 @@ impl EventLoop {
             return;
         }
         if let Some(address) = self.dialed.get(&peer) {
+            // A relay's other addresses (TCP, QUIC, stealth) go into the peer cache too, and
+            // so into the bundles this node exports, so that whoever imports one can still
+            // reach the relay when one of its transports is blocked. The address that worked
+            // is remembered last, so it stays first in the cache.
+            if is_relay {
+                for other in crate::transport::other_addresses(address, &info.listen_addrs) {
+                    let _ = self.events.try_send(NetEvent::PeerSeen {
+                        peer,
+                        address: other,
+                        relay: true,
+                    });
+                }
+            }
             let _ = self.events.try_send(NetEvent::PeerSeen {
                 peer,
                 address: address.clone(),

@@ -150,6 +150,8 @@ pub fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConf
 
 /// The swarm's transports for `policy`, each upgraded with Noise and Yamux (QUIC brings its
 /// own): TCP, QUIC and stealth for [`Policy::Any`], stealth alone for [`Policy::Stealth`].
+/// Multistream-select runs as `V1Lazy`, as libp2p's own `with_tcp` does, so the dialer's
+/// protocol proposals do not each wait a round trip.
 pub fn build(
     key: &libp2p::identity::Keypair,
     policy: Policy,
@@ -157,7 +159,7 @@ pub fn build(
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
     let stealth = stealth::Transport::new(listener)
-        .upgrade(Version::V1)
+        .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
@@ -166,7 +168,7 @@ pub fn build(
         return Ok(stealth);
     }
     let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true))
-        .upgrade(Version::V1)
+        .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
@@ -255,6 +257,40 @@ pub(crate) fn stealth_external_addresses(
     }
     out
 }
+
+/// A peer's announced addresses worth remembering besides `dialed`, the one that worked:
+/// direct ones (no relay circuit), without `/p2p/`, not `dialed` itself, and loopback or
+/// unspecified ones only when `dialed` is loopback too (a test on one machine). At most
+/// [`MAX_OTHER_ADDRESSES`].
+pub fn other_addresses(dialed: &Multiaddr, announced: &[Multiaddr]) -> Vec<Multiaddr> {
+    let local = |a: &Multiaddr| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified() || ip.is_link_local(),
+            Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+            _ => false,
+        })
+    };
+    let dialed_local = local(dialed);
+    let mut out: Vec<Multiaddr> = Vec::new();
+    for a in announced {
+        let mut a = a.clone();
+        if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+            a.pop();
+        }
+        if a != *dialed
+            && !a.iter().any(|p| p == Protocol::P2pCircuit)
+            && (dialed_local || !local(&a))
+            && !out.contains(&a)
+            && out.len() < MAX_OTHER_ADDRESSES
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// How many of a relay's other addresses are remembered (the peer cache keeps eight per peer).
+pub const MAX_OTHER_ADDRESSES: usize = 6;
 
 /// Whether `role` listens on a stealth address by default.
 pub fn listens_by_default(role: Role) -> bool {

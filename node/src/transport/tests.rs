@@ -256,6 +256,25 @@ fn addresses_round_trip_and_other_transports_keep_theirs() {
 }
 
 #[test]
+fn a_relays_other_addresses_are_its_direct_public_ones() {
+    let dialed: Multiaddr = "/ip4/198.51.100.4/tcp/4001".parse().expect("addr");
+    let announced: Vec<Multiaddr> = [
+        "/ip4/198.51.100.4/tcp/4001",
+        "/ip4/127.0.0.1/tcp/4001",
+        "/ip4/198.51.100.4/udp/4001/quic-v1",
+        "/ip4/198.51.100.4/tcp/443/tls/http/http-path/abcdefghijklmnopqrstuv/certhash/uEiBq15oRdKXFKkgw90rDlypnopX4ECmPar3z2lcDIl0orA",
+        "/ip4/198.51.100.9/tcp/4001/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp/p2p-circuit",
+    ]
+    .iter()
+    .map(|a| a.parse().expect("addr"))
+    .collect();
+    let other = other_addresses(&dialed, &announced);
+    assert_eq!(other, vec![announced[2].clone(), announced[3].clone()]);
+    let local: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().expect("addr");
+    assert_eq!(other_addresses(&local, &announced).len(), 3);
+}
+
+#[test]
 fn secrets_rotate_and_expire() {
     let dir = tempfile::tempdir().expect("tempdir");
     let now = 1_700_000_000;
