@@ -454,11 +454,15 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
     config.read_receipts = !net.no_read_receipts && file.read_receipts.unwrap_or(true);
     // A user node looks for contacts on its LAN by default, as the issue asks. A relay does
     // not: it runs on a public server, where multicast reaches nobody who needs it, and an
-    // operator who does want it (a relay for one household or office) says `--mdns`.
+    // operator who does want it (a relay for one household or office) says `--mdns`. A node
+    // told `--transport stealth` does not either: mDNS multicasts `_p2p._udp.local` in the
+    // clear, which is exactly the kind of libp2p identifier that node is meant never to send.
     config.mdns = match (net.mdns, net.no_mdns) {
         (true, _) => true,
         (_, true) => false,
-        _ => file.mdns.unwrap_or(role == Role::Node),
+        _ => file
+            .mdns
+            .unwrap_or(role == Role::Node && config.transport != transport::Policy::Stealth),
     };
     if let Some(mib) = net.max_memory {
         config.max_memory = (mib > 0).then(|| mib.saturating_mul(1024 * 1024));
