@@ -166,7 +166,8 @@ async fn store_and_forward(
             if delivered.is_some() {
                 step("alice got bob's end-to-end receipt: delivered")?;
                 let id = kolokol_protocol::message::parse_id(&sent.id).context("message id")?;
-                let states: Vec<String> = alice.history(&id)?.into_iter().map(|h| h.0).collect();
+                let states: Vec<&str> =
+                    alice.history(&id)?.into_iter().map(|h| h.0.as_str()).collect();
                 step(&format!("alice's message went {}", states.join(" → ")))?;
             } else {
                 step(&format!("alice got no delivery receipt within {STEP_TIMEOUT:?}"))?;

@@ -405,6 +405,31 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One control-API call on a fresh connection to the daemon of `dir`: every command but
+/// `node`, `relay`, `demo` and `completions` is one of these.
+async fn rpc<T: serde::de::DeserializeOwned>(
+    dir: &std::path::Path,
+    method: &str,
+    params: serde_json::Value,
+) -> anyhow::Result<T> {
+    Client::connect(dir).await?.call(method, params).await
+}
+
+/// Shows a command's answer: the control API's own object as JSON with `--json`, else the
+/// text `human` makes of it; the command succeeded.
+fn show<T: serde::Serialize>(
+    json_out: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    if json_out {
+        print_json(value)?;
+    } else {
+        say!("{}", human(value))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The daemon's configuration: each flag given replaces the config file's value, and what
 /// neither sets keeps its default.
 fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileConfig) -> Config {
@@ -486,79 +511,45 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Id => {
-            let id: IdInfo = Client::connect(&dir).await?.call(method::ID, json!({})).await?;
-            if cli.json {
-                print_json(&id)?;
-            } else {
-                say!("peer id:    {}\ndevice key: {}", id.peer_id, id.device_key)?;
-            }
-            Ok(ExitCode::SUCCESS)
+            let id: IdInfo = rpc(&dir, method::ID, json!({})).await?;
+            show(cli.json, &id, |id| {
+                format!("peer id:    {}\ndevice key: {}", id.peer_id, id.device_key)
+            })
         }
         Command::Invite => {
-            let invite: InviteInfo =
-                Client::connect(&dir).await?.call(method::INVITE, json!({})).await?;
-            if cli.json {
-                print_json(&invite)?;
-            } else {
-                say!("{}", invite.invite)?;
-                if invite.addresses.is_empty() {
-                    eprintln!(
-                        "warning: this invite carries no addresses yet (no relay reservation, no external address); \
-                         contacts cannot reach you with it. Start the node with --bootstrap <relay address> and try again."
-                    );
-                }
+            let invite: InviteInfo = rpc(&dir, method::INVITE, json!({})).await?;
+            if !cli.json && invite.addresses.is_empty() {
+                eprintln!(
+                    "warning: this invite carries no addresses yet (no relay reservation, no external address); \
+                     contacts cannot reach you with it. Start the node with --bootstrap <relay address> and try again."
+                );
             }
-            Ok(ExitCode::SUCCESS)
+            show(cli.json, &invite, |invite| invite.invite.clone())
         }
         Command::Contacts(ContactsCommand::Add { name, invite }) => {
-            let contact: Contact = Client::connect(&dir)
-                .await?
-                .call(method::CONTACTS_ADD, json!({ "name": name, "invite": invite }))
-                .await?;
-            if cli.json {
-                print_json(&contact)?;
-            } else {
-                say!("added {} ({})", contact.name, contact.peer_id)?;
-            }
-            Ok(ExitCode::SUCCESS)
+            let contact: Contact =
+                rpc(&dir, method::CONTACTS_ADD, json!({ "name": name, "invite": invite })).await?;
+            show(cli.json, &contact, |c| format!("added {} ({})", c.name, c.peer_id))
         }
         Command::Contacts(ContactsCommand::List) => {
-            let contacts: Vec<Contact> =
-                Client::connect(&dir).await?.call(method::CONTACTS_LIST, json!({})).await?;
-            if cli.json {
-                print_json(&contacts)?;
-            } else if contacts.is_empty() {
-                say!("no contacts yet (add one with: kolokol contacts add NAME INVITE)")?;
-            } else {
-                for c in &contacts {
-                    say!("{}", output::contact(c))?;
+            let contacts: Vec<Contact> = rpc(&dir, method::CONTACTS_LIST, json!({})).await?;
+            show(cli.json, &contacts, |contacts| {
+                if contacts.is_empty() {
+                    "no contacts yet (add one with: kolokol contacts add NAME INVITE)".into()
+                } else {
+                    contacts.iter().map(output::contact).collect::<Vec<_>>().join("\n")
                 }
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
         Command::Contacts(ContactsCommand::Verify { name }) => {
-            let number: SafetyNumber = Client::connect(&dir)
-                .await?
-                .call(method::CONTACTS_VERIFY, json!({ "name": name }))
-                .await?;
-            if cli.json {
-                print_json(&number)?;
-            } else {
-                say!("{}", output::safety_number(&number))?;
-            }
-            Ok(ExitCode::SUCCESS)
+            let number: SafetyNumber =
+                rpc(&dir, method::CONTACTS_VERIFY, json!({ "name": name })).await?;
+            show(cli.json, &number, output::safety_number)
         }
         Command::Contacts(ContactsCommand::Remove { name }) => {
-            let contact: Contact = Client::connect(&dir)
-                .await?
-                .call(method::CONTACTS_REMOVE, json!({ "name": name }))
-                .await?;
-            if cli.json {
-                print_json(&contact)?;
-            } else {
-                say!("removed {}", contact.name)?;
-            }
-            Ok(ExitCode::SUCCESS)
+            let contact: Contact =
+                rpc(&dir, method::CONTACTS_REMOVE, json!({ "name": name })).await?;
+            show(cli.json, &contact, |c| format!("removed {}", c.name))
         }
         Command::Send { name, text } => {
             let text = if text.len() == 1 && text[0] == "-" {
@@ -576,10 +567,8 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             if text.trim().is_empty() {
                 bail!("the message is empty");
             }
-            let result: SendResult = Client::connect(&dir)
-                .await?
-                .call(method::SEND, json!({ "to": name, "text": text }))
-                .await?;
+            let result: SendResult =
+                rpc(&dir, method::SEND, json!({ "to": name, "text": text })).await?;
             if cli.json {
                 print_json(&result)?;
             } else {
@@ -608,18 +597,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             inbox(&dir, *follow, *limit, !*peek, cli.json).await
         }
         Command::Peers { action: None } => {
-            let peers: PeersInfo =
-                Client::connect(&dir).await?.call(method::PEERS, json!({})).await?;
-            if cli.json {
-                print_json(&peers)?;
-            } else {
-                say!("{}", output::peers(&peers))?;
-            }
-            Ok(ExitCode::SUCCESS)
+            let peers: PeersInfo = rpc(&dir, method::PEERS, json!({})).await?;
+            show(cli.json, &peers, output::peers)
         }
         Command::Peers { action: Some(PeersCommand::Export { file }) } => {
-            let info: BundleInfo =
-                Client::connect(&dir).await?.call(method::PEERS_EXPORT, json!({})).await?;
+            let info: BundleInfo = rpc(&dir, method::PEERS_EXPORT, json!({})).await?;
             match file {
                 Some(path) => {
                     std::fs::write(path, format!("{}\n", info.bundle))
@@ -648,56 +630,34 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 std::fs::read_to_string(file)
                     .with_context(|| format!("cannot read {}", file.display()))?
             };
-            let result: ImportResult = Client::connect(&dir)
-                .await?
-                .call(method::PEERS_IMPORT, json!({ "bundle": text }))
-                .await?;
-            if cli.json {
-                print_json(&result)?;
-            } else {
-                say!(
+            let result: ImportResult =
+                rpc(&dir, method::PEERS_IMPORT, json!({ "bundle": text })).await?;
+            show(cli.json, &result, |r| {
+                format!(
                     "imported {} from a bundle signed by {}",
-                    output::count(result.imported as u64, "peer", "peers"),
-                    result.exporter
-                )?;
-            }
-            Ok(ExitCode::SUCCESS)
+                    output::count(r.imported as u64, "peer", "peers"),
+                    r.exporter
+                )
+            })
         }
         Command::Outbox { limit } => {
-            let messages: Vec<OutboxMessage> = Client::connect(&dir)
-                .await?
-                .call(method::OUTBOX, json!({ "limit": limit }))
-                .await?;
-            if cli.json {
-                print_json(&messages)?;
-            } else if messages.is_empty() {
-                say!("no sent messages")?;
-            } else {
-                for m in &messages {
-                    say!("{}", output::outgoing(m))?;
+            let messages: Vec<OutboxMessage> =
+                rpc(&dir, method::OUTBOX, json!({ "limit": limit })).await?;
+            show(cli.json, &messages, |messages| {
+                if messages.is_empty() {
+                    "no sent messages".into()
+                } else {
+                    messages.iter().map(output::outgoing).collect::<Vec<_>>().join("\n")
                 }
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
         Command::Status { message_id: Some(id) } => {
-            let status: MessageStatus =
-                Client::connect(&dir).await?.call(method::MESSAGE, json!({ "id": id })).await?;
-            if cli.json {
-                print_json(&status)?;
-            } else {
-                say!("{}", output::message_status(&status))?;
-            }
-            Ok(ExitCode::SUCCESS)
+            let status: MessageStatus = rpc(&dir, method::MESSAGE, json!({ "id": id })).await?;
+            show(cli.json, &status, output::message_status)
         }
         Command::Status { message_id: None } => {
-            let status: Status =
-                Client::connect(&dir).await?.call(method::STATUS, json!({})).await?;
-            if cli.json {
-                print_json(&status)?;
-            } else {
-                say!("{}", output::status(&status))?;
-            }
-            Ok(ExitCode::SUCCESS)
+            let status: Status = rpc(&dir, method::STATUS, json!({})).await?;
+            show(cli.json, &status, output::status)
         }
     }
 }

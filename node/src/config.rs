@@ -14,6 +14,7 @@ use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 
 /// What kind of node to run.
@@ -69,6 +70,9 @@ pub struct Config {
     /// The stealth listener's certificate, cover and secrets (used only when `listen` has a
     /// stealth address).
     pub stealth: crate::transport::StealthOptions,
+    /// The wall clock the node reads: the system clock, or in tests of the slow timers a clock
+    /// that follows tokio's paused time ([`Clock::tokio`]).
+    pub clock: Clock,
 }
 
 /// A relay's default memory ceiling for taking new connections: 256 MiB, an eighth of a small
@@ -324,6 +328,7 @@ impl Config {
             max_memory: (role == Role::Relay).then_some(RELAY_MAX_MEMORY),
             transport: crate::transport::Policy::Any,
             stealth: crate::transport::StealthOptions::default(),
+            clock: Clock::system(),
         }
     }
 

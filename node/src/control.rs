@@ -22,8 +22,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinSet;
 
-use crate::daemon::Node;
 use crate::error::{Error, Result};
+use crate::node::Node;
 
 /// Control connections served at once; more wait in the kernel's accept queue.
 pub const MAX_CONTROL_CONNECTIONS: usize = 64;

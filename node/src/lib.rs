@@ -1,26 +1,52 @@
-//! Kolokol's node: the libp2p swarm and the protocols it speaks, the delivery pipeline (outbox,
-//! opener workers, receipts), the SQLite store, the data directory, and the control-API server.
+//! Kolokol's node: everything a running node does, around the libp2p swarm.
 //!
-//! This is the only crate that knows libp2p, and only [`swarm`]'s event loop touches the
-//! `Swarm`: other tasks send it commands over bounded channels. Envelopes are sealed and opened
-//! on worker threads, never on the swarm task. Every queue, map and buffer fed by peers is
-//! bounded by a named constant. The node never prints: it reports through `tracing` and through
-//! control-API events. It must not hold plaintext of anyone else's messages: as a relay it only
-//! forwards libp2p streams, whose contents are envelopes it cannot open.
+//! It owns the swarm and the protocols it speaks, the delivery pipeline (outbox, receive path,
+//! receipts), the mailboxes, the SQLite store, the data directory and the control-API server.
+//! It is the only crate that knows libp2p, and only the swarm task touches the `Swarm`: other
+//! tasks use its typed client over bounded channels. Envelopes are sealed and opened on worker
+//! threads, never on the swarm task. Every queue, map and buffer fed by peers is bounded by a
+//! named constant. The node never prints: it reports through `tracing` and through control-API
+//! events. It must not hold plaintext of anyone else's messages: as a relay or mailbox replica
+//! it only handles envelopes it cannot open.
+//!
+//! The rooms, in reading order (see `docs/ARCHITECTURE.md` for the map and the path of a
+//! message): `run` starts everything; `node` is the façade the control API calls; `control` and
+//! `metrics` serve it; the jobs are `contacts`, `outbox`, `inbox`, `conversations`, `keys`,
+//! `presence`, `mailbox`, `bootstrap` and `doctor`; below them `swarm`, `transport`, `wire`, `store`, and the
+//! small shared pieces (`clock`, `events`, `ids`, `workers`, `config`, `data_dir`, `error`).
 
-pub mod config;
+#![warn(unreachable_pub)]
+
 pub mod control;
-pub mod daemon;
-pub mod data_dir;
-pub mod delivery;
-pub mod error;
-pub mod mailbox;
 pub mod metrics;
+pub mod node;
+pub mod run;
+
+pub mod bootstrap;
+pub mod contacts;
+pub mod conversations;
+pub mod doctor;
+pub mod inbox;
+pub mod keys;
+pub mod mailbox;
+pub mod outbox;
+pub mod presence;
+
 pub mod store;
 pub mod swarm;
 pub mod transport;
+pub mod wire;
+
+pub mod clock;
+pub mod config;
+pub mod data_dir;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod workers;
 
 pub use config::{Config, FileConfig, LogFormat, Role};
-pub use daemon::{Node, RunningNode};
 pub use error::Error;
 pub use libp2p::{Multiaddr, PeerId};
+pub use node::Node;
+pub use run::RunningNode;

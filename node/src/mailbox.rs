@@ -1,5 +1,5 @@
-//! `/kolokol/mailbox/1`: store-and-forward mailboxes on DHT servers, for recipients who are
-//! offline.
+//! Store-and-forward mailboxes on DHT servers, for recipients who are offline: deposits
+//! ([`deposit`]), fetching our own ([`fetch`]) and serving others' as a replica ([`replica`]).
 //!
 //! Flow: when direct delivery fails, the sender asks the DHT for the [`REPLICAS`] servers closest
 //! to the recipient's mailbox id for the current period and sends each a `Deposit` of the sealed
@@ -9,19 +9,26 @@
 //! mailbox ids for the current and previous period, opens each envelope through the same path as
 //! direct delivery, and then sends `Delete` with a proof. Replicas keep items in SQLite until
 //! deleted or expired ([`MAX_ITEM_TTL`]), within [`QUOTAS`]; a full mailbox refuses new deposits
-//! and never evicts stored ones. Every request is one frame each way: see [`codec`]. The wire
-//! types and the proof are in `kolokol_protocol::mailbox`.
+//! and never evicts stored ones. The bytes on the wire are in `crate::wire::mailbox`, the wire
+//! types and the proof in `kolokol_protocol::mailbox`.
 
-pub mod codec;
+pub mod deposit;
+pub mod fetch;
+pub mod replica;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use libp2p::StreamProtocol;
+use kolokol_protocol::mailbox::{MailboxId, Request, Response};
+use libp2p::{Multiaddr, PeerId};
+use tokio::time::Instant;
 
-use crate::store::MailboxQuotas;
-
-/// The protocol id, versioned.
-pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/kolokol/mailbox/1");
+use crate::clock::Clock;
+use crate::keys::Keys;
+use crate::presence::{MAX_TRACKED_LOOKUPS, RESOLVE_TIMEOUT};
+use crate::store::{MailboxQuotas, Store};
+use crate::swarm::{self, MailboxFailure};
 
 /// How many replicas each deposit goes to: the DHT servers closest to the mailbox id.
 pub const REPLICAS: usize = 3;
@@ -39,21 +46,6 @@ pub const FETCH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often a replica drops expired items.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
-
-/// How long one mailbox request (dial excluded) may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Concurrent mailbox streams per connection; a depositor with a backlog sends many at once.
-pub const MAX_STREAMS: usize = 256;
-
-/// Inbound mailbox requests waiting for the daemon's store. When full, new ones are refused as
-/// busy at once and the depositor tries again on its next attempt.
-pub const INBOUND_QUEUE_LEN: usize = 512;
-
-/// Mailbox requests of ours waiting for an answer; each holds its request (up to one envelope)
-/// until answered. A backlog deposits one outbox batch at a time, far below this; past it, new
-/// requests fail at once and the outbox tries again later.
-pub const MAX_PENDING_REQUESTS: usize = 4096;
 
 /// Rounds of fetch-then-delete against one replica in one pass: each round takes at most
 /// `kolokol_protocol::mailbox::MAX_FETCH_ITEMS` items, so a pass takes at most this many
@@ -81,3 +73,70 @@ pub const QUOTAS: MailboxQuotas = MailboxQuotas {
     items_per_depositor: MAX_ITEMS_PER_DEPOSITOR,
     total_bytes: MAX_STORED_BYTES,
 };
+
+/// How long the replicas found for a mailbox id are reused before the DHT is asked again; a
+/// backlog of messages to one offline recipient then costs one lookup, not one per message.
+pub const REPLICA_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// A mailbox replica: a DHT server and its addresses.
+pub(crate) type Replica = (PeerId, Vec<Multiaddr>);
+
+/// A cloneable handle to the node's mailbox work: finding replicas and talking to them.
+#[derive(Clone)]
+pub(crate) struct Mailboxes(Arc<Inner>);
+
+struct Inner {
+    swarm: swarm::Client,
+    store: Store,
+    keys: Keys,
+    clock: Clock,
+    /// Replicas found per mailbox id, and when; at most [`MAX_TRACKED_LOOKUPS`] ids, cleared
+    /// when full.
+    replicas: Mutex<HashMap<MailboxId, (Instant, Vec<Replica>)>>,
+}
+
+impl Mailboxes {
+    pub(crate) fn new(swarm: swarm::Client, store: Store, keys: Keys, clock: Clock) -> Self {
+        Self(Arc::new(Inner { swarm, store, keys, clock, replicas: Default::default() }))
+    }
+
+    /// The DHT servers closest to a mailbox id, nearest first, at most [`REPLICAS`]; from the
+    /// cache if `cached` and fresh enough.
+    pub(crate) async fn replicas(&self, mailbox_id: &MailboxId, cached: bool) -> Vec<Replica> {
+        if cached
+            && let Some((at, replicas)) =
+                self.0.replicas.lock().unwrap_or_else(|p| p.into_inner()).get(mailbox_id)
+            && at.elapsed() < REPLICA_CACHE_TTL
+        {
+            return replicas.clone();
+        }
+        let mut replicas = self.0.swarm.closest_peers(mailbox_id.to_vec(), RESOLVE_TIMEOUT).await;
+        replicas.truncate(REPLICAS);
+        if !replicas.is_empty() {
+            let mut cache = self.0.replicas.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= MAX_TRACKED_LOOKUPS {
+                cache.clear();
+            }
+            cache.insert(*mailbox_id, (Instant::now(), replicas.clone()));
+        }
+        replicas
+    }
+
+    /// Forgets the replicas found for a mailbox id, so the next use asks the DHT again.
+    pub(crate) fn forget_replicas(&self, mailbox_id: &MailboxId) {
+        self.0.replicas.lock().unwrap_or_else(|p| p.into_inner()).remove(mailbox_id);
+    }
+
+    /// Sends one request to a replica and waits for its answer.
+    pub(crate) async fn request(
+        &self,
+        replica: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Request,
+    ) -> Result<Response, MailboxFailure> {
+        self.0.swarm.mailbox(replica, addresses, request).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -21,9 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::daemon::Node;
 use crate::error::{Error, Result};
-use crate::store::state;
+use crate::store::Store;
+use crate::swarm;
+use kolokol_protocol::control::MessageState;
 
 /// Metrics connections served at once; one more is closed without an answer.
 pub const MAX_METRICS_CONNECTIONS: usize = 8;
@@ -52,7 +53,7 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 /// Serves scrapes until shutdown.
 pub(crate) async fn serve(
-    node: Node,
+    source: Source,
     listener: TcpListener,
     registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
@@ -65,10 +66,10 @@ pub(crate) async fn serve(
                 Ok((stream, _)) => {
                     // Dropping the stream closes it: over the limit nobody waits.
                     let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
-                    let node = node.clone();
+                    let source = source.clone();
                     let registry = registry.clone();
                     connections.spawn(async move {
-                        serve_connection(node, stream, &registry).await;
+                        serve_connection(source, stream, &registry).await;
                         drop(permit);
                     });
                 }
@@ -81,7 +82,7 @@ pub(crate) async fn serve(
     connections.shutdown().await;
 }
 
-async fn serve_connection(node: Node, mut stream: TcpStream, registry: &Registry) {
+async fn serve_connection(source: Source, mut stream: TcpStream, registry: &Registry) {
     let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await;
     let (status, body) = match head {
         Err(_) => ("408 Request Timeout", "request head not received in time\n".to_owned()),
@@ -90,7 +91,7 @@ async fn serve_connection(node: Node, mut stream: TcpStream, registry: &Registry
             let request_line = head.lines().next().unwrap_or_default();
             let mut parts = request_line.split(' ');
             match (parts.next(), parts.next()) {
-                (Some("GET"), Some("/metrics")) => match render(&node, registry).await {
+                (Some("GET"), Some("/metrics")) => match render(&source, registry).await {
                     Ok(body) => ("200 OK", body),
                     Err(e) => ("500 Internal Server Error", format!("{e}\n")),
                 },
@@ -144,14 +145,12 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
 }
 
 /// The whole answer body: our gauges, then libp2p's metrics, then the OpenMetrics end marker.
-async fn render(node: &Node, registry: &Registry) -> Result<String> {
-    let snapshot = node.metrics_snapshot().await?;
+async fn render(source: &Source, registry: &Registry) -> Result<String> {
+    let snapshot = source.snapshot().await?;
     let mut out = String::new();
     gauge_header(&mut out, "kolokol_messages", "Text messages this node sent, by state.");
-    for s in
-        [state::QUEUED, state::STORED, state::SENT, state::DELIVERED, state::READ, state::FAILED]
-    {
-        let n = snapshot.messages.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    for s in MessageState::ALL {
+        let n = snapshot.messages.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
         out.push_str(&format!("kolokol_messages{{state=\"{s}\"}} {n}\n"));
     }
     let gauges = [
@@ -183,10 +182,31 @@ fn gauge_header(out: &mut String, name: &str, help: &str) {
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
 }
 
+/// Where the gauges are read from on each scrape.
+#[derive(Clone)]
+pub(crate) struct Source {
+    pub(crate) store: Store,
+    pub(crate) swarm: swarm::Client,
+}
+
+impl Source {
+    async fn snapshot(&self) -> Result<Snapshot> {
+        let net = self.swarm.status().await?;
+        Ok(Snapshot {
+            messages: self.store.message_counts()?,
+            inbox: self.store.inbox_count()?,
+            reservations: net.reservations.len() as u64,
+            connected_peers: net.connected as u64,
+            routing: net.routing_table as u64,
+            mailbox_items: self.store.mailbox_items_total()?,
+        })
+    }
+}
+
 /// The values behind Kolokol's own gauges.
-pub(crate) struct Snapshot {
+struct Snapshot {
     /// Sent text messages by state.
-    pub messages: Vec<(String, u64)>,
+    pub messages: Vec<(MessageState, u64)>,
     /// Messages in the inbox.
     pub inbox: u64,
     /// Relay reservations held.

@@ -221,7 +221,7 @@ pub struct SendResult {
     pub id: String,
     /// Its state when the call returned: `sent`, `stored` (in the recipient's mailbox), `queued`
     /// if the first attempt and the deposit failed, or `failed` if it was refused.
-    pub state: String,
+    pub state: MessageState,
     /// Why the first attempt failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -281,6 +281,74 @@ pub struct InboxReadResult {
     pub receipts: u32,
 }
 
+/// Where an outgoing message is. States only move forward, in the order
+/// `queued → stored → sent → delivered → read`, or to `failed`; `read` and `failed` are final.
+/// On the wire (JSON) each is its lower-case name.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// In the outbox, not yet acknowledged by the recipient's node.
+    Queued,
+    /// Not acknowledged directly, but held by enough mailbox replicas; direct delivery is still
+    /// retried.
+    Stored,
+    /// The recipient's node acknowledged it over a direct or relayed connection.
+    Sent,
+    /// The recipient's end-to-end receipt arrived.
+    Delivered,
+    /// The recipient's end-to-end read receipt arrived: their user has seen it.
+    Read,
+    /// Given up; the detail says why.
+    Failed,
+}
+
+impl MessageState {
+    /// Every state, in the order a message goes through them (`failed` last).
+    pub const ALL: [MessageState; 6] = [
+        MessageState::Queued,
+        MessageState::Stored,
+        MessageState::Sent,
+        MessageState::Delivered,
+        MessageState::Read,
+        MessageState::Failed,
+    ];
+
+    /// The lower-case name, as in JSON and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Queued => "queued",
+            MessageState::Stored => "stored",
+            MessageState::Sent => "sent",
+            MessageState::Delivered => "delivered",
+            MessageState::Read => "read",
+            MessageState::Failed => "failed",
+        }
+    }
+
+    /// The state with this lower-case name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether no later state can follow.
+    pub fn is_final(self) -> bool {
+        matches!(self, MessageState::Read | MessageState::Failed)
+    }
+}
+
+impl std::fmt::Display for MessageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lets a state be compared with its name, as scripts and tests that read JSON do.
+impl PartialEq<&str> for MessageState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A state change of an outgoing message.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StateChange {
@@ -288,8 +356,8 @@ pub struct StateChange {
     pub id: String,
     /// The recipient's contact name.
     pub to: String,
-    /// The new state: `queued`, `stored`, `sent`, `delivered`, `read` or `failed`.
-    pub state: String,
+    /// The new state.
+    pub state: MessageState,
     /// Why, for `queued` after a failed attempt and for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -314,8 +382,8 @@ pub struct OutboxMessage {
     pub to: String,
     /// The text.
     pub text: String,
-    /// `queued`, `stored`, `sent`, `delivered`, `read` or `failed`.
-    pub state: String,
+    /// Where it is now.
+    pub state: MessageState,
     /// Why the last attempt failed, while queued; why it gave up, when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -336,7 +404,7 @@ pub struct MessageParams {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StateEntry {
     /// The state entered.
-    pub state: String,
+    pub state: MessageState,
     /// Why, where there is a reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

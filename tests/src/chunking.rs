@@ -49,7 +49,7 @@ async fn the_largest_message_crosses_a_relay_in_chunks_and_arrives_whole_once() 
     for len in [100_000, 300_000, MAX_TEXT_LEN] {
         let text = long_text(len);
         let sent = a.send("bob", &text).await.expect("send");
-        assert_eq!(sent.state, "sent", "{:?}", sent.detail);
+        assert_eq!(sent.state, "delivered", "{:?}", sent.detail);
         // The event carries the first EVENT_TEXT_LEN bytes; the inbox has all of it.
         let got = wait_message(&mut b_events, &sent.id).await;
         assert!(got.truncated && text.starts_with(&got.text), "the event of {len} bytes");
@@ -80,7 +80,7 @@ async fn a_chunked_message_waits_in_the_mailbox_as_full_size_envelopes_and_arriv
     // What the replica holds: one item per chunk, every one exactly the largest bucket, a
     // format 3 envelope, with no plaintext in it.
     let bob_identity = net.identity("bob");
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let id = mailbox_id(bob_identity.identity_key(), period_of(now));
     let proof = Proof::sign(&bob_identity, &id, Operation::Fetch, now, &[]).expect("sign");
     let items =
@@ -120,7 +120,7 @@ async fn a_chunk_deferred_while_too_many_messages_are_incomplete_is_fetched_agai
 
     // Alice's identity writes first contacts of its own making (the node would do the same),
     // one more two-chunk message than Bob keeps incomplete at once.
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let alice_identity = net.identity("alice");
     let alice_certificate = alice_identity.certify(now - 60, now + 3600).expect("certify");
     let invite = bob.node().invite().await.expect("invite").invite;
@@ -197,7 +197,7 @@ async fn a_long_message_from_someone_who_is_not_a_contact_is_refused_a_short_one
     assert_eq!(refused.state, "failed", "{:?}", refused.detail);
     let mut b_events = b.subscribe();
     let short = a.send("bob", "hello, stranger here").await.expect("send");
-    assert_eq!(short.state, "sent", "{:?}", short.detail);
+    assert_eq!(short.state, "delivered", "{:?}", short.detail);
     let got = wait_message(&mut b_events, &short.id).await;
     assert_eq!((got.from, got.text.as_str()), (None, "hello, stranger here"));
     assert_eq!(b.inbox(100).expect("inbox").len(), 1, "nothing of the long one was kept");

@@ -26,7 +26,7 @@ async fn a_relayed_conversation_is_upgraded_to_a_direct_connection() {
     let bob = listening_user(&net, "bob", &relay_addr).await;
 
     // Alice knows Bob only by his relay circuit, so the first connection is relayed.
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let certificate = net.identity("bob").certify(now - 60, now + 3600).expect("certificate");
     let circuit: Multiaddr = format!("{relay_addr}/p2p-circuit").parse().expect("valid");
     let invite = Invite { certificate, addresses: vec![circuit.to_vec()] };

@@ -2,7 +2,7 @@
 //! goes back and forth, their ids are indexed in SQLite, and both sides pick up where they left
 //! off after a restart.
 
-use kolokol_node::RunningNode;
+use kolokol_node::{PeerId, RunningNode};
 use kolokol_protocol::conversation::MAX_RECEIVE_KEYS;
 
 use crate::support::{Net, wait_message, wait_state};
@@ -18,7 +18,7 @@ async fn round_trip(alice: &RunningNode, bob: &RunningNode, text: &str) {
     wait_state(&mut b_events, &reply.id, "delivered").await;
 }
 
-fn key_ids(owner: &RunningNode, peer: &str) -> Vec<[u8; 8]> {
+fn key_ids(owner: &RunningNode, peer: &PeerId) -> Vec<[u8; 8]> {
     owner.node().receive_key_ids(peer).expect("key ids")
 }
 
@@ -26,7 +26,7 @@ fn key_ids(owner: &RunningNode, peer: &str) -> Vec<[u8; 8]> {
 async fn receive_keys_rotate_per_round_trip_and_survive_restarts() {
     let net = Net::new();
     let (relay, relay_addr, alice, bob) = net.pair().await;
-    let (alice_id, bob_id) = (alice.node().peer_id().to_string(), bob.node().peer_id().to_string());
+    let (alice_id, bob_id) = (alice.node().peer_id(), bob.node().peer_id());
 
     round_trip(&alice, &bob, "one").await;
     let first = key_ids(&bob, &alice_id);

@@ -33,3 +33,5 @@ mod relay_limits;
 mod standard_relay;
 #[cfg(test)]
 mod stealth_probes;
+#[cfg(test)]
+mod timers;

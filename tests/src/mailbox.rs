@@ -82,7 +82,7 @@ async fn a_message_stored_on_three_replicas_arrives_with_one_of_them_gone() {
 
 /// A deposit of one small envelope for `owner`'s current mailbox.
 fn deposit(owner: &Identity, item: u8) -> Request {
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     Request::Deposit {
         mailbox_id: mailbox_id(owner.identity_key(), period_of(now)),
         item_id: [item; 16],
@@ -103,7 +103,7 @@ async fn replicas_hand_over_and_delete_only_with_a_valid_proof() {
     let (relay, relay_addr) = net.relay("relay").await;
     let bob = Identity::from_secrets([1; 32], [51; 32]);
     let mallory = Identity::from_secrets([3; 32], [53; 32]);
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let id = mailbox_id(bob.identity_key(), period_of(now));
     assert_eq!(raw_mailbox_requests(&relay_addr, vec![deposit(&bob, 7)]).await, [Response::Stored]);
 
@@ -177,7 +177,7 @@ async fn a_depositor_past_its_quota_gets_a_clear_error_and_nothing_else_changes(
     }
     // Another sender still gets in, and the owner finds every stored item.
     assert_eq!(raw_mailbox_requests(&relay_addr, vec![deposit(&bob, 2)]).await, [Response::Stored]);
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let id = mailbox_id(bob.identity_key(), period_of(now));
     let mut total = 0;
     for _ in 0..=quota {
@@ -282,7 +282,7 @@ async fn a_stored_message_moves_to_new_replicas_when_they_join_and_survives_the_
         .expect("relay2 listens")
         .parse()
         .expect("valid multiaddr");
-    let wait = kolokol_node::daemon::REPLICA_CACHE_TTL * 2 + TIMEOUT;
+    let wait = kolokol_node::mailbox::REPLICA_CACHE_TTL * 2 + TIMEOUT;
     tokio::time::timeout(wait, async {
         loop {
             match a_events.recv().await {

@@ -145,8 +145,8 @@ pub async fn wait_event<T>(
 /// before its mailbox does); either way its states only moved forward.
 pub fn assert_stored_then_delivered(sender: &Node, id: &str) {
     let id = kolokol_protocol::message::parse_id(id).expect("id");
-    let states: Vec<String> =
-        sender.history(&id).expect("history").into_iter().map(|h| h.0).collect();
+    let states: Vec<&str> =
+        sender.history(&id).expect("history").into_iter().map(|h| h.0.as_str()).collect();
     assert!(
         states == ["queued", "stored", "delivered"]
             || states == ["queued", "stored", "sent", "delivered"],
@@ -317,7 +317,7 @@ pub async fn push_raw_records(server: &Multiaddr, records: Vec<(Vec<u8>, Vec<u8>
 /// or an attacker that Kolokol's own node code does not police.
 #[derive(NetworkBehaviour)]
 struct RawMailbox {
-    mailbox: libp2p::request_response::Behaviour<kolokol_node::mailbox::codec::Codec>,
+    mailbox: libp2p::request_response::Behaviour<kolokol_node::wire::mailbox::Codec>,
 }
 
 /// Sends `requests` to the mailbox replica at `server` from one new identity, a window of them
@@ -333,7 +333,10 @@ pub async fn raw_mailbox_requests(
         .expect("tcp transport")
         .with_behaviour(|_| RawMailbox {
             mailbox: request_response::Behaviour::new(
-                [(kolokol_node::mailbox::PROTOCOL_NAME, request_response::ProtocolSupport::Full)],
+                [(
+                    kolokol_node::wire::mailbox::PROTOCOL_NAME,
+                    request_response::ProtocolSupport::Full,
+                )],
                 request_response::Config::default().with_request_timeout(TIMEOUT),
             ),
         })

@@ -1,8 +1,11 @@
 //! Tests of the SQLite store on a real database file.
 
+use kolokol_protocol::control::MessageState;
+use libp2p::{Multiaddr, PeerId};
+
 use crate::store::{
     ChunkOutcome, ContactRow, InboxRow, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER,
-    MailboxDeposit, MailboxQuotas, OutboxBody, OutboxRow, Store, state,
+    MailboxDeposit, MailboxQuotas, OutboxBody, OutboxRow, PeerSource, Store,
 };
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -11,12 +14,25 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-fn contact(name: &str, peer: &str) -> ContactRow {
+/// A peer id that stands for `name`: the same name gives the same peer in every test.
+fn peer(name: &str) -> PeerId {
+    let mut seed = [0u8; 32];
+    for (byte, c) in seed.iter_mut().zip(name.bytes()) {
+        *byte = c;
+    }
+    libp2p::identity::Keypair::ed25519_from_bytes(seed).expect("32 bytes").public().to_peer_id()
+}
+
+fn addr(text: &str) -> Multiaddr {
+    text.parse().expect("a multiaddr")
+}
+
+fn contact(name: &str, who: &str) -> ContactRow {
     ContactRow {
         name: name.into(),
-        peer_id: peer.into(),
+        peer_id: peer(who),
         device_key: [9; 32],
-        addresses: vec!["/ip4/127.0.0.1/tcp/1".into()],
+        addresses: vec![addr("/ip4/127.0.0.1/tcp/1")],
         added_at_ms: 5,
     }
 }
@@ -24,7 +40,7 @@ fn contact(name: &str, peer: &str) -> ContactRow {
 fn text(id: u8, created: u64) -> OutboxRow {
     OutboxRow {
         id: [id; 16],
-        peer_id: "peer".into(),
+        peer_id: peer("peer"),
         device_key: [1; 32],
         body: OutboxBody::Text(format!("m{id}")),
         created_at_ms: created,
@@ -41,7 +57,7 @@ fn contacts_refuse_duplicate_names_and_peers() {
     );
     assert!(s.add_contact(&contact("robert", "p1")).unwrap_err().to_string().contains("\"bob\""));
     assert_eq!(s.contact("bob").unwrap(), Some(contact("bob", "p1")));
-    assert_eq!(s.contact_by_peer("p1").unwrap().unwrap().name, "bob");
+    assert_eq!(s.contact_by_peer(&peer("p1")).unwrap().unwrap().name, "bob");
     assert_eq!(s.remove_contact("bob").unwrap().unwrap().name, "bob");
     assert_eq!(s.contacts().unwrap(), vec![]);
 }
@@ -63,10 +79,14 @@ fn states_move_forward_only_and_keep_a_history() {
     let (_d, s) = store();
     let row = text(1, 10);
     s.enqueue(&row, 10).unwrap();
-    assert!(s.set_state(&row.id, state::SENT, None, 11).unwrap());
-    assert!(s.set_state(&row.id, state::DELIVERED, None, 12).unwrap());
-    assert!(!s.set_state(&row.id, state::SENT, None, 13).unwrap(), "a late ack moved it back");
-    let history: Vec<String> = s.history(&row.id).unwrap().into_iter().map(|h| h.0).collect();
+    assert!(s.set_state(&row.id, MessageState::Sent, None, 11).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Delivered, None, 12).unwrap());
+    assert!(
+        !s.set_state(&row.id, MessageState::Sent, None, 13).unwrap(),
+        "a late ack moved it back"
+    );
+    let history: Vec<&str> =
+        s.history(&row.id).unwrap().into_iter().map(|h| h.0.as_str()).collect();
     assert_eq!(history, vec!["queued", "sent", "delivered"]);
     assert_eq!(s.queued_count().unwrap(), 0);
 
@@ -74,61 +94,65 @@ fn states_move_forward_only_and_keep_a_history() {
     // ack never moves a sent one back.
     let row = text(2, 20);
     s.enqueue(&row, 20).unwrap();
-    assert!(s.set_state(&row.id, state::STORED, Some("stored on 2 of 3"), 21).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Stored, Some("stored on 2 of 3"), 21).unwrap());
     s.reschedule(&row.id, 1, 30, "cannot reach").unwrap();
     assert_eq!(s.outgoing(&row.id).unwrap().unwrap().detail.as_deref(), Some("stored on 2 of 3"));
     assert_eq!(s.due(30, 100).unwrap().len(), 1, "a stored message is still retried");
-    assert!(!s.set_state(&row.id, state::STORED, Some("stored on 2 of 3"), 22).unwrap());
-    assert!(s.set_state(&row.id, state::STORED, Some("stored on 3 of 3"), 22).unwrap());
-    assert!(s.set_state(&row.id, state::SENT, None, 23).unwrap());
-    assert!(!s.set_state(&row.id, state::STORED, None, 24).unwrap(), "sent moved back to stored");
-    assert!(s.set_state(&row.id, state::DELIVERED, None, 25).unwrap());
-    let history: Vec<String> = s.history(&row.id).unwrap().into_iter().map(|h| h.0).collect();
+    assert!(!s.set_state(&row.id, MessageState::Stored, Some("stored on 2 of 3"), 22).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Stored, Some("stored on 3 of 3"), 22).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Sent, None, 23).unwrap());
+    assert!(
+        !s.set_state(&row.id, MessageState::Stored, None, 24).unwrap(),
+        "sent moved back to stored"
+    );
+    assert!(s.set_state(&row.id, MessageState::Delivered, None, 25).unwrap());
+    let history: Vec<&str> =
+        s.history(&row.id).unwrap().into_iter().map(|h| h.0.as_str()).collect();
     assert_eq!(history, vec!["queued", "stored", "stored", "sent", "delivered"]);
 }
 
 #[test]
 fn read_ranks_above_delivered_and_is_final() {
     let (_d, s) = store();
-    let states = |id: &[u8; 16]| -> Vec<String> {
-        s.history(id).unwrap().into_iter().map(|h| h.0).collect()
+    let states = |id: &[u8; 16]| -> Vec<&str> {
+        s.history(id).unwrap().into_iter().map(|h| h.0.as_str()).collect()
     };
     let row = text(1, 10);
     s.enqueue(&row, 10).unwrap();
-    assert!(s.set_state(&row.id, state::SENT, None, 11).unwrap());
-    assert!(s.set_state(&row.id, state::DELIVERED, None, 12).unwrap());
-    assert!(!s.set_state(&row.id, state::FAILED, Some("expired"), 13).unwrap());
-    assert!(s.set_state(&row.id, state::READ, None, 14).unwrap());
-    assert!(!s.set_state(&row.id, state::READ, None, 15).unwrap(), "read twice");
-    assert!(!s.set_state(&row.id, state::DELIVERED, None, 16).unwrap(), "a late receipt");
-    assert!(!s.set_state(&row.id, state::FAILED, Some("expired"), 17).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Sent, None, 11).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Delivered, None, 12).unwrap());
+    assert!(!s.set_state(&row.id, MessageState::Failed, Some("expired"), 13).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Read, None, 14).unwrap());
+    assert!(!s.set_state(&row.id, MessageState::Read, None, 15).unwrap(), "read twice");
+    assert!(!s.set_state(&row.id, MessageState::Delivered, None, 16).unwrap(), "a late receipt");
+    assert!(!s.set_state(&row.id, MessageState::Failed, Some("expired"), 17).unwrap());
     assert_eq!(states(&row.id), vec!["queued", "sent", "delivered", "read"]);
     assert_eq!(s.outgoing(&row.id).unwrap().unwrap().state, "read");
 
     // The delivery receipt was lost: read follows sent or stored directly, and ends retries.
-    for (id, before) in [(2, state::SENT), (3, state::STORED)] {
+    for (id, before) in [(2, MessageState::Sent), (3, MessageState::Stored)] {
         let row = text(id, 20);
         s.enqueue(&row, 20).unwrap();
         assert!(s.set_state(&row.id, before, None, 21).unwrap());
-        assert!(s.set_state(&row.id, state::READ, None, 22).unwrap());
-        assert_eq!(states(&row.id), vec!["queued", before, "read"]);
+        assert!(s.set_state(&row.id, MessageState::Read, None, 22).unwrap());
+        assert_eq!(states(&row.id), vec!["queued", before.as_str(), "read"]);
     }
     assert!(s.due(1000, 2000).unwrap().is_empty(), "a read message is retried");
 
     // A failed message stays failed.
     let row = text(4, 30);
     s.enqueue(&row, 30).unwrap();
-    assert!(s.set_state(&row.id, state::FAILED, Some("refused"), 31).unwrap());
-    assert!(!s.set_state(&row.id, state::READ, None, 32).unwrap());
+    assert!(s.set_state(&row.id, MessageState::Failed, Some("refused"), 31).unwrap());
+    assert!(!s.set_state(&row.id, MessageState::Read, None, 32).unwrap());
 }
 
 #[test]
 fn reading_marks_once_and_queues_one_receipt_per_contact() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kolokol.db");
-    let received = |id: u8, peer: &str| InboxRow {
+    let received = |id: u8, who: &str| InboxRow {
         id: [id; 16],
-        peer_id: peer.into(),
+        peer_id: peer(who),
         contact: None,
         text: format!("m{id}"),
         sent_at_ms: 1,
@@ -145,13 +169,13 @@ fn reading_marks_once_and_queues_one_receipt_per_contact() {
         let s = Store::open(&path).unwrap();
         s.add_contact(&contact("alice", "friend")).unwrap();
         for (id, peer) in [(1, "friend"), (2, "friend"), (3, "stranger")] {
-            assert!(s.receive(&received(id, peer), &receipt(id + 10)).unwrap());
+            assert!(s.receive(&received(id, peer), Some(&receipt(id + 10))).unwrap());
         }
         let (marked, receipts) =
             s.mark_read(&[[1; 16], [2; 16], [3; 16]], 50, true, &mut new_id).unwrap();
         assert_eq!(marked, 3);
         assert_eq!(receipts.len(), 1, "one receipt for the contact, none for the stranger");
-        assert_eq!(receipts[0].peer_id, "friend");
+        assert_eq!(receipts[0].peer_id, peer("friend"));
         assert_eq!(receipts[0].device_key, [9; 32]);
         assert_eq!(receipts[0].body, OutboxBody::Read(vec![[1; 16], [2; 16]]));
         // Reading again changes nothing and sends nothing.
@@ -159,7 +183,7 @@ fn reading_marks_once_and_queues_one_receipt_per_contact() {
             s.mark_read(&[[1; 16], [2; 16], [9; 16]], 60, true, &mut new_id).unwrap();
         assert_eq!((marked, receipts.len()), (0, 0));
         // Read receipts turned off: marked, nothing queued.
-        assert!(s.receive(&received(4, "friend"), &receipt(14)).unwrap());
+        assert!(s.receive(&received(4, "friend"), Some(&receipt(14))).unwrap());
         let (marked, receipts) = s.mark_read(&[[4; 16]], 70, false, &mut new_id).unwrap();
         assert_eq!((marked, receipts.len()), (1, 0));
     }
@@ -184,7 +208,7 @@ fn deposit(mailbox: u8, item: u8, depositor: &str, expires_at: u64) -> MailboxDe
     MailboxDeposit {
         mailbox_id: [mailbox; 32],
         item_id: [item; 16],
-        depositor: depositor.into(),
+        depositor: peer(depositor),
         envelope: vec![item; 1024],
         expires_at,
     }
@@ -242,7 +266,7 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
     let path = dir.path().join("kolokol.db");
     let row = InboxRow {
         id: [3; 16],
-        peer_id: "p1".into(),
+        peer_id: peer("p1"),
         contact: None,
         text: "hi".into(),
         sent_at_ms: 1,
@@ -252,14 +276,14 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
     {
         let s = Store::open(&path).unwrap();
         let receipt = |id| OutboxRow { body: OutboxBody::Receipt([3; 16]), ..text(id, 1) };
-        assert!(s.receive(&row, &receipt(10)).unwrap());
-        assert!(!s.receive(&row, &receipt(11)).unwrap());
-        assert!(
-            s.receive(&InboxRow { peer_id: "p2".into(), ..row.clone() }, &receipt(12)).unwrap()
-        );
-        // One receipt per new message, queued with it; none for the duplicate.
+        assert!(s.receive(&row, Some(&receipt(10))).unwrap());
+        // A repeat that came directly queues nothing; one fetched from a mailbox queues a
+        // receipt again, since its sender may never have heard of the first.
+        assert!(!s.receive(&row, None).unwrap());
+        assert!(!s.receive(&row, Some(&receipt(11))).unwrap());
+        assert!(s.receive(&InboxRow { peer_id: peer("p2"), ..row.clone() }, None).unwrap());
         let due: Vec<u8> = s.due(100, 200).unwrap().iter().map(|r| r.id[0]).collect();
-        assert_eq!(due, vec![10, 12]);
+        assert_eq!(due, vec![10, 11]);
         assert_eq!(s.queued_count().unwrap(), 0, "receipts are not the user's queued messages");
     }
     let s = Store::open(&path).unwrap();
@@ -272,19 +296,20 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
 #[test]
 fn the_peer_cache_merges_addresses_keeps_relays_first_and_is_bounded() {
     let (_d, s) = store();
-    s.peer_seen("a", "/ip4/127.0.0.1/tcp/1", false, 10).unwrap();
-    s.peer_seen("r", "/ip4/127.0.0.1/tcp/2", true, 5).unwrap();
-    s.peer_seen("a", "/ip4/127.0.0.1/tcp/3", false, 20).unwrap();
-    s.peer_imported("b", &["/ip4/127.0.0.1/tcp/4".into()], false, 30).unwrap();
+    s.peer_seen(&peer("a"), &addr("/ip4/127.0.0.1/tcp/1"), false, 10).unwrap();
+    s.peer_seen(&peer("r"), &addr("/ip4/127.0.0.1/tcp/2"), true, 5).unwrap();
+    s.peer_seen(&peer("a"), &addr("/ip4/127.0.0.1/tcp/3"), false, 20).unwrap();
+    s.peer_imported(&peer("b"), &[addr("/ip4/127.0.0.1/tcp/4")], false, 30).unwrap();
     let peers = s.cached_peers(10).unwrap();
-    let order: Vec<&str> = peers.iter().map(|p| p.peer_id.as_str()).collect();
-    assert_eq!(order, ["r", "a", "b"]);
-    assert_eq!(peers[1].addresses, ["/ip4/127.0.0.1/tcp/3", "/ip4/127.0.0.1/tcp/1"]);
+    let order: Vec<PeerId> = peers.iter().map(|p| p.peer_id).collect();
+    assert_eq!(order, [peer("r"), peer("a"), peer("b")]);
+    assert_eq!(peers[1].addresses, [addr("/ip4/127.0.0.1/tcp/3"), addr("/ip4/127.0.0.1/tcp/1")]);
     assert_eq!(peers[1].last_success_ms, Some(20));
     assert_eq!(peers[2].last_success_ms, None);
-    assert_eq!(peers[2].source, "bundle");
+    assert_eq!(peers[2].source, PeerSource::Bundle);
     for i in 0..crate::store::MAX_CACHED_PEERS + 5 {
-        s.peer_seen(&format!("p{i}"), "/ip4/127.0.0.1/tcp/9", false, 100 + i as u64).unwrap();
+        s.peer_seen(&peer(&format!("p{i}")), &addr("/ip4/127.0.0.1/tcp/9"), false, 100 + i as u64)
+            .unwrap();
     }
     assert_eq!(s.cached_peers(10_000).unwrap().len(), crate::store::MAX_CACHED_PEERS);
 }
@@ -293,20 +318,23 @@ fn the_peer_cache_merges_addresses_keeps_relays_first_and_is_bounded() {
 fn a_fresh_import_survives_a_full_cache() {
     let (_d, s) = store();
     for i in 0..crate::store::MAX_CACHED_PEERS {
-        s.peer_seen(&format!("p{i}"), "/ip4/127.0.0.1/tcp/9", false, 100 + i as u64).unwrap();
+        s.peer_seen(&peer(&format!("p{i}")), &addr("/ip4/127.0.0.1/tcp/9"), false, 100 + i as u64)
+            .unwrap();
     }
-    s.peer_imported("fresh", &["/ip4/127.0.0.1/tcp/4".into()], false, 10_000).unwrap();
+    s.peer_imported(&peer("fresh"), &[addr("/ip4/127.0.0.1/tcp/4")], false, 10_000).unwrap();
     let cached = s.cached_peers(10_000).unwrap();
     assert_eq!(cached.len(), crate::store::MAX_CACHED_PEERS);
-    assert!(cached.iter().any(|p| p.peer_id == "fresh"), "the import was evicted at once");
-    assert!(!cached.iter().any(|p| p.peer_id == "p0"), "the oldest success should go first");
+    assert!(cached.iter().any(|p| p.peer_id == peer("fresh")), "the import was evicted at once");
+    assert!(!cached.iter().any(|p| p.peer_id == peer("p0")), "the oldest success should go first");
 }
 
 #[test]
 fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
     let (_dir, store) = store();
-    let add = |peer: &str, id: u8, index: u32, sent: u64, now: u64| {
-        store.add_chunk(peer, &[id; 16], index, 3, 150_000, sent, &[index as u8; 4], now).unwrap()
+    let add = |who: &str, id: u8, index: u32, sent: u64, now: u64| {
+        store
+            .add_chunk(&peer(who), &[id; 16], index, 3, 150_000, sent, &[index as u8; 4], now)
+            .unwrap()
     };
     assert_eq!(add("p", 1, 2, 10, 100), ChunkOutcome::Kept);
     // A repeat changes nothing; a chunk that disagrees with its message is refused.
@@ -320,7 +348,7 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
     // Stored whole, then a late repeat of a chunk: nothing is kept again.
     let row = InboxRow {
         id: [1; 16],
-        peer_id: "p".into(),
+        peer_id: peer("p"),
         contact: None,
         text: "whole".into(),
         sent_at_ms: 10,
@@ -328,8 +356,8 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
         read_at_ms: None,
     };
     let receipt = OutboxRow { body: OutboxBody::Receipt([1; 16]), ..text(99, 1) };
-    assert!(store.receive(&row, &receipt).unwrap());
-    store.delete_chunks("p", &[1; 16]).unwrap();
+    assert!(store.receive(&row, Some(&receipt)).unwrap());
+    store.delete_chunks(&peer("p"), &[1; 16]).unwrap();
     assert_eq!(add("p", 1, 2, 10, 100), ChunkOutcome::AlreadyReceived);
 
     // Partial messages are bounded per peer and in all; what is kept stays kept.

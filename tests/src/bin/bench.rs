@@ -81,7 +81,7 @@ async fn listening(net: &Net, name: &str) -> RunningNode {
 
 /// Adds `whose` as contact `name` of `node`, reachable at `address` only.
 async fn add(net: &Net, node: &Node, name: &str, whose: &str, address: Multiaddr) {
-    let now = kolokol_node::daemon::unix_secs();
+    let now = kolokol_node::clock::unix_secs();
     let certificate = net.identity(whose).certify(now - 60, now + 3600).expect("certificate");
     let invite = Invite { certificate, addresses: vec![address.to_vec()] };
     node.add_contact(name, &invite.to_text().expect("text")).expect("contact added");
@@ -100,7 +100,7 @@ async fn latency(
     for i in 0..n + warmup {
         let start = Instant::now();
         let sent = from.send(name, text).await.expect("send");
-        if sent.state != "sent" {
+        if sent.state != "delivered" {
             panic!("message {i} not sent: {:?}", sent.detail);
         }
         wait_for(&mut events, &sent.id).await;

@@ -1,13 +1,35 @@
-//! The `/kolokol/mailbox/1` codec: a 4-byte big-endian length and one bincode request, answered
-//! by a 4-byte big-endian length and one bincode response, each at most
-//! [`MAX_FRAME_LEN`] bytes.
+//! `/kolokol/mailbox/1`: requests to a mailbox replica (deposit, fetch, delete), each one frame
+//! each way. The wire types and the ownership proof are in `kolokol_protocol::mailbox`; what a
+//! replica and a depositor do with them is in the node's `mailbox` room.
+//!
+//! The codec: a 4-byte big-endian length and one bincode request, answered by a 4-byte
+//! big-endian length and one bincode response, each at most [`MAX_FRAME_LEN`] bytes.
 
 use std::io;
+use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use kolokol_protocol::codec::MAX_BATCH_DECODE_LEN;
 use kolokol_protocol::mailbox::{Request, Response};
 use libp2p::StreamProtocol;
+
+/// The protocol id, versioned.
+pub const PROTOCOL_NAME: StreamProtocol = StreamProtocol::new("/kolokol/mailbox/1");
+
+/// How long one mailbox request (dial excluded) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Concurrent mailbox streams per connection; a depositor with a backlog sends many at once.
+pub const MAX_STREAMS: usize = 256;
+
+/// Inbound mailbox requests waiting for the daemon's store. When full, new ones are refused as
+/// busy at once and the depositor tries again on its next attempt.
+pub const INBOUND_QUEUE_LEN: usize = 512;
+
+/// Mailbox requests of ours waiting for an answer; each holds its request (up to one envelope)
+/// until answered. A backlog deposits one outbox batch at a time, far below this; past it, new
+/// requests fail at once and the outbox tries again later.
+pub const MAX_PENDING_REQUESTS: usize = 4096;
 
 /// The largest frame either way: the batch decoder's limit.
 pub const MAX_FRAME_LEN: usize = MAX_BATCH_DECODE_LEN;

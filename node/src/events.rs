@@ -1,0 +1,68 @@
+//! Events for control-API subscribers: a new message arrived, an outgoing message changed state.
+//! They are a convenience; the store is the record, so nobody listening is fine and a subscriber
+//! that falls behind gets a `lagged` event and re-reads.
+
+use kolokol_protocol::control::{Event, MessageState, StateChange};
+use kolokol_protocol::message::{MessageId, format_id};
+use libp2p::PeerId;
+use tokio::sync::broadcast;
+
+use crate::store::{OutboxBody, OutboxRow, Store};
+
+/// Events kept for subscribers that are slow to read; a subscriber that falls further behind
+/// gets a `lagged` event and must re-read the inbox.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// The sending side of the event stream.
+#[derive(Clone)]
+pub(crate) struct Events {
+    sender: broadcast::Sender<Event>,
+    store: Store,
+}
+
+impl Events {
+    pub(crate) fn new(store: Store) -> Self {
+        Self { sender: broadcast::channel(EVENT_BUFFER).0, store }
+    }
+
+    /// A new subscription, starting with the next event.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+
+    /// Sends an event to every subscriber.
+    pub(crate) fn send(&self, event: Event) {
+        let _ = self.sender.send(event);
+    }
+
+    /// Announces a state change of one of our messages, naming the recipient by contact name
+    /// when they are one.
+    pub(crate) fn state(
+        &self,
+        id: &MessageId,
+        peer: &PeerId,
+        state: MessageState,
+        detail: Option<String>,
+        at_ms: u64,
+    ) {
+        let to = match self.store.contact_by_peer(peer) {
+            Ok(Some(c)) => c.name,
+            _ => peer.to_string(),
+        };
+        self.send(Event::State(StateChange { id: format_id(id), to, state, detail, at_ms }));
+    }
+
+    /// Announces a state change of an outbox row, unless it is a receipt: receipts are
+    /// plumbing, not messages the user sent, so subscribers never hear of them.
+    pub(crate) fn outgoing(
+        &self,
+        row: &OutboxRow,
+        state: MessageState,
+        detail: Option<String>,
+        at_ms: u64,
+    ) {
+        if matches!(row.body, OutboxBody::Text(_)) {
+            self.state(&row.id, &row.peer_id, state, detail, at_ms);
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The receive path, one for every envelope whatever brought it (a direct delivery or a mailbox
+//! fetch): open it through the right key, store what it says, and answer.
+//!
+//! A text goes into the inbox; if it came from a mailbox, a delivery receipt that answers it is
+//! queued in the same transaction (one that came directly is answered by the acknowledgement on
+//! the same stream, sent only once it is stored, which the sender takes as delivery). A receipt
+//! marks our message delivered, a read receipt marks our messages read, a chunk waits in the
+//! store until its message is whole. Strangers may write (that is how first
+//! contact works) within quotas; contacts are never limited by strangers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kolokol_protocol::control::{Event, InboxMessage, MessageState};
+use kolokol_protocol::conversation::Conversation;
+use kolokol_protocol::envelope;
+use kolokol_protocol::message::{Body, Content, MessageId, format_id};
+use libp2p::PeerId;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::conversations::Conversations;
+use crate::error::Result;
+use crate::events::Events;
+use crate::ids::new_message_id;
+use crate::keys::Keys;
+use crate::store::{
+    ChunkOutcome, InboxRow, MAX_STRANGER_CONVERSATIONS, OutboxBody, OutboxRow, Store,
+};
+use crate::swarm::{self, Inbound};
+use crate::wire::delivery::Ack;
+use crate::workers::Workers;
+
+/// Messages kept from any one sender who is not a contact. First contact needs strangers to be
+/// able to write, but a stranger must not be able to fill the disk.
+pub const MAX_MESSAGES_PER_STRANGER: u64 = 100;
+
+/// Messages kept from all non-contacts together.
+pub const MAX_STRANGER_MESSAGES: u64 = 1000;
+
+/// How long the chunks of an incomplete message are kept: the sender stops trying after the
+/// same time.
+pub const CHUNK_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// How often chunks of messages whose sender gave up are dropped.
+pub const CHUNK_PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// How an envelope reached us, which decides whether its sender needs a receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Over `/kolokol/msg/1` from the sender's node, which hears our acknowledgement on the
+    /// same authenticated stream once the message is stored.
+    Direct,
+    /// Fetched from one of our mailboxes: the sender hears nothing unless we send a receipt.
+    Mailbox,
+}
+
+/// A cloneable handle to the receive path.
+#[derive(Clone)]
+pub(crate) struct Inbox(Arc<InboxParts>);
+
+/// What the receive path works with.
+pub(crate) struct InboxParts {
+    pub(crate) conversations: Conversations,
+    pub(crate) store: Store,
+    pub(crate) keys: Keys,
+    pub(crate) events: Events,
+    pub(crate) workers: Workers,
+    pub(crate) clock: Clock,
+    /// Wakes the outbox: a receipt was queued.
+    pub(crate) outbox_wake: Arc<Notify>,
+}
+
+impl Inbox {
+    pub(crate) fn new(parts: InboxParts) -> Self {
+        Self(Arc::new(parts))
+    }
+
+    /// Takes envelopes from the swarm task and opens each on a worker, answering through
+    /// `swarm`; drops chunks of messages their sender gave up on. At most one opener per core
+    /// runs at a time; while they are all busy, envelopes wait in the bounded inbound queue, and
+    /// once that is full the swarm task answers new ones [`Ack::Busy`].
+    pub(crate) async fn run(
+        self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        swarm: swarm::Client,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut openers = JoinSet::new();
+        let mut purge = tokio::time::interval(CHUNK_PURGE_INTERVAL);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                next = inbound.recv(), if openers.len() < self.0.workers.count() => match next {
+                    Some(Inbound { envelope, channel }) => {
+                        let (inbox, swarm) = (self.clone(), swarm.clone());
+                        openers.spawn(async move {
+                            let ack = inbox.open_and_accept(envelope, Arrival::Direct).await;
+                            swarm.respond(channel, ack).await;
+                        });
+                    }
+                    None => break,
+                },
+                Some(_) = openers.join_next(), if !openers.is_empty() => {}
+                _ = purge.tick() => self.purge_chunks(),
+                _ = shutdown.changed() => break,
+            }
+        }
+        openers.shutdown().await;
+    }
+
+    /// Drops the chunks of messages whose first chunk arrived longer than [`CHUNK_TTL`] ago.
+    fn purge_chunks(&self) {
+        let before = self.0.clock.now_ms().saturating_sub(CHUNK_TTL.as_millis() as u64);
+        match self.0.store.purge_chunks(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "dropped chunks of incomplete messages"),
+            Err(e) => tracing::error!(%e, "cannot purge chunks"),
+        }
+    }
+
+    /// Opens an envelope and accepts it: the one path for envelopes that arrive directly and
+    /// those fetched from mailboxes, so both get the same checks, the same duplicate detection
+    /// and the same receipts.
+    pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>, arrival: Arrival) -> Ack {
+        match self.receive(envelope, arrival).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                tracing::error!(%e, "cannot store a received message");
+                Ack::Busy
+            }
+        }
+    }
+
+    /// Opens one envelope and stores what it says. The header says which way to open it: a
+    /// format 1 envelope to the device key (older senders); a conversation envelope with the
+    /// receive key its id names, through that peer's conversation; or a first contact to the
+    /// device key or a prekey, which starts or continues the sender's conversation.
+    async fn receive(&self, envelope: Vec<u8>, arrival: Arrival) -> Result<Ack> {
+        use kolokol_protocol::Error as P;
+        let now = self.0.clock.now_secs();
+        let header = match envelope::peek(&envelope) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(%e, "rejected an envelope");
+                return Ok(Ack::Rejected);
+            }
+        };
+        let keys = self.0.keys.clone();
+        // The envelope's name in the replay caches, to take it back out if what it says cannot
+        // be stored now (below).
+        let ephemeral = (header.version == envelope::ENVELOPE_VERSION_3)
+            .then(|| envelope::ephemeral_key(&envelope).ok())
+            .flatten();
+        let opened: std::result::Result<(PeerId, [u8; 32], Content), P> =
+            match (header.version, header.kind, header.key_id) {
+                (envelope::ENVELOPE_VERSION, _, _) => self
+                    .0
+                    .workers
+                    .run(move || envelope::open(keys.identity().device(), &envelope, now))
+                    .await?
+                    .map(|o| (o.sender, o.certificate.device_key, o.content)),
+                (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
+                    let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
+                        tracing::debug!("rejected an envelope for an unknown receive key");
+                        return Ok(Ack::Rejected);
+                    };
+                    self.0
+                        .conversations
+                        .with(&peer, move |conversation| {
+                            let c = conversation
+                                .as_mut()
+                                .ok_or(P::Envelope("no conversation for this key"))?;
+                            let content = match c.open(keys.identity(), &envelope, now) {
+                                // Accepted before. The replay cache is stored before the message
+                                // is, so a node killed in between meets it again here: acting on
+                                // it again (idempotent, by message id) is how it still arrives.
+                                Err(P::Replayed) => {
+                                    c.reopen(keys.identity(), &envelope).map_err(|_| P::Replayed)?
+                                }
+                                other => other?,
+                            };
+                            Ok((c.peer_id()?, c.peer_certificate().device_key, content))
+                        })
+                        .await?
+                }
+                (_, envelope::KIND_FIRST_CONTACT, key_id) => {
+                    match self.open_first_contact(envelope, key_id, now).await? {
+                        Some(opened) => opened,
+                        None => return Ok(Ack::Rejected),
+                    }
+                }
+                _ => Err(P::Envelope("unknown envelope kind")),
+            };
+        match opened {
+            Ok((sender, device_key, content)) => {
+                let ack = self.accept(sender, device_key, content, arrival);
+                // Opened, but not stored: the conversation already counts the envelope as seen,
+                // and a mailbox hands over the very same bytes again, which would then be
+                // taken for a replay and deleted unread. So it is forgotten as seen, and opens
+                // again next time. (Refused for good is different: it stays seen.)
+                if !matches!(ack, Ok(Ack::Accepted | Ack::Rejected))
+                    && let Some(ephemeral) = ephemeral
+                    && !self.0.conversations.unsee(&sender, ephemeral).await
+                {
+                    tracing::warn!(%sender, "could not forget an envelope it did not store");
+                }
+                ack
+            }
+            // A replay whose content could not be had again: it was acted on before.
+            Err(P::Replayed) => Ok(Ack::Accepted),
+            Err(e) => {
+                tracing::debug!(%e, "rejected an envelope");
+                Ok(Ack::Rejected)
+            }
+        }
+    }
+
+    /// Opens a first contact, sealed to one of our signed prekeys if `key_id` names one, else to
+    /// the device key, and starts or continues the sender's conversation with it. `None` means
+    /// refuse it (it does not open, or too many strangers hold conversations already).
+    async fn open_first_contact(
+        &self,
+        envelope: Vec<u8>,
+        key_id: Option<[u8; 8]>,
+        now: u64,
+    ) -> Result<Option<std::result::Result<(PeerId, [u8; 32], Content), kolokol_protocol::Error>>>
+    {
+        use kolokol_protocol::Error as P;
+        let prekey = match key_id {
+            Some(id) => self.0.store.prekey_secret(&id)?,
+            None => None,
+        };
+        let keys = self.0.keys.clone();
+        let opened = self
+            .0
+            .workers
+            .run(move || {
+                let identity = keys.identity();
+                match prekey {
+                    Some(secret) => envelope::open_first_contact(
+                        &kolokol_protocol::identity::DeviceKey::from_secret(*secret),
+                        identity.identity_key(),
+                        &envelope,
+                        now,
+                    ),
+                    None => envelope::open_first_contact(
+                        identity.device(),
+                        identity.identity_key(),
+                        &envelope,
+                        now,
+                    ),
+                }
+            })
+            .await?;
+        let first = match opened {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::debug!(%e, "rejected a first-contact envelope");
+                return Ok(None);
+            }
+        };
+        let sender = first.sender;
+        if !self.0.conversations.has(&sender)?
+            && self.0.store.contact_by_peer(&sender)?.is_none()
+            && self.0.store.stranger_conversations()? >= MAX_STRANGER_CONVERSATIONS
+        {
+            tracing::info!(%sender, "refused a first contact: too many strangers");
+            return Ok(None);
+        }
+        let opened = self
+            .0
+            .conversations
+            .with(&sender, move |conversation| {
+                let (peer, device_key) = (first.sender, first.certificate.device_key);
+                let content = match conversation {
+                    // A replay is acted on again, as for conversation envelopes.
+                    Some(c) => {
+                        let again = first.content.clone();
+                        match c.accept_first_contact(first, now) {
+                            Err(P::Replayed) => again,
+                            other => other?,
+                        }
+                    }
+                    None => {
+                        let (c, content) = Conversation::from_first_contact(first, now)?;
+                        *conversation = Some(c);
+                        content
+                    }
+                };
+                Ok((peer, device_key, content))
+            })
+            .await?;
+        Ok(Some(opened))
+    }
+
+    /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
+    /// receipt, a receipt marks our message delivered, a read receipt marks our messages read.
+    fn accept(
+        &self,
+        sender: PeerId,
+        device_key: [u8; 32],
+        content: Content,
+        arrival: Arrival,
+    ) -> Result<Ack> {
+        let store = &self.0.store;
+        let now = self.0.clock.now_ms();
+        // Decoding bounds only the size; a read receipt naming no ids, or more than any of our
+        // nodes puts in one, is refused before anything acts on it.
+        if !content.body.is_valid() {
+            tracing::info!(%sender, "refused a body out of bounds");
+            return Ok(Ack::Rejected);
+        }
+        match content.body {
+            Body::Text(text) => {
+                if self.stranger_over_quota(&sender)? {
+                    return Ok(Ack::Rejected);
+                }
+                let row = InboxRow {
+                    id: content.id,
+                    peer_id: sender,
+                    contact: None,
+                    text,
+                    sent_at_ms: content.sent_at_ms,
+                    received_at_ms: now,
+                    read_at_ms: None,
+                };
+                // A message fetched from a mailbox is answered by a receipt, committed with it:
+                // a crash between the two would leave a stored message whose sender never
+                // hears of it. One that came directly is answered by the acknowledgement.
+                let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
+                    id: new_message_id(),
+                    peer_id: sender,
+                    device_key,
+                    body: OutboxBody::Receipt(content.id),
+                    created_at_ms: now,
+                    attempts: 0,
+                });
+                let new = store.receive(&row, receipt.as_ref())?;
+                if receipt.is_some() {
+                    self.0.outbox_wake.notify_one();
+                }
+                if new {
+                    let contact = store.contact_by_peer(&sender)?.map(|c| c.name);
+                    self.0.events.send(Event::Message(event_view(InboxRow { contact, ..row })));
+                }
+            }
+            Body::Receipt { of } => self.delivered(&of, &sender, now)?,
+            Body::Receipts { of } => {
+                for id in &of {
+                    self.delivered(id, &sender, now)?;
+                }
+            }
+            Body::Chunk { index, count, body_len, data } => {
+                // Long messages are for contacts: a stranger's first messages fit one envelope,
+                // so nobody we never added can make us keep megabytes of halves or of text.
+                if store.contact_by_peer(&sender)?.is_none() {
+                    tracing::info!(%sender, "refused a chunk from a peer who is not a contact");
+                    return Ok(Ack::Rejected);
+                }
+                let kept = store.add_chunk(
+                    &sender,
+                    &content.id,
+                    index,
+                    count,
+                    body_len,
+                    content.sent_at_ms,
+                    &data,
+                    now,
+                )?;
+                let chunks = match kept {
+                    ChunkOutcome::Kept | ChunkOutcome::AlreadyReceived => return Ok(Ack::Accepted),
+                    ChunkOutcome::Full => {
+                        tracing::info!(%sender, "deferred a chunk: too many partial messages");
+                        return Ok(Ack::Busy);
+                    }
+                    ChunkOutcome::Inconsistent => {
+                        tracing::info!(%sender, "refused a chunk that contradicts its message");
+                        return Ok(Ack::Rejected);
+                    }
+                    ChunkOutcome::Complete(chunks) => chunks,
+                };
+                let joined =
+                    kolokol_protocol::chunk::join(chunks.iter().map(Vec::as_slice), body_len);
+                drop(chunks);
+                let ack = match joined {
+                    Ok(body) => {
+                        let whole =
+                            Content { id: content.id, sent_at_ms: content.sent_at_ms, body };
+                        self.accept(sender, device_key, whole, arrival)?
+                    }
+                    Err(e) => {
+                        tracing::info!(%sender, %e, "refused a message whose chunks do not join");
+                        Ack::Rejected
+                    }
+                };
+                // Stored (or refused for good): the chunks have served. A crash before this
+                // line leaves them until the purge, and the inbox already answers repeats.
+                store.delete_chunks(&sender, &content.id)?;
+                return Ok(ack);
+            }
+            // Only the recipient of a message can say it was read, as with delivery receipts;
+            // ids of other messages, and repeats, change nothing.
+            Body::Read { of } => {
+                for id in of {
+                    if store.outgoing_text_peer(&id)? == Some(sender)
+                        && store.set_state(&id, MessageState::Read, None, now)?
+                    {
+                        self.0.events.state(&id, &sender, MessageState::Read, None, now);
+                    }
+                }
+            }
+        }
+        Ok(Ack::Accepted)
+    }
+
+    /// Marks our text `of` delivered if `sender` is the peer we sent it to.
+    fn delivered(&self, of: &MessageId, sender: &PeerId, now: u64) -> Result<()> {
+        if self.0.store.outgoing_text_peer(of)?.as_ref() == Some(sender)
+            && self.0.store.set_state(of, MessageState::Delivered, None, now)?
+        {
+            self.0.events.state(of, sender, MessageState::Delivered, None, now);
+        }
+        Ok(())
+    }
+
+    /// Strangers may write (that is how first contact works) but not without bound: past the
+    /// quota their messages are refused, and contacts are never affected.
+    fn stranger_over_quota(&self, sender: &PeerId) -> Result<bool> {
+        if self.0.store.contact_by_peer(sender)?.is_some() {
+            return Ok(false);
+        }
+        let (from_sender, from_all) = self.0.store.stranger_messages(sender)?;
+        let over = from_sender >= MAX_MESSAGES_PER_STRANGER || from_all >= MAX_STRANGER_MESSAGES;
+        if over {
+            tracing::info!(%sender, "refused a message: stranger quota reached");
+        }
+        Ok(over)
+    }
+}
+
+/// A received message as the control API shows it.
+pub(crate) fn inbox_view(m: InboxRow) -> InboxMessage {
+    InboxMessage {
+        id: format_id(&m.id),
+        from: m.contact,
+        from_peer_id: m.peer_id.to_string(),
+        text: m.text,
+        sent_at_ms: m.sent_at_ms,
+        received_at_ms: m.received_at_ms,
+        read_at_ms: m.read_at_ms,
+        truncated: false,
+    }
+}
+
+/// The view of a received message that goes into a `message` event: its text cut to
+/// [`kolokol_protocol::control::EVENT_TEXT_LEN`] bytes, so the event buffer stays small.
+fn event_view(m: InboxRow) -> InboxMessage {
+    let mut view = inbox_view(m);
+    if view.text.len() > kolokol_protocol::control::EVENT_TEXT_LEN {
+        let mut end = kolokol_protocol::control::EVENT_TEXT_LEN;
+        while !view.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        view.text.truncate(end);
+        view.truncated = true;
+    }
+    view
+}

@@ -1,0 +1,123 @@
+//! Depositing a message's envelopes on the replicas of the recipient's mailbox, and remembering
+//! which replicas hold them, so a later attempt deposits only where they are missing.
+
+use std::sync::Arc;
+
+use kolokol_protocol::mailbox::{self as mailbox_proto, Request, Response};
+use libp2p::PeerId;
+use tokio::task::JoinSet;
+
+use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, REPLICAS, REQUIRED_ACKS};
+use crate::store::{DepositRecord, OutboxRow};
+
+/// Why a message is not (yet) stored in its recipient's mailbox.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DepositError {
+    /// The DHT named no server close to the mailbox id.
+    #[error("no mailbox replica found in the DHT")]
+    NoReplica,
+    /// Fewer replicas than needed stored every envelope.
+    #[error("stored on only {acked} of {replicas} mailbox replicas ({reasons})")]
+    TooFew {
+        /// Replicas holding the message.
+        acked: usize,
+        /// Replicas found.
+        replicas: usize,
+        /// What the others said, `; `-separated.
+        reasons: String,
+    },
+    /// The node could not compute the mailbox or record the deposit.
+    #[error(transparent)]
+    Node(#[from] crate::error::Error),
+}
+
+impl Mailboxes {
+    /// Deposits the message's envelopes (one, or one per chunk) on the replicas of the
+    /// recipient's current mailbox that do not hold them yet; returns the detail of the `stored`
+    /// state ("stored on N of M mailbox replicas") once enough hold all of them.
+    pub(crate) async fn deposit(
+        &self,
+        row: &OutboxRow,
+        envelopes: Vec<Vec<u8>>,
+    ) -> Result<String, DepositError> {
+        let key = kolokol_protocol::safety::identity_key(&row.peer_id)
+            .map_err(crate::error::Error::from)?;
+        let now = self.0.clock.now_secs();
+        let mailbox_id = mailbox_proto::mailbox_id(&key, mailbox_proto::period_of(now));
+        let replicas = self.replicas(&mailbox_id, true).await;
+        if replicas.is_empty() {
+            return Err(DepositError::NoReplica);
+        }
+        // Replicas that acked an earlier deposit into this same mailbox and are still among the
+        // closest keep their copy; the others (new closest peers, or a new period) get one.
+        let before: Vec<PeerId> = match self.0.store.deposited(&row.id)? {
+            Some(record) if record.mailbox_id == mailbox_id => record.replicas,
+            _ => Vec::new(),
+        };
+        let mut acked: Vec<PeerId> =
+            replicas.iter().map(|(p, _)| *p).filter(|p| before.contains(p)).collect();
+        // A chunked message is one item per chunk; a replica holds the message once it has
+        // stored every chunk.
+        let chunked = envelopes.len() > 1;
+        let deposits: Arc<Vec<Request>> = Arc::new(
+            envelopes
+                .into_iter()
+                .enumerate()
+                .map(|(index, envelope)| Request::Deposit {
+                    mailbox_id,
+                    item_id: if chunked {
+                        mailbox_proto::chunk_item_id(&row.id, index as u32)
+                    } else {
+                        mailbox_proto::item_id(&row.id)
+                    },
+                    envelope,
+                    // The replica keeps it no longer than the outbox would go on trying.
+                    expires_at: (row.created_at_ms / 1000).saturating_add(MAX_ITEM_TTL.as_secs()),
+                })
+                .collect(),
+        );
+        let mut pending = JoinSet::new();
+        for (replica, addresses) in replicas.iter().filter(|(p, _)| !acked.contains(p)) {
+            let mailboxes = self.clone();
+            let (replica, addresses, deposits) = (*replica, addresses.clone(), deposits.clone());
+            pending.spawn(async move {
+                let mut answer = Ok(Response::Stored);
+                for deposit in deposits.iter() {
+                    answer = mailboxes.request(replica, addresses.clone(), deposit.clone()).await;
+                    if !matches!(answer, Ok(Response::Stored)) {
+                        break;
+                    }
+                }
+                (replica, answer)
+            });
+        }
+        let mut reasons = Vec::new();
+        while let Some(joined) = pending.join_next().await {
+            let Ok((replica, answer)) = joined else { continue };
+            match answer {
+                Ok(Response::Stored) => acked.push(replica),
+                Ok(Response::QuotaExceeded { reason } | Response::Refused { reason }) => {
+                    reasons.push(format!("mailbox replica {replica} refused it: {reason}"))
+                }
+                Ok(other) => reasons.push(format!("mailbox replica {replica} answered {other:?}")),
+                Err(e) => {
+                    // The replica may be gone: look the closest peers up afresh next time.
+                    self.forget_replicas(&mailbox_id);
+                    reasons.push(e.to_string())
+                }
+            }
+        }
+        let record = DepositRecord { mailbox_id, replicas: acked.clone() };
+        self.0.store.set_deposited(&row.id, &record)?;
+        let required = if replicas.len() >= REPLICAS { REQUIRED_ACKS } else { replicas.len() };
+        if acked.len() >= required {
+            Ok(format!("stored on {} of {} mailbox replicas", acked.len(), replicas.len()))
+        } else {
+            Err(DepositError::TooFew {
+                acked: acked.len(),
+                replicas: replicas.len(),
+                reasons: reasons.join("; "),
+            })
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Serving others' mailboxes as a replica: storing deposits within [`QUOTAS`], handing items
+//! only to whoever proves the mailbox is theirs, deleting on their word, and dropping what has
+//! expired every [`PURGE_INTERVAL`]. The swarm task forwards requests here only while this node
+//! is a DHT server.
+
+use kolokol_protocol::mailbox::{
+    Item, MAX_FETCH_BYTES, MAX_FETCH_ITEMS, Operation, Request, Response,
+};
+use libp2p::PeerId;
+use tokio::sync::{mpsc, watch};
+
+use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, PURGE_INTERVAL, QUOTAS};
+use crate::store::MailboxDeposit;
+use crate::swarm::MailboxInbound;
+
+impl Mailboxes {
+    /// Answers mailbox requests one at a time (each is a short SQLite call) and purges expired
+    /// items, until shutdown.
+    pub(crate) async fn run_replica(
+        self,
+        mut requests: mpsc::Receiver<MailboxInbound>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut purge = tokio::time::interval(PURGE_INTERVAL);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                next = requests.recv() => match next {
+                    Some(MailboxInbound { peer, request, channel }) => {
+                        let response = self.serve(peer, request);
+                        self.0.swarm.mailbox_respond(channel, response).await;
+                    }
+                    None => return,
+                },
+                _ = purge.tick() => match self.0.store.mailbox_purge(self.0.clock.now_secs()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "dropped expired mailbox items"),
+                    Err(e) => tracing::error!(%e, "cannot purge mailbox items"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The replica's answer to one mailbox request from `peer`.
+    pub(crate) fn serve(&self, peer: PeerId, request: Request) -> Response {
+        let now = self.0.clock.now_secs();
+        let refused = |reason: String| Response::Refused { reason };
+        let trouble = |e: crate::error::Error| {
+            tracing::error!(%e, "mailbox store failed");
+            refused("the replica cannot serve it now".into())
+        };
+        match request {
+            Request::Deposit { mailbox_id, item_id, envelope, expires_at } => {
+                if expires_at < now {
+                    return refused("the item has already expired".into());
+                }
+                let deposit = MailboxDeposit {
+                    mailbox_id,
+                    item_id,
+                    depositor: peer,
+                    envelope,
+                    expires_at: expires_at.min(now + MAX_ITEM_TTL.as_secs()),
+                };
+                match self.0.store.mailbox_deposit(&deposit, &QUOTAS, self.0.clock.now_ms()) {
+                    Ok(None) => Response::Stored,
+                    Ok(Some(reason)) => Response::QuotaExceeded { reason },
+                    Err(e) => trouble(e),
+                }
+            }
+            Request::Fetch { mailbox_id, proof } => {
+                if let Err(e) = proof.verify(&mailbox_id, Operation::Fetch, &[], now) {
+                    return refused(e.to_string());
+                }
+                match self.0.store.mailbox_items(&mailbox_id, now, MAX_FETCH_ITEMS, MAX_FETCH_BYTES)
+                {
+                    Ok((items, more)) => Response::Items {
+                        items: items
+                            .into_iter()
+                            .map(|(item_id, envelope)| Item { item_id, envelope })
+                            .collect(),
+                        more,
+                    },
+                    Err(e) => trouble(e),
+                }
+            }
+            Request::Delete { mailbox_id, item_ids, proof } => {
+                if let Err(e) = proof.verify(&mailbox_id, Operation::Delete, &item_ids, now) {
+                    return refused(e.to_string());
+                }
+                match self.0.store.mailbox_delete(&mailbox_id, &item_ids) {
+                    Ok(count) => Response::Deleted { count: count as u32 },
+                    Err(e) => trouble(e),
+                }
+            }
+        }
+    }
+}

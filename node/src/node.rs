@@ -1,0 +1,304 @@
+//! The façade: [`Node`], a cloneable handle to a running node with one method per thing the
+//! control API, the demo and the tests ask of it. It holds no logic of its own beyond turning
+//! rows into control-API views: each method hands the work to the room that owns it (contacts,
+//! outbox, inbox, presence, mailbox, doctor, bootstrap). To add a control method, add it here
+//! and in `control`; the work goes in its room.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kolokol_protocol::control::{self, Event, InboxMessage, MessageState};
+use kolokol_protocol::invite::Invite;
+use kolokol_protocol::message::MessageId;
+use kolokol_protocol::presence::PresenceRecord;
+use libp2p::PeerId;
+use tokio::sync::{Notify, broadcast};
+
+use crate::bootstrap::PeerBook;
+use crate::clock::Clock;
+use crate::config::Role;
+use crate::contacts::Contacts;
+use crate::doctor::{Doctor, count};
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::ids::new_message_id;
+use crate::inbox::{Inbox, inbox_view};
+use crate::keys::Keys;
+use crate::mailbox::Mailboxes;
+use crate::outbox::{Outbox, outbox_view};
+use crate::presence::{Presence, reachable_addresses};
+use crate::store::Store;
+use crate::swarm::{self, NetStatus};
+use crate::workers::Workers;
+
+/// How long `invite` waits for a first relay reservation.
+pub const INVITE_WAIT: Duration = Duration::from_secs(10);
+
+/// A cloneable handle to a running node.
+#[derive(Clone)]
+pub struct Node(Arc<Parts>);
+
+/// Everything a node is made of, as `run` wires it together.
+pub(crate) struct Parts {
+    pub(crate) keys: Keys,
+    pub(crate) store: Store,
+    pub(crate) swarm: swarm::Client,
+    pub(crate) events: Events,
+    pub(crate) contacts: Contacts,
+    pub(crate) outbox: Outbox,
+    pub(crate) outbox_wake: Arc<Notify>,
+    pub(crate) inbox: Inbox,
+    pub(crate) presence: Presence,
+    pub(crate) mailboxes: Mailboxes,
+    pub(crate) peers: PeerBook,
+    pub(crate) workers: Workers,
+    pub(crate) clock: Clock,
+    pub(crate) role: Role,
+    pub(crate) data_dir: PathBuf,
+    /// Whether any bootstrap source was known at start.
+    pub(crate) has_bootstrap: bool,
+    /// Whether reading messages queues read receipts (`Config::read_receipts`).
+    pub(crate) read_receipts: bool,
+}
+
+impl Node {
+    pub(crate) fn new(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.0.keys.peer_id()
+    }
+
+    /// The answer to `id`.
+    pub fn id(&self) -> control::IdInfo {
+        control::IdInfo {
+            peer_id: self.peer_id().to_string(),
+            device_key: kolokol_protocol::identity::hex(self.0.keys.identity().device().public()),
+        }
+    }
+
+    /// Subscribes to new-message and state-change events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.0.events.subscribe()
+    }
+
+    /// Waits until the network state satisfies `ready`, for at most `timeout`; returns the
+    /// state that satisfied it, or `None` on timeout.
+    pub async fn wait_for_net(
+        &self,
+        timeout: Duration,
+        ready: impl FnMut(&NetStatus) -> bool,
+    ) -> Option<NetStatus> {
+        self.0.swarm.wait_for(timeout, ready).await
+    }
+
+    /// The network state.
+    pub async fn net_status(&self) -> Result<NetStatus> {
+        self.0.swarm.status().await
+    }
+
+    /// The answer to `status`.
+    pub async fn status(&self) -> Result<control::Status> {
+        let net = self.net_status().await?;
+        let role = self.0.role;
+        Ok(control::Status {
+            peer_id: self.peer_id().to_string(),
+            role: role.as_str().into(),
+            listen_addresses: net.listen.iter().map(ToString::to_string).collect(),
+            external_addresses: net.external.iter().map(ToString::to_string).collect(),
+            relay_reservations: net.reservations.iter().map(|(p, _)| p.to_string()).collect(),
+            connected_peers: net.connected,
+            routing_table_size: net.routing_table,
+            queued_messages: self.0.store.queued_count()?,
+            reachability: if net.public {
+                "public".into()
+            } else if !net.reservations.is_empty() {
+                "relayed".into()
+            } else {
+                "unreachable".into()
+            },
+            known_relays: net.known_relays,
+            bootstrap: if net.bootstrap_peers == 0 && role == Role::Relay {
+                // As `doctor` says it: a relay is where others bootstrap from.
+                "none configured: this relay is a bootstrap peer for others".into()
+            } else if net.bootstrap_peers == 0 {
+                "no bootstrap source (no --bootstrap, peer cache empty, no invite addresses)".into()
+            } else if net.bootstrap_connected > 0 {
+                format!(
+                    "connected to {} of {} bootstrap peers",
+                    net.bootstrap_connected, net.bootstrap_peers
+                )
+            } else {
+                format!("not connected to any of {} bootstrap peers", net.bootstrap_peers)
+            },
+            presence: match &net.presence {
+                None => "not published yet".into(),
+                Some(Ok(())) => "published".into(),
+                Some(Err(e)) => format!("not published: {e}"),
+            },
+            local_network: if net.mdns {
+                format!("mDNS on, {} found", count(net.lan.len(), "peer", "peers"))
+            } else {
+                "mDNS off".into()
+            },
+        })
+    }
+
+    /// An invite carrying this node's certificate and the addresses it is reachable at:
+    /// confirmed direct external addresses first, then relay circuits. A user node that has
+    /// bootstrap peers but no reservation yet (it was just started) waits up to [`INVITE_WAIT`]
+    /// for one, since an invite without addresses is of no use to the person receiving it.
+    pub async fn invite(&self) -> Result<control::InviteInfo> {
+        let mut net = self.net_status().await?;
+        if self.0.role == Role::Node
+            && self.0.has_bootstrap
+            && net.reservations.is_empty()
+            && net.external.is_empty()
+            && let Some(ready) =
+                self.wait_for_net(INVITE_WAIT, |s| !s.reservations.is_empty()).await
+        {
+            net = ready;
+        }
+        let addresses = reachable_addresses(&net);
+        let invite = Invite {
+            certificate: self.0.keys.certificate(),
+            addresses: addresses.iter().map(|a| a.to_vec()).collect(),
+        };
+        Ok(control::InviteInfo {
+            invite: invite.to_text()?,
+            addresses: addresses.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Adds a contact from their invite code.
+    pub fn add_contact(&self, name: &str, invite: &str) -> Result<control::Contact> {
+        self.0.contacts.add(name, invite)
+    }
+
+    /// All contacts.
+    pub fn contacts(&self) -> Result<Vec<control::Contact>> {
+        self.0.contacts.list()
+    }
+
+    /// Removes a contact; messages to and from them stay.
+    pub fn remove_contact(&self, name: &str) -> Result<control::Contact> {
+        self.0.contacts.remove(name)
+    }
+
+    /// The safety number shared with a contact, from both identity keys.
+    pub fn verify_contact(&self, name: &str) -> Result<control::SafetyNumber> {
+        self.0.contacts.verify(name)
+    }
+
+    /// Sends a text to a contact: commits it to the outbox, then makes the first delivery
+    /// attempt. Returns when that attempt has an answer; if it failed, the outbox keeps trying.
+    pub async fn send(&self, to: &str, text: &str) -> Result<control::SendResult> {
+        let contact = self.0.contacts.get(to)?;
+        self.0.outbox.send(contact, text).await
+    }
+
+    /// The newest `limit` received messages, oldest first.
+    pub fn inbox(&self, limit: u32) -> Result<Vec<InboxMessage>> {
+        Ok(self.0.store.inbox(limit)?.into_iter().map(inbox_view).collect())
+    }
+
+    /// Marks received messages read, the way the CLI does once it has shown them; `ids` are in
+    /// the 32-hex-digit form. Each message is marked once, and the first time queues a read
+    /// receipt through the outbox: one per sender who is a contact, none to strangers (see
+    /// [`Store::mark_read`]), so they survive restarts and are retried like delivery receipts;
+    /// with read receipts turned off, nothing is queued.
+    pub fn mark_read(&self, ids: &[String]) -> Result<control::InboxReadResult> {
+        let raw = ids
+            .iter()
+            .map(|id| {
+                kolokol_protocol::message::parse_id(id.trim())
+                    .ok_or_else(|| Error::UnknownMessage(id.clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (marked, receipts) = self.0.store.mark_read(
+            &raw,
+            self.0.clock.now_ms(),
+            self.0.read_receipts,
+            new_message_id,
+        )?;
+        if !receipts.is_empty() {
+            self.0.outbox_wake.notify_one();
+        }
+        Ok(control::InboxReadResult { marked, receipts: receipts.len() as u32 })
+    }
+
+    /// The state history of one of our messages.
+    pub fn history(&self, id: &MessageId) -> Result<Vec<(MessageState, Option<String>, u64)>> {
+        self.0.store.history(id)
+    }
+
+    /// The newest `limit` outgoing text messages, oldest first.
+    pub fn outbox(&self, limit: u32) -> Result<Vec<control::OutboxMessage>> {
+        Ok(self.0.store.outbox(limit)?.into_iter().map(outbox_view).collect())
+    }
+
+    /// One outgoing message with its full state history; `id` is the 32-hex-digit form.
+    pub fn message(&self, id: &str) -> Result<control::MessageStatus> {
+        let unknown = || Error::UnknownMessage(id.to_owned());
+        let raw = kolokol_protocol::message::parse_id(id.trim()).ok_or_else(unknown)?;
+        let message = self.0.store.outgoing(&raw)?.ok_or_else(unknown)?;
+        let history = self
+            .history(&raw)?
+            .into_iter()
+            .map(|(state, detail, at_ms)| control::StateEntry { state, detail, at_ms })
+            .collect();
+        Ok(control::MessageStatus { message: outbox_view(message), history })
+    }
+
+    /// The ids of our receive keys for the peer, as stored: what its envelopes may be sealed
+    /// to. The store is opened in exclusive mode, so this is how tests and diagnostics see it.
+    pub fn receive_key_ids(&self, peer: &PeerId) -> Result<Vec<[u8; 8]>> {
+        self.0.store.receive_key_ids(peer)
+    }
+
+    /// Fetches our mailboxes now; returns how many items were taken.
+    pub async fn fetch_mailboxes(&self) -> usize {
+        self.0.mailboxes.fetch_all(&self.0.inbox).await
+    }
+
+    /// Looks up a peer's presence record in the DHT; `None` if nobody has a valid one.
+    pub async fn resolve(&self, peer: PeerId) -> Result<Option<PresenceRecord>> {
+        self.0.presence.lookup(peer, false).await
+    }
+
+    /// The answer to `doctor`.
+    pub async fn doctor(&self) -> Result<control::DoctorReport> {
+        let parts = &self.0;
+        Doctor {
+            keys: parts.keys.clone(),
+            swarm: parts.swarm.clone(),
+            presence: parts.presence.clone(),
+            mailboxes: parts.mailboxes.clone(),
+            inbox: parts.inbox.clone(),
+            workers: parts.workers.clone(),
+            clock: parts.clock.clone(),
+            role: parts.role,
+            data_dir: parts.data_dir.clone(),
+        }
+        .report()
+        .await
+    }
+
+    /// Connected, cached and local-network peers.
+    pub async fn peers(&self) -> Result<control::PeersInfo> {
+        self.0.peers.peers().await
+    }
+
+    /// A signed bootstrap bundle of the peers this node has reached.
+    pub fn export_peers(&self) -> Result<control::BundleInfo> {
+        self.0.peers.export()
+    }
+
+    /// Imports a bootstrap bundle: verifies it, caches its peers and dials them.
+    pub async fn import_peers(&self, text: &str) -> Result<control::ImportResult> {
+        self.0.peers.import(text).await
+    }
+}

@@ -1,0 +1,464 @@
+//! The outbox: every outgoing item (texts, delivery and read receipts) is committed to the store
+//! before anything is sent, then attempted, and retried on a schedule until the recipient's node
+//! acknowledges it or [`MESSAGE_TTL`] passes.
+//!
+//! One attempt: seal (through the conversation, on a worker), deliver directly, and if that
+//! fails look the peer up afresh and try its new addresses, reseal to the device key if a
+//! prekey was refused, and finally deposit in the recipient's mailbox. What an attempt's outcome
+//! means for the message (sent, failed, or retry when) is decided by one pure function,
+//! [`verdict`], so the schedule is tested without a network.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kolokol_protocol::control::{self, MessageState};
+use kolokol_protocol::message::{
+    Body, Content, MAX_RECEIPT_IDS, MAX_TEXT_LEN, MessageId, format_id,
+};
+use libp2p::PeerId;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::conversations::Conversations;
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::ids::new_message_id;
+use crate::mailbox::Mailboxes;
+use crate::presence::Presence;
+use crate::store::{ContactRow, OutboxBody, OutboxRow, OutboxView, Store, attempt_envelopes};
+use crate::swarm::{self, DeliveryFailure};
+
+/// How long an outgoing message is retried before it is marked failed.
+pub const MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+// Mailbox replicas keep a deposit no longer than the outbox goes on trying.
+const _: () = assert!(MESSAGE_TTL.as_secs() == crate::mailbox::MAX_ITEM_TTL.as_secs());
+
+/// How long an attempt owns its outbox row: the outbox loop leaves a row alone for this long
+/// after an attempt starts, so one message is not sent twice at once. It must outlast the
+/// longest attempt, a delivery ([`crate::swarm::behaviour::DELIVERY_TIMEOUT`], 10 s), a
+/// presence lookup ([`crate::presence::RESOLVE_TIMEOUT`], 15 s) and a second delivery (10 s),
+/// with room for a slow store and crypto workers busy with other envelopes.
+pub const ATTEMPT_CLAIM: Duration = Duration::from_secs(60);
+
+/// Longest wait between two delivery attempts of one message.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
+
+/// The outbox looks for due messages at least this often even without a wake-up.
+pub const OUTBOX_POLL: Duration = Duration::from_secs(5);
+
+/// What one attempt's outcome means for the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The recipient's node acknowledged it.
+    Sent,
+    /// Give up, with the reason to record: the recipient refused it for good, or it was not
+    /// delivered within [`MESSAGE_TTL`].
+    Failed {
+        /// The state's detail.
+        detail: String,
+    },
+    /// Try again at `at_ms`; `attempts` counts this one.
+    Retry {
+        /// Attempts made so far, this one included.
+        attempts: u32,
+        /// When the next attempt is due, Unix ms.
+        at_ms: u64,
+    },
+}
+
+/// Decides what an attempt's `outcome` means for a message created at `created_at_ms` that had
+/// `attempts` attempts before this one: sent; failed if refused for good or older than
+/// [`MESSAGE_TTL`]; else retried after [`retry_delay`].
+pub(crate) fn verdict(
+    outcome: &std::result::Result<(), DeliveryFailure>,
+    attempts: u32,
+    created_at_ms: u64,
+    now_ms: u64,
+) -> Verdict {
+    match outcome {
+        Ok(()) => Verdict::Sent,
+        Err(f) if f.permanent => Verdict::Failed { detail: f.reason.clone() },
+        Err(f) if now_ms.saturating_sub(created_at_ms) > MESSAGE_TTL.as_millis() as u64 => {
+            Verdict::Failed {
+                detail: format!(
+                    "not delivered within {} days: {}",
+                    MESSAGE_TTL.as_secs() / 86_400,
+                    f.reason
+                ),
+            }
+        }
+        Err(_) => {
+            let attempts = attempts + 1;
+            Verdict::Retry { attempts, at_ms: now_ms + retry_delay(attempts).as_millis() as u64 }
+        }
+    }
+}
+
+/// The wait after the `attempts`-th failed attempt: 2 s, doubling each time, at most
+/// [`MAX_RETRY_DELAY`].
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY)
+}
+
+/// A cloneable handle to the outbox.
+#[derive(Clone)]
+pub(crate) struct Outbox(Arc<OutboxParts>);
+
+/// What the outbox works with.
+pub(crate) struct OutboxParts {
+    pub(crate) conversations: Conversations,
+    pub(crate) presence: Presence,
+    pub(crate) mailboxes: Mailboxes,
+    pub(crate) swarm: swarm::Client,
+    pub(crate) store: Store,
+    pub(crate) events: Events,
+    pub(crate) clock: Clock,
+    /// Wakes the outbox loop: something became due.
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub(crate) fn new(parts: OutboxParts) -> Self {
+        Self(Arc::new(parts))
+    }
+
+    /// Sends a text to a contact: commits it to the outbox, then makes the first delivery
+    /// attempt. Returns when that attempt has an answer; if it failed, the outbox keeps trying.
+    pub(crate) async fn send(
+        &self,
+        contact: ContactRow,
+        text: &str,
+    ) -> Result<control::SendResult> {
+        if text.trim().is_empty() {
+            return Err(Error::BadMessage("the message is empty".into()));
+        }
+        if text.len() > MAX_TEXT_LEN {
+            return Err(Error::BadMessage(format!(
+                "the message is {} bytes, over the limit of {MAX_TEXT_LEN}",
+                text.len()
+            )));
+        }
+        let now = self.0.clock.now_ms();
+        let row = OutboxRow {
+            id: new_message_id(),
+            peer_id: contact.peer_id,
+            device_key: contact.device_key,
+            body: OutboxBody::Text(text.to_owned()),
+            created_at_ms: now,
+            attempts: 0,
+        };
+        let claim = ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body);
+        self.0.store.enqueue(&row, now + claim)?;
+        self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
+        let (state, detail) = self.attempt(&row).await;
+        Ok(control::SendResult { id: format_id(&row.id), state, detail })
+    }
+
+    /// Makes everything waiting for `peer` due now (it just connected); returns how many.
+    pub(crate) fn wake_peer(&self, peer: &PeerId) -> Result<usize> {
+        let woken = self.0.store.wake_peer(peer, self.0.clock.now_ms())?;
+        if woken > 0 {
+            self.0.wake.notify_one();
+        }
+        Ok(woken)
+    }
+
+    /// One delivery attempt of an outbox row; records the outcome and returns the state it
+    /// leaves the row in (`sent`, `stored`, `queued` or `failed`) with its detail.
+    async fn attempt(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
+        let mut stored = None;
+        let outcome = match self.seal(row).await {
+            Err(failure) => Err(failure),
+            Ok(envelopes) => {
+                let mut outcome = self.deliver_all(&row.peer_id, &envelopes).await;
+                // The addresses we had did not work: the peer may have moved to other relays.
+                // Its presence record says where it is now; if it names new addresses, try
+                // them at once.
+                if matches!(&outcome, Err(f) if !f.permanent)
+                    && self.0.presence.refresh_addresses(&row.peer_id).await
+                {
+                    outcome = self.deliver_all(&row.peer_id, &envelopes).await;
+                }
+                // A first contact sealed to the peer's prekey was refused: the peer no longer
+                // holds its secret (a reinstall, say). Forget the prekey, seal again to the
+                // device key and send that at once.
+                let mut envelopes = envelopes;
+                if matches!(&outcome, Err(f) if f.permanent)
+                    && self.0.conversations.drop_prekey(&row.peer_id).await
+                {
+                    match self.seal(row).await {
+                        Ok(resealed) => {
+                            envelopes = resealed;
+                            outcome = self.deliver_all(&row.peer_id, &envelopes).await;
+                        }
+                        Err(failure) => outcome = Err(failure),
+                    }
+                }
+                // Still unreachable: leave the envelope in the recipient's mailbox. Direct
+                // delivery goes on being retried, since it is faster when both are online.
+                if matches!(&outcome, Err(f) if !f.permanent) {
+                    stored = Some(self.0.mailboxes.deposit(row, envelopes).await);
+                }
+                outcome
+            }
+        };
+        let now = self.0.clock.now_ms();
+        let (result, recorded) = match verdict(&outcome, row.attempts, row.created_at_ms, now) {
+            Verdict::Sent => self.acknowledged(row, now),
+            Verdict::Failed { detail } => {
+                // The caller hears the recipient's reason; the history says why we gave up.
+                let reason = outcome.err().map(|f| f.reason);
+                let recorded = self.record(row, MessageState::Failed, Some(detail), now).map(drop);
+                ((MessageState::Failed, reason), recorded)
+            }
+            Verdict::Retry { attempts, at_ms } => {
+                let reason = outcome.err().map(|f| f.reason).unwrap_or_default();
+                let result = match stored {
+                    Some(Ok(detail)) => (MessageState::Stored, Some(detail)),
+                    Some(Err(why)) => (MessageState::Queued, Some(format!("{reason}; {why}"))),
+                    None => (MessageState::Queued, Some(reason)),
+                };
+                let recorded = self.retry(row, &result, attempts, at_ms, now);
+                (result, recorded)
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(%e, "cannot record a delivery outcome");
+        }
+        // A message stored by an earlier attempt stays stored whatever this one did.
+        if result.0 == MessageState::Queued
+            && let Ok(Some(view)) = self.0.store.outgoing(&row.id)
+            && view.state == MessageState::Stored
+        {
+            return (MessageState::Stored, view.detail);
+        }
+        result
+    }
+
+    /// Records the recipient's node's acknowledgement. For a text that is delivery too: the
+    /// node acknowledges only once the message is stored, on a stream authenticated end to end
+    /// by its identity key, so no separate receipt is needed (docs/PROTOCOL.md, section 9.3).
+    /// A receipt of ours is only `sent`.
+    fn acknowledged(
+        &self,
+        row: &OutboxRow,
+        now: u64,
+    ) -> ((MessageState, Option<String>), Result<()>) {
+        let states: &[MessageState] = match row.body {
+            OutboxBody::Text(_) => &[MessageState::Sent, MessageState::Delivered],
+            OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
+        };
+        let recorded = self.0.store.set_states(&row.id, states, None, now).map(|entered| {
+            for state in entered {
+                self.0.events.outgoing(row, state, None, now);
+            }
+        });
+        let last = *states.last().unwrap_or(&MessageState::Sent);
+        ((last, None), recorded)
+    }
+
+    /// Moves the row to `state` and, if that changed it, tells subscribers; returns whether it
+    /// changed.
+    fn record(
+        &self,
+        row: &OutboxRow,
+        state: MessageState,
+        detail: Option<String>,
+        now: u64,
+    ) -> Result<bool> {
+        let changed = self.0.store.set_state(&row.id, state, detail.as_deref(), now)?;
+        // A failure is announced even when the row already ended (it says why, once more).
+        if changed || state == MessageState::Failed {
+            self.0.events.outgoing(row, state, detail, now);
+        }
+        Ok(changed)
+    }
+
+    /// Records a failed attempt: `stored` if the mailbox now holds the message, and in any
+    /// case the next attempt's time. A message stored by an earlier attempt stays stored
+    /// whatever this one did, so its user sees no step back to `queued`.
+    fn retry(
+        &self,
+        row: &OutboxRow,
+        (state, detail): &(MessageState, Option<String>),
+        attempts: u32,
+        at_ms: u64,
+        now: u64,
+    ) -> Result<()> {
+        let stored_before = matches!(
+            self.0.store.outgoing(&row.id),
+            Ok(Some(view)) if view.state == MessageState::Stored
+        );
+        let changed = if *state == MessageState::Stored {
+            self.0.store.set_state(&row.id, MessageState::Stored, detail.as_deref(), now)?
+        } else {
+            false
+        };
+        self.0.store.reschedule(&row.id, attempts, at_ms, detail.as_deref().unwrap_or_default())?;
+        if changed || (*state == MessageState::Queued && !stored_before) {
+            self.0.events.outgoing(row, *state, detail.clone(), now);
+        }
+        Ok(())
+    }
+
+    /// Seals an outbox row for its recipient: one envelope, or one per chunk when the body does
+    /// not fit one (`kolokol_protocol::chunk`), all sealed in one hold of the conversation.
+    async fn seal(&self, row: &OutboxRow) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+        let content = Content {
+            id: row.id,
+            sent_at_ms: row.created_at_ms,
+            body: match &row.body {
+                OutboxBody::Text(t) => Body::Text(t.clone()),
+                OutboxBody::Receipt(of) => Body::Receipt { of: *of },
+                OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
+            },
+        };
+        self.seal_content(&row.peer_id, row.device_key, content).await
+    }
+
+    /// Seals `content` for the peer (split into chunks if it is long), first looking up the
+    /// peer's prekey if the envelope would be a first contact without one.
+    async fn seal_content(
+        &self,
+        peer: &PeerId,
+        device_key: [u8; 32],
+        content: Content,
+    ) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+        let refused = |e: kolokol_protocol::Error| DeliveryFailure {
+            reason: format!("cannot seal: {e}"),
+            permanent: true,
+        };
+        let contents = kolokol_protocol::chunk::split(&content).map_err(refused)?;
+        let prekey = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
+        self.0
+            .conversations
+            .seal(peer, device_key, contents, prekey)
+            .await
+            .map_err(|e| DeliveryFailure { reason: e.to_string(), permanent: false })?
+            .map_err(refused)
+    }
+
+    /// Delivers a message's envelopes directly, one after the other; the first failure is the
+    /// attempt's outcome (the next attempt sends them all again, and the receiver keeps each
+    /// chunk once).
+    async fn deliver_all(
+        &self,
+        peer: &PeerId,
+        envelopes: &[Vec<u8>],
+    ) -> std::result::Result<(), DeliveryFailure> {
+        for envelope in envelopes {
+            let addresses = self.0.presence.known_addresses(peer);
+            self.0.swarm.deliver(*peer, addresses, envelope.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the delivery receipts of several messages to one peer in one envelope
+    /// ([`Body::Receipts`]) and marks them all sent. If that cannot be done directly, each goes
+    /// its own usual way (one envelope, retries, the mailbox), so batching never costs a receipt.
+    async fn attempt_receipts(&self, rows: Vec<OutboxRow>) {
+        if let [row] = rows.as_slice() {
+            let _ = self.attempt(row).await;
+            return;
+        }
+        let (peer, device_key) = (rows[0].peer_id, rows[0].device_key);
+        let of: Vec<MessageId> = rows
+            .iter()
+            .filter_map(|r| match r.body {
+                OutboxBody::Receipt(of) => Some(of),
+                _ => None,
+            })
+            .collect();
+        let content = Content {
+            id: new_message_id(),
+            sent_at_ms: self.0.clock.now_ms(),
+            body: Body::Receipts { of },
+        };
+        let sent = match self.seal_content(&peer, device_key, content).await {
+            Ok(envelopes) => self.deliver_all(&peer, &envelopes).await.is_ok(),
+            Err(_) => false,
+        };
+        if sent {
+            let ids: Vec<MessageId> = rows.iter().map(|r| r.id).collect();
+            match self.0.store.set_sent(&ids, self.0.clock.now_ms()) {
+                Ok(()) => return,
+                Err(e) => tracing::error!(%e, "cannot record receipts sent"),
+            }
+        }
+        let mut attempts = JoinSet::new();
+        for row in rows {
+            let outbox = self.clone();
+            attempts.spawn(async move {
+                let _ = outbox.attempt(&row).await;
+            });
+        }
+        while attempts.join_next().await.is_some() {}
+    }
+
+    /// Retries queued messages until shutdown: when they fall due, when their peer connects,
+    /// and when woken.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let store = &self.0.store;
+        loop {
+            let now = self.0.clock.now_ms();
+            match store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
+                Ok(rows) => {
+                    let mut attempts = JoinSet::new();
+                    // Delivery receipts due together for one peer go in one envelope.
+                    let mut receipts: HashMap<PeerId, Vec<OutboxRow>> = HashMap::new();
+                    for row in rows {
+                        // Only first attempts: a receipt that failed before goes alone, so a
+                        // peer that stays away costs one failed batch, not one per pass.
+                        if matches!(row.body, OutboxBody::Receipt(_)) && row.attempts == 0 {
+                            receipts.entry(row.peer_id).or_default().push(row);
+                            continue;
+                        }
+                        let outbox = self.clone();
+                        attempts.spawn(async move {
+                            let _ = outbox.attempt(&row).await;
+                        });
+                    }
+                    for (_, group) in receipts {
+                        for group in group.chunks(MAX_RECEIPT_IDS) {
+                            let (outbox, group) = (self.clone(), group.to_vec());
+                            attempts.spawn(async move { outbox.attempt_receipts(group).await });
+                        }
+                    }
+                    tokio::select! {
+                        _ = async { while attempts.join_next().await.is_some() {} } => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                Err(e) => tracing::error!(%e, "cannot read the outbox"),
+            }
+            let wait = match store.next_due() {
+                Ok(Some(at)) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
+                _ => OUTBOX_POLL,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.0.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// An outgoing text message as the control API shows it.
+pub(crate) fn outbox_view(m: OutboxView) -> control::OutboxMessage {
+    control::OutboxMessage {
+        id: format_id(&m.id),
+        to: m.contact.unwrap_or_else(|| m.peer_id.to_string()),
+        text: m.text,
+        state: m.state,
+        detail: m.detail,
+        attempts: m.attempts,
+        created_at_ms: m.created_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests;

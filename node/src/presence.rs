@@ -1,0 +1,219 @@
+//! Presence: our signed record in the DHT (where we are reachable, our prekey), and what we
+//! learn of others' from theirs (fresh addresses after a failed delivery, a prekey before a
+//! first contact).
+//!
+//! Lookups are rate-limited per peer ([`RESOLVE_INTERVAL`]) and what we learn of strangers is
+//! held in a bounded map; contacts' addresses go into the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kolokol_protocol::prekey::SignedPrekey;
+use kolokol_protocol::presence::PresenceRecord;
+use libp2p::{Multiaddr, PeerId};
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::conversations::Conversations;
+use crate::error::Result;
+use crate::keys::Keys;
+use crate::store::Store;
+use crate::swarm::{self, NetStatus};
+use crate::workers::Workers;
+
+/// How long a presence record is valid; it is republished every [`PRESENCE_REFRESH`], so a
+/// node that goes away stops being advertised within this time.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// How often the presence record is republished even if nothing changed.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(20 * 60);
+
+/// How long one presence lookup may take.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A peer's presence is looked up at most this often after a failed delivery.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Peers whose lookup times (and, for non-contacts, resolved addresses) are remembered; the
+/// maps are cleared when they reach it.
+pub const MAX_TRACKED_LOOKUPS: usize = 1024;
+
+/// How long a sender waits for a presence lookup that may bring the recipient's prekey
+/// before it seals the first contact to the device key instead.
+pub const PREKEY_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A cloneable handle to presence publishing and lookups.
+#[derive(Clone)]
+pub(crate) struct Presence(Arc<Inner>);
+
+struct Inner {
+    swarm: swarm::Client,
+    store: Store,
+    keys: Keys,
+    workers: Workers,
+    clock: Clock,
+    /// When each peer's presence was last looked up, to rate-limit lookups.
+    resolved_at: Mutex<HashMap<PeerId, Instant>>,
+    /// Addresses resolved for peers who are not contacts (contacts' go into the store).
+    stranger_addresses: Mutex<HashMap<PeerId, Vec<Multiaddr>>>,
+}
+
+impl Presence {
+    pub(crate) fn new(
+        swarm: swarm::Client,
+        store: Store,
+        keys: Keys,
+        workers: Workers,
+        clock: Clock,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            swarm,
+            store,
+            keys,
+            workers,
+            clock,
+            resolved_at: Default::default(),
+            stranger_addresses: Default::default(),
+        }))
+    }
+
+    /// Signs and publishes a presence record with the current addresses (nothing to publish
+    /// while there are none).
+    pub(crate) async fn publish(&self) -> Result<()> {
+        let net = self.0.swarm.status().await?;
+        let addresses = reachable_addresses(&net);
+        if addresses.is_empty() {
+            return Ok(());
+        }
+        let now = self.0.clock.now_secs();
+        let now_ms = self.0.clock.now_ms();
+        let keys = self.0.keys.clone();
+        let bytes: Vec<Vec<u8>> = addresses.iter().map(|a| a.to_vec()).collect();
+        let prekey = self.0.store.newest_prekey()?;
+        let record = self
+            .0
+            .workers
+            .run(move || {
+                PresenceRecord::sign(
+                    keys.identity(),
+                    &keys.certificate(),
+                    bytes,
+                    now_ms,
+                    now + PRESENCE_TTL.as_secs(),
+                    prekey,
+                )
+                .and_then(|r| r.to_bytes())
+            })
+            .await??;
+        self.0.swarm.publish_presence(record, PRESENCE_TTL).await
+    }
+
+    /// Looks up a peer's presence record in the DHT; `None` if nobody has a valid one. With
+    /// `remote_only`, our own copy does not count (the doctor asks whether others find us).
+    pub(crate) async fn lookup(
+        &self,
+        peer: PeerId,
+        remote_only: bool,
+    ) -> Result<Option<PresenceRecord>> {
+        self.0.swarm.resolve(peer, remote_only, RESOLVE_TIMEOUT).await
+    }
+
+    /// Refreshes a peer's addresses from its presence record, at most once per
+    /// [`RESOLVE_INTERVAL`]; returns true if it found addresses we did not have.
+    pub(crate) async fn refresh_addresses(&self, peer: &PeerId) -> bool {
+        self.refresh(peer, RESOLVE_TIMEOUT).await.0
+    }
+
+    /// The peer's signed prekey from its presence record, looked up only when the next envelope
+    /// to it would be a first contact without one, at most once per [`RESOLVE_INTERVAL`] and
+    /// waiting at most [`PREKEY_LOOKUP_TIMEOUT`]: a first contact is sealed to the device key
+    /// rather than wait longer. The lookup also refreshes the peer's addresses.
+    pub(crate) async fn prekey_for_first_contact(
+        &self,
+        peer: &PeerId,
+        conversations: &Conversations,
+    ) -> Option<SignedPrekey> {
+        if !conversations.wants_prekey(peer) {
+            return None;
+        }
+        self.refresh(peer, PREKEY_LOOKUP_TIMEOUT).await.1
+    }
+
+    /// Looks the peer's presence record up (at most once per [`RESOLVE_INTERVAL`], waiting at
+    /// most `timeout`), merges its addresses into what we know, and returns whether they were
+    /// new, with the record's signed prekey.
+    async fn refresh(&self, peer: &PeerId, timeout: Duration) -> (bool, Option<SignedPrekey>) {
+        {
+            let mut last = self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if last.get(peer).is_some_and(|t| now.duration_since(*t) < RESOLVE_INTERVAL) {
+                return (false, None);
+            }
+            if last.len() >= MAX_TRACKED_LOOKUPS {
+                last.clear();
+            }
+            last.insert(*peer, now);
+        }
+        let record = match tokio::time::timeout(timeout, self.lookup(*peer, false)).await {
+            Ok(Ok(Some(record))) => record,
+            Ok(_) => return (false, None),
+            Err(_) => {
+                // A lookup cut short by a caller in a hurry (the prekey's 3 s) did not answer
+                // the question, so it must not hold back a patient one.
+                self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
+                return (false, None);
+            }
+        };
+        let found: Vec<Multiaddr> = record
+            .body
+            .addresses
+            .iter()
+            .filter_map(|b| Multiaddr::try_from(b.clone()).ok())
+            .collect();
+        let known = self.known_addresses(peer);
+        let new = found.iter().any(|a| !known.contains(a));
+        let mut merged = found.clone();
+        merged.extend(known.into_iter().filter(|a| !found.contains(a)));
+        merged.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+        if let Ok(Some(_)) = self.0.store.contact_by_peer(peer) {
+            if let Err(e) = self.0.store.set_contact_addresses(peer, &merged) {
+                tracing::error!(%e, "cannot update a contact's addresses");
+            }
+        } else {
+            let mut others = self.0.stranger_addresses.lock().unwrap_or_else(|p| p.into_inner());
+            if others.len() >= MAX_TRACKED_LOOKUPS {
+                others.clear();
+            }
+            others.insert(*peer, merged);
+        }
+        (new, record.body.prekey)
+    }
+
+    /// The addresses we know for a peer: a contact's stored ones, else those last resolved.
+    pub(crate) fn known_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        match self.0.store.contact_by_peer(peer) {
+            Ok(Some(c)) => c.addresses,
+            _ => self
+                .0
+                .stranger_addresses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(peer)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The addresses this node is reachable at: confirmed direct external addresses first, then
+/// relay circuits (a direct connection costs no relay and no extra hop, so a sender tries it
+/// before a circuit), within the limits of invites and presence records.
+pub(crate) fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
+    let mut addresses: Vec<Multiaddr> =
+        net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned().collect();
+    addresses.extend(net.reservations.iter().map(|(_, c)| swarm::without_peer(c)));
+    addresses.retain(|a| a.len() <= kolokol_protocol::invite::MAX_ADDRESS_LEN);
+    addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
+    addresses
+}

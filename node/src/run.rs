@@ -1,0 +1,250 @@
+//! The running node: [`RunningNode::start`] opens the data directory, builds every room, wires
+//! them together and spawns their tasks; it is the only place that spawns a long-lived task, and
+//! every one of them lives in one `JoinSet` that [`RunningNode::shutdown`] drains, so nothing
+//! outlives the node.
+//!
+//! The tasks: the swarm task; the opener workers (`Inbox::run`); the outbox; the network
+//! bookkeeping below (peer cache, presence, key schedules); the mailbox fetcher and the replica;
+//! the control socket; metrics when asked for.
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::bootstrap::{self, PeerBook};
+use crate::config::Config;
+use crate::contacts::Contacts;
+use crate::conversations::Conversations;
+use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::inbox::{Inbox, InboxParts};
+use crate::keys::Keys;
+use crate::mailbox::Mailboxes;
+use crate::node::{Node, Parts};
+use crate::outbox::{Outbox, OutboxParts};
+use crate::presence::{PRESENCE_REFRESH, Presence};
+use crate::store::Store;
+use crate::swarm::{self, NetEvent};
+use crate::workers::Workers;
+
+/// A node and the tasks that run it.
+pub struct RunningNode {
+    node: Node,
+    tasks: JoinSet<()>,
+    shutdown: watch::Sender<bool>,
+    /// Where metrics are served, once bound (the configured port may be 0).
+    metrics_address: Option<std::net::SocketAddr>,
+    _data_dir: DataDir,
+}
+
+impl RunningNode {
+    /// Starts a node: locks the data dir, loads or creates the identity, opens the store,
+    /// builds the swarm and starts every task, the control socket included.
+    pub async fn start(config: Config) -> Result<Self> {
+        config.validate()?;
+        let clock = config.clock.clone();
+        let data_dir = DataDir::open(&config.data_dir)?;
+        let identity = data_dir.load_or_create_identity()?;
+        let store = Store::open(&data_dir.path(DATABASE_FILE))?;
+        // The database holds messages in plaintext: the owner's alone, like the identity key.
+        for suffix in ["", "-wal", "-shm"] {
+            data_dir.restrict(&format!("{DATABASE_FILE}{suffix}"))?;
+        }
+        let config = Config { bootstrap: bootstrap::sources(&store, &config)?, ..config };
+        let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config)?;
+        // The metrics address is bound before anything else starts, so a port in use fails the
+        // start with a clear error instead of leaving a node without the metrics it was asked for.
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let listener = crate::metrics::bind(addr).await?;
+                let mut registry = prometheus_client::registry::Registry::default();
+                event_loop.record_metrics(libp2p::metrics::Metrics::new(&mut registry));
+                Some((listener, Arc::new(registry)))
+            }
+            None => None,
+        };
+
+        let keys = Keys::new(identity, store.clone(), clock.clone())?;
+        let workers = Workers::per_core();
+        let events = Events::new(store.clone());
+        let outbox_wake = Arc::new(Notify::new());
+        let fetch_wake = Arc::new(Notify::new());
+        let conversations =
+            Conversations::new(store.clone(), keys.clone(), workers.clone(), clock.clone());
+        let presence = Presence::new(
+            swarm.clone(),
+            store.clone(),
+            keys.clone(),
+            workers.clone(),
+            clock.clone(),
+        );
+        let inbox = Inbox::new(InboxParts {
+            conversations: conversations.clone(),
+            store: store.clone(),
+            keys: keys.clone(),
+            events: events.clone(),
+            workers: workers.clone(),
+            clock: clock.clone(),
+            outbox_wake: outbox_wake.clone(),
+        });
+        let mailboxes = Mailboxes::new(swarm.clone(), store.clone(), keys.clone(), clock.clone());
+        let outbox = Outbox::new(OutboxParts {
+            conversations: conversations.clone(),
+            presence: presence.clone(),
+            mailboxes: mailboxes.clone(),
+            swarm: swarm.clone(),
+            store: store.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+            wake: outbox_wake.clone(),
+        });
+        let contacts = Contacts {
+            store: store.clone(),
+            keys: keys.clone(),
+            conversations: conversations.clone(),
+            clock: clock.clone(),
+        };
+        let peers = PeerBook {
+            swarm: swarm.clone(),
+            store: store.clone(),
+            keys: keys.clone(),
+            workers: workers.clone(),
+            clock: clock.clone(),
+        };
+        // Messages left queued by a previous run are due now, not at their old retry time.
+        store.wake_all(clock.now_ms())?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(event_loop.run(shutdown_rx.clone()));
+        tasks.spawn(inbox.clone().run(channels.inbound, swarm.clone(), shutdown_rx.clone()));
+        tasks.spawn(outbox.clone().run(shutdown_rx.clone()));
+        tasks.spawn(
+            Bookkeeping {
+                keys: keys.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                conversations,
+                presence: presence.clone(),
+                outbox: outbox.clone(),
+                fetch_wake: fetch_wake.clone(),
+            }
+            .run(channels.net_events, shutdown_rx.clone()),
+        );
+        tasks.spawn(mailboxes.clone().run_replica(channels.mailbox_requests, shutdown_rx.clone()));
+        tasks.spawn(mailboxes.clone().run_fetch(inbox.clone(), fetch_wake, shutdown_rx.clone()));
+        let mut metrics_address = None;
+        if let Some((listener, registry)) = metrics {
+            let address =
+                listener.local_addr().map_err(|e| Error::Network(format!("metrics: {e}")))?;
+            tracing::info!(%address, "serving metrics at /metrics");
+            metrics_address = Some(address);
+            let source = crate::metrics::Source { store: store.clone(), swarm: swarm.clone() };
+            tasks.spawn(crate::metrics::serve(source, listener, registry, shutdown_rx.clone()));
+        }
+        let node = Node::new(Parts {
+            keys,
+            store,
+            swarm,
+            events,
+            contacts,
+            outbox,
+            outbox_wake,
+            inbox,
+            presence,
+            mailboxes,
+            peers,
+            workers,
+            clock,
+            role: config.role,
+            data_dir: config.data_dir.clone(),
+            has_bootstrap: !config.bootstrap.is_empty(),
+            read_receipts: config.read_receipts,
+        });
+        let socket = data_dir.path(CONTROL_SOCKET);
+        let listener = crate::control::bind(&socket)?;
+        tasks.spawn(crate::control::serve(node.clone(), listener, socket, shutdown_rx));
+        tracing::info!(peer_id = %node.peer_id(), role = config.role.as_str(), data_dir = %data_dir.root().display(), "node started");
+        Ok(Self { node, tasks, shutdown, metrics_address, _data_dir: data_dir })
+    }
+
+    /// A handle to the node.
+    pub fn node(&self) -> Node {
+        self.node.clone()
+    }
+
+    /// The address metrics are served at, if `--metrics` was given.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_address
+    }
+
+    /// Stops every task and waits for them; the data dir lock is released when this returns.
+    /// Queued messages stay in the outbox and go out on the next start.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(e) = result
+                && e.is_panic()
+            {
+                tracing::error!(%e, "a node task panicked");
+            }
+        }
+    }
+
+    /// Waits until a task ends on its own, which means the node cannot go on.
+    pub async fn wait(&mut self) {
+        let _ = self.tasks.join_next().await;
+    }
+}
+
+/// The node's reactions to the network and to time passing: retry what waits for a peer that
+/// connected, remember peers in the peer cache, fetch and republish when our addresses change,
+/// and every [`PRESENCE_REFRESH`] renew the certificate, rotate prekeys, delete expired
+/// receive keys and republish the presence record before it expires.
+struct Bookkeeping {
+    keys: Keys,
+    store: Store,
+    clock: crate::clock::Clock,
+    conversations: Conversations,
+    presence: Presence,
+    outbox: Outbox,
+    fetch_wake: Arc<Notify>,
+}
+
+impl Bookkeeping {
+    async fn run(self, mut net: mpsc::Receiver<NetEvent>, mut shutdown: watch::Receiver<bool>) {
+        let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                event = net.recv() => match event {
+                    Some(NetEvent::PeerConnected(peer)) => self.outbox.wake_peer(&peer).map(drop),
+                    Some(NetEvent::PeerSeen { peer, address, relay }) => {
+                        self.store.peer_seen(&peer, &address, relay, self.clock.now_ms())
+                    }
+                    Some(NetEvent::AddressesChanged) => {
+                        // New reservations mean we are back online: look in our mailboxes.
+                        self.fetch_wake.notify_one();
+                        self.presence.publish().await
+                    }
+                    None => return,
+                },
+                _ = refresh.tick() => self.refresh().await,
+                _ = shutdown.changed() => return,
+            };
+            if let Err(e) = result {
+                tracing::error!(%e, "network bookkeeping failed");
+            }
+        }
+    }
+
+    /// The periodic part: keys first, then the record that advertises them.
+    async fn refresh(&self) -> Result<()> {
+        self.keys.renew_certificate()?;
+        self.keys.rotate_prekeys()?;
+        self.conversations.expire_keys().await?;
+        self.presence.publish().await
+    }
+}

@@ -1,0 +1,105 @@
+//! The `conversations` and `receive_keys` tables: each peer's end-to-end conversation state, and
+//! the index from our receive-key ids to the peer each was given to.
+
+use libp2p::PeerId;
+use rusqlite::{OptionalExtension, params};
+
+use super::{CachedStatements, Store, peer_column};
+use crate::error::Result;
+
+/// Conversations with peers who are not contacts; past this, first contacts from strangers
+/// are refused, so nobody can fill the disk with conversation state.
+pub const MAX_STRANGER_CONVERSATIONS: u64 = 1000;
+
+impl Store {
+    /// The stored conversation state with `peer`, if any. The bytes hold secret keys: the
+    /// caller wipes them (the buffer is `Zeroizing`).
+    pub fn conversation(&self, peer: &PeerId) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        self.conn()
+            .row("SELECT state FROM conversations WHERE peer_id = ?1", [peer.to_string()], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()
+            .map(|v| v.map(zeroize::Zeroizing::new))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Replaces the conversation state with `peer` and, when `key_ids` is given (they
+    /// changed), the index of its receive-key ids, in one transaction: a key id never points at
+    /// a state that does not hold its key.
+    pub fn save_conversation(
+        &self,
+        peer: &PeerId,
+        state: &[u8],
+        key_ids: Option<&[[u8; 8]]>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let peer = peer.to_string();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.exec(
+            "INSERT INTO conversations (peer_id, state, updated_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+            params![peer, state, now_ms as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        let Some(key_ids) = key_ids else {
+            return tx.commit().map_err(|e| self.err(e));
+        };
+        tx.exec("DELETE FROM receive_keys WHERE peer_id = ?1", [&peer]).map_err(|e| self.err(e))?;
+        for id in key_ids {
+            tx.exec(
+                "INSERT OR REPLACE INTO receive_keys (key_id, peer_id) VALUES (?1, ?2)",
+                params![id.as_slice(), peer],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The peer one of our receive keys was given to.
+    pub fn peer_for_key(&self, key_id: &[u8; 8]) -> Result<Option<PeerId>> {
+        self.conn()
+            .row("SELECT peer_id FROM receive_keys WHERE key_id = ?1", [key_id.as_slice()], |r| {
+                peer_column(r, 0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The ids of our receive keys given to `peer`.
+    pub fn receive_key_ids(&self, peer: &PeerId) -> Result<Vec<[u8; 8]>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT key_id FROM receive_keys WHERE peer_id = ?1 ORDER BY key_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([peer.to_string()], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok(id.try_into().unwrap_or([0; 8]))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Every peer we hold a conversation with.
+    pub fn conversation_peers(&self) -> Result<Vec<PeerId>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT peer_id FROM conversations").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| peer_column(r, 0)).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// How many conversations are with peers who are not contacts.
+    pub fn stranger_conversations(&self) -> Result<u64> {
+        self.conn()
+            .row(
+                "SELECT COUNT(*) FROM conversations WHERE peer_id NOT IN (SELECT peer_id FROM contacts)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+}

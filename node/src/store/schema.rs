@@ -1,0 +1,146 @@
+//! The schema ladder: one step per version, each run in its own transaction, recorded in
+//! `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
+pub(super) const SCHEMA_VERSION: i64 = 7;
+
+/// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
+pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    for (step, sql) in STEPS.iter().enumerate() {
+        let to = step as i64 + 1;
+        if version < to {
+            conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {to}; COMMIT;"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
+const STEPS: [&str; SCHEMA_VERSION as usize] =
+    [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
+
+const SCHEMA_V1: &str = "
+CREATE TABLE contacts (
+    name         TEXT PRIMARY KEY,
+    peer_id      TEXT NOT NULL UNIQUE,
+    device_key   BLOB NOT NULL,
+    addresses    TEXT NOT NULL,
+    added_at_ms  INTEGER NOT NULL
+);
+CREATE TABLE outbox (
+    id              BLOB PRIMARY KEY,
+    peer_id         TEXT NOT NULL,
+    device_key      BLOB NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('text', 'receipt')),
+    text            TEXT,
+    receipt_of      BLOB,
+    state           TEXT NOT NULL,
+    detail          TEXT,
+    created_at_ms   INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_ms);
+CREATE TABLE message_states (
+    id     BLOB NOT NULL,
+    state  TEXT NOT NULL,
+    detail TEXT,
+    at_ms  INTEGER NOT NULL
+);
+CREATE INDEX message_states_id ON message_states (id);
+CREATE TABLE inbox (
+    peer_id         TEXT NOT NULL,
+    id              BLOB NOT NULL,
+    text            TEXT NOT NULL,
+    sent_at_ms      INTEGER NOT NULL,
+    received_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, id)
+);
+CREATE INDEX inbox_received ON inbox (received_at_ms);
+";
+
+/// Version 2: the peer cache, the first bootstrap source (every peer seen, with its last
+/// successful contact).
+const SCHEMA_V2: &str = "
+CREATE TABLE peers (
+    peer_id         TEXT PRIMARY KEY,
+    addresses       TEXT NOT NULL,
+    relay           INTEGER NOT NULL DEFAULT 0,
+    source          TEXT NOT NULL,
+    last_seen_ms    INTEGER NOT NULL,
+    last_success_ms INTEGER
+);
+CREATE INDEX peers_recent ON peers (relay DESC, last_success_ms DESC);
+";
+
+/// Version 3: the end-to-end key schedule. One row per peer holds its whole conversation state
+/// (our receive keys with their replay caches, the peer's newest receive key), and an index maps
+/// each of our receive-key ids to the peer it was given to, so a conversation envelope finds its
+/// state by the key id in its header.
+const SCHEMA_V3: &str = "
+CREATE TABLE conversations (
+    peer_id       TEXT PRIMARY KEY,
+    state         BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE receive_keys (
+    key_id  BLOB PRIMARY KEY,
+    peer_id TEXT NOT NULL
+);
+CREATE INDEX receive_keys_peer ON receive_keys (peer_id);
+";
+
+/// Version 4: our signed prekeys, the current one published in the presence record and older
+/// ones kept (secret included) until first contacts sealed to them can no longer arrive.
+const SCHEMA_V4: &str = "
+CREATE TABLE prekeys (
+    key_id     BLOB PRIMARY KEY,
+    secret     BLOB NOT NULL,
+    public     BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    signature  BLOB NOT NULL
+);
+";
+
+/// Version 5: mailbox items held for others as a replica, and, per outbox item, the mailbox
+/// replicas it was deposited on (so a later attempt re-deposits when they change).
+const SCHEMA_V5: &str = "
+CREATE TABLE mailbox_items (
+    mailbox_id   BLOB NOT NULL,
+    item_id      BLOB NOT NULL,
+    depositor    TEXT NOT NULL,
+    envelope     BLOB NOT NULL,
+    stored_at_ms INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, item_id)
+);
+CREATE INDEX mailbox_items_expiry ON mailbox_items (expires_at);
+CREATE INDEX mailbox_items_depositor ON mailbox_items (mailbox_id, depositor);
+ALTER TABLE outbox ADD COLUMN deposited TEXT NOT NULL DEFAULT '';
+";
+
+/// Version 6: read receipts. Each received message records when the user first read it, and a
+/// read receipt in the outbox is a `receipt` row whose `read_of` holds the ids it names (16
+/// bytes each) instead of `receipt_of`; the `kind` check of version 1 stays as it is, because
+/// SQLite can only change it by rebuilding the table.
+const SCHEMA_V6: &str = "
+ALTER TABLE inbox ADD COLUMN read_at_ms INTEGER;
+ALTER TABLE outbox ADD COLUMN read_of BLOB;
+";
+
+const SCHEMA_V7: &str = "
+CREATE TABLE chunks (
+    peer_id         TEXT NOT NULL,
+    id              BLOB NOT NULL,
+    idx             INTEGER NOT NULL,
+    count           INTEGER NOT NULL,
+    body_len        INTEGER NOT NULL,
+    sent_at_ms      INTEGER NOT NULL,
+    data            BLOB NOT NULL,
+    received_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, id, idx)
+);
+";

@@ -1,0 +1,282 @@
+//! The composed libp2p behaviour and the swarm built from it: transports, protocol ids, and
+//! every limit libp2p enforces for us (connections, streams, relay circuits, DHT records).
+
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    Multiaddr, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify,
+    kad, mdns, memory_connection_limits, noise, ping, relay, yamux,
+};
+
+use crate::config::{Config, Role};
+use crate::error::{Error, Result};
+use crate::swarm::one_line;
+use crate::wire;
+
+/// The Kademlia protocol id: Kolokol's own DHT, never the IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kolokol/kad/1.0.0");
+
+/// The identify protocol version string; also all that peers learn of our software.
+pub const IDENTIFY_PROTOCOL_VERSION: &str = "/kolokol/1";
+
+/// Established connections the node accepts in total; relays carry many users.
+pub const MAX_CONNECTIONS: u32 = 1024;
+
+/// Established connections to one peer; more than a few means a misbehaving peer.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 8;
+
+/// Concurrent `/kolokol/msg/1` streams per connection, each holding at most one envelope.
+pub const MAX_DELIVERY_STREAMS: usize = 256;
+
+/// How long a Kademlia query may run.
+pub const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections being negotiated at once, inbound.
+pub const MAX_PENDING_INCOMING: u32 = 128;
+
+/// A connection with no streams is closed after this long. Longer than libp2p's 10 s so a
+/// conversation does not re-dial (and re-punch) between every pair of messages.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long one delivery (stream open, envelope out, ack in) may take.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Records a DHT server stores for others. Only presence records are accepted, each verified.
+pub const MAX_DHT_RECORDS: usize = 8192;
+
+/// Largest DHT record value accepted, in bytes (a presence record with every address at its
+/// longest is under 4.5 KiB).
+pub const MAX_DHT_RECORD_BYTES: usize = 8192;
+
+/// Relay server limits, raised from libp2p's defaults (2 minutes and 128 KiB per circuit),
+/// which would cut a conversation off after about a hundred messages.
+pub mod relay_limits {
+    use std::time::Duration;
+
+    /// Reservations held at once.
+    pub const MAX_RESERVATIONS: usize = 1024;
+    /// Circuits relayed at once.
+    pub const MAX_CIRCUITS: usize = 512;
+    /// Circuits at once per peer.
+    pub const MAX_CIRCUITS_PER_PEER: usize = 16;
+    /// Longest life of one circuit; the client re-opens one after.
+    pub const MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(60 * 60);
+    /// Most bytes relayed by one circuit, both directions (64 MiB, about 16 000 small messages).
+    pub const MAX_CIRCUIT_BYTES: u64 = 64 * 1024 * 1024;
+    /// How long a reservation lasts before the client must renew it (it renews on its own).
+    pub const RESERVATION_DURATION: Duration = Duration::from_secs(60 * 60);
+}
+
+/// The composed behaviour.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(super) relay_client: relay::client::Behaviour,
+    pub(super) relay_server: Toggle<relay::Behaviour>,
+    pub(super) identify: identify::Behaviour,
+    pub(super) ping: ping::Behaviour,
+    pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(super) dcutr: dcutr::Behaviour,
+    pub(super) autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    pub(super) autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    pub(super) delivery: request_response::Behaviour<wire::delivery::Codec>,
+    pub(super) mailbox: request_response::Behaviour<wire::mailbox::Codec>,
+    /// Off unless the config asks for it: multicast on the LAN tells everyone there that this
+    /// machine runs a libp2p node.
+    pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(super) limits: connection_limits::Behaviour,
+    /// Refuses new connections while the process uses more memory than the config allows
+    /// (relays, by default), so a flood of peers cannot push a small server into swapping or
+    /// the OOM killer; connections already made go on.
+    pub(super) memory: Toggle<memory_connection_limits::Behaviour>,
+}
+
+/// Builds the swarm for `config`, listening on its addresses.
+pub(crate) fn build(
+    keypair: &libp2p::identity::Keypair,
+    config: &Config,
+) -> Result<Swarm<Behaviour>> {
+    let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
+    let role = config.role;
+    let listening = !config.listen.is_empty();
+    // A machine without multicast (or a sandbox without netlink) still runs a useful node, so
+    // mDNS failing to start is a warning, not a failed start; `status` then shows it off.
+    let mdns = if config.mdns {
+        match mdns::tokio::Behaviour::new(mdns::Config::default(), keypair.public().to_peer_id()) {
+            Ok(behaviour) => Some(behaviour),
+            Err(e) => {
+                tracing::warn!(error = %one_line(&e), "cannot start mDNS; peers on the local network will not be found");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // The stealth listener's secrets and certificate are loaded before anything else starts,
+    // so that a mistake in them is one error line (transport.rs).
+    let stealth = crate::transport::prepare(config, config.clock.now_secs())?;
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
+        .with_tokio()
+        .with_other_transport(|key| crate::transport::build(key, config.transport, stealth.clone()))
+        .map_err(|e| net(&e))?
+        .with_dns()
+        .map_err(|e| net(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| net(&e))?
+        .with_behaviour(|key, relay_client| {
+            let peer_id = key.public().to_peer_id();
+            let relay_server = (role == Role::Relay).then(|| {
+                let cfg = relay::Config {
+                    max_reservations: relay_limits::MAX_RESERVATIONS,
+                    reservation_duration: relay_limits::RESERVATION_DURATION,
+                    max_circuits: relay_limits::MAX_CIRCUITS,
+                    max_circuits_per_peer: relay_limits::MAX_CIRCUITS_PER_PEER,
+                    max_circuit_duration: relay_limits::MAX_CIRCUIT_DURATION,
+                    max_circuit_bytes: relay_limits::MAX_CIRCUIT_BYTES,
+                    ..Default::default()
+                };
+                relay::Behaviour::new(peer_id, cfg)
+            });
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config
+                .set_query_timeout(KAD_QUERY_TIMEOUT)
+                .disjoint_query_paths(true)
+                // Every record and provider a peer sends is handed to us to check before it is
+                // stored: the DHT holds only presence records whose signatures verify.
+                .set_record_filtering(kad::StoreInserts::FilterBoth);
+            let kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::with_config(
+                    peer_id,
+                    kad::store::MemoryStoreConfig {
+                        max_records: MAX_DHT_RECORDS,
+                        max_value_bytes: MAX_DHT_RECORD_BYTES,
+                        ..Default::default()
+                    },
+                ),
+                kad_config,
+            );
+            let identify = identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
+                    .with_agent_version(IDENTIFY_PROTOCOL_VERSION.to_owned())
+                    .with_push_listen_addr_updates(true),
+            );
+            let delivery = request_response::Behaviour::new(
+                [(wire::delivery::PROTOCOL_NAME, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(DELIVERY_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_DELIVERY_STREAMS),
+            );
+            // Every node speaks the protocol both ways; whether it serves as a replica is
+            // decided per request, by its DHT mode at that moment.
+            let mailbox = request_response::Behaviour::new(
+                [(wire::mailbox::PROTOCOL_NAME, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(wire::mailbox::REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(wire::mailbox::MAX_STREAMS),
+            );
+            let limits = connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
+            );
+            Behaviour {
+                relay_client,
+                relay_server: relay_server.into(),
+                identify,
+                ping: ping::Behaviour::default(),
+                kad,
+                dcutr: dcutr::Behaviour::new(peer_id),
+                // AutoNAT v2 needs something to test: a node with no listen address has no
+                // address anyone could dial back, so only listening nodes run the client.
+                autonat_client: (role == Role::Node && listening)
+                    .then(autonat::v2::client::Behaviour::default)
+                    .into(),
+                autonat_server: (role == Role::Relay)
+                    .then(autonat::v2::server::Behaviour::default)
+                    .into(),
+                delivery,
+                mailbox,
+                mdns: mdns.into(),
+                limits,
+                memory: config
+                    .max_memory
+                    .map(|bytes| {
+                        memory_connection_limits::Behaviour::with_max_bytes(bytes as usize)
+                    })
+                    .into(),
+            }
+        })
+        .map_err(|e| net(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+
+    // A relay must serve the DHT and be reachable; a user node with a configured external
+    // address can serve too. Everyone else stays a DHT client: a node reachable only through
+    // relay circuits would make a poor DHT server (see notes/libp2p-0.57.md §2.3).
+    let server = role == Role::Relay || !config.external_addresses.is_empty();
+    swarm.behaviour_mut().kad.set_mode(Some(if server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
+    if let Some(relay) = swarm.behaviour_mut().relay_server.as_mut() {
+        relay.set_status(Some(relay::Status::Enable));
+    }
+    for addr in &config.listen {
+        probe_port(addr)?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {}", one_line(&e))))?;
+    }
+    for addr in
+        config.external_addresses.iter().filter(|a| crate::transport::is_dialable_listen_address(a))
+    {
+        swarm.add_external_address(addr.clone());
+    }
+    if let Some(stealth) = &stealth {
+        for addr in crate::transport::stealth_external_addresses(
+            &config.external_addresses,
+            &config.listen,
+            stealth,
+        ) {
+            swarm.add_external_address(addr);
+        }
+    }
+    Ok(swarm)
+}
+
+/// Fails if the TCP port of a listen address is already taken.
+///
+/// libp2p-tcp binds with `SO_REUSEPORT`, so a second kolokol (or anything else that sets it)
+/// could share the port and the kernel would split incoming connections between the two. A
+/// plain bind, without that option, fails on a port in use; the probe is closed again before
+/// libp2p binds. Port 0 (any free port) and non-TCP addresses need no probe.
+fn probe_port(addr: &Multiaddr) -> Result<()> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else { return Ok(()) };
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::Network(format!(
+            "cannot listen on {addr}: address already in use (is another kolokol running?)"
+        ))),
+        // Anything else (an address this host does not have, a privileged port) is for
+        // libp2p's own bind to report.
+        Err(_) => Ok(()),
+    }
+}

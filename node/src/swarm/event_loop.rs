@@ -1,0 +1,737 @@
+//! The swarm task: the one place that touches the `Swarm`. It takes commands from
+//! [`Client`](crate::swarm::Client), answers them from the swarm's events, and tells the rest of
+//! the node what happened through bounded channels. Its handling of the DHT, the local network
+//! and relays is in the sibling modules `dht`, `lan` and `relays`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kolokol_protocol::presence::PresenceRecord;
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, relay};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::config::{Config, Role, peer_id_of};
+use crate::error::Result;
+use crate::swarm::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
+use crate::swarm::{
+    Command, ConnectedPeer, DeliveryFailure, Inbound, Link, MailboxFailure, MailboxInbound,
+    NetEvent, NetStatus, is_relayed, is_unspecified, one_line, without_peer,
+};
+use crate::wire::delivery::Ack;
+use crate::wire::mailbox as mailbox_wire;
+
+/// Outbound deliveries awaiting their ack. Past this, new deliveries fail at once as busy.
+pub const MAX_PENDING_DELIVERIES: usize = 4096;
+
+/// Presence lookups in flight at once; more wait for an answer of "not found".
+pub const MAX_PENDING_LOOKUPS: usize = 256;
+
+/// How soon a presence publication that no DHT server accepted is tried again.
+pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
+
+/// The swarm task.
+pub(crate) struct EventLoop {
+    pub(super) swarm: Swarm<Behaviour>,
+    /// The node's wall clock, for checking records' expiry.
+    pub(super) clock: Clock,
+    pub(super) role: Role,
+    /// Whether external addresses were configured; if not, a relay confirms its concrete
+    /// listen addresses as external.
+    pub(super) external_configured: bool,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) inbound: mpsc::Sender<Inbound>,
+    pub(super) events: mpsc::Sender<NetEvent>,
+    pub(super) pending:
+        HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), DeliveryFailure>>>,
+    pub(super) relays: HashMap<PeerId, RelaySlot>,
+    pub(super) bootstrap: Vec<BootstrapPeer>,
+    /// The address we dialed for each connected peer, so a relay found by identify can be
+    /// reserved on at the address that worked. Entries leave when the last connection closes,
+    /// so connection limits bound it.
+    pub(super) dialed: HashMap<PeerId, Multiaddr>,
+    /// The latest network state, republished when addresses, reservations or connections
+    /// change, so callers can wait for a state instead of polling for it.
+    pub(super) status: watch::Sender<NetStatus>,
+    /// Open connections and how each reaches its peer; bounded by the connection limits.
+    pub(super) connections: HashMap<ConnectionId, (PeerId, Link, Multiaddr)>,
+    /// Presence lookups in flight, with the best record found so far and who waits for it.
+    pub(super) lookups: HashMap<kad::QueryId, Lookup>,
+    /// Outcome of the last presence publication.
+    pub(super) presence: Option<Result<(), String>>,
+    /// The query id of the last presence publication, to match its outcome, and the routing
+    /// table size when it started.
+    pub(super) presence_query: Option<(kad::QueryId, usize)>,
+    /// Routing-table size at the last successful presence publication.
+    pub(super) presence_routing_table: usize,
+    /// Whether this relay has announced itself under [`RELAYS_KEY`].
+    pub(super) providing: bool,
+    /// Routing-table size at the last announcement. A relay that started alone announced to
+    /// nobody (or to few); it announces again each time its table doubles, so relays that
+    /// join later come to hold the announcement and users find it.
+    pub(super) providing_routing_table: usize,
+    /// When a user node next looks for relays in the DHT, and the wait after that.
+    pub(super) next_relay_discovery: Instant,
+    pub(super) relay_discovery_wait: Duration,
+    /// When to publish the presence record again after a failed publication.
+    pub(super) presence_retry_at: Option<Instant>,
+    /// Whether "no bootstrap peer is reachable" has been said since the last success.
+    pub(super) warned_unreachable: bool,
+    /// libp2p's own metrics, recorded when `--metrics` is on.
+    pub(super) metrics: Option<libp2p::metrics::Metrics>,
+    /// Where inbound mailbox requests go when this node is a replica.
+    pub(super) mailbox_inbound: mpsc::Sender<MailboxInbound>,
+    /// Our mailbox requests awaiting an answer; at most [`mailbox_wire::MAX_PENDING_REQUESTS`].
+    pub(super) mailbox_pending: HashMap<OutboundRequestId, MailboxReply>,
+    /// Closest-peer queries in flight and who waits for each; at most [`MAX_PENDING_LOOKUPS`].
+    pub(super) closest: HashMap<kad::QueryId, (Vec<u8>, ClosestReply)>,
+    /// Peers mDNS found on the local network, with their addresses there (without `/p2p/`),
+    /// until mDNS reports them expired; at most [`MAX_LAN_PEERS`] of [`MAX_LAN_ADDRESSES`].
+    pub(super) lan: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+type ClosestReply = oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>;
+
+type MailboxReply =
+    oneshot::Sender<std::result::Result<kolokol_protocol::mailbox::Response, MailboxFailure>>;
+
+/// A presence lookup in flight.
+pub(super) struct Lookup {
+    pub(super) peer: PeerId,
+    pub(super) remote_only: bool,
+    pub(super) best: Option<PresenceRecord>,
+    pub(super) reply: oneshot::Sender<Option<PresenceRecord>>,
+}
+
+// Relays and bootstrap peers, as the task keeps them (`relays` does the work).
+
+/// How many relay reservations a user node tries to hold.
+pub const TARGET_RESERVATIONS: usize = 2;
+
+/// Bootstrap peers the swarm task redials at most; an imported bundle beyond this only feeds
+/// the peer cache, so importing bundle after bundle cannot grow the redial list without bound.
+pub const MAX_BOOTSTRAP_PEERS: usize = 64;
+
+/// How many relays a node remembers as candidates for reservations.
+pub const MAX_KNOWN_RELAYS: usize = 32;
+
+/// How often a user node looks for more relays in the DHT while it has fewer reservations
+/// than it wants. The wait doubles after each look, up to [`RELAY_DISCOVERY_MAX_INTERVAL`],
+/// and goes back to this when a look finds a relay the node did not know, since where one new
+/// relay appeared others may follow.
+pub(super) const RELAY_DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Longest wait between two looks for relays.
+pub(super) const RELAY_DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// How often the swarm task checks relays and bootstrap peers.
+pub(super) const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest wait between two attempts to reach a relay or a bootstrap peer.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A relay we may hold a reservation on.
+pub(super) struct RelaySlot {
+    /// The relay's own address, ending in `/p2p/<relay>`.
+    pub(super) address: Multiaddr,
+    /// The circuit listener while a reservation is wanted or held.
+    pub(super) listener: Option<libp2p::core::transport::ListenerId>,
+    /// The circuit address once the reservation is granted.
+    pub(super) circuit: Option<Multiaddr>,
+    pub(super) failures: u32,
+    pub(super) next_attempt: Instant,
+}
+
+/// A configured bootstrap peer, redialled with backoff while not connected.
+pub(super) struct BootstrapPeer {
+    pub(super) peer: PeerId,
+    pub(super) address: Multiaddr,
+    pub(super) failures: u32,
+    pub(super) next_attempt: Instant,
+}
+
+/// Exponential backoff from one second up to [`MAX_BACKOFF`].
+pub(super) fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF)
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        config: &Config,
+        commands: mpsc::Receiver<Command>,
+        inbound: mpsc::Sender<Inbound>,
+        events: mpsc::Sender<NetEvent>,
+        status: watch::Sender<NetStatus>,
+        mailbox_inbound: mpsc::Sender<MailboxInbound>,
+    ) -> Result<Self> {
+        let now = Instant::now();
+        let bootstrap = config
+            .bootstrap
+            .iter()
+            .map(|a| {
+                Ok(BootstrapPeer {
+                    peer: peer_id_of(a)?,
+                    address: a.clone(),
+                    failures: 0,
+                    next_attempt: now,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut this = Self {
+            swarm,
+            clock: config.clock.clone(),
+            role: config.role,
+            external_configured: !config.external_addresses.is_empty(),
+            commands,
+            inbound,
+            events,
+            pending: HashMap::new(),
+            relays: HashMap::new(),
+            bootstrap,
+            dialed: HashMap::new(),
+            status,
+            connections: HashMap::new(),
+            lookups: HashMap::new(),
+            presence: None,
+            presence_query: None,
+            presence_routing_table: 0,
+            providing: false,
+            providing_routing_table: 0,
+            next_relay_discovery: now + RELAY_DISCOVERY_INTERVAL,
+            relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
+            presence_retry_at: None,
+            warned_unreachable: false,
+            metrics: None,
+            mailbox_inbound,
+            mailbox_pending: HashMap::new(),
+            closest: HashMap::new(),
+            lan: HashMap::new(),
+        };
+        for b in &this.bootstrap {
+            let base = without_peer(&b.address);
+            this.swarm.behaviour_mut().kad.add_address(&b.peer, base);
+        }
+        Ok(this)
+    }
+
+    /// Records libp2p's own metrics into the registry served at `/metrics`.
+    pub(crate) fn record_metrics(&mut self, metrics: libp2p::metrics::Metrics) {
+        self.metrics = Some(metrics);
+    }
+
+    /// Runs until `shutdown` flips to true or every command sender is gone.
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = tick.tick() => self.maintain(),
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(DeliveryFailure::temporary("the node is shutting down")));
+        }
+        for (_, reply) in self.mailbox_pending.drain() {
+            let _ = reply.send(Err(MailboxFailure::ShuttingDown));
+        }
+        tracing::debug!("swarm task stopped");
+    }
+
+    pub(super) fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Deliver { peer, addresses, envelope, reply } => {
+                if self.pending.len() >= MAX_PENDING_DELIVERIES {
+                    let _ = reply
+                        .send(Err(DeliveryFailure::temporary("too many deliveries in flight")));
+                    return;
+                }
+                let addresses = self.with_lan_addresses(&peer, addresses);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .delivery
+                    .send_request_with_addresses(&peer, envelope, addresses);
+                self.pending.insert(id, reply);
+            }
+            Command::Respond { channel, ack } => {
+                // The peer may have gone meanwhile; then there is nobody to answer.
+                let _ = self.swarm.behaviour_mut().delivery.send_response(channel, ack);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::PublishPresence { record, ttl } => {
+                let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(
+                    self.swarm.local_peer_id(),
+                ));
+                let mut record = kad::Record::new(key, record);
+                record.expires = Some(std::time::Instant::now() + ttl);
+                let table = self.routing_table_size();
+                match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    Ok(id) => self.presence_query = Some((id, table)),
+                    Err(e) => self.presence = Some(Err(format!("cannot store it locally: {e}"))),
+                }
+            }
+            Command::Resolve { peer, remote_only, reply } => {
+                if self.lookups.len() >= MAX_PENDING_LOOKUPS {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(&peer));
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.lookups.insert(id, Lookup { peer, remote_only, best: None, reply });
+            }
+            Command::Peers { reply } => {
+                let mut peers: Vec<ConnectedPeer> = self
+                    .connections
+                    .values()
+                    .map(|(peer, via, address)| ConnectedPeer {
+                        peer: *peer,
+                        via: *via,
+                        address: address.clone(),
+                    })
+                    .collect();
+                peers.sort_by_key(|p| (p.peer, p.via));
+                let _ = reply.send(peers);
+            }
+            Command::AddBootstrap { address } => match peer_id_of(&address) {
+                Ok(peer)
+                    if self.bootstrap.len() < MAX_BOOTSTRAP_PEERS
+                        && !self.bootstrap.iter().any(|b| b.peer == peer) =>
+                {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, without_peer(&address));
+                    self.bootstrap.push(BootstrapPeer {
+                        peer,
+                        address,
+                        failures: 0,
+                        next_attempt: Instant::now(),
+                    });
+                }
+                _ => {}
+            },
+            Command::Mailbox { peer, addresses, request, reply } => {
+                if self.mailbox_pending.len() >= mailbox_wire::MAX_PENDING_REQUESTS {
+                    let _ = reply.send(Err(MailboxFailure::TooManyInFlight));
+                    return;
+                }
+                let addresses = self.with_lan_addresses(&peer, addresses);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .mailbox
+                    .send_request_with_addresses(&peer, request, addresses);
+                self.mailbox_pending.insert(id, reply);
+            }
+            Command::MailboxRespond { channel, response } => {
+                let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, response);
+            }
+            Command::ClosestPeers { key, reply } => {
+                if self.closest.len() >= MAX_PENDING_LOOKUPS {
+                    let _ = reply.send(Vec::new());
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(key.clone());
+                self.closest.insert(id, (key, reply));
+            }
+        }
+    }
+
+    pub(super) fn status(&mut self) -> NetStatus {
+        let routing_table = self.routing_table_size();
+        NetStatus {
+            listen: self.swarm.listeners().cloned().collect(),
+            external: self.swarm.external_addresses().cloned().collect(),
+            reservations: self
+                .relays
+                .iter()
+                .filter_map(|(p, s)| s.circuit.clone().map(|c| (*p, c)))
+                .collect(),
+            connected: self.swarm.connected_peers().count(),
+            routing_table,
+            known_relays: self.relays.len(),
+            // A peer may be listed at several addresses; it is one bootstrap peer.
+            bootstrap_peers: self.bootstrap_peers().len(),
+            bootstrap_connected: self
+                .bootstrap_peers()
+                .iter()
+                .filter(|p| self.swarm.is_connected(p))
+                .count(),
+            public: self.swarm.external_addresses().any(|a| !is_relayed(a)),
+            presence: self.presence.clone(),
+            presence_routing_table: self.presence_routing_table,
+            mdns: self.swarm.behaviour().mdns.is_enabled(),
+            lan: {
+                let mut lan: Vec<(PeerId, Vec<Multiaddr>)> =
+                    self.lan.iter().map(|(p, a)| (*p, a.clone())).collect();
+                lan.sort();
+                lan
+            },
+            hole_punched: {
+                let mut peers: Vec<PeerId> = self
+                    .connections
+                    .values()
+                    .filter(|(_, via, _)| *via == Link::HolePunched)
+                    .map(|(p, _, _)| *p)
+                    .collect();
+                peers.sort();
+                peers.dedup();
+                peers
+            },
+        }
+    }
+
+    pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.metrics {
+            libp2p::metrics::Recorder::record(m, &event);
+            if let SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) = &event {
+                libp2p::metrics::Recorder::record(m, e);
+            }
+        }
+        let publish = matches!(
+            event,
+            SwarmEvent::ConnectionEstablished { .. }
+                | SwarmEvent::ConnectionClosed { .. }
+                | SwarmEvent::NewListenAddr { .. }
+                | SwarmEvent::ExpiredListenAddr { .. }
+                | SwarmEvent::ListenerClosed { .. }
+                | SwarmEvent::ExternalAddrConfirmed { .. }
+                | SwarmEvent::ExternalAddrExpired { .. }
+                | SwarmEvent::Behaviour(BehaviourEvent::Kad(_))
+                | SwarmEvent::Behaviour(BehaviourEvent::Identify(_))
+                | SwarmEvent::Behaviour(BehaviourEvent::Dcutr(_))
+                | SwarmEvent::Behaviour(BehaviourEvent::Mdns(_))
+        );
+        self.handle_swarm_event(event);
+        if publish {
+            let status = self.status();
+            let mut addresses_changed = false;
+            self.status.send_if_modified(|old| {
+                addresses_changed =
+                    old.external != status.external || old.reservations != status.reservations;
+                let changed = *old != status;
+                *old = status;
+                changed
+            });
+            // The record is also republished each time the routing table doubles, so that it
+            // moves to the peers now closest to its key as the network around us fills in.
+            let table = self.status.borrow().routing_table;
+            let grown = self.presence.is_some()
+                && self.presence_query.is_some_and(|(_, t)| table >= 2 * t.max(1));
+            if addresses_changed || grown {
+                if grown {
+                    self.presence_query = self.presence_query.map(|(q, _)| (q, table));
+                }
+                // A full queue is fine: the daemon republishes on its timer too.
+                let _ = self.events.try_send(NetEvent::AddressesChanged);
+            }
+            // The relay announcement moves the same way, for the same reason.
+            if self.providing && table >= 2 * self.providing_routing_table.max(1) {
+                tracing::debug!(table, "routing table doubled; announcing the relay again");
+                self.announce_relay();
+            }
+        }
+    }
+
+    pub(super) fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Delivery(e)) => self.on_delivery(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => self.on_mailbox(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.on_identified(peer_id, info),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(e)) => self.on_mdns(e),
+            SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(e)) => match e.result {
+                Ok(()) => {
+                    tracing::info!(address = %e.tested_addr, "reachable from outside (AutoNAT)")
+                }
+                Err(err) => {
+                    let err = one_line(&err);
+                    tracing::debug!(address = %e.tested_addr, %err, "AutoNAT test failed")
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => match e.result {
+                Ok(connection) => {
+                    if let Some(entry) = self.connections.get_mut(&connection) {
+                        entry.1 = Link::HolePunched;
+                    }
+                    tracing::info!(peer = %e.remote_peer_id, "hole punch succeeded: direct connection")
+                }
+                Err(err) => {
+                    let err = one_line(&err);
+                    tracing::debug!(peer = %e.remote_peer_id, %err, "hole punch failed; staying relayed")
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. },
+            )) => {
+                tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
+            }
+            SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
+                self.update_kad_mode();
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                let address = endpoint.get_remote_address().clone();
+                let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
+                self.connections.insert(connection_id, (peer_id, via, address));
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint
+                    && !is_relayed(address)
+                {
+                    self.dialed.insert(peer_id, without_peer(address));
+                }
+                if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id) {
+                    b.failures = 0;
+                }
+                // A full queue only delays the retry until the outbox's next timer.
+                let _ = self.events.try_send(NetEvent::PeerConnected(peer_id));
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
+                self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    self.dialed.remove(&peer_id);
+                }
+            }
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                if let Some(slot) =
+                    self.relays.values_mut().find(|s| s.listener == Some(listener_id))
+                {
+                    tracing::info!(%address, "reachable through relay");
+                    // The relay reports a circuit through each of its addresses; the one
+                    // through the address we reached it at is known to work from here (over
+                    // the stealth transport, for a node that uses nothing else), so it is the
+                    // one invites and presence records carry.
+                    let through_dialed = address.to_string().starts_with(&slot.address.to_string());
+                    if slot.circuit.is_none() || through_dialed {
+                        slot.circuit = Some(address);
+                    }
+                    slot.failures = 0;
+                } else {
+                    tracing::info!(%address, "listening");
+                    if self.role == Role::Relay
+                        && !self.external_configured
+                        && !is_unspecified(&address)
+                        && crate::transport::is_dialable_listen_address(&address)
+                    {
+                        self.swarm.add_external_address(address);
+                    }
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { listener_id, .. } => {
+                if let Some(slot) =
+                    self.relays.values_mut().find(|s| s.listener == Some(listener_id))
+                {
+                    slot.circuit = None;
+                }
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                if let Some((peer, slot)) =
+                    self.relays.iter_mut().find(|(_, s)| s.listener == Some(listener_id))
+                {
+                    slot.listener = None;
+                    slot.circuit = None;
+                    slot.failures += 1;
+                    slot.next_attempt = Instant::now() + backoff(slot.failures);
+                    let reason = match &reason {
+                        Ok(()) => "the relay closed the connection".to_owned(),
+                        Err(e) => one_line(e),
+                    };
+                    tracing::warn!(relay = %peer, %reason, "relay reservation lost; will retry");
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+                if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer) {
+                    b.failures += 1;
+                    b.next_attempt = Instant::now() + backoff(b.failures);
+                    let error = one_line(&error);
+                    tracing::warn!(%peer, %error, "cannot reach bootstrap peer; will retry");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_delivery(&mut self, event: request_response::Event<Vec<u8>, Ack>) {
+        match event {
+            request_response::Event::Message { message, peer, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    match self.inbound.try_send(Inbound { envelope: request, channel }) {
+                        Ok(()) => {}
+                        Err(
+                            mpsc::error::TrySendError::Full(i)
+                            | mpsc::error::TrySendError::Closed(i),
+                        ) => {
+                            tracing::debug!(%peer, "inbound queue full; answering busy");
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .delivery
+                                .send_response(i.channel, Ack::Busy);
+                        }
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(match response {
+                            Ack::Accepted => Ok(()),
+                            Ack::Rejected => Err(DeliveryFailure {
+                                reason:
+                                    "the recipient's node refused it: their key has changed, or \
+                                         they take no more messages from strangers (ask them for a \
+                                         new invite)"
+                                        .into(),
+                                permanent: true,
+                            }),
+                            Ack::Busy => {
+                                Err(DeliveryFailure::temporary("the recipient's node is busy"))
+                            }
+                        });
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(DeliveryFailure::temporary(format!(
+                        "cannot reach {peer}: {}",
+                        one_line(&error)
+                    ))));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound delivery failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    pub(super) fn on_mailbox(
+        &mut self,
+        event: request_response::Event<
+            kolokol_protocol::mailbox::Request,
+            kolokol_protocol::mailbox::Response,
+        >,
+    ) {
+        use kolokol_protocol::mailbox::Response;
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    // Only DHT servers are replicas: a depositor found us as one of the servers
+                    // closest to the mailbox id, and a client would not be found again.
+                    if self.swarm.behaviour_mut().kad.mode() != kad::Mode::Server {
+                        let refused = Response::Refused { reason: "not a mailbox replica".into() };
+                        let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
+                        return;
+                    }
+                    if let Err(
+                        mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i),
+                    ) = self.mailbox_inbound.try_send(MailboxInbound { peer, request, channel })
+                    {
+                        let busy = Response::Refused { reason: "the replica is busy".into() };
+                        let _ = self.swarm.behaviour_mut().mailbox.send_response(i.channel, busy);
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.mailbox_pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(reply) = self.mailbox_pending.remove(&request_id) {
+                    let _ = reply
+                        .send(Err(MailboxFailure::Unreachable { peer, reason: one_line(&error) }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound mailbox request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    pub(super) fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+            // What mDNS saw may differ from what the peer lists (mDNS puts in the source
+            // address of its answer), and it is the address that works on this LAN.
+            for addr in self.lan.get(&peer).cloned().unwrap_or_default() {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+            }
+        }
+        let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        // mDNS finds every libp2p node on the LAN, IPFS nodes and the like included. One that
+        // is not a Kolokol node and serves neither as a relay nor in our DHT is of no use, so
+        // it is forgotten instead of being listed and cached: a cached peer is dialed at every
+        // start and goes into every bundle this node exports.
+        if self.lan.contains_key(&peer)
+            && info.protocol_version != IDENTIFY_PROTOCOL_VERSION
+            && !is_relay
+            && !info.protocols.contains(&KAD_PROTOCOL)
+        {
+            tracing::debug!(%peer, version = %info.protocol_version, "a peer on the local network is not a Kolokol node; forgetting it");
+            self.lan.remove(&peer);
+            return;
+        }
+        if let Some(address) = self.dialed.get(&peer) {
+            // A relay's other addresses (TCP, QUIC, stealth) go into the peer cache too, and
+            // so into the bundles this node exports, so that whoever imports one can still
+            // reach the relay when one of its transports is blocked. The address that worked
+            // is remembered last, so it stays first in the cache.
+            if is_relay {
+                for other in crate::transport::other_addresses(address, &info.listen_addrs) {
+                    let _ = self.events.try_send(NetEvent::PeerSeen {
+                        peer,
+                        address: other,
+                        relay: true,
+                    });
+                }
+            }
+            let _ = self.events.try_send(NetEvent::PeerSeen {
+                peer,
+                address: address.clone(),
+                relay: is_relay,
+            });
+        }
+        if self.role == Role::Node
+            && is_relay
+            && !self.relays.contains_key(&peer)
+            && self.relays.len() < MAX_KNOWN_RELAYS
+        {
+            let base = self
+                .dialed
+                .get(&peer)
+                .cloned()
+                .or_else(|| info.listen_addrs.iter().find(|a| !is_relayed(a)).cloned());
+            if let Some(base) = base {
+                tracing::debug!(relay = %peer, %base, "found a relay");
+                self.relays.insert(
+                    peer,
+                    RelaySlot {
+                        address: base.with(Protocol::P2p(peer)),
+                        listener: None,
+                        circuit: None,
+                        failures: 0,
+                        next_attempt: Instant::now(),
+                    },
+                );
+                self.reserve();
+            }
+        }
+    }
+}

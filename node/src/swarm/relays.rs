@@ -1,0 +1,90 @@
+//! The swarm task as the auto-relay libp2p lacks: a user node holds reservations on up to
+//! [`TARGET_RESERVATIONS`] relays, found through identify and the DHT, and re-listens with
+//! backoff when one is lost; bootstrap peers are redialled with backoff while not connected.
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{PeerId, kad};
+use tokio::time::Instant;
+
+use crate::config::Role;
+use crate::swarm::event_loop::{
+    EventLoop, RELAY_DISCOVERY_MAX_INTERVAL, TARGET_RESERVATIONS, backoff,
+};
+use crate::swarm::{NetEvent, RELAYS_KEY, one_line};
+
+impl EventLoop {
+    /// Asks for reservations until [`TARGET_RESERVATIONS`] listeners are up.
+    pub(super) fn reserve(&mut self) {
+        let now = Instant::now();
+        let mut active = self.relays.values().filter(|s| s.listener.is_some()).count();
+        let candidates: Vec<PeerId> = self
+            .relays
+            .iter()
+            .filter(|(_, s)| s.listener.is_none() && s.next_attempt <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in candidates {
+            if active >= TARGET_RESERVATIONS {
+                break;
+            }
+            let Some(slot) = self.relays.get_mut(&peer) else { continue };
+            let circuit = slot.address.clone().with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    slot.listener = Some(id);
+                    active += 1;
+                }
+                Err(e) => {
+                    slot.failures += 1;
+                    slot.next_attempt = now + backoff(slot.failures);
+                    let e = one_line(&e);
+                    tracing::warn!(%circuit, %e, "cannot listen through relay");
+                }
+            }
+        }
+    }
+
+    pub(super) fn maintain(&mut self) {
+        let now = Instant::now();
+        if self.role == Role::Node {
+            self.reserve();
+            let reserved = self.relays.values().filter(|s| s.circuit.is_some()).count();
+            if reserved < TARGET_RESERVATIONS
+                && now >= self.next_relay_discovery
+                && self.swarm.connected_peers().next().is_some()
+            {
+                self.next_relay_discovery = now + self.relay_discovery_wait;
+                self.relay_discovery_wait =
+                    (self.relay_discovery_wait * 2).min(RELAY_DISCOVERY_MAX_INTERVAL);
+                self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&RELAYS_KEY));
+            }
+        }
+        if self.presence_retry_at.is_some_and(|t| t <= now) {
+            self.presence_retry_at = None;
+            let _ = self.events.try_send(NetEvent::AddressesChanged);
+        }
+        if !self.bootstrap.is_empty() {
+            let connected = self.bootstrap.iter().any(|b| self.swarm.is_connected(&b.peer));
+            let all_failed = self.bootstrap.iter().all(|b| b.failures > 0);
+            if connected {
+                self.warned_unreachable = false;
+            } else if all_failed && !self.warned_unreachable {
+                self.warned_unreachable = true;
+                tracing::warn!(
+                    tried = self.bootstrap.len(),
+                    "cannot reach any bootstrap peer (peer cache, --bootstrap, invites, bundles); \
+                     check the addresses, or import a bootstrap bundle with `kolokol peers import`"
+                );
+            }
+        }
+        for b in &mut self.bootstrap {
+            if b.next_attempt <= now && !self.swarm.is_connected(&b.peer) {
+                b.next_attempt = now + backoff(b.failures + 1);
+                if let Err(e) = self.swarm.dial(b.address.clone()) {
+                    let e = one_line(&e);
+                    tracing::debug!(peer = %b.peer, %e, "bootstrap dial not started");
+                }
+            }
+        }
+    }
+}
