@@ -9,7 +9,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     Multiaddr, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify,
-    kad, mdns, memory_connection_limits, noise, ping, relay, tcp, yamux,
+    kad, mdns, memory_connection_limits, noise, ping, relay, yamux,
 };
 
 use crate::config::{Config, Role};
@@ -115,9 +115,12 @@ pub(crate) fn build(
     } else {
         None
     };
+    // The stealth listener's secrets and certificate are loaded before anything else starts,
+    // so that a mistake in them is one error line (transport.rs).
+    let stealth = crate::transport::prepare(config, config.clock.now_secs())?;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_other_transport(|key| crate::transport::build(key, config.transport, stealth.clone()))
         .map_err(|e| net(&e))?
         .with_dns()
         .map_err(|e| net(&e))?
@@ -238,8 +241,19 @@ pub(crate) fn build(
             .listen_on(addr.clone())
             .map_err(|e| Error::Network(format!("cannot listen on {addr}: {}", one_line(&e))))?;
     }
-    for addr in &config.external_addresses {
+    for addr in
+        config.external_addresses.iter().filter(|a| crate::transport::is_dialable_listen_address(a))
+    {
         swarm.add_external_address(addr.clone());
+    }
+    if let Some(stealth) = &stealth {
+        for addr in crate::transport::stealth_external_addresses(
+            &config.external_addresses,
+            &config.listen,
+            stealth,
+        ) {
+            swarm.add_external_address(addr);
+        }
     }
     Ok(swarm)
 }

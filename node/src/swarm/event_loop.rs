@@ -563,13 +563,21 @@ impl EventLoop {
                     self.relays.values_mut().find(|s| s.listener == Some(listener_id))
                 {
                     tracing::info!(%address, "reachable through relay");
-                    slot.circuit = Some(address);
+                    // The relay reports a circuit through each of its addresses; the one
+                    // through the address we reached it at is known to work from here (over
+                    // the stealth transport, for a node that uses nothing else), so it is the
+                    // one invites and presence records carry.
+                    let through_dialed = address.to_string().starts_with(&slot.address.to_string());
+                    if slot.circuit.is_none() || through_dialed {
+                        slot.circuit = Some(address);
+                    }
                     slot.failures = 0;
                 } else {
                     tracing::info!(%address, "listening");
                     if self.role == Role::Relay
                         && !self.external_configured
                         && !is_unspecified(&address)
+                        && crate::transport::is_dialable_listen_address(&address)
                     {
                         self.swarm.add_external_address(address);
                     }
@@ -733,6 +741,19 @@ impl EventLoop {
             return;
         }
         if let Some(address) = self.dialed.get(&peer) {
+            // A relay's other addresses (TCP, QUIC, stealth) go into the peer cache too, and
+            // so into the bundles this node exports, so that whoever imports one can still
+            // reach the relay when one of its transports is blocked. The address that worked
+            // is remembered last, so it stays first in the cache.
+            if is_relay {
+                for other in crate::transport::other_addresses(address, &info.listen_addrs) {
+                    let _ = self.events.try_send(NetEvent::PeerSeen {
+                        peer,
+                        address: other,
+                        relay: true,
+                    });
+                }
+            }
             let _ = self.events.try_send(NetEvent::PeerSeen {
                 peer,
                 address: address.clone(),
