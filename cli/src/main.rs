@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use kolokol_node::Multiaddr;
 use kolokol_node::config::CONFIG_FILE;
+use kolokol_node::transport;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
     BlockResult, Blocked, BundleInfo, Chat, ChatSummary, Contact, ContactReplaced, DoctorCheck,
@@ -108,6 +109,61 @@ struct NetArgs {
     /// for `node`.
     #[arg(long, value_name = "MIB")]
     max_memory: Option<u64>,
+    /// Which transports to use: `any` (TCP, QUIC and stealth) or `stealth` (only the stealth
+    /// transport: the node dials nothing but stealth addresses, so nothing it sends carries a
+    /// cleartext libp2p identifier). Replaces the config file's `transport`. Default: any.
+    #[arg(long, value_name = "POLICY")]
+    transport: Option<TransportArg>,
+    #[command(flatten)]
+    stealth: StealthArgs,
+}
+
+/// `--transport` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    Any,
+    Stealth,
+}
+
+/// The stealth listener's settings (docs/RELAY.md); each replaces the config file's
+/// `[stealth]` value.
+#[derive(clap::Args)]
+struct StealthArgs {
+    /// relay: the port of the default stealth listener. Default: 443 when the relay may bind
+    /// it, else 4443 (with a warning).
+    #[arg(long, value_name = "PORT")]
+    stealth_port: Option<u16>,
+    /// relay: no default stealth listener.
+    #[arg(long)]
+    no_stealth: bool,
+    /// The stealth listener's certificate chain (PEM), with --stealth-key. Default: a
+    /// self-signed certificate generated once in the data directory, pinned in the addresses.
+    #[arg(long, value_name = "FILE", requires = "stealth_key")]
+    stealth_cert: Option<PathBuf>,
+    /// The private key (PEM) of --stealth-cert.
+    #[arg(long, value_name = "FILE", requires = "stealth_cert")]
+    stealth_key: Option<PathBuf>,
+    /// The domain name dialers send in TLS (SNI) and HTTP: your cover site's.
+    #[arg(long, value_name = "NAME")]
+    stealth_sni: Option<String>,
+    /// Serve this directory as the cover web site to everyone without the secret.
+    #[arg(long, value_name = "DIR", conflicts_with = "stealth_cover_backend")]
+    stealth_cover_dir: Option<PathBuf>,
+    /// Splice everyone without the secret to this web server (plain HTTP), e.g.
+    /// 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    stealth_cover_backend: Option<std::net::SocketAddr>,
+    /// Use this secret path (16 to 128 characters of A-Z a-z 0-9 - . _ ~ /) instead of a
+    /// generated one; the previous one keeps working for the grace period.
+    #[arg(long, value_name = "PATH")]
+    stealth_secret: Option<String>,
+    /// Retire the current secret and make a new one at this start; the old one keeps working
+    /// for the grace period.
+    #[arg(long)]
+    stealth_rotate_secret: bool,
+    /// How many days a retired secret keeps working. Default: 14.
+    #[arg(long, value_name = "DAYS")]
+    stealth_secret_grace_days: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -117,7 +173,9 @@ enum Command {
     /// peers on the local network unless --no-mdns.
     Node(NetArgs),
     /// Run a community relay (circuit relay v2 server and DHT server) in the foreground.
-    /// Default --listen: /ip4/0.0.0.0/tcp/4001. Without --external-address, concrete listen
+    /// Default --listen: TCP and QUIC on port 4001 and the stealth transport on 443 (4443 when
+    /// 443 cannot be bound; see --stealth-port), all on 0.0.0.0. Without --external-address,
+    /// concrete listen
     /// addresses are used; a relay with no external address grants no usable reservations.
     /// mDNS is off unless --mdns: a relay serves the internet, not its LAN.
     Relay(NetArgs),
@@ -347,8 +405,9 @@ fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
 /// small enough that one answer stays well within what the control socket carries at once.
 const MAX_LIST_LIMIT: i64 = 10_000;
 
-/// The default listen address of a relay: the IPFS-customary port, on every interface.
-const RELAY_DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+/// The default listen addresses of a relay: TCP and QUIC on the IPFS-customary port, on every
+/// interface; the stealth listener (`transport::default_stealth_listen`) comes on top.
+const RELAY_DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"];
 
 /// Prints a line on standard output. Unlike `println!`, it returns the error when the reader
 /// has gone (`kolokol outbox | head`), and `main` then ends quietly instead of panicking.
@@ -601,9 +660,40 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
     };
     let mut config = Config::new(dir, role);
     config.listen = pick(&net.listen, file.listen).unwrap_or_else(|| match role {
-        Role::Relay => RELAY_DEFAULT_LISTEN.parse().into_iter().collect(),
+        Role::Relay => {
+            let mut listen: Vec<Multiaddr> =
+                RELAY_DEFAULT_LISTEN.iter().filter_map(|a| a.parse().ok()).collect();
+            if !net.stealth.no_stealth {
+                let (stealth, warning) =
+                    transport::default_stealth_listen(net.stealth.stealth_port);
+                if let Some(warning) = warning {
+                    tracing::warn!("{warning}");
+                }
+                listen.push(stealth);
+            }
+            listen
+        }
         Role::Node => Vec::new(),
     });
+    config.transport = match net.transport {
+        Some(TransportArg::Any) => kolokol_node::config::Policy::Any,
+        Some(TransportArg::Stealth) => kolokol_node::config::Policy::Stealth,
+        None => file.transport.unwrap_or_default(),
+    };
+    let (st, fs) = (&net.stealth, file.stealth);
+    config.stealth = kolokol_node::config::StealthOptions {
+        cert: st.stealth_cert.clone().or(fs.cert),
+        key: st.stealth_key.clone().or(fs.key),
+        sni: st.stealth_sni.clone().or(fs.sni),
+        cover_dir: st.stealth_cover_dir.clone().or(fs.cover_dir),
+        cover_backend: st.stealth_cover_backend.or(fs.cover_backend),
+        secret: st.stealth_secret.clone().or(fs.secret),
+        rotate_secret: st.stealth_rotate_secret,
+        secret_grace: st
+            .stealth_secret_grace_days
+            .map(|d| std::time::Duration::from_secs(d.saturating_mul(86_400)))
+            .or(fs.secret_grace),
+    };
     config.bootstrap = pick(&net.bootstrap, file.bootstrap).unwrap_or_default();
     config.external_addresses =
         pick(&net.external_address, file.external_addresses).unwrap_or_default();
@@ -611,11 +701,15 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
     config.read_receipts = !net.no_read_receipts && file.read_receipts.unwrap_or(true);
     // A user node looks for contacts on its LAN by default, as the issue asks. A relay does
     // not: it runs on a public server, where multicast reaches nobody who needs it, and an
-    // operator who does want it (a relay for one household or office) says `--mdns`.
+    // operator who does want it (a relay for one household or office) says `--mdns`. A node
+    // told `--transport stealth` does not either: mDNS multicasts `_p2p._udp.local` in the
+    // clear, which is exactly the kind of libp2p identifier that node is meant never to send.
     config.mdns = match (net.mdns, net.no_mdns) {
         (true, _) => true,
         (_, true) => false,
-        _ => file.mdns.unwrap_or(role == Role::Node),
+        _ => file.mdns.unwrap_or(
+            role == Role::Node && config.transport != kolokol_node::config::Policy::Stealth,
+        ),
     };
     if let Some(mib) = net.max_memory {
         config.max_memory = (mib > 0).then(|| mib.saturating_mul(1024 * 1024));
@@ -1078,13 +1172,16 @@ async fn read(client: &mut Client, messages: &[InboxMessage]) -> anyhow::Result<
 async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> {
     let role = config.role;
     let data_dir = config.data_dir.clone();
+    // Every listener (TCP, QUIC, stealth) reports its address on its own; the bootstrap line
+    // printed below should carry all of them.
+    let listeners = config.listen.len();
     let mut running = RunningNode::start(config).await?;
     let node = running.node();
     let metrics = running.metrics_address().map(|a| format!("http://{a}/metrics"));
     // Listening starts asynchronously; give it a moment so the printed addresses are real.
     let net = node
         .wait_for_net(std::time::Duration::from_secs(5), |s| {
-            role == Role::Node || !s.listen.is_empty()
+            role == Role::Node || s.listen.len() >= listeners.max(1)
         })
         .await
         .unwrap_or_default();

@@ -259,7 +259,7 @@ fn the_readme_walk_through_delivers_hello() {
     check_error(&run(&a, &["contacts", "verify", "carol"]), 1, "no contact named \"carol\"");
 
     let sent = check_ok(&run(&a, &["send", "bob", "hello"]));
-    assert!(sent.trim().ends_with(" sent"), "{sent}");
+    assert!(sent.trim().ends_with(" delivered"), "{sent}");
     let inbox = check_ok(&run(&b, &["inbox", "--messages", "--peek"]));
     assert!(inbox.contains("alice: hello"), "{inbox}");
     // The conversation list says one unread from alice; reading the conversation shows it,
@@ -300,12 +300,12 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(early.status.success(), "exit {:?}: {}", early.status.code(), stderr(&early));
     assert!(!stderr(&early).contains("panicked"), "{}", stderr(&early));
     let piped = run_with_input(&a, &["send", "bob", "-"], b"from a pipe\n");
-    assert!(check_ok(&piped).trim().ends_with(" sent"));
+    assert!(check_ok(&piped).trim().ends_with(" delivered"));
     assert!(check_ok(&run(&b, &["inbox", "--messages"])).contains("alice: from a pipe\n"));
     // A text too long for one envelope (and for one command-line argument) goes in chunks.
     let long = format!("{}the end", "a long letter. ".repeat(20_000));
     let piped = run_with_input(&a, &["send", "bob", "-"], long.as_bytes());
-    assert!(check_ok(&piped).trim().ends_with(" sent"));
+    assert!(check_ok(&piped).trim().ends_with(" delivered"));
     let inbox = check_ok(&run(&b, &["--json", "inbox", "--messages", "--limit", "1"]));
     assert!(inbox.contains(&long), "the long text arrived whole");
 

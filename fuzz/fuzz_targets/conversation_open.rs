@@ -25,11 +25,11 @@ static STATE: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let mut a = Conversation::new(bob_cert.clone(), NOW).expect("valid certificate");
     let mut b = Conversation::new(alice_cert.clone(), NOW).expect("valid certificate");
     let first = a
-        .seal(alice.device(), &alice_cert, &content, Randomness::from_bytes([11; 96]), NOW)
+        .seal(alice.device(), &alice_cert, &content, Randomness::from_bytes([11; 128]), NOW)
         .expect("seals");
     b.open(&bob, &first, NOW).expect("opens");
     let reply = b
-        .seal(bob.device(), &bob_cert, &content, Randomness::from_bytes([12; 96]), NOW)
+        .seal(bob.device(), &bob_cert, &content, Randomness::from_bytes([12; 128]), NOW)
         .expect("seals");
     a.open(&alice, &reply, NOW).expect("opens");
     a.to_bytes().expect("encodes").to_vec()

@@ -4,7 +4,7 @@
 //!
 //! Arrival order is not writing order: a sender that restarts with messages queued and in the
 //! mailbox delivers them in no particular order. A numbered text (docs/PROTOCOL.md section
-//! 6.8) says its place; [`order`] puts a peer's texts of one series in number order, keeps
+//! 6.9) says its place; [`order`] puts a peer's texts of one series in number order, keeps
 //! each at or after the time of the one before it, and merges them with ours by time.
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -64,9 +65,49 @@ pub struct Config {
     /// (`None`: no limit). [`Config::new`] sets [`RELAY_MAX_MEMORY`] for a relay, none for a
     /// user node.
     pub max_memory: Option<u64>,
+    /// Which transports to dial and listen with: all of them, or the stealth transport only.
+    pub transport: Policy,
+    /// The stealth listener's certificate, cover and secrets (used only when `listen` has a
+    /// stealth address).
+    pub stealth: StealthOptions,
     /// The wall clock the node reads: the system clock, or in tests of the slow timers a clock
     /// that follows tokio's paused time ([`Clock::tokio`]).
     pub clock: Clock,
+}
+
+/// Which transports a node dials and listens with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// TCP, QUIC and stealth.
+    #[default]
+    Any,
+    /// The stealth transport only (and relay circuits over it): nothing this node sends
+    /// carries a cleartext libp2p identifier, and addresses of other transports are not
+    /// dialed at all.
+    Stealth,
+}
+
+/// The operator's stealth settings; every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StealthOptions {
+    /// The certificate chain (PEM) to serve; with `key`. Without both, a self-signed one is
+    /// generated once and kept in the data directory.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The domain dialers name in TLS (SNI) and in the `Host` header: the cover site's.
+    pub sni: Option<String>,
+    /// A directory the built-in cover web server serves.
+    pub cover_dir: Option<PathBuf>,
+    /// The operator's own web server, to splice connections without the secret to.
+    pub cover_backend: Option<SocketAddr>,
+    /// The secret path to use (a generated one otherwise).
+    pub secret: Option<String>,
+    /// Retire the current secret and make a new one current at this start.
+    pub rotate_secret: bool,
+    /// How long a retired secret keeps working; `transport::secret::DEFAULT_GRACE` (14 days) if `None`.
+    pub secret_grace: Option<Duration>,
 }
 
 /// A relay's default memory ceiling for taking new connections: 256 MiB, an eighth of a small
@@ -109,6 +150,23 @@ pub struct FileConfig {
     /// `mdns`: `false` to neither look for peers on the local network nor announce this node
     /// there, `true` to do both (a relay does neither unless told to).
     pub mdns: Option<bool>,
+    /// `transport`: `"any"` (TCP, QUIC and stealth) or `"stealth"` (stealth only).
+    pub transport: Option<Policy>,
+    /// The `[stealth]` table: certificate, cover and secret settings.
+    pub stealth: StealthOptions,
+}
+
+/// The file's `[stealth]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStealth {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    sni: Option<String>,
+    cover_dir: Option<PathBuf>,
+    cover_backend: Option<Spanned<String>>,
+    secret: Option<String>,
+    secret_grace_days: Option<u64>,
 }
 
 /// The file as written, with the position of every value so that errors can name its line.
@@ -123,6 +181,8 @@ struct RawFileConfig {
     metrics: Option<Spanned<String>>,
     read_receipts: Option<bool>,
     mdns: Option<bool>,
+    transport: Option<Policy>,
+    stealth: Option<RawStealth>,
 }
 
 /// A list of multiaddr strings, each with its position in the file.
@@ -229,7 +289,36 @@ impl FileConfig {
                 )
             })?),
         };
+        let stealth = match raw.stealth {
+            None => StealthOptions::default(),
+            Some(st) => {
+                let cover_backend = match st.cover_backend {
+                    None => None,
+                    Some(b) => Some(b.get_ref().parse::<SocketAddr>().map_err(|_| {
+                        format!(
+                            "{}: `stealth.cover_backend` is {:?}, not an IP address and port such as \"127.0.0.1:8080\"",
+                            line_of(text, b.span().start),
+                            b.get_ref()
+                        )
+                    })?),
+                };
+                StealthOptions {
+                    cert: st.cert,
+                    key: st.key,
+                    sni: st.sni,
+                    cover_dir: st.cover_dir,
+                    cover_backend,
+                    secret: st.secret,
+                    rotate_secret: false,
+                    secret_grace: st
+                        .secret_grace_days
+                        .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
+                }
+            }
+        };
         Ok(Self {
+            transport: raw.transport,
+            stealth,
             listen: addresses(raw.listen, "listen")?,
             bootstrap: addresses(raw.bootstrap, "bootstrap")?,
             external_addresses: addresses(raw.external_addresses, "external_addresses")?,
@@ -272,6 +361,8 @@ impl Config {
             read_receipts: true,
             mdns: false,
             max_memory: (role == Role::Relay).then_some(RELAY_MAX_MEMORY),
+            transport: Policy::Any,
+            stealth: StealthOptions::default(),
             clock: Clock::system(),
         }
     }

@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::conversations::Conversations;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
-use crate::store::{ContactRow, Store};
+use crate::store::{ContactRow, ConversationWrite, Store};
 
 /// Longest contact name, in bytes.
 pub const MAX_CONTACT_NAME_LEN: usize = 64;
@@ -30,9 +30,13 @@ impl Contacts {
     /// Adds a contact from their invite code and starts the conversation with them.
     pub(crate) fn add(&self, name: &str, invite_text: &str) -> Result<ContactRow> {
         let (row, certificate) = self.read_invite(name, invite_text)?;
-        self.store.add_contact(&row)?;
-        self.store.unblock(&row.peer_id)?;
-        self.conversations.start(&row.peer_id, certificate)?;
+        let start = self.conversations.first_state(certificate)?;
+        let first = ConversationWrite {
+            peer: &row.peer_id,
+            state: &start.state,
+            key_ids: Some(&start.key_ids),
+        };
+        self.store.add_contact_with(&row, Some(&first))?;
         Ok(row)
     }
 
@@ -85,10 +89,15 @@ impl Contacts {
                 old.name
             )));
         }
+        let start = self.conversations.first_state(certificate)?;
+        let first = ConversationWrite {
+            peer: &new.peer_id,
+            state: &start.state,
+            key_ids: Some(&start.key_ids),
+        };
         self.store
-            .replace_contact(name, &new)?
+            .replace_contact(name, &new, &first)?
             .ok_or_else(|| Error::UnknownContact(name.to_owned()))?;
-        self.conversations.start(&new.peer_id, certificate)?;
         Ok((old, new))
     }
 
@@ -126,8 +135,8 @@ impl Contacts {
             added_at_ms: self.clock.now_ms(),
             verified_at_ms: None,
         };
-        self.store.add_contact(&row)?;
-        self.store.unblock(&peer)?;
+        // The peer wrote first, so a conversation with them exists: none to start.
+        self.store.add_contact_with(&row, None)?;
         Ok(contact_view(row))
     }
 

@@ -276,7 +276,7 @@ async fn dispatch(
             if p.wait.unwrap_or(true) {
                 to_value(node.send(&p.to, &p.text).await.map_err(failure)?)
             } else {
-                to_value(node.enqueue(&p.to, &p.text).map_err(failure)?)
+                to_value(node.enqueue(&p.to, &p.text).await.map_err(failure)?)
             }
         }
         method::INBOX => {

@@ -22,7 +22,7 @@ use rand::RngCore;
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::keys::Keys;
-use crate::store::Store;
+use crate::store::{ConversationWrite, Store};
 use crate::workers::Workers;
 
 /// Conversation states kept decoded in memory. Past this, the cache is emptied and refilled
@@ -92,8 +92,23 @@ impl Conversations {
         + Send
         + 'static,
     ) -> Outcome<T> {
-        let lock = self.lock_of(peer);
-        let _guard = lock.lock().await;
+        Ok(match self.hold(peer, f).await? {
+            Ok(held) => Ok(held.store()?),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Runs `f` as [`Conversations::with`] does, but leaves storing the state to the caller,
+    /// who stores it with what it sealed or opened in one transaction ([`Held::write`]) and then
+    /// calls [`Held::stored`]. The peer's lock is held until then.
+    pub(crate) async fn hold<T: Send + 'static>(
+        &self,
+        peer: &PeerId,
+        f: impl FnOnce(&mut Option<Conversation>) -> std::result::Result<T, kolokol_protocol::Error>
+        + Send
+        + 'static,
+    ) -> Outcome<Held<T>> {
+        let guard = self.lock_of(peer).lock_owned().await;
         // Taken out of the cache while in use: if anything below fails, the next use reloads
         // the state from the store, which is never behind the cache.
         let cached = self.cache().remove(peer);
@@ -126,23 +141,22 @@ impl Conversations {
                 (result, conversation)
             })
             .await?;
-        if result.is_ok()
-            && let Some(c) = conversation
-        {
-            let bytes = c.to_bytes()?;
-            // Only a changed state is written: a look at the state costs no disk write.
-            if stored.as_deref().map(Vec::as_slice) != Some(bytes.as_slice()) {
-                let ids: Vec<[u8; 8]> = c.receive_key_ids();
-                let changed = (ids_before.as_ref() != Some(&ids)).then_some(ids.as_slice());
-                self.0.store.save_conversation(peer, &bytes, changed, self.0.clock.now_ms())?;
+        let value = match result {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(e)),
+        };
+        let state = match conversation {
+            Some(c) => {
+                let bytes = c.to_bytes()?;
+                // Only a changed state is written: a look at the state costs no disk write.
+                let changed = stored.as_deref().map(Vec::as_slice) != Some(bytes.as_slice());
+                let ids = c.receive_key_ids();
+                let key_ids = (ids_before.as_ref() != Some(&ids)).then_some(ids);
+                Some(HeldState { conversation: c, bytes, changed, key_ids })
             }
-            let mut cache = self.cache();
-            if cache.len() >= MAX_CACHED_CONVERSATIONS {
-                cache.clear();
-            }
-            cache.insert(*peer, Cached { conversation: c, stored: bytes });
-        }
-        Ok(result)
+            None => None,
+        };
+        Ok(Ok(Held { value, peer: *peer, state, conversations: self.clone(), _guard: guard }))
     }
 
     /// Whether we hold conversation state with the peer, in the cache or the store.
@@ -153,25 +167,13 @@ impl Conversations {
         Ok(self.0.store.conversation(peer)?.is_some())
     }
 
-    /// Starts the conversation with a new contact from their invite's certificate, unless one
-    /// exists already (the peer wrote first, and it holds their receive key). Creating it
-    /// involves no key work, so it runs here rather than on a worker; if the peer's conversation
-    /// is busy, it is busy because it exists.
-    pub(crate) fn start(&self, peer: &PeerId, certificate: DeviceCertificate) -> Result<()> {
-        let lock = self.lock_of(peer);
-        if let Ok(_guard) = lock.try_lock()
-            && !self.has(peer)?
-        {
-            let conversation = Conversation::new(certificate, self.0.clock.now_secs())?;
-            let bytes = conversation.to_bytes()?;
-            self.0.store.save_conversation(
-                peer,
-                &bytes,
-                Some(&conversation.receive_key_ids()),
-                self.0.clock.now_ms(),
-            )?;
-        }
-        Ok(())
+    /// The state a conversation with a new contact starts from, made from their invite's
+    /// certificate: its encoding and its receive-key ids, for `Store::add_contact_with`, which
+    /// stores it with the contact unless a conversation exists already. Creating it involves no
+    /// key work, so it runs here rather than on a worker.
+    pub(crate) fn first_state(&self, certificate: DeviceCertificate) -> Result<FirstState> {
+        let conversation = Conversation::new(certificate, self.0.clock.now_secs())?;
+        Ok(FirstState { state: conversation.to_bytes()?, key_ids: conversation.receive_key_ids() })
     }
 
     /// The certificate the peer's envelopes come from, if we hold a conversation with them.
@@ -202,17 +204,18 @@ impl Conversations {
     /// Seals each of `contents` for the peer, in one hold of its conversation: Kpsk1 envelopes
     /// to their newest receive key, or first contacts carrying our own (to `prekey` if given and
     /// valid). A peer with no conversation (a contact added before conversations existed) gets
-    /// format 1 envelopes to `device_key`, which every version opens.
+    /// format 1 envelopes to `device_key`, which every version opens. The caller stores the new
+    /// state (it may advertise a receive key) before it sends any of them.
     pub(crate) async fn seal(
         &self,
         peer: &PeerId,
         device_key: [u8; 32],
         contents: Vec<Content>,
         prekey: Option<SignedPrekey>,
-    ) -> Outcome<Vec<Vec<u8>>> {
+    ) -> Outcome<Held<Vec<Vec<u8>>>> {
         let keys = self.0.keys.clone();
         let now = self.0.clock.now_secs();
-        self.with(peer, move |conversation| {
+        self.hold(peer, move |conversation| {
             let certificate = keys.certificate();
             if let (Some(c), Some(p)) = (conversation.as_mut(), prekey)
                 && let Err(e) = c.set_peer_prekey(p, now)
@@ -259,14 +262,6 @@ impl Conversations {
         matches!(dropped, Ok(Ok(true)))
     }
 
-    /// Forgets that an envelope with this ephemeral key was seen, so it opens again (it was
-    /// opened but what it said could not be stored); returns whether it was forgotten.
-    pub(crate) async fn unsee(&self, peer: &PeerId, ephemeral: [u8; 32]) -> bool {
-        let unseen =
-            self.with(peer, move |c| Ok(c.as_mut().is_some_and(|c| c.unsee(&ephemeral)))).await;
-        matches!(unseen, Ok(Ok(true)))
-    }
-
     /// Deletes receive keys whose time is up in every conversation, so forward secrecy does not
     /// wait for the next message.
     pub(crate) async fn expire_keys(&self) -> Result<()> {
@@ -290,5 +285,75 @@ impl Conversations {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// A new conversation's first state: its encoding (it holds secret keys) and receive-key ids.
+pub(crate) struct FirstState {
+    pub(crate) state: zeroize::Zeroizing<Vec<u8>>,
+    pub(crate) key_ids: Vec<[u8; 8]>,
+}
+
+/// A conversation used under its peer's lock whose new state is not stored yet. Store it with
+/// [`Held::store`], or inside the caller's own transaction with [`Held::write`] followed by
+/// [`Held::stored`]; dropped without either, nothing changes: the lock is released and the next
+/// use reloads the state the store still has.
+pub(crate) struct Held<T> {
+    /// What the operation gave back.
+    pub(crate) value: T,
+    peer: PeerId,
+    state: Option<HeldState>,
+    conversations: Conversations,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+struct HeldState {
+    conversation: Conversation,
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+    /// Whether `bytes` differ from what the store holds.
+    changed: bool,
+    /// Our receive-key ids, when they changed.
+    key_ids: Option<Vec<[u8; 8]>>,
+}
+
+impl<T> Held<T> {
+    /// Takes the value out, leaving the conversation held.
+    pub(crate) fn split(self) -> (T, Held<()>) {
+        let Held { value, peer, state, conversations, _guard } = self;
+        (value, Held { value: (), peer, state, conversations, _guard })
+    }
+
+    /// What to write, if the state changed.
+    pub(crate) fn write(&self) -> Option<ConversationWrite<'_>> {
+        self.state.as_ref().filter(|s| s.changed).map(|s| ConversationWrite {
+            peer: &self.peer,
+            state: &s.bytes,
+            key_ids: s.key_ids.as_deref(),
+        })
+    }
+
+    /// Stores the state alone (if it changed), then as [`Held::stored`].
+    pub(crate) fn store(self) -> Result<T> {
+        if let Some(write) = self.write() {
+            let now = self.conversations.0.clock.now_ms();
+            self.conversations.0.store.save_conversation(&write, now)?;
+        }
+        Ok(self.stored())
+    }
+
+    /// The caller has stored [`Held::write`] in its own transaction: the state goes back into
+    /// the cache and the lock is released.
+    pub(crate) fn stored(self) -> T {
+        if let Some(state) = self.state {
+            let mut cache = self.conversations.cache();
+            if cache.len() >= MAX_CACHED_CONVERSATIONS {
+                cache.clear();
+            }
+            cache.insert(
+                self.peer,
+                Cached { conversation: state.conversation, stored: state.bytes },
+            );
+        }
+        self.value
     }
 }

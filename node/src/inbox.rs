@@ -1,9 +1,11 @@
 //! The receive path, one for every envelope whatever brought it (a direct delivery or a mailbox
 //! fetch): open it through the right key, store what it says, and answer.
 //!
-//! A text goes into the inbox together with the delivery receipt that answers it (one
-//! transaction), a receipt marks our message delivered, a read receipt marks our messages read,
-//! a chunk waits in the store until its message is whole. Strangers may write (that is how first
+//! A text goes into the inbox; if it came from a mailbox, a delivery receipt that answers it is
+//! queued in the same transaction (one that came directly is answered by the acknowledgement on
+//! the same stream, sent only once it is stored, which the sender takes as delivery). A receipt
+//! marks our message delivered, a read receipt marks our messages read, a chunk waits in the
+//! store until its message is whole. Strangers may write (that is how first
 //! contact works) within quotas; contacts are never limited by strangers.
 
 use std::sync::Arc;
@@ -18,10 +20,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
-use crate::error::Result;
+use crate::conversations::{Conversations, Held};
+use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::ids::new_message_id;
+use crate::ids::receipt_id;
 use crate::keys::Keys;
 use crate::store::{
     ChunkOutcome, InboxRow, MAX_STRANGER_CONVERSATIONS, Number, OutboxBody, OutboxRow, Store,
@@ -43,6 +45,32 @@ pub const CHUNK_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// How often chunks of messages whose sender gave up are dropped.
 pub const CHUNK_PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// How an envelope reached us, which decides whether its sender needs a receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Over `/kolokol/msg/1` from the sender's node, which hears our acknowledgement on the
+    /// same authenticated stream once the message is stored.
+    Direct,
+    /// Fetched from one of our mailboxes: the sender hears nothing unless we send a receipt.
+    Mailbox,
+}
+
+/// An opened envelope, with the conversation it was opened through still held, its new state
+/// not stored yet (`None` for a format 1 envelope, which has no conversation).
+struct Opened {
+    sender: PeerId,
+    device_key: [u8; 32],
+    content: Content,
+    held: Option<Held<()>>,
+}
+
+impl Opened {
+    fn held(held: Held<(PeerId, [u8; 32], Content)>) -> Self {
+        let ((sender, device_key, content), held) = held.split();
+        Self { sender, device_key, content, held: Some(held) }
+    }
+}
 
 /// A cloneable handle to the receive path.
 #[derive(Clone)]
@@ -84,7 +112,7 @@ impl Inbox {
                     Some(Inbound { envelope, channel }) => {
                         let (inbox, swarm) = (self.clone(), swarm.clone());
                         openers.spawn(async move {
-                            let ack = inbox.open_and_accept(envelope).await;
+                            let ack = inbox.open_and_accept(envelope, Arrival::Direct).await;
                             swarm.respond(channel, ack).await;
                         });
                     }
@@ -111,9 +139,15 @@ impl Inbox {
     /// Opens an envelope and accepts it: the one path for envelopes that arrive directly and
     /// those fetched from mailboxes, so both get the same checks, the same duplicate detection
     /// and the same receipts.
-    pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>) -> Ack {
-        match self.receive(envelope).await {
+    pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>, arrival: Arrival) -> Ack {
+        match self.receive(envelope, arrival).await {
             Ok(ack) => ack,
+            // Opening it crashed a worker: answering `Busy` would have it sent (or fetched)
+            // again for ever.
+            Err(Error::WorkerPanicked) => {
+                tracing::error!("refused an envelope that crashed a crypto worker");
+                Ack::Rejected
+            }
             Err(e) => {
                 tracing::error!(%e, "cannot store a received message");
                 Ack::Busy
@@ -125,7 +159,7 @@ impl Inbox {
     /// format 1 envelope to the device key (older senders); a conversation envelope with the
     /// receive key its id names, through that peer's conversation; or a first contact to the
     /// device key or a prekey, which starts or continues the sender's conversation.
-    async fn receive(&self, envelope: Vec<u8>) -> Result<Ack> {
+    async fn receive(&self, envelope: Vec<u8>, arrival: Arrival) -> Result<Ack> {
         use kolokol_protocol::Error as P;
         let now = self.0.clock.now_secs();
         let header = match envelope::peek(&envelope) {
@@ -136,34 +170,36 @@ impl Inbox {
             }
         };
         let keys = self.0.keys.clone();
-        // The envelope's name in the replay caches, to take it back out if what it says cannot
-        // be stored now (below).
-        let ephemeral = (header.version == envelope::ENVELOPE_VERSION_3)
-            .then(|| envelope::ephemeral_key(&envelope).ok())
-            .flatten();
-        let opened: std::result::Result<(PeerId, [u8; 32], Content), P> =
+        let opened: std::result::Result<Opened, P> =
             match (header.version, header.kind, header.key_id) {
                 (envelope::ENVELOPE_VERSION, _, _) => self
                     .0
                     .workers
                     .run(move || envelope::open(keys.identity().device(), &envelope, now))
                     .await?
-                    .map(|o| (o.sender, o.certificate.device_key, o.content)),
+                    .map(|o| Opened {
+                        sender: o.sender,
+                        device_key: o.certificate.device_key,
+                        content: o.content,
+                        held: None,
+                    }),
                 (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
                     let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
                         tracing::debug!("rejected an envelope for an unknown receive key");
                         return Ok(Ack::Rejected);
                     };
-                    self.0
+                    let held = self
+                        .0
                         .conversations
-                        .with(&peer, move |conversation| {
+                        .hold(&peer, move |conversation| {
                             let c = conversation
                                 .as_mut()
                                 .ok_or(P::Envelope("no conversation for this key"))?;
                             let content = match c.open(keys.identity(), &envelope, now) {
-                                // Accepted before. The replay cache is stored before the message
-                                // is, so a node killed in between meets it again here: acting on
-                                // it again (idempotent, by message id) is how it still arrives.
+                                // Accepted before: a state is stored only with (or after) what its
+                                // envelope said, so the message is in already. Acting on it again is
+                                // idempotent, by message id, and covers a state stored by an older
+                                // version before its message.
                                 Err(P::Replayed) => {
                                     c.reopen(keys.identity(), &envelope).map_err(|_| P::Replayed)?
                                 }
@@ -171,7 +207,8 @@ impl Inbox {
                             };
                             Ok((c.peer_id()?, c.peer_certificate().device_key, content))
                         })
-                        .await?
+                        .await?;
+                    held.map(Opened::held)
                 }
                 (_, envelope::KIND_FIRST_CONTACT, key_id) => {
                     match self.open_first_contact(envelope, key_id, now).await? {
@@ -182,19 +219,19 @@ impl Inbox {
                 _ => Err(P::Envelope("unknown envelope kind")),
             };
         match opened {
-            Ok((sender, device_key, content)) => {
-                let ack = self.accept(sender, device_key, content);
-                // Opened, but not stored: the conversation already counts the envelope as seen,
-                // and a mailbox hands over the very same bytes again, which would then be
-                // taken for a replay and deleted unread. So it is forgotten as seen, and opens
-                // again next time. (Refused for good is different: it stays seen.)
-                if !matches!(ack, Ok(Ack::Accepted | Ack::Rejected))
-                    && let Some(ephemeral) = ephemeral
-                    && !self.0.conversations.unsee(&sender, ephemeral).await
+            Ok(Opened { sender, device_key, content, held }) => {
+                // The conversation's new state (the envelope counted as seen) is stored with
+                // what the envelope said, or alone if it is refused for good; if it cannot be
+                // stored now (busy, an error), it is not stored at all, so the very same bytes
+                // open again next time (a mailbox hands them over again).
+                let mut held = held;
+                let ack = self.accept(sender, device_key, content, arrival, &mut held)?;
+                if matches!(ack, Ack::Accepted | Ack::Rejected)
+                    && let Some(held) = held
                 {
-                    tracing::warn!(%sender, "could not forget an envelope it did not store");
+                    held.store()?;
                 }
-                ack
+                Ok(ack)
             }
             // A replay whose content could not be had again: it was acted on before.
             Err(P::Replayed) => Ok(Ack::Accepted),
@@ -213,8 +250,7 @@ impl Inbox {
         envelope: Vec<u8>,
         key_id: Option<[u8; 8]>,
         now: u64,
-    ) -> Result<Option<std::result::Result<(PeerId, [u8; 32], Content), kolokol_protocol::Error>>>
-    {
+    ) -> Result<Option<std::result::Result<Opened, kolokol_protocol::Error>>> {
         use kolokol_protocol::Error as P;
         let prekey = match key_id {
             Some(id) => self.0.store.prekey_secret(&id)?,
@@ -260,7 +296,7 @@ impl Inbox {
         let opened = self
             .0
             .conversations
-            .with(&sender, move |conversation| {
+            .hold(&sender, move |conversation| {
                 let (peer, device_key) = (first.sender, first.certificate.device_key);
                 let content = match conversation {
                     // A replay is acted on again, as for conversation envelopes.
@@ -280,12 +316,19 @@ impl Inbox {
                 Ok((peer, device_key, content))
             })
             .await?;
-        Ok(Some(opened))
+        Ok(Some(opened.map(Opened::held)))
     }
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
     /// receipt, a receipt marks our message delivered, a read receipt marks our messages read.
-    fn accept(&self, sender: PeerId, device_key: [u8; 32], content: Content) -> Result<Ack> {
+    fn accept(
+        &self,
+        sender: PeerId,
+        device_key: [u8; 32],
+        content: Content,
+        arrival: Arrival,
+        held: &mut Option<Held<()>>,
+    ) -> Result<Ack> {
         let store = &self.0.store;
         let now = self.0.clock.now_ms();
         // Decoding bounds only the size; a read receipt naming no ids, or more than any of our
@@ -324,20 +367,34 @@ impl Inbox {
                     read_at_ms: None,
                     number,
                 };
-                let receipt = OutboxRow {
-                    id: new_message_id(),
+                // A message fetched from a mailbox is answered by a receipt, committed with it:
+                // a crash between the two would leave a stored message whose sender never
+                // hears of it. One that came directly is answered by the acknowledgement.
+                let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
+                    id: receipt_id(&sender, &content.id),
                     peer_id: sender,
                     device_key,
                     body: OutboxBody::Receipt(content.id),
                     created_at_ms: now,
                     attempts: 0,
-                };
-                // The message and the receipt that answers it are committed together: a crash
-                // between the two would leave a stored message whose sender never hears of it.
-                if store.receive(&row, &receipt)? {
+                });
+                // One transaction for the message, its receipt and the conversation state it
+                // was opened with.
+                let conversation = held.take();
+                let new = store.receive(
+                    &row,
+                    receipt.as_ref(),
+                    conversation.as_ref().and_then(Held::write).as_ref(),
+                )?;
+                if let Some(conversation) = conversation {
+                    conversation.stored();
+                }
+                if receipt.is_some() {
+                    self.0.outbox_wake.notify_one();
+                }
+                if new {
                     let contact = store.contact_by_peer(&sender)?.map(|c| c.name);
                     self.0.events.send(Event::Message(event_view(InboxRow { contact, ..row })));
-                    self.0.outbox_wake.notify_one();
                 }
             }
             Body::Receipt { of } => self.delivered(&of, &sender, now)?,
@@ -382,7 +439,7 @@ impl Inbox {
                     Ok(body) => {
                         let whole =
                             Content { id: content.id, sent_at_ms: content.sent_at_ms, body };
-                        self.accept(sender, device_key, whole)?
+                        self.accept(sender, device_key, whole, arrival, &mut None)?
                     }
                     Err(e) => {
                         tracing::info!(%sender, %e, "refused a message whose chunks do not join");

@@ -12,7 +12,7 @@
 //! The rooms, in reading order (see `docs/ARCHITECTURE.md` for the map and the path of a
 //! message): `run` starts everything; `node` is the façade the control API calls; `control` and
 //! `metrics` serve it; the jobs are `contacts`, `outbox`, `inbox`, `conversations`, `keys`,
-//! `presence`, `mailbox`, `bootstrap` and `doctor`; below them `swarm`, `wire`, `store`, and the
+//! `presence`, `mailbox`, `bootstrap` and `doctor`; below them `swarm`, `transport`, `wire`, `store`, and the
 //! small shared pieces (`clock`, `events`, `ids`, `workers`, `config`, `data_dir`, `error`).
 
 #![warn(unreachable_pub)]
@@ -36,6 +36,7 @@ pub mod presence;
 
 pub mod store;
 pub mod swarm;
+pub mod transport;
 pub mod wire;
 
 pub mod clock;

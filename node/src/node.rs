@@ -258,9 +258,9 @@ impl Node {
 
     /// Commits a text to the outbox for a contact and returns at once, `queued`; the outbox
     /// makes the first attempt and `state` events tell how it goes (`send` with `wait: false`).
-    pub fn enqueue(&self, to: &str, text: &str) -> Result<control::SendResult> {
+    pub async fn enqueue(&self, to: &str, text: &str) -> Result<control::SendResult> {
         let contact = self.0.contacts.get(to)?;
-        self.0.outbox.enqueue(contact, text)
+        self.0.outbox.enqueue(contact, text).await
     }
 
     /// Every conversation, the most recent first, with its unread count.

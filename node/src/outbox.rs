@@ -8,8 +8,8 @@
 //! means for the message (sent, failed, or retry when) is decided by one pure function,
 //! [`verdict`], so the schedule is tested without a network.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kolokol_protocol::control::{self, MessageState};
@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
+use crate::conversations::{Conversations, Held};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::ids::new_message_id;
@@ -36,12 +36,15 @@ pub const MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 // Mailbox replicas keep a deposit no longer than the outbox goes on trying.
 const _: () = assert!(MESSAGE_TTL.as_secs() == crate::mailbox::MAX_ITEM_TTL.as_secs());
 
-/// How long an attempt owns its outbox row: the outbox loop leaves a row alone for this long
-/// after an attempt starts, so one message is not sent twice at once. It must outlast the
-/// longest attempt, a delivery ([`crate::swarm::behaviour::DELIVERY_TIMEOUT`], 10 s), a
-/// presence lookup ([`crate::presence::RESOLVE_TIMEOUT`], 15 s) and a second delivery (10 s),
-/// with room for a slow store and crypto workers busy with other envelopes.
+/// How long an attempt owns its outbox row in the store: the row is not due again for this
+/// long after an attempt starts (longer for a long text, one period per chunk). Within this
+/// process, [`InFlight`] is what keeps one message from being attempted twice at once (a row
+/// woken because its peer connected, while its attempt still runs); the claim covers a restart
+/// in the middle of an attempt, after which every row is due at once anyway.
 pub const ATTEMPT_CLAIM: Duration = Duration::from_secs(60);
+
+/// Attempts the outbox loop runs at once; due rows beyond it wait for one to finish.
+pub const MAX_ATTEMPTS_IN_FLIGHT: usize = 2 * crate::store::OUTBOX_BATCH;
 
 /// Longest wait between two delivery attempts of one message.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
@@ -119,9 +122,33 @@ pub(crate) fn refusal(envelopes: usize) -> String {
 }
 
 /// The wait after the `attempts`-th failed attempt: 2 s, doubling each time, at most
-/// [`MAX_RETRY_DELAY`].
+/// [`MAX_RETRY_DELAY`] (docs/PROTOCOL.md, section 9.4, states the same schedule).
 pub fn retry_delay(attempts: u32) -> Duration {
-    Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY)
+    Duration::from_secs(2u64.saturating_pow(attempts)).min(MAX_RETRY_DELAY)
+}
+
+/// The messages with an attempt under way in this process.
+#[derive(Default)]
+pub(crate) struct InFlight(Mutex<HashSet<MessageId>>);
+
+impl InFlight {
+    /// Claims `id` for one attempt, unless one is under way; the claim ends when dropped.
+    fn claim(&self, id: MessageId) -> Option<Claim<'_>> {
+        let fresh = self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        fresh.then_some(Claim { set: self, id })
+    }
+}
+
+/// One attempt's hold on its message.
+struct Claim<'a> {
+    set: &'a InFlight,
+    id: MessageId,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
 }
 
 /// A cloneable handle to the outbox.
@@ -139,6 +166,10 @@ pub(crate) struct OutboxParts {
     pub(crate) clock: Clock,
     /// Wakes the outbox loop: something became due.
     pub(crate) wake: Arc<Notify>,
+    /// Messages with an attempt under way.
+    pub(crate) in_flight: InFlight,
+    /// Held from taking a text's number to committing it, so no two texts get the same one.
+    pub(crate) numbering: tokio::sync::Mutex<()>,
 }
 
 impl Outbox {
@@ -153,16 +184,41 @@ impl Outbox {
         contact: ContactRow,
         text: &str,
     ) -> Result<control::SendResult> {
-        let row = self.commit(contact, text, true)?;
-        let (state, detail) = self.attempt(&row).await;
+        let row = new_text(contact, text, self.0.clock.now_ms())?;
+        let now = row.created_at_ms;
+        let claim = ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body);
+        let _attempt = self.0.in_flight.claim(row.id);
+        // Numbered, sealed, then the row, its number and the conversation state it was sealed
+        // with are committed in one transaction, before anything is sent.
+        let numbering = self.0.numbering.lock().await;
+        let row = self.numbered(row)?;
+        let sealed = self.seal(&row).await;
+        {
+            let write = sealed.as_ref().ok().and_then(Held::write);
+            self.0.store.enqueue_sealed(&row, now + claim, write.as_ref())?;
+        }
+        drop(numbering);
+        let sealed = sealed.map(Held::stored);
+        self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
+        let (state, detail) = self.deliver(&row, sealed).await;
         Ok(control::SendResult { id: format_id(&row.id), state, detail })
     }
 
     /// Commits a text to the outbox and returns at once, `queued`: the outbox loop makes the
     /// first attempt, and `state` events tell how it went. A client that must be able to stop
     /// waiting (the CLI on Ctrl-C) learns the id as soon as the message is safe.
-    pub(crate) fn enqueue(&self, contact: ContactRow, text: &str) -> Result<control::SendResult> {
-        let row = self.commit(contact, text, false)?;
+    pub(crate) async fn enqueue(
+        &self,
+        contact: ContactRow,
+        text: &str,
+    ) -> Result<control::SendResult> {
+        let row = new_text(contact, text, self.0.clock.now_ms())?;
+        let now = row.created_at_ms;
+        let numbering = self.0.numbering.lock().await;
+        let row = self.numbered(row)?;
+        self.0.store.enqueue_sealed(&row, now, None)?;
+        drop(numbering);
+        self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
         self.0.wake.notify_one();
         Ok(control::SendResult {
             id: format_id(&row.id),
@@ -171,35 +227,12 @@ impl Outbox {
         })
     }
 
-    /// Checks a text and commits it to the outbox as `queued`. With `claim`, the row is left
-    /// alone by the outbox loop for as long as an attempt may take, since the caller makes the
-    /// first one; without, it is due at once.
-    fn commit(&self, contact: ContactRow, text: &str, claim: bool) -> Result<OutboxRow> {
-        if text.trim().is_empty() {
-            return Err(Error::BadMessage("the message is empty".into()));
-        }
-        if text.len() > MAX_TEXT_LEN {
-            return Err(Error::BadMessage(format!(
-                "the message is {} bytes, over the limit of {MAX_TEXT_LEN}",
-                text.len()
-            )));
-        }
-        let now = self.0.clock.now_ms();
-        let row = OutboxRow {
-            id: new_message_id(),
-            peer_id: contact.peer_id,
-            device_key: contact.device_key,
-            body: OutboxBody::Text(text.to_owned()),
-            created_at_ms: now,
-            attempts: 0,
-        };
-        let claim =
-            if claim { ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body) } else { 0 };
-        // Numbered as it is committed: the text's place in our series for the recipient.
-        let mut row = row;
-        self.0.store.enqueue_numbered(&mut row, rand::random(), now + claim)?;
-        self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
-        Ok(row)
+    /// The text of `row` with the number it will take in our series for the recipient. The
+    /// caller holds the numbering lock until the row is committed.
+    fn numbered(&self, row: OutboxRow) -> Result<OutboxRow> {
+        let OutboxBody::Text(text) = row.body else { return Ok(row) };
+        let number = self.0.store.peek_number(&row.peer_id, rand::random())?;
+        Ok(OutboxRow { body: OutboxBody::Numbered(number, text), ..row })
     }
 
     /// Makes everything waiting for `peer` due now (it just connected); returns how many.
@@ -214,8 +247,35 @@ impl Outbox {
     /// One delivery attempt of an outbox row; records the outcome and returns the state it
     /// leaves the row in (`sent`, `stored`, `queued` or `failed`) with its detail.
     async fn attempt(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
+        let Some(_attempt) = self.0.in_flight.claim(row.id) else {
+            // Another attempt of it is under way; it will record the outcome.
+            return (MessageState::Queued, None);
+        };
+        self.attempt_claimed(row).await
+    }
+
+    async fn attempt_claimed(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
+        let sealed = self.seal_and_store(row).await;
+        self.deliver(row, sealed).await
+    }
+
+    /// Seals an outbox row and stores the conversation state it was sealed with.
+    async fn seal_and_store(
+        &self,
+        row: &OutboxRow,
+    ) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+        self.seal(row).await?.store().map_err(|e| DeliveryFailure::temporary(e.to_string()))
+    }
+
+    /// The rest of an attempt, once the row's envelopes are sealed (and the state they were
+    /// sealed with stored): deliver them, and record the outcome.
+    async fn deliver(
+        &self,
+        row: &OutboxRow,
+        sealed: std::result::Result<Vec<Vec<u8>>, DeliveryFailure>,
+    ) -> (MessageState, Option<String>) {
         let mut stored = None;
-        let outcome = match self.seal(row).await {
+        let outcome = match sealed {
             Err(failure) => Err(failure),
             Ok(envelopes) => {
                 let mut outcome = self.deliver_all(&row.peer_id, &envelopes).await;
@@ -234,7 +294,7 @@ impl Outbox {
                 if matches!(&outcome, Err(f) if f.permanent)
                     && self.0.conversations.drop_prekey(&row.peer_id).await
                 {
-                    match self.seal(row).await {
+                    match self.seal_and_store(row).await {
                         Ok(resealed) => {
                             envelopes = resealed;
                             outcome = self.deliver_all(&row.peer_id, &envelopes).await;
@@ -248,7 +308,7 @@ impl Outbox {
                     && let OutboxBody::Numbered(_, text) = &row.body
                 {
                     let plain = OutboxRow { body: OutboxBody::Text(text.clone()), ..row.clone() };
-                    match self.seal(&plain).await {
+                    match self.seal_and_store(&plain).await {
                         Ok(resealed) => {
                             envelopes = resealed;
                             outcome = self.deliver_all(&row.peer_id, &envelopes).await;
@@ -274,10 +334,7 @@ impl Outbox {
         };
         let now = self.0.clock.now_ms();
         let (result, recorded) = match verdict(&outcome, row.attempts, row.created_at_ms, now) {
-            Verdict::Sent => (
-                (MessageState::Sent, None),
-                self.record(row, MessageState::Sent, None, now).map(drop),
-            ),
+            Verdict::Sent => self.acknowledged(row, now),
             Verdict::Failed { detail } => {
                 // The caller hears the recipient's reason; the history says why we gave up.
                 let reason = outcome.err().map(|f| f.reason);
@@ -306,6 +363,30 @@ impl Outbox {
             return (MessageState::Stored, view.detail);
         }
         result
+    }
+
+    /// Records the recipient's node's acknowledgement. For a text that is delivery too: the
+    /// node acknowledges only once the message is stored, on a stream authenticated end to end
+    /// by its identity key, so no separate receipt is needed (docs/PROTOCOL.md, section 9.3).
+    /// A receipt of ours is only `sent`.
+    fn acknowledged(
+        &self,
+        row: &OutboxRow,
+        now: u64,
+    ) -> ((MessageState, Option<String>), Result<()>) {
+        let states: &[MessageState] = match row.body {
+            OutboxBody::Text(_) | OutboxBody::Numbered(..) => {
+                &[MessageState::Sent, MessageState::Delivered]
+            }
+            OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
+        };
+        let recorded = self.0.store.set_states(&row.id, states, None, now).map(|entered| {
+            for state in entered {
+                self.0.events.outgoing(row, state, None, now);
+            }
+        });
+        let last = *states.last().unwrap_or(&MessageState::Sent);
+        ((last, None), recorded)
     }
 
     /// Moves the row to `state` and, if that changed it, tells subscribers; returns whether it
@@ -354,7 +435,10 @@ impl Outbox {
 
     /// Seals an outbox row for its recipient: one envelope, or one per chunk when the body does
     /// not fit one (`kolokol_protocol::chunk`), all sealed in one hold of the conversation.
-    async fn seal(&self, row: &OutboxRow) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+    async fn seal(
+        &self,
+        row: &OutboxRow,
+    ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
         let content = Content {
             id: row.id,
             sent_at_ms: row.created_at_ms,
@@ -377,7 +461,7 @@ impl Outbox {
         peer: &PeerId,
         device_key: [u8; 32],
         content: Content,
-    ) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
+    ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
         let refused = |e: kolokol_protocol::Error| DeliveryFailure {
             reason: format!("cannot seal: {e}"),
             permanent: true,
@@ -416,8 +500,23 @@ impl Outbox {
     /// ([`Body::Receipts`]) and marks them all sent. If that cannot be done directly, each goes
     /// its own usual way (one envelope, retries, the mailbox), so batching never costs a receipt.
     async fn attempt_receipts(&self, rows: Vec<OutboxRow>) {
+        // Only the rows no other attempt holds.
+        let mut claims = Vec::with_capacity(rows.len());
+        let rows: Vec<OutboxRow> = rows
+            .into_iter()
+            .filter(|r| match self.0.in_flight.claim(r.id) {
+                Some(claim) => {
+                    claims.push(claim);
+                    true
+                }
+                None => false,
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
         if let [row] = rows.as_slice() {
-            let _ = self.attempt(row).await;
+            let _ = self.attempt_claimed(row).await;
             return;
         }
         let (peer, device_key) = (rows[0].peer_id, rows[0].device_key);
@@ -433,7 +532,11 @@ impl Outbox {
             sent_at_ms: self.0.clock.now_ms(),
             body: Body::Receipts { of },
         };
-        let sent = match self.seal_content(&peer, device_key, content).await {
+        let sealed = self
+            .seal_content(&peer, device_key, content)
+            .await
+            .and_then(|held| held.store().map_err(|e| DeliveryFailure::temporary(e.to_string())));
+        let sent = match sealed {
             Ok(envelopes) => self.deliver_all(&peer, &envelopes).await.is_ok(),
             Err(_) => false,
         };
@@ -444,62 +547,76 @@ impl Outbox {
                 Err(e) => tracing::error!(%e, "cannot record receipts sent"),
             }
         }
+        // The claims stay with this call while the rows go their own way.
         let mut attempts = JoinSet::new();
         for row in rows {
+            let outbox = self.clone();
+            attempts.spawn(async move {
+                let _ = outbox.attempt_claimed(&row).await;
+            });
+        }
+        while attempts.join_next().await.is_some() {}
+        drop(claims);
+    }
+
+    /// Retries queued messages until shutdown: when they fall due, when their peer connects,
+    /// and when woken. Attempts run side by side, at most [`MAX_ATTEMPTS_IN_FLIGHT`]; a slow one
+    /// holds up nothing else, and rows that fall due while it runs start at once.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut attempts = JoinSet::new();
+        // Whether the last look found a full batch, so more may be due already.
+        let mut more = true;
+        loop {
+            if more && attempts.len() < MAX_ATTEMPTS_IN_FLIGHT {
+                more = self.start_due(&mut attempts);
+            }
+            let wait = match self.0.store.next_due() {
+                Ok(Some(at)) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
+                _ => OUTBOX_POLL,
+            };
+            tokio::select! {
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => continue,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.0.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            more = true;
+        }
+    }
+
+    /// Starts an attempt for each row due now, up to the room left; returns whether the look
+    /// was cut short (more may be due).
+    fn start_due(&self, attempts: &mut JoinSet<()>) -> bool {
+        let now = self.0.clock.now_ms();
+        let rows = match self.0.store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(%e, "cannot read the outbox");
+                return false;
+            }
+        };
+        let full = rows.len() == crate::store::OUTBOX_BATCH;
+        // Delivery receipts due together for one peer go in one envelope.
+        let mut receipts: HashMap<PeerId, Vec<OutboxRow>> = HashMap::new();
+        for row in rows {
+            // Only first attempts: a receipt that failed before goes alone, so a peer that stays
+            // away costs one failed batch, not one per pass.
+            if matches!(row.body, OutboxBody::Receipt(_)) && row.attempts == 0 {
+                receipts.entry(row.peer_id).or_default().push(row);
+                continue;
+            }
             let outbox = self.clone();
             attempts.spawn(async move {
                 let _ = outbox.attempt(&row).await;
             });
         }
-        while attempts.join_next().await.is_some() {}
-    }
-
-    /// Retries queued messages until shutdown: when they fall due, when their peer connects,
-    /// and when woken.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let store = &self.0.store;
-        loop {
-            let now = self.0.clock.now_ms();
-            match store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
-                Ok(rows) => {
-                    let mut attempts = JoinSet::new();
-                    // Delivery receipts due together for one peer go in one envelope.
-                    let mut receipts: HashMap<PeerId, Vec<OutboxRow>> = HashMap::new();
-                    for row in rows {
-                        // Only first attempts: a receipt that failed before goes alone, so a
-                        // peer that stays away costs one failed batch, not one per pass.
-                        if matches!(row.body, OutboxBody::Receipt(_)) && row.attempts == 0 {
-                            receipts.entry(row.peer_id).or_default().push(row);
-                            continue;
-                        }
-                        let outbox = self.clone();
-                        attempts.spawn(async move {
-                            let _ = outbox.attempt(&row).await;
-                        });
-                    }
-                    for (_, group) in receipts {
-                        for group in group.chunks(MAX_RECEIPT_IDS) {
-                            let (outbox, group) = (self.clone(), group.to_vec());
-                            attempts.spawn(async move { outbox.attempt_receipts(group).await });
-                        }
-                    }
-                    tokio::select! {
-                        _ = async { while attempts.join_next().await.is_some() {} } => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-                Err(e) => tracing::error!(%e, "cannot read the outbox"),
-            }
-            let wait = match store.next_due() {
-                Ok(Some(at)) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
-                _ => OUTBOX_POLL,
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.0.wake.notified() => {}
-                _ = shutdown.changed() => return,
+        for (_, group) in receipts {
+            for group in group.chunks(MAX_RECEIPT_IDS) {
+                let (outbox, group) = (self.clone(), group.to_vec());
+                attempts.spawn(async move { outbox.attempt_receipts(group).await });
             }
         }
+        full
     }
 }
 
@@ -514,6 +631,27 @@ pub(crate) fn outbox_view(m: OutboxView) -> control::OutboxMessage {
         attempts: m.attempts,
         created_at_ms: m.created_at_ms,
     }
+}
+
+/// A text to a contact as an outbox row, once checked: not empty, within [`MAX_TEXT_LEN`].
+fn new_text(contact: ContactRow, text: &str, now: u64) -> Result<OutboxRow> {
+    if text.trim().is_empty() {
+        return Err(Error::BadMessage("the message is empty".into()));
+    }
+    if text.len() > MAX_TEXT_LEN {
+        return Err(Error::BadMessage(format!(
+            "the message is {} bytes, over the limit of {MAX_TEXT_LEN}",
+            text.len()
+        )));
+    }
+    Ok(OutboxRow {
+        id: new_message_id(),
+        peer_id: contact.peer_id,
+        device_key: contact.device_key,
+        body: OutboxBody::Text(text.to_owned()),
+        created_at_ms: now,
+        attempts: 0,
+    })
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! outlives the node.
 //!
 //! The tasks: the swarm task; the opener workers (`Inbox::run`); the outbox; the network
-//! bookkeeping below (peer cache, presence, key schedules); the mailbox fetcher and the replica;
-//! the control socket; metrics when asked for.
+//! bookkeeping below (peer cache, presence, key schedules); the store's upkeep (WAL
+//! checkpoints); the mailbox fetcher and the replica; the control socket; metrics when asked
+//! for.
 
 use std::sync::Arc;
 
@@ -99,6 +100,8 @@ impl RunningNode {
             events: events.clone(),
             clock: clock.clone(),
             wake: outbox_wake.clone(),
+            in_flight: Default::default(),
+            numbering: Default::default(),
         });
         let contacts = Contacts {
             store: store.clone(),
@@ -134,6 +137,7 @@ impl RunningNode {
             }
             .run(channels.net_events, shutdown_rx.clone()),
         );
+        tasks.spawn(upkeep(store.clone(), workers.clone(), shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_replica(channels.mailbox_requests, shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_fetch(inbox.clone(), fetch_wake, shutdown_rx.clone()));
         let mut metrics_address = None;
@@ -250,3 +254,39 @@ impl Bookkeeping {
         self.presence.publish().await
     }
 }
+
+/// How often the store's upkeep looks at the write-ahead log.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Checkpoints the store's write-ahead log off the delivery path: once the store has been idle
+/// for `IDLE_BEFORE_CHECKPOINT` with more than `IDLE_CHECKPOINT_BYTES` in the log, or at once
+/// past `MAX_WAL_BYTES`; and once more at shutdown, so a stopped node leaves an empty log.
+async fn upkeep(store: Store, workers: Workers, mut shutdown: watch::Receiver<bool>) {
+    use crate::store::{IDLE_BEFORE_CHECKPOINT, IDLE_CHECKPOINT_BYTES, MAX_WAL_BYTES};
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let wal = store.wal_bytes();
+        let due = wal > MAX_WAL_BYTES
+            || (wal > IDLE_CHECKPOINT_BYTES && store.idle_for() >= IDLE_BEFORE_CHECKPOINT)
+            || (stopping && wal > 0);
+        if due {
+            let store = store.clone();
+            match workers.run(move || store.checkpoint()).await {
+                Ok(Ok(pages)) => tracing::debug!(pages, wal, "checkpointed the store"),
+                Ok(Err(e)) => tracing::warn!(%e, "cannot checkpoint the store"),
+                Err(_) => {}
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
-pub use conversations::MAX_STRANGER_CONVERSATIONS;
+pub use conversations::{ConversationWrite, MAX_STRANGER_CONVERSATIONS};
 pub use inbox::{ChatPeer, InboxRow};
 pub use mailbox::{MailboxDeposit, MailboxItem, MailboxQuotas};
 pub use numbering::Number;
@@ -38,8 +38,15 @@ pub use outbox::{
 };
 pub use peers::{CachedPeer, MAX_CACHED_ADDRESSES, MAX_CACHED_PEERS, PeerSource};
 
-/// WAL pages between two automatic checkpoints (4 KiB each, so the WAL file grows to 32 MiB).
-const WAL_CHECKPOINT_PAGES: i64 = 8192;
+/// The WAL size past which the node checkpoints even while busy: a burst longer than this
+/// (some thousands of messages) pays one stall rather than letting the file grow without end.
+pub const MAX_WAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The WAL size past which the node checkpoints once the store is idle.
+pub const IDLE_CHECKPOINT_BYTES: u64 = 1024 * 1024;
+
+/// How long the store must have been unused before an idle checkpoint.
+pub const IDLE_BEFORE_CHECKPOINT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Prepared statements kept per connection, so no statement is parsed twice; the store uses
 /// fewer distinct statements than this.
@@ -77,6 +84,8 @@ impl CachedStatements for Connection {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// When the connection was last used, for [`Store::idle_for`].
+    last_use: Arc<Mutex<tokio::time::Instant>>,
 }
 
 impl Store {
@@ -90,10 +99,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         // A checkpoint (copying the WAL into the database, with an fsync) stalls whatever
-        // transaction triggers it; SQLite's default of every 1 000 pages put one in about every
-        // hundred messages, which made the p99 of delivery. Every 8 192 pages (32 MiB of WAL on
-        // disk) is eight times rarer.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES).map_err(err)?;
+        // transaction triggers it, so SQLite never starts one on its own: the node calls
+        // `Store::checkpoint` when the store has been idle a moment, or when the WAL has grown
+        // past `MAX_WAL_BYTES` (run.rs, `upkeep`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -109,7 +118,11 @@ impl Store {
             });
         }
         schema::migrate(&conn, version).map_err(err)?;
-        let store = Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() };
+        let store = Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+            last_use: Arc::new(Mutex::new(tokio::time::Instant::now())),
+        };
         store.fold_names()?;
         Ok(store)
     }
@@ -129,7 +142,31 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (each statement is
         // atomic), so a poisoned lock is safe to reuse.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        *self.last_use.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        conn
+    }
+
+    /// How long since the store was last used.
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.last_use.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+
+    /// The size of the write-ahead log on disk, in bytes.
+    pub fn wal_bytes(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Copies the write-ahead log into the database and empties it (`wal_checkpoint(TRUNCATE)`):
+    /// the one stall of the store, with an fsync, which the node runs while nothing else waits.
+    /// Returns how many WAL pages were copied.
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(2))
+            .map(|pages| pages.max(0) as u64)
+            .map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> Error {

@@ -170,7 +170,7 @@ pub(crate) struct DeliveryFailure {
 }
 
 impl DeliveryFailure {
-    fn temporary(reason: impl Into<String>) -> Self {
+    pub(crate) fn temporary(reason: impl Into<String>) -> Self {
         Self { reason: reason.into(), permanent: false, refused: false }
     }
 
@@ -222,6 +222,8 @@ pub struct NetStatus {
     pub presence: Option<Result<(), String>>,
     /// Peers reached over a connection that DCUtR upgraded from relayed to direct.
     pub hole_punched: Vec<PeerId>,
+    /// Peers with a relayed connection open (closed soon after a direct one opens).
+    pub relayed: Vec<PeerId>,
     /// Routing-table size when the last presence publication succeeded: a record placed while
     /// the node knew few peers may sit far from where lookups will search.
     pub presence_routing_table: usize,

@@ -6,10 +6,13 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use kolokol_protocol::conversation::{Conversation, Randomness};
+use kolokol_protocol::conversation::{Conversation, Own, Randomness};
 use kolokol_protocol::envelope::{self, BUCKETS};
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
+use kolokol_protocol::invite::{Invite, InviteKeys};
+use kolokol_protocol::mailbox_key::MailboxKey;
 use kolokol_protocol::message::{Body, Content};
+use kolokol_protocol::prekey::{HybridPrekey, HybridPrekeySecret};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -39,17 +42,17 @@ fn fixture() -> Fixture {
     let mut bob_side = Conversation::new(alice_cert.clone(), NOW).expect("valid certificate");
     let hello = text(10);
     let first = alice_side
-        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([11; 96]), NOW)
+        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([11; 128]), NOW)
         .expect("seals");
     bob_side.open(&bob, &first, NOW).expect("opens");
     let reply = bob_side
-        .seal(bob.device(), &bob_cert, &hello, Randomness::from_bytes([12; 96]), NOW)
+        .seal(bob.device(), &bob_cert, &hello, Randomness::from_bytes([12; 128]), NOW)
         .expect("seals");
     alice_side.open(&alice, &reply, NOW).expect("opens");
     // Alice's next seal rotates her receive key (Bob has used key 0); do it once here, so the
     // benchmark measures the steady state of a burst, not the rotation.
     alice_side
-        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([13; 96]), NOW)
+        .seal(alice.device(), &alice_cert, &hello, Randomness::from_bytes([13; 128]), NOW)
         .expect("seals");
     let alice_side = alice_side.to_bytes().expect("encodes").to_vec();
     let bob_side = bob_side.to_bytes().expect("encodes").to_vec();
@@ -79,7 +82,7 @@ fn envelopes(c: &mut Criterion) {
                         f.alice.device(),
                         &f.alice_cert,
                         black_box(&content),
-                        Randomness::from_bytes([21; 96]),
+                        Randomness::from_bytes([21; 128]),
                         NOW,
                     )
                     .expect("seals");
@@ -96,7 +99,7 @@ fn envelopes(c: &mut Criterion) {
                             f.alice.device(),
                             &f.alice_cert,
                             black_box(&content),
-                            Randomness::from_bytes([22; 96]),
+                            Randomness::from_bytes([22; 128]),
                             NOW,
                         )
                         .expect("seals");
@@ -121,7 +124,7 @@ fn envelopes(c: &mut Criterion) {
         let content = text(len);
         let first_contact = f
             .fresh
-            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([31; 96]), NOW)
+            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([31; 128]), NOW)
             .expect("seals");
         open.bench_function(BenchmarkId::new("first_contact", bucket), |b| {
             b.iter(|| {
@@ -136,7 +139,7 @@ fn envelopes(c: &mut Criterion) {
         });
         let conversation = Conversation::from_bytes(&f.alice_side)
             .expect("decodes")
-            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([32; 96]), NOW)
+            .seal(f.alice.device(), &f.alice_cert, &content, Randomness::from_bytes([32; 128]), NOW)
             .expect("seals");
         assert_eq!(conversation[1], envelope::KIND_CONVERSATION);
         // Opening records the envelope in the replay cache, so every iteration gets Bob's state
@@ -158,5 +161,129 @@ fn envelopes(c: &mut Criterion) {
     open.finish();
 }
 
-criterion_group!(benches, envelopes);
+/// Format 4: the hybrid first contact (ML-KEM-768 encapsulation and decapsulation on top of
+/// `Noise_Xpsk0`) and the tagged conversation envelope, per bucket.
+fn envelopes_4(c: &mut Criterion) {
+    let alice = Identity::from_secrets([1; 32], [2; 32]);
+    let bob = Identity::from_secrets([3; 32], [4; 32]);
+    let alice_cert = alice.certify(NOW - 10, NOW + 1000).expect("signs");
+    let bob_cert = bob.certify(NOW - 10, NOW + 1000).expect("signs");
+    let secret = |seed: u8| HybridPrekeySecret {
+        x25519: zeroize::Zeroizing::new([seed; 32]),
+        kem_seed: zeroize::Zeroizing::new([seed; 64]),
+    };
+    let (a_secret, b_secret) = (secret(45), secret(42));
+    let a_prekey = HybridPrekey::sign(&alice, &a_secret, NOW, NOW + 86_400).expect("signs");
+    let b_prekey = HybridPrekey::sign(&bob, &b_secret, NOW, NOW + 86_400).expect("signs");
+    let (a_mailbox, b_mailbox) =
+        (MailboxKey::from_secret(&[47; 32]), MailboxKey::from_secret(&[44; 32]));
+    let b_keys = InviteKeys { prekey: b_prekey.clone(), mailbox: *b_mailbox.address() };
+    let a_keys = InviteKeys { prekey: a_prekey.clone(), mailbox: *a_mailbox.address() };
+    let to_bob = Invite { certificate: bob_cert.clone(), addresses: vec![] };
+    let to_alice = Invite { certificate: alice_cert.clone(), addresses: vec![] };
+    let fresh = Conversation::from_invite(&to_bob, Some(&b_keys), NOW)
+        .expect("invite")
+        .to_bytes()
+        .expect("encodes")
+        .to_vec();
+    let own_a = Own {
+        device: alice.device(),
+        certificate: &alice_cert,
+        prekey: Some(&a_prekey),
+        mailbox: Some(a_mailbox.address()),
+    };
+    let own_b = Own {
+        device: bob.device(),
+        certificate: &bob_cert,
+        prekey: Some(&b_prekey),
+        mailbox: Some(b_mailbox.address()),
+    };
+    let mut alice_side = Conversation::from_invite(&to_bob, Some(&b_keys), NOW).expect("invite");
+    let mut bob_side = Conversation::from_invite(&to_alice, Some(&a_keys), NOW).expect("invite");
+    let hello = text(10);
+    let first = alice_side
+        .seal_with(&own_a, &hello, Randomness::from_bytes([11; 128]), NOW)
+        .expect("seals");
+    let opened = envelope::open_first_contact_4(
+        &b_prekey,
+        &b_secret,
+        b_mailbox.address(),
+        bob.identity_key(),
+        &first,
+        NOW,
+    )
+    .expect("opens");
+    bob_side.accept_first_contact(opened, NOW).expect("accepts");
+    let reply =
+        bob_side.seal_with(&own_b, &hello, Randomness::from_bytes([12; 128]), NOW).expect("seals");
+    alice_side.open(&alice, &reply, NOW).expect("opens");
+    alice_side.seal_with(&own_a, &hello, Randomness::from_bytes([13; 128]), NOW).expect("seals");
+    let alice_bytes = alice_side.to_bytes().expect("encodes").to_vec();
+    let bob_bytes = bob_side.to_bytes().expect("encodes").to_vec();
+
+    let mut group = c.benchmark_group("format_4");
+    // A hybrid first contact is never under 4 KiB: the two shortest texts share a bucket, so
+    // only the first of them is measured.
+    let mut first_buckets = Vec::new();
+    for (bucket, len) in BUCKETS.into_iter().zip(TEXT_LENS) {
+        let content = text(len);
+        let sealed_first = Conversation::from_bytes(&fresh)
+            .expect("decodes")
+            .seal_with(&own_a, &content, Randomness::from_bytes([21; 128]), NOW)
+            .expect("seals");
+        let first_bucket = sealed_first.len();
+        let measured = first_buckets.contains(&first_bucket);
+        first_buckets.push(first_bucket);
+        if !measured {
+            group.bench_function(BenchmarkId::new("seal_first_contact", first_bucket), |b| {
+                b.iter_batched(
+                    || Conversation::from_bytes(&fresh).expect("decodes"),
+                    |mut c| {
+                        c.seal_with(&own_a, &content, Randomness::from_bytes([21; 128]), NOW)
+                            .expect("seals")
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+            group.bench_function(BenchmarkId::new("open_first_contact", first_bucket), |b| {
+                b.iter(|| {
+                    envelope::open_first_contact_4(
+                        &b_prekey,
+                        &b_secret,
+                        b_mailbox.address(),
+                        bob.identity_key(),
+                        black_box(&sealed_first),
+                        NOW,
+                    )
+                    .expect("opens")
+                })
+            });
+        }
+        let conversation = Conversation::from_bytes(&alice_bytes)
+            .expect("decodes")
+            .seal_with(&own_a, &content, Randomness::from_bytes([32; 128]), NOW)
+            .expect("seals");
+        assert_eq!(conversation.len(), bucket);
+        group.bench_function(BenchmarkId::new("seal_conversation", bucket), |b| {
+            b.iter_batched(
+                || Conversation::from_bytes(&alice_bytes).expect("decodes"),
+                |mut a| {
+                    a.seal_with(&own_a, &content, Randomness::from_bytes([32; 128]), NOW)
+                        .expect("seals")
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function(BenchmarkId::new("open_conversation", bucket), |b| {
+            b.iter_batched(
+                || Conversation::from_bytes(&bob_bytes).expect("decodes"),
+                |mut bob_state| bob_state.open(&bob, black_box(&conversation), NOW).expect("opens"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, envelopes, envelopes_4);
 criterion_main!(benches);

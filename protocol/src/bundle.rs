@@ -124,7 +124,13 @@ impl Bundle {
         check_limits(&bundle.body)?;
         let key = ed25519::PublicKey::try_from_bytes(&bundle.body.exporter)
             .map_err(|_| Error::Bundle("names an exporter key that is not a key".into()))?;
-        if !key.verify(&signed_bytes(&bundle.body)?, &bundle.signature) {
+        let verified = crate::identity::verify_strict(
+            &bundle.body.exporter,
+            &signed_bytes(&bundle.body)?,
+            &bundle.signature,
+        )
+        .map_err(|e| Error::Bundle(format!("names an unusable exporter key: {e}")))?;
+        if !verified {
             return Err(Error::Bundle(
                 "signature does not verify: it was altered after export".into(),
             ));

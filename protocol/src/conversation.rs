@@ -10,6 +10,15 @@
 //! again. Until we know a receive key of the peer, we send first-contact envelopes
 //! (`Noise_X`) to its device key instead.
 //!
+//! Format 4 adds three things (`docs/PROTOCOL.md`, sections 8.3 and 8.9). Advertisements may
+//! only move forward one step at a time, and only after we used the key they replace; anything
+//! else is a *conflict*. A conflict, or the peer refusing what we sealed, makes us *re-key*: we
+//! forget the peer's key, start our own sequence again at 0 with a fresh key, and send a first
+//! contact to the peer's hybrid prekey, which a thief of our state cannot read; a first contact
+//! whose advertisement has sequence 0 tells the peer to do the same. Both sides recover by
+//! themselves, and [`Conversation::take_rekeyed`] tells the node so it can show the user.
+//! First contacts are hybrid (X25519 and ML-KEM-768) and go only to a hybrid prekey.
+//!
 //! Everything here is sans-IO: randomness comes in as [`Randomness`], time as Unix seconds, and
 //! the state goes out as bytes ([`Conversation::to_bytes`]) for the node to store. The node must
 //! store the state after every [`Conversation::seal`] before it sends the envelope, and after
@@ -27,12 +36,13 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::Error;
 use crate::codec;
 use crate::envelope::{
-    self, Advertisement, ENVELOPE_VERSION_3, FirstContact, KIND_CONVERSATION, KIND_FIRST_CONTACT,
-    KeyId, Payload, ReceiveSecret,
+    self, Advertisement, ENVELOPE_VERSION_3, ENVELOPE_VERSION_4, FirstContact, KIND_CONVERSATION,
+    KIND_FIRST_CONTACT, KeyId, Payload, ReceiveSecret,
 };
 use crate::identity::{DeviceCertificate, DeviceKey, Identity, check_x25519_public};
+use crate::mailbox_key::MailboxAddress;
 use crate::message::Content;
-use crate::prekey::SignedPrekey;
+use crate::prekey::{HybridPrekey, SignedPrekey};
 
 /// Most receive keys kept per conversation, the newest included. The same bound libsignal and
 /// vodozemac put on receiving chains: enough for envelopes still in flight to a key the peer
@@ -63,8 +73,20 @@ pub const MAX_SUPERSEDED_SECS: u64 = 30 * 24 * 3600;
 /// ephemeral fell out of the cache is still caught.
 pub const MAX_FIRST_CONTACT_AGE_SECS: u64 = 30 * 24 * 3600;
 
-/// Version byte in front of the stored state; a layout change bumps it.
-pub const STATE_VERSION: u8 = 2;
+/// Version byte in front of the stored state; a layout change bumps it. Version 3 added the
+/// re-key fields, the peer's hybrid prekey and mailbox address; version 2 states still load.
+pub const STATE_VERSION: u8 = 3;
+
+/// The previous state version, read and converted by [`Conversation::from_bytes`].
+const STATE_VERSION_2: u8 = 2;
+
+/// How far in the future a message's `sent_at_ms` may be, by the receiver's clock, in seconds:
+/// one day, the clock skew certificates tolerate too (section 2.6). Anything later is refused.
+pub const MAX_SENT_AT_FUTURE_SECS: u64 = 24 * 3600;
+
+/// How old a message's `sent_at_ms` may be, by the receiver's clock, in seconds, for every kind:
+/// 30 days, past the 14 days an honest message lives in an outbox or a mailbox.
+pub const MAX_SENT_AT_AGE_SECS: u64 = 30 * 24 * 3600;
 
 /// Bytes of an ephemeral key kept in a replay cache. A replay must repeat the envelope byte for
 /// byte (the ephemeral is hashed into the handshake), so 128 bits tell envelopes apart with a
@@ -85,7 +107,21 @@ pub const MAX_STATE_LEN: usize = 1
     + 8
     + MAX_SEEN_FIRST_CONTACTS * SEEN_LEN
     + 1
-    + (32 + 8 + 8 + 64);
+    + (32 + 8 + 8 + 64)
+    // Version 3: restart base, the two flags, the notice, the hybrid prekey, the mailbox.
+    + 4
+    + 1
+    + 1
+    + 2
+    + 1
+    + HYBRID_PREKEY_LEN
+    + 1
+    + 32
+    + 8
+    + MAX_PEER_STARTS * 32;
+
+/// Encoded length of a hybrid prekey.
+const HYBRID_PREKEY_LEN: usize = 32 + crate::kem::PUBLIC_KEY_LEN + 8 + 8 + 64;
 
 /// Length prefix of the receive-key list.
 const MAX_RECEIVE_KEYS_LEN_PREFIX: usize = 8;
@@ -103,18 +139,26 @@ pub struct Randomness {
     ephemeral: [u8; 32],
     receive_secret: [u8; 32],
     receive_seed: [u8; 32],
+    kem: [u8; 32],
 }
 
 impl Randomness {
     /// Number of random bytes [`Randomness::from_bytes`] takes.
-    pub const LEN: usize = 96;
+    pub const LEN: usize = 128;
 
-    /// Splits 96 random bytes into the ephemeral, the receive secret and the seed.
+    /// Splits 128 random bytes into the ephemeral, the receive secret, the seed and the ML-KEM
+    /// encapsulation randomness (used by first contacts only).
     pub fn from_bytes(mut bytes: [u8; Self::LEN]) -> Self {
-        let mut r = Self { ephemeral: [0; 32], receive_secret: [0; 32], receive_seed: [0; 32] };
+        let mut r = Self {
+            ephemeral: [0; 32],
+            receive_secret: [0; 32],
+            receive_seed: [0; 32],
+            kem: [0; 32],
+        };
         r.ephemeral.copy_from_slice(&bytes[..32]);
         r.receive_secret.copy_from_slice(&bytes[32..64]);
-        r.receive_seed.copy_from_slice(&bytes[64..]);
+        r.receive_seed.copy_from_slice(&bytes[64..96]);
+        r.kem.copy_from_slice(&bytes[96..]);
         bytes.zeroize();
         r
     }
@@ -183,6 +227,11 @@ impl ReceiveKey {
         envelope::key_id(&self.public)
     }
 
+    /// Whether `id` is this key's id, compared in constant time.
+    fn has_id(&self, id: &KeyId) -> bool {
+        envelope::ct_eq_key_id(&self.id(), id)
+    }
+
     fn advertisement(&self) -> Advertisement {
         Advertisement { seq: self.seq, public: self.public, seed: *self.seed.get() }
     }
@@ -213,8 +262,106 @@ pub struct Conversation {
     /// Replay cache of first-contact envelopes from this peer, oldest first.
     first_contact_seen: Vec<Seen>,
     /// The peer's newest signed prekey (from its presence record), verified against `peer`:
-    /// first contacts go to it while it is valid, to the device key otherwise.
+    /// format 3 first contacts go to it while it is valid, to the device key otherwise.
     peer_prekey: Option<SignedPrekey>,
+    /// Our keys are advertised with their sequence number minus this: a re-key starts the
+    /// advertised sequence at 0 again while the numbers kept here go on increasing.
+    restart_base: u32,
+    /// Our next sealed envelope brings a fresh receive key whatever the peer has used (a
+    /// re-key, ours or the peer's, asks for one).
+    restart_pending: bool,
+    /// We re-keyed and wait for the peer's restarted key; until it comes, only advertisements
+    /// with sequence 0 are taken.
+    awaiting_restart: bool,
+    /// A re-key the node has not been told about yet ([`Rekeyed`] as its byte).
+    rekeyed: Option<u8>,
+    /// The peer's newest hybrid prekey (from its invite, a first contact or its presence
+    /// record), verified against `peer`: format 4 first contacts go to it.
+    peer_hybrid_prekey: Option<HybridPrekey>,
+    /// The peer's mailbox address (from its invite or a first contact): where to deposit for
+    /// it, and the key of its first-contact key ids and tags.
+    peer_mailbox: Option<MailboxAddress>,
+    /// The peer's keys we took at sequence 0 (the starts of its numbering), newest last, at
+    /// most [`MAX_PEER_STARTS`]: a delayed first contact advertising one of them is old news,
+    /// not a restart.
+    peer_starts: Vec<[u8; 32]>,
+}
+
+/// Most starts of the peer's numbering remembered (see `peer_starts`).
+pub const MAX_PEER_STARTS: usize = 4;
+
+/// The layout of state version 2, read by [`Conversation::from_bytes`] and converted.
+#[derive(Decode)]
+struct StateV2 {
+    peer: DeviceCertificate,
+    receive_keys: Vec<ReceiveKey>,
+    next_seq: u32,
+    peer_key: Option<PeerKey>,
+    first_contact_seen: Vec<Seen>,
+    peer_prekey: Option<SignedPrekey>,
+}
+
+/// Why a conversation was re-keyed, as [`Conversation::take_rekeyed`] reports it. The node
+/// shows the user that the conversation was re-keyed (and why, in its log); messages are not
+/// lost: what was queued is sealed again under the new keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rekeyed {
+    /// An advertisement from the peer contradicted what we knew (two keys for one position, a
+    /// jump ahead, a step before we used the key it replaces). Either someone holding a stolen
+    /// state forged it, or one side restored an old state; we re-keyed through the peer's
+    /// prekey, which settles both.
+    Conflict,
+    /// The peer restarted its side (it lost or restored its state, or re-keyed itself): we
+    /// took its new key and restarted ours.
+    PeerRestarted,
+    /// The peer refused an envelope we sealed to its receive key (it no longer holds that key):
+    /// we re-keyed through its prekey.
+    PeerRefused,
+}
+
+impl Rekeyed {
+    fn byte(self) -> u8 {
+        match self {
+            Rekeyed::Conflict => 1,
+            Rekeyed::PeerRestarted => 2,
+            Rekeyed::PeerRefused => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Rekeyed::Conflict),
+            2 => Some(Rekeyed::PeerRestarted),
+            3 => Some(Rekeyed::PeerRefused),
+            _ => None,
+        }
+    }
+}
+
+/// What we are, for sealing: our device key and certificate, and for format 4 first contacts
+/// our current hybrid prekey and mailbox address, which they carry so that the peer can re-key
+/// and deposit to us without a DHT lookup.
+pub struct Own<'a> {
+    /// Our device key.
+    pub device: &'a DeviceKey,
+    /// Our current certificate, for that device key.
+    pub certificate: &'a DeviceCertificate,
+    /// Our current hybrid prekey, if we have one.
+    pub prekey: Option<&'a HybridPrekey>,
+    /// Our mailbox address, if we have one.
+    pub mailbox: Option<&'a MailboxAddress>,
+}
+
+/// What an advertisement does to the peer key we hold (section 8.3).
+enum Adoption {
+    /// Nothing: the key we hold, or an older one.
+    Keep,
+    /// The peer's next key, or its first: taken.
+    Take,
+    /// The peer restarted its side: taken, and we restart ours.
+    Restart,
+    /// A contradiction: we re-key.
+    Conflict,
 }
 
 impl std::fmt::Debug for Conversation {
@@ -237,11 +384,32 @@ impl Conversation {
         Ok(Self::with_verified_peer(peer))
     }
 
+    /// Starts a conversation from a version 2 invite: the certificate, the inviter's hybrid
+    /// prekey and its mailbox address, so the first contact needs no DHT lookup while the
+    /// prekey is valid (section 7.4).
+    pub fn from_invite(
+        invite: &crate::invite::Invite,
+        keys: Option<&crate::invite::InviteKeys>,
+        now: u64,
+    ) -> Result<Self, Error> {
+        let mut conversation = Self::new(invite.certificate.clone(), now)?;
+        if let Some(keys) = keys {
+            // A stale prekey is still kept (its signature checked): the seal's error then says
+            // a current one is needed, and `wants_prekey` makes the node look one up.
+            keys.prekey.verify(&conversation.peer.identity_key, keys.prekey.created_at)?;
+            conversation.peer_hybrid_prekey = Some(keys.prekey.clone());
+            conversation.peer_mailbox = Some(keys.mailbox);
+        }
+        Ok(conversation)
+    }
+
     /// Starts a conversation from a first-contact envelope of a peer we had none with, and
     /// returns it with the message.
     pub fn from_first_contact(opened: FirstContact, now: u64) -> Result<(Self, Content), Error> {
         let mut conversation = Self::with_verified_peer(opened.certificate.clone());
         let content = conversation.accept_first_contact(opened, now)?;
+        // A new conversation has nothing to re-key: the peer's first key is simply taken.
+        conversation.rekeyed = None;
         Ok((conversation, content))
     }
 
@@ -253,6 +421,13 @@ impl Conversation {
             peer_key: None,
             first_contact_seen: Vec::new(),
             peer_prekey: None,
+            restart_base: 0,
+            restart_pending: false,
+            awaiting_restart: false,
+            rekeyed: None,
+            peer_hybrid_prekey: None,
+            peer_mailbox: None,
+            peer_starts: Vec::new(),
         }
     }
 
@@ -266,6 +441,17 @@ impl Conversation {
         self.peer.claimed_peer_id()
     }
 
+    /// The peer's mailbox address, if we know it: deposits for the peer go to its mailbox ids
+    /// ([`crate::mailbox_key::mailbox_id`]).
+    pub fn peer_mailbox(&self) -> Option<&MailboxAddress> {
+        self.peer_mailbox.as_ref()
+    }
+
+    /// The peer's hybrid prekey, if we hold one.
+    pub fn peer_hybrid_prekey(&self) -> Option<&HybridPrekey> {
+        self.peer_hybrid_prekey.as_ref()
+    }
+
     /// The ids of our live receive keys, oldest first. The node indexes conversations by them,
     /// so it can find the one a conversation envelope's key id belongs to.
     pub fn receive_key_ids(&self) -> Vec<KeyId> {
@@ -277,12 +463,8 @@ impl Conversation {
         self.peer_key.is_some()
     }
 
-    /// Seals `content` for the peer, at `now` (Unix seconds): a conversation envelope to the
-    /// peer's newest receive key if we know one, else a first-contact envelope (carrying
-    /// `certificate`, ours) to its device key. Either way it advertises our newest receive key,
-    /// made fresh from `randomness` if the peer has already used the previous one.
-    ///
-    /// The state changes only if sealing succeeds; store it before sending the envelope.
+    /// Seals `content` for the peer with format 3 envelopes, as before format 4: see
+    /// [`Conversation::seal_with`], which this calls with no prekey or mailbox address of ours.
     pub fn seal(
         &mut self,
         device: &DeviceKey,
@@ -291,14 +473,38 @@ impl Conversation {
         randomness: Randomness,
         now: u64,
     ) -> Result<Vec<u8>, Error> {
-        if certificate.device_key != *device.public() {
+        let own = Own { device, certificate, prekey: None, mailbox: None };
+        self.seal_with(&own, content, randomness, now)
+    }
+
+    /// Seals `content` for the peer, at `now` (Unix seconds): a conversation envelope to the
+    /// peer's newest receive key if we know one, else a first contact.
+    ///
+    /// Format 4 is sealed once the peer is format 4 capable (we hold its hybrid prekey and its
+    /// mailbox address); the first contact then goes to that prekey only, and if it has expired
+    /// sealing fails with "the peer's hybrid prekey has expired": the node looks up a current
+    /// one, and never falls back to the device key (section 7.4). Otherwise format 3, as before.
+    /// Either way the envelope advertises our newest receive key, made fresh from `randomness`
+    /// if the peer has already used the previous one or a re-key asks for one.
+    ///
+    /// The state changes only if sealing succeeds; store it before sending the envelope.
+    pub fn seal_with(
+        &mut self,
+        own: &Own<'_>,
+        content: &Content,
+        randomness: Randomness,
+        now: u64,
+    ) -> Result<Vec<u8>, Error> {
+        if own.certificate.device_key != *own.device.public() {
             return Err(Error::InvalidKey {
                 what: "own device",
                 detail: "the certificate is for another device key",
             });
         }
         self.expire(now);
-        let rotate = self.receive_keys.last().is_none_or(|k| !k.seen.is_empty());
+        let format_4 = self.peer_hybrid_prekey.is_some() && self.peer_mailbox.is_some();
+        let rotate =
+            self.restart_pending || self.receive_keys.last().is_none_or(|k| !k.seen.is_empty());
         let fresh = if rotate {
             let public = envelope::public_key(&randomness.receive_secret);
             Some(ReceiveKey {
@@ -318,16 +524,18 @@ impl Conversation {
             Some(_) => self.next_seq.checked_add(1).ok_or(Error::Envelope("key sequence spent"))?,
             None => self.next_seq,
         };
-        let advertised = fresh
+        // A re-key moved `restart_base` to the fresh key's number: it is advertised at 0.
+        let mut advertised = fresh
             .as_ref()
             .or(self.receive_keys.last())
             .ok_or(Error::Envelope("no receive key to advertise"))?
             .advertisement();
+        advertised.seq = advertised.seq.wrapping_sub(self.restart_base);
         let peer_key = self.peer_key.as_ref().filter(|k| (k.sent as usize) < MAX_SEEN_EPHEMERALS);
         let to_peer_key = peer_key.is_some();
-        let sealed = match peer_key {
-            Some(key) => envelope::seal_conversation(
-                device,
+        let sealed = match (peer_key, format_4) {
+            (Some(key), false) => envelope::seal_conversation(
+                own.device,
                 &key.public,
                 key.seed.get(),
                 &self.peer.identity_key,
@@ -338,17 +546,57 @@ impl Conversation {
                 },
                 randomness.ephemeral,
             )?,
-            None => envelope::seal_first_contact(
-                device,
+            (Some(key), true) => envelope::seal_conversation_4(
+                own.device,
+                &key.public,
+                key.seed.get(),
+                &self.peer.identity_key,
+                &Payload::V2 {
+                    certificate: None,
+                    advertisement: Some(advertised),
+                    prekey: None,
+                    mailbox: None,
+                    content: content.clone(),
+                },
+                randomness.ephemeral,
+            )?,
+            (None, false) => envelope::seal_first_contact(
+                own.device,
                 &self.first_contact_key(now),
                 &self.peer.identity_key,
                 &Payload::V1 {
-                    certificate: Some(certificate.clone()),
+                    certificate: Some(own.certificate.clone()),
                     advertisement: Some(advertised),
                     content: content.clone(),
                 },
                 randomness.ephemeral,
             )?,
+            (None, true) => {
+                let (Some(prekey), Some(address)) = (&self.peer_hybrid_prekey, &self.peer_mailbox)
+                else {
+                    return Err(Error::Envelope("no hybrid prekey of the peer"));
+                };
+                if prekey.expires_at < now {
+                    return Err(Error::Envelope(
+                        "the peer's hybrid prekey has expired: a current one is needed",
+                    ));
+                }
+                envelope::seal_first_contact_4(
+                    own.device,
+                    prekey,
+                    address,
+                    &self.peer.identity_key,
+                    &Payload::V2 {
+                        certificate: Some(own.certificate.clone()),
+                        advertisement: Some(advertised),
+                        prekey: own.prekey.cloned(),
+                        mailbox: own.mailbox.copied(),
+                        content: content.clone(),
+                    },
+                    randomness.ephemeral,
+                    randomness.kem,
+                )?
+            }
         };
 
         // Sealed: now commit.
@@ -361,6 +609,7 @@ impl Conversation {
             }
             self.receive_keys.push(key);
             self.next_seq = next_seq;
+            self.restart_pending = false;
             self.enforce_key_limit();
         }
         Ok(sealed)
@@ -377,16 +626,43 @@ impl Conversation {
         Ok(true)
     }
 
-    /// True while the next envelope would be a first contact with no prekey to send it to: the
-    /// node then looks the peer's presence record up for one.
+    /// Takes the peer's hybrid prekey (from a presence record, or renewed in an envelope) if it
+    /// verifies against the peer's identity at `now` and is newer than the one held; returns
+    /// whether it was taken.
+    pub fn set_peer_hybrid_prekey(
+        &mut self,
+        prekey: HybridPrekey,
+        now: u64,
+    ) -> Result<bool, Error> {
+        prekey.verify(&self.peer.identity_key, now)?;
+        if self.peer_hybrid_prekey.as_ref().is_some_and(|p| p.created_at >= prekey.created_at) {
+            return Ok(false);
+        }
+        self.peer_hybrid_prekey = Some(prekey);
+        Ok(true)
+    }
+
+    /// True while the next envelope would be a first contact with no valid prekey to send it
+    /// to: the node then looks the peer's presence record up for one.
     pub fn wants_prekey(&self, now: u64) -> bool {
-        self.peer_key.is_none() && self.peer_prekey.as_ref().is_none_or(|p| p.expires_at < now)
+        if self.peer_key.is_some() {
+            return false;
+        }
+        match (&self.peer_hybrid_prekey, &self.peer_mailbox) {
+            (Some(p), Some(_)) => p.expires_at < now,
+            _ => self.peer_prekey.as_ref().is_none_or(|p| p.expires_at < now),
+        }
     }
 
     /// Forgets the peer's prekey if the next envelope would be a first contact sealed to it;
     /// returns whether it did. The node calls this when the peer refused such an envelope (it
-    /// lost the prekey's secret, say after a reinstall), so the retry goes to the device key.
+    /// lost the prekey's secret, say after a reinstall): a format 3 retry goes to the device
+    /// key, a format 4 one waits for a current prekey from the peer's presence record.
     pub fn drop_prekey_for_first_contact(&mut self) -> bool {
+        if self.peer_key.is_none() && self.peer_hybrid_prekey.is_some() {
+            self.peer_hybrid_prekey = None;
+            return true;
+        }
         if self.peer_key.is_none() && self.peer_prekey.is_some() {
             self.peer_prekey = None;
             return true;
@@ -394,7 +670,43 @@ impl Conversation {
         false
     }
 
-    /// The key a first contact is sealed to: the peer's prekey while valid, else its device key.
+    /// The peer refused an envelope we sealed to its receive key (the node got `Rejected`): it
+    /// no longer holds that key, because it lost or restored its state. We re-key: the next
+    /// envelope is a first contact to the peer's prekey with a fresh key of ours at sequence 0,
+    /// which makes the peer restart its side too (section 8.9). Returns whether it re-keyed
+    /// (a refused first contact is the prekey's business, see
+    /// [`Conversation::drop_prekey_for_first_contact`]).
+    pub fn peer_rejected(&mut self) -> bool {
+        if self.peer_key.is_none() {
+            return false;
+        }
+        self.rekey(Rekeyed::PeerRefused);
+        true
+    }
+
+    /// Takes the re-key the node has not been told about yet, if any: after every open, seal
+    /// and [`Conversation::peer_rejected`], the node asks, shows the user that the conversation
+    /// was re-keyed, and seals what was queued for the peer again.
+    pub fn take_rekeyed(&mut self) -> Option<Rekeyed> {
+        self.rekeyed.take().and_then(Rekeyed::from_byte)
+    }
+
+    fn rekey(&mut self, why: Rekeyed) {
+        self.peer_key = None;
+        self.awaiting_restart = true;
+        self.restart_own_side();
+        self.rekeyed = Some(why.byte());
+    }
+
+    /// Our next envelope brings a fresh key, numbered from 0 again: the next key made gets the
+    /// internal number `next_seq`, which becomes the base.
+    fn restart_own_side(&mut self) {
+        self.restart_pending = true;
+        self.restart_base = self.next_seq;
+    }
+
+    /// The key a format 3 first contact is sealed to: the peer's prekey while valid, else its
+    /// device key.
     fn first_contact_key(&self, now: u64) -> [u8; 32] {
         match &self.peer_prekey {
             Some(p) if p.expires_at >= now => p.public,
@@ -403,15 +715,17 @@ impl Conversation {
     }
 
     /// Opens an envelope from the peer at `now` (Unix seconds), as `me`: a conversation envelope
-    /// with one of our receive keys, or a first-contact envelope with our device key. Returns the
-    /// content; the sender is the peer. Fails with [`Error::Replayed`] for an envelope already
-    /// accepted, and leaves the state unchanged on any failure (apart from deleting keys whose
-    /// time is up).
+    /// (format 3 or 4) with one of our receive keys, or a format 3 first-contact envelope with
+    /// our device key. A format 4 first contact needs our prekey's secrets, which the node
+    /// holds: it opens it with [`envelope::open_first_contact_4`] and hands the result to
+    /// [`Conversation::accept_first_contact`]. Returns the content; the sender is the peer.
+    /// Fails with [`Error::Replayed`] for an envelope already accepted, and leaves the state
+    /// unchanged on any failure (apart from deleting keys whose time is up).
     pub fn open(&mut self, me: &Identity, envelope: &[u8], now: u64) -> Result<Content, Error> {
         self.expire(now);
         let header = envelope::peek(envelope)?;
         match (header.version, header.kind, header.key_id) {
-            (ENVELOPE_VERSION_3, KIND_CONVERSATION, Some(id)) => {
+            (ENVELOPE_VERSION_3 | ENVELOPE_VERSION_4, KIND_CONVERSATION, Some(id)) => {
                 self.open_conversation(me.identity_key(), id, envelope, now)
             }
             (ENVELOPE_VERSION_3, KIND_FIRST_CONTACT, Some(_)) => {
@@ -419,13 +733,17 @@ impl Conversation {
                     envelope::open_first_contact(me.device(), me.identity_key(), envelope, now)?;
                 self.accept_first_contact(opened, now)
             }
+            (ENVELOPE_VERSION_4, KIND_FIRST_CONTACT, _) => Err(Error::Envelope(
+                "format 4 first contacts are opened by envelope::open_first_contact_4",
+            )),
             _ => Err(Error::Envelope("format 1 envelopes are opened by envelope::open")),
         }
     }
 
     /// Accepts an opened first-contact envelope from this conversation's peer: checks the
-    /// replay cache and the message's age, takes a renewed certificate, and adopts the peer's
-    /// advertised receive key.
+    /// replay cache and the message's age, takes a renewed certificate, the peer's prekey and
+    /// mailbox address (format 4), and the peer's advertised receive key by the rules of
+    /// section 8.3: sequence 0 from a peer we knew means it restarted its side.
     pub fn accept_first_contact(
         &mut self,
         opened: FirstContact,
@@ -442,6 +760,10 @@ impl Conversation {
         if sent_at.saturating_add(MAX_FIRST_CONTACT_AGE_SECS) < now {
             return Err(Error::Envelope("first contact older than the replay window"));
         }
+        check_sent_at(&opened.content, now)?;
+        if let Some(prekey) = &opened.prekey {
+            prekey.verify(&opened.certificate.identity_key, now)?;
+        }
 
         if self.first_contact_seen.len() >= MAX_SEEN_FIRST_CONTACTS {
             self.first_contact_seen.remove(0);
@@ -454,8 +776,16 @@ impl Conversation {
         {
             self.peer = opened.certificate.clone();
         }
+        if let Some(prekey) = opened.prekey
+            && self.peer_hybrid_prekey.as_ref().is_none_or(|p| p.created_at < prekey.created_at)
+        {
+            self.peer_hybrid_prekey = Some(prekey);
+        }
+        if let Some(mailbox) = opened.mailbox {
+            self.peer_mailbox = Some(mailbox);
+        }
         if let Some(advertisement) = &opened.advertisement {
-            self.adopt(advertisement);
+            self.adopt(advertisement, None);
         }
         Ok(opened.content)
     }
@@ -469,25 +799,25 @@ impl Conversation {
     /// of a live receive key reopen.
     pub fn reopen(&self, me: &Identity, sealed: &[u8]) -> Result<Content, Error> {
         let header = envelope::peek(sealed)?;
-        let (ENVELOPE_VERSION_3, KIND_CONVERSATION, Some(id)) =
+        let (ENVELOPE_VERSION_3 | ENVELOPE_VERSION_4, KIND_CONVERSATION, Some(id)) =
             (header.version, header.kind, header.key_id)
         else {
             return Err(Error::Envelope("only conversation envelopes reopen"));
         };
         let seen = seen_entry(&envelope::ephemeral_key(sealed)?);
-        for key in self.receive_keys.iter().filter(|k| k.id() == id && k.seen.contains(&seen)) {
+        for key in self.receive_keys.iter().filter(|k| k.has_id(&id) && k.seen.contains(&seen)) {
             let receive = ReceiveSecret {
                 secret: key.secret.get(),
                 public: &key.public,
                 seed: key.seed.get(),
             };
-            if let Ok(Payload::V1 { content, .. }) = envelope::open_conversation(
+            if let Ok(payload) = envelope::open_conversation_any(
                 &receive,
                 &self.peer.device_key,
                 me.identity_key(),
                 sealed,
             ) {
-                return Ok(content);
+                return Ok(payload.content().clone());
             }
         }
         Err(Error::Envelope("not an envelope this conversation accepted"))
@@ -523,10 +853,11 @@ impl Conversation {
         let seen = seen_entry(&ephemeral);
         let mut failure = Error::Envelope("no receive key with this id: deleted, or never ours");
         // Key ids are 64 bits, so two live keys sharing one is all but impossible; trying each
-        // match costs nothing when it does not happen and stays correct when it does.
+        // match costs nothing when it does not happen and stays correct when it does. The ids
+        // are compared in constant time, so the lookup says nothing about our keys.
         for index in 0..self.receive_keys.len() {
             let key = &self.receive_keys[index];
-            if key.id() != id {
+            if !key.has_id(&id) {
                 continue;
             }
             let receive = ReceiveSecret {
@@ -534,7 +865,7 @@ impl Conversation {
                 public: &key.public,
                 seed: key.seed.get(),
             };
-            let payload = match envelope::open_conversation(
+            let payload = match envelope::open_conversation_any(
                 &receive,
                 &self.peer.device_key,
                 own_identity,
@@ -552,13 +883,24 @@ impl Conversation {
             if key.seen.len() >= MAX_SEEN_EPHEMERALS {
                 return Err(Error::Envelope("receive key has taken its most envelopes"));
             }
-            let Payload::V1 { certificate, advertisement, content } = payload;
+            let (certificate, advertisement, prekey, mailbox, content) = match payload {
+                Payload::V1 { certificate, advertisement, content } => {
+                    (certificate, advertisement, None, None, content)
+                }
+                Payload::V2 { certificate, advertisement, prekey, mailbox, content } => {
+                    (certificate, advertisement, prekey, mailbox, content)
+                }
+            };
             if let Some(certificate) = &certificate {
                 self.check_renewal(certificate, now)?;
             }
             if let Some(advertisement) = &advertisement {
                 check_x25519_public(&advertisement.public)?;
             }
+            if let Some(prekey) = &prekey {
+                prekey.verify(&self.peer.identity_key, now)?;
+            }
+            check_sent_at(&content, now)?;
 
             // Accepted: now commit.
             let seq = key.seq;
@@ -571,8 +913,16 @@ impl Conversation {
             {
                 self.peer = certificate;
             }
+            if let Some(prekey) = prekey
+                && self.peer_hybrid_prekey.as_ref().is_none_or(|p| p.created_at < prekey.created_at)
+            {
+                self.peer_hybrid_prekey = Some(prekey);
+            }
+            if let Some(mailbox) = mailbox {
+                self.peer_mailbox = Some(mailbox);
+            }
             if let Some(advertisement) = &advertisement {
-                self.adopt(advertisement);
+                self.adopt(advertisement, Some(seq));
             }
             return Ok(content);
         }
@@ -590,17 +940,86 @@ impl Conversation {
         certificate.verify(now).map(|_| ())
     }
 
-    /// Takes the peer's advertised receive key if it is newer than the one we have, so a
-    /// delayed envelope cannot roll us back to an older key.
-    fn adopt(&mut self, advertisement: &Advertisement) {
-        if self.peer_key.as_ref().is_none_or(|k| advertisement.seq > k.seq) {
-            self.peer_key = Some(PeerKey {
-                seq: advertisement.seq,
-                public: advertisement.public,
-                seed: Secret::new(&advertisement.seed),
-                sent: 0,
-            });
+    /// Applies the peer's advertisement from an accepted envelope (section 8.3): one that came
+    /// in a first contact (`arrived_on` is `None`) or in a conversation envelope on our receive
+    /// key with internal number `arrived_on`. The peer makes key `n + 1` only after it received
+    /// an envelope we sealed to key `n`, so its honest advertisements never jump: the next key
+    /// is exactly one step on, and only once we have used the current one. Older keys are
+    /// ignored (a delayed envelope cannot roll us back); anything else contradicts what we
+    /// know and makes us re-key through the peer's prekey, so that a forged advertisement (from
+    /// someone holding a stolen state) is displaced by the next honest envelope instead of
+    /// pinning our envelopes to the forger's key.
+    fn adopt(&mut self, advertisement: &Advertisement, arrived_on: Option<u32>) {
+        match self.adoption(advertisement, arrived_on) {
+            Adoption::Keep => {}
+            Adoption::Take => self.take_peer_key(advertisement),
+            Adoption::Restart => {
+                self.take_peer_key(advertisement);
+                if !self.awaiting_restart {
+                    self.restart_own_side();
+                    self.rekeyed = Some(Rekeyed::PeerRestarted.byte());
+                }
+                self.awaiting_restart = false;
+            }
+            Adoption::Conflict => self.rekey(Rekeyed::Conflict),
         }
+    }
+
+    fn adoption(&self, advertisement: &Advertisement, arrived_on: Option<u32>) -> Adoption {
+        let a = advertisement;
+        let first_contact = arrived_on.is_none();
+        let a_known_start = self.peer_starts.iter().any(|k| envelope::ct_eq_32(k, &a.public));
+        if self.awaiting_restart {
+            // Only the peer's restarted key: in its own first contact (our restarts crossed),
+            // or in a conversation envelope on a key we made after re-keying, which a thief of
+            // our older state cannot forge. Anything else was sealed before the peer restarted.
+            let fresh_arrival = arrived_on.is_none_or(|seq| seq >= self.restart_base);
+            return if a.seq == 0 && fresh_arrival && !a_known_start {
+                Adoption::Restart
+            } else {
+                Adoption::Keep
+            };
+        }
+        let Some(held) = &self.peer_key else {
+            // The peer's first key. Legacy (format 3) peers did not restart their numbering,
+            // so only format 4 peers are held to sequence 0.
+            let format_4 = self.peer_hybrid_prekey.is_some() && self.peer_mailbox.is_some();
+            return if a.seq == 0 || !format_4 { Adoption::Take } else { Adoption::Conflict };
+        };
+        if envelope::ct_eq_32(&held.public, &a.public) {
+            Adoption::Keep
+        } else if first_contact && a.seq == 0 {
+            // A first contact at 0 restarts the peer's side, unless it names a start we already
+            // took: then it is a first contact sent before the peer heard from us, delayed.
+            if a_known_start { Adoption::Keep } else { Adoption::Restart }
+        } else if a.seq < held.seq {
+            // An older key: a delayed envelope, unless it is a start of the peer's numbering we
+            // never took, which no delayed envelope can name (we take every start the peer
+            // makes before its later keys): then the peer restarted without a first contact,
+            // which only a forgery does.
+            if a.seq == 0 && !a_known_start { Adoption::Conflict } else { Adoption::Keep }
+        } else if held.seq.checked_add(1) == Some(a.seq) && held.sent > 0 {
+            Adoption::Take
+        } else {
+            Adoption::Conflict
+        }
+    }
+
+    fn take_peer_key(&mut self, advertisement: &Advertisement) {
+        if advertisement.seq == 0
+            && !self.peer_starts.iter().any(|k| envelope::ct_eq_32(k, &advertisement.public))
+        {
+            if self.peer_starts.len() >= MAX_PEER_STARTS {
+                self.peer_starts.remove(0);
+            }
+            self.peer_starts.push(advertisement.public);
+        }
+        self.peer_key = Some(PeerKey {
+            seq: advertisement.seq,
+            public: advertisement.public,
+            seed: Secret::new(&advertisement.seed),
+            sent: 0,
+        });
     }
 
     /// Deletes the receive keys whose time is up at `now` (Unix seconds): superseded keys the
@@ -639,8 +1058,9 @@ impl Conversation {
         Ok(out)
     }
 
-    /// Reads a state written by [`Conversation::to_bytes`], refusing one that breaks any limit
-    /// or invariant, so a corrupted store cannot make later calls misbehave.
+    /// Reads a state written by [`Conversation::to_bytes`] (version 3, or version 2 from before
+    /// format 4), refusing one that breaks any limit or invariant, so a corrupted store cannot
+    /// make later calls misbehave.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let malformed = |detail: &str| Error::Malformed {
             what: "conversation state",
@@ -649,10 +1069,20 @@ impl Conversation {
         let Some((&version, body)) = bytes.split_first() else {
             return Err(malformed("empty"));
         };
-        if version != STATE_VERSION {
-            return Err(malformed("unknown state version"));
-        }
-        let state: Self = codec::decode("conversation state", body)?;
+        let state: Self = match version {
+            STATE_VERSION => codec::decode("conversation state", body)?,
+            STATE_VERSION_2 => {
+                let old: StateV2 = codec::decode("conversation state", body)?;
+                let mut state = Self::with_verified_peer(old.peer);
+                state.receive_keys = old.receive_keys;
+                state.next_seq = old.next_seq;
+                state.peer_key = old.peer_key;
+                state.first_contact_seen = old.first_contact_seen;
+                state.peer_prekey = old.peer_prekey;
+                state
+            }
+            _ => return Err(malformed("unknown state version")),
+        };
         check_x25519_public(&state.peer.device_key)?;
         if state.receive_keys.len() > MAX_RECEIVE_KEYS {
             return Err(malformed("too many receive keys"));
@@ -670,14 +1100,41 @@ impl Conversation {
             }
             previous = Some(key.seq);
         }
+        if state.restart_base > state.next_seq {
+            return Err(malformed("restart base beyond the sequence"));
+        }
+        if state.peer_starts.len() > MAX_PEER_STARTS {
+            return Err(malformed("too many starts of the peer's numbering"));
+        }
+        if state.rekeyed.is_some_and(|b| Rekeyed::from_byte(b).is_none()) {
+            return Err(malformed("unknown re-key reason"));
+        }
         if let Some(peer_key) = &state.peer_key {
             check_x25519_public(&peer_key.public)?;
         }
         if let Some(prekey) = &state.peer_prekey {
             check_x25519_public(&prekey.public)?;
         }
+        if let Some(prekey) = &state.peer_hybrid_prekey {
+            check_x25519_public(&prekey.public)?;
+            crate::kem::check_public(&prekey.kem_public)?;
+        }
         Ok(state)
     }
+}
+
+/// Refuses content whose `sent_at_ms` is more than [`MAX_SENT_AT_FUTURE_SECS`] ahead of `now`
+/// or more than [`MAX_SENT_AT_AGE_SECS`] behind it (section 8.7): the time a peer claims is
+/// shown to the user and orders nothing, but it must not be absurd.
+fn check_sent_at(content: &Content, now: u64) -> Result<(), Error> {
+    let sent_at = content.sent_at_ms / 1000;
+    if sent_at > now.saturating_add(MAX_SENT_AT_FUTURE_SECS) {
+        return Err(Error::Envelope("message claims to be sent more than a day from now"));
+    }
+    if sent_at.saturating_add(MAX_SENT_AT_AGE_SECS) < now {
+        return Err(Error::Envelope("message claims to be sent more than 30 days ago"));
+    }
+    Ok(())
 }
 
 fn seen_entry(ephemeral: &[u8; 32]) -> Seen {

@@ -68,6 +68,25 @@ pub fn check_x25519_public(key: &[u8; 32]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Verifies an Ed25519 signature strictly (ed25519-dalek's `verify_strict`): besides the
+/// signature equation, it refuses a small-order ("weak") public key, a small-order `R`, and a
+/// non-canonical `S`, so nobody can make a key for which forgeries are free. Every Kolokol
+/// signature goes through here. `Ok(false)` means the signature does not verify;
+/// `Err` means the key is not a usable Ed25519 point.
+pub fn verify_strict(
+    public: &[u8; 32],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<bool, Error> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(public)
+        .map_err(|_| Error::InvalidKey { what: "Ed25519 identity", detail: "not a point" })?;
+    if key.is_weak() {
+        return Err(Error::InvalidKey { what: "Ed25519 identity", detail: "small-order point" });
+    }
+    let signature = ed25519_dalek::Signature::from_bytes(signature);
+    Ok(key.verify_strict(message, &signature).is_ok())
+}
+
 /// The X25519 key pair a device decrypts envelopes with.
 pub struct DeviceKey {
     secret: Zeroizing<[u8; 32]>,
@@ -144,7 +163,7 @@ impl DeviceCertificate {
             self.not_before,
             self.not_after,
         );
-        if !public.verify(&message, &self.signature) {
+        if !verify_strict(&self.identity_key, &message, &self.signature)? {
             return Err(Error::BadCertificateSignature);
         }
         if now < self.not_before || now > self.not_after {

@@ -14,16 +14,23 @@ use libp2p_identity::PeerId;
 use crate::Error;
 use crate::codec;
 use crate::identity::DeviceCertificate;
+use crate::mailbox_key::MailboxAddress;
+use crate::prekey::HybridPrekey;
 
 /// Every invite's text starts with this.
 pub const INVITE_PREFIX: &str = "kolokol1";
 
-/// Version byte of the invite format.
+/// Version byte of the first invite format: certificate and addresses.
 pub const INVITE_VERSION: u8 = 1;
 
+/// Version byte of the second invite format, which adds the inviter's hybrid prekey and its
+/// mailbox address (see [`InviteKeys`]).
+pub const INVITE_VERSION_2: u8 = 2;
+
 /// Longest invite text accepted, in bytes; anything longer is refused before decoding. The
-/// largest valid invite (eight addresses of the longest kind) is about 3 100 bytes.
-pub const MAX_INVITE_TEXT_LEN: usize = 4096;
+/// largest valid version 2 invite (eight addresses of the longest kind and a 1 296-byte hybrid
+/// prekey) is about 4 900 bytes of text.
+pub const MAX_INVITE_TEXT_LEN: usize = 8192;
 
 /// Most addresses one invite may carry.
 pub const MAX_INVITE_ADDRESSES: usize = 8;
@@ -44,21 +51,68 @@ pub struct Invite {
     pub addresses: Vec<Vec<u8>>,
 }
 
+/// What a version 2 invite adds: the inviter's hybrid prekey, so that the first contact needs
+/// no DHT lookup while it is valid, and its mailbox address, which only those who hold an
+/// invite (or a first contact) learn, so that only they can compute its mailbox ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteKeys {
+    /// The inviter's hybrid prekey at the time of the invite.
+    pub prekey: HybridPrekey,
+    /// The inviter's mailbox address.
+    pub mailbox: MailboxAddress,
+}
+
+/// The body of a version 2 invite, in this field order.
+#[derive(Encode, Decode)]
+struct InviteBodyV2 {
+    certificate: DeviceCertificate,
+    prekey: HybridPrekey,
+    mailbox: MailboxAddress,
+    addresses: Vec<Vec<u8>>,
+}
+
 impl Invite {
-    /// Encodes the invite as text, refusing one that breaks the limits a reader would enforce.
+    /// Encodes the invite as version 1 text, refusing one that breaks the limits a reader would
+    /// enforce.
     pub fn to_text(&self) -> Result<String, Error> {
         self.check_limits()?;
         let mut payload = vec![INVITE_VERSION];
         payload.extend_from_slice(&codec::encode(self)?);
-        let checksum = checksum(&payload);
-        payload.extend_from_slice(&checksum);
-        Ok(format!("{INVITE_PREFIX}{}", bs58::encode(payload).into_string()))
+        Ok(finish(payload))
     }
 
-    /// Decodes invite text and verifies the certificate at `now` (Unix seconds). Whitespace
-    /// anywhere is ignored (base58 has none): copy and paste adds it around the code, and chat
-    /// and mail apps wrap a long code with line breaks or spaces inside.
+    /// Encodes the invite as version 2 text, with the inviter's hybrid prekey and mailbox
+    /// address.
+    pub fn to_text_v2(&self, keys: &InviteKeys) -> Result<String, Error> {
+        self.check_limits()?;
+        let body = InviteBodyV2 {
+            certificate: self.certificate.clone(),
+            prekey: keys.prekey.clone(),
+            mailbox: keys.mailbox,
+            addresses: self.addresses.clone(),
+        };
+        let mut payload = vec![INVITE_VERSION_2];
+        payload.extend_from_slice(&codec::encode(&body)?);
+        Ok(finish(payload))
+    }
+
+    /// Decodes invite text of either version and verifies the certificate at `now`; the
+    /// version 2 keys are dropped (see [`Invite::from_text_with_keys`]).
     pub fn from_text(text: &str, now: u64) -> Result<(Self, PeerId), Error> {
+        Self::from_text_with_keys(text, now).map(|(invite, _, peer)| (invite, peer))
+    }
+
+    /// Decodes invite text and verifies the certificate at `now` (Unix seconds); for version 2,
+    /// also the hybrid prekey's signature by the certificate's identity and its lifetime bound.
+    /// A prekey that has expired by `now` is still returned (the invite is still good for
+    /// adding the contact; the first message then waits for a current prekey, section 7.4):
+    /// the caller compares `expires_at` with its clock. Whitespace anywhere is ignored (base58
+    /// has none): copy and paste adds it around the code, and chat and mail apps wrap a long
+    /// code with line breaks or spaces inside.
+    pub fn from_text_with_keys(
+        text: &str,
+        now: u64,
+    ) -> Result<(Self, Option<InviteKeys>, PeerId), Error> {
         let text = without_whitespace(text);
         let text = text.as_str();
         if text.len() > MAX_INVITE_TEXT_LEN {
@@ -86,20 +140,37 @@ impl Invite {
                 "checksum does not match: the code was mistyped or cut off".into(),
             ));
         }
-        if signed[0] != INVITE_VERSION {
-            return Err(Error::Invite(format!(
-                "has version {}, this kolokol reads version {INVITE_VERSION}: upgrade kolokol",
-                signed[0]
-            )));
-        }
-        let invite: Invite = codec::decode("invite", &signed[1..])
-            .map_err(|_| Error::Invite("is corrupted or cut short".into()))?;
+        let corrupted = |_| Error::Invite("is corrupted or cut short".into());
+        let (invite, keys) = match signed[0] {
+            INVITE_VERSION => {
+                (codec::decode::<Invite>("invite", &signed[1..]).map_err(corrupted)?, None)
+            }
+            INVITE_VERSION_2 => {
+                let body: InviteBodyV2 =
+                    codec::decode("invite", &signed[1..]).map_err(corrupted)?;
+                let keys = InviteKeys { prekey: body.prekey, mailbox: body.mailbox };
+                (Invite { certificate: body.certificate, addresses: body.addresses }, Some(keys))
+            }
+            other => {
+                return Err(Error::Invite(format!(
+                    "has version {other}, this kolokol reads versions {INVITE_VERSION} and \
+                     {INVITE_VERSION_2}: upgrade kolokol"
+                )));
+            }
+        };
         invite.check_limits()?;
         let peer_id = invite
             .certificate
             .verify(now)
             .map_err(|e| Error::Invite(format!("carries an unusable certificate: {e}")))?;
-        Ok((invite, peer_id))
+        if let Some(keys) = &keys {
+            keys.prekey
+                .verify(&invite.certificate.identity_key, keys.prekey.created_at)
+                .map_err(|e| Error::Invite(format!("carries an unusable prekey: {e}")))?;
+            crate::mailbox_key::blinded_key(&keys.mailbox, 0)
+                .map_err(|e| Error::Invite(format!("carries an unusable mailbox address: {e}")))?;
+        }
+        Ok((invite, keys, peer_id))
     }
 
     fn check_limits(&self) -> Result<(), Error> {
@@ -122,6 +193,13 @@ impl Invite {
 /// `text` without any ASCII whitespace.
 pub(crate) fn without_whitespace(text: &str) -> String {
     text.chars().filter(|c| !c.is_ascii_whitespace()).collect()
+}
+
+/// Appends the checksum and makes the text.
+fn finish(mut payload: Vec<u8>) -> String {
+    let checksum = checksum(&payload);
+    payload.extend_from_slice(&checksum);
+    format!("{INVITE_PREFIX}{}", bs58::encode(payload).into_string())
 }
 
 fn checksum(payload: &[u8]) -> [u8; CHECKSUM_LEN] {

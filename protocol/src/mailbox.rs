@@ -12,12 +12,11 @@
 
 use bincode::{Decode, Encode};
 use blake2::{Blake2s256, Digest};
-use libp2p_identity::ed25519;
 
 use crate::Error;
 use crate::codec;
 use crate::envelope::BUCKETS;
-use crate::identity::Identity;
+use crate::identity::{Identity, verify_strict};
 
 /// Domain-separation prefix of the mailbox id hash.
 pub const MAILBOX_ID_CONTEXT: &[u8] = b"kolokol-mailbox:v1";
@@ -257,11 +256,8 @@ impl Proof {
         if !owns {
             return Err(Error::Mailbox("proof key does not own this mailbox"));
         }
-        let key = ed25519::PublicKey::try_from_bytes(&self.identity_key)
-            .map_err(|_| Error::InvalidKey { what: "Ed25519 identity", detail: "not a point" })?;
-        if !key
-            .verify(&proof_bytes(mailbox_id, operation, self.timestamp, item_ids), &self.signature)
-        {
+        let signed = proof_bytes(mailbox_id, operation, self.timestamp, item_ids);
+        if !verify_strict(&self.identity_key, &signed, &self.signature)? {
             return Err(Error::Mailbox("proof signature does not verify"));
         }
         Ok(())
@@ -312,6 +308,147 @@ impl Response {
                 Err(Error::Mailbox("answer carries an overlong reason"))
             }
             _ => Ok(response),
+        }
+    }
+}
+
+/// Domain-separation prefix of the version 2 ownership proof signature.
+pub const PROOF_CONTEXT_V2: &[u8] = b"kolokol-mailbox-proof:v2";
+
+/// Domain-separation prefix of version 2 item ids.
+pub const ITEM_ID_CONTEXT_V2: &[u8] = b"kolokol-mailbox-item:v2";
+
+/// The item id of a message (or of chunk `index` of it) in a version 2 mailbox: a hash of the
+/// mailbox id and the message id, so the same message deposited under two periods' ids has two
+/// unrelated item ids and does not link them.
+pub fn item_id_v2(mailbox_id: &MailboxId, message_id: &[u8; 16], chunk: Option<u32>) -> ItemId {
+    let mut hasher = Blake2s256::new();
+    hasher.update(ITEM_ID_CONTEXT_V2);
+    hasher.update(mailbox_id);
+    hasher.update(message_id);
+    if let Some(index) = chunk {
+        hasher.update(index.to_be_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
+/// The owner's proof in mailbox protocol version 2: the blinded key of the period (see
+/// [`crate::mailbox_key`]), a timestamp and a signature by the blinded key. It names no
+/// identity: the replica checks only that the blinded key hashes to the mailbox id.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct BlindedProof {
+    /// The blinded key `A_t`; `BLAKE2s-256("kolokol-mailbox:v2" || A_t)` must be the mailbox id.
+    pub blinded_key: [u8; 32],
+    /// When the proof was made, Unix seconds; it must be within [`PROOF_WINDOW_SECS`].
+    pub timestamp: u64,
+    /// Ed25519 signature by the blinded key over [`proof_bytes_v2`].
+    pub signature: [u8; 64],
+}
+
+/// The bytes a version 2 proof signs: as [`proof_bytes`], with [`PROOF_CONTEXT_V2`].
+pub fn proof_bytes_v2(
+    mailbox_id: &MailboxId,
+    operation: Operation,
+    timestamp: u64,
+    item_ids: &[ItemId],
+) -> Vec<u8> {
+    let mut m = proof_bytes(mailbox_id, operation, timestamp, item_ids);
+    m.splice(..PROOF_CONTEXT.len(), PROOF_CONTEXT_V2.iter().copied());
+    m
+}
+
+impl BlindedProof {
+    /// Signs a proof for `operation` on the mailbox of `key` for `period`, at `timestamp`.
+    pub fn sign(
+        key: &crate::mailbox_key::MailboxKey,
+        period: u64,
+        operation: Operation,
+        timestamp: u64,
+        item_ids: &[ItemId],
+    ) -> Result<(MailboxId, Self), Error> {
+        let mailbox_id = key.mailbox_id(period)?;
+        let signed = proof_bytes_v2(&mailbox_id, operation, timestamp, item_ids);
+        let (blinded_key, signature) = key.sign_blinded(period, &signed)?;
+        Ok((mailbox_id, Self { blinded_key, timestamp, signature }))
+    }
+
+    /// Checks the proof at `now`: the timestamp is within the window, the blinded key hashes to
+    /// `mailbox_id`, and the signature verifies strictly under it. Nothing else is learned.
+    pub fn verify(
+        &self,
+        mailbox_id: &MailboxId,
+        operation: Operation,
+        item_ids: &[ItemId],
+        now: u64,
+    ) -> Result<(), Error> {
+        if self.timestamp.abs_diff(now) > PROOF_WINDOW_SECS {
+            return Err(Error::Mailbox("proof is stale or from the future"));
+        }
+        let owns = crate::mailbox_key::mailbox_id_of_blinded(&self.blinded_key);
+        if !crate::envelope::ct_eq_32(&owns, mailbox_id) {
+            return Err(Error::Mailbox("proof key does not own this mailbox"));
+        }
+        let signed = proof_bytes_v2(mailbox_id, operation, self.timestamp, item_ids);
+        if !verify_strict(&self.blinded_key, &signed, &self.signature)? {
+            return Err(Error::Mailbox("proof signature does not verify"));
+        }
+        Ok(())
+    }
+}
+
+/// A request to a mailbox replica in protocol version 2 (`/kolokol/mailbox/2`): as [`Request`],
+/// with [`BlindedProof`]s. Same limits.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum RequestV2 {
+    /// Keep this envelope for the mailbox's owner.
+    Deposit {
+        /// The mailbox id of the recipient's mailbox address for the current period.
+        mailbox_id: MailboxId,
+        /// [`item_id_v2`] of the message.
+        item_id: ItemId,
+        /// A sealed envelope, exactly one of the envelope buckets long.
+        envelope: Vec<u8>,
+        /// Unix seconds after which the replica may drop it.
+        expires_at: u64,
+    },
+    /// Hand over the mailbox's items.
+    Fetch {
+        /// The mailbox.
+        mailbox_id: MailboxId,
+        /// The owner's proof for [`Operation::Fetch`].
+        proof: BlindedProof,
+    },
+    /// Delete items the owner has stored.
+    Delete {
+        /// The mailbox.
+        mailbox_id: MailboxId,
+        /// The items, at most [`MAX_DELETE_IDS`].
+        item_ids: Vec<ItemId>,
+        /// The owner's proof for [`Operation::Delete`] over these ids.
+        proof: BlindedProof,
+    },
+}
+
+impl RequestV2 {
+    /// The request's bytes on the wire.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        codec::encode(self)
+    }
+
+    /// Decodes a request and checks the limits of [`Request::from_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let request: RequestV2 = codec::decode_batch("mailbox request", bytes)?;
+        match &request {
+            RequestV2::Deposit { envelope, .. } if !BUCKETS.contains(&envelope.len()) => {
+                Err(Error::Mailbox("deposit is not one of the envelope sizes"))
+            }
+            RequestV2::Delete { item_ids, .. } if item_ids.len() > MAX_DELETE_IDS => {
+                Err(Error::Mailbox("delete names too many items"))
+            }
+            _ => Ok(request),
         }
     }
 }

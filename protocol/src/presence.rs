@@ -9,11 +9,11 @@
 //! replaces a newer record. DHT peers are untrusted storage: the signature is what counts.
 
 use bincode::{Decode, Encode};
-use libp2p_identity::{PeerId, ed25519};
+use libp2p_identity::PeerId;
 
 use crate::Error;
 use crate::codec;
-use crate::identity::{DeviceCertificate, Identity};
+use crate::identity::{DeviceCertificate, Identity, verify_strict};
 use crate::prekey::SignedPrekey;
 
 /// Domain-separation prefix of the presence signature.
@@ -132,9 +132,7 @@ impl PresenceRecord {
             return Err(Error::Presence("claims a lifetime longer than allowed"));
         }
         let peer = body.certificate.verify(now)?;
-        let key = ed25519::PublicKey::try_from_bytes(&body.certificate.identity_key)
-            .map_err(|_| Error::InvalidKey { what: "Ed25519 identity", detail: "not a point" })?;
-        if !key.verify(&signed_bytes(body)?, &self.signature) {
+        if !verify_strict(&body.certificate.identity_key, &signed_bytes(body)?, &self.signature)? {
             return Err(Error::Presence("signature does not verify"));
         }
         if let Some(prekey) = &body.prekey {

@@ -10,13 +10,15 @@ use std::path::PathBuf;
 
 use crate::bundle::{Bundle, BundlePeer};
 use crate::codec;
+use crate::conversation::Own;
 use crate::conversation::{Conversation, Randomness};
 use crate::envelope::{self, Advertisement, Payload, Sealed};
 use crate::identity::{DeviceCertificate, Identity};
-use crate::invite::Invite;
-use crate::mailbox::{Item, Request, Response};
+use crate::invite::{Invite, InviteKeys};
+use crate::mailbox::{BlindedProof, Item, Operation, Request, RequestV2, Response};
+use crate::mailbox_key::MailboxKey;
 use crate::message::{Body, Content};
-use crate::prekey::SignedPrekey;
+use crate::prekey::{HybridPrekey, HybridPrekeySecret, SignedPrekey};
 use crate::presence::{PresenceRecord, record_key};
 
 const NOW: u64 = 1_800_000_000;
@@ -68,14 +70,106 @@ fn exchange() -> (Conversation, Conversation, Vec<u8>, Vec<u8>) {
     let mut alice_side = Conversation::new(b_cert.clone(), NOW).unwrap();
     let mut bob_side = Conversation::new(a_cert.clone(), NOW).unwrap();
     let first = alice_side
-        .seal(a.device(), &a_cert, &content(), Randomness::from_bytes([11; 96]), NOW)
+        .seal(a.device(), &a_cert, &content(), Randomness::from_bytes([11; 128]), NOW)
         .unwrap();
     bob_side.open(&b, &first, NOW).unwrap();
     let reply = bob_side
-        .seal(b.device(), &b_cert, &content(), Randomness::from_bytes([12; 96]), NOW)
+        .seal(b.device(), &b_cert, &content(), Randomness::from_bytes([12; 128]), NOW)
         .unwrap();
     alice_side.open(&a, &reply, NOW).unwrap();
     (alice_side, bob_side, first, reply)
+}
+
+/// The secrets of a hybrid prekey made from one byte.
+fn hybrid_secret(seed: u8) -> HybridPrekeySecret {
+    HybridPrekeySecret {
+        x25519: zeroize::Zeroizing::new([seed; 32]),
+        kem_seed: zeroize::Zeroizing::new([seed.wrapping_add(1); 64]),
+    }
+}
+
+/// Bob's hybrid prekey (secrets from 42) and Alice's (from 45).
+fn hybrid_prekey(identity: &Identity, seed: u8) -> HybridPrekey {
+    HybridPrekey::sign(identity, &hybrid_secret(seed), NOW, NOW + 7 * 86_400).unwrap()
+}
+
+fn mailbox_key(seed: u8) -> MailboxKey {
+    MailboxKey::from_secret(&[seed; 32])
+}
+
+/// Bob's version 2 invite: his certificate, hybrid prekey and mailbox address.
+fn invite_v2() -> String {
+    let b = bob();
+    let invite = Invite {
+        certificate: certificate(&b),
+        addresses: vec![vec![4, 127, 0, 0, 1, 6, 0x0f, 0xa1]],
+    };
+    let keys = InviteKeys { prekey: hybrid_prekey(&b, 42), mailbox: *mailbox_key(44).address() };
+    invite.to_text_v2(&keys).unwrap()
+}
+
+fn payload_v2() -> Payload {
+    Payload::V2 {
+        certificate: Some(certificate(&alice())),
+        advertisement: Some(advertisement()),
+        prekey: Some(hybrid_prekey(&alice(), 45)),
+        mailbox: Some(*mailbox_key(47).address()),
+        content: content(),
+    }
+}
+
+/// A format 4 exchange from invites: Alice's hybrid first contact to Bob's invite prekey (her
+/// randomness all 21s), Bob's conversation reply (all 22s); Alice's state after it.
+fn exchange_4() -> (Conversation, Vec<u8>, Vec<u8>) {
+    let (a, b) = (alice(), bob());
+    let (a_cert, b_cert) = (certificate(&a), certificate(&b));
+    let (a_prekey, b_prekey) = (hybrid_prekey(&a, 45), hybrid_prekey(&b, 42));
+    let (a_mailbox, b_mailbox) = (mailbox_key(47), mailbox_key(44));
+    let (invite, keys, _) = Invite::from_text_with_keys(&invite_v2(), NOW).unwrap();
+    let mut alice_side = Conversation::from_invite(&invite, keys.as_ref(), NOW).unwrap();
+    let a_keys = InviteKeys { prekey: a_prekey.clone(), mailbox: *a_mailbox.address() };
+    let mut bob_side = Conversation::from_invite(
+        &Invite { certificate: a_cert.clone(), addresses: vec![] },
+        Some(&a_keys),
+        NOW,
+    )
+    .unwrap();
+    let own_a = Own {
+        device: a.device(),
+        certificate: &a_cert,
+        prekey: Some(&a_prekey),
+        mailbox: Some(a_mailbox.address()),
+    };
+    let first =
+        alice_side.seal_with(&own_a, &content(), Randomness::from_bytes([21; 128]), NOW).unwrap();
+    let opened = envelope::open_first_contact_4(
+        &b_prekey,
+        &hybrid_secret(42),
+        b_mailbox.address(),
+        b.identity_key(),
+        &first,
+        NOW,
+    )
+    .unwrap();
+    bob_side.accept_first_contact(opened, NOW).unwrap();
+    let own_b = Own {
+        device: b.device(),
+        certificate: &b_cert,
+        prekey: Some(&b_prekey),
+        mailbox: Some(b_mailbox.address()),
+    };
+    let reply =
+        bob_side.seal_with(&own_b, &content(), Randomness::from_bytes([22; 128]), NOW).unwrap();
+    alice_side.open(&a, &reply, NOW).unwrap();
+    (alice_side, first, reply)
+}
+
+fn mailbox_fetch_v2() -> RequestV2 {
+    let key = mailbox_key(44);
+    let (mailbox_id, proof) =
+        BlindedProof::sign(&key, crate::mailbox::period_of(NOW), Operation::Fetch, NOW, &[])
+            .unwrap();
+    RequestV2::Fetch { mailbox_id, proof }
 }
 
 fn prekey() -> SignedPrekey {
@@ -116,6 +210,7 @@ fn items() -> Response {
 fn vectors() -> Vec<(&'static str, Vec<u8>)> {
     let (a, b) = (alice(), bob());
     let (alice_state, _, first, reply) = exchange();
+    let (alice_state_4, first_4, reply_4) = exchange_4();
     vec![
         ("device_certificate", codec::encode(&certificate(&a)).unwrap()),
         ("identity_file", a.to_file_bytes().to_vec()),
@@ -190,6 +285,13 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         ("bootstrap_bundle", bundle().to_text().unwrap().into_bytes()),
         ("mailbox_deposit", deposit().to_bytes().unwrap()),
         ("mailbox_items", items().to_bytes().unwrap()),
+        ("hybrid_prekey", codec::encode(&hybrid_prekey(&b, 42)).unwrap()),
+        ("invite_v2_text", invite_v2().into_bytes()),
+        ("payload_v2", codec::encode(&payload_v2()).unwrap()),
+        ("envelope_v4_first_contact", first_4),
+        ("envelope_v4_conversation", reply_4),
+        ("conversation_state_v3", alice_state_4.to_bytes().unwrap().to_vec()),
+        ("mailbox_request_v2_fetch", mailbox_fetch_v2().to_bytes().unwrap()),
     ]
 }
 
@@ -261,9 +363,45 @@ fn golden_vectors_match_and_decode() {
     );
     // And the exchange is reproducible end to end: a fresh seal matches byte for byte.
     let again = bob_state
-        .seal(b.device(), &certificate(&b), &content(), Randomness::from_bytes([13; 96]), NOW)
+        .seal(b.device(), &certificate(&b), &content(), Randomness::from_bytes([13; 128]), NOW)
         .unwrap();
     assert_eq!(alice_state.open(&a, &again, NOW).unwrap(), content());
+
+    // A state stored by the previous version (2) still loads, and still knows its envelopes.
+    let mut old = Conversation::from_bytes(&read("conversation_state_v2")).unwrap();
+    assert_eq!(old.open(&a, &read("envelope_v3_conversation"), NOW), Err(crate::Error::Replayed));
+
+    // Format 4: the stored vectors open, for the identities and keys they were made for.
+    let first_4 = read("envelope_v4_first_contact");
+    let opened = envelope::open_first_contact_4(
+        &hybrid_prekey(&b, 42),
+        &hybrid_secret(42),
+        mailbox_key(44).address(),
+        b.identity_key(),
+        &first_4,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!((opened.content, opened.sender), (content(), a.peer_id()));
+    assert_eq!(opened.mailbox, Some(*mailbox_key(47).address()));
+    let mut stored = Conversation::from_bytes(&read("conversation_state_v3")).unwrap();
+    assert_eq!(
+        stored.open(&a, &read("envelope_v4_conversation"), NOW),
+        Err(crate::Error::Replayed)
+    );
+    let (invite, keys, peer) =
+        Invite::from_text_with_keys(&String::from_utf8(read("invite_v2_text")).unwrap(), NOW)
+            .unwrap();
+    assert_eq!(peer, b.peer_id());
+    assert_eq!(keys.unwrap().prekey, hybrid_prekey(&b, 42));
+    assert_eq!(invite.certificate, certificate(&b));
+    assert_eq!(codec::decode::<Payload>("p", &read("payload_v2")).unwrap(), payload_v2());
+    assert_eq!(
+        RequestV2::from_bytes(&read("mailbox_request_v2_fetch")).unwrap(),
+        mailbox_fetch_v2()
+    );
+    let RequestV2::Fetch { mailbox_id, proof } = mailbox_fetch_v2() else { unreachable!() };
+    proof.verify(&mailbox_id, Operation::Fetch, &[], NOW).unwrap();
 }
 
 #[test]
@@ -307,7 +445,7 @@ impl Xorshift {
             1 => {
                 let len = envelope::BUCKETS[self.below(2)];
                 let mut bytes = self.bytes(len);
-                bytes[0] = 1 + self.below(2) as u8;
+                bytes[0] = 1 + self.below(4) as u8;
                 bytes[1] = 1 + self.below(2) as u8;
                 bytes
             }
@@ -389,6 +527,24 @@ fn no_decoder_panics_on_arbitrary_bytes() {
     });
     never_panics("mailbox::Request", &seeds, |x| drop(Request::from_bytes(x)));
     never_panics("mailbox::Response", &seeds, |x| drop(Response::from_bytes(x)));
+    never_panics("mailbox::RequestV2", &seeds, |x| drop(RequestV2::from_bytes(x)));
+    never_panics("HybridPrekey", &seeds, |x| drop(codec::decode::<HybridPrekey>("p", x)));
+    never_panics("Invite::from_text_with_keys", &seeds, |x| {
+        drop(Invite::from_text_with_keys(&String::from_utf8_lossy(x), NOW))
+    });
+    let (b_prekey, b_mailbox) = (hybrid_prekey(&b, 42), mailbox_key(44));
+    never_panics("envelope::open_first_contact_4", &seeds, |x| {
+        drop(envelope::open_first_contact_4(
+            &b_prekey,
+            &hybrid_secret(42),
+            b_mailbox.address(),
+            b.identity_key(),
+            x,
+            NOW,
+        ))
+    });
+    let (mut alice_state_4, _, _) = exchange_4();
+    never_panics("Conversation::open format 4", &seeds, |x| drop(alice_state_4.open(&a, x, NOW)));
 }
 
 /// The discovery and mailbox vectors decode back to what made them, through the decoders the

@@ -49,7 +49,7 @@ async fn the_largest_message_crosses_a_relay_in_chunks_and_arrives_whole_once() 
     for len in [100_000, 300_000, MAX_TEXT_LEN] {
         let text = long_text(len);
         let sent = a.send("bob", &text).await.expect("send");
-        assert_eq!(sent.state, "sent", "{:?}", sent.detail);
+        assert_eq!(sent.state, "delivered", "{:?}", sent.detail);
         // The event carries the first EVENT_TEXT_LEN bytes; the inbox has all of it.
         let got = wait_message(&mut b_events, &sent.id).await;
         assert!(got.truncated && text.starts_with(&got.text), "the event of {len} bytes");
@@ -203,7 +203,7 @@ async fn a_long_message_from_someone_who_is_not_a_contact_is_refused_a_short_one
     assert_eq!(history.last().and_then(|h| h.detail.as_deref()), Some(why.as_str()));
     let mut b_events = b.subscribe();
     let short = a.send("bob", "hello, stranger here").await.expect("send");
-    assert_eq!(short.state, "sent", "{:?}", short.detail);
+    assert_eq!(short.state, "delivered", "{:?}", short.detail);
     let got = wait_message(&mut b_events, &short.id).await;
     assert_eq!((got.from, got.text.as_str()), (None, "hello, stranger here"));
     assert_eq!(b.inbox(100).expect("inbox").len(), 1, "nothing of the long one was kept");

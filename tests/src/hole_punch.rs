@@ -46,6 +46,16 @@ async fn a_relayed_conversation_is_upgraded_to_a_direct_connection() {
         peers.connected.iter().any(|c| c.peer_id == bob_id.to_string() && c.via == "hole-punched"),
         "{peers:?}"
     );
+    // The relayed connection goes once the direct one is up, so every later envelope takes
+    // the short way; the conversation goes on over it.
+    alice
+        .node()
+        .wait_for_net(TIMEOUT, |s| s.hole_punched.contains(&bob_id) && !s.relayed.contains(&bob_id))
+        .await
+        .expect("the relayed connection to Bob was closed");
+    let sent = alice.node().send("bob", "now directly").await.expect("send");
+    assert_eq!(sent.state, "delivered", "{:?}", sent.detail);
+    assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "now directly");
     for n in [alice, bob, relay] {
         n.shutdown().await;
     }

@@ -7,6 +7,7 @@
 //! happened, never how fast.
 
 pub mod support;
+pub mod tls_hello;
 
 #[cfg(test)]
 mod chunking;
@@ -30,6 +31,8 @@ mod relay_delivery;
 mod relay_limits;
 #[cfg(test)]
 mod standard_relay;
+#[cfg(test)]
+mod stealth_probes;
 #[cfg(test)]
 mod strangers;
 #[cfg(test)]

@@ -13,7 +13,7 @@ async fn messages_cross_the_relay_both_ways_exactly_once_with_receipts() {
     let mut b_events = b.subscribe();
     for i in 0..5 {
         let sent = a.send("bob", &format!("hello {i}")).await.expect("send");
-        assert_eq!(sent.state, "sent", "{:?}", sent.detail);
+        assert_eq!(sent.state, "delivered", "{:?}", sent.detail);
         let got = wait_message(&mut b_events, &sent.id).await;
         assert_eq!(got.text, format!("hello {i}"));
         assert_eq!(got.from.as_deref(), Some("alice"));

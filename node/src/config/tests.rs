@@ -46,7 +46,7 @@ fn mistakes_name_the_line_and_the_option() {
     );
     check_err(
         "bootsrap = []\n",
-        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`, `mdns`",
+        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`, `mdns`, `transport`, `stealth`",
     );
     check_err("log_format = \"xml\"\n", "line 1: unknown variant `xml`, expected `text` or `json`");
     check_err(
@@ -54,6 +54,39 @@ fn mistakes_name_the_line_and_the_option() {
         "line 1: `metrics` is \"9464\", not an IP address and port such as \"127.0.0.1:9464\"",
     );
     check_err("listen = [\n", "line 1: unclosed array, expected `]`");
+}
+
+#[test]
+fn the_stealth_options_are_read_and_checked() {
+    let text = r#"
+transport = "stealth"
+
+[stealth]
+cert = "/etc/ssl/fullchain.pem"
+key = "/etc/ssl/privkey.pem"
+sni = "example.org"
+cover_backend = "127.0.0.1:8080"
+secret = "k/8f3a2c61d94b7e05a1c2"
+secret_grace_days = 3
+"#;
+    let config = FileConfig::parse(text).unwrap();
+    assert_eq!(config.transport, Some(crate::config::Policy::Stealth));
+    let s = &config.stealth;
+    assert_eq!(s.cert.as_deref(), Some(std::path::Path::new("/etc/ssl/fullchain.pem")));
+    assert_eq!(s.sni.as_deref(), Some("example.org"));
+    assert_eq!(s.cover_backend.unwrap().to_string(), "127.0.0.1:8080");
+    assert_eq!(s.secret.as_deref(), Some("k/8f3a2c61d94b7e05a1c2"));
+    assert_eq!(s.secret_grace, Some(std::time::Duration::from_secs(3 * 86_400)));
+    check_err(
+        "transport = \"tor\"\n",
+        "line 1: unknown variant `tor`, expected `any` or `stealth`",
+    );
+    check_err(
+        "[stealth]\ncover_backend = \"localhost\"\n",
+        "line 2: `stealth.cover_backend` is \"localhost\", not an IP address and port such as \"127.0.0.1:8080\"",
+    );
+    let err = FileConfig::parse("[stealth]\nsnii = \"x\"\n").expect_err("refused");
+    assert!(err.starts_with("line 2: unknown field `snii`"), "{err}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use kolokol_protocol::mailbox::{
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{Notify, watch};
 
-use crate::inbox::Inbox;
+use crate::inbox::{Arrival, Inbox};
 use crate::mailbox::{FETCH_INTERVAL, MAX_FETCH_ROUNDS, Mailboxes};
 use crate::swarm::MailboxFailure;
 use crate::wire::delivery::Ack;
@@ -102,7 +102,7 @@ impl Mailboxes {
             let mut done = Vec::with_capacity(items.len());
             for item in items {
                 // An envelope that does not open is deleted too: it never will.
-                if inbox.open_and_accept(item.envelope).await != Ack::Busy {
+                if inbox.open_and_accept(item.envelope, Arrival::Mailbox).await != Ack::Busy {
                     done.push(item.item_id);
                 }
             }

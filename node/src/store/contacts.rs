@@ -54,8 +54,20 @@ impl Store {
     /// Adds a contact; refuses a name that another contact has in any case, and a duplicate
     /// peer.
     pub fn add_contact(&self, c: &ContactRow) -> Result<()> {
-        let conn = self.conn();
-        let existing: Option<(String, String)> = conn
+        self.add_contact_with(c, None)
+    }
+
+    /// Adds a contact and, in the same transaction, the conversation state to start with,
+    /// unless a conversation with that peer exists already (the peer wrote first, and its state
+    /// holds the peer's receive key): a contact never ends up without one.
+    pub fn add_contact_with(
+        &self,
+        c: &ContactRow,
+        first: Option<&super::ConversationWrite<'_>>,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let existing: Option<(String, String)> = tx
             .row(
                 "SELECT name, peer_id FROM contacts WHERE folded = ?1 OR peer_id = ?2",
                 params![fold_name(&c.name), c.peer_id.to_string()],
@@ -72,7 +84,7 @@ impl Store {
                 format!("that peer is already your contact {name:?}")
             }));
         }
-        conn.exec(
+        tx.exec(
             "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, folded,
                                    verified_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -87,7 +99,13 @@ impl Store {
             ],
         )
         .map_err(|e| self.err(e))?;
-        Ok(())
+        if let Some(first) = first {
+            Self::write_first_conversation(&tx, first, c.added_at_ms).map_err(|e| self.err(e))?;
+        }
+        // A peer made a contact is no longer blocked.
+        tx.exec("DELETE FROM blocked WHERE peer_id = ?1", [c.peer_id.to_string()])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContactRow> {
@@ -197,7 +215,12 @@ impl Store {
     /// Puts `new` (a new peer and key, not verified) in place of the contact named `name`, in
     /// one transaction; refuses a peer that is another contact already. Returns the replaced
     /// contact, or `None` if there is none named `name`.
-    pub fn replace_contact(&self, name: &str, new: &ContactRow) -> Result<Option<ContactRow>> {
+    pub fn replace_contact(
+        &self,
+        name: &str,
+        new: &ContactRow,
+        first: &super::ConversationWrite<'_>,
+    ) -> Result<Option<ContactRow>> {
         let Some(old) = self.contact(name)? else { return Ok(None) };
         if let Some(other) = self.contact_by_peer(&new.peer_id)?
             && other.peer_id != old.peer_id
@@ -227,6 +250,7 @@ impl Store {
         .map_err(|e| self.err(e))?;
         tx.exec("DELETE FROM blocked WHERE peer_id = ?1", [new.peer_id.to_string()])
             .map_err(|e| self.err(e))?;
+        Self::write_first_conversation(&tx, first, new.added_at_ms).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(Some(old))
     }

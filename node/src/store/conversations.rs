@@ -11,6 +11,18 @@ use crate::error::Result;
 /// are refused, so nobody can fill the disk with conversation state.
 pub const MAX_STRANGER_CONVERSATIONS: u64 = 1000;
 
+/// A conversation state to store: the peer's, its encoding (it holds secret keys), and its
+/// receive-key ids when they changed (`None`: the index stays as it is).
+#[derive(Clone, Copy, Debug)]
+pub struct ConversationWrite<'a> {
+    /// Whose conversation.
+    pub peer: &'a PeerId,
+    /// The encoded state.
+    pub state: &'a [u8],
+    /// Our receive-key ids in it, if they changed.
+    pub key_ids: Option<&'a [[u8; 8]]>,
+}
+
 impl Store {
     /// The stored conversation state with `peer`, if any. The bytes hold secret keys: the
     /// caller wipes them (the buffer is `Zeroizing`).
@@ -24,37 +36,54 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Replaces the conversation state with `peer` and, when `key_ids` is given (they
-    /// changed), the index of its receive-key ids, in one transaction: a key id never points at
-    /// a state that does not hold its key.
-    pub fn save_conversation(
-        &self,
-        peer: &PeerId,
-        state: &[u8],
-        key_ids: Option<&[[u8; 8]]>,
-        now_ms: u64,
-    ) -> Result<()> {
-        let peer = peer.to_string();
+    /// Replaces a conversation state and, when its key ids changed, the index of its
+    /// receive-key ids, in one transaction: a key id never points at a state that does not hold
+    /// its key.
+    pub fn save_conversation(&self, write: &ConversationWrite<'_>, now_ms: u64) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        Self::write_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Writes a conversation state inside the caller's transaction if there is none for the peer
+    /// yet: a state that exists is newer than a fresh one.
+    pub(super) fn write_first_conversation(
+        tx: &rusqlite::Transaction<'_>,
+        write: &ConversationWrite<'_>,
+        now_ms: u64,
+    ) -> rusqlite::Result<()> {
+        let exists = tx
+            .row("SELECT 1 FROM conversations WHERE peer_id = ?1", [write.peer.to_string()], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+        if exists { Ok(()) } else { Self::write_conversation(tx, write, now_ms) }
+    }
+
+    /// Writes a conversation state inside the caller's transaction, so it commits together with
+    /// what was sealed or opened with it (an outbox row, an inbox row).
+    pub(super) fn write_conversation(
+        tx: &rusqlite::Transaction<'_>,
+        write: &ConversationWrite<'_>,
+        now_ms: u64,
+    ) -> rusqlite::Result<()> {
+        let peer = write.peer.to_string();
         tx.exec(
             "INSERT INTO conversations (peer_id, state, updated_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
-            params![peer, state, now_ms as i64],
-        )
-        .map_err(|e| self.err(e))?;
-        let Some(key_ids) = key_ids else {
-            return tx.commit().map_err(|e| self.err(e));
-        };
-        tx.exec("DELETE FROM receive_keys WHERE peer_id = ?1", [&peer]).map_err(|e| self.err(e))?;
+            params![peer, write.state, now_ms as i64],
+        )?;
+        let Some(key_ids) = write.key_ids else { return Ok(()) };
+        tx.exec("DELETE FROM receive_keys WHERE peer_id = ?1", [&peer])?;
         for id in key_ids {
             tx.exec(
                 "INSERT OR REPLACE INTO receive_keys (key_id, peer_id) VALUES (?1, ?2)",
                 params![id.as_slice(), peer],
-            )
-            .map_err(|e| self.err(e))?;
+            )?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        Ok(())
     }
 
     /// The peer one of our receive keys was given to.

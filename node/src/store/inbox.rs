@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, params};
 
 use kolokol_protocol::message::MAX_READ_IDS;
 
-use super::{CachedStatements, Number, OutboxBody, OutboxRow, Store, peer_column};
+use super::{
+    CachedStatements, ConversationWrite, Number, OutboxBody, OutboxRow, Store, peer_column,
+};
 use crate::error::Result;
 
 /// A received message.
@@ -44,11 +46,21 @@ pub struct ChatPeer {
 }
 
 impl Store {
-    /// Stores a received message, and queues the receipt that answers it, in one transaction,
-    /// unless this sender already sent a message with this id; returns whether it is new.
-    pub fn receive(&self, row: &InboxRow, receipt: &OutboxRow) -> Result<bool> {
+    /// Stores a received message unless this sender already sent a message with this id, and
+    /// queues `receipt` if given (even for a repeat: a repeat fetched from a mailbox means the
+    /// sender may not know it arrived), and stores the conversation state the message was opened
+    /// with, in one transaction; returns whether the message is new.
+    pub fn receive(
+        &self,
+        row: &InboxRow,
+        receipt: Option<&OutboxRow>,
+        conversation: Option<&ConversationWrite<'_>>,
+    ) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if let Some(write) = conversation {
+            Self::write_conversation(&tx, write, row.received_at_ms).map_err(|e| self.err(e))?;
+        }
         let inserted = tx
             .exec(
                 "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms,
@@ -65,7 +77,7 @@ impl Store {
                 ],
             )
             .map_err(|e| self.err(e))?;
-        if inserted == 1 {
+        if let Some(receipt) = receipt {
             Self::insert_outbox(&tx, receipt, receipt.created_at_ms).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;

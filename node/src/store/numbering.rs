@@ -1,5 +1,5 @@
 //! The `numbering` table: our series and next number for each peer we write to, so that every
-//! text we send knows its place in the conversation (docs/PROTOCOL.md section 6.8).
+//! text we send knows its place in the conversation (docs/PROTOCOL.md section 6.9).
 
 use libp2p::PeerId;
 use rusqlite::{OptionalExtension, params};
@@ -37,6 +37,38 @@ impl Store {
             params![peer, series, seq + 1],
         )?;
         Ok(Number { series: series as u64, seq: seq as u64 })
+    }
+
+    /// The number the next text to `peer` will take, without taking it: series `new_series`
+    /// at 1 if there is none yet. [`Store::enqueue_sealed`] takes it with the text.
+    pub fn peek_number(&self, peer: &PeerId, new_series: u64) -> Result<Number> {
+        let current: Option<(i64, i64)> = self
+            .conn()
+            .row(
+                "SELECT series, next_seq FROM numbering WHERE peer_id = ?1",
+                [peer.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let (series, seq) = current.unwrap_or((new_series as i64, 1));
+        Ok(Number { series: series as u64, seq: seq as u64 })
+    }
+
+    /// Records, within the caller's transaction, that `number` was given to a text to `peer`:
+    /// the next one follows it.
+    pub(super) fn take_number(
+        tx: &rusqlite::Transaction<'_>,
+        peer: &PeerId,
+        number: Number,
+    ) -> rusqlite::Result<()> {
+        tx.exec(
+            "INSERT INTO numbering (peer_id, series, next_seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (peer_id) DO UPDATE SET series = excluded.series,
+                                                 next_seq = excluded.next_seq",
+            params![peer.to_string(), number.series as i64, number.seq as i64 + 1],
+        )?;
+        Ok(())
     }
 
     /// Forgets every series of ours, so the next text to each peer begins a new one. Called

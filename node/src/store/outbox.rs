@@ -122,9 +122,29 @@ impl Store {
     /// Puts an item in the outbox as `queued`, first due at `next_attempt_ms`, and records the
     /// state.
     pub fn enqueue(&self, row: &OutboxRow, next_attempt_ms: u64) -> Result<()> {
+        self.enqueue_sealed(row, next_attempt_ms, None)
+    }
+
+    /// [`Store::enqueue`], together with the conversation state the row's first envelopes were
+    /// sealed with, in one transaction: both are stored before anything is sent. A numbered
+    /// text takes its number ([`Store::peek_number`]) in the same transaction, so a number is
+    /// neither lost nor given twice; the caller lets no other text to the peer be numbered
+    /// between the peek and this.
+    pub fn enqueue_sealed(
+        &self,
+        row: &OutboxRow,
+        next_attempt_ms: u64,
+        conversation: Option<&super::ConversationWrite<'_>>,
+    ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if let OutboxBody::Numbered(number, _) = &row.body {
+            Self::take_number(&tx, &row.peer_id, *number).map_err(|e| self.err(e))?;
+        }
         Self::insert_outbox(&tx, row, next_attempt_ms).map_err(|e| self.err(e))?;
+        if let Some(write) = conversation {
+            Self::write_conversation(&tx, write, row.created_at_ms).map_err(|e| self.err(e))?;
+        }
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -167,8 +187,10 @@ impl Store {
             OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
             OutboxBody::Read(_) => ("receipt", None, None),
         };
-        tx.exec(
-            "INSERT INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
+        // A row whose id is already there is left as it is: a receipt's id is derived from the
+        // message it answers, so a message fetched again queues no second receipt.
+        let inserted = tx.exec(
+            "INSERT OR IGNORE INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
                                  created_at_ms, attempts, next_attempt_ms, read_of, series, seq)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?12)",
             params![
@@ -186,10 +208,12 @@ impl Store {
                 number.map(|n| n.seq as i64)
             ],
         )?;
-        tx.exec(
-            "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
-            params![row.id.as_slice(), MessageState::Queued.as_str(), row.created_at_ms as i64],
-        )?;
+        if inserted > 0 {
+            tx.exec(
+                "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
+                params![row.id.as_slice(), MessageState::Queued.as_str(), row.created_at_ms as i64],
+            )?;
+        }
         Ok(())
     }
 
@@ -208,29 +232,46 @@ impl Store {
         detail: Option<&str>,
         now_ms: u64,
     ) -> Result<bool> {
+        self.set_states(id, &[new_state], detail, now_ms).map(|changed| !changed.is_empty())
+    }
+
+    /// Moves an outbox item through `states` in order, in one transaction, each as
+    /// [`Store::set_state`] would (with the same `detail`); returns the states it entered.
+    /// A direct acknowledgement of a text is `sent` and `delivered` at once.
+    pub fn set_states(
+        &self,
+        id: &[u8; 16],
+        states: &[MessageState],
+        detail: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Vec<MessageState>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let changed = tx
-            .exec(
-                "UPDATE outbox SET state = ?2, detail = ?3
-                 WHERE id = ?1
-                   AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
-                         WHEN 'delivered' THEN 3 ELSE 9 END)
-                      < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
-                         WHEN 'failed' THEN 3 WHEN 'read' THEN 4 ELSE 0 END)
-                     OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
-                params![id.as_slice(), new_state.as_str(), detail],
-            )
-            .map_err(|e| self.err(e))?;
-        if changed > 0 {
-            tx.exec(
-                "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![id.as_slice(), new_state.as_str(), detail, now_ms as i64],
-            )
-            .map_err(|e| self.err(e))?;
+        let mut entered = Vec::new();
+        for new_state in states {
+            let changed = tx
+                .exec(
+                    "UPDATE outbox SET state = ?2, detail = ?3
+                     WHERE id = ?1
+                       AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
+                             WHEN 'delivered' THEN 3 ELSE 9 END)
+                          < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
+                             WHEN 'failed' THEN 3 WHEN 'read' THEN 4 ELSE 0 END)
+                         OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
+                    params![id.as_slice(), new_state.as_str(), detail],
+                )
+                .map_err(|e| self.err(e))?;
+            if changed > 0 {
+                tx.exec(
+                    "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![id.as_slice(), new_state.as_str(), detail, now_ms as i64],
+                )
+                .map_err(|e| self.err(e))?;
+                entered.push(*new_state);
+            }
         }
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(changed > 0)
+        Ok(entered)
     }
 
     /// Marks the receipts with these ids sent, in one transaction, as [`Store::set_state`] would

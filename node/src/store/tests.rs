@@ -135,7 +135,7 @@ fn ids_are_found_by_a_prefix_of_their_hex_digits() {
         number: None,
     };
     let receipt = OutboxRow { body: OutboxBody::Receipt([0x5e; 16]), ..text(30, 1) };
-    s.receive(&row, &receipt).unwrap();
+    s.receive(&row, Some(&receipt), None).unwrap();
     assert_eq!(s.incoming_ids_with_prefix("5E5E", 2).unwrap(), vec![[0x5e; 16]]);
 }
 
@@ -235,7 +235,7 @@ fn reading_marks_once_and_queues_one_receipt_per_contact() {
         let s = Store::open(&path).unwrap();
         s.add_contact(&contact("alice", "friend")).unwrap();
         for (id, peer) in [(1, "friend"), (2, "friend"), (3, "stranger")] {
-            assert!(s.receive(&received(id, peer), &receipt(id + 10)).unwrap());
+            assert!(s.receive(&received(id, peer), Some(&receipt(id + 10)), None).unwrap());
         }
         let (marked, receipts) =
             s.mark_read(&[[1; 16], [2; 16], [3; 16]], 50, true, &mut new_id).unwrap();
@@ -249,7 +249,7 @@ fn reading_marks_once_and_queues_one_receipt_per_contact() {
             s.mark_read(&[[1; 16], [2; 16], [9; 16]], 60, true, &mut new_id).unwrap();
         assert_eq!((marked, receipts.len()), (0, 0));
         // Read receipts turned off: marked, nothing queued.
-        assert!(s.receive(&received(4, "friend"), &receipt(14)).unwrap());
+        assert!(s.receive(&received(4, "friend"), Some(&receipt(14)), None).unwrap());
         let (marked, receipts) = s.mark_read(&[[4; 16]], 70, false, &mut new_id).unwrap();
         assert_eq!((marked, receipts.len()), (1, 0));
     }
@@ -343,12 +343,16 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
     {
         let s = Store::open(&path).unwrap();
         let receipt = |id| OutboxRow { body: OutboxBody::Receipt([3; 16]), ..text(id, 1) };
-        assert!(s.receive(&row, &receipt(10)).unwrap());
-        assert!(!s.receive(&row, &receipt(11)).unwrap());
-        assert!(s.receive(&InboxRow { peer_id: peer("p2"), ..row.clone() }, &receipt(12)).unwrap());
-        // One receipt per new message, queued with it; none for the duplicate.
+        assert!(s.receive(&row, Some(&receipt(10)), None).unwrap());
+        // A repeat queues a receipt only if none with its id is there: the node derives a
+        // receipt's id from the message, so a message fetched again gets no second one.
+        assert!(!s.receive(&row, None, None).unwrap());
+        assert!(!s.receive(&row, Some(&receipt(10)), None).unwrap());
+        assert!(!s.receive(&row, Some(&receipt(11)), None).unwrap());
+        assert!(s.receive(&InboxRow { peer_id: peer("p2"), ..row.clone() }, None, None).unwrap());
         let due: Vec<u8> = s.due(100, 200).unwrap().iter().map(|r| r.id[0]).collect();
-        assert_eq!(due, vec![10, 12]);
+        assert_eq!(due, vec![10, 11]);
+        assert_eq!(s.history(&receipt(10).id).unwrap().len(), 1, "one history for one row");
         assert_eq!(s.queued_count().unwrap(), 0, "receipts are not the user's queued messages");
     }
     let s = Store::open(&path).unwrap();
@@ -375,7 +379,7 @@ fn the_inbox_lists_messages_in_the_order_they_were_written_not_as_they_arrived()
         };
         let receipt =
             OutboxRow { body: OutboxBody::Receipt([written; 16]), ..text(100 + written, 1) };
-        assert!(s.receive(&row, &receipt).unwrap());
+        assert!(s.receive(&row, Some(&receipt), None).unwrap());
     }
     let texts: Vec<String> = s.inbox(10).unwrap().into_iter().map(|m| m.text).collect();
     assert_eq!(texts, ["message 1", "message 2", "message 3", "message 4", "message 5"]);
@@ -445,7 +449,7 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
         number: None,
     };
     let receipt = OutboxRow { body: OutboxBody::Receipt([1; 16]), ..text(99, 1) };
-    assert!(store.receive(&row, &receipt).unwrap());
+    assert!(store.receive(&row, Some(&receipt), None).unwrap());
     store.delete_chunks(&peer("p"), &[1; 16]).unwrap();
     assert_eq!(add("p", 1, 2, 10, 100), ChunkOutcome::AlreadyReceived);
 
@@ -464,4 +468,36 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
     assert_eq!(store.purge_chunks(150).unwrap(), MAX_PARTIAL_MESSAGES_PER_PEER as usize + 1);
     assert_eq!(add("fresh", 1, 0, 10, 300), ChunkOutcome::Kept);
     assert_eq!(add("q0", 1, 1, 10, 300), ChunkOutcome::Kept);
+}
+
+#[test]
+fn a_message_and_the_conversation_state_it_was_opened_or_sealed_with_commit_together() {
+    let (_d, s) = store();
+    let state = [5u8; 40];
+    let ids = [[1u8; 8], [2u8; 8]];
+    let write =
+        crate::store::ConversationWrite { peer: &peer("p"), state: &state, key_ids: Some(&ids) };
+    let row = InboxRow {
+        id: [9; 16],
+        peer_id: peer("p"),
+        contact: None,
+        text: "hi".into(),
+        sent_at_ms: 1,
+        received_at_ms: 2,
+        read_at_ms: None,
+        number: None,
+    };
+    assert!(s.receive(&row, None, Some(&write)).unwrap());
+    assert_eq!(s.conversation(&peer("p")).unwrap().as_deref().map(Vec::as_slice), Some(&state[..]));
+    assert_eq!(s.peer_for_key(&[2; 8]).unwrap(), Some(peer("p")));
+
+    let sealed = [6u8; 40];
+    let write = crate::store::ConversationWrite { peer: &peer("p"), state: &sealed, key_ids: None };
+    s.enqueue_sealed(&text(3, 30), 30, Some(&write)).unwrap();
+    assert_eq!(
+        s.conversation(&peer("p")).unwrap().as_deref().map(Vec::as_slice),
+        Some(&sealed[..])
+    );
+    assert_eq!(s.receive_key_ids(&peer("p")).unwrap(), ids, "the key index stays");
+    assert_eq!(s.due(30, 40).unwrap().len(), 1);
 }

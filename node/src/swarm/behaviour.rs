@@ -9,7 +9,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     Multiaddr, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify,
-    kad, mdns, memory_connection_limits, noise, ping, relay, tcp, yamux,
+    kad, mdns, memory_connection_limits, noise, ping, relay, yamux,
 };
 
 use crate::config::{Config, Role};
@@ -115,9 +115,12 @@ pub(crate) fn build(
     } else {
         None
     };
+    // The stealth listener's secrets and certificate are loaded before anything else starts,
+    // so that a mistake in them is one error line (transport.rs).
+    let stealth = crate::transport::prepare(config, config.clock.now_secs())?;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_other_transport(|key| crate::transport::build(key, config.transport, stealth.clone()))
         .map_err(|e| net(&e))?
         .with_dns()
         .map_err(|e| net(&e))?
@@ -209,7 +212,15 @@ pub(crate) fn build(
             }
         })
         .map_err(|e| net(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                // The opener of a stream sends its protocol id and its first bytes together,
+                // instead of waiting a round trip for the other side to confirm the protocol:
+                // an envelope goes out at once. Every stream Kolokol opens is to a peer that
+                // said (through identify) or was configured to speak that protocol; if it does
+                // not, the stream fails as a refused negotiation would.
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
 
     // A relay must serve the DHT and be reachable; a user node with a configured external
@@ -230,8 +241,19 @@ pub(crate) fn build(
             .listen_on(addr.clone())
             .map_err(|e| Error::Network(format!("cannot listen on {addr}: {}", one_line(&e))))?;
     }
-    for addr in &config.external_addresses {
+    for addr in
+        config.external_addresses.iter().filter(|a| crate::transport::is_dialable_listen_address(a))
+    {
         swarm.add_external_address(addr.clone());
+    }
+    if let Some(stealth) = &stealth {
+        for addr in crate::transport::stealth_external_addresses(
+            &config.external_addresses,
+            &config.listen,
+            stealth,
+        ) {
+            swarm.add_external_address(addr);
+        }
     }
     Ok(swarm)
 }

@@ -38,6 +38,9 @@ pub const MAX_PENDING_LOOKUPS: usize = 256;
 /// How soon a presence publication that no DHT server accepted is tried again.
 pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
 
+/// How long a relayed connection to a peer stays open beside a direct one.
+pub(super) const RELAYED_OVERLAP: Duration = Duration::from_secs(2);
+
 /// The swarm task.
 pub(crate) struct EventLoop {
     pub(super) swarm: Swarm<Behaviour>,
@@ -63,6 +66,9 @@ pub(crate) struct EventLoop {
     pub(super) status: watch::Sender<NetStatus>,
     /// Open connections and how each reaches its peer; bounded by the connection limits.
     pub(super) connections: HashMap<ConnectionId, (PeerId, Link, Multiaddr)>,
+    /// Peers with a direct connection, and since when, until their relayed connections are
+    /// closed; bounded by the connection limits like `connections`.
+    pub(super) direct_since: HashMap<PeerId, Instant>,
     /// Presence lookups in flight, with the best record found so far and who waits for it.
     pub(super) lookups: HashMap<kad::QueryId, Lookup>,
     /// Outcome of the last presence publication.
@@ -208,6 +214,7 @@ impl EventLoop {
             dialed: HashMap::new(),
             status,
             connections: HashMap::new(),
+            direct_since: HashMap::new(),
             lookups: HashMap::new(),
             presence: None,
             presence_query: None,
@@ -230,6 +237,54 @@ impl EventLoop {
             this.swarm.behaviour_mut().kad.add_address(&b.peer, base);
         }
         Ok(this)
+    }
+
+    /// The peers with a connection of this kind open, sorted.
+    fn peers_via(&self, link: Link) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
+            .connections
+            .values()
+            .filter(|(_, via, _)| *via == link)
+            .map(|(p, _, _)| *p)
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    /// Whether a direct (not relayed) connection to `peer` is open.
+    pub(super) fn has_direct(&self, peer: &PeerId) -> bool {
+        self.connections.values().any(|(p, via, _)| p == peer && *via != Link::Relayed)
+    }
+
+    /// Closes the relayed connections to peers that have had a direct one for
+    /// [`RELAYED_OVERLAP`]: request-response spreads requests over every connection to a peer,
+    /// so a relayed one left open would carry half the envelopes the long way round. The
+    /// overlap lets a hole punch finish its exchange on the relayed connection first, and a
+    /// delivery in flight on it fails and is retried like any other.
+    pub(super) fn close_relayed_duplicates(&mut self) {
+        let due: Vec<PeerId> = self
+            .direct_since
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= RELAYED_OVERLAP)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.direct_since.remove(&peer);
+            if !self.has_direct(&peer) {
+                continue;
+            }
+            let relayed: Vec<ConnectionId> = self
+                .connections
+                .iter()
+                .filter(|(_, (p, via, _))| *p == peer && *via == Link::Relayed)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in relayed {
+                tracing::debug!(%peer, "closing a relayed connection: a direct one is open");
+                self.swarm.close_connection(id);
+            }
+        }
     }
 
     /// Records libp2p's own metrics into the registry served at `/metrics`.
@@ -390,17 +445,8 @@ impl EventLoop {
                 lan.sort();
                 lan
             },
-            hole_punched: {
-                let mut peers: Vec<PeerId> = self
-                    .connections
-                    .values()
-                    .filter(|(_, via, _)| *via == Link::HolePunched)
-                    .map(|(p, _, _)| *p)
-                    .collect();
-                peers.sort();
-                peers.dedup();
-                peers
-            },
+            hole_punched: self.peers_via(Link::HolePunched),
+            relayed: self.peers_via(Link::Relayed),
         }
     }
 
@@ -501,6 +547,9 @@ impl EventLoop {
                 let address = connection_address(&endpoint);
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 self.connections.insert(connection_id, (peer_id, via, address));
+                if via == Link::Direct || self.has_direct(&peer_id) {
+                    self.direct_since.entry(peer_id).or_insert_with(Instant::now);
+                }
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint
                     && !is_relayed(address)
                 {
@@ -515,6 +564,9 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
                 self.connections.remove(&connection_id);
+                if !self.has_direct(&peer_id) {
+                    self.direct_since.remove(&peer_id);
+                }
                 if num_established == 0 {
                     self.dialed.remove(&peer_id);
                 }
@@ -524,13 +576,21 @@ impl EventLoop {
                     self.relays.values_mut().find(|s| s.listener == Some(listener_id))
                 {
                     tracing::info!(%address, "reachable through relay");
-                    slot.circuit = Some(address);
+                    // The relay reports a circuit through each of its addresses; the one
+                    // through the address we reached it at is known to work from here (over
+                    // the stealth transport, for a node that uses nothing else), so it is the
+                    // one invites and presence records carry.
+                    let through_dialed = address.to_string().starts_with(&slot.address.to_string());
+                    if slot.circuit.is_none() || through_dialed {
+                        slot.circuit = Some(address);
+                    }
                     slot.failures = 0;
                 } else {
                     tracing::info!(%address, "listening");
                     if self.role == Role::Relay
                         && !self.external_configured
                         && !is_unspecified(&address)
+                        && crate::transport::is_dialable_listen_address(&address)
                     {
                         self.swarm.add_external_address(address);
                     }
@@ -703,6 +763,19 @@ impl EventLoop {
             return;
         }
         if let Some(address) = self.dialed.get(&peer) {
+            // A relay's other addresses (TCP, QUIC, stealth) go into the peer cache too, and
+            // so into the bundles this node exports, so that whoever imports one can still
+            // reach the relay when one of its transports is blocked. The address that worked
+            // is remembered last, so it stays first in the cache.
+            if is_relay {
+                for other in crate::transport::other_addresses(address, &info.listen_addrs) {
+                    let _ = self.events.try_send(NetEvent::PeerSeen {
+                        peer,
+                        address: other,
+                        relay: true,
+                    });
+                }
+            }
             let _ = self.events.try_send(NetEvent::PeerSeen {
                 peer,
                 address: address.clone(),

@@ -56,6 +56,7 @@ impl EventLoop {
                 crate::repeats::REPEAT_SUMMARY_INTERVAL.as_secs()
             );
         }
+        self.close_relayed_duplicates();
         if self.role == Role::Node {
             self.reserve();
             let reserved = self.relays.values().filter(|s| s.circuit.is_some()).count();

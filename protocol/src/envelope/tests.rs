@@ -202,7 +202,10 @@ fn check_round_trip_3(conversation: bool, text_len: usize, seed: u8) -> usize {
     };
     let header = peek(&envelope).unwrap();
     let kind = if conversation { KIND_CONVERSATION } else { KIND_FIRST_CONTACT };
-    assert_eq!(header, Header { version: ENVELOPE_VERSION_3, kind, key_id: header.key_id });
+    assert_eq!(
+        header,
+        Header { version: ENVELOPE_VERSION_3, kind, key_id: header.key_id, tag: None }
+    );
     envelope.len()
 }
 
@@ -244,7 +247,7 @@ fn peek_names_the_format_kind_and_key() {
     let legacy = sealed(&p, &text(10), 9);
     assert_eq!(
         peek(&legacy).unwrap(),
-        Header { version: ENVELOPE_VERSION, kind: KIND_FIRST_CONTACT, key_id: None }
+        Header { version: ENVELOPE_VERSION, kind: KIND_FIRST_CONTACT, key_id: None, tag: None }
     );
     let mut unknown_kind = legacy.clone();
     unknown_kind[1] = 7;
@@ -327,4 +330,42 @@ fn an_envelope_meant_for_another_identity_does_not_open_even_with_the_right_key(
             .map(|_| ()),
         refused
     );
+}
+
+/// The format 4 text capacities `docs/PROTOCOL.md` (section 6.4) states: a conversation
+/// envelope of 1 KiB holds a text of up to 842 bytes (852 in format 3: the tag costs 8, the
+/// two empty options of payload 2 cost 2); a hybrid first contact, with its certificate,
+/// advertisement, prekey and mailbox address, is never under 4 KiB and holds up to 1 306 there.
+#[test]
+fn format_4_capacities_per_bucket() {
+    use crate::envelope::bucket_for_kind_4;
+    use crate::mailbox_key::MailboxKey;
+    use crate::prekey::{HybridPrekey, HybridPrekeySecret};
+    let p = pair();
+    let secret = HybridPrekeySecret {
+        x25519: zeroize::Zeroizing::new([9; 32]),
+        kem_seed: zeroize::Zeroizing::new([9; 64]),
+    };
+    let prekey = HybridPrekey::sign(&p.alice, &secret, NOW, NOW + 10).unwrap();
+    let advertisement = Advertisement { seq: 0, public: [9; 32], seed: [9; 32] };
+    let largest = |kind: u8, bucket: usize| {
+        (0..65_535)
+            .take_while(|n| {
+                let payload = Payload::V2 {
+                    certificate: (kind == KIND_FIRST_CONTACT)
+                        .then(|| p.alice.certify(NOW, NOW + 10).unwrap()),
+                    advertisement: Some(advertisement.clone()),
+                    prekey: (kind == KIND_FIRST_CONTACT).then(|| prekey.clone()),
+                    mailbox: (kind == KIND_FIRST_CONTACT)
+                        .then(|| *MailboxKey::from_secret(&[1; 32]).address()),
+                    content: text(*n),
+                };
+                let len = crate::codec::encode(&payload).unwrap().len();
+                bucket_for_kind_4(kind, len).is_some_and(|b| b <= bucket)
+            })
+            .last()
+    };
+    assert_eq!(largest(KIND_CONVERSATION, 1024), Some(842));
+    assert_eq!(largest(KIND_FIRST_CONTACT, 1024), None);
+    assert_eq!(largest(KIND_FIRST_CONTACT, 4096), Some(1306));
 }

@@ -71,3 +71,38 @@ fn small_order_keys_are_refused_with_or_without_the_top_bit() {
     assert!(check_x25519_public(&one).is_err());
     assert!(check_x25519_public(identity(6).device().public()).is_ok());
 }
+
+/// A small-order ("weak") identity key: the encoding of the neutral point. With it, the
+/// signature `R = neutral point, S = 0` satisfies the plain Ed25519 equation for every message,
+/// so anyone can sign anything. The permissive verification libp2p exposes accepts that
+/// forgery; ours refuses the key outright, for certificates and every other signed structure.
+#[test]
+fn a_small_order_identity_key_forges_nothing() {
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let mut forged = [0u8; 64];
+    forged[0] = 1;
+    let cert = DeviceCertificate {
+        identity_key: weak,
+        device_key: *identity(3).device().public(),
+        not_before: 100,
+        not_after: 200,
+        signature: forged,
+    };
+    let signed = DeviceCertificate::signed_bytes(&weak, &cert.device_key, 100, 200);
+    let permissive = libp2p_identity::ed25519::PublicKey::try_from_bytes(&weak).unwrap();
+    assert!(permissive.verify(&signed, &forged), "the permissive check takes the forgery");
+    assert_eq!(
+        cert.verify(150),
+        Err(Error::InvalidKey { what: "Ed25519 identity", detail: "small-order point" })
+    );
+    assert!(crate::identity::verify_strict(&weak, b"anything", &forged).is_err());
+    // The same forgery on a prekey, with the weak key as its owner.
+    let prekey = crate::prekey::SignedPrekey {
+        public: *identity(4).device().public(),
+        created_at: 100,
+        expires_at: 200,
+        signature: forged,
+    };
+    assert!(prekey.verify(&weak, 150).is_err());
+}

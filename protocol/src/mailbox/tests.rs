@@ -145,3 +145,30 @@ fn the_largest_fetch_answer_fits_the_batch_limit() {
     };
     assert!(Response::from_bytes(&one.to_bytes().unwrap()).is_ok());
 }
+
+/// Version 2: the proof names a blinded key, never the identity, and is refused for another
+/// mailbox, another operation, other items, or out of its window.
+#[test]
+fn a_blinded_proof_opens_only_its_own_mailbox_and_names_no_identity() {
+    use crate::mailbox::{BlindedProof, Operation, RequestV2, item_id_v2};
+    use crate::mailbox_key::MailboxKey;
+    let now = 1_800_000_000;
+    let period = crate::mailbox::period_of(now);
+    let key = MailboxKey::from_secret(&[4; 32]);
+    let items = [[1u8; 16], [2; 16]];
+    let (id, proof) = BlindedProof::sign(&key, period, Operation::Delete, now, &items).unwrap();
+    proof.verify(&id, Operation::Delete, &items, now).unwrap();
+    assert!(proof.verify(&id, Operation::Fetch, &items, now).is_err());
+    assert!(proof.verify(&id, Operation::Delete, &items[..1], now).is_err());
+    assert!(proof.verify(&id, Operation::Delete, &items, now + 301).is_err());
+    let other = MailboxKey::from_secret(&[5; 32]).mailbox_id(period).unwrap();
+    assert!(proof.verify(&other, Operation::Delete, &items, now).is_err());
+    let request = RequestV2::Delete { mailbox_id: id, item_ids: items.to_vec(), proof };
+    let bytes = request.to_bytes().unwrap();
+    assert_eq!(RequestV2::from_bytes(&bytes).unwrap(), request);
+    assert!(!bytes.windows(32).any(|w| w == key.address()), "the address never travels");
+    // Item ids of one message differ between the mailbox ids of two periods.
+    let next = key.mailbox_id(period + 1).unwrap();
+    assert_ne!(item_id_v2(&id, &[9; 16], None), item_id_v2(&next, &[9; 16], None));
+    assert_ne!(item_id_v2(&id, &[9; 16], None), item_id_v2(&id, &[9; 16], Some(0)));
+}

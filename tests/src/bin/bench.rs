@@ -100,7 +100,7 @@ async fn latency(
     for i in 0..n + warmup {
         let start = Instant::now();
         let sent = from.send(name, text).await.expect("send");
-        if sent.state != "sent" {
+        if sent.state != "delivered" {
             panic!("message {i} not sent: {:?}", sent.detail);
         }
         wait_for(&mut events, &sent.id).await;
