@@ -79,6 +79,8 @@ Environment=KOLOKOL_HOME=/var/lib/kolokol
 StateDirectory=kolokol
 StateDirectoryMode=0700
 ExecStart={exec}
+# The stealth transport's default port, 443, needs this capability (or it falls back to 4443).
+AmbientCapabilities=CAP_NET_BIND_SERVICE
 # SIGTERM shuts the relay down cleanly; restart it if it ever stops on its own.
 Restart=on-failure
 RestartSec=5s
@@ -88,8 +90,7 @@ UMask=0077
 
 # Hardening: the relay needs the network, its state directory and nothing else.
 NoNewPrivileges=yes
-CapabilityBoundingSet=
-AmbientCapabilities=
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
