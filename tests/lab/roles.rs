@@ -8,6 +8,15 @@
 //! the same list as its "users bootstrap from this relay with" lines), and the probes and the
 //! capture checks look at every endpoint in that list. The control path is stock libp2p over
 //! TCP on purpose, whatever the defaults become: it is what every censor rule must block.
+//!
+//! When the stealth transport lands (its branch, at the time of writing, gives `kolokol relay`
+//! TCP and QUIC on 4001 and a stealth listener on 443 by default, and the flags `--no-stealth`,
+//! `--stealth-sni`, `--stealth-cover-backend` and, for users, `--transport stealth`), the changes
+//! here are: protected relays stop passing the plain `tcp/443` listen (it would take the stealth
+//! listener's port) and pass `--stealth-sni cover.example --stealth-cover-backend
+//! 203.0.113.80:443`, so that T11 compares the relay's cover with the decoy it fronts; the
+//! control relay passes `--no-stealth`; and T17's users may pass `--transport stealth`. Check the
+//! flag names against the merged code; everything else follows from the advertised addresses.
 
 use std::net::Ipv4Addr;
 

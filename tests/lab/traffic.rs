@@ -175,8 +175,9 @@ impl Traffic {
 
     /// Marks the messages whose tag is among `arrivals` delivered (first arrival wins).
     pub fn record_arrivals(&self, arrivals: &[crate::daemon::Arrival]) {
-        let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        // Always `msgs` before `tags`, as in `send`: the other order deadlocks against it.
         let mut msgs = self.msgs.lock().unwrap_or_else(|p| p.into_inner());
+        let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
         for a in arrivals {
             if let Some(&i) = tags.get(&a.head) {
                 let m = &mut msgs[i];

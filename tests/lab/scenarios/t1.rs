@@ -210,6 +210,12 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         u64::MAX,
         Duration::from_secs(60),
     ));
+    ctx.outcome.needs.push(
+        "a contact added while the node runs makes the relays in the contact's invite bootstrap sources at once \
+         (seen in the lab's logs: an invite-only node dialed the relay only when it first sent a message, or would \
+         at its next start), so that a fresh node with nothing but an invite joins the network by itself"
+            .into(),
+    );
     ctx.outcome.notes.push(
         "Joined means at least one DHT server in the routing table and a relay reservation: the threat model's k/2 = \
          10 peers cannot be met in a lab with four DHT servers, one of them blocked. Two nodes per cohort in the short \
