@@ -204,7 +204,21 @@ fn build_name(kolokol: &Path) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown commit".into());
-    format!("{profile}, commit {commit}")
+    // Changes not yet committed (this page and its results aside) make the commit name a lie.
+    let dirty = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args([
+            "status",
+            "--porcelain",
+            "--",
+            ".",
+            ":!docs/BLOCKING.md",
+            ":!docs/blocking-results.json",
+        ])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
+    format!("{profile}, commit {commit}{}", if dirty { " with uncommitted changes" } else { "" })
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -188,7 +188,7 @@ impl Timeline {
     }
 
     /// The timeline as text: one column per bucket, a digit per count (`.` for none, `+` for
-    /// more than 9), a time axis, and a `^` under each moment the censor acted.
+    /// more than 9), a time axis, and a `^` under each event (the censor acting, a heal, the traffic stopping).
     pub fn render(&self) -> String {
         let columns = self.rows.first().map_or(0, |r| r.1.len());
         let width = self
@@ -233,7 +233,7 @@ impl Timeline {
             let _ = writeln!(
                 out,
                 "{:width$}  {}^ {label} (t = {at:.1} s)",
-                "censor",
+                "event",
                 " ".repeat(col.min(columns))
             );
         }
@@ -465,7 +465,7 @@ mod tests {
         assert_eq!(t.rows[1].1, vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         let text = t.render();
         assert!(text.contains("delivered (protected)  11........"), "{text}");
-        let mark = format!("{:21}  {}^ rule on (t = 3.0 s)", "censor", "   ");
+        let mark = format!("{:21}  {}^ rule on (t = 3.0 s)", "event", "   ");
         assert!(text.contains(&mark), "{text}");
     }
 

@@ -648,6 +648,24 @@ impl Ctx {
             .map(|at| crate::clock::secs(from_ms, at))
     }
 
+    /// The relays holding a reservation for `user` now, by host name.
+    pub fn reservation_names(&self, user: &str) -> String {
+        let status = self.d(user).call("status", json!({})).unwrap_or_default();
+        let names: Vec<String> = status["relay_reservations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_str())
+            .map(|id| {
+                self.daemons
+                    .values()
+                    .find(|d| d.peer_id == id)
+                    .map_or_else(|| id.to_owned(), |d| d.name.clone())
+            })
+            .collect();
+        if names.is_empty() { "none".into() } else { names.join(", ") }
+    }
+
     /// The endpoint (address and port) of the connection that `user` has to the daemon
     /// `peer`, from the user's `peers` list.
     pub fn connected_endpoint(&self, user: &str, peer: &str) -> Option<roles::IpEndpoint> {

@@ -222,22 +222,30 @@ impl Traffic {
                 self.record_arrivals(&heads);
             }
         }
-        let mut states: HashMap<String, String> = HashMap::new();
+        // Each sent message's state in its sender's outbox, found by its tag line: a `send` call
+        // that timed out in the lab (a large message's first attempt can outlast it) still
+        // committed the message, and the outbox has its id.
+        let mut by_tag: HashMap<String, (String, String)> = HashMap::new();
         for d in daemons.values() {
             if let Ok(outbox) = d.call("outbox", json!({"limit": 10000}))
                 && let Some(list) = outbox.as_array()
             {
                 for m in list {
-                    if let (Some(id), Some(state)) = (m["id"].as_str(), m["state"].as_str()) {
-                        states.insert(id.to_owned(), state.to_owned());
+                    if let (Some(id), Some(state), Some(text)) =
+                        (m["id"].as_str(), m["state"].as_str(), m["text"].as_str())
+                    {
+                        let tag = text.split('\n').next().unwrap_or_default().to_owned();
+                        by_tag.insert(tag, (id.to_owned(), state.to_owned()));
                     }
                 }
             }
         }
         let mut msgs = self.msgs.lock().unwrap_or_else(|p| p.into_inner());
         for m in msgs.iter_mut() {
-            if let Some(id) = &m.id {
-                m.final_state = states.get(id).cloned();
+            let tag = Msg::tag(&self.scenario, &m.class, m.seq, &m.from, &m.to);
+            if let Some((id, state)) = by_tag.get(&tag) {
+                m.id.get_or_insert_with(|| id.clone());
+                m.final_state = Some(state.clone());
             }
         }
     }
@@ -350,15 +358,15 @@ impl Delivery {
             let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
             Some((latencies[i] as f64 / 100.0).round() / 10.0)
         };
+        // A `send` call that failed lost the message only if it never reached the outbox.
         let lost = chosen
             .iter()
             .filter(|m| {
                 m.delivered_ms.is_none()
-                    && (m.send_error.is_some()
-                        || matches!(
-                            m.final_state.as_deref(),
-                            Some("failed" | "delivered" | "read")
-                        ))
+                    && match m.final_state.as_deref() {
+                        Some(state) => matches!(state, "failed" | "delivered" | "read"),
+                        None => m.send_error.is_some(),
+                    }
             })
             .count();
         Self {

@@ -84,6 +84,16 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
          the rule is reset once)",
         agent_time.as_secs()
     );
+    if protected {
+        ctx.outcome.figures.push((
+            "alice's relay reservations before the block".into(),
+            ctx.reservation_names("alice"),
+        ));
+        ctx.outcome.figures.push((
+            "dave's relay reservations before the block".into(),
+            ctx.reservation_names("dave"),
+        ));
+    }
     ctx.censor(&script)?;
     ctx.flush_sessions()?;
     let t0 = ctx.mark(&format!(
@@ -137,11 +147,12 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         format!("{}/{} ({:.0} %)", d.on_time, d.sent, d.ratio() * 100.0),
         d.ratio() >= 0.9,
     );
-    let status = ctx.d("alice").call("status", json!({}))?;
-    ctx.outcome.figures.push((
-        "alice's relay reservations at the end".into(),
-        status["relay_reservations"].to_string(),
-    ));
+    ctx.outcome
+        .figures
+        .push(("alice's relay reservations at the end".into(), ctx.reservation_names("alice")));
+    ctx.outcome
+        .figures
+        .push(("dave's relay reservations at the end".into(), ctx.reservation_names("dave")));
     ctx.outcome.recovery =
         Some(Recovery { seconds: ctx.recovery("protected", t0), from: "the block".into() });
     ctx.outcome.delivery.push(d);

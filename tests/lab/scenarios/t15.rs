@@ -43,6 +43,15 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.outcome.rule =
         "forward nothing across the border (domestic traffic only), then heal".into();
     ctx.outcome.rule_detail = format!("{script}(healed by deleting both rules)");
+    if protected {
+        // Whether the users can talk during the cut depends on where they hold reservations.
+        for user in ["alice", "bob", "dave"] {
+            let held = ctx.reservation_names(user);
+            ctx.outcome
+                .figures
+                .push((format!("{user}'s relay reservations when the cut began"), held));
+        }
+    }
     ctx.censor(&script)?;
     let t0 = ctx.mark("T15 cut: nothing crosses the border");
     let relay = Topology::ip("relay");
@@ -162,6 +171,13 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     });
     ctx.outcome.delivery.push(domestic);
     ctx.outcome.delivery.push(foreign);
+    ctx.outcome.notes.push(
+        "Domestic delivery during the cut goes through the domestic relay `dom` when both users happen to hold a \
+         reservation on it (each user keeps two, chosen among the relays it knows); with none there, or on a LAN with \
+         no domestic relay (issue 13's measurement), nothing carries their messages: default user nodes listen on \
+         nothing, so mDNS gives the other nothing to dial."
+            .into(),
+    );
     ctx.outcome.needs.push(
         "the domestic mesh (issue 13): user nodes listen on their LAN by default so that mDNS finds them, and reachable \
          users and domestic relays carry messages between users inside the country"

@@ -71,9 +71,18 @@ fn ndpi_labels(file: &std::path::Path, ip: Ipv4Addr) -> Option<BTreeMap<String, 
     let text = String::from_utf8_lossy(&out.stdout);
     let mut labels = BTreeMap::new();
     for line in text.lines().filter(|l| l.contains(&format!("{ip}:")) && l.contains("[proto:")) {
-        let label =
-            line.split("[proto:").nth(1).and_then(|r| r.split(']').next()).unwrap_or("?").trim();
-        let label = label.split('/').nth(1).unwrap_or(label).to_owned();
+        let field = |name: &str| {
+            line.split(name)
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .unwrap_or("?")
+                .trim()
+                .to_owned()
+        };
+        let proto = field("[proto:");
+        let proto = proto.split('/').nth(1).unwrap_or(&proto).to_owned();
+        // "Match by port" is a guess from the port number, not a recognition of the bytes.
+        let label = format!("{proto} ({})", field("[Confidence:"));
         *labels.entry(label).or_default() += 1;
     }
     Some(labels)
@@ -210,8 +219,9 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     match ndpi_labels(&ctx.path("lan.pcap"), Topology::ip("relay")) {
         Some(labels) => {
             let shown = labels.iter().map(|(l, n)| format!("{l} x{n}")).collect::<Vec<_>>().join(", ");
-            let ok = !labels.is_empty() && labels.keys().all(|l| l.contains("TLS") || l.contains("HTTP"));
-            ctx.criterion("nDPI labels the flows to the relay TLS or HTTP", if shown.is_empty() { "no flow labelled".into() } else { shown }, ok);
+            let ok = !labels.is_empty()
+                && labels.keys().all(|l| (l.contains("TLS") || l.contains("HTTP")) && l.contains("DPI"));
+            ctx.criterion("nDPI recognises the flows to the relay as TLS or HTTP (by their bytes, not their port)", if shown.is_empty() { "no flow labelled".into() } else { shown }, ok);
         }
         None => ctx.outcome.notes.push("nDPI (ndpiReader, Debian's libndpi-bin) is not installed: its labels were not checked.".into()),
     }
