@@ -259,6 +259,54 @@ pub fn sink(port: u16, mode: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cover site's page: what a web server in the lab serves at `/`.
+pub const COVER_PAGE: &str = "<!doctype html>\n<html><head><title>Cover</title></head><body><p>Nothing to see here.</p></body></html>\n";
+
+/// A plain HTTP/1.1 web server: `GET /` (or `HEAD /`) gets [`COVER_PAGE`], any other request
+/// line a 404, anything that is not HTTP a 400, each followed by a close. It is the cover
+/// backend relays splice strangers to. Runs until killed.
+pub fn http_site(port: u16) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    let active = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    println!("ready");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        if active.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SINK_CONNECTIONS {
+            continue;
+        }
+        let active = std::sync::Arc::clone(&active);
+        active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+            let (status, body) =
+                if line.starts_with("GET / HTTP/1.") || line.starts_with("HEAD / HTTP/1.") {
+                    ("200 OK", COVER_PAGE)
+                } else if line.contains(" HTTP/1.") {
+                    ("404 Not Found", "not found\n")
+                } else {
+                    ("400 Bad Request", "bad request\n")
+                };
+            let body = if line.starts_with("HEAD ") { "" } else { body };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    Ok(())
+}
+
 /// A UDP echo server. Runs until killed.
 pub fn udp_echo(port: u16) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(("0.0.0.0", port))?;
@@ -313,6 +361,7 @@ pub fn helper(args: &[String]) -> anyhow::Result<()> {
         }
         "sink" => sink(arg(1)?.parse()?, arg(2)?),
         "udp-echo" => udp_echo(arg(1)?.parse()?),
+        "http-site" => http_site(arg(1)?.parse()?),
         "lengths" => lengths(addr(1)?),
         other => anyhow::bail!("no helper {other}"),
     }
