@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::keys::Keys;
 use crate::presence::{MAX_TRACKED_LOOKUPS, RESOLVE_TIMEOUT};
+use crate::quota::{Meter, Quota};
 use crate::store::{MailboxQuotas, Store};
 use crate::swarm::{self, MailboxFailure};
 
@@ -74,6 +75,24 @@ pub const QUOTAS: MailboxQuotas = MailboxQuotas {
     total_bytes: MAX_STORED_BYTES,
 };
 
+/// The window of a replica's deposit quotas.
+pub const DEPOSIT_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+/// Deposits one peer may make on this replica, into all mailboxes together, per
+/// [`DEPOSIT_WINDOW`]. A sender's backlog to an offline recipient passes in a few windows;
+/// past it, the deposit is answered `QuotaExceeded` and the sender's outbox tries again.
+pub const DEPOSITS_PER_DEPOSITOR: Quota = Quota::new(512, DEPOSIT_WINDOW);
+
+/// Deposits into one mailbox from all depositors together, per [`DEPOSIT_WINDOW`]: peer ids cost
+/// nothing, so this, not the per-depositor quota, is what bounds how fast a crowd of throwaway
+/// identities can fill a mailbox. What they fill stays at most until the mailbox id turns over
+/// (a day, `MAILBOX_PERIOD_SECS`), when depositors move to a fresh mailbox.
+pub const DEPOSITS_PER_MAILBOX: Quota = Quota::new(2048, DEPOSIT_WINDOW);
+
+/// Depositors and mailboxes a replica meters at once; past this, a new one waits for the
+/// oldest window to end.
+pub const MAX_METERED: usize = 8192;
+
 /// How long the replicas found for a mailbox id are reused before the DHT is asked again; a
 /// backlog of messages to one offline recipient then costs one lookup, not one per message.
 pub const REPLICA_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -93,11 +112,39 @@ struct Inner {
     /// Replicas found per mailbox id, and when; at most [`MAX_TRACKED_LOOKUPS`] ids, cleared
     /// when full.
     replicas: Mutex<HashMap<MailboxId, (Instant, Vec<Replica>)>>,
+    /// Deposits counted per depositor and per mailbox, as a replica.
+    deposits: Mutex<DepositMeters>,
+}
+
+/// A replica's deposit quotas, per depositor and per mailbox.
+struct DepositMeters {
+    per_depositor: Meter<PeerId>,
+    per_mailbox: Meter<MailboxId>,
+}
+
+impl Default for DepositMeters {
+    fn default() -> Self {
+        Self {
+            per_depositor: Meter::new(
+                "deposits per depositor",
+                DEPOSITS_PER_DEPOSITOR,
+                MAX_METERED,
+            ),
+            per_mailbox: Meter::new("deposits into one mailbox", DEPOSITS_PER_MAILBOX, MAX_METERED),
+        }
+    }
 }
 
 impl Mailboxes {
     pub(crate) fn new(swarm: swarm::Client, store: Store, keys: Keys, clock: Clock) -> Self {
-        Self(Arc::new(Inner { swarm, store, keys, clock, replicas: Default::default() }))
+        Self(Arc::new(Inner {
+            swarm,
+            store,
+            keys,
+            clock,
+            replicas: Default::default(),
+            deposits: Default::default(),
+        }))
     }
 
     /// The DHT servers closest to a mailbox id, nearest first, at most [`REPLICAS`]; from the

@@ -28,7 +28,6 @@ use crate::error::{Error, Result};
 
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
-pub use conversations::MAX_STRANGER_CONVERSATIONS;
 pub use inbox::InboxRow;
 pub use mailbox::{MailboxDeposit, MailboxItem, MailboxQuotas};
 pub use outbox::{

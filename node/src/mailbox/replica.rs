@@ -55,6 +55,18 @@ impl Mailboxes {
                 if expires_at < now {
                     return refused("the item has already expired".into());
                 }
+                // Both windows must have room, and both count the deposit, or neither does.
+                {
+                    let mut meters = self.0.deposits.lock().unwrap_or_else(|p| p.into_inner());
+                    let meters = &mut *meters;
+                    if let Err(refusal) = meters.per_depositor.take(&peer) {
+                        return Response::QuotaExceeded { reason: refusal.to_string() };
+                    }
+                    if let Err(refusal) = meters.per_mailbox.take(&mailbox_id) {
+                        meters.per_depositor.give_back(&peer);
+                        return Response::QuotaExceeded { reason: refusal.to_string() };
+                    }
+                }
                 let deposit = MailboxDeposit {
                     mailbox_id,
                     item_id,

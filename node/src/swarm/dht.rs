@@ -8,6 +8,7 @@ use libp2p::{Multiaddr, PeerId, kad};
 use tokio::time::Instant;
 
 use crate::config::Role;
+use crate::swarm::admission::Ask;
 use crate::swarm::event_loop::{
     EventLoop, MAX_KNOWN_RELAYS, PRESENCE_RETRY, RELAY_DISCOVERY_INTERVAL,
 };
@@ -17,6 +18,10 @@ impl EventLoop {
     /// Checks a record a peer asks us to store. Only presence records are stored, only if they
     /// verify and are not older than the one we hold.
     pub(super) fn on_put_record(&mut self, source: PeerId, mut record: kad::Record) {
+        if let Err(refusal) = self.admission.admit(&source, Ask::DhtStore) {
+            tracing::debug!(%source, %refusal, "refused a DHT record");
+            return;
+        }
         let now = self.clock.now_secs();
         let presence = match PresenceRecord::from_dht(record.key.as_ref(), &record.value, now) {
             Ok((presence, _)) => presence,
@@ -50,7 +55,9 @@ impl EventLoop {
             // user dials the relay.
             kad::Event::InboundRequest {
                 request: kad::InboundRequest::AddProvider { record: Some(record) },
-            } if record.key.as_ref() == RELAYS_KEY.as_bytes() => {
+            } if record.key.as_ref() == RELAYS_KEY.as_bytes()
+                && self.admission.admit(&record.provider, Ask::DhtStore).is_ok() =>
+            {
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let _ = kad::store::RecordStore::add_provider(store, record);
             }

@@ -3,7 +3,8 @@
 //! the node what happened through bounded channels. Its handling of the DHT, the local network
 //! and relays is in the sibling modules `dht`, `lan` and `relays`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::{Config, Role, peer_id_of};
 use crate::error::Result;
+use crate::swarm::admission::{Admission, Ask};
 use crate::swarm::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 use crate::swarm::{
     Command, ConnectedPeer, DeliveryFailure, Inbound, Link, MailboxFailure, MailboxInbound,
@@ -46,7 +48,10 @@ pub(crate) struct EventLoop {
     /// listen addresses as external.
     pub(super) external_configured: bool,
     pub(super) commands: mpsc::Receiver<Command>,
-    pub(super) inbound: mpsc::Sender<Inbound>,
+    /// Envelopes from strangers, then from contacts, each queue bounded on its own.
+    pub(super) inbound: [mpsc::Sender<Inbound>; 2],
+    /// What peers may ask per window, and the contacts that is never asked of.
+    pub(super) admission: Admission,
     pub(super) events: mpsc::Sender<NetEvent>,
     pub(super) pending:
         HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), DeliveryFailure>>>,
@@ -166,7 +171,7 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         config: &Config,
         commands: mpsc::Receiver<Command>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: [mpsc::Sender<Inbound>; 2],
         events: mpsc::Sender<NetEvent>,
         status: watch::Sender<NetStatus>,
         mailbox_inbound: mpsc::Sender<MailboxInbound>,
@@ -191,6 +196,7 @@ impl EventLoop {
             external_configured: !config.external_addresses.is_empty(),
             commands,
             inbound,
+            admission: Admission::new(watch::channel(Arc::new(HashSet::new())).1),
             events,
             pending: HashMap::new(),
             relays: HashMap::new(),
@@ -219,6 +225,11 @@ impl EventLoop {
             this.swarm.behaviour_mut().kad.add_address(&b.peer, base);
         }
         Ok(this)
+    }
+
+    /// Follows the user's contacts, whom no quota for strangers ever limits.
+    pub(crate) fn watch_contacts(&mut self, contacts: watch::Receiver<Arc<HashSet<PeerId>>>) {
+        self.admission = Admission::new(contacts);
     }
 
     /// Records libp2p's own metrics into the registry served at `/metrics`.
@@ -266,7 +277,10 @@ impl EventLoop {
                     .send_request_with_addresses(&peer, envelope, addresses);
                 self.pending.insert(id, reply);
             }
-            Command::Respond { channel, ack } => {
+            Command::Respond { peer, channel, ack } => {
+                if ack == Ack::Rejected {
+                    self.admission.junk(&peer);
+                }
                 // The peer may have gone meanwhile; then there is nobody to answer.
                 let _ = self.swarm.behaviour_mut().delivery.send_response(channel, ack);
             }
@@ -486,6 +500,12 @@ impl EventLoop {
                 self.update_kad_mode();
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                if let Err(refusal) = self.admission.connection_opened(connection_id, &endpoint) {
+                    // Too many from one address: closed at once, before it can ask anything.
+                    tracing::debug!(peer = %peer_id, %refusal, "closing an inbound connection");
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
                 let address = endpoint.get_remote_address().clone();
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 self.connections.insert(connection_id, (peer_id, via, address));
@@ -500,7 +520,14 @@ impl EventLoop {
                 // A full queue only delays the retry until the outbox's next timer.
                 let _ = self.events.try_send(NetEvent::PeerConnected(peer_id));
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.admission.connection_closed(connection_id, &endpoint);
                 self.connections.remove(&connection_id);
                 if num_established == 0 {
                     self.dialed.remove(&peer_id);
@@ -561,7 +588,16 @@ impl EventLoop {
         match event {
             request_response::Event::Message { message, peer, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    match self.inbound.try_send(Inbound { envelope: request, channel }) {
+                    if let Err(refusal) = self.admission.admit(&peer, Ask::Delivery) {
+                        // Busy, not rejected: the sender's node tries again after the window.
+                        tracing::debug!(%peer, %refusal, "refused a delivery");
+                        let _ =
+                            self.swarm.behaviour_mut().delivery.send_response(channel, Ack::Busy);
+                        return;
+                    }
+                    let queue = usize::from(self.admission.is_contact(&peer));
+                    match self.inbound[queue].try_send(Inbound { peer, envelope: request, channel })
+                    {
                         Ok(()) => {}
                         Err(
                             mpsc::error::TrySendError::Full(i)
@@ -625,6 +661,11 @@ impl EventLoop {
                     // closest to the mailbox id, and a client would not be found again.
                     if self.swarm.behaviour_mut().kad.mode() != kad::Mode::Server {
                         let refused = Response::Refused { reason: "not a mailbox replica".into() };
+                        let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
+                        return;
+                    }
+                    if let Err(refusal) = self.admission.admit(&peer, Ask::Mailbox) {
+                        let refused = Response::Refused { reason: refusal.to_string() };
                         let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
                         return;
                     }
