@@ -79,15 +79,17 @@ pub const QUOTAS: MailboxQuotas = MailboxQuotas {
 pub const DEPOSIT_WINDOW: Duration = Duration::from_secs(60 * 60);
 
 /// Deposits one peer may make on this replica, into all mailboxes together, per
-/// [`DEPOSIT_WINDOW`]. A sender's backlog to an offline recipient passes in a few windows;
-/// past it, the deposit is answered `QuotaExceeded` and the sender's outbox tries again.
-pub const DEPOSITS_PER_DEPOSITOR: Quota = Quota::new(512, DEPOSIT_WINDOW);
+/// [`DEPOSIT_WINDOW`]: twice what one depositor may hold in one mailbox, so a backlog of a
+/// thousand messages to an offline recipient goes in at once; past it, the deposit is answered
+/// `QuotaExceeded` and the sender's outbox tries again.
+pub const DEPOSITS_PER_DEPOSITOR: Quota = Quota::new(4096, DEPOSIT_WINDOW);
 
-/// Deposits into one mailbox from all depositors together, per [`DEPOSIT_WINDOW`]: peer ids cost
-/// nothing, so this, not the per-depositor quota, is what bounds how fast a crowd of throwaway
-/// identities can fill a mailbox. What they fill stays at most until the mailbox id turns over
-/// (a day, `MAILBOX_PERIOD_SECS`), when depositors move to a fresh mailbox.
-pub const DEPOSITS_PER_MAILBOX: Quota = Quota::new(2048, DEPOSIT_WINDOW);
+/// Deposits into one mailbox from all depositors together, per [`DEPOSIT_WINDOW`], half of
+/// [`MAX_ITEMS_PER_MAILBOX`]: peer ids cost nothing, so this, not the per-depositor quota, is
+/// what bounds how fast a crowd of throwaway identities can fill a mailbox (two windows at
+/// least). What they fill stays at most until the mailbox id turns over (a day,
+/// `MAILBOX_PERIOD_SECS`), when depositors move to a fresh mailbox.
+pub const DEPOSITS_PER_MAILBOX: Quota = Quota::new(4096, DEPOSIT_WINDOW);
 
 /// Depositors and mailboxes a replica meters at once; past this, a new one waits for the
 /// oldest window to end.

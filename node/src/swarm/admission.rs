@@ -34,8 +34,10 @@ pub const STRANGER_DELIVERIES: Quota = Quota::new(1200, MINUTE);
 /// past this the peer's envelopes are refused before they are opened, until the window ends.
 pub const JUNK_PER_PEER: Quota = Quota::new(16, Duration::from_secs(10 * 60));
 
-/// Mailbox requests one peer may make of this node per window.
-pub const MAILBOX_REQUESTS_PER_PEER: Quota = Quota::new(600, MINUTE);
+/// Mailbox requests one peer may make of this node per window: a backlog of a thousand
+/// messages deposited at once passes; a peer that sends requests as fast as it can is held to
+/// about 80 a second, which the replica's store keeps up with.
+pub const MAILBOX_REQUESTS_PER_PEER: Quota = Quota::new(5000, MINUTE);
 
 /// DHT records and provider announcements one peer may ask this node to store per window
 /// (each is still verified before it is stored).
