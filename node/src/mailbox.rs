@@ -124,16 +124,18 @@ struct DepositMeters {
     per_mailbox: Meter<MailboxId>,
 }
 
+impl DepositMeters {
+    fn new(per_depositor: Quota, per_mailbox: Quota) -> Self {
+        Self {
+            per_depositor: Meter::new("deposits per depositor", per_depositor, MAX_METERED),
+            per_mailbox: Meter::new("deposits into one mailbox", per_mailbox, MAX_METERED),
+        }
+    }
+}
+
 impl Default for DepositMeters {
     fn default() -> Self {
-        Self {
-            per_depositor: Meter::new(
-                "deposits per depositor",
-                DEPOSITS_PER_DEPOSITOR,
-                MAX_METERED,
-            ),
-            per_mailbox: Meter::new("deposits into one mailbox", DEPOSITS_PER_MAILBOX, MAX_METERED),
-        }
+        Self::new(DEPOSITS_PER_DEPOSITOR, DEPOSITS_PER_MAILBOX)
     }
 }
 
@@ -147,6 +149,14 @@ impl Mailboxes {
             replicas: Default::default(),
             deposits: Default::default(),
         }))
+    }
+
+    /// Replaces the deposit quotas, so a test can reach them with a few deposits instead of
+    /// thousands; the code that counts and refuses is the same.
+    #[cfg(test)]
+    pub(crate) fn set_deposit_quotas(&self, per_depositor: Quota, per_mailbox: Quota) {
+        *self.0.deposits.lock().unwrap_or_else(|p| p.into_inner()) =
+            DepositMeters::new(per_depositor, per_mailbox);
     }
 
     /// The DHT servers closest to a mailbox id, nearest first, at most [`REPLICAS`]; from the

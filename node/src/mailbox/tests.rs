@@ -80,7 +80,12 @@ async fn items_expire_at_their_time_and_never_outlive_the_longest_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
-    use crate::mailbox::{DEPOSIT_WINDOW, DEPOSITS_PER_DEPOSITOR, DEPOSITS_PER_MAILBOX};
+    use crate::mailbox::DEPOSIT_WINDOW;
+    use crate::quota::Quota;
+    // The real quotas are thousands of deposits; the same meters with small limits and the real
+    // window keep the test short.
+    let per_depositor = Quota::new(40, DEPOSIT_WINDOW);
+    let per_mailbox = Quota::new(100, DEPOSIT_WINDOW);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
     let clock = Clock::tokio();
@@ -90,6 +95,7 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
     config.clock = clock.clone();
     let (swarm, _event_loop, _channels) = swarm::new(keys.identity().keypair(), &config).unwrap();
     let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+    mailboxes.set_deposit_quotas(per_depositor, per_mailbox);
     let expires = |clock: &Clock| clock.now_secs() + HOUR.as_secs();
     let deposit_into = |mailbox: u8, n: u32, expires_at: u64| Request::Deposit {
         mailbox_id: [mailbox; 32],
@@ -104,7 +110,7 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
 
     // One depositor spreads its quota over many mailboxes, then is told to wait.
     let flooder = PeerId::random();
-    for n in 0..DEPOSITS_PER_DEPOSITOR.limit {
+    for n in 0..per_depositor.limit {
         let answer = mailboxes.serve(flooder, deposit_into((n % 7) as u8, n, expires(&clock)));
         assert_eq!(answer, Response::Stored, "deposit {n}");
     }
@@ -121,10 +127,10 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
     // Many throwaway depositors together fill one mailbox's window; then everyone waits, for
     // one window only.
     let mut sent = 0;
-    while sent < DEPOSITS_PER_MAILBOX.limit {
+    while sent < per_mailbox.limit {
         let sybil = PeerId::random();
-        for _ in 0..64 {
-            if sent == DEPOSITS_PER_MAILBOX.limit {
+        for _ in 0..8 {
+            if sent == per_mailbox.limit {
                 break;
             }
             let answer = mailboxes.serve(sybil, deposit_into(7, 10_000 + sent, expires(&clock)));
