@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Config, Role, peer_id_of};
+use crate::config::{Config, Diversity, Role, peer_id_of};
 use crate::error::Result;
+use crate::quota::LogLimit;
 use crate::swarm::admission::{Admission, Ask};
 use crate::swarm::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 use crate::swarm::{
@@ -34,6 +35,9 @@ pub const MAX_PENDING_DELIVERIES: usize = 4096;
 
 /// Presence lookups in flight at once; more wait for an answer of "not found".
 pub const MAX_PENDING_LOOKUPS: usize = 256;
+
+/// How often a peer kept out of the routing table by the diversity rule is logged, at most.
+pub(super) const DIVERSITY_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How soon a presence publication that no DHT server accepted is tried again.
 pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
@@ -52,6 +56,9 @@ pub(crate) struct EventLoop {
     pub(super) inbound: [mpsc::Sender<Inbound>; 2],
     /// What peers may ask per window, and the contacts that is never asked of.
     pub(super) admission: Admission,
+    /// The routing table's diversity rule, and one log line a minute for the peers it keeps out.
+    pub(super) diversity: Diversity,
+    pub(super) diversity_log: LogLimit,
     pub(super) events: mpsc::Sender<NetEvent>,
     pub(super) pending:
         HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), DeliveryFailure>>>,
@@ -110,6 +117,8 @@ type MailboxReply =
 pub(super) struct Lookup {
     pub(super) peer: PeerId,
     pub(super) remote_only: bool,
+    /// Valid records found on the network so far.
+    pub(super) answers: usize,
     pub(super) best: Option<PresenceRecord>,
     pub(super) reply: oneshot::Sender<Option<PresenceRecord>>,
 }
@@ -197,6 +206,8 @@ impl EventLoop {
             commands,
             inbound,
             admission: Admission::new(watch::channel(Arc::new(HashSet::new())).1),
+            diversity: config.dht_diversity,
+            diversity_log: LogLimit::default(),
             events,
             pending: HashMap::new(),
             relays: HashMap::new(),
@@ -220,9 +231,16 @@ impl EventLoop {
             closest: HashMap::new(),
             lan: HashMap::new(),
         };
+        // Configured bootstrap peers (and the peer cache) are the user's choice: they enter the
+        // routing table whatever the diversity rule would say.
         for b in &this.bootstrap {
             let base = without_peer(&b.address);
             this.swarm.behaviour_mut().kad.add_address(&b.peer, base);
+        }
+        if config.dht_diversity.exempt_loopback {
+            tracing::warn!(
+                "the routing table's diversity rule is relaxed for loopback addresses (a test configuration; never set by `kolokol node` or `kolokol relay`)"
+            );
         }
         Ok(this)
     }
@@ -306,7 +324,8 @@ impl EventLoop {
                 }
                 let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(&peer));
                 let id = self.swarm.behaviour_mut().kad.get_record(key);
-                self.lookups.insert(id, Lookup { peer, remote_only, best: None, reply });
+                self.lookups
+                    .insert(id, Lookup { peer, remote_only, answers: 0, best: None, reply });
             }
             Command::Peers { reply } => {
                 let mut peers: Vec<ConnectedPeer> = self
@@ -326,7 +345,9 @@ impl EventLoop {
                     if self.bootstrap.len() < MAX_BOOTSTRAP_PEERS
                         && !self.bootstrap.iter().any(|b| b.peer == peer) =>
                 {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, without_peer(&address));
+                    // A bundle's peers are hints: they enter the routing table by the same rule as
+                    // any other peer.
+                    self.add_to_routing_table(peer, without_peer(&address));
                     self.bootstrap.push(BootstrapPeer {
                         peer,
                         address,
@@ -699,12 +720,12 @@ impl EventLoop {
     pub(super) fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
         if info.protocols.contains(&KAD_PROTOCOL) {
             for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                self.add_to_routing_table(peer, addr.clone());
             }
             // What mDNS saw may differ from what the peer lists (mDNS puts in the source
             // address of its answer), and it is the address that works on this LAN.
             for addr in self.lan.get(&peer).cloned().unwrap_or_default() {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                self.add_to_routing_table(peer, addr);
             }
         }
         let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
