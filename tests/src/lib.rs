@@ -7,6 +7,7 @@
 //! happened, never how fast.
 
 pub mod support;
+pub mod sybil;
 
 #[cfg(test)]
 mod chunking;
