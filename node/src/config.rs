@@ -67,6 +67,9 @@ pub struct Config {
     /// The wall clock the node reads: the system clock, or in tests of the slow timers a clock
     /// that follows tokio's paused time ([`Clock::tokio`]).
     pub clock: Clock,
+    /// How often a mailbox replica checks whether the servers closest to the mailboxes it holds
+    /// changed, and hands their items on ([`crate::mailbox::handover::HANDOVER_INTERVAL`]).
+    pub mailbox_handover_interval: std::time::Duration,
     /// Who may enter the DHT routing table: at most so many peers of one address range per
     /// bucket and per table ([`DHT_DIVERSITY`] unless a test relaxes it).
     pub dht_diversity: Diversity,
@@ -297,6 +300,7 @@ impl Config {
             max_memory: (role == Role::Relay).then_some(RELAY_MAX_MEMORY),
             clock: Clock::system(),
             dht_diversity: DHT_DIVERSITY,
+            mailbox_handover_interval: crate::mailbox::handover::HANDOVER_INTERVAL,
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub mod deposit;
 pub mod fetch;
+pub mod handover;
 pub mod replica;
 
 use std::collections::HashMap;
@@ -91,6 +92,11 @@ pub const DEPOSITS_PER_DEPOSITOR: Quota = Quota::new(4096, DEPOSIT_WINDOW);
 /// `MAILBOX_PERIOD_SECS`), when depositors move to a fresh mailbox.
 pub const DEPOSITS_PER_MAILBOX: Quota = Quota::new(4096, DEPOSIT_WINDOW);
 
+/// Items another replica may hand this one per [`DEPOSIT_WINDOW`] (`Request::Handover`): a
+/// replica that leaves the closest set of a full mailbox hands over at most 8192 items, twice
+/// that passes.
+pub const HANDOVER_ITEMS_PER_REPLICA: Quota = Quota::new(16_384, DEPOSIT_WINDOW);
+
 /// Depositors and mailboxes a replica meters at once; past this, a new one waits for the
 /// oldest window to end.
 pub const MAX_METERED: usize = 8192;
@@ -116,12 +122,19 @@ struct Inner {
     replicas: Mutex<HashMap<MailboxId, (Instant, Vec<Replica>)>>,
     /// Deposits counted per depositor and per mailbox, as a replica.
     deposits: Mutex<DepositMeters>,
+    /// How far each handover got, per mailbox and replica handed to (a store position); at
+    /// most `handover::MAX_TRACKED_HANDOVERS`.
+    handed: Mutex<HashMap<(MailboxId, PeerId), i64>>,
+    /// Counts changes to the items held as a replica, so a test (or a status page) can wait for
+    /// one instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// A replica's deposit quotas, per depositor and per mailbox.
 struct DepositMeters {
     per_depositor: Meter<PeerId>,
     per_mailbox: Meter<MailboxId>,
+    handovers: Meter<PeerId>,
 }
 
 impl DepositMeters {
@@ -129,6 +142,11 @@ impl DepositMeters {
         Self {
             per_depositor: Meter::new("deposits per depositor", per_depositor, MAX_METERED),
             per_mailbox: Meter::new("deposits into one mailbox", per_mailbox, MAX_METERED),
+            handovers: Meter::new(
+                "items handed over per replica",
+                HANDOVER_ITEMS_PER_REPLICA,
+                MAX_METERED,
+            ),
         }
     }
 }
@@ -148,6 +166,8 @@ impl Mailboxes {
             clock,
             replicas: Default::default(),
             deposits: Default::default(),
+            handed: Default::default(),
+            changes: tokio::sync::watch::channel(0).0,
         }))
     }
 
@@ -179,6 +199,17 @@ impl Mailboxes {
             cache.insert(*mailbox_id, (Instant::now(), replicas.clone()));
         }
         replicas
+    }
+
+    /// Changes to the items this node holds as a replica: the value moves on every deposit,
+    /// handover, delete and purge.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changes.subscribe()
+    }
+
+    /// How many items this node holds for a mailbox as a replica.
+    pub(crate) fn held(&self, mailbox_id: &MailboxId) -> crate::error::Result<u64> {
+        self.0.store.mailbox_count(mailbox_id)
     }
 
     /// Forgets the replicas found for a mailbox id, so the next use asks the DHT again.

@@ -148,6 +148,9 @@ impl RunningNode {
         );
         tasks.spawn(mailboxes.clone().run_replica(channels.mailbox_requests, shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_fetch(inbox.clone(), fetch_wake, shutdown_rx.clone()));
+        tasks.spawn(
+            mailboxes.clone().run_handover(config.mailbox_handover_interval, shutdown_rx.clone()),
+        );
         let mut metrics_address = None;
         if let Some((listener, registry)) = metrics {
             let address =

@@ -149,3 +149,45 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
     assert_eq!(mailboxes.serve(late, deposit_into(7, 99_999, expires(&clock))), Response::Stored);
     assert_eq!(mailboxes.serve(flooder, deposit_into(9, 2, expires(&clock))), Response::Stored);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handover_is_taken_once_and_only_from_the_replica_that_signed_it() {
+    use kolokol_protocol::mailbox::{HandoverItem, HandoverProof};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
+    let clock = Clock::tokio();
+    let keys =
+        Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
+    let mut config = Config::new(dir.path(), Role::Relay);
+    config.clock = clock.clone();
+    let (swarm, _event_loop, _channels) = swarm::new(keys.identity().keypair(), &config).unwrap();
+    let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+
+    let old_replica = Identity::from_secrets([8; 32], [9; 32]);
+    let now = clock.now_secs();
+    let items: Vec<HandoverItem> = (0..3u8)
+        .map(|n| HandoverItem { item_id: [n; 16], expires_at: now + 3600, envelope: vec![n; 1024] })
+        .collect();
+    let handover = |items: Vec<HandoverItem>| {
+        let proof = HandoverProof::sign(&old_replica, &[5; 32], now, &items).unwrap();
+        Request::Handover { mailbox_id: [5; 32], items, proof }
+    };
+    // Sent by someone else, the old replica's signature does not make it a handover.
+    let Response::Refused { reason } = mailboxes.serve(PeerId::random(), handover(items.clone()))
+    else {
+        panic!("a handover from another peer than its signer")
+    };
+    assert!(reason.contains("signed by another peer"), "{reason}");
+    assert_eq!(store.mailbox_count(&[5; 32]).unwrap(), 0);
+    // From the replica itself: stored, and again: nothing more (deduplicated by item id).
+    let from = old_replica.peer_id();
+    assert_eq!(mailboxes.serve(from, handover(items.clone())), Response::Stored);
+    assert_eq!(mailboxes.serve(from, handover(items.clone())), Response::Stored);
+    assert_eq!(store.mailbox_count(&[5; 32]).unwrap(), 3);
+    // A proof over other items does not carry these.
+    let mut tampered = handover(items[..2].to_vec());
+    if let Request::Handover { items: carried, .. } = &mut tampered {
+        carried[0].envelope[0] ^= 1;
+    }
+    assert!(matches!(mailboxes.serve(from, tampered), Response::Refused { .. }));
+}
