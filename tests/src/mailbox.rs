@@ -337,6 +337,12 @@ async fn replica(
     RunningNode::start(config).await.expect("the replica starts")
 }
 
+/// The full address of a running DHT server.
+async fn address_of(server: &RunningNode) -> Multiaddr {
+    let net = server.node().wait_for_net(TIMEOUT, |s| !s.external.is_empty()).await.expect("up");
+    format!("{}/p2p/{}", net.external[0], server.node().peer_id()).parse().expect("multiaddr")
+}
+
 /// Waits until `node` holds exactly `count` items of `mailbox`, waking on each change.
 async fn wait_held(node: &RunningNode, mailbox: &[u8; 32], count: u64, what: &str) {
     let node = node.node();
@@ -361,10 +367,7 @@ async fn replicas_hand_a_mailbox_over_through_churn_and_every_message_arrives() 
     const MESSAGES: usize = 5;
     let net = Net::new();
     let seed = replica(&net, "seed", &[], None).await;
-    let seed_addr: Multiaddr = {
-        let s = seed.node().wait_for_net(TIMEOUT, |s| !s.external.is_empty()).await.expect("up");
-        format!("{}/p2p/{}", s.external[0], seed.node().peer_id()).parse().expect("multiaddr")
-    };
+    let seed_addr = address_of(&seed).await;
     let mut servers = vec![seed];
     for i in 1..4 {
         servers
@@ -400,9 +403,14 @@ async fn replicas_hand_a_mailbox_over_through_churn_and_every_message_arrives() 
         wait_held(s, &mailbox, MESSAGES as u64, "a first replica").await;
     }
 
-    // Churn: the closest replica leaves, and two servers closer than any join.
+    // Churn: the closest replica leaves (it may be the seed), and two servers closer than any
+    // join through the servers still there.
     let left = servers.remove(0);
     left.shutdown().await;
+    let mut alive = Vec::new();
+    for s in &servers {
+        alive.push(address_of(s).await);
+    }
     let nearest = distance(&servers[0].node().peer_id());
     let mut joined = Vec::new();
     let mut secret = 0u32;
@@ -413,9 +421,7 @@ async fn replicas_hand_a_mailbox_over_through_churn_and_every_message_arrives() 
         let identity = Identity::from_secrets(s, [0x5b; 32]);
         if distance(&identity.peer_id()) < nearest {
             let name = format!("new{}", joined.len());
-            joined.push(
-                replica(&net, &name, std::slice::from_ref(&seed_addr), Some(&identity)).await,
-            );
+            joined.push(replica(&net, &name, &alive, Some(&identity)).await);
         }
     }
     let mut live: Vec<RunningNode> = joined.into_iter().chain(servers).collect();
@@ -431,7 +437,7 @@ async fn replicas_hand_a_mailbox_over_through_churn_and_every_message_arrives() 
     }
 
     // Bob comes back and gets every message, once.
-    let bob = net.start("bob", Role::Node, std::slice::from_ref(&seed_addr)).await;
+    let bob = net.start("bob", Role::Node, &alive).await;
     let mut b_events = bob.node().subscribe();
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(

@@ -639,9 +639,9 @@ impl EventLoop {
                             Ack::Accepted => Ok(()),
                             Ack::Rejected => Err(DeliveryFailure {
                                 reason:
-                                    "the recipient's node refused it: their key has changed, or \
-                                         they take no more messages from strangers (ask them for a \
-                                         new invite)"
+                                    "the recipient's node refused it: their key has changed (ask \
+                                         them for a new invite), or it is a long message and they \
+                                         have not added you as a contact"
                                         .into(),
                                 permanent: true,
                             }),
