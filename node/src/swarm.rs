@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
 
-pub use dht::RECORD_ANSWERS;
+pub use dht::{FRESH_RECORD, RECORD_ANSWERS};
 pub(crate) use event_loop::EventLoop;
 pub use event_loop::{
     MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS, MAX_PENDING_DELIVERIES, MAX_PENDING_LOOKUPS,

@@ -4,7 +4,8 @@
 //! records. It follows rust-libp2p's lookup (k = 20, α = 3, iterative, optionally over α
 //! disjoint paths) and Kolokol's policies (records verified by the reader; the routing table's
 //! diversity rule; replicas spread over address groups; a presence lookup that, with the
-//! defences on, waits for a second valid answer and keeps the newest), so the same scenario can
+//! defences on, does not stop at a stale record but waits for a second valid answer and keeps
+//! the newest), so the same scenario can
 //! be run with the defences on and off.
 //!
 //! Everything is deterministic for a seed: ids and choices come from a splitmix64 generator.
@@ -342,8 +343,9 @@ impl Net {
                         best = Some(f);
                     }
                     // Without the defences a lookup ends at the first valid record; with them it
-                    // waits for a second and keeps the newer.
-                    !defences || valid_answers >= 2
+                    // ends at a fresh one, and after a stale one waits for a second answer and
+                    // keeps the newer.
+                    !defences || f == Found::Fresh || valid_answers >= 2
                 }
                 None => false,
             }

@@ -25,8 +25,15 @@ use crate::swarm::event_loop::{
 };
 
 /// Valid records from distinct peers a presence lookup waits for before it ends with the
-/// newest (or until the query ends, when fewer peers hold one).
+/// newest (or until the query ends, when fewer peers hold one), unless one is fresh
+/// ([`FRESH_RECORD`]).
 pub const RECORD_ANSWERS: usize = 2;
+
+/// A record signed at most this long ago ends a presence lookup at once. A node republishes
+/// every 20 minutes (`presence::PRESENCE_REFRESH`), so such a record is its newest or nearly;
+/// an older one may be stale (a replica that missed the newer ones, or a Sybil that kept an old
+/// one), so the lookup waits for a second answer and keeps the newer.
+pub const FRESH_RECORD: Duration = Duration::from_secs(20 * 60);
 use crate::swarm::{RELAYS_KEY, is_relayed};
 
 /// The group an address belongs to for the diversity rule: its IPv4 /24 or its IPv6 /48, as
@@ -124,6 +131,8 @@ impl EventLoop {
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
                 kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
                     let now = self.clock.now_secs();
+                    let fresh_since =
+                        self.clock.now_ms().saturating_sub(FRESH_RECORD.as_millis() as u64);
                     let mut enough = false;
                     if let Some(lookup) = self.lookups.get_mut(&id)
                         && let Ok((record, peer)) = PresenceRecord::from_dht(
@@ -135,17 +144,19 @@ impl EventLoop {
                         && (found.peer.is_some() || !lookup.remote_only)
                     {
                         // Valid answers from the network (not our own copy) are counted; the
-                        // lookup keeps the newest and ends at the second, so one peer that
-                        // serves an old record (a Sybil next to the key, a replica that missed
-                        // the newest) cannot decide the answer alone. Waiting for every replica
-                        // would buy little more freshness for much latency.
-                        if found.peer.is_some() {
+                        // lookup keeps the newest and ends at a fresh one, or at the second, so
+                        // one peer that serves an old record (a Sybil next to the key, a replica
+                        // that missed the newest) cannot decide the answer alone. Waiting for
+                        // every replica would buy little more freshness for much latency.
+                        let remote = found.peer.is_some();
+                        if remote {
                             lookup.answers += 1;
                         }
+                        let fresh = remote && record.body.seq >= fresh_since;
                         if lookup.best.as_ref().is_none_or(|b| record.supersedes(b)) {
                             lookup.best = Some(record);
                         }
-                        enough = lookup.answers >= RECORD_ANSWERS;
+                        enough = fresh || lookup.answers >= RECORD_ANSWERS;
                     }
                     if step.last || enough {
                         self.finish_lookup(id);
