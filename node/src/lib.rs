@@ -46,6 +46,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod offline;
+pub mod quota;
 pub mod repeats;
 pub mod workers;
 

@@ -104,7 +104,7 @@ pub(crate) fn verdict(
 /// answer is one byte (`Rejected`) that does not say why, but what was sent narrows it down: a
 /// node refuses the chunks of a long message from anyone it has not added as a contact (see
 /// `Inbox::accept`), while one envelope is refused only when it does not open (the recipient
-/// has a new key) or when the recipient takes no more messages from strangers.
+/// has a new key).
 pub(crate) fn refusal(envelopes: usize) -> String {
     if envelopes > 1 {
         format!(
@@ -115,8 +115,7 @@ pub(crate) fn refusal(envelopes: usize) -> String {
         )
     } else {
         "the recipient's node refused it: it could not open it (their key changed since their \
-         invite: ask them for a new one), or it takes no more messages from people it has not \
-         added as contacts"
+         invite: ask them for a new one)"
             .into()
     }
 }
