@@ -1346,6 +1346,14 @@ async fn first_outcome(
                 if change.state == "queued" && change.detail.is_none() {
                     continue;
                 }
+                // A direct acknowledgement makes a text sent and delivered in one commit, and
+                // the two events follow each other: the message's state says where it is.
+                if change.state == "sent" {
+                    let status: MessageStatus =
+                        client.call(method::MESSAGE, json!({ "id": id })).await?;
+                    let m = status.message;
+                    return Ok(SendResult { id: id.to_owned(), state: m.state, detail: m.detail });
+                }
                 return Ok(SendResult {
                     id: id.to_owned(),
                     state: change.state,

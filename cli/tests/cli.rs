@@ -897,7 +897,7 @@ fn a_backup_restores_on_a_new_machine_and_the_conversation_goes_on() {
     let alice_invite = check_ok(&run(&a, &["invite"]));
     check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
     check_ok(&run(&a, &["contacts", "verify", "bob", "--mark"]));
-    assert!(check_ok(&run(&a, &["send", "bob", "before the backup"])).trim().ends_with(" sent"));
+    assert!(check_ok(&run(&a, &["send", "bob", "before the backup"])).trim().ends_with(" delivered"));
     let alice_id = check_ok(&run(&a, &["id"]));
 
     // The backup is taken while Alice's daemon runs; a short passphrase is refused.
@@ -934,7 +934,7 @@ fn a_backup_restores_on_a_new_machine_and_the_conversation_goes_on() {
     assert!(check_ok(&run(&new, &["contacts", "list"])).trim_end().ends_with("\tverified"));
     assert!(check_ok(&run(&new, &["read", "bob"])).contains("before the backup"));
     let sent = check_ok(&run(&new, &["send", "bob", "after the restore"]));
-    assert!(sent.trim().ends_with(" sent"), "{sent}");
+    assert!(sent.trim().ends_with(" delivered"), "{sent}");
     let chat: serde_json::Value =
         serde_json::from_str(&check_ok(&run(&b, &["--json", "read", "alice"]))).expect("JSON");
     let texts: Vec<&str> = chat["entries"]
