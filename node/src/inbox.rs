@@ -375,6 +375,11 @@ impl Inbox {
                     self.0.events.send(Event::Message(event_view(InboxRow { contact, ..row })));
                 }
             }
+            Body::Group(_) => {
+                // Groups are not handled by this node yet: refused, so the sender keeps it.
+                tracing::info!(%sender, "refused a group message: groups are not supported yet");
+                return Ok(Ack::Rejected);
+            }
             Body::Receipt { of } => self.delivered(&of, &sender, now)?,
             Body::Receipts { of } => {
                 for id in &of {
