@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::conversations::{Conversations, Held};
 use crate::error::Result;
 use crate::events::Events;
+use crate::groups::Groups;
 use crate::ids::new_message_id;
 use crate::keys::Keys;
 use crate::store::{
@@ -84,6 +85,8 @@ pub(crate) struct InboxParts {
     pub(crate) events: Events,
     pub(crate) workers: Workers,
     pub(crate) clock: Clock,
+    /// Where group messages go.
+    pub(crate) groups: Groups,
     /// Wakes the outbox: a receipt was queued.
     pub(crate) outbox_wake: Arc<Notify>,
 }
@@ -282,6 +285,7 @@ impl Inbox {
         let sender = first.sender;
         if !self.0.conversations.has(&sender)?
             && self.0.store.contact_by_peer(&sender)?.is_none()
+            && !self.0.store.is_group_member(&sender)?
             && self.0.store.stranger_conversations()? >= MAX_STRANGER_CONVERSATIONS
         {
             tracing::info!(%sender, "refused a first contact: too many strangers");
@@ -375,10 +379,16 @@ impl Inbox {
                     self.0.events.send(Event::Message(event_view(InboxRow { contact, ..row })));
                 }
             }
-            Body::Group(_) => {
-                // Groups are not handled by this node yet: refused, so the sender keeps it.
-                tracing::info!(%sender, "refused a group message: groups are not supported yet");
-                return Ok(Ack::Rejected);
+            Body::Group(message) => {
+                return self.0.groups.accept(
+                    sender,
+                    device_key,
+                    content.id,
+                    content.sent_at_ms,
+                    message,
+                    arrival,
+                    held,
+                );
             }
             Body::Receipt { of } => self.delivered(&of, &sender, now)?,
             Body::Receipts { of } => {
@@ -387,9 +397,10 @@ impl Inbox {
                 }
             }
             Body::Chunk { index, count, body_len, data } => {
-                // Long messages are for contacts: a stranger's first messages fit one envelope,
-                // so nobody we never added can make us keep megabytes of halves or of text.
-                if store.contact_by_peer(&sender)?.is_none() {
+                // Long messages are for contacts and fellow group members: a stranger's first
+                // messages fit one envelope, so nobody we never added (or were added to a group
+                // with) can make us keep megabytes of halves or of text.
+                if store.contact_by_peer(&sender)?.is_none() && !store.is_group_member(&sender)? {
                     tracing::info!(%sender, "refused a chunk from a peer who is not a contact");
                     return Ok(Ack::Rejected);
                 }
@@ -441,7 +452,7 @@ impl Inbox {
                     if store.outgoing_text_peer(&id)? == Some(sender)
                         && store.set_state(&id, MessageState::Read, None, now)?
                     {
-                        self.0.events.state(&id, &sender, MessageState::Read, None, now);
+                        self.0.events.receipted(&id, &sender, MessageState::Read, now);
                     }
                 }
             }
@@ -454,7 +465,7 @@ impl Inbox {
         if self.0.store.outgoing_text_peer(of)?.as_ref() == Some(sender)
             && self.0.store.set_state(of, MessageState::Delivered, None, now)?
         {
-            self.0.events.state(of, sender, MessageState::Delivered, None, now);
+            self.0.events.receipted(of, sender, MessageState::Delivered, now);
         }
         Ok(())
     }

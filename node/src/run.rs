@@ -20,6 +20,7 @@ use crate::conversations::Conversations;
 use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::groups::{Groups, GroupsParts};
 use crate::inbox::{Inbox, InboxParts};
 use crate::keys::Keys;
 use crate::mailbox::Mailboxes;
@@ -81,15 +82,6 @@ impl RunningNode {
             workers.clone(),
             clock.clone(),
         );
-        let inbox = Inbox::new(InboxParts {
-            conversations: conversations.clone(),
-            store: store.clone(),
-            keys: keys.clone(),
-            events: events.clone(),
-            workers: workers.clone(),
-            clock: clock.clone(),
-            outbox_wake: outbox_wake.clone(),
-        });
         let mailboxes = Mailboxes::new(swarm.clone(), store.clone(), keys.clone(), clock.clone());
         let outbox = Outbox::new(OutboxParts {
             conversations: conversations.clone(),
@@ -100,6 +92,25 @@ impl RunningNode {
             events: events.clone(),
             clock: clock.clone(),
             wake: outbox_wake.clone(),
+        });
+        let groups = Groups::new(GroupsParts {
+            store: store.clone(),
+            keys: keys.clone(),
+            conversations: conversations.clone(),
+            outbox: outbox.clone(),
+            presence: presence.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+        });
+        let inbox = Inbox::new(InboxParts {
+            conversations: conversations.clone(),
+            store: store.clone(),
+            keys: keys.clone(),
+            events: events.clone(),
+            workers: workers.clone(),
+            clock: clock.clone(),
+            groups: groups.clone(),
+            outbox_wake: outbox_wake.clone(),
         });
         let contacts = Contacts {
             store: store.clone(),
@@ -152,6 +163,7 @@ impl RunningNode {
             swarm,
             events,
             contacts,
+            groups,
             outbox,
             outbox_wake,
             inbox,

@@ -104,11 +104,13 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    /// How many conversations are with peers who are not contacts.
+    /// How many conversations are with peers who are neither contacts nor members of a group
+    /// we know.
     pub fn stranger_conversations(&self) -> Result<u64> {
         self.conn()
             .row(
-                "SELECT COUNT(*) FROM conversations WHERE peer_id NOT IN (SELECT peer_id FROM contacts)",
+                "SELECT COUNT(*) FROM conversations WHERE peer_id NOT IN (SELECT peer_id FROM contacts)
+                   AND peer_id NOT IN (SELECT peer_id FROM group_members)",
                 [],
                 |r| r.get::<_, i64>(0),
             )
