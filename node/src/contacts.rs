@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::conversations::Conversations;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
-use crate::store::{ContactRow, Store};
+use crate::store::{ContactRow, ConversationWrite, Store};
 
 /// Longest contact name, in bytes.
 pub const MAX_CONTACT_NAME_LEN: usize = 64;
@@ -49,8 +49,10 @@ impl Contacts {
             addresses,
             added_at_ms: self.clock.now_ms(),
         };
-        self.store.add_contact(&row)?;
-        self.conversations.start(&peer, invite.certificate)?;
+        let start = self.conversations.first_state(invite.certificate)?;
+        let first =
+            ConversationWrite { peer: &peer, state: &start.state, key_ids: Some(&start.key_ids) };
+        self.store.add_contact_with(&row, Some(&first))?;
         Ok(contact_view(row))
     }
 

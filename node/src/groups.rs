@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::conversations::{Conversations, Held};
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::ids::new_message_id;
+use crate::ids::{new_message_id, receipt_id};
 use crate::inbox::Arrival;
 use crate::keys::Keys;
 use crate::outbox::{ATTEMPT_CLAIM, Outbox};
@@ -873,8 +873,10 @@ impl Groups {
         held: &mut Option<Held<()>>,
     ) -> Result<Ack> {
         let now = self.0.parts.clock.now_ms();
+        // The receipt's id is derived from the message, as for one-to-one texts, so a copy
+        // fetched again queues no second receipt.
         let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
-            id: new_message_id(),
+            id: receipt_id(&sender, &content_id),
             peer_id: sender,
             device_key,
             body: OutboxBody::Receipt(content_id),

@@ -21,10 +21,10 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::conversations::{Conversations, Held};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::groups::Groups;
-use crate::ids::new_message_id;
+use crate::ids::receipt_id;
 use crate::keys::Keys;
 use crate::store::{
     ChunkOutcome, InboxRow, MAX_STRANGER_CONVERSATIONS, OutboxBody, OutboxRow, Store,
@@ -145,6 +145,12 @@ impl Inbox {
     pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>, arrival: Arrival) -> Ack {
         match self.receive(envelope, arrival).await {
             Ok(ack) => ack,
+            // Opening it crashed a worker: answering `Busy` would have it sent (or fetched)
+            // again for ever.
+            Err(Error::WorkerPanicked) => {
+                tracing::error!("refused an envelope that crashed a crypto worker");
+                Ack::Rejected
+            }
             Err(e) => {
                 tracing::error!(%e, "cannot store a received message");
                 Ack::Busy
@@ -353,7 +359,7 @@ impl Inbox {
                 // a crash between the two would leave a stored message whose sender never
                 // hears of it. One that came directly is answered by the acknowledgement.
                 let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
-                    id: new_message_id(),
+                    id: receipt_id(&sender, &content.id),
                     peer_id: sender,
                     device_key,
                     body: OutboxBody::Receipt(content.id),

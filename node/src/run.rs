@@ -92,6 +92,7 @@ impl RunningNode {
             events: events.clone(),
             clock: clock.clone(),
             wake: outbox_wake.clone(),
+            in_flight: Default::default(),
         });
         let groups = Groups::new(GroupsParts {
             store: store.clone(),

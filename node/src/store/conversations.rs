@@ -46,6 +46,34 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Stores a conversation's first state, in its own transaction, unless the peer has one.
+    pub fn save_first_conversation(
+        &self,
+        write: &ConversationWrite<'_>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        Self::write_first_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Writes a conversation state inside the caller's transaction if there is none for the peer
+    /// yet: a state that exists is newer than a fresh one.
+    pub(super) fn write_first_conversation(
+        tx: &rusqlite::Transaction<'_>,
+        write: &ConversationWrite<'_>,
+        now_ms: u64,
+    ) -> rusqlite::Result<()> {
+        let exists = tx
+            .row("SELECT 1 FROM conversations WHERE peer_id = ?1", [write.peer.to_string()], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+        if exists { Ok(()) } else { Self::write_conversation(tx, write, now_ms) }
+    }
+
     /// Writes a conversation state inside the caller's transaction, so it commits together with
     /// what was sealed or opened with it (an outbox row, an inbox row).
     pub(super) fn write_conversation(
