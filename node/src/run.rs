@@ -56,6 +56,12 @@ impl RunningNode {
         }
         let config = Config { bootstrap: bootstrap::sources(&store, &config)?, ..config };
         let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config)?;
+        // The swarm task spares contacts every quota meant for strangers; it follows the
+        // contact book as it changes.
+        let (contact_peers, watched) = tokio::sync::watch::channel(Arc::new(
+            store.contacts()?.into_iter().map(|c| c.peer_id).collect(),
+        ));
+        event_loop.watch_contacts(watched);
         // The metrics address is bound before anything else starts, so a port in use fails the
         // start with a clear error instead of leaving a node without the metrics it was asked for.
         let metrics = match config.metrics {
@@ -112,8 +118,10 @@ impl RunningNode {
             clock: clock.clone(),
             groups: groups.clone(),
             outbox_wake: outbox_wake.clone(),
+            quota_log: Default::default(),
         });
         let contacts = Contacts {
+            peers: Arc::new(contact_peers),
             store: store.clone(),
             keys: keys.clone(),
             conversations: conversations.clone(),
@@ -132,7 +140,12 @@ impl RunningNode {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(event_loop.run(shutdown_rx.clone()));
-        tasks.spawn(inbox.clone().run(channels.inbound, swarm.clone(), shutdown_rx.clone()));
+        tasks.spawn(inbox.clone().run(
+            channels.inbound,
+            channels.inbound_contacts,
+            swarm.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(outbox.clone().run(shutdown_rx.clone()));
         tasks.spawn(
             Bookkeeping {
@@ -149,6 +162,9 @@ impl RunningNode {
         tasks.spawn(upkeep(store.clone(), workers.clone(), shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_replica(channels.mailbox_requests, shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_fetch(inbox.clone(), fetch_wake, shutdown_rx.clone()));
+        tasks.spawn(
+            mailboxes.clone().run_handover(config.mailbox_handover_interval, shutdown_rx.clone()),
+        );
         let mut metrics_address = None;
         if let Some((listener, registry)) = metrics {
             let address =
