@@ -176,6 +176,23 @@ impl Conversations {
         Ok(FirstState { state: conversation.to_bytes()?, key_ids: conversation.receive_key_ids() })
     }
 
+    /// Starts a conversation with a peer who is not a contact (a fellow member of a group) from
+    /// their certificate, unless one exists: our first envelope to them is then a proper first
+    /// contact. Stored at once, never over an existing state; if the peer's conversation is in
+    /// use, it exists, and nothing is done.
+    pub(crate) fn start(&self, peer: &PeerId, certificate: DeviceCertificate) -> Result<()> {
+        let lock = self.lock_of(peer);
+        if let Ok(_guard) = lock.try_lock()
+            && !self.has(peer)?
+        {
+            let first = self.first_state(certificate)?;
+            let write =
+                ConversationWrite { peer, state: &first.state, key_ids: Some(&first.key_ids) };
+            self.0.store.save_first_conversation(&write, self.0.clock.now_ms())?;
+        }
+        Ok(())
+    }
+
     /// Whether the next envelope to the peer would be a first contact that lacks the peer's
     /// signed prekey. Only a hint, so a plain read is enough: no lock and no worker, which keeps
     /// an established conversation (the common case) at one look per message.

@@ -53,6 +53,12 @@ pub enum Error {
         "no message of yours has the id {0:?} (ids are the 32 hex digits `kolokol send` printed; see `kolokol outbox`)"
     )]
     UnknownMessage(String),
+    /// No group has that name or id (the text says which, and how to name it).
+    #[error("{0}")]
+    UnknownGroup(String),
+    /// A group change or text is not allowed (not an admin, not a member, already a member).
+    #[error("{0}")]
+    GroupRefused(String),
     /// A contact with that name or peer already exists.
     #[error("{0}")]
     ContactExists(String),

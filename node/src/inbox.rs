@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::conversations::{Conversations, Held};
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::groups::Groups;
 use crate::ids::receipt_id;
 use crate::keys::Keys;
 use crate::quota::{LogLimit, Quota};
@@ -97,6 +98,8 @@ pub(crate) struct InboxParts {
     pub(crate) events: Events,
     pub(crate) workers: Workers,
     pub(crate) clock: Clock,
+    /// Where group messages go.
+    pub(crate) groups: Groups,
     /// Wakes the outbox: a receipt was queued.
     pub(crate) outbox_wake: Arc<Notify>,
     /// One log line per window for refusals past the stranger quotas.
@@ -354,6 +357,7 @@ impl Inbox {
             self.0.clock.now_ms().saturating_sub(STRANGER_CONVERSATIONS.window.as_millis() as u64);
         if !self.0.conversations.has(&sender)?
             && self.0.store.contact_by_peer(&sender)?.is_none()
+            && !self.0.store.is_group_member(&sender)?
             && self.0.store.stranger_conversations(since)?
                 >= u64::from(STRANGER_CONVERSATIONS.limit)
         {
@@ -448,6 +452,22 @@ impl Inbox {
                     self.0.events.send(Event::Message(event_view(InboxRow { contact, ..row })));
                 }
             }
+            Body::Group(message) => {
+                let ack = self.0.groups.accept(
+                    sender,
+                    device_key,
+                    content.id,
+                    content.sent_at_ms,
+                    message,
+                    arrival,
+                    held,
+                )?;
+                return Ok(match ack {
+                    Ack::Accepted => Received::Accepted,
+                    Ack::Rejected => Received::Rejected,
+                    Ack::Busy => Received::Busy,
+                });
+            }
             Body::Receipt { of } => self.delivered(&of, &sender, now)?,
             Body::Receipts { of } => {
                 for id in &of {
@@ -455,9 +475,10 @@ impl Inbox {
                 }
             }
             Body::Chunk { index, count, body_len, data } => {
-                // Long messages are for contacts: a stranger's first messages fit one envelope,
-                // so nobody we never added can make us keep megabytes of halves or of text.
-                if store.contact_by_peer(&sender)?.is_none() {
+                // Long messages are for contacts and fellow group members: a stranger's first
+                // messages fit one envelope, so nobody we never added (or were added to a group
+                // with) can make us keep megabytes of halves or of text.
+                if store.contact_by_peer(&sender)?.is_none() && !store.is_group_member(&sender)? {
                     tracing::info!(%sender, "refused a chunk from a peer who is not a contact");
                     return Ok(Received::Rejected);
                 }
@@ -511,7 +532,7 @@ impl Inbox {
                     if store.outgoing_text_peer(&id)? == Some(sender)
                         && store.set_state(&id, MessageState::Read, None, now)?
                     {
-                        self.0.events.state(&id, &sender, MessageState::Read, None, now);
+                        self.0.events.receipted(&id, &sender, MessageState::Read, now);
                     }
                 }
             }
@@ -524,7 +545,7 @@ impl Inbox {
         if self.0.store.outgoing_text_peer(of)?.as_ref() == Some(sender)
             && self.0.store.set_state(of, MessageState::Delivered, None, now)?
         {
-            self.0.events.state(of, sender, MessageState::Delivered, None, now);
+            self.0.events.receipted(of, sender, MessageState::Delivered, now);
         }
         Ok(())
     }

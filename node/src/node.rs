@@ -22,6 +22,7 @@ use crate::contacts::Contacts;
 use crate::doctor::{Doctor, count};
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::groups::Groups;
 use crate::ids::new_message_id;
 use crate::inbox::{Inbox, inbox_view};
 use crate::keys::Keys;
@@ -46,6 +47,7 @@ pub(crate) struct Parts {
     pub(crate) swarm: swarm::Client,
     pub(crate) events: Events,
     pub(crate) contacts: Contacts,
+    pub(crate) groups: Groups,
     pub(crate) outbox: Outbox,
     pub(crate) outbox_wake: Arc<Notify>,
     pub(crate) inbox: Inbox,
@@ -195,9 +197,84 @@ impl Node {
 
     /// Sends a text to a contact: commits it to the outbox, then makes the first delivery
     /// attempt. Returns when that attempt has an answer; if it failed, the outbox keeps trying.
+    /// A name that is no contact's but a group's sends to the group ([`Node::group_send`]),
+    /// summed up as one state: `delivered` once every member's node has it, `stored` once the
+    /// others' copies wait in their mailboxes, `failed` if every member refused it.
     pub async fn send(&self, to: &str, text: &str) -> Result<control::SendResult> {
-        let contact = self.0.contacts.get(to)?;
+        let contact = match self.0.contacts.get(to) {
+            Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
+                Ok(_) => return self.group_send(to, text).await.map(group_send_summary),
+                Err(_) => return Err(Error::UnknownContact(name)),
+            },
+            other => other?,
+        };
         self.0.outbox.send(contact, text).await
+    }
+
+    /// Creates a private group with this node as its only member and admin.
+    pub async fn group_create(
+        &self,
+        name: &str,
+        as_name: Option<&str>,
+    ) -> Result<control::GroupInfo> {
+        self.0.groups.create(name, as_name).await
+    }
+
+    /// Every group this node knows.
+    pub fn groups(&self) -> Result<Vec<control::GroupInfo>> {
+        self.0.groups.list()
+    }
+
+    /// Adds members to a group (by an admin): contacts by name, others by invite code.
+    pub async fn group_invite(
+        &self,
+        group: &str,
+        members: &[String],
+        name: Option<&str>,
+        admin: bool,
+    ) -> Result<control::GroupInfo> {
+        self.0.groups.invite(group, members, name, admin).await
+    }
+
+    /// Removes a member from a group (by an admin).
+    pub async fn group_remove(&self, group: &str, member: &str) -> Result<control::GroupInfo> {
+        self.0.groups.remove(group, member).await
+    }
+
+    /// Leaves a group.
+    pub async fn group_leave(&self, group: &str) -> Result<control::GroupInfo> {
+        self.0.groups.leave(group).await
+    }
+
+    /// Renames a group (by an admin).
+    pub async fn group_rename(&self, group: &str, name: &str) -> Result<control::GroupInfo> {
+        self.0.groups.rename(group, name).await
+    }
+
+    /// A group's members.
+    pub fn group_members(&self, group: &str) -> Result<control::GroupMembers> {
+        self.0.groups.members(group)
+    }
+
+    /// Writes a text to a group: one copy per member, each through its own conversation;
+    /// returns once every copy had its first attempt.
+    pub async fn group_send(&self, group: &str, text: &str) -> Result<control::GroupSendResult> {
+        self.0.groups.send(group, text).await
+    }
+
+    /// A group's newest `limit` texts as a conversation, each with its writer's name.
+    pub fn group_messages(&self, group: &str, limit: u32) -> Result<control::GroupChat> {
+        self.0.groups.messages(group, limit)
+    }
+
+    /// Marks a group's texts read (members are not told).
+    pub fn group_read(&self, group: &str) -> Result<control::GroupReadResult> {
+        self.0.groups.read(group)
+    }
+
+    /// The newest `limit` texts of every group, oldest first.
+    pub fn group_inbox(&self, limit: u32) -> Result<Vec<control::GroupText>> {
+        self.0.groups.inbox(limit)
     }
 
     /// The newest `limit` received messages, oldest first.
@@ -313,4 +390,31 @@ impl Node {
     pub async fn import_peers(&self, text: &str) -> Result<control::ImportResult> {
         self.0.peers.import(text).await
     }
+}
+
+/// A group send as the one state `send` answers with.
+fn group_send_summary(r: control::GroupSendResult) -> control::SendResult {
+    let state = if r.delivered == r.recipients {
+        MessageState::Delivered
+    } else if r.failed == r.recipients {
+        MessageState::Failed
+    } else if r.queued == 0 && r.failed == 0 {
+        MessageState::Stored
+    } else {
+        MessageState::Queued
+    };
+    let detail = (r.delivered != r.recipients).then(|| {
+        let mut parts = vec![format!("delivered to {} of {} members", r.delivered, r.recipients)];
+        if r.stored > 0 {
+            parts.push(format!("{} stored in their mailboxes", r.stored));
+        }
+        if r.failed > 0 {
+            parts.push(format!("{} refused it", r.failed));
+        }
+        if let Some(why) = r.detail {
+            parts.push(why);
+        }
+        parts.join("; ")
+    });
+    control::SendResult { id: r.id, state, detail }
 }

@@ -194,6 +194,39 @@ impl Outbox {
         Ok(control::SendResult { id: format_id(&row.id), state, detail })
     }
 
+    /// Makes the first attempts of rows already committed (and claimed) by their owner, at
+    /// most `in_flight` at once, and returns the state each is left in, in order: how a group
+    /// message reaches its members, each copy in its own conversation.
+    pub(crate) async fn attempt_all(
+        &self,
+        rows: Vec<OutboxRow>,
+        in_flight: usize,
+    ) -> Vec<(MessageState, Option<String>)> {
+        let slots = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
+        let mut attempts = JoinSet::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            let (outbox, slots) = (self.clone(), slots.clone());
+            attempts.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                (i, outbox.attempt(&row).await)
+            });
+        }
+        let mut results = vec![(MessageState::Queued, None); attempts.len()];
+        while let Some(done) = attempts.join_next().await {
+            if let Ok((i, result)) = done
+                && let Some(slot) = results.get_mut(i)
+            {
+                *slot = result;
+            }
+        }
+        results
+    }
+
+    /// Wakes the retry loop: something was queued due now.
+    pub(crate) fn wake(&self) {
+        self.0.wake.notify_one();
+    }
+
     /// Makes everything waiting for `peer` due now (it just connected); returns how many.
     pub(crate) fn wake_peer(&self, peer: &PeerId) -> Result<usize> {
         let woken = self.0.store.wake_peer(peer, self.0.clock.now_ms())?;
@@ -312,7 +345,9 @@ impl Outbox {
         now: u64,
     ) -> ((MessageState, Option<String>), Result<()>) {
         let states: &[MessageState] = match row.body {
-            OutboxBody::Text(_) => &[MessageState::Sent, MessageState::Delivered],
+            OutboxBody::Text(_) | OutboxBody::Group(_) => {
+                &[MessageState::Sent, MessageState::Delivered]
+            }
             OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
         };
         let recorded = self.0.store.set_states(&row.id, states, None, now).map(|entered| {
@@ -381,6 +416,9 @@ impl Outbox {
                 OutboxBody::Text(t) => Body::Text(t.clone()),
                 OutboxBody::Receipt(of) => Body::Receipt { of: *of },
                 OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
+                OutboxBody::Group(message) => crate::groups::body(message).map_err(|e| {
+                    DeliveryFailure { reason: format!("cannot seal: {e}"), permanent: true }
+                })?,
             },
         };
         self.seal_content(&row.peer_id, row.device_key, content).await

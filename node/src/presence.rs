@@ -190,6 +190,19 @@ impl Presence {
         (new, record.body.prekey)
     }
 
+    /// Remembers addresses for a peer who is not a contact (from an invite code that added
+    /// them to a group), until a lookup finds fresher ones.
+    pub(crate) fn remember(&self, peer: &PeerId, addresses: Vec<Multiaddr>) {
+        if addresses.is_empty() {
+            return;
+        }
+        let mut others = self.0.stranger_addresses.lock().unwrap_or_else(|p| p.into_inner());
+        if others.len() >= MAX_TRACKED_LOOKUPS {
+            others.clear();
+        }
+        others.insert(*peer, addresses);
+    }
+
     /// The addresses we know for a peer: a contact's stored ones, else those last resolved.
     pub(crate) fn known_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
         match self.0.store.contact_by_peer(peer) {

@@ -20,6 +20,7 @@ use crate::conversations::Conversations;
 use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::groups::{Groups, GroupsParts};
 use crate::inbox::{Inbox, InboxParts};
 use crate::keys::Keys;
 use crate::mailbox::Mailboxes;
@@ -87,16 +88,6 @@ impl RunningNode {
             workers.clone(),
             clock.clone(),
         );
-        let inbox = Inbox::new(InboxParts {
-            conversations: conversations.clone(),
-            store: store.clone(),
-            keys: keys.clone(),
-            events: events.clone(),
-            workers: workers.clone(),
-            clock: clock.clone(),
-            outbox_wake: outbox_wake.clone(),
-            quota_log: Default::default(),
-        });
         let mailboxes = Mailboxes::new(swarm.clone(), store.clone(), keys.clone(), clock.clone());
         let outbox = Outbox::new(OutboxParts {
             conversations: conversations.clone(),
@@ -108,6 +99,26 @@ impl RunningNode {
             clock: clock.clone(),
             wake: outbox_wake.clone(),
             in_flight: Default::default(),
+        });
+        let groups = Groups::new(GroupsParts {
+            store: store.clone(),
+            keys: keys.clone(),
+            conversations: conversations.clone(),
+            outbox: outbox.clone(),
+            presence: presence.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+        });
+        let inbox = Inbox::new(InboxParts {
+            conversations: conversations.clone(),
+            store: store.clone(),
+            keys: keys.clone(),
+            events: events.clone(),
+            workers: workers.clone(),
+            clock: clock.clone(),
+            groups: groups.clone(),
+            outbox_wake: outbox_wake.clone(),
+            quota_log: Default::default(),
         });
         let contacts = Contacts {
             peers: Arc::new(contact_peers),
@@ -169,6 +180,7 @@ impl RunningNode {
             swarm,
             events,
             contacts,
+            groups,
             outbox,
             outbox_wake,
             inbox,

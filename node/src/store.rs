@@ -11,6 +11,7 @@
 mod chunks;
 mod contacts;
 mod conversations;
+mod groups;
 mod inbox;
 mod mailbox;
 mod outbox;
@@ -29,6 +30,10 @@ use crate::error::{Error, Result};
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
 pub use conversations::ConversationWrite;
+pub use groups::{
+    GroupMemberRow, GroupRow, GroupStatus, GroupTextRow, GroupUpdate, MAX_GROUPS,
+    MAX_PENDING_GROUPS, MAX_PENDING_TEXTS,
+};
 pub use inbox::InboxRow;
 pub use mailbox::{HandedItem, HeldItem, MailboxDeposit, MailboxItem, MailboxQuotas};
 pub use outbox::{

@@ -305,6 +305,15 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// A client with no swarm behind it, for unit tests of rooms that never reach the network:
+    /// every command fails with `ShuttingDown`.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        let (commands, _) = mpsc::channel(1);
+        let (_, status) = watch::channel(NetStatus::default());
+        Self { commands, status }
+    }
+
     /// Sends a command that carries a reply channel, and waits for the reply.
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (reply, answer) = oneshot::channel();

@@ -71,6 +71,10 @@ pub enum Body {
         /// The ids of the acknowledged messages.
         of: Vec<MessageId>,
     },
+    /// A message of a private group (a text, membership changes, or a request for changes),
+    /// sent to each member in their own envelope (see [`crate::group`]). Appended after
+    /// `Receipts`; valid only within the bounds of [`crate::group::GroupMessage::is_valid`].
+    Group(crate::group::GroupMessage),
 }
 
 impl Body {
@@ -84,6 +88,7 @@ impl Body {
             Body::Chunk { index, count, body_len, data } => {
                 crate::chunk::check(*index, *count, *body_len, data).is_ok()
             }
+            Body::Group(message) => message.is_valid(),
             Body::Text(_) | Body::Receipt { .. } => true,
         }
     }

@@ -17,6 +17,8 @@ mod control_socket;
 #[cfg(test)]
 mod discovery;
 #[cfg(test)]
+mod groups;
+#[cfg(test)]
 mod hole_punch;
 #[cfg(test)]
 mod key_schedule;

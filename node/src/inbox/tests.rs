@@ -12,11 +12,15 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::conversations::Conversations;
 use crate::events::Events;
+use crate::groups::{Groups, GroupsParts};
 use crate::inbox::{
     Arrival, Inbox, InboxParts, Received, STRANGER_MESSAGES, STRANGER_MESSAGES_PER_SENDER,
     STRANGER_WINDOW,
 };
 use crate::keys::Keys;
+use crate::mailbox::Mailboxes;
+use crate::outbox::{Outbox, OutboxParts};
+use crate::presence::Presence;
 use crate::store::{ContactRow, Store};
 use crate::workers::Workers;
 
@@ -36,19 +40,44 @@ fn setup() -> Setup {
     let keys =
         Keys::new(Identity::from_secrets([1; 32], [2; 32]), store.clone(), clock.clone()).unwrap();
     let workers = Workers::per_core();
+    let conversations =
+        Conversations::new(store.clone(), keys.clone(), workers.clone(), clock.clone());
+    let events = Events::new(store.clone());
+    // The groups room, which the inbox hands group messages to; these tests send none, so its
+    // outbox never reaches a network.
+    let swarm = crate::swarm::Client::detached();
+    let presence =
+        Presence::new(swarm.clone(), store.clone(), keys.clone(), workers.clone(), clock.clone());
+    let outbox_wake = Arc::new(Notify::new());
+    let outbox = Outbox::new(OutboxParts {
+        conversations: conversations.clone(),
+        presence: presence.clone(),
+        mailboxes: Mailboxes::new(swarm.clone(), store.clone(), keys.clone(), clock.clone()),
+        swarm,
+        store: store.clone(),
+        events: events.clone(),
+        clock: clock.clone(),
+        wake: outbox_wake.clone(),
+        in_flight: Default::default(),
+    });
+    let groups = Groups::new(GroupsParts {
+        store: store.clone(),
+        keys: keys.clone(),
+        conversations: conversations.clone(),
+        outbox,
+        presence,
+        events: events.clone(),
+        clock: clock.clone(),
+    });
     let inbox = Inbox::new(InboxParts {
-        conversations: Conversations::new(
-            store.clone(),
-            keys.clone(),
-            workers.clone(),
-            clock.clone(),
-        ),
+        conversations,
         store: store.clone(),
         keys,
-        events: Events::new(store.clone()),
+        events,
         workers,
         clock: clock.clone(),
-        outbox_wake: Arc::new(Notify::new()),
+        groups,
+        outbox_wake,
         quota_log: Default::default(),
     });
     Setup { _dir: dir, store, clock, me, inbox }

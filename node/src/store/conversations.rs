@@ -42,6 +42,18 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Stores a conversation's first state, in its own transaction, unless the peer has one.
+    pub fn save_first_conversation(
+        &self,
+        write: &ConversationWrite<'_>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        Self::write_first_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Writes a conversation state inside the caller's transaction if there is none for the peer
     /// yet: a state that exists is newer than a fresh one.
     pub(super) fn write_first_conversation(
@@ -116,13 +128,14 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    /// How many conversations with peers who are not contacts were active (stored) after
-    /// `since_ms`.
+    /// How many conversations with peers who are neither contacts nor members of a group we
+    /// know were active (stored) after `since_ms`.
     pub fn stranger_conversations(&self, since_ms: u64) -> Result<u64> {
         self.conn()
             .row(
                 "SELECT COUNT(*) FROM conversations
-                 WHERE updated_at_ms > ?1 AND peer_id NOT IN (SELECT peer_id FROM contacts)",
+                 WHERE updated_at_ms > ?1 AND peer_id NOT IN (SELECT peer_id FROM contacts)
+                   AND peer_id NOT IN (SELECT peer_id FROM group_members)",
                 [since_ms as i64],
                 |r| r.get::<_, i64>(0),
             )

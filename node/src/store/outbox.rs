@@ -18,6 +18,7 @@ pub const OUTBOX_BATCH: usize = 64;
 pub fn attempt_envelopes(body: &OutboxBody) -> u64 {
     match body {
         OutboxBody::Text(t) => 1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN) as u64,
+        OutboxBody::Group(m) => 1 + (m.len() / kolokol_protocol::chunk::CHUNK_LEN) as u64,
         OutboxBody::Receipt(_) | OutboxBody::Read(_) => 1,
     }
 }
@@ -32,6 +33,11 @@ pub enum OutboxBody {
     /// A read receipt for the received messages with these ids, all from the row's peer; at
     /// most [`kolokol_protocol::message::MAX_READ_IDS`] of them.
     Read(Vec<[u8; 16]>),
+    /// One member's copy of a group message (a text, changes, a request): the encoded
+    /// `kolokol_protocol::group::GroupMessage`, sealed as `Body::Group`. Stored as kind
+    /// `receipt` with the `group_body` column, so lists and counts of the user's one-to-one
+    /// texts leave it out; the room `groups` shows it.
+    Group(Vec<u8>),
 }
 
 /// An outgoing item waiting for (or past) delivery.
@@ -143,19 +149,23 @@ impl Store {
     ) -> rusqlite::Result<()> {
         let read_of: Option<Vec<u8>> = match &row.body {
             OutboxBody::Read(ids) => Some(ids.concat()),
-            OutboxBody::Text(_) | OutboxBody::Receipt(_) => None,
+            OutboxBody::Text(_) | OutboxBody::Receipt(_) | OutboxBody::Group(_) => None,
+        };
+        let group_body: Option<&[u8]> = match &row.body {
+            OutboxBody::Group(m) => Some(m),
+            _ => None,
         };
         let (kind, text, receipt_of) = match &row.body {
             OutboxBody::Text(t) => ("text", Some(t.as_str()), None),
             OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
-            OutboxBody::Read(_) => ("receipt", None, None),
+            OutboxBody::Read(_) | OutboxBody::Group(_) => ("receipt", None, None),
         };
         // A row whose id is already there is left as it is: a receipt's id is derived from the
         // message it answers, so a message fetched again queues no second receipt.
         let inserted = tx.exec(
             "INSERT OR IGNORE INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
-                                 created_at_ms, attempts, next_attempt_ms, read_of)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
+                                 created_at_ms, attempts, next_attempt_ms, read_of, group_body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)",
             params![
                 row.id.as_slice(),
                 row.peer_id.to_string(),
@@ -166,7 +176,8 @@ impl Store {
                 MessageState::Queued.as_str(),
                 row.created_at_ms as i64,
                 next_attempt_ms as i64,
-                read_of
+                read_of,
+                group_body
             ],
         )?;
         if inserted > 0 {
@@ -299,7 +310,7 @@ impl Store {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts,
-                            read_of
+                            read_of, group_body
                      FROM outbox WHERE state IN ('queued', 'stored') AND next_attempt_ms <= ?1
                      ORDER BY created_at_ms, rowid LIMIT ?2",
                 )
@@ -310,7 +321,10 @@ impl Store {
                     let key: Vec<u8> = r.get(2)?;
                     let kind: String = r.get(3)?;
                     let read_of: Option<Vec<u8>> = r.get(8)?;
-                    let body = if let Some(ids) = read_of {
+                    let group_body: Option<Vec<u8>> = r.get(9)?;
+                    let body = if let Some(message) = group_body {
+                        OutboxBody::Group(message)
+                    } else if let Some(ids) = read_of {
                         OutboxBody::Read(
                             ids.chunks_exact(16)
                                 .map(|id| id.try_into().unwrap_or([0; 16]))
@@ -394,11 +408,12 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    /// The outbox item's recipient peer id, if the id names one of our text messages.
+    /// The outbox item's recipient peer id, if the id names one of our text messages or a
+    /// member's copy of one of our group messages (both are receipted).
     pub fn outgoing_text_peer(&self, id: &[u8; 16]) -> Result<Option<PeerId>> {
         self.conn()
             .row(
-                "SELECT peer_id FROM outbox WHERE id = ?1 AND kind = 'text'",
+                "SELECT peer_id FROM outbox WHERE id = ?1 AND (kind = 'text' OR group_body IS NOT NULL)",
                 [id.as_slice()],
                 |r| peer_column(r, 0),
             )

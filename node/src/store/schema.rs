@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 /// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
@@ -19,7 +19,7 @@ pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
 
 /// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
 const STEPS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
+    [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE contacts (
@@ -143,4 +143,73 @@ CREATE TABLE chunks (
     received_at_ms  INTEGER NOT NULL,
     PRIMARY KEY (peer_id, id, idx)
 );
+";
+
+/// Version 8: private groups (`store/groups.rs`). A group's signed changes are kept as they
+/// came (`group_ops`); its name, our status and its members are what they resolve to, rewritten
+/// whenever they change, and `group_people` keeps the last name each member was listed under,
+/// so texts of members who have gone still show a name. Our group messages travel as outbox rows of kind `receipt` (the kind
+/// check of version 1 cannot change without rebuilding the table) whose `group_body` holds the
+/// encoded group message, and `group_copies` says which member and which text each row is for.
+const SCHEMA_V8: &str = "
+CREATE TABLE groups (
+    group_id      BLOB PRIMARY KEY,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    invited_by    TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    next_seq      INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE group_ops (
+    group_id       BLOB NOT NULL,
+    op_id          BLOB NOT NULL,
+    op             BLOB NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, op_id)
+);
+CREATE TABLE group_members (
+    group_id   BLOB NOT NULL,
+    peer_id    TEXT NOT NULL,
+    device_key BLOB NOT NULL,
+    name       TEXT NOT NULL,
+    admin      INTEGER NOT NULL,
+    PRIMARY KEY (group_id, peer_id)
+);
+CREATE INDEX group_members_peer ON group_members (peer_id);
+CREATE TABLE group_people (
+    group_id BLOB NOT NULL,
+    peer_id  TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    PRIMARY KEY (group_id, peer_id)
+);
+CREATE TABLE group_messages (
+    group_id       BLOB NOT NULL,
+    sender         TEXT NOT NULL,
+    id             BLOB NOT NULL,
+    seq            INTEGER NOT NULL,
+    text           TEXT NOT NULL,
+    sent_at_ms     INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    read_at_ms     INTEGER,
+    PRIMARY KEY (group_id, sender, id)
+);
+CREATE TABLE group_pending (
+    group_id       BLOB NOT NULL,
+    sender         TEXT NOT NULL,
+    id             BLOB NOT NULL,
+    seq            INTEGER NOT NULL,
+    text           TEXT NOT NULL,
+    sent_at_ms     INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, sender, id)
+);
+CREATE TABLE group_copies (
+    row_id   BLOB PRIMARY KEY,
+    group_id BLOB NOT NULL,
+    message  BLOB NOT NULL,
+    member   TEXT NOT NULL
+);
+CREATE INDEX group_copies_message ON group_copies (group_id, message);
+ALTER TABLE outbox ADD COLUMN group_body BLOB;
 ";
