@@ -42,24 +42,42 @@ impl Store {
     pub fn save_conversation(&self, write: &ConversationWrite<'_>, now_ms: u64) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        Self::write_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))
+        let erased = Self::write_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        self.wrote_conversation(erased);
+        Ok(())
+    }
+
+    /// After a transaction with a conversation write committed: if it deleted a receive key,
+    /// the log's copies of it wait for the next checkpoint.
+    pub(super) fn wrote_conversation(&self, erased: bool) {
+        if erased {
+            self.deleted_keys();
+        }
     }
 
     /// Writes a conversation state inside the caller's transaction, so it commits together with
-    /// what was sealed or opened with it (an outbox row, an inbox row).
+    /// what was sealed or opened with it (an outbox row, an inbox row). Returns whether a
+    /// receive key was deleted (an id left the index): the caller then calls
+    /// [`Store::wrote_conversation`] once the transaction committed.
     pub(super) fn write_conversation(
         tx: &rusqlite::Transaction<'_>,
         write: &ConversationWrite<'_>,
         now_ms: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<bool> {
         let peer = write.peer.to_string();
         tx.exec(
             "INSERT INTO conversations (peer_id, state, updated_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
             params![peer, write.state, now_ms as i64],
         )?;
-        let Some(key_ids) = write.key_ids else { return Ok(()) };
+        let Some(key_ids) = write.key_ids else { return Ok(false) };
+        let before: Vec<Vec<u8>> = {
+            let mut stmt =
+                tx.prepare_cached("SELECT key_id FROM receive_keys WHERE peer_id = ?1")?;
+            stmt.query_map([&peer], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        let erased = before.iter().any(|old| !key_ids.iter().any(|id| id.as_slice() == old));
         tx.exec("DELETE FROM receive_keys WHERE peer_id = ?1", [&peer])?;
         for id in key_ids {
             tx.exec(
@@ -67,7 +85,7 @@ impl Store {
                 params![id.as_slice(), peer],
             )?;
         }
-        Ok(())
+        Ok(erased)
     }
 
     /// The peer one of our receive keys was given to.

@@ -130,10 +130,15 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         Self::insert_outbox(&tx, row, next_attempt_ms).map_err(|e| self.err(e))?;
-        if let Some(write) = conversation {
-            Self::write_conversation(&tx, write, row.created_at_ms).map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
+        let erased = match conversation {
+            Some(write) => {
+                Self::write_conversation(&tx, write, row.created_at_ms).map_err(|e| self.err(e))?
+            }
+            None => false,
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        self.wrote_conversation(erased);
+        Ok(())
     }
 
     pub(super) fn insert_outbox(

@@ -64,10 +64,18 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Deletes prekeys (secrets included) that expired before `before`; returns how many.
+    /// Deletes prekeys (secrets included) that expired before `before`, and erases them from
+    /// the write-ahead log at once (a truncating checkpoint: this happens about weekly);
+    /// returns how many.
     pub fn delete_prekeys_expired_before(&self, before: u64) -> Result<usize> {
-        self.conn()
+        let deleted = self
+            .conn()
             .exec("DELETE FROM prekeys WHERE expires_at < ?1", [before as i64])
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        if deleted > 0 {
+            self.deleted_keys();
+            self.checkpoint()?;
+        }
+        Ok(deleted)
     }
 }
