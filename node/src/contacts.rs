@@ -27,7 +27,8 @@ impl Contacts {
     /// Adds a contact from their invite code and starts the conversation with them.
     pub(crate) fn add(&self, name: &str, invite_text: &str) -> Result<control::Contact> {
         check_name(name)?;
-        let (invite, peer) = Invite::from_text(invite_text, self.clock.now_secs())?;
+        let (invite, invite_keys, peer) =
+            Invite::from_text_with_keys(invite_text, self.clock.now_secs())?;
         if peer == self.keys.peer_id() {
             return Err(Error::ContactExists("that invite is your own".into()));
         }
@@ -48,9 +49,11 @@ impl Contacts {
             device_key: invite.certificate.device_key,
             addresses,
             added_at_ms: self.clock.now_ms(),
+            invite: Some(crate::store::without_whitespace(invite_text)),
+            rekeyed: None,
         };
         self.store.add_contact(&row)?;
-        self.conversations.start(&peer, invite.certificate)?;
+        self.conversations.start(&peer, &invite, invite_keys.as_ref())?;
         Ok(contact_view(row))
     }
 

@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kolokol_protocol::conversation::{Conversation, Randomness};
+use kolokol_protocol::conversation::{Conversation, Own, Randomness};
 use kolokol_protocol::envelope;
-use kolokol_protocol::identity::DeviceCertificate;
+use kolokol_protocol::invite::{Invite, InviteKeys};
 use kolokol_protocol::message::Content;
-use kolokol_protocol::prekey::SignedPrekey;
+use kolokol_protocol::prekey::{HybridPrekey, SignedPrekey};
 use libp2p::PeerId;
 use rand::RngCore;
 
@@ -167,16 +167,22 @@ impl Conversations {
         Ok(self.0.store.conversation(peer)?.is_some())
     }
 
-    /// Starts the conversation with a new contact from their invite's certificate, unless one
-    /// exists already (the peer wrote first, and it holds their receive key). Creating it
-    /// involves no key work, so it runs here rather than on a worker; if the peer's conversation
-    /// is busy, it is busy because it exists.
-    pub(crate) fn start(&self, peer: &PeerId, certificate: DeviceCertificate) -> Result<()> {
+    /// Starts the conversation with a new contact from their invite (its certificate, and for a
+    /// version 2 invite the hybrid prekey and mailbox address that make it a format 4
+    /// conversation), unless one exists already (the peer wrote first, and it holds their
+    /// receive key). Creating it involves no key work, so it runs here rather than on a worker;
+    /// if the peer's conversation is busy, it is busy because it exists.
+    pub(crate) fn start(
+        &self,
+        peer: &PeerId,
+        invite: &Invite,
+        keys: Option<&InviteKeys>,
+    ) -> Result<()> {
         let lock = self.lock_of(peer);
         if let Ok(_guard) = lock.try_lock()
             && !self.has(peer)?
         {
-            let conversation = Conversation::new(certificate, self.0.clock.now_secs())?;
+            let conversation = Conversation::from_invite(invite, keys, self.0.clock.now_secs())?;
             let bytes = conversation.to_bytes()?;
             let key_ids = conversation.receive_key_ids();
             let write = ConversationWrite { peer, state: &bytes, key_ids: Some(&key_ids) };
@@ -209,29 +215,38 @@ impl Conversations {
         peer: &PeerId,
         device_key: [u8; 32],
         contents: Vec<Content>,
-        prekey: Option<SignedPrekey>,
+        prekeys: PeerPrekeys,
     ) -> Outcome<Held<Vec<Vec<u8>>>> {
         let keys = self.0.keys.clone();
         let now = self.0.clock.now_secs();
+        // Our own hybrid prekey and mailbox address ride in every format 4 first contact, so
+        // the peer can re-key and deposit to us without a lookup.
+        let own_prekey = keys.hybrid_prekey()?;
         self.hold(peer, move |conversation| {
             let certificate = keys.certificate();
-            if let (Some(c), Some(p)) = (conversation.as_mut(), prekey)
+            if let (Some(c), Some(p)) = (conversation.as_mut(), prekeys.signed)
                 && let Err(e) = c.set_peer_prekey(p, now)
             {
                 tracing::debug!(%e, "ignored a signed prekey");
             }
+            if let (Some(c), Some(p)) = (conversation.as_mut(), prekeys.hybrid)
+                && let Err(e) = c.set_peer_hybrid_prekey(p, now)
+            {
+                tracing::debug!(%e, "ignored a hybrid prekey");
+            }
+            let mailbox = keys.mailbox_address();
+            let own = Own {
+                device: keys.identity().device(),
+                certificate: &certificate,
+                prekey: own_prekey.as_ref(),
+                mailbox: Some(&mailbox),
+            };
             let mut envelopes = Vec::with_capacity(contents.len());
             for content in &contents {
                 let mut random = [0u8; Randomness::LEN];
                 rand::rngs::OsRng.fill_bytes(&mut random);
                 envelopes.push(match conversation.as_mut() {
-                    Some(c) => c.seal(
-                        keys.identity().device(),
-                        &certificate,
-                        content,
-                        Randomness::from_bytes(random),
-                        now,
-                    )?,
+                    Some(c) => c.seal_with(&own, content, Randomness::from_bytes(random), now)?,
                     None => {
                         let mut ephemeral = [0u8; 32];
                         ephemeral.copy_from_slice(&random[..32]);
@@ -249,6 +264,42 @@ impl Conversations {
             Ok(envelopes)
         })
         .await
+    }
+
+    /// Whether the conversation with the peer is a format 4 one (we hold its hybrid prekey and
+    /// mailbox address). A plain read, as [`Conversations::wants_prekey`].
+    pub(crate) fn is_format_4(&self, peer: &PeerId) -> bool {
+        let format_4 =
+            |c: &Conversation| c.peer_hybrid_prekey().is_some() && c.peer_mailbox().is_some();
+        if let Some(c) = self.cache().get(peer) {
+            return format_4(&c.conversation);
+        }
+        match self.0.store.conversation(peer) {
+            Ok(Some(bytes)) => Conversation::from_bytes(&bytes).is_ok_and(|c| format_4(&c)),
+            _ => false,
+        }
+    }
+
+    /// When the next envelope to the peer would be a format 4 first contact and the only hybrid
+    /// prekey we hold for it has expired, its expiry (Unix seconds): sealing must wait for a
+    /// current one (from the peer's presence record, or its next envelope), since a format 4
+    /// conversation never falls back to the long-term device key. A plain read, as
+    /// [`Conversations::wants_prekey`].
+    pub(crate) fn stale_prekey(&self, peer: &PeerId) -> Option<u64> {
+        let now = self.0.clock.now_secs();
+        let stale = |c: &Conversation| {
+            (!c.has_peer_receive_key() && c.peer_mailbox().is_some())
+                .then(|| c.peer_hybrid_prekey().map(|p| p.expires_at))
+                .flatten()
+                .filter(|expires_at| *expires_at < now)
+        };
+        if let Some(c) = self.cache().get(peer) {
+            return stale(&c.conversation);
+        }
+        match self.0.store.conversation(peer) {
+            Ok(Some(bytes)) => Conversation::from_bytes(&bytes).ok().as_ref().and_then(stale),
+            _ => None,
+        }
     }
 
     /// Forgets the peer's prekey if the next envelope to it would be a first contact sealed to
@@ -284,6 +335,15 @@ impl Conversations {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// The peer's prekeys as its presence record gave them, for a first contact.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerPrekeys {
+    /// Its signed prekey (format 3).
+    pub(crate) signed: Option<SignedPrekey>,
+    /// Its hybrid prekey (format 4).
+    pub(crate) hybrid: Option<HybridPrekey>,
 }
 
 /// A conversation used under its peer's lock whose new state is not stored yet. Store it with

@@ -49,12 +49,34 @@ pub const CHUNK_PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// How an envelope reached us, which decides whether its sender needs a receipt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Arrival {
-    /// Over `/kolokol/msg/1` from the sender's node, which hears our acknowledgement on the
-    /// same authenticated stream once the message is stored.
-    Direct,
+    /// Over `/kolokol/msg/1` from the sender's node (the peer on whose connection it came),
+    /// which hears our acknowledgement on the same authenticated stream once the message is
+    /// stored.
+    Direct(PeerId),
     /// Fetched from one of our mailboxes: the sender hears nothing unless we send a receipt.
     Mailbox,
 }
+
+/// Why an envelope was refused as junk: for a reason any peer can produce at will, before
+/// anything was stored. [`Inbox::junk`] hears of each, with the peer that delivered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Junk {
+    /// Not an envelope: a wrong length, version or kind. Cost: nothing.
+    Malformed,
+    /// It names a key we do not hold. Cost: one index lookup, no public-key work.
+    UnknownKey,
+    /// It names a key we hold (or none: format 1 and format 3 first contacts to the device key)
+    /// and did not open: a wrong format 4 tag (one hash), or a failed decryption or signature
+    /// (one or two X25519 operations, and for a format 4 first contact an ML-KEM
+    /// decapsulation, after its tag matched).
+    DoesNotOpen,
+    /// It opened but broke a rule: format 1 from a peer that may not use it, a `sent_at_ms`
+    /// out of bounds, a body out of bounds.
+    Refused,
+}
+
+/// What receiving one envelope came to: the answer, and whether it was junk.
+type Received = (Ack, Option<Junk>);
 
 /// An opened envelope, with the conversation it was opened through still held, its new state
 /// not stored yet (`None` for a format 1 envelope, which has no conversation).
@@ -109,10 +131,10 @@ impl Inbox {
         loop {
             tokio::select! {
                 next = inbound.recv(), if openers.len() < self.0.workers.count() => match next {
-                    Some(Inbound { envelope, channel }) => {
+                    Some(Inbound { peer, envelope, channel }) => {
                         let (inbox, swarm) = (self.clone(), swarm.clone());
                         openers.spawn(async move {
-                            let ack = inbox.open_and_accept(envelope, Arrival::Direct).await;
+                            let ack = inbox.open_and_accept(envelope, Arrival::Direct(peer)).await;
                             swarm.respond(channel, ack).await;
                         });
                     }
@@ -141,7 +163,12 @@ impl Inbox {
     /// and the same receipts.
     pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>, arrival: Arrival) -> Ack {
         match self.receive(envelope, arrival).await {
-            Ok(ack) => ack,
+            Ok((ack, junk)) => {
+                if let (Some(junk), Arrival::Direct(peer)) = (junk, arrival) {
+                    self.junk(&peer, junk);
+                }
+                ack
+            }
             Err(e) => {
                 tracing::error!(%e, "cannot store a received message");
                 Ack::Busy
@@ -149,69 +176,100 @@ impl Inbox {
         }
     }
 
+    /// The hook for envelopes that were junk, called with the peer that delivered each (an
+    /// envelope fetched from a mailbox has no such peer: its depositor is anonymous, and the
+    /// replica's quotas bound it). A per-peer limit of what junk may cost (issue 16) belongs
+    /// here; the answer has already gone out as `Rejected`, which never says which check
+    /// failed.
+    pub(crate) fn junk(&self, peer: &PeerId, why: Junk) {
+        tracing::debug!(%peer, ?why, "junk envelope");
+    }
+
     /// Opens one envelope and stores what it says. The header says which way to open it: a
-    /// format 1 envelope to the device key (older senders); a conversation envelope with the
-    /// receive key its id names, through that peer's conversation; or a first contact to the
-    /// device key or a prekey, which starts or continues the sender's conversation.
-    async fn receive(&self, envelope: Vec<u8>, arrival: Arrival) -> Result<Ack> {
+    /// format 1 envelope to the device key (legacy contacts only); a conversation envelope with
+    /// the receive key its id names, through that peer's conversation; or a first contact to a
+    /// hybrid prekey (format 4), a signed prekey or the device key (format 3), which starts or
+    /// continues the sender's conversation. Every check that costs no public-key operation (the
+    /// length, the key id, a format 4 tag) runs before any that does.
+    async fn receive(&self, envelope: Vec<u8>, arrival: Arrival) -> Result<Received> {
         use kolokol_protocol::Error as P;
         let now = self.0.clock.now_secs();
         let header = match envelope::peek(&envelope) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%e, "rejected an envelope");
-                return Ok(Ack::Rejected);
+                return Ok((Ack::Rejected, Some(Junk::Malformed)));
             }
         };
         let keys = self.0.keys.clone();
-        let opened: std::result::Result<Opened, P> =
-            match (header.version, header.kind, header.key_id) {
-                (envelope::ENVELOPE_VERSION, _, _) => self
+        let opened: std::result::Result<Opened, P> = match (
+            header.version,
+            header.kind,
+            header.key_id,
+        ) {
+            (envelope::ENVELOPE_VERSION, _, _) => {
+                let opened = self
                     .0
                     .workers
                     .run(move || envelope::open(keys.identity().device(), &envelope, now))
-                    .await?
-                    .map(|o| Opened {
-                        sender: o.sender,
-                        device_key: o.certificate.device_key,
-                        content: o.content,
-                        held: None,
-                    }),
-                (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
-                    let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
-                        tracing::debug!("rejected an envelope for an unknown receive key");
-                        return Ok(Ack::Rejected);
-                    };
-                    let held = self
-                        .0
-                        .conversations
-                        .hold(&peer, move |conversation| {
-                            let c = conversation
-                                .as_mut()
-                                .ok_or(P::Envelope("no conversation for this key"))?;
-                            let content = match c.open(keys.identity(), &envelope, now) {
-                                // Accepted before: a state is stored only with (or after) what its
-                                // envelope said, so the message is in already. Acting on it again is
-                                // idempotent, by message id, and covers a state stored by an older
-                                // version before its message.
-                                Err(P::Replayed) => {
-                                    c.reopen(keys.identity(), &envelope).map_err(|_| P::Replayed)?
-                                }
-                                other => other?,
-                            };
-                            Ok((c.peer_id()?, c.peer_certificate().device_key, content))
-                        })
-                        .await?;
-                    held.map(Opened::held)
-                }
-                (_, envelope::KIND_FIRST_CONTACT, key_id) => {
-                    match self.open_first_contact(envelope, key_id, now).await? {
-                        Some(opened) => opened,
-                        None => return Ok(Ack::Rejected),
+                    .await?;
+                let opened = match opened {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::debug!(%e, "rejected a format 1 envelope");
+                        return Ok((Ack::Rejected, Some(Junk::DoesNotOpen)));
                     }
+                };
+                if !self.format_1_allowed(&opened.sender)? {
+                    tracing::info!(sender = %opened.sender, "refused a format 1 envelope: only contacts without a conversation may still send them");
+                    return Ok((Ack::Rejected, Some(Junk::Refused)));
                 }
-                _ => Err(P::Envelope("unknown envelope kind")),
-            };
+                if let Err(e) = check_sent_at(opened.content.sent_at_ms, now) {
+                    tracing::info!(sender = %opened.sender, %e, "refused a format 1 envelope");
+                    return Ok((Ack::Rejected, Some(Junk::Refused)));
+                }
+                Ok(Opened {
+                    sender: opened.sender,
+                    device_key: opened.certificate.device_key,
+                    content: opened.content,
+                    held: None,
+                })
+            }
+            (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
+                let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
+                    tracing::debug!("rejected an envelope for an unknown receive key");
+                    return Ok((Ack::Rejected, Some(Junk::UnknownKey)));
+                };
+                let held = self
+                    .0
+                    .conversations
+                    .hold(&peer, move |conversation| {
+                        let c = conversation
+                            .as_mut()
+                            .ok_or(P::Envelope("no conversation for this key"))?;
+                        let content = match c.open(keys.identity(), &envelope, now) {
+                            // Accepted before: a state is stored only with (or after) what its
+                            // envelope said, so the message is in already. Acting on it again is
+                            // idempotent, by message id, and covers a state stored by an older
+                            // version before its message.
+                            Err(P::Replayed) => {
+                                c.reopen(keys.identity(), &envelope).map_err(|_| P::Replayed)?
+                            }
+                            other => other?,
+                        };
+                        Ok((c.peer_id()?, c.peer_certificate().device_key, content))
+                    })
+                    .await?;
+                held.map(Opened::held)
+            }
+            (_, envelope::KIND_FIRST_CONTACT, key_id) => {
+                match self.open_first_contact(envelope, header.version, key_id, now).await? {
+                    Ok(opened) => opened,
+                    Err(junk) => return Ok((Ack::Rejected, Some(junk))),
+                }
+            }
+            _ => return Ok((Ack::Rejected, Some(Junk::Malformed))),
+        };
         match opened {
             Ok(Opened { sender, device_key, content, held }) => {
                 // The conversation's new state (the envelope counted as seen) is stored with
@@ -225,58 +283,93 @@ impl Inbox {
                 {
                     held.store()?;
                 }
-                Ok(ack)
+                Ok((ack, None))
             }
             // A replay whose content could not be had again: it was acted on before.
-            Err(P::Replayed) => Ok(Ack::Accepted),
+            Err(P::Replayed) => Ok((Ack::Accepted, None)),
             Err(e) => {
                 tracing::debug!(%e, "rejected an envelope");
-                Ok(Ack::Rejected)
+                Ok((Ack::Rejected, Some(Junk::DoesNotOpen)))
             }
         }
     }
 
-    /// Opens a first contact, sealed to one of our signed prekeys if `key_id` names one, else to
-    /// the device key, and starts or continues the sender's conversation with it. `None` means
-    /// refuse it (it does not open, or too many strangers hold conversations already).
+    /// Whether a format 1 envelope from `sender` may be accepted: only from a contact with whom
+    /// we hold no conversation (one added before conversations existed, whose node may still
+    /// seal format 1), and from ourselves (the doctor's mailbox probe). Anyone else has a
+    /// conversation to use, and format 1 has neither forward secrecy nor a cheap rejection.
+    fn format_1_allowed(&self, sender: &PeerId) -> Result<bool> {
+        if *sender == self.0.keys.peer_id() {
+            return Ok(true);
+        }
+        Ok(self.0.store.contact_by_peer(sender)?.is_some() && !self.0.conversations.has(sender)?)
+    }
+
+    /// Opens a first contact: format 4 to the hybrid prekey its key id names (the id and the
+    /// tag are checked before any public-key work), format 3 to the signed prekey its key id
+    /// names or else to the device key; then starts or continues the sender's conversation
+    /// with it. `Err` means refuse it as junk (it does not open, or too many strangers hold
+    /// conversations already).
     async fn open_first_contact(
         &self,
         envelope: Vec<u8>,
+        version: u8,
         key_id: Option<[u8; 8]>,
         now: u64,
-    ) -> Result<Option<std::result::Result<Opened, kolokol_protocol::Error>>> {
+    ) -> Result<std::result::Result<std::result::Result<Opened, kolokol_protocol::Error>, Junk>>
+    {
         use kolokol_protocol::Error as P;
-        let prekey = match key_id {
-            Some(id) => self.0.store.prekey_secret(&id)?,
-            None => None,
-        };
         let keys = self.0.keys.clone();
-        let opened = self
-            .0
-            .workers
-            .run(move || {
-                let identity = keys.identity();
-                match prekey {
-                    Some(secret) => envelope::open_first_contact(
-                        &kolokol_protocol::identity::DeviceKey::from_secret(*secret),
-                        identity.identity_key(),
+        let opened = if version == envelope::ENVELOPE_VERSION_4 {
+            let Some(id) = key_id else { return Ok(Err(Junk::Malformed)) };
+            let Some((prekey, secret)) = self.0.store.hybrid_prekey(&id)? else {
+                tracing::debug!("rejected a first contact for an unknown hybrid prekey");
+                return Ok(Err(Junk::UnknownKey));
+            };
+            self.0
+                .workers
+                .run(move || {
+                    envelope::open_first_contact_4(
+                        &prekey,
+                        &secret,
+                        &keys.mailbox_address(),
+                        keys.identity().identity_key(),
                         &envelope,
                         now,
-                    ),
-                    None => envelope::open_first_contact(
-                        identity.device(),
-                        identity.identity_key(),
-                        &envelope,
-                        now,
-                    ),
-                }
-            })
-            .await?;
+                    )
+                })
+                .await?
+        } else {
+            let prekey = match key_id {
+                Some(id) => self.0.store.prekey_secret(&id)?,
+                None => None,
+            };
+            self.0
+                .workers
+                .run(move || {
+                    let identity = keys.identity();
+                    match prekey {
+                        Some(secret) => envelope::open_first_contact(
+                            &kolokol_protocol::identity::DeviceKey::from_secret(*secret),
+                            identity.identity_key(),
+                            &envelope,
+                            now,
+                        ),
+                        None => envelope::open_first_contact(
+                            identity.device(),
+                            identity.identity_key(),
+                            &envelope,
+                            now,
+                        ),
+                    }
+                })
+                .await?
+        };
         let first = match opened {
             Ok(first) => first,
             Err(e) => {
                 tracing::debug!(%e, "rejected a first-contact envelope");
-                return Ok(None);
+                return Ok(Err(Junk::DoesNotOpen));
             }
         };
         let sender = first.sender;
@@ -285,7 +378,7 @@ impl Inbox {
             && self.0.store.stranger_conversations()? >= MAX_STRANGER_CONVERSATIONS
         {
             tracing::info!(%sender, "refused a first contact: too many strangers");
-            return Ok(None);
+            return Ok(Err(Junk::Refused));
         }
         let opened = self
             .0
@@ -310,7 +403,7 @@ impl Inbox {
                 Ok((peer, device_key, content))
             })
             .await?;
-        Ok(Some(opened.map(Opened::held)))
+        Ok(Ok(opened.map(Opened::held)))
     }
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
@@ -467,6 +560,21 @@ impl Inbox {
         }
         Ok(over)
     }
+}
+
+/// The `sent_at_ms` bound of `docs/PROTOCOL.md` section 6 for format 1 envelopes (the
+/// conversation applies it to the others): a message claiming to be sent more than a day from
+/// now or more than 30 days ago is refused.
+fn check_sent_at(sent_at_ms: u64, now: u64) -> std::result::Result<(), &'static str> {
+    use kolokol_protocol::conversation::{MAX_SENT_AT_AGE_SECS, MAX_SENT_AT_FUTURE_SECS};
+    let sent_at = sent_at_ms / 1000;
+    if sent_at > now.saturating_add(MAX_SENT_AT_FUTURE_SECS) {
+        return Err("the message claims to be sent more than a day from now");
+    }
+    if sent_at.saturating_add(MAX_SENT_AT_AGE_SECS) < now {
+        return Err("the message claims to be sent more than 30 days ago");
+    }
+    Ok(())
 }
 
 /// A received message as the control API shows it.

@@ -360,11 +360,28 @@ impl Outbox {
             reason: format!("cannot seal: {e}"),
             permanent: true,
         };
-        let contents = kolokol_protocol::chunk::split(&content).map_err(refused)?;
-        let prekey = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
+        // Chunks to a format 4 peer are shorter, so that one fits a format 4 first contact and a
+        // long message can start a conversation (docs/PROTOCOL.md 6.7); the format of a
+        // conversation does not go back, so every attempt splits a message alike.
+        let chunk_len = if self.0.conversations.is_format_4(peer) {
+            kolokol_protocol::chunk::CHUNK_LEN_4
+        } else {
+            kolokol_protocol::chunk::CHUNK_LEN
+        };
+        let contents = kolokol_protocol::chunk::split_with(&content, chunk_len).map_err(refused)?;
+        let prekeys = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
+        // A format 4 first contact goes to a current hybrid prekey or waits for one: never to
+        // the long-term device key (docs/PROTOCOL.md 7.4). The message stays queued with the
+        // reason, and every attempt looks the peer's presence record up again.
+        let now = self.0.clock.now_secs();
+        if let Some(expired_at) = self.0.conversations.stale_prekey(peer)
+            && prekeys.hybrid.as_ref().is_none_or(|p| p.expires_at < now)
+        {
+            return Err(DeliveryFailure::temporary(stale_prekey_reason(expired_at, now)));
+        }
         self.0
             .conversations
-            .seal(peer, device_key, contents, prekey)
+            .seal(peer, device_key, contents, prekeys)
             .await
             .map_err(|e| DeliveryFailure { reason: e.to_string(), permanent: false })?
             .map_err(refused)
@@ -478,6 +495,20 @@ impl Outbox {
             }
         }
     }
+}
+
+/// Why a message waits for the recipient's current prekey, in the words `kolokol outbox` shows.
+pub(crate) fn stale_prekey_reason(expired_at: u64, now: u64) -> String {
+    let hours = now.saturating_sub(expired_at) / 3600;
+    let ago = match hours {
+        0 => "less than an hour ago".to_owned(),
+        1..=47 => format!("{hours} hours ago"),
+        _ => format!("{} days ago", hours / 24),
+    };
+    format!(
+        "waiting for the recipient's current prekey: the one from their invite expired {ago}; \
+         it is looked up in the DHT at every attempt, or ask them for a new invite"
+    )
 }
 
 /// An outgoing text message as the control API shows it.

@@ -219,6 +219,11 @@ fn addresses_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Vec<M
     Ok(text.lines().filter_map(|line| line.parse().ok()).collect())
 }
 
+/// Text without any ASCII whitespace, as invites are stored (copy and paste adds some).
+pub(crate) fn without_whitespace(text: &str) -> String {
+    text.chars().filter(|c| !c.is_ascii_whitespace()).collect()
+}
+
 /// Addresses as an address column holds them: one per line.
 fn join_addresses(addresses: &[Multiaddr]) -> String {
     addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")

@@ -174,6 +174,8 @@ impl DeliveryFailure {
 
 /// An envelope a peer sent, waiting for an opener.
 pub(crate) struct Inbound {
+    /// The peer whose connection it came on (the sender's node, or whoever relays for it).
+    pub peer: PeerId,
     pub envelope: Vec<u8>,
     pub channel: ResponseChannel<Ack>,
 }

@@ -16,6 +16,8 @@ mod control_socket;
 #[cfg(test)]
 mod discovery;
 #[cfg(test)]
+mod first_contact;
+#[cfg(test)]
 mod hole_punch;
 #[cfg(test)]
 mod key_schedule;

@@ -17,7 +17,7 @@ pub const OUTBOX_BATCH: usize = 64;
 /// text. The outbox claims a row for that many attempt periods.
 pub fn attempt_envelopes(body: &OutboxBody) -> u64 {
     match body {
-        OutboxBody::Text(t) => 1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN) as u64,
+        OutboxBody::Text(t) => 1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN_4) as u64,
         OutboxBody::Receipt(_) | OutboxBody::Read(_) => 1,
     }
 }

@@ -34,6 +34,8 @@ fn contact(name: &str, who: &str) -> ContactRow {
         device_key: [9; 32],
         addresses: vec![addr("/ip4/127.0.0.1/tcp/1")],
         added_at_ms: 5,
+        invite: None,
+        rekeyed: None,
     }
 }
 

@@ -621,7 +621,7 @@ impl EventLoop {
         match event {
             request_response::Event::Message { message, peer, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    match self.inbound.try_send(Inbound { envelope: request, channel }) {
+                    match self.inbound.try_send(Inbound { peer, envelope: request, channel }) {
                         Ok(()) => {}
                         Err(
                             mpsc::error::TrySendError::Full(i)
