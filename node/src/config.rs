@@ -66,13 +66,48 @@ pub struct Config {
     /// user node.
     pub max_memory: Option<u64>,
     /// Which transports to dial and listen with: all of them, or the stealth transport only.
-    pub transport: crate::transport::Policy,
+    pub transport: Policy,
     /// The stealth listener's certificate, cover and secrets (used only when `listen` has a
     /// stealth address).
-    pub stealth: crate::transport::StealthOptions,
+    pub stealth: StealthOptions,
     /// The wall clock the node reads: the system clock, or in tests of the slow timers a clock
     /// that follows tokio's paused time ([`Clock::tokio`]).
     pub clock: Clock,
+}
+
+/// Which transports a node dials and listens with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// TCP, QUIC and stealth.
+    #[default]
+    Any,
+    /// The stealth transport only (and relay circuits over it): nothing this node sends
+    /// carries a cleartext libp2p identifier, and addresses of other transports are not
+    /// dialed at all.
+    Stealth,
+}
+
+/// The operator's stealth settings; every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StealthOptions {
+    /// The certificate chain (PEM) to serve; with `key`. Without both, a self-signed one is
+    /// generated once and kept in the data directory.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The domain dialers name in TLS (SNI) and in the `Host` header: the cover site's.
+    pub sni: Option<String>,
+    /// A directory the built-in cover web server serves.
+    pub cover_dir: Option<PathBuf>,
+    /// The operator's own web server, to splice connections without the secret to.
+    pub cover_backend: Option<SocketAddr>,
+    /// The secret path to use (a generated one otherwise).
+    pub secret: Option<String>,
+    /// Retire the current secret and make a new one current at this start.
+    pub rotate_secret: bool,
+    /// How long a retired secret keeps working; `transport::secret::DEFAULT_GRACE` (14 days) if `None`.
+    pub secret_grace: Option<Duration>,
 }
 
 /// A relay's default memory ceiling for taking new connections: 256 MiB, an eighth of a small
@@ -116,9 +151,9 @@ pub struct FileConfig {
     /// there, `true` to do both (a relay does neither unless told to).
     pub mdns: Option<bool>,
     /// `transport`: `"any"` (TCP, QUIC and stealth) or `"stealth"` (stealth only).
-    pub transport: Option<crate::transport::Policy>,
+    pub transport: Option<Policy>,
     /// The `[stealth]` table: certificate, cover and secret settings.
-    pub stealth: crate::transport::StealthOptions,
+    pub stealth: StealthOptions,
 }
 
 /// The file's `[stealth]` table.
@@ -146,7 +181,7 @@ struct RawFileConfig {
     metrics: Option<Spanned<String>>,
     read_receipts: Option<bool>,
     mdns: Option<bool>,
-    transport: Option<crate::transport::Policy>,
+    transport: Option<Policy>,
     stealth: Option<RawStealth>,
 }
 
@@ -255,7 +290,7 @@ impl FileConfig {
             })?),
         };
         let stealth = match raw.stealth {
-            None => crate::transport::StealthOptions::default(),
+            None => StealthOptions::default(),
             Some(st) => {
                 let cover_backend = match st.cover_backend {
                     None => None,
@@ -267,7 +302,7 @@ impl FileConfig {
                         )
                     })?),
                 };
-                crate::transport::StealthOptions {
+                StealthOptions {
                     cert: st.cert,
                     key: st.key,
                     sni: st.sni,
@@ -326,8 +361,8 @@ impl Config {
             read_receipts: true,
             mdns: false,
             max_memory: (role == Role::Relay).then_some(RELAY_MAX_MEMORY),
-            transport: crate::transport::Policy::Any,
-            stealth: crate::transport::StealthOptions::default(),
+            transport: Policy::Any,
+            stealth: StealthOptions::default(),
             clock: Clock::system(),
         }
     }

@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::conversations::Conversations;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
-use crate::store::{ContactRow, Store};
+use crate::store::{ContactRow, ConversationWrite, Store};
 
 /// Longest contact name, in bytes.
 pub const MAX_CONTACT_NAME_LEN: usize = 64;
@@ -52,8 +52,10 @@ impl Contacts {
             invite: Some(crate::store::without_whitespace(invite_text)),
             rekeyed: None,
         };
-        self.store.add_contact(&row)?;
-        self.conversations.start(&peer, &invite, invite_keys.as_ref())?;
+        let start = self.conversations.first_state(&invite, invite_keys.as_ref())?;
+        let first =
+            ConversationWrite { peer: &peer, state: &start.state, key_ids: Some(&start.key_ids) };
+        self.store.add_contact_with(&row, Some(&first))?;
         Ok(contact_view(row))
     }
 

@@ -21,9 +21,9 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::conversations::{Conversations, Held};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::ids::new_message_id;
+use crate::ids::receipt_id;
 use crate::keys::Keys;
 use crate::store::{
     ChunkOutcome, InboxRow, MAX_STRANGER_CONVERSATIONS, OutboxBody, OutboxRow, Store,
@@ -168,6 +168,12 @@ impl Inbox {
                     self.junk(&peer, junk);
                 }
                 ack
+            }
+            // Opening it crashed a worker: answering `Busy` would have it sent (or fetched)
+            // again for ever.
+            Err(Error::WorkerPanicked) => {
+                tracing::error!("refused an envelope that crashed a crypto worker");
+                Ack::Rejected
             }
             Err(e) => {
                 tracing::error!(%e, "cannot store a received message");
@@ -442,7 +448,7 @@ impl Inbox {
                 // a crash between the two would leave a stored message whose sender never
                 // hears of it. One that came directly is answered by the acknowledgement.
                 let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
-                    id: new_message_id(),
+                    id: receipt_id(&sender, &content.id),
                     peer_id: sender,
                     device_key,
                     body: OutboxBody::Receipt(content.id),

@@ -8,8 +8,8 @@
 //! means for the message (sent, failed, or retry when) is decided by one pure function,
 //! [`verdict`], so the schedule is tested without a network.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kolokol_protocol::control::{self, MessageState};
@@ -36,12 +36,15 @@ pub const MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 // Mailbox replicas keep a deposit no longer than the outbox goes on trying.
 const _: () = assert!(MESSAGE_TTL.as_secs() == crate::mailbox::MAX_ITEM_TTL.as_secs());
 
-/// How long an attempt owns its outbox row: the outbox loop leaves a row alone for this long
-/// after an attempt starts, so one message is not sent twice at once. It must outlast the
-/// longest attempt, a delivery ([`crate::swarm::behaviour::DELIVERY_TIMEOUT`], 10 s), a
-/// presence lookup ([`crate::presence::RESOLVE_TIMEOUT`], 15 s) and a second delivery (10 s),
-/// with room for a slow store and crypto workers busy with other envelopes.
+/// How long an attempt owns its outbox row in the store: the row is not due again for this
+/// long after an attempt starts (longer for a long text, one period per chunk). Within this
+/// process, [`InFlight`] is what keeps one message from being attempted twice at once (a row
+/// woken because its peer connected, while its attempt still runs); the claim covers a restart
+/// in the middle of an attempt, after which every row is due at once anyway.
 pub const ATTEMPT_CLAIM: Duration = Duration::from_secs(60);
+
+/// Attempts the outbox loop runs at once; due rows beyond it wait for one to finish.
+pub const MAX_ATTEMPTS_IN_FLIGHT: usize = 2 * crate::store::OUTBOX_BATCH;
 
 /// Longest wait between two delivery attempts of one message.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
@@ -98,9 +101,33 @@ pub(crate) fn verdict(
 }
 
 /// The wait after the `attempts`-th failed attempt: 2 s, doubling each time, at most
-/// [`MAX_RETRY_DELAY`].
+/// [`MAX_RETRY_DELAY`] (docs/PROTOCOL.md, section 9.4, states the same schedule).
 pub fn retry_delay(attempts: u32) -> Duration {
-    Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY)
+    Duration::from_secs(2u64.saturating_pow(attempts)).min(MAX_RETRY_DELAY)
+}
+
+/// The messages with an attempt under way in this process.
+#[derive(Default)]
+pub(crate) struct InFlight(Mutex<HashSet<MessageId>>);
+
+impl InFlight {
+    /// Claims `id` for one attempt, unless one is under way; the claim ends when dropped.
+    fn claim(&self, id: MessageId) -> Option<Claim<'_>> {
+        let fresh = self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        fresh.then_some(Claim { set: self, id })
+    }
+}
+
+/// One attempt's hold on its message.
+struct Claim<'a> {
+    set: &'a InFlight,
+    id: MessageId,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
 }
 
 /// A cloneable handle to the outbox.
@@ -118,6 +145,8 @@ pub(crate) struct OutboxParts {
     pub(crate) clock: Clock,
     /// Wakes the outbox loop: something became due.
     pub(crate) wake: Arc<Notify>,
+    /// Messages with an attempt under way.
+    pub(crate) in_flight: InFlight,
 }
 
 impl Outbox {
@@ -151,6 +180,7 @@ impl Outbox {
             attempts: 0,
         };
         let claim = ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body);
+        let _attempt = self.0.in_flight.claim(row.id);
         // Sealed first, then the row and the conversation state it was sealed with are committed
         // in one transaction, before anything is sent.
         let sealed = self.seal(&row).await;
@@ -176,6 +206,14 @@ impl Outbox {
     /// One delivery attempt of an outbox row; records the outcome and returns the state it
     /// leaves the row in (`sent`, `stored`, `queued` or `failed`) with its detail.
     async fn attempt(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
+        let Some(_attempt) = self.0.in_flight.claim(row.id) else {
+            // Another attempt of it is under way; it will record the outcome.
+            return (MessageState::Queued, None);
+        };
+        self.attempt_claimed(row).await
+    }
+
+    async fn attempt_claimed(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
         let sealed = self.seal_and_store(row).await;
         self.deliver(row, sealed).await
     }
@@ -406,8 +444,23 @@ impl Outbox {
     /// ([`Body::Receipts`]) and marks them all sent. If that cannot be done directly, each goes
     /// its own usual way (one envelope, retries, the mailbox), so batching never costs a receipt.
     async fn attempt_receipts(&self, rows: Vec<OutboxRow>) {
+        // Only the rows no other attempt holds.
+        let mut claims = Vec::with_capacity(rows.len());
+        let rows: Vec<OutboxRow> = rows
+            .into_iter()
+            .filter(|r| match self.0.in_flight.claim(r.id) {
+                Some(claim) => {
+                    claims.push(claim);
+                    true
+                }
+                None => false,
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
         if let [row] = rows.as_slice() {
-            let _ = self.attempt(row).await;
+            let _ = self.attempt_claimed(row).await;
             return;
         }
         let (peer, device_key) = (rows[0].peer_id, rows[0].device_key);
@@ -438,62 +491,76 @@ impl Outbox {
                 Err(e) => tracing::error!(%e, "cannot record receipts sent"),
             }
         }
+        // The claims stay with this call while the rows go their own way.
         let mut attempts = JoinSet::new();
         for row in rows {
+            let outbox = self.clone();
+            attempts.spawn(async move {
+                let _ = outbox.attempt_claimed(&row).await;
+            });
+        }
+        while attempts.join_next().await.is_some() {}
+        drop(claims);
+    }
+
+    /// Retries queued messages until shutdown: when they fall due, when their peer connects,
+    /// and when woken. Attempts run side by side, at most [`MAX_ATTEMPTS_IN_FLIGHT`]; a slow one
+    /// holds up nothing else, and rows that fall due while it runs start at once.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut attempts = JoinSet::new();
+        // Whether the last look found a full batch, so more may be due already.
+        let mut more = true;
+        loop {
+            if more && attempts.len() < MAX_ATTEMPTS_IN_FLIGHT {
+                more = self.start_due(&mut attempts);
+            }
+            let wait = match self.0.store.next_due() {
+                Ok(Some(at)) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
+                _ => OUTBOX_POLL,
+            };
+            tokio::select! {
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => continue,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.0.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            more = true;
+        }
+    }
+
+    /// Starts an attempt for each row due now, up to the room left; returns whether the look
+    /// was cut short (more may be due).
+    fn start_due(&self, attempts: &mut JoinSet<()>) -> bool {
+        let now = self.0.clock.now_ms();
+        let rows = match self.0.store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(%e, "cannot read the outbox");
+                return false;
+            }
+        };
+        let full = rows.len() == crate::store::OUTBOX_BATCH;
+        // Delivery receipts due together for one peer go in one envelope.
+        let mut receipts: HashMap<PeerId, Vec<OutboxRow>> = HashMap::new();
+        for row in rows {
+            // Only first attempts: a receipt that failed before goes alone, so a peer that stays
+            // away costs one failed batch, not one per pass.
+            if matches!(row.body, OutboxBody::Receipt(_)) && row.attempts == 0 {
+                receipts.entry(row.peer_id).or_default().push(row);
+                continue;
+            }
             let outbox = self.clone();
             attempts.spawn(async move {
                 let _ = outbox.attempt(&row).await;
             });
         }
-        while attempts.join_next().await.is_some() {}
-    }
-
-    /// Retries queued messages until shutdown: when they fall due, when their peer connects,
-    /// and when woken.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let store = &self.0.store;
-        loop {
-            let now = self.0.clock.now_ms();
-            match store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
-                Ok(rows) => {
-                    let mut attempts = JoinSet::new();
-                    // Delivery receipts due together for one peer go in one envelope.
-                    let mut receipts: HashMap<PeerId, Vec<OutboxRow>> = HashMap::new();
-                    for row in rows {
-                        // Only first attempts: a receipt that failed before goes alone, so a
-                        // peer that stays away costs one failed batch, not one per pass.
-                        if matches!(row.body, OutboxBody::Receipt(_)) && row.attempts == 0 {
-                            receipts.entry(row.peer_id).or_default().push(row);
-                            continue;
-                        }
-                        let outbox = self.clone();
-                        attempts.spawn(async move {
-                            let _ = outbox.attempt(&row).await;
-                        });
-                    }
-                    for (_, group) in receipts {
-                        for group in group.chunks(MAX_RECEIPT_IDS) {
-                            let (outbox, group) = (self.clone(), group.to_vec());
-                            attempts.spawn(async move { outbox.attempt_receipts(group).await });
-                        }
-                    }
-                    tokio::select! {
-                        _ = async { while attempts.join_next().await.is_some() {} } => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-                Err(e) => tracing::error!(%e, "cannot read the outbox"),
-            }
-            let wait = match store.next_due() {
-                Ok(Some(at)) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
-                _ => OUTBOX_POLL,
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.0.wake.notified() => {}
-                _ = shutdown.changed() => return,
+        for (_, group) in receipts {
+            for group in group.chunks(MAX_RECEIPT_IDS) {
+                let (outbox, group) = (self.clone(), group.to_vec());
+                attempts.spawn(async move { outbox.attempt_receipts(group).await });
             }
         }
+        full
     }
 }
 

@@ -100,6 +100,7 @@ impl RunningNode {
             events: events.clone(),
             clock: clock.clone(),
             wake: outbox_wake.clone(),
+            in_flight: Default::default(),
         });
         let contacts = Contacts {
             store: store.clone(),

@@ -168,7 +168,7 @@ async fn a_depositor_past_its_quota_gets_a_clear_error_and_nothing_else_changes(
     let answers = raw_mailbox_requests(&relay_addr, requests).await;
     let stored = answers.iter().filter(|a| **a == Response::Stored).count();
     let refused: Vec<&Response> = answers.iter().filter(|a| **a != Response::Stored).collect();
-    assert_eq!(stored, quota);
+    assert_eq!(stored, quota, "refused: {:?}", &refused[..refused.len().min(5)]);
     match refused[..] {
         [Response::QuotaExceeded { reason }] => {
             assert!(reason.contains("the most one sender may"), "{reason}")

@@ -56,6 +56,23 @@ impl Store {
         }
     }
 
+    /// Writes a conversation state inside the caller's transaction if there is none for the peer
+    /// yet: a state that exists is newer than a fresh one.
+    pub(super) fn write_first_conversation(
+        tx: &rusqlite::Transaction<'_>,
+        write: &ConversationWrite<'_>,
+        now_ms: u64,
+    ) -> rusqlite::Result<()> {
+        let exists = tx
+            .row("SELECT 1 FROM conversations WHERE peer_id = ?1", [write.peer.to_string()], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+        // A fresh state replaces no receive key, so nothing waits to be erased.
+        if exists { Ok(()) } else { Self::write_conversation(tx, write, now_ms).map(drop) }
+    }
+
     /// Writes a conversation state inside the caller's transaction, so it commits together with
     /// what was sealed or opened with it (an outbox row, an inbox row). Returns whether a
     /// receive key was deleted (an id left the index): the caller then calls
