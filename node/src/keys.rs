@@ -97,11 +97,6 @@ impl Keys {
         self.0.identity.peer_id()
     }
 
-    /// The mailbox key.
-    pub(crate) fn mailbox(&self) -> &MailboxKey {
-        &self.0.mailbox
-    }
-
     /// Our mailbox address, which contacts deposit to.
     pub(crate) fn mailbox_address(&self) -> MailboxAddress {
         *self.0.mailbox.address()
