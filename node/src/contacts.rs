@@ -53,8 +53,12 @@ impl Contacts {
             rekeyed: None,
         };
         let start = self.conversations.first_state(&invite, invite_keys.as_ref())?;
-        let first =
-            ConversationWrite { peer: &peer, state: &start.state, key_ids: Some(&start.key_ids) };
+        let first = ConversationWrite {
+            peer: &peer,
+            state: &start.state,
+            key_ids: Some(&start.key_ids),
+            rekeyed: None,
+        };
         self.store.add_contact_with(&row, Some(&first))?;
         Ok(contact_view(row))
     }
@@ -114,5 +118,7 @@ fn contact_view(c: ContactRow) -> control::Contact {
         peer_id: c.peer_id.to_string(),
         addresses: c.addresses.iter().map(ToString::to_string).collect(),
         added_at_ms: c.added_at_ms,
+        rekeyed_at_ms: c.rekeyed.as_ref().map(|(at, _)| *at),
+        rekey_reason: c.rekeyed.map(|(_, why)| why),
     }
 }

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kolokol_protocol::conversation::{Conversation, Own, Randomness};
+use kolokol_protocol::control::{Event, Rekey};
+use kolokol_protocol::conversation::{Conversation, Own, Randomness, Rekeyed};
 use kolokol_protocol::envelope;
 use kolokol_protocol::invite::{Invite, InviteKeys};
 use kolokol_protocol::message::Content;
@@ -21,6 +22,7 @@ use rand::RngCore;
 
 use crate::clock::Clock;
 use crate::error::Result;
+use crate::events::Events;
 use crate::keys::Keys;
 use crate::store::{ConversationWrite, Store};
 use crate::workers::Workers;
@@ -53,6 +55,10 @@ struct Inner {
     keys: Keys,
     workers: Workers,
     clock: Clock,
+    /// Where a re-key is announced.
+    events: Events,
+    /// Wakes the outbox: a re-key made what waits for the peer due again.
+    outbox_wake: Arc<tokio::sync::Notify>,
     /// One lock per peer, held while its conversation state is loaded, used and stored.
     locks: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
     /// States in use, kept decoded between messages, at most [`MAX_CACHED_CONVERSATIONS`].
@@ -60,12 +66,21 @@ struct Inner {
 }
 
 impl Conversations {
-    pub(crate) fn new(store: Store, keys: Keys, workers: Workers, clock: Clock) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        keys: Keys,
+        workers: Workers,
+        clock: Clock,
+        events: Events,
+        outbox_wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
             keys,
             workers,
             clock,
+            events,
+            outbox_wake,
             locks: Default::default(),
             cache: Default::default(),
         }))
@@ -112,6 +127,7 @@ impl Conversations {
         // Taken out of the cache while in use: if anything below fails, the next use reloads
         // the state from the store, which is never behind the cache.
         let cached = self.cache().remove(peer);
+        let mut rekeyed = None;
         let (mut conversation, stored) = match cached {
             Some(c) => (Some(c.conversation), Some(c.stored)),
             None => {
@@ -119,11 +135,16 @@ impl Conversations {
                 let conversation = match stored.as_ref().map(|b| Conversation::from_bytes(b)) {
                     Some(Ok(c)) => Some(c),
                     Some(Err(e)) => {
-                        // An unreadable state cannot be repaired; starting afresh costs one
-                        // first-contact round trip, keeping it would block the conversation for
-                        // good.
-                        tracing::error!(%peer, %e, "conversation state unreadable; starting a new one");
-                        None
+                        // An unreadable state cannot be repaired; keeping it would block the
+                        // conversation for good. It restarts from the contact's invite (a first
+                        // contact to their prekey, which makes them restart too), visibly; never
+                        // as format 1, which a peer that had a conversation refuses anyway.
+                        tracing::error!(%peer, %e, "conversation state unreadable; restarting it");
+                        let restarted = self.restart_from_invite(peer)?;
+                        if restarted.is_some() {
+                            rekeyed = Some(UNREADABLE.to_owned());
+                        }
+                        restarted
                     }
                     None => None,
                 };
@@ -133,30 +154,49 @@ impl Conversations {
         // The receive-key index is rewritten only when the keys changed (about once per round
         // trip), not with every state.
         let ids_before = conversation.as_ref().map(Conversation::receive_key_ids);
-        let (result, conversation) = self
+        let (result, conversation, protocol_rekey) = self
             .0
             .workers
             .run(move || {
                 let result = f(&mut conversation);
-                (result, conversation)
+                // A re-key the operation caused is taken out of the state here, so the state
+                // stored with it no longer carries it: it is announced once.
+                let rekey = conversation.as_mut().and_then(Conversation::take_rekeyed);
+                (result, conversation, rekey)
             })
             .await?;
         let value = match result {
             Ok(value) => value,
             Err(e) => return Ok(Err(e)),
         };
+        if let Some(why) = protocol_rekey {
+            rekeyed = Some(rekey_reason(why).to_owned());
+        }
         let state = match conversation {
             Some(c) => {
                 let bytes = c.to_bytes()?;
                 // Only a changed state is written: a look at the state costs no disk write.
-                let changed = stored.as_deref().map(Vec::as_slice) != Some(bytes.as_slice());
+                let changed = rekeyed.is_some()
+                    || stored.as_deref().map(Vec::as_slice) != Some(bytes.as_slice());
                 let ids = c.receive_key_ids();
                 let key_ids = (ids_before.as_ref() != Some(&ids)).then_some(ids);
-                Some(HeldState { conversation: c, bytes, changed, key_ids })
+                Some(HeldState { conversation: c, bytes, changed, key_ids, rekeyed })
             }
             None => None,
         };
         Ok(Ok(Held { value, peer: *peer, state, conversations: self.clone(), _guard: guard }))
+    }
+
+    /// A new conversation with a contact whose stored state could not be read, from the invite
+    /// they were added with: their certificate, and (version 2) their hybrid prekey and mailbox
+    /// address. `None` for a peer who is not a contact, or one added before invites were kept.
+    fn restart_from_invite(&self, peer: &PeerId) -> Result<Option<Conversation>> {
+        let Some(contact) = self.0.store.contact_by_peer(peer)? else { return Ok(None) };
+        let Some(text) = contact.invite else { return Ok(None) };
+        // Read as of when it was added: the prekey may have expired since (the first contact
+        // then waits for a current one), the certificate is checked again below.
+        let (invite, keys, _) = Invite::from_text_with_keys(&text, contact.added_at_ms / 1000)?;
+        Ok(Some(Conversation::from_invite(&invite, keys.as_ref(), self.0.clock.now_secs())?))
     }
 
     /// Whether we hold conversation state with the peer, in the cache or the store.
@@ -212,6 +252,10 @@ impl Conversations {
         // Our own hybrid prekey and mailbox address ride in every format 4 first contact, so
         // the peer can re-key and deposit to us without a lookup.
         let own_prekey = keys.hybrid_prekey()?;
+        // Format 1 only for a contact we never had a conversation with (added before
+        // conversations existed): a peer whose state we hold, even an unreadable one, never
+        // gets one (issue 15, finding 3).
+        let legacy = !self.has(peer)? && self.0.store.contact_by_peer(peer)?.is_some();
         self.hold(peer, move |conversation| {
             let certificate = keys.certificate();
             if let (Some(c), Some(p)) = (conversation.as_mut(), prekeys.signed)
@@ -237,6 +281,12 @@ impl Conversations {
                 rand::rngs::OsRng.fill_bytes(&mut random);
                 envelopes.push(match conversation.as_mut() {
                     Some(c) => c.seal_with(&own, content, Randomness::from_bytes(random), now)?,
+                    None if !legacy => {
+                        return Err(kolokol_protocol::Error::Envelope(
+                            "no usable conversation with this peer, and format 1 is only for \
+                             contacts that never had one",
+                        ));
+                    }
                     None => {
                         let mut ephemeral = [0u8; 32];
                         ephemeral.copy_from_slice(&random[..32]);
@@ -270,18 +320,24 @@ impl Conversations {
         }
     }
 
-    /// When the next envelope to the peer would be a format 4 first contact and the only hybrid
-    /// prekey we hold for it has expired, its expiry (Unix seconds): sealing must wait for a
-    /// current one (from the peer's presence record, or its next envelope), since a format 4
+    /// When the next envelope to the peer would be a format 4 first contact (the peer gave us
+    /// its mailbox address, in its invite or its own first contact) and we hold no current
+    /// hybrid prekey of it: `Some(Some(expiry))` if the one we hold expired then (Unix seconds),
+    /// `Some(None)` if we hold none (it refused the one we had). Sealing must wait for a current
+    /// one (from the peer's presence record, or its next envelope), since a format 4
     /// conversation never falls back to the long-term device key. A plain read, as
     /// [`Conversations::wants_prekey`].
-    pub(crate) fn stale_prekey(&self, peer: &PeerId) -> Option<u64> {
+    pub(crate) fn stale_prekey(&self, peer: &PeerId) -> Option<Option<u64>> {
         let now = self.0.clock.now_secs();
         let stale = |c: &Conversation| {
-            (!c.has_peer_receive_key() && c.peer_mailbox().is_some())
-                .then(|| c.peer_hybrid_prekey().map(|p| p.expires_at))
-                .flatten()
-                .filter(|expires_at| *expires_at < now)
+            if c.has_peer_receive_key() || c.peer_mailbox().is_none() {
+                return None;
+            }
+            match c.peer_hybrid_prekey() {
+                None => Some(None),
+                Some(p) if p.expires_at < now => Some(Some(p.expires_at)),
+                Some(_) => None,
+            }
         };
         if let Some(c) = self.cache().get(peer) {
             return stale(&c.conversation);
@@ -299,6 +355,15 @@ impl Conversations {
             .with(peer, |c| Ok(c.as_mut().is_some_and(|c| c.drop_prekey_for_first_contact())))
             .await;
         matches!(dropped, Ok(Ok(true)))
+    }
+
+    /// The peer refused an envelope sealed to its receive key: it no longer holds that key (it
+    /// lost or restored its state). Re-keys the conversation (announced when stored); returns
+    /// whether it did, and so whether sealing again is worth it.
+    pub(crate) async fn peer_rejected(&self, peer: &PeerId) -> bool {
+        let rekeyed =
+            self.with(peer, |c| Ok(c.as_mut().is_some_and(Conversation::peer_rejected))).await;
+        matches!(rekeyed, Ok(Ok(true)))
     }
 
     /// Deletes receive keys whose time is up in every conversation, so forward secrecy does not
@@ -324,6 +389,37 @@ impl Conversations {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The reason shown for a conversation restarted because its stored state could not be read.
+pub(crate) const UNREADABLE: &str = "our stored state of it could not be read";
+
+/// The reason shown for each of the protocol's re-keys.
+pub(crate) fn rekey_reason(why: Rekeyed) -> &'static str {
+    match why {
+        Rekeyed::Conflict => {
+            "a key announcement contradicted what we knew: a restored backup on either side, \
+             or someone holding a stolen copy of the state"
+        }
+        Rekeyed::PeerRestarted => "the contact restarted its side (it lost or restored its data)",
+        Rekeyed::PeerRefused => "the contact no longer held our key (it lost or restored its data)",
+    }
+}
+
+impl Conversations {
+    /// Tells subscribers that the conversation with `peer` was re-keyed, and the outbox that
+    /// what waits for the peer is due again (the store made it due in the same transaction).
+    fn announce_rekey(&self, peer: &PeerId, reason: &str) {
+        tracing::info!(%peer, reason, "conversation re-keyed");
+        let contact = self.0.store.contact_by_peer(peer).ok().flatten().map(|c| c.name);
+        self.0.events.send(Event::Rekeyed(Rekey {
+            peer_id: peer.to_string(),
+            contact,
+            reason: reason.to_owned(),
+            at_ms: self.0.clock.now_ms(),
+        }));
+        self.0.outbox_wake.notify_one();
     }
 }
 
@@ -362,6 +458,8 @@ struct HeldState {
     changed: bool,
     /// Our receive-key ids, when they changed.
     key_ids: Option<Vec<[u8; 8]>>,
+    /// Why the conversation was re-keyed by this use, if it was.
+    rekeyed: Option<String>,
 }
 
 impl<T> Held<T> {
@@ -377,6 +475,7 @@ impl<T> Held<T> {
             peer: &self.peer,
             state: &s.bytes,
             key_ids: s.key_ids.as_deref(),
+            rekeyed: s.rekeyed.as_deref(),
         })
     }
 
@@ -393,6 +492,9 @@ impl<T> Held<T> {
     /// the cache and the lock is released.
     pub(crate) fn stored(self) -> T {
         if let Some(state) = self.state {
+            if let Some(reason) = &state.rekeyed {
+                self.conversations.announce_rekey(&self.peer, reason);
+            }
             let mut cache = self.conversations.cache();
             if cache.len() >= MAX_CACHED_CONVERSATIONS {
                 cache.clear();

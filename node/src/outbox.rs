@@ -246,12 +246,24 @@ impl Outbox {
                 {
                     outcome = self.deliver_all(&row.peer_id, &envelopes).await;
                 }
-                // A first contact sealed to the peer's prekey was refused: the peer no longer
-                // holds its secret (a reinstall, say). Forget the prekey, seal again to the
-                // device key and send that at once.
+                // Refused for good. A conversation envelope: the peer no longer holds the
+                // receive key it went to (it lost or restored its state), so the conversation
+                // is re-keyed, visibly, through the peer's prekey (issue 15, finding 3). A first
+                // contact sealed to the peer's prekey: the peer no longer holds its secret (a
+                // reinstall, say), so the prekey is forgotten and a format 3 one goes to the
+                // device key, a format 4 one waits for a current prekey. Either way the message
+                // is sealed again and sent at once.
                 let mut envelopes = envelopes;
+                let conversation_envelope = envelopes
+                    .first()
+                    .and_then(|e| kolokol_protocol::envelope::peek(e).ok())
+                    .is_some_and(|h| h.kind == kolokol_protocol::envelope::KIND_CONVERSATION);
                 if matches!(&outcome, Err(f) if f.permanent)
-                    && self.0.conversations.drop_prekey(&row.peer_id).await
+                    && if conversation_envelope {
+                        self.0.conversations.peer_rejected(&row.peer_id).await
+                    } else {
+                        self.0.conversations.drop_prekey(&row.peer_id).await
+                    }
                 {
                     match self.seal_and_store(row).await {
                         Ok(resealed) => {
@@ -564,8 +576,14 @@ impl Outbox {
     }
 }
 
-/// Why a message waits for the recipient's current prekey, in the words `kolokol outbox` shows.
-pub(crate) fn stale_prekey_reason(expired_at: u64, now: u64) -> String {
+/// Why a message waits for the recipient's current prekey, in the words `kolokol outbox` shows:
+/// the one we hold expired at `expired_at`, or (`None`) they refused the one we had.
+pub(crate) fn stale_prekey_reason(expired_at: Option<u64>, now: u64) -> String {
+    let Some(expired_at) = expired_at else {
+        return "waiting for the recipient's current prekey: they refused the one we had; it is \
+                looked up in the DHT at every attempt, or ask them for a new invite"
+            .to_owned();
+    };
     let hours = now.saturating_sub(expired_at) / 3600;
     let ago = match hours {
         0 => "less than an hour ago".to_owned(),

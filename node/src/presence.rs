@@ -135,13 +135,11 @@ impl Presence {
         peer: &PeerId,
         conversations: &Conversations,
     ) -> PeerPrekeys {
-        if !conversations.wants_prekey(peer) {
+        let stale = conversations.stale_prekey(peer).is_some();
+        if !stale && !conversations.wants_prekey(peer) {
             return PeerPrekeys::default();
         }
-        let timeout = match conversations.stale_prekey(peer) {
-            Some(_) => RESOLVE_TIMEOUT,
-            None => PREKEY_LOOKUP_TIMEOUT,
-        };
+        let timeout = if stale { RESOLVE_TIMEOUT } else { PREKEY_LOOKUP_TIMEOUT };
         self.refresh(peer, timeout).await.1
     }
 

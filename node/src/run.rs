@@ -72,8 +72,14 @@ impl RunningNode {
         let events = Events::new(store.clone());
         let outbox_wake = Arc::new(Notify::new());
         let fetch_wake = Arc::new(Notify::new());
-        let conversations =
-            Conversations::new(store.clone(), keys.clone(), workers.clone(), clock.clone());
+        let conversations = Conversations::new(
+            store.clone(),
+            keys.clone(),
+            workers.clone(),
+            clock.clone(),
+            events.clone(),
+            outbox_wake.clone(),
+        );
         let presence = Presence::new(
             swarm.clone(),
             store.clone(),

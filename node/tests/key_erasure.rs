@@ -85,7 +85,12 @@ fn a_deleted_receive_key_leaves_no_trace_in_the_database_files() {
     let save = |c: &Conversation, at: u64| {
         let bytes = c.to_bytes().expect("encodes");
         let ids = c.receive_key_ids();
-        let write = ConversationWrite { peer: &bob.peer_id(), state: &bytes, key_ids: Some(&ids) };
+        let write = ConversationWrite {
+            peer: &bob.peer_id(),
+            state: &bytes,
+            key_ids: Some(&ids),
+            rekeyed: None,
+        };
         store.save_conversation(&write, at * 1000).expect("saved");
     };
 

@@ -28,6 +28,8 @@ mod outbox_restart;
 #[cfg(test)]
 mod read_receipts;
 #[cfg(test)]
+mod rekey;
+#[cfg(test)]
 mod relay_delivery;
 #[cfg(test)]
 mod relay_limits;

@@ -82,8 +82,12 @@ async fn a_deleted_key_is_erased_from_the_log_at_the_next_idle_moment() {
     // deleted, and the log (far below the idle threshold) still holds it.
     let peer = PeerId::random();
     let save = |ids: &[[u8; 8]], at: u64| {
-        let write =
-            crate::store::ConversationWrite { peer: &peer, state: b"state", key_ids: Some(ids) };
+        let write = crate::store::ConversationWrite {
+            peer: &peer,
+            state: b"state",
+            key_ids: Some(ids),
+            rekeyed: None,
+        };
         store.save_conversation(&write, at).unwrap();
     };
     save(&[[1; 8], [2; 8]], 1);

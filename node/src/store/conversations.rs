@@ -21,6 +21,10 @@ pub struct ConversationWrite<'a> {
     pub state: &'a [u8],
     /// Our receive-key ids in it, if they changed.
     pub key_ids: Option<&'a [[u8; 8]]>,
+    /// Why the conversation was re-keyed, if it just was: recorded with the contact, on the
+    /// history of every text waiting for the peer, whose next attempt becomes due at once (it
+    /// is sealed again under the new keys).
+    pub rekeyed: Option<&'a str>,
 }
 
 impl Store {
@@ -88,6 +92,27 @@ impl Store {
              ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
             params![peer, write.state, now_ms as i64],
         )?;
+        if let Some(reason) = write.rekeyed {
+            tx.exec(
+                "UPDATE contacts SET rekeyed_at_ms = ?2, rekey_reason = ?3 WHERE peer_id = ?1",
+                params![peer, now_ms as i64, reason],
+            )?;
+            tx.exec(
+                "INSERT INTO message_states (id, state, detail, at_ms)
+                 SELECT id, state, ?2, ?3 FROM outbox
+                 WHERE peer_id = ?1 AND kind = 'text' AND state IN ('queued', 'stored')",
+                params![
+                    peer,
+                    format!("conversation re-keyed ({reason}): sealed again under new keys"),
+                    now_ms as i64
+                ],
+            )?;
+            tx.exec(
+                "UPDATE outbox SET next_attempt_ms = ?2
+                 WHERE peer_id = ?1 AND state IN ('queued', 'stored') AND next_attempt_ms > ?2",
+                params![peer, now_ms as i64],
+            )?;
+        }
         let Some(key_ids) = write.key_ids else { return Ok(false) };
         let before: Vec<Vec<u8>> = {
             let mut stmt =
