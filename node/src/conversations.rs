@@ -323,10 +323,10 @@ impl Conversations {
     /// When the next envelope to the peer would be a format 4 first contact (the peer gave us
     /// its mailbox address, in its invite or its own first contact) and we hold no current
     /// hybrid prekey of it: `Some(Some(expiry))` if the one we hold expired then (Unix seconds),
-    /// `Some(None)` if we hold none (it refused the one we had). Sealing must wait for a current
-    /// one (from the peer's presence record, or its next envelope), since a format 4
-    /// conversation never falls back to the long-term device key. A plain read, as
-    /// [`Conversations::wants_prekey`].
+    /// `Some(None)` if we hold none (its format 4 first contact came without one). Sealing must
+    /// wait for a current one (from a new invite, or the peer's next envelope; presence records
+    /// do not carry hybrid prekeys yet), since a format 4 conversation never falls back to the
+    /// long-term device key. A plain read, as [`Conversations::wants_prekey`].
     pub(crate) fn stale_prekey(&self, peer: &PeerId) -> Option<Option<u64>> {
         let now = self.0.clock.now_secs();
         let stale = |c: &Conversation| {
@@ -349,10 +349,19 @@ impl Conversations {
     }
 
     /// Forgets the peer's prekey if the next envelope to it would be a first contact sealed to
-    /// it; returns whether it did.
+    /// it; returns whether it did. A format 4 conversation (the peer gave us its mailbox address)
+    /// keeps its hybrid prekey: `Rejected` does not say whether the peer lost the prekey or
+    /// refused the content (a stranger's chunk, a quota), and forgetting it would turn the
+    /// conversation into format 3, whose first contact may go to the never-rotating device key.
+    /// The refused message fails with the peer's reason instead, and the next one goes to the
+    /// same prekey.
     pub(crate) async fn drop_prekey(&self, peer: &PeerId) -> bool {
         let dropped = self
-            .with(peer, |c| Ok(c.as_mut().is_some_and(|c| c.drop_prekey_for_first_contact())))
+            .with(peer, |c| {
+                Ok(c.as_mut().is_some_and(|c| {
+                    c.peer_mailbox().is_none() && c.drop_prekey_for_first_contact()
+                }))
+            })
             .await;
         matches!(dropped, Ok(Ok(true)))
     }

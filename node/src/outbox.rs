@@ -251,8 +251,9 @@ impl Outbox {
                 // is re-keyed, visibly, through the peer's prekey (issue 15, finding 3). A first
                 // contact sealed to the peer's prekey: the peer no longer holds its secret (a
                 // reinstall, say), so the prekey is forgotten and a format 3 one goes to the
-                // device key, a format 4 one waits for a current prekey. Either way the message
-                // is sealed again and sent at once.
+                // device key. Either way the message is sealed again and sent at once. A refused
+                // format 4 first contact is not: the conversation keeps its hybrid prekey
+                // (`Conversations::drop_prekey` says why) and the message fails.
                 let mut envelopes = envelopes;
                 let conversation_envelope = envelopes
                     .first()
@@ -270,12 +271,16 @@ impl Outbox {
                             envelopes = resealed;
                             outcome = self.deliver_all(&row.peer_id, &envelopes).await;
                         }
-                        Err(failure) => outcome = Err(failure),
+                        // Nothing is deposited then: the envelopes we hold were refused.
+                        Err(failure) => {
+                            envelopes = Vec::new();
+                            outcome = Err(failure);
+                        }
                     }
                 }
                 // Still unreachable: leave the envelope in the recipient's mailbox. Direct
                 // delivery goes on being retried, since it is faster when both are online.
-                if matches!(&outcome, Err(f) if !f.permanent) {
+                if matches!(&outcome, Err(f) if !f.permanent) && !envelopes.is_empty() {
                     stored = Some(self.0.mailboxes.deposit(row, envelopes).await);
                 }
                 outcome
@@ -577,11 +582,13 @@ impl Outbox {
 }
 
 /// Why a message waits for the recipient's current prekey, in the words `kolokol outbox` shows:
-/// the one we hold expired at `expired_at`, or (`None`) they refused the one we had.
+/// the one we hold expired at `expired_at`, or (`None`) we hold none. Presence records do not
+/// carry hybrid prekeys yet (`docs/CRYPTO_PHASE2.md`, status), so only a new invite or an
+/// envelope from the recipient brings a current one.
 pub(crate) fn stale_prekey_reason(expired_at: Option<u64>, now: u64) -> String {
     let Some(expired_at) = expired_at else {
-        return "waiting for the recipient's current prekey: they refused the one we had; it is \
-                looked up in the DHT at every attempt, or ask them for a new invite"
+        return "waiting for the recipient's current prekey: we hold none; ask them for a new \
+                invite, or wait for a message from them, which carries it"
             .to_owned();
     };
     let hours = now.saturating_sub(expired_at) / 3600;
@@ -592,7 +599,7 @@ pub(crate) fn stale_prekey_reason(expired_at: Option<u64>, now: u64) -> String {
     };
     format!(
         "waiting for the recipient's current prekey: the one from their invite expired {ago}; \
-         it is looked up in the DHT at every attempt, or ask them for a new invite"
+         ask them for a new invite, or wait for a message from them, which carries it"
     )
 }
 
