@@ -101,3 +101,51 @@ async fn a_stale_invite_prekey_makes_the_message_wait_never_the_device_key() {
         n.shutdown().await;
     }
 }
+
+/// Finding 6 of issue 15: format 1 (to the long-term device key, no forward secrecy, no cheap
+/// rejection) is accepted only from a contact we never had a conversation with. A stranger's,
+/// and a contact's who has a conversation with us, are refused; both are fetched from the
+/// mailbox (so the refusal is the inbox's, not a failed delivery) and deleted there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_1_is_refused_from_a_stranger_and_from_a_contact_with_a_conversation() {
+    use kolokol_protocol::envelope;
+    use kolokol_protocol::identity::Identity;
+    use kolokol_protocol::mailbox::{Request, Response, item_id, mailbox_id, period_of};
+    use kolokol_protocol::message::{Body, Content};
+
+    let net = Net::new();
+    let (relay, relay_addr, alice, bob) = net.pair().await;
+    let now = kolokol_node::clock::unix_secs();
+    let bob_identity = net.identity("bob");
+    let deposit = |sender: &Identity, n: u8| {
+        let certificate = sender.certify(now - 60, now + 3600).expect("certify");
+        let content = Content {
+            id: [n; 16],
+            sent_at_ms: now * 1000,
+            body: Body::Text(format!("format 1 number {n}")),
+        };
+        let sealed =
+            envelope::seal(sender, &certificate, bob_identity.device().public(), &content, [n; 32])
+                .expect("seal");
+        Request::Deposit {
+            mailbox_id: mailbox_id(bob_identity.identity_key(), period_of(now)),
+            item_id: item_id(&[n; 16]),
+            envelope: sealed,
+            expires_at: now + 3600,
+        }
+    };
+    let mallory = Identity::from_secrets([7; 32], [8; 32]);
+    let requests = vec![deposit(&mallory, 1), deposit(&net.identity("alice"), 2)];
+    assert_eq!(
+        crate::support::raw_mailbox_requests(&relay_addr, requests).await,
+        [Response::Stored, Response::Stored]
+    );
+
+    let b = bob.node();
+    assert_eq!(b.fetch_mailboxes().await, 2, "both envelopes were fetched and handled");
+    assert!(b.inbox(100).expect("inbox").is_empty(), "a format 1 envelope was accepted");
+
+    for n in [alice, bob, relay] {
+        n.shutdown().await;
+    }
+}
