@@ -6,9 +6,10 @@
 //! the same stream, sent only once it is stored, which the sender takes as delivery). A receipt
 //! marks our message delivered, a read receipt marks our messages read, a chunk waits in the
 //! store until its message is whole. Strangers may write (that is how first
-//! contact works) within quotas; contacts are never limited by strangers.
+//! contact works) within quotas that refill after their window ([`STRANGER_MESSAGES_PER_SENDER`],
+//! [`STRANGER_MESSAGES`], [`STRANGER_CONVERSATIONS`]); contacts are never limited by strangers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kolokol_protocol::control::{Event, InboxMessage, MessageState};
@@ -25,19 +26,31 @@ use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::ids::receipt_id;
 use crate::keys::Keys;
-use crate::store::{
-    ChunkOutcome, InboxRow, MAX_STRANGER_CONVERSATIONS, OutboxBody, OutboxRow, Store,
-};
+use crate::quota::{LogLimit, Quota};
+use crate::store::{ChunkOutcome, InboxRow, OutboxBody, OutboxRow, Store};
 use crate::swarm::{self, Inbound};
 use crate::wire::delivery::Ack;
 use crate::workers::Workers;
 
-/// Messages kept from any one sender who is not a contact. First contact needs strangers to be
-/// able to write, but a stranger must not be able to fill the disk.
-pub const MAX_MESSAGES_PER_STRANGER: u64 = 100;
+/// The window of the stranger quotas: what strangers used more than a day ago no longer
+/// counts, so a flood (of one identity or of thousands) delays other strangers by at most a
+/// day, and their senders, who are answered busy, try again.
+pub const STRANGER_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Messages kept from all non-contacts together.
-pub const MAX_STRANGER_MESSAGES: u64 = 1000;
+/// Messages stored from any one sender who is not a contact, per [`STRANGER_WINDOW`]. First
+/// contact needs strangers to be able to write, but a stranger must not be able to fill the
+/// disk.
+pub const STRANGER_MESSAGES_PER_SENDER: Quota = Quota::new(100, STRANGER_WINDOW);
+
+/// Messages stored from all non-contacts together, per [`STRANGER_WINDOW`]: a thousand
+/// throwaway identities cannot make the disk grow faster than this.
+pub const STRANGER_MESSAGES: Quota = Quota::new(1000, STRANGER_WINDOW);
+
+/// Conversations with peers who are not contacts that were active in the last
+/// [`STRANGER_WINDOW`]; past this, first contacts from new strangers are answered busy until
+/// older ones fall out of the window. Conversation state is at most about 50 KiB, so this
+/// bounds how fast strangers can grow it.
+pub const STRANGER_CONVERSATIONS: Quota = Quota::new(1000, STRANGER_WINDOW);
 
 /// How long the chunks of an incomplete message are kept: the sender stops trying after the
 /// same time.
@@ -49,34 +62,12 @@ pub const CHUNK_PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// How an envelope reached us, which decides whether its sender needs a receipt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Arrival {
-    /// Over `/kolokol/msg/1` from the sender's node (the peer on whose connection it came),
-    /// which hears our acknowledgement on the same authenticated stream once the message is
-    /// stored.
-    Direct(PeerId),
+    /// Over `/kolokol/msg/1` from the sender's node, which hears our acknowledgement on the
+    /// same authenticated stream once the message is stored.
+    Direct,
     /// Fetched from one of our mailboxes: the sender hears nothing unless we send a receipt.
     Mailbox,
 }
-
-/// Why an envelope was refused as junk: for a reason any peer can produce at will, before
-/// anything was stored. [`Inbox::junk`] hears of each, with the peer that delivered it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Junk {
-    /// Not an envelope: a wrong length, version or kind. Cost: nothing.
-    Malformed,
-    /// It names a key we do not hold. Cost: one index lookup, no public-key work.
-    UnknownKey,
-    /// It names a key we hold (or none: format 1 and format 3 first contacts to the device key)
-    /// and did not open: a wrong format 4 tag (one hash), or a failed decryption or signature
-    /// (one or two X25519 operations, and for a format 4 first contact an ML-KEM
-    /// decapsulation, after its tag matched).
-    DoesNotOpen,
-    /// It opened but broke a rule: format 1 from a peer that may not use it, a `sent_at_ms`
-    /// out of bounds, a body out of bounds.
-    Refused,
-}
-
-/// What receiving one envelope came to: the answer, and whether it was junk.
-type Received = (Ack, Option<Junk>);
 
 /// An opened envelope, with the conversation it was opened through still held, its new state
 /// not stored yet (`None` for a format 1 envelope, which has no conversation).
@@ -108,6 +99,34 @@ pub(crate) struct InboxParts {
     pub(crate) clock: Clock,
     /// Wakes the outbox: a receipt was queued.
     pub(crate) outbox_wake: Arc<Notify>,
+    /// One log line per window for refusals past the stranger quotas.
+    pub(crate) quota_log: Mutex<LogLimit>,
+}
+
+/// What became of one envelope: [`Received::ack`] is the answer a sender gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Opened and stored (now or before).
+    Accepted,
+    /// Refused for good: it does not open, or says something out of bounds.
+    Rejected,
+    /// Not taken now (a full queue, a store that could not write): try again.
+    Busy,
+    /// From a stranger past a quota with a window: not stored, and the sender may try again
+    /// once the window has moved on.
+    OverQuota,
+}
+
+impl Received {
+    /// The answer on the wire: a stranger past a quota is told busy, so its node tries again
+    /// later instead of giving the message up.
+    pub(crate) fn ack(self) -> Ack {
+        match self {
+            Received::Accepted => Ack::Accepted,
+            Received::Rejected => Ack::Rejected,
+            Received::Busy | Received::OverQuota => Ack::Busy,
+        }
+    }
 }
 
 impl Inbox {
@@ -119,9 +138,13 @@ impl Inbox {
     /// `swarm`; drops chunks of messages their sender gave up on. At most one opener per core
     /// runs at a time; while they are all busy, envelopes wait in the bounded inbound queue, and
     /// once that is full the swarm task answers new ones [`Ack::Busy`].
+    /// Contacts' envelopes come first, from a queue of their own: strangers can fill theirs
+    /// and keep every opener busy, and a contact's envelope still goes before the next of
+    /// theirs.
     pub(crate) async fn run(
         self,
         mut inbound: mpsc::Receiver<Inbound>,
+        mut from_contacts: mpsc::Receiver<Inbound>,
         swarm: swarm::Client,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -129,15 +152,15 @@ impl Inbox {
         let mut purge = tokio::time::interval(CHUNK_PURGE_INTERVAL);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let idle = openers.len() < self.0.workers.count();
             tokio::select! {
-                next = inbound.recv(), if openers.len() < self.0.workers.count() => match next {
-                    Some(Inbound { peer, envelope, channel }) => {
-                        let (inbox, swarm) = (self.clone(), swarm.clone());
-                        openers.spawn(async move {
-                            let ack = inbox.open_and_accept(envelope, Arrival::Direct(peer)).await;
-                            swarm.respond(channel, ack).await;
-                        });
-                    }
+                biased;
+                next = from_contacts.recv(), if idle => match next {
+                    Some(inbound) => self.open_on(&mut openers, inbound, &swarm),
+                    None => break,
+                },
+                next = inbound.recv(), if idle => match next {
+                    Some(inbound) => self.open_on(&mut openers, inbound, &swarm),
                     None => break,
                 },
                 Some(_) = openers.join_next(), if !openers.is_empty() => {}
@@ -146,6 +169,16 @@ impl Inbox {
             }
         }
         openers.shutdown().await;
+    }
+
+    /// Opens one envelope on a worker and answers its sender.
+    fn open_on(&self, openers: &mut JoinSet<()>, inbound: Inbound, swarm: &swarm::Client) {
+        let Inbound { peer, envelope, channel } = inbound;
+        let (inbox, swarm) = (self.clone(), swarm.clone());
+        openers.spawn(async move {
+            let ack = inbox.open_and_accept(envelope, Arrival::Direct).await;
+            swarm.respond(peer, channel, ack).await;
+        });
     }
 
     /// Drops the chunks of messages whose first chunk arrived longer than [`CHUNK_TTL`] ago.
@@ -162,33 +195,26 @@ impl Inbox {
     /// those fetched from mailboxes, so both get the same checks, the same duplicate detection
     /// and the same receipts.
     pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>, arrival: Arrival) -> Ack {
+        self.open_and_store(envelope, arrival).await.ack()
+    }
+
+    /// As [`Inbox::open_and_accept`], telling a stranger past its quota apart from a busy
+    /// node: the mailbox fetch deletes the first (its sender keeps trying on its own) and keeps
+    /// the second.
+    pub(crate) async fn open_and_store(&self, envelope: Vec<u8>, arrival: Arrival) -> Received {
         match self.receive(envelope, arrival).await {
-            Ok((ack, junk)) => {
-                if let (Some(junk), Arrival::Direct(peer)) = (junk, arrival) {
-                    self.junk(&peer, junk);
-                }
-                ack
-            }
+            Ok(received) => received,
             // Opening it crashed a worker: answering `Busy` would have it sent (or fetched)
             // again for ever.
             Err(Error::WorkerPanicked) => {
                 tracing::error!("refused an envelope that crashed a crypto worker");
-                Ack::Rejected
+                Received::Rejected
             }
             Err(e) => {
                 tracing::error!(%e, "cannot store a received message");
-                Ack::Busy
+                Received::Busy
             }
         }
-    }
-
-    /// The hook for envelopes that were junk, called with the peer that delivered each (an
-    /// envelope fetched from a mailbox has no such peer: its depositor is anonymous, and the
-    /// replica's quotas bound it). A per-peer limit of what junk may cost (issue 16) belongs
-    /// here; the answer has already gone out as `Rejected`, which never says which check
-    /// failed.
-    pub(crate) fn junk(&self, peer: &PeerId, why: Junk) {
-        tracing::debug!(%peer, ?why, "junk envelope");
     }
 
     /// Opens one envelope and stores what it says. The header says which way to open it: a
@@ -204,7 +230,7 @@ impl Inbox {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%e, "rejected an envelope");
-                return Ok((Ack::Rejected, Some(Junk::Malformed)));
+                return Ok(Received::Rejected);
             }
         };
         let keys = self.0.keys.clone();
@@ -219,32 +245,30 @@ impl Inbox {
                     .workers
                     .run(move || envelope::open(keys.identity().device(), &envelope, now))
                     .await?;
-                let opened = match opened {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::debug!(%e, "rejected a format 1 envelope");
-                        return Ok((Ack::Rejected, Some(Junk::DoesNotOpen)));
+                match opened {
+                    Ok(o) => {
+                        if !self.format_1_allowed(&o.sender)? {
+                            tracing::info!(sender = %o.sender, "refused a format 1 envelope: only contacts without a conversation may still send them");
+                            return Ok(Received::Rejected);
+                        }
+                        if let Err(e) = check_sent_at(o.content.sent_at_ms, now) {
+                            tracing::info!(sender = %o.sender, %e, "refused a format 1 envelope");
+                            return Ok(Received::Rejected);
+                        }
+                        Ok(Opened {
+                            sender: o.sender,
+                            device_key: o.certificate.device_key,
+                            content: o.content,
+                            held: None,
+                        })
                     }
-                };
-                if !self.format_1_allowed(&opened.sender)? {
-                    tracing::info!(sender = %opened.sender, "refused a format 1 envelope: only contacts without a conversation may still send them");
-                    return Ok((Ack::Rejected, Some(Junk::Refused)));
+                    Err(e) => Err(e),
                 }
-                if let Err(e) = check_sent_at(opened.content.sent_at_ms, now) {
-                    tracing::info!(sender = %opened.sender, %e, "refused a format 1 envelope");
-                    return Ok((Ack::Rejected, Some(Junk::Refused)));
-                }
-                Ok(Opened {
-                    sender: opened.sender,
-                    device_key: opened.certificate.device_key,
-                    content: opened.content,
-                    held: None,
-                })
             }
             (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
                 let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
                     tracing::debug!("rejected an envelope for an unknown receive key");
-                    return Ok((Ack::Rejected, Some(Junk::UnknownKey)));
+                    return Ok(Received::Rejected);
                 };
                 let held = self
                     .0
@@ -271,10 +295,10 @@ impl Inbox {
             (_, envelope::KIND_FIRST_CONTACT, key_id) => {
                 match self.open_first_contact(envelope, header.version, key_id, now).await? {
                     Ok(opened) => opened,
-                    Err(junk) => return Ok((Ack::Rejected, Some(junk))),
+                    Err(refused) => return Ok(refused),
                 }
             }
-            _ => return Ok((Ack::Rejected, Some(Junk::Malformed))),
+            _ => Err(P::Envelope("unknown envelope kind")),
         };
         match opened {
             Ok(Opened { sender, device_key, content, held }) => {
@@ -284,18 +308,18 @@ impl Inbox {
                 // open again next time (a mailbox hands them over again).
                 let mut held = held;
                 let ack = self.accept(sender, device_key, content, arrival, &mut held)?;
-                if matches!(ack, Ack::Accepted | Ack::Rejected)
+                if matches!(ack, Received::Accepted | Received::Rejected)
                     && let Some(held) = held
                 {
                     held.store()?;
                 }
-                Ok((ack, None))
+                Ok(ack)
             }
             // A replay whose content could not be had again: it was acted on before.
-            Err(P::Replayed) => Ok((Ack::Accepted, None)),
+            Err(P::Replayed) => Ok(Received::Accepted),
             Err(e) => {
                 tracing::debug!(%e, "rejected an envelope");
-                Ok((Ack::Rejected, Some(Junk::DoesNotOpen)))
+                Ok(Received::Rejected)
             }
         }
     }
@@ -314,23 +338,23 @@ impl Inbox {
     /// Opens a first contact: format 4 to the hybrid prekey its key id names (the id and the
     /// tag are checked before any public-key work), format 3 to the signed prekey its key id
     /// names or else to the device key; then starts or continues the sender's conversation
-    /// with it. `Err` means refuse it as junk (it does not open, or too many strangers hold
-    /// conversations already).
+    /// with it. `Err` is the answer instead: rejected if it does not open, over quota if too
+    /// many strangers started conversations within the window.
     async fn open_first_contact(
         &self,
         envelope: Vec<u8>,
         version: u8,
         key_id: Option<[u8; 8]>,
         now: u64,
-    ) -> Result<std::result::Result<std::result::Result<Opened, kolokol_protocol::Error>, Junk>>
+    ) -> Result<std::result::Result<std::result::Result<Opened, kolokol_protocol::Error>, Received>>
     {
         use kolokol_protocol::Error as P;
         let keys = self.0.keys.clone();
         let opened = if version == envelope::ENVELOPE_VERSION_4 {
-            let Some(id) = key_id else { return Ok(Err(Junk::Malformed)) };
+            let Some(id) = key_id else { return Ok(Err(Received::Rejected)) };
             let Some((prekey, secret)) = self.0.store.hybrid_prekey(&id)? else {
                 tracing::debug!("rejected a first contact for an unknown hybrid prekey");
-                return Ok(Err(Junk::UnknownKey));
+                return Ok(Err(Received::Rejected));
             };
             self.0
                 .workers
@@ -375,16 +399,19 @@ impl Inbox {
             Ok(first) => first,
             Err(e) => {
                 tracing::debug!(%e, "rejected a first-contact envelope");
-                return Ok(Err(Junk::DoesNotOpen));
+                return Ok(Err(Received::Rejected));
             }
         };
         let sender = first.sender;
+        let since =
+            self.0.clock.now_ms().saturating_sub(STRANGER_CONVERSATIONS.window.as_millis() as u64);
         if !self.0.conversations.has(&sender)?
             && self.0.store.contact_by_peer(&sender)?.is_none()
-            && self.0.store.stranger_conversations()? >= MAX_STRANGER_CONVERSATIONS
+            && self.0.store.stranger_conversations(since)?
+                >= u64::from(STRANGER_CONVERSATIONS.limit)
         {
-            tracing::info!(%sender, "refused a first contact: too many strangers");
-            return Ok(Err(Junk::Refused));
+            self.log_over_quota(&sender, "stranger conversations", STRANGER_CONVERSATIONS);
+            return Ok(Err(Received::OverQuota));
         }
         let opened = self
             .0
@@ -421,19 +448,19 @@ impl Inbox {
         content: Content,
         arrival: Arrival,
         held: &mut Option<Held<()>>,
-    ) -> Result<Ack> {
+    ) -> Result<Received> {
         let store = &self.0.store;
         let now = self.0.clock.now_ms();
         // Decoding bounds only the size; a read receipt naming no ids, or more than any of our
         // nodes puts in one, is refused before anything acts on it.
         if !content.body.is_valid() {
             tracing::info!(%sender, "refused a body out of bounds");
-            return Ok(Ack::Rejected);
+            return Ok(Received::Rejected);
         }
         match content.body {
             Body::Text(text) => {
                 if self.stranger_over_quota(&sender)? {
-                    return Ok(Ack::Rejected);
+                    return Ok(Received::OverQuota);
                 }
                 let row = InboxRow {
                     id: content.id,
@@ -485,7 +512,7 @@ impl Inbox {
                 // so nobody we never added can make us keep megabytes of halves or of text.
                 if store.contact_by_peer(&sender)?.is_none() {
                     tracing::info!(%sender, "refused a chunk from a peer who is not a contact");
-                    return Ok(Ack::Rejected);
+                    return Ok(Received::Rejected);
                 }
                 let kept = store.add_chunk(
                     &sender,
@@ -498,14 +525,16 @@ impl Inbox {
                     now,
                 )?;
                 let chunks = match kept {
-                    ChunkOutcome::Kept | ChunkOutcome::AlreadyReceived => return Ok(Ack::Accepted),
+                    ChunkOutcome::Kept | ChunkOutcome::AlreadyReceived => {
+                        return Ok(Received::Accepted);
+                    }
                     ChunkOutcome::Full => {
                         tracing::info!(%sender, "deferred a chunk: too many partial messages");
-                        return Ok(Ack::Busy);
+                        return Ok(Received::Busy);
                     }
                     ChunkOutcome::Inconsistent => {
                         tracing::info!(%sender, "refused a chunk that contradicts its message");
-                        return Ok(Ack::Rejected);
+                        return Ok(Received::Rejected);
                     }
                     ChunkOutcome::Complete(chunks) => chunks,
                 };
@@ -520,7 +549,7 @@ impl Inbox {
                     }
                     Err(e) => {
                         tracing::info!(%sender, %e, "refused a message whose chunks do not join");
-                        Ack::Rejected
+                        Received::Rejected
                     }
                 };
                 // Stored (or refused for good): the chunks have served. A crash before this
@@ -540,7 +569,7 @@ impl Inbox {
                 }
             }
         }
-        Ok(Ack::Accepted)
+        Ok(Received::Accepted)
     }
 
     /// Marks our text `of` delivered if `sender` is the peer we sent it to.
@@ -553,18 +582,33 @@ impl Inbox {
         Ok(())
     }
 
-    /// Strangers may write (that is how first contact works) but not without bound: past the
-    /// quota their messages are refused, and contacts are never affected.
+    /// Strangers may write (that is how first contact works) but not without bound: past a
+    /// quota their messages are refused until the window moves on, and contacts are never
+    /// affected. The counts are of messages stored within the window, so they hold across
+    /// restarts.
     fn stranger_over_quota(&self, sender: &PeerId) -> Result<bool> {
         if self.0.store.contact_by_peer(sender)?.is_some() {
             return Ok(false);
         }
-        let (from_sender, from_all) = self.0.store.stranger_messages(sender)?;
-        let over = from_sender >= MAX_MESSAGES_PER_STRANGER || from_all >= MAX_STRANGER_MESSAGES;
-        if over {
-            tracing::info!(%sender, "refused a message: stranger quota reached");
+        let since = self.0.clock.now_ms().saturating_sub(STRANGER_WINDOW.as_millis() as u64);
+        let (from_sender, from_all) = self.0.store.stranger_messages(sender, since)?;
+        if from_sender >= u64::from(STRANGER_MESSAGES_PER_SENDER.limit) {
+            self.log_over_quota(sender, "messages per stranger", STRANGER_MESSAGES_PER_SENDER);
+            return Ok(true);
         }
-        Ok(over)
+        if from_all >= u64::from(STRANGER_MESSAGES.limit) {
+            self.log_over_quota(sender, "messages from all strangers", STRANGER_MESSAGES);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// One line per window however many strangers are refused.
+    fn log_over_quota(&self, sender: &PeerId, quota: &'static str, limit: Quota) {
+        let mut log = self.0.quota_log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(not_logged_before) = log.allow(limit.window) {
+            tracing::warn!(%sender, quota, %limit, not_logged_before, "refused a stranger's message: quota reached; it is answered busy and may come again after the window; further refusals are not logged for one window");
+        }
     }
 }
 
@@ -611,3 +655,6 @@ fn event_view(m: InboxRow) -> InboxMessage {
     }
     view
 }
+
+#[cfg(test)]
+mod tests;

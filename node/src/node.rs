@@ -277,6 +277,18 @@ impl Node {
         Ok(Some(if c.peer_hybrid_prekey().is_some() && c.peer_mailbox().is_some() { 4 } else { 3 }))
     }
 
+    /// How many items this node holds as a replica for `mailbox_id`.
+    pub fn mailbox_items_held(&self, mailbox_id: &[u8; 32]) -> Result<u64> {
+        self.0.mailboxes.held(mailbox_id)
+    }
+
+    /// A receiver that changes whenever the items this node holds as a replica do (a deposit,
+    /// a handover, a delete, a purge); wait on it, then look with
+    /// [`Node::mailbox_items_held`].
+    pub fn mailbox_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.mailboxes.changes()
+    }
+
     /// Fetches our mailboxes now; returns how many items were taken.
     pub async fn fetch_mailboxes(&self) -> usize {
         self.0.mailboxes.fetch_all(&self.0.inbox).await
