@@ -928,6 +928,7 @@ async fn inbox(
                     }
                 }
                 Event::Lagged { missed } => eprintln!("warning: {} missed; run kolokol inbox to see everything", output::count(missed, "event was", "events were")),
+                Event::Rekeyed(r) => println!("{}", output::rekey(&r)),
                 _ => {}
             },
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),

@@ -153,14 +153,28 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// One contact line.
-pub fn contact(c: &Contact) -> String {
+/// A re-key as `kolokol inbox --follow` shows it.
+pub fn rekey(r: &kolokol_protocol::control::Rekey) -> String {
+    let who = r.contact.clone().unwrap_or_else(|| r.peer_id.clone());
     format!(
+        "{}  conversation with {who} re-keyed: {}; messages waiting for them are sealed again",
+        time(r.at_ms),
+        r.reason
+    )
+}
+
+/// One contact line, with a second one when the conversation was re-keyed.
+pub fn contact(c: &Contact) -> String {
+    let mut line = format!(
         "{}\t{}\t{}",
         c.name,
         c.peer_id,
         count(c.addresses.len() as u64, "address", "addresses")
-    )
+    );
+    if let (Some(at), Some(why)) = (c.rekeyed_at_ms, &c.rekey_reason) {
+        line.push_str(&format!("\n\tconversation re-keyed {}: {why}", time(at)));
+    }
+    line
 }
 
 /// The status block.

@@ -33,7 +33,8 @@ impl Contacts {
     /// Adds a contact from their invite code and starts the conversation with them.
     pub(crate) fn add(&self, name: &str, invite_text: &str) -> Result<control::Contact> {
         check_name(name)?;
-        let (invite, peer) = Invite::from_text(invite_text, self.clock.now_secs())?;
+        let (invite, invite_keys, peer) =
+            Invite::from_text_with_keys(invite_text, self.clock.now_secs())?;
         if peer == self.keys.peer_id() {
             return Err(Error::ContactExists("that invite is your own".into()));
         }
@@ -54,10 +55,16 @@ impl Contacts {
             device_key: invite.certificate.device_key,
             addresses,
             added_at_ms: self.clock.now_ms(),
+            invite: Some(crate::store::without_whitespace(invite_text)),
+            rekeyed: None,
         };
-        let start = self.conversations.first_state(invite.certificate)?;
-        let first =
-            ConversationWrite { peer: &peer, state: &start.state, key_ids: Some(&start.key_ids) };
+        let start = self.conversations.first_state(&invite, invite_keys.as_ref())?;
+        let first = ConversationWrite {
+            peer: &peer,
+            state: &start.state,
+            key_ids: Some(&start.key_ids),
+            rekeyed: None,
+        };
         self.store.add_contact_with(&row, Some(&first))?;
         self.publish()?;
         Ok(contact_view(row))
@@ -128,5 +135,7 @@ fn contact_view(c: ContactRow) -> control::Contact {
         peer_id: c.peer_id.to_string(),
         addresses: c.addresses.iter().map(ToString::to_string).collect(),
         added_at_ms: c.added_at_ms,
+        rekeyed_at_ms: c.rekeyed.as_ref().map(|(at, _)| *at),
+        rekey_reason: c.rekeyed.map(|(_, why)| why),
     }
 }

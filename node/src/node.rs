@@ -169,8 +169,17 @@ impl Node {
             certificate: self.0.keys.certificate(),
             addresses: addresses.iter().map(|a| a.to_vec()).collect(),
         };
+        // Version 2: the hybrid prekey and mailbox address make the first contact need no DHT
+        // lookup while the prekey is valid (docs/PROTOCOL.md 4.4, 7.4).
+        let text = match self.0.keys.hybrid_prekey()? {
+            Some(prekey) => invite.to_text_v2(&kolokol_protocol::invite::InviteKeys {
+                prekey,
+                mailbox: self.0.keys.mailbox_address(),
+            })?,
+            None => invite.to_text()?,
+        };
         Ok(control::InviteInfo {
-            invite: invite.to_text()?,
+            invite: text,
             addresses: addresses.iter().map(ToString::to_string).collect(),
         })
     }
@@ -334,6 +343,15 @@ impl Node {
     /// to. The store is opened in exclusive mode, so this is how tests and diagnostics see it.
     pub fn receive_key_ids(&self, peer: &PeerId) -> Result<Vec<[u8; 8]>> {
         self.0.store.receive_key_ids(peer)
+    }
+
+    /// The envelope format of our conversation with `peer`: 4 once we hold its hybrid prekey
+    /// and mailbox address (from its version 2 invite or its format 4 first contact, which
+    /// alone carry them), 3 otherwise; `None` without a conversation.
+    pub fn conversation_format(&self, peer: &PeerId) -> Result<Option<u8>> {
+        let Some(bytes) = self.0.store.conversation(peer)? else { return Ok(None) };
+        let c = kolokol_protocol::conversation::Conversation::from_bytes(&bytes)?;
+        Ok(Some(if c.peer_hybrid_prekey().is_some() && c.peer_mailbox().is_some() { 4 } else { 3 }))
     }
 
     /// How many items this node holds as a replica for `mailbox_id`.

@@ -279,24 +279,41 @@ impl Outbox {
                 {
                     outcome = self.deliver_all(&row.peer_id, &envelopes).await;
                 }
-                // A first contact sealed to the peer's prekey was refused: the peer no longer
-                // holds its secret (a reinstall, say). Forget the prekey, seal again to the
-                // device key and send that at once.
+                // Refused for good. A conversation envelope: the peer no longer holds the
+                // receive key it went to (it lost or restored its state), so the conversation
+                // is re-keyed, visibly, through the peer's prekey (issue 15, finding 3). A first
+                // contact sealed to the peer's prekey: the peer no longer holds its secret (a
+                // reinstall, say), so the prekey is forgotten and a format 3 one goes to the
+                // device key. Either way the message is sealed again and sent at once. A refused
+                // format 4 first contact is not: the conversation keeps its hybrid prekey
+                // (`Conversations::drop_prekey` says why) and the message fails.
                 let mut envelopes = envelopes;
+                let conversation_envelope = envelopes
+                    .first()
+                    .and_then(|e| kolokol_protocol::envelope::peek(e).ok())
+                    .is_some_and(|h| h.kind == kolokol_protocol::envelope::KIND_CONVERSATION);
                 if matches!(&outcome, Err(f) if f.permanent)
-                    && self.0.conversations.drop_prekey(&row.peer_id).await
+                    && if conversation_envelope {
+                        self.0.conversations.peer_rejected(&row.peer_id).await
+                    } else {
+                        self.0.conversations.drop_prekey(&row.peer_id).await
+                    }
                 {
                     match self.seal_and_store(row).await {
                         Ok(resealed) => {
                             envelopes = resealed;
                             outcome = self.deliver_all(&row.peer_id, &envelopes).await;
                         }
-                        Err(failure) => outcome = Err(failure),
+                        // Nothing is deposited then: the envelopes we hold were refused.
+                        Err(failure) => {
+                            envelopes = Vec::new();
+                            outcome = Err(failure);
+                        }
                     }
                 }
                 // Still unreachable: leave the envelope in the recipient's mailbox. Direct
                 // delivery goes on being retried, since it is faster when both are online.
-                if matches!(&outcome, Err(f) if !f.permanent) {
+                if matches!(&outcome, Err(f) if !f.permanent) && !envelopes.is_empty() {
                     stored = Some(self.0.mailboxes.deposit(row, envelopes).await);
                 }
                 outcome
@@ -436,11 +453,28 @@ impl Outbox {
             reason: format!("cannot seal: {e}"),
             permanent: true,
         };
-        let contents = kolokol_protocol::chunk::split(&content).map_err(refused)?;
-        let prekey = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
+        // Chunks to a format 4 peer are shorter, so that one fits a format 4 first contact and a
+        // long message can start a conversation (docs/PROTOCOL.md 6.7); the format of a
+        // conversation does not go back, so every attempt splits a message alike.
+        let chunk_len = if self.0.conversations.is_format_4(peer) {
+            kolokol_protocol::chunk::CHUNK_LEN_4
+        } else {
+            kolokol_protocol::chunk::CHUNK_LEN
+        };
+        let contents = kolokol_protocol::chunk::split_with(&content, chunk_len).map_err(refused)?;
+        let prekeys = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
+        // A format 4 first contact goes to a current hybrid prekey or waits for one: never to
+        // the long-term device key (docs/PROTOCOL.md 7.4). The message stays queued with the
+        // reason, and every attempt looks the peer's presence record up again.
+        let now = self.0.clock.now_secs();
+        if let Some(expired_at) = self.0.conversations.stale_prekey(peer)
+            && prekeys.hybrid.as_ref().is_none_or(|p| p.expires_at < now)
+        {
+            return Err(DeliveryFailure::temporary(stale_prekey_reason(expired_at, now)));
+        }
         self.0
             .conversations
-            .seal(peer, device_key, contents, prekey)
+            .seal(peer, device_key, contents, prekeys)
             .await
             .map_err(|e| DeliveryFailure { reason: e.to_string(), permanent: false })?
             .map_err(refused)
@@ -583,6 +617,28 @@ impl Outbox {
         }
         full
     }
+}
+
+/// Why a message waits for the recipient's current prekey, in the words `kolokol outbox` shows:
+/// the one we hold expired at `expired_at`, or (`None`) we hold none. Presence records do not
+/// carry hybrid prekeys yet (`docs/CRYPTO_PHASE2.md`, status), so only a new invite or an
+/// envelope from the recipient brings a current one.
+pub(crate) fn stale_prekey_reason(expired_at: Option<u64>, now: u64) -> String {
+    let Some(expired_at) = expired_at else {
+        return "waiting for the recipient's current prekey: we hold none; ask them for a new \
+                invite, or wait for a message from them, which carries it"
+            .to_owned();
+    };
+    let hours = now.saturating_sub(expired_at) / 3600;
+    let ago = match hours {
+        0 => "less than an hour ago".to_owned(),
+        1..=47 => format!("{hours} hours ago"),
+        _ => format!("{} days ago", hours / 24),
+    };
+    format!(
+        "waiting for the recipient's current prekey: the one from their invite expired {ago}; \
+         ask them for a new invite, or wait for a message from them, which carries it"
+    )
 }
 
 /// An outgoing text message as the control API shows it.

@@ -9,13 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kolokol_protocol::prekey::SignedPrekey;
 use kolokol_protocol::presence::PresenceRecord;
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
+use crate::conversations::{Conversations, PeerPrekeys};
 use crate::error::Result;
 use crate::keys::Keys;
 use crate::store::Store;
@@ -125,30 +124,34 @@ impl Presence {
         self.refresh(peer, RESOLVE_TIMEOUT).await.0
     }
 
-    /// The peer's signed prekey from its presence record, looked up only when the next envelope
-    /// to it would be a first contact without one, at most once per [`RESOLVE_INTERVAL`] and
-    /// waiting at most [`PREKEY_LOOKUP_TIMEOUT`]: a first contact is sealed to the device key
-    /// rather than wait longer. The lookup also refreshes the peer's addresses.
+    /// The peer's prekeys from its presence record, looked up only when the next envelope to it
+    /// would be a first contact without a valid one, at most once per [`RESOLVE_INTERVAL`].
+    /// For a format 3 peer the wait is at most [`PREKEY_LOOKUP_TIMEOUT`]: its first contact is
+    /// sealed to the device key rather than wait longer. A format 4 peer whose hybrid prekey
+    /// expired has no such fallback (its first contact waits for a current prekey), so the
+    /// lookup gets the whole [`RESOLVE_TIMEOUT`]. The lookup also refreshes the addresses.
     pub(crate) async fn prekey_for_first_contact(
         &self,
         peer: &PeerId,
         conversations: &Conversations,
-    ) -> Option<SignedPrekey> {
-        if !conversations.wants_prekey(peer) {
-            return None;
+    ) -> PeerPrekeys {
+        let stale = conversations.stale_prekey(peer).is_some();
+        if !stale && !conversations.wants_prekey(peer) {
+            return PeerPrekeys::default();
         }
-        self.refresh(peer, PREKEY_LOOKUP_TIMEOUT).await.1
+        let timeout = if stale { RESOLVE_TIMEOUT } else { PREKEY_LOOKUP_TIMEOUT };
+        self.refresh(peer, timeout).await.1
     }
 
     /// Looks the peer's presence record up (at most once per [`RESOLVE_INTERVAL`], waiting at
     /// most `timeout`), merges its addresses into what we know, and returns whether they were
-    /// new, with the record's signed prekey.
-    async fn refresh(&self, peer: &PeerId, timeout: Duration) -> (bool, Option<SignedPrekey>) {
+    /// new, with the record's prekeys.
+    async fn refresh(&self, peer: &PeerId, timeout: Duration) -> (bool, PeerPrekeys) {
         {
             let mut last = self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             if last.get(peer).is_some_and(|t| now.duration_since(*t) < RESOLVE_INTERVAL) {
-                return (false, None);
+                return (false, PeerPrekeys::default());
             }
             if last.len() >= MAX_TRACKED_LOOKUPS {
                 last.clear();
@@ -157,12 +160,12 @@ impl Presence {
         }
         let record = match tokio::time::timeout(timeout, self.lookup(*peer, false)).await {
             Ok(Ok(Some(record))) => record,
-            Ok(_) => return (false, None),
+            Ok(_) => return (false, PeerPrekeys::default()),
             Err(_) => {
                 // A lookup cut short by a caller in a hurry (the prekey's 3 s) did not answer
                 // the question, so it must not hold back a patient one.
                 self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
-                return (false, None);
+                return (false, PeerPrekeys::default());
             }
         };
         let found: Vec<Multiaddr> = record
@@ -187,7 +190,7 @@ impl Presence {
             }
             others.insert(*peer, merged);
         }
-        (new, record.body.prekey)
+        (new, PeerPrekeys { signed: record.body.prekey, hybrid: None })
     }
 
     /// Remembers addresses for a peer who is not a contact (from an invite code that added

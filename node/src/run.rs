@@ -79,8 +79,14 @@ impl RunningNode {
         let events = Events::new(store.clone());
         let outbox_wake = Arc::new(Notify::new());
         let fetch_wake = Arc::new(Notify::new());
-        let conversations =
-            Conversations::new(store.clone(), keys.clone(), workers.clone(), clock.clone());
+        let conversations = Conversations::new(
+            store.clone(),
+            keys.clone(),
+            workers.clone(),
+            clock.clone(),
+            events.clone(),
+            outbox_wake.clone(),
+        );
         let presence = Presence::new(
             swarm.clone(),
             store.clone(),
@@ -286,6 +292,9 @@ const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Checkpoints the store's write-ahead log off the delivery path: once the store has been idle
 /// for `IDLE_BEFORE_CHECKPOINT` with more than `IDLE_CHECKPOINT_BYTES` in the log, or at once
 /// past `MAX_WAL_BYTES`; and once more at shutdown, so a stopped node leaves an empty log.
+/// A write that deleted a receive key (`Store::erasure_pending`) makes the next idle moment
+/// checkpoint whatever the log's size: the log's old frames hold the key, and only a truncating
+/// checkpoint erases them (issue 15, finding 1).
 async fn upkeep(store: Store, workers: Workers, mut shutdown: watch::Receiver<bool>) {
     use crate::store::{IDLE_BEFORE_CHECKPOINT, IDLE_CHECKPOINT_BYTES, MAX_WAL_BYTES};
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
@@ -297,8 +306,9 @@ async fn upkeep(store: Store, workers: Workers, mut shutdown: watch::Receiver<bo
         };
         let wal = store.wal_bytes();
         let due = wal > MAX_WAL_BYTES
-            || (wal > IDLE_CHECKPOINT_BYTES && store.idle_for() >= IDLE_BEFORE_CHECKPOINT)
-            || (stopping && wal > 0);
+            || ((wal > IDLE_CHECKPOINT_BYTES || store.erasure_pending())
+                && store.idle_for() >= IDLE_BEFORE_CHECKPOINT)
+            || (stopping && (wal > 0 || store.erasure_pending()));
         if due {
             let store = store.clone();
             match workers.run(move || store.checkpoint()).await {

@@ -172,11 +172,28 @@ pub enum Event {
     Group(GroupEvent),
     /// A member's copy of one of our group texts changed state.
     GroupDelivery(GroupDelivery),
+    /// A conversation was re-keyed: both sides start fresh keys, and what was queued for the
+    /// peer is sealed again under them (docs/PROTOCOL.md 8.9).
+    Rekeyed(Rekey),
     /// The subscriber fell behind and missed this many events; re-read `inbox` or `outbox`.
     Lagged {
         /// How many events were dropped.
         missed: u64,
     },
+}
+
+/// A conversation's re-key, as the `rekeyed` event and `contacts` show it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rekey {
+    /// The peer's id.
+    pub peer_id: String,
+    /// Its contact name, if it is a contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// Why, in a sentence for the user.
+    pub reason: String,
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
 }
 
 /// The answer to `id`.
@@ -224,6 +241,12 @@ pub struct Contact {
     pub addresses: Vec<String>,
     /// When they were added, Unix milliseconds.
     pub added_at_ms: u64,
+    /// When the conversation with them was last re-keyed, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekeyed_at_ms: Option<u64>,
+    /// Why it was re-keyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey_reason: Option<String>,
 }
 
 /// The answer to `contacts.verify`: the number both sides compare to confirm each holds the

@@ -19,7 +19,16 @@ pub struct ContactRow {
     pub addresses: Vec<Multiaddr>,
     /// When added, Unix ms.
     pub added_at_ms: u64,
+    /// The invite they were added from, without whitespace (none for contacts added before
+    /// version 9 of the schema): a conversation whose state cannot be read restarts from it.
+    pub invite: Option<String>,
+    /// When the conversation was last re-keyed (Unix ms), and why, in the user's words.
+    pub rekeyed: Option<(u64, String)>,
 }
+
+/// The columns [`Store::contact_from_row`] reads, in its order.
+const CONTACT_COLUMNS: &str =
+    "name, peer_id, device_key, addresses, added_at_ms, invite, rekeyed_at_ms, rekey_reason";
 
 impl Store {
     /// Adds a contact; refuses a duplicate name or peer.
@@ -53,14 +62,15 @@ impl Store {
             }));
         }
         tx.exec(
-            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, invite)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 c.name,
                 c.peer_id.to_string(),
                 c.device_key.as_slice(),
                 join_addresses(&c.addresses),
-                c.added_at_ms as i64
+                c.added_at_ms as i64,
+                c.invite
             ],
         )
         .map_err(|e| self.err(e))?;
@@ -78,14 +88,31 @@ impl Store {
             device_key: key.try_into().unwrap_or([0; 32]),
             addresses: addresses_column(r, 3)?,
             added_at_ms: r.get::<_, i64>(4)? as u64,
+            invite: r.get(5)?,
+            rekeyed: match (r.get::<_, Option<i64>>(6)?, r.get::<_, Option<String>>(7)?) {
+                (Some(at), Some(reason)) => Some((at as u64, reason)),
+                _ => None,
+            },
         })
+    }
+
+    /// Records that the conversation with this contact was re-keyed (nothing happens for a
+    /// peer who is not a contact).
+    pub fn set_rekeyed(&self, peer: &PeerId, at_ms: u64, reason: &str) -> Result<()> {
+        self.conn()
+            .exec(
+                "UPDATE contacts SET rekeyed_at_ms = ?2, rekey_reason = ?3 WHERE peer_id = ?1",
+                params![peer.to_string(), at_ms as i64, reason],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The contact with this name.
     pub fn contact(&self, name: &str) -> Result<Option<ContactRow>> {
         self.conn()
             .row(
-                "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts WHERE name = ?1",
+                &format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE name = ?1"),
                 [name],
                 Self::contact_from_row,
             )
@@ -97,7 +124,7 @@ impl Store {
     pub fn contact_by_peer(&self, peer: &PeerId) -> Result<Option<ContactRow>> {
         self.conn()
             .row(
-                "SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts WHERE peer_id = ?1",
+                &format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE peer_id = ?1"),
                 [peer.to_string()],
                 Self::contact_from_row,
             )
@@ -109,7 +136,7 @@ impl Store {
     pub fn contacts(&self) -> Result<Vec<ContactRow>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT name, peer_id, device_key, addresses, added_at_ms FROM contacts ORDER BY name")
+            .prepare_cached(&format!("SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY name"))
             .map_err(|e| self.err(e))?;
         let rows = stmt.query_map([], Self::contact_from_row).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))

@@ -17,8 +17,8 @@ pub const OUTBOX_BATCH: usize = 64;
 /// text. The outbox claims a row for that many attempt periods.
 pub fn attempt_envelopes(body: &OutboxBody) -> u64 {
     match body {
-        OutboxBody::Text(t) => 1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN) as u64,
-        OutboxBody::Group(m) => 1 + (m.len() / kolokol_protocol::chunk::CHUNK_LEN) as u64,
+        OutboxBody::Text(t) => 1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN_4) as u64,
+        OutboxBody::Group(m) => 1 + (m.len() / kolokol_protocol::chunk::CHUNK_LEN_4) as u64,
         OutboxBody::Receipt(_) | OutboxBody::Read(_) => 1,
     }
 }
@@ -136,10 +136,15 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         Self::insert_outbox(&tx, row, next_attempt_ms).map_err(|e| self.err(e))?;
-        if let Some(write) = conversation {
-            Self::write_conversation(&tx, write, row.created_at_ms).map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
+        let erased = match conversation {
+            Some(write) => {
+                Self::write_conversation(&tx, write, row.created_at_ms).map_err(|e| self.err(e))?
+            }
+            None => false,
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        self.wrote_conversation(erased);
+        Ok(())
     }
 
     pub(super) fn insert_outbox(

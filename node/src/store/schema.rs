@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 /// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
@@ -18,8 +18,10 @@ pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
 }
 
 /// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
-const STEPS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8];
+const STEPS: [&str; SCHEMA_VERSION as usize] = [
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+    SCHEMA_V9,
+];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE contacts (
@@ -212,4 +214,28 @@ CREATE TABLE group_copies (
 );
 CREATE INDEX group_copies_message ON group_copies (group_id, message);
 ALTER TABLE outbox ADD COLUMN group_body BLOB;
+";
+
+/// Version 9 (issue 15, phase 2): hybrid prekeys (X25519 + ML-KEM-768) with both secrets, keyed
+/// by their format 4 key id (`envelope::prekey_id` of our mailbox address and the X25519
+/// public key); the node's own secrets besides `identity.key` (the mailbox key); and per
+/// contact the invite it was added from (so a conversation whose state is unreadable restarts
+/// from it, never falling back to format 1) and the last re-key of the conversation, which
+/// `kolokol contacts` shows.
+const SCHEMA_V9: &str = "
+CREATE TABLE hybrid_prekeys (
+    key_id     BLOB PRIMARY KEY,
+    x25519     BLOB NOT NULL,
+    kem_seed   BLOB NOT NULL,
+    prekey     BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+ALTER TABLE contacts ADD COLUMN invite TEXT;
+ALTER TABLE contacts ADD COLUMN rekeyed_at_ms INTEGER;
+ALTER TABLE contacts ADD COLUMN rekey_reason TEXT;
 ";

@@ -34,6 +34,8 @@ fn contact(name: &str, who: &str) -> ContactRow {
         device_key: [9; 32],
         addresses: vec![addr("/ip4/127.0.0.1/tcp/1")],
         added_at_ms: 5,
+        invite: None,
+        rekeyed: None,
     }
 }
 
@@ -384,8 +386,12 @@ fn a_message_and_the_conversation_state_it_was_opened_or_sealed_with_commit_toge
     let (_d, s) = store();
     let state = [5u8; 40];
     let ids = [[1u8; 8], [2u8; 8]];
-    let write =
-        crate::store::ConversationWrite { peer: &peer("p"), state: &state, key_ids: Some(&ids) };
+    let write = crate::store::ConversationWrite {
+        peer: &peer("p"),
+        state: &state,
+        key_ids: Some(&ids),
+        rekeyed: None,
+    };
     let row = InboxRow {
         id: [9; 16],
         peer_id: peer("p"),
@@ -400,7 +406,12 @@ fn a_message_and_the_conversation_state_it_was_opened_or_sealed_with_commit_toge
     assert_eq!(s.peer_for_key(&[2; 8]).unwrap(), Some(peer("p")));
 
     let sealed = [6u8; 40];
-    let write = crate::store::ConversationWrite { peer: &peer("p"), state: &sealed, key_ids: None };
+    let write = crate::store::ConversationWrite {
+        peer: &peer("p"),
+        state: &sealed,
+        key_ids: None,
+        rekeyed: None,
+    };
     s.enqueue_sealed(&text(3, 30), 30, Some(&write)).unwrap();
     assert_eq!(
         s.conversation(&peer("p")).unwrap().as_deref().map(Vec::as_slice),
