@@ -282,7 +282,7 @@ pub fn render(reports: &[Report], how: &str) -> String {
         builds.dedup();
         let _ = writeln!(
             out,
-            "Scenarios run from {} to {}, `kolokol` {} build.\n",
+            "Scenarios run from {} to {}, `kolokol` {} build. A row keeps the result of the last run of its scenario: its commit and time are in the last column.\n",
             first.0,
             last.0,
             builds.join("; ")
@@ -290,9 +290,9 @@ pub fn render(reports: &[Report], how: &str) -> String {
     }
     let _ = writeln!(
         out,
-        "| Scenario | Censor rule | Delivery ratio | Time to recover | Messages lost | Controls | Result |"
+        "| Scenario | Censor rule | Delivery ratio | Time to recover | Messages lost | Controls | Result | Measured on |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in reports {
         let o = &r.outcome;
         let ratio = o.delivery.first().map_or("–".to_owned(), |d| {
@@ -314,12 +314,14 @@ pub fn render(reports: &[Report], how: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "| [{}](#{}) {} | {} | {ratio} | {recover} | {lost} | {controls} | **{}** |",
+            "| [{}](#{}) {} | {} | {ratio} | {recover} | {lost} | {controls} | **{}** | {}, {} |",
             r.id,
             anchor(&r.id, &r.title),
             r.title,
             o.rule.replace('|', "\\|"),
-            r.verdict.as_str()
+            r.verdict.as_str(),
+            r.build.rsplit("commit ").next().unwrap_or("?"),
+            r.started.split_once(' ').map_or(r.started.as_str(), |(_, time)| time)
         );
     }
     let _ = writeln!(out);
