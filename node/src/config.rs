@@ -73,7 +73,33 @@ pub struct Config {
     /// The wall clock the node reads: the system clock, or in tests of the slow timers a clock
     /// that follows tokio's paused time ([`Clock::tokio`]).
     pub clock: Clock,
+    /// How often a mailbox replica checks whether the servers closest to the mailboxes it holds
+    /// changed, and hands their items on ([`crate::mailbox::handover::HANDOVER_INTERVAL`]).
+    pub mailbox_handover_interval: std::time::Duration,
+    /// Who may enter the DHT routing table: at most so many peers of one address range per
+    /// bucket and per table ([`DHT_DIVERSITY`] unless a test relaxes it).
+    pub dht_diversity: Diversity,
 }
+
+/// The routing table's diversity rule: how many peers of one address group (an IPv4 /24, an
+/// IPv6 /48) it holds at most, per bucket and in all, so that many identities on few addresses
+/// cannot fill it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Diversity {
+    /// Peers of one group in one bucket.
+    pub per_bucket: usize,
+    /// Peers of one group in the whole table.
+    pub per_table: usize,
+    /// Loopback addresses skip the rule. Only tests set this, to run many nodes on 127.0.0.1;
+    /// a node that has it logs a warning at start, and no command-line flag or config file
+    /// option sets it.
+    pub exempt_loopback: bool,
+}
+
+/// The diversity rule of every node: go-libp2p-kad-dht's limits (2 per bucket, 3 per table),
+/// applied to loopback like any other address.
+pub const DHT_DIVERSITY: Diversity =
+    Diversity { per_bucket: 2, per_table: 3, exempt_loopback: false };
 
 /// Which transports a node dials and listens with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -364,6 +390,8 @@ impl Config {
             transport: Policy::Any,
             stealth: StealthOptions::default(),
             clock: Clock::system(),
+            dht_diversity: DHT_DIVERSITY,
+            mailbox_handover_interval: crate::mailbox::handover::HANDOVER_INTERVAL,
         }
     }
 

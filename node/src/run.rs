@@ -55,6 +55,12 @@ impl RunningNode {
         }
         let config = Config { bootstrap: bootstrap::sources(&store, &config)?, ..config };
         let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config)?;
+        // The swarm task spares contacts every quota meant for strangers; it follows the
+        // contact book as it changes.
+        let (contact_peers, watched) = tokio::sync::watch::channel(Arc::new(
+            store.contacts()?.into_iter().map(|c| c.peer_id).collect(),
+        ));
+        event_loop.watch_contacts(watched);
         // The metrics address is bound before anything else starts, so a port in use fails the
         // start with a clear error instead of leaving a node without the metrics it was asked for.
         let metrics = match config.metrics {
@@ -89,6 +95,7 @@ impl RunningNode {
             workers: workers.clone(),
             clock: clock.clone(),
             outbox_wake: outbox_wake.clone(),
+            quota_log: Default::default(),
         });
         let mailboxes = Mailboxes::new(swarm.clone(), store.clone(), keys.clone(), clock.clone());
         let outbox = Outbox::new(OutboxParts {
@@ -103,6 +110,7 @@ impl RunningNode {
             in_flight: Default::default(),
         });
         let contacts = Contacts {
+            peers: Arc::new(contact_peers),
             store: store.clone(),
             keys: keys.clone(),
             conversations: conversations.clone(),
@@ -121,7 +129,12 @@ impl RunningNode {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(event_loop.run(shutdown_rx.clone()));
-        tasks.spawn(inbox.clone().run(channels.inbound, swarm.clone(), shutdown_rx.clone()));
+        tasks.spawn(inbox.clone().run(
+            channels.inbound,
+            channels.inbound_contacts,
+            swarm.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(outbox.clone().run(shutdown_rx.clone()));
         tasks.spawn(
             Bookkeeping {
@@ -138,6 +151,9 @@ impl RunningNode {
         tasks.spawn(upkeep(store.clone(), workers.clone(), shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_replica(channels.mailbox_requests, shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_fetch(inbox.clone(), fetch_wake, shutdown_rx.clone()));
+        tasks.spawn(
+            mailboxes.clone().run_handover(config.mailbox_handover_interval, shutdown_rx.clone()),
+        );
         let mut metrics_address = None;
         if let Some((listener, registry)) = metrics {
             let address =

@@ -11,6 +11,7 @@
 //! task; `dht`, `lan` and `relays` are its Kademlia side, its mDNS side and the auto-relay that
 //! libp2p lacks.
 
+pub mod admission;
 pub mod behaviour;
 mod dht;
 mod event_loop;
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
 
+pub use dht::{FRESH_RECORD, RECORD_ANSWERS};
 pub(crate) use event_loop::EventLoop;
 pub use event_loop::{
     MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS, MAX_PENDING_DELIVERIES, MAX_PENDING_LOOKUPS,
@@ -63,8 +65,8 @@ pub(crate) enum Command {
         envelope: Vec<u8>,
         reply: oneshot::Sender<std::result::Result<(), DeliveryFailure>>,
     },
-    /// Answer an inbound envelope.
-    Respond { channel: ResponseChannel<Ack>, ack: Ack },
+    /// Answer an inbound envelope from `peer` (whose refused envelopes count as junk).
+    Respond { peer: PeerId, channel: ResponseChannel<Ack>, ack: Ack },
     /// Report the network state.
     Status { reply: oneshot::Sender<NetStatus> },
     /// Store our presence record locally and on the DHT servers closest to its key.
@@ -174,6 +176,8 @@ impl DeliveryFailure {
 
 /// An envelope a peer sent, waiting for an opener.
 pub(crate) struct Inbound {
+    /// The peer at the other end of the connection it came over.
+    pub peer: PeerId,
     pub envelope: Vec<u8>,
     pub channel: ResponseChannel<Ack>,
 }
@@ -257,8 +261,10 @@ pub(crate) fn without_peer(addr: &Multiaddr) -> Multiaddr {
 
 /// The channels on which the swarm task tells the rest of the node what arrived.
 pub(crate) struct Channels {
-    /// Envelopes peers sent us, for the opener workers.
+    /// Envelopes peers who are not contacts sent us, for the opener workers.
     pub inbound: mpsc::Receiver<Inbound>,
+    /// Envelopes contacts sent us, in a queue of their own that strangers cannot fill.
+    pub inbound_contacts: mpsc::Receiver<Inbound>,
     /// Connections, peers seen, address changes.
     pub net_events: mpsc::Receiver<NetEvent>,
     /// Mailbox requests peers sent us as a replica.
@@ -274,13 +280,21 @@ pub(crate) fn new(
     let swarm = behaviour::build(keypair, config)?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE_LEN);
+    let (contacts_tx, inbound_contacts) = mpsc::channel(admission::CONTACT_INBOUND_QUEUE_LEN);
     let (net_tx, net_events) = mpsc::channel(NET_EVENT_QUEUE_LEN);
     let (mailbox_tx, mailbox_requests) = mpsc::channel(mailbox_wire::INBOUND_QUEUE_LEN);
     let (status_tx, status_rx) = watch::channel(NetStatus::default());
-    let event_loop =
-        EventLoop::new(swarm, config, command_rx, inbound_tx, net_tx, status_tx, mailbox_tx)?;
+    let event_loop = EventLoop::new(
+        swarm,
+        config,
+        command_rx,
+        [inbound_tx, contacts_tx],
+        net_tx,
+        status_tx,
+        mailbox_tx,
+    )?;
     let client = Client { commands: command_tx, status: status_rx };
-    Ok((client, event_loop, Channels { inbound, net_events, mailbox_requests }))
+    Ok((client, event_loop, Channels { inbound, inbound_contacts, net_events, mailbox_requests }))
 }
 
 /// A handle to the swarm task: one async method per command. Clones share the task.
@@ -317,9 +331,9 @@ impl Client {
             .unwrap_or_else(|_| Err(DeliveryFailure::temporary("the node is shutting down")))
     }
 
-    /// Answers an envelope a peer sent.
-    pub(crate) async fn respond(&self, channel: ResponseChannel<Ack>, ack: Ack) {
-        self.tell(Command::Respond { channel, ack }).await;
+    /// Answers an envelope `peer` sent.
+    pub(crate) async fn respond(&self, peer: PeerId, channel: ResponseChannel<Ack>, ack: Ack) {
+        self.tell(Command::Respond { peer, channel, ack }).await;
     }
 
     /// The network state now.

@@ -3,7 +3,8 @@
 //! the node what happened through bounded channels. Its handling of the DHT, the local network
 //! and relays is in the sibling modules `dht`, `lan` and `relays`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,8 +18,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Config, Role, peer_id_of};
+use crate::config::{Config, Diversity, Role, peer_id_of};
 use crate::error::Result;
+use crate::quota::LogLimit;
+use crate::swarm::admission::{Admission, Ask};
 use crate::swarm::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 use crate::swarm::{
     Command, ConnectedPeer, DeliveryFailure, Inbound, Link, MailboxFailure, MailboxInbound,
@@ -32,6 +35,9 @@ pub const MAX_PENDING_DELIVERIES: usize = 4096;
 
 /// Presence lookups in flight at once; more wait for an answer of "not found".
 pub const MAX_PENDING_LOOKUPS: usize = 256;
+
+/// How often a peer kept out of the routing table by the diversity rule is logged, at most.
+pub(super) const DIVERSITY_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How soon a presence publication that no DHT server accepted is tried again.
 pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
@@ -49,7 +55,13 @@ pub(crate) struct EventLoop {
     /// listen addresses as external.
     pub(super) external_configured: bool,
     pub(super) commands: mpsc::Receiver<Command>,
-    pub(super) inbound: mpsc::Sender<Inbound>,
+    /// Envelopes from strangers, then from contacts, each queue bounded on its own.
+    pub(super) inbound: [mpsc::Sender<Inbound>; 2],
+    /// What peers may ask per window, and the contacts that is never asked of.
+    pub(super) admission: Admission,
+    /// The routing table's diversity rule, and one log line a minute for the peers it keeps out.
+    pub(super) diversity: Diversity,
+    pub(super) diversity_log: LogLimit,
     pub(super) events: mpsc::Sender<NetEvent>,
     pub(super) pending:
         HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), DeliveryFailure>>>,
@@ -111,6 +123,8 @@ type MailboxReply =
 pub(super) struct Lookup {
     pub(super) peer: PeerId,
     pub(super) remote_only: bool,
+    /// Valid records found on the network so far.
+    pub(super) answers: usize,
     pub(super) best: Option<PresenceRecord>,
     pub(super) reply: oneshot::Sender<Option<PresenceRecord>>,
 }
@@ -172,7 +186,7 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         config: &Config,
         commands: mpsc::Receiver<Command>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: [mpsc::Sender<Inbound>; 2],
         events: mpsc::Sender<NetEvent>,
         status: watch::Sender<NetStatus>,
         mailbox_inbound: mpsc::Sender<MailboxInbound>,
@@ -197,6 +211,9 @@ impl EventLoop {
             external_configured: !config.external_addresses.is_empty(),
             commands,
             inbound,
+            admission: Admission::new(watch::channel(Arc::new(HashSet::new())).1),
+            diversity: config.dht_diversity,
+            diversity_log: LogLimit::default(),
             events,
             pending: HashMap::new(),
             relays: HashMap::new(),
@@ -221,11 +238,23 @@ impl EventLoop {
             closest: HashMap::new(),
             lan: HashMap::new(),
         };
+        // Configured bootstrap peers (and the peer cache) are the user's choice: they enter the
+        // routing table whatever the diversity rule would say.
         for b in &this.bootstrap {
             let base = without_peer(&b.address);
             this.swarm.behaviour_mut().kad.add_address(&b.peer, base);
         }
+        if config.dht_diversity.exempt_loopback {
+            tracing::warn!(
+                "the routing table's diversity rule is relaxed for loopback addresses (a test configuration; never set by `kolokol node` or `kolokol relay`)"
+            );
+        }
         Ok(this)
+    }
+
+    /// Follows the user's contacts, whom no quota for strangers ever limits.
+    pub(crate) fn watch_contacts(&mut self, contacts: watch::Receiver<Arc<HashSet<PeerId>>>) {
+        self.admission = Admission::new(contacts);
     }
 
     /// The peers with a connection of this kind open, sorted.
@@ -321,7 +350,10 @@ impl EventLoop {
                     .send_request_with_addresses(&peer, envelope, addresses);
                 self.pending.insert(id, reply);
             }
-            Command::Respond { channel, ack } => {
+            Command::Respond { peer, channel, ack } => {
+                if ack == Ack::Rejected {
+                    self.admission.junk(&peer);
+                }
                 // The peer may have gone meanwhile; then there is nobody to answer.
                 let _ = self.swarm.behaviour_mut().delivery.send_response(channel, ack);
             }
@@ -347,7 +379,8 @@ impl EventLoop {
                 }
                 let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(&peer));
                 let id = self.swarm.behaviour_mut().kad.get_record(key);
-                self.lookups.insert(id, Lookup { peer, remote_only, best: None, reply });
+                self.lookups
+                    .insert(id, Lookup { peer, remote_only, answers: 0, best: None, reply });
             }
             Command::Peers { reply } => {
                 let mut peers: Vec<ConnectedPeer> = self
@@ -367,7 +400,9 @@ impl EventLoop {
                     if self.bootstrap.len() < MAX_BOOTSTRAP_PEERS
                         && !self.bootstrap.iter().any(|b| b.peer == peer) =>
                 {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, without_peer(&address));
+                    // A bundle's peers are hints: they enter the routing table by the same rule as
+                    // any other peer.
+                    self.add_to_routing_table(peer, without_peer(&address));
                     self.bootstrap.push(BootstrapPeer {
                         peer,
                         address,
@@ -532,6 +567,12 @@ impl EventLoop {
                 self.update_kad_mode();
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                if let Err(refusal) = self.admission.connection_opened(connection_id, &endpoint) {
+                    // Too many from one address: closed at once, before it can ask anything.
+                    tracing::debug!(peer = %peer_id, %refusal, "closing an inbound connection");
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
                 let address = endpoint.get_remote_address().clone();
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 self.connections.insert(connection_id, (peer_id, via, address));
@@ -549,7 +590,14 @@ impl EventLoop {
                 // A full queue only delays the retry until the outbox's next timer.
                 let _ = self.events.try_send(NetEvent::PeerConnected(peer_id));
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.admission.connection_closed(connection_id, &endpoint);
                 self.connections.remove(&connection_id);
                 if !self.has_direct(&peer_id) {
                     self.direct_since.remove(&peer_id);
@@ -621,7 +669,16 @@ impl EventLoop {
         match event {
             request_response::Event::Message { message, peer, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    match self.inbound.try_send(Inbound { envelope: request, channel }) {
+                    if let Err(refusal) = self.admission.admit(&peer, Ask::Delivery) {
+                        // Busy, not rejected: the sender's node tries again after the window.
+                        tracing::debug!(%peer, %refusal, "refused a delivery");
+                        let _ =
+                            self.swarm.behaviour_mut().delivery.send_response(channel, Ack::Busy);
+                        return;
+                    }
+                    let queue = usize::from(self.admission.is_contact(&peer));
+                    match self.inbound[queue].try_send(Inbound { peer, envelope: request, channel })
+                    {
                         Ok(()) => {}
                         Err(
                             mpsc::error::TrySendError::Full(i)
@@ -642,9 +699,9 @@ impl EventLoop {
                             Ack::Accepted => Ok(()),
                             Ack::Rejected => Err(DeliveryFailure {
                                 reason:
-                                    "the recipient's node refused it: their key has changed, or \
-                                         they take no more messages from strangers (ask them for a \
-                                         new invite)"
+                                    "the recipient's node refused it: their key has changed (ask \
+                                         them for a new invite), or it is a long message and they \
+                                         have not added you as a contact"
                                         .into(),
                                 permanent: true,
                             }),
@@ -688,6 +745,11 @@ impl EventLoop {
                         let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
                         return;
                     }
+                    if let Err(refusal) = self.admission.admit(&peer, Ask::Mailbox) {
+                        let refused = Response::Refused { reason: refusal.to_string() };
+                        let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
+                        return;
+                    }
                     if let Err(
                         mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i),
                     ) = self.mailbox_inbound.try_send(MailboxInbound { peer, request, channel })
@@ -718,12 +780,12 @@ impl EventLoop {
     pub(super) fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
         if info.protocols.contains(&KAD_PROTOCOL) {
             for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                self.add_to_routing_table(peer, addr.clone());
             }
             // What mDNS saw may differ from what the peer lists (mDNS puts in the source
             // address of its answer), and it is the address that works on this LAN.
             for addr in self.lan.get(&peer).cloned().unwrap_or_default() {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                self.add_to_routing_table(peer, addr);
             }
         }
         let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
