@@ -11,9 +11,11 @@
 mod chunks;
 mod contacts;
 mod conversations;
+mod endpoints;
 mod inbox;
 mod mailbox;
 mod outbox;
+mod parts;
 mod peers;
 mod prekeys;
 mod schema;
@@ -29,11 +31,13 @@ use crate::error::{Error, Result};
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
 pub use conversations::{ConversationWrite, MAX_STRANGER_CONVERSATIONS};
+pub use endpoints::{EndpointRow, MAX_ENDPOINT_ROWS};
 pub use inbox::InboxRow;
 pub use mailbox::{MailboxDeposit, MailboxItem, MailboxQuotas};
 pub use outbox::{
     DepositRecord, OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes,
 };
+pub use parts::SealedPart;
 pub use peers::{CachedPeer, MAX_CACHED_ADDRESSES, MAX_CACHED_PEERS, PeerSource};
 
 /// The WAL size past which the node checkpoints even while busy: a burst longer than this

@@ -51,7 +51,8 @@ async fn items_expire_at_their_time_and_never_outlive_the_longest_ttl() {
     let mut config = Config::new(dir.path(), Role::Relay);
     config.clock = clock.clone();
     // The swarm is built but never run: the replica answers no one here, it only purges.
-    let (swarm, _event_loop, channels) = swarm::new(keys.identity().keypair(), &config).unwrap();
+    let (swarm, _event_loop, channels) =
+        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
     let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
 
     let depositor = PeerId::random();
