@@ -460,12 +460,12 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
         Role::Node => Vec::new(),
     });
     config.transport = match net.transport {
-        Some(TransportArg::Any) => transport::Policy::Any,
-        Some(TransportArg::Stealth) => transport::Policy::Stealth,
+        Some(TransportArg::Any) => kolokol_node::config::Policy::Any,
+        Some(TransportArg::Stealth) => kolokol_node::config::Policy::Stealth,
         None => file.transport.unwrap_or_default(),
     };
     let (st, fs) = (&net.stealth, file.stealth);
-    config.stealth = transport::StealthOptions {
+    config.stealth = kolokol_node::config::StealthOptions {
         cert: st.stealth_cert.clone().or(fs.cert),
         key: st.stealth_key.clone().or(fs.key),
         sni: st.stealth_sni.clone().or(fs.sni),
@@ -491,9 +491,9 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
     config.mdns = match (net.mdns, net.no_mdns) {
         (true, _) => true,
         (_, true) => false,
-        _ => file
-            .mdns
-            .unwrap_or(role == Role::Node && config.transport != transport::Policy::Stealth),
+        _ => file.mdns.unwrap_or(
+            role == Role::Node && config.transport != kolokol_node::config::Policy::Stealth,
+        ),
     };
     if let Some(mib) = net.max_memory {
         config.max_memory = (mib > 0).then(|| mib.saturating_mul(1024 * 1024));

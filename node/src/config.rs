@@ -66,7 +66,7 @@ pub struct Config {
     /// user node.
     pub max_memory: Option<u64>,
     /// Which transports to dial and listen with: all of them, or the stealth transport only.
-    pub transport: crate::transport::Policy,
+    pub transport: Policy,
     /// A relay only: run as a bridge, an unlisted relay. It never announces itself in the DHT,
     /// publishes no presence record and is never a DHT server (whose address routing tables
     /// hand out), so nobody finds it there; its users learn it from invites, bundles and
@@ -79,10 +79,71 @@ pub struct Config {
     pub listen_lan: bool,
     /// The stealth listener's certificate, cover and secrets (used only when `listen` has a
     /// stealth address).
-    pub stealth: crate::transport::StealthOptions,
+    pub stealth: StealthOptions,
     /// The wall clock the node reads: the system clock, or in tests of the slow timers a clock
     /// that follows tokio's paused time ([`Clock::tokio`]).
     pub clock: Clock,
+    /// How often a mailbox replica checks whether the servers closest to the mailboxes it holds
+    /// changed, and hands their items on ([`crate::mailbox::handover::HANDOVER_INTERVAL`]).
+    pub mailbox_handover_interval: std::time::Duration,
+    /// Who may enter the DHT routing table: at most so many peers of one address range per
+    /// bucket and per table ([`DHT_DIVERSITY`] unless a test relaxes it).
+    pub dht_diversity: Diversity,
+}
+
+/// The routing table's diversity rule: how many peers of one address group (an IPv4 /24, an
+/// IPv6 /48) it holds at most, per bucket and in all, so that many identities on few addresses
+/// cannot fill it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Diversity {
+    /// Peers of one group in one bucket.
+    pub per_bucket: usize,
+    /// Peers of one group in the whole table.
+    pub per_table: usize,
+    /// Loopback addresses skip the rule. Only tests set this, to run many nodes on 127.0.0.1;
+    /// a node that has it logs a warning at start, and no command-line flag or config file
+    /// option sets it.
+    pub exempt_loopback: bool,
+}
+
+/// The diversity rule of every node: go-libp2p-kad-dht's limits (2 per bucket, 3 per table),
+/// applied to loopback like any other address.
+pub const DHT_DIVERSITY: Diversity =
+    Diversity { per_bucket: 2, per_table: 3, exempt_loopback: false };
+
+/// Which transports a node dials and listens with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// TCP, QUIC and stealth.
+    #[default]
+    Any,
+    /// The stealth transport only (and relay circuits over it): nothing this node sends
+    /// carries a cleartext libp2p identifier, and addresses of other transports are not
+    /// dialed at all.
+    Stealth,
+}
+
+/// The operator's stealth settings; every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StealthOptions {
+    /// The certificate chain (PEM) to serve; with `key`. Without both, a self-signed one is
+    /// generated once and kept in the data directory.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The domain dialers name in TLS (SNI) and in the `Host` header: the cover site's.
+    pub sni: Option<String>,
+    /// A directory the built-in cover web server serves.
+    pub cover_dir: Option<PathBuf>,
+    /// The operator's own web server, to splice connections without the secret to.
+    pub cover_backend: Option<SocketAddr>,
+    /// The secret path to use (a generated one otherwise).
+    pub secret: Option<String>,
+    /// Retire the current secret and make a new one current at this start.
+    pub rotate_secret: bool,
+    /// How long a retired secret keeps working; `transport::secret::DEFAULT_GRACE` (14 days) if `None`.
+    pub secret_grace: Option<Duration>,
 }
 
 /// A relay's default memory ceiling for taking new connections: 256 MiB, an eighth of a small
@@ -126,11 +187,11 @@ pub struct FileConfig {
     /// there, `true` to do both (a relay does neither unless told to).
     pub mdns: Option<bool>,
     /// `transport`: `"any"` (TCP, QUIC and stealth) or `"stealth"` (stealth only).
-    pub transport: Option<crate::transport::Policy>,
+    pub transport: Option<Policy>,
     /// `bridge`: `true` to run a relay as a bridge (unlisted).
     pub bridge: Option<bool>,
     /// The `[stealth]` table: certificate, cover and secret settings.
-    pub stealth: crate::transport::StealthOptions,
+    pub stealth: StealthOptions,
 }
 
 /// The file's `[stealth]` table.
@@ -158,7 +219,7 @@ struct RawFileConfig {
     metrics: Option<Spanned<String>>,
     read_receipts: Option<bool>,
     mdns: Option<bool>,
-    transport: Option<crate::transport::Policy>,
+    transport: Option<Policy>,
     bridge: Option<bool>,
     stealth: Option<RawStealth>,
 }
@@ -268,7 +329,7 @@ impl FileConfig {
             })?),
         };
         let stealth = match raw.stealth {
-            None => crate::transport::StealthOptions::default(),
+            None => StealthOptions::default(),
             Some(st) => {
                 let cover_backend = match st.cover_backend {
                     None => None,
@@ -280,7 +341,7 @@ impl FileConfig {
                         )
                     })?),
                 };
-                crate::transport::StealthOptions {
+                StealthOptions {
                     cert: st.cert,
                     key: st.key,
                     sni: st.sni,
@@ -340,11 +401,13 @@ impl Config {
             read_receipts: true,
             mdns: false,
             max_memory: (role == Role::Relay).then_some(RELAY_MAX_MEMORY),
-            transport: crate::transport::Policy::Any,
+            transport: Policy::Any,
             bridge: false,
             listen_lan: false,
-            stealth: crate::transport::StealthOptions::default(),
+            stealth: StealthOptions::default(),
             clock: Clock::system(),
+            dht_diversity: DHT_DIVERSITY,
+            mailbox_handover_interval: crate::mailbox::handover::HANDOVER_INTERVAL,
         }
     }
 

@@ -1,15 +1,19 @@
 //! Contacts: adding one from their invite (which starts the conversation with them), listing,
 //! removing (their messages stay), and the safety number to compare with them.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use kolokol_protocol::control;
 use kolokol_protocol::invite::Invite;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::conversations::Conversations;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
-use crate::store::{ContactRow, Store};
+use crate::store::{ContactRow, ConversationWrite, Store};
 
 /// Longest contact name, in bytes.
 pub const MAX_CONTACT_NAME_LEN: usize = 64;
@@ -17,6 +21,8 @@ pub const MAX_CONTACT_NAME_LEN: usize = 64;
 /// The contact book.
 #[derive(Clone)]
 pub(crate) struct Contacts {
+    /// The contacts' peer ids, for the swarm task, which never limits them like strangers.
+    pub(crate) peers: Arc<watch::Sender<Arc<HashSet<PeerId>>>>,
     pub(crate) store: Store,
     pub(crate) keys: Keys,
     pub(crate) conversations: Conversations,
@@ -49,8 +55,11 @@ impl Contacts {
             addresses,
             added_at_ms: self.clock.now_ms(),
         };
-        self.store.add_contact(&row)?;
-        self.conversations.start(&peer, invite.certificate)?;
+        let start = self.conversations.first_state(invite.certificate)?;
+        let first =
+            ConversationWrite { peer: &peer, state: &start.state, key_ids: Some(&start.key_ids) };
+        self.store.add_contact_with(&row, Some(&first))?;
+        self.publish()?;
         Ok(contact_view(row))
     }
 
@@ -61,10 +70,20 @@ impl Contacts {
 
     /// Removes a contact; messages to and from them stay.
     pub(crate) fn remove(&self, name: &str) -> Result<control::Contact> {
-        self.store
+        let removed = self
+            .store
             .remove_contact(name)?
             .map(contact_view)
-            .ok_or_else(|| Error::UnknownContact(name.to_owned()))
+            .ok_or_else(|| Error::UnknownContact(name.to_owned()))?;
+        self.publish()?;
+        Ok(removed)
+    }
+
+    /// Tells the swarm task who the contacts are now.
+    fn publish(&self) -> Result<()> {
+        let peers = self.store.contacts()?.into_iter().map(|c| c.peer_id).collect();
+        self.peers.send_replace(Arc::new(peers));
+        Ok(())
     }
 
     /// The contact with this name.

@@ -167,22 +167,13 @@ impl Conversations {
         Ok(self.0.store.conversation(peer)?.is_some())
     }
 
-    /// Starts the conversation with a new contact from their invite's certificate, unless one
-    /// exists already (the peer wrote first, and it holds their receive key). Creating it
-    /// involves no key work, so it runs here rather than on a worker; if the peer's conversation
-    /// is busy, it is busy because it exists.
-    pub(crate) fn start(&self, peer: &PeerId, certificate: DeviceCertificate) -> Result<()> {
-        let lock = self.lock_of(peer);
-        if let Ok(_guard) = lock.try_lock()
-            && !self.has(peer)?
-        {
-            let conversation = Conversation::new(certificate, self.0.clock.now_secs())?;
-            let bytes = conversation.to_bytes()?;
-            let key_ids = conversation.receive_key_ids();
-            let write = ConversationWrite { peer, state: &bytes, key_ids: Some(&key_ids) };
-            self.0.store.save_conversation(&write, self.0.clock.now_ms())?;
-        }
-        Ok(())
+    /// The state a conversation with a new contact starts from, made from their invite's
+    /// certificate: its encoding and its receive-key ids, for `Store::add_contact_with`, which
+    /// stores it with the contact unless a conversation exists already. Creating it involves no
+    /// key work, so it runs here rather than on a worker.
+    pub(crate) fn first_state(&self, certificate: DeviceCertificate) -> Result<FirstState> {
+        let conversation = Conversation::new(certificate, self.0.clock.now_secs())?;
+        Ok(FirstState { state: conversation.to_bytes()?, key_ids: conversation.receive_key_ids() })
     }
 
     /// Whether the next envelope to the peer would be a first contact that lacks the peer's
@@ -284,6 +275,12 @@ impl Conversations {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// A new conversation's first state: its encoding (it holds secret keys) and receive-key ids.
+pub(crate) struct FirstState {
+    pub(crate) state: zeroize::Zeroizing<Vec<u8>>,
+    pub(crate) key_ids: Vec<[u8; 8]>,
 }
 
 /// A conversation used under its peer's lock whose new state is not stored yet. Store it with

@@ -411,7 +411,7 @@ pub(crate) fn transport_checks(view: &swarm::EndpointsView, now_ms: u64) -> Vec<
             ));
         }
     }
-    let stealth_only = view.policy == crate::transport::Policy::Stealth;
+    let stealth_only = view.policy == crate::config::Policy::Stealth;
     let what = if stealth_only {
         "only stealth addresses are dialed (--transport stealth)"
     } else {

@@ -62,6 +62,10 @@ pub enum Error {
     /// The node is shutting down and cannot take the request.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// A crypto worker panicked on this input: a bug, and the input is refused rather than
+    /// retried for ever.
+    #[error("a crypto worker failed on this input (a bug; the input is refused)")]
+    WorkerPanicked,
 }
 
 impl Error {

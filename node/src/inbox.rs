@@ -6,9 +6,10 @@
 //! the same stream, sent only once it is stored, which the sender takes as delivery). A receipt
 //! marks our message delivered, a read receipt marks our messages read, a chunk waits in the
 //! store until its message is whole. Strangers may write (that is how first
-//! contact works) within quotas; contacts are never limited by strangers.
+//! contact works) within quotas that refill after their window ([`STRANGER_MESSAGES_PER_SENDER`],
+//! [`STRANGER_MESSAGES`], [`STRANGER_CONVERSATIONS`]); contacts are never limited by strangers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kolokol_protocol::control::{Event, InboxMessage, MessageState};
@@ -21,23 +22,35 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::conversations::{Conversations, Held};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::ids::new_message_id;
+use crate::ids::receipt_id;
 use crate::keys::Keys;
-use crate::store::{
-    ChunkOutcome, InboxRow, MAX_STRANGER_CONVERSATIONS, OutboxBody, OutboxRow, Store,
-};
+use crate::quota::{LogLimit, Quota};
+use crate::store::{ChunkOutcome, InboxRow, OutboxBody, OutboxRow, Store};
 use crate::swarm::{self, Inbound};
 use crate::wire::delivery::Ack;
 use crate::workers::Workers;
 
-/// Messages kept from any one sender who is not a contact. First contact needs strangers to be
-/// able to write, but a stranger must not be able to fill the disk.
-pub const MAX_MESSAGES_PER_STRANGER: u64 = 100;
+/// The window of the stranger quotas: what strangers used more than a day ago no longer
+/// counts, so a flood (of one identity or of thousands) delays other strangers by at most a
+/// day, and their senders, who are answered busy, try again.
+pub const STRANGER_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Messages kept from all non-contacts together.
-pub const MAX_STRANGER_MESSAGES: u64 = 1000;
+/// Messages stored from any one sender who is not a contact, per [`STRANGER_WINDOW`]. First
+/// contact needs strangers to be able to write, but a stranger must not be able to fill the
+/// disk.
+pub const STRANGER_MESSAGES_PER_SENDER: Quota = Quota::new(100, STRANGER_WINDOW);
+
+/// Messages stored from all non-contacts together, per [`STRANGER_WINDOW`]: a thousand
+/// throwaway identities cannot make the disk grow faster than this.
+pub const STRANGER_MESSAGES: Quota = Quota::new(1000, STRANGER_WINDOW);
+
+/// Conversations with peers who are not contacts that were active in the last
+/// [`STRANGER_WINDOW`]; past this, first contacts from new strangers are answered busy until
+/// older ones fall out of the window. Conversation state is at most about 50 KiB, so this
+/// bounds how fast strangers can grow it.
+pub const STRANGER_CONVERSATIONS: Quota = Quota::new(1000, STRANGER_WINDOW);
 
 /// How long the chunks of an incomplete message are kept: the sender stops trying after the
 /// same time.
@@ -86,6 +99,34 @@ pub(crate) struct InboxParts {
     pub(crate) clock: Clock,
     /// Wakes the outbox: a receipt was queued.
     pub(crate) outbox_wake: Arc<Notify>,
+    /// One log line per window for refusals past the stranger quotas.
+    pub(crate) quota_log: Mutex<LogLimit>,
+}
+
+/// What became of one envelope: [`Received::ack`] is the answer a sender gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Opened and stored (now or before).
+    Accepted,
+    /// Refused for good: it does not open, or says something out of bounds.
+    Rejected,
+    /// Not taken now (a full queue, a store that could not write): try again.
+    Busy,
+    /// From a stranger past a quota with a window: not stored, and the sender may try again
+    /// once the window has moved on.
+    OverQuota,
+}
+
+impl Received {
+    /// The answer on the wire: a stranger past a quota is told busy, so its node tries again
+    /// later instead of giving the message up.
+    pub(crate) fn ack(self) -> Ack {
+        match self {
+            Received::Accepted => Ack::Accepted,
+            Received::Rejected => Ack::Rejected,
+            Received::Busy | Received::OverQuota => Ack::Busy,
+        }
+    }
 }
 
 impl Inbox {
@@ -97,9 +138,13 @@ impl Inbox {
     /// `swarm`; drops chunks of messages their sender gave up on. At most one opener per core
     /// runs at a time; while they are all busy, envelopes wait in the bounded inbound queue, and
     /// once that is full the swarm task answers new ones [`Ack::Busy`].
+    /// Contacts' envelopes come first, from a queue of their own: strangers can fill theirs
+    /// and keep every opener busy, and a contact's envelope still goes before the next of
+    /// theirs.
     pub(crate) async fn run(
         self,
         mut inbound: mpsc::Receiver<Inbound>,
+        mut from_contacts: mpsc::Receiver<Inbound>,
         swarm: swarm::Client,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -107,15 +152,15 @@ impl Inbox {
         let mut purge = tokio::time::interval(CHUNK_PURGE_INTERVAL);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let idle = openers.len() < self.0.workers.count();
             tokio::select! {
-                next = inbound.recv(), if openers.len() < self.0.workers.count() => match next {
-                    Some(Inbound { envelope, channel }) => {
-                        let (inbox, swarm) = (self.clone(), swarm.clone());
-                        openers.spawn(async move {
-                            let ack = inbox.open_and_accept(envelope, Arrival::Direct).await;
-                            swarm.respond(channel, ack).await;
-                        });
-                    }
+                biased;
+                next = from_contacts.recv(), if idle => match next {
+                    Some(inbound) => self.open_on(&mut openers, inbound, &swarm),
+                    None => break,
+                },
+                next = inbound.recv(), if idle => match next {
+                    Some(inbound) => self.open_on(&mut openers, inbound, &swarm),
                     None => break,
                 },
                 Some(_) = openers.join_next(), if !openers.is_empty() => {}
@@ -124,6 +169,16 @@ impl Inbox {
             }
         }
         openers.shutdown().await;
+    }
+
+    /// Opens one envelope on a worker and answers its sender.
+    fn open_on(&self, openers: &mut JoinSet<()>, inbound: Inbound, swarm: &swarm::Client) {
+        let Inbound { peer, envelope, channel } = inbound;
+        let (inbox, swarm) = (self.clone(), swarm.clone());
+        openers.spawn(async move {
+            let ack = inbox.open_and_accept(envelope, Arrival::Direct).await;
+            swarm.respond(peer, channel, ack).await;
+        });
     }
 
     /// Drops the chunks of messages whose first chunk arrived longer than [`CHUNK_TTL`] ago.
@@ -140,11 +195,24 @@ impl Inbox {
     /// those fetched from mailboxes, so both get the same checks, the same duplicate detection
     /// and the same receipts.
     pub(crate) async fn open_and_accept(&self, envelope: Vec<u8>, arrival: Arrival) -> Ack {
+        self.open_and_store(envelope, arrival).await.ack()
+    }
+
+    /// As [`Inbox::open_and_accept`], telling a stranger past its quota apart from a busy
+    /// node: the mailbox fetch deletes the first (its sender keeps trying on its own) and keeps
+    /// the second.
+    pub(crate) async fn open_and_store(&self, envelope: Vec<u8>, arrival: Arrival) -> Received {
         match self.receive(envelope, arrival).await {
-            Ok(ack) => ack,
+            Ok(received) => received,
+            // Opening it crashed a worker: answering `Busy` would have it sent (or fetched)
+            // again for ever.
+            Err(Error::WorkerPanicked) => {
+                tracing::error!("refused an envelope that crashed a crypto worker");
+                Received::Rejected
+            }
             Err(e) => {
                 tracing::error!(%e, "cannot store a received message");
-                Ack::Busy
+                Received::Busy
             }
         }
     }
@@ -153,14 +221,14 @@ impl Inbox {
     /// format 1 envelope to the device key (older senders); a conversation envelope with the
     /// receive key its id names, through that peer's conversation; or a first contact to the
     /// device key or a prekey, which starts or continues the sender's conversation.
-    async fn receive(&self, envelope: Vec<u8>, arrival: Arrival) -> Result<Ack> {
+    async fn receive(&self, envelope: Vec<u8>, arrival: Arrival) -> Result<Received> {
         use kolokol_protocol::Error as P;
         let now = self.0.clock.now_secs();
         let header = match envelope::peek(&envelope) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(%e, "rejected an envelope");
-                return Ok(Ack::Rejected);
+                return Ok(Received::Rejected);
             }
         };
         let keys = self.0.keys.clone();
@@ -180,7 +248,7 @@ impl Inbox {
                 (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
                     let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
                         tracing::debug!("rejected an envelope for an unknown receive key");
-                        return Ok(Ack::Rejected);
+                        return Ok(Received::Rejected);
                     };
                     let held = self
                         .0
@@ -206,8 +274,8 @@ impl Inbox {
                 }
                 (_, envelope::KIND_FIRST_CONTACT, key_id) => {
                     match self.open_first_contact(envelope, key_id, now).await? {
-                        Some(opened) => opened,
-                        None => return Ok(Ack::Rejected),
+                        Ok(opened) => opened,
+                        Err(refused) => return Ok(refused),
                     }
                 }
                 _ => Err(P::Envelope("unknown envelope kind")),
@@ -220,7 +288,7 @@ impl Inbox {
                 // open again next time (a mailbox hands them over again).
                 let mut held = held;
                 let ack = self.accept(sender, device_key, content, arrival, &mut held)?;
-                if matches!(ack, Ack::Accepted | Ack::Rejected)
+                if matches!(ack, Received::Accepted | Received::Rejected)
                     && let Some(held) = held
                 {
                     held.store()?;
@@ -228,23 +296,25 @@ impl Inbox {
                 Ok(ack)
             }
             // A replay whose content could not be had again: it was acted on before.
-            Err(P::Replayed) => Ok(Ack::Accepted),
+            Err(P::Replayed) => Ok(Received::Accepted),
             Err(e) => {
                 tracing::debug!(%e, "rejected an envelope");
-                Ok(Ack::Rejected)
+                Ok(Received::Rejected)
             }
         }
     }
 
     /// Opens a first contact, sealed to one of our signed prekeys if `key_id` names one, else to
-    /// the device key, and starts or continues the sender's conversation with it. `None` means
-    /// refuse it (it does not open, or too many strangers hold conversations already).
+    /// the device key, and starts or continues the sender's conversation with it. `Err` is the
+    /// answer instead: rejected if it does not open, over quota if too many strangers started
+    /// conversations within the window.
     async fn open_first_contact(
         &self,
         envelope: Vec<u8>,
         key_id: Option<[u8; 8]>,
         now: u64,
-    ) -> Result<Option<std::result::Result<Opened, kolokol_protocol::Error>>> {
+    ) -> Result<std::result::Result<std::result::Result<Opened, kolokol_protocol::Error>, Received>>
+    {
         use kolokol_protocol::Error as P;
         let prekey = match key_id {
             Some(id) => self.0.store.prekey_secret(&id)?,
@@ -276,16 +346,19 @@ impl Inbox {
             Ok(first) => first,
             Err(e) => {
                 tracing::debug!(%e, "rejected a first-contact envelope");
-                return Ok(None);
+                return Ok(Err(Received::Rejected));
             }
         };
         let sender = first.sender;
+        let since =
+            self.0.clock.now_ms().saturating_sub(STRANGER_CONVERSATIONS.window.as_millis() as u64);
         if !self.0.conversations.has(&sender)?
             && self.0.store.contact_by_peer(&sender)?.is_none()
-            && self.0.store.stranger_conversations()? >= MAX_STRANGER_CONVERSATIONS
+            && self.0.store.stranger_conversations(since)?
+                >= u64::from(STRANGER_CONVERSATIONS.limit)
         {
-            tracing::info!(%sender, "refused a first contact: too many strangers");
-            return Ok(None);
+            self.log_over_quota(&sender, "stranger conversations", STRANGER_CONVERSATIONS);
+            return Ok(Err(Received::OverQuota));
         }
         let opened = self
             .0
@@ -310,7 +383,7 @@ impl Inbox {
                 Ok((peer, device_key, content))
             })
             .await?;
-        Ok(Some(opened.map(Opened::held)))
+        Ok(Ok(opened.map(Opened::held)))
     }
 
     /// Stores an opened envelope and reacts to it: a text is put in the inbox and answered by a
@@ -322,19 +395,19 @@ impl Inbox {
         content: Content,
         arrival: Arrival,
         held: &mut Option<Held<()>>,
-    ) -> Result<Ack> {
+    ) -> Result<Received> {
         let store = &self.0.store;
         let now = self.0.clock.now_ms();
         // Decoding bounds only the size; a read receipt naming no ids, or more than any of our
         // nodes puts in one, is refused before anything acts on it.
         if !content.body.is_valid() {
             tracing::info!(%sender, "refused a body out of bounds");
-            return Ok(Ack::Rejected);
+            return Ok(Received::Rejected);
         }
         match content.body {
             Body::Text(text) => {
                 if self.stranger_over_quota(&sender)? {
-                    return Ok(Ack::Rejected);
+                    return Ok(Received::OverQuota);
                 }
                 let row = InboxRow {
                     id: content.id,
@@ -349,7 +422,7 @@ impl Inbox {
                 // a crash between the two would leave a stored message whose sender never
                 // hears of it. One that came directly is answered by the acknowledgement.
                 let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
-                    id: new_message_id(),
+                    id: receipt_id(&sender, &content.id),
                     peer_id: sender,
                     device_key,
                     body: OutboxBody::Receipt(content.id),
@@ -386,7 +459,7 @@ impl Inbox {
                 // so nobody we never added can make us keep megabytes of halves or of text.
                 if store.contact_by_peer(&sender)?.is_none() {
                     tracing::info!(%sender, "refused a chunk from a peer who is not a contact");
-                    return Ok(Ack::Rejected);
+                    return Ok(Received::Rejected);
                 }
                 let kept = store.add_chunk(
                     &sender,
@@ -399,14 +472,16 @@ impl Inbox {
                     now,
                 )?;
                 let chunks = match kept {
-                    ChunkOutcome::Kept | ChunkOutcome::AlreadyReceived => return Ok(Ack::Accepted),
+                    ChunkOutcome::Kept | ChunkOutcome::AlreadyReceived => {
+                        return Ok(Received::Accepted);
+                    }
                     ChunkOutcome::Full => {
                         tracing::info!(%sender, "deferred a chunk: too many partial messages");
-                        return Ok(Ack::Busy);
+                        return Ok(Received::Busy);
                     }
                     ChunkOutcome::Inconsistent => {
                         tracing::info!(%sender, "refused a chunk that contradicts its message");
-                        return Ok(Ack::Rejected);
+                        return Ok(Received::Rejected);
                     }
                     ChunkOutcome::Complete(chunks) => chunks,
                 };
@@ -421,7 +496,7 @@ impl Inbox {
                     }
                     Err(e) => {
                         tracing::info!(%sender, %e, "refused a message whose chunks do not join");
-                        Ack::Rejected
+                        Received::Rejected
                     }
                 };
                 // Stored (or refused for good): the chunks have served. A crash before this
@@ -441,7 +516,7 @@ impl Inbox {
                 }
             }
         }
-        Ok(Ack::Accepted)
+        Ok(Received::Accepted)
     }
 
     /// Marks our text `of` delivered if `sender` is the peer we sent it to.
@@ -454,18 +529,33 @@ impl Inbox {
         Ok(())
     }
 
-    /// Strangers may write (that is how first contact works) but not without bound: past the
-    /// quota their messages are refused, and contacts are never affected.
+    /// Strangers may write (that is how first contact works) but not without bound: past a
+    /// quota their messages are refused until the window moves on, and contacts are never
+    /// affected. The counts are of messages stored within the window, so they hold across
+    /// restarts.
     fn stranger_over_quota(&self, sender: &PeerId) -> Result<bool> {
         if self.0.store.contact_by_peer(sender)?.is_some() {
             return Ok(false);
         }
-        let (from_sender, from_all) = self.0.store.stranger_messages(sender)?;
-        let over = from_sender >= MAX_MESSAGES_PER_STRANGER || from_all >= MAX_STRANGER_MESSAGES;
-        if over {
-            tracing::info!(%sender, "refused a message: stranger quota reached");
+        let since = self.0.clock.now_ms().saturating_sub(STRANGER_WINDOW.as_millis() as u64);
+        let (from_sender, from_all) = self.0.store.stranger_messages(sender, since)?;
+        if from_sender >= u64::from(STRANGER_MESSAGES_PER_SENDER.limit) {
+            self.log_over_quota(sender, "messages per stranger", STRANGER_MESSAGES_PER_SENDER);
+            return Ok(true);
         }
-        Ok(over)
+        if from_all >= u64::from(STRANGER_MESSAGES.limit) {
+            self.log_over_quota(sender, "messages from all strangers", STRANGER_MESSAGES);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// One line per window however many strangers are refused.
+    fn log_over_quota(&self, sender: &PeerId, quota: &'static str, limit: Quota) {
+        let mut log = self.0.quota_log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(not_logged_before) = log.allow(limit.window) {
+            tracing::warn!(%sender, quota, %limit, not_logged_before, "refused a stranger's message: quota reached; it is answered busy and may come again after the window; further refusals are not logged for one window");
+        }
     }
 }
 
@@ -497,3 +587,6 @@ fn event_view(m: InboxRow) -> InboxMessage {
     }
     view
 }
+
+#[cfg(test)]
+mod tests;

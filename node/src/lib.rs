@@ -43,6 +43,7 @@ pub mod data_dir;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod quota;
 pub mod workers;
 
 pub use config::{Config, FileConfig, LogFormat, Role};

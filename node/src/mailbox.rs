@@ -14,6 +14,7 @@
 
 pub mod deposit;
 pub mod fetch;
+pub mod handover;
 pub mod replica;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::keys::Keys;
 use crate::presence::{MAX_TRACKED_LOOKUPS, RESOLVE_TIMEOUT};
+use crate::quota::{Meter, Quota};
 use crate::store::{MailboxQuotas, Store};
 use crate::swarm::{self, MailboxFailure};
 
@@ -74,6 +76,31 @@ pub const QUOTAS: MailboxQuotas = MailboxQuotas {
     total_bytes: MAX_STORED_BYTES,
 };
 
+/// The window of a replica's deposit quotas.
+pub const DEPOSIT_WINDOW: Duration = Duration::from_secs(60 * 60);
+
+/// Deposits one peer may make on this replica, into all mailboxes together, per
+/// [`DEPOSIT_WINDOW`]: twice what one depositor may hold in one mailbox, so a backlog of a
+/// thousand messages to an offline recipient goes in at once; past it, the deposit is answered
+/// `QuotaExceeded` and the sender's outbox tries again.
+pub const DEPOSITS_PER_DEPOSITOR: Quota = Quota::new(4096, DEPOSIT_WINDOW);
+
+/// Deposits into one mailbox from all depositors together, per [`DEPOSIT_WINDOW`], half of
+/// [`MAX_ITEMS_PER_MAILBOX`]: peer ids cost nothing, so this, not the per-depositor quota, is
+/// what bounds how fast a crowd of throwaway identities can fill a mailbox (two windows at
+/// least). What they fill stays at most until the mailbox id turns over (a day,
+/// `MAILBOX_PERIOD_SECS`), when depositors move to a fresh mailbox.
+pub const DEPOSITS_PER_MAILBOX: Quota = Quota::new(4096, DEPOSIT_WINDOW);
+
+/// Items another replica may hand this one per [`DEPOSIT_WINDOW`] (`Request::Handover`): a
+/// replica that leaves the closest set of a full mailbox hands over at most 8192 items, twice
+/// that passes.
+pub const HANDOVER_ITEMS_PER_REPLICA: Quota = Quota::new(16_384, DEPOSIT_WINDOW);
+
+/// Depositors and mailboxes a replica meters at once; past this, a new one waits for the
+/// oldest window to end.
+pub const MAX_METERED: usize = 8192;
+
 /// How long the replicas found for a mailbox id are reused before the DHT is asked again; a
 /// backlog of messages to one offline recipient then costs one lookup, not one per message.
 pub const REPLICA_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -93,11 +120,63 @@ struct Inner {
     /// Replicas found per mailbox id, and when; at most [`MAX_TRACKED_LOOKUPS`] ids, cleared
     /// when full.
     replicas: Mutex<HashMap<MailboxId, (Instant, Vec<Replica>)>>,
+    /// Deposits counted per depositor and per mailbox, as a replica.
+    deposits: Mutex<DepositMeters>,
+    /// How far each handover got, per mailbox and replica handed to (a store position); at
+    /// most `handover::MAX_TRACKED_HANDOVERS`.
+    handed: Mutex<HashMap<(MailboxId, PeerId), i64>>,
+    /// Counts changes to the items held as a replica, so a test (or a status page) can wait for
+    /// one instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// A replica's deposit quotas, per depositor and per mailbox.
+struct DepositMeters {
+    per_depositor: Meter<PeerId>,
+    per_mailbox: Meter<MailboxId>,
+    handovers: Meter<PeerId>,
+}
+
+impl DepositMeters {
+    fn new(per_depositor: Quota, per_mailbox: Quota) -> Self {
+        Self {
+            per_depositor: Meter::new("deposits per depositor", per_depositor, MAX_METERED),
+            per_mailbox: Meter::new("deposits into one mailbox", per_mailbox, MAX_METERED),
+            handovers: Meter::new(
+                "items handed over per replica",
+                HANDOVER_ITEMS_PER_REPLICA,
+                MAX_METERED,
+            ),
+        }
+    }
+}
+
+impl Default for DepositMeters {
+    fn default() -> Self {
+        Self::new(DEPOSITS_PER_DEPOSITOR, DEPOSITS_PER_MAILBOX)
+    }
 }
 
 impl Mailboxes {
     pub(crate) fn new(swarm: swarm::Client, store: Store, keys: Keys, clock: Clock) -> Self {
-        Self(Arc::new(Inner { swarm, store, keys, clock, replicas: Default::default() }))
+        Self(Arc::new(Inner {
+            swarm,
+            store,
+            keys,
+            clock,
+            replicas: Default::default(),
+            deposits: Default::default(),
+            handed: Default::default(),
+            changes: tokio::sync::watch::channel(0).0,
+        }))
+    }
+
+    /// Replaces the deposit quotas, so a test can reach them with a few deposits instead of
+    /// thousands; the code that counts and refuses is the same.
+    #[cfg(test)]
+    pub(crate) fn set_deposit_quotas(&self, per_depositor: Quota, per_mailbox: Quota) {
+        *self.0.deposits.lock().unwrap_or_else(|p| p.into_inner()) =
+            DepositMeters::new(per_depositor, per_mailbox);
     }
 
     /// The DHT servers closest to a mailbox id, nearest first, at most [`REPLICAS`]; from the
@@ -120,6 +199,17 @@ impl Mailboxes {
             cache.insert(*mailbox_id, (Instant::now(), replicas.clone()));
         }
         replicas
+    }
+
+    /// Changes to the items this node holds as a replica: the value moves on every deposit,
+    /// handover, delete and purge.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changes.subscribe()
+    }
+
+    /// How many items this node holds for a mailbox as a replica.
+    pub(crate) fn held(&self, mailbox_id: &MailboxId) -> crate::error::Result<u64> {
+        self.0.store.mailbox_count(mailbox_id)
     }
 
     /// Forgets the replicas found for a mailbox id, so the next use asks the DHT again.

@@ -259,6 +259,18 @@ impl Node {
         self.0.store.receive_key_ids(peer)
     }
 
+    /// How many items this node holds as a replica for `mailbox_id`.
+    pub fn mailbox_items_held(&self, mailbox_id: &[u8; 32]) -> Result<u64> {
+        self.0.mailboxes.held(mailbox_id)
+    }
+
+    /// A receiver that changes whenever the items this node holds as a replica do (a deposit,
+    /// a handover, a delete, a purge); wait on it, then look with
+    /// [`Node::mailbox_items_held`].
+    pub fn mailbox_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.mailboxes.changes()
+    }
+
     /// Fetches our mailboxes now; returns how many items were taken.
     pub async fn fetch_mailboxes(&self) -> usize {
         self.0.mailboxes.fetch_all(&self.0.inbox).await

@@ -58,6 +58,12 @@ impl RunningNode {
         let endpoints =
             store.endpoints()?.into_iter().map(swarm::EndpointRecord::from_row).collect();
         let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config, endpoints)?;
+        // The swarm task spares contacts every quota meant for strangers; it follows the
+        // contact book as it changes.
+        let (contact_peers, watched) = tokio::sync::watch::channel(Arc::new(
+            store.contacts()?.into_iter().map(|c| c.peer_id).collect(),
+        ));
+        event_loop.watch_contacts(watched);
         // The metrics address is bound before anything else starts, so a port in use fails the
         // start with a clear error instead of leaving a node without the metrics it was asked for.
         let metrics = match config.metrics {
@@ -93,6 +99,7 @@ impl RunningNode {
             workers: workers.clone(),
             clock: clock.clone(),
             outbox_wake: outbox_wake.clone(),
+            quota_log: Default::default(),
         });
         let mailboxes = Mailboxes::new(swarm.clone(), store.clone(), keys.clone(), clock.clone());
         let outbox = Outbox::new(OutboxParts {
@@ -108,6 +115,7 @@ impl RunningNode {
             paths: Default::default(),
         });
         let contacts = Contacts {
+            peers: Arc::new(contact_peers),
             store: store.clone(),
             keys: keys.clone(),
             conversations: conversations.clone(),
@@ -128,7 +136,12 @@ impl RunningNode {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(event_loop.run(shutdown_rx.clone()));
-        tasks.spawn(inbox.clone().run(channels.inbound, swarm.clone(), shutdown_rx.clone()));
+        tasks.spawn(inbox.clone().run(
+            channels.inbound,
+            channels.inbound_contacts,
+            swarm.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(outbox.clone().run(shutdown_rx.clone()));
         tasks.spawn(
             Bookkeeping {
@@ -145,6 +158,9 @@ impl RunningNode {
         tasks.spawn(upkeep(store.clone(), workers.clone(), shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_replica(channels.mailbox_requests, shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_fetch(inbox.clone(), fetch_wake, shutdown_rx.clone()));
+        tasks.spawn(
+            mailboxes.clone().run_handover(config.mailbox_handover_interval, shutdown_rx.clone()),
+        );
         let mut metrics_address = None;
         if let Some((listener, registry)) = metrics {
             let address =

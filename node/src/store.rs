@@ -30,10 +30,10 @@ use crate::error::{Error, Result};
 
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
-pub use conversations::{ConversationWrite, MAX_STRANGER_CONVERSATIONS};
+pub use conversations::ConversationWrite;
 pub use endpoints::{EndpointRow, MAX_ENDPOINT_ROWS};
 pub use inbox::InboxRow;
-pub use mailbox::{MailboxDeposit, MailboxItem, MailboxQuotas};
+pub use mailbox::{HandedItem, HeldItem, MailboxDeposit, MailboxItem, MailboxQuotas};
 pub use outbox::{
     DepositRecord, OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes,
 };

@@ -12,6 +12,7 @@
 //! libp2p lacks; `dialer` races every address of a peer,
 //! [`endpoints`] remembers per [`network`] what worked.
 
+pub mod admission;
 pub mod behaviour;
 mod dht;
 mod dialer;
@@ -34,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
 
+pub use dht::{FRESH_RECORD, RECORD_ANSWERS};
 pub use dialer::{
     MAX_RACE_CANDIDATES, MAX_RACES, MAX_UNREACHABLE, MIN_REDIAL_INTERVAL, PROVEN_HEAD_START,
     RACE_STAGGER,
@@ -77,8 +79,8 @@ pub(crate) enum Command {
     },
     /// What the node knows of the transports and addresses on this network.
     Endpoints { reply: oneshot::Sender<EndpointsView> },
-    /// Answer an inbound envelope.
-    Respond { channel: ResponseChannel<Ack>, ack: Ack },
+    /// Answer an inbound envelope from `peer` (whose refused envelopes count as junk).
+    Respond { peer: PeerId, channel: ResponseChannel<Ack>, ack: Ack },
     /// Report the network state.
     Status { reply: oneshot::Sender<NetStatus> },
     /// Store our presence record locally and on the DHT servers closest to its key.
@@ -199,7 +201,7 @@ pub struct EndpointsView {
     /// Every endpoint dialed on this network, most recently used first.
     pub records: Vec<EndpointRecord>,
     /// The transports the node may dial.
-    pub policy: crate::transport::Policy,
+    pub policy: crate::config::Policy,
     /// Whether the node listens on its LAN addresses.
     pub lan_listen: bool,
     /// Relays that said they are bridges.
@@ -208,6 +210,8 @@ pub struct EndpointsView {
 
 /// An envelope a peer sent, waiting for an opener.
 pub(crate) struct Inbound {
+    /// The peer at the other end of the connection it came over.
+    pub peer: PeerId,
     pub envelope: Vec<u8>,
     pub channel: ResponseChannel<Ack>,
 }
@@ -299,8 +303,10 @@ pub(crate) fn without_peer(addr: &Multiaddr) -> Multiaddr {
 
 /// The channels on which the swarm task tells the rest of the node what arrived.
 pub(crate) struct Channels {
-    /// Envelopes peers sent us, for the opener workers.
+    /// Envelopes peers who are not contacts sent us, for the opener workers.
     pub inbound: mpsc::Receiver<Inbound>,
+    /// Envelopes contacts sent us, in a queue of their own that strangers cannot fill.
+    pub inbound_contacts: mpsc::Receiver<Inbound>,
     /// Connections, peers seen, address changes.
     pub net_events: mpsc::Receiver<NetEvent>,
     /// Mailbox requests peers sent us as a replica.
@@ -317,15 +323,23 @@ pub(crate) fn new(
     let swarm = behaviour::build(keypair, config)?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE_LEN);
+    let (contacts_tx, inbound_contacts) = mpsc::channel(admission::CONTACT_INBOUND_QUEUE_LEN);
     let (net_tx, net_events) = mpsc::channel(NET_EVENT_QUEUE_LEN);
     let (mailbox_tx, mailbox_requests) = mpsc::channel(mailbox_wire::INBOUND_QUEUE_LEN);
     let (status_tx, status_rx) = watch::channel(NetStatus::default());
-    let mut event_loop =
-        EventLoop::new(swarm, config, command_rx, inbound_tx, net_tx, status_tx, mailbox_tx)?;
+    let mut event_loop = EventLoop::new(
+        swarm,
+        config,
+        command_rx,
+        [inbound_tx, contacts_tx],
+        net_tx,
+        status_tx,
+        mailbox_tx,
+    )?;
     // What worked on which network, from earlier runs: the racing dialer starts from it.
     event_loop.endpoints = endpoints::Endpoints::new(endpoints);
     let client = Client { commands: command_tx, status: status_rx };
-    Ok((client, event_loop, Channels { inbound, net_events, mailbox_requests }))
+    Ok((client, event_loop, Channels { inbound, inbound_contacts, net_events, mailbox_requests }))
 }
 
 /// A handle to the swarm task: one async method per command. Clones share the task.
@@ -368,9 +382,9 @@ impl Client {
         self.ask(|reply| Command::Endpoints { reply }).await
     }
 
-    /// Answers an envelope a peer sent.
-    pub(crate) async fn respond(&self, channel: ResponseChannel<Ack>, ack: Ack) {
-        self.tell(Command::Respond { channel, ack }).await;
+    /// Answers an envelope `peer` sent.
+    pub(crate) async fn respond(&self, peer: PeerId, channel: ResponseChannel<Ack>, ack: Ack) {
+        self.tell(Command::Respond { peer, channel, ack }).await;
     }
 
     /// The network state now.

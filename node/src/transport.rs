@@ -13,10 +13,7 @@ pub mod secret;
 pub mod stealth;
 pub mod tls;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
@@ -24,7 +21,7 @@ use libp2p::core::upgrade::Version;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, Transport as _, noise, yamux};
 
-use crate::config::{Config, Role};
+use crate::config::{Config, Policy, Role};
 use crate::error::{Error, Result};
 
 pub use address::{DialAddress, ListenAddress, ListenMode, is_stealth};
@@ -34,42 +31,7 @@ pub use address::{DialAddress, ListenAddress, ListenMode, is_stealth};
 /// drops would otherwise wait for the kernel to give up on TCP, about two minutes; the racing
 /// dialer starts other addresses long before this, and this ends the hopeless one. A handshake
 /// over a throttled link (130 kbit/s, 300 ms round trips) takes two or three seconds.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Which transports a node dials and listens with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    /// TCP, QUIC and stealth.
-    #[default]
-    Any,
-    /// The stealth transport only (and relay circuits over it): nothing this node sends
-    /// carries a cleartext libp2p identifier, and addresses of other transports are not
-    /// dialed at all.
-    Stealth,
-}
-
-/// The operator's stealth settings; every field is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StealthOptions {
-    /// The certificate chain (PEM) to serve; with `key`. Without both, a self-signed one is
-    /// generated once and kept in the data directory.
-    pub cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    pub key: Option<PathBuf>,
-    /// The domain dialers name in TLS (SNI) and in the `Host` header: the cover site's.
-    pub sni: Option<String>,
-    /// A directory the built-in cover web server serves.
-    pub cover_dir: Option<PathBuf>,
-    /// The operator's own web server, to splice connections without the secret to.
-    pub cover_backend: Option<SocketAddr>,
-    /// The secret path to use (a generated one otherwise).
-    pub secret: Option<String>,
-    /// Retire the current secret and make a new one current at this start.
-    pub rotate_secret: bool,
-    /// How long a retired secret keeps working; [`secret::DEFAULT_GRACE`] if `None`.
-    pub secret_grace: Option<Duration>,
-}
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The port a relay's stealth listener takes unless told otherwise, when it may bind it.
 pub const STEALTH_PORT: u16 = 443;

@@ -35,6 +35,8 @@ impl Workers {
     ) -> Result<T> {
         let _permit =
             self.permits.clone().acquire_owned().await.map_err(|_| Error::ShuttingDown)?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| Error::ShuttingDown)
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| if e.is_panic() { Error::WorkerPanicked } else { Error::ShuttingDown })
     }
 }

@@ -24,6 +24,12 @@ pub const MAILBOX_ID_CONTEXT: &[u8] = b"kolokol-mailbox:v1";
 /// Domain-separation prefix of the ownership proof signature.
 pub const PROOF_CONTEXT: &[u8] = b"kolokol-mailbox-proof:v1";
 
+/// Domain-separation prefix of a replica's signature over a handover (`Request::Handover`).
+pub const HANDOVER_CONTEXT: &[u8] = b"kolokol-mailbox-handover:v1";
+
+/// Most items one handover carries; a replica hands a mailbox over in batches of this size.
+pub const MAX_HANDOVER_ITEMS: usize = 64;
+
 /// Domain-separation prefix of the item id derived from a message id.
 pub const ITEM_ID_CONTEXT: &[u8] = b"kolokol-mailbox-item:v1";
 
@@ -115,6 +121,90 @@ pub enum Request {
         /// The owner's proof for [`Operation::Delete`] over these ids.
         proof: Proof,
     },
+    /// Take over items of a mailbox from a replica that is no longer among the closest to its
+    /// id, or that hands them to a closer one that joined. Variant 3, appended: the encodings
+    /// of variants 0 to 2 are unchanged, and a replica that does not know it refuses the frame,
+    /// so the sender keeps its items.
+    Handover {
+        /// The mailbox.
+        mailbox_id: MailboxId,
+        /// 1 to [`MAX_HANDOVER_ITEMS`] items, with at most [`MAX_FETCH_BYTES`] of envelopes.
+        items: Vec<HandoverItem>,
+        /// The handing replica's signature over the mailbox id and every item.
+        proof: HandoverProof,
+    },
+}
+
+/// One item handed from replica to replica: what the depositor sent, and when it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct HandoverItem {
+    /// The item's id, unchanged.
+    pub item_id: ItemId,
+    /// Unix seconds after which the new replica may drop it (as the old one held it).
+    pub expires_at: u64,
+    /// The sealed envelope, exactly one of the envelope buckets long.
+    pub envelope: Vec<u8>,
+}
+
+/// A replica's signature over a handover: who hands the items on, when, and exactly which.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct HandoverProof {
+    /// The handing replica's Ed25519 identity key; its peer id must be the connection's.
+    pub replica_key: [u8; 32],
+    /// When it was signed, Unix seconds; it must be within [`PROOF_WINDOW_SECS`].
+    pub timestamp: u64,
+    /// Ed25519 signature over [`handover_bytes`].
+    pub signature: [u8; 64],
+}
+
+/// The bytes a handover proof signs: the context, the mailbox id, the timestamp (big-endian
+/// u64), and the BLAKE2s-256 of every item's id, expiry (big-endian u64) and BLAKE2s-256 of
+/// its envelope, in order; so a captured proof covers no other item, mailbox or order.
+pub fn handover_bytes(mailbox_id: &MailboxId, timestamp: u64, items: &[HandoverItem]) -> Vec<u8> {
+    let mut digest = Blake2s256::new();
+    for item in items {
+        digest.update(item.item_id);
+        digest.update(item.expires_at.to_be_bytes());
+        digest.update(Blake2s256::digest(&item.envelope));
+    }
+    let mut m = Vec::with_capacity(HANDOVER_CONTEXT.len() + 32 + 8 + 32);
+    m.extend_from_slice(HANDOVER_CONTEXT);
+    m.extend_from_slice(mailbox_id);
+    m.extend_from_slice(&timestamp.to_be_bytes());
+    m.extend_from_slice(&digest.finalize());
+    m
+}
+
+impl HandoverProof {
+    /// Signs a handover of `items` of `mailbox_id` by `replica` at `timestamp`.
+    pub fn sign(
+        replica: &Identity,
+        mailbox_id: &MailboxId,
+        timestamp: u64,
+        items: &[HandoverItem],
+    ) -> Result<Self, Error> {
+        let signature = replica.sign(&handover_bytes(mailbox_id, timestamp, items))?;
+        Ok(Self { replica_key: *replica.identity_key(), timestamp, signature })
+    }
+
+    /// Checks the proof at `now`: the timestamp is within the window and the signature
+    /// verifies over exactly these items. Returns the replica's identity key; the caller checks
+    /// that it is the peer at the other end of the connection.
+    pub fn verify(
+        &self,
+        mailbox_id: &MailboxId,
+        items: &[HandoverItem],
+        now: u64,
+    ) -> Result<[u8; 32], Error> {
+        if self.timestamp.abs_diff(now) > PROOF_WINDOW_SECS {
+            return Err(Error::Mailbox("handover is stale or from the future"));
+        }
+        let signed = handover_bytes(mailbox_id, self.timestamp, items);
+        if !verify_strict(&self.replica_key, &signed, &self.signature)? {
+            return Err(Error::Mailbox("handover signature does not verify"));
+        }
+        Ok(self.replica_key)
+    }
 }
 
 /// One stored item as handed to the owner.
@@ -280,6 +370,14 @@ impl Request {
             }
             Request::Delete { item_ids, .. } if item_ids.len() > MAX_DELETE_IDS => {
                 Err(Error::Mailbox("delete names too many items"))
+            }
+            Request::Handover { items, .. }
+                if items.is_empty()
+                    || items.len() > MAX_HANDOVER_ITEMS
+                    || items.iter().any(|i| !BUCKETS.contains(&i.envelope.len()))
+                    || items.iter().map(|i| i.envelope.len()).sum::<usize>() > MAX_FETCH_BYTES =>
+            {
+                Err(Error::Mailbox("handover carries no items, too many, or an odd-sized one"))
             }
             _ => Ok(request),
         }

@@ -7,6 +7,7 @@
 //! happened, never how fast.
 
 pub mod support;
+pub mod sybil;
 pub mod tls_hello;
 
 #[cfg(test)]

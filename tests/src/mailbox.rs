@@ -1,19 +1,21 @@
 //! Store-and-forward mailboxes: an offline recipient gets its messages from the replicas when
 //! it comes back, exactly once, even with a replica gone; replicas hand over and delete items
 //! only with a valid ownership proof, and refuse deposits past a quota without touching what
-//! they hold; a backlog of 1 000 messages all arrives, in order, none twice.
+//! they hold; a backlog of 1 000 messages all arrives, in order, none twice; and through churn
+//! the replicas hand a mailbox over so that the three closest live servers hold it.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use kolokol_node::Role;
+use kolokol_node::{Multiaddr, Role, RunningNode};
 use kolokol_protocol::control::Event;
 use kolokol_protocol::identity::Identity;
 use kolokol_protocol::mailbox::{Operation, Proof, Request, Response, mailbox_id, period_of};
+use libp2p::kad;
 
 use crate::support::{
     Net, TIMEOUT, assert_stored_then_delivered, introduce, raw_mailbox_requests, wait_message,
-    wait_state,
+    wait_message_at, wait_state, wait_state_at,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +170,7 @@ async fn a_depositor_past_its_quota_gets_a_clear_error_and_nothing_else_changes(
     let answers = raw_mailbox_requests(&relay_addr, requests).await;
     let stored = answers.iter().filter(|a| **a == Response::Stored).count();
     let refused: Vec<&Response> = answers.iter().filter(|a| **a != Response::Stored).collect();
-    assert_eq!(stored, quota);
+    assert_eq!(stored, quota, "refused: {:?}", &refused[..refused.len().min(5)]);
     match refused[..] {
         [Response::QuotaExceeded { reason }] => {
             assert!(reason.contains("the most one sender may"), "{reason}")
@@ -309,5 +311,143 @@ async fn a_stored_message_moves_to_new_replicas_when_they_join_and_survives_the_
     bob.shutdown().await;
     for r in relays {
         r.shutdown().await;
+    }
+}
+
+/// A DHT server with a handover pass every second, on 127.0.0.1, bootstrapping from
+/// `bootstrap`; with `identity`, it runs under that identity (ground to sit close to a key).
+async fn replica(
+    net: &Net,
+    name: &str,
+    bootstrap: &[Multiaddr],
+    identity: Option<&Identity>,
+) -> RunningNode {
+    if let Some(identity) = identity {
+        let dir = net.data_dir(name);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let path = dir.join(kolokol_node::data_dir::IDENTITY_FILE);
+        std::fs::write(&path, identity.to_file_bytes().as_slice()).expect("identity file");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("identity file mode");
+    }
+    let mut config = net.config(name, Role::Relay);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+    config.bootstrap = bootstrap.to_vec();
+    config.mailbox_handover_interval = Duration::from_secs(1);
+    RunningNode::start(config).await.expect("the replica starts")
+}
+
+/// The full address of a running DHT server.
+async fn address_of(server: &RunningNode) -> Multiaddr {
+    let net = server.node().wait_for_net(TIMEOUT, |s| !s.external.is_empty()).await.expect("up");
+    format!("{}/p2p/{}", net.external[0], server.node().peer_id()).parse().expect("multiaddr")
+}
+
+/// Waits until `node` holds exactly `count` items of `mailbox`, waking on each change.
+async fn wait_held(node: &RunningNode, mailbox: &[u8; 32], count: u64, what: &str) {
+    let node = node.node();
+    let mut changes = node.mailbox_changes();
+    tokio::time::timeout(TIMEOUT * 2, async {
+        loop {
+            if node.mailbox_items_held(mailbox).expect("count") == count {
+                return;
+            }
+            changes.changed().await.expect("the node runs");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let held = node.mailbox_items_held(mailbox).expect("count");
+        panic!("{what}: holds {held} items of the mailbox, not {count}")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_hand_a_mailbox_over_through_churn_and_every_message_arrives() {
+    const MESSAGES: usize = 5;
+    let net = Net::new();
+    let seed = replica(&net, "seed", &[], None).await;
+    let seed_addr = address_of(&seed).await;
+    let mut servers = vec![seed];
+    for i in 1..4 {
+        servers
+            .push(replica(&net, &format!("old{i}"), std::slice::from_ref(&seed_addr), None).await);
+    }
+    for s in &servers {
+        s.node().wait_for_net(TIMEOUT, |n| n.routing_table >= 3).await.expect("the DHT forms");
+    }
+
+    // Alice leaves five messages for Bob, who is away, then goes away herself: from here on,
+    // only the replicas move the messages.
+    let alice = net.user("alice", std::slice::from_ref(&seed_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&seed_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    bob.shutdown().await;
+    let mut a_events = alice.node().subscribe();
+    let mut ids = Vec::new();
+    for i in 0..MESSAGES {
+        ids.push(alice.node().send("bob", &format!("waiting {i}")).await.expect("send").id);
+    }
+    for id in &ids {
+        wait_state_at(&alice.node(), &mut a_events, id, "stored").await;
+    }
+    alice.shutdown().await;
+
+    let bob_key = *net.identity("bob").identity_key();
+    let mailbox = mailbox_id(&bob_key, period_of(kolokol_node::clock::unix_secs()));
+    let target = kad::KBucketKey::new(mailbox.to_vec());
+    let distance = |p: &libp2p::PeerId| kad::KBucketKey::from(*p).distance(&target);
+    servers.sort_by_key(|s| distance(&s.node().peer_id()));
+    // The three closest of the four hold every message.
+    for s in &servers[..3] {
+        wait_held(s, &mailbox, MESSAGES as u64, "a first replica").await;
+    }
+
+    // Churn: the closest replica leaves (it may be the seed), and two servers closer than any
+    // join through the servers still there.
+    let left = servers.remove(0);
+    left.shutdown().await;
+    let mut alive = Vec::new();
+    for s in &servers {
+        alive.push(address_of(s).await);
+    }
+    let nearest = distance(&servers[0].node().peer_id());
+    let mut joined = Vec::new();
+    let mut secret = 0u32;
+    while joined.len() < 2 {
+        secret += 1;
+        let mut s = [0x5a; 32];
+        s[..4].copy_from_slice(&secret.to_be_bytes());
+        let identity = Identity::from_secrets(s, [0x5b; 32]);
+        if distance(&identity.peer_id()) < nearest {
+            let name = format!("new{}", joined.len());
+            joined.push(replica(&net, &name, &alive, Some(&identity)).await);
+        }
+    }
+    let mut live: Vec<RunningNode> = joined.into_iter().chain(servers).collect();
+    live.sort_by_key(|s| distance(&s.node().peer_id()));
+
+    // The three live servers now closest hold every message; the one pushed out of the
+    // closest set handed them on before dropping its copy.
+    for s in &live[..3] {
+        wait_held(s, &mailbox, MESSAGES as u64, "a live replica among the three closest").await;
+    }
+    for s in &live[3..] {
+        wait_held(s, &mailbox, 0, "a server no longer among the closest").await;
+    }
+
+    // Bob comes back and gets every message, once.
+    let bob = net.start("bob", Role::Node, &alive).await;
+    let mut b_events = bob.node().subscribe();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            wait_message_at(&bob.node(), &mut b_events, id).await.text,
+            format!("waiting {i}")
+        );
+    }
+    assert_eq!(bob.node().inbox(100).expect("inbox").len(), MESSAGES);
+    bob.shutdown().await;
+    for s in live {
+        s.shutdown().await;
     }
 }

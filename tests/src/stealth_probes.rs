@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use kolokol_node::transport::{self, DialAddress, Policy, cover, stealth, tls};
+use kolokol_node::config::Policy;
+use kolokol_node::transport::{self, DialAddress, cover, stealth, tls};
 use kolokol_node::{Config, Role};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;

@@ -70,7 +70,7 @@ secret = "k/8f3a2c61d94b7e05a1c2"
 secret_grace_days = 3
 "#;
     let config = FileConfig::parse(text).unwrap();
-    assert_eq!(config.transport, Some(crate::transport::Policy::Stealth));
+    assert_eq!(config.transport, Some(crate::config::Policy::Stealth));
     let s = &config.stealth;
     assert_eq!(s.cert.as_deref(), Some(std::path::Path::new("/etc/ssl/fullchain.pem")));
     assert_eq!(s.sni.as_deref(), Some("example.org"));

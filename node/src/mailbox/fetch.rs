@@ -11,10 +11,9 @@ use kolokol_protocol::mailbox::{
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{Notify, watch};
 
-use crate::inbox::{Arrival, Inbox};
+use crate::inbox::{Arrival, Inbox, Received};
 use crate::mailbox::{FETCH_INTERVAL, MAX_FETCH_ROUNDS, Mailboxes};
 use crate::swarm::MailboxFailure;
-use crate::wire::delivery::Ack;
 
 /// Why a fetch from one replica stopped.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +100,11 @@ impl Mailboxes {
             };
             let mut done = Vec::with_capacity(items.len());
             for item in items {
-                // An envelope that does not open is deleted too: it never will.
-                if inbox.open_and_accept(item.envelope, Arrival::Mailbox).await != Ack::Busy {
+                // An envelope that does not open is deleted too: it never will. So is a
+                // stranger's past its quota: kept, a flood of them would sit at the head of the
+                // mailbox and hide what contacts left behind it; its sender, who got no receipt,
+                // keeps trying directly and deposits again when the mailbox id turns over.
+                if inbox.open_and_store(item.envelope, Arrival::Mailbox).await != Received::Busy {
                     done.push(item.item_id);
                 }
             }

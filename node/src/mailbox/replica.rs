@@ -6,11 +6,12 @@
 use kolokol_protocol::mailbox::{
     Item, MAX_FETCH_BYTES, MAX_FETCH_ITEMS, Operation, Request, Response,
 };
+use kolokol_protocol::safety::identity_key;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, watch};
 
 use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, PURGE_INTERVAL, QUOTAS};
-use crate::store::MailboxDeposit;
+use crate::store::{HandedItem, MailboxDeposit};
 use crate::swarm::MailboxInbound;
 
 impl Mailboxes {
@@ -28,13 +29,19 @@ impl Mailboxes {
                 next = requests.recv() => match next {
                     Some(MailboxInbound { peer, request, channel }) => {
                         let response = self.serve(peer, request);
+                        if matches!(response, Response::Stored | Response::Deleted { .. }) {
+                            self.0.changes.send_modify(|n| *n += 1);
+                        }
                         self.0.swarm.mailbox_respond(channel, response).await;
                     }
                     None => return,
                 },
                 _ = purge.tick() => match self.0.store.mailbox_purge(self.0.clock.now_secs()) {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "dropped expired mailbox items"),
+                    Ok(n) => {
+                        self.0.changes.send_modify(|c| *c += 1);
+                        tracing::info!(purged = n, "dropped expired mailbox items")
+                    }
                     Err(e) => tracing::error!(%e, "cannot purge mailbox items"),
                 },
                 _ = shutdown.changed() => return,
@@ -54,6 +61,18 @@ impl Mailboxes {
             Request::Deposit { mailbox_id, item_id, envelope, expires_at } => {
                 if expires_at < now {
                     return refused("the item has already expired".into());
+                }
+                // Both windows must have room, and both count the deposit, or neither does.
+                {
+                    let mut meters = self.0.deposits.lock().unwrap_or_else(|p| p.into_inner());
+                    let meters = &mut *meters;
+                    if let Err(refusal) = meters.per_depositor.take(&peer) {
+                        return Response::QuotaExceeded { reason: refusal.to_string() };
+                    }
+                    if let Err(refusal) = meters.per_mailbox.take(&mailbox_id) {
+                        meters.per_depositor.give_back(&peer);
+                        return Response::QuotaExceeded { reason: refusal.to_string() };
+                    }
                 }
                 let deposit = MailboxDeposit {
                     mailbox_id,
@@ -81,6 +100,44 @@ impl Mailboxes {
                             .collect(),
                         more,
                     },
+                    Err(e) => trouble(e),
+                }
+            }
+            Request::Handover { mailbox_id, items, proof } => {
+                match proof.verify(&mailbox_id, &items, now) {
+                    Err(e) => return refused(e.to_string()),
+                    // Only the replica itself hands its items over: the signature binds the
+                    // items to its key, and the connection to its peer id.
+                    Ok(key) if identity_key(&peer).ok() != Some(key) => {
+                        return refused("the handover is signed by another peer".into());
+                    }
+                    Ok(_) => {}
+                }
+                if let Err(refusal) = self
+                    .0
+                    .deposits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handovers
+                    .take_n(&peer, items.len() as u32)
+                {
+                    return Response::QuotaExceeded { reason: refusal.to_string() };
+                }
+                let cap = now + MAX_ITEM_TTL.as_secs();
+                let items: Vec<HandedItem<'_>> = items
+                    .iter()
+                    .filter(|i| i.expires_at >= now)
+                    .map(|i| (i.item_id, i.expires_at.min(cap), i.envelope.as_slice()))
+                    .collect();
+                match self.0.store.mailbox_take_over(
+                    &mailbox_id,
+                    &items,
+                    &peer,
+                    &QUOTAS,
+                    self.0.clock.now_ms(),
+                ) {
+                    Ok(None) => Response::Stored,
+                    Ok(Some(reason)) => Response::QuotaExceeded { reason },
                     Err(e) => trouble(e),
                 }
             }

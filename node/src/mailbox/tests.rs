@@ -1,5 +1,6 @@
-//! A replica's expiry under paused time: an item goes once its time is up (at the next purge),
-//! and never outlives the longest TTL a replica grants, whatever the depositor asked.
+//! A replica under paused time: an item goes once its time is up (at the next purge) and never
+//! outlives the longest TTL a replica grants, whatever the depositor asked; deposit quotas
+//! refill after their window and keep depositors apart.
 
 use std::time::Duration;
 
@@ -76,4 +77,120 @@ async fn items_expire_at_their_time_and_never_outlive_the_longest_ttl() {
     tokio::time::advance(PURGE_INTERVAL + Duration::from_secs(120)).await;
     settle(&store, 0).await;
     replica.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
+    use crate::mailbox::DEPOSIT_WINDOW;
+    use crate::quota::Quota;
+    // The real quotas are thousands of deposits; the same meters with small limits and the real
+    // window keep the test short.
+    let per_depositor = Quota::new(40, DEPOSIT_WINDOW);
+    let per_mailbox = Quota::new(100, DEPOSIT_WINDOW);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
+    let clock = Clock::tokio();
+    let keys =
+        Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
+    let mut config = Config::new(dir.path(), Role::Relay);
+    config.clock = clock.clone();
+    let (swarm, _event_loop, _channels) =
+        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
+    let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+    mailboxes.set_deposit_quotas(per_depositor, per_mailbox);
+    let expires = |clock: &Clock| clock.now_secs() + HOUR.as_secs();
+    let deposit_into = |mailbox: u8, n: u32, expires_at: u64| Request::Deposit {
+        mailbox_id: [mailbox; 32],
+        item_id: {
+            let mut id = [mailbox; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            id
+        },
+        envelope: vec![0; 1024],
+        expires_at,
+    };
+
+    // One depositor spreads its quota over many mailboxes, then is told to wait.
+    let flooder = PeerId::random();
+    for n in 0..per_depositor.limit {
+        let answer = mailboxes.serve(flooder, deposit_into((n % 7) as u8, n, expires(&clock)));
+        assert_eq!(answer, Response::Stored, "deposit {n}");
+    }
+    let Response::QuotaExceeded { reason } =
+        mailboxes.serve(flooder, deposit_into(9, 0, expires(&clock)))
+    else {
+        panic!("past the depositor's quota")
+    };
+    assert!(reason.starts_with("rate limited: deposits per depositor"), "{reason}");
+    // Another depositor is not held back by it.
+    let honest = PeerId::random();
+    assert_eq!(mailboxes.serve(honest, deposit_into(9, 1, expires(&clock))), Response::Stored);
+
+    // Many throwaway depositors together fill one mailbox's window; then everyone waits, for
+    // one window only.
+    let mut sent = 0;
+    while sent < per_mailbox.limit {
+        let sybil = PeerId::random();
+        for _ in 0..8 {
+            if sent == per_mailbox.limit {
+                break;
+            }
+            let answer = mailboxes.serve(sybil, deposit_into(7, 10_000 + sent, expires(&clock)));
+            assert_eq!(answer, Response::Stored);
+            sent += 1;
+        }
+    }
+    let late = PeerId::random();
+    let Response::QuotaExceeded { reason } =
+        mailboxes.serve(late, deposit_into(7, 99_999, expires(&clock)))
+    else {
+        panic!("past the mailbox's quota")
+    };
+    assert!(reason.starts_with("rate limited: deposits into one mailbox"), "{reason}");
+    tokio::time::advance(DEPOSIT_WINDOW).await;
+    assert_eq!(mailboxes.serve(late, deposit_into(7, 99_999, expires(&clock))), Response::Stored);
+    assert_eq!(mailboxes.serve(flooder, deposit_into(9, 2, expires(&clock))), Response::Stored);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handover_is_taken_once_and_only_from_the_replica_that_signed_it() {
+    use kolokol_protocol::mailbox::{HandoverItem, HandoverProof};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
+    let clock = Clock::tokio();
+    let keys =
+        Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
+    let mut config = Config::new(dir.path(), Role::Relay);
+    config.clock = clock.clone();
+    let (swarm, _event_loop, _channels) =
+        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
+    let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+
+    let old_replica = Identity::from_secrets([8; 32], [9; 32]);
+    let now = clock.now_secs();
+    let items: Vec<HandoverItem> = (0..3u8)
+        .map(|n| HandoverItem { item_id: [n; 16], expires_at: now + 3600, envelope: vec![n; 1024] })
+        .collect();
+    let handover = |items: Vec<HandoverItem>| {
+        let proof = HandoverProof::sign(&old_replica, &[5; 32], now, &items).unwrap();
+        Request::Handover { mailbox_id: [5; 32], items, proof }
+    };
+    // Sent by someone else, the old replica's signature does not make it a handover.
+    let Response::Refused { reason } = mailboxes.serve(PeerId::random(), handover(items.clone()))
+    else {
+        panic!("a handover from another peer than its signer")
+    };
+    assert!(reason.contains("signed by another peer"), "{reason}");
+    assert_eq!(store.mailbox_count(&[5; 32]).unwrap(), 0);
+    // From the replica itself: stored, and again: nothing more (deduplicated by item id).
+    let from = old_replica.peer_id();
+    assert_eq!(mailboxes.serve(from, handover(items.clone())), Response::Stored);
+    assert_eq!(mailboxes.serve(from, handover(items.clone())), Response::Stored);
+    assert_eq!(store.mailbox_count(&[5; 32]).unwrap(), 3);
+    // A proof over other items does not carry these.
+    let mut tampered = handover(items[..2].to_vec());
+    if let Request::Handover { items: carried, .. } = &mut tampered {
+        carried[0].envelope[0] ^= 1;
+    }
+    assert!(matches!(mailboxes.serve(from, tampered), Response::Refused { .. }));
 }

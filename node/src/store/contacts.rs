@@ -24,8 +24,20 @@ pub struct ContactRow {
 impl Store {
     /// Adds a contact; refuses a duplicate name or peer.
     pub fn add_contact(&self, c: &ContactRow) -> Result<()> {
-        let conn = self.conn();
-        let existing: Option<String> = conn
+        self.add_contact_with(c, None)
+    }
+
+    /// Adds a contact and, in the same transaction, the conversation state to start with,
+    /// unless a conversation with that peer exists already (the peer wrote first, and its state
+    /// holds the peer's receive key): a contact never ends up without one.
+    pub fn add_contact_with(
+        &self,
+        c: &ContactRow,
+        first: Option<&super::ConversationWrite<'_>>,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let existing: Option<String> = tx
             .row(
                 "SELECT name FROM contacts WHERE name = ?1 OR peer_id = ?2",
                 params![c.name, c.peer_id.to_string()],
@@ -40,7 +52,7 @@ impl Store {
                 format!("that peer is already your contact {name:?}")
             }));
         }
-        conn.exec(
+        tx.exec(
             "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -52,7 +64,10 @@ impl Store {
             ],
         )
         .map_err(|e| self.err(e))?;
-        Ok(())
+        if let Some(first) = first {
+            Self::write_first_conversation(&tx, first, c.added_at_ms).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContactRow> {

@@ -7,10 +7,6 @@ use rusqlite::{OptionalExtension, params};
 use super::{CachedStatements, Store, peer_column};
 use crate::error::Result;
 
-/// Conversations with peers who are not contacts; past this, first contacts from strangers
-/// are refused, so nobody can fill the disk with conversation state.
-pub const MAX_STRANGER_CONVERSATIONS: u64 = 1000;
-
 /// A conversation state to store: the peer's, its encoding (it holds secret keys), and its
 /// receive-key ids when they changed (`None`: the index stays as it is).
 #[derive(Clone, Copy, Debug)]
@@ -44,6 +40,22 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         Self::write_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Writes a conversation state inside the caller's transaction if there is none for the peer
+    /// yet: a state that exists is newer than a fresh one.
+    pub(super) fn write_first_conversation(
+        tx: &rusqlite::Transaction<'_>,
+        write: &ConversationWrite<'_>,
+        now_ms: u64,
+    ) -> rusqlite::Result<()> {
+        let exists = tx
+            .row("SELECT 1 FROM conversations WHERE peer_id = ?1", [write.peer.to_string()], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+        if exists { Ok(()) } else { Self::write_conversation(tx, write, now_ms) }
     }
 
     /// Writes a conversation state inside the caller's transaction, so it commits together with
@@ -104,12 +116,14 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    /// How many conversations are with peers who are not contacts.
-    pub fn stranger_conversations(&self) -> Result<u64> {
+    /// How many conversations with peers who are not contacts were active (stored) after
+    /// `since_ms`.
+    pub fn stranger_conversations(&self, since_ms: u64) -> Result<u64> {
         self.conn()
             .row(
-                "SELECT COUNT(*) FROM conversations WHERE peer_id NOT IN (SELECT peer_id FROM contacts)",
-                [],
+                "SELECT COUNT(*) FROM conversations
+                 WHERE updated_at_ms > ?1 AND peer_id NOT IN (SELECT peer_id FROM contacts)",
+                [since_ms as i64],
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n as u64)

@@ -135,14 +135,16 @@ impl Store {
         Ok((marked, queued))
     }
 
-    /// How many stored messages came from `peer`, and from all senders who are not contacts.
-    pub fn stranger_messages(&self, peer: &PeerId) -> Result<(u64, u64)> {
+    /// How many messages received after `since_ms` came from `peer`, and from all senders
+    /// who are not contacts.
+    pub fn stranger_messages(&self, peer: &PeerId, since_ms: u64) -> Result<(u64, u64)> {
         self.conn()
             .row(
                 "SELECT
-                    (SELECT COUNT(*) FROM inbox WHERE peer_id = ?1),
-                    (SELECT COUNT(*) FROM inbox WHERE peer_id NOT IN (SELECT peer_id FROM contacts))",
-                [peer.to_string()],
+                    (SELECT COUNT(*) FROM inbox WHERE peer_id = ?1 AND received_at_ms > ?2),
+                    (SELECT COUNT(*) FROM inbox WHERE received_at_ms > ?2
+                        AND peer_id NOT IN (SELECT peer_id FROM contacts))",
+                params![peer.to_string(), since_ms as i64],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
             .map_err(|e| self.err(e))

@@ -153,8 +153,10 @@ impl Store {
             OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
             OutboxBody::Read(_) => ("receipt", None, None),
         };
-        tx.exec(
-            "INSERT INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
+        // A row whose id is already there is left as it is: a receipt's id is derived from the
+        // message it answers, so a message fetched again queues no second receipt.
+        let inserted = tx.exec(
+            "INSERT OR IGNORE INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
                                  created_at_ms, attempts, next_attempt_ms, read_of)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
             params![
@@ -170,10 +172,12 @@ impl Store {
                 read_of
             ],
         )?;
-        tx.exec(
-            "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
-            params![row.id.as_slice(), MessageState::Queued.as_str(), row.created_at_ms as i64],
-        )?;
+        if inserted > 0 {
+            tx.exec(
+                "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
+                params![row.id.as_slice(), MessageState::Queued.as_str(), row.created_at_ms as i64],
+            )?;
+        }
         Ok(())
     }
 

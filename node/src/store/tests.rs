@@ -277,13 +277,15 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
         let s = Store::open(&path).unwrap();
         let receipt = |id| OutboxRow { body: OutboxBody::Receipt([3; 16]), ..text(id, 1) };
         assert!(s.receive(&row, Some(&receipt(10)), None).unwrap());
-        // A repeat that came directly queues nothing; one fetched from a mailbox queues a
-        // receipt again, since its sender may never have heard of the first.
+        // A repeat queues a receipt only if none with its id is there: the node derives a
+        // receipt's id from the message, so a message fetched again gets no second one.
         assert!(!s.receive(&row, None, None).unwrap());
+        assert!(!s.receive(&row, Some(&receipt(10)), None).unwrap());
         assert!(!s.receive(&row, Some(&receipt(11)), None).unwrap());
         assert!(s.receive(&InboxRow { peer_id: peer("p2"), ..row.clone() }, None, None).unwrap());
         let due: Vec<u8> = s.due(100, 200).unwrap().iter().map(|r| r.id[0]).collect();
         assert_eq!(due, vec![10, 11]);
+        assert_eq!(s.history(&receipt(10).id).unwrap().len(), 1, "one history for one row");
         assert_eq!(s.queued_count().unwrap(), 0, "receipts are not the user's queued messages");
     }
     let s = Store::open(&path).unwrap();

@@ -165,6 +165,7 @@ pub(crate) fn build(
             kad_config
                 .set_query_timeout(KAD_QUERY_TIMEOUT)
                 .disjoint_query_paths(true)
+                .set_kbucket_inserts(kad::BucketInserts::Manual)
                 // Every record and provider a peer sends is handed to us to check before it is
                 // stored: the DHT holds only presence records whose signatures verify.
                 .set_record_filtering(kad::StoreInserts::FilterBoth);

@@ -1,22 +1,94 @@
 //! The swarm task's Kademlia side: checking records peers ask us to store, presence lookups,
-//! closest-peer queries for mailboxes, the DHT mode, and relay announcements.
+//! closest-peer queries for mailboxes, the DHT mode, relay announcements, and who may enter the
+//! routing table.
+//!
+//! Kademlia runs with manual bucket inserts: libp2p never adds a peer to the routing table by
+//! itself, it reports peers it could add (`RoutablePeer`), and every insert goes through
+//! [`EventLoop::add_to_routing_table`], which applies a diversity rule after
+//! go-libp2p-kad-dht's: at most [`Diversity::per_bucket`] peers of one address group (an IPv4
+//! /24 or an IPv6 /48) in one bucket, and [`Diversity::per_table`] in the whole table. Someone
+//! who runs many identities from few addresses, to surround a key or a victim (a Sybil or
+//! eclipse attack), then fills at most a few slots however many identities they make.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use kolokol_protocol::presence::PresenceRecord;
 use libp2p::{Multiaddr, PeerId, kad};
 use tokio::time::Instant;
 
-use crate::config::Role;
+use crate::config::{Diversity, Role};
+use crate::swarm::admission::Ask;
+use crate::swarm::admission::ip_of;
 use crate::swarm::event_loop::{
-    EventLoop, MAX_KNOWN_RELAYS, PRESENCE_RETRY, RELAY_DISCOVERY_INTERVAL,
+    DIVERSITY_LOG_INTERVAL, EventLoop, MAX_KNOWN_RELAYS, PRESENCE_RETRY, RELAY_DISCOVERY_INTERVAL,
 };
+
+/// Valid records from distinct peers a presence lookup waits for before it ends with the
+/// newest (or until the query ends, when fewer peers hold one), unless one is fresh
+/// ([`FRESH_RECORD`]).
+pub const RECORD_ANSWERS: usize = 2;
+
+/// A record signed at most this long ago ends a presence lookup at once. A node republishes
+/// every 20 minutes (`presence::PRESENCE_REFRESH`), so such a record is its newest or nearly;
+/// an older one may be stale (a replica that missed the newer ones, or a Sybil that kept an old
+/// one), so the lookup waits for a second answer and keeps the newer.
+pub const FRESH_RECORD: Duration = Duration::from_secs(20 * 60);
 use crate::swarm::{RELAYS_KEY, is_relayed};
+
+/// The group an address belongs to for the diversity rule: its IPv4 /24 or its IPv6 /48, as
+/// go-libp2p-kad-dht groups them (it uses /16 for IPv4 by default; a /24 is what one cheap
+/// server or home network gets, so it is the tighter choice). `None` for an address without an
+/// IP (a DNS name resolved later, the memory transport), which no group limits.
+pub(crate) fn address_group(addr: &Multiaddr) -> Option<[u8; 7]> {
+    match ip_of(addr)? {
+        IpAddr::V4(ip) => {
+            let o = ip.octets();
+            Some([4, o[0], o[1], o[2], 0, 0, 0])
+        }
+        IpAddr::V6(ip) => {
+            let o = ip.octets();
+            Some([6, o[0], o[1], o[2], o[3], o[4], o[5]])
+        }
+    }
+}
+
+/// Whether the diversity rule lets a peer whose address is in `group` in, given the groups of
+/// the peers already in its bucket and in the whole table.
+pub(crate) fn diversity_allows(
+    rule: &Diversity,
+    group: [u8; 7],
+    bucket: impl IntoIterator<Item = [u8; 7]>,
+    table: impl IntoIterator<Item = [u8; 7]>,
+) -> bool {
+    bucket.into_iter().filter(|g| *g == group).count() < rule.per_bucket
+        && table.into_iter().filter(|g| *g == group).count() < rule.per_table
+}
+
+/// Orders peers sorted by distance so that each address group's nearest comes first, keeping
+/// the order otherwise: the replicas of a mailbox (the first few) are then spread over as many
+/// groups as the closest peers allow, and whoever computes it from the same peers gets the same
+/// answer.
+pub(crate) fn spread_over_groups(peers: &mut Vec<(PeerId, Vec<Multiaddr>)>) {
+    let mut seen = std::collections::HashSet::new();
+    let (first, rest): (Vec<_>, Vec<_>) = std::mem::take(peers).into_iter().partition(|(_, a)| {
+        match a.iter().find_map(address_group) {
+            Some(group) => seen.insert(group),
+            None => true,
+        }
+    });
+    *peers = first;
+    peers.extend(rest);
+}
 
 impl EventLoop {
     /// Checks a record a peer asks us to store. Only presence records are stored, only if they
     /// verify and are not older than the one we hold.
     pub(super) fn on_put_record(&mut self, source: PeerId, mut record: kad::Record) {
+        if let Err(refusal) = self.admission.admit(&source, Ask::DhtStore) {
+            tracing::debug!(%source, %refusal, "refused a DHT record");
+            return;
+        }
         let now = self.clock.now_secs();
         let presence = match PresenceRecord::from_dht(record.key.as_ref(), &record.value, now) {
             Ok((presence, _)) => presence,
@@ -50,14 +122,18 @@ impl EventLoop {
             // user dials the relay.
             kad::Event::InboundRequest {
                 request: kad::InboundRequest::AddProvider { record: Some(record) },
-            } if record.key.as_ref() == RELAYS_KEY.as_bytes() => {
+            } if record.key.as_ref() == RELAYS_KEY.as_bytes()
+                && self.admission.admit(&record.provider, Ask::DhtStore).is_ok() =>
+            {
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let _ = kad::store::RecordStore::add_provider(store, record);
             }
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
                 kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
                     let now = self.clock.now_secs();
-                    let mut found_valid = false;
+                    let fresh_since =
+                        self.clock.now_ms().saturating_sub(FRESH_RECORD.as_millis() as u64);
+                    let mut enough = false;
                     if let Some(lookup) = self.lookups.get_mut(&id)
                         && let Ok((record, peer)) = PresenceRecord::from_dht(
                             found.record.key.as_ref(),
@@ -66,15 +142,23 @@ impl EventLoop {
                         )
                         && peer == lookup.peer
                         && (found.peer.is_some() || !lookup.remote_only)
-                        && lookup.best.as_ref().is_none_or(|b| record.supersedes(b))
                     {
-                        lookup.best = Some(record);
-                        // A record found on the network (not our own copy) is an answer; a
-                        // node republishes every few minutes, so waiting for every replica
-                        // to answer buys little freshness for much latency.
-                        found_valid = found.peer.is_some();
+                        // Valid answers from the network (not our own copy) are counted; the
+                        // lookup keeps the newest and ends at a fresh one, or at the second, so
+                        // one peer that serves an old record (a Sybil next to the key, a replica
+                        // that missed the newest) cannot decide the answer alone. Waiting for
+                        // every replica would buy little more freshness for much latency.
+                        let remote = found.peer.is_some();
+                        if remote {
+                            lookup.answers += 1;
+                        }
+                        let fresh = remote && record.body.seq >= fresh_since;
+                        if lookup.best.as_ref().is_none_or(|b| record.supersedes(b)) {
+                            lookup.best = Some(record);
+                        }
+                        enough = fresh || lookup.answers >= RECORD_ANSWERS;
                     }
-                    if step.last || found_valid {
+                    if step.last || enough {
                         self.finish_lookup(id);
                     }
                 }
@@ -89,6 +173,7 @@ impl EventLoop {
                         let mut peers: Vec<(PeerId, Vec<Multiaddr>)> =
                             peers.into_iter().map(|p| (p.peer_id, p.addrs)).collect();
                         peers.sort_by_key(|(p, _)| kad::KBucketKey::from(*p).distance(&target));
+                        spread_over_groups(&mut peers);
                         let _ = reply.send(peers);
                     }
                 }
@@ -137,8 +222,46 @@ impl EventLoop {
                 }
                 _ => {}
             },
+            // Manual bucket inserts: a peer libp2p would have added goes through our rule.
+            kad::Event::RoutablePeer { peer, address }
+            | kad::Event::PendingRoutablePeer { peer, address } => {
+                self.add_to_routing_table(peer, address);
+            }
             _ => {}
         }
+    }
+
+    /// Adds `peer` at `address` to the routing table if the diversity rule lets it in (a peer
+    /// already there just gains the address); returns whether it is there now.
+    pub(super) fn add_to_routing_table(&mut self, peer: PeerId, address: Multiaddr) -> bool {
+        if !self.in_routing_table(&peer)
+            && let Some(group) = address_group(&address)
+            && !(self.diversity.exempt_loopback
+                && ip_of(&address).is_some_and(|ip| ip.is_loopback()))
+        {
+            let groups = |addresses: &kad::Addresses| -> Option<[u8; 7]> {
+                addresses.iter().find_map(address_group)
+            };
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            let bucket: Vec<[u8; 7]> = kad
+                .kbucket(peer)
+                .map(|b| b.iter().filter_map(|e| groups(e.node.value)).collect())
+                .unwrap_or_default();
+            let table: Vec<[u8; 7]> = kad
+                .kbuckets()
+                .flat_map(|b| b.iter().filter_map(|e| groups(e.node.value)).collect::<Vec<_>>())
+                .collect();
+            if !diversity_allows(&self.diversity, group, bucket, table) {
+                if let Some(not_logged_before) = self.diversity_log.allow(DIVERSITY_LOG_INTERVAL) {
+                    tracing::info!(%peer, %address, not_logged_before, "kept a peer out of the routing table: too many from its address range (diversity rule); further ones are not logged for a minute");
+                }
+                return false;
+            }
+        }
+        !matches!(
+            self.swarm.behaviour_mut().kad.add_address(&peer, address),
+            kad::RoutingUpdate::Failed
+        )
     }
 
     pub(super) fn finish_lookup(&mut self, id: kad::QueryId) {

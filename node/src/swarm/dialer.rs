@@ -21,12 +21,12 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::config::Policy;
 use crate::swarm::endpoints::{TransportKind, Verdict, endpoint_of};
 use crate::swarm::event_loop::{EventLoop, PendingDelivery, backoff};
 use crate::swarm::{
     DeliveryFailure, Link, MailboxFailure, NetEvent, is_relayed, one_line, without_peer,
 };
-use crate::transport::Policy;
 
 /// The head start each address of a race gets before the next one is dialed too, unless it
 /// fails sooner (RFC 8305 suggests 250 ms for a TCP handshake; a libp2p connection needs a

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,8 +21,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Config, Role, peer_id_of};
+use crate::config::Policy;
+use crate::config::{Config, Diversity, Role, peer_id_of};
 use crate::error::Result;
+use crate::quota::LogLimit;
+use crate::swarm::admission::{Admission, Ask};
 use crate::swarm::behaviour::{
     BRIDGE_AGENT_VERSION, Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL,
 };
@@ -32,7 +36,6 @@ use crate::swarm::{
     Command, ConnectedPeer, DeliveryFailure, EndpointsView, Inbound, Link, MailboxFailure,
     MailboxInbound, NetEvent, NetStatus, is_relayed, is_unspecified, one_line, without_peer,
 };
-use crate::transport::Policy;
 use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
 
@@ -41,6 +44,9 @@ pub const MAX_PENDING_DELIVERIES: usize = 4096;
 
 /// Presence lookups in flight at once; more wait for an answer of "not found".
 pub const MAX_PENDING_LOOKUPS: usize = 256;
+
+/// How often a peer kept out of the routing table by the diversity rule is logged, at most.
+pub(super) const DIVERSITY_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How soon a presence publication that no DHT server accepted is tried again.
 pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
@@ -86,7 +92,13 @@ pub(crate) struct EventLoop {
     /// listen addresses as external.
     pub(super) external_configured: bool,
     pub(super) commands: mpsc::Receiver<Command>,
-    pub(super) inbound: mpsc::Sender<Inbound>,
+    /// Envelopes from strangers, then from contacts, each queue bounded on its own.
+    pub(super) inbound: [mpsc::Sender<Inbound>; 2],
+    /// What peers may ask per window, and the contacts that is never asked of.
+    pub(super) admission: Admission,
+    /// The routing table's diversity rule, and one log line a minute for the peers it keeps out.
+    pub(super) diversity: Diversity,
+    pub(super) diversity_log: LogLimit,
     pub(super) events: mpsc::Sender<NetEvent>,
     /// Deliveries awaiting their ack; with those waiting for a race, at most
     /// [`MAX_PENDING_DELIVERIES`].
@@ -177,6 +189,8 @@ type MailboxReply =
 pub(super) struct Lookup {
     pub(super) peer: PeerId,
     pub(super) remote_only: bool,
+    /// Valid records found on the network so far.
+    pub(super) answers: usize,
     pub(super) best: Option<PresenceRecord>,
     pub(super) reply: oneshot::Sender<Option<PresenceRecord>>,
 }
@@ -245,7 +259,7 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         config: &Config,
         commands: mpsc::Receiver<Command>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: [mpsc::Sender<Inbound>; 2],
         events: mpsc::Sender<NetEvent>,
         status: watch::Sender<NetStatus>,
         mailbox_inbound: mpsc::Sender<MailboxInbound>,
@@ -279,6 +293,9 @@ impl EventLoop {
             external_configured: !config.external_addresses.is_empty(),
             commands,
             inbound,
+            admission: Admission::new(watch::channel(Arc::new(HashSet::new())).1),
+            diversity: config.dht_diversity,
+            diversity_log: LogLimit::default(),
             events,
             pending: HashMap::new(),
             policy: config.transport,
@@ -316,12 +333,24 @@ impl EventLoop {
             closest: HashMap::new(),
             lan: HashMap::new(),
         };
+        // Configured bootstrap peers (and the peer cache) are the user's choice: they enter the
+        // routing table whatever the diversity rule would say.
         for b in &this.bootstrap {
             for a in &b.addresses {
                 this.swarm.behaviour_mut().kad.add_address(&b.peer, without_peer(a));
             }
         }
+        if config.dht_diversity.exempt_loopback {
+            tracing::warn!(
+                "the routing table's diversity rule is relaxed for loopback addresses (a test configuration; never set by `kolokol node` or `kolokol relay`)"
+            );
+        }
         Ok(this)
+    }
+
+    /// Follows the user's contacts, whom no quota for strangers ever limits.
+    pub(crate) fn watch_contacts(&mut self, contacts: watch::Receiver<Arc<HashSet<PeerId>>>) {
+        self.admission = Admission::new(contacts);
     }
 
     /// The peers with a connection of this kind open, sorted.
@@ -447,7 +476,10 @@ impl EventLoop {
                     }
                 }
             }
-            Command::Respond { channel, ack } => {
+            Command::Respond { peer, channel, ack } => {
+                if ack == Ack::Rejected {
+                    self.admission.junk(&peer);
+                }
                 // The peer may have gone meanwhile; then there is nobody to answer.
                 let _ = self.swarm.behaviour_mut().delivery.send_response(channel, ack);
             }
@@ -473,7 +505,8 @@ impl EventLoop {
                 }
                 let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(&peer));
                 let id = self.swarm.behaviour_mut().kad.get_record(key);
-                self.lookups.insert(id, Lookup { peer, remote_only, best: None, reply });
+                self.lookups
+                    .insert(id, Lookup { peer, remote_only, answers: 0, best: None, reply });
             }
             Command::Peers { reply } => {
                 let mut peers: Vec<ConnectedPeer> = self
@@ -692,6 +725,12 @@ impl EventLoop {
                 self.update_kad_mode();
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                if let Err(refusal) = self.admission.connection_opened(connection_id, &endpoint) {
+                    // Too many from one address: closed at once, before it can ask anything.
+                    tracing::debug!(peer = %peer_id, %refusal, "closing an inbound connection");
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
                 let address = endpoint.get_remote_address().clone();
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 let was_connected = !self.connections.is_empty();
@@ -722,7 +761,14 @@ impl EventLoop {
                 }
                 self.reserve();
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.admission.connection_closed(connection_id, &endpoint);
                 self.connections.remove(&connection_id);
                 if !self.has_direct(&peer_id) {
                     self.direct_since.remove(&peer_id);
@@ -800,7 +846,16 @@ impl EventLoop {
         match event {
             request_response::Event::Message { message, peer, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    match self.inbound.try_send(Inbound { envelope: request, channel }) {
+                    if let Err(refusal) = self.admission.admit(&peer, Ask::Delivery) {
+                        // Busy, not rejected: the sender's node tries again after the window.
+                        tracing::debug!(%peer, %refusal, "refused a delivery");
+                        let _ =
+                            self.swarm.behaviour_mut().delivery.send_response(channel, Ack::Busy);
+                        return;
+                    }
+                    let queue = usize::from(self.admission.is_contact(&peer));
+                    match self.inbound[queue].try_send(Inbound { peer, envelope: request, channel })
+                    {
                         Ok(()) => {}
                         Err(
                             mpsc::error::TrySendError::Full(i)
@@ -821,9 +876,9 @@ impl EventLoop {
                             Ack::Accepted => Ok(()),
                             Ack::Rejected => Err(DeliveryFailure {
                                 reason:
-                                    "the recipient's node refused it: their key has changed, or \
-                                         they take no more messages from strangers (ask them for a \
-                                         new invite)"
+                                    "the recipient's node refused it: their key has changed (ask \
+                                         them for a new invite), or it is a long message and they \
+                                         have not added you as a contact"
                                         .into(),
                                 permanent: true,
                                 slow: false,
@@ -868,6 +923,11 @@ impl EventLoop {
                         let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
                         return;
                     }
+                    if let Err(refusal) = self.admission.admit(&peer, Ask::Mailbox) {
+                        let refused = Response::Refused { reason: refusal.to_string() };
+                        let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
+                        return;
+                    }
                     if let Err(
                         mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i),
                     ) = self.mailbox_inbound.try_send(MailboxInbound { peer, request, channel })
@@ -898,12 +958,12 @@ impl EventLoop {
     pub(super) fn on_identified(&mut self, peer: PeerId, info: identify::Info) {
         if info.protocols.contains(&KAD_PROTOCOL) {
             for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                self.add_to_routing_table(peer, addr.clone());
             }
             // What mDNS saw may differ from what the peer lists (mDNS puts in the source
             // address of its answer), and it is the address that works on this LAN.
             for addr in self.lan.get(&peer).cloned().unwrap_or_default() {
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                self.add_to_routing_table(peer, addr);
             }
         }
         let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
@@ -1023,14 +1083,14 @@ impl EventLoop {
     pub(super) fn add_bootstrap(&mut self, peer: PeerId, address: Multiaddr) {
         match self.bootstrap.iter().position(|b| b.peer == peer) {
             Some(i) => {
-                let b = &mut self.bootstrap[i];
+                let b = &self.bootstrap[i];
                 if b.addresses.len() < MAX_BOOTSTRAP_ADDRESSES && !b.addresses.contains(&address) {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, without_peer(&address));
-                    b.addresses.push(address);
+                    self.add_to_routing_table(peer, without_peer(&address));
+                    self.bootstrap[i].addresses.push(address);
                 }
             }
             None if self.bootstrap.len() < MAX_BOOTSTRAP_PEERS => {
-                self.swarm.behaviour_mut().kad.add_address(&peer, without_peer(&address));
+                self.add_to_routing_table(peer, without_peer(&address));
                 self.bootstrap.push(BootstrapPeer {
                     peer,
                     addresses: vec![address],

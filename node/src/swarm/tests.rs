@@ -1,4 +1,6 @@
-//! Tests of the swarm task's small helpers.
+//! Tests of the swarm task's small helpers and of the routing table's diversity rule.
+
+use libp2p::PeerId;
 
 use crate::swarm::one_line;
 
@@ -10,4 +12,51 @@ fn multi_line_errors_become_one_line() {
         "Failed to negotiate transport protocol(s): [ (/ip4/10.0.0.1/tcp/1: Connection refused) (/ip4/10.0.0.2/tcp/1: timed out) ]"
     );
     assert_eq!(one_line(&"already one line"), "already one line");
+}
+
+#[test]
+fn address_groups_are_ipv4_slash_24_and_ipv6_slash_48() {
+    use crate::swarm::dht::address_group;
+    let group = |a: &str| address_group(&a.parse().unwrap());
+    assert_eq!(group("/ip4/198.51.100.7/tcp/1"), group("/ip4/198.51.100.200/tcp/2"));
+    assert_ne!(group("/ip4/198.51.100.7/tcp/1"), group("/ip4/198.51.101.7/tcp/1"));
+    assert_eq!(group("/ip6/2001:db8:1::1/tcp/1"), group("/ip6/2001:db8:1:ffff::2/tcp/1"));
+    assert_ne!(group("/ip6/2001:db8:1::1/tcp/1"), group("/ip6/2001:db8:2::1/tcp/1"));
+    // A relayed address belongs to its relay's group; a name or a memory address to none.
+    assert_eq!(
+        group(
+            "/ip4/203.0.113.5/tcp/1/p2p/12D3KooWRBhwfeP2Y4TCx1SM6s9rUoHhR5STiGwxBhgFRcw3UERE/p2p-circuit"
+        ),
+        group("/ip4/203.0.113.9/tcp/9")
+    );
+    assert_eq!(group("/dns4/example.org/tcp/1"), None);
+    assert_eq!(group("/memory/7"), None);
+}
+
+#[test]
+fn the_diversity_rule_admits_two_of_a_group_per_bucket_and_three_per_table() {
+    use crate::config::DHT_DIVERSITY;
+    use crate::swarm::dht::diversity_allows;
+    let (a, b) = ([4, 198, 51, 100, 0, 0, 0], [4, 203, 0, 113, 0, 0, 0]);
+    assert!(diversity_allows(&DHT_DIVERSITY, a, [b, b], [b, b, b]));
+    assert!(diversity_allows(&DHT_DIVERSITY, a, [a], [a, a]));
+    assert!(!diversity_allows(&DHT_DIVERSITY, a, [a, a], [a, a]), "two in the bucket");
+    assert!(!diversity_allows(&DHT_DIVERSITY, a, [], [a, a, a]), "three in the table");
+}
+
+#[test]
+fn replicas_spread_over_address_groups_in_a_stable_order() {
+    use crate::swarm::dht::spread_over_groups;
+    let peer = |ip: &str| (PeerId::random(), vec![format!("/ip4/{ip}/tcp/1").parse().unwrap()]);
+    let sybil1 = peer("198.51.100.1");
+    let sybil2 = peer("198.51.100.2");
+    let sybil3 = peer("198.51.100.3");
+    let honest1 = peer("203.0.113.1");
+    let honest2 = peer("100.64.0.1");
+    let by_distance =
+        vec![sybil1.clone(), sybil2.clone(), sybil3.clone(), honest1.clone(), honest2.clone()];
+    let mut spread = by_distance.clone();
+    spread_over_groups(&mut spread);
+    let ids: Vec<PeerId> = spread.iter().map(|(p, _)| *p).collect();
+    assert_eq!(ids, [sybil1.0, honest1.0, honest2.0, sybil2.0, sybil3.0]);
 }

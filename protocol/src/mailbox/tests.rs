@@ -172,3 +172,93 @@ fn a_blinded_proof_opens_only_its_own_mailbox_and_names_no_identity() {
     assert_ne!(item_id_v2(&id, &[9; 16], None), item_id_v2(&next, &[9; 16], None));
     assert_ne!(item_id_v2(&id, &[9; 16], None), item_id_v2(&id, &[9; 16], Some(0)));
 }
+
+mod handover {
+    //! The replica-to-replica handover: its bytes are pinned by a golden vector, its proof
+    //! covers exactly the items, mailbox and time it was made for, and its limits are checked
+    //! before anything else.
+
+    use super::{NOW, identity};
+    use crate::envelope::BUCKETS;
+    use crate::identity::hex;
+    use crate::mailbox::{
+        HandoverItem, HandoverProof, MAX_FETCH_BYTES, MAX_HANDOVER_ITEMS, PROOF_WINDOW_SECS,
+        Request, mailbox_id, period_of,
+    };
+
+    fn item(n: u8, len: usize) -> HandoverItem {
+        HandoverItem { item_id: [n; 16], expires_at: NOW + 86_400, envelope: vec![n; len] }
+    }
+
+    /// The handover of section 11.1's mailbox by the replica with secret bytes 2, at `NOW`.
+    fn handover() -> Request {
+        let owner = identity(1);
+        let id = mailbox_id(owner.identity_key(), period_of(NOW));
+        let items = vec![item(6, 1024), item(7, 4096)];
+        let proof = HandoverProof::sign(&identity(2), &id, NOW, &items).unwrap();
+        Request::Handover { mailbox_id: id, items, proof }
+    }
+
+    fn vector_path() -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/vectors/mailbox_handover.hex")
+    }
+
+    #[test]
+    fn handover_bytes_are_pinned_by_a_golden_vector() {
+        let bytes = handover().to_bytes().unwrap();
+        let lines: String = bytes.chunks(64).map(|l| hex(l) + "\n").collect();
+        if std::env::var_os("KOLOKOL_UPDATE_VECTORS").is_some() {
+            std::fs::write(vector_path(), &lines).unwrap();
+        }
+        let stored = std::fs::read_to_string(vector_path()).unwrap();
+        assert_eq!(lines, stored, "the encoding of a handover changed");
+        // Variant 3, then the mailbox id.
+        assert_eq!(
+            hex(&bytes[..36]),
+            "000000037f681eab5595cc76cbd8a68f41f80d773fe52d0452991cd85507c8c7727b5756"
+        );
+        assert_eq!(Request::from_bytes(&bytes).unwrap(), handover());
+    }
+
+    #[test]
+    fn a_handover_proof_covers_exactly_its_items_mailbox_and_time() {
+        let Request::Handover { mailbox_id: id, items, proof } = handover() else { unreachable!() };
+        assert_eq!(proof.verify(&id, &items, NOW + 10).unwrap(), *identity(2).identity_key());
+        let refused = |id: &[u8; 32], items: &[HandoverItem], now: u64| {
+            proof.verify(id, items, now).unwrap_err().to_string()
+        };
+        // Another mailbox, a changed, dropped or reordered item, an envelope byte flipped.
+        assert!(refused(&[0; 32], &items, NOW).contains("does not verify"));
+        let mut changed = items.clone();
+        changed[0].expires_at += 1;
+        assert!(refused(&id, &changed, NOW).contains("does not verify"));
+        assert!(refused(&id, &items[..1], NOW).contains("does not verify"));
+        let reordered = vec![items[1].clone(), items[0].clone()];
+        assert!(refused(&id, &reordered, NOW).contains("does not verify"));
+        let mut flipped = items.clone();
+        flipped[1].envelope[4000] ^= 1;
+        assert!(refused(&id, &flipped, NOW).contains("does not verify"));
+        // Replayed after the window, or a signature by another key under this one's name.
+        assert!(refused(&id, &items, NOW + PROOF_WINDOW_SECS + 1).contains("stale"));
+        let mut forged = proof.clone();
+        forged.replica_key = *identity(3).identity_key();
+        assert!(forged.verify(&id, &items, NOW).is_err());
+    }
+
+    #[test]
+    fn a_handover_out_of_bounds_does_not_decode() {
+        let Request::Handover { mailbox_id: id, proof, .. } = handover() else { unreachable!() };
+        let encode = |items: Vec<HandoverItem>| {
+            Request::Handover { mailbox_id: id, items, proof: proof.clone() }.to_bytes().unwrap()
+        };
+        assert!(Request::from_bytes(&encode(Vec::new())).is_err(), "no items");
+        let many = (0..=MAX_HANDOVER_ITEMS).map(|n| item(n as u8, 1024)).collect();
+        assert!(Request::from_bytes(&encode(many)).is_err(), "too many items");
+        assert!(Request::from_bytes(&encode(vec![item(1, 1000)])).is_err(), "an odd size");
+        let heavy = (0..=MAX_FETCH_BYTES / BUCKETS[3]).map(|n| item(n as u8, BUCKETS[3])).collect();
+        assert!(Request::from_bytes(&encode(heavy)).is_err(), "too many bytes");
+        let full = (0..MAX_HANDOVER_ITEMS).map(|n| item(n as u8, 1024)).collect();
+        assert!(Request::from_bytes(&encode(full)).is_ok(), "the largest count is fine");
+    }
+}

@@ -4,7 +4,7 @@
 use libp2p::{Multiaddr, PeerId};
 
 use super::{allowed, relay_of};
-use crate::transport::Policy;
+use crate::config::Policy;
 
 fn a(text: &str) -> Multiaddr {
     text.parse().expect("a multiaddr")
