@@ -13,8 +13,9 @@
 //!   and talks with Dave both ways; a TCP connection to the relay's port 4001 from her
 //!   namespace does not get through (the negative control).
 //!
-//! They need root (to create namespaces), iproute2's `ip` and nftables' `nft`; without them
-//! each prints one line starting with `skipped:` and returns.
+//! They need root (to create namespaces), iproute2's `ip` and nftables' `nft`, and fail with
+//! one line saying so without them; they sit in `mod netns_lab`, so that
+//! `cargo test -- --skip netns_lab::` leaves them out where they cannot run.
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
@@ -29,21 +30,13 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// deadline.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The environment variable that skips these tests on purpose.
-const SKIP_VARIABLE: &str = "KOLOKOL_SKIP_NETNS_LAB";
-
 /// Numbers the labs of one test run, so tests running at once get their own namespaces.
 static LABS: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether the lab can run here; if not, says so on one line.
-fn lab_can_run(test: &str) -> bool {
-    let skip = |why: &str| {
-        println!("skipped: {test}: {why}");
-        false
-    };
-    if std::env::var_os(SKIP_VARIABLE).is_some_and(|v| v == "1") {
-        return skip(&format!("{SKIP_VARIABLE}=1"));
-    }
+/// Fails with one line when the lab cannot run here. A test cannot report itself skipped at
+/// run time, so where there is no root the tests are left out by name instead:
+/// `cargo test -- --skip netns_lab::` (as `.ci/run` does).
+fn require_lab() {
     let effective = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -52,15 +45,16 @@ fn lab_can_run(test: &str) -> bool {
         })
         .unwrap_or(0);
     let needed = (1 << 12) | (1 << 21);
-    if effective & needed != needed {
-        return skip("needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces");
-    }
+    assert!(
+        effective & needed == needed,
+        "the reachability lab needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces; run it as root, or leave it out with `cargo test -- --skip netns_lab::`"
+    );
     for (tool, arg) in [("ip", "-V"), ("nft", "--version")] {
-        if !Command::new(tool).arg(arg).output().is_ok_and(|o| o.status.success()) {
-            return skip(&format!("needs `{tool}` (apt-get install iproute2 nftables)"));
-        }
+        assert!(
+            Command::new(tool).arg(arg).output().is_ok_and(|o| o.status.success()),
+            "the reachability lab needs `{tool}` (apt-get install iproute2 nftables), or leave it out with `cargo test -- --skip netns_lab::`"
+        );
     }
-    true
 }
 
 /// The namespaces, by index.
@@ -414,93 +408,94 @@ fn tcp_connects(ns: &str, ip: &str, port: u16) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn users_on_one_lan_keep_talking_while_the_border_is_cut() {
-    if !lab_can_run("users_on_one_lan_keep_talking_while_the_border_is_cut") {
-        return;
-    }
-    let mut lab = Lab::new();
-    let relay_ip = lab.relay_ip();
-    let (_relay, addresses) = lab.relay(&[format!("/ip4/{relay_ip}/tcp/4001")]);
-    let relay = addresses[0].clone();
-    let dave = lab.user(R, "dave", &["--no-mdns", "--bootstrap", &relay]);
-    // Alice and Bob run with the defaults a user gets: mDNS on, no --listen.
-    let alice = lab.user(A, "alice", &["--bootstrap", &relay]);
-    let bob = lab.user(B, "bob", &["--bootstrap", &relay]);
-    introduce(&alice, "alice", &bob, "bob");
-    introduce(&alice, "alice", &dave, "dave");
-    lab.exchange(&alice, "dave", &dave, "alice", "before the cut");
-    lab.exchange(&alice, "bob", &bob, "alice", "on the LAN before the cut");
+/// The tests, in one module so that `--skip netns_lab::` leaves them out by name.
+mod netns_lab {
+    use super::*;
 
-    lab.cut_border();
-    // The negative control: Dave is abroad, and what Alice sends him now waits.
-    let sent = json(&alice, &["send", "dave", "queued during the cut"]);
-    let to_dave = sent["id"].as_str().expect("an id").to_owned();
-    println!("sent to dave during the cut: {sent}");
-    for i in 0..3 {
-        lab.exchange(&alice, "bob", &bob, "alice", &format!("over the LAN {i}"));
-        lab.exchange(&bob, "alice", &alice, "bob", &format!("and back over the LAN {i}"));
-    }
-    lab.eventually("the cut drops the border's traffic", || {
-        (lab.counter("border-out") > 0).then_some(())
-    });
-    assert_ne!(state(&alice, &to_dave), "delivered", "a message crossed the cut border");
-    let dave_inbox = json(&dave, &["inbox", "--peek"]);
-    assert!(
-        !dave_inbox.to_string().contains("queued during the cut"),
-        "dave got a message across the cut border: {dave_inbox}"
-    );
+    #[test]
+    fn users_on_one_lan_keep_talking_while_the_border_is_cut() {
+        require_lab();
+        let mut lab = Lab::new();
+        let relay_ip = lab.relay_ip();
+        let (_relay, addresses) = lab.relay(&[format!("/ip4/{relay_ip}/tcp/4001")]);
+        let relay = addresses[0].clone();
+        let dave = lab.user(R, "dave", &["--no-mdns", "--bootstrap", &relay]);
+        // Alice and Bob run with the defaults a user gets: mDNS on, no --listen.
+        let alice = lab.user(A, "alice", &["--bootstrap", &relay]);
+        let bob = lab.user(B, "bob", &["--bootstrap", &relay]);
+        introduce(&alice, "alice", &bob, "bob");
+        introduce(&alice, "alice", &dave, "dave");
+        lab.exchange(&alice, "dave", &dave, "alice", "before the cut");
+        lab.exchange(&alice, "bob", &bob, "alice", "on the LAN before the cut");
 
-    lab.heal();
-    let healed = Instant::now();
-    lab.arrives(&dave, "alice", "queued during the cut");
-    println!(
-        "the message queued during the cut arrived {:.1} s after the border opened",
-        healed.elapsed().as_secs_f64()
-    );
-    lab.eventually("alice's message to dave is delivered", || {
-        (state(&alice, &to_dave) == "delivered").then_some(())
-    });
-    // None lost: every message of the test is in its recipient's inbox.
-    let bob_inbox = json(&bob, &["inbox", "--peek"]).to_string();
-    let alice_inbox = json(&alice, &["inbox", "--peek"]).to_string();
-    for i in 0..3 {
-        assert!(bob_inbox.contains(&format!("over the LAN {i}")), "{bob_inbox}");
-        assert!(alice_inbox.contains(&format!("and back over the LAN {i}")), "{alice_inbox}");
-    }
-}
+        lab.cut_border();
+        // The negative control: Dave is abroad, and what Alice sends him now waits.
+        let sent = json(&alice, &["send", "dave", "queued during the cut"]);
+        let to_dave = sent["id"].as_str().expect("an id").to_owned();
+        println!("sent to dave during the cut: {sent}");
+        for i in 0..3 {
+            lab.exchange(&alice, "bob", &bob, "alice", &format!("over the LAN {i}"));
+            lab.exchange(&bob, "alice", &alice, "bob", &format!("and back over the LAN {i}"));
+        }
+        lab.eventually("the cut drops the border's traffic", || {
+            (lab.counter("border-out") > 0).then_some(())
+        });
+        assert_ne!(state(&alice, &to_dave), "delivered", "a message crossed the cut border");
+        let dave_inbox = json(&dave, &["inbox", "--peek"]);
+        assert!(
+            !dave_inbox.to_string().contains("queued during the cut"),
+            "dave got a message across the cut border: {dave_inbox}"
+        );
 
-#[test]
-fn a_network_that_lets_only_tcp_443_out_still_reaches_the_relay() {
-    if !lab_can_run("a_network_that_lets_only_tcp_443_out_still_reaches_the_relay") {
-        return;
+        lab.heal();
+        let healed = Instant::now();
+        lab.arrives(&dave, "alice", "queued during the cut");
+        println!(
+            "the message queued during the cut arrived {:.1} s after the border opened",
+            healed.elapsed().as_secs_f64()
+        );
+        lab.eventually("alice's message to dave is delivered", || {
+            (state(&alice, &to_dave) == "delivered").then_some(())
+        });
+        // None lost: every message of the test is in its recipient's inbox.
+        let bob_inbox = json(&bob, &["inbox", "--peek"]).to_string();
+        let alice_inbox = json(&alice, &["inbox", "--peek"]).to_string();
+        for i in 0..3 {
+            assert!(bob_inbox.contains(&format!("over the LAN {i}")), "{bob_inbox}");
+            assert!(alice_inbox.contains(&format!("and back over the LAN {i}")), "{alice_inbox}");
+        }
     }
-    let mut lab = Lab::new();
-    lab.only_443();
-    let relay_ip = lab.relay_ip();
-    // What `kolokol relay` listens on by default, in the order it prints its bootstrap lines.
-    let (_relay, addresses) = lab.relay(&[
-        format!("/ip4/{relay_ip}/tcp/4001"),
-        format!("/ip4/{relay_ip}/udp/4001/quic-v1"),
-        format!("/ip4/{relay_ip}/tcp/443/tls/http"),
-    ]);
-    let dave = lab.user(R, "dave", &["--no-mdns", "--bootstrap", &addresses[0]]);
-    // Alice has every bootstrap line and the default settings (every transport).
-    let mut args = vec!["--no-mdns"];
-    for a in &addresses {
-        args.extend(["--bootstrap", a.as_str()]);
-    }
-    let alice = lab.user(A, "alice", &args);
-    introduce(&alice, "alice", &dave, "dave");
-    lab.exchange(&alice, "dave", &dave, "alice", "out through 443");
-    lab.exchange(&dave, "alice", &alice, "dave", "and in through 443");
-    assert!(lab.counter("to-443") > 0 && lab.counter("from-443") > 0);
 
-    // The negative control: the relay's TCP port 4001 is closed to Alice's network, and the
-    // rule that closes it has dropped her node's own attempts too.
-    assert!(tcp_connects(&lab.ns(R), &relay_ip, 4001), "the relay listens on 4001");
-    assert!(!tcp_connects(&lab.ns(A), &relay_ip, 4001), "4001 got through the censor");
-    assert!(lab.counter("dropped") > 0);
-    let doctor = kolokol(&alice, &["doctor"]);
-    println!("alice's doctor:\n{}", String::from_utf8_lossy(&doctor.stdout));
+    #[test]
+    fn a_network_that_lets_only_tcp_443_out_still_reaches_the_relay() {
+        require_lab();
+        let mut lab = Lab::new();
+        lab.only_443();
+        let relay_ip = lab.relay_ip();
+        // What `kolokol relay` listens on by default, in the order it prints its bootstrap lines.
+        let (_relay, addresses) = lab.relay(&[
+            format!("/ip4/{relay_ip}/tcp/4001"),
+            format!("/ip4/{relay_ip}/udp/4001/quic-v1"),
+            format!("/ip4/{relay_ip}/tcp/443/tls/http"),
+        ]);
+        let dave = lab.user(R, "dave", &["--no-mdns", "--bootstrap", &addresses[0]]);
+        // Alice has every bootstrap line and the default settings (every transport).
+        let mut args = vec!["--no-mdns"];
+        for a in &addresses {
+            args.extend(["--bootstrap", a.as_str()]);
+        }
+        let alice = lab.user(A, "alice", &args);
+        introduce(&alice, "alice", &dave, "dave");
+        lab.exchange(&alice, "dave", &dave, "alice", "out through 443");
+        lab.exchange(&dave, "alice", &alice, "dave", "and in through 443");
+        assert!(lab.counter("to-443") > 0 && lab.counter("from-443") > 0);
+
+        // The negative control: the relay's TCP port 4001 is closed to Alice's network, and the
+        // rule that closes it has dropped her node's own attempts too.
+        assert!(tcp_connects(&lab.ns(R), &relay_ip, 4001), "the relay listens on 4001");
+        assert!(!tcp_connects(&lab.ns(A), &relay_ip, 4001), "4001 got through the censor");
+        assert!(lab.counter("dropped") > 0);
+        let doctor = kolokol(&alice, &["doctor"]);
+        println!("alice's doctor:\n{}", String::from_utf8_lossy(&doctor.stdout));
+    }
 }
