@@ -106,8 +106,6 @@ impl Doctor {
         } else {
             check("listen addresses", Status::Ok, direct.join(", "), None)
         });
-        let endpoints = self.swarm.endpoints().await?;
-        checks.extend(transport_checks(&endpoints, self.clock.now_ms()));
         let relay = self.role == Role::Relay;
         checks.push(if net.bootstrap_peers == 0 && relay {
             check(
@@ -148,6 +146,10 @@ impl Doctor {
                 None,
             )
         });
+        // What works on this network and what is blocked, right after whether the bootstrap
+        // peers answer: it says why they might not.
+        let endpoints = self.swarm.endpoints().await?;
+        checks.extend(transport_checks(&endpoints, self.clock.now_ms()));
         checks.push(if net.public {
             check("reachability", Status::Ok, "public: a direct address is confirmed reachable".into(), None)
         } else if !net.reservations.is_empty() {
