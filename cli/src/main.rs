@@ -112,6 +112,12 @@ struct NetArgs {
     /// cleartext libp2p identifier). Replaces the config file's `transport`. Default: any.
     #[arg(long, value_name = "POLICY")]
     transport: Option<TransportArg>,
+    /// relay: run as a bridge, an unlisted relay: never announced in the DHT, no presence
+    /// record, never a DHT server, so a censor crawling the DHT never finds it. Give its
+    /// address only to the people it is for (their invites and bundles carry it on).
+    /// Replaces the config file's `bridge`.
+    #[arg(long)]
+    bridge: bool,
     #[command(flatten)]
     stealth: StealthArgs,
 }
@@ -560,6 +566,11 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
     if let Some(mib) = net.max_memory {
         config.max_memory = (mib > 0).then(|| mib.saturating_mul(1024 * 1024));
     }
+    config.bridge = net.bridge || file.bridge.unwrap_or(false);
+    // A user node that looks for its neighbours with mDNS also listens where they can reach
+    // it: on its private LAN addresses (not on every interface, so a public address, if the
+    // machine has one, stays closed), unless --listen says where.
+    config.listen_lan = role == Role::Node && config.mdns && config.listen.is_empty();
     config
 }
 
@@ -963,6 +974,7 @@ async fn read_groups(client: &mut Client, texts: &[GroupText]) -> anyhow::Result
 
 async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> {
     let role = config.role;
+    let bridge = config.bridge;
     let data_dir = config.data_dir.clone();
     // Every listener (TCP, QUIC, stealth) reports its address on its own; the bootstrap line
     // printed below should carry all of them.
@@ -987,13 +999,18 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
     if json_out {
         say!(
             "{}",
-            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "data_dir": data_dir, "addresses": shareable, "metrics": metrics })
+            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "bridge": bridge, "data_dir": data_dir, "addresses": shareable, "metrics": metrics })
         )?;
     } else {
         say!("kolokol {} running, peer id {peer_id}", role.as_str())?;
         say!("data dir: {}", data_dir.display())?;
         if let Some(url) = &metrics {
             say!("metrics: {url}")?;
+        }
+        if bridge {
+            say!(
+                "this relay is a bridge: it is not announced in the DHT; give these lines only to the people it is for"
+            )?;
         }
         if role == Role::Relay {
             say!("users bootstrap from this relay with:")?;

@@ -499,6 +499,12 @@ impl<T> Held<T> {
         (value, Held { value: (), peer, state, conversations, _guard })
     }
 
+    /// Puts a value back, keeping the conversation held.
+    pub(crate) fn with_value<U>(self, value: U) -> Held<U> {
+        let Held { value: _, peer, state, conversations, _guard } = self;
+        Held { value, peer, state, conversations, _guard }
+    }
+
     /// What to write, if the state changed.
     pub(crate) fn write(&self) -> Option<ConversationWrite<'_>> {
         self.state.as_ref().filter(|s| s.changed).map(|s| ConversationWrite {

@@ -48,6 +48,8 @@ pub(crate) struct Presence(Arc<Inner>);
 
 struct Inner {
     swarm: swarm::Client,
+    /// Whether this node is a bridge, which publishes no record.
+    bridge: bool,
     store: Store,
     keys: Keys,
     workers: Workers,
@@ -61,6 +63,7 @@ struct Inner {
 impl Presence {
     pub(crate) fn new(
         swarm: swarm::Client,
+        bridge: bool,
         store: Store,
         keys: Keys,
         workers: Workers,
@@ -68,6 +71,7 @@ impl Presence {
     ) -> Self {
         Self(Arc::new(Inner {
             swarm,
+            bridge,
             store,
             keys,
             workers,
@@ -81,7 +85,12 @@ impl Presence {
     /// while there are none).
     pub(crate) async fn publish(&self) -> Result<()> {
         let net = self.0.swarm.status().await?;
-        let addresses = reachable_addresses(&net);
+        // A bridge publishes nothing: a presence record is readable by anyone who asks the
+        // DHT, and a bridge's address is for the users it was given to.
+        if self.0.bridge {
+            return Ok(());
+        }
+        let addresses = public_addresses(&net);
         if addresses.is_empty() {
             return Ok(());
         }
@@ -224,7 +233,8 @@ impl Presence {
 
 /// The addresses this node is reachable at: confirmed direct external addresses first, then
 /// relay circuits (a direct connection costs no relay and no extra hop, so a sender tries it
-/// before a circuit), within the limits of invites and presence records.
+/// before a circuit), within the limits of invites and presence records. These go to
+/// contacts (invites); circuits through bridges among them must not go anywhere else.
 pub(crate) fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
     let mut addresses: Vec<Multiaddr> =
         net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned().collect();
@@ -233,3 +243,33 @@ pub(crate) fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
     addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
     addresses
 }
+
+/// The addresses anyone may read, in the public presence record: [`reachable_addresses`]
+/// without the circuits through bridges, which a censor crawling the DHT would harvest.
+pub(crate) fn public_addresses(net: &NetStatus) -> Vec<Multiaddr> {
+    let (public, _) = split_private(reachable_addresses(net), &net.bridges);
+    public
+}
+
+/// Splits `addresses` into those anyone may read and the circuits through `bridges`, which
+/// are for contacts only: the part a presence record sealed to contacts would carry
+/// (`docs/PROTOCOL.md` section 10.9).
+pub(crate) fn split_private(
+    addresses: Vec<Multiaddr>,
+    bridges: &[libp2p::PeerId],
+) -> (Vec<Multiaddr>, Vec<Multiaddr>) {
+    addresses.into_iter().partition(|a| {
+        let relay = a
+            .iter()
+            .take_while(|p| *p != libp2p::multiaddr::Protocol::P2pCircuit)
+            .filter_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+                _ => None,
+            })
+            .last();
+        !(swarm::is_relayed(a) && relay.is_some_and(|r| bridges.contains(&r)))
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -55,7 +55,10 @@ impl RunningNode {
             data_dir.restrict(&format!("{DATABASE_FILE}{suffix}"))?;
         }
         let config = Config { bootstrap: bootstrap::sources(&store, &config)?, ..config };
-        let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config)?;
+        // What worked on which network, from earlier runs: the racing dialer starts from it.
+        let endpoints =
+            store.endpoints()?.into_iter().map(swarm::EndpointRecord::from_row).collect();
+        let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config, endpoints)?;
         // The swarm task spares contacts every quota meant for strangers; it follows the
         // contact book as it changes.
         let (contact_peers, watched) = tokio::sync::watch::channel(Arc::new(
@@ -89,6 +92,7 @@ impl RunningNode {
         );
         let presence = Presence::new(
             swarm.clone(),
+            config.bridge,
             store.clone(),
             keys.clone(),
             workers.clone(),
@@ -105,6 +109,7 @@ impl RunningNode {
             clock: clock.clone(),
             wake: outbox_wake.clone(),
             in_flight: Default::default(),
+            paths: Default::default(),
         });
         let groups = Groups::new(GroupsParts {
             store: store.clone(),
@@ -140,8 +145,10 @@ impl RunningNode {
             workers: workers.clone(),
             clock: clock.clone(),
         };
-        // Messages left queued by a previous run are due now, not at their old retry time.
+        // Messages left queued by a previous run are due now, not at their old retry time; the
+        // sealed envelopes of items that ended while the node stopped are dropped.
         store.wake_all(clock.now_ms())?;
+        store.purge_parts()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -266,6 +273,13 @@ impl Bookkeeping {
                         self.fetch_wake.notify_one();
                         self.presence.publish().await
                     }
+                    Some(NetEvent::Reconnected) => {
+                        // The path may be back for everything that waits: try it all now
+                        // instead of at each message's next retry.
+                        self.fetch_wake.notify_one();
+                        self.outbox.wake_all().map(drop)
+                    }
+                    Some(NetEvent::Endpoint(record)) => self.store.save_endpoint(&record.to_row()),
                     None => return,
                 },
                 _ = refresh.tick() => self.refresh().await,

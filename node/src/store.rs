@@ -11,10 +11,12 @@
 mod chunks;
 mod contacts;
 mod conversations;
+mod endpoints;
 mod groups;
 mod inbox;
 mod mailbox;
 mod outbox;
+mod parts;
 mod peers;
 mod prekeys;
 mod schema;
@@ -31,6 +33,7 @@ use crate::error::{Error, Result};
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
 pub use conversations::ConversationWrite;
+pub use endpoints::{EndpointRow, MAX_ENDPOINT_ROWS};
 pub use groups::{
     GroupMemberRow, GroupRow, GroupStatus, GroupTextRow, GroupUpdate, MAX_GROUPS,
     MAX_PENDING_GROUPS, MAX_PENDING_TEXTS,
@@ -40,6 +43,7 @@ pub use mailbox::{HandedItem, HeldItem, MailboxDeposit, MailboxItem, MailboxQuot
 pub use outbox::{
     DepositRecord, OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes,
 };
+pub use parts::SealedPart;
 pub use peers::{CachedPeer, MAX_CACHED_ADDRESSES, MAX_CACHED_PEERS, PeerSource};
 
 /// The WAL size past which the node checkpoints even while busy: a burst longer than this

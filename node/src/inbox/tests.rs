@@ -53,8 +53,14 @@ fn setup() -> Setup {
     // The groups room, which the inbox hands group messages to; these tests send none, so its
     // outbox never reaches a network.
     let swarm = crate::swarm::Client::detached();
-    let presence =
-        Presence::new(swarm.clone(), store.clone(), keys.clone(), workers.clone(), clock.clone());
+    let presence = Presence::new(
+        swarm.clone(),
+        false,
+        store.clone(),
+        keys.clone(),
+        workers.clone(),
+        clock.clone(),
+    );
     let outbox = Outbox::new(OutboxParts {
         conversations: conversations.clone(),
         presence: presence.clone(),
@@ -65,6 +71,7 @@ fn setup() -> Setup {
         clock: clock.clone(),
         wake: outbox_wake.clone(),
         in_flight: Default::default(),
+        paths: Default::default(),
     });
     let groups = Groups::new(GroupsParts {
         store: store.clone(),

@@ -239,6 +239,9 @@ impl Store {
         })()
         .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
+        // A conversation write may have deleted a receive key; the log's copy goes at the next
+        // checkpoint (erasing once too often costs a checkpoint, never a key).
+        self.wrote_conversation(conversation.is_some());
         Ok(promoted)
     }
 
@@ -293,6 +296,7 @@ impl Store {
         .map_err(|e| self.err(e))?;
         if new.is_some() {
             tx.commit().map_err(|e| self.err(e))?;
+            self.wrote_conversation(conversation.is_some());
         }
         Ok(new)
     }
@@ -341,10 +345,13 @@ impl Store {
         if let Some(receipt) = receipt {
             Self::insert_outbox(&tx, receipt, receipt.created_at_ms).map_err(|e| self.err(e))?;
         }
-        if let Some(write) = conversation {
-            Self::write_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
+        let erased = match conversation {
+            Some(write) => Self::write_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?,
+            None => false,
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        self.wrote_conversation(erased);
+        Ok(())
     }
 
     /// Our own text to a group and its copies for each member, in one transaction: the text

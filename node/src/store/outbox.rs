@@ -122,20 +122,23 @@ impl Store {
     /// Puts an item in the outbox as `queued`, first due at `next_attempt_ms`, and records the
     /// state.
     pub fn enqueue(&self, row: &OutboxRow, next_attempt_ms: u64) -> Result<()> {
-        self.enqueue_sealed(row, next_attempt_ms, None)
+        self.enqueue_sealed(row, next_attempt_ms, None, &[])
     }
 
-    /// [`Store::enqueue`], together with the conversation state the row's first envelopes were
-    /// sealed with, in one transaction: both are stored before anything is sent.
+    /// [`Store::enqueue`], together with the row's sealed envelopes (its parts, see
+    /// `store/parts.rs`) and the conversation state they were sealed with, in one
+    /// transaction: all are stored before anything is sent.
     pub fn enqueue_sealed(
         &self,
         row: &OutboxRow,
         next_attempt_ms: u64,
         conversation: Option<&super::ConversationWrite<'_>>,
+        parts: &[(u32, Vec<u8>)],
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         Self::insert_outbox(&tx, row, next_attempt_ms).map_err(|e| self.err(e))?;
+        Self::insert_parts(&tx, &row.id, parts, row.created_at_ms).map_err(|e| self.err(e))?;
         let erased = match conversation {
             Some(write) => {
                 Self::write_conversation(&tx, write, row.created_at_ms).map_err(|e| self.err(e))?

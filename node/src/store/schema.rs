@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-pub(super) const SCHEMA_VERSION: i64 = 9;
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 /// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
@@ -20,7 +20,7 @@ pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
 /// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
 const STEPS: [&str; SCHEMA_VERSION as usize] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9,
+    SCHEMA_V9, SCHEMA_V10,
 ];
 
 const SCHEMA_V1: &str = "
@@ -238,4 +238,29 @@ CREATE TABLE secrets (
 ALTER TABLE contacts ADD COLUMN invite TEXT;
 ALTER TABLE contacts ADD COLUMN rekeyed_at_ms INTEGER;
 ALTER TABLE contacts ADD COLUMN rekey_reason TEXT;
+";
+
+/// Version 10: what the node remembers of each address it dialed, per network (the racing
+/// dialer's record of what works where), and the sealed envelopes of outbox items with the
+/// ones the recipient acknowledged, so a retry sends the same bytes again and only what is
+/// missing.
+const SCHEMA_V10: &str = "
+CREATE TABLE endpoints (
+    network         BLOB NOT NULL,
+    address         TEXT NOT NULL,
+    peer_id         TEXT NOT NULL,
+    successes       INTEGER NOT NULL,
+    failures        INTEGER NOT NULL,
+    last_success_ms INTEGER,
+    last_failure_ms INTEGER,
+    PRIMARY KEY (network, address)
+);
+CREATE TABLE outbox_parts (
+    id           BLOB NOT NULL,
+    idx          INTEGER NOT NULL,
+    envelope     BLOB NOT NULL,
+    sealed_at_ms INTEGER NOT NULL,
+    acked_at_ms  INTEGER,
+    PRIMARY KEY (id, idx)
+);
 ";
