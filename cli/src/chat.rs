@@ -147,7 +147,9 @@ impl App {
                 }
                 Action::Refresh
             }
-            Event::Message(_) | Event::Lagged { .. } => Action::Refresh,
+            Event::Message(_) | Event::Rekeyed(_) | Event::Lagged { .. } => Action::Refresh,
+            // Group conversations are not shown here (`kolokol group show`).
+            Event::GroupMessage(_) | Event::Group(_) | Event::GroupDelivery(_) => Action::None,
         }
     }
 

@@ -26,6 +26,7 @@ use kolokol_protocol::control::{
     DoctorReport, Event, IdInfo, ImportResult, InboxMessage, InboxReadResult, InviteInfo,
     MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult, Status, method,
 };
+use kolokol_protocol::control::{GroupChat, GroupInfo, GroupMembers, GroupReadResult, GroupText};
 use kolokol_protocol::message::MAX_READ_IDS;
 use serde_json::json;
 
@@ -114,6 +115,12 @@ struct NetArgs {
     /// cleartext libp2p identifier). Replaces the config file's `transport`. Default: any.
     #[arg(long, value_name = "POLICY")]
     transport: Option<TransportArg>,
+    /// relay: run as a bridge, an unlisted relay: never announced in the DHT, no presence
+    /// record, never a DHT server, so a censor crawling the DHT never finds it. Give its
+    /// address only to the people it is for (their invites and bundles carry it on).
+    /// Replaces the config file's `bridge`.
+    #[arg(long)]
+    bridge: bool,
     #[command(flatten)]
     stealth: StealthArgs,
 }
@@ -188,9 +195,12 @@ enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contacts(ContactsCommand),
-    /// Send a text message to a contact; TEXT `-` reads it from standard input.
+    /// Private groups: create one, add and remove members, rename, leave, read it.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Send a text message to a contact, or to a group; TEXT `-` reads it from standard input.
     Send {
-        /// The contact's name.
+        /// The contact's name, or a group's (a contact's name wins if both match).
         name: String,
         /// The message: the remaining arguments, joined with single spaces (quote it to keep
         /// several spaces; put `--` before a text that starts with `-`), or `-` alone to read
@@ -311,6 +321,70 @@ enum PeersCommand {
     Import {
         /// The bundle file, or `-`.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group with you as its only member and admin.
+    Create {
+        /// The group's name, 1 to 64 bytes.
+        name: String,
+        /// The name members see you under until they have a contact name for you.
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+    },
+    /// List your groups.
+    List,
+    /// Add members (admins only): contact names, or invite codes of people who are not
+    /// contacts. They get the group's whole membership record, none of its earlier messages.
+    Invite {
+        /// The group's name or id.
+        group: String,
+        /// Contact names or invite codes (`kolokol1…`).
+        #[arg(required = true, num_args = 1.., value_name = "CONTACT|INVITE")]
+        members: Vec<String>,
+        /// The name members see someone added by invite code under.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Make them admins too.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Remove a member (admins only); they can read nothing sent after it.
+    Remove {
+        /// The group's name or id.
+        group: String,
+        /// The member: a contact name, the name the group lists them under, or a peer id.
+        member: String,
+    },
+    /// Leave a group.
+    Leave {
+        /// The group's name or id.
+        group: String,
+    },
+    /// Rename a group (admins only).
+    Rename {
+        /// The group's name or id.
+        group: String,
+        /// The new name.
+        name: String,
+    },
+    /// List a group's members.
+    Members {
+        /// The group's name or id.
+        group: String,
+    },
+    /// Show a group's messages, each with its writer's name, and mark them read.
+    Show {
+        /// The group's name or id.
+        group: String,
+        /// Show at most this many of the newest messages (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
+        limit: u32,
+        /// Do not mark them read.
+        #[arg(long)]
+        peek: bool,
     },
 }
 
@@ -714,6 +788,11 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
     if let Some(mib) = net.max_memory {
         config.max_memory = (mib > 0).then(|| mib.saturating_mul(1024 * 1024));
     }
+    config.bridge = net.bridge || file.bridge.unwrap_or(false);
+    // A user node that looks for its neighbours with mDNS also listens where they can reach
+    // it: on its private LAN addresses (not on every interface, so a public address, if the
+    // machine has one, stays closed), unless --listen says where.
+    config.listen_lan = role == Role::Node && config.mdns && config.listen.is_empty();
     config
 }
 
@@ -881,6 +960,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 rpc(&dir, method::CONTACTS_REMOVE, json!({ "name": name })).await?;
             show(cli.json, &contact, |c| format!("removed {}", c.name))
         }
+        Command::Group(command) => group(&dir, command, cli.json).await,
         Command::Send { name, text } => {
             let text = if text.len() == 1 && text[0] == "-" {
                 if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -1017,6 +1097,75 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn group(
+    dir: &std::path::Path,
+    command: &GroupCommand,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let changed = |info: &GroupInfo, what: &str| {
+        format!(
+            "{what} {} ({}, {})",
+            output::visible(&info.name),
+            info.id,
+            output::count(u64::from(info.members), "member", "members")
+        )
+    };
+    match command {
+        GroupCommand::Create { name, as_name } => {
+            let info: GroupInfo =
+                rpc(dir, method::GROUP_CREATE, json!({ "name": name, "as": as_name })).await?;
+            show(json_out, &info, |i| changed(i, "created"))
+        }
+        GroupCommand::List => {
+            let groups: Vec<GroupInfo> = rpc(dir, method::GROUP_LIST, json!({})).await?;
+            show(json_out, &groups, |groups| {
+                if groups.is_empty() {
+                    "no groups yet (create one with: kolokol group create NAME)".into()
+                } else {
+                    groups.iter().map(output::group).collect::<Vec<_>>().join("\n")
+                }
+            })
+        }
+        GroupCommand::Invite { group, members, name, admin } => {
+            let params =
+                json!({ "group": group, "members": members, "name": name, "admin": admin });
+            let info: GroupInfo = rpc(dir, method::GROUP_INVITE, params).await?;
+            show(json_out, &info, |i| changed(i, "added to"))
+        }
+        GroupCommand::Remove { group, member } => {
+            let info: GroupInfo =
+                rpc(dir, method::GROUP_REMOVE, json!({ "group": group, "member": member })).await?;
+            show(json_out, &info, |i| changed(i, "removed from"))
+        }
+        GroupCommand::Leave { group } => {
+            let info: GroupInfo = rpc(dir, method::GROUP_LEAVE, json!({ "group": group })).await?;
+            show(json_out, &info, |i| format!("left {} ({})", output::visible(&i.name), i.id))
+        }
+        GroupCommand::Rename { group, name } => {
+            let info: GroupInfo =
+                rpc(dir, method::GROUP_RENAME, json!({ "group": group, "name": name })).await?;
+            show(json_out, &info, |i| changed(i, "renamed"))
+        }
+        GroupCommand::Members { group } => {
+            let members: GroupMembers =
+                rpc(dir, method::GROUP_MEMBERS, json!({ "group": group })).await?;
+            show(json_out, &members, output::group_members)
+        }
+        GroupCommand::Show { group, limit, peek } => {
+            let mut client = Client::connect(dir).await?;
+            let chat: GroupChat = client
+                .call(method::GROUP_MESSAGES, json!({ "group": group, "limit": limit }))
+                .await?;
+            let code = show(json_out, &chat, output::group_chat)?;
+            if !peek {
+                let _: GroupReadResult =
+                    client.call(method::GROUP_READ, json!({ "group": chat.group.id })).await?;
+            }
+            Ok(code)
+        }
+    }
+}
+
 async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCode> {
     let daemon = match Client::connect(dir).await {
         Ok(client) => Ok(client),
@@ -1103,6 +1252,13 @@ async fn inbox(
         let _: bool = client.call(method::SUBSCRIBE, json!({})).await?;
     }
     let messages: Vec<InboxMessage> = client.call(method::INBOX, json!({ "limit": limit })).await?;
+    // Group texts are shown with the one-to-one messages, each line naming its group; `--json`
+    // keeps the `inbox` answer as documented (group texts are `group.inbox`'s).
+    let group_texts: Vec<GroupText> = if json_out {
+        Vec::new()
+    } else {
+        client.call(method::GROUP_INBOX, json!({ "limit": limit })).await?
+    };
     if json_out && !follow {
         print_json(&messages)?;
         if mark_read {
@@ -1118,17 +1274,34 @@ async fn inbox(
         }
         Ok(())
     };
-    if messages.is_empty() && !follow && !json_out {
+    if messages.is_empty() && group_texts.is_empty() && !follow && !json_out {
         say!("no messages")?;
     }
-    let seen: std::collections::HashSet<String> = messages.iter().map(|m| m.id.clone()).collect();
+    let mut seen: std::collections::HashSet<String> =
+        messages.iter().map(|m| m.id.clone()).collect();
+    seen.extend(group_texts.iter().map(|m| m.id.clone()));
+    // Both kinds, in the order they were written (by the sender's send time, then arrival), as
+    // the daemon orders the one-to-one messages.
+    let mut lines: Vec<((u64, u64), String)> = group_texts
+        .iter()
+        .map(|m| ((m.sent_at_ms, m.received_at_ms), output::group_message(m)))
+        .collect();
     for m in &messages {
-        show(m)?;
+        if json_out {
+            show(m)?;
+        } else {
+            lines.push(((m.sent_at_ms, m.received_at_ms), output::message(m)));
+        }
+    }
+    lines.sort_by_key(|(at, _)| *at);
+    for (_, line) in &lines {
+        say!("{line}")?;
     }
     // What was shown has been read: the daemon marks it, and tells the senders who are
-    // contacts, once per message.
+    // contacts, once per message (group texts are marked read without telling anyone).
     if mark_read {
         read(&mut client, &messages).await?;
+        read_groups(&mut client, &group_texts).await?;
     }
     if !follow {
         return Ok(ExitCode::SUCCESS);
@@ -1149,7 +1322,18 @@ async fn inbox(
                         read(&mut client, std::slice::from_ref(&m)).await?;
                     }
                 }
+                Event::GroupMessage(m) if !seen.contains(&m.id) && !m.from_me => {
+                    if json_out {
+                        say!("{}", serde_json::to_string(&m)?)?;
+                    } else {
+                        say!("{}", output::group_message(&m))?;
+                    }
+                    if mark_read {
+                        read_groups(&mut client, std::slice::from_ref(&m)).await?;
+                    }
+                }
                 Event::Lagged { missed } => eprintln!("warning: {} missed; run kolokol inbox to see everything", output::count(missed, "event was", "events were")),
+                Event::Rekeyed(r) => println!("{}", output::rekey(&r)),
                 _ => {}
             },
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
@@ -1169,8 +1353,22 @@ async fn read(client: &mut Client, messages: &[InboxMessage]) -> anyhow::Result<
     Ok(())
 }
 
+/// Marks read the groups these texts belong to, once each.
+async fn read_groups(client: &mut Client, texts: &[GroupText]) -> anyhow::Result<()> {
+    let groups: std::collections::BTreeSet<&str> = texts
+        .iter()
+        .filter(|t| t.read_at_ms.is_none() && !t.from_me)
+        .map(|t| t.group.as_str())
+        .collect();
+    for group in groups {
+        let _: GroupReadResult = client.call(method::GROUP_READ, json!({ "group": group })).await?;
+    }
+    Ok(())
+}
+
 async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> {
     let role = config.role;
+    let bridge = config.bridge;
     let data_dir = config.data_dir.clone();
     // Every listener (TCP, QUIC, stealth) reports its address on its own; the bootstrap line
     // printed below should carry all of them.
@@ -1195,13 +1393,18 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
     if json_out {
         say!(
             "{}",
-            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "data_dir": data_dir, "addresses": shareable, "metrics": metrics })
+            json!({ "peer_id": peer_id.to_string(), "role": role.as_str(), "bridge": bridge, "data_dir": data_dir, "addresses": shareable, "metrics": metrics })
         )?;
     } else {
         say!("kolokol {} running, peer id {peer_id}", role.as_str())?;
         say!("data dir: {}", data_dir.display())?;
         if let Some(url) = &metrics {
             say!("metrics: {url}")?;
+        }
+        if bridge {
+            say!(
+                "this relay is a bridge: it is not announced in the DHT; give these lines only to the people it is for"
+            )?;
         }
         if role == Role::Relay {
             say!("users bootstrap from this relay with (each line a command to paste as is):")?;

@@ -2,8 +2,8 @@
 //! per command, stable and documented in docs/USAGE.md).
 
 use kolokol_protocol::control::{
-    Chat, ChatEntry, ChatSummary, Contact, DoctorCheck, InboxMessage, MessageStatus, OutboxMessage,
-    PeersInfo, SafetyNumber, Status,
+    Chat, ChatEntry, ChatSummary, Contact, DoctorCheck, GroupChat, GroupInfo, GroupMembers,
+    GroupText, InboxMessage, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, Status,
 };
 
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -65,20 +65,118 @@ pub fn message(m: &InboxMessage) -> String {
     format!("[{}] {}: {}", time(m.received_at_ms), visible(&from), visible(&m.text))
 }
 
+/// One inbox line of a group text: the group's name, then the writer's.
+pub fn group_message(m: &GroupText) -> String {
+    format!(
+        "[{}] {} / {}: {}",
+        time(m.received_at_ms),
+        visible(&m.group_name),
+        visible(&m.from),
+        visible(&m.text)
+    )
+}
+
+/// One line of a group list.
+pub fn group(g: &GroupInfo) -> String {
+    let mut line = format!(
+        "{}\t{}\t{}",
+        visible(&g.name),
+        g.id,
+        count(u64::from(g.members), "member", "members")
+    );
+    if g.admin {
+        line.push_str(", admin");
+    }
+    if g.status != "member" {
+        line.push_str(&format!(", {}", g.status));
+    }
+    if g.unread > 0 {
+        line.push_str(&format!(", {} unread", g.unread));
+    }
+    line
+}
+
+/// A group's members, one a line: name, peer id, and whether an admin or you.
+pub fn group_members(m: &GroupMembers) -> String {
+    let mut out = format!(
+        "{} ({})\n",
+        visible(&m.group.name),
+        count(u64::from(m.group.members), "member", "members")
+    );
+    for member in &m.members {
+        let mut line = format!("  {}\t{}", visible(&member.name), member.peer_id);
+        if member.admin {
+            line.push_str("\tadmin");
+        }
+        if member.me {
+            line.push_str("\t(you)");
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.trim_end().to_owned()
+}
+
+/// A group as a conversation: each text with its writer's name, yours with how many members
+/// have it, and a note where a writer's texts are missing.
+pub fn group_chat(c: &GroupChat) -> String {
+    let mut out = format!(
+        "{} ({})",
+        visible(&c.group.name),
+        count(u64::from(c.group.members), "member", "members")
+    );
+    if c.group.status != "member" {
+        out.push_str(&format!(", {}", c.group.status));
+    }
+    if c.messages.is_empty() {
+        out.push_str("\nno messages yet");
+    }
+    for m in &c.messages {
+        if m.missing_before > 0 {
+            out.push_str(&format!(
+                "\n  ({} from {} not arrived yet)",
+                count(m.missing_before, "message", "messages"),
+                visible(&m.from)
+            ));
+        }
+        let from = if m.from_me { "me".to_owned() } else { visible(&m.from) };
+        out.push_str(&format!("\n[{}] {}: {}", time(m.sent_at_ms), from, visible(&m.text)));
+        if let (Some(delivered), Some(recipients)) = (m.delivered, m.recipients) {
+            out.push_str(&format!("  ({delivered}/{recipients} delivered)"));
+        }
+    }
+    out
+}
+
 /// `n` and the noun in the form that goes with it: "1 peer", "2 peers".
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// One contact line: name, peer id, addresses, and `verified` when marked so.
-pub fn contact(c: &Contact) -> String {
+/// A re-key as `kolokol inbox --follow` shows it.
+pub fn rekey(r: &kolokol_protocol::control::Rekey) -> String {
+    let who = r.contact.clone().unwrap_or_else(|| r.peer_id.clone());
     format!(
+        "{}  conversation with {who} re-keyed: {}; messages waiting for them are sealed again",
+        time(r.at_ms),
+        r.reason
+    )
+}
+
+/// One contact line (name, peer id, addresses, and `verified` when marked so), with a second
+/// one when the conversation was re-keyed.
+pub fn contact(c: &Contact) -> String {
+    let mut line = format!(
         "{}\t{}\t{}{}",
         visible(&c.name),
         c.peer_id,
         count(c.addresses.len() as u64, "address", "addresses"),
         if c.verified { "\tverified" } else { "" }
-    )
+    );
+    if let (Some(at), Some(why)) = (c.rekeyed_at_ms, &c.rekey_reason) {
+        line.push_str(&format!("\n\tconversation re-keyed {}: {why}", time(at)));
+    }
+    line
 }
 
 /// The status block.

@@ -723,6 +723,48 @@ fn a_sender_killed_after_send_returned_delivers_once_after_its_restart() {
     assert_eq!(inbox.matches("before the crash").count(), 1, "{inbox}");
 }
 
+/// Waits on the control socket of `dir` until the answer to `method` with `params` satisfies
+/// `done`: subscribes, asks, and asks again after every event (every change to a group or its
+/// texts is announced), so a change between two questions is not missed. Returns the answer.
+fn wait_answer(
+    dir: &Path,
+    method: &str,
+    params: serde_json::Value,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(dir.join("control.sock"))
+        .expect("the control socket accepts");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let ask = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": method, "params": params});
+    writer
+        .write_all(
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\"}}\n{ask}\n")
+                .as_bytes(),
+        )
+        .expect("requests written");
+    let mut last = serde_json::Value::Null;
+    loop {
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("no answer in time ({e}); last answer to {method}: {last}"));
+        assert!(!line.is_empty(), "the daemon closed the connection");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        if value["id"] == 2 {
+            assert!(value.get("error").is_none(), "{method} -> {value}");
+            if done(&value["result"]) {
+                return value["result"].clone();
+            }
+            last = value["result"].clone();
+        } else if value.get("method").is_some() {
+            writer.write_all(format!("{ask}\n").as_bytes()).expect("request written");
+        }
+    }
+}
+
 /// Subscribes to the events of the daemon of `dir` and returns the reader, once the daemon has
 /// answered the subscription.
 fn subscribe(dir: &Path) -> BufReader<std::os::unix::net::UnixStream> {
@@ -897,7 +939,9 @@ fn a_backup_restores_on_a_new_machine_and_the_conversation_goes_on() {
     let alice_invite = check_ok(&run(&a, &["invite"]));
     check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
     check_ok(&run(&a, &["contacts", "verify", "bob", "--mark"]));
-    assert!(check_ok(&run(&a, &["send", "bob", "before the backup"])).trim().ends_with(" delivered"));
+    assert!(
+        check_ok(&run(&a, &["send", "bob", "before the backup"])).trim().ends_with(" delivered")
+    );
     let alice_id = check_ok(&run(&a, &["id"]));
 
     // The backup is taken while Alice's daemon runs; a short passphrase is refused.
@@ -944,4 +988,125 @@ fn a_backup_restores_on_a_new_machine_and_the_conversation_goes_on() {
         .filter_map(|e| e["text"].as_str())
         .collect();
     assert_eq!(texts, ["before the backup", "after the restore"], "{chat}");
+}
+
+/// The texts of a group's `group.messages` answer, as `writer: text`.
+fn group_texts(chat: &serde_json::Value) -> Vec<String> {
+    chat["messages"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    format!(
+                        "{}: {}",
+                        m["from"].as_str().unwrap_or(""),
+                        m["text"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = |n: &str| tmp.path().join(n);
+    let (a, b, c) = (dir("alice"), dir("bob"), dir("carol"));
+    let mut relay =
+        Daemon::start(&dir("relay"), &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
+    let _alice = Daemon::start(&a, &node);
+    let _bob = Daemon::start(&b, &node);
+    let carol = Daemon::start(&c, &node);
+    // Alice knows Bob and Carol; they do not know each other.
+    for (other, name) in [(&b, "bob"), (&c, "carol")] {
+        let invite = check_ok(&run(other, &["invite"]));
+        check_ok(&run(&a, &["contacts", "add", name, invite.trim()]));
+        let alice_invite = check_ok(&run(&a, &["invite"]));
+        check_ok(&run(other, &["contacts", "add", "alice", alice_invite.trim()]));
+    }
+
+    let created = check_ok(&run(&a, &["group", "create", "family", "--as", "alice"]));
+    assert!(created.starts_with("created family (") && created.contains("1 member)"), "{created}");
+    let added = check_ok(&run(&a, &["group", "invite", "family", "bob", "carol"]));
+    assert!(added.contains("3 members"), "{added}");
+    let id = created.split(['(', ',']).nth(1).expect("the group id").trim().to_owned();
+    check_error(&run(&b, &["group", "invite", "family", "alice"]), 1, "only an admin");
+    for d in [&b, &c] {
+        wait_answer(d, "group.list", serde_json::json!({}), |groups| {
+            groups.as_array().is_some_and(|gs| {
+                gs.iter()
+                    .any(|g| g["id"] == id.as_str() && g["status"] == "member" && g["members"] == 3)
+            })
+        });
+    }
+    // Carol is not Bob's contact: he sees her under the name Alice listed her under.
+    let members = check_ok(&run(&b, &["group", "members", "family"]));
+    assert!(members.starts_with("family (3 members)"), "{members}");
+    assert!(members.contains("alice\t") && members.contains("\tadmin"), "{members}");
+    assert!(members.contains("carol\t") && members.contains("(you)"), "{members}");
+
+    // Bob writes; both others read it, with his name.
+    let sent = check_ok(&run(&b, &["send", "family", "hello", "everyone"]));
+    assert!(sent.trim().ends_with(" delivered"), "{sent}");
+    for d in [&a, &c] {
+        let chat = wait_answer(d, "group.messages", serde_json::json!({"group": id}), |chat| {
+            group_texts(chat).contains(&"bob: hello everyone".to_owned())
+        });
+        assert_eq!(group_texts(&chat).len(), 1, "{chat}");
+    }
+    let shown = check_ok(&run(&c, &["group", "show", "family"]));
+    assert!(shown.contains("] bob: hello everyone"), "{shown}");
+    let inbox = check_ok(&run(&a, &["inbox", "--messages"]));
+    assert!(inbox.contains("family / bob: hello everyone"), "{inbox}");
+
+    // Carol goes offline; Alice renames the group and writes; Carol catches up from her mailbox.
+    drop(carol);
+    check_ok(&run(&a, &["group", "rename", "family", "the family"]));
+    let sent = check_ok(&run(&a, &["send", "the family", "while you were away"]));
+    assert!(sent.contains(" stored (delivered to 1 of 2 members; 1 stored"), "{sent}");
+    let carol = Daemon::start(&c, &node);
+    let chat = wait_answer(&c, "group.messages", serde_json::json!({"group": id}), |chat| {
+        chat["group"]["name"] == "the family"
+            && group_texts(chat).contains(&"alice: while you were away".to_owned())
+    });
+    assert_eq!(group_texts(&chat).len(), 2, "each text once: {chat}");
+
+    // Alice removes Carol, and Carol learns it. She goes offline: Bob's next text is
+    // `delivered` at once, so no copy of it waits for her; back, she has not got it, and can no
+    // longer write to the group.
+    let removed = check_ok(&run(&a, &["group", "remove", "the family", "carol"]));
+    assert!(removed.contains("2 members"), "{removed}");
+    wait_answer(&c, "group.list", serde_json::json!({}), |groups| {
+        groups
+            .as_array()
+            .is_some_and(|gs| gs.iter().any(|g| g["id"] == id.as_str() && g["status"] == "removed"))
+    });
+    wait_answer(&b, "group.members", serde_json::json!({"group": id}), |m| {
+        m["members"].as_array().is_some_and(|ms| ms.len() == 2)
+    });
+    drop(carol);
+    let after: serde_json::Value = serde_json::from_str(&check_ok(&run(
+        &b,
+        &["--json", "send", "the family", "after the removal"],
+    )))
+    .expect("JSON");
+    assert_eq!(after["state"], "delivered", "only Alice is sent a copy: {after}");
+    wait_answer(&a, "group.messages", serde_json::json!({"group": id}), |chat| {
+        group_texts(chat).contains(&"bob: after the removal".to_owned())
+    });
+    let _carol = Daemon::start(&c, &node);
+    let at_carol = check_ok(&run(&c, &["group", "show", &id]));
+    assert!(at_carol.contains("removed") && !at_carol.contains("after the removal"), "{at_carol}");
+    check_error(&run(&c, &["send", "the family", "still here?"]), 1, "not a member");
+
+    // Bob leaves; Alice is alone.
+    check_ok(&run(&b, &["group", "leave", "the family"]));
+    wait_answer(&a, "group.members", serde_json::json!({"group": id}), |m| {
+        m["members"].as_array().is_some_and(|ms| ms.len() == 1)
+    });
+    check_error(&run(&a, &["group", "show", "nonesuch"]), 1, "no group named \"nonesuch\"");
 }

@@ -67,6 +67,16 @@ pub struct Config {
     pub max_memory: Option<u64>,
     /// Which transports to dial and listen with: all of them, or the stealth transport only.
     pub transport: Policy,
+    /// A relay only: run as a bridge, an unlisted relay. It never announces itself in the DHT,
+    /// publishes no presence record and is never a DHT server (whose address routing tables
+    /// hand out), so nobody finds it there; its users learn it from invites, bundles and
+    /// their contacts.
+    pub bridge: bool,
+    /// A user node only: listen on every private LAN address of the machine's interfaces
+    /// (a random TCP port each), following them as they come and go, so that mDNS announces
+    /// the node to its neighbours and they can reach it with no relay. Off in
+    /// [`Config::new`]; `kolokol node` turns it on with mDNS when no `--listen` is given.
+    pub listen_lan: bool,
     /// The stealth listener's certificate, cover and secrets (used only when `listen` has a
     /// stealth address).
     pub stealth: StealthOptions,
@@ -178,6 +188,8 @@ pub struct FileConfig {
     pub mdns: Option<bool>,
     /// `transport`: `"any"` (TCP, QUIC and stealth) or `"stealth"` (stealth only).
     pub transport: Option<Policy>,
+    /// `bridge`: `true` to run a relay as a bridge (unlisted).
+    pub bridge: Option<bool>,
     /// The `[stealth]` table: certificate, cover and secret settings.
     pub stealth: StealthOptions,
 }
@@ -208,6 +220,7 @@ struct RawFileConfig {
     read_receipts: Option<bool>,
     mdns: Option<bool>,
     transport: Option<Policy>,
+    bridge: Option<bool>,
     stealth: Option<RawStealth>,
 }
 
@@ -344,6 +357,7 @@ impl FileConfig {
         };
         Ok(Self {
             transport: raw.transport,
+            bridge: raw.bridge,
             stealth,
             listen: addresses(raw.listen, "listen")?,
             bootstrap: addresses(raw.bootstrap, "bootstrap")?,
@@ -388,6 +402,8 @@ impl Config {
             mdns: false,
             max_memory: (role == Role::Relay).then_some(RELAY_MAX_MEMORY),
             transport: Policy::Any,
+            bridge: false,
+            listen_lan: false,
             stealth: StealthOptions::default(),
             clock: Clock::system(),
             dht_diversity: DHT_DIVERSITY,
@@ -397,6 +413,13 @@ impl Config {
 
     /// Checks what can be checked before anything starts.
     pub fn validate(&self) -> Result<()> {
+        if self.bridge && self.role != Role::Relay {
+            return Err(Error::Config {
+                path: self.data_dir.join(CONFIG_FILE),
+                detail: "`bridge` is for a relay (`kolokol relay --bridge`), not a user's node"
+                    .into(),
+            });
+        }
         for addr in &self.bootstrap {
             peer_id_of(addr)?;
         }

@@ -7,13 +7,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use kolokol_protocol::control;
-use kolokol_protocol::identity::DeviceCertificate;
 use kolokol_protocol::invite::Invite;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
+use crate::conversations::{Conversations, FirstState};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::store::{ContactRow, ConversationWrite, Store};
@@ -35,12 +34,12 @@ pub(crate) struct Contacts {
 impl Contacts {
     /// Adds a contact from their invite code and starts the conversation with them.
     pub(crate) fn add(&self, name: &str, invite_text: &str) -> Result<ContactRow> {
-        let (row, certificate) = self.read_invite(name, invite_text)?;
-        let start = self.conversations.first_state(certificate)?;
+        let (row, start) = self.read_invite(name, invite_text)?;
         let first = ConversationWrite {
             peer: &row.peer_id,
             state: &start.state,
             key_ids: Some(&start.key_ids),
+            rekeyed: None,
         };
         self.store.add_contact_with(&row, Some(&first))?;
         self.publish()?;
@@ -48,13 +47,10 @@ impl Contacts {
     }
 
     /// Reads an invite into the contact it makes, named `name`; refuses our own.
-    fn read_invite(
-        &self,
-        name: &str,
-        invite_text: &str,
-    ) -> Result<(ContactRow, DeviceCertificate)> {
+    fn read_invite(&self, name: &str, invite_text: &str) -> Result<(ContactRow, FirstState)> {
         check_name(name)?;
-        let (invite, peer) = Invite::from_text(invite_text, self.clock.now_secs())?;
+        let (invite, invite_keys, peer) =
+            Invite::from_text_with_keys(invite_text, self.clock.now_secs())?;
         if peer == self.keys.peer_id() {
             return Err(Error::ContactExists("that invite is your own".into()));
         }
@@ -76,8 +72,11 @@ impl Contacts {
             addresses,
             added_at_ms: self.clock.now_ms(),
             verified_at_ms: None,
+            invite: Some(crate::store::without_whitespace(invite_text)),
+            rekeyed: None,
         };
-        Ok((row, invite.certificate))
+        let start = self.conversations.first_state(&invite, invite_keys.as_ref())?;
+        Ok((row, start))
     }
 
     /// Puts a new invite's peer and key in place of the contact named `name` (they started
@@ -89,18 +88,18 @@ impl Contacts {
         invite_text: &str,
     ) -> Result<(ContactRow, ContactRow)> {
         let old = self.get(name)?;
-        let (new, certificate) = self.read_invite(&old.name, invite_text)?;
+        let (new, start) = self.read_invite(&old.name, invite_text)?;
         if new.peer_id == old.peer_id {
             return Err(Error::ContactExists(format!(
                 "that invite is {:?}'s current one: nothing to replace",
                 old.name
             )));
         }
-        let start = self.conversations.first_state(certificate)?;
         let first = ConversationWrite {
             peer: &new.peer_id,
             state: &start.state,
             key_ids: Some(&start.key_ids),
+            rekeyed: None,
         };
         self.store
             .replace_contact(name, &new, &first)?
@@ -142,6 +141,8 @@ impl Contacts {
             addresses: Vec::new(),
             added_at_ms: self.clock.now_ms(),
             verified_at_ms: None,
+            invite: None,
+            rekeyed: None,
         };
         // The peer wrote first, so a conversation with them exists: none to start.
         self.store.add_contact_with(&row, None)?;
@@ -245,5 +246,7 @@ pub(crate) fn contact_view(c: ContactRow) -> control::Contact {
         added_at_ms: c.added_at_ms,
         verified: c.verified_at_ms.is_some(),
         verified_at_ms: c.verified_at_ms,
+        rekeyed_at_ms: c.rekeyed.as_ref().map(|(at, _)| *at),
+        rekey_reason: c.rekeyed.map(|(_, why)| why),
     }
 }

@@ -16,6 +16,10 @@ use kolokol_protocol::control::{
     MessageParams, Notification, OutboxParams, PeerParams, Request, Response, SendParams, code,
     method,
 };
+use kolokol_protocol::control::{
+    GroupCreateParams, GroupInviteParams, GroupMemberParams, GroupMessagesParams, GroupParams,
+    GroupRenameParams, GroupSendParams,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -210,6 +214,8 @@ fn failure(e: Error) -> (i64, String) {
         Error::BadMessage(_) => code::BAD_MESSAGE,
         Error::UnknownMessage(_) => code::UNKNOWN_MESSAGE,
         Error::AmbiguousId(_) => code::AMBIGUOUS_ID,
+        Error::UnknownGroup(_) => code::UNKNOWN_GROUP,
+        Error::GroupRefused(_) => code::GROUP_REFUSED,
         Error::Protocol(kolokol_protocol::Error::Invite(_)) => code::BAD_INVITE,
         Error::Protocol(kolokol_protocol::Error::Bundle(_)) => code::BAD_BUNDLE,
         _ => code::INTERNAL_ERROR,
@@ -313,6 +319,57 @@ async fn dispatch(
                 other => failure(other),
             })?;
             to_value(result)
+        }
+        method::GROUP_CREATE => {
+            let p: GroupCreateParams = params(request)?;
+            to_value(node.group_create(&p.name, p.as_name.as_deref()).await.map_err(failure)?)
+        }
+        method::GROUP_LIST => to_value(node.groups().map_err(failure)?),
+        method::GROUP_INVITE => {
+            let p: GroupInviteParams = params(request)?;
+            let info = node
+                .group_invite(&p.group, &p.members, p.name.as_deref(), p.admin)
+                .await
+                .map_err(|e| match e {
+                    Error::Protocol(inner @ kolokol_protocol::Error::Invite(_)) => {
+                        (code::BAD_INVITE, format!("invalid invite: {inner}"))
+                    }
+                    other => failure(other),
+                })?;
+            to_value(info)
+        }
+        method::GROUP_REMOVE => {
+            let p: GroupMemberParams = params(request)?;
+            to_value(node.group_remove(&p.group, &p.member).await.map_err(failure)?)
+        }
+        method::GROUP_LEAVE => {
+            let p: GroupParams = params(request)?;
+            to_value(node.group_leave(&p.group).await.map_err(failure)?)
+        }
+        method::GROUP_RENAME => {
+            let p: GroupRenameParams = params(request)?;
+            to_value(node.group_rename(&p.group, &p.name).await.map_err(failure)?)
+        }
+        method::GROUP_MEMBERS => {
+            let p: GroupParams = params(request)?;
+            to_value(node.group_members(&p.group).map_err(failure)?)
+        }
+        method::GROUP_SEND => {
+            let p: GroupSendParams = params(request)?;
+            to_value(node.group_send(&p.group, &p.text).await.map_err(failure)?)
+        }
+        method::GROUP_MESSAGES => {
+            let p: GroupMessagesParams = params(request)?;
+            let limit = p.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+            to_value(node.group_messages(&p.group, limit).map_err(failure)?)
+        }
+        method::GROUP_READ => {
+            let p: GroupParams = params(request)?;
+            to_value(node.group_read(&p.group).map_err(failure)?)
+        }
+        method::GROUP_INBOX => {
+            let p: InboxParams = params(request)?;
+            to_value(node.group_inbox(p.limit.unwrap_or(DEFAULT_LIST_LIMIT)).map_err(failure)?)
         }
         method::SUBSCRIBE => {
             *events = Some(node.subscribe());

@@ -11,16 +11,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kolokol_protocol::conversation::{Conversation, Randomness};
+use kolokol_protocol::control::{Event, Rekey};
+use kolokol_protocol::conversation::{Conversation, Own, Randomness, Rekeyed};
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::DeviceCertificate;
+use kolokol_protocol::invite::{Invite, InviteKeys};
 use kolokol_protocol::message::Content;
-use kolokol_protocol::prekey::SignedPrekey;
+use kolokol_protocol::prekey::{HybridPrekey, SignedPrekey};
 use libp2p::PeerId;
 use rand::RngCore;
 
 use crate::clock::Clock;
 use crate::error::Result;
+use crate::events::Events;
 use crate::keys::Keys;
 use crate::store::{ConversationWrite, Store};
 use crate::workers::Workers;
@@ -53,6 +56,10 @@ struct Inner {
     keys: Keys,
     workers: Workers,
     clock: Clock,
+    /// Where a re-key is announced.
+    events: Events,
+    /// Wakes the outbox: a re-key made what waits for the peer due again.
+    outbox_wake: Arc<tokio::sync::Notify>,
     /// One lock per peer, held while its conversation state is loaded, used and stored.
     locks: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
     /// States in use, kept decoded between messages, at most [`MAX_CACHED_CONVERSATIONS`].
@@ -60,12 +67,21 @@ struct Inner {
 }
 
 impl Conversations {
-    pub(crate) fn new(store: Store, keys: Keys, workers: Workers, clock: Clock) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        keys: Keys,
+        workers: Workers,
+        clock: Clock,
+        events: Events,
+        outbox_wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
             keys,
             workers,
             clock,
+            events,
+            outbox_wake,
             locks: Default::default(),
             cache: Default::default(),
         }))
@@ -112,6 +128,7 @@ impl Conversations {
         // Taken out of the cache while in use: if anything below fails, the next use reloads
         // the state from the store, which is never behind the cache.
         let cached = self.cache().remove(peer);
+        let mut rekeyed = None;
         let (mut conversation, stored) = match cached {
             Some(c) => (Some(c.conversation), Some(c.stored)),
             None => {
@@ -119,11 +136,16 @@ impl Conversations {
                 let conversation = match stored.as_ref().map(|b| Conversation::from_bytes(b)) {
                     Some(Ok(c)) => Some(c),
                     Some(Err(e)) => {
-                        // An unreadable state cannot be repaired; starting afresh costs one
-                        // first-contact round trip, keeping it would block the conversation for
-                        // good.
-                        tracing::error!(%peer, %e, "conversation state unreadable; starting a new one");
-                        None
+                        // An unreadable state cannot be repaired; keeping it would block the
+                        // conversation for good. It restarts from the contact's invite (a first
+                        // contact to their prekey, which makes them restart too), visibly; never
+                        // as format 1, which a peer that had a conversation refuses anyway.
+                        tracing::error!(%peer, %e, "conversation state unreadable; restarting it");
+                        let restarted = self.restart_from_invite(peer)?;
+                        if restarted.is_some() {
+                            rekeyed = Some(UNREADABLE.to_owned());
+                        }
+                        restarted
                     }
                     None => None,
                 };
@@ -133,30 +155,49 @@ impl Conversations {
         // The receive-key index is rewritten only when the keys changed (about once per round
         // trip), not with every state.
         let ids_before = conversation.as_ref().map(Conversation::receive_key_ids);
-        let (result, conversation) = self
+        let (result, conversation, protocol_rekey) = self
             .0
             .workers
             .run(move || {
                 let result = f(&mut conversation);
-                (result, conversation)
+                // A re-key the operation caused is taken out of the state here, so the state
+                // stored with it no longer carries it: it is announced once.
+                let rekey = conversation.as_mut().and_then(Conversation::take_rekeyed);
+                (result, conversation, rekey)
             })
             .await?;
         let value = match result {
             Ok(value) => value,
             Err(e) => return Ok(Err(e)),
         };
+        if let Some(why) = protocol_rekey {
+            rekeyed = Some(rekey_reason(why).to_owned());
+        }
         let state = match conversation {
             Some(c) => {
                 let bytes = c.to_bytes()?;
                 // Only a changed state is written: a look at the state costs no disk write.
-                let changed = stored.as_deref().map(Vec::as_slice) != Some(bytes.as_slice());
+                let changed = rekeyed.is_some()
+                    || stored.as_deref().map(Vec::as_slice) != Some(bytes.as_slice());
                 let ids = c.receive_key_ids();
                 let key_ids = (ids_before.as_ref() != Some(&ids)).then_some(ids);
-                Some(HeldState { conversation: c, bytes, changed, key_ids })
+                Some(HeldState { conversation: c, bytes, changed, key_ids, rekeyed })
             }
             None => None,
         };
         Ok(Ok(Held { value, peer: *peer, state, conversations: self.clone(), _guard: guard }))
+    }
+
+    /// A new conversation with a contact whose stored state could not be read, from the invite
+    /// they were added with: their certificate, and (version 2) their hybrid prekey and mailbox
+    /// address. `None` for a peer who is not a contact, or one added before invites were kept.
+    fn restart_from_invite(&self, peer: &PeerId) -> Result<Option<Conversation>> {
+        let Some(contact) = self.0.store.contact_by_peer(peer)? else { return Ok(None) };
+        let Some(text) = contact.invite else { return Ok(None) };
+        // Read as of when it was added: the prekey may have expired since (the first contact
+        // then waits for a current one), the certificate is checked again below.
+        let (invite, keys, _) = Invite::from_text_with_keys(&text, contact.added_at_ms / 1000)?;
+        Ok(Some(Conversation::from_invite(&invite, keys.as_ref(), self.0.clock.now_secs())?))
     }
 
     /// Whether we hold conversation state with the peer, in the cache or the store.
@@ -167,12 +208,17 @@ impl Conversations {
         Ok(self.0.store.conversation(peer)?.is_some())
     }
 
-    /// The state a conversation with a new contact starts from, made from their invite's
-    /// certificate: its encoding and its receive-key ids, for `Store::add_contact_with`, which
-    /// stores it with the contact unless a conversation exists already. Creating it involves no
-    /// key work, so it runs here rather than on a worker.
-    pub(crate) fn first_state(&self, certificate: DeviceCertificate) -> Result<FirstState> {
-        let conversation = Conversation::new(certificate, self.0.clock.now_secs())?;
+    /// The state a conversation with a new contact starts from, made from their invite (its
+    /// certificate, and for a version 2 invite the hybrid prekey and mailbox address that make
+    /// it a format 4 conversation): its encoding and its receive-key ids, for
+    /// `Store::add_contact_with`, which stores it with the contact unless a conversation exists
+    /// already. Creating it involves no key work, so it runs here rather than on a worker.
+    pub(crate) fn first_state(
+        &self,
+        invite: &Invite,
+        keys: Option<&InviteKeys>,
+    ) -> Result<FirstState> {
+        let conversation = Conversation::from_invite(invite, keys, self.0.clock.now_secs())?;
         Ok(FirstState { state: conversation.to_bytes()?, key_ids: conversation.receive_key_ids() })
     }
 
@@ -185,6 +231,26 @@ impl Conversations {
             Some(bytes) => Ok(Some(Conversation::from_bytes(&bytes)?.peer_certificate().clone())),
             None => Ok(None),
         }
+    }
+
+    /// Starts a conversation with a peer who is not a contact (a fellow member of a group) from
+    /// their certificate, unless one exists: our first envelope to them is then a proper first
+    /// contact. Stored at once, never over an existing state; if the peer's conversation is in
+    /// use, it exists, and nothing is done.
+    pub(crate) fn start(&self, peer: &PeerId, certificate: DeviceCertificate) -> Result<()> {
+        let lock = self.lock_of(peer);
+        if let Ok(_guard) = lock.try_lock()
+            && !self.has(peer)?
+        {
+            // No invite, so no hybrid prekey: the first contact is format 3, to the signed
+            // prekey of the member's presence record (or its device key).
+            let conversation = Conversation::new(certificate, self.0.clock.now_secs())?;
+            let (state, key_ids) = (conversation.to_bytes()?, conversation.receive_key_ids());
+            let write =
+                ConversationWrite { peer, state: &state, key_ids: Some(&key_ids), rekeyed: None };
+            self.0.store.save_first_conversation(&write, self.0.clock.now_ms())?;
+        }
+        Ok(())
     }
 
     /// Whether the next envelope to the peer would be a first contact that lacks the peer's
@@ -211,29 +277,48 @@ impl Conversations {
         peer: &PeerId,
         device_key: [u8; 32],
         contents: Vec<Content>,
-        prekey: Option<SignedPrekey>,
+        prekeys: PeerPrekeys,
     ) -> Outcome<Held<Vec<Vec<u8>>>> {
         let keys = self.0.keys.clone();
         let now = self.0.clock.now_secs();
+        // Our own hybrid prekey and mailbox address ride in every format 4 first contact, so
+        // the peer can re-key and deposit to us without a lookup.
+        let own_prekey = keys.hybrid_prekey()?;
+        // Format 1 only for a contact we never had a conversation with (added before
+        // conversations existed): a peer whose state we hold, even an unreadable one, never
+        // gets one (issue 15, finding 3).
+        let legacy = !self.has(peer)? && self.0.store.contact_by_peer(peer)?.is_some();
         self.hold(peer, move |conversation| {
             let certificate = keys.certificate();
-            if let (Some(c), Some(p)) = (conversation.as_mut(), prekey)
+            if let (Some(c), Some(p)) = (conversation.as_mut(), prekeys.signed)
                 && let Err(e) = c.set_peer_prekey(p, now)
             {
                 tracing::debug!(%e, "ignored a signed prekey");
             }
+            if let (Some(c), Some(p)) = (conversation.as_mut(), prekeys.hybrid)
+                && let Err(e) = c.set_peer_hybrid_prekey(p, now)
+            {
+                tracing::debug!(%e, "ignored a hybrid prekey");
+            }
+            let mailbox = keys.mailbox_address();
+            let own = Own {
+                device: keys.identity().device(),
+                certificate: &certificate,
+                prekey: own_prekey.as_ref(),
+                mailbox: Some(&mailbox),
+            };
             let mut envelopes = Vec::with_capacity(contents.len());
             for content in &contents {
                 let mut random = [0u8; Randomness::LEN];
                 rand::rngs::OsRng.fill_bytes(&mut random);
                 envelopes.push(match conversation.as_mut() {
-                    Some(c) => c.seal(
-                        keys.identity().device(),
-                        &certificate,
-                        content,
-                        Randomness::from_bytes(random),
-                        now,
-                    )?,
+                    Some(c) => c.seal_with(&own, content, Randomness::from_bytes(random), now)?,
+                    None if !legacy => {
+                        return Err(kolokol_protocol::Error::Envelope(
+                            "no usable conversation with this peer, and format 1 is only for \
+                             contacts that never had one",
+                        ));
+                    }
                     None => {
                         let mut ephemeral = [0u8; 32];
                         ephemeral.copy_from_slice(&random[..32]);
@@ -253,13 +338,73 @@ impl Conversations {
         .await
     }
 
+    /// Whether the conversation with the peer is a format 4 one (we hold its hybrid prekey and
+    /// mailbox address). A plain read, as [`Conversations::wants_prekey`].
+    pub(crate) fn is_format_4(&self, peer: &PeerId) -> bool {
+        let format_4 =
+            |c: &Conversation| c.peer_hybrid_prekey().is_some() && c.peer_mailbox().is_some();
+        if let Some(c) = self.cache().get(peer) {
+            return format_4(&c.conversation);
+        }
+        match self.0.store.conversation(peer) {
+            Ok(Some(bytes)) => Conversation::from_bytes(&bytes).is_ok_and(|c| format_4(&c)),
+            _ => false,
+        }
+    }
+
+    /// When the next envelope to the peer would be a format 4 first contact (the peer gave us
+    /// its mailbox address, in its invite or its own first contact) and we hold no current
+    /// hybrid prekey of it: `Some(Some(expiry))` if the one we hold expired then (Unix seconds),
+    /// `Some(None)` if we hold none (its format 4 first contact came without one). Sealing must
+    /// wait for a current one (from a new invite, or the peer's next envelope; presence records
+    /// do not carry hybrid prekeys yet), since a format 4 conversation never falls back to the
+    /// long-term device key. A plain read, as [`Conversations::wants_prekey`].
+    pub(crate) fn stale_prekey(&self, peer: &PeerId) -> Option<Option<u64>> {
+        let now = self.0.clock.now_secs();
+        let stale = |c: &Conversation| {
+            if c.has_peer_receive_key() || c.peer_mailbox().is_none() {
+                return None;
+            }
+            match c.peer_hybrid_prekey() {
+                None => Some(None),
+                Some(p) if p.expires_at < now => Some(Some(p.expires_at)),
+                Some(_) => None,
+            }
+        };
+        if let Some(c) = self.cache().get(peer) {
+            return stale(&c.conversation);
+        }
+        match self.0.store.conversation(peer) {
+            Ok(Some(bytes)) => Conversation::from_bytes(&bytes).ok().as_ref().and_then(stale),
+            _ => None,
+        }
+    }
+
     /// Forgets the peer's prekey if the next envelope to it would be a first contact sealed to
-    /// it; returns whether it did.
+    /// it; returns whether it did. A format 4 conversation (the peer gave us its mailbox address)
+    /// keeps its hybrid prekey: `Rejected` does not say whether the peer lost the prekey or
+    /// refused the content (a stranger's chunk, a quota), and forgetting it would turn the
+    /// conversation into format 3, whose first contact may go to the never-rotating device key.
+    /// The refused message fails with the peer's reason instead, and the next one goes to the
+    /// same prekey.
     pub(crate) async fn drop_prekey(&self, peer: &PeerId) -> bool {
         let dropped = self
-            .with(peer, |c| Ok(c.as_mut().is_some_and(|c| c.drop_prekey_for_first_contact())))
+            .with(peer, |c| {
+                Ok(c.as_mut().is_some_and(|c| {
+                    c.peer_mailbox().is_none() && c.drop_prekey_for_first_contact()
+                }))
+            })
             .await;
         matches!(dropped, Ok(Ok(true)))
+    }
+
+    /// The peer refused an envelope sealed to its receive key: it no longer holds that key (it
+    /// lost or restored its state). Re-keys the conversation (announced when stored); returns
+    /// whether it did, and so whether sealing again is worth it.
+    pub(crate) async fn peer_rejected(&self, peer: &PeerId) -> bool {
+        let rekeyed =
+            self.with(peer, |c| Ok(c.as_mut().is_some_and(Conversation::peer_rejected))).await;
+        matches!(rekeyed, Ok(Ok(true)))
     }
 
     /// Deletes receive keys whose time is up in every conversation, so forward secrecy does not
@@ -288,6 +433,46 @@ impl Conversations {
     }
 }
 
+/// The reason shown for a conversation restarted because its stored state could not be read.
+pub(crate) const UNREADABLE: &str = "our stored state of it could not be read";
+
+/// The reason shown for each of the protocol's re-keys.
+pub(crate) fn rekey_reason(why: Rekeyed) -> &'static str {
+    match why {
+        Rekeyed::Conflict => {
+            "a key announcement contradicted what we knew: a restored backup on either side, \
+             or someone holding a stolen copy of the state"
+        }
+        Rekeyed::PeerRestarted => "the contact restarted its side (it lost or restored its data)",
+        Rekeyed::PeerRefused => "the contact no longer held our key (it lost or restored its data)",
+    }
+}
+
+impl Conversations {
+    /// Tells subscribers that the conversation with `peer` was re-keyed, and the outbox that
+    /// what waits for the peer is due again (the store made it due in the same transaction).
+    fn announce_rekey(&self, peer: &PeerId, reason: &str) {
+        tracing::info!(%peer, reason, "conversation re-keyed");
+        let contact = self.0.store.contact_by_peer(peer).ok().flatten().map(|c| c.name);
+        self.0.events.send(Event::Rekeyed(Rekey {
+            peer_id: peer.to_string(),
+            contact,
+            reason: reason.to_owned(),
+            at_ms: self.0.clock.now_ms(),
+        }));
+        self.0.outbox_wake.notify_one();
+    }
+}
+
+/// The peer's prekeys as its presence record gave them, for a first contact.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerPrekeys {
+    /// Its signed prekey (format 3).
+    pub(crate) signed: Option<SignedPrekey>,
+    /// Its hybrid prekey (format 4).
+    pub(crate) hybrid: Option<HybridPrekey>,
+}
+
 /// A new conversation's first state: its encoding (it holds secret keys) and receive-key ids.
 pub(crate) struct FirstState {
     pub(crate) state: zeroize::Zeroizing<Vec<u8>>,
@@ -314,6 +499,8 @@ struct HeldState {
     changed: bool,
     /// Our receive-key ids, when they changed.
     key_ids: Option<Vec<[u8; 8]>>,
+    /// Why the conversation was re-keyed by this use, if it was.
+    rekeyed: Option<String>,
 }
 
 impl<T> Held<T> {
@@ -323,12 +510,19 @@ impl<T> Held<T> {
         (value, Held { value: (), peer, state, conversations, _guard })
     }
 
+    /// Puts a value back, keeping the conversation held.
+    pub(crate) fn with_value<U>(self, value: U) -> Held<U> {
+        let Held { value: _, peer, state, conversations, _guard } = self;
+        Held { value, peer, state, conversations, _guard }
+    }
+
     /// What to write, if the state changed.
     pub(crate) fn write(&self) -> Option<ConversationWrite<'_>> {
         self.state.as_ref().filter(|s| s.changed).map(|s| ConversationWrite {
             peer: &self.peer,
             state: &s.bytes,
             key_ids: s.key_ids.as_deref(),
+            rekeyed: s.rekeyed.as_deref(),
         })
     }
 
@@ -345,6 +539,9 @@ impl<T> Held<T> {
     /// the cache and the lock is released.
     pub(crate) fn stored(self) -> T {
         if let Some(state) = self.state {
+            if let Some(reason) = &state.rekeyed {
+                self.conversations.announce_rekey(&self.peer, reason);
+            }
             let mut cache = self.conversations.cache();
             if cache.len() >= MAX_CACHED_CONVERSATIONS {
                 cache.clear();

@@ -146,6 +146,10 @@ impl Doctor {
                 None,
             )
         });
+        // What works on this network and what is blocked, right after whether the bootstrap
+        // peers answer: it says why they might not.
+        let endpoints = self.swarm.endpoints().await?;
+        checks.extend(transport_checks(&endpoints, self.clock.now_ms()));
         checks.push(if net.public {
             check("reachability", Status::Ok, "public: a direct address is confirmed reachable".into(), None)
         } else if !net.reservations.is_empty() {
@@ -374,6 +378,105 @@ impl Doctor {
         vec![replicas_check, round_trip]
     }
 }
+
+/// What works on this network and what is blocked, by transport and by address, and what the
+/// node does about it: the `transports` line, and a `blocked addresses` line when some are.
+pub(crate) fn transport_checks(view: &swarm::EndpointsView, now_ms: u64) -> Vec<DoctorCheck> {
+    use crate::swarm::TransportKind;
+    let kinds =
+        [TransportKind::Stealth, TransportKind::Tcp, TransportKind::Quic, TransportKind::Other];
+    let mut parts = Vec::new();
+    let (mut working, mut blocked) = (0, 0);
+    for kind in kinds {
+        let records: Vec<&swarm::EndpointRecord> =
+            view.records.iter().filter(|r| TransportKind::of(&r.address) == kind).collect();
+        if records.is_empty() {
+            continue;
+        }
+        let works = records.iter().filter(|r| r.works()).count();
+        let failed = records.len() - works;
+        if works > 0 {
+            working += 1;
+            parts.push(format!(
+                "{} works ({works} of {})",
+                kind.as_str(),
+                count(records.len(), "address", "addresses")
+            ));
+        } else {
+            blocked += 1;
+            let last = records.iter().filter_map(|r| r.last_failure_ms).max().unwrap_or(now_ms);
+            parts.push(format!(
+                "{} blocked ({failed} of {} failed, the last {} s ago)",
+                kind.as_str(),
+                count(records.len(), "address", "addresses"),
+                now_ms.saturating_sub(last) / 1000
+            ));
+        }
+    }
+    let stealth_only = view.policy == crate::config::Policy::Stealth;
+    let what = if stealth_only {
+        "only stealth addresses are dialed (--transport stealth)"
+    } else {
+        "each peer's addresses are raced, what works here first; a blocked address is tried again after 10 min, then less and less often (up to every 6 h)"
+    };
+    let mut out = Vec::new();
+    out.push(if parts.is_empty() {
+        check(
+            "transports",
+            Status::Ok,
+            format!("network {}: nothing dialed yet on this network", view.network),
+            None,
+        )
+    } else if working == 0 {
+        check(
+            "transports",
+            Status::Fail,
+            format!("network {}: {}", view.network, parts.join("; ")),
+            Some("nothing works here: get a relay's stealth address (port 443) from a contact's invite or bundle: kolokol peers import FILE"),
+        )
+    } else if blocked > 0 {
+        check(
+            "transports",
+            Status::Warn,
+            format!("network {}: {}", view.network, parts.join("; ")),
+            Some(what),
+        )
+    } else {
+        check("transports", Status::Ok, format!("network {}: {}", view.network, parts.join("; ")), None)
+    });
+    let failed: Vec<String> = view
+        .records
+        .iter()
+        .filter(|r| !r.works())
+        .take(MAX_LISTED_ADDRESSES)
+        .map(|r| {
+            let next = r.last_failure_ms.map_or(0, |at| {
+                (at + crate::swarm::endpoints::retry_after(r.failures).as_millis() as u64)
+                    .saturating_sub(now_ms)
+                    / 1000
+            });
+            format!("{} ({} failures, retried in {next} s)", r.address, r.failures)
+        })
+        .collect();
+    if !failed.is_empty() {
+        let total = view.records.iter().filter(|r| !r.works()).count();
+        let more = if total > failed.len() {
+            format!(" and {} more", total - failed.len())
+        } else {
+            String::new()
+        };
+        out.push(check(
+            "blocked addresses",
+            if working > 0 { Status::Ok } else { Status::Warn },
+            format!("{}{more}", failed.join(", ")),
+            None,
+        ));
+    }
+    out
+}
+
+/// Blocked addresses `doctor` lists by name; the rest are counted.
+const MAX_LISTED_ADDRESSES: usize = 5;
 
 /// `n` and the noun in the form that goes with it: "1 relay", "2 relays".
 pub(crate) fn count(n: usize, one: &str, many: &str) -> String {

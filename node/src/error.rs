@@ -56,6 +56,12 @@ pub enum Error {
     /// An abbreviated message id names more than one message.
     #[error("the id {0:?} matches several messages; type more of its digits")]
     AmbiguousId(String),
+    /// No group has that name or id (the text says which, and how to name it).
+    #[error("{0}")]
+    UnknownGroup(String),
+    /// A group change or text is not allowed (not an admin, not a member, already a member).
+    #[error("{0}")]
+    GroupRefused(String),
     /// A contact with that name or peer already exists.
     #[error("{0}")]
     ContactExists(String),

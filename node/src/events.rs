@@ -2,7 +2,7 @@
 //! They are a convenience; the store is the record, so nobody listening is fine and a subscriber
 //! that falls behind gets a `lagged` event and re-reads.
 
-use kolokol_protocol::control::{Event, MessageState, StateChange};
+use kolokol_protocol::control::{Event, GroupDelivery, MessageState, StateChange};
 use kolokol_protocol::message::{MessageId, format_id};
 use libp2p::PeerId;
 use tokio::sync::broadcast;
@@ -35,6 +35,15 @@ impl Events {
         let _ = self.sender.send(event);
     }
 
+    /// Announces a state change that a receipt caused: of one of our texts, or of a member's
+    /// copy of one of our group messages (announced as a group delivery, or not at all).
+    pub(crate) fn receipted(&self, id: &MessageId, peer: &PeerId, state: MessageState, at_ms: u64) {
+        match self.store.group_copy(id) {
+            Ok(Some(_)) => self.group_copy(id, peer, state, at_ms),
+            _ => self.state(id, peer, state, None, at_ms),
+        }
+    }
+
     /// Announces a state change of one of our messages, naming the recipient by contact name
     /// when they are one.
     pub(crate) fn state(
@@ -61,8 +70,41 @@ impl Events {
         detail: Option<String>,
         at_ms: u64,
     ) {
-        if matches!(row.body, OutboxBody::Text(_) | OutboxBody::Numbered(..)) {
-            self.state(&row.id, &row.peer_id, state, detail, at_ms);
+        match row.body {
+            OutboxBody::Text(_) | OutboxBody::Numbered(..) => {
+                self.state(&row.id, &row.peer_id, state, detail, at_ms)
+            }
+            OutboxBody::Group(_) => self.group_copy(&row.id, &row.peer_id, state, at_ms),
+            OutboxBody::Receipt(_) | OutboxBody::Read(_) => {}
         }
+    }
+
+    /// Announces that a member's copy of one of our group texts changed state; copies of
+    /// changes and requests are plumbing and announce nothing.
+    pub(crate) fn group_copy(
+        &self,
+        row: &MessageId,
+        member: &PeerId,
+        state: MessageState,
+        at_ms: u64,
+    ) {
+        let Ok(Some((group, message))) = self.store.group_copy(row) else { return };
+        if message == [0; 16] {
+            return;
+        }
+        let name = self.store.group(&group).ok().flatten().map(|g| g.name).unwrap_or_default();
+        let member_name = match self.store.contact_by_peer(member) {
+            Ok(Some(c)) => c.name,
+            _ => member.to_string(),
+        };
+        self.send(Event::GroupDelivery(GroupDelivery {
+            group: format_id(&group),
+            group_name: name,
+            id: format_id(&message),
+            member: member_name,
+            member_peer_id: member.to_string(),
+            state,
+            at_ms,
+        }));
     }
 }

@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::conversations::{Conversations, Held};
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::groups::Groups;
 use crate::ids::receipt_id;
 use crate::keys::Keys;
 use crate::quota::{LogLimit, Quota};
@@ -97,6 +98,8 @@ pub(crate) struct InboxParts {
     pub(crate) events: Events,
     pub(crate) workers: Workers,
     pub(crate) clock: Clock,
+    /// Where group messages go.
+    pub(crate) groups: Groups,
     /// Wakes the outbox: a receipt was queued.
     pub(crate) outbox_wake: Arc<Notify>,
     /// One log line per window for refusals past the stranger quotas.
@@ -218,9 +221,11 @@ impl Inbox {
     }
 
     /// Opens one envelope and stores what it says. The header says which way to open it: a
-    /// format 1 envelope to the device key (older senders); a conversation envelope with the
-    /// receive key its id names, through that peer's conversation; or a first contact to the
-    /// device key or a prekey, which starts or continues the sender's conversation.
+    /// format 1 envelope to the device key (legacy contacts only); a conversation envelope with
+    /// the receive key its id names, through that peer's conversation; or a first contact to a
+    /// hybrid prekey (format 4), a signed prekey or the device key (format 3), which starts or
+    /// continues the sender's conversation. Every check that costs no public-key operation (the
+    /// length, the key id, a format 4 tag) runs before any that does.
     async fn receive(&self, envelope: Vec<u8>, arrival: Arrival) -> Result<Received> {
         use kolokol_protocol::Error as P;
         let now = self.0.clock.now_secs();
@@ -232,54 +237,72 @@ impl Inbox {
             }
         };
         let keys = self.0.keys.clone();
-        let opened: std::result::Result<Opened, P> =
-            match (header.version, header.kind, header.key_id) {
-                (envelope::ENVELOPE_VERSION, _, _) => self
+        let opened: std::result::Result<Opened, P> = match (
+            header.version,
+            header.kind,
+            header.key_id,
+        ) {
+            (envelope::ENVELOPE_VERSION, _, _) => {
+                let opened = self
                     .0
                     .workers
                     .run(move || envelope::open(keys.identity().device(), &envelope, now))
-                    .await?
-                    .map(|o| Opened {
-                        sender: o.sender,
-                        device_key: o.certificate.device_key,
-                        content: o.content,
-                        held: None,
-                    }),
-                (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
-                    let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
-                        tracing::debug!("rejected an envelope for an unknown receive key");
-                        return Ok(Received::Rejected);
-                    };
-                    let held = self
-                        .0
-                        .conversations
-                        .hold(&peer, move |conversation| {
-                            let c = conversation
-                                .as_mut()
-                                .ok_or(P::Envelope("no conversation for this key"))?;
-                            let content = match c.open(keys.identity(), &envelope, now) {
-                                // Accepted before: a state is stored only with (or after) what its
-                                // envelope said, so the message is in already. Acting on it again is
-                                // idempotent, by message id, and covers a state stored by an older
-                                // version before its message.
-                                Err(P::Replayed) => {
-                                    c.reopen(keys.identity(), &envelope).map_err(|_| P::Replayed)?
-                                }
-                                other => other?,
-                            };
-                            Ok((c.peer_id()?, c.peer_certificate().device_key, content))
+                    .await?;
+                match opened {
+                    Ok(o) => {
+                        if !self.format_1_allowed(&o.sender)? {
+                            tracing::info!(sender = %o.sender, "refused a format 1 envelope: only contacts without a conversation may still send them");
+                            return Ok(Received::Rejected);
+                        }
+                        if let Err(e) = check_sent_at(o.content.sent_at_ms, now) {
+                            tracing::info!(sender = %o.sender, %e, "refused a format 1 envelope");
+                            return Ok(Received::Rejected);
+                        }
+                        Ok(Opened {
+                            sender: o.sender,
+                            device_key: o.certificate.device_key,
+                            content: o.content,
+                            held: None,
                         })
-                        .await?;
-                    held.map(Opened::held)
-                }
-                (_, envelope::KIND_FIRST_CONTACT, key_id) => {
-                    match self.open_first_contact(envelope, key_id, now).await? {
-                        Ok(opened) => opened,
-                        Err(refused) => return Ok(refused),
                     }
+                    Err(e) => Err(e),
                 }
-                _ => Err(P::Envelope("unknown envelope kind")),
-            };
+            }
+            (_, envelope::KIND_CONVERSATION, Some(key_id)) => {
+                let Some(peer) = self.0.store.peer_for_key(&key_id)? else {
+                    tracing::debug!("rejected an envelope for an unknown receive key");
+                    return Ok(Received::Rejected);
+                };
+                let held = self
+                    .0
+                    .conversations
+                    .hold(&peer, move |conversation| {
+                        let c = conversation
+                            .as_mut()
+                            .ok_or(P::Envelope("no conversation for this key"))?;
+                        let content = match c.open(keys.identity(), &envelope, now) {
+                            // Accepted before: a state is stored only with (or after) what its
+                            // envelope said, so the message is in already. Acting on it again is
+                            // idempotent, by message id, and covers a state stored by an older
+                            // version before its message.
+                            Err(P::Replayed) => {
+                                c.reopen(keys.identity(), &envelope).map_err(|_| P::Replayed)?
+                            }
+                            other => other?,
+                        };
+                        Ok((c.peer_id()?, c.peer_certificate().device_key, content))
+                    })
+                    .await?;
+                held.map(Opened::held)
+            }
+            (_, envelope::KIND_FIRST_CONTACT, key_id) => {
+                match self.open_first_contact(envelope, header.version, key_id, now).await? {
+                    Ok(opened) => opened,
+                    Err(refused) => return Ok(refused),
+                }
+            }
+            _ => Err(P::Envelope("unknown envelope kind")),
+        };
         match opened {
             Ok(Opened { sender, device_key, content, held }) => {
                 // The conversation's new state (the envelope counted as seen) is stored with
@@ -304,44 +327,77 @@ impl Inbox {
         }
     }
 
-    /// Opens a first contact, sealed to one of our signed prekeys if `key_id` names one, else to
-    /// the device key, and starts or continues the sender's conversation with it. `Err` is the
-    /// answer instead: rejected if it does not open, over quota if too many strangers started
-    /// conversations within the window.
+    /// Whether a format 1 envelope from `sender` may be accepted: only from a contact with whom
+    /// we hold no conversation (one added before conversations existed, whose node may still
+    /// seal format 1), and from ourselves (the doctor's mailbox probe). Anyone else has a
+    /// conversation to use, and format 1 has neither forward secrecy nor a cheap rejection.
+    fn format_1_allowed(&self, sender: &PeerId) -> Result<bool> {
+        if *sender == self.0.keys.peer_id() {
+            return Ok(true);
+        }
+        Ok(self.0.store.contact_by_peer(sender)?.is_some() && !self.0.conversations.has(sender)?)
+    }
+
+    /// Opens a first contact: format 4 to the hybrid prekey its key id names (the id and the
+    /// tag are checked before any public-key work), format 3 to the signed prekey its key id
+    /// names or else to the device key; then starts or continues the sender's conversation
+    /// with it. `Err` is the answer instead: rejected if it does not open, over quota if too
+    /// many strangers started conversations within the window.
     async fn open_first_contact(
         &self,
         envelope: Vec<u8>,
+        version: u8,
         key_id: Option<[u8; 8]>,
         now: u64,
     ) -> Result<std::result::Result<std::result::Result<Opened, kolokol_protocol::Error>, Received>>
     {
         use kolokol_protocol::Error as P;
-        let prekey = match key_id {
-            Some(id) => self.0.store.prekey_secret(&id)?,
-            None => None,
-        };
         let keys = self.0.keys.clone();
-        let opened = self
-            .0
-            .workers
-            .run(move || {
-                let identity = keys.identity();
-                match prekey {
-                    Some(secret) => envelope::open_first_contact(
-                        &kolokol_protocol::identity::DeviceKey::from_secret(*secret),
-                        identity.identity_key(),
+        let opened = if version == envelope::ENVELOPE_VERSION_4 {
+            let Some(id) = key_id else { return Ok(Err(Received::Rejected)) };
+            let Some((prekey, secret)) = self.0.store.hybrid_prekey(&id)? else {
+                tracing::debug!("rejected a first contact for an unknown hybrid prekey");
+                return Ok(Err(Received::Rejected));
+            };
+            self.0
+                .workers
+                .run(move || {
+                    envelope::open_first_contact_4(
+                        &prekey,
+                        &secret,
+                        &keys.mailbox_address(),
+                        keys.identity().identity_key(),
                         &envelope,
                         now,
-                    ),
-                    None => envelope::open_first_contact(
-                        identity.device(),
-                        identity.identity_key(),
-                        &envelope,
-                        now,
-                    ),
-                }
-            })
-            .await?;
+                    )
+                })
+                .await?
+        } else {
+            let prekey = match key_id {
+                Some(id) => self.0.store.prekey_secret(&id)?,
+                None => None,
+            };
+            self.0
+                .workers
+                .run(move || {
+                    let identity = keys.identity();
+                    match prekey {
+                        Some(secret) => envelope::open_first_contact(
+                            &kolokol_protocol::identity::DeviceKey::from_secret(*secret),
+                            identity.identity_key(),
+                            &envelope,
+                            now,
+                        ),
+                        None => envelope::open_first_contact(
+                            identity.device(),
+                            identity.identity_key(),
+                            &envelope,
+                            now,
+                        ),
+                    }
+                })
+                .await?
+        };
         let first = match opened {
             Ok(first) => first,
             Err(e) => {
@@ -354,6 +410,7 @@ impl Inbox {
             self.0.clock.now_ms().saturating_sub(STRANGER_CONVERSATIONS.window.as_millis() as u64);
         if !self.0.conversations.has(&sender)?
             && self.0.store.contact_by_peer(&sender)?.is_none()
+            && !self.0.store.is_group_member(&sender)?
             && self.0.store.stranger_conversations(since)?
                 >= u64::from(STRANGER_CONVERSATIONS.limit)
         {
@@ -464,6 +521,22 @@ impl Inbox {
                     self.0.events.send(Event::Message(event_view(InboxRow { contact, ..row })));
                 }
             }
+            Body::Group(message) => {
+                let ack = self.0.groups.accept(
+                    sender,
+                    device_key,
+                    content.id,
+                    content.sent_at_ms,
+                    message,
+                    arrival,
+                    held,
+                )?;
+                return Ok(match ack {
+                    Ack::Accepted => Received::Accepted,
+                    Ack::Rejected => Received::Rejected,
+                    Ack::Busy => Received::Busy,
+                });
+            }
             Body::Receipt { of } => self.delivered(&of, &sender, now)?,
             Body::Receipts { of } => {
                 for id in &of {
@@ -471,9 +544,10 @@ impl Inbox {
                 }
             }
             Body::Chunk { index, count, body_len, data } => {
-                // Long messages are for contacts: a stranger's first messages fit one envelope,
-                // so nobody we never added can make us keep megabytes of halves or of text.
-                if store.contact_by_peer(&sender)?.is_none() {
+                // Long messages are for contacts and fellow group members: a stranger's first
+                // messages fit one envelope, so nobody we never added (or were added to a group
+                // with) can make us keep megabytes of halves or of text.
+                if store.contact_by_peer(&sender)?.is_none() && !store.is_group_member(&sender)? {
                     tracing::info!(%sender, "refused a chunk from a peer who is not a contact");
                     return Ok(Received::Rejected);
                 }
@@ -527,7 +601,7 @@ impl Inbox {
                     if store.outgoing_text_peer(&id)? == Some(sender)
                         && store.set_state(&id, MessageState::Read, None, now)?
                     {
-                        self.0.events.state(&id, &sender, MessageState::Read, None, now);
+                        self.0.events.receipted(&id, &sender, MessageState::Read, now);
                     }
                 }
             }
@@ -540,7 +614,7 @@ impl Inbox {
         if self.0.store.outgoing_text_peer(of)?.as_ref() == Some(sender)
             && self.0.store.set_state(of, MessageState::Delivered, None, now)?
         {
-            self.0.events.state(of, sender, MessageState::Delivered, None, now);
+            self.0.events.receipted(of, sender, MessageState::Delivered, now);
         }
         Ok(())
     }
@@ -573,6 +647,21 @@ impl Inbox {
             tracing::warn!(%sender, quota, %limit, not_logged_before, "refused a stranger's message: quota reached; it is answered busy and may come again after the window; further refusals are not logged for one window");
         }
     }
+}
+
+/// The `sent_at_ms` bound of `docs/PROTOCOL.md` section 6 for format 1 envelopes (the
+/// conversation applies it to the others): a message claiming to be sent more than a day from
+/// now or more than 30 days ago is refused.
+fn check_sent_at(sent_at_ms: u64, now: u64) -> std::result::Result<(), &'static str> {
+    use kolokol_protocol::conversation::{MAX_SENT_AT_AGE_SECS, MAX_SENT_AT_FUTURE_SECS};
+    let sent_at = sent_at_ms / 1000;
+    if sent_at > now.saturating_add(MAX_SENT_AT_FUTURE_SECS) {
+        return Err("the message claims to be sent more than a day from now");
+    }
+    if sent_at.saturating_add(MAX_SENT_AT_AGE_SECS) < now {
+        return Err("the message claims to be sent more than 30 days ago");
+    }
+    Ok(())
 }
 
 /// A received message as the control API shows it.

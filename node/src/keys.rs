@@ -1,6 +1,8 @@
 //! The node's own keys over time: the identity, the device certificate (issued at start and
-//! re-issued before it expires) and the signed prekeys (a new one weekly, old secrets deleted
-//! once no first contact sealed to them can still arrive).
+//! re-issued before it expires), the signed prekeys of format 3 and the hybrid prekeys of
+//! format 4 (a new one of each weekly, old secrets deleted once no first contact sealed to them
+//! can still arrive), and the mailbox key (made once, kept in the store), whose public half,
+//! the mailbox address, only contacts learn.
 //!
 //! Everything time-dependent here reads the node's [`Clock`], so the slow schedules (a year's
 //! certificate, a week's prekey) are tested with paused time.
@@ -10,7 +12,8 @@ use std::time::Duration;
 
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::{DeviceCertificate, Identity};
-use kolokol_protocol::prekey::SignedPrekey;
+use kolokol_protocol::mailbox_key::{MailboxAddress, MailboxKey};
+use kolokol_protocol::prekey::{HybridPrekey, HybridPrekeySecret, SignedPrekey};
 use libp2p::PeerId;
 use rand::RngCore;
 
@@ -42,8 +45,14 @@ pub const PREKEY_SECRET_GRACE: Duration =
 #[derive(Clone)]
 pub(crate) struct Keys(Arc<Inner>);
 
+/// The name of the mailbox key's secret in the store's `secrets` table.
+const MAILBOX_SECRET: &str = "mailbox";
+
 struct Inner {
     identity: Identity,
+    /// The mailbox key (mailbox protocol version 2): its address goes into invites and first
+    /// contacts, its blinded keys sign fetches and deletions.
+    mailbox: MailboxKey,
     /// The current device certificate; re-issued by [`Keys::renew_certificate`].
     certificate: RwLock<DeviceCertificate>,
     store: Store,
@@ -54,8 +63,26 @@ impl Keys {
     /// Issues a fresh certificate for `identity` and makes a prekey if the newest is due.
     pub(crate) fn new(identity: Identity, store: Store, clock: Clock) -> Result<Self> {
         let certificate = issue(&identity, clock.now_secs())?;
-        let keys =
-            Self(Arc::new(Inner { identity, certificate: RwLock::new(certificate), store, clock }));
+        let mailbox = {
+            let mut fresh = zeroize::Zeroizing::new([0u8; 32]);
+            rand::rngs::OsRng.fill_bytes(fresh.as_mut());
+            let stored = store.keep_secret(MAILBOX_SECRET, fresh.as_slice())?;
+            let secret: zeroize::Zeroizing<[u8; 32]> =
+                zeroize::Zeroizing::new(stored.as_slice().try_into().map_err(|_| {
+                    crate::error::Error::Protocol(kolokol_protocol::Error::InvalidKey {
+                        what: "stored mailbox key",
+                        detail: "not 32 bytes",
+                    })
+                })?);
+            MailboxKey::from_secret(&secret)
+        };
+        let keys = Self(Arc::new(Inner {
+            identity,
+            mailbox,
+            certificate: RwLock::new(certificate),
+            store,
+            clock,
+        }));
         keys.rotate_prekeys()?;
         Ok(keys)
     }
@@ -68,6 +95,16 @@ impl Keys {
     /// This node's peer id.
     pub(crate) fn peer_id(&self) -> PeerId {
         self.0.identity.peer_id()
+    }
+
+    /// Our mailbox address, which contacts deposit to.
+    pub(crate) fn mailbox_address(&self) -> MailboxAddress {
+        *self.0.mailbox.address()
+    }
+
+    /// Our newest hybrid prekey, for invites, first contacts and the presence record.
+    pub(crate) fn hybrid_prekey(&self) -> Result<Option<HybridPrekey>> {
+        self.0.store.newest_hybrid_prekey()
     }
 
     /// The current device certificate.
@@ -88,8 +125,9 @@ impl Keys {
         Ok(true)
     }
 
-    /// Makes a new signed prekey when the newest is older than [`PREKEY_ROTATION`], and deletes
-    /// the secrets of those expired longer than [`PREKEY_SECRET_GRACE`] ago.
+    /// Makes a new signed prekey and a new hybrid prekey when the newest of each is older than
+    /// [`PREKEY_ROTATION`], and deletes the secrets of those expired longer than
+    /// [`PREKEY_SECRET_GRACE`] ago.
     pub(crate) fn rotate_prekeys(&self) -> Result<()> {
         let store = &self.0.store;
         let now = self.0.clock.now_secs();
@@ -108,6 +146,27 @@ impl Keys {
             let id = envelope::key_id(&prekey.public);
             store.save_prekey(&id, &secret, &prekey)?;
             tracing::info!("made a new signed prekey");
+        }
+        let hybrid_fresh = store
+            .newest_hybrid_prekey()?
+            .is_some_and(|p| now.saturating_sub(p.created_at) < PREKEY_ROTATION.as_secs());
+        if !hybrid_fresh {
+            let secret = HybridPrekeySecret {
+                x25519: zeroize::Zeroizing::new([0u8; 32]),
+                kem_seed: zeroize::Zeroizing::new([0u8; kolokol_protocol::kem::SEED_LEN]),
+            };
+            let mut secret = secret;
+            rand::rngs::OsRng.fill_bytes(secret.x25519.as_mut());
+            rand::rngs::OsRng.fill_bytes(secret.kem_seed.as_mut());
+            let prekey = HybridPrekey::sign(
+                &self.0.identity,
+                &secret,
+                now,
+                now + PREKEY_LIFETIME.as_secs(),
+            )?;
+            let id = envelope::prekey_id(self.0.mailbox.address(), &prekey.public);
+            store.save_hybrid_prekey(&id, &secret, &prekey)?;
+            tracing::info!("made a new hybrid prekey");
         }
         store.delete_prekeys_expired_before(now.saturating_sub(PREKEY_SECRET_GRACE.as_secs()))?;
         Ok(())

@@ -11,7 +11,7 @@
 //!
 //! The rooms, in reading order (see `docs/ARCHITECTURE.md` for the map and the path of a
 //! message): `run` starts everything; `node` is the façade the control API calls; `control` and
-//! `metrics` serve it; the jobs are `contacts`, `outbox`, `inbox`, `conversations`, `keys`,
+//! `metrics` serve it; the jobs are `contacts`, `groups`, `outbox`, `inbox`, `conversations`, `keys`,
 //! `presence`, `mailbox`, `bootstrap` and `doctor`; below them `swarm`, `transport`, `wire`, `store`, and the
 //! small shared pieces (`clock`, `events`, `ids`, `workers`, `config`, `data_dir`, `error`).
 
@@ -28,6 +28,7 @@ pub mod chats;
 pub mod contacts;
 pub mod conversations;
 pub mod doctor;
+pub mod groups;
 pub mod inbox;
 pub mod keys;
 pub mod mailbox;

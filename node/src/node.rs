@@ -23,6 +23,7 @@ use crate::contacts::Contacts;
 use crate::doctor::{Doctor, count};
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::groups::Groups;
 use crate::ids::{id_prefix, new_message_id};
 use crate::inbox::{Inbox, inbox_view};
 use crate::keys::Keys;
@@ -48,6 +49,7 @@ pub(crate) struct Parts {
     pub(crate) events: Events,
     pub(crate) contacts: Contacts,
     pub(crate) chats: Chats,
+    pub(crate) groups: Groups,
     pub(crate) outbox: Outbox,
     pub(crate) outbox_wake: Arc<Notify>,
     pub(crate) inbox: Inbox,
@@ -171,8 +173,17 @@ impl Node {
             certificate: self.0.keys.certificate(),
             addresses: addresses.iter().map(|a| a.to_vec()).collect(),
         };
+        // Version 2: the hybrid prekey and mailbox address make the first contact need no DHT
+        // lookup while the prekey is valid (docs/PROTOCOL.md 4.4, 7.4).
+        let text = match self.0.keys.hybrid_prekey()? {
+            Some(prekey) => invite.to_text_v2(&kolokol_protocol::invite::InviteKeys {
+                prekey,
+                mailbox: self.0.keys.mailbox_address(),
+            })?,
+            None => invite.to_text()?,
+        };
         Ok(control::InviteInfo {
-            invite: invite.to_text()?,
+            invite: text,
             addresses: addresses.iter().map(ToString::to_string).collect(),
         })
     }
@@ -251,8 +262,17 @@ impl Node {
 
     /// Sends a text to a contact: commits it to the outbox, then makes the first delivery
     /// attempt. Returns when that attempt has an answer; if it failed, the outbox keeps trying.
+    /// A name that is no contact's but a group's sends to the group ([`Node::group_send`]),
+    /// summed up as one state: `delivered` once every member's node has it, `stored` once the
+    /// others' copies wait in their mailboxes, `failed` if every member refused it.
     pub async fn send(&self, to: &str, text: &str) -> Result<control::SendResult> {
-        let contact = self.0.contacts.get(to)?;
+        let contact = match self.0.contacts.get(to) {
+            Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
+                Ok(_) => return self.group_send(to, text).await.map(group_send_summary),
+                Err(_) => return Err(Error::UnknownContact(name)),
+            },
+            other => other?,
+        };
         self.0.outbox.send(contact, text).await
     }
 
@@ -273,6 +293,72 @@ impl Node {
     pub fn chat(&self, with: &str, limit: u32) -> Result<control::Chat> {
         let peer = self.0.chats.peer(with)?;
         self.0.chats.chat(&peer, limit)
+    }
+
+    /// Creates a private group with this node as its only member and admin.
+    pub async fn group_create(
+        &self,
+        name: &str,
+        as_name: Option<&str>,
+    ) -> Result<control::GroupInfo> {
+        self.0.groups.create(name, as_name).await
+    }
+
+    /// Every group this node knows.
+    pub fn groups(&self) -> Result<Vec<control::GroupInfo>> {
+        self.0.groups.list()
+    }
+
+    /// Adds members to a group (by an admin): contacts by name, others by invite code.
+    pub async fn group_invite(
+        &self,
+        group: &str,
+        members: &[String],
+        name: Option<&str>,
+        admin: bool,
+    ) -> Result<control::GroupInfo> {
+        self.0.groups.invite(group, members, name, admin).await
+    }
+
+    /// Removes a member from a group (by an admin).
+    pub async fn group_remove(&self, group: &str, member: &str) -> Result<control::GroupInfo> {
+        self.0.groups.remove(group, member).await
+    }
+
+    /// Leaves a group.
+    pub async fn group_leave(&self, group: &str) -> Result<control::GroupInfo> {
+        self.0.groups.leave(group).await
+    }
+
+    /// Renames a group (by an admin).
+    pub async fn group_rename(&self, group: &str, name: &str) -> Result<control::GroupInfo> {
+        self.0.groups.rename(group, name).await
+    }
+
+    /// A group's members.
+    pub fn group_members(&self, group: &str) -> Result<control::GroupMembers> {
+        self.0.groups.members(group)
+    }
+
+    /// Writes a text to a group: one copy per member, each through its own conversation;
+    /// returns once every copy had its first attempt.
+    pub async fn group_send(&self, group: &str, text: &str) -> Result<control::GroupSendResult> {
+        self.0.groups.send(group, text).await
+    }
+
+    /// A group's newest `limit` texts as a conversation, each with its writer's name.
+    pub fn group_messages(&self, group: &str, limit: u32) -> Result<control::GroupChat> {
+        self.0.groups.messages(group, limit)
+    }
+
+    /// Marks a group's texts read (members are not told).
+    pub fn group_read(&self, group: &str) -> Result<control::GroupReadResult> {
+        self.0.groups.read(group)
+    }
+
+    /// The newest `limit` texts of every group, oldest first.
+    pub fn group_inbox(&self, limit: u32) -> Result<Vec<control::GroupText>> {
+        self.0.groups.inbox(limit)
     }
 
     /// The newest `limit` received messages, oldest first.
@@ -355,6 +441,15 @@ impl Node {
         self.0.store.receive_key_ids(peer)
     }
 
+    /// The envelope format of our conversation with `peer`: 4 once we hold its hybrid prekey
+    /// and mailbox address (from its version 2 invite or its format 4 first contact, which
+    /// alone carry them), 3 otherwise; `None` without a conversation.
+    pub fn conversation_format(&self, peer: &PeerId) -> Result<Option<u8>> {
+        let Some(bytes) = self.0.store.conversation(peer)? else { return Ok(None) };
+        let c = kolokol_protocol::conversation::Conversation::from_bytes(&bytes)?;
+        Ok(Some(if c.peer_hybrid_prekey().is_some() && c.peer_mailbox().is_some() { 4 } else { 3 }))
+    }
+
     /// How many items this node holds as a replica for `mailbox_id`.
     pub fn mailbox_items_held(&self, mailbox_id: &[u8; 32]) -> Result<u64> {
         self.0.mailboxes.held(mailbox_id)
@@ -416,4 +511,31 @@ impl Node {
     pub async fn import_peers(&self, text: &str) -> Result<control::ImportResult> {
         self.0.peers.import(text).await
     }
+}
+
+/// A group send as the one state `send` answers with.
+fn group_send_summary(r: control::GroupSendResult) -> control::SendResult {
+    let state = if r.delivered == r.recipients {
+        MessageState::Delivered
+    } else if r.failed == r.recipients {
+        MessageState::Failed
+    } else if r.queued == 0 && r.failed == 0 {
+        MessageState::Stored
+    } else {
+        MessageState::Queued
+    };
+    let detail = (r.delivered != r.recipients).then(|| {
+        let mut parts = vec![format!("delivered to {} of {} members", r.delivered, r.recipients)];
+        if r.stored > 0 {
+            parts.push(format!("{} stored in their mailboxes", r.stored));
+        }
+        if r.failed > 0 {
+            parts.push(format!("{} refused it", r.failed));
+        }
+        if let Some(why) = r.detail {
+            parts.push(why);
+        }
+        parts.join("; ")
+    });
+    control::SendResult { id: r.id, state, detail }
 }

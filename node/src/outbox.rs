@@ -2,11 +2,15 @@
 //! before anything is sent, then attempted, and retried on a schedule until the recipient's node
 //! acknowledges it or [`MESSAGE_TTL`] passes.
 //!
-//! One attempt: seal (through the conversation, on a worker), deliver directly, and if that
-//! fails look the peer up afresh and try its new addresses, reseal to the device key if a
-//! prekey was refused, and finally deposit in the recipient's mailbox. What an attempt's outcome
-//! means for the message (sent, failed, or retry when) is decided by one pure function,
-//! [`verdict`], so the schedule is tested without a network.
+//! One attempt: seal the item once (through the conversation, on a worker) and keep its sealed
+//! envelopes, its *parts*, in the store; send the parts the recipient has not acknowledged
+//! ([`transfer`]); if that fails look the peer up afresh and try its new addresses, seal again
+//! what the recipient no longer takes (an envelope kept too long, a prekey it lost), and
+//! finally deposit what it lacks in its mailbox. What an attempt's outcome means for the
+//! message (sent, failed, or retry when) is decided by one pure function, [`verdict`], so the
+//! schedule is tested without a network.
+
+pub mod transfer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,8 +30,11 @@ use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::ids::new_message_id;
 use crate::mailbox::Mailboxes;
+use crate::outbox::transfer::{Paths, Stopwatch};
 use crate::presence::Presence;
-use crate::store::{ContactRow, OutboxBody, OutboxRow, OutboxView, Store, attempt_envelopes};
+use crate::store::{
+    ContactRow, OutboxBody, OutboxRow, OutboxView, SealedPart, Store, attempt_envelopes,
+};
 use crate::swarm::{self, DeliveryFailure};
 
 /// How long an outgoing message is retried before it is marked failed.
@@ -36,18 +43,25 @@ pub const MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 // Mailbox replicas keep a deposit no longer than the outbox goes on trying.
 const _: () = assert!(MESSAGE_TTL.as_secs() == crate::mailbox::MAX_ITEM_TTL.as_secs());
 
-/// How long an attempt owns its outbox row in the store: the row is not due again for this
-/// long after an attempt starts (longer for a long text, one period per chunk). Within this
-/// process, [`InFlight`] is what keeps one message from being attempted twice at once (a row
-/// woken because its peer connected, while its attempt still runs); the claim covers a restart
-/// in the middle of an attempt, after which every row is due at once anyway.
+/// How long an attempt owns its outbox row: the outbox loop leaves a row alone for this long
+/// after an attempt starts, so one message is not sent twice at once. It must outlast the
+/// longest attempt, a delivery ([`crate::swarm::behaviour::DELIVERY_TIMEOUT`], 10 s), a
+/// presence lookup ([`crate::presence::RESOLVE_TIMEOUT`], 15 s) and a second delivery (10 s),
+/// with room for a slow store and crypto workers busy with other envelopes.
 pub const ATTEMPT_CLAIM: Duration = Duration::from_secs(60);
 
-/// Attempts the outbox loop runs at once; due rows beyond it wait for one to finish.
-pub const MAX_ATTEMPTS_IN_FLIGHT: usize = 2 * crate::store::OUTBOX_BATCH;
+/// Longest wait between two delivery attempts of one message: once the path is back, a
+/// message waits at most this long even when nothing told the node (a dial to a peer that was
+/// unreachable costs nothing more than once per `swarm::MIN_REDIAL_INTERVAL`).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
-/// Longest wait between two delivery attempts of one message.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
+/// The wait before a message whose delivery was merely slow (the recipient's node was
+/// connected but did not answer in time) is tried again: it is not left in a mailbox, since
+/// its recipient is online, and what it already delivered stays delivered.
+pub const SLOW_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// Attempts under way at once, across all messages; the retry loop starts no more.
+pub const MAX_ATTEMPTS_IN_FLIGHT: usize = 256;
 
 /// The outbox looks for due messages at least this often even without a wake-up.
 pub const OUTBOX_POLL: Duration = Duration::from_secs(5);
@@ -93,6 +107,10 @@ pub(crate) fn verdict(
                 ),
             }
         }
+        Err(f) if f.slow => Verdict::Retry {
+            attempts: attempts + 1,
+            at_ms: now_ms + SLOW_RETRY_DELAY.as_millis() as u64,
+        },
         Err(_) => {
             let attempts = attempts + 1;
             Verdict::Retry { attempts, at_ms: now_ms + retry_delay(attempts).as_millis() as u64 }
@@ -121,34 +139,13 @@ pub(crate) fn refusal(envelopes: usize) -> String {
 }
 
 /// The wait after the `attempts`-th failed attempt: 2 s, doubling each time, at most
-/// [`MAX_RETRY_DELAY`] (docs/PROTOCOL.md, section 9.4, states the same schedule).
+/// [`MAX_RETRY_DELAY`].
 pub fn retry_delay(attempts: u32) -> Duration {
-    Duration::from_secs(2u64.saturating_pow(attempts)).min(MAX_RETRY_DELAY)
+    Duration::from_secs(1u64 << attempts.min(9)).min(MAX_RETRY_DELAY)
 }
 
-/// The messages with an attempt under way in this process.
-#[derive(Default)]
-pub(crate) struct InFlight(Mutex<HashSet<MessageId>>);
-
-impl InFlight {
-    /// Claims `id` for one attempt, unless one is under way; the claim ends when dropped.
-    fn claim(&self, id: MessageId) -> Option<Claim<'_>> {
-        let fresh = self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-        fresh.then_some(Claim { set: self, id })
-    }
-}
-
-/// One attempt's hold on its message.
-struct Claim<'a> {
-    set: &'a InFlight,
-    id: MessageId,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.set.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
-    }
-}
+/// An item's sealed parts in a form to send: index and envelope.
+type Parts = Vec<(u32, Vec<u8>)>;
 
 /// A cloneable handle to the outbox.
 #[derive(Clone)]
@@ -165,10 +162,25 @@ pub(crate) struct OutboxParts {
     pub(crate) clock: Clock,
     /// Wakes the outbox loop: something became due.
     pub(crate) wake: Arc<Notify>,
-    /// Messages with an attempt under way.
-    pub(crate) in_flight: InFlight,
+    /// The items an attempt is under way for, so no item is attempted twice at once;
+    /// at most [`MAX_ATTEMPTS_IN_FLIGHT`] from the loop, plus the first attempts of `send`.
+    pub(crate) in_flight: Mutex<HashSet<MessageId>>,
+    /// What the outbox knows of the path to each peer.
+    pub(crate) paths: Paths,
     /// Held from taking a text's number to committing it, so no two texts get the same one.
     pub(crate) numbering: tokio::sync::Mutex<()>,
+}
+
+/// An item's place in [`OutboxParts::in_flight`], given up when dropped.
+struct InFlight<'a> {
+    outbox: &'a Outbox,
+    id: MessageId,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.outbox.0.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
 }
 
 impl Outbox {
@@ -186,20 +198,28 @@ impl Outbox {
         let row = new_text(contact, text, self.0.clock.now_ms())?;
         let now = row.created_at_ms;
         let claim = ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body);
-        let _attempt = self.0.in_flight.claim(row.id);
-        // Numbered, sealed, then the row, its number and the conversation state it was sealed
-        // with are committed in one transaction, before anything is sent.
+        // Numbered, sealed, then the row, its number, its sealed parts and the conversation
+        // state they were sealed with are committed in one transaction, before anything is
+        // sent.
         let numbering = self.0.numbering.lock().await;
         let row = self.numbered(row)?;
-        let sealed = self.seal(&row).await;
+        let sealed = self.seal(&row, None).await;
         {
             let write = sealed.as_ref().ok().and_then(Held::write);
-            self.0.store.enqueue_sealed(&row, now + claim, write.as_ref())?;
+            let parts = sealed.as_ref().map(|h| h.value.as_slice()).unwrap_or(&[]);
+            self.0.store.enqueue_sealed(&row, now + claim, write.as_ref(), parts)?;
         }
         drop(numbering);
         let sealed = sealed.map(Held::stored);
         self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
-        let (state, detail) = self.deliver(&row, sealed).await;
+        let Some(_flight) = self.take_off(&row.id) else {
+            return Ok(control::SendResult {
+                id: format_id(&row.id),
+                state: MessageState::Queued,
+                detail: None,
+            });
+        };
+        let (state, detail) = self.deliver(&row, sealed.map(|p| (p, true))).await;
         Ok(control::SendResult { id: format_id(&row.id), state, detail })
     }
 
@@ -215,7 +235,7 @@ impl Outbox {
         let now = row.created_at_ms;
         let numbering = self.0.numbering.lock().await;
         let row = self.numbered(row)?;
-        self.0.store.enqueue_sealed(&row, now, None)?;
+        self.0.store.enqueue_sealed(&row, now, None, &[])?;
         drop(numbering);
         self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
         self.0.wake.notify_one();
@@ -234,6 +254,50 @@ impl Outbox {
         Ok(OutboxRow { body: OutboxBody::Numbered(number, text), ..row })
     }
 
+    /// Makes the first attempts of rows already committed (and claimed) by their owner, at
+    /// most `in_flight` at once, and returns the state each is left in, in order: how a group
+    /// message reaches its members, each copy in its own conversation.
+    pub(crate) async fn attempt_all(
+        &self,
+        rows: Vec<OutboxRow>,
+        in_flight: usize,
+    ) -> Vec<(MessageState, Option<String>)> {
+        let slots = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
+        let mut attempts = JoinSet::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            let (outbox, slots) = (self.clone(), slots.clone());
+            attempts.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                (i, outbox.attempt(&row).await.unwrap_or((MessageState::Queued, None)))
+            });
+        }
+        let mut results = vec![(MessageState::Queued, None); attempts.len()];
+        while let Some(done) = attempts.join_next().await {
+            if let Ok((i, result)) = done
+                && let Some(slot) = results.get_mut(i)
+            {
+                *slot = result;
+            }
+        }
+        results
+    }
+
+    /// Wakes the retry loop: something was queued due now.
+    pub(crate) fn wake(&self) {
+        self.0.wake.notify_one();
+    }
+
+    /// Marks an item in flight; `None` if an attempt is already under way for it.
+    fn take_off(&self, id: &MessageId) -> Option<InFlight<'_>> {
+        let mut in_flight = self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight.insert(*id).then(|| InFlight { outbox: self, id: *id })
+    }
+
+    /// Whether an attempt is under way for the item.
+    fn is_in_flight(&self, id: &MessageId) -> bool {
+        self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
     /// Makes everything waiting for `peer` due now (it just connected); returns how many.
     pub(crate) fn wake_peer(&self, peer: &PeerId) -> Result<usize> {
         let woken = self.0.store.wake_peer(peer, self.0.clock.now_ms())?;
@@ -243,98 +307,159 @@ impl Outbox {
         Ok(woken)
     }
 
+    /// Makes everything waiting due now (connectivity came back); returns how many.
+    pub(crate) fn wake_all(&self) -> Result<usize> {
+        let woken = self.0.store.wake_all(self.0.clock.now_ms())?;
+        if woken > 0 {
+            self.0.wake.notify_one();
+        }
+        Ok(woken)
+    }
+
     /// One delivery attempt of an outbox row; records the outcome and returns the state it
-    /// leaves the row in (`sent`, `stored`, `queued` or `failed`) with its detail.
-    async fn attempt(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
-        let Some(_attempt) = self.0.in_flight.claim(row.id) else {
-            // Another attempt of it is under way; it will record the outcome.
-            return (MessageState::Queued, None);
-        };
-        self.attempt_claimed(row).await
+    /// leaves the row in (`sent`, `stored`, `queued` or `failed`) with its detail. An item
+    /// already in flight is left alone.
+    async fn attempt(&self, row: &OutboxRow) -> Option<(MessageState, Option<String>)> {
+        let _flight = self.take_off(&row.id)?;
+        let parts = self.parts_to_send(row).await;
+        Some(self.deliver(row, parts).await)
     }
 
-    async fn attempt_claimed(&self, row: &OutboxRow) -> (MessageState, Option<String>) {
-        let sealed = self.seal_and_store(row).await;
-        self.deliver(row, sealed).await
+    /// The parts of an outbox row still to send, sealed by an earlier attempt (`false`) or now
+    /// (`true`, stored with the conversation state they were sealed with).
+    async fn parts_to_send(
+        &self,
+        row: &OutboxRow,
+    ) -> std::result::Result<(Parts, bool), DeliveryFailure> {
+        let kept =
+            self.0.store.parts(&row.id).map_err(|e| DeliveryFailure::temporary(e.to_string()))?;
+        if !kept.is_empty() {
+            return Ok((unacked(kept), false));
+        }
+        self.seal_and_store(row, None).await.map(|p| (p, true))
     }
 
-    /// Seals an outbox row and stores the conversation state it was sealed with.
+    /// Seals an outbox row (all of it, or only the parts `only` names) and stores the parts
+    /// with the conversation state they were sealed with, in one transaction.
     async fn seal_and_store(
         &self,
         row: &OutboxRow,
-    ) -> std::result::Result<Vec<Vec<u8>>, DeliveryFailure> {
-        self.seal(row).await?.store().map_err(|e| DeliveryFailure::temporary(e.to_string()))
+        only: Option<&[u32]>,
+    ) -> std::result::Result<Parts, DeliveryFailure> {
+        let held = self.seal(row, only).await?;
+        let now = self.0.clock.now_ms();
+        self.0
+            .store
+            .put_parts(&row.id, &held.value, held.write().as_ref(), now)
+            .map_err(|e| DeliveryFailure::temporary(e.to_string()))?;
+        Ok(held.stored())
     }
 
-    /// The rest of an attempt, once the row's envelopes are sealed (and the state they were
-    /// sealed with stored): deliver them, and record the outcome.
+    /// The rest of an attempt, once the row's parts are sealed and stored (`fresh` when this
+    /// attempt sealed them): send them, and record the outcome.
     async fn deliver(
         &self,
         row: &OutboxRow,
-        sealed: std::result::Result<Vec<Vec<u8>>, DeliveryFailure>,
+        sealed: std::result::Result<(Parts, bool), DeliveryFailure>,
     ) -> (MessageState, Option<String>) {
         let mut stored = None;
         let outcome = match sealed {
             Err(failure) => Err(failure),
-            Ok(envelopes) => {
-                let mut outcome = self.deliver_all(&row.peer_id, &envelopes).await;
+            Ok((mut parts, mut fresh)) => {
+                let mut outcome = self.send_parts(row, &mut parts).await;
                 // The addresses we had did not work: the peer may have moved to other relays.
                 // Its presence record says where it is now; if it names new addresses, try
                 // them at once.
-                if matches!(&outcome, Err(f) if !f.permanent)
+                if matches!(&outcome, Err(f) if !f.permanent && !f.slow)
                     && self.0.presence.refresh_addresses(&row.peer_id).await
                 {
-                    outcome = self.deliver_all(&row.peer_id, &envelopes).await;
-                }
-                // A first contact sealed to the peer's prekey was refused: the peer no longer
-                // holds its secret (a reinstall, say). Forget the prekey, seal again to the
-                // device key and send that at once.
-                let mut envelopes = envelopes;
-                if matches!(&outcome, Err(f) if f.permanent)
-                    && self.0.conversations.drop_prekey(&row.peer_id).await
-                {
-                    match self.seal_and_store(row).await {
-                        Ok(resealed) => {
-                            envelopes = resealed;
-                            outcome = self.deliver_all(&row.peer_id, &envelopes).await;
-                        }
-                        Err(failure) => outcome = Err(failure),
-                    }
+                    outcome = self.send_parts(row, &mut parts).await;
                 }
                 // A node from before numbered texts cannot decode one and refuses it: the same
-                // text goes once more unnumbered, which it reads.
+                // text, sealed anew, goes once more unnumbered, which it reads. Refused again,
+                // the refusal is about the key, and is handled below.
                 if matches!(&outcome, Err(f) if f.refused)
                     && let OutboxBody::Numbered(_, text) = &row.body
                 {
                     let plain = OutboxRow { body: OutboxBody::Text(text.clone()), ..row.clone() };
-                    match self.seal_and_store(&plain).await {
+                    let _ = self.0.store.drop_parts(&row.id);
+                    match self.seal_and_store(&plain, None).await {
                         Ok(resealed) => {
-                            envelopes = resealed;
-                            outcome = self.deliver_all(&row.peer_id, &envelopes).await;
+                            parts = resealed;
+                            fresh = true;
+                            outcome = self.send_parts(&plain, &mut parts).await;
                         }
                         Err(failure) => outcome = Err(failure),
+                    }
+                }
+                // Refused for good. A conversation envelope: the peer no longer holds the
+                // receive key it went to (it lost or restored its state), so the conversation
+                // is re-keyed, visibly, through the peer's prekey (issue 15, finding 3); one
+                // sealed by an earlier attempt is sealed again in any case (the peer may only
+                // have rotated past its key). A first contact sealed to the peer's prekey: the
+                // peer no longer holds its secret (a reinstall, say), so the prekey is
+                // forgotten and a format 3 one goes to the device key. Either way what the peer
+                // lacks is sealed again and sent at once. A refused format 4 first contact is
+                // not: the conversation keeps its hybrid prekey (`Conversations::drop_prekey`
+                // says why) and the message fails.
+                let refused = matches!(&outcome, Err(f) if f.permanent);
+                let conversation_envelope = parts
+                    .first()
+                    .and_then(|(_, e)| kolokol_protocol::envelope::peek(e).ok())
+                    .is_some_and(|h| h.kind == kolokol_protocol::envelope::KIND_CONVERSATION);
+                let again = refused
+                    && if conversation_envelope {
+                        self.0.conversations.peer_rejected(&row.peer_id).await || !fresh
+                    } else {
+                        !fresh || self.0.conversations.drop_prekey(&row.peer_id).await
+                    };
+                if again {
+                    let missing: Vec<u32> = parts.iter().map(|(i, _)| *i).collect();
+                    let _ = self.0.store.drop_unacked_parts(&row.id);
+                    match self.seal_and_store(row, Some(&missing)).await {
+                        Ok(resealed) => {
+                            parts = resealed;
+                            fresh = true;
+                            outcome = self.send_parts(row, &mut parts).await;
+                        }
+                        // Nothing is deposited then: the envelopes we hold were refused.
+                        Err(failure) => {
+                            parts = Vec::new();
+                            outcome = Err(failure);
+                        }
                     }
                 }
                 // The recipient's node said no; say why, as far as what we sent tells.
                 let outcome = outcome.map_err(|f| {
                     if f.refused {
-                        DeliveryFailure { reason: refusal(envelopes.len()), ..f }
+                        DeliveryFailure {
+                            reason: refusal(attempt_envelopes(&row.body) as usize),
+                            ..f
+                        }
                     } else {
                         f
                     }
                 });
-                // Still unreachable: leave the envelope in the recipient's mailbox. Direct
-                // delivery goes on being retried, since it is faster when both are online.
-                if matches!(&outcome, Err(f) if !f.permanent) {
-                    stored = Some(self.0.mailboxes.deposit(row, envelopes).await);
+                let _ = fresh;
+                // Still unreachable: leave what the recipient lacks in its mailbox. Direct
+                // delivery goes on being retried, since it is faster when both are online. A
+                // recipient that is online but slow gets it directly, soon.
+                if matches!(&outcome, Err(f) if !f.permanent && !f.slow) && !parts.is_empty() {
+                    let chunked =
+                        attempt_envelopes(&row.body) > 1 || parts.iter().any(|(i, _)| *i > 0);
+                    stored = Some(self.0.mailboxes.deposit(row, parts, chunked).await);
                 }
                 outcome
             }
         };
         let now = self.0.clock.now_ms();
         let (result, recorded) = match verdict(&outcome, row.attempts, row.created_at_ms, now) {
-            Verdict::Sent => self.acknowledged(row, now),
+            Verdict::Sent => {
+                let _ = self.0.store.drop_parts(&row.id);
+                self.acknowledged(row, now)
+            }
             Verdict::Failed { detail } => {
+                let _ = self.0.store.drop_parts(&row.id);
                 // The caller hears the recipient's reason; the history says why we gave up.
                 let reason = outcome.err().map(|f| f.reason);
                 let recorded = self.record(row, MessageState::Failed, Some(detail), now).map(drop);
@@ -374,7 +499,7 @@ impl Outbox {
         now: u64,
     ) -> ((MessageState, Option<String>), Result<()>) {
         let states: &[MessageState] = match row.body {
-            OutboxBody::Text(_) | OutboxBody::Numbered(..) => {
+            OutboxBody::Text(_) | OutboxBody::Numbered(..) | OutboxBody::Group(_) => {
                 &[MessageState::Sent, MessageState::Delivered]
             }
             OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
@@ -433,11 +558,13 @@ impl Outbox {
     }
 
     /// Seals an outbox row for its recipient: one envelope, or one per chunk when the body does
-    /// not fit one (`kolokol_protocol::chunk`), all sealed in one hold of the conversation.
+    /// not fit one (`kolokol_protocol::chunk`), all sealed in one hold of the conversation;
+    /// with `only`, just the parts it names. Each comes with its index.
     async fn seal(
         &self,
         row: &OutboxRow,
-    ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
+        only: Option<&[u32]>,
+    ) -> std::result::Result<Held<Parts>, DeliveryFailure> {
         let content = Content {
             id: row.id,
             sent_at_ms: row.created_at_ms,
@@ -448,49 +575,129 @@ impl Outbox {
                 }
                 OutboxBody::Receipt(of) => Body::Receipt { of: *of },
                 OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
+                OutboxBody::Group(message) => {
+                    crate::groups::body(message).map_err(|e| DeliveryFailure {
+                        reason: format!("cannot seal: {e}"),
+                        permanent: true,
+                        refused: false,
+                        slow: false,
+                    })?
+                }
             },
         };
-        self.seal_content(&row.peer_id, row.device_key, content).await
+        self.seal_content(&row.peer_id, row.device_key, content, only).await
     }
 
-    /// Seals `content` for the peer (split into chunks if it is long), first looking up the
-    /// peer's prekey if the envelope would be a first contact without one.
+    /// Seals `content` for the peer (split into chunks if it is long; with `only`, just the
+    /// chunks it names), first looking up the peer's prekey if the envelope would be a first
+    /// contact without one. Each envelope comes with its index.
     async fn seal_content(
         &self,
         peer: &PeerId,
         device_key: [u8; 32],
         content: Content,
-    ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
+        only: Option<&[u32]>,
+    ) -> std::result::Result<Held<Parts>, DeliveryFailure> {
         let refused = |e: kolokol_protocol::Error| DeliveryFailure {
             reason: format!("cannot seal: {e}"),
             permanent: true,
             refused: false,
+            slow: false,
         };
-        let contents = kolokol_protocol::chunk::split(&content).map_err(refused)?;
-        let prekey = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
-        self.0
+        // Chunks to a format 4 peer are shorter, so that one fits a format 4 first contact and a
+        // long message can start a conversation (docs/PROTOCOL.md 6.7); the format of a
+        // conversation does not go back, so every attempt splits a message alike.
+        let chunk_len = if self.0.conversations.is_format_4(peer) {
+            kolokol_protocol::chunk::CHUNK_LEN_4
+        } else {
+            kolokol_protocol::chunk::CHUNK_LEN
+        };
+        let contents = kolokol_protocol::chunk::split_with(&content, chunk_len).map_err(refused)?;
+        let prekeys = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
+        // A format 4 first contact goes to a current hybrid prekey or waits for one: never to
+        // the long-term device key (docs/PROTOCOL.md 7.4). The message stays queued with the
+        // reason, and every attempt looks the peer's presence record up again.
+        let now = self.0.clock.now_secs();
+        if let Some(expired_at) = self.0.conversations.stale_prekey(peer)
+            && prekeys.hybrid.as_ref().is_none_or(|p| p.expires_at < now)
+        {
+            return Err(DeliveryFailure::temporary(stale_prekey_reason(expired_at, now)));
+        }
+        let (indexes, contents): (Vec<u32>, Vec<Content>) = contents
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32, c))
+            .filter(|(i, _)| only.is_none_or(|only| only.contains(i)))
+            .unzip();
+        let held = self
+            .0
             .conversations
-            .seal(peer, device_key, contents, prekey)
+            .seal(peer, device_key, contents, prekeys)
             .await
-            .map_err(|e| DeliveryFailure {
-                reason: e.to_string(),
-                permanent: false,
-                refused: false,
-            })?
-            .map_err(refused)
+            .map_err(|e| DeliveryFailure::temporary(e.to_string()))?
+            .map_err(refused)?;
+        let (envelopes, held) = held.split();
+        Ok(held.with_value(indexes.into_iter().zip(envelopes).collect()))
     }
 
-    /// Delivers a message's envelopes directly, one after the other; the first failure is the
-    /// attempt's outcome (the next attempt sends them all again, and the receiver keeps each
-    /// chunk once).
+    /// Sends an item's parts directly, one after the other (a large one only while it holds
+    /// the peer's bulk lane), each acknowledged part recorded and taken out of `parts` at once;
+    /// the first failure is the attempt's outcome, and the next attempt sends only what is
+    /// left.
+    async fn send_parts(
+        &self,
+        row: &OutboxRow,
+        parts: &mut Parts,
+    ) -> std::result::Result<(), DeliveryFailure> {
+        while let Some((index, envelope)) = parts.first().cloned() {
+            self.deliver_one(&row.peer_id, envelope).await?;
+            if let Err(e) = self.0.store.ack_part(&row.id, index, self.0.clock.now_ms()) {
+                tracing::error!(%e, "cannot record an acknowledged part");
+            }
+            parts.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Delivers one envelope, within the time its size and the path allow, holding the peer's
+    /// bulk lane if it is large.
+    async fn deliver_one(
+        &self,
+        peer: &PeerId,
+        envelope: Vec<u8>,
+    ) -> std::result::Result<(), DeliveryFailure> {
+        let len = envelope.len();
+        let _lane = match self.0.paths.lane(peer, len) {
+            Some(lane) => Some(
+                lane.acquire_owned()
+                    .await
+                    .map_err(|_| DeliveryFailure::temporary("the node is shutting down"))?,
+            ),
+            None => None,
+        };
+        let timeout = self.0.paths.timeout(peer, len);
+        let addresses = self.0.presence.known_addresses(peer);
+        let watch = Stopwatch::start();
+        self.0.swarm.deliver(*peer, addresses, envelope, timeout).await?;
+        if let Some(goodput) = self.0.paths.measured(peer, len, watch.elapsed()) {
+            tracing::warn!(
+                %peer,
+                kbit_s = (goodput * 8.0 / 1000.0).round(),
+                "the path to this peer looks throttled: long messages take longer, short ones go first"
+            );
+        }
+        Ok(())
+    }
+
+    /// Delivers whole envelopes that are not kept as parts (a batch of receipts), one after
+    /// the other.
     async fn deliver_all(
         &self,
         peer: &PeerId,
         envelopes: &[Vec<u8>],
     ) -> std::result::Result<(), DeliveryFailure> {
         for envelope in envelopes {
-            let addresses = self.0.presence.known_addresses(peer);
-            self.0.swarm.deliver(*peer, addresses, envelope.clone()).await?;
+            self.deliver_one(peer, envelope.clone()).await?;
         }
         Ok(())
     }
@@ -499,23 +706,8 @@ impl Outbox {
     /// ([`Body::Receipts`]) and marks them all sent. If that cannot be done directly, each goes
     /// its own usual way (one envelope, retries, the mailbox), so batching never costs a receipt.
     async fn attempt_receipts(&self, rows: Vec<OutboxRow>) {
-        // Only the rows no other attempt holds.
-        let mut claims = Vec::with_capacity(rows.len());
-        let rows: Vec<OutboxRow> = rows
-            .into_iter()
-            .filter(|r| match self.0.in_flight.claim(r.id) {
-                Some(claim) => {
-                    claims.push(claim);
-                    true
-                }
-                None => false,
-            })
-            .collect();
-        if rows.is_empty() {
-            return;
-        }
         if let [row] = rows.as_slice() {
-            let _ = self.attempt_claimed(row).await;
+            let _ = self.attempt(row).await;
             return;
         }
         let (peer, device_key) = (rows[0].peer_id, rows[0].device_key);
@@ -532,11 +724,14 @@ impl Outbox {
             body: Body::Receipts { of },
         };
         let sealed = self
-            .seal_content(&peer, device_key, content)
+            .seal_content(&peer, device_key, content, None)
             .await
             .and_then(|held| held.store().map_err(|e| DeliveryFailure::temporary(e.to_string())));
         let sent = match sealed {
-            Ok(envelopes) => self.deliver_all(&peer, &envelopes).await.is_ok(),
+            Ok(parts) => {
+                let envelopes: Vec<Vec<u8>> = parts.into_iter().map(|(_, e)| e).collect();
+                self.deliver_all(&peer, &envelopes).await.is_ok()
+            }
             Err(_) => false,
         };
         if sent {
@@ -546,77 +741,95 @@ impl Outbox {
                 Err(e) => tracing::error!(%e, "cannot record receipts sent"),
             }
         }
-        // The claims stay with this call while the rows go their own way.
         let mut attempts = JoinSet::new();
         for row in rows {
-            let outbox = self.clone();
-            attempts.spawn(async move {
-                let _ = outbox.attempt_claimed(&row).await;
-            });
-        }
-        while attempts.join_next().await.is_some() {}
-        drop(claims);
-    }
-
-    /// Retries queued messages until shutdown: when they fall due, when their peer connects,
-    /// and when woken. Attempts run side by side, at most [`MAX_ATTEMPTS_IN_FLIGHT`]; a slow one
-    /// holds up nothing else, and rows that fall due while it runs start at once.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut attempts = JoinSet::new();
-        // Whether the last look found a full batch, so more may be due already.
-        let mut more = true;
-        loop {
-            if more && attempts.len() < MAX_ATTEMPTS_IN_FLIGHT {
-                more = self.start_due(&mut attempts);
-            }
-            let wait = match self.0.store.next_due() {
-                Ok(Some(at)) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
-                _ => OUTBOX_POLL,
-            };
-            tokio::select! {
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => continue,
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.0.wake.notified() => {}
-                _ = shutdown.changed() => return,
-            }
-            more = true;
-        }
-    }
-
-    /// Starts an attempt for each row due now, up to the room left; returns whether the look
-    /// was cut short (more may be due).
-    fn start_due(&self, attempts: &mut JoinSet<()>) -> bool {
-        let now = self.0.clock.now_ms();
-        let rows = match self.0.store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(%e, "cannot read the outbox");
-                return false;
-            }
-        };
-        let full = rows.len() == crate::store::OUTBOX_BATCH;
-        // Delivery receipts due together for one peer go in one envelope.
-        let mut receipts: HashMap<PeerId, Vec<OutboxRow>> = HashMap::new();
-        for row in rows {
-            // Only first attempts: a receipt that failed before goes alone, so a peer that stays
-            // away costs one failed batch, not one per pass.
-            if matches!(row.body, OutboxBody::Receipt(_)) && row.attempts == 0 {
-                receipts.entry(row.peer_id).or_default().push(row);
-                continue;
-            }
             let outbox = self.clone();
             attempts.spawn(async move {
                 let _ = outbox.attempt(&row).await;
             });
         }
-        for (_, group) in receipts {
-            for group in group.chunks(MAX_RECEIPT_IDS) {
-                let (outbox, group) = (self.clone(), group.to_vec());
-                attempts.spawn(async move { outbox.attempt_receipts(group).await });
+        while attempts.join_next().await.is_some() {}
+    }
+
+    /// Retries queued messages until shutdown: when they fall due, when their peer connects,
+    /// and when woken. Attempts run side by side, at most [`MAX_ATTEMPTS_IN_FLIGHT`]: a long
+    /// transfer to one peer holds up nothing else, and an item already in flight is not
+    /// started again.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let store = &self.0.store;
+        let mut attempts = JoinSet::new();
+        loop {
+            while attempts.try_join_next().is_some() {}
+            if attempts.len() + crate::store::OUTBOX_BATCH <= MAX_ATTEMPTS_IN_FLIGHT {
+                let now = self.0.clock.now_ms();
+                match store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
+                    Ok(rows) => {
+                        // Delivery receipts due together for one peer go in one envelope.
+                        let mut receipts: HashMap<PeerId, Vec<OutboxRow>> = HashMap::new();
+                        for row in rows {
+                            if self.is_in_flight(&row.id) {
+                                continue;
+                            }
+                            // Only first attempts: a receipt that failed before goes alone, so
+                            // a peer that stays away costs one failed batch, not one per pass.
+                            if matches!(row.body, OutboxBody::Receipt(_)) && row.attempts == 0 {
+                                receipts.entry(row.peer_id).or_default().push(row);
+                                continue;
+                            }
+                            let outbox = self.clone();
+                            attempts.spawn(async move {
+                                let _ = outbox.attempt(&row).await;
+                            });
+                        }
+                        for (_, group) in receipts {
+                            for group in group.chunks(MAX_RECEIPT_IDS) {
+                                let (outbox, group) = (self.clone(), group.to_vec());
+                                attempts.spawn(async move { outbox.attempt_receipts(group).await });
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(%e, "cannot read the outbox"),
+                }
+            }
+            let wait = match store.next_due() {
+                Ok(Some(at)) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
+                _ => OUTBOX_POLL,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.0.wake.notified() => {}
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+                _ = shutdown.changed() => return,
             }
         }
-        full
     }
+}
+
+/// The parts of `kept` the recipient has not acknowledged, to send.
+fn unacked(kept: Vec<SealedPart>) -> Parts {
+    kept.into_iter().filter(|p| !p.acked).map(|p| (p.index, p.envelope)).collect()
+}
+
+/// Why a message waits for the recipient's current prekey, in the words `kolokol outbox` shows:
+/// the one we hold expired at `expired_at`, or (`None`) we hold none. Presence records do not
+/// carry hybrid prekeys yet (`docs/CRYPTO_PHASE2.md`, status), so only a new invite or an
+/// envelope from the recipient brings a current one.
+pub(crate) fn stale_prekey_reason(expired_at: Option<u64>, now: u64) -> String {
+    let Some(expired_at) = expired_at else {
+        return "waiting for the recipient's current prekey: we hold none; ask them for a new \
+                invite, or wait for a message from them, which carries it"
+            .to_owned();
+    };
+    let hours = now.saturating_sub(expired_at) / 3600;
+    let ago = match hours {
+        0 => "less than an hour ago".to_owned(),
+        1..=47 => format!("{hours} hours ago"),
+        _ => format!("{} days ago", hours / 24),
+    };
+    format!(
+        "waiting for the recipient's current prekey: the one from their invite expired {ago}; \
+         ask them for a new invite, or wait for a message from them, which carries it"
+    )
 }
 
 /// An outgoing text message as the control API shows it.

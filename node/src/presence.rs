@@ -9,13 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kolokol_protocol::prekey::SignedPrekey;
 use kolokol_protocol::presence::PresenceRecord;
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
+use crate::conversations::{Conversations, PeerPrekeys};
 use crate::error::Result;
 use crate::keys::Keys;
 use crate::store::Store;
@@ -49,6 +48,8 @@ pub(crate) struct Presence(Arc<Inner>);
 
 struct Inner {
     swarm: swarm::Client,
+    /// Whether this node is a bridge, which publishes no record.
+    bridge: bool,
     store: Store,
     keys: Keys,
     workers: Workers,
@@ -62,6 +63,7 @@ struct Inner {
 impl Presence {
     pub(crate) fn new(
         swarm: swarm::Client,
+        bridge: bool,
         store: Store,
         keys: Keys,
         workers: Workers,
@@ -69,6 +71,7 @@ impl Presence {
     ) -> Self {
         Self(Arc::new(Inner {
             swarm,
+            bridge,
             store,
             keys,
             workers,
@@ -82,7 +85,12 @@ impl Presence {
     /// while there are none).
     pub(crate) async fn publish(&self) -> Result<()> {
         let net = self.0.swarm.status().await?;
-        let addresses = reachable_addresses(&net);
+        // A bridge publishes nothing: a presence record is readable by anyone who asks the
+        // DHT, and a bridge's address is for the users it was given to.
+        if self.0.bridge {
+            return Ok(());
+        }
+        let addresses = public_addresses(&net);
         if addresses.is_empty() {
             return Ok(());
         }
@@ -125,30 +133,34 @@ impl Presence {
         self.refresh(peer, RESOLVE_TIMEOUT).await.0
     }
 
-    /// The peer's signed prekey from its presence record, looked up only when the next envelope
-    /// to it would be a first contact without one, at most once per [`RESOLVE_INTERVAL`] and
-    /// waiting at most [`PREKEY_LOOKUP_TIMEOUT`]: a first contact is sealed to the device key
-    /// rather than wait longer. The lookup also refreshes the peer's addresses.
+    /// The peer's prekeys from its presence record, looked up only when the next envelope to it
+    /// would be a first contact without a valid one, at most once per [`RESOLVE_INTERVAL`].
+    /// For a format 3 peer the wait is at most [`PREKEY_LOOKUP_TIMEOUT`]: its first contact is
+    /// sealed to the device key rather than wait longer. A format 4 peer whose hybrid prekey
+    /// expired has no such fallback (its first contact waits for a current prekey), so the
+    /// lookup gets the whole [`RESOLVE_TIMEOUT`]. The lookup also refreshes the addresses.
     pub(crate) async fn prekey_for_first_contact(
         &self,
         peer: &PeerId,
         conversations: &Conversations,
-    ) -> Option<SignedPrekey> {
-        if !conversations.wants_prekey(peer) {
-            return None;
+    ) -> PeerPrekeys {
+        let stale = conversations.stale_prekey(peer).is_some();
+        if !stale && !conversations.wants_prekey(peer) {
+            return PeerPrekeys::default();
         }
-        self.refresh(peer, PREKEY_LOOKUP_TIMEOUT).await.1
+        let timeout = if stale { RESOLVE_TIMEOUT } else { PREKEY_LOOKUP_TIMEOUT };
+        self.refresh(peer, timeout).await.1
     }
 
     /// Looks the peer's presence record up (at most once per [`RESOLVE_INTERVAL`], waiting at
     /// most `timeout`), merges its addresses into what we know, and returns whether they were
-    /// new, with the record's signed prekey.
-    async fn refresh(&self, peer: &PeerId, timeout: Duration) -> (bool, Option<SignedPrekey>) {
+    /// new, with the record's prekeys.
+    async fn refresh(&self, peer: &PeerId, timeout: Duration) -> (bool, PeerPrekeys) {
         {
             let mut last = self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             if last.get(peer).is_some_and(|t| now.duration_since(*t) < RESOLVE_INTERVAL) {
-                return (false, None);
+                return (false, PeerPrekeys::default());
             }
             if last.len() >= MAX_TRACKED_LOOKUPS {
                 last.clear();
@@ -157,12 +169,12 @@ impl Presence {
         }
         let record = match tokio::time::timeout(timeout, self.lookup(*peer, false)).await {
             Ok(Ok(Some(record))) => record,
-            Ok(_) => return (false, None),
+            Ok(_) => return (false, PeerPrekeys::default()),
             Err(_) => {
                 // A lookup cut short by a caller in a hurry (the prekey's 3 s) did not answer
                 // the question, so it must not hold back a patient one.
                 self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
-                return (false, None);
+                return (false, PeerPrekeys::default());
             }
         };
         let found: Vec<Multiaddr> = record
@@ -187,7 +199,20 @@ impl Presence {
             }
             others.insert(*peer, merged);
         }
-        (new, record.body.prekey)
+        (new, PeerPrekeys { signed: record.body.prekey, hybrid: None })
+    }
+
+    /// Remembers addresses for a peer who is not a contact (from an invite code that added
+    /// them to a group), until a lookup finds fresher ones.
+    pub(crate) fn remember(&self, peer: &PeerId, addresses: Vec<Multiaddr>) {
+        if addresses.is_empty() {
+            return;
+        }
+        let mut others = self.0.stranger_addresses.lock().unwrap_or_else(|p| p.into_inner());
+        if others.len() >= MAX_TRACKED_LOOKUPS {
+            others.clear();
+        }
+        others.insert(*peer, addresses);
     }
 
     /// The addresses we know for a peer: a contact's stored ones, else those last resolved.
@@ -208,7 +233,8 @@ impl Presence {
 
 /// The addresses this node is reachable at: confirmed direct external addresses first, then
 /// relay circuits (a direct connection costs no relay and no extra hop, so a sender tries it
-/// before a circuit), within the limits of invites and presence records.
+/// before a circuit), within the limits of invites and presence records. These go to
+/// contacts (invites); circuits through bridges among them must not go anywhere else.
 pub(crate) fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
     let mut addresses: Vec<Multiaddr> =
         net.external.iter().filter(|a| !swarm::is_relayed(a)).cloned().collect();
@@ -217,3 +243,33 @@ pub(crate) fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
     addresses.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
     addresses
 }
+
+/// The addresses anyone may read, in the public presence record: [`reachable_addresses`]
+/// without the circuits through bridges, which a censor crawling the DHT would harvest.
+pub(crate) fn public_addresses(net: &NetStatus) -> Vec<Multiaddr> {
+    let (public, _) = split_private(reachable_addresses(net), &net.bridges);
+    public
+}
+
+/// Splits `addresses` into those anyone may read and the circuits through `bridges`, which
+/// are for contacts only: the part a presence record sealed to contacts would carry
+/// (`docs/PROTOCOL.md` section 10.9).
+pub(crate) fn split_private(
+    addresses: Vec<Multiaddr>,
+    bridges: &[libp2p::PeerId],
+) -> (Vec<Multiaddr>, Vec<Multiaddr>) {
+    addresses.into_iter().partition(|a| {
+        let relay = a
+            .iter()
+            .take_while(|p| *p != libp2p::multiaddr::Protocol::P2pCircuit)
+            .filter_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+                _ => None,
+            })
+            .last();
+        !(swarm::is_relayed(a) && relay.is_some_and(|r| bridges.contains(&r)))
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -20,6 +20,7 @@ use crate::conversations::Conversations;
 use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::groups::{Groups, GroupsParts};
 use crate::inbox::{Inbox, InboxParts};
 use crate::keys::Keys;
 use crate::mailbox::Mailboxes;
@@ -54,7 +55,10 @@ impl RunningNode {
             data_dir.restrict(&format!("{DATABASE_FILE}{suffix}"))?;
         }
         let config = Config { bootstrap: bootstrap::sources(&store, &config)?, ..config };
-        let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config)?;
+        // What worked on which network, from earlier runs: the racing dialer starts from it.
+        let endpoints =
+            store.endpoints()?.into_iter().map(swarm::EndpointRecord::from_row).collect();
+        let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config, endpoints)?;
         // The swarm task spares contacts every quota meant for strangers; it follows the
         // contact book as it changes.
         let (contact_peers, watched) = tokio::sync::watch::channel(Arc::new(
@@ -78,25 +82,22 @@ impl RunningNode {
         let events = Events::new(store.clone());
         let outbox_wake = Arc::new(Notify::new());
         let fetch_wake = Arc::new(Notify::new());
-        let conversations =
-            Conversations::new(store.clone(), keys.clone(), workers.clone(), clock.clone());
+        let conversations = Conversations::new(
+            store.clone(),
+            keys.clone(),
+            workers.clone(),
+            clock.clone(),
+            events.clone(),
+            outbox_wake.clone(),
+        );
         let presence = Presence::new(
             swarm.clone(),
+            config.bridge,
             store.clone(),
             keys.clone(),
             workers.clone(),
             clock.clone(),
         );
-        let inbox = Inbox::new(InboxParts {
-            conversations: conversations.clone(),
-            store: store.clone(),
-            keys: keys.clone(),
-            events: events.clone(),
-            workers: workers.clone(),
-            clock: clock.clone(),
-            outbox_wake: outbox_wake.clone(),
-            quota_log: Default::default(),
-        });
         let mailboxes = Mailboxes::new(swarm.clone(), store.clone(), keys.clone(), clock.clone());
         let outbox = Outbox::new(OutboxParts {
             conversations: conversations.clone(),
@@ -109,6 +110,27 @@ impl RunningNode {
             wake: outbox_wake.clone(),
             in_flight: Default::default(),
             numbering: Default::default(),
+            paths: Default::default(),
+        });
+        let groups = Groups::new(GroupsParts {
+            store: store.clone(),
+            keys: keys.clone(),
+            conversations: conversations.clone(),
+            outbox: outbox.clone(),
+            presence: presence.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+        });
+        let inbox = Inbox::new(InboxParts {
+            conversations: conversations.clone(),
+            store: store.clone(),
+            keys: keys.clone(),
+            events: events.clone(),
+            workers: workers.clone(),
+            clock: clock.clone(),
+            groups: groups.clone(),
+            outbox_wake: outbox_wake.clone(),
+            quota_log: Default::default(),
         });
         let contacts = Contacts {
             peers: Arc::new(contact_peers),
@@ -125,8 +147,10 @@ impl RunningNode {
             workers: workers.clone(),
             clock: clock.clone(),
         };
-        // Messages left queued by a previous run are due now, not at their old retry time.
+        // Messages left queued by a previous run are due now, not at their old retry time; the
+        // sealed envelopes of items that ended while the node stopped are dropped.
         store.wake_all(clock.now_ms())?;
+        store.purge_parts()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -172,6 +196,7 @@ impl RunningNode {
             events,
             contacts,
             chats,
+            groups,
             outbox,
             outbox_wake,
             inbox,
@@ -251,6 +276,13 @@ impl Bookkeeping {
                         self.fetch_wake.notify_one();
                         self.presence.publish().await
                     }
+                    Some(NetEvent::Reconnected) => {
+                        // The path may be back for everything that waits: try it all now
+                        // instead of at each message's next retry.
+                        self.fetch_wake.notify_one();
+                        self.outbox.wake_all().map(drop)
+                    }
+                    Some(NetEvent::Endpoint(record)) => self.store.save_endpoint(&record.to_row()),
                     None => return,
                 },
                 _ = refresh.tick() => self.refresh().await,
@@ -277,6 +309,9 @@ const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Checkpoints the store's write-ahead log off the delivery path: once the store has been idle
 /// for `IDLE_BEFORE_CHECKPOINT` with more than `IDLE_CHECKPOINT_BYTES` in the log, or at once
 /// past `MAX_WAL_BYTES`; and once more at shutdown, so a stopped node leaves an empty log.
+/// A write that deleted a receive key (`Store::erasure_pending`) makes the next idle moment
+/// checkpoint whatever the log's size: the log's old frames hold the key, and only a truncating
+/// checkpoint erases them (issue 15, finding 1).
 async fn upkeep(store: Store, workers: Workers, mut shutdown: watch::Receiver<bool>) {
     use crate::store::{IDLE_BEFORE_CHECKPOINT, IDLE_CHECKPOINT_BYTES, MAX_WAL_BYTES};
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
@@ -288,8 +323,9 @@ async fn upkeep(store: Store, workers: Workers, mut shutdown: watch::Receiver<bo
         };
         let wal = store.wal_bytes();
         let due = wal > MAX_WAL_BYTES
-            || (wal > IDLE_CHECKPOINT_BYTES && store.idle_for() >= IDLE_BEFORE_CHECKPOINT)
-            || (stopping && wal > 0);
+            || ((wal > IDLE_CHECKPOINT_BYTES || store.erasure_pending())
+                && store.idle_for() >= IDLE_BEFORE_CHECKPOINT)
+            || (stopping && (wal > 0 || store.erasure_pending()));
         if due {
             let store = store.clone();
             match workers.run(move || store.checkpoint()).await {

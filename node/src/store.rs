@@ -11,15 +11,19 @@
 mod chunks;
 mod contacts;
 mod conversations;
+mod endpoints;
+mod groups;
 mod inbox;
 mod mailbox;
 mod numbering;
 mod outbox;
+mod parts;
 mod peers;
 mod prekeys;
 mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use libp2p::{Multiaddr, PeerId};
@@ -30,12 +34,18 @@ use crate::error::{Error, Result};
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
 pub use conversations::ConversationWrite;
+pub use endpoints::{EndpointRow, MAX_ENDPOINT_ROWS};
+pub use groups::{
+    GroupMemberRow, GroupRow, GroupStatus, GroupTextRow, GroupUpdate, MAX_GROUPS,
+    MAX_PENDING_GROUPS, MAX_PENDING_TEXTS,
+};
 pub use inbox::{ChatPeer, InboxRow};
 pub use mailbox::{HandedItem, HeldItem, MailboxDeposit, MailboxItem, MailboxQuotas};
 pub use numbering::Number;
 pub use outbox::{
     DepositRecord, OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes,
 };
+pub use parts::SealedPart;
 pub use peers::{CachedPeer, MAX_CACHED_ADDRESSES, MAX_CACHED_PEERS, PeerSource};
 
 /// The WAL size past which the node checkpoints even while busy: a burst longer than this
@@ -86,6 +96,9 @@ pub struct Store {
     path: PathBuf,
     /// When the connection was last used, for [`Store::idle_for`].
     last_use: Arc<Mutex<tokio::time::Instant>>,
+    /// A write deleted key material whose old bytes the write-ahead log may still hold: the
+    /// next truncating checkpoint ([`Store::checkpoint`]) erases them (issue 15, finding 1).
+    erasure_pending: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -104,6 +117,13 @@ impl Store {
         // past `MAX_WAL_BYTES` (run.rs, `upkeep`).
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        // A deleted row's bytes, and the old content of a rewritten one (a conversation state
+        // without a receive key `Conversation::expire` deleted), are overwritten with zeros
+        // rather than left in free space, where whoever takes the device would find them. The
+        // write-ahead log still holds the frames written while the key was live: a truncating
+        // checkpoint erases those (`Store::checkpoint`, run by the upkeep when
+        // `Store::erasure_pending`).
+        conn.pragma_update(None, "secure_delete", "ON").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let version: i64 =
@@ -122,6 +142,7 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             last_use: Arc::new(Mutex::new(tokio::time::Instant::now())),
+            erasure_pending: Arc::new(AtomicBool::new(false)),
         };
         store.fold_names()?;
         Ok(store)
@@ -137,6 +158,16 @@ impl Store {
         })?;
         self.conn().execute("VACUUM INTO ?1", [target]).map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Whether a write deleted key material that only a checkpoint erases from the log.
+    pub fn erasure_pending(&self) -> bool {
+        self.erasure_pending.load(Ordering::Relaxed)
+    }
+
+    /// Records that a write deleted key material (a prekey secret, a receive key).
+    fn deleted_keys(&self) {
+        self.erasure_pending.store(true, Ordering::Relaxed);
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -161,12 +192,35 @@ impl Store {
 
     /// Copies the write-ahead log into the database and empties it (`wal_checkpoint(TRUNCATE)`):
     /// the one stall of the store, with an fsync, which the node runs while nothing else waits.
-    /// Returns how many WAL pages were copied.
+    /// It also erases the log's copies of deleted keys, so it clears
+    /// [`Store::erasure_pending`] when it completed. Returns how many WAL pages were copied.
     pub fn checkpoint(&self) -> Result<u64> {
-        self.conn()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(2))
-            .map(|pages| pages.max(0) as u64)
-            .map_err(|e| self.err(e))
+        let conn = self.conn();
+        // Cleared before, so a key deleted while the checkpoint runs is not forgotten.
+        let pending = self.erasure_pending.swap(false, Ordering::Relaxed);
+        let result = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(|e| self.err(e));
+        match result {
+            // With `locking_mode=EXCLUSIVE` there is no other reader to block it, so busy is 0;
+            // if it ever is not, the log was not emptied and the erasure waits for the next one.
+            Ok((0, pages)) => Ok(pages.max(0) as u64),
+            Ok((_, pages)) => {
+                if pending {
+                    self.deleted_keys();
+                }
+                tracing::warn!("the checkpoint could not empty the log; trying again later");
+                Ok(pages.max(0) as u64)
+            }
+            Err(e) => {
+                if pending {
+                    self.deleted_keys();
+                }
+                Err(e)
+            }
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> Error {
@@ -188,6 +242,11 @@ fn peer_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<PeerId> {
 fn addresses_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Vec<Multiaddr>> {
     let text: String = r.get(idx)?;
     Ok(text.lines().filter_map(|line| line.parse().ok()).collect())
+}
+
+/// Text without any ASCII whitespace, as invites are stored (copy and paste adds some).
+pub(crate) fn without_whitespace(text: &str) -> String {
+    text.chars().filter(|c| !c.is_ascii_whitespace()).collect()
 }
 
 /// Addresses as an address column holds them: one per line.

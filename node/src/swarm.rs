@@ -9,13 +9,17 @@
 //!
 //! The rooms: [`behaviour`] builds the swarm and holds libp2p's limits; `event_loop` runs the
 //! task; `dht`, `lan` and `relays` are its Kademlia side, its mDNS side and the auto-relay that
-//! libp2p lacks.
+//! libp2p lacks; `dialer` races every address of a peer,
+//! [`endpoints`] remembers per [`network`] what worked.
 
 pub mod admission;
 pub mod behaviour;
 mod dht;
+mod dialer;
+pub mod endpoints;
 mod event_loop;
 mod lan;
+pub mod network;
 mod relays;
 
 use std::time::Duration;
@@ -32,9 +36,15 @@ use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
 
 pub use dht::{FRESH_RECORD, RECORD_ANSWERS};
+pub use dialer::{
+    MAX_RACE_CANDIDATES, MAX_RACES, MAX_UNREACHABLE, MIN_REDIAL_INTERVAL, PROVEN_HEAD_START,
+    RACE_STAGGER,
+};
+pub use endpoints::{EndpointRecord, TransportKind};
 pub(crate) use event_loop::EventLoop;
 pub use event_loop::{
-    MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS, MAX_PENDING_DELIVERIES, MAX_PENDING_LOOKUPS,
+    MAX_BOOTSTRAP_ADDRESSES, MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS, MAX_LAN_LISTENERS,
+    MAX_PENDING_DELIVERIES, MAX_PENDING_LOOKUPS, MAX_RELAY_ADDRESSES, MIN_RECONNECT_WAKE_INTERVAL,
     TARGET_RESERVATIONS,
 };
 pub use lan::{MAX_LAN_ADDRESSES, MAX_LAN_PEERS};
@@ -57,14 +67,18 @@ pub const RELAYS_KEY: &str = "/kolokol/relays/1";
 
 /// What other tasks ask of the swarm task.
 pub(crate) enum Command {
-    /// Send one envelope to `peer`, dialing `addresses` if not connected; the reply says whether
-    /// the peer accepted it.
+    /// Send one envelope to `peer`, racing `addresses` (and every other address known for it)
+    /// if not connected; the reply says whether the peer accepted it within `timeout` of the
+    /// envelope going out.
     Deliver {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
         envelope: Vec<u8>,
+        timeout: Duration,
         reply: oneshot::Sender<std::result::Result<(), DeliveryFailure>>,
     },
+    /// What the node knows of the transports and addresses on this network.
+    Endpoints { reply: oneshot::Sender<EndpointsView> },
     /// Answer an inbound envelope from `peer` (whose refused envelopes count as junk).
     Respond { peer: PeerId, channel: ResponseChannel<Ack>, ack: Ack },
     /// Report the network state.
@@ -169,17 +183,42 @@ pub(crate) struct DeliveryFailure {
     /// True when the recipient's node answered `Rejected`. Its one-byte answer does not say
     /// why, so the outbox, which knows what it sent, words the reason (`outbox::refusal`).
     pub refused: bool,
+    /// True when the recipient's node was connected but did not answer within the time the
+    /// envelope's size allowed: the path is slow, not cut, so the envelope is sent again soon
+    /// rather than left in a mailbox.
+    pub slow: bool,
 }
 
 impl DeliveryFailure {
     pub(crate) fn temporary(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), permanent: false, refused: false }
+        Self { reason: reason.into(), permanent: false, refused: false, slow: false }
     }
 
     /// The recipient's node answered `Rejected`.
     pub(crate) fn refused() -> Self {
-        Self { reason: "the recipient's node refused it".into(), permanent: true, refused: true }
+        Self {
+            reason: "the recipient's node refused it".into(),
+            permanent: true,
+            refused: true,
+            slow: false,
+        }
     }
+}
+
+/// What the node knows of the transports and addresses on the network it is on, for
+/// `doctor`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointsView {
+    /// The network's identity, in hex.
+    pub network: String,
+    /// Every endpoint dialed on this network, most recently used first.
+    pub records: Vec<EndpointRecord>,
+    /// The transports the node may dial.
+    pub policy: crate::config::Policy,
+    /// Whether the node listens on its LAN addresses.
+    pub lan_listen: bool,
+    /// Relays that said they are bridges.
+    pub bridges: Vec<PeerId>,
 }
 
 /// An envelope a peer sent, waiting for an opener.
@@ -199,6 +238,11 @@ pub(crate) enum NetEvent {
     PeerSeen { peer: PeerId, address: Multiaddr, relay: bool },
     /// Our reservations or external addresses changed: publish a new presence record.
     AddressesChanged,
+    /// Connectivity came back (a reservation, a listen address, a first connection, a new
+    /// network): retry everything that waits, now.
+    Reconnected,
+    /// A dial's outcome changed what the node knows of an endpoint: keep it in the store.
+    Endpoint(EndpointRecord),
 }
 
 /// A snapshot of the network state.
@@ -236,6 +280,9 @@ pub struct NetStatus {
     /// Peers found on the local network by mDNS and not expired, with the addresses they
     /// announced there (without `/p2p/`), sorted by peer id.
     pub lan: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// Relays holding a reservation for us that said they are bridges: their circuits are for
+    /// contacts only, never in the public presence record.
+    pub bridges: Vec<PeerId>,
 }
 
 /// An error's text on one line. libp2p's dial errors list every address tried on a line of
@@ -323,6 +370,7 @@ pub(crate) struct Channels {
 pub(crate) fn new(
     keypair: &libp2p::identity::Keypair,
     config: &Config,
+    endpoints: Vec<EndpointRecord>,
 ) -> Result<(Client, EventLoop, Channels)> {
     let swarm = behaviour::build(keypair, config)?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
@@ -331,7 +379,7 @@ pub(crate) fn new(
     let (net_tx, net_events) = mpsc::channel(NET_EVENT_QUEUE_LEN);
     let (mailbox_tx, mailbox_requests) = mpsc::channel(mailbox_wire::INBOUND_QUEUE_LEN);
     let (status_tx, status_rx) = watch::channel(NetStatus::default());
-    let event_loop = EventLoop::new(
+    let mut event_loop = EventLoop::new(
         swarm,
         config,
         command_rx,
@@ -340,6 +388,8 @@ pub(crate) fn new(
         status_tx,
         mailbox_tx,
     )?;
+    // What worked on which network, from earlier runs: the racing dialer starts from it.
+    event_loop.endpoints = endpoints::Endpoints::new(endpoints);
     let client = Client { commands: command_tx, status: status_rx };
     Ok((client, event_loop, Channels { inbound, inbound_contacts, net_events, mailbox_requests }))
 }
@@ -352,6 +402,15 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// A client with no swarm behind it, for unit tests of rooms that never reach the network:
+    /// every command fails with `ShuttingDown`.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        let (commands, _) = mpsc::channel(1);
+        let (_, status) = watch::channel(NetStatus::default());
+        Self { commands, status }
+    }
+
     /// Sends a command that carries a reply channel, and waits for the reply.
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (reply, answer) = oneshot::channel();
@@ -365,17 +424,23 @@ impl Client {
         let _ = self.commands.send(command).await;
     }
 
-    /// Delivers one envelope to `peer` (dialing `addresses` if not connected) and waits for its
-    /// acknowledgement.
+    /// Delivers one envelope to `peer` (racing `addresses` and the others known for it if not
+    /// connected) and waits for its acknowledgement, for at most `timeout` once it went out.
     pub(crate) async fn deliver(
         &self,
         peer: PeerId,
         addresses: Vec<Multiaddr>,
         envelope: Vec<u8>,
+        timeout: Duration,
     ) -> std::result::Result<(), DeliveryFailure> {
-        self.ask(|reply| Command::Deliver { peer, addresses, envelope, reply })
+        self.ask(|reply| Command::Deliver { peer, addresses, envelope, timeout, reply })
             .await
             .unwrap_or_else(|_| Err(DeliveryFailure::temporary("the node is shutting down")))
+    }
+
+    /// What the node knows of the transports and addresses on this network.
+    pub(crate) async fn endpoints(&self) -> Result<EndpointsView> {
+        self.ask(|reply| Command::Endpoints { reply }).await
     }
 
     /// Answers an envelope `peer` sent.

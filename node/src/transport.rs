@@ -26,6 +26,13 @@ use crate::error::{Error, Result};
 
 pub use address::{DialAddress, ListenAddress, ListenMode, is_stealth};
 
+/// How long a connection may take, from the first packet to a negotiated libp2p connection
+/// (TCP, TLS and the HTTP upgrade for stealth, Noise, Yamux). A dial that a censor silently
+/// drops would otherwise wait for the kernel to give up on TCP, about two minutes; the racing
+/// dialer starts other addresses long before this, and this ends the hopeless one. A handshake
+/// over a throttled link (130 kbit/s, 300 ms round trips) takes two or three seconds.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The port a relay's stealth listener takes unless told otherwise, when it may bind it.
 pub const STEALTH_PORT: u16 = 443;
 
@@ -113,7 +120,8 @@ pub fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConf
 /// The swarm's transports for `policy`, each upgraded with Noise and Yamux (QUIC brings its
 /// own): TCP, QUIC and stealth for [`Policy::Any`], stealth alone for [`Policy::Stealth`].
 /// Multistream-select runs as `V1Lazy`, as libp2p's own `with_tcp` does, so the dialer's
-/// protocol proposals do not each wait a round trip.
+/// protocol proposals do not each wait a round trip. The TCP-based ones give up on a
+/// connection that is not negotiated within [`CONNECT_TIMEOUT`].
 pub fn build(
     key: &libp2p::identity::Keypair,
     policy: Policy,
@@ -124,6 +132,7 @@ pub fn build(
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
+        .timeout(CONNECT_TIMEOUT)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed();
     if policy == Policy::Stealth {
@@ -133,6 +142,7 @@ pub fn build(
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
+        .timeout(CONNECT_TIMEOUT)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
         .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));

@@ -2,13 +2,12 @@
 //! or its free pages, or whoever takes the device recovers it and forward secrecy is undone at
 //! rest.
 //!
-//! The first test shows the flaw on today's `Store`: a prekey secret deleted by
-//! `delete_prekeys_expired_before` is still in the database files. The second shows the remedy
-//! phase 2 puts into `Store` (`docs/CRYPTO_PHASE2.md`, finding 1): with `secure_delete = ON`
-//! SQLite overwrites deleted and rewritten content with zeros, and a `wal_checkpoint(TRUNCATE)`
-//! after the deletion empties the WAL, which still holds the pages as they were when the secret
-//! was written. When `Store` gets the remedy, the first test must be turned around to assert
-//! absence, like the second.
+//! `Store` opens the database with `secure_delete = ON`, so SQLite overwrites deleted and
+//! rewritten content with zeros, and a truncating checkpoint after a key was deleted empties the
+//! WAL, which still holds the pages as they were when the key was written: at once for a prekey
+//! (`delete_prekeys_expired_before`, weekly), at the next idle moment for a receive key (the
+//! node's upkeep runs `Store::checkpoint` while `Store::erasure_pending`). Before that, the first
+//! test found the prekey secret in the files after its deletion.
 
 use std::path::Path;
 
@@ -34,7 +33,7 @@ fn occurrences(db: &Path, needle: &[u8]) -> Vec<(String, usize)> {
 const SECRET: [u8; 32] = *b"finding-1: this must be erased!!";
 
 #[test]
-fn today_a_deleted_prekey_secret_survives_in_the_database_files() {
+fn a_deleted_prekey_secret_leaves_no_trace_in_the_database_files() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let db = dir.path().join("kolokol.db");
     let identity = kolokol_protocol::identity::Identity::from_secrets([1; 32], [2; 32]);
@@ -43,13 +42,102 @@ fn today_a_deleted_prekey_secret_survives_in_the_database_files() {
     {
         let store = Store::open(&db).expect("store");
         store.save_prekey(&[7; 8], &SECRET, &prekey).expect("saved");
+        assert!(!occurrences(&db, &SECRET).is_empty(), "the secret is on disk while it is live");
         assert_eq!(store.delete_prekeys_expired_before(u64::MAX / 2).expect("deleted"), 1);
         assert_eq!(store.prekey_secret(&[7; 8]).expect("reads"), None, "deleted for the API");
-        let left = occurrences(&db, &SECRET);
-        assert!(!left.is_empty(), "finding 1 is fixed in Store: turn this test around");
+        assert_eq!(
+            occurrences(&db, &SECRET),
+            vec![],
+            "no trace in the database, WAL or free pages"
+        );
     }
-    // Closing the database (the node stopping) does not erase it either.
-    assert!(!occurrences(&db, &SECRET).is_empty());
+    assert_eq!(occurrences(&db, &SECRET), vec![], "nor after closing");
+}
+
+const NOW: u64 = 1_800_000_000;
+
+/// 128 bytes of "randomness" for one seal, with a recognisable receive secret and seed.
+fn randomness(fill: u8) -> kolokol_protocol::conversation::Randomness {
+    let mut bytes = [fill; kolokol_protocol::conversation::Randomness::LEN];
+    bytes[32..64].copy_from_slice(b"receive secret that must vanish!");
+    bytes[64..96].copy_from_slice(b"receive seed, gone with its key.");
+    kolokol_protocol::conversation::Randomness::from_bytes(bytes)
+}
+
+#[test]
+fn a_deleted_receive_key_leaves_no_trace_in_the_database_files() {
+    use kolokol_node::store::ConversationWrite;
+    use kolokol_protocol::conversation::{Conversation, Randomness};
+    use kolokol_protocol::message::{Body, Content};
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("kolokol.db");
+    let store = Store::open(&db).expect("store");
+    let alice = kolokol_protocol::identity::Identity::from_secrets([1; 32], [2; 32]);
+    let bob = kolokol_protocol::identity::Identity::from_secrets([3; 32], [4; 32]);
+    let alice_cert = alice.certify(NOW - 10, NOW + 86_400 * 365).expect("certifies");
+    let bob_cert = bob.certify(NOW - 10, NOW + 86_400 * 365).expect("certifies");
+    let text = |id: u8, at: u64| Content {
+        id: [id; 16],
+        sent_at_ms: at * 1000,
+        body: Body::Text("hello".into()),
+    };
+    let save = |c: &Conversation, at: u64| {
+        let bytes = c.to_bytes().expect("encodes");
+        let ids = c.receive_key_ids();
+        let write = ConversationWrite {
+            peer: &bob.peer_id(),
+            state: &bytes,
+            key_ids: Some(&ids),
+            rekeyed: None,
+        };
+        store.save_conversation(&write, at * 1000).expect("saved");
+    };
+
+    // Alice's first contact makes her first receive key, from the recognisable bytes.
+    let mut a = Conversation::new(bob_cert, NOW).expect("conversation");
+    let first =
+        a.seal(alice.device(), &alice_cert, &text(1, NOW), randomness(0x11), NOW).expect("sealed");
+    save(&a, NOW);
+    let secret = b"receive secret that must vanish!";
+    let seed = b"receive seed, gone with its key.";
+    assert!(!occurrences(&db, secret).is_empty(), "the key is on disk while it is live");
+
+    // Bob answers on that key; Alice's next envelope makes a new one, superseding the first.
+    let opened = kolokol_protocol::envelope::open_first_contact(
+        bob.device(),
+        bob.identity_key(),
+        &first,
+        NOW,
+    )
+    .expect("opens");
+    let (mut b, _) = Conversation::from_first_contact(opened, NOW).expect("accepted");
+    let reply = b
+        .seal(
+            bob.device(),
+            &bob.certify(NOW - 10, NOW + 86_400).expect("c"),
+            &text(2, NOW),
+            Randomness::from_bytes([0x33; 128]),
+            NOW,
+        )
+        .expect("sealed");
+    a.open(&alice, &reply, NOW).expect("opens");
+    a.seal(alice.device(), &alice_cert, &text(3, NOW), Randomness::from_bytes([0x44; 128]), NOW)
+        .expect("sealed");
+    save(&a, NOW);
+    assert!(!store.erasure_pending(), "nothing was deleted yet");
+
+    // A month on, the superseded key's time is up: the state is saved without it.
+    let later = NOW + kolokol_protocol::conversation::MAX_SUPERSEDED_SECS;
+    a.expire(later);
+    assert_eq!(a.receive_key_ids().len(), 1, "the first key is deleted");
+    save(&a, later);
+    assert!(store.erasure_pending(), "the store knows the log still holds the deleted key");
+    // What the node's upkeep does at the next idle moment.
+    store.checkpoint().expect("checkpoint");
+    assert!(!store.erasure_pending());
+    assert_eq!(occurrences(&db, secret), vec![], "no trace of the secret");
+    assert_eq!(occurrences(&db, seed), vec![], "no trace of the seed");
 }
 
 #[test]

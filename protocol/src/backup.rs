@@ -1,6 +1,6 @@
 //! Backup files: a node's identity file and a snapshot of its database, sealed with a
 //! passphrase (Argon2id, then XChaCha20-Poly1305), in one file a user can carry to a new
-//! machine. `docs/PROTOCOL.md` section 14 is the normative description.
+//! machine. `docs/PROTOCOL.md` section 15 is the normative description.
 //!
 //! The layout: the magic line, the Argon2id parameters and salt, the nonce, then the
 //! ciphertext of the contents (the identity file and the database, each with its length).

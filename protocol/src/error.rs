@@ -73,6 +73,9 @@ pub enum Error {
         /// snow's own description.
         detail: String,
     },
+    /// A group change or group message is unusable; the text says why.
+    #[error("group change {0}")]
+    Group(&'static str),
     /// Signing with the identity key failed.
     #[error("signing failed: {0}")]
     Signing(String),

@@ -74,11 +74,15 @@ pub enum Body {
         /// The ids of the acknowledged messages.
         of: Vec<MessageId>,
     },
+    /// A message of a private group (a text, membership changes, or a request for changes),
+    /// sent to each member in their own envelope (see [`crate::group`]). Appended after
+    /// `Receipts`; valid only within the bounds of [`crate::group::GroupMessage::is_valid`].
+    Group(crate::group::GroupMessage),
     /// A text message that knows its place in its sender's conversation: the `seq`-th text of
     /// series `series` that its sender wrote to this recipient. With the content's
     /// `sent_at_ms` (the send time), the recipient shows a conversation in the order it was
     /// written, whatever order the envelopes arrived in, and sees a gap where one is missing.
-    /// Appended after `Receipts`, so every older variant, `Text` included, still decodes as
+    /// Appended after `Group`, so every older variant, `Text` included, still decodes as
     /// before; valid only with `seq` ≥ 1 (see [`Body::is_valid`]).
     NumberedText {
         /// The sender's numbering of this conversation: chosen at random when the numbering
@@ -104,6 +108,7 @@ impl Body {
                 crate::chunk::check(*index, *count, *body_len, data).is_ok()
             }
             Body::NumberedText { seq, .. } => *seq >= 1,
+            Body::Group(message) => message.is_valid(),
             Body::Text(_) | Body::Receipt { .. } => true,
         }
     }

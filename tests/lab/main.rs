@@ -7,6 +7,7 @@
 //! kolokol-lab [SCENARIO...] [--long] [--controls-only] [--no-docs] [--keep]
 //! kolokol-lab T3 T15          # two scenarios
 //! kolokol-lab T3:controls     # only T3's negative and collateral controls
+//! kolokol-lab T3:stealth      # T3 with users on `--transport stealth`, relays on 443 alone
 //! ```
 //!
 //! It needs root (network namespaces, nftables), iproute2, nftables, tcpdump, openssl and curl,
@@ -41,7 +42,9 @@ use crate::scenario::{Ctx, Env};
 #[derive(Parser)]
 #[command(name = "kolokol-lab", about = "Runs the censorship lab and writes docs/BLOCKING.md.")]
 struct Args {
-    /// Scenarios to run, e.g. T3 T15 (default: all); `T3:controls` runs only T3's controls.
+    /// Scenarios to run, e.g. T3 T15 (default: all); `T3:controls` runs only T3's controls;
+    /// `T3:stealth` runs T3 with protected users on `--transport stealth` and protected relays
+    /// listening on their stealth address alone (its own row, beside T3's).
     scenarios: Vec<String>,
     /// Use the threat model's durations (e.g. 1,000 messages, a 30-minute cut): much longer.
     #[arg(long)]
@@ -64,6 +67,10 @@ struct Args {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Run nothing: rewrite the report from the stored results (docs/blocking-results.json),
+    /// after a change to how the page is laid out.
+    #[arg(long)]
+    render: bool,
     /// An extra argument for every protected relay (repeatable; `{ip}` is the relay's address),
     /// e.g. to try a new transport's listen address without editing the lab.
     #[arg(long = "relay-arg", value_name = "ARG", allow_hyphen_values = true)]
@@ -107,6 +114,25 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    if args.render {
+        let docs =
+            args.docs.clone().unwrap_or_else(|| repo_root().join("docs").join("BLOCKING.md"));
+        let results = docs.with_file_name("blocking-results.json");
+        if report::load(&results).is_empty() {
+            note(&format!("error: no results to render in {}", results.display()));
+            return ExitCode::FAILURE;
+        }
+        return match write_docs(&docs, &[]) {
+            Ok(()) => {
+                note(&format!("wrote {}", docs.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                note(&format!("error: {e:#}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(args)));
     let outcome = outcome.unwrap_or_else(|_| Err(anyhow::anyhow!("the lab panicked")));
     match outcome {
@@ -120,10 +146,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// The scenarios asked for, each with whether only its controls run.
-fn selection(args: &Args) -> anyhow::Result<Vec<(&'static scenarios::Def, bool)>> {
+/// One scenario to run: which, whether only its controls run, and whether it is the
+/// `:stealth` variant.
+struct Pick {
+    def: &'static scenarios::Def,
+    controls_only: bool,
+    stealth_only: bool,
+}
+
+impl Pick {
+    /// The scenario's row in the report: `T3`, or `T3:stealth` for the variant.
+    fn id(&self) -> String {
+        if self.stealth_only {
+            format!("{}{STEALTH_SUFFIX}", self.def.id)
+        } else {
+            self.def.id.into()
+        }
+    }
+}
+
+/// The suffix of a `:stealth` variant's id, on the command line and in the report.
+const STEALTH_SUFFIX: &str = ":stealth";
+
+/// The scenarios asked for.
+fn selection(args: &Args) -> anyhow::Result<Vec<Pick>> {
+    let pick = |def, controls_only, stealth_only| Pick { def, controls_only, stealth_only };
     if args.scenarios.is_empty() {
-        return Ok(scenarios::ALL.iter().map(|d| (*d, args.controls_only)).collect());
+        return Ok(scenarios::ALL.iter().map(|d| pick(*d, args.controls_only, false)).collect());
     }
     args.scenarios
         .iter()
@@ -132,9 +181,12 @@ fn selection(args: &Args) -> anyhow::Result<Vec<(&'static scenarios::Def, bool)>
             let def =
                 scenarios::find(id).with_context(|| format!("no scenario {id} (see --list)"))?;
             match part {
-                "" => Ok((def, args.controls_only)),
-                "controls" => Ok((def, true)),
-                _ => anyhow::bail!("{s}: the only part that can be named is `:controls`"),
+                "" => Ok(pick(def, args.controls_only, false)),
+                "controls" => Ok(pick(def, true, false)),
+                "stealth" => Ok(pick(def, args.controls_only, true)),
+                _ => {
+                    anyhow::bail!("{s}: the parts that can be named are `:controls` and `:stealth`")
+                }
             }
         })
         .collect()
@@ -232,7 +284,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| lab_exe.parent().map(|p| p.join("kolokol")).unwrap_or_default());
     if let Some(why) = cannot_run(&kolokol) {
-        let ids: Vec<&str> = selected.iter().map(|(d, _)| d.id).collect();
+        let ids: Vec<String> = selected.iter().map(Pick::id).collect();
         out(&format!("skipped: the censorship lab ({}): {why}", ids.join(" ")));
         out(&format!("lab: 0 passed, 0 failed, {} skipped", selected.len()));
         return Ok(ExitCode::SUCCESS);
@@ -256,25 +308,33 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         kolokol.display(),
         run_dir.display()
     ));
-    let env = Arc::new(Env {
-        kolokol,
-        lab_exe,
-        run_dir: run_dir.clone(),
-        prefix,
-        long: args.long,
-        extra: roles::ExtraArgs { relay: args.relay_args.clone(), node: args.node_args.clone() },
-    });
+    let env = |stealth_only| {
+        Arc::new(Env {
+            kolokol: kolokol.clone(),
+            lab_exe: lab_exe.clone(),
+            run_dir: run_dir.clone(),
+            prefix: prefix.clone(),
+            long: args.long,
+            extra: roles::ExtraArgs {
+                relay: args.relay_args.clone(),
+                node: args.node_args.clone(),
+                stealth_only,
+            },
+        })
+    };
+    let (env_default, env_stealth) = (env(false), env(true));
 
     let mut reports = Vec::new();
-    for (def, controls_only) in &selected {
+    for pick in &selected {
+        let env = if pick.stealth_only { &env_stealth } else { &env_default };
         note(&format!(
             "== {} {}{}",
-            def.id,
-            def.title,
-            if *controls_only { " (controls only)" } else { "" }
+            pick.id(),
+            pick.def.title,
+            if pick.controls_only { " (controls only)" } else { "" }
         ));
-        let report = run_one(def, &env, *controls_only, &build);
-        note(&format!("== {} {}: {}", def.id, report.verdict.as_str(), report.why));
+        let report = run_one(pick, env, &build);
+        note(&format!("== {} {}: {}", report.id, report.verdict.as_str(), report.why));
         reports.push(report);
     }
     registry::teardown();
@@ -329,12 +389,9 @@ fn clean_old_runs(current: &Path) {
 
 /// Runs one scenario in a fresh network, whatever happens inside it (an error, a panic), and
 /// tears the network down before returning.
-fn run_one(
-    def: &'static scenarios::Def,
-    env: &Arc<Env>,
-    controls_only: bool,
-    build: &str,
-) -> Report {
+fn run_one(pick: &Pick, env: &Arc<Env>, build: &str) -> Report {
+    let (def, controls_only) = (pick.def, pick.controls_only);
+    let id = pick.id();
     let started = clock::utc_now();
     let load = std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -349,7 +406,9 @@ fn run_one(
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
         || -> anyhow::Result<report::Outcome> {
-            let mut ctx = Ctx::new(def.id, Arc::clone(env), controls_only)?;
+            // The variant's files go to a directory of their own (`T3-stealth`).
+            let dir = id.replace(':', "-");
+            let mut ctx = Ctx::new(def.id, &dir, Arc::clone(env), controls_only)?;
             let run = (def.run)(&mut ctx);
             let outcome = std::mem::take(&mut ctx.outcome);
             match run {
@@ -381,9 +440,14 @@ fn run_one(
         Some(e) => (Verdict::Error, e.lines().next().unwrap_or_default().to_owned()),
         None => Report::judge(&outcome),
     };
+    let title = if pick.stealth_only {
+        format!("{}, users on `--transport stealth`", def.title)
+    } else {
+        def.title.into()
+    };
     Report {
-        id: def.id.into(),
-        title: def.title.into(),
+        id,
+        title,
         criterion: def.criterion.into(),
         started,
         duration_s: start.elapsed().as_secs_f64().round(),
@@ -407,7 +471,14 @@ fn write_docs(docs: &Path, fresh: &[Report]) -> anyhow::Result<()> {
     let mut all = report::load(&results);
     all.retain(|old| !fresh.iter().any(|r| r.id == old.id));
     all.extend(fresh.iter().cloned());
-    let order = |id: &str| scenarios::ALL.iter().position(|d| d.id == id).unwrap_or(usize::MAX);
+    // A `:stealth` row follows its scenario's.
+    let order = |id: &str| {
+        let (base, variant) = match id.strip_suffix(STEALTH_SUFFIX) {
+            Some(base) => (base, 1),
+            None => (id, 0),
+        };
+        (scenarios::ALL.iter().position(|d| d.id == base).unwrap_or(usize::MAX), variant)
+    };
     all.sort_by_key(|r| order(&r.id));
     std::fs::write(&results, serde_json::to_string_pretty(&all)? + "\n")?;
     std::fs::write(docs, report::render(&all, HOW))?;

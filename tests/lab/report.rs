@@ -256,9 +256,15 @@ sudo target/debug/kolokol-lab --long                # the threat model's full du
 ```
 
 How the lab works, what each scenario does, and what it leaves out: the end of this page.
-A row that fails stays in the table as a failure, with what is known about why. Today most
-stealth-related rows fail: Kolokol has no stealth transport yet (issue 12) and none of the
-reachability work (issue 13).
+A row that fails stays in the table as a failure, with what is known about why.
+
+What is measured is what a user gets without changing anything: the relays run `kolokol
+relay`'s default listeners (TCP and QUIC on 4001, and the stealth transport on 443 with a
+cover web site), and the users run `kolokol node` with its default `--transport any`. A row
+named `T3:stealth` is the same scenario with what docs/RELAY.md recommends behind a censor:
+users on `--transport stealth`, relays listening on their stealth address alone
+(`sudo target/debug/kolokol-lab T3:stealth`). The reachability work (issue 13: fallback,
+bridges, the LAN mesh) is not in the measured build yet.
 
 ";
 
@@ -266,14 +272,27 @@ reachability work (issue 13).
 pub fn render(reports: &[Report], how: &str) -> String {
     let mut out = String::from(PREAMBLE);
     let _ = writeln!(out, "## Summary\n");
-    if let Some(first) = reports.first() {
-        let _ = writeln!(out, "Run of {}, `kolokol` {} build.\n", first.started, first.build);
+    // Rows of earlier runs stay until their scenario is run again: name every run and build.
+    let mut runs: Vec<(String, String)> =
+        reports.iter().map(|r| (r.started.clone(), r.build.clone())).collect();
+    runs.sort();
+    if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
+        let mut builds: Vec<&str> = runs.iter().map(|(_, b)| b.as_str()).collect();
+        builds.sort_unstable();
+        builds.dedup();
+        let _ = writeln!(
+            out,
+            "Scenarios run from {} to {}, `kolokol` {} build. A row keeps the result of the last run of its scenario: its commit and time are in the last column.\n",
+            first.0,
+            last.0,
+            builds.join("; ")
+        );
     }
     let _ = writeln!(
         out,
-        "| Scenario | Censor rule | Delivery ratio | Time to recover | Messages lost | Controls | Result |"
+        "| Scenario | Censor rule | Delivery ratio | Time to recover | Messages lost | Controls | Result | Measured on |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in reports {
         let o = &r.outcome;
         let ratio = o.delivery.first().map_or("–".to_owned(), |d| {
@@ -295,18 +314,29 @@ pub fn render(reports: &[Report], how: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "| [{}](#{}) {} | {} | {ratio} | {recover} | {lost} | {controls} | **{}** |",
+            "| [{}](#{}) {} | {} | {ratio} | {recover} | {lost} | {controls} | **{}** | {}, {} |",
             r.id,
             anchor(&r.id, &r.title),
             r.title,
             o.rule.replace('|', "\\|"),
-            r.verdict.as_str()
+            r.verdict.as_str(),
+            r.build.rsplit("commit ").next().unwrap_or("?"),
+            r.started.split_once(' ').map_or(r.started.as_str(), |(_, time)| time)
         );
     }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
         "Delivery ratio: messages of the protected path sent after the censor acted and delivered within the scenario's deadline (the first delivery figure of each scenario). Messages lost: messages the sender gave up on, or that were acknowledged and never reached the recipient (messages still queued at the end are not lost: they are counted as pending). Time to recover: from the censor's action (or the heal) to the first delivery of a message sent after it.\n"
+    );
+    let loads: Vec<String> = reports
+        .iter()
+        .map(|r| format!("{} {}", r.id, r.load.split_whitespace().next().unwrap_or("?")))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Machine load (the 1-minute load average at each scenario's start; the lab machine is shared, and timings depend on it): {}.\n",
+        loads.join(", ")
     );
     for r in reports {
         section(&mut out, r);

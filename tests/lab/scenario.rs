@@ -76,12 +76,18 @@ impl Drop for Helper {
 }
 
 impl Ctx {
-    /// A fresh lab network for scenario `id`.
-    pub fn new(id: &'static str, env: Arc<Env>, controls_only: bool) -> anyhow::Result<Self> {
-        let dir = env.run_dir.join(id);
+    /// A fresh lab network for scenario `id`, its files in the run's directory `dir_name`, with
+    /// the cover web server the protected relays splice strangers to already up.
+    pub fn new(
+        id: &'static str,
+        dir_name: &str,
+        env: Arc<Env>,
+        controls_only: bool,
+    ) -> anyhow::Result<Self> {
+        let dir = env.run_dir.join(dir_name);
         std::fs::create_dir_all(&dir)?;
         let topo = Topology::build(&env.prefix)?;
-        Ok(Self {
+        let mut ctx = Self {
             dir,
             controls_only,
             start_ms: now_ms(),
@@ -93,7 +99,11 @@ impl Ctx {
             captures: Vec::new(),
             topo,
             env,
-        })
+        };
+        // A stealth listener closes every connection whose cover server cannot be reached,
+        // so the cover site runs from the start, before any relay.
+        ctx.spawn_helper("decoy", &["http-site", &roles::COVER_PORT.to_string()])?;
+        Ok(ctx)
     }
 
     /// Scales a duration for `--long` runs.

@@ -5,7 +5,7 @@
 use kolokol_node::Role;
 use kolokol_node::store::MAX_PARTIAL_MESSAGES_PER_PEER;
 use kolokol_protocol::chunk;
-use kolokol_protocol::chunk::CHUNK_LEN;
+use kolokol_protocol::chunk::CHUNK_LEN_4;
 use kolokol_protocol::control::EVENT_TEXT_LEN;
 use kolokol_protocol::conversation::{Conversation, Randomness};
 use kolokol_protocol::envelope::{self, MAX_ENVELOPE_LEN};
@@ -77,8 +77,9 @@ async fn a_chunked_message_waits_in_the_mailbox_as_full_size_envelopes_and_arriv
     let sent = alice.node().send("bob", &text).await.expect("send");
     assert_eq!(sent.state, "stored", "{:?}", sent.detail);
 
-    // What the replica holds: one item per chunk, every one exactly the largest bucket, a
-    // format 3 envelope, with no plaintext in it.
+    // What the replica holds: one item per chunk (of the format 4 length: the pair's
+    // conversation is format 4, from their version 2 invites), every one exactly the largest
+    // bucket, a format 4 envelope, with no plaintext in it.
     let bob_identity = net.identity("bob");
     let now = kolokol_node::clock::unix_secs();
     let id = mailbox_id(bob_identity.identity_key(), period_of(now));
@@ -91,10 +92,10 @@ async fn a_chunked_message_waits_in_the_mailbox_as_full_size_envelopes_and_arriv
             other => panic!("the owner could not fetch: {other:?}"),
         };
     // The encoded body is the text and 12 bytes of length and variant.
-    assert_eq!(items.len(), (text.len() + 12).div_ceil(CHUNK_LEN));
+    assert_eq!(items.len(), (text.len() + 12).div_ceil(CHUNK_LEN_4));
     for item in &items {
         assert_eq!(item.envelope.len(), MAX_ENVELOPE_LEN);
-        assert_eq!(envelope::peek(&item.envelope).expect("header").version, 3);
+        assert_eq!(envelope::peek(&item.envelope).expect("header").version, 4);
         let marker = "секретное".as_bytes();
         assert!(!item.envelope.windows(marker.len()).any(|w| w == marker));
     }

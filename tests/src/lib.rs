@@ -17,6 +17,10 @@ mod control_socket;
 #[cfg(test)]
 mod discovery;
 #[cfg(test)]
+mod first_contact;
+#[cfg(test)]
+mod groups;
+#[cfg(test)]
 mod hole_punch;
 #[cfg(test)]
 mod key_schedule;
@@ -26,6 +30,8 @@ mod mailbox;
 mod outbox_restart;
 #[cfg(test)]
 mod read_receipts;
+#[cfg(test)]
+mod rekey;
 #[cfg(test)]
 mod relay_delivery;
 #[cfg(test)]

@@ -24,6 +24,8 @@ fn a_snapshot_restores_into_a_new_directory_with_new_numbering() {
             addresses: vec![],
             added_at_ms: 1,
             verified_at_ms: Some(2),
+            invite: None,
+            rekeyed: None,
         })
         .unwrap();
     let mut row = OutboxRow {

@@ -32,13 +32,15 @@ pub(crate) enum DepositError {
 }
 
 impl Mailboxes {
-    /// Deposits the message's envelopes (one, or one per chunk) on the replicas of the
-    /// recipient's current mailbox that do not hold them yet; returns the detail of the `stored`
-    /// state ("stored on N of M mailbox replicas") once enough hold all of them.
+    /// Deposits the message's envelopes that its recipient lacks (one, or one per chunk of a
+    /// `chunked` message, each with its index) on the replicas of the recipient's current
+    /// mailbox that do not hold them yet; returns the detail of the `stored` state ("stored on
+    /// N of M mailbox replicas") once enough hold all of them.
     pub(crate) async fn deposit(
         &self,
         row: &OutboxRow,
-        envelopes: Vec<Vec<u8>>,
+        parts: Vec<(u32, Vec<u8>)>,
+        chunked: bool,
     ) -> Result<String, DepositError> {
         let key = kolokol_protocol::safety::identity_key(&row.peer_id)
             .map_err(crate::error::Error::from)?;
@@ -57,16 +59,14 @@ impl Mailboxes {
         let mut acked: Vec<PeerId> =
             replicas.iter().map(|(p, _)| *p).filter(|p| before.contains(p)).collect();
         // A chunked message is one item per chunk; a replica holds the message once it has
-        // stored every chunk.
-        let chunked = envelopes.len() > 1;
+        // stored every chunk the recipient lacks.
         let deposits: Arc<Vec<Request>> = Arc::new(
-            envelopes
+            parts
                 .into_iter()
-                .enumerate()
                 .map(|(index, envelope)| Request::Deposit {
                     mailbox_id,
                     item_id: if chunked {
-                        mailbox_proto::chunk_item_id(&row.id, index as u32)
+                        mailbox_proto::chunk_item_id(&row.id, index)
                     } else {
                         mailbox_proto::item_id(&row.id)
                     },

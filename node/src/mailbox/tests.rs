@@ -52,7 +52,8 @@ async fn items_expire_at_their_time_and_never_outlive_the_longest_ttl() {
     let mut config = Config::new(dir.path(), Role::Relay);
     config.clock = clock.clone();
     // The swarm is built but never run: the replica answers no one here, it only purges.
-    let (swarm, _event_loop, channels) = swarm::new(keys.identity().keypair(), &config).unwrap();
+    let (swarm, _event_loop, channels) =
+        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
     let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
 
     let depositor = PeerId::random();
@@ -93,7 +94,8 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
         Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
     let mut config = Config::new(dir.path(), Role::Relay);
     config.clock = clock.clone();
-    let (swarm, _event_loop, _channels) = swarm::new(keys.identity().keypair(), &config).unwrap();
+    let (swarm, _event_loop, _channels) =
+        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
     let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
     mailboxes.set_deposit_quotas(per_depositor, per_mailbox);
     let expires = |clock: &Clock| clock.now_secs() + HOUR.as_secs();
@@ -160,7 +162,8 @@ async fn a_handover_is_taken_once_and_only_from_the_replica_that_signed_it() {
         Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
     let mut config = Config::new(dir.path(), Role::Relay);
     config.clock = clock.clone();
-    let (swarm, _event_loop, _channels) = swarm::new(keys.identity().keypair(), &config).unwrap();
+    let (swarm, _event_loop, _channels) =
+        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
     let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
 
     let old_replica = Identity::from_secrets([8; 32], [9; 32]);

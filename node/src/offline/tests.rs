@@ -22,6 +22,8 @@ fn a_stopped_nodes_data_is_readable_and_a_running_one_is_refused() {
                 addresses: vec![],
                 added_at_ms: 1,
                 verified_at_ms: None,
+                invite: None,
+                rekeyed: None,
             })
             .unwrap();
         // While the daemon holds the directory, reading it is refused, saying why.

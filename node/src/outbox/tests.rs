@@ -8,12 +8,12 @@ use crate::swarm::DeliveryFailure;
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn temporary() -> Result<(), DeliveryFailure> {
-    Err(DeliveryFailure { reason: "cannot reach it".into(), permanent: false, refused: false })
+    Err(DeliveryFailure::temporary("cannot reach it"))
 }
 
 #[test]
-fn the_wait_doubles_from_two_seconds_up_to_five_minutes() {
-    let table = [(1, 2), (2, 4), (3, 8), (4, 16), (5, 32), (6, 64), (7, 128), (8, 256), (9, 300)];
+fn the_wait_doubles_from_two_seconds_up_to_half_a_minute() {
+    let table = [(1, 2), (2, 4), (3, 8), (4, 16), (5, 30), (6, 30), (9, 30)];
     for (attempts, seconds) in table {
         assert_eq!(retry_delay(attempts), Duration::from_secs(seconds), "after {attempts}");
     }
@@ -25,11 +25,16 @@ fn the_wait_doubles_from_two_seconds_up_to_five_minutes() {
 #[test]
 fn each_outcome_has_one_verdict() {
     let created = 1_000_000;
-    let table: [(Result<(), DeliveryFailure>, u32, u64, Verdict); 6] = [
+    let table: [(Result<(), DeliveryFailure>, u32, u64, Verdict); 7] = [
         (Ok(()), 0, created, Verdict::Sent),
         (Ok(()), 7, created + 20 * DAY_MS, Verdict::Sent),
         (
-            Err(DeliveryFailure { reason: "refused".into(), permanent: true, refused: true }),
+            Err(DeliveryFailure {
+                reason: "refused".into(),
+                permanent: true,
+                refused: true,
+                slow: false,
+            }),
             0,
             created,
             Verdict::Failed { detail: "refused".into() },
@@ -48,8 +53,20 @@ fn each_outcome_has_one_verdict() {
             created + MESSAGE_TTL.as_millis() as u64,
             Verdict::Retry {
                 attempts: 41,
-                at_ms: created + MESSAGE_TTL.as_millis() as u64 + 300_000,
+                at_ms: created + MESSAGE_TTL.as_millis() as u64 + 30_000,
             },
+        ),
+        // A recipient that was connected but slow is tried again soon, however many attempts.
+        (
+            Err(DeliveryFailure {
+                reason: "slow".into(),
+                permanent: false,
+                refused: false,
+                slow: true,
+            }),
+            9,
+            created + DAY_MS,
+            Verdict::Retry { attempts: 10, at_ms: created + DAY_MS + 2_000 },
         ),
     ];
     for (outcome, attempts, now, expected) in table {

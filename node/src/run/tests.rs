@@ -72,3 +72,33 @@ async fn the_log_is_checkpointed_when_the_store_is_idle_and_at_shutdown() {
     task.await.unwrap();
     assert_eq!(store.wal_bytes(), 0, "a stopped node leaves an empty log");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_key_is_erased_from_the_log_at_the_next_idle_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(upkeep(store.clone(), Workers::per_core(), shutdown));
+    // A conversation state with two receive keys, then the same without the first: a key was
+    // deleted, and the log (far below the idle threshold) still holds it.
+    let peer = PeerId::random();
+    let save = |ids: &[[u8; 8]], at: u64| {
+        let write = crate::store::ConversationWrite {
+            peer: &peer,
+            state: b"state",
+            key_ids: Some(ids),
+            rekeyed: None,
+        };
+        store.save_conversation(&write, at).unwrap();
+    };
+    save(&[[1; 8], [2; 8]], 1);
+    store.checkpoint().unwrap();
+    save(&[[2; 8]], 2);
+    assert!(store.erasure_pending());
+    assert!(store.wal_bytes() > 0 && store.wal_bytes() < IDLE_CHECKPOINT_BYTES);
+    tokio::time::advance(IDLE_BEFORE_CHECKPOINT + Duration::from_secs(1)).await;
+    until_checkpointed(&store).await;
+    assert!(!store.erasure_pending());
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

@@ -19,6 +19,11 @@ pub struct ContactRow {
     pub addresses: Vec<Multiaddr>,
     /// When added, Unix ms.
     pub added_at_ms: u64,
+    /// The invite they were added from, without whitespace (none for contacts added before
+    /// version 9 of the schema): a conversation whose state cannot be read restarts from it.
+    pub invite: Option<String>,
+    /// When the conversation was last re-keyed (Unix ms), and why, in the user's words.
+    pub rekeyed: Option<(u64, String)>,
     /// When the user marked the contact verified (compared safety numbers), Unix ms; `None`
     /// while not verified.
     pub verified_at_ms: Option<u64>,
@@ -29,6 +34,10 @@ pub struct ContactRow {
 pub(crate) fn fold_name(name: &str) -> String {
     name.to_lowercase()
 }
+
+/// The columns [`Store::contact_from_row`] reads, in its order.
+const CONTACT_COLUMNS: &str = "name, peer_id, device_key, addresses, added_at_ms, invite, \
+     rekeyed_at_ms, rekey_reason, verified_at_ms";
 
 impl Store {
     /// Fills `folded` for contacts stored before names were looked up regardless of case.
@@ -85,15 +94,16 @@ impl Store {
             }));
         }
         tx.exec(
-            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, folded,
-                                   verified_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, invite,
+                                   folded, verified_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 c.name,
                 c.peer_id.to_string(),
                 c.device_key.as_slice(),
                 join_addresses(&c.addresses),
                 c.added_at_ms as i64,
+                c.invite,
                 fold_name(&c.name),
                 c.verified_at_ms.map(|t| t as i64)
             ],
@@ -116,8 +126,25 @@ impl Store {
             device_key: key.try_into().unwrap_or([0; 32]),
             addresses: addresses_column(r, 3)?,
             added_at_ms: r.get::<_, i64>(4)? as u64,
-            verified_at_ms: r.get::<_, Option<i64>>(5)?.map(|t| t as u64),
+            invite: r.get(5)?,
+            rekeyed: match (r.get::<_, Option<i64>>(6)?, r.get::<_, Option<String>>(7)?) {
+                (Some(at), Some(reason)) => Some((at as u64, reason)),
+                _ => None,
+            },
+            verified_at_ms: r.get::<_, Option<i64>>(8)?.map(|t| t as u64),
         })
+    }
+
+    /// Records that the conversation with this contact was re-keyed (nothing happens for a
+    /// peer who is not a contact).
+    pub fn set_rekeyed(&self, peer: &PeerId, at_ms: u64, reason: &str) -> Result<()> {
+        self.conn()
+            .exec(
+                "UPDATE contacts SET rekeyed_at_ms = ?2, rekey_reason = ?3 WHERE peer_id = ?1",
+                params![peer.to_string(), at_ms as i64, reason],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The contact with this name, in any case. Two contacts whose names differ only in case
@@ -126,10 +153,10 @@ impl Store {
     pub fn contact(&self, name: &str) -> Result<Option<ContactRow>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT name, peer_id, device_key, addresses, added_at_ms, verified_at_ms FROM contacts
-                 WHERE folded = ?1 ORDER BY name = ?2 DESC LIMIT 2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {CONTACT_COLUMNS} FROM contacts
+                     WHERE folded = ?1 ORDER BY name = ?2 DESC LIMIT 2"
+            ))
             .map_err(|e| self.err(e))?;
         let rows: Vec<ContactRow> = stmt
             .query_map(params![fold_name(name), name], Self::contact_from_row)
@@ -150,7 +177,7 @@ impl Store {
     pub fn contact_by_peer(&self, peer: &PeerId) -> Result<Option<ContactRow>> {
         self.conn()
             .row(
-                "SELECT name, peer_id, device_key, addresses, added_at_ms, verified_at_ms FROM contacts WHERE peer_id = ?1",
+                &format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE peer_id = ?1"),
                 [peer.to_string()],
                 Self::contact_from_row,
             )
@@ -162,9 +189,9 @@ impl Store {
     pub fn contacts(&self) -> Result<Vec<ContactRow>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT name, peer_id, device_key, addresses, added_at_ms, verified_at_ms FROM contacts ORDER BY folded, name",
-            )
+            .prepare_cached(&format!(
+                "SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY folded, name"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt.query_map([], Self::contact_from_row).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
@@ -236,15 +263,16 @@ impl Store {
             .map_err(|e| self.err(e))?;
         tx.exec(
             "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, folded,
-                                   verified_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+                                   invite, verified_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
             params![
                 old.name,
                 new.peer_id.to_string(),
                 new.device_key.as_slice(),
                 join_addresses(&new.addresses),
                 new.added_at_ms as i64,
-                fold_name(&old.name)
+                fold_name(&old.name),
+                new.invite
             ],
         )
         .map_err(|e| self.err(e))?;

@@ -17,6 +17,10 @@ pub struct ConversationWrite<'a> {
     pub state: &'a [u8],
     /// Our receive-key ids in it, if they changed.
     pub key_ids: Option<&'a [[u8; 8]]>,
+    /// Why the conversation was re-keyed, if it just was: recorded with the contact, on the
+    /// history of every text waiting for the peer, whose next attempt becomes due at once (it
+    /// is sealed again under the new keys).
+    pub rekeyed: Option<&'a str>,
 }
 
 impl Store {
@@ -38,7 +42,29 @@ impl Store {
     pub fn save_conversation(&self, write: &ConversationWrite<'_>, now_ms: u64) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        Self::write_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
+        let erased = Self::write_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        self.wrote_conversation(erased);
+        Ok(())
+    }
+
+    /// After a transaction with a conversation write committed: if it deleted a receive key,
+    /// the log's copies of it wait for the next checkpoint.
+    pub(super) fn wrote_conversation(&self, erased: bool) {
+        if erased {
+            self.deleted_keys();
+        }
+    }
+
+    /// Stores a conversation's first state, in its own transaction, unless the peer has one.
+    pub fn save_first_conversation(
+        &self,
+        write: &ConversationWrite<'_>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        Self::write_first_conversation(&tx, write, now_ms).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -55,23 +81,53 @@ impl Store {
             })
             .optional()?
             .is_some();
-        if exists { Ok(()) } else { Self::write_conversation(tx, write, now_ms) }
+        // A fresh state replaces no receive key, so nothing waits to be erased.
+        if exists { Ok(()) } else { Self::write_conversation(tx, write, now_ms).map(drop) }
     }
 
     /// Writes a conversation state inside the caller's transaction, so it commits together with
-    /// what was sealed or opened with it (an outbox row, an inbox row).
+    /// what was sealed or opened with it (an outbox row, an inbox row). Returns whether a
+    /// receive key was deleted (an id left the index): the caller then calls
+    /// [`Store::wrote_conversation`] once the transaction committed.
     pub(super) fn write_conversation(
         tx: &rusqlite::Transaction<'_>,
         write: &ConversationWrite<'_>,
         now_ms: u64,
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<bool> {
         let peer = write.peer.to_string();
         tx.exec(
             "INSERT INTO conversations (peer_id, state, updated_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
             params![peer, write.state, now_ms as i64],
         )?;
-        let Some(key_ids) = write.key_ids else { return Ok(()) };
+        if let Some(reason) = write.rekeyed {
+            tx.exec(
+                "UPDATE contacts SET rekeyed_at_ms = ?2, rekey_reason = ?3 WHERE peer_id = ?1",
+                params![peer, now_ms as i64, reason],
+            )?;
+            tx.exec(
+                "INSERT INTO message_states (id, state, detail, at_ms)
+                 SELECT id, state, ?2, ?3 FROM outbox
+                 WHERE peer_id = ?1 AND kind = 'text' AND state IN ('queued', 'stored')",
+                params![
+                    peer,
+                    format!("conversation re-keyed ({reason}): sealed again under new keys"),
+                    now_ms as i64
+                ],
+            )?;
+            tx.exec(
+                "UPDATE outbox SET next_attempt_ms = ?2
+                 WHERE peer_id = ?1 AND state IN ('queued', 'stored') AND next_attempt_ms > ?2",
+                params![peer, now_ms as i64],
+            )?;
+        }
+        let Some(key_ids) = write.key_ids else { return Ok(false) };
+        let before: Vec<Vec<u8>> = {
+            let mut stmt =
+                tx.prepare_cached("SELECT key_id FROM receive_keys WHERE peer_id = ?1")?;
+            stmt.query_map([&peer], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        let erased = before.iter().any(|old| !key_ids.iter().any(|id| id.as_slice() == old));
         tx.exec("DELETE FROM receive_keys WHERE peer_id = ?1", [&peer])?;
         for id in key_ids {
             tx.exec(
@@ -79,7 +135,7 @@ impl Store {
                 params![id.as_slice(), peer],
             )?;
         }
-        Ok(())
+        Ok(erased)
     }
 
     /// The peer one of our receive keys was given to.
@@ -116,13 +172,14 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    /// How many conversations with peers who are not contacts were active (stored) after
-    /// `since_ms`.
+    /// How many conversations with peers who are neither contacts nor members of a group we
+    /// know were active (stored) after `since_ms`.
     pub fn stranger_conversations(&self, since_ms: u64) -> Result<u64> {
         self.conn()
             .row(
                 "SELECT COUNT(*) FROM conversations
-                 WHERE updated_at_ms > ?1 AND peer_id NOT IN (SELECT peer_id FROM contacts)",
+                 WHERE updated_at_ms > ?1 AND peer_id NOT IN (SELECT peer_id FROM contacts)
+                   AND peer_id NOT IN (SELECT peer_id FROM group_members)",
                 [since_ms as i64],
                 |r| r.get::<_, i64>(0),
             )

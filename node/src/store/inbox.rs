@@ -58,9 +58,12 @@ impl Store {
     ) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        if let Some(write) = conversation {
-            Self::write_conversation(&tx, write, row.received_at_ms).map_err(|e| self.err(e))?;
-        }
+        let erased = match conversation {
+            Some(write) => {
+                Self::write_conversation(&tx, write, row.received_at_ms).map_err(|e| self.err(e))?
+            }
+            None => false,
+        };
         let inserted = tx
             .exec(
                 "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms,
@@ -81,6 +84,7 @@ impl Store {
             Self::insert_outbox(&tx, receipt, receipt.created_at_ms).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
+        self.wrote_conversation(erased);
         Ok(inserted == 1)
     }
 

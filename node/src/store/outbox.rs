@@ -18,8 +18,9 @@ pub const OUTBOX_BATCH: usize = 64;
 pub fn attempt_envelopes(body: &OutboxBody) -> u64 {
     match body {
         OutboxBody::Text(t) | OutboxBody::Numbered(_, t) => {
-            1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN) as u64
+            1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN_4) as u64
         }
+        OutboxBody::Group(m) => 1 + (m.len() / kolokol_protocol::chunk::CHUNK_LEN_4) as u64,
         OutboxBody::Receipt(_) | OutboxBody::Read(_) => 1,
     }
 }
@@ -38,6 +39,11 @@ pub enum OutboxBody {
     /// A read receipt for the received messages with these ids, all from the row's peer; at
     /// most [`kolokol_protocol::message::MAX_READ_IDS`] of them.
     Read(Vec<[u8; 16]>),
+    /// One member's copy of a group message (a text, changes, a request): the encoded
+    /// `kolokol_protocol::group::GroupMessage`, sealed as `Body::Group`. Stored as kind
+    /// `receipt` with the `group_body` column, so lists and counts of the user's one-to-one
+    /// texts leave it out; the room `groups` shows it.
+    Group(Vec<u8>),
 }
 
 /// An outgoing item waiting for (or past) delivery.
@@ -122,19 +128,20 @@ impl Store {
     /// Puts an item in the outbox as `queued`, first due at `next_attempt_ms`, and records the
     /// state.
     pub fn enqueue(&self, row: &OutboxRow, next_attempt_ms: u64) -> Result<()> {
-        self.enqueue_sealed(row, next_attempt_ms, None)
+        self.enqueue_sealed(row, next_attempt_ms, None, &[])
     }
 
-    /// [`Store::enqueue`], together with the conversation state the row's first envelopes were
-    /// sealed with, in one transaction: both are stored before anything is sent. A numbered
-    /// text takes its number ([`Store::peek_number`]) in the same transaction, so a number is
-    /// neither lost nor given twice; the caller lets no other text to the peer be numbered
-    /// between the peek and this.
+    /// [`Store::enqueue`], together with the row's sealed envelopes (its parts, see
+    /// `store/parts.rs`) and the conversation state they were sealed with, in one
+    /// transaction: all are stored before anything is sent. A numbered text takes its number
+    /// ([`Store::peek_number`]) in the same transaction, so a number is neither lost nor given
+    /// twice; the caller lets no other text to the peer be numbered between the peek and this.
     pub fn enqueue_sealed(
         &self,
         row: &OutboxRow,
         next_attempt_ms: u64,
         conversation: Option<&super::ConversationWrite<'_>>,
+        parts: &[(u32, Vec<u8>)],
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
@@ -142,10 +149,16 @@ impl Store {
             Self::take_number(&tx, &row.peer_id, *number).map_err(|e| self.err(e))?;
         }
         Self::insert_outbox(&tx, row, next_attempt_ms).map_err(|e| self.err(e))?;
-        if let Some(write) = conversation {
-            Self::write_conversation(&tx, write, row.created_at_ms).map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
+        Self::insert_parts(&tx, &row.id, parts, row.created_at_ms).map_err(|e| self.err(e))?;
+        let erased = match conversation {
+            Some(write) => {
+                Self::write_conversation(&tx, write, row.created_at_ms).map_err(|e| self.err(e))?
+            }
+            None => false,
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        self.wrote_conversation(erased);
+        Ok(())
     }
 
     /// Puts a text in the outbox as [`Store::enqueue`] does, numbered: in the same transaction
@@ -176,23 +189,31 @@ impl Store {
     ) -> rusqlite::Result<()> {
         let read_of: Option<Vec<u8>> = match &row.body {
             OutboxBody::Read(ids) => Some(ids.concat()),
-            OutboxBody::Text(_) | OutboxBody::Numbered(..) | OutboxBody::Receipt(_) => None,
+            OutboxBody::Text(_)
+            | OutboxBody::Numbered(..)
+            | OutboxBody::Receipt(_)
+            | OutboxBody::Group(_) => None,
         };
         let number = match &row.body {
             OutboxBody::Numbered(n, _) => Some(*n),
             _ => None,
         };
+        let group_body: Option<&[u8]> = match &row.body {
+            OutboxBody::Group(m) => Some(m),
+            _ => None,
+        };
         let (kind, text, receipt_of) = match &row.body {
             OutboxBody::Text(t) | OutboxBody::Numbered(_, t) => ("text", Some(t.as_str()), None),
             OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
-            OutboxBody::Read(_) => ("receipt", None, None),
+            OutboxBody::Read(_) | OutboxBody::Group(_) => ("receipt", None, None),
         };
         // A row whose id is already there is left as it is: a receipt's id is derived from the
         // message it answers, so a message fetched again queues no second receipt.
         let inserted = tx.exec(
             "INSERT OR IGNORE INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
-                                 created_at_ms, attempts, next_attempt_ms, read_of, series, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?12)",
+                                  created_at_ms, attempts, next_attempt_ms, read_of, group_body,
+                                  series, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?12, ?13)",
             params![
                 row.id.as_slice(),
                 row.peer_id.to_string(),
@@ -204,6 +225,7 @@ impl Store {
                 row.created_at_ms as i64,
                 next_attempt_ms as i64,
                 read_of,
+                group_body,
                 number.map(|n| n.series as i64),
                 number.map(|n| n.seq as i64)
             ],
@@ -338,7 +360,7 @@ impl Store {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts,
-                            read_of, series, seq
+                            read_of, group_body, series, seq
                      FROM outbox WHERE state IN ('queued', 'stored') AND next_attempt_ms <= ?1
                      ORDER BY created_at_ms, rowid LIMIT ?2",
                 )
@@ -349,7 +371,10 @@ impl Store {
                     let key: Vec<u8> = r.get(2)?;
                     let kind: String = r.get(3)?;
                     let read_of: Option<Vec<u8>> = r.get(8)?;
-                    let body = if let Some(ids) = read_of {
+                    let group_body: Option<Vec<u8>> = r.get(9)?;
+                    let body = if let Some(message) = group_body {
+                        OutboxBody::Group(message)
+                    } else if let Some(ids) = read_of {
                         OutboxBody::Read(
                             ids.chunks_exact(16)
                                 .map(|id| id.try_into().unwrap_or([0; 16]))
@@ -360,7 +385,7 @@ impl Store {
                         OutboxBody::Receipt(of.try_into().unwrap_or([0; 16]))
                     } else {
                         let text = r.get::<_, Option<String>>(4)?.unwrap_or_default();
-                        match (r.get::<_, Option<i64>>(9)?, r.get::<_, Option<i64>>(10)?) {
+                        match (r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(11)?) {
                             (Some(series), Some(seq)) => OutboxBody::Numbered(
                                 Number { series: series as u64, seq: seq as u64 },
                                 text,
@@ -453,11 +478,12 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
-    /// The outbox item's recipient peer id, if the id names one of our text messages.
+    /// The outbox item's recipient peer id, if the id names one of our text messages or a
+    /// member's copy of one of our group messages (both are receipted).
     pub fn outgoing_text_peer(&self, id: &[u8; 16]) -> Result<Option<PeerId>> {
         self.conn()
             .row(
-                "SELECT peer_id FROM outbox WHERE id = ?1 AND kind = 'text'",
+                "SELECT peer_id FROM outbox WHERE id = ?1 AND (kind = 'text' OR group_body IS NOT NULL)",
                 [id.as_slice()],
                 |r| peer_column(r, 0),
             )

@@ -1,6 +1,8 @@
-//! The `prekeys` table: our signed prekeys with their secrets, kept until first contacts sealed to
-//! them can no longer arrive.
+//! The `prekeys` and `hybrid_prekeys` tables: our signed prekeys (format 3) and hybrid prekeys
+//! (format 4) with their secrets, kept until first contacts sealed to them can no longer arrive;
+//! and the `secrets` table of the node's own long-lived secrets besides `identity.key`.
 
+use kolokol_protocol::prekey::{HybridPrekey, HybridPrekeySecret};
 use rusqlite::{OptionalExtension, params};
 
 use super::{CachedStatements, Store};
@@ -64,10 +66,126 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Deletes prekeys (secrets included) that expired before `before`; returns how many.
-    pub fn delete_prekeys_expired_before(&self, before: u64) -> Result<usize> {
+    /// Stores a new hybrid prekey with its secrets under its format 4 key id.
+    pub fn save_hybrid_prekey(
+        &self,
+        key_id: &[u8; 8],
+        secret: &HybridPrekeySecret,
+        prekey: &HybridPrekey,
+    ) -> Result<()> {
+        let encoded = kolokol_protocol::codec::encode(prekey)?;
         self.conn()
-            .exec("DELETE FROM prekeys WHERE expires_at < ?1", [before as i64])
+            .exec(
+                "INSERT OR REPLACE INTO hybrid_prekeys
+                     (key_id, x25519, kem_seed, prekey, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key_id.as_slice(),
+                    secret.x25519.as_slice(),
+                    secret.kem_seed.as_slice(),
+                    encoded,
+                    prekey.created_at as i64,
+                    prekey.expires_at as i64
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The newest hybrid prekey, for invites and the presence record.
+    pub fn newest_hybrid_prekey(&self) -> Result<Option<HybridPrekey>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .row("SELECT prekey FROM hybrid_prekeys ORDER BY created_at DESC LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(match bytes {
+            Some(b) => Some(kolokol_protocol::codec::decode("hybrid prekey", &b)?),
+            None => None,
+        })
+    }
+
+    /// The hybrid prekey with this format 4 key id and its secrets, if we still hold them.
+    pub fn hybrid_prekey(
+        &self,
+        key_id: &[u8; 8],
+    ) -> Result<Option<(HybridPrekey, HybridPrekeySecret)>> {
+        type Row = (Vec<u8>, zeroize::Zeroizing<Vec<u8>>, zeroize::Zeroizing<Vec<u8>>);
+        let row: Option<Row> = self
+            .conn()
+            .row(
+                "SELECT prekey, x25519, kem_seed FROM hybrid_prekeys WHERE key_id = ?1",
+                [key_id.as_slice()],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        zeroize::Zeroizing::new(r.get(1)?),
+                        zeroize::Zeroizing::new(r.get(2)?),
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((prekey, x25519, kem_seed)) = row else { return Ok(None) };
+        let prekey: HybridPrekey = kolokol_protocol::codec::decode("hybrid prekey", &prekey)?;
+        let mut secret = HybridPrekeySecret {
+            x25519: zeroize::Zeroizing::new([0; 32]),
+            kem_seed: zeroize::Zeroizing::new([0; kolokol_protocol::kem::SEED_LEN]),
+        };
+        // A row of the wrong length is damaged: reported, not opened with zeros.
+        if x25519.len() != 32 || kem_seed.len() != kolokol_protocol::kem::SEED_LEN {
+            return Err(self.err(rusqlite::Error::InvalidColumnType(
+                1,
+                "hybrid prekey secret".into(),
+                rusqlite::types::Type::Blob,
+            )));
+        }
+        secret.x25519.copy_from_slice(&x25519);
+        secret.kem_seed.copy_from_slice(&kem_seed);
+        Ok(Some((prekey, secret)))
+    }
+
+    /// One of the node's own secrets by name, if stored.
+    pub fn secret(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        self.conn()
+            .row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get::<_, Vec<u8>>(0))
+            .optional()
+            .map(|v| v.map(zeroize::Zeroizing::new))
             .map_err(|e| self.err(e))
+    }
+
+    /// Stores one of the node's own secrets, unless one of that name exists; returns the one
+    /// stored (the existing one if there was one).
+    pub fn keep_secret(&self, name: &str, value: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        self.conn()
+            .exec(
+                "INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)",
+                params![name, value],
+            )
+            .map_err(|e| self.err(e))?;
+        self.secret(name)?.ok_or_else(|| self.err(rusqlite::Error::QueryReturnedNoRows))
+    }
+
+    /// Deletes prekeys of both kinds (secrets included) that expired before `before`, and
+    /// erases them from the write-ahead log at once (a truncating checkpoint: this happens
+    /// about weekly); returns how many.
+    pub fn delete_prekeys_expired_before(&self, before: u64) -> Result<usize> {
+        let deleted = {
+            let conn = self.conn();
+            let plain = conn
+                .exec("DELETE FROM prekeys WHERE expires_at < ?1", [before as i64])
+                .map_err(|e| self.err(e))?;
+            let hybrid = conn
+                .exec("DELETE FROM hybrid_prekeys WHERE expires_at < ?1", [before as i64])
+                .map_err(|e| self.err(e))?;
+            plain + hybrid
+        };
+        if deleted > 0 {
+            self.deleted_keys();
+            self.checkpoint()?;
+        }
+        Ok(deleted)
     }
 }

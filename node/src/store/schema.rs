@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-pub(super) const SCHEMA_VERSION: i64 = 10;
+pub(super) const SCHEMA_VERSION: i64 = 13;
 
 /// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
@@ -20,7 +20,7 @@ pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
 /// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
 const STEPS: [&str; SCHEMA_VERSION as usize] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13,
 ];
 
 const SCHEMA_V1: &str = "
@@ -147,18 +147,136 @@ CREATE TABLE chunks (
 );
 ";
 
-/// Version 8: contact names are looked up regardless of case. `folded` is the name in lower
+/// Version 8: private groups (`store/groups.rs`). A group's signed changes are kept as they
+/// came (`group_ops`); its name, our status and its members are what they resolve to, rewritten
+/// whenever they change, and `group_people` keeps the last name each member was listed under,
+/// so texts of members who have gone still show a name. Our group messages travel as outbox rows of kind `receipt` (the kind
+/// check of version 1 cannot change without rebuilding the table) whose `group_body` holds the
+/// encoded group message, and `group_copies` says which member and which text each row is for.
+const SCHEMA_V8: &str = "
+CREATE TABLE groups (
+    group_id      BLOB PRIMARY KEY,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    invited_by    TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    next_seq      INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE group_ops (
+    group_id       BLOB NOT NULL,
+    op_id          BLOB NOT NULL,
+    op             BLOB NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, op_id)
+);
+CREATE TABLE group_members (
+    group_id   BLOB NOT NULL,
+    peer_id    TEXT NOT NULL,
+    device_key BLOB NOT NULL,
+    name       TEXT NOT NULL,
+    admin      INTEGER NOT NULL,
+    PRIMARY KEY (group_id, peer_id)
+);
+CREATE INDEX group_members_peer ON group_members (peer_id);
+CREATE TABLE group_people (
+    group_id BLOB NOT NULL,
+    peer_id  TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    PRIMARY KEY (group_id, peer_id)
+);
+CREATE TABLE group_messages (
+    group_id       BLOB NOT NULL,
+    sender         TEXT NOT NULL,
+    id             BLOB NOT NULL,
+    seq            INTEGER NOT NULL,
+    text           TEXT NOT NULL,
+    sent_at_ms     INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    read_at_ms     INTEGER,
+    PRIMARY KEY (group_id, sender, id)
+);
+CREATE TABLE group_pending (
+    group_id       BLOB NOT NULL,
+    sender         TEXT NOT NULL,
+    id             BLOB NOT NULL,
+    seq            INTEGER NOT NULL,
+    text           TEXT NOT NULL,
+    sent_at_ms     INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, sender, id)
+);
+CREATE TABLE group_copies (
+    row_id   BLOB PRIMARY KEY,
+    group_id BLOB NOT NULL,
+    message  BLOB NOT NULL,
+    member   TEXT NOT NULL
+);
+CREATE INDEX group_copies_message ON group_copies (group_id, message);
+ALTER TABLE outbox ADD COLUMN group_body BLOB;
+";
+
+/// Version 9 (issue 15, phase 2): hybrid prekeys (X25519 + ML-KEM-768) with both secrets, keyed
+/// by their format 4 key id (`envelope::prekey_id` of our mailbox address and the X25519
+/// public key); the node's own secrets besides `identity.key` (the mailbox key); and per
+/// contact the invite it was added from (so a conversation whose state is unreadable restarts
+/// from it, never falling back to format 1) and the last re-key of the conversation, which
+/// `kolokol contacts` shows.
+const SCHEMA_V9: &str = "
+CREATE TABLE hybrid_prekeys (
+    key_id     BLOB PRIMARY KEY,
+    x25519     BLOB NOT NULL,
+    kem_seed   BLOB NOT NULL,
+    prekey     BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+ALTER TABLE contacts ADD COLUMN invite TEXT;
+ALTER TABLE contacts ADD COLUMN rekeyed_at_ms INTEGER;
+ALTER TABLE contacts ADD COLUMN rekey_reason TEXT;
+";
+
+/// Version 10: what the node remembers of each address it dialed, per network (the racing
+/// dialer's record of what works where), and the sealed envelopes of outbox items with the
+/// ones the recipient acknowledged, so a retry sends the same bytes again and only what is
+/// missing.
+const SCHEMA_V10: &str = "
+CREATE TABLE endpoints (
+    network         BLOB NOT NULL,
+    address         TEXT NOT NULL,
+    peer_id         TEXT NOT NULL,
+    successes       INTEGER NOT NULL,
+    failures        INTEGER NOT NULL,
+    last_success_ms INTEGER,
+    last_failure_ms INTEGER,
+    PRIMARY KEY (network, address)
+);
+CREATE TABLE outbox_parts (
+    id           BLOB NOT NULL,
+    idx          INTEGER NOT NULL,
+    envelope     BLOB NOT NULL,
+    sealed_at_ms INTEGER NOT NULL,
+    acked_at_ms  INTEGER,
+    PRIMARY KEY (id, idx)
+);
+";
+
+/// Version 11: contact names are looked up regardless of case. `folded` is the name in lower
 /// case (Unicode's full lower-casing, done by the store in Rust, since SQLite's `lower()` knows
 /// only ASCII); rows of older versions get it when the store opens (`Store::fold_names`).
-const SCHEMA_V8: &str = "
+const SCHEMA_V11: &str = "
 ALTER TABLE contacts ADD COLUMN folded TEXT NOT NULL DEFAULT '';
 CREATE INDEX contacts_folded ON contacts (folded);
 ";
 
-/// Version 9: conversations in the order they were written. Each text we send gets the next
+/// Version 12: conversations in the order they were written. Each text we send gets the next
 /// number of our series for its recipient (`numbering`, one row per peer), and each numbered
 /// text we receive keeps its sender's series and number; texts of older versions have none.
-const SCHEMA_V9: &str = "
+const SCHEMA_V12: &str = "
 CREATE TABLE numbering (
     peer_id  TEXT PRIMARY KEY,
     series   INTEGER NOT NULL,
@@ -172,9 +290,9 @@ CREATE INDEX inbox_peer ON inbox (peer_id, sent_at_ms);
 CREATE INDEX outbox_peer ON outbox (peer_id, kind, created_at_ms);
 ";
 
-/// Version 10: a contact can be marked verified (the safety numbers were compared), and
+/// Version 13: a contact can be marked verified (the safety numbers were compared), and
 /// strangers can be blocked: their envelopes are taken and dropped.
-const SCHEMA_V10: &str = "
+const SCHEMA_V13: &str = "
 ALTER TABLE contacts ADD COLUMN verified_at_ms INTEGER;
 CREATE TABLE blocked (
     peer_id       TEXT PRIMARY KEY,

@@ -35,6 +35,8 @@ fn contact(name: &str, who: &str) -> ContactRow {
         addresses: vec![addr("/ip4/127.0.0.1/tcp/1")],
         added_at_ms: 5,
         verified_at_ms: None,
+        invite: None,
+        rekeyed: None,
     }
 }
 
@@ -75,7 +77,7 @@ fn contact_names_ignore_case_but_keep_the_spelling_typed() {
     for name in ["bob", "BOB", "Bob"] {
         assert_eq!(s.contact(name).unwrap().unwrap().name, "Bob", "{name}");
     }
-    // A row from before version 8 has no folded name; opening the store gives it one.
+    // A row from before version 11 has no folded name; opening the store gives it one.
     s.conn().execute("UPDATE contacts SET folded = '' WHERE name = 'Bob'", []).unwrap();
     assert!(s.contact("bob").unwrap().is_none());
     s.fold_names().unwrap();
@@ -475,8 +477,12 @@ fn a_message_and_the_conversation_state_it_was_opened_or_sealed_with_commit_toge
     let (_d, s) = store();
     let state = [5u8; 40];
     let ids = [[1u8; 8], [2u8; 8]];
-    let write =
-        crate::store::ConversationWrite { peer: &peer("p"), state: &state, key_ids: Some(&ids) };
+    let write = crate::store::ConversationWrite {
+        peer: &peer("p"),
+        state: &state,
+        key_ids: Some(&ids),
+        rekeyed: None,
+    };
     let row = InboxRow {
         id: [9; 16],
         peer_id: peer("p"),
@@ -492,12 +498,78 @@ fn a_message_and_the_conversation_state_it_was_opened_or_sealed_with_commit_toge
     assert_eq!(s.peer_for_key(&[2; 8]).unwrap(), Some(peer("p")));
 
     let sealed = [6u8; 40];
-    let write = crate::store::ConversationWrite { peer: &peer("p"), state: &sealed, key_ids: None };
-    s.enqueue_sealed(&text(3, 30), 30, Some(&write)).unwrap();
+    let write = crate::store::ConversationWrite {
+        peer: &peer("p"),
+        state: &sealed,
+        key_ids: None,
+        rekeyed: None,
+    };
+    s.enqueue_sealed(&text(3, 30), 30, Some(&write), &[(0, vec![7; 1024])]).unwrap();
     assert_eq!(
         s.conversation(&peer("p")).unwrap().as_deref().map(Vec::as_slice),
         Some(&sealed[..])
     );
     assert_eq!(s.receive_key_ids(&peer("p")).unwrap(), ids, "the key index stays");
     assert_eq!(s.due(30, 40).unwrap().len(), 1);
+    assert_eq!(s.parts(&[3; 16]).unwrap().len(), 1, "the envelope commits with its row");
+}
+
+#[test]
+fn parts_are_kept_until_done_acknowledged_ones_stay_and_only_the_rest_is_resealed() {
+    let (_d, s) = store();
+    let row = text(4, 10);
+    s.enqueue(&row, 10).unwrap();
+    let parts: Vec<(u32, Vec<u8>)> = (0..3).map(|i| (i, vec![i as u8; 65_535])).collect();
+    s.put_parts(&row.id, &parts, None, 11).unwrap();
+    s.ack_part(&row.id, 1, 12).unwrap();
+    let kept = s.parts(&row.id).unwrap();
+    assert_eq!(
+        kept.iter().map(|p| (p.index, p.acked)).collect::<Vec<_>>(),
+        [(0, false), (1, true), (2, false)]
+    );
+    assert_eq!(kept[2].envelope, vec![2u8; 65_535]);
+    assert_eq!(kept[0].sealed_at_ms, 11);
+
+    // Sealed anew, the unacknowledged parts are replaced and the acknowledged one is not.
+    assert_eq!(s.drop_unacked_parts(&row.id).unwrap(), 2);
+    let resealed: Vec<(u32, Vec<u8>)> = (0..3).map(|i| (i, vec![9; 1024])).collect();
+    s.put_parts(&row.id, &resealed, None, 20).unwrap();
+    let kept = s.parts(&row.id).unwrap();
+    assert_eq!(kept[1].envelope, vec![1u8; 65_535], "an acknowledged part is never replaced");
+    assert_eq!(kept[0].envelope, vec![9u8; 1024]);
+
+    // Parts of an item that is no longer waiting are purged; a waiting one's stay.
+    let done = text(5, 10);
+    s.enqueue(&done, 10).unwrap();
+    s.put_parts(&done.id, &[(0, vec![1; 1024])], None, 11).unwrap();
+    s.set_state(&done.id, MessageState::Sent, None, 12).unwrap();
+    assert_eq!(s.purge_parts().unwrap(), 1);
+    assert_eq!(s.parts(&row.id).unwrap().len(), 3);
+    s.drop_parts(&row.id).unwrap();
+    assert!(s.parts(&row.id).unwrap().is_empty());
+}
+
+#[test]
+fn endpoint_records_are_replaced_in_place_and_bounded() {
+    use crate::store::{EndpointRow, MAX_ENDPOINT_ROWS};
+    let (_d, s) = store();
+    let row = |i: u64, success: Option<u64>| EndpointRow {
+        network: [1; 8],
+        address: addr(&format!("/ip4/10.2.{}.{}/tcp/4001", i / 250, i % 250)),
+        peer_id: peer("relay"),
+        successes: u32::from(success.is_some()),
+        failures: u32::from(success.is_none()),
+        last_success_ms: success,
+        last_failure_ms: success.is_none().then_some(i),
+    };
+    s.save_endpoint(&row(0, None)).unwrap();
+    s.save_endpoint(&row(0, Some(5))).unwrap();
+    assert_eq!(s.endpoints().unwrap(), vec![row(0, Some(5))]);
+    for i in 1..=MAX_ENDPOINT_ROWS as u64 {
+        s.save_endpoint(&row(i, Some(10 + i))).unwrap();
+    }
+    let kept = s.endpoints().unwrap();
+    assert_eq!(kept.len(), MAX_ENDPOINT_ROWS);
+    assert_eq!(kept[0], row(MAX_ENDPOINT_ROWS as u64, Some(10 + MAX_ENDPOINT_ROWS as u64)));
+    assert!(!kept.contains(&row(0, Some(5))), "the one used longest ago went");
 }

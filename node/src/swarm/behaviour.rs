@@ -23,6 +23,21 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/kolokol/kad/1.0.0
 /// The identify protocol version string; also all that peers learn of our software.
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/kolokol/1";
 
+/// The agent version a bridge (an unlisted relay) sends in identify, so its users keep its
+/// circuits out of their public presence records. Only peers that connect to it see it, and
+/// they hold its address already.
+pub const BRIDGE_AGENT_VERSION: &str = "/kolokol/1/bridge";
+
+/// How often each end pings every connection.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a ping waits for its answer. A connection whose ping goes unanswered this long is
+/// closed (`swarm::event_loop`): a censor that silently drops a flow's packets, or a link that
+/// died without a reset, leaves a connection that TCP would hold open for many minutes, and
+/// requests sent on it (libp2p spreads them over a peer's connections) would wait for nothing.
+/// A live connection answers within this even on a throttled link.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Established connections the node accepts in total; relays carry many users.
 pub const MAX_CONNECTIONS: u32 = 1024;
 
@@ -42,8 +57,14 @@ pub const MAX_PENDING_INCOMING: u32 = 128;
 /// conversation does not re-dial (and re-punch) between every pair of messages.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long one delivery (stream open, envelope out, ack in) may take.
+/// How long one delivery (stream open, envelope out, ack in) may take at least: the outbox
+/// gives a large envelope more, from its size and the goodput it measured to the peer
+/// (`outbox::transfer`), and the swarm task holds each delivery to its own time.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest any delivery may take: libp2p's own limit on a `/kolokol/msg/1` exchange,
+/// above every time the outbox gives one.
+pub const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Records a DHT server stores for others. Only presence records are accepted, each verified.
 pub const MAX_DHT_RECORDS: usize = 8192;
@@ -160,15 +181,21 @@ pub(crate) fn build(
                 ),
                 kad_config,
             );
+            // A user node tells the peers it connects to only its confirmed external addresses,
+            // not what it listens on: its LAN addresses are for its neighbours, who learn them
+            // by mDNS, and circuits through bridges are for its contacts.
+            let agent =
+                if config.bridge { BRIDGE_AGENT_VERSION } else { IDENTIFY_PROTOCOL_VERSION };
             let identify = identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
-                    .with_agent_version(IDENTIFY_PROTOCOL_VERSION.to_owned())
-                    .with_push_listen_addr_updates(true),
+                    .with_agent_version(agent.to_owned())
+                    .with_push_listen_addr_updates(true)
+                    .with_hide_listen_addrs(role == Role::Node),
             );
             let delivery = request_response::Behaviour::new(
                 [(wire::delivery::PROTOCOL_NAME, ProtocolSupport::Full)],
                 request_response::Config::default()
-                    .with_request_timeout(DELIVERY_TIMEOUT)
+                    .with_request_timeout(MAX_DELIVERY_TIMEOUT)
                     .with_max_concurrent_streams(MAX_DELIVERY_STREAMS),
             );
             // Every node speaks the protocol both ways; whether it serves as a replica is
@@ -189,7 +216,9 @@ pub(crate) fn build(
                 relay_client,
                 relay_server: relay_server.into(),
                 identify,
-                ping: ping::Behaviour::default(),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT),
+                ),
                 kad,
                 dcutr: dcutr::Behaviour::new(peer_id),
                 // AutoNAT v2 needs something to test: a node with no listen address has no
@@ -227,7 +256,7 @@ pub(crate) fn build(
     // A relay must serve the DHT and be reachable; a user node with a configured external
     // address can serve too. Everyone else stays a DHT client: a node reachable only through
     // relay circuits would make a poor DHT server (see notes/libp2p-0.57.md §2.3).
-    let server = role == Role::Relay || !config.external_addresses.is_empty();
+    let server = !config.bridge && (role == Role::Relay || !config.external_addresses.is_empty());
     swarm.behaviour_mut().kad.set_mode(Some(if server {
         kad::Mode::Server
     } else {

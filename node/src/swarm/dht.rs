@@ -273,16 +273,24 @@ impl EventLoop {
         }
     }
 
-    /// A user node is a DHT server only while it has a direct external address; a relay always.
+    /// A user node is a DHT server only while it has a direct external address; a relay always,
+    /// except a bridge, which never is: a DHT server is in other peers' routing tables, which
+    /// hand out its address to anyone who asks, and a bridge's address is for its users alone.
     pub(super) fn update_kad_mode(&mut self) {
         let public = self.swarm.external_addresses().any(|a| !is_relayed(a));
-        let mode =
-            if self.role == Role::Relay || public { kad::Mode::Server } else { kad::Mode::Client };
+        let mode = if self.bridge {
+            kad::Mode::Client
+        } else if self.role == Role::Relay || public {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        };
         if self.swarm.behaviour_mut().kad.mode() != mode {
             tracing::info!(?mode, "DHT mode changed");
             self.swarm.behaviour_mut().kad.set_mode(Some(mode));
         }
         if self.role == Role::Relay
+            && !self.bridge
             && !self.providing
             && self.swarm.external_addresses().next().is_some()
         {
@@ -291,7 +299,11 @@ impl EventLoop {
     }
 
     /// Announces this relay under [`RELAYS_KEY`] (again), remembering the routing-table size.
+    /// A bridge never does.
     pub(super) fn announce_relay(&mut self) {
+        if self.bridge {
+            return;
+        }
         let table = self.routing_table_size();
         let key = kad::RecordKey::new(&RELAYS_KEY);
         if self.swarm.behaviour_mut().kad.start_providing(key).is_ok() {

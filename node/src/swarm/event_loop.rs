@@ -4,30 +4,39 @@
 //! and relays is in the sibling modules `dht`, `lan` and `relays`.
 
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use kolokol_protocol::presence::PresenceRecord;
 use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, relay};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, ping, relay};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::config::Policy;
 use crate::config::{Config, Diversity, Role, peer_id_of};
 use crate::error::Result;
 use crate::quota::LogLimit;
 use crate::repeats::Repeats;
 use crate::swarm::admission::{Admission, Ask};
-use crate::swarm::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
+use crate::swarm::behaviour::{
+    BRIDGE_AGENT_VERSION, Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL,
+};
+use crate::swarm::dialer::{Race, Reach, Waiting};
+use crate::swarm::endpoints::Endpoints;
+use crate::swarm::network::Network;
 use crate::swarm::{
-    Command, ConnectedPeer, DeliveryFailure, Inbound, Link, MailboxFailure, MailboxInbound,
-    NetEvent, NetStatus, brief_dial_error, connection_address, innermost, is_relayed,
-    is_unspecified, one_line, without_peer,
+    Command, ConnectedPeer, DeliveryFailure, EndpointsView, Inbound, Link, MailboxFailure,
+    MailboxInbound, NetEvent, NetStatus, connection_address, innermost, is_relayed, is_unspecified,
+    one_line, without_peer,
 };
 use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
@@ -47,6 +56,34 @@ pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
 /// How long a relayed connection to a peer stays open beside a direct one.
 pub(super) const RELAYED_OVERLAP: Duration = Duration::from_secs(2);
 
+/// The shortest time between two "connectivity is back" wake-ups of the outbox and the
+/// mailbox fetcher: a flapping link must not make them retry everything in a loop.
+pub const MIN_RECONNECT_WAKE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// LAN addresses a user node listens on at most (one per private interface address).
+pub const MAX_LAN_LISTENERS: usize = 8;
+
+/// Addresses remembered per relay, to race when its connection must be made again.
+pub const MAX_RELAY_ADDRESSES: usize = 8;
+
+/// Addresses remembered per bootstrap peer (configured ones, then those it announced).
+pub const MAX_BOOTSTRAP_ADDRESSES: usize = 8;
+
+/// A connection the swarm task keeps track of.
+#[derive(Clone, Debug)]
+pub(super) struct Conn {
+    pub(super) peer: PeerId,
+    pub(super) via: Link,
+    /// The remote address: the one dialed, or the one the connection came from.
+    pub(super) address: Multiaddr,
+}
+
+/// A delivery waiting for its acknowledgement, and until when.
+pub(super) struct PendingDelivery {
+    pub(super) reply: oneshot::Sender<std::result::Result<(), DeliveryFailure>>,
+    pub(super) deadline: Instant,
+}
+
 /// The swarm task.
 pub(crate) struct EventLoop {
     pub(super) swarm: Swarm<Behaviour>,
@@ -65,8 +102,37 @@ pub(crate) struct EventLoop {
     pub(super) diversity: Diversity,
     pub(super) diversity_log: LogLimit,
     pub(super) events: mpsc::Sender<NetEvent>,
-    pub(super) pending:
-        HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<(), DeliveryFailure>>>,
+    /// Deliveries awaiting their ack; with those waiting for a race, at most
+    /// [`MAX_PENDING_DELIVERIES`].
+    pub(super) pending: HashMap<OutboundRequestId, PendingDelivery>,
+    /// Which transports the node dials.
+    pub(super) policy: Policy,
+    /// Whether this relay is a bridge: unlisted, never announced, never a DHT server.
+    pub(super) bridge: bool,
+    /// The network the node is on and its interface addresses.
+    pub(super) network: Network,
+    /// What worked and what failed per network (`endpoints`).
+    pub(super) endpoints: Endpoints,
+    /// Races to connect, per peer; at most [`crate::swarm::dialer::MAX_RACES`].
+    pub(super) races: HashMap<PeerId, Race>,
+    /// Dials of races already won, and their addresses; at most
+    /// [`crate::swarm::dialer::MAX_RACE_CANDIDATES`] per race.
+    pub(super) losers: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    /// Peers every address of which failed in the last race, when and why; at most
+    /// [`crate::swarm::dialer::MAX_UNREACHABLE`].
+    pub(super) unreachable: HashMap<PeerId, (Instant, String)>,
+    /// Fires when the next race step is due.
+    pub(super) race_timer: Pin<Box<tokio::time::Sleep>>,
+    /// Whether a user node listens on its LAN addresses (mDNS announces them).
+    pub(super) listen_lan: bool,
+    /// The LAN listeners, per interface address; at most [`MAX_LAN_LISTENERS`].
+    pub(super) lan_listeners: HashMap<Ipv4Addr, ListenerId>,
+    /// Relays that said they are bridges; bounded by [`MAX_KNOWN_RELAYS`].
+    pub(super) bridges: HashSet<PeerId>,
+    /// When the routing tables were last read.
+    pub(super) network_checked: Instant,
+    /// When the outbox was last woken because connectivity came back.
+    pub(super) reconnect_woken: Option<Instant>,
     pub(super) relays: HashMap<PeerId, RelaySlot>,
     pub(super) bootstrap: Vec<BootstrapPeer>,
     /// The address we dialed for each connected peer, so a relay found by identify can be
@@ -77,7 +143,7 @@ pub(crate) struct EventLoop {
     /// change, so callers can wait for a state instead of polling for it.
     pub(super) status: watch::Sender<NetStatus>,
     /// Open connections and how each reaches its peer; bounded by the connection limits.
-    pub(super) connections: HashMap<ConnectionId, (PeerId, Link, Multiaddr)>,
+    pub(super) connections: HashMap<ConnectionId, Conn>,
     /// Peers with a direct connection, and since when, until their relayed connections are
     /// closed; bounded by the connection limits like `connections`.
     pub(super) direct_since: HashMap<PeerId, Instant>,
@@ -163,13 +229,18 @@ pub(super) const RELAY_DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(10
 /// How often the swarm task checks relays and bootstrap peers.
 pub(super) const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Longest wait between two attempts to reach a relay or a bootstrap peer.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest wait between two attempts to reach a relay or a bootstrap peer: while cut off,
+/// each is dialed at most this often, and once the path is back it is found within this.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// A relay we may hold a reservation on.
 pub(super) struct RelaySlot {
-    /// The relay's own address, ending in `/p2p/<relay>`.
+    /// The relay's address the reservation goes through (the one that connected last),
+    /// ending in `/p2p/<relay>`.
     pub(super) address: Multiaddr,
+    /// Every address known for the relay, without `/p2p/`, raced when it must be reached
+    /// again; at most [`MAX_RELAY_ADDRESSES`].
+    pub(super) addresses: Vec<Multiaddr>,
     /// The circuit listener while a reservation is wanted or held.
     pub(super) listener: Option<libp2p::core::transport::ListenerId>,
     /// The circuit address once the reservation is granted.
@@ -181,7 +252,9 @@ pub(super) struct RelaySlot {
 /// A configured bootstrap peer, redialled with backoff while not connected.
 pub(super) struct BootstrapPeer {
     pub(super) peer: PeerId,
-    pub(super) address: Multiaddr,
+    /// Its addresses, each ending in `/p2p/<peer>`, raced together; at most
+    /// [`MAX_BOOTSTRAP_ADDRESSES`].
+    pub(super) addresses: Vec<Multiaddr>,
     pub(super) failures: u32,
     pub(super) next_attempt: Instant,
 }
@@ -202,18 +275,27 @@ impl EventLoop {
         mailbox_inbound: mpsc::Sender<MailboxInbound>,
     ) -> Result<Self> {
         let now = Instant::now();
-        let bootstrap = config
-            .bootstrap
-            .iter()
-            .map(|a| {
-                Ok(BootstrapPeer {
-                    peer: peer_id_of(a)?,
-                    address: a.clone(),
+        let mut bootstrap: Vec<BootstrapPeer> = Vec::new();
+        for a in &config.bootstrap {
+            let peer = peer_id_of(a)?;
+            match bootstrap.iter().position(|b| b.peer == peer) {
+                Some(i) => {
+                    let b = &mut bootstrap[i];
+                    if b.addresses.len() < MAX_BOOTSTRAP_ADDRESSES && !b.addresses.contains(a) {
+                        b.addresses.push(a.clone());
+                    }
+                }
+                None if bootstrap.len() < MAX_BOOTSTRAP_PEERS => bootstrap.push(BootstrapPeer {
+                    peer,
+                    addresses: vec![a.clone()],
                     failures: 0,
                     next_attempt: now,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+                }),
+                None => {}
+            }
+        }
+        let network = Network::new();
+        tracing::info!(network = %network.id, "on network");
         let mut this = Self {
             swarm,
             clock: config.clock.clone(),
@@ -226,6 +308,19 @@ impl EventLoop {
             diversity_log: LogLimit::default(),
             events,
             pending: HashMap::new(),
+            policy: config.transport,
+            bridge: config.bridge,
+            network,
+            endpoints: Endpoints::new(Vec::new()),
+            races: HashMap::new(),
+            losers: HashMap::new(),
+            unreachable: HashMap::new(),
+            race_timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            listen_lan: config.listen_lan,
+            lan_listeners: HashMap::new(),
+            bridges: HashSet::new(),
+            network_checked: now,
+            reconnect_woken: None,
             relays: HashMap::new(),
             bootstrap,
             dialed: HashMap::new(),
@@ -252,8 +347,9 @@ impl EventLoop {
         // Configured bootstrap peers (and the peer cache) are the user's choice: they enter the
         // routing table whatever the diversity rule would say.
         for b in &this.bootstrap {
-            let base = without_peer(&b.address);
-            this.swarm.behaviour_mut().kad.add_address(&b.peer, base);
+            for a in &b.addresses {
+                this.swarm.behaviour_mut().kad.add_address(&b.peer, without_peer(a));
+            }
         }
         if config.dht_diversity.exempt_loopback {
             tracing::warn!(
@@ -270,12 +366,8 @@ impl EventLoop {
 
     /// The peers with a connection of this kind open, sorted.
     fn peers_via(&self, link: Link) -> Vec<PeerId> {
-        let mut peers: Vec<PeerId> = self
-            .connections
-            .values()
-            .filter(|(_, via, _)| *via == link)
-            .map(|(p, _, _)| *p)
-            .collect();
+        let mut peers: Vec<PeerId> =
+            self.connections.values().filter(|c| c.via == link).map(|c| c.peer).collect();
         peers.sort();
         peers.dedup();
         peers
@@ -283,7 +375,7 @@ impl EventLoop {
 
     /// Whether a direct (not relayed) connection to `peer` is open.
     pub(super) fn has_direct(&self, peer: &PeerId) -> bool {
-        self.connections.values().any(|(p, via, _)| p == peer && *via != Link::Relayed)
+        self.connections.values().any(|c| c.peer == *peer && c.via != Link::Relayed)
     }
 
     /// Closes the relayed connections to peers that have had a direct one for
@@ -306,7 +398,7 @@ impl EventLoop {
             let relayed: Vec<ConnectionId> = self
                 .connections
                 .iter()
-                .filter(|(_, (p, via, _))| *p == peer && *via == Link::Relayed)
+                .filter(|(_, c)| c.peer == peer && c.via == Link::Relayed)
                 .map(|(id, _)| *id)
                 .collect();
             for id in relayed {
@@ -325,6 +417,7 @@ impl EventLoop {
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut race_step = self.next_race_step();
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -333,11 +426,35 @@ impl EventLoop {
                     None => break,
                 },
                 _ = tick.tick() => self.maintain(),
+                _ = &mut self.race_timer, if race_step.is_some() => self.step_races(),
+                event = self.network.next_event() => self.on_interface(event),
                 _ = shutdown.changed() => break,
             }
+            // The timer is reset only when the next step moved, not at every event.
+            let next = self.next_race_step();
+            if next != race_step {
+                race_step = next;
+                if let Some(at) = next {
+                    self.race_timer.as_mut().reset(at);
+                }
+            }
         }
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(DeliveryFailure::temporary("the node is shutting down")));
+        for (_, pending) in self.pending.drain() {
+            let _ =
+                pending.reply.send(Err(DeliveryFailure::temporary("the node is shutting down")));
+        }
+        for (_, race) in self.races.drain() {
+            for waiting in race.waiting {
+                match waiting {
+                    Waiting::Delivery { reply, .. } => {
+                        let _ = reply
+                            .send(Err(DeliveryFailure::temporary("the node is shutting down")));
+                    }
+                    Waiting::Mailbox { reply, .. } => {
+                        let _ = reply.send(Err(MailboxFailure::ShuttingDown));
+                    }
+                }
+            }
         }
         for (_, reply) in self.mailbox_pending.drain() {
             let _ = reply.send(Err(MailboxFailure::ShuttingDown));
@@ -347,19 +464,28 @@ impl EventLoop {
 
     pub(super) fn on_command(&mut self, command: Command) {
         match command {
-            Command::Deliver { peer, addresses, envelope, reply } => {
-                if self.pending.len() >= MAX_PENDING_DELIVERIES {
+            Command::Deliver { peer, addresses, envelope, timeout, reply } => {
+                if self.pending.len() + self.waiting_count().0 >= MAX_PENDING_DELIVERIES {
                     let _ = reply
                         .send(Err(DeliveryFailure::temporary("too many deliveries in flight")));
                     return;
                 }
-                let addresses = self.with_lan_addresses(&peer, addresses);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .delivery
-                    .send_request_with_addresses(&peer, envelope, addresses);
-                self.pending.insert(id, reply);
+                match self.reach(peer, addresses) {
+                    Reach::Connected => self.send_delivery(peer, envelope, timeout, reply),
+                    Reach::Racing => {
+                        let waiting = Waiting::Delivery { envelope, timeout, reply };
+                        if let Some(Waiting::Delivery { reply, .. }) =
+                            self.queue_for_race(peer, waiting)
+                        {
+                            let _ = reply.send(Err(DeliveryFailure::temporary(format!(
+                                "cannot reach {peer}"
+                            ))));
+                        }
+                    }
+                    Reach::Unreachable(why) => {
+                        let _ = reply.send(Err(DeliveryFailure::temporary(why)));
+                    }
+                }
             }
             Command::Respond { peer, channel, ack } => {
                 if ack == Ack::Rejected {
@@ -397,44 +523,42 @@ impl EventLoop {
                 let mut peers: Vec<ConnectedPeer> = self
                     .connections
                     .values()
-                    .map(|(peer, via, address)| ConnectedPeer {
-                        peer: *peer,
-                        via: *via,
-                        address: address.clone(),
-                    })
+                    .map(|c| ConnectedPeer { peer: c.peer, via: c.via, address: c.address.clone() })
                     .collect();
                 peers.sort_by_key(|p| (p.peer, p.via));
                 let _ = reply.send(peers);
             }
-            Command::AddBootstrap { address } => match peer_id_of(&address) {
-                Ok(peer)
-                    if self.bootstrap.len() < MAX_BOOTSTRAP_PEERS
-                        && !self.bootstrap.iter().any(|b| b.peer == peer) =>
-                {
-                    // A bundle's peers are hints: they enter the routing table by the same rule as
-                    // any other peer.
-                    self.add_to_routing_table(peer, without_peer(&address));
-                    self.bootstrap.push(BootstrapPeer {
-                        peer,
-                        address,
-                        failures: 0,
-                        next_attempt: Instant::now(),
-                    });
+            Command::AddBootstrap { address } => {
+                if let Ok(peer) = peer_id_of(&address) {
+                    self.add_bootstrap(peer, address);
                 }
-                _ => {}
-            },
+            }
             Command::Mailbox { peer, addresses, request, reply } => {
-                if self.mailbox_pending.len() >= mailbox_wire::MAX_PENDING_REQUESTS {
+                if self.mailbox_pending.len() + self.waiting_count().1
+                    >= mailbox_wire::MAX_PENDING_REQUESTS
+                {
                     let _ = reply.send(Err(MailboxFailure::TooManyInFlight));
                     return;
                 }
-                let addresses = self.with_lan_addresses(&peer, addresses);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .mailbox
-                    .send_request_with_addresses(&peer, request, addresses);
-                self.mailbox_pending.insert(id, reply);
+                match self.reach(peer, addresses) {
+                    Reach::Connected => self.send_mailbox(peer, request, reply),
+                    Reach::Racing => {
+                        if let Some(Waiting::Mailbox { reply, .. }) =
+                            self.queue_for_race(peer, Waiting::Mailbox { request, reply })
+                        {
+                            let _ = reply.send(Err(MailboxFailure::Unreachable {
+                                peer,
+                                reason: "no connection".into(),
+                            }));
+                        }
+                    }
+                    Reach::Unreachable(reason) => {
+                        let _ = reply.send(Err(MailboxFailure::Unreachable { peer, reason }));
+                    }
+                }
+            }
+            Command::Endpoints { reply } => {
+                let _ = reply.send(self.endpoints_view());
             }
             Command::MailboxRespond { channel, response } => {
                 let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, response);
@@ -482,6 +606,16 @@ impl EventLoop {
             },
             hole_punched: self.peers_via(Link::HolePunched),
             relayed: self.peers_via(Link::Relayed),
+            bridges: {
+                let mut bridges: Vec<PeerId> = self
+                    .relays
+                    .iter()
+                    .filter(|(p, s)| s.circuit.is_some() && self.bridges.contains(p))
+                    .map(|(p, _)| *p)
+                    .collect();
+                bridges.sort();
+                bridges
+            },
         }
     }
 
@@ -560,7 +694,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => match e.result {
                 Ok(connection) => {
                     if let Some(entry) = self.connections.get_mut(&connection) {
-                        entry.1 = Link::HolePunched;
+                        entry.via = Link::HolePunched;
                     }
                     tracing::info!(peer = %e.remote_peer_id, "hole punch succeeded: direct connection")
                 }
@@ -574,8 +708,32 @@ impl EventLoop {
             )) => {
                 self.repeats.clear(RESERVATION_LOST, &relay_peer_id.to_string());
                 tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
+                if !renewal {
+                    self.reconnected("a relay reservation was made");
+                }
             }
-            SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            })) => {
+                // A connection that does not answer a ping is dead or stalled (a censor
+                // dropping its packets): close it, so that what is sent to the peer goes over
+                // its other connections, or a new one, instead of into the void.
+                let via = self.connections.get(&connection).map(|c| c.via);
+                tracing::warn!(%peer, ?via, error = %one_line(&e), "no answer on a connection; closing it");
+                self.swarm.close_connection(connection);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                // A circuit through a bridge is for contacts only: as an external address it
+                // would go to every peer in identify.
+                if relay_of_circuit(&address).is_some_and(|r| self.bridges.contains(&r)) {
+                    self.swarm.remove_external_address(&address);
+                }
+                self.update_kad_mode();
+                self.reconnected("an external address was confirmed");
+            }
+            SwarmEvent::ExternalAddrExpired { .. } => {
                 self.update_kad_mode();
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
@@ -587,7 +745,8 @@ impl EventLoop {
                 }
                 let address = connection_address(&endpoint);
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
-                self.connections.insert(connection_id, (peer_id, via, address));
+                let was_connected = !self.connections.is_empty();
+                self.connections.insert(connection_id, Conn { peer: peer_id, via, address });
                 if via == Link::Direct || self.has_direct(&peer_id) {
                     self.direct_since.entry(peer_id).or_insert_with(Instant::now);
                 }
@@ -595,13 +754,25 @@ impl EventLoop {
                     && !is_relayed(address)
                 {
                     self.dialed.insert(peer_id, without_peer(address));
+                    if let Some(slot) = self.relays.get_mut(&peer_id) {
+                        slot.address = without_peer(address).with(Protocol::P2p(peer_id));
+                    }
                 }
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id) {
                     b.failures = 0;
                     self.repeats.clear(BOOTSTRAP_UNREACHABLE, &peer_id.to_string());
                 }
+                if let Some(slot) = self.relays.get_mut(&peer_id) {
+                    slot.failures = 0;
+                    slot.next_attempt = Instant::now();
+                }
+                self.race_connected(peer_id, connection_id);
                 // A full queue only delays the retry until the outbox's next timer.
                 let _ = self.events.try_send(NetEvent::PeerConnected(peer_id));
+                if !was_connected {
+                    self.reconnected("the first connection is up");
+                }
+                self.reserve();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -633,8 +804,12 @@ impl EventLoop {
                         slot.circuit = Some(address);
                     }
                     slot.failures = 0;
+                    self.reconnected("reachable through a relay");
                 } else {
                     tracing::info!(%address, "listening");
+                    if !is_unspecified(&address) {
+                        self.reconnected("a listen address appeared");
+                    }
                     if self.role == Role::Relay
                         && !self.external_configured
                         && !is_unspecified(&address)
@@ -656,9 +831,16 @@ impl EventLoop {
                     self.relays.iter_mut().find(|(_, s)| s.listener == Some(listener_id))
                 {
                     slot.listener = None;
-                    slot.circuit = None;
-                    slot.failures += 1;
-                    slot.next_attempt = Instant::now() + backoff(slot.failures);
+                    // A reservation that worked is made again at once (through another of the
+                    // relay's addresses if this one is blocked now); one that keeps failing
+                    // backs off.
+                    if slot.circuit.take().is_some() {
+                        slot.failures = 0;
+                        slot.next_attempt = Instant::now();
+                    } else {
+                        slot.failures += 1;
+                        slot.next_attempt = Instant::now() + backoff(slot.failures);
+                    }
                     let reason = match &reason {
                         Ok(()) => "the relay closed the connection".to_owned(),
                         Err(e) => innermost(e),
@@ -673,20 +855,8 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-                if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer) {
-                    b.failures += 1;
-                    b.next_attempt = Instant::now() + backoff(b.failures);
-                    let error = brief_dial_error(&error);
-                    if self.repeats.note(
-                        BOOTSTRAP_UNREACHABLE,
-                        peer.to_string(),
-                        error.clone(),
-                        Instant::now(),
-                    ) {
-                        tracing::warn!(%peer, %error, "{BOOTSTRAP_UNREACHABLE}");
-                    }
-                }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, connection_id } => {
+                self.race_dial_failed(peer_id, connection_id, &error);
             }
             _ => {}
         }
@@ -721,7 +891,7 @@ impl EventLoop {
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.pending.remove(&request_id) {
+                    if let Some(PendingDelivery { reply, .. }) = self.pending.remove(&request_id) {
                         let _ = reply.send(match response {
                             Ack::Accepted => Ok(()),
                             // Why it was refused is for the outbox to say: it knows what it
@@ -735,7 +905,7 @@ impl EventLoop {
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                if let Some(reply) = self.pending.remove(&request_id) {
+                if let Some(PendingDelivery { reply, .. }) = self.pending.remove(&request_id) {
                     let _ = reply.send(Err(DeliveryFailure::temporary(format!(
                         "cannot reach {peer}: {}",
                         one_line(&error)
@@ -811,6 +981,12 @@ impl EventLoop {
             }
         }
         let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        if is_relay
+            && info.agent_version == BRIDGE_AGENT_VERSION
+            && self.bridges.len() < MAX_KNOWN_RELAYS
+        {
+            self.bridges.insert(peer);
+        }
         // mDNS finds every libp2p node on the LAN, IPFS nodes and the like included. One that
         // is not a Kolokol node and serves neither as a relay nor in our DHT is of no use, so
         // it is forgotten instead of being listed and cached: a cached peer is dialed at every
@@ -829,13 +1005,31 @@ impl EventLoop {
             // so into the bundles this node exports, so that whoever imports one can still
             // reach the relay when one of its transports is blocked. The address that worked
             // is remembered last, so it stays first in the cache.
+            let others = crate::transport::other_addresses(address, &info.listen_addrs);
             if is_relay {
-                for other in crate::transport::other_addresses(address, &info.listen_addrs) {
+                for other in &others {
                     let _ = self.events.try_send(NetEvent::PeerSeen {
                         peer,
-                        address: other,
+                        address: other.clone(),
                         relay: true,
                     });
+                }
+            }
+            // What it announced is raced with what we had when it must be reached again.
+            if let Some(slot) = self.relays.get_mut(&peer) {
+                for other in &others {
+                    if slot.addresses.len() < MAX_RELAY_ADDRESSES && !slot.addresses.contains(other)
+                    {
+                        slot.addresses.push(other.clone());
+                    }
+                }
+            }
+            if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer) {
+                for other in &others {
+                    let full = other.clone().with(Protocol::P2p(peer));
+                    if b.addresses.len() < MAX_BOOTSTRAP_ADDRESSES && !b.addresses.contains(&full) {
+                        b.addresses.push(full);
+                    }
                 }
             }
             let _ = self.events.try_send(NetEvent::PeerSeen {
@@ -856,10 +1050,24 @@ impl EventLoop {
                 .or_else(|| info.listen_addrs.iter().find(|a| !is_relayed(a)).cloned());
             if let Some(base) = base {
                 tracing::debug!(relay = %peer, %base, "found a relay");
+                let mut addresses = vec![without_peer(&base)];
+                for other in crate::transport::other_addresses(&base, &info.listen_addrs) {
+                    if addresses.len() < MAX_RELAY_ADDRESSES && !addresses.contains(&other) {
+                        addresses.push(other);
+                    }
+                }
+                if let Some(b) = self.bootstrap.iter().find(|b| b.peer == peer) {
+                    for a in b.addresses.iter().map(without_peer) {
+                        if addresses.len() < MAX_RELAY_ADDRESSES && !addresses.contains(&a) {
+                            addresses.push(a);
+                        }
+                    }
+                }
                 self.relays.insert(
                     peer,
                     RelaySlot {
-                        address: base.with(Protocol::P2p(peer)),
+                        address: without_peer(&base).with(Protocol::P2p(peer)),
+                        addresses,
                         listener: None,
                         circuit: None,
                         failures: 0,
@@ -870,4 +1078,105 @@ impl EventLoop {
             }
         }
     }
+
+    /// Connectivity came back (a reservation, a listen address, the first connection, a
+    /// network change): the outbox retries at once instead of waiting out its backoff, and the
+    /// mailboxes are fetched. At most once per [`MIN_RECONNECT_WAKE_INTERVAL`].
+    pub(super) fn reconnected(&mut self, why: &str) {
+        if self.reconnect_woken.is_some_and(|t| t.elapsed() < MIN_RECONNECT_WAKE_INTERVAL) {
+            return;
+        }
+        self.reconnect_woken = Some(Instant::now());
+        tracing::debug!(why, "connectivity is back; retrying what waits");
+        self.forget_unreachable();
+        let _ = self.events.try_send(NetEvent::Reconnected);
+    }
+
+    /// A bootstrap address, added to its peer's (or a new peer, while there are fewer than
+    /// [`MAX_BOOTSTRAP_PEERS`]).
+    pub(super) fn add_bootstrap(&mut self, peer: PeerId, address: Multiaddr) {
+        match self.bootstrap.iter().position(|b| b.peer == peer) {
+            Some(i) => {
+                let b = &self.bootstrap[i];
+                if b.addresses.len() < MAX_BOOTSTRAP_ADDRESSES && !b.addresses.contains(&address) {
+                    self.add_to_routing_table(peer, without_peer(&address));
+                    self.bootstrap[i].addresses.push(address);
+                }
+            }
+            None if self.bootstrap.len() < MAX_BOOTSTRAP_PEERS => {
+                self.add_to_routing_table(peer, without_peer(&address));
+                self.bootstrap.push(BootstrapPeer {
+                    peer,
+                    addresses: vec![address],
+                    failures: 0,
+                    next_attempt: Instant::now(),
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// An interface address came or went: a user node that listens on its LAN follows its
+    /// private addresses, and the network may be another one now.
+    pub(super) fn on_interface(&mut self, event: if_watch::IfEvent) {
+        self.network.apply(event);
+        if self.listen_lan {
+            self.follow_lan();
+        }
+        self.check_network();
+    }
+
+    /// Listens on each private LAN address of the interfaces (a random port each, TCP), and
+    /// stops listening on those that went away.
+    fn follow_lan(&mut self) {
+        let up = self.network.lan_addresses();
+        let gone: Vec<Ipv4Addr> =
+            self.lan_listeners.keys().filter(|ip| !up.contains(ip)).copied().collect();
+        for ip in gone {
+            if let Some(id) = self.lan_listeners.remove(&ip) {
+                self.swarm.remove_listener(id);
+            }
+        }
+        for ip in up {
+            if self.lan_listeners.contains_key(&ip) || self.lan_listeners.len() >= MAX_LAN_LISTENERS
+            {
+                continue;
+            }
+            let address = Multiaddr::empty().with(Protocol::Ip4(ip)).with(Protocol::Tcp(0));
+            match self.swarm.listen_on(address.clone()) {
+                Ok(id) => {
+                    self.lan_listeners.insert(ip, id);
+                }
+                Err(e) => {
+                    tracing::debug!(%address, error = %one_line(&e), "cannot listen on a LAN address")
+                }
+            }
+        }
+    }
+
+    /// Reads the routing tables; a new network forgets which peers were unreachable and wakes
+    /// what waits.
+    pub(super) fn check_network(&mut self) {
+        self.network_checked = Instant::now();
+        if let Some(id) = self.network.check() {
+            tracing::info!(network = %id, "the network changed");
+            self.reconnected("the network changed");
+        }
+    }
+
+    /// What `doctor` shows of the transports: the network and every endpoint dialed on it.
+    pub(super) fn endpoints_view(&self) -> EndpointsView {
+        EndpointsView {
+            network: self.network.id.to_hex(),
+            records: self.endpoints.on_network(self.network.id),
+            policy: self.policy,
+            lan_listen: self.listen_lan,
+            bridges: self.bridges.iter().copied().collect(),
+        }
+    }
+}
+
+/// The relay of a circuit address.
+fn relay_of_circuit(address: &Multiaddr) -> Option<PeerId> {
+    crate::swarm::dialer::relay_of(address)
 }

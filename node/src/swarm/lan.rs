@@ -1,10 +1,11 @@
 //! The swarm task's local network: peers mDNS finds, and the LAN addresses a delivery tries
 //! first.
 
-use libp2p::{Multiaddr, PeerId, mdns};
+use libp2p::mdns;
 
+use crate::swarm::dialer::Reach;
 use crate::swarm::event_loop::EventLoop;
-use crate::swarm::{one_line, without_peer};
+use crate::swarm::without_peer;
 
 /// Peers found on the local network by mDNS that the node remembers at once. libp2p's own list
 /// has no bound, and anyone on the LAN can announce as many peer ids as they like; past this,
@@ -47,11 +48,8 @@ impl EventLoop {
                     }
                 }
                 for peer in new_peers {
-                    if !self.swarm.is_connected(&peer)
-                        && let Err(e) = self.swarm.dial(peer)
-                    {
-                        let e = one_line(&e);
-                        tracing::debug!(%peer, %e, "cannot dial a peer found on the local network");
+                    if let Reach::Unreachable(why) = self.reach(peer, Vec::new()) {
+                        tracing::debug!(%peer, %why, "cannot dial a peer found on the local network");
                     }
                 }
             }
@@ -67,19 +65,6 @@ impl EventLoop {
                     }
                 }
             }
-        }
-    }
-
-    /// The addresses to dial `peer` at: those it announced on the local network first (the
-    /// shortest path, when it is there), then `addresses`.
-    pub(super) fn with_lan_addresses(
-        &self,
-        peer: &PeerId,
-        addresses: Vec<Multiaddr>,
-    ) -> Vec<Multiaddr> {
-        match self.lan.get(peer) {
-            Some(lan) => lan.iter().cloned().chain(addresses).collect(),
-            None => addresses,
         }
     }
 }

@@ -7,25 +7,56 @@ use libp2p::{PeerId, kad};
 use tokio::time::Instant;
 
 use crate::config::Role;
+use crate::swarm::dialer::Reach;
 use crate::swarm::event_loop::{
     EventLoop, RELAY_DISCOVERY_MAX_INTERVAL, TARGET_RESERVATIONS, backoff,
 };
+use crate::swarm::network::NETWORK_CHECK_INTERVAL;
 use crate::swarm::{NetEvent, RELAYS_KEY, one_line};
 
 impl EventLoop {
-    /// Asks for reservations until [`TARGET_RESERVATIONS`] listeners are up.
+    /// Asks for reservations until [`TARGET_RESERVATIONS`] listeners are up (or racing to be):
+    /// through the connection to a relay when there is one, else after a race to every
+    /// address known for it.
     pub(super) fn reserve(&mut self) {
+        if self.role != Role::Node {
+            return;
+        }
         let now = Instant::now();
-        let mut active = self.relays.values().filter(|s| s.listener.is_some()).count();
+        let mut active = self
+            .relays
+            .iter()
+            .filter(|(p, s)| s.listener.is_some() || self.races.contains_key(p))
+            .count();
         let candidates: Vec<PeerId> = self
             .relays
             .iter()
-            .filter(|(_, s)| s.listener.is_none() && s.next_attempt <= now)
+            .filter(|(p, s)| {
+                s.listener.is_none() && s.next_attempt <= now && !self.races.contains_key(p)
+            })
             .map(|(p, _)| *p)
             .collect();
         for peer in candidates {
             if active >= TARGET_RESERVATIONS {
                 break;
+            }
+            if !self.swarm.is_connected(&peer) {
+                let addresses =
+                    self.relays.get(&peer).map(|s| s.addresses.clone()).unwrap_or_default();
+                match self.reach(peer, addresses) {
+                    Reach::Racing => active += 1,
+                    Reach::Connected => {}
+                    Reach::Unreachable(why) => {
+                        if let Some(slot) = self.relays.get_mut(&peer) {
+                            slot.failures += 1;
+                            slot.next_attempt = now + backoff(slot.failures);
+                        }
+                        tracing::debug!(relay = %peer, %why, "cannot reach a relay now");
+                    }
+                }
+                if !self.swarm.is_connected(&peer) {
+                    continue;
+                }
             }
             let Some(slot) = self.relays.get_mut(&peer) else { continue };
             let circuit = slot.address.clone().with(Protocol::P2pCircuit);
@@ -57,6 +88,10 @@ impl EventLoop {
             );
         }
         self.close_relayed_duplicates();
+        self.expire_deliveries();
+        if now.duration_since(self.network_checked) >= NETWORK_CHECK_INTERVAL {
+            self.check_network();
+        }
         if self.role == Role::Node {
             self.reserve();
             let reserved = self.relays.values().filter(|s| s.circuit.is_some()).count();
@@ -88,13 +123,22 @@ impl EventLoop {
                 );
             }
         }
-        for b in &mut self.bootstrap {
-            if b.next_attempt <= now && !self.swarm.is_connected(&b.peer) {
+        let due: Vec<(PeerId, Vec<libp2p::Multiaddr>)> = self
+            .bootstrap
+            .iter_mut()
+            .filter(|b| b.next_attempt <= now)
+            .map(|b| {
+                // The next try waits for this race's outcome, which sets it again.
                 b.next_attempt = now + backoff(b.failures + 1);
-                if let Err(e) = self.swarm.dial(b.address.clone()) {
-                    let e = one_line(&e);
-                    tracing::debug!(peer = %b.peer, %e, "bootstrap dial not started");
-                }
+                (b.peer, b.addresses.clone())
+            })
+            .collect();
+        for (peer, addresses) in due {
+            if self.swarm.is_connected(&peer) || self.races.contains_key(&peer) {
+                continue;
+            }
+            if let Reach::Unreachable(why) = self.reach(peer, addresses) {
+                tracing::debug!(%peer, %why, "bootstrap dial not started");
             }
         }
     }

@@ -4,7 +4,10 @@
 use proptest::prelude::*;
 
 use crate::Error;
-use crate::chunk::{CHUNK_LEN, MAX_CHUNKED_LEN, MAX_CHUNKS, MAX_UNCHUNKED_LEN, check, join, split};
+use crate::chunk::{
+    CHUNK_LEN, CHUNK_LEN_4, MAX_CHUNKED_LEN, MAX_CHUNKS, MAX_UNCHUNKED_LEN, check, join, split,
+    split_with,
+};
 use crate::codec;
 use crate::envelope::{self, Advertisement, Payload};
 use crate::identity::Identity;
@@ -105,6 +108,94 @@ fn every_chunk_travels_in_a_full_size_envelope_of_either_kind() {
         let content = payload.content().clone();
         assert_eq!(opened.content, content);
     }
+}
+
+/// Finding 4 of issue 15, long messages: a format 4 first contact (the ML-KEM ciphertext, the
+/// sender's certificate, advertisement, hybrid prekey and mailbox address) has room for a
+/// [`CHUNK_LEN_4`] chunk, not a [`CHUNK_LEN`] one, so a long message can be the first one on a
+/// format 4 conversation; and every such chunk envelope is full size.
+#[test]
+fn a_format_4_chunk_fits_a_format_4_first_contact_with_every_field() {
+    use crate::kem;
+    use crate::mailbox_key::MailboxKey;
+    use crate::prekey::{HybridPrekey, HybridPrekeySecret};
+    let (alice, bob) =
+        (Identity::from_secrets([1; 32], [2; 32]), Identity::from_secrets([3; 32], [4; 32]));
+    let certificate = alice.certify(NOW - 10, NOW + 10).unwrap();
+    let advertisement = Advertisement { seq: u32::MAX, public: [9; 32], seed: [9; 32] };
+    let secret = |n: u8| HybridPrekeySecret {
+        x25519: zeroize::Zeroizing::new([n; 32]),
+        kem_seed: zeroize::Zeroizing::new([n; kem::SEED_LEN]),
+    };
+    let bob_prekey = HybridPrekey::sign(&bob, &secret(5), NOW - 10, NOW + 1000).unwrap();
+    let alice_prekey = HybridPrekey::sign(&alice, &secret(6), NOW - 10, NOW + 1000).unwrap();
+    let bob_mailbox = MailboxKey::from_secret(&[7; 32]);
+    let alice_mailbox = MailboxKey::from_secret(&[8; 32]);
+    let seal = |content: Content| {
+        let payload = Payload::V2 {
+            certificate: Some(certificate.clone()),
+            advertisement: Some(advertisement.clone()),
+            prekey: Some(alice_prekey.clone()),
+            mailbox: Some(*alice_mailbox.address()),
+            content,
+        };
+        envelope::seal_first_contact_4(
+            alice.device(),
+            &bob_prekey,
+            bob_mailbox.address(),
+            bob.identity_key(),
+            &payload,
+            [5; 32],
+            [6; 32],
+        )
+    };
+    let longest = text(MAX_TEXT_LEN, 3);
+    let chunks = split_with(&longest, CHUNK_LEN_4).unwrap();
+    assert!(chunks.len() <= MAX_CHUNKS as usize, "the longest text fits in {MAX_CHUNKS} chunks");
+    for content in [chunks[0].clone(), chunks[chunks.len() - 1].clone()] {
+        let sealed = seal(content.clone()).unwrap();
+        assert_eq!(sealed.len(), envelope::MAX_ENVELOPE_LEN);
+        let opened = envelope::open_first_contact_4(
+            &bob_prekey,
+            &secret(5),
+            bob_mailbox.address(),
+            bob.identity_key(),
+            &sealed,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(opened.content, content);
+        assert!(opened.content.body.is_valid());
+    }
+    assert_eq!(join_all(&chunks).unwrap(), longest.body);
+    // A chunk of the older length does not fit, which is why the shorter one exists.
+    assert!(seal(split(&longest).unwrap()[0].clone()).is_err());
+    // Nor does one of 14 bytes more than the format 4 length: the margin is 13.
+    let mut over = chunks[0].clone();
+    if let Body::Chunk { data, .. } = &mut over.body {
+        data.resize(CHUNK_LEN_4 + 14, 0);
+    }
+    assert!(seal(over).is_err());
+}
+
+#[test]
+fn chunks_of_either_length_check_and_mixed_lengths_do_not_join() {
+    let len = (CHUNK_LEN + 1) as u32;
+    check(1, 2, len, &vec![0u8; CHUNK_LEN_4]).unwrap();
+    check(1, 2, len, &vec![0u8; CHUNK_LEN]).unwrap();
+    assert!(check(0, 2, len, &vec![0u8; CHUNK_LEN_4 + 1]).is_err(), "not a chunk length");
+    // The count is that of chunks of the data's own length.
+    let len = (2 * CHUNK_LEN_4 + 100) as u32;
+    check(0, 3, len, &vec![0u8; CHUNK_LEN_4]).unwrap();
+    assert!(check(0, 3, len, &vec![0u8; CHUNK_LEN]).is_err());
+    let content = text(CHUNK_LEN_4 * 2, 4);
+    let short = split_with(&content, CHUNK_LEN_4).unwrap();
+    let long = split_with(&content, CHUNK_LEN).unwrap();
+    assert_eq!(join_all(&short).unwrap(), content.body);
+    assert_eq!(join_all(&long).unwrap(), content.body);
+    let mixed = [short[0].clone(), long[1].clone(), short[2].clone()];
+    assert!(join_all(&mixed).is_err());
+    assert!(split_with(&content, 1000).is_err(), "only the chunk lengths");
 }
 
 #[test]

@@ -7,10 +7,10 @@ use crate::codec::{decode, encode};
 use crate::message::{Body, Content, MAX_TEXT_LEN};
 
 #[test]
-fn a_numbered_text_is_variant_five_with_series_seq_and_text() {
+fn a_numbered_text_is_variant_six_with_series_seq_and_text() {
     let body = Body::NumberedText { series: 0x0102_0304_0506_0708, seq: 3, text: "hi".into() };
     let bytes = encode(&body).unwrap();
-    let mut expected = vec![0, 0, 0, 5];
+    let mut expected = vec![0, 0, 0, 6];
     expected.extend_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
     expected.extend_from_slice(&3u64.to_be_bytes());
     expected.extend_from_slice(&2u64.to_be_bytes());

@@ -1,6 +1,7 @@
 //! T17: the fingerprint audit of everything the censor saw. Its own traffic (messages both ways
 //! and a mailbox delivery through the relay's advertised transport) plus the captures of every
-//! scenario run before it in the same run are searched, stream by stream, for libp2p's
+//! scenario run before it in the same run with the same flags (a `:stealth` row searches only
+//! the `:stealth` rows' captures, and the others only theirs) are searched, stream by stream, for libp2p's
 //! identifying strings; the protected flows must also be TLS records from their first byte, pass
 //! the T5 heuristic, and be labelled TLS by nDPI.
 
@@ -30,10 +31,14 @@ fn instrument(ip: Ipv4Addr) -> bool {
         || ip == BORDER_CENSOR
 }
 
-/// Every capture file of this run.
-fn captures(run_dir: &std::path::Path) -> Vec<PathBuf> {
+/// Every capture file of this run's scenarios that ran with the same flags as this one: the
+/// `:stealth` rows' (directories `T3-stealth`) when `stealth_only`, else the others'.
+fn captures(run_dir: &std::path::Path, stealth_only: bool) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for scenario in std::fs::read_dir(run_dir).into_iter().flatten().flatten() {
+    let same_flags = |dir: &std::fs::DirEntry| {
+        dir.file_name().to_string_lossy().ends_with("-stealth") == stealth_only
+    };
+    for scenario in std::fs::read_dir(run_dir).into_iter().flatten().flatten().filter(same_flags) {
         for f in std::fs::read_dir(scenario.path()).into_iter().flatten().flatten() {
             if f.path().extension().is_some_and(|e| e == "pcap") {
                 files.push(f.path());
@@ -162,7 +167,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut tls_flows = 0;
     let mut fet_flagged = 0;
     let mut ports: BTreeSet<u16> = BTreeSet::new();
-    let files = captures(&ctx.env.run_dir);
+    let files = captures(&ctx.env.run_dir, ctx.env.extra.stealth_only);
     for file in &files {
         let flows = capture::flows(&capture::read_pcap(file)?);
         let mut file_hits = 0;

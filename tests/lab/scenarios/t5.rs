@@ -133,12 +133,17 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             ));
         }
         ctx.outcome.delivery.push(d);
-        ctx.outcome.notes.push(
-            "Kolokol passes this rule only because today's first payload is the plaintext multistream header, which is \
-             mostly printable (Ex2/Ex3): exactly what T3's signature blocks. The stealth transport must keep passing it with \
-             a TLS ClientHello (Ex5)."
-                .into(),
-        );
+        let quic = ctx.relay_addrs("relay").iter().any(|a| a.contains("/quic-v1"));
+        ctx.outcome.notes.push(if verdicts.is_empty() && quic {
+            "None of alice's connections abroad was TCP: her node reached the relay over QUIC (UDP), which this \
+             classifier, like the GFW's, never looks at. That passes this censor, but says nothing about how her TCP \
+             flows would be judged; the `:stealth` row (TCP to the stealth listener only) measures that."
+                .to_owned()
+        } else {
+            "A first payload passes this rule when it is mostly printable (Ex2/Ex3: the plaintext multistream header, \
+             which T3's signature blocks) or a TLS ClientHello (Ex5: the stealth transport)."
+                .to_owned()
+        });
     }
     ctx.timeline(&[("protected", "protected")]);
     Ok(())

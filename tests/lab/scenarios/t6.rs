@@ -35,8 +35,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         "add rule inet censor filter_pre ip saddr . ip daddr . tcp dport @penalty3 counter drop comment \"t6-penalty\"\n\
          add rule inet censor nat_pre iifname \"{lan}\" meta l4proto tcp ip daddr != {COUNTRY_NET} tcp dport {{ 53, 80, 443 }} counter redirect to :{PROXY_PORT} comment \"t6-classify\"\n\
          add rule inet censor forward iifname \"{lan}\" oifname \"{up}\" ip daddr {control} meta l4proto tcp tcp dport != {{ 53, 80, 443 }} counter drop comment \"t6-control-ports\"\n\
-         add rule inet censor forward iifname \"{lan}\" oifname \"{up}\" meta l4proto tcp tcp dport != {{ 53, 80, 443 }} counter drop comment \"t6-ports\"\n"
+         add rule inet censor forward iifname \"{lan}\" oifname \"{up}\" meta l4proto tcp tcp dport != {{ 53, 80, 443 }} counter drop comment \"t6-ports\"\n\
+         add rule inet censor forward iifname \"{lan}\" oifname \"{up}\" meta l4proto udp udp dport != 53 counter drop comment \"t6-udp\"\n"
     );
+    // UDP is not on the allowlist (only DNS is): without the last rule, QUIC on 4001, which
+    // relays offer by default, would cross the border untouched and T6 would measure nothing.
     let policy = crate::proxy::Policy {
         mode: "allowlist".into(),
         penalty: Some("src_dst".into()),
@@ -44,7 +47,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         action: "drop".into(),
         ..Default::default()
     };
-    ctx.outcome.rule = "only TCP 53/80/443 across the border, first payload must be DNS, HTTP or a TLS ClientHello; else drop, 60 s lock".into();
+    ctx.outcome.rule = "only TCP 53/80/443 (and UDP 53) across the border, first payload must be DNS, HTTP or a TLS ClientHello; else drop, 60 s lock".into();
     ctx.outcome.rule_detail = format!(
         "{script}censor proxy policy: {}\n(every connection open before the rule is reset once)",
         serde_json::to_string(&policy)?

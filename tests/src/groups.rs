@@ -1,0 +1,366 @@
+//! Private groups on real nodes through a relay: five members, two of them offline while texts
+//! and changes go by, who catch up from their mailboxes, each text shown once and each
+//! writer's in order; a member removed, then handed envelopes sent after the removal (taken
+//! from a mailbox) that their node cannot open; two admins renaming at once and every member
+//! ending on the same name; changes forged by a plain member, and one forged in an admin's
+//! name, changing nothing.
+
+use kolokol_node::{Node, Role, RunningNode};
+use kolokol_protocol::control::{Event, GroupText};
+use kolokol_protocol::conversation::{Conversation, Randomness};
+use kolokol_protocol::envelope;
+use kolokol_protocol::group::{Action, GroupBody, GroupMessage, GroupOp, OpBody};
+use kolokol_protocol::mailbox::{Operation, Proof, Request, Response, mailbox_id, period_of};
+use kolokol_protocol::message::{Body, Content};
+use tokio::sync::broadcast;
+
+use crate::support::{Net, TIMEOUT, introduce, raw_mailbox_requests};
+
+/// Waits until `check` holds at `node`, looking again after each event of its stream: every
+/// change to a group or its texts is announced, so nothing can change unseen.
+async fn until(events: &mut broadcast::Receiver<Event>, mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(TIMEOUT, async {
+        while !check() {
+            match events.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the node stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the group reached the expected state in time");
+}
+
+/// The group's name, status and member count at `node`.
+fn group_at(node: &Node, id: &str) -> Option<(String, String, u32, u64)> {
+    node.groups()
+        .expect("groups")
+        .into_iter()
+        .find(|g| g.id == id)
+        .map(|g| (g.name, g.status, g.members, g.changes))
+}
+
+fn texts(node: &Node, group: &str) -> Vec<GroupText> {
+    node.group_messages(group, 1000).expect("messages").messages
+}
+
+/// A relay and `names.len()` users on it; the first is a contact of each of the others (who
+/// do not know each other), creates a group called "family" and adds them all. Returns the
+/// relay, its address, the users and the group id, once every one of them has joined.
+async fn family(
+    net: &Net,
+    names: &[&str],
+) -> (RunningNode, libp2p::Multiaddr, Vec<RunningNode>, String) {
+    let (relay, relay_addr) = net.relay("relay").await;
+    let mut users = Vec::new();
+    for name in names {
+        users.push(net.user(name, std::slice::from_ref(&relay_addr)).await);
+    }
+    for (i, user) in users.iter().enumerate().skip(1) {
+        introduce(&users[0].node(), names[0], &user.node(), names[i]).await;
+    }
+    let mut subscriptions: Vec<_> = users.iter().map(|u| u.node().subscribe()).collect();
+    let created = users[0].node().group_create("family", Some(names[0])).await.expect("create");
+    let others: Vec<String> = names[1..].iter().map(|n| n.to_string()).collect();
+    users[0].node().group_invite("family", &others, None, false).await.expect("invite");
+    for (user, events) in users.iter().zip(subscriptions.iter_mut()) {
+        let node = user.node();
+        until(events, || {
+            group_at(&node, &created.id).is_some_and(|(_, status, members, _)| {
+                status == "member" && members == names.len() as u32
+            })
+        })
+        .await;
+    }
+    (relay, relay_addr, users, created.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_across_a_relay_two_offline_catch_up_from_their_mailboxes() {
+    let net = Net::new();
+    let names = ["alice", "bob", "carol", "dave", "erin"];
+    let (relay, relay_addr, mut users, group) = family(&net, &names).await;
+    // Every member sees all five, with names: contacts by their contact names, the others by
+    // the names Alice listed them under.
+    let members = users[1].node().group_members(&group).expect("members");
+    let mut seen: Vec<&str> = members.members.iter().map(|m| m.name.as_str()).collect();
+    seen.sort();
+    assert_eq!(seen, names);
+    assert!(members.members.iter().any(|m| m.name == "alice" && m.admin));
+
+    // Dave and Erin go offline.
+    let erin = users.pop().expect("erin");
+    let dave = users.pop().expect("dave");
+    dave.shutdown().await;
+    erin.shutdown().await;
+    let (alice, bob, carol) = (users[0].node(), users[1].node(), users[2].node());
+
+    // Bob writes three texts, Carol one, Alice renames the group meanwhile.
+    let mut bob_ids = Vec::new();
+    for i in 1..=3 {
+        let sent = bob.group_send(&group, &format!("bob {i}")).await.expect("send");
+        assert_eq!(sent.recipients, 4);
+        assert_eq!((sent.delivered, sent.stored), (2, 2), "{sent:?}");
+        bob_ids.push(sent.id);
+    }
+    alice.group_rename(&group, "the family").await.expect("rename");
+    let carol_sent = carol.send("the family", "carol here").await.expect("send by name");
+    assert_eq!(carol_sent.state, "stored", "{:?}", carol_sent.detail);
+    assert_eq!(
+        carol_sent.detail.as_deref(),
+        Some("delivered to 2 of 4 members; 2 stored in their mailboxes")
+    );
+
+    // Alice, online, has all four texts with their writers' names.
+    let at_alice: Vec<(String, String)> =
+        texts(&alice, &group).into_iter().map(|t| (t.from, t.text)).collect();
+    assert_eq!(
+        at_alice,
+        [("bob", "bob 1"), ("bob", "bob 2"), ("bob", "bob 3"), ("carol", "carol here")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+
+    // Dave and Erin come back and catch up from their mailboxes: the rename and the texts,
+    // each once, Bob's in his order.
+    let mut back = Vec::new();
+    for name in ["dave", "erin"] {
+        let node = net.start(name, Role::Node, std::slice::from_ref(&relay_addr)).await;
+        let mut events = node.node().subscribe();
+        let n = node.node();
+        until(&mut events, || {
+            group_at(&n, &group).is_some_and(|(name, ..)| name == "the family")
+                && texts(&n, &group).len() == 4
+        })
+        .await;
+        // A second fetch finds nothing new, and nothing is shown twice.
+        n.fetch_mailboxes().await;
+        let got = texts(&n, &group);
+        let bob_texts: Vec<&str> = got
+            .iter()
+            .filter(|t| t.from_peer_id == bob.peer_id().to_string())
+            .map(|t| t.text.as_str())
+            .collect();
+        assert_eq!(bob_texts, ["bob 1", "bob 2", "bob 3"]);
+        assert_eq!(got.iter().filter(|t| t.text == "carol here").count(), 1);
+        assert!(got.iter().all(|t| t.missing_before == 0));
+        // Dave is not Bob's contact: Bob shows under the name Alice listed him under.
+        assert!(got.iter().any(|t| t.from == "bob"));
+        assert_eq!(group_at(&n, &group).map(|g| g.2), Some(5));
+        back.push(node);
+    }
+    // Bob's copies to Dave and Erin end delivered: their nodes answer what they fetched with
+    // receipts (or Bob's next attempt reaches them directly).
+    let mut events = bob.subscribe();
+    until(&mut events, || {
+        texts(&bob, &group).iter().filter(|t| t.from_me).all(|t| t.delivered == Some(4))
+    })
+    .await;
+    for u in users.into_iter().chain(back) {
+        u.shutdown().await;
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_obtains_what_is_sent_after_but_cannot_open_it() {
+    let net = Net::new();
+    let (relay, relay_addr, users, group) = family(&net, &["alice", "bob", "carol"]).await;
+    let (alice, bob, carol) = (users[0].node(), users[1].node(), users[2].node());
+    // Before the removal Carol reads the group.
+    let mut carol_events = carol.subscribe();
+    bob.group_send(&group, "before").await.expect("send");
+    until(&mut carol_events, || texts(&carol, &group).iter().any(|t| t.text == "before")).await;
+
+    alice.group_remove(&group, "carol").await.expect("remove");
+    until(&mut carol_events, || {
+        group_at(&carol, &group).is_some_and(|(_, status, ..)| status == "removed")
+    })
+    .await;
+    let mut bob_events = bob.subscribe();
+    until(&mut bob_events, || group_at(&bob, &group).is_some_and(|g| g.2 == 2)).await;
+
+    // Alice goes offline, so Bob's next text waits for her, sealed, in her mailbox on the
+    // relay; Carol, who runs that relay's disk, takes the envelope out and into her own
+    // mailbox, and her node fetches it.
+    // Her node's last handle goes with it, so the store is free for her next start.
+    drop(alice);
+    let mut users = users;
+    users.remove(0).shutdown().await;
+    let sent = bob.group_send(&group, "after the removal").await.expect("send");
+    assert_eq!((sent.recipients, sent.stored), (1, 1), "Carol is no longer sent a copy");
+    let alice_identity = net.identity("alice");
+    let now = kolokol_node::clock::unix_secs();
+    let alice_box = mailbox_id(alice_identity.identity_key(), period_of(now));
+    let proof = Proof::sign(&alice_identity, &alice_box, Operation::Fetch, now, &[]).expect("sign");
+    let items = match raw_mailbox_requests(
+        &relay_addr,
+        vec![Request::Fetch { mailbox_id: alice_box, proof }],
+    )
+    .await
+    .pop()
+    {
+        Some(Response::Items { items, .. }) => items,
+        other => panic!("the relay answered {other:?}"),
+    };
+    assert!(!items.is_empty(), "the copy for Alice is in her mailbox");
+    let carol_identity = net.identity("carol");
+    let carol_box = mailbox_id(carol_identity.identity_key(), period_of(now));
+    // With Carol's own keys: a conversation envelope names a receive key Carol never had, and
+    // no envelope opens as a first contact to her.
+    for item in &items {
+        let header = envelope::peek(&item.envelope).expect("a header");
+        if let Some(key_id) = header.key_id {
+            assert!(!carol.receive_key_ids(&bob.peer_id()).expect("ids").contains(&key_id));
+        }
+        assert!(
+            envelope::open_first_contact(
+                carol_identity.device(),
+                carol_identity.identity_key(),
+                &item.envelope,
+                now
+            )
+            .is_err()
+        );
+    }
+    let deposits: Vec<Request> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| Request::Deposit {
+            mailbox_id: carol_box,
+            item_id: [0xc0 + i as u8; 16],
+            envelope: item.envelope.clone(),
+            expires_at: now + 3600,
+        })
+        .collect();
+    assert!(
+        raw_mailbox_requests(&relay_addr, deposits).await.iter().all(|r| *r == Response::Stored)
+    );
+    // Her node takes them (and drops them: they do not open), and shows nothing new.
+    assert_eq!(carol.fetch_mailboxes().await, items.len());
+    let at_carol = texts(&carol, &group);
+    assert!(at_carol.iter().all(|t| t.text != "after the removal"), "{at_carol:?}");
+    assert!(carol.inbox(100).expect("inbox").iter().all(|m| m.text != "after the removal"));
+    // Nor can Carol write to the group any more.
+    assert!(carol.group_send(&group, "still here?").await.is_err());
+    // Alice, back, reads it.
+    let alice = net.start("alice", Role::Node, std::slice::from_ref(&relay_addr)).await;
+    let mut events = alice.node().subscribe();
+    let a = alice.node();
+    until(&mut events, || texts(&a, &group).iter().any(|t| t.text == "after the removal")).await;
+    for n in users.into_iter().chain([alice, relay]) {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_renames_by_two_admins_converge_everywhere() {
+    let net = Net::new();
+    let (relay, _, users, group) = family(&net, &["alice", "bob", "carol"]).await;
+    let (alice, bob, carol) = (users[0].node(), users[1].node(), users[2].node());
+    let mut subscriptions: Vec<_> = [&alice, &bob, &carol].iter().map(|n| n.subscribe()).collect();
+    // Alice makes Bob an admin; everyone has the four changes (create, two adds, promotion).
+    alice.group_invite(&group, &["bob".to_owned()], None, true).await.expect("promote");
+    for (node, events) in [&alice, &bob, &carol].into_iter().zip(subscriptions.iter_mut()) {
+        until(events, || group_at(node, &group).is_some_and(|g| g.3 == 4)).await;
+    }
+    assert!(bob.group_members(&group).expect("members").group.admin);
+
+    // Both rename at once, each before seeing the other's.
+    let (a, b) =
+        tokio::join!(alice.group_rename(&group, "by alice"), bob.group_rename(&group, "by bob"));
+    a.expect("alice renames");
+    b.expect("bob renames");
+    for (node, events) in [&alice, &bob, &carol].into_iter().zip(subscriptions.iter_mut()) {
+        until(events, || group_at(node, &group).is_some_and(|g| g.3 == 6)).await;
+    }
+    let names: Vec<String> =
+        [&alice, &bob, &carol].iter().map(|n| group_at(n, &group).expect("group").0).collect();
+    assert!(names[0] == "by alice" || names[0] == "by bob", "{names:?}");
+    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    for u in users.into_iter().chain([relay]) {
+        u.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_forged_by_a_plain_member_change_nothing() {
+    let net = Net::new();
+    let (relay, relay_addr, users, group) = family(&net, &["alice", "bob", "carol"]).await;
+    let bob = users[1].node();
+    let before = bob.group_members(&group).expect("members");
+
+    // Carol, a plain member, signs changes with her own key on top of the record's current
+    // version, and one in Alice's name, seals them in an envelope to Bob herself, and leaves
+    // it in his mailbox.
+    let carol = net.identity("carol");
+    let now = kolokol_node::clock::unix_secs();
+    let group_id = kolokol_protocol::message::parse_id(&group).expect("a group id");
+    let parents: Vec<[u8; 32]> = before.group.heads.iter().map(|h| hex32(h)).collect();
+    let alice_key = *net.identity("alice").identity_key();
+    let mallory = kolokol_protocol::identity::Identity::from_secrets([77; 32], [78; 32]);
+    let mallory = kolokol_protocol::group::Member {
+        certificate: mallory.certify(now - 60, now + 3600).expect("certificate"),
+        name: "mallory".into(),
+        admin: true,
+    };
+    let body = |author: [u8; 32], action| OpBody {
+        group: group_id,
+        lamport: before.group.version + 1,
+        parents: parents.clone(),
+        author,
+        action,
+    };
+    let mine = *carol.identity_key();
+    let mut in_alices_name =
+        GroupOp::sign(&carol, body(mine, Action::Rename { name: "forged".into() })).expect("sign");
+    in_alices_name.body.author = alice_key;
+    let forged = vec![
+        GroupOp::sign(&carol, body(mine, Action::Rename { name: "carol's now".into() }))
+            .expect("sign"),
+        GroupOp::sign(&carol, body(mine, Action::Add { member: mallory })).expect("sign"),
+        GroupOp::sign(&carol, body(mine, Action::Remove { identity: alice_key })).expect("sign"),
+        in_alices_name,
+    ];
+    let content = Content {
+        id: [0x5a; 16],
+        sent_at_ms: now * 1000,
+        body: Body::Group(GroupMessage { group: group_id, body: GroupBody::Ops { ops: forged } }),
+    };
+    let bob_certificate = net.identity("bob").certify(now - 60, now + 3600).expect("cert");
+    let carol_certificate = carol.certify(now - 60, now + 3600).expect("certificate");
+    let mut conversation = Conversation::new(bob_certificate, now).expect("conversation");
+    let random = Randomness::from_bytes([0x42; Randomness::LEN]);
+    let sealed =
+        conversation.seal(carol.device(), &carol_certificate, &content, random, now).expect("seal");
+    let bob_key = kolokol_protocol::safety::identity_key(&bob.peer_id()).expect("key");
+    let deposit = Request::Deposit {
+        mailbox_id: mailbox_id(&bob_key, period_of(now)),
+        item_id: [0x5a; 16],
+        envelope: sealed,
+        expires_at: now + 3600,
+    };
+    assert_eq!(raw_mailbox_requests(&relay_addr, vec![deposit]).await, [Response::Stored]);
+    let mut events = bob.subscribe();
+    assert_eq!(bob.fetch_mailboxes().await, 1);
+    // The three well-signed changes are kept (Carol is a member, they are part of the record)
+    // but take no effect; the one in Alice's name does not verify and is not kept.
+    until(&mut events, || {
+        bob.group_members(&group).is_ok_and(|m| m.group.changes == before.group.changes + 3)
+    })
+    .await;
+    let after = bob.group_members(&group).expect("members");
+    assert_eq!(after.group.name, "family");
+    assert_eq!(after.members, before.members);
+    for u in users.into_iter().chain([relay]) {
+        u.shutdown().await;
+    }
+}
+
+/// 32 bytes from 64 hex digits.
+fn hex32(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    out
+}
