@@ -1479,9 +1479,16 @@ async fn send(
             }
         }
     };
-    let result = tokio::select! {
-        result = first_outcome(&mut events, &mut client, &committed.id) => result?,
-        _ = interrupt.recv() => return interrupted(&committed, dir, json_out),
+    // A group text comes back with its first attempts made (its summed state, or `queued`
+    // with a detail); a contact's text comes back `queued` with none, and its first attempt's
+    // outcome follows as events.
+    let result = if committed.state != "queued" || committed.detail.is_some() {
+        committed
+    } else {
+        tokio::select! {
+            result = first_outcome(&mut events, &mut client, &committed.id) => result?,
+            _ = interrupt.recv() => return interrupted(&committed, dir, json_out),
+        }
     };
     if json_out {
         print_json(&result)?;

@@ -1015,8 +1015,8 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
     let (a, b, c) = (dir("alice"), dir("bob"), dir("carol"));
     let mut relay =
         Daemon::start(&dir("relay"), &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
-    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
     let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
     let _alice = Daemon::start(&a, &node);
     let _bob = Daemon::start(&b, &node);

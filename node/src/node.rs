@@ -276,10 +276,19 @@ impl Node {
         self.0.outbox.send(contact, text).await
     }
 
-    /// Commits a text to the outbox for a contact and returns at once, `queued`; the outbox
-    /// makes the first attempt and `state` events tell how it goes (`send` with `wait: false`).
+    /// Commits a text to the outbox for a contact and returns at once, `queued` with no detail;
+    /// the outbox makes the first attempt and `state` events tell how it goes (`send` with
+    /// `wait: false`). A name that is a group's and no contact's is sent as [`Node::send`]
+    /// does: the copies are committed and attempted together, and the answer is their summed
+    /// state, which has a detail unless every member has it.
     pub async fn enqueue(&self, to: &str, text: &str) -> Result<control::SendResult> {
-        let contact = self.0.contacts.get(to)?;
+        let contact = match self.0.contacts.get(to) {
+            Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
+                Ok(_) => return self.group_send(to, text).await.map(group_send_summary),
+                Err(_) => return Err(Error::UnknownContact(name)),
+            },
+            other => other?,
+        };
         self.0.outbox.enqueue(contact, text).await
     }
 
