@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use kolokol_protocol::control::{Event, Notification, Request, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -20,17 +20,40 @@ pub struct Client {
     pending_events: std::collections::VecDeque<Event>,
 }
 
-/// The error a failed request carries, so the caller can tell daemon-side failures apart.
+/// The error a failed request carries, so the caller can tell daemon-side failures apart:
+/// the JSON-RPC error code and the daemon's message.
 #[derive(Debug)]
-pub struct RpcFailure(pub String);
+pub struct RpcFailure {
+    /// One of `kolokol_protocol::control::code`.
+    pub code: i64,
+    /// The daemon's one line.
+    pub message: String,
+}
 
 impl std::fmt::Display for RpcFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for RpcFailure {}
+
+/// No daemon runs for the data directory (its control socket is missing or refuses).
+#[derive(Debug)]
+pub struct NoDaemon(pub PathBuf);
+
+impl std::fmt::Display for NoDaemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no kolokol daemon is running for {} (start one with: kolokol --data-dir {} node)",
+            self.0.display(),
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for NoDaemon {}
 
 impl Client {
     /// Connects to the daemon of `data_dir`, with an error that says how to start one.
@@ -44,11 +67,7 @@ impl Client {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
                 ) =>
             {
-                bail!(
-                    "no kolokol daemon is running for {} (start one with: kolokol --data-dir {} node)",
-                    data_dir.display(),
-                    data_dir.display()
-                )
+                return Err(NoDaemon(data_dir.to_owned()).into());
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot connect to {}", socket.display()));
@@ -88,7 +107,7 @@ impl Client {
                 continue;
             }
             if let Some(err) = response.error {
-                return Err(RpcFailure(err.message).into());
+                return Err(RpcFailure { code: err.code, message: err.message }.into());
             }
             let result = response.result.unwrap_or(Value::Null);
             return serde_json::from_value(result)

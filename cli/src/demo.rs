@@ -77,8 +77,8 @@ pub async fn run(json: bool) -> anyhow::Result<ExitCode> {
 
     let alice_invite = alice.node().invite().await?.invite;
     let bob_invite = bob.node().invite().await?.invite;
-    bob.node().add_contact("alice", &alice_invite)?;
-    alice.node().add_contact("bob", &bob_invite)?;
+    bob.node().add_contact("alice", &alice_invite).await?;
+    alice.node().add_contact("bob", &bob_invite).await?;
     step("alice and bob exchanged invite codes and added each other")?;
 
     let mut ok = true;

@@ -4,9 +4,12 @@
 //! This binary is the only place that prints to the terminal and the only user of `anyhow`.
 //! Exit codes: 0 success, 1 failure, 2 bad usage (clap's own code for argument errors).
 
+mod backups;
+mod chat;
 mod client;
 mod demo;
 mod output;
+mod service;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -19,9 +22,9 @@ use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::transport;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    BundleInfo, Contact, DoctorCheck, DoctorReport, Event, IdInfo, ImportResult, InboxMessage,
-    InboxReadResult, InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult,
-    Status, method,
+    BlockResult, Blocked, BundleInfo, Chat, ChatSummary, Contact, ContactReplaced, DoctorCheck,
+    DoctorReport, Event, IdInfo, ImportResult, InboxMessage, InboxReadResult, InviteInfo,
+    MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult, Status, method,
 };
 use kolokol_protocol::control::{GroupChat, GroupInfo, GroupMembers, GroupReadResult, GroupText};
 use kolokol_protocol::message::MAX_READ_IDS;
@@ -75,15 +78,15 @@ enum LogFormatArg {
 #[derive(clap::Args)]
 struct NetArgs {
     /// Listen here (repeatable); replaces the config file's `listen`.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
     listen: Vec<Multiaddr>,
     /// A peer to bootstrap from, ending in /p2p/<peer id> (repeatable); replaces the config
     /// file's `bootstrap`.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
     bootstrap: Vec<Multiaddr>,
     /// An address others can reach this node at (repeatable); replaces the config file's
     /// `external_addresses`.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
     external_address: Vec<Multiaddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
@@ -205,17 +208,42 @@ enum Command {
         #[arg(required = true, num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
     },
-    /// Show received messages.
+    /// Show your conversations with their unread counts; with --messages, the received
+    /// messages themselves.
     Inbox {
         /// Keep running and print messages as they arrive.
         #[arg(long)]
         follow: bool,
+        /// List the received messages (newest last) instead of the conversations, marking
+        /// them read.
+        #[arg(long)]
+        messages: bool,
         /// Show at most this many of the newest messages (1 to 10000).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
         limit: u32,
         /// Show the messages without marking them read, so their senders get no read receipt.
         #[arg(long)]
         peek: bool,
+    },
+    /// Show one conversation, both ways, in the order it was written, and mark it read.
+    Read {
+        /// The contact's name (any case), or the peer id of someone who is not a contact.
+        name: String,
+        /// Show at most this many of the newest messages (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
+        limit: u32,
+        /// Show long messages whole instead of cut after 20 lines or 2000 characters.
+        #[arg(long)]
+        full: bool,
+        /// Show the messages without marking them read, so their writer gets no read receipt.
+        #[arg(long)]
+        peek: bool,
+    },
+    /// A chat screen in the terminal: conversations with unread counts, the open one with
+    /// each message's delivery state, a line to type in, and how the node is connected.
+    Chat {
+        /// Open the conversation with this contact (or peer id) at once.
+        name: Option<String>,
     },
     /// Show your sent messages and where each one is (queued, stored, sent, delivered, read,
     /// failed).
@@ -237,10 +265,47 @@ enum Command {
     },
     /// Check, in order, everything delivery depends on and say what to fix.
     Doctor,
+    /// Write one file, sealed with a passphrase, that holds your identity, contacts,
+    /// conversations and messages (works with the daemon running or stopped).
+    Backup {
+        /// The file to write; it must not exist.
+        file: PathBuf,
+    },
+    /// Bring a backup back into the data directory (a new one, on a new machine); the daemon
+    /// must not run there.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace the identity the data directory has already (it is lost for good).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Run the node as a service that starts by itself.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Write a systemd user unit that runs `kolokol node` on this data directory, then enable
+    /// and start it (with --relay: a system unit for a community relay, as root). Arguments
+    /// after `--` go to `node` (or `relay`), e.g. `-- --bootstrap ADDR`.
+    Install {
+        /// Print the unit and where it would go; write and run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A hardened system unit for a community relay (/etc/systemd/system), not a user's
+        /// node.
+        #[arg(long)]
+        relay: bool,
+        /// Arguments for `kolokol node` (or `relay`) in the unit.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
 }
 
@@ -334,16 +399,80 @@ enum ContactsCommand {
     },
     /// List contacts.
     List,
-    /// Show the safety number to compare with a contact, to confirm nobody swapped your keys.
+    /// Show the safety number to compare with a contact, to confirm nobody swapped your keys;
+    /// --mark once it matched.
     Verify {
         /// The contact's name.
         name: String,
+        /// The numbers matched: mark the contact verified (shown beside the name).
+        #[arg(long)]
+        mark: bool,
+        /// Take the verified mark away.
+        #[arg(long, conflicts_with = "mark")]
+        unmark: bool,
     },
+    /// Give a contact another name.
+    Rename {
+        /// The contact's name now.
+        name: String,
+        /// The new name.
+        new_name: String,
+    },
+    /// Put a contact's new invite in place of the old one after they started over with a new
+    /// identity (the verified mark goes; compare safety numbers again).
+    Replace {
+        /// The contact's name.
+        name: String,
+        /// Their new invite code.
+        invite: String,
+        /// Confirm: without it, the command only says what would change.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Accept a request: make someone who wrote to you a contact.
+    Accept {
+        /// Their peer id, or a unique start of it (at least 12 characters).
+        peer_id: String,
+        /// The name you will use for them.
+        name: String,
+    },
+    /// Block someone who is not a contact: their messages are deleted, and what they send
+    /// from now on is dropped.
+    Block {
+        /// Their peer id, or a unique start of it.
+        peer_id: String,
+    },
+    /// Unblock a peer.
+    Unblock {
+        /// The peer id.
+        peer_id: String,
+    },
+    /// List the blocked peers.
+    Blocked,
     /// Remove a contact (messages stay).
     Remove {
         /// The contact's name.
         name: String,
     },
+}
+
+/// Reads a multiaddr from the command line, saying what went wrong in terms a person who just
+/// copied an address can act on: an empty value (an unset shell variable), the documentation's
+/// placeholder pasted as is, or something that is not an address at all.
+fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
+    if text.trim().is_empty() {
+        return Err("the address is empty (if you wrote --bootstrap \"$RELAY\", RELAY is not set in this terminal: set it to the address the relay printed)".into());
+    }
+    if text.contains("...") || text.contains('…') {
+        return Err(format!(
+            "{text:?} is the documentation's placeholder, not an address: use the one your relay printed, which ends in /p2p/12D3KooW and 44 more characters"
+        ));
+    }
+    text.trim().parse().map_err(|e| {
+        format!(
+            "{text:?} is not a multiaddr ({e}); it looks like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..., as `kolokol relay` prints it"
+        )
+    })
 }
 
 /// The largest `--limit` of `inbox` and `outbox`: more than anyone reads on a terminal, and
@@ -373,13 +502,35 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Bad usage with --json anywhere on the line is said as JSON too; help and version
+        // are what was asked for, not errors.
+        Err(e)
+            if std::env::args().any(|a| a == "--json")
+                && !matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp
+                        | clap::error::ErrorKind::DisplayVersion
+                        | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) =>
+        {
+            let message = e.kind().as_str().map_or_else(
+                || e.to_string().lines().next().unwrap_or_default().to_owned(),
+                |kind| format!("{kind}: {}", e.to_string().lines().next().unwrap_or_default()),
+            );
+            eprintln!("{}", json_error("bad_usage", None, &message));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let json_out = cli.json;
     // The config file is read before logging starts, since it may choose the log format; a
     // broken one is reported like any other error.
     let file = match load_file_config(&cli) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            report(&e, json_out);
             return ExitCode::FAILURE;
         }
     };
@@ -396,10 +547,81 @@ fn main() -> ExitCode {
         // Whoever read our output stopped (a pager quit, `head` had enough): nothing is wrong.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            report(&e, json_out);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Says a failed command's error on stderr: one line `error: ...`, or with `--json` one JSON
+/// object `{"error": {"code": ..., "message": ..., "rpc_code"?: ...}}` whose `code` is stable
+/// (documented in docs/USAGE.md) for scripts to match on.
+fn report(e: &anyhow::Error, json_out: bool) {
+    if json_out {
+        let (code, rpc_code) = error_code(e);
+        eprintln!("{}", json_error(code, rpc_code, &one_line(e)));
+    } else {
+        eprintln!("error: {}", one_line(e));
+    }
+}
+
+/// The `--json` error line.
+fn json_error(code: &str, rpc_code: Option<i64>, message: &str) -> String {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(rpc) = rpc_code {
+        error["rpc_code"] = json!(rpc);
+    }
+    json!({ "error": error }).to_string()
+}
+
+/// A command that refused its input before asking the daemon, with the stable code the daemon
+/// would have used.
+#[derive(Debug)]
+struct Refused {
+    code: &'static str,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The stable code of an error (see docs/USAGE.md, "Errors as JSON"), and the daemon's
+/// JSON-RPC code when the daemon refused the request.
+fn error_code(e: &anyhow::Error) -> (&'static str, Option<i64>) {
+    for cause in e.chain() {
+        if let Some(rpc) = cause.downcast_ref::<client::RpcFailure>() {
+            return (kolokol_protocol::control::code::name(rpc.code), Some(rpc.code));
+        }
+        if cause.downcast_ref::<client::NoDaemon>().is_some() {
+            return ("daemon_not_running", None);
+        }
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return (refused.code, None);
+        }
+        if let Some(node) = cause.downcast_ref::<kolokol_node::Error>() {
+            return (
+                match node {
+                    kolokol_node::Error::AlreadyRunning(_) => "already_running",
+                    kolokol_node::Error::Config { .. } => "bad_config",
+                    kolokol_node::Error::Address(_) => "bad_address",
+                    kolokol_node::Error::Network(_) => "network",
+                    kolokol_node::Error::Store { .. } => "store",
+                    kolokol_node::Error::Io { .. } => "io",
+                    _ => "failed",
+                },
+                None,
+            );
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return ("io", None);
+        }
+    }
+    ("failed", None)
 }
 
 /// The error and its causes on one line, without repeating a cause already in the message.
@@ -585,6 +807,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         }
         Command::Demo => demo::run(cli.json).await,
         Command::Doctor => doctor(&dir, cli.json).await,
+        Command::Backup { file } => {
+            backups::backup(&dir, file, cli.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { file, replace } => {
+            backups::restore(&dir, file, *replace, cli.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Service(ServiceCommand::Install { dry_run, relay, args }) => {
+            service::install(&dir, *relay, *dry_run, args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kolokol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -611,7 +845,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             show(cli.json, &contact, |c| format!("added {} ({})", c.name, c.peer_id))
         }
         Command::Contacts(ContactsCommand::List) => {
-            let contacts: Vec<Contact> = rpc(&dir, method::CONTACTS_LIST, json!({})).await?;
+            let contacts: Vec<Contact> = match rpc(&dir, method::CONTACTS_LIST, json!({})).await {
+                Err(e) => offline(&dir, e, cli.json)?.contacts()?,
+                answer => answer?,
+            };
             show(cli.json, &contacts, |contacts| {
                 if contacts.is_empty() {
                     "no contacts yet (add one with: kolokol contacts add NAME INVITE)".into()
@@ -620,10 +857,103 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Contacts(ContactsCommand::Verify { name }) => {
+        Command::Contacts(ContactsCommand::Verify { name, mark: false, unmark: false }) => {
             let number: SafetyNumber =
                 rpc(&dir, method::CONTACTS_VERIFY, json!({ "name": name })).await?;
             show(cli.json, &number, output::safety_number)
+        }
+        Command::Contacts(ContactsCommand::Verify { name, mark, .. }) => {
+            let contact: Contact =
+                rpc(&dir, method::CONTACTS_MARK, json!({ "name": name, "verified": mark })).await?;
+            show(cli.json, &contact, |c| {
+                if c.verified {
+                    format!("marked {} verified", output::visible(&c.name))
+                } else {
+                    format!("{} is no longer marked verified", output::visible(&c.name))
+                }
+            })
+        }
+        Command::Contacts(ContactsCommand::Rename { name, new_name }) => {
+            let contact: Contact =
+                rpc(&dir, method::CONTACTS_RENAME, json!({ "name": name, "new_name": new_name }))
+                    .await?;
+            show(cli.json, &contact, |c| format!("renamed {name} to {}", output::visible(&c.name)))
+        }
+        Command::Contacts(ContactsCommand::Replace { name, invite, yes }) => {
+            if !*yes {
+                let new = kolokol_protocol::invite::Invite::from_text(
+                    invite,
+                    kolokol_node::clock::unix_secs(),
+                )
+                .map(|(_, peer)| peer.to_string())
+                .unwrap_or_else(|_| "an unreadable invite".into());
+                return Err(Refused {
+                    code: "confirm",
+                    message: format!(
+                        "this replaces {name}'s identity with {new}: do it only if {name} told you, in person or over a channel you trust, that they started over; someone handing you an invite in their name could be impersonating them. Messages stay with the old identity, and the verified mark goes. Run again with --yes to replace"
+                    ),
+                }
+                .into());
+            }
+            let replaced: ContactReplaced =
+                rpc(&dir, method::CONTACTS_REPLACE, json!({ "name": name, "invite": invite }))
+                    .await?;
+            if !cli.json {
+                eprintln!(
+                    "warning: {}'s identity changed from {} to {}; compare safety numbers again (kolokol contacts verify {}){}",
+                    output::visible(&replaced.contact.name),
+                    replaced.old_peer_id,
+                    replaced.contact.peer_id,
+                    output::visible(&replaced.contact.name),
+                    if replaced.was_verified {
+                        ": the old one was marked verified, the new one is not"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            show(cli.json, &replaced, |r| {
+                format!("replaced {} ({})", output::visible(&r.contact.name), r.contact.peer_id)
+            })
+        }
+        Command::Contacts(ContactsCommand::Accept { peer_id, name }) => {
+            let contact: Contact =
+                rpc(&dir, method::CONTACTS_ACCEPT, json!({ "peer_id": peer_id, "name": name }))
+                    .await?;
+            show(cli.json, &contact, |c| {
+                format!("accepted {} ({}) as a contact", output::visible(&c.name), c.peer_id)
+            })
+        }
+        Command::Contacts(ContactsCommand::Block { peer_id }) => {
+            let result: BlockResult =
+                rpc(&dir, method::CONTACTS_BLOCK, json!({ "peer_id": peer_id })).await?;
+            show(cli.json, &result, |r| {
+                format!(
+                    "blocked {} (deleted {})",
+                    r.peer_id,
+                    output::count(r.removed_messages, "message", "messages")
+                )
+            })
+        }
+        Command::Contacts(ContactsCommand::Unblock { peer_id }) => {
+            let result: BlockResult =
+                rpc(&dir, method::CONTACTS_UNBLOCK, json!({ "peer_id": peer_id })).await?;
+            show(cli.json, &result, |r| format!("unblocked {}", r.peer_id))
+        }
+        Command::Contacts(ContactsCommand::Blocked) => {
+            let list: Vec<Blocked> = rpc(&dir, method::CONTACTS_BLOCKED, json!({})).await?;
+            show(cli.json, &list, |list| {
+                if list.is_empty() {
+                    "nobody is blocked".into()
+                } else {
+                    list.iter()
+                        .map(|b| {
+                            format!("{}\tblocked {}", b.peer_id, output::time(b.blocked_at_ms))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            })
         }
         Command::Contacts(ContactsCommand::Remove { name }) => {
             let contact: Contact =
@@ -645,36 +975,54 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 text.join(" ")
             };
             if text.trim().is_empty() {
-                bail!("the message is empty");
+                return Err(Refused {
+                    code: "bad_message",
+                    message: "the message is empty".into(),
+                }
+                .into());
             }
-            let result: SendResult =
-                rpc(&dir, method::SEND, json!({ "to": name, "text": text })).await?;
-            if cli.json {
-                print_json(&result)?;
-            } else {
-                match (&result.detail, result.state.as_str()) {
-                    (None, _) => say!("{} {}", result.id, result.state)?,
-                    (Some(why), "failed") => {
-                        say!("{} failed", result.id)?;
-                        eprintln!("error: message not delivered: {}", output::visible(why));
-                    }
-                    (Some(why), "queued") => say!(
-                        "{} {} (will retry: {})",
-                        result.id,
-                        result.state,
-                        output::visible(why)
-                    )?,
-                    (Some(detail), _) => {
-                        say!("{} {} ({})", result.id, result.state, output::visible(detail))?
-                    }
+            send(&dir, name, text, cli.json).await
+        }
+        Command::Inbox { follow: false, messages: false, .. } => {
+            let chats: Vec<ChatSummary> = match rpc(&dir, method::CHATS, json!({})).await {
+                Err(e) => offline(&dir, e, cli.json)?.chats()?,
+                answer => answer?,
+            };
+            show(cli.json, &chats, |c| output::chats(c))
+        }
+        Command::Inbox { follow, limit, peek, .. } => {
+            inbox(&dir, *follow, *limit, !*peek, cli.json).await
+        }
+        Command::Chat { name } => {
+            chat::run(&dir, name.clone()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Read { name, limit, full, peek } => {
+            let params = json!({ "with": name, "limit": limit });
+            let mut client = match Client::connect(&dir).await {
+                Ok(client) => client,
+                Err(e) => {
+                    let chat = offline(&dir, e, cli.json)?.chat(name, *limit)?;
+                    return show(cli.json, &chat, |c| output::chat(c, *full));
+                }
+            };
+            let chat: Chat = client.call(method::CHAT, params).await?;
+            let code = show(cli.json, &chat, |c| output::chat(c, *full))?;
+            // What was shown has been read: the daemon marks it and tells the writer, if a
+            // contact, once per message.
+            if !*peek {
+                let unread: Vec<&str> = chat
+                    .entries
+                    .iter()
+                    .filter(|e| !e.from_me && e.read_at_ms.is_none())
+                    .map(|e| e.id.as_str())
+                    .collect();
+                for ids in unread.chunks(MAX_READ_IDS) {
+                    let _: InboxReadResult =
+                        client.call(method::INBOX_READ, json!({ "ids": ids })).await?;
                 }
             }
-            // A message the recipient refused for good is a failed command; a queued one is not:
-            // the outbox delivers it later.
-            Ok(if result.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-        }
-        Command::Inbox { follow, limit, peek } => {
-            inbox(&dir, *follow, *limit, !*peek, cli.json).await
+            Ok(code)
         }
         Command::Peers { action: None } => {
             let peers: PeersInfo = rpc(&dir, method::PEERS, json!({})).await?;
@@ -722,7 +1070,10 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         }
         Command::Outbox { limit } => {
             let messages: Vec<OutboxMessage> =
-                rpc(&dir, method::OUTBOX, json!({ "limit": limit })).await?;
+                match rpc(&dir, method::OUTBOX, json!({ "limit": limit })).await {
+                    Err(e) => offline(&dir, e, cli.json)?.outbox(*limit)?,
+                    answer => answer?,
+                };
             show(cli.json, &messages, |messages| {
                 if messages.is_empty() {
                     "no sent messages".into()
@@ -732,7 +1083,11 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status { message_id: Some(id) } => {
-            let status: MessageStatus = rpc(&dir, method::MESSAGE, json!({ "id": id })).await?;
+            let status: MessageStatus = match rpc(&dir, method::MESSAGE, json!({ "id": id })).await
+            {
+                Err(e) => offline(&dir, e, cli.json)?.message(id)?,
+                answer => answer?,
+            };
             show(cli.json, &status, output::message_status)
         }
         Command::Status { message_id: None } => {
@@ -847,6 +1202,29 @@ async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCod
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// Where a command that only reads goes when no daemon runs: the data directory's database,
+/// opened while the daemon is stopped (`kolokol_node::offline`). Any other failure `e` of the
+/// call is returned as it was. Says on stderr (not with `--json`) that the answer comes from
+/// the database and that nothing was marked read.
+fn offline(
+    dir: &std::path::Path,
+    e: anyhow::Error,
+    json_out: bool,
+) -> anyhow::Result<kolokol_node::offline::Offline> {
+    if e.downcast_ref::<client::NoDaemon>().is_none() {
+        return Err(e);
+    }
+    // No database either: the daemon's absence is the error to report.
+    let offline = kolokol_node::offline::Offline::open(dir).map_err(|_| e)?;
+    if !json_out {
+        eprintln!(
+            "(no daemon is running: read from the database in {}; nothing is marked read until the daemon runs)",
+            dir.display()
+        );
+    }
+    Ok(offline)
+}
+
 async fn inbox(
     dir: &std::path::Path,
     follow: bool,
@@ -854,7 +1232,20 @@ async fn inbox(
     mark_read: bool,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut client = Client::connect(dir).await?;
+    let mut client = match Client::connect(dir).await {
+        Ok(client) => client,
+        Err(e) if !follow => {
+            let messages = offline(dir, e, json_out)?.inbox(limit)?;
+            return show(json_out, &messages, |messages| {
+                if messages.is_empty() {
+                    "no messages".into()
+                } else {
+                    messages.iter().map(output::message).collect::<Vec<_>>().join("\n")
+                }
+            });
+        }
+        Err(e) => return Err(e),
+    };
     // Subscribing before reading the inbox means nothing arrives unseen in between; a message
     // that is in both is shown once.
     if follow {
@@ -889,14 +1280,17 @@ async fn inbox(
     let mut seen: std::collections::HashSet<String> =
         messages.iter().map(|m| m.id.clone()).collect();
     seen.extend(group_texts.iter().map(|m| m.id.clone()));
-    // Both kinds, in the order they arrived.
-    let mut lines: Vec<(u64, String)> =
-        group_texts.iter().map(|m| (m.received_at_ms, output::group_message(m))).collect();
+    // Both kinds, in the order they were written (by the sender's send time, then arrival), as
+    // the daemon orders the one-to-one messages.
+    let mut lines: Vec<((u64, u64), String)> = group_texts
+        .iter()
+        .map(|m| ((m.sent_at_ms, m.received_at_ms), output::group_message(m)))
+        .collect();
     for m in &messages {
         if json_out {
             show(m)?;
         } else {
-            lines.push((m.received_at_ms, output::message(m)));
+            lines.push(((m.sent_at_ms, m.received_at_ms), output::message(m)));
         }
     }
     lines.sort_by_key(|(at, _)| *at);
@@ -1013,9 +1407,9 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
             )?;
         }
         if role == Role::Relay {
-            say!("users bootstrap from this relay with:")?;
+            say!("users bootstrap from this relay with (each line a command to paste as is):")?;
             for a in &shareable {
-                say!("  --bootstrap {a}")?;
+                say!("  kolokol node --bootstrap {a}")?;
             }
             if net.external.is_empty() {
                 say!(
@@ -1038,4 +1432,153 @@ async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> 
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+const INTERRUPTED: u8 = 130;
+
+/// `kolokol send`: commits the message (`send` with `wait: false`, so the id is known as soon
+/// as the message is safe), then waits for the first delivery attempt's outcome through
+/// `state` events. Ctrl-C at any point says what became of the message: committed and still
+/// going out, or not confirmed yet.
+async fn send(
+    dir: &std::path::Path,
+    name: &str,
+    text: String,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    // Registered before anything is asked of the daemon, so no Ctrl-C goes unanswered.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot install the Ctrl-C handler")?;
+    // Subscribed before sending, so no state change of the new message is missed.
+    let mut events = Client::connect(dir).await?;
+    let _: bool = events.call(method::SUBSCRIBE, json!({})).await?;
+    let mut client = Client::connect(dir).await?;
+    let committed: SendResult = {
+        let call = client.call(method::SEND, json!({ "to": name, "text": text, "wait": false }));
+        tokio::pin!(call);
+        tokio::select! {
+            result = &mut call => result?,
+            _ = interrupt.recv() => {
+                // The daemon answers a commit at once; the answer says whether it happened.
+                match tokio::time::timeout(COMMIT_WAIT, &mut call).await {
+                    Ok(Ok(committed)) => return interrupted(&committed, dir, json_out),
+                    _ => {
+                        let message = format!(
+                            "interrupted before the daemon confirmed the message: it may or may not be in the outbox; see: kolokol --data-dir {} outbox",
+                            dir.display()
+                        );
+                        if json_out {
+                            eprintln!("{}", json_error("interrupted", None, &message));
+                        } else {
+                            eprintln!("{message}");
+                        }
+                        return Ok(ExitCode::from(INTERRUPTED));
+                    }
+                }
+            }
+        }
+    };
+    // A group text comes back with its first attempts made (its summed state, or `queued`
+    // with a detail); a contact's text comes back `queued` with none, and its first attempt's
+    // outcome follows as events.
+    let result = if committed.state != "queued" || committed.detail.is_some() {
+        committed
+    } else {
+        tokio::select! {
+            result = first_outcome(&mut events, &mut client, &committed.id) => result?,
+            _ = interrupt.recv() => return interrupted(&committed, dir, json_out),
+        }
+    };
+    if json_out {
+        print_json(&result)?;
+    } else {
+        match (&result.detail, result.state.as_str()) {
+            (None, _) => say!("{} {}", result.id, result.state)?,
+            (Some(why), "failed") => {
+                say!("{} failed", result.id)?;
+                eprintln!("error: message not delivered: {}", output::visible(why));
+            }
+            (Some(why), "queued") => {
+                say!("{} {} (will retry: {})", result.id, result.state, output::visible(why))?
+            }
+            (Some(detail), _) => {
+                say!("{} {} ({})", result.id, result.state, output::visible(detail))?
+            }
+        }
+    }
+    // A message the recipient refused for good is a failed command; a queued one is not:
+    // the outbox delivers it later.
+    Ok(if result.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// How long `send`, interrupted while committing, waits for the daemon's answer: a commit is
+/// one database transaction, so the answer is normally there within milliseconds.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Says that `send` was interrupted after the message was committed: its id on stdout (or the
+/// `queued` result with `--json`), that it will still go out on stderr; exit 130.
+fn interrupted(
+    committed: &SendResult,
+    dir: &std::path::Path,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    if json_out {
+        print_json(committed)?;
+    } else {
+        say!("{} queued", committed.id)?;
+    }
+    let message = format!(
+        "interrupted: message {} is committed to the outbox and will still go out (the daemon retries it for up to 14 days); follow it with: kolokol --data-dir {} status {}",
+        committed.id,
+        dir.display(),
+        committed.id
+    );
+    if json_out {
+        eprintln!("{}", json_error("interrupted", None, &message));
+    } else {
+        eprintln!("{message}");
+    }
+    Ok(ExitCode::from(INTERRUPTED))
+}
+
+/// The outcome of a message's first delivery attempt, from `state` events: sent, stored,
+/// failed, or queued again with the reason the attempt failed (a `queued` without a detail is
+/// only the commit). If events were dropped, the message's own state answers instead.
+async fn first_outcome(
+    events: &mut Client,
+    client: &mut Client,
+    id: &str,
+) -> anyhow::Result<SendResult> {
+    loop {
+        match events.next_event().await? {
+            Event::State(change) if change.id == id => {
+                if change.state == "queued" && change.detail.is_none() {
+                    continue;
+                }
+                // A direct acknowledgement makes a text sent and delivered in one commit, and
+                // the two events follow each other: the message's state says where it is.
+                if change.state == "sent" {
+                    let status: MessageStatus =
+                        client.call(method::MESSAGE, json!({ "id": id })).await?;
+                    let m = status.message;
+                    return Ok(SendResult { id: id.to_owned(), state: m.state, detail: m.detail });
+                }
+                return Ok(SendResult {
+                    id: id.to_owned(),
+                    state: change.state,
+                    detail: change.detail,
+                });
+            }
+            Event::Lagged { .. } => {
+                let status: MessageStatus =
+                    client.call(method::MESSAGE, json!({ "id": id })).await?;
+                let m = status.message;
+                if m.state != "queued" || m.attempts > 0 {
+                    return Ok(SendResult { id: id.to_owned(), state: m.state, detail: m.detail });
+                }
+            }
+            _ => {}
+        }
+    }
 }

@@ -2,8 +2,8 @@
 //! per command, stable and documented in docs/USAGE.md).
 
 use kolokol_protocol::control::{
-    Contact, DoctorCheck, GroupChat, GroupInfo, GroupMembers, GroupText, InboxMessage,
-    MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, Status,
+    Chat, ChatEntry, ChatSummary, Contact, DoctorCheck, GroupChat, GroupInfo, GroupMembers,
+    GroupText, InboxMessage, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, Status,
 };
 
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -163,13 +163,15 @@ pub fn rekey(r: &kolokol_protocol::control::Rekey) -> String {
     )
 }
 
-/// One contact line, with a second one when the conversation was re-keyed.
+/// One contact line (name, peer id, addresses, and `verified` when marked so), with a second
+/// one when the conversation was re-keyed.
 pub fn contact(c: &Contact) -> String {
     let mut line = format!(
-        "{}\t{}\t{}",
-        c.name,
+        "{}\t{}\t{}{}",
+        visible(&c.name),
         c.peer_id,
-        count(c.addresses.len() as u64, "address", "addresses")
+        count(c.addresses.len() as u64, "address", "addresses"),
+        if c.verified { "\tverified" } else { "" }
     );
     if let (Some(at), Some(why)) = (c.rekeyed_at_ms, &c.rekey_reason) {
         line.push_str(&format!("\n\tconversation re-keyed {}: {why}", time(at)));
@@ -180,7 +182,7 @@ pub fn contact(c: &Contact) -> String {
 /// The status block.
 pub fn status(s: &Status) -> String {
     let mut out = format!(
-        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\nlocal network:      {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\n",
+        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\nlocal network:      {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\nstored messages:    {}\n",
         s.peer_id,
         s.role,
         s.reachability,
@@ -196,6 +198,11 @@ pub fn status(s: &Status) -> String {
             s.relay_reservations.join(", ")
         },
         s.queued_messages,
+        if s.stored_messages == 0 {
+            "0".to_owned()
+        } else {
+            format!("{} (waiting in the recipients' mailboxes; still retried)", s.stored_messages)
+        },
     );
     out.push_str("listen addresses:\n");
     for a in &s.listen_addresses {
@@ -341,6 +348,142 @@ pub fn doctor(checks: &[DoctorCheck]) -> String {
         }
     }
     out.trim_end().to_owned()
+}
+
+/// The conversation list: one line per conversation, the most recent first.
+pub fn chats(list: &[ChatSummary]) -> String {
+    if list.is_empty() {
+        return "no conversations yet (add a contact: kolokol contacts add NAME INVITE)".into();
+    }
+    let mut lines: Vec<String> = list
+        .iter()
+        .map(|c| {
+            let who = match &c.name {
+                Some(name) if c.verified => format!("{} ✓", visible(name)),
+                Some(name) => visible(name),
+                None if c.request => format!("{} (request)", c.peer_id),
+                None => format!("{} (not a contact)", c.peer_id),
+            };
+            let mut line = format!("{who:<20} {:>3} unread", c.unread);
+            if c.waiting > 0 {
+                line.push_str(&format!(
+                    ", waiting for {}",
+                    count(c.waiting, "message", "messages")
+                ));
+            }
+            if let (Some(at), Some(text)) = (c.last_at_ms, &c.last_text) {
+                let from = if c.last_from_me { "you: " } else { "" };
+                let first: String =
+                    text.lines().next().unwrap_or_default().chars().take(60).collect();
+                let more = if first.len() < text.len() { "…" } else { "" };
+                line.push_str(&format!("  [{}] {from}{}{more}", time(at), visible(&first)));
+            }
+            line
+        })
+        .collect();
+    if list.iter().any(|c| c.request) {
+        lines.push(
+            "(a request is someone who is not your contact writing to you: accept with `kolokol contacts accept PEER_ID NAME`, or refuse with `kolokol contacts block PEER_ID`)"
+                .into(),
+        );
+    }
+    lines.join("\n")
+}
+
+/// The most lines of one message `read` shows before cutting it (without `--full`).
+pub const SHOWN_LINES: usize = 20;
+
+/// The most characters of one message `read` shows before cutting it (without `--full`).
+pub const SHOWN_CHARS: usize = 2000;
+
+/// What a message's delivery state looks like beside it in a conversation.
+pub fn ticks(e: &ChatEntry) -> String {
+    match e.state.map(|s| s.as_str()) {
+        Some("queued") => "· queued".into(),
+        Some("stored") => "✓ stored in their mailbox".into(),
+        Some("sent") => "✓ sent".into(),
+        Some("delivered") => "✓✓ delivered".into(),
+        Some("read") => "✓✓ read".into(),
+        Some("failed") => match &e.detail {
+            Some(why) => format!("✗ failed: {}", visible(why)),
+            None => "✗ failed".into(),
+        },
+        _ => String::new(),
+    }
+}
+
+/// One conversation, as `kolokol read` shows it: a line per message with its time, writer,
+/// short id and text; line breaks kept, each further line of a message indented behind `│ `
+/// (so no text can pass for a line of its own); long messages cut after [`SHOWN_LINES`] lines
+/// or [`SHOWN_CHARS`] characters unless `full`; a line where earlier messages are missing.
+pub fn chat(c: &Chat, full: bool) -> String {
+    let name = c.name.clone().unwrap_or_else(|| "them".into());
+    let mut out = match &c.name {
+        Some(n) if c.verified => {
+            format!("conversation with {} ({}), verified\n", visible(n), c.peer_id)
+        }
+        Some(n) => format!("conversation with {} ({})\n", visible(n), c.peer_id),
+        None => format!(
+            "conversation with {} (not a contact: kolokol contacts accept {} NAME, or block)\n",
+            c.peer_id, c.peer_id
+        ),
+    };
+    if c.entries.is_empty() {
+        out.push_str("  no messages yet\n");
+    }
+    let mut cut = false;
+    for e in &c.entries {
+        if e.missing_before > 0 {
+            let n = count(e.missing_before, "earlier message", "earlier messages");
+            if e.missing_for_good {
+                out.push_str(&format!("  … {n} from {} never arrived\n", visible(&name)));
+            } else {
+                out.push_str(&format!("  … waiting for {n} from {}\n", visible(&name)));
+            }
+        }
+        let who = if e.from_me { "you".to_owned() } else { visible(&name) };
+        let at = e.received_at_ms.unwrap_or(e.sent_at_ms);
+        let unread = if !e.from_me && e.read_at_ms.is_none() { "* " } else { "" };
+        let head = format!("[{}] {unread}{who:<8} {}  ", time(at), &e.id[..8]);
+        let indent = " ".repeat(head.chars().count().saturating_sub(2));
+        let (text, rest) = shown(&e.text, full);
+        cut |= rest > 0;
+        let mut lines = text.split('\n');
+        out.push_str(&head);
+        out.push_str(&visible(lines.next().unwrap_or_default()));
+        let tick = ticks(e);
+        for line in lines {
+            out.push_str(&format!("\n{indent}│ {}", visible(line)));
+        }
+        if rest > 0 {
+            out.push_str(&format!("\n{indent}… {rest} more bytes"));
+        }
+        if !tick.is_empty() {
+            out.push_str(&format!("  ({tick})"));
+        }
+        out.push('\n');
+    }
+    if cut {
+        out.push_str(
+            "(long messages are cut; `--full` shows them whole, `--json` has the exact text)\n",
+        );
+    }
+    out.trim_end().to_owned()
+}
+
+/// The part of a text `read` shows, and how many bytes it leaves out.
+fn shown(text: &str, full: bool) -> (&str, usize) {
+    if full {
+        return (text, 0);
+    }
+    let mut end = text.len();
+    if let Some((i, _)) = text.char_indices().nth(SHOWN_CHARS) {
+        end = i;
+    }
+    if let Some((i, _)) = text.match_indices('\n').nth(SHOWN_LINES - 1) {
+        end = end.min(i);
+    }
+    (&text[..end], text.len() - end)
 }
 
 #[cfg(test)]

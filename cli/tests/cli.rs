@@ -131,6 +131,20 @@ fn check_error(o: &Output, code: i32, needle: &str) {
     assert!(err.contains(needle), "stderr {err:?} does not mention {needle:?}");
 }
 
+/// Fails with exit `code` and, on stderr, exactly one JSON error object whose stable `code`
+/// is `name`; returns it.
+#[track_caller]
+fn check_json_error(o: &Output, code: i32, name: &str) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(code), "stdout: {} stderr: {}", stdout(o), stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line, got: {err}");
+    let value: serde_json::Value =
+        serde_json::from_str(&err).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert_eq!(value["error"]["code"], name, "{value}");
+    assert!(value["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{value}");
+    value
+}
+
 /// One HTTP/1.1 request, written as is, and the whole response (the server closes after it).
 fn http(addr: &str, request: &str) -> String {
     use std::io::{Read, Write};
@@ -200,8 +214,8 @@ fn the_readme_walk_through_delivers_hello() {
     let relay_metrics = relay.wait_line(|l| l.starts_with("metrics: "));
     let relay_metrics =
         relay_metrics.trim_start_matches("metrics: http://").replace("/metrics", "");
-    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
-    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
     // Alice is configured by her kolokol.toml alone; Bob by flags, and prints JSON.
     std::fs::create_dir_all(&a).expect("alice's dir");
     std::fs::write(
@@ -246,11 +260,30 @@ fn the_readme_walk_through_delivers_hello() {
 
     let sent = check_ok(&run(&a, &["send", "bob", "hello"]));
     assert!(sent.trim().ends_with(" delivered"), "{sent}");
-    let inbox = check_ok(&run(&b, &["inbox"]));
+    let inbox = check_ok(&run(&b, &["inbox", "--messages", "--peek"]));
     assert!(inbox.contains("alice: hello"), "{inbox}");
+    // The conversation list says one unread from alice; reading the conversation shows it,
+    // with its id, and marks it read.
+    let chats = check_ok(&run(&b, &["inbox"]));
+    assert!(
+        chats.starts_with("alice") && chats.contains(" 1 unread") && chats.contains("] hello"),
+        "{chats}"
+    );
+    let id = sent.split_whitespace().next().expect("an id");
+    let read = check_ok(&run(&b, &["read", "ALICE"]));
+    assert!(read.starts_with("conversation with alice (12D3KooW"), "{read}");
+    assert!(read.contains(&format!("* alice    {}  hello", &id[..8])), "{read}");
+    assert!(check_ok(&run(&b, &["inbox"])).contains(" 0 unread"));
+    let chat: serde_json::Value =
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "read", "alice"]))).expect("JSON");
+    assert_eq!(chat["entries"][0]["id"], id, "{chat}");
+    assert_eq!(chat["entries"][0]["seq"], 1, "{chat}");
+    assert!(chat["entries"][0]["read_at_ms"].is_u64(), "{chat}");
+    let mine = check_ok(&run(&a, &["read", "bob"]));
+    assert!(mine.contains(&format!("you      {}  hello  (✓", &id[..8])), "{mine}");
     // Unquoted words are one message.
     check_ok(&run(&a, &["send", "bob", "hello", "big", "world"]));
-    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello big world\n"));
+    assert!(check_ok(&run(&b, &["inbox", "--messages"])).contains("alice: hello big world\n"));
     let id = sent.split_whitespace().next().expect("an id");
     let outbox = check_ok(&run(&a, &["outbox"]));
     assert!(outbox.contains(id) && outbox.contains("to bob: hello"), "{outbox}");
@@ -268,19 +301,19 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(!stderr(&early).contains("panicked"), "{}", stderr(&early));
     let piped = run_with_input(&a, &["send", "bob", "-"], b"from a pipe\n");
     assert!(check_ok(&piped).trim().ends_with(" delivered"));
-    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: from a pipe\n"));
+    assert!(check_ok(&run(&b, &["inbox", "--messages"])).contains("alice: from a pipe\n"));
     // A text too long for one envelope (and for one command-line argument) goes in chunks.
     let long = format!("{}the end", "a long letter. ".repeat(20_000));
     let piped = run_with_input(&a, &["send", "bob", "-"], long.as_bytes());
     assert!(check_ok(&piped).trim().ends_with(" delivered"));
-    let inbox = check_ok(&run(&b, &["--json", "inbox", "--limit", "1"]));
+    let inbox = check_ok(&run(&b, &["--json", "inbox", "--messages", "--limit", "1"]));
     assert!(inbox.contains(&long), "the long text arrived whole");
 
     // A sender cannot forge inbox lines or drive the terminal: text output shows line breaks
     // and escapes visibly, --json keeps the exact text.
     let forged = "ok\n[2026-01-01 00:00:00] carol: pay me\u{1b}[2J\u{9b}";
     check_ok(&run(&a, &["send", "bob", forged]));
-    let inbox = check_ok(&run(&b, &["inbox"]));
+    let inbox = check_ok(&run(&b, &["inbox", "--messages"]));
     assert!(
         inbox.contains("alice: ok⏎ [2026-01-01 00:00:00] carol: pay me\\u{1b}[2J\\u{9b}\n"),
         "{inbox}"
@@ -291,7 +324,8 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(outbox.contains("to bob: ok⏎ [2026-01-01"), "{outbox}");
     assert!(!outbox.contains('\u{1b}'), "{outbox}");
     let exact: serde_json::Value =
-        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox"]))).expect("JSON");
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox", "--messages"])))
+            .expect("JSON");
     assert!(exact.as_array().expect("a list").iter().any(|m| m["text"] == forged), "{exact}");
 
     // Metrics: Alice's own gauges, and the relay's libp2p metrics.
@@ -317,7 +351,11 @@ fn the_readme_walk_through_delivers_hello() {
 
     let history = check_ok(&run(&a, &["status", id]));
     assert!(history.contains("queued") && history.contains("sent"), "{history}");
-    check_error(&run(&a, &["status", "0123"]), 1, "no message of yours");
+    check_error(&run(&a, &["status", "0123xyz"]), 1, "no message has the id");
+    // An id may be abbreviated to a unique start of at least 4 digits, in any case.
+    let short = check_ok(&run(&a, &["status", &id[..8].to_uppercase()]));
+    assert!(short.starts_with(&format!("message {id} ")), "{short}");
+    check_json_error(&run(&a, &["--json", "status", "abc"]), 1, "unknown_message");
 
     // The secrets and the socket are the owner's alone.
     use std::os::unix::fs::PermissionsExt;
@@ -398,6 +436,14 @@ fn the_readme_walk_through_delivers_hello() {
         "1000001 bytes, over the limit of 1000000",
     );
     check_error(&run(&a, &["frobnicate"]), 2, "frobnicate");
+    // The same mistakes with --json: one JSON object each, with a stable code.
+    let unknown =
+        check_json_error(&run(&a, &["--json", "send", "nobody", "hi"]), 1, "unknown_contact");
+    assert_eq!(unknown["error"]["rpc_code"], 1, "{unknown}");
+    check_json_error(&run(&a, &["--json", "send", "bob", ""]), 1, "bad_message");
+    check_json_error(&run(&a, &["--json", "contacts", "add", "carol", "hello"]), 1, "bad_invite");
+    check_json_error(&run(&a, &["--json", "frobnicate"]), 2, "bad_usage");
+    check_json_error(&run(&a, &["--json", "node"]), 1, "already_running");
     check_error(&run(&a, &["inbox", "--limit", "0"]), 2, "--limit");
     check_error(&run(&a, &["outbox", "--limit", "10001"]), 2, "--limit");
     check_error(&run(&a, &["send", "--colour", "bob", "x"]), 2, "--colour");
@@ -410,14 +456,30 @@ fn the_readme_walk_through_delivers_hello() {
         &format!("cannot listen on {taken}: address already in use (is another kolokol running?)"),
     );
     // The daemon still serves after all of that.
-    assert!(check_ok(&run(&b, &["inbox"])).contains("alice: hello"));
+    assert!(check_ok(&run(&b, &["inbox", "--messages"])).contains("alice: hello"));
+
+    // The verified mark, and renaming, from the command line.
+    assert_eq!(
+        check_ok(&run(&a, &["contacts", "verify", "BOB", "--mark"])).trim(),
+        "marked Bob verified"
+    );
+    assert!(check_ok(&run(&a, &["contacts", "list"])).trim_end().ends_with("\tverified"));
+    assert!(check_ok(&run(&a, &["read", "bob"])).starts_with("conversation with Bob (12D3KooW"));
+    check_json_error(
+        &run(&a, &["--json", "contacts", "replace", "bob", "kolokol1x"]),
+        1,
+        "confirm",
+    );
 
     // Removing a contact keeps the messages and forgets the name.
     assert_eq!(check_ok(&run(&b, &["contacts", "remove", "alice"])).trim(), "removed alice");
     assert!(check_ok(&run(&b, &["contacts", "list"])).starts_with("no contacts yet"));
     check_error(&run(&b, &["send", "alice", "hi"]), 1, "no contact named \"alice\"");
     check_error(&run(&b, &["contacts", "remove", "alice"]), 1, "no contact named \"alice\"");
-    assert!(check_ok(&run(&b, &["inbox", "--peek"])).contains("hello"), "messages stay");
+    assert!(
+        check_ok(&run(&b, &["inbox", "--messages", "--peek"])).contains("hello"),
+        "messages stay"
+    );
 }
 
 #[test]
@@ -446,12 +508,22 @@ fn commands_without_a_daemon_say_how_to_start_one() {
         assert!(script.contains("kolokol") && script.contains("contacts"), "{shell}: {script}");
     }
     check_error(&run(&dir, &["completions", "tcsh"]), 2, "tcsh");
+    check_json_error(&run(&dir, &["--json", "status"]), 1, "daemon_not_running");
+    check_json_error(&run(&dir, &["status", "--json", "--limit"]), 2, "bad_usage");
     let doctor = run(&dir, &["doctor"]);
     assert_eq!(doctor.status.code(), Some(1));
     assert!(stdout(&doctor).starts_with("[FAIL] daemon"), "{}", stdout(&doctor));
     assert!(stdout(&doctor).contains("(or: relay --listen ...)"), "{}", stdout(&doctor));
     check_error(&run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/1"]), 1, "/p2p/");
     check_error(&run(&dir, &["node", "--listen", "not-an-address"]), 2, "not-an-address");
+    // The mistakes of someone following the README: the placeholder pasted as is, an unset
+    // variable, each said in words that say what to do.
+    check_error(
+        &run(&dir, &["node", "--bootstrap", "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW..."]),
+        2,
+        "the documentation's placeholder, not an address: use the one your relay printed",
+    );
+    check_error(&run(&dir, &["node", "--bootstrap", ""]), 2, "RELAY is not set in this terminal");
 
     // A data dir that cannot be created: its parent is a regular file. (Tests run as root,
     // where a chmod 500 directory would not stop anything.)
@@ -531,8 +603,8 @@ fn a_recipient_killed_mid_fetch_loses_nothing_and_shows_nothing_twice() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
     let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
-    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
     let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
     let alice = Daemon::start(&a, &node);
     let bob = Daemon::start(&b, &node);
@@ -563,9 +635,11 @@ fn a_recipient_killed_mid_fetch_loses_nothing_and_shows_nothing_twice() {
     let _bob = Daemon::start(&b, &node);
     let last = format!("\"message {}\"", MESSAGES - 1);
     let _follow = Daemon::start_until(&b, &follow, |l| l.contains(&last));
-    let inbox: Vec<serde_json::Value> =
-        serde_json::from_str(&check_ok(&run(&b, &["--json", "inbox", "--limit", "1000"])))
-            .expect("JSON");
+    let inbox: Vec<serde_json::Value> = serde_json::from_str(&check_ok(&run(
+        &b,
+        &["--json", "inbox", "--messages", "--limit", "1000"],
+    )))
+    .expect("JSON");
     assert_eq!(inbox.len(), MESSAGES);
     let seen: std::collections::HashSet<&str> =
         inbox.iter().map(|m| m["text"].as_str().expect("a text")).collect();
@@ -621,8 +695,8 @@ fn a_sender_killed_after_send_returned_delivers_once_after_its_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
     let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
-    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
     let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
     let alice = Daemon::start(&a, &node);
     let bob = Daemon::start(&b, &node);
@@ -645,7 +719,7 @@ fn a_sender_killed_after_send_returned_delivers_once_after_its_restart() {
     let _alice = Daemon::start(&a, &node);
     let states = wait_delivered(&a, &id);
     assert_eq!(states[..2], ["queued", "stored"], "{states:?}");
-    let inbox = check_ok(&run(&b, &["inbox"]));
+    let inbox = check_ok(&run(&b, &["inbox", "--messages"]));
     assert_eq!(inbox.matches("before the crash").count(), 1, "{inbox}");
 }
 
@@ -691,6 +765,231 @@ fn wait_answer(
     }
 }
 
+/// Subscribes to the events of the daemon of `dir` and returns the reader, once the daemon has
+/// answered the subscription.
+fn subscribe(dir: &Path) -> BufReader<std::os::unix::net::UnixStream> {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(dir.join("control.sock"))
+        .expect("the control socket accepts");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    writer
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\"}\n")
+        .expect("request written");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("the daemon answers in time");
+    assert!(line.contains("\"result\":true"), "{line}");
+    reader
+}
+
+/// The next event notification's params that `pick` accepts.
+fn next_event(
+    events: &mut BufReader<std::os::unix::net::UnixStream>,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    loop {
+        let mut line = String::new();
+        events.read_line(&mut line).expect("an event in time");
+        assert!(!line.is_empty(), "the daemon closed the connection");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        if pick(&value["params"]) {
+            return value["params"].clone();
+        }
+    }
+}
+
+/// An invite of a made-up Bob whose only address is a TCP port that accepts connections and
+/// never answers, so a delivery to him hangs until the network stack's timeouts: the first
+/// attempt of a message to him lasts seconds, whatever the machine's speed. The listener is
+/// returned to be kept open.
+fn black_hole_invite() -> (String, std::net::TcpListener) {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = hole.local_addr().expect("an address").port();
+    let bob = kolokol_protocol::identity::Identity::from_secrets([3; 32], [4; 32]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let certificate = bob.certify(now - 60, now + 3600).expect("certificate");
+    let address: kolokol_node::Multiaddr =
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", bob.peer_id()).parse().expect("valid");
+    let invite =
+        kolokol_protocol::invite::Invite { certificate, addresses: vec![address.to_vec()] };
+    (invite.to_text().expect("text"), hole)
+}
+
+#[test]
+fn ctrl_c_during_send_says_the_message_is_committed_and_will_still_go_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = tmp.path().join("alice");
+    let alice = Daemon::start(&a, &["node", "--no-mdns"]);
+    let (invite, _hole) = black_hole_invite();
+    check_ok(&run(&a, &["contacts", "add", "bob", &invite]));
+
+    let mut events = subscribe(&a);
+    let child = kolokol(&a)
+        .args(["send", "bob", "are you there?"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    // The message is committed (its first state event), and its first attempt hangs.
+    let queued = next_event(&mut events, |e| e["type"] == "state" && e["state"] == "queued");
+    let id = queued["id"].as_str().expect("an id").to_owned();
+    let interrupted =
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(interrupted.success());
+    let out = child.wait_with_output().expect("the send command ends");
+    assert_eq!(out.status.code(), Some(130), "stdout: {} stderr: {}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), format!("{id} queued\n"));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("message {id} is committed to the outbox and will still go out")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("status {id}")), "{err}");
+    // It is in the outbox indeed, and the daemon goes on with it.
+    assert!(check_ok(&run(&a, &["outbox"])).contains(&id));
+
+    // With the daemon stopped, what only reads still works, from the database.
+    drop(alice);
+    let outbox = run(&a, &["outbox"]);
+    assert!(check_ok(&outbox).contains(&format!("{id} queued")), "{}", stdout(&outbox));
+    assert!(stderr(&outbox).contains("no daemon is running: read from the database"));
+    assert!(check_ok(&run(&a, &["contacts", "list"])).starts_with("bob\t"));
+    assert!(check_ok(&run(&a, &["status", &id[..6]])).contains("queued"));
+    assert_eq!(check_ok(&run(&a, &["inbox", "--messages"])).trim(), "no messages");
+    let listed: serde_json::Value =
+        serde_json::from_str(&check_ok(&run(&a, &["--json", "outbox"]))).expect("JSON");
+    assert_eq!(listed[0]["id"], id.as_str());
+    // What needs the daemon still says so.
+    check_error(&run(&a, &["send", "bob", "hi"]), 1, "no kolokol daemon is running");
+}
+
+#[test]
+fn service_install_prints_its_unit_and_says_when_there_is_no_systemd() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let config = tmp.path().join("config");
+    let dry = kolokol(&dir)
+        .env("XDG_CONFIG_HOME", &config)
+        .args([
+            "service",
+            "install",
+            "--dry-run",
+            "--",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWx",
+        ])
+        .output()
+        .expect("runs");
+    let unit = check_ok(&dry);
+    let path = config.join("systemd/user/kolokol.service");
+    assert!(
+        unit.starts_with(&format!("# {} (not written: --dry-run)\n[Unit]\n", path.display())),
+        "{unit}"
+    );
+    let exec = format!(
+        "ExecStart={} --data-dir {} node --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooWx\n",
+        env!("CARGO_BIN_EXE_kolokol"),
+        dir.display()
+    );
+    assert!(unit.contains(&exec), "{unit}");
+    assert!(!path.exists(), "a dry run writes nothing");
+    // Where there is no systemd, it says so and writes nothing.
+    let empty = tmp.path().join("empty-path");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let none = kolokol(&dir)
+        .env("XDG_CONFIG_HOME", &config)
+        .env("PATH", &empty)
+        .args(["--json", "service", "install"])
+        .output()
+        .expect("runs");
+    let err = check_json_error(&none, 1, "no_systemd");
+    assert!(
+        err["error"]["message"].as_str().is_some_and(|m| m.contains("nothing was written")),
+        "{err}"
+    );
+    assert!(!path.exists());
+    // The relay's system unit is the hardened one of docs/RELAY.md.
+    let relay = check_ok(&run(&dir, &["service", "install", "--relay", "--dry-run"]));
+    assert!(
+        relay.starts_with("# /etc/systemd/system/kolokol-relay.service (not written"),
+        "{relay}"
+    );
+    assert!(
+        relay.contains("\nProtectSystem=strict\n") && relay.contains("\nUser=kolokol\n"),
+        "{relay}"
+    );
+}
+
+#[test]
+fn a_backup_restores_on_a_new_machine_and_the_conversation_goes_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
+    let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
+    let alice = Daemon::start(&a, &node);
+    let _bob = Daemon::start(&b, &node);
+    let bob_invite = check_ok(&run(&b, &["invite"]));
+    check_ok(&run(&a, &["contacts", "add", "bob", bob_invite.trim()]));
+    let alice_invite = check_ok(&run(&a, &["invite"]));
+    check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
+    check_ok(&run(&a, &["contacts", "verify", "bob", "--mark"]));
+    assert!(
+        check_ok(&run(&a, &["send", "bob", "before the backup"])).trim().ends_with(" delivered")
+    );
+    let alice_id = check_ok(&run(&a, &["id"]));
+
+    // The backup is taken while Alice's daemon runs; a short passphrase is refused.
+    let file = tmp.path().join("alice.kolokol-backup");
+    let short =
+        run_with_input(&a, &["--json", "backup", file.to_str().expect("utf-8")], b"short\n");
+    check_json_error(&short, 1, "bad_passphrase");
+    let passphrase = b"correct horse battery staple\n";
+    let made = run_with_input(&a, &["backup", file.to_str().expect("utf-8")], passphrase);
+    assert!(check_ok(&made).starts_with(&format!("wrote {}", file.display())), "{}", stdout(&made));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("written").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!a.join("backup-snapshot.db").exists(), "the plaintext snapshot is gone");
+    let again = run_with_input(&a, &["backup", file.to_str().expect("utf-8")], passphrase);
+    check_error(&again, 1, "never overwrites");
+    drop(alice);
+
+    // A new machine: a wrong passphrase is refused, the right one brings Alice back.
+    let new = tmp.path().join("alice-new");
+    let wrong =
+        run_with_input(&new, &["restore", file.to_str().expect("utf-8")], b"incorrect horse\n");
+    check_error(&wrong, 1, "wrong passphrase");
+    let restored = run_with_input(&new, &["restore", file.to_str().expect("utf-8")], passphrase);
+    let said = check_ok(&restored);
+    let peer = alice_id.lines().next().expect("a line").trim_start_matches("peer id:").trim();
+    assert!(said.starts_with(&format!("restored {peer} into ")), "{said}");
+    assert!(said.contains("1 contact"), "{said}");
+    let twice = run_with_input(&new, &["restore", file.to_str().expect("utf-8")], passphrase);
+    check_error(&twice, 1, "already has an identity");
+
+    let _alice = Daemon::start(&new, &node);
+    assert_eq!(check_ok(&run(&new, &["id"])), alice_id, "the same identity");
+    assert!(check_ok(&run(&new, &["contacts", "list"])).trim_end().ends_with("\tverified"));
+    assert!(check_ok(&run(&new, &["read", "bob"])).contains("before the backup"));
+    let sent = check_ok(&run(&new, &["send", "bob", "after the restore"]));
+    assert!(sent.trim().ends_with(" delivered"), "{sent}");
+    let chat: serde_json::Value =
+        serde_json::from_str(&check_ok(&run(&b, &["--json", "read", "alice"]))).expect("JSON");
+    let texts: Vec<&str> = chat["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["before the backup", "after the restore"], "{chat}");
+}
+
 /// The texts of a group's `group.messages` answer, as `writer: text`.
 fn group_texts(chat: &serde_json::Value) -> Vec<String> {
     chat["messages"]
@@ -716,8 +1015,8 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
     let (a, b, c) = (dir("alice"), dir("bob"), dir("carol"));
     let mut relay =
         Daemon::start(&dir("relay"), &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let line = relay.wait_line(|l| l.trim_start().starts_with("--bootstrap "));
-    let bootstrap = line.trim().trim_start_matches("--bootstrap ").to_owned();
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
     let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
     let _alice = Daemon::start(&a, &node);
     let _bob = Daemon::start(&b, &node);
@@ -761,7 +1060,7 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
     }
     let shown = check_ok(&run(&c, &["group", "show", "family"]));
     assert!(shown.contains("] bob: hello everyone"), "{shown}");
-    let inbox = check_ok(&run(&a, &["inbox"]));
+    let inbox = check_ok(&run(&a, &["inbox", "--messages"]));
     assert!(inbox.contains("family / bob: hello everyone"), "{inbox}");
 
     // Carol goes offline; Alice renames the group and writes; Carol catches up from her mailbox.

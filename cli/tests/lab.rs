@@ -286,7 +286,7 @@ mod netns_lab {
         let sent = json(&alice, &["send", "bob", "hello over the LAN"]);
         let id = sent["id"].as_str().expect("an id").to_owned();
         lab.eventually("bob has the message", || {
-            let inbox = json(&bob, &["inbox", "--peek"]);
+            let inbox = json(&bob, &["inbox", "--messages", "--peek"]);
             inbox
                 .as_array()
                 .expect("a list")

@@ -306,7 +306,7 @@ impl Lab {
     /// Waits until `recipient` has `text` from `sender_name`.
     fn arrives(&self, recipient: &Path, sender_name: &str, text: &str) {
         self.eventually(&format!("{text:?} arrives"), || {
-            let inbox = json(recipient, &["inbox", "--peek"]);
+            let inbox = json(recipient, &["inbox", "--messages", "--peek"]);
             inbox
                 .as_array()?
                 .iter()
@@ -441,7 +441,7 @@ mod netns_lab {
             (lab.counter("border-out") > 0).then_some(())
         });
         assert_ne!(state(&alice, &to_dave), "delivered", "a message crossed the cut border");
-        let dave_inbox = json(&dave, &["inbox", "--peek"]);
+        let dave_inbox = json(&dave, &["inbox", "--messages", "--peek"]);
         assert!(
             !dave_inbox.to_string().contains("queued during the cut"),
             "dave got a message across the cut border: {dave_inbox}"
@@ -458,8 +458,8 @@ mod netns_lab {
             (state(&alice, &to_dave) == "delivered").then_some(())
         });
         // None lost: every message of the test is in its recipient's inbox.
-        let bob_inbox = json(&bob, &["inbox", "--peek"]).to_string();
-        let alice_inbox = json(&alice, &["inbox", "--peek"]).to_string();
+        let bob_inbox = json(&bob, &["inbox", "--messages", "--peek"]).to_string();
+        let alice_inbox = json(&alice, &["inbox", "--messages", "--peek"]).to_string();
         for i in 0..3 {
             assert!(bob_inbox.contains(&format!("over the LAN {i}")), "{bob_inbox}");
             assert!(alice_inbox.contains(&format!("and back over the LAN {i}")), "{alice_inbox}");

@@ -284,7 +284,7 @@ impl Lab {
     fn exchange(&self, from: &Path, to: &str, recipient: &Path, sender_name: &str, text: &str) {
         check_ok(&kolokol(from, &["send", to, text]));
         self.eventually(&format!("{to} has {text:?}"), || {
-            let inbox = json(recipient, &["inbox", "--peek"]);
+            let inbox = json(recipient, &["inbox", "--messages", "--peek"]);
             inbox
                 .as_array()?
                 .iter()
@@ -643,7 +643,7 @@ mod netns_lab {
         /// Waits until `recipient` has `text` from `sender_name`.
         fn exchange_wait(&self, recipient: &Path, sender_name: &str, text: &str) {
             self.eventually(&format!("{text:?} arrives"), || {
-                let inbox = json(recipient, &["inbox", "--peek"]);
+                let inbox = json(recipient, &["inbox", "--messages", "--peek"]);
                 inbox
                     .as_array()?
                     .iter()

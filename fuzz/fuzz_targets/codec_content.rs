@@ -10,5 +10,6 @@ fuzz_target!(|data: &[u8]| {
     // Whatever decodes, its bounds check (a read receipt's id count) answers without panicking.
     if let Ok(content) = codec::decode::<Content>("content", data) {
         let _ = content.body.is_valid();
+        let _ = content.body.text();
     }
 });

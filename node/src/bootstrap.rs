@@ -45,15 +45,17 @@ pub(crate) fn sources(store: &Store, config: &Config) -> Result<Vec<Multiaddr>> 
         push(addr.clone(), &mut out);
     }
     for contact in store.contacts()? {
-        for addr in contact.addresses {
-            // The relay is the part of a circuit address before `/p2p-circuit`.
-            let relay: Multiaddr = addr.iter().take_while(|p| *p != Protocol::P2pCircuit).collect();
-            if relay != addr {
-                push(relay, &mut out);
-            }
+        for relay in contact.addresses.iter().filter_map(relay_of) {
+            push(relay, &mut out);
         }
     }
     Ok(out)
+}
+
+/// The relay a circuit address goes through: the part before `/p2p-circuit`, if there is one.
+pub(crate) fn relay_of(addr: &Multiaddr) -> Option<Multiaddr> {
+    let relay: Multiaddr = addr.iter().take_while(|p| *p != Protocol::P2pCircuit).collect();
+    (relay != *addr).then_some(relay)
 }
 
 /// The peer cache and bundles, as the control API sees them.
@@ -141,6 +143,17 @@ impl PeerBook {
             peers.pop();
         };
         Ok(control::BundleInfo { bundle: bundle.to_text()?, peers: bundle.body.peers.len() })
+    }
+
+    /// Makes the relays named in a new contact's addresses bootstrap peers now, as they will be
+    /// at the next start (the third source of [`sources`]): a node that learned its relay from
+    /// an invite alone then counts it as such, and keeps redialling it.
+    pub(crate) async fn learn_relays(&self, addresses: &[Multiaddr]) {
+        for relay in addresses.iter().filter_map(relay_of) {
+            if crate::config::peer_id_of(&relay).is_ok() {
+                self.swarm.add_bootstrap(relay).await;
+            }
+        }
     }
 
     /// Imports a bootstrap bundle: verifies it, caches its peers and dials them. Peers without

@@ -1,5 +1,7 @@
 //! Contacts: adding one from their invite (which starts the conversation with them), listing,
-//! removing (their messages stay), and the safety number to compare with them.
+//! removing (their messages stay), renaming, replacing their key when they started over, the
+//! safety number to compare with them and the verified mark once it matched; and strangers:
+//! accepting one who wrote first as a contact, or blocking them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::conversations::Conversations;
+use crate::conversations::{Conversations, FirstState};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::store::{ContactRow, ConversationWrite, Store};
@@ -31,7 +33,21 @@ pub(crate) struct Contacts {
 
 impl Contacts {
     /// Adds a contact from their invite code and starts the conversation with them.
-    pub(crate) fn add(&self, name: &str, invite_text: &str) -> Result<control::Contact> {
+    pub(crate) fn add(&self, name: &str, invite_text: &str) -> Result<ContactRow> {
+        let (row, start) = self.read_invite(name, invite_text)?;
+        let first = ConversationWrite {
+            peer: &row.peer_id,
+            state: &start.state,
+            key_ids: Some(&start.key_ids),
+            rekeyed: None,
+        };
+        self.store.add_contact_with(&row, Some(&first))?;
+        self.publish()?;
+        Ok(row)
+    }
+
+    /// Reads an invite into the contact it makes, named `name`; refuses our own.
+    fn read_invite(&self, name: &str, invite_text: &str) -> Result<(ContactRow, FirstState)> {
         check_name(name)?;
         let (invite, invite_keys, peer) =
             Invite::from_text_with_keys(invite_text, self.clock.now_secs())?;
@@ -55,19 +71,112 @@ impl Contacts {
             device_key: invite.certificate.device_key,
             addresses,
             added_at_ms: self.clock.now_ms(),
+            verified_at_ms: None,
             invite: Some(crate::store::without_whitespace(invite_text)),
             rekeyed: None,
         };
         let start = self.conversations.first_state(&invite, invite_keys.as_ref())?;
+        Ok((row, start))
+    }
+
+    /// Puts a new invite's peer and key in place of the contact named `name` (they started
+    /// over with a new identity), keeping the name; the verified mark goes, since it was for
+    /// the old key. Messages stay with the peer they were exchanged with.
+    pub(crate) fn replace(
+        &self,
+        name: &str,
+        invite_text: &str,
+    ) -> Result<(ContactRow, ContactRow)> {
+        let old = self.get(name)?;
+        let (new, start) = self.read_invite(&old.name, invite_text)?;
+        if new.peer_id == old.peer_id {
+            return Err(Error::ContactExists(format!(
+                "that invite is {:?}'s current one: nothing to replace",
+                old.name
+            )));
+        }
         let first = ConversationWrite {
-            peer: &peer,
+            peer: &new.peer_id,
             state: &start.state,
             key_ids: Some(&start.key_ids),
             rekeyed: None,
         };
-        self.store.add_contact_with(&row, Some(&first))?;
+        self.store
+            .replace_contact(name, &new, &first)?
+            .ok_or_else(|| Error::UnknownContact(name.to_owned()))?;
+        self.publish()?;
+        Ok((old, new))
+    }
+
+    /// Renames a contact.
+    pub(crate) fn rename(&self, name: &str, new_name: &str) -> Result<control::Contact> {
+        check_name(new_name)?;
+        self.store
+            .rename_contact(name, new_name)?
+            .map(contact_view)
+            .ok_or_else(|| Error::UnknownContact(name.to_owned()))
+    }
+
+    /// Marks a contact verified, or takes the mark away.
+    pub(crate) fn mark(&self, name: &str, verified: bool) -> Result<control::Contact> {
+        let at = verified.then(|| self.clock.now_ms());
+        self.store
+            .set_verified(name, at)?
+            .map(contact_view)
+            .ok_or_else(|| Error::UnknownContact(name.to_owned()))
+    }
+
+    /// Makes someone who wrote to us a contact, named `name`, with the key their messages came
+    /// from: accepting a request.
+    pub(crate) fn accept(&self, peer: PeerId, name: &str) -> Result<control::Contact> {
+        check_name(name)?;
+        let certificate = self
+            .conversations
+            .peer_certificate(&peer)?
+            .ok_or_else(|| Error::UnknownContact(peer.to_string()))?;
+        let row = ContactRow {
+            name: name.to_owned(),
+            peer_id: peer,
+            device_key: certificate.device_key,
+            addresses: Vec::new(),
+            added_at_ms: self.clock.now_ms(),
+            verified_at_ms: None,
+            invite: None,
+            rekeyed: None,
+        };
+        // The peer wrote first, so a conversation with them exists: none to start.
+        self.store.add_contact_with(&row, None)?;
         self.publish()?;
         Ok(contact_view(row))
+    }
+
+    /// Blocks someone who is not a contact: their messages are deleted, and what they send
+    /// from now on is taken and dropped.
+    pub(crate) fn block(&self, peer: PeerId) -> Result<control::BlockResult> {
+        if let Some(c) = self.store.contact_by_peer(&peer)? {
+            return Err(Error::ContactExists(format!(
+                "{peer} is your contact {:?}; remove the contact first (kolokol contacts remove)",
+                c.name
+            )));
+        }
+        let removed_messages = self.store.block(&peer, self.clock.now_ms())?;
+        Ok(control::BlockResult { peer_id: peer.to_string(), removed_messages, blocked: true })
+    }
+
+    /// Unblocks a peer.
+    pub(crate) fn unblock(&self, peer: PeerId) -> Result<control::BlockResult> {
+        self.store.unblock(&peer)?;
+        Ok(control::BlockResult { peer_id: peer.to_string(), removed_messages: 0, blocked: false })
+    }
+
+    /// The blocked peers.
+    pub(crate) fn blocked(&self) -> Result<Vec<control::Blocked>> {
+        Ok(self
+            .store
+            .blocked()?
+            .into_iter()
+            .map(|(peer, at)| control::Blocked { peer_id: peer.to_string(), blocked_at_ms: at })
+            .collect())
     }
 
     /// All contacts, by name.
@@ -129,12 +238,14 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn contact_view(c: ContactRow) -> control::Contact {
+pub(crate) fn contact_view(c: ContactRow) -> control::Contact {
     control::Contact {
         name: c.name,
         peer_id: c.peer_id.to_string(),
         addresses: c.addresses.iter().map(ToString::to_string).collect(),
         added_at_ms: c.added_at_ms,
+        verified: c.verified_at_ms.is_some(),
+        verified_at_ms: c.verified_at_ms,
         rekeyed_at_ms: c.rekeyed.as_ref().map(|(at, _)| *at),
         rekey_reason: c.rekeyed.map(|(_, why)| why),
     }

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kolokol_protocol::control::{
-    ContactAddParams, ContactNameParams, Event, ImportParams, InboxParams, InboxReadParams,
-    MAX_LINE_LEN, MessageParams, Notification, OutboxParams, Request, Response, SendParams, code,
+    ChatParams, ContactAcceptParams, ContactAddParams, ContactMarkParams, ContactNameParams,
+    ContactRenameParams, Event, ImportParams, InboxParams, InboxReadParams, MAX_LINE_LEN,
+    MessageParams, Notification, OutboxParams, PeerParams, Request, Response, SendParams, code,
     method,
 };
 use kolokol_protocol::control::{
@@ -212,6 +213,7 @@ fn failure(e: Error) -> (i64, String) {
         Error::ContactExists(_) => code::CONTACT_EXISTS,
         Error::BadMessage(_) => code::BAD_MESSAGE,
         Error::UnknownMessage(_) => code::UNKNOWN_MESSAGE,
+        Error::AmbiguousId(_) => code::AMBIGUOUS_ID,
         Error::UnknownGroup(_) => code::UNKNOWN_GROUP,
         Error::GroupRefused(_) => code::GROUP_REFUSED,
         Error::Protocol(kolokol_protocol::Error::Invite(_)) => code::BAD_INVITE,
@@ -231,7 +233,7 @@ async fn dispatch(
         method::INVITE => to_value(node.invite().await.map_err(failure)?),
         method::CONTACTS_ADD => {
             let p: ContactAddParams = params(request)?;
-            let contact = node.add_contact(&p.name, &p.invite).map_err(|e| match e {
+            let contact = node.add_contact(&p.name, &p.invite).await.map_err(|e| match e {
                 Error::Protocol(inner) => (code::BAD_INVITE, format!("invalid invite: {inner}")),
                 other => failure(other),
             })?;
@@ -242,13 +244,46 @@ async fn dispatch(
             let p: ContactNameParams = params(request)?;
             to_value(node.remove_contact(&p.name).map_err(failure)?)
         }
+        method::CONTACTS_RENAME => {
+            let p: ContactRenameParams = params(request)?;
+            to_value(node.rename_contact(&p.name, &p.new_name).map_err(failure)?)
+        }
+        method::CONTACTS_MARK => {
+            let p: ContactMarkParams = params(request)?;
+            to_value(node.mark_contact(&p.name, p.verified).map_err(failure)?)
+        }
+        method::CONTACTS_REPLACE => {
+            let p: ContactAddParams = params(request)?;
+            let replaced = node.replace_contact(&p.name, &p.invite).await.map_err(|e| match e {
+                Error::Protocol(inner) => (code::BAD_INVITE, format!("invalid invite: {inner}")),
+                other => failure(other),
+            })?;
+            to_value(replaced)
+        }
+        method::CONTACTS_ACCEPT => {
+            let p: ContactAcceptParams = params(request)?;
+            to_value(node.accept_contact(&p.peer_id, &p.name).map_err(failure)?)
+        }
+        method::CONTACTS_BLOCK => {
+            let p: PeerParams = params(request)?;
+            to_value(node.block(&p.peer_id).map_err(failure)?)
+        }
+        method::CONTACTS_UNBLOCK => {
+            let p: PeerParams = params(request)?;
+            to_value(node.unblock(&p.peer_id).map_err(failure)?)
+        }
+        method::CONTACTS_BLOCKED => to_value(node.blocked().map_err(failure)?),
         method::CONTACTS_VERIFY => {
             let p: ContactNameParams = params(request)?;
             to_value(node.verify_contact(&p.name).map_err(failure)?)
         }
         method::SEND => {
             let p: SendParams = params(request)?;
-            to_value(node.send(&p.to, &p.text).await.map_err(failure)?)
+            if p.wait.unwrap_or(true) {
+                to_value(node.send(&p.to, &p.text).await.map_err(failure)?)
+            } else {
+                to_value(node.enqueue(&p.to, &p.text).await.map_err(failure)?)
+            }
         }
         method::INBOX => {
             let p: InboxParams = params(request)?;
@@ -267,6 +302,12 @@ async fn dispatch(
             to_value(node.message(&p.id).map_err(failure)?)
         }
         method::STATUS => to_value(node.status().await.map_err(failure)?),
+        method::CHATS => to_value(node.chats().map_err(failure)?),
+        method::BACKUP_SNAPSHOT => to_value(node.backup_snapshot().map_err(failure)?),
+        method::CHAT => {
+            let p: ChatParams = params(request)?;
+            to_value(node.chat(&p.with, p.limit.unwrap_or(DEFAULT_LIST_LIMIT)).map_err(failure)?)
+        }
         method::PEERS => to_value(node.peers().await.map_err(failure)?),
         method::DOCTOR => to_value(node.doctor().await.map_err(failure)?),
         method::PEERS_EXPORT => to_value(node.export_peers().map_err(failure)?),

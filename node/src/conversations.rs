@@ -222,6 +222,17 @@ impl Conversations {
         Ok(FirstState { state: conversation.to_bytes()?, key_ids: conversation.receive_key_ids() })
     }
 
+    /// The certificate the peer's envelopes come from, if we hold a conversation with them.
+    pub(crate) fn peer_certificate(&self, peer: &PeerId) -> Result<Option<DeviceCertificate>> {
+        if let Some(c) = self.cache().get(peer) {
+            return Ok(Some(c.conversation.peer_certificate().clone()));
+        }
+        match self.0.store.conversation(peer)? {
+            Some(bytes) => Ok(Some(Conversation::from_bytes(&bytes)?.peer_certificate().clone())),
+            None => Ok(None),
+        }
+    }
+
     /// Starts a conversation with a peer who is not a contact (a fellow member of a group) from
     /// their certificate, unless one exists: our first envelope to them is then a proper first
     /// contact. Stored at once, never over an existing state; if the peer's conversation is in

@@ -74,6 +74,33 @@ impl DataDir {
         Ok(Self { root: root.to_owned(), _lock: lock })
     }
 
+    /// Takes the lock of an existing data directory without creating or changing anything:
+    /// for reading its database while no daemon runs. Fails with [`Error::AlreadyRunning`]
+    /// while a daemon holds it, and if the directory has no database.
+    pub fn lock_existing(root: &Path) -> Result<Self> {
+        let database = root.join(DATABASE_FILE);
+        if !database.exists() {
+            return Err(Error::io(
+                "no kolokol database in the data dir",
+                root,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let lock_path = root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| Error::io("cannot open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Self { root: root.to_owned(), _lock: lock }),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::AlreadyRunning(root.to_owned())),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &lock_path, e)),
+        }
+    }
+
     /// The directory.
     pub fn root(&self) -> &Path {
         &self.root

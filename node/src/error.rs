@@ -50,9 +50,12 @@ pub enum Error {
     UnknownContact(String),
     /// No outgoing message has that id.
     #[error(
-        "no message of yours has the id {0:?} (ids are the 32 hex digits `kolokol send` printed; see `kolokol outbox`)"
+        "no message has the id {0:?} (an id is the 32 hex digits `kolokol send` or `kolokol outbox` printed, or a unique start of them, at least 4)"
     )]
     UnknownMessage(String),
+    /// An abbreviated message id names more than one message.
+    #[error("the id {0:?} matches several messages; type more of its digits")]
+    AmbiguousId(String),
     /// No group has that name or id (the text says which, and how to name it).
     #[error("{0}")]
     UnknownGroup(String),

@@ -71,7 +71,9 @@ impl Events {
         at_ms: u64,
     ) {
         match row.body {
-            OutboxBody::Text(_) => self.state(&row.id, &row.peer_id, state, detail, at_ms),
+            OutboxBody::Text(_) | OutboxBody::Numbered(..) => {
+                self.state(&row.id, &row.peer_id, state, detail, at_ms)
+            }
             OutboxBody::Group(_) => self.group_copy(&row.id, &row.peer_id, state, at_ms),
             OutboxBody::Receipt(_) | OutboxBody::Read(_) => {}
         }

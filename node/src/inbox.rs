@@ -28,7 +28,7 @@ use crate::groups::Groups;
 use crate::ids::receipt_id;
 use crate::keys::Keys;
 use crate::quota::{LogLimit, Quota};
-use crate::store::{ChunkOutcome, InboxRow, OutboxBody, OutboxRow, Store};
+use crate::store::{ChunkOutcome, InboxRow, Number, OutboxBody, OutboxRow, Store};
 use crate::swarm::{self, Inbound};
 use crate::wire::delivery::Ack;
 use crate::workers::Workers;
@@ -461,8 +461,23 @@ impl Inbox {
             tracing::info!(%sender, "refused a body out of bounds");
             return Ok(Received::Rejected);
         }
-        match content.body {
-            Body::Text(text) => {
+        // A blocked peer's envelopes are taken, so its node stops trying, and dropped: no
+        // message, no receipt, nothing it could tell apart from a delivery.
+        if store.is_blocked(&sender)? {
+            tracing::debug!(%sender, "dropped an envelope from a blocked peer");
+            return Ok(Received::Accepted);
+        }
+        // A numbered text is stored as a text with its place in the sender's conversation.
+        let mut number = None;
+        let body = match content.body {
+            Body::NumberedText { series, seq, text } => {
+                number = Some(Number { series, seq });
+                Body::Text(text)
+            }
+            other => other,
+        };
+        match body {
+            Body::Text(text) | Body::NumberedText { text, .. } => {
                 if self.stranger_over_quota(&sender)? {
                     return Ok(Received::OverQuota);
                 }
@@ -474,6 +489,7 @@ impl Inbox {
                     sent_at_ms: content.sent_at_ms,
                     received_at_ms: now,
                     read_at_ms: None,
+                    number,
                 };
                 // A message fetched from a mailbox is answered by a receipt, committed with it:
                 // a crash between the two would leave a stored message whose sender never

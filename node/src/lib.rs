@@ -22,7 +22,9 @@ pub mod metrics;
 pub mod node;
 pub mod run;
 
+pub mod backup;
 pub mod bootstrap;
+pub mod chats;
 pub mod contacts;
 pub mod conversations;
 pub mod doctor;
@@ -44,7 +46,9 @@ pub mod data_dir;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod offline;
 pub mod quota;
+pub mod repeats;
 pub mod workers;
 
 pub use config::{Config, FileConfig, LogFormat, Role};

@@ -16,6 +16,7 @@ use libp2p::PeerId;
 use tokio::sync::{Notify, broadcast};
 
 use crate::bootstrap::PeerBook;
+use crate::chats::Chats;
 use crate::clock::Clock;
 use crate::config::Role;
 use crate::contacts::Contacts;
@@ -23,7 +24,7 @@ use crate::doctor::{Doctor, count};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::groups::Groups;
-use crate::ids::new_message_id;
+use crate::ids::{id_prefix, new_message_id};
 use crate::inbox::{Inbox, inbox_view};
 use crate::keys::Keys;
 use crate::mailbox::Mailboxes;
@@ -47,6 +48,7 @@ pub(crate) struct Parts {
     pub(crate) swarm: swarm::Client,
     pub(crate) events: Events,
     pub(crate) contacts: Contacts,
+    pub(crate) chats: Chats,
     pub(crate) groups: Groups,
     pub(crate) outbox: Outbox,
     pub(crate) outbox_wake: Arc<Notify>,
@@ -106,6 +108,7 @@ impl Node {
     pub async fn status(&self) -> Result<control::Status> {
         let net = self.net_status().await?;
         let role = self.0.role;
+        let (queued, stored) = self.0.store.waiting_counts()?;
         Ok(control::Status {
             peer_id: self.peer_id().to_string(),
             role: role.as_str().into(),
@@ -114,7 +117,8 @@ impl Node {
             relay_reservations: net.reservations.iter().map(|(p, _)| p.to_string()).collect(),
             connected_peers: net.connected,
             routing_table_size: net.routing_table,
-            queued_messages: self.0.store.queued_count()?,
+            queued_messages: queued,
+            stored_messages: stored,
             reachability: if net.public {
                 "public".into()
             } else if !net.reservations.is_empty() {
@@ -184,9 +188,12 @@ impl Node {
         })
     }
 
-    /// Adds a contact from their invite code.
-    pub fn add_contact(&self, name: &str, invite: &str) -> Result<control::Contact> {
-        self.0.contacts.add(name, invite)
+    /// Adds a contact from their invite code; the relays its addresses go through become
+    /// bootstrap peers.
+    pub async fn add_contact(&self, name: &str, invite: &str) -> Result<control::Contact> {
+        let row = self.0.contacts.add(name, invite)?;
+        self.0.peers.learn_relays(&row.addresses).await;
+        Ok(crate::contacts::contact_view(row))
     }
 
     /// All contacts.
@@ -197,6 +204,55 @@ impl Node {
     /// Removes a contact; messages to and from them stay.
     pub fn remove_contact(&self, name: &str) -> Result<control::Contact> {
         self.0.contacts.remove(name)
+    }
+
+    /// Renames a contact.
+    pub fn rename_contact(&self, name: &str, new_name: &str) -> Result<control::Contact> {
+        self.0.contacts.rename(name, new_name)
+    }
+
+    /// Marks a contact verified (the safety numbers matched), or takes the mark away.
+    pub fn mark_contact(&self, name: &str, verified: bool) -> Result<control::Contact> {
+        self.0.contacts.mark(name, verified)
+    }
+
+    /// Puts the peer and key of a new invite in place of a contact who started over; the
+    /// verified mark goes with the old key.
+    pub async fn replace_contact(
+        &self,
+        name: &str,
+        invite: &str,
+    ) -> Result<control::ContactReplaced> {
+        let (old, new) = self.0.contacts.replace(name, invite)?;
+        self.0.peers.learn_relays(&new.addresses).await;
+        Ok(control::ContactReplaced {
+            old_peer_id: old.peer_id.to_string(),
+            was_verified: old.verified_at_ms.is_some(),
+            contact: crate::contacts::contact_view(new),
+        })
+    }
+
+    /// Accepts a request: makes `peer` (who wrote to us) a contact named `name`.
+    pub fn accept_contact(&self, peer: &str, name: &str) -> Result<control::Contact> {
+        let peer = self.0.chats.peer(peer)?;
+        self.0.contacts.accept(peer, name)
+    }
+
+    /// Blocks a peer that is not a contact: deletes its messages and drops what it sends.
+    pub fn block(&self, peer: &str) -> Result<control::BlockResult> {
+        let peer = self.0.chats.peer(peer)?;
+        self.0.contacts.block(peer)
+    }
+
+    /// Unblocks a peer.
+    pub fn unblock(&self, peer: &str) -> Result<control::BlockResult> {
+        let peer = self.0.chats.peer(peer)?;
+        self.0.contacts.unblock(peer)
+    }
+
+    /// The blocked peers.
+    pub fn blocked(&self) -> Result<Vec<control::Blocked>> {
+        self.0.contacts.blocked()
     }
 
     /// The safety number shared with a contact, from both identity keys.
@@ -218,6 +274,34 @@ impl Node {
             other => other?,
         };
         self.0.outbox.send(contact, text).await
+    }
+
+    /// Commits a text to the outbox for a contact and returns at once, `queued` with no detail;
+    /// the outbox makes the first attempt and `state` events tell how it goes (`send` with
+    /// `wait: false`). A name that is a group's and no contact's is sent as [`Node::send`]
+    /// does: the copies are committed and attempted together, and the answer is their summed
+    /// state, which has a detail unless every member has it.
+    pub async fn enqueue(&self, to: &str, text: &str) -> Result<control::SendResult> {
+        let contact = match self.0.contacts.get(to) {
+            Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
+                Ok(_) => return self.group_send(to, text).await.map(group_send_summary),
+                Err(_) => return Err(Error::UnknownContact(name)),
+            },
+            other => other?,
+        };
+        self.0.outbox.enqueue(contact, text).await
+    }
+
+    /// Every conversation, the most recent first, with its unread count.
+    pub fn chats(&self) -> Result<Vec<control::ChatSummary>> {
+        self.0.chats.list()
+    }
+
+    /// The newest `limit` messages with `with` (a contact's name, or a peer id), either way,
+    /// in the order they were written.
+    pub fn chat(&self, with: &str, limit: u32) -> Result<control::Chat> {
+        let peer = self.0.chats.peer(with)?;
+        self.0.chats.chat(&peer, limit)
     }
 
     /// Creates a private group with this node as its only member and admin.
@@ -299,10 +383,20 @@ impl Node {
     pub fn mark_read(&self, ids: &[String]) -> Result<control::InboxReadResult> {
         let raw = ids
             .iter()
-            .map(|id| {
-                kolokol_protocol::message::parse_id(id.trim())
-                    .ok_or_else(|| Error::UnknownMessage(id.clone()))
+            .map(|id| match kolokol_protocol::message::parse_id(id.trim()) {
+                Some(raw) => Ok(Some(raw)),
+                // An abbreviated id names the one received message it starts; one that names
+                // none is skipped, as a full id that names none is.
+                None => {
+                    let prefix = id_prefix(id).ok_or_else(|| Error::UnknownMessage(id.clone()))?;
+                    match self.0.store.incoming_ids_with_prefix(&prefix, 2)?[..] {
+                        [one] => Ok(Some(one)),
+                        [] => Ok(None),
+                        _ => Err(Error::AmbiguousId(id.clone())),
+                    }
+                }
             })
+            .filter_map(Result::transpose)
             .collect::<Result<Vec<_>>>()?;
         let (marked, receipts) = self.0.store.mark_read(
             &raw,
@@ -328,8 +422,8 @@ impl Node {
 
     /// One outgoing message with its full state history; `id` is the 32-hex-digit form.
     pub fn message(&self, id: &str) -> Result<control::MessageStatus> {
+        let raw = self.outgoing_id(id)?;
         let unknown = || Error::UnknownMessage(id.to_owned());
-        let raw = kolokol_protocol::message::parse_id(id.trim()).ok_or_else(unknown)?;
         let message = self.0.store.outgoing(&raw)?.ok_or_else(unknown)?;
         let history = self
             .history(&raw)?
@@ -337,6 +431,17 @@ impl Node {
             .map(|(state, detail, at_ms)| control::StateEntry { state, detail, at_ms })
             .collect();
         Ok(control::MessageStatus { message: outbox_view(message), history })
+    }
+
+    /// The one text message of ours that `id` names: its 32 hex digits, or a unique start of
+    /// them at least [`crate::ids::MIN_ID_PREFIX`] long.
+    pub fn outgoing_id(&self, id: &str) -> Result<MessageId> {
+        let prefix = id_prefix(id).ok_or_else(|| Error::UnknownMessage(id.to_owned()))?;
+        match self.0.store.outgoing_ids_with_prefix(&prefix, 2)?[..] {
+            [one] => Ok(one),
+            [] => Err(Error::UnknownMessage(id.to_owned())),
+            _ => Err(Error::AmbiguousId(id.to_owned())),
+        }
     }
 
     /// The ids of our receive keys for the peer, as stored: what its envelopes may be sealed
@@ -374,6 +479,13 @@ impl Node {
     /// Looks up a peer's presence record in the DHT; `None` if nobody has a valid one.
     pub async fn resolve(&self, peer: PeerId) -> Result<Option<PresenceRecord>> {
         self.0.presence.lookup(peer, false).await
+    }
+
+    /// Writes a consistent snapshot of the database into the data directory for a backup
+    /// (`backup.snapshot`); the caller reads it, seals it and deletes it.
+    pub fn backup_snapshot(&self) -> Result<control::SnapshotInfo> {
+        let path = crate::backup::snapshot(&self.0.store, &self.0.data_dir)?;
+        Ok(control::SnapshotInfo { path: path.to_string_lossy().into_owned() })
     }
 
     /// The answer to `doctor`.

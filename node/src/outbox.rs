@@ -118,6 +118,26 @@ pub(crate) fn verdict(
     }
 }
 
+/// Why the recipient's node refused a message of `envelopes` envelopes, for the user. Its
+/// answer is one byte (`Rejected`) that does not say why, but what was sent narrows it down: a
+/// node refuses the chunks of a long message from anyone it has not added as a contact (see
+/// `Inbox::accept`), while one envelope is refused only when it does not open (the recipient
+/// has a new key).
+pub(crate) fn refusal(envelopes: usize) -> String {
+    if envelopes > 1 {
+        format!(
+            "the recipient's node refused it: a message over about {} bytes travels in chunks, \
+             and a node takes those only from people it has added as contacts; ask them to add \
+             you (kolokol contacts add), or send shorter messages",
+            kolokol_protocol::chunk::MAX_UNCHUNKED_LEN / 1000 * 1000
+        )
+    } else {
+        "the recipient's node refused it: it could not open it (their key changed since their \
+         invite: ask them for a new one)"
+            .into()
+    }
+}
+
 /// The wait after the `attempts`-th failed attempt: 2 s, doubling each time, at most
 /// [`MAX_RETRY_DELAY`].
 pub fn retry_delay(attempts: u32) -> Duration {
@@ -147,6 +167,8 @@ pub(crate) struct OutboxParts {
     pub(crate) in_flight: Mutex<HashSet<MessageId>>,
     /// What the outbox knows of the path to each peer.
     pub(crate) paths: Paths,
+    /// Held from taking a text's number to committing it, so no two texts get the same one.
+    pub(crate) numbering: tokio::sync::Mutex<()>,
 }
 
 /// An item's place in [`OutboxParts::in_flight`], given up when dropped.
@@ -173,33 +195,21 @@ impl Outbox {
         contact: ContactRow,
         text: &str,
     ) -> Result<control::SendResult> {
-        if text.trim().is_empty() {
-            return Err(Error::BadMessage("the message is empty".into()));
-        }
-        if text.len() > MAX_TEXT_LEN {
-            return Err(Error::BadMessage(format!(
-                "the message is {} bytes, over the limit of {MAX_TEXT_LEN}",
-                text.len()
-            )));
-        }
-        let now = self.0.clock.now_ms();
-        let row = OutboxRow {
-            id: new_message_id(),
-            peer_id: contact.peer_id,
-            device_key: contact.device_key,
-            body: OutboxBody::Text(text.to_owned()),
-            created_at_ms: now,
-            attempts: 0,
-        };
+        let row = new_text(contact, text, self.0.clock.now_ms())?;
+        let now = row.created_at_ms;
         let claim = ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body);
-        // Sealed first, then the row, its sealed parts and the conversation state they were
-        // sealed with are committed in one transaction, before anything is sent.
+        // Numbered, sealed, then the row, its number, its sealed parts and the conversation
+        // state they were sealed with are committed in one transaction, before anything is
+        // sent.
+        let numbering = self.0.numbering.lock().await;
+        let row = self.numbered(row)?;
         let sealed = self.seal(&row, None).await;
         {
             let write = sealed.as_ref().ok().and_then(Held::write);
             let parts = sealed.as_ref().map(|h| h.value.as_slice()).unwrap_or(&[]);
             self.0.store.enqueue_sealed(&row, now + claim, write.as_ref(), parts)?;
         }
+        drop(numbering);
         let sealed = sealed.map(Held::stored);
         self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
         let Some(_flight) = self.take_off(&row.id) else {
@@ -211,6 +221,37 @@ impl Outbox {
         };
         let (state, detail) = self.deliver(&row, sealed.map(|p| (p, true))).await;
         Ok(control::SendResult { id: format_id(&row.id), state, detail })
+    }
+
+    /// Commits a text to the outbox and returns at once, `queued`: the outbox loop makes the
+    /// first attempt, and `state` events tell how it went. A client that must be able to stop
+    /// waiting (the CLI on Ctrl-C) learns the id as soon as the message is safe.
+    pub(crate) async fn enqueue(
+        &self,
+        contact: ContactRow,
+        text: &str,
+    ) -> Result<control::SendResult> {
+        let row = new_text(contact, text, self.0.clock.now_ms())?;
+        let now = row.created_at_ms;
+        let numbering = self.0.numbering.lock().await;
+        let row = self.numbered(row)?;
+        self.0.store.enqueue_sealed(&row, now, None, &[])?;
+        drop(numbering);
+        self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
+        self.0.wake.notify_one();
+        Ok(control::SendResult {
+            id: format_id(&row.id),
+            state: MessageState::Queued,
+            detail: None,
+        })
+    }
+
+    /// The text of `row` with the number it will take in our series for the recipient. The
+    /// caller holds the numbering lock until the row is committed.
+    fn numbered(&self, row: OutboxRow) -> Result<OutboxRow> {
+        let OutboxBody::Text(text) = row.body else { return Ok(row) };
+        let number = self.0.store.peek_number(&row.peer_id, rand::random())?;
+        Ok(OutboxRow { body: OutboxBody::Numbered(number, text), ..row })
     }
 
     /// Makes the first attempts of rows already committed (and claimed) by their owner, at
@@ -334,6 +375,23 @@ impl Outbox {
                 {
                     outcome = self.send_parts(row, &mut parts).await;
                 }
+                // A node from before numbered texts cannot decode one and refuses it: the same
+                // text, sealed anew, goes once more unnumbered, which it reads. Refused again,
+                // the refusal is about the key, and is handled below.
+                if matches!(&outcome, Err(f) if f.refused)
+                    && let OutboxBody::Numbered(_, text) = &row.body
+                {
+                    let plain = OutboxRow { body: OutboxBody::Text(text.clone()), ..row.clone() };
+                    let _ = self.0.store.drop_parts(&row.id);
+                    match self.seal_and_store(&plain, None).await {
+                        Ok(resealed) => {
+                            parts = resealed;
+                            fresh = true;
+                            outcome = self.send_parts(&plain, &mut parts).await;
+                        }
+                        Err(failure) => outcome = Err(failure),
+                    }
+                }
                 // Refused for good. A conversation envelope: the peer no longer holds the
                 // receive key it went to (it lost or restored its state), so the conversation
                 // is re-keyed, visibly, through the peer's prekey (issue 15, finding 3); one
@@ -371,6 +429,17 @@ impl Outbox {
                         }
                     }
                 }
+                // The recipient's node said no; say why, as far as what we sent tells.
+                let outcome = outcome.map_err(|f| {
+                    if f.refused {
+                        DeliveryFailure {
+                            reason: refusal(attempt_envelopes(&row.body) as usize),
+                            ..f
+                        }
+                    } else {
+                        f
+                    }
+                });
                 let _ = fresh;
                 // Still unreachable: leave what the recipient lacks in its mailbox. Direct
                 // delivery goes on being retried, since it is faster when both are online. A
@@ -430,7 +499,7 @@ impl Outbox {
         now: u64,
     ) -> ((MessageState, Option<String>), Result<()>) {
         let states: &[MessageState] = match row.body {
-            OutboxBody::Text(_) | OutboxBody::Group(_) => {
+            OutboxBody::Text(_) | OutboxBody::Numbered(..) | OutboxBody::Group(_) => {
                 &[MessageState::Sent, MessageState::Delivered]
             }
             OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
@@ -501,12 +570,16 @@ impl Outbox {
             sent_at_ms: row.created_at_ms,
             body: match &row.body {
                 OutboxBody::Text(t) => Body::Text(t.clone()),
+                OutboxBody::Numbered(n, t) => {
+                    Body::NumberedText { series: n.series, seq: n.seq, text: t.clone() }
+                }
                 OutboxBody::Receipt(of) => Body::Receipt { of: *of },
                 OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
                 OutboxBody::Group(message) => {
                     crate::groups::body(message).map_err(|e| DeliveryFailure {
                         reason: format!("cannot seal: {e}"),
                         permanent: true,
+                        refused: false,
                         slow: false,
                     })?
                 }
@@ -528,6 +601,7 @@ impl Outbox {
         let refused = |e: kolokol_protocol::Error| DeliveryFailure {
             reason: format!("cannot seal: {e}"),
             permanent: true,
+            refused: false,
             slow: false,
         };
         // Chunks to a format 4 peer are shorter, so that one fits a format 4 first contact and a
@@ -769,6 +843,27 @@ pub(crate) fn outbox_view(m: OutboxView) -> control::OutboxMessage {
         attempts: m.attempts,
         created_at_ms: m.created_at_ms,
     }
+}
+
+/// A text to a contact as an outbox row, once checked: not empty, within [`MAX_TEXT_LEN`].
+fn new_text(contact: ContactRow, text: &str, now: u64) -> Result<OutboxRow> {
+    if text.trim().is_empty() {
+        return Err(Error::BadMessage("the message is empty".into()));
+    }
+    if text.len() > MAX_TEXT_LEN {
+        return Err(Error::BadMessage(format!(
+            "the message is {} bytes, over the limit of {MAX_TEXT_LEN}",
+            text.len()
+        )));
+    }
+    Ok(OutboxRow {
+        id: new_message_id(),
+        peer_id: contact.peer_id,
+        device_key: contact.device_key,
+        body: OutboxBody::Text(text.to_owned()),
+        created_at_ms: now,
+        attempts: 0,
+    })
 }
 
 #[cfg(test)]

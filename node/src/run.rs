@@ -109,6 +109,7 @@ impl RunningNode {
             clock: clock.clone(),
             wake: outbox_wake.clone(),
             in_flight: Default::default(),
+            numbering: Default::default(),
             paths: Default::default(),
         });
         let groups = Groups::new(GroupsParts {
@@ -138,6 +139,7 @@ impl RunningNode {
             conversations: conversations.clone(),
             clock: clock.clone(),
         };
+        let chats = crate::chats::Chats { store: store.clone(), clock: clock.clone() };
         let peers = PeerBook {
             swarm: swarm.clone(),
             store: store.clone(),
@@ -193,6 +195,7 @@ impl RunningNode {
             swarm,
             events,
             contacts,
+            chats,
             groups,
             outbox,
             outbox_wake,

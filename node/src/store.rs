@@ -15,6 +15,7 @@ mod endpoints;
 mod groups;
 mod inbox;
 mod mailbox;
+mod numbering;
 mod outbox;
 mod parts;
 mod peers;
@@ -38,8 +39,9 @@ pub use groups::{
     GroupMemberRow, GroupRow, GroupStatus, GroupTextRow, GroupUpdate, MAX_GROUPS,
     MAX_PENDING_GROUPS, MAX_PENDING_TEXTS,
 };
-pub use inbox::InboxRow;
+pub use inbox::{ChatPeer, InboxRow};
 pub use mailbox::{HandedItem, HeldItem, MailboxDeposit, MailboxItem, MailboxQuotas};
+pub use numbering::Number;
 pub use outbox::{
     DepositRecord, OUTBOX_BATCH, OutboxBody, OutboxRow, OutboxView, attempt_envelopes,
 };
@@ -136,12 +138,26 @@ impl Store {
             });
         }
         schema::migrate(&conn, version).map_err(err)?;
-        Ok(Self {
+        let store = Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             last_use: Arc::new(Mutex::new(tokio::time::Instant::now())),
             erasure_pending: Arc::new(AtomicBool::new(false)),
-        })
+        };
+        store.fold_names()?;
+        Ok(store)
+    }
+
+    /// Writes a consistent copy of the whole database to `path` (`VACUUM INTO`), which must
+    /// not exist: a backup taken while the node runs.
+    pub fn snapshot_into(&self, path: &Path) -> Result<()> {
+        let target = path.to_str().ok_or_else(|| Error::Io {
+            action: "cannot snapshot to a path that is not UTF-8:",
+            path: path.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        self.conn().execute("VACUUM INTO ?1", [target]).map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Whether a write deleted key material that only a checkpoint erases from the log.

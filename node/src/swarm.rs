@@ -180,6 +180,9 @@ pub(crate) struct DeliveryFailure {
     /// True when retrying cannot help: the recipient's node opened the stream and refused the
     /// envelope, so it is not for that node's current key.
     pub permanent: bool,
+    /// True when the recipient's node answered `Rejected`. Its one-byte answer does not say
+    /// why, so the outbox, which knows what it sent, words the reason (`outbox::refusal`).
+    pub refused: bool,
     /// True when the recipient's node was connected but did not answer within the time the
     /// envelope's size allowed: the path is slow, not cut, so the envelope is sent again soon
     /// rather than left in a mailbox.
@@ -188,7 +191,17 @@ pub(crate) struct DeliveryFailure {
 
 impl DeliveryFailure {
     pub(crate) fn temporary(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), permanent: false, slow: false }
+        Self { reason: reason.into(), permanent: false, refused: false, slow: false }
+    }
+
+    /// The recipient's node answered `Rejected`.
+    pub(crate) fn refused() -> Self {
+        Self {
+            reason: "the recipient's node refused it".into(),
+            permanent: true,
+            refused: true,
+            slow: false,
+        }
     }
 }
 
@@ -277,6 +290,45 @@ pub struct NetStatus {
 pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
     let text = e.to_string();
     text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// The address `kolokol peers` shows for a connection: where the peer is reached. For a
+/// relayed connection the peer opened to us, libp2p's remote address is only `/p2p/<peer>`
+/// (the circuit has no address of the peer's own), so it is our circuit address through the
+/// relay, `<relay address>/p2p-circuit`, which says which relay carries it.
+pub(crate) fn connection_address(endpoint: &libp2p::core::ConnectedPoint) -> Multiaddr {
+    use libp2p::core::ConnectedPoint;
+    match endpoint {
+        ConnectedPoint::Listener { local_addr, send_back_addr }
+            if is_relayed(local_addr) && without_peer(send_back_addr).is_empty() =>
+        {
+            local_addr.clone()
+        }
+        other => other.get_remote_address().clone(),
+    }
+}
+
+/// A dial error in a few words: for each address tried, the innermost cause ("Connection
+/// refused (os error 111)") rather than libp2p's nested chain of every layer that passed it
+/// on, which made one failed dial a line of about 330 characters.
+pub(crate) fn brief_dial_error(e: &libp2p::swarm::DialError) -> String {
+    match e {
+        libp2p::swarm::DialError::Transport(errors) if !errors.is_empty() => errors
+            .iter()
+            .map(|(address, error)| format!("{address}: {}", innermost(error)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => one_line(other),
+    }
+}
+
+/// The innermost cause of an error, on one line.
+pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    one_line(&cause)
 }
 
 /// True if the address goes through a relay circuit.

@@ -25,6 +25,20 @@ pub mod method {
     pub const CONTACTS_REMOVE: &str = "contacts.remove";
     /// Params [`super::ContactNameParams`]; returns [`super::SafetyNumber`].
     pub const CONTACTS_VERIFY: &str = "contacts.verify";
+    /// Params [`super::ContactRenameParams`]; returns the renamed [`super::Contact`].
+    pub const CONTACTS_RENAME: &str = "contacts.rename";
+    /// Params [`super::ContactMarkParams`]; returns the [`super::Contact`].
+    pub const CONTACTS_MARK: &str = "contacts.mark";
+    /// Params [`super::ContactAddParams`]; returns [`super::ContactReplaced`].
+    pub const CONTACTS_REPLACE: &str = "contacts.replace";
+    /// Params [`super::ContactAcceptParams`]; returns the new [`super::Contact`].
+    pub const CONTACTS_ACCEPT: &str = "contacts.accept";
+    /// Params [`super::PeerParams`]; returns [`super::BlockResult`].
+    pub const CONTACTS_BLOCK: &str = "contacts.block";
+    /// Params [`super::PeerParams`]; returns [`super::BlockResult`].
+    pub const CONTACTS_UNBLOCK: &str = "contacts.unblock";
+    /// Returns a list of [`super::Blocked`].
+    pub const CONTACTS_BLOCKED: &str = "contacts.blocked";
     /// Params [`super::SendParams`]; returns [`super::SendResult`].
     pub const SEND: &str = "send";
     /// Params [`super::InboxParams`]; returns a list of [`super::InboxMessage`], oldest first.
@@ -34,6 +48,12 @@ pub mod method {
     pub const INBOX_READ: &str = "inbox.read";
     /// Returns [`super::Status`].
     pub const STATUS: &str = "status";
+    /// Returns [`super::SnapshotInfo`]: a snapshot of the database for a backup.
+    pub const BACKUP_SNAPSHOT: &str = "backup.snapshot";
+    /// Returns a list of [`super::ChatSummary`], the most recent first.
+    pub const CHATS: &str = "chats";
+    /// Params [`super::ChatParams`]; returns [`super::Chat`].
+    pub const CHAT: &str = "chat";
     /// Params [`super::OutboxParams`]; returns a list of [`super::OutboxMessage`], newest last.
     pub const OUTBOX: &str = "outbox";
     /// Params [`super::MessageParams`]; returns [`super::MessageStatus`].
@@ -88,7 +108,7 @@ pub mod code {
     pub const INVALID_PARAMS: i64 = -32602;
     /// The daemon failed; the message says how.
     pub const INTERNAL_ERROR: i64 = -32603;
-    /// No contact has that name.
+    /// No contact has that name (or no peer has that id).
     pub const UNKNOWN_CONTACT: i64 = 1;
     /// The invite code could not be used.
     pub const BAD_INVITE: i64 = 2;
@@ -100,6 +120,30 @@ pub mod code {
     pub const UNKNOWN_MESSAGE: i64 = 5;
     /// The bootstrap bundle could not be used.
     pub const BAD_BUNDLE: i64 = 6;
+    /// A message id prefix names more than one message.
+    pub const AMBIGUOUS_ID: i64 = 7;
+
+    /// The stable name of a code, as `kolokol --json` prints it in errors: lower case words
+    /// joined by `_`, never changed once published. An unknown code is `error`.
+    pub fn name(code: i64) -> &'static str {
+        match code {
+            PARSE_ERROR => "parse_error",
+            INVALID_REQUEST => "invalid_request",
+            METHOD_NOT_FOUND => "method_not_found",
+            INVALID_PARAMS => "invalid_params",
+            INTERNAL_ERROR => "internal_error",
+            UNKNOWN_CONTACT => "unknown_contact",
+            BAD_INVITE => "bad_invite",
+            CONTACT_EXISTS => "contact_exists",
+            BAD_MESSAGE => "bad_message",
+            UNKNOWN_MESSAGE => "unknown_message",
+            BAD_BUNDLE => "bad_bundle",
+            AMBIGUOUS_ID => "ambiguous_id",
+            UNKNOWN_GROUP => "unknown_group",
+            GROUP_REFUSED => "group_refused",
+            _ => "error",
+        }
+    }
     /// No group has that name or id, or the name is shared by several groups.
     pub const UNKNOWN_GROUP: i64 = 20;
     /// The group change is not allowed: not an admin, not a member, already a member, too many
@@ -241,12 +285,83 @@ pub struct Contact {
     pub addresses: Vec<String>,
     /// When they were added, Unix milliseconds.
     pub added_at_ms: u64,
+    /// Whether the user marked them verified (compared safety numbers and they matched).
+    #[serde(default)]
+    pub verified: bool,
+    /// When the user marked them verified, Unix milliseconds; absent while not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at_ms: Option<u64>,
     /// When the conversation with them was last re-keyed, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekeyed_at_ms: Option<u64>,
     /// Why it was re-keyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekey_reason: Option<String>,
+}
+
+/// Params of `contacts.rename`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactRenameParams {
+    /// The contact's name now (any case).
+    pub name: String,
+    /// The name to give them.
+    pub new_name: String,
+}
+
+/// Params of `contacts.mark`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactMarkParams {
+    /// The contact's name (any case).
+    pub name: String,
+    /// `true`: the safety numbers were compared and matched; `false`: take the mark away.
+    pub verified: bool,
+}
+
+/// Params of `contacts.accept`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactAcceptParams {
+    /// The peer id (or a unique start of it) of someone who wrote to us.
+    pub peer_id: String,
+    /// The name to give them.
+    pub name: String,
+}
+
+/// Params naming one peer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerParams {
+    /// A peer id, or a unique start of one among the peers that wrote to us.
+    pub peer_id: String,
+}
+
+/// The answer to `contacts.replace`: the contact with its new key, and what was replaced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactReplaced {
+    /// The contact, now with the new peer id and key, not verified.
+    pub contact: Contact,
+    /// The peer id the contact had until now.
+    pub old_peer_id: String,
+    /// Whether the old key had been marked verified.
+    pub was_verified: bool,
+}
+
+/// The answer to `contacts.block` and `contacts.unblock`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockResult {
+    /// The peer.
+    pub peer_id: String,
+    /// `contacts.block`: how many of its messages were deleted; `contacts.unblock`: 0.
+    pub removed_messages: u64,
+    /// Whether the peer is blocked now.
+    pub blocked: bool,
+}
+
+/// A blocked peer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Blocked {
+    /// The peer.
+    pub peer_id: String,
+    /// When it was blocked, Unix milliseconds.
+    pub blocked_at_ms: u64,
 }
 
 /// The answer to `contacts.verify`: the number both sides compare to confirm each holds the
@@ -270,6 +385,10 @@ pub struct SendParams {
     pub to: String,
     /// The text.
     pub text: String,
+    /// Whether to wait for the first delivery attempt (the default). With `false` the call
+    /// returns as soon as the message is committed, `queued`, and `state` events tell the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
 }
 
 /// The answer to `send`.
@@ -320,6 +439,111 @@ pub struct InboxMessage {
 /// The most bytes of text a `message` event carries. Events wait in a buffer of their own
 /// for slow subscribers, so a burst of long messages must not hold megabytes each there.
 pub const EVENT_TEXT_LEN: usize = 16 * 1024;
+
+/// The answer to `backup.snapshot`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Where the snapshot of the database is (in the data directory, mode 0600); the caller
+    /// reads it and deletes it.
+    pub path: String,
+}
+
+/// One conversation in the list `chats` returns.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatSummary {
+    /// The peer's contact name, or `null` if the peer is not a contact.
+    pub name: Option<String>,
+    /// The peer.
+    pub peer_id: String,
+    /// Messages from the peer not read yet.
+    pub unread: u32,
+    /// Messages from the peer that its later ones say were written before them and that have
+    /// not arrived yet (within the last 14 days).
+    pub waiting: u64,
+    /// When the newest message either way was sent or received, Unix ms; absent if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at_ms: Option<u64>,
+    /// The newest message either way, cut after [`CHAT_PREVIEW_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_text: Option<String>,
+    /// Whether that newest message is ours.
+    #[serde(default)]
+    pub last_from_me: bool,
+    /// A request: someone who is not a contact wrote to us (accept with `contacts.accept`,
+    /// or refuse with `contacts.block`).
+    #[serde(default)]
+    pub request: bool,
+    /// Whether the contact is marked verified.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+/// The most characters of a message that a conversation list shows.
+pub const CHAT_PREVIEW_CHARS: usize = 200;
+
+/// Params of `chat`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatParams {
+    /// A contact's name (in any case), or a peer id.
+    pub with: String,
+    /// At most this many of the newest messages (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One conversation, in the order it was written.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Chat {
+    /// The peer's contact name, or `null` if the peer is not a contact.
+    pub name: Option<String>,
+    /// The peer.
+    pub peer_id: String,
+    /// The newest messages either way, oldest first, in the order they were written.
+    pub entries: Vec<ChatEntry>,
+    /// Whether the contact is marked verified.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+/// One message of a conversation, either way.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatEntry {
+    /// Message id, 32 hex digits.
+    pub id: String,
+    /// Whether this node's user wrote it.
+    pub from_me: bool,
+    /// The text, exactly as written.
+    pub text: String,
+    /// When its writer sent it, Unix ms by the writer's clock.
+    pub sent_at_ms: u64,
+    /// When this node stored it (received messages only), Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at_ms: Option<u64>,
+    /// When the user first read it (received messages only); absent while unread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at_ms: Option<u64>,
+    /// Where it is (our messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<MessageState>,
+    /// The state's detail (our messages only), as in [`OutboxMessage`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Its number in its writer's series, if numbered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// How many messages its writer numbered just before it that have not arrived (received
+    /// messages only; 0 when none are missing).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing_before: u64,
+    /// Set when those missing messages were not there 14 days after this one arrived: its
+    /// writer gave up on them, and they will not come.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing_for_good: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// Params of `inbox.read`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -750,8 +974,12 @@ pub struct Status {
     pub connected_peers: usize,
     /// Peers in the Kademlia routing table.
     pub routing_table_size: usize,
-    /// Outgoing messages not yet acknowledged by the recipient's node.
+    /// Outgoing text messages in state `queued`: not yet acknowledged by anyone.
     pub queued_messages: u64,
+    /// Outgoing text messages in state `stored`: waiting in their recipients' mailboxes (and
+    /// still retried directly) until the recipient fetches them.
+    #[serde(default)]
+    pub stored_messages: u64,
     /// `public` (a direct address is confirmed reachable), `relayed` (reachable through relay
     /// reservations) or `unreachable`.
     #[serde(default)]

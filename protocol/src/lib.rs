@@ -8,6 +8,7 @@
 //! a peer, a file or a user can produce; every decoder returns [`Error`] instead.
 //! Of libp2p it uses only `libp2p-identity`, for Ed25519 keys and peer ids.
 
+pub mod backup;
 pub mod bundle;
 pub mod chunk;
 pub mod codec;

@@ -1,4 +1,7 @@
 //! What travels inside an envelope: a message with its id and timestamp, and the kinds of body.
+//!
+//! Every kind of body is a variant of [`Body`]; a new kind is a new variant appended at the
+//! end (docs/PROTOCOL.md, rule 1.4), so what older nodes send still decodes the same.
 
 use bincode::{Decode, Encode};
 
@@ -75,6 +78,22 @@ pub enum Body {
     /// sent to each member in their own envelope (see [`crate::group`]). Appended after
     /// `Receipts`; valid only within the bounds of [`crate::group::GroupMessage::is_valid`].
     Group(crate::group::GroupMessage),
+    /// A text message that knows its place in its sender's conversation: the `seq`-th text of
+    /// series `series` that its sender wrote to this recipient. With the content's
+    /// `sent_at_ms` (the send time), the recipient shows a conversation in the order it was
+    /// written, whatever order the envelopes arrived in, and sees a gap where one is missing.
+    /// Appended after `Group`, so every older variant, `Text` included, still decodes as
+    /// before; valid only with `seq` ≥ 1 (see [`Body::is_valid`]).
+    NumberedText {
+        /// The sender's numbering of this conversation: chosen at random when the numbering
+        /// began, and again when the sender had to begin it anew (its state was restored from
+        /// an older backup), so numbers of two series are never compared.
+        series: u64,
+        /// The text's number in its series, from 1, one more for each text.
+        seq: u64,
+        /// What it says.
+        text: String,
+    },
 }
 
 impl Body {
@@ -88,8 +107,17 @@ impl Body {
             Body::Chunk { index, count, body_len, data } => {
                 crate::chunk::check(*index, *count, *body_len, data).is_ok()
             }
+            Body::NumberedText { seq, .. } => *seq >= 1,
             Body::Group(message) => message.is_valid(),
             Body::Text(_) | Body::Receipt { .. } => true,
+        }
+    }
+
+    /// The text a user wrote, if the body is one (numbered or not).
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Body::Text(text) | Body::NumberedText { text, .. } => Some(text),
+            _ => None,
         }
     }
 }
@@ -110,3 +138,6 @@ pub fn parse_id(text: &str) -> Option<MessageId> {
     }
     Some(id)
 }
+
+#[cfg(test)]
+mod tests;

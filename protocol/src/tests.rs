@@ -237,6 +237,36 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             })
             .unwrap(),
         ),
+        (
+            "content_numbered_text",
+            codec::encode(&Content {
+                body: Body::NumberedText {
+                    series: 0x1122_3344_5566_7788,
+                    seq: 42,
+                    text: "hello, bob".into(),
+                },
+                ..content()
+            })
+            .unwrap(),
+        ),
+        (
+            "backup_file",
+            crate::backup::seal_with(
+                b"correct horse battery staple",
+                &crate::backup::Contents {
+                    identity_file: zeroize::Zeroizing::new(a.to_file_bytes().to_vec()),
+                    database: zeroize::Zeroizing::new(b"SQLite format 3\0".to_vec()),
+                },
+                crate::backup::Header {
+                    memory_kib: 64,
+                    passes: 1,
+                    lanes: 1,
+                    salt: [0x5a; 16],
+                    nonce: [0xa5; 24],
+                },
+            )
+            .unwrap(),
+        ),
         ("advertisement", codec::encode(&advertisement()).unwrap()),
         ("payload_v1", codec::encode(&payload()).unwrap()),
         (
@@ -306,6 +336,12 @@ fn golden_vectors_match_and_decode() {
     let text = String::from_utf8(read("invite_text")).unwrap();
     assert_eq!(Invite::from_text(&text, NOW).unwrap().0, invite());
     assert_eq!(codec::decode::<Content>("c", &read("content_text")).unwrap(), content());
+    let restored =
+        crate::backup::open(b"correct horse battery staple", &read("backup_file")).unwrap();
+    assert_eq!(restored.identity_file.as_slice(), a.to_file_bytes().as_slice());
+    let numbered = codec::decode::<Content>("c", &read("content_numbered_text")).unwrap();
+    assert_eq!(numbered.body.text(), Some("hello, bob"));
+    assert!(numbered.body.is_valid());
     let receipt = codec::decode::<Content>("c", &read("content_read")).unwrap();
     assert_eq!(receipt, read_content());
     assert!(receipt.body.is_valid());

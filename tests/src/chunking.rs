@@ -192,10 +192,16 @@ async fn a_long_message_from_someone_who_is_not_a_contact_is_refused_a_short_one
     let bob = net.user("bob", &[relay_addr]).await;
     let (a, b) = (alice.node(), bob.node());
     // Alice has Bob's invite; Bob never added Alice.
-    a.add_contact("bob", &b.invite().await.expect("invite").invite).expect("add bob");
+    a.add_contact("bob", &b.invite().await.expect("invite").invite).await.expect("add bob");
 
     let refused = a.send("bob", &long_text(100_000)).await.expect("send");
     assert_eq!(refused.state, "failed", "{:?}", refused.detail);
+    // The reason says what happened: long messages are taken only from contacts.
+    let why = refused.detail.expect("a reason");
+    assert!(why.contains("only from people it has added as contacts"), "{why}");
+    assert!(!why.contains("key"), "{why}");
+    let history = a.message(&refused.id).expect("history").history;
+    assert_eq!(history.last().and_then(|h| h.detail.as_deref()), Some(why.as_str()));
     let mut b_events = b.subscribe();
     let short = a.send("bob", "hello, stranger here").await.expect("send");
     assert_eq!(short.state, "delivered", "{:?}", short.detail);

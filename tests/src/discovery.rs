@@ -17,12 +17,29 @@ async fn a_node_that_knows_only_an_invite_reaches_the_inviter() {
     alice
         .node()
         .add_contact("bob", &bob.node().invite().await.expect("invite").invite)
+        .await
         .expect("add");
     let mut b_events = bob.node().subscribe();
     let mut a_events = alice.node().subscribe();
     let sent = alice.node().send("bob", "found you").await.expect("send");
     assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "found you");
     wait_state(&mut a_events, &sent.id, "delivered").await;
+    // The relay Alice learned from the invite is her bootstrap peer from now on, not only
+    // after a restart: she holds a reservation through it and the doctor is content.
+    let status = alice
+        .node()
+        .wait_for_net(TIMEOUT, |s| s.bootstrap_connected > 0 && !s.reservations.is_empty())
+        .await
+        .expect("the invite's relay is a connected bootstrap peer");
+    assert_eq!(status.bootstrap_peers, 1);
+    assert_eq!(
+        alice.node().status().await.expect("status").bootstrap,
+        "connected to 1 of 1 bootstrap peers"
+    );
+    let report = alice.node().doctor().await.expect("doctor");
+    let bootstrap =
+        report.checks.iter().find(|c| c.name == "bootstrap").expect("a bootstrap check");
+    assert_eq!(bootstrap.status, "ok", "{bootstrap:?}");
     alice.shutdown().await;
 
     // On restart the invite's relay is a bootstrap source: Alice becomes reachable through it.
@@ -178,7 +195,7 @@ async fn a_contact_whose_invite_addresses_are_dead_is_found_through_its_presence
     let certificate = stolen.certify(now - 60, now + 3600).expect("certificate");
     let dead: Multiaddr = format!("{old_relay_addr}/p2p-circuit").parse().expect("valid");
     let invite = Invite { certificate, addresses: vec![dead.to_vec()] };
-    alice.node().add_contact("bob", &invite.to_text().expect("text")).expect("add");
+    alice.node().add_contact("bob", &invite.to_text().expect("text")).await.expect("add");
 
     // The invite's address fails; the first attempt looks Bob up and succeeds at once.
     let mut b_events = bob.node().subscribe();

@@ -49,7 +49,10 @@ async fn a_first_contact_goes_through_with_the_dht_unreachable() {
     let (alice, alice_at) = isolated(&net, "alice").await;
     let (bob, _) = isolated(&net, "bob").await;
     assert_eq!(alice.node().net_status().await.expect("status").routing_table, 0, "no DHT");
-    bob.node().add_contact("alice", &invite_at(&alice, &alice_at, None).await).expect("added");
+    bob.node()
+        .add_contact("alice", &invite_at(&alice, &alice_at, None).await)
+        .await
+        .expect("added");
     let alice_id = alice.node().peer_id();
     assert_eq!(bob.node().conversation_format(&alice_id).expect("reads"), Some(4));
 
@@ -85,6 +88,7 @@ async fn a_stale_invite_prekey_makes_the_message_wait_never_the_device_key() {
             .expect("signs");
     bob.node()
         .add_contact("alice", &invite_at(&alice, &alice_at, Some(stale)).await)
+        .await
         .expect("an invite with a stale prekey still adds the contact");
 
     let sent = bob.node().send("alice", "wait for a fresh prekey").await.expect("send");

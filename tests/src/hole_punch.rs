@@ -30,7 +30,7 @@ async fn a_relayed_conversation_is_upgraded_to_a_direct_connection() {
     let certificate = net.identity("bob").certify(now - 60, now + 3600).expect("certificate");
     let circuit: Multiaddr = format!("{relay_addr}/p2p-circuit").parse().expect("valid");
     let invite = Invite { certificate, addresses: vec![circuit.to_vec()] };
-    alice.node().add_contact("bob", &invite.to_text().expect("text")).expect("add");
+    alice.node().add_contact("bob", &invite.to_text().expect("text")).await.expect("add");
     let mut b_events = bob.node().subscribe();
     let sent = alice.node().send("bob", "meet me directly").await.expect("send");
     assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "meet me directly");

@@ -41,4 +41,6 @@ mod standard_relay;
 #[cfg(test)]
 mod stealth_probes;
 #[cfg(test)]
+mod strangers;
+#[cfg(test)]
 mod timers;

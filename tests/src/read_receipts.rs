@@ -47,7 +47,7 @@ async fn reading_the_inbox_sends_one_read_receipt_to_contacts_only() {
     let (a, b, c) = (alice.node(), bob.node(), carol.node());
     introduce(&a, "alice", &b, "bob").await;
     // Carol knows Bob, but Bob has never added her: to him she is a stranger.
-    c.add_contact("bob", &b.invite().await.expect("invite").invite).expect("add contact");
+    c.add_contact("bob", &b.invite().await.expect("invite").invite).await.expect("add contact");
 
     let mut a_events = a.subscribe();
     let mut b_events = b.subscribe();

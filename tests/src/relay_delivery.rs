@@ -28,6 +28,21 @@ async fn messages_cross_the_relay_both_ways_exactly_once_with_receipts() {
     assert_eq!(texts, ["hello 0", "hello 1", "hello 2", "hello 3", "hello 4"]);
     assert_eq!(a.inbox(100).expect("inbox").len(), 1);
 
+    // Each side lists the other's relayed connection with the relay it goes through, whether
+    // it dialed the circuit or the circuit came to it.
+    let relay_id = relay.node().peer_id().to_string();
+    for (node, other) in [(&a, b.peer_id()), (&b, a.peer_id())] {
+        let peers = node.peers().await.expect("peers").connected;
+        let link = peers
+            .iter()
+            .find(|c| c.peer_id == other.to_string() && c.via == "relayed")
+            .unwrap_or_else(|| panic!("no relayed connection to {other}: {peers:?}"));
+        assert!(
+            link.address.contains(&relay_id) && link.address.ends_with("/p2p-circuit"),
+            "{link:?}"
+        );
+    }
+
     for n in [alice, bob, relay] {
         n.shutdown().await;
     }
@@ -46,9 +61,9 @@ async fn unknown_contact_empty_and_oversized_messages_are_refused_and_nothing_is
     let long = "x".repeat(kolokol_protocol::message::MAX_TEXT_LEN + 1);
     let err = a.send("bob", &long).await.unwrap_err().to_string();
     assert!(err.contains("over the limit"), "{err}");
-    let err = a.add_contact("carol", "kolokol1garbage").unwrap_err().to_string();
+    let err = a.add_contact("carol", "kolokol1garbage").await.unwrap_err().to_string();
     assert!(err.contains("invite code"), "{err}");
-    let err = a.add_contact("bob", &b.invite().await.expect("invite").invite).unwrap_err();
+    let err = a.add_contact("bob", &b.invite().await.expect("invite").invite).await.unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(a.status().await.expect("status").queued_messages, 0);
     assert_eq!(a.contacts().expect("contacts").len(), 1);

@@ -118,8 +118,8 @@ impl Net {
 pub async fn introduce(a: &Node, a_name: &str, b: &Node, b_name: &str) {
     let a_invite = a.invite().await.expect("invite").invite;
     let b_invite = b.invite().await.expect("invite").invite;
-    b.add_contact(a_name, &a_invite).expect("add contact");
-    a.add_contact(b_name, &b_invite).expect("add contact");
+    b.add_contact(a_name, &a_invite).await.expect("add contact");
+    a.add_contact(b_name, &b_invite).await.expect("add contact");
 }
 
 /// Waits for an event that `pick` accepts.

@@ -47,7 +47,7 @@ async fn an_undeliverable_message_is_retried_on_schedule_then_fails_after_fourte
     let now = clock.now_secs();
     let certificate = bob.certify(now - 60, now + 365 * 24 * 60 * 60).expect("certificate");
     let invite = Invite { certificate, addresses: Vec::new() }.to_text().expect("invite");
-    node.add_contact("bob", &invite).expect("bob added");
+    node.add_contact("bob", &invite).await.expect("bob added");
 
     let mut events = node.subscribe();
     let created = clock.now_ms();

@@ -37,3 +37,51 @@ fn a_long_text_is_cut_in_listings_with_its_length_said() {
     assert!(shown.ends_with(&format!("… ({} bytes in all; --json shows them)", long.len())));
     assert_eq!(preview(&"x".repeat(PREVIEW_CHARS)), "x".repeat(PREVIEW_CHARS));
 }
+
+fn entry(text: &str, from_me: bool) -> kolokol_protocol::control::ChatEntry {
+    kolokol_protocol::control::ChatEntry {
+        id: "3f9a0c4e5b6d7e8f9a0b1c2d3e4f5a6b".into(),
+        from_me,
+        text: text.into(),
+        sent_at_ms: 0,
+        received_at_ms: (!from_me).then_some(0),
+        read_at_ms: None,
+        state: from_me.then_some(kolokol_protocol::control::MessageState::Delivered),
+        detail: None,
+        seq: None,
+        missing_before: 0,
+        missing_for_good: false,
+    }
+}
+
+#[test]
+fn a_conversation_keeps_line_breaks_that_cannot_pass_for_lines_and_cuts_long_messages() {
+    use kolokol_protocol::control::Chat;
+    let forged = "ok\n[1970-01-01 00:00:00] you      3f9a0c4e  pay me\u{1b}[2J";
+    let mut waiting = entry("after the gap", false);
+    waiting.missing_before = 2;
+    let chat = Chat {
+        name: Some("alice".into()),
+        peer_id: "12D3KooW".into(),
+        verified: false,
+        entries: vec![
+            entry(forged, false),
+            entry("hi back", true),
+            waiting,
+            entry(&"line\n".repeat(50), false),
+        ],
+    };
+    let text = crate::output::chat(&chat, false);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "conversation with alice (12D3KooW)");
+    assert_eq!(lines[1], "[1970-01-01 00:00:00] * alice    3f9a0c4e  ok");
+    // The second line of the message is indented behind a bar, escapes shown, not obeyed.
+    assert!(lines[2].trim_start().starts_with("│ [1970-01-01 00:00:00] you"), "{text}");
+    assert!(lines[2].contains("\\u{1b}[2J") && !text.contains('\u{1b}'), "{text}");
+    assert_eq!(lines[3], "[1970-01-01 00:00:00] you      3f9a0c4e  hi back  (✓✓ delivered)");
+    assert_eq!(lines[4], "  … waiting for 2 earlier messages from alice");
+    assert!(text.contains("… 151 more bytes"), "{text}");
+    assert!(text.ends_with("`--full` shows them whole, `--json` has the exact text)"), "{text}");
+    let full = crate::output::chat(&chat, true);
+    assert_eq!(full.matches("│ line").count(), 49, "{full}");
+}

@@ -72,6 +72,7 @@ fn setup() -> Setup {
         wake: outbox_wake.clone(),
         in_flight: Default::default(),
         paths: Default::default(),
+        numbering: Default::default(),
     });
     let groups = Groups::new(GroupsParts {
         store: store.clone(),
@@ -177,6 +178,7 @@ async fn throwaway_identities_delay_strangers_for_one_window_and_never_a_contact
             device_key: *friend.device().public(),
             addresses: Vec::new(),
             added_at_ms: setup.clock.now_ms(),
+            verified_at_ms: None,
             invite: None,
             rekeyed: None,
         })

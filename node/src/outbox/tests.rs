@@ -29,7 +29,12 @@ fn each_outcome_has_one_verdict() {
         (Ok(()), 0, created, Verdict::Sent),
         (Ok(()), 7, created + 20 * DAY_MS, Verdict::Sent),
         (
-            Err(DeliveryFailure { reason: "refused".into(), permanent: true, slow: false }),
+            Err(DeliveryFailure {
+                reason: "refused".into(),
+                permanent: true,
+                refused: true,
+                slow: false,
+            }),
             0,
             created,
             Verdict::Failed { detail: "refused".into() },
@@ -53,7 +58,12 @@ fn each_outcome_has_one_verdict() {
         ),
         // A recipient that was connected but slow is tried again soon, however many attempts.
         (
-            Err(DeliveryFailure { reason: "slow".into(), permanent: false, slow: true }),
+            Err(DeliveryFailure {
+                reason: "slow".into(),
+                permanent: false,
+                refused: false,
+                slow: true,
+            }),
             9,
             created + DAY_MS,
             Verdict::Retry { attempts: 10, at_ms: created + DAY_MS + 2_000 },
@@ -66,4 +76,13 @@ fn each_outcome_has_one_verdict() {
         verdict(&temporary(), 40, created, created + MESSAGE_TTL.as_millis() as u64 + 1),
         Verdict::Failed { detail: "not delivered within 14 days: cannot reach it".into() }
     );
+}
+
+#[test]
+fn a_refusal_says_what_was_refused() {
+    let long = super::refusal(4);
+    assert!(long.contains("only from people it has added as contacts"), "{long}");
+    assert!(!long.contains("key"), "{long}");
+    let short = super::refusal(1);
+    assert!(short.contains("new one") && !short.contains("strangers"), "{short}");
 }

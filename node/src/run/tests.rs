@@ -22,6 +22,7 @@ fn fill(store: &Store, bytes: usize) {
             sent_at_ms: 1,
             received_at_ms: 2,
             read_at_ms: None,
+            number: None,
         };
         store.receive(&row, None, None).unwrap();
     }

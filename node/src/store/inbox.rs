@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, params};
 
 use kolokol_protocol::message::MAX_READ_IDS;
 
-use super::{CachedStatements, ConversationWrite, OutboxBody, OutboxRow, Store, peer_column};
+use super::{
+    CachedStatements, ConversationWrite, Number, OutboxBody, OutboxRow, Store, peer_column,
+};
 use crate::error::Result;
 
 /// A received message.
@@ -26,6 +28,21 @@ pub struct InboxRow {
     pub received_at_ms: u64,
     /// When the user first read it, Unix ms; `None` while unread.
     pub read_at_ms: Option<u64>,
+    /// Its place in the sender's conversation, if the sender numbered it.
+    pub number: Option<Number>,
+}
+
+/// Someone there is a conversation with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatPeer {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Its contact name, if it is a contact.
+    pub contact: Option<String>,
+    /// How many of its messages are unread.
+    pub unread: u32,
+    /// When the newest message either way arrived or was written, Unix ms; 0 for none.
+    pub last_at_ms: u64,
 }
 
 impl Store {
@@ -49,14 +66,17 @@ impl Store {
         };
         let inserted = tx
             .exec(
-                "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO inbox (peer_id, id, text, sent_at_ms, received_at_ms,
+                                              series, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     row.peer_id.to_string(),
                     row.id.as_slice(),
                     row.text,
                     row.sent_at_ms as i64,
-                    row.received_at_ms as i64
+                    row.received_at_ms as i64,
+                    row.number.map(|n| n.series as i64),
+                    row.number.map(|n| n.seq as i64)
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -154,30 +174,116 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// The newest `limit` received messages, oldest first, with the sender's contact name.
+    /// The newest `limit` received messages (by arrival), in the order their senders wrote
+    /// them (by the sender's send time, then arrival), with the sender's contact name. Arrival
+    /// order is not the order of writing: a sender that restarts with messages queued and in
+    /// its recipient's mailbox delivers them in whatever order its retries and the mailbox
+    /// fetch happen to take.
     pub fn inbox(&self, limit: u32) -> Result<Vec<InboxRow>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT * FROM (
                     SELECT i.id, i.peer_id, c.name, i.text, i.sent_at_ms, i.received_at_ms,
-                           i.read_at_ms, i.rowid AS r
+                           i.read_at_ms, i.series, i.seq, i.rowid AS r
                     FROM inbox i LEFT JOIN contacts c ON c.peer_id = i.peer_id
                     ORDER BY i.received_at_ms DESC, i.rowid DESC LIMIT ?1
-                 ) ORDER BY received_at_ms, r",
+                 ) ORDER BY sent_at_ms, received_at_ms, r",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([limit], inbox_row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// The ids of received messages whose upper-case hex form starts with `prefix`, at most
+    /// `limit` of them (an id two senders used counts once).
+    pub fn incoming_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<[u8; 16]>> {
+        self.ids_with_prefix(
+            "SELECT DISTINCT id FROM inbox WHERE hex(id) LIKE ?1 || '%' LIMIT ?2",
+            prefix,
+            limit,
+        )
+    }
+
+    /// Runs a query of ids by hex prefix (`?1` the prefix, `?2` the limit).
+    pub(super) fn ids_with_prefix(
+        &self,
+        sql: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<[u8; 16]>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![prefix, limit], |r| {
+                let id: Vec<u8> = r.get(0)?;
+                Ok(id.try_into().unwrap_or([0; 16]))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest `limit` messages from `peer` by their send time, newest first.
+    pub fn chat_incoming(&self, peer: &PeerId, limit: u32) -> Result<Vec<InboxRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT i.id, i.peer_id, c.name, i.text, i.sent_at_ms, i.received_at_ms,
+                        i.read_at_ms, i.series, i.seq
+                 FROM inbox i LEFT JOIN contacts c ON c.peer_id = i.peer_id
+                 WHERE i.peer_id = ?1 ORDER BY i.sent_at_ms DESC, i.rowid DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows =
+            stmt.query_map(params![peer.to_string(), limit], inbox_row).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// The number and receive time of every numbered message from `peer`: what the gaps in a
+    /// conversation are found from.
+    pub fn incoming_numbers(&self, peer: &PeerId) -> Result<Vec<(Number, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT series, seq, received_at_ms FROM inbox
+                 WHERE peer_id = ?1 AND series IS NOT NULL AND seq IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([peer.to_string()], |r| {
+                Ok((
+                    Number { series: r.get::<_, i64>(0)? as u64, seq: r.get::<_, i64>(1)? as u64 },
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Everyone there is a conversation with (a message either way, or a contact), at most
+    /// `limit`, the most recent first.
+    pub fn chat_peers(&self, limit: u32) -> Result<Vec<ChatPeer>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT p.peer_id, c.name,
+                    (SELECT COUNT(*) FROM inbox i WHERE i.peer_id = p.peer_id AND i.read_at_ms IS NULL),
+                    MAX(COALESCE((SELECT MAX(received_at_ms) FROM inbox i WHERE i.peer_id = p.peer_id), 0),
+                        COALESCE((SELECT MAX(created_at_ms) FROM outbox o
+                                  WHERE o.peer_id = p.peer_id AND o.kind = 'text'), 0)) AS last
+                 FROM (SELECT peer_id FROM inbox UNION SELECT peer_id FROM outbox WHERE kind = 'text'
+                       UNION SELECT peer_id FROM contacts) p
+                 LEFT JOIN contacts c ON c.peer_id = p.peer_id
+                 ORDER BY last DESC, c.folded LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([limit], |r| {
-                let id: Vec<u8> = r.get(0)?;
-                Ok(InboxRow {
-                    id: id.try_into().unwrap_or([0; 16]),
-                    peer_id: peer_column(r, 1)?,
-                    contact: r.get(2)?,
-                    text: r.get(3)?,
-                    sent_at_ms: r.get::<_, i64>(4)? as u64,
-                    received_at_ms: r.get::<_, i64>(5)? as u64,
-                    read_at_ms: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+                Ok(ChatPeer {
+                    peer_id: peer_column(r, 0)?,
+                    contact: r.get(1)?,
+                    unread: r.get::<_, i64>(2)? as u32,
+                    last_at_ms: r.get::<_, i64>(3)? as u64,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -191,4 +297,23 @@ impl Store {
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
+}
+
+/// Reads an inbox row from the columns `id, peer_id, name, text, sent_at_ms, received_at_ms,
+/// read_at_ms, series, seq`.
+pub(super) fn inbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxRow> {
+    let id: Vec<u8> = r.get(0)?;
+    Ok(InboxRow {
+        id: id.try_into().unwrap_or([0; 16]),
+        peer_id: peer_column(r, 1)?,
+        contact: r.get(2)?,
+        text: r.get(3)?,
+        sent_at_ms: r.get::<_, i64>(4)? as u64,
+        received_at_ms: r.get::<_, i64>(5)? as u64,
+        read_at_ms: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+        number: match (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<i64>>(8)?) {
+            (Some(series), Some(seq)) => Some(Number { series: series as u64, seq: seq as u64 }),
+            _ => None,
+        },
+    })
 }

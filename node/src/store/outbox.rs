@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use kolokol_protocol::control::MessageState;
 use libp2p::PeerId;
 
-use super::{CachedStatements, Store, peer_column};
+use super::{CachedStatements, Number, Store, peer_column};
 use crate::error::Result;
 
 /// The most outbox rows handed to one retry pass, so a huge backlog is worked through in slices
@@ -17,7 +17,9 @@ pub const OUTBOX_BATCH: usize = 64;
 /// text. The outbox claims a row for that many attempt periods.
 pub fn attempt_envelopes(body: &OutboxBody) -> u64 {
     match body {
-        OutboxBody::Text(t) => 1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN_4) as u64,
+        OutboxBody::Text(t) | OutboxBody::Numbered(_, t) => {
+            1 + (t.len() / kolokol_protocol::chunk::CHUNK_LEN_4) as u64
+        }
         OutboxBody::Group(m) => 1 + (m.len() / kolokol_protocol::chunk::CHUNK_LEN_4) as u64,
         OutboxBody::Receipt(_) | OutboxBody::Read(_) => 1,
     }
@@ -26,8 +28,12 @@ pub fn attempt_envelopes(body: &OutboxBody) -> u64 {
 /// What an outbox row carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutboxBody {
-    /// A text message.
+    /// A text message without a number: as written to the outbox before numbering (the store
+    /// numbers it as it commits it, see [`Store::enqueue`]), or resent unnumbered to a peer
+    /// whose node does not know numbered texts.
     Text(String),
+    /// A text message with its number in our series for the recipient.
+    Numbered(Number, String),
     /// A delivery receipt for the received message with this id.
     Receipt([u8; 16]),
     /// A read receipt for the received messages with these ids, all from the row's peer; at
@@ -127,7 +133,9 @@ impl Store {
 
     /// [`Store::enqueue`], together with the row's sealed envelopes (its parts, see
     /// `store/parts.rs`) and the conversation state they were sealed with, in one
-    /// transaction: all are stored before anything is sent.
+    /// transaction: all are stored before anything is sent. A numbered text takes its number
+    /// ([`Store::peek_number`]) in the same transaction, so a number is neither lost nor given
+    /// twice; the caller lets no other text to the peer be numbered between the peek and this.
     pub fn enqueue_sealed(
         &self,
         row: &OutboxRow,
@@ -137,6 +145,9 @@ impl Store {
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if let OutboxBody::Numbered(number, _) = &row.body {
+            Self::take_number(&tx, &row.peer_id, *number).map_err(|e| self.err(e))?;
+        }
         Self::insert_outbox(&tx, row, next_attempt_ms).map_err(|e| self.err(e))?;
         Self::insert_parts(&tx, &row.id, parts, row.created_at_ms).map_err(|e| self.err(e))?;
         let erased = match conversation {
@@ -150,6 +161,27 @@ impl Store {
         Ok(())
     }
 
+    /// Puts a text in the outbox as [`Store::enqueue`] does, numbered: in the same transaction
+    /// it takes the next number of our series for the recipient (beginning series
+    /// `new_series` if there is none yet), so no number is lost or given twice. The row's body
+    /// becomes [`OutboxBody::Numbered`]; other bodies are enqueued as they are.
+    pub fn enqueue_numbered(
+        &self,
+        row: &mut OutboxRow,
+        new_series: u64,
+        next_attempt_ms: u64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if let OutboxBody::Text(text) = &row.body {
+            let number =
+                Self::next_number(&tx, &row.peer_id, new_series).map_err(|e| self.err(e))?;
+            row.body = OutboxBody::Numbered(number, text.clone());
+        }
+        Self::insert_outbox(&tx, row, next_attempt_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     pub(super) fn insert_outbox(
         tx: &rusqlite::Transaction<'_>,
         row: &OutboxRow,
@@ -157,14 +189,21 @@ impl Store {
     ) -> rusqlite::Result<()> {
         let read_of: Option<Vec<u8>> = match &row.body {
             OutboxBody::Read(ids) => Some(ids.concat()),
-            OutboxBody::Text(_) | OutboxBody::Receipt(_) | OutboxBody::Group(_) => None,
+            OutboxBody::Text(_)
+            | OutboxBody::Numbered(..)
+            | OutboxBody::Receipt(_)
+            | OutboxBody::Group(_) => None,
+        };
+        let number = match &row.body {
+            OutboxBody::Numbered(n, _) => Some(*n),
+            _ => None,
         };
         let group_body: Option<&[u8]> = match &row.body {
             OutboxBody::Group(m) => Some(m),
             _ => None,
         };
         let (kind, text, receipt_of) = match &row.body {
-            OutboxBody::Text(t) => ("text", Some(t.as_str()), None),
+            OutboxBody::Text(t) | OutboxBody::Numbered(_, t) => ("text", Some(t.as_str()), None),
             OutboxBody::Receipt(of) => ("receipt", None, Some(of.as_slice())),
             OutboxBody::Read(_) | OutboxBody::Group(_) => ("receipt", None, None),
         };
@@ -172,8 +211,9 @@ impl Store {
         // message it answers, so a message fetched again queues no second receipt.
         let inserted = tx.exec(
             "INSERT OR IGNORE INTO outbox (id, peer_id, device_key, kind, text, receipt_of, state,
-                                 created_at_ms, attempts, next_attempt_ms, read_of, group_body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)",
+                                  created_at_ms, attempts, next_attempt_ms, read_of, group_body,
+                                  series, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?12, ?13)",
             params![
                 row.id.as_slice(),
                 row.peer_id.to_string(),
@@ -185,7 +225,9 @@ impl Store {
                 row.created_at_ms as i64,
                 next_attempt_ms as i64,
                 read_of,
-                group_body
+                group_body,
+                number.map(|n| n.series as i64),
+                number.map(|n| n.seq as i64)
             ],
         )?;
         if inserted > 0 {
@@ -318,7 +360,7 @@ impl Store {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts,
-                            read_of, group_body
+                            read_of, group_body, series, seq
                      FROM outbox WHERE state IN ('queued', 'stored') AND next_attempt_ms <= ?1
                      ORDER BY created_at_ms, rowid LIMIT ?2",
                 )
@@ -342,7 +384,14 @@ impl Store {
                         let of: Vec<u8> = r.get(5)?;
                         OutboxBody::Receipt(of.try_into().unwrap_or([0; 16]))
                     } else {
-                        OutboxBody::Text(r.get::<_, Option<String>>(4)?.unwrap_or_default())
+                        let text = r.get::<_, Option<String>>(4)?.unwrap_or_default();
+                        match (r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(11)?) {
+                            (Some(series), Some(seq)) => OutboxBody::Numbered(
+                                Number { series: series as u64, seq: seq as u64 },
+                                text,
+                            ),
+                            _ => OutboxBody::Text(text),
+                        }
                     };
                     Ok(OutboxRow {
                         id: id.try_into().unwrap_or([0; 16]),
@@ -394,6 +443,19 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// How many text messages the user sent wait for delivery: still `queued`, and `stored`
+    /// in their recipients' mailboxes (receipts are not counted).
+    pub fn waiting_counts(&self) -> Result<(u64, u64)> {
+        self.conn()
+            .row(
+                "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'stored'), 0)
+                 FROM outbox WHERE kind = 'text' AND state IN ('queued', 'stored')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// How many text messages the user sent are still queued (receipts are not counted).
     pub fn queued_count(&self) -> Result<u64> {
         self.conn()
@@ -439,6 +501,14 @@ impl Store {
             })
     }
 
+    /// The newest `limit` text messages to `peer`, newest first.
+    pub fn chat_outgoing(&self, peer: &PeerId, limit: u32) -> Result<Vec<OutboxView>> {
+        self.outbox_query(
+            "AND o.peer_id = ?1 ORDER BY o.created_at_ms DESC, o.rowid DESC LIMIT ?2",
+            params![peer.to_string(), limit],
+        )
+    }
+
     /// One outgoing text message.
     pub fn outgoing(&self, id: &[u8; 16]) -> Result<Option<OutboxView>> {
         Ok(self.outbox_query("AND o.id = ?1", params![id.as_slice()])?.pop())
@@ -468,6 +538,16 @@ impl Store {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// The ids of our text messages whose upper-case hex form starts with `prefix` (upper-case
+    /// hex digits), at most `limit` of them: one means the prefix names a message.
+    pub fn outgoing_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<[u8; 16]>> {
+        self.ids_with_prefix(
+            "SELECT id FROM outbox WHERE kind = 'text' AND hex(id) LIKE ?1 || '%' LIMIT ?2",
+            prefix,
+            limit,
+        )
     }
 
     /// The state history of one message, oldest first.

@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-pub(super) const SCHEMA_VERSION: i64 = 10;
+pub(super) const SCHEMA_VERSION: i64 = 13;
 
 /// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
@@ -20,7 +20,7 @@ pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
 /// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
 const STEPS: [&str; SCHEMA_VERSION as usize] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13,
 ];
 
 const SCHEMA_V1: &str = "
@@ -262,5 +262,40 @@ CREATE TABLE outbox_parts (
     sealed_at_ms INTEGER NOT NULL,
     acked_at_ms  INTEGER,
     PRIMARY KEY (id, idx)
+);
+";
+
+/// Version 11: contact names are looked up regardless of case. `folded` is the name in lower
+/// case (Unicode's full lower-casing, done by the store in Rust, since SQLite's `lower()` knows
+/// only ASCII); rows of older versions get it when the store opens (`Store::fold_names`).
+const SCHEMA_V11: &str = "
+ALTER TABLE contacts ADD COLUMN folded TEXT NOT NULL DEFAULT '';
+CREATE INDEX contacts_folded ON contacts (folded);
+";
+
+/// Version 12: conversations in the order they were written. Each text we send gets the next
+/// number of our series for its recipient (`numbering`, one row per peer), and each numbered
+/// text we receive keeps its sender's series and number; texts of older versions have none.
+const SCHEMA_V12: &str = "
+CREATE TABLE numbering (
+    peer_id  TEXT PRIMARY KEY,
+    series   INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL
+);
+ALTER TABLE outbox ADD COLUMN series INTEGER;
+ALTER TABLE outbox ADD COLUMN seq INTEGER;
+ALTER TABLE inbox ADD COLUMN series INTEGER;
+ALTER TABLE inbox ADD COLUMN seq INTEGER;
+CREATE INDEX inbox_peer ON inbox (peer_id, sent_at_ms);
+CREATE INDEX outbox_peer ON outbox (peer_id, kind, created_at_ms);
+";
+
+/// Version 13: a contact can be marked verified (the safety numbers were compared), and
+/// strangers can be blocked: their envelopes are taken and dropped.
+const SCHEMA_V13: &str = "
+ALTER TABLE contacts ADD COLUMN verified_at_ms INTEGER;
+CREATE TABLE blocked (
+    peer_id       TEXT PRIMARY KEY,
+    blocked_at_ms INTEGER NOT NULL
 );
 ";

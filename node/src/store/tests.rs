@@ -34,6 +34,7 @@ fn contact(name: &str, who: &str) -> ContactRow {
         device_key: [9; 32],
         addresses: vec![addr("/ip4/127.0.0.1/tcp/1")],
         added_at_ms: 5,
+        verified_at_ms: None,
         invite: None,
         rekeyed: None,
     }
@@ -65,6 +66,27 @@ fn contacts_refuse_duplicate_names_and_peers() {
 }
 
 #[test]
+fn contact_names_ignore_case_but_keep_the_spelling_typed() {
+    let (_d, s) = store();
+    s.add_contact(&contact("Bob", "p1")).unwrap();
+    let err = s.add_contact(&contact("bOB", "p2")).unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+    let err =
+        s.add_contact(&contact("Ärger", "p3")).map(|_| s.add_contact(&contact("äRGER", "p4")));
+    assert!(err.unwrap().unwrap_err().to_string().contains("already exists"), "Unicode case too");
+    for name in ["bob", "BOB", "Bob"] {
+        assert_eq!(s.contact(name).unwrap().unwrap().name, "Bob", "{name}");
+    }
+    // A row from before version 11 has no folded name; opening the store gives it one.
+    s.conn().execute("UPDATE contacts SET folded = '' WHERE name = 'Bob'", []).unwrap();
+    assert!(s.contact("bob").unwrap().is_none());
+    s.fold_names().unwrap();
+    assert_eq!(s.contact("bob").unwrap().unwrap().name, "Bob");
+    assert_eq!(s.remove_contact("BOB").unwrap().unwrap().name, "Bob");
+    assert!(s.contact("bob").unwrap().is_none());
+}
+
+#[test]
 fn outbox_claims_items_so_no_two_passes_take_one() {
     let (_d, s) = store();
     s.enqueue(&text(1, 10), 10).unwrap();
@@ -74,6 +96,49 @@ fn outbox_claims_items_so_no_two_passes_take_one() {
     assert!(s.due(999, 2000).unwrap().is_empty());
     assert_eq!(s.wake_all(50).unwrap(), 2);
     assert_eq!(s.due(50, 2000).unwrap().len(), 2);
+}
+
+#[test]
+fn messages_waiting_in_mailboxes_count_as_waiting_not_only_queued_ones() {
+    let (_d, s) = store();
+    for id in 1..=3 {
+        s.enqueue(&text(id, 10), 10).unwrap();
+    }
+    s.enqueue(&OutboxRow { body: OutboxBody::Receipt([9; 16]), ..text(9, 10) }, 10).unwrap();
+    s.set_state(&[1; 16], MessageState::Stored, Some("stored on 1 of 1"), 20).unwrap();
+    s.set_state(&[2; 16], MessageState::Stored, Some("stored on 1 of 1"), 20).unwrap();
+    assert_eq!(s.waiting_counts().unwrap(), (1, 2), "one queued, two in mailboxes; no receipt");
+    s.set_state(&[2; 16], MessageState::Delivered, None, 30).unwrap();
+    assert_eq!(s.waiting_counts().unwrap(), (1, 1));
+}
+
+#[test]
+fn ids_are_found_by_a_prefix_of_their_hex_digits() {
+    let (_d, s) = store();
+    let mut a = text(1, 10);
+    a.id = [0xab, 0xcd, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+    let mut b = text(2, 10);
+    b.id = [0xab, 0xce, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
+    s.enqueue(&a, 10).unwrap();
+    s.enqueue(&b, 10).unwrap();
+    // Receipts are not the user's messages and are never found.
+    s.enqueue(&OutboxRow { body: OutboxBody::Receipt([9; 16]), ..text(0xab, 10) }, 10).unwrap();
+    assert_eq!(s.outgoing_ids_with_prefix("ABCD", 2).unwrap(), vec![a.id]);
+    assert_eq!(s.outgoing_ids_with_prefix("ABC", 2).unwrap().len(), 2);
+    assert_eq!(s.outgoing_ids_with_prefix("ABCF", 2).unwrap(), Vec::<[u8; 16]>::new());
+    let row = InboxRow {
+        id: [0x5e; 16],
+        peer_id: peer("p"),
+        contact: None,
+        text: "hi".into(),
+        sent_at_ms: 1,
+        received_at_ms: 1,
+        read_at_ms: None,
+        number: None,
+    };
+    let receipt = OutboxRow { body: OutboxBody::Receipt([0x5e; 16]), ..text(30, 1) };
+    s.receive(&row, Some(&receipt), None).unwrap();
+    assert_eq!(s.incoming_ids_with_prefix("5E5E", 2).unwrap(), vec![[0x5e; 16]]);
 }
 
 #[test]
@@ -160,6 +225,7 @@ fn reading_marks_once_and_queues_one_receipt_per_contact() {
         sent_at_ms: 1,
         received_at_ms: u64::from(id),
         read_at_ms: None,
+        number: None,
     };
     let receipt = |id| OutboxRow { body: OutboxBody::Receipt([id; 16]), ..text(id, 1) };
     let mut next = 100u8;
@@ -274,6 +340,7 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
         sent_at_ms: 1,
         received_at_ms: 2,
         read_at_ms: None,
+        number: None,
     };
     {
         let s = Store::open(&path).unwrap();
@@ -295,6 +362,29 @@ fn inbox_deduplicates_per_sender_and_survives_reopening() {
     let inbox = s.inbox(10).unwrap();
     assert_eq!(inbox.len(), 2);
     assert_eq!(inbox[0].contact.as_deref(), Some("alice"));
+}
+
+#[test]
+fn the_inbox_lists_messages_in_the_order_they_were_written_not_as_they_arrived() {
+    let (_d, s) = store();
+    // A sender restarted with messages queued and in the mailbox: they arrive 5, 1, 4, 3, 2.
+    for (arrival, written) in [5u8, 1, 4, 3, 2].into_iter().enumerate() {
+        let row = InboxRow {
+            id: [written; 16],
+            peer_id: peer("writer"),
+            contact: None,
+            text: format!("message {written}"),
+            sent_at_ms: 1000 + u64::from(written),
+            received_at_ms: 5000 + arrival as u64,
+            read_at_ms: None,
+            number: None,
+        };
+        let receipt =
+            OutboxRow { body: OutboxBody::Receipt([written; 16]), ..text(100 + written, 1) };
+        assert!(s.receive(&row, Some(&receipt), None).unwrap());
+    }
+    let texts: Vec<String> = s.inbox(10).unwrap().into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["message 1", "message 2", "message 3", "message 4", "message 5"]);
 }
 
 #[test]
@@ -358,6 +448,7 @@ fn chunks_are_kept_once_completed_in_order_bounded_and_purged() {
         sent_at_ms: 10,
         received_at_ms: 100,
         read_at_ms: None,
+        number: None,
     };
     let receipt = OutboxRow { body: OutboxBody::Receipt([1; 16]), ..text(99, 1) };
     assert!(store.receive(&row, Some(&receipt), None).unwrap());
@@ -400,6 +491,7 @@ fn a_message_and_the_conversation_state_it_was_opened_or_sealed_with_commit_toge
         sent_at_ms: 1,
         received_at_ms: 2,
         read_at_ms: None,
+        number: None,
     };
     assert!(s.receive(&row, None, Some(&write)).unwrap());
     assert_eq!(s.conversation(&peer("p")).unwrap().as_deref().map(Vec::as_slice), Some(&state[..]));

@@ -23,9 +23,10 @@ use tokio::time::Instant;
 
 use crate::config::Policy;
 use crate::swarm::endpoints::{TransportKind, Verdict, endpoint_of};
-use crate::swarm::event_loop::{EventLoop, PendingDelivery, backoff};
+use crate::swarm::event_loop::{BOOTSTRAP_UNREACHABLE, EventLoop, PendingDelivery, backoff};
 use crate::swarm::{
-    DeliveryFailure, Link, MailboxFailure, NetEvent, is_relayed, one_line, without_peer,
+    DeliveryFailure, Link, MailboxFailure, NetEvent, brief_dial_error, is_relayed, one_line,
+    without_peer,
 };
 
 /// The head start each address of a race gets before the next one is dialed too, unless it
@@ -368,6 +369,19 @@ impl EventLoop {
             return;
         }
         let Some(peer) = peer else { return };
+        // A bootstrap peer that cannot be reached is worth a warning, once for as long as it
+        // fails the same way (`Repeats`), not one per dial.
+        if self.bootstrap.iter().any(|b| b.peer == peer) {
+            let error = brief_dial_error(error);
+            if self.repeats.note(
+                BOOTSTRAP_UNREACHABLE,
+                peer.to_string(),
+                error.clone(),
+                Instant::now(),
+            ) {
+                tracing::warn!(%peer, %error, "{BOOTSTRAP_UNREACHABLE}");
+            }
+        }
         let Some(address) = self.races.get_mut(&peer).and_then(|r| r.dialing.remove(&id)) else {
             return;
         };
@@ -434,6 +448,7 @@ impl EventLoop {
                 let _ = p.reply.send(Err(DeliveryFailure {
                     reason: "the recipient's node did not answer in time".into(),
                     permanent: false,
+                    refused: false,
                     slow: true,
                 }));
             }

@@ -25,6 +25,7 @@ use crate::config::Policy;
 use crate::config::{Config, Diversity, Role, peer_id_of};
 use crate::error::Result;
 use crate::quota::LogLimit;
+use crate::repeats::Repeats;
 use crate::swarm::admission::{Admission, Ask};
 use crate::swarm::behaviour::{
     BRIDGE_AGENT_VERSION, Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL,
@@ -34,7 +35,8 @@ use crate::swarm::endpoints::Endpoints;
 use crate::swarm::network::Network;
 use crate::swarm::{
     Command, ConnectedPeer, DeliveryFailure, EndpointsView, Inbound, Link, MailboxFailure,
-    MailboxInbound, NetEvent, NetStatus, is_relayed, is_unspecified, one_line, without_peer,
+    MailboxInbound, NetEvent, NetStatus, connection_address, innermost, is_relayed, is_unspecified,
+    one_line, without_peer,
 };
 use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
@@ -175,6 +177,8 @@ pub(crate) struct EventLoop {
     pub(super) mailbox_pending: HashMap<OutboundRequestId, MailboxReply>,
     /// Closest-peer queries in flight and who waits for each; at most [`MAX_PENDING_LOOKUPS`].
     pub(super) closest: HashMap<kad::QueryId, (Vec<u8>, ClosestReply)>,
+    /// Failures that keep repeating (a relay that is down), collapsed in the log.
+    pub(super) repeats: Repeats,
     /// Peers mDNS found on the local network, with their addresses there (without `/p2p/`),
     /// until mDNS reports them expired; at most [`MAX_LAN_PEERS`] of [`MAX_LAN_ADDRESSES`].
     pub(super) lan: HashMap<PeerId, Vec<Multiaddr>>,
@@ -196,6 +200,12 @@ pub(super) struct Lookup {
 }
 
 // Relays and bootstrap peers, as the task keeps them (`relays` does the work).
+
+/// The log message of a lost relay reservation, also its name among [`Repeats`].
+pub(super) const RESERVATION_LOST: &str = "relay reservation lost; will retry";
+
+/// The log message of a failed dial of a bootstrap peer, also its name among [`Repeats`].
+pub(super) const BOOTSTRAP_UNREACHABLE: &str = "cannot reach bootstrap peer; will retry";
 
 /// How many relay reservations a user node tries to hold.
 pub const TARGET_RESERVATIONS: usize = 2;
@@ -332,6 +342,7 @@ impl EventLoop {
             mailbox_pending: HashMap::new(),
             closest: HashMap::new(),
             lan: HashMap::new(),
+            repeats: Repeats::default(),
         };
         // Configured bootstrap peers (and the peer cache) are the user's choice: they enter the
         // routing table whatever the diversity rule would say.
@@ -695,6 +706,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. },
             )) => {
+                self.repeats.clear(RESERVATION_LOST, &relay_peer_id.to_string());
                 tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
                 if !renewal {
                     self.reconnected("a relay reservation was made");
@@ -731,7 +743,7 @@ impl EventLoop {
                     self.swarm.close_connection(connection_id);
                     return;
                 }
-                let address = endpoint.get_remote_address().clone();
+                let address = connection_address(&endpoint);
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 let was_connected = !self.connections.is_empty();
                 self.connections.insert(connection_id, Conn { peer: peer_id, via, address });
@@ -748,6 +760,7 @@ impl EventLoop {
                 }
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id) {
                     b.failures = 0;
+                    self.repeats.clear(BOOTSTRAP_UNREACHABLE, &peer_id.to_string());
                 }
                 if let Some(slot) = self.relays.get_mut(&peer_id) {
                     slot.failures = 0;
@@ -830,9 +843,16 @@ impl EventLoop {
                     }
                     let reason = match &reason {
                         Ok(()) => "the relay closed the connection".to_owned(),
-                        Err(e) => one_line(e),
+                        Err(e) => innermost(e),
                     };
-                    tracing::warn!(relay = %peer, %reason, "relay reservation lost; will retry");
+                    if self.repeats.note(
+                        RESERVATION_LOST,
+                        peer.to_string(),
+                        reason.clone(),
+                        Instant::now(),
+                    ) {
+                        tracing::warn!(relay = %peer, %reason, "{RESERVATION_LOST}");
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, connection_id } => {
@@ -874,15 +894,9 @@ impl EventLoop {
                     if let Some(PendingDelivery { reply, .. }) = self.pending.remove(&request_id) {
                         let _ = reply.send(match response {
                             Ack::Accepted => Ok(()),
-                            Ack::Rejected => Err(DeliveryFailure {
-                                reason:
-                                    "the recipient's node refused it: their key has changed (ask \
-                                         them for a new invite), or it is a long message and they \
-                                         have not added you as a contact"
-                                        .into(),
-                                permanent: true,
-                                slow: false,
-                            }),
+                            // Why it was refused is for the outbox to say: it knows what it
+                            // sent (one envelope, or the chunks of a long message).
+                            Ack::Rejected => Err(DeliveryFailure::refused()),
                             Ack::Busy => {
                                 Err(DeliveryFailure::temporary("the recipient's node is busy"))
                             }

@@ -77,6 +77,16 @@ impl EventLoop {
 
     pub(super) fn maintain(&mut self) {
         let now = Instant::now();
+        for s in self.repeats.due(now) {
+            tracing::warn!(
+                subject = %s.subject,
+                last = %s.last,
+                "{} (repeated {} more times in the last {} s)",
+                s.kind,
+                s.count,
+                crate::repeats::REPEAT_SUMMARY_INTERVAL.as_secs()
+            );
+        }
         self.close_relayed_duplicates();
         self.expire_deliveries();
         if now.duration_since(self.network_checked) >= NETWORK_CHECK_INTERVAL {

@@ -24,6 +24,8 @@ fn content() -> impl Strategy<Value = Content> {
                 body_len,
                 data
             }),
+        (any::<u64>(), any::<u64>(), any::<String>())
+            .prop_map(|(series, seq, text)| Body::NumberedText { series, seq, text }),
     ];
     (any::<[u8; 16]>(), any::<u64>(), body).prop_map(|(id, sent_at_ms, body)| Content {
         id,

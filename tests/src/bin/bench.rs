@@ -84,7 +84,7 @@ async fn add(net: &Net, node: &Node, name: &str, whose: &str, address: Multiaddr
     let now = kolokol_node::clock::unix_secs();
     let certificate = net.identity(whose).certify(now - 60, now + 3600).expect("certificate");
     let invite = Invite { certificate, addresses: vec![address.to_vec()] };
-    node.add_contact(name, &invite.to_text().expect("text")).expect("contact added");
+    node.add_contact(name, &invite.to_text().expect("text")).await.expect("contact added");
 }
 
 async fn latency(

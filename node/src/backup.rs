@@ -1,0 +1,131 @@
+//! Backups of a node: a consistent snapshot of its database taken while it runs (or while it is
+//! stopped), sealed with the identity file under a passphrase into one file
+//! (`kolokol_protocol::backup`); and restoring such a file into a new data directory.
+//!
+//! A restored node is the node as it was at the backup, with one change: its numbering of
+//! conversations begins new series ([`Store::renumber_all`]), since texts it sent after the
+//! backup used numbers the restored state would give again. What it cannot restore is the
+//! key schedule that moved on after the backup: receive keys rotated since are gone, so
+//! envelopes sealed to them do not open, and peers may have deleted the keys the restored
+//! state would seal to (see docs/USAGE.md, `kolokol restore`).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use kolokol_protocol::backup::{self, Contents};
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use crate::data_dir::{DATABASE_FILE, DataDir, IDENTITY_FILE};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// The snapshot file the daemon writes in its data directory for `backup`, read and deleted by
+/// the CLI at once.
+pub const SNAPSHOT_FILE: &str = "backup-snapshot.db";
+
+/// Writes a consistent copy of the database to [`SNAPSHOT_FILE`] in `data_dir` (mode 0600),
+/// replacing a stale one, and returns its path.
+pub(crate) fn snapshot(store: &Store, data_dir: &Path) -> Result<PathBuf> {
+    let path = data_dir.join(SNAPSHOT_FILE);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("cannot remove a stale snapshot", &path, e)),
+    }
+    // Created empty with the owner's mode first: SQLite would create it under the umask.
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io("cannot create", &path, e))?;
+    fs::remove_file(&path).map_err(|e| Error::io("cannot prepare", &path, e))?;
+    store.snapshot_into(&path)?;
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| Error::io("cannot restrict", &path, e))?;
+    Ok(path)
+}
+
+/// Seals a backup file from the identity file and a database snapshot, with fresh randomness.
+pub fn seal(passphrase: &[u8], identity_file: Vec<u8>, database: Vec<u8>) -> Result<Vec<u8>> {
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let contents = Contents {
+        identity_file: Zeroizing::new(identity_file),
+        database: Zeroizing::new(database),
+    };
+    Ok(backup::seal(passphrase, &contents, salt, nonce)?)
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The restored node's peer id.
+    pub peer_id: String,
+    /// How many contacts it has.
+    pub contacts: usize,
+    /// How many of its sent messages wait for delivery (they go out when it starts).
+    pub waiting: u64,
+}
+
+/// Restores a backup into `data_dir`: refuses a directory that a daemon holds, and one with an
+/// identity of its own unless `replace` (that identity would be lost); writes the identity file
+/// and the database (mode 0600), brings the database's schema up to date, and renumbers.
+pub fn restore(data_dir: &Path, contents: &Contents, replace: bool) -> Result<Restored> {
+    let identity = kolokol_protocol::identity::Identity::from_file_bytes(&contents.identity_file)
+        .map_err(|e| Error::Config {
+        path: data_dir.join(IDENTITY_FILE),
+        detail: format!("the backup's identity file is unusable: {e}"),
+    })?;
+    let dir = DataDir::open(data_dir)?;
+    let key = dir.path(IDENTITY_FILE);
+    if key.exists() && !replace {
+        return Err(Error::ContactExists(format!(
+            "{} already has an identity of its own, which restoring would replace for good; restore into a new --data-dir, or give --replace",
+            data_dir.display()
+        )));
+    }
+    write_private(&key, &contents.identity_file)?;
+    let database = dir.path(DATABASE_FILE);
+    for suffix in ["-wal", "-shm"] {
+        let stale = dir.path(&format!("{DATABASE_FILE}{suffix}"));
+        match fs::remove_file(&stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot remove", &stale, e)),
+        }
+    }
+    write_private(&database, &contents.database)?;
+    let store = Store::open(&database)?;
+    store.renumber_all()?;
+    let (queued, stored) = store.waiting_counts()?;
+    Ok(Restored {
+        peer_id: identity.peer_id().to_string(),
+        contacts: store.contacts()?.len(),
+        waiting: queued + stored,
+    })
+}
+
+/// Writes a file only its owner can read, through a temporary file and a rename, synced.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("restore-tmp");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io("cannot create", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
+}
+
+#[cfg(test)]
+mod tests;
