@@ -12,6 +12,15 @@
 //!   (TCP and QUIC on 4001 first, the stealth listener on 443 last), reaches the relay on 443
 //!   and talks with Dave both ways; a TCP connection to the relay's port 4001 from her
 //!   namespace does not get through (the negative control).
+//! - `a_relay_with_one_address_blocked_is_reached_at_its_other_address`: the relay has two IP
+//!   addresses and the censor drops everything to the first, the one Alice's first bootstrap
+//!   line names. Alice reaches the relay at the second and talks with Dave both ways; a TCP
+//!   connection to the first from her namespace does not get through, and one to the second
+//!   does (the controls).
+//! - `a_reset_endpoint_gives_way_to_another_within_seconds`: Alice is connected to the relay on
+//!   TCP 4001 when the censor starts resetting every packet to that port. Her next message to
+//!   Dave goes out through the relay's stealth listener on 443 instead; a TCP connection to
+//!   4001 from her namespace is reset (the negative control).
 //!
 //! They need root (to create namespaces), iproute2's `ip` and nftables' `nft`, and fail with
 //! one line saying so without them; they sit in `mod netns_lab`, so that
@@ -156,6 +165,30 @@ impl Lab {
                iifname \"pr\" counter drop comment \"dropped-in\"\n\
                oifname \"pr\" counter drop comment \"dropped\"",
         );
+    }
+
+    /// Drops everything between the LAN and the relay's first address, as a censor that
+    /// blocked that one address would.
+    fn block_address(&self, blocked: &str) {
+        self.censor(&format!(
+            "  oifname \"pr\" ip daddr {blocked} counter drop comment \"blocked\"\n\
+               iifname \"pr\" ip saddr {blocked} counter drop comment \"blocked-in\""
+        ));
+    }
+
+    /// Answers every packet from the LAN to `ip:port` with a TCP reset, established
+    /// connections included (the censor's RST injection).
+    fn reset_endpoint(&self, ip: &str, port: u16) {
+        self.censor(&format!(
+            "  oifname \"pr\" ip daddr {ip} tcp dport {port} counter reject with tcp reset comment \"reset\""
+        ));
+    }
+
+    /// The relay's second address abroad (IP only), added to its namespace.
+    fn second_relay_ip(&self) -> String {
+        let second = format!("10.66.{}.3", self.n);
+        ip(&["-n", &self.ns(R), "addr", "add", &format!("{second}/24"), "dev", "eth0"]);
+        second
     }
 
     /// Lifts the censor's rules.
@@ -497,5 +530,100 @@ mod netns_lab {
         assert!(lab.counter("dropped") > 0);
         let doctor = kolokol(&alice, &["doctor"]);
         println!("alice's doctor:\n{}", String::from_utf8_lossy(&doctor.stdout));
+    }
+
+    #[test]
+    fn a_relay_with_one_address_blocked_is_reached_at_its_other_address() {
+        require_lab();
+        let mut lab = Lab::new();
+        let blocked = lab.relay_ip();
+        let open = lab.second_relay_ip();
+        lab.block_address(&blocked);
+        let (_relay, addresses) =
+            lab.relay(&[format!("/ip4/{blocked}/tcp/4001"), format!("/ip4/{open}/tcp/4001")]);
+        let dave = lab.user(R, "dave", &["--no-mdns", "--bootstrap", &addresses[0]]);
+        // Alice's first bootstrap line is the blocked address.
+        let started = Instant::now();
+        let alice = lab.user(
+            A,
+            "alice",
+            &["--no-mdns", "--bootstrap", &addresses[0], "--bootstrap", &addresses[1]],
+        );
+        println!(
+            "alice held a reservation {:.1} s after her start",
+            started.elapsed().as_secs_f64()
+        );
+        introduce(&alice, "alice", &dave, "dave");
+        lab.exchange(&alice, "dave", &dave, "alice", "around the blocked address");
+        lab.exchange(&dave, "alice", &alice, "dave", "and back around it");
+
+        // The controls: the blocked address is blocked (and Alice's node ran into it), the
+        // other is open.
+        assert!(tcp_connects(&lab.ns(R), &blocked, 4001), "the relay listens on {blocked}");
+        assert!(!tcp_connects(&lab.ns(A), &blocked, 4001), "{blocked} got through the censor");
+        assert!(tcp_connects(&lab.ns(A), &open, 4001), "{open} is open to the LAN");
+        assert!(lab.counter("blocked") > 0, "alice's node never tried the blocked address");
+        let peers = json(&alice, &["peers"]);
+        let relay_id = peer_id(&_relay);
+        let via: Vec<&str> = peers["connected"]
+            .as_array()
+            .expect("connections")
+            .iter()
+            .filter(|c| c["peer_id"] == relay_id.as_str())
+            .filter_map(|c| c["address"].as_str())
+            .collect();
+        println!("alice's connections to the relay: {via:?}");
+        assert!(via.iter().all(|a| !a.contains(&format!("/{blocked}/"))), "{via:?}");
+    }
+
+    #[test]
+    fn a_reset_endpoint_gives_way_to_another_within_seconds() {
+        require_lab();
+        let mut lab = Lab::new();
+        let relay_ip = lab.relay_ip();
+        let (relay, addresses) = lab.relay(&[
+            format!("/ip4/{relay_ip}/tcp/4001"),
+            format!("/ip4/{relay_ip}/tcp/443/tls/http"),
+        ]);
+        let relay_id = peer_id(&relay);
+        let dave = lab.user(R, "dave", &["--no-mdns", "--bootstrap", &addresses[0]]);
+        let alice = lab.user(
+            A,
+            "alice",
+            &["--no-mdns", "--bootstrap", &addresses[0], "--bootstrap", &addresses[1]],
+        );
+        introduce(&alice, "alice", &dave, "dave");
+        lab.exchange(&alice, "dave", &dave, "alice", "before the resets");
+        // Alice's connection to the relay is on 4001, the endpoint the censor is about to
+        // reset: her first bootstrap line, which answers at once.
+        let on_4001 = || {
+            let peers = json(&alice, &["peers"]);
+            peers["connected"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["peer_id"] == relay_id.as_str()
+                        && c["address"].as_str().is_some_and(|a| a.contains("/tcp/4001"))
+                })
+            })
+        };
+        assert!(
+            on_4001(),
+            "alice is not connected to the relay on 4001: {}",
+            json(&alice, &["peers"])
+        );
+
+        lab.reset_endpoint(&relay_ip, 4001);
+        let reset = Instant::now();
+        lab.exchange(&alice, "dave", &dave, "alice", "after the resets began");
+        println!(
+            "the first message after the resets began arrived {:.1} s later",
+            reset.elapsed().as_secs_f64()
+        );
+        lab.exchange(&dave, "alice", &alice, "dave", "and back after them");
+        // The negative control: 4001 is reset for everyone on the LAN, and the rule bit
+        // Alice's own connection.
+        assert!(tcp_connects(&lab.ns(R), &relay_ip, 4001), "the relay listens on 4001");
+        assert!(!tcp_connects(&lab.ns(A), &relay_ip, 4001), "4001 got through the resets");
+        assert!(lab.counter("reset") > 0);
+        assert!(!on_4001(), "alice still has a connection on the reset endpoint");
     }
 }

@@ -7,6 +7,7 @@
 //! that, so that a mistake there is one error line at start.
 
 pub mod address;
+pub mod cooldown;
 pub mod cover;
 pub mod http;
 pub mod secret;
@@ -121,7 +122,9 @@ pub fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConf
 /// own): TCP, QUIC and stealth for [`Policy::Any`], stealth alone for [`Policy::Stealth`].
 /// Multistream-select runs as `V1Lazy`, as libp2p's own `with_tcp` does, so the dialer's
 /// protocol proposals do not each wait a round trip. The TCP-based ones give up on a
-/// connection that is not negotiated within [`CONNECT_TIMEOUT`].
+/// connection that is not negotiated within [`CONNECT_TIMEOUT`]. Every dial passes the
+/// [`cooldown::Cooldown`] first, so an endpoint that left a dial unanswered is not dialed
+/// again at once by whichever part of the node asks next.
 pub fn build(
     key: &libp2p::identity::Keypair,
     policy: Policy,
@@ -136,7 +139,7 @@ pub fn build(
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed();
     if policy == Policy::Stealth {
-        return Ok(stealth);
+        return Ok(cooldown::Cooldown::new(stealth).boxed());
     }
     let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true))
         .upgrade(Version::V1Lazy)
@@ -146,12 +149,13 @@ pub fn build(
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
         .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
-    Ok(tcp
+    let all = tcp
         .or_transport(quic)
         .map(|either, _| either.into_inner())
         .or_transport(stealth)
         .map(|either, _| either.into_inner())
-        .boxed())
+        .boxed();
+    Ok(cooldown::Cooldown::new(all).boxed())
 }
 
 /// Whether a listen address of ours is one others can dial: not a stealth listener behind a

@@ -1,0 +1,354 @@
+//! A cool-down per endpoint (IP address and port) after a dial that went unanswered.
+//!
+//! A censor that cuts the border drops packets silently: every dial waits for its connect
+//! timeout and fails. Several parts of the node dial on their own schedule (the racing dialer
+//! for deliveries, the relay client for circuits and reservations, Kademlia for its queries),
+//! so without a common brake a node cut off from the world sends a stream of connection
+//! attempts to each foreign host, which costs battery and shows a censor a node that keeps
+//! knocking. [`Cooldown`] wraps the swarm's transports: after a dial to an endpoint failed
+//! *silently* (it took at least [`SILENT_FAILURE`], so nothing refused it), further dials to
+//! that endpoint fail at once for [`COOLDOWN`], doubling with each silent failure in a row up
+//! to [`MAX_COOLDOWN`]. A fast failure (a refusal, a reset) says the path answers and sets no
+//! cool-down, so a peer that restarts is dialed again at once; a connection clears the
+//! endpoint's record. The cap keeps recovery after a heal within tens of seconds.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use libp2p::Multiaddr;
+use libp2p::core::transport::{DialOpts, ListenerId, TransportError, TransportEvent};
+use libp2p::multiaddr::Protocol;
+use tokio::time::Instant;
+
+/// A failed dial that took at least this long was not refused: its packets went unanswered.
+pub const SILENT_FAILURE: Duration = Duration::from_secs(5);
+
+/// How long an endpoint is not dialed after its first silent failure in a row.
+pub const COOLDOWN: Duration = Duration::from_secs(10);
+
+/// The longest cool-down, however many silent failures came in a row: once a cut heals, the
+/// next dial goes out within this.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Endpoints remembered; the oldest cool-downs make way when a new one would exceed this.
+pub const MAX_COOLING: usize = 1024;
+
+/// An IP address and port of one transport, the unit a censor's drop rule and the cool-down
+/// apply to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Endpoint {
+    ip: IpAddr,
+    port: u16,
+    udp: bool,
+}
+
+impl Endpoint {
+    /// The endpoint a dial of `addr` goes to, if it names an IP address and a port (a DNS
+    /// name is resolved before this transport sees it).
+    fn of(addr: &Multiaddr) -> Option<Self> {
+        let mut ip = None;
+        for p in addr.iter() {
+            match p {
+                Protocol::Ip4(a) if ip.is_none() => ip = Some(IpAddr::V4(a)),
+                Protocol::Ip6(a) if ip.is_none() => ip = Some(IpAddr::V6(a)),
+                Protocol::Tcp(port) => return ip.map(|ip| Self { ip, port, udp: false }),
+                Protocol::Udp(port) => return ip.map(|ip| Self { ip, port, udp: true }),
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proto = if self.udp { "udp" } else { "tcp" };
+        match self.ip {
+            IpAddr::V4(ip) => write!(f, "{ip}:{}/{proto}", self.port),
+            IpAddr::V6(ip) => write!(f, "[{ip}]:{}/{proto}", self.port),
+        }
+    }
+}
+
+/// The silent failures in a row of one endpoint.
+#[derive(Clone, Copy, Debug)]
+struct Cooling {
+    failures: u32,
+    until: Instant,
+}
+
+/// The cool-downs, shared between the transport and the dials it hands out.
+#[derive(Clone, Default)]
+struct Book(Arc<Mutex<HashMap<Endpoint, Cooling>>>);
+
+impl Book {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Endpoint, Cooling>> {
+        // A panic while the lock was held leaves a map that is still whole: go on with it.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The time left in `endpoint`'s cool-down at `now`, if any.
+    fn left(&self, endpoint: Endpoint, now: Instant) -> Option<Duration> {
+        let book = self.lock();
+        let c = book.get(&endpoint)?;
+        (c.until > now).then(|| c.until - now)
+    }
+
+    fn failed_silently(&self, endpoint: Endpoint, now: Instant) {
+        let mut book = self.lock();
+        if !book.contains_key(&endpoint) && book.len() >= MAX_COOLING {
+            // Make way: the cool-downs that ended first are the least worth keeping.
+            book.retain(|_, c| c.until > now);
+            if book.len() >= MAX_COOLING {
+                let oldest = book.iter().min_by_key(|(_, c)| c.until).map(|(e, _)| *e);
+                if let Some(e) = oldest {
+                    book.remove(&e);
+                }
+            }
+        }
+        let failures = book.get(&endpoint).map_or(0, |c| c.failures).saturating_add(1);
+        book.insert(endpoint, Cooling { failures, until: now + cooldown(failures) });
+    }
+
+    fn connected(&self, endpoint: Endpoint) {
+        self.lock().remove(&endpoint);
+    }
+}
+
+/// The cool-down after `failures` silent failures in a row.
+pub fn cooldown(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(8);
+    COOLDOWN.saturating_mul(1 << doublings).min(MAX_COOLDOWN)
+}
+
+/// A transport whose dials to an endpoint in its cool-down fail at once.
+pub struct Cooldown<T> {
+    inner: T,
+    book: Book,
+}
+
+impl<T> Cooldown<T> {
+    /// `inner`, with the cool-down in front of its dials.
+    pub fn new(inner: T) -> Self {
+        Self { inner, book: Book::default() }
+    }
+}
+
+impl<T> libp2p::core::Transport for Cooldown<T>
+where
+    T: libp2p::core::Transport<Error = io::Error> + Unpin,
+    T::Dial: Send + 'static,
+    T::Output: 'static,
+{
+    type Output = T::Output;
+    type Error = io::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = BoxFuture<'static, io::Result<T::Output>>;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        self.inner.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.inner.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        let endpoint = Endpoint::of(&addr);
+        let now = Instant::now();
+        if let Some((e, left)) = endpoint.and_then(|e| Some((e, self.book.left(e, now)?))) {
+            return Err(TransportError::Other(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{e} left the last dial unanswered; not dialed again for {} s",
+                    left.as_secs().max(1)
+                ),
+            )));
+        }
+        let dial = self.inner.dial(addr, opts)?;
+        let book = self.book.clone();
+        Ok(async move {
+            let result = dial.await;
+            if let Some(e) = endpoint {
+                match &result {
+                    Ok(_) => book.connected(e),
+                    Err(_) if now.elapsed() >= SILENT_FAILURE => {
+                        book.failed_silently(e, Instant::now());
+                    }
+                    Err(_) => {}
+                }
+            }
+            result
+        }
+        .boxed())
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cool-down with an inner transport whose dials succeed, are refused or go
+    //! unanswered, on paused tokio time.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use libp2p::core::Transport as _;
+    use libp2p::core::transport::PortUse;
+    use libp2p::core::{Endpoint as Role, transport::DialOpts};
+
+    use super::*;
+
+    /// How a dial of the test transport ends: by the port it dials.
+    const ANSWERS: u16 = 1;
+    const REFUSES: u16 = 2;
+    const SILENT: u16 = 3;
+
+    /// A transport that counts the dials that reach it.
+    #[derive(Default)]
+    struct Counting {
+        dials: Arc<AtomicUsize>,
+    }
+
+    impl libp2p::core::Transport for Counting {
+        type Output = ();
+        type Error = io::Error;
+        type ListenerUpgrade = futures::future::Ready<io::Result<()>>;
+        type Dial = BoxFuture<'static, io::Result<()>>;
+
+        fn listen_on(
+            &mut self,
+            _: ListenerId,
+            a: Multiaddr,
+        ) -> Result<(), TransportError<io::Error>> {
+            Err(TransportError::MultiaddrNotSupported(a))
+        }
+
+        fn remove_listener(&mut self, _: ListenerId) -> bool {
+            false
+        }
+
+        fn dial(
+            &mut self,
+            a: Multiaddr,
+            _: DialOpts,
+        ) -> Result<Self::Dial, TransportError<io::Error>> {
+            self.dials.fetch_add(1, Ordering::SeqCst);
+            let port = Endpoint::of(&a).map_or(0, |e| e.port);
+            Ok(async move {
+                match port {
+                    ANSWERS => Ok(()),
+                    REFUSES => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(20)).await;
+                        Err(io::Error::from(io::ErrorKind::TimedOut))
+                    }
+                }
+            }
+            .boxed())
+        }
+
+        fn poll(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<TransportEvent<Self::ListenerUpgrade, io::Error>> {
+            Poll::Pending
+        }
+    }
+
+    fn opts() -> DialOpts {
+        DialOpts { role: Role::Dialer, port_use: PortUse::New }
+    }
+
+    fn addr(port: u16) -> Multiaddr {
+        Multiaddr::empty().with(Protocol::Ip4([203, 0, 113, 10].into())).with(Protocol::Tcp(port))
+    }
+
+    /// Dials `port` once: whether the dial reached the inner transport and how it ended.
+    async fn dial(t: &mut Cooldown<Counting>, port: u16) -> (bool, bool) {
+        let before = t.inner.dials.load(Ordering::SeqCst);
+        let ok = match t.dial(addr(port), opts()) {
+            Ok(dial) => dial.await.is_ok(),
+            Err(_) => false,
+        };
+        (t.inner.dials.load(Ordering::SeqCst) > before, ok)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_endpoint_is_not_dialed_again_until_its_cooldown_ends() {
+        let mut t = Cooldown::new(Counting::default());
+        assert_eq!(dial(&mut t, SILENT).await, (true, false));
+        // At once and just before the cool-down ends: refused without a packet.
+        assert_eq!(dial(&mut t, SILENT).await, (false, false));
+        tokio::time::advance(COOLDOWN - Duration::from_millis(1)).await;
+        assert_eq!(dial(&mut t, SILENT).await, (false, false));
+        // Another port of the same host is another endpoint (the racing dialer's fallback).
+        assert_eq!(dial(&mut t, ANSWERS).await, (true, true));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(dial(&mut t, SILENT).await, (true, false));
+        // The second silent failure in a row doubles the cool-down.
+        tokio::time::advance(COOLDOWN).await;
+        assert_eq!(dial(&mut t, SILENT).await, (false, false));
+        tokio::time::advance(COOLDOWN).await;
+        assert_eq!(dial(&mut t, SILENT).await, (true, false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_dial_sets_no_cooldown() {
+        let mut t = Cooldown::new(Counting::default());
+        assert_eq!(dial(&mut t, REFUSES).await, (true, false));
+        assert_eq!(dial(&mut t, REFUSES).await, (true, false));
+    }
+
+    #[test]
+    fn the_cooldown_doubles_up_to_its_cap() {
+        assert_eq!(cooldown(1), COOLDOWN);
+        assert_eq!(cooldown(2), COOLDOWN * 2);
+        assert_eq!(cooldown(3), MAX_COOLDOWN);
+        assert_eq!(cooldown(u32::MAX), MAX_COOLDOWN);
+    }
+
+    #[test]
+    fn the_book_stays_within_its_bound() {
+        let book = Book::default();
+        let now = Instant::now();
+        for i in 0..(MAX_COOLING as u32 + 10) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(i));
+            book.failed_silently(Endpoint { ip, port: 1, udp: false }, now);
+        }
+        assert_eq!(book.lock().len(), MAX_COOLING);
+    }
+
+    #[test]
+    fn endpoints_are_read_from_addresses() {
+        let stealth: Multiaddr = "/ip4/203.0.113.10/tcp/443/tls/http".parse().unwrap();
+        assert_eq!(
+            Endpoint::of(&stealth).map(|e| e.to_string()),
+            Some("203.0.113.10:443/tcp".into())
+        );
+        let quic: Multiaddr = "/ip6/::1/udp/4001/quic-v1".parse().unwrap();
+        assert_eq!(Endpoint::of(&quic).map(|e| e.to_string()), Some("[::1]:4001/udp".into()));
+        let circuit: Multiaddr = "/p2p-circuit".parse().unwrap();
+        assert_eq!(Endpoint::of(&circuit), None);
+    }
+}
