@@ -11,6 +11,11 @@
 //! to [`MAX_COOLDOWN`]. A fast failure (a refusal, a reset) says the path answers and sets no
 //! cool-down, so a peer that restarts is dialed again at once; a connection clears the
 //! endpoint's record. The cap keeps recovery after a heal within tens of seconds.
+//!
+//! Dials to one endpoint also take turns: one that arrives while another is under way waits
+//! for its outcome (its own connect timeout still runs), then goes out, or fails at once if
+//! the first went unanswered. Without turns, the parts of the node that ask at the same moment
+//! would each send their own connection attempt into the same silence.
 
 use std::collections::HashMap;
 use std::io;
@@ -40,6 +45,9 @@ pub const MAX_COOLDOWN: Duration = Duration::from_secs(30);
 /// Endpoints remembered; the oldest cool-downs make way when a new one would exceed this.
 pub const MAX_COOLING: usize = 1024;
 
+/// Endpoints whose dials take turns at once; a dial beyond them goes out without waiting.
+pub const MAX_TURNS: usize = 1024;
+
 /// An IP address and port of one transport, the unit a censor's drop rule and the cool-down
 /// apply to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +68,8 @@ impl Endpoint {
                 Protocol::Ip6(a) if ip.is_none() => ip = Some(IpAddr::V6(a)),
                 Protocol::Tcp(port) => return ip.map(|ip| Self { ip, port, udp: false }),
                 Protocol::Udp(port) => return ip.map(|ip| Self { ip, port, udp: true }),
+                // A circuit is the relay transport's, which owns its dials.
+                Protocol::P2pCircuit => return None,
                 _ => {}
             }
         }
@@ -84,14 +94,28 @@ struct Cooling {
     until: Instant,
 }
 
-/// The cool-downs, shared between the transport and the dials it hands out.
+/// The turn of the dials to one endpoint: held by the one under way.
+type Turn = Arc<tokio::sync::Mutex<()>>;
+
+/// The cool-downs and the turns.
+#[derive(Default)]
+struct State {
+    cooling: HashMap<Endpoint, Cooling>,
+    turns: HashMap<Endpoint, Turn>,
+}
+
+/// The cool-downs and turns, shared between the transport and the dials it hands out.
 #[derive(Clone, Default)]
-struct Book(Arc<Mutex<HashMap<Endpoint, Cooling>>>);
+struct Book(Arc<Mutex<State>>);
 
 impl Book {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Endpoint, Cooling>> {
-        // A panic while the lock was held leaves a map that is still whole: go on with it.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while the lock was held leaves maps that are still whole: go on with them.
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock(&self) -> CoolingGuard<'_> {
+        CoolingGuard(self.state())
     }
 
     /// The time left in `endpoint`'s cool-down at `now`, if any.
@@ -99,6 +123,28 @@ impl Book {
         let book = self.lock();
         let c = book.get(&endpoint)?;
         (c.until > now).then(|| c.until - now)
+    }
+
+    /// The turn of `endpoint`'s dials, unless [`MAX_TURNS`] endpoints are dialed already.
+    fn turn(&self, endpoint: Endpoint) -> Option<Turn> {
+        let mut state = self.state();
+        if !state.turns.contains_key(&endpoint) && state.turns.len() >= MAX_TURNS {
+            // A turn only the map holds belongs to no dial (its dial was dropped unfinished).
+            state.turns.retain(|_, t| Arc::strong_count(t) > 1);
+            if state.turns.len() >= MAX_TURNS {
+                return None;
+            }
+        }
+        Some(state.turns.entry(endpoint).or_default().clone())
+    }
+
+    /// A dial to `endpoint` is over: its turn goes when no other dial waits for it.
+    fn release(&self, endpoint: Endpoint, turn: Turn) {
+        let mut state = self.state();
+        // The map's reference and `turn` itself: nobody else holds it.
+        if Arc::strong_count(&turn) <= 2 {
+            state.turns.remove(&endpoint);
+        }
     }
 
     fn failed_silently(&self, endpoint: Endpoint, now: Instant) {
@@ -122,6 +168,33 @@ impl Book {
     }
 }
 
+/// The cool-downs of a locked [`State`].
+struct CoolingGuard<'a>(std::sync::MutexGuard<'a, State>);
+
+impl std::ops::Deref for CoolingGuard<'_> {
+    type Target = HashMap<Endpoint, Cooling>;
+    fn deref(&self) -> &Self::Target {
+        &self.0.cooling
+    }
+}
+
+impl std::ops::DerefMut for CoolingGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0.cooling
+    }
+}
+
+/// The error of a dial refused during its endpoint's cool-down.
+fn refusal(endpoint: Endpoint, left: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{endpoint} left the last dial unanswered; not dialed again for {} s",
+            left.as_secs().max(1)
+        ),
+    )
+}
+
 /// The cool-down after `failures` silent failures in a row.
 pub fn cooldown(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(8);
@@ -138,6 +211,28 @@ impl<T> Cooldown<T> {
     /// `inner`, with the cool-down in front of its dials.
     pub fn new(inner: T) -> Self {
         Self { inner, book: Book::default() }
+    }
+}
+
+/// One dial under way to an endpoint. Dropped unfinished (the swarm gave up on it) after
+/// [`SILENT_FAILURE`] or more of silence, it counts as a silent failure: the endpoint did not
+/// answer in that time either. Dropped in any way, it gives up its turn.
+struct Attempt {
+    book: Book,
+    endpoint: Endpoint,
+    turn: Option<Turn>,
+    /// When the connection attempt went out; `None` before and after.
+    started: Option<Instant>,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if self.started.is_some_and(|s| s.elapsed() >= SILENT_FAILURE) {
+            self.book.failed_silently(self.endpoint, Instant::now());
+        }
+        if let Some(t) = self.turn.take() {
+            self.book.release(self.endpoint, t);
+        }
     }
 }
 
@@ -172,27 +267,36 @@ where
         let endpoint = Endpoint::of(&addr);
         let now = Instant::now();
         if let Some((e, left)) = endpoint.and_then(|e| Some((e, self.book.left(e, now)?))) {
-            return Err(TransportError::Other(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "{e} left the last dial unanswered; not dialed again for {} s",
-                    left.as_secs().max(1)
-                ),
-            )));
+            return Err(TransportError::Other(refusal(e, left)));
         }
+        // The inner dial is made now, so that an address it does not support is refused now;
+        // it sends nothing until polled, after its turn has come.
         let dial = self.inner.dial(addr, opts)?;
-        let book = self.book.clone();
+        let Some(e) = endpoint else { return Ok(dial.boxed()) };
+        let turn = self.book.turn(e);
+        let mut attempt = Attempt { book: self.book.clone(), endpoint: e, turn, started: None };
         Ok(async move {
-            let result = dial.await;
-            if let Some(e) = endpoint {
-                match &result {
-                    Ok(_) => book.connected(e),
-                    Err(_) if now.elapsed() >= SILENT_FAILURE => {
-                        book.failed_silently(e, Instant::now());
-                    }
-                    Err(_) => {}
-                }
+            let held = match &attempt.turn {
+                Some(t) => Some(t.clone().lock_owned().await),
+                None => None,
+            };
+            let now = Instant::now();
+            if let Some(left) = attempt.book.left(e, now) {
+                // The dial before this one went unanswered meanwhile.
+                return Err(refusal(e, left));
             }
+            attempt.started = Some(now);
+            let result = dial.await;
+            match &result {
+                Ok(_) => attempt.book.connected(e),
+                Err(_) if now.elapsed() >= SILENT_FAILURE => {
+                    attempt.book.failed_silently(e, Instant::now());
+                }
+                Err(_) => {}
+            }
+            // Finished: its outcome is recorded, and dropping it records nothing more.
+            attempt.started.take();
+            drop(held);
             result
         }
         .boxed())
@@ -224,7 +328,7 @@ mod tests {
     const REFUSES: u16 = 2;
     const SILENT: u16 = 3;
 
-    /// A transport that counts the dials that reach it.
+    /// A transport that counts the dials it makes.
     #[derive(Default)]
     struct Counting {
         dials: Arc<AtomicUsize>,
@@ -253,9 +357,11 @@ mod tests {
             a: Multiaddr,
             _: DialOpts,
         ) -> Result<Self::Dial, TransportError<io::Error>> {
-            self.dials.fetch_add(1, Ordering::SeqCst);
             let port = Endpoint::of(&a).map_or(0, |e| e.port);
+            let dials = self.dials.clone();
             Ok(async move {
+                // Counted when polled: that is when a real transport sends its first packet.
+                dials.fetch_add(1, Ordering::SeqCst);
                 match port {
                     ANSWERS => Ok(()),
                     REFUSES => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
@@ -285,7 +391,7 @@ mod tests {
     }
 
     /// Dials `port` once: whether the dial reached the inner transport and how it ended.
-    async fn dial(t: &mut Cooldown<Counting>, port: u16) -> (bool, bool) {
+    async fn dial_once(t: &mut Cooldown<Counting>, port: u16) -> (bool, bool) {
         let before = t.inner.dials.load(Ordering::SeqCst);
         let ok = match t.dial(addr(port), opts()) {
             Ok(dial) => dial.await.is_ok(),
@@ -297,27 +403,65 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unanswered_endpoint_is_not_dialed_again_until_its_cooldown_ends() {
         let mut t = Cooldown::new(Counting::default());
-        assert_eq!(dial(&mut t, SILENT).await, (true, false));
+        assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
         // At once and just before the cool-down ends: refused without a packet.
-        assert_eq!(dial(&mut t, SILENT).await, (false, false));
+        assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
         tokio::time::advance(COOLDOWN - Duration::from_millis(1)).await;
-        assert_eq!(dial(&mut t, SILENT).await, (false, false));
+        assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
         // Another port of the same host is another endpoint (the racing dialer's fallback).
-        assert_eq!(dial(&mut t, ANSWERS).await, (true, true));
+        assert_eq!(dial_once(&mut t, ANSWERS).await, (true, true));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(dial(&mut t, SILENT).await, (true, false));
+        assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
         // The second silent failure in a row doubles the cool-down.
         tokio::time::advance(COOLDOWN).await;
-        assert_eq!(dial(&mut t, SILENT).await, (false, false));
+        assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
         tokio::time::advance(COOLDOWN).await;
-        assert_eq!(dial(&mut t, SILENT).await, (true, false));
+        assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dials_to_one_endpoint_take_turns() {
+        let mut t = Cooldown::new(Counting::default());
+        // Two at once into silence: the second waits for the first and goes nowhere.
+        let first = t.dial(addr(SILENT), opts()).expect("not refused");
+        let second = t.dial(addr(SILENT), opts()).expect("not refused");
+        let (a, b) = futures::join!(first, second);
+        assert!(a.is_err() && b.is_err());
+        assert_eq!(t.inner.dials.load(Ordering::SeqCst), 1);
+        // Two at once to an endpoint that answers: both go out, one after the other.
+        let first = t.dial(addr(ANSWERS), opts()).expect("not refused");
+        let second = t.dial(addr(ANSWERS), opts()).expect("not refused");
+        let (a, b) = futures::join!(first, second);
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(t.inner.dials.load(Ordering::SeqCst), 3);
+        // Nothing is left waiting: the turns are gone.
+        assert!(t.book.state().turns.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dial_given_up_after_long_silence_counts_as_unanswered() {
+        let mut t = Cooldown::new(Counting::default());
+        let dial = t.dial(addr(SILENT), opts()).expect("not refused");
+        let given_up = tokio::time::timeout(SILENT_FAILURE, dial).await;
+        assert!(given_up.is_err(), "the silent dial ended on its own");
+        assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
+        // Given up sooner, it says nothing of the endpoint.
+        tokio::time::advance(MAX_COOLDOWN).await;
+        let dial = t.dial(addr(SILENT), opts()).expect("not refused");
+        assert!(tokio::time::timeout(Duration::from_secs(1), dial).await.is_err());
+        assert_eq!(dial_once(&mut t, ANSWERS).await, (true, true));
+        assert!(
+            t.book
+                .left(Endpoint::of(&addr(SILENT)).expect("an endpoint"), Instant::now())
+                .is_none()
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_dial_sets_no_cooldown() {
         let mut t = Cooldown::new(Counting::default());
-        assert_eq!(dial(&mut t, REFUSES).await, (true, false));
-        assert_eq!(dial(&mut t, REFUSES).await, (true, false));
+        assert_eq!(dial_once(&mut t, REFUSES).await, (true, false));
+        assert_eq!(dial_once(&mut t, REFUSES).await, (true, false));
     }
 
     #[test]
