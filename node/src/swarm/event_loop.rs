@@ -715,11 +715,14 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
-                result: Err(e),
+                result: Err(e @ ping::Failure::Timeout),
             })) => {
                 // A connection that does not answer a ping is dead or stalled (a censor
                 // dropping its packets): close it, so that what is sent to the peer goes over
-                // its other connections, or a new one, instead of into the void.
+                // its other connections, or a new one, instead of into the void. Any other
+                // failure is not a silence: a peer without the ping protocol (a plain libp2p
+                // client asking the mailbox) fails negotiation, as `Unsupported` or, with
+                // lazy negotiation, as `Other`, and keeps its connection.
                 let via = self.connections.get(&connection).map(|c| c.via);
                 tracing::warn!(%peer, ?via, error = %one_line(&e), "no answer on a connection; closing it");
                 self.swarm.close_connection(connection);
