@@ -172,18 +172,24 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.outcome.delivery.push(domestic);
     ctx.outcome.delivery.push(foreign);
     ctx.outcome.notes.push(
-        "Domestic delivery during the cut goes through the domestic relay `dom` when both users happen to hold a \
-         reservation on it (each user keeps two, chosen among the relays it knows); with none there, or on a LAN with \
-         no domestic relay (issue 13's measurement), nothing carries their messages: default user nodes listen on \
-         nothing, so mDNS gives the other nothing to dial."
+        "Domestic delivery during the cut goes through the domestic relay `dom` when both users hold a reservation \
+         on it, and otherwise over the LAN: user nodes listen on their LAN by default and find each other with mDNS \
+         (issue 13; `cli/tests/reach_lab.rs` cuts the border of a LAN with no domestic relay). Connection attempts \
+         across the cut are held down by the cool-down of each endpoint after an unanswered dial \
+         (`node/src/transport/cooldown.rs`: 10 s, doubling to 30 s), which is also what bounds the wait after the \
+         heal."
             .into(),
     );
     ctx.outcome.needs.push(
-        "the domestic mesh (issue 13): user nodes listen on their LAN by default so that mDNS finds them, and reachable \
-         users and domestic relays carry messages between users inside the country"
+        "fewer connection attempts across a cut (issue 13): each endpoint is dialed at most once per cool-down, but \
+         a host with several endpoints (TCP 4001, stealth 443) is knocked on once per endpoint"
             .into(),
     );
-    ctx.outcome.needs.push("fast recovery (issue 13): retry the outbox as soon as connectivity returns, with the backoff capped at tens of seconds".into());
+    ctx.outcome.needs.push(
+        "fast recovery (issue 13): the outbox retries as soon as a connection returns; after a cut, the first \
+         connection comes when an endpoint's cool-down ends"
+            .into(),
+    );
     ctx.timeline(&[("domestic", "domestic"), ("foreign", "foreign")]);
     Ok(())
 }
