@@ -208,8 +208,8 @@ enum Command {
         #[arg(required = true, num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
     },
-    /// Show your conversations with their unread counts; with --messages, the received
-    /// messages themselves.
+    /// Show your conversations and groups with their unread counts; with --messages, the
+    /// received messages themselves.
     Inbox {
         /// Keep running and print messages as they arrive.
         #[arg(long)]
@@ -239,10 +239,11 @@ enum Command {
         #[arg(long)]
         peek: bool,
     },
-    /// A chat screen in the terminal: conversations with unread counts, the open one with
-    /// each message's delivery state, a line to type in, and how the node is connected.
+    /// A chat screen in the terminal: conversations and groups with unread counts, the open one
+    /// with each message's writer and delivery state, a line to type in, and how the node is
+    /// connected.
     Chat {
-        /// Open the conversation with this contact (or peer id) at once.
+        /// Open the conversation with this contact (or peer id), or else this group, at once.
         name: Option<String>,
     },
     /// Show your sent messages and where each one is (queued, stored, sent, delivered, read,
@@ -984,11 +985,16 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             send(&dir, name, text, cli.json).await
         }
         Command::Inbox { follow: false, messages: false, .. } => {
-            let chats: Vec<ChatSummary> = match rpc(&dir, method::CHATS, json!({})).await {
-                Err(e) => offline(&dir, e, cli.json)?.chats()?,
-                answer => answer?,
-            };
-            show(cli.json, &chats, |c| output::chats(c))
+            // Groups are listed with the one-to-one conversations; `--json` keeps the `chats`
+            // answer as documented (groups are `group.list`'s), and a stopped node's groups
+            // are not read from its database (resolving them needs the daemon's group code).
+            let (chats, groups): (Vec<ChatSummary>, Vec<GroupInfo>) =
+                match rpc(&dir, method::CHATS, json!({})).await {
+                    Err(e) => (offline(&dir, e, cli.json)?.chats()?, Vec::new()),
+                    Ok(chats) if cli.json => (chats, Vec::new()),
+                    Ok(chats) => (chats, rpc(&dir, method::GROUP_LIST, json!({})).await?),
+                };
+            show(cli.json, &chats, |c| output::chats(c, &groups))
         }
         Command::Inbox { follow, limit, peek, .. } => {
             inbox(&dir, *follow, *limit, !*peek, cli.json).await

@@ -350,12 +350,13 @@ pub fn doctor(checks: &[DoctorCheck]) -> String {
     out.trim_end().to_owned()
 }
 
-/// The conversation list: one line per conversation, the most recent first.
-pub fn chats(list: &[ChatSummary]) -> String {
-    if list.is_empty() {
+/// The conversation list: one line per conversation (one-to-one, and each group, marked `#`),
+/// the most recent first.
+pub fn chats(list: &[ChatSummary], groups: &[GroupInfo]) -> String {
+    if list.is_empty() && groups.is_empty() {
         return "no conversations yet (add a contact: kolokol contacts add NAME INVITE)".into();
     }
-    let mut lines: Vec<String> = list
+    let mut lines: Vec<(u64, String)> = list
         .iter()
         .map(|c| {
             let who = match &c.name {
@@ -378,14 +379,35 @@ pub fn chats(list: &[ChatSummary]) -> String {
                 let more = if first.len() < text.len() { "…" } else { "" };
                 line.push_str(&format!("  [{}] {from}{}{more}", time(at), visible(&first)));
             }
-            line
+            (c.last_at_ms.unwrap_or(0), line)
         })
         .collect();
+    for g in groups {
+        let who = format!("# {}", visible(&g.name));
+        let mut line = format!(
+            "{who:<20} {:>3} unread  {}",
+            g.unread,
+            count(u64::from(g.members), "member", "members")
+        );
+        if g.status != "member" {
+            line.push_str(&format!(", {}", g.status));
+        }
+        if let Some(at) = g.last_at_ms {
+            line.push_str(&format!("  [{}]", time(at)));
+        }
+        lines.push((g.last_at_ms.unwrap_or(0), line));
+    }
+    // Stable: the daemon's order among equal times is kept.
+    lines.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let mut lines: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
     if list.iter().any(|c| c.request) {
         lines.push(
             "(a request is someone who is not your contact writing to you: accept with `kolokol contacts accept PEER_ID NAME`, or refuse with `kolokol contacts block PEER_ID`)"
                 .into(),
         );
+    }
+    if !groups.is_empty() {
+        lines.push("(# is a group: kolokol group show GROUP)".into());
     }
     lines.join("\n")
 }

@@ -1058,8 +1058,21 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
         });
         assert_eq!(group_texts(&chat).len(), 1, "{chat}");
     }
+    // Carol's conversation list has the group, with Bob's text unread, until she reads it.
+    let conversations = check_ok(&run(&c, &["inbox"]));
+    assert!(
+        conversations
+            .lines()
+            .any(|l| l.starts_with("# family") && l.contains(" 1 unread  3 members")),
+        "{conversations}"
+    );
     let shown = check_ok(&run(&c, &["group", "show", "family"]));
     assert!(shown.contains("] bob: hello everyone"), "{shown}");
+    let conversations = check_ok(&run(&c, &["inbox"]));
+    assert!(
+        conversations.lines().any(|l| l.starts_with("# family") && l.contains(" 0 unread")),
+        "{conversations}"
+    );
     let inbox = check_ok(&run(&a, &["inbox", "--messages"]));
     assert!(inbox.contains("family / bob: hello everyone"), "{inbox}");
 

@@ -85,3 +85,38 @@ fn a_conversation_keeps_line_breaks_that_cannot_pass_for_lines_and_cuts_long_mes
     let full = crate::output::chat(&chat, true);
     assert_eq!(full.matches("│ line").count(), 49, "{full}");
 }
+
+#[test]
+fn the_conversation_list_has_groups_among_the_contacts_most_recent_first() {
+    let contact = |name: &str, at: u64| kolokol_protocol::control::ChatSummary {
+        name: Some(name.into()),
+        peer_id: format!("12D3KooW{name}"),
+        unread: 0,
+        waiting: 0,
+        last_at_ms: Some(at),
+        last_text: Some("hi".into()),
+        last_from_me: false,
+        request: false,
+        verified: false,
+    };
+    let group = kolokol_protocol::control::GroupInfo {
+        id: "5f0c7a1e9b2d4c3e8a6f1b0d2c4e6a8b".into(),
+        name: "family".into(),
+        status: "member".into(),
+        admin: false,
+        members: 3,
+        admins: 1,
+        unread: 2,
+        last_at_ms: Some(2_000),
+        changes: 3,
+        version: 2,
+        heads: vec![],
+    };
+    let shown = crate::output::chats(&[contact("alice", 3_000), contact("bob", 1_000)], &[group]);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(lines[0].starts_with("alice "), "{shown}");
+    assert!(lines[1].starts_with("# family"), "{shown}");
+    assert!(lines[1].contains("  2 unread  3 members  [1970-01-01 00:00:02]"), "{shown}");
+    assert!(lines[2].starts_with("bob "), "{shown}");
+    assert_eq!(lines[3], "(# is a group: kolokol group show GROUP)");
+}
