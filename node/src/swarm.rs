@@ -372,7 +372,8 @@ pub(crate) fn new(
     config: &Config,
     endpoints: Vec<EndpointRecord>,
 ) -> Result<(Client, EventLoop, Channels)> {
-    let swarm = behaviour::build(keypair, config)?;
+    let hole_punch = crate::transport::cooldown::HolePunch::default();
+    let swarm = behaviour::build(keypair, config, hole_punch.clone())?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE_LEN);
     let (contacts_tx, inbound_contacts) = mpsc::channel(admission::CONTACT_INBOUND_QUEUE_LEN);
@@ -390,6 +391,7 @@ pub(crate) fn new(
     )?;
     // What worked on which network, from earlier runs: the racing dialer starts from it.
     event_loop.endpoints = endpoints::Endpoints::new(endpoints);
+    event_loop.hole_punch = hole_punch;
     let client = Client { commands: command_tx, status: status_rx };
     Ok((client, event_loop, Channels { inbound, inbound_contacts, net_events, mailbox_requests }))
 }

@@ -122,13 +122,14 @@ pub fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConf
 /// own): TCP, QUIC and stealth for [`Policy::Any`], stealth alone for [`Policy::Stealth`].
 /// Multistream-select runs as `V1Lazy`, as libp2p's own `with_tcp` does, so the dialer's
 /// protocol proposals do not each wait a round trip. The TCP-based ones give up on a
-/// connection that is not negotiated within [`CONNECT_TIMEOUT`]. Every dial passes the
-/// [`cooldown::Cooldown`] first, so an endpoint that left a dial unanswered is not dialed
-/// again at once by whichever part of the node asks next.
+/// connection that is not negotiated within [`CONNECT_TIMEOUT`]. Every direct dial but a hole
+/// punch (`hole_punch`) passes the [`cooldown::Cooldown`] first, so an endpoint that left a
+/// dial unanswered is not dialed again at once by whichever part of the node asks next.
 pub fn build(
     key: &libp2p::identity::Keypair,
     policy: Policy,
     listener: Option<stealth::ListenerConfig>,
+    hole_punch: cooldown::HolePunch,
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
     let stealth = stealth::Transport::new(listener)
@@ -139,7 +140,7 @@ pub fn build(
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed();
     if policy == Policy::Stealth {
-        return Ok(cooldown::Cooldown::new(stealth).boxed());
+        return Ok(cooldown::Cooldown::new(stealth, hole_punch).boxed());
     }
     let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true))
         .upgrade(Version::V1Lazy)
@@ -155,7 +156,7 @@ pub fn build(
         .or_transport(stealth)
         .map(|either, _| either.into_inner())
         .boxed();
-    Ok(cooldown::Cooldown::new(all).boxed())
+    Ok(cooldown::Cooldown::new(all, hole_punch).boxed())
 }
 
 /// Whether a listen address of ours is one others can dial: not a stealth listener behind a

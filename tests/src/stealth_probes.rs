@@ -45,7 +45,9 @@ struct Outcome {
 fn swarm(policy: Policy, listener: Option<stealth::ListenerConfig>) -> Swarm<ping::Behaviour> {
     SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_other_transport(|key| transport::build(key, policy, listener))
+        .with_other_transport(|key| {
+            transport::build(key, policy, listener, transport::cooldown::HolePunch::default())
+        })
         .expect("transport")
         .with_behaviour(|_| ping::Behaviour::default())
         .expect("behaviour")

@@ -119,6 +119,7 @@ pub(crate) struct Behaviour {
 pub(crate) fn build(
     keypair: &libp2p::identity::Keypair,
     config: &Config,
+    hole_punch: crate::transport::cooldown::HolePunch,
 ) -> Result<Swarm<Behaviour>> {
     let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
     let role = config.role;
@@ -141,7 +142,9 @@ pub(crate) fn build(
     let stealth = crate::transport::prepare(config, config.clock.now_secs())?;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
-        .with_other_transport(|key| crate::transport::build(key, config.transport, stealth.clone()))
+        .with_other_transport(|key| {
+            crate::transport::build(key, config.transport, stealth.clone(), hole_punch.clone())
+        })
         .map_err(|e| net(&e))?
         .with_dns()
         .map_err(|e| net(&e))?

@@ -113,6 +113,8 @@ pub(crate) struct EventLoop {
     pub(super) network: Network,
     /// What worked and what failed per network (`endpoints`).
     pub(super) endpoints: Endpoints,
+    /// The peers reachable through a relay, which the transports' cool-down leaves to DCUtR.
+    pub(super) hole_punch: crate::transport::cooldown::HolePunch,
     /// Races to connect, per peer; at most [`crate::swarm::dialer::MAX_RACES`].
     pub(super) races: HashMap<PeerId, Race>,
     /// Dials of races already won, and their addresses; at most
@@ -312,6 +314,7 @@ impl EventLoop {
             bridge: config.bridge,
             network,
             endpoints: Endpoints::new(Vec::new()),
+            hole_punch: crate::transport::cooldown::HolePunch::default(),
             races: HashMap::new(),
             losers: HashMap::new(),
             unreachable: HashMap::new(),
@@ -715,14 +718,14 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
-                result: Err(e @ ping::Failure::Timeout),
-            })) => {
+                result: Err(e),
+            })) if ping_unanswered(&e) => {
                 // A connection that does not answer a ping is dead or stalled (a censor
                 // dropping its packets): close it, so that what is sent to the peer goes over
                 // its other connections, or a new one, instead of into the void. Any other
                 // failure is not a silence: a peer without the ping protocol (a plain libp2p
                 // client asking the mailbox) fails negotiation, as `Unsupported` or, with
-                // lazy negotiation, as `Other`, and keeps its connection.
+                // lazy negotiation, as `Other`, and keeps its connection (`ping_unanswered`).
                 let via = self.connections.get(&connection).map(|c| c.via);
                 tracing::warn!(%peer, ?via, error = %one_line(&e), "no answer on a connection; closing it");
                 self.swarm.close_connection(connection);
@@ -750,6 +753,9 @@ impl EventLoop {
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 let was_connected = !self.connections.is_empty();
                 self.connections.insert(connection_id, Conn { peer: peer_id, via, address });
+                if via == Link::Relayed {
+                    self.hole_punch.set_relayed(peer_id, true);
+                }
                 if via == Link::Direct || self.has_direct(&peer_id) {
                     self.direct_since.entry(peer_id).or_insert_with(Instant::now);
                 }
@@ -786,6 +792,9 @@ impl EventLoop {
             } => {
                 self.admission.connection_closed(connection_id, &endpoint);
                 self.connections.remove(&connection_id);
+                if !self.connections.values().any(|c| c.peer == peer_id && c.via == Link::Relayed) {
+                    self.hole_punch.set_relayed(peer_id, false);
+                }
                 if !self.has_direct(&peer_id) {
                     self.direct_since.remove(&peer_id);
                 }
@@ -1182,4 +1191,16 @@ impl EventLoop {
 /// The relay of a circuit address.
 fn relay_of_circuit(address: &Multiaddr) -> Option<PeerId> {
     crate::swarm::dialer::relay_of(address)
+}
+
+/// Whether a ping failed because nothing answered: its timeout, or a stream that could not even
+/// be opened in time (a dead link whose stream credit is used up reports that as `Other`).
+fn ping_unanswered(failure: &ping::Failure) -> bool {
+    match failure {
+        ping::Failure::Timeout => true,
+        ping::Failure::Other { error } => error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+        _ => false,
+    }
 }

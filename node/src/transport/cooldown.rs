@@ -9,15 +9,20 @@
 //! *silently* (it took at least [`SILENT_FAILURE`], so nothing refused it), further dials to
 //! that endpoint fail at once for [`COOLDOWN`], doubling with each silent failure in a row up
 //! to [`MAX_COOLDOWN`]. A fast failure (a refusal, a reset) says the path answers and sets no
-//! cool-down, so a peer that restarts is dialed again at once; a connection clears the
-//! endpoint's record. The cap keeps recovery after a heal within tens of seconds.
+//! cool-down, so a peer that restarts on the same TCP port is dialed again at once (QUIC
+//! cannot tell a closed port from silence: its handshake gives up after 5 s either way); a
+//! connection this node dials clears the endpoint's record. The cap keeps recovery after a heal within tens of seconds.
+//!
+//! Hole punching is left alone: a dial that DCUtR makes (one side's carries the listener
+//! role; the other's goes to a peer we hold a relayed connection to, [`HolePunch`]) must go
+//! out at its moment, and to the very endpoint a direct dial just found silent.
 //!
 //! Dials to one endpoint also take turns: one that arrives while another is under way waits
 //! for its outcome (its own connect timeout still runs), then goes out, or fails at once if
 //! the first went unanswered. Without turns, the parts of the node that ask at the same moment
 //! would each send their own connection attempt into the same silence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -27,9 +32,10 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use libp2p::Multiaddr;
+use libp2p::core::Endpoint as Role;
 use libp2p::core::transport::{DialOpts, ListenerId, TransportError, TransportEvent};
 use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
 /// A failed dial that took at least this long was not refused: its packets went unanswered.
@@ -48,6 +54,10 @@ pub const MAX_COOLING: usize = 1024;
 /// Endpoints whose dials take turns at once; a dial beyond them goes out without waiting.
 pub const MAX_TURNS: usize = 1024;
 
+/// Peers remembered as reachable through a relay (candidates for hole punching); past this, a
+/// dial to a new one is treated like any other.
+pub const MAX_RELAYED_PEERS: usize = 1024;
+
 /// An IP address and port of one transport, the unit a censor's drop rule and the cool-down
 /// apply to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,6 +71,10 @@ impl Endpoint {
     /// The endpoint a dial of `addr` goes to, if it names an IP address and a port (a DNS
     /// name is resolved before this transport sees it).
     fn of(addr: &Multiaddr) -> Option<Self> {
+        // A circuit is the relay transport's, which owns its dials.
+        if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+            return None;
+        }
         let mut ip = None;
         for p in addr.iter() {
             match p {
@@ -68,8 +82,6 @@ impl Endpoint {
                 Protocol::Ip6(a) if ip.is_none() => ip = Some(IpAddr::V6(a)),
                 Protocol::Tcp(port) => return ip.map(|ip| Self { ip, port, udp: false }),
                 Protocol::Udp(port) => return ip.map(|ip| Self { ip, port, udp: true }),
-                // A circuit is the relay transport's, which owns its dials.
-                Protocol::P2pCircuit => return None,
                 _ => {}
             }
         }
@@ -201,16 +213,46 @@ pub fn cooldown(failures: u32) -> Duration {
     COOLDOWN.saturating_mul(1 << doublings).min(MAX_COOLDOWN)
 }
 
+/// The peers this node holds a relayed connection to, kept by the swarm task: DCUtR dials
+/// them directly to punch a hole, which the cool-down must not delay.
+#[derive(Clone, Default)]
+pub struct HolePunch(Arc<Mutex<HashSet<PeerId>>>);
+
+impl HolePunch {
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashSet<PeerId>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records whether `peer` has a relayed connection to this node.
+    pub fn set_relayed(&self, peer: PeerId, relayed: bool) {
+        let mut peers = self.peers();
+        if !relayed {
+            peers.remove(&peer);
+        } else if peers.len() < MAX_RELAYED_PEERS {
+            peers.insert(peer);
+        }
+    }
+
+    /// Whether a dial of `addr` (which ends in the peer's `/p2p/` id) may be a hole punch.
+    fn covers(&self, addr: &Multiaddr) -> bool {
+        match addr.iter().last() {
+            Some(Protocol::P2p(peer)) => self.peers().contains(&peer),
+            _ => false,
+        }
+    }
+}
+
 /// A transport whose dials to an endpoint in its cool-down fail at once.
 pub struct Cooldown<T> {
     inner: T,
     book: Book,
+    hole_punch: HolePunch,
 }
 
 impl<T> Cooldown<T> {
-    /// `inner`, with the cool-down in front of its dials.
-    pub fn new(inner: T) -> Self {
-        Self { inner, book: Book::default() }
+    /// `inner`, with the cool-down in front of its dials except hole punches (`hole_punch`).
+    pub fn new(inner: T, hole_punch: HolePunch) -> Self {
+        Self { inner, book: Book::default(), hole_punch }
     }
 }
 
@@ -264,7 +306,11 @@ where
         addr: Multiaddr,
         opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<Self::Error>> {
-        let endpoint = Endpoint::of(&addr);
+        let endpoint = if opts.role == Role::Listener || self.hole_punch.covers(&addr) {
+            None
+        } else {
+            Endpoint::of(&addr)
+        };
         let now = Instant::now();
         if let Some((e, left)) = endpoint.and_then(|e| Some((e, self.book.left(e, now)?))) {
             return Err(TransportError::Other(refusal(e, left)));
@@ -318,8 +364,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use libp2p::core::Transport as _;
+    use libp2p::core::transport::DialOpts;
     use libp2p::core::transport::PortUse;
-    use libp2p::core::{Endpoint as Role, transport::DialOpts};
 
     use super::*;
 
@@ -402,7 +448,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unanswered_endpoint_is_not_dialed_again_until_its_cooldown_ends() {
-        let mut t = Cooldown::new(Counting::default());
+        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
         assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
         // At once and just before the cool-down ends: refused without a packet.
         assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
@@ -421,7 +467,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dials_to_one_endpoint_take_turns() {
-        let mut t = Cooldown::new(Counting::default());
+        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
         // Two at once into silence: the second waits for the first and goes nowhere.
         let first = t.dial(addr(SILENT), opts()).expect("not refused");
         let second = t.dial(addr(SILENT), opts()).expect("not refused");
@@ -440,7 +486,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dial_given_up_after_long_silence_counts_as_unanswered() {
-        let mut t = Cooldown::new(Counting::default());
+        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
         let dial = t.dial(addr(SILENT), opts()).expect("not refused");
         let given_up = tokio::time::timeout(SILENT_FAILURE, dial).await;
         assert!(given_up.is_err(), "the silent dial ended on its own");
@@ -458,8 +504,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn hole_punches_pass_a_cooling_endpoint() {
+        let hole_punch = HolePunch::default();
+        let mut t = Cooldown::new(Counting::default(), hole_punch.clone());
+        assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
+        assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
+        // DCUtR's listener side dials with the listener role.
+        let listener =
+            DialOpts { role: libp2p::core::Endpoint::Listener, port_use: PortUse::Reuse };
+        let before = t.inner.dials.load(Ordering::SeqCst);
+        // Polled once (the inner dial counts itself then), and given up long before the
+        // cool-down ends.
+        let dial = t.dial(addr(SILENT), listener).expect("not refused");
+        let _ = tokio::time::timeout(Duration::from_millis(1), dial).await;
+        assert_eq!(t.inner.dials.load(Ordering::SeqCst), before + 1);
+        // Its dialer side dials a peer this node holds a relayed connection to.
+        let peer = PeerId::random();
+        let to_peer = addr(SILENT).with(Protocol::P2p(peer));
+        assert!(t.dial(to_peer.clone(), opts()).is_err());
+        hole_punch.set_relayed(peer, true);
+        let dial = t.dial(to_peer.clone(), opts()).expect("not refused");
+        let _ = tokio::time::timeout(Duration::from_millis(1), dial).await;
+        assert_eq!(t.inner.dials.load(Ordering::SeqCst), before + 2);
+        hole_punch.set_relayed(peer, false);
+        assert!(t.dial(to_peer, opts()).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_refused_dial_sets_no_cooldown() {
-        let mut t = Cooldown::new(Counting::default());
+        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
         assert_eq!(dial_once(&mut t, REFUSES).await, (true, false));
         assert_eq!(dial_once(&mut t, REFUSES).await, (true, false));
     }
@@ -492,7 +565,10 @@ mod tests {
         );
         let quic: Multiaddr = "/ip6/::1/udp/4001/quic-v1".parse().unwrap();
         assert_eq!(Endpoint::of(&quic).map(|e| e.to_string()), Some("[::1]:4001/udp".into()));
-        let circuit: Multiaddr = "/p2p-circuit".parse().unwrap();
+        let circuit: Multiaddr =
+            "/ip4/203.0.113.10/tcp/4001/p2p/12D3KooWEmKLbatUPwC4mnEMuyckP79CgS1SobopLrBGhfrJoqkK/p2p-circuit"
+                .parse()
+                .unwrap();
         assert_eq!(Endpoint::of(&circuit), None);
     }
 }
