@@ -10,7 +10,6 @@
 //! state would seal to (see docs/USAGE.md, `kolokol restore`).
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +17,7 @@ use kolokol_protocol::backup::{self, Contents};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use crate::data_dir::{DATABASE_FILE, DataDir, IDENTITY_FILE};
+use crate::data_dir::{DATABASE_FILE, DataDir, IDENTITY_FILE, write_private};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -90,7 +89,7 @@ pub fn restore(data_dir: &Path, contents: &Contents, replace: bool) -> Result<Re
             data_dir.display()
         )));
     }
-    write_private(&key, &contents.identity_file)?;
+    write_private(&key, &key.with_extension("restore-tmp"), &contents.identity_file)?;
     let database = dir.path(DATABASE_FILE);
     for suffix in ["-wal", "-shm"] {
         let stale = dir.path(&format!("{DATABASE_FILE}{suffix}"));
@@ -100,7 +99,7 @@ pub fn restore(data_dir: &Path, contents: &Contents, replace: bool) -> Result<Re
             Err(e) => return Err(Error::io("cannot remove", &stale, e)),
         }
     }
-    write_private(&database, &contents.database)?;
+    write_private(&database, &database.with_extension("restore-tmp"), &contents.database)?;
     let store = Store::open(&database)?;
     store.renumber_all()?;
     let (queued, stored) = store.waiting_counts()?;
@@ -109,22 +108,6 @@ pub fn restore(data_dir: &Path, contents: &Contents, replace: bool) -> Result<Re
         contacts: store.contacts()?.len(),
         waiting: queued + stored,
     })
-}
-
-/// Writes a file only its owner can read, through a temporary file and a rename, synced.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("restore-tmp");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io("cannot create", &tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("cannot write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
 }
 
 #[cfg(test)]

@@ -56,22 +56,7 @@ impl DataDir {
                 "the data dir was open to other users; restricted it to mode 700"
             );
         }
-        let lock_path = root.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| Error::io("cannot open lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::AlreadyRunning(root.to_owned()));
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", &lock_path, e)),
-        }
-        Ok(Self { root: root.to_owned(), _lock: lock })
+        Ok(Self { root: root.to_owned(), _lock: take_lock(root)? })
     }
 
     /// Takes the lock of an existing data directory without creating or changing anything:
@@ -86,19 +71,7 @@ impl DataDir {
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             ));
         }
-        let lock_path = root.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| Error::io("cannot open lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => Ok(Self { root: root.to_owned(), _lock: lock }),
-            Err(fs::TryLockError::WouldBlock) => Err(Error::AlreadyRunning(root.to_owned())),
-            Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &lock_path, e)),
-        }
+        Ok(Self { root: root.to_owned(), _lock: take_lock(root)? })
     }
 
     /// The directory.
@@ -151,19 +124,7 @@ impl DataDir {
                 let identity = Identity::from_secrets(identity_secret, device_secret);
                 zeroize::Zeroize::zeroize(&mut identity_secret);
                 zeroize::Zeroize::zeroize(&mut device_secret);
-                let tmp = self.path("identity.key.tmp");
-                let mut file = OpenOptions::new()
-                    .create(true)
-                    .truncate(true)
-                    .write(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| Error::io("cannot create", &tmp, e))?;
-                file.write_all(&identity.to_file_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| Error::io("cannot write", &tmp, e))?;
-                fs::rename(&tmp, &path)
-                    .map_err(|e| Error::io("cannot rename into place", &path, e))?;
+                write_private(&path, &self.path("identity.key.tmp"), &identity.to_file_bytes())?;
                 // The rename is durable only once the directory entry is on disk.
                 File::open(&self.root)
                     .and_then(|d| d.sync_all())
@@ -174,6 +135,40 @@ impl DataDir {
             Err(e) => Err(Error::io("cannot read", &path, e)),
         }
     }
+}
+
+/// Opens `kolokol.lock` in `root` and takes its exclusive lock; [`Error::AlreadyRunning`] while
+/// another process holds it.
+fn take_lock(root: &Path) -> Result<File> {
+    let lock_path = root.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| Error::io("cannot open lock file", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::AlreadyRunning(root.to_owned())),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &lock_path, e)),
+    }
+}
+
+/// Writes `bytes` to `path` so that only its owner can read them: into `tmp` (mode 0600),
+/// synced, then renamed into place, so that a crash leaves the old file or the new one.
+pub(crate) fn write_private(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| Error::io("cannot create", tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("cannot write", tmp, e))?;
+    fs::rename(tmp, path).map_err(|e| Error::io("cannot rename into place", path, e))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use kolokol_protocol::group::{
     MAX_GROUP_MEMBERS, MAX_GROUP_NAME_LEN, MAX_MEMBER_NAME_LEN, MAX_OPS_PER_MESSAGE, OpId,
 };
 use kolokol_protocol::invite::Invite;
-use kolokol_protocol::message::{Body, MAX_TEXT_LEN, MessageId, format_id};
+use kolokol_protocol::message::{Body, MessageId, format_id};
 use libp2p::{Multiaddr, PeerId};
 use rand::RngCore;
 use tokio::time::Instant;
@@ -782,15 +782,7 @@ impl Groups {
     /// Writes a text to a group: one copy per member, each sealed in their conversation;
     /// returns once every copy had its first attempt.
     pub(crate) async fn send(&self, group: &str, text: &str) -> Result<control::GroupSendResult> {
-        if text.trim().is_empty() {
-            return Err(Error::BadMessage("the message is empty".into()));
-        }
-        if text.len() > MAX_TEXT_LEN {
-            return Err(Error::BadMessage(format!(
-                "the message is {} bytes, over the limit of {MAX_TEXT_LEN}",
-                text.len()
-            )));
-        }
+        crate::outbox::check_text(text)?;
         let row = self.find(group)?;
         let (rows, id) = {
             let _guard = self.lock();

@@ -845,8 +845,8 @@ pub(crate) fn outbox_view(m: OutboxView) -> control::OutboxMessage {
     }
 }
 
-/// A text to a contact as an outbox row, once checked: not empty, within [`MAX_TEXT_LEN`].
-fn new_text(contact: ContactRow, text: &str, now: u64) -> Result<OutboxRow> {
+/// Checks a text before it is written anywhere: not empty, within [`MAX_TEXT_LEN`].
+pub(crate) fn check_text(text: &str) -> Result<()> {
     if text.trim().is_empty() {
         return Err(Error::BadMessage("the message is empty".into()));
     }
@@ -856,6 +856,12 @@ fn new_text(contact: ContactRow, text: &str, now: u64) -> Result<OutboxRow> {
             text.len()
         )));
     }
+    Ok(())
+}
+
+/// A text to a contact as an outbox row, once checked ([`check_text`]).
+fn new_text(contact: ContactRow, text: &str, now: u64) -> Result<OutboxRow> {
+    check_text(text)?;
     Ok(OutboxRow {
         id: new_message_id(),
         peer_id: contact.peer_id,

@@ -126,14 +126,10 @@ impl Book {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock(&self) -> CoolingGuard<'_> {
-        CoolingGuard(self.state())
-    }
-
     /// The time left in `endpoint`'s cool-down at `now`, if any.
     fn left(&self, endpoint: Endpoint, now: Instant) -> Option<Duration> {
-        let book = self.lock();
-        let c = book.get(&endpoint)?;
+        let state = self.state();
+        let c = state.cooling.get(&endpoint)?;
         (c.until > now).then(|| c.until - now)
     }
 
@@ -160,7 +156,8 @@ impl Book {
     }
 
     fn failed_silently(&self, endpoint: Endpoint, now: Instant) {
-        let mut book = self.lock();
+        let mut state = self.state();
+        let book = &mut state.cooling;
         if !book.contains_key(&endpoint) && book.len() >= MAX_COOLING {
             // Make way: the cool-downs that ended first are the least worth keeping.
             book.retain(|_, c| c.until > now);
@@ -176,23 +173,7 @@ impl Book {
     }
 
     fn connected(&self, endpoint: Endpoint) {
-        self.lock().remove(&endpoint);
-    }
-}
-
-/// The cool-downs of a locked [`State`].
-struct CoolingGuard<'a>(std::sync::MutexGuard<'a, State>);
-
-impl std::ops::Deref for CoolingGuard<'_> {
-    type Target = HashMap<Endpoint, Cooling>;
-    fn deref(&self) -> &Self::Target {
-        &self.0.cooling
-    }
-}
-
-impl std::ops::DerefMut for CoolingGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0.cooling
+        self.state().cooling.remove(&endpoint);
     }
 }
 
@@ -553,7 +534,7 @@ mod tests {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(i));
             book.failed_silently(Endpoint { ip, port: 1, udp: false }, now);
         }
-        assert_eq!(book.lock().len(), MAX_COOLING);
+        assert_eq!(book.state().cooling.len(), MAX_COOLING);
     }
 
     #[test]
