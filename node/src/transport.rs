@@ -121,10 +121,12 @@ pub fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConf
 /// The swarm's transports for `policy`, each upgraded with Noise and Yamux (QUIC brings its
 /// own): TCP, QUIC and stealth for [`Policy::Any`], stealth alone for [`Policy::Stealth`].
 /// Multistream-select runs as `V1Lazy`, as libp2p's own `with_tcp` does, so the dialer's
-/// protocol proposals do not each wait a round trip. The TCP-based ones give up on a
-/// connection that is not negotiated within [`CONNECT_TIMEOUT`]. Every direct dial but a hole
-/// punch (`hole_punch`) passes the [`cooldown::Cooldown`] first, so an endpoint that left a
-/// dial unanswered is not dialed again at once by whichever part of the node asks next.
+/// protocol proposals do not each wait a round trip. The TCP-based ones give up on an inbound
+/// connection that is not negotiated within [`CONNECT_TIMEOUT`]; every dial is given up after
+/// it by the [`cooldown::Cooldown`] in front of them all, which starts the clock when the dial
+/// goes out (not while it waits for its turn). Every direct dial but a hole punch
+/// (`hole_punch`) passes the cool-down, so an endpoint that left a dial unanswered is not dialed
+/// again at once by whichever part of the node asks next.
 pub fn build(
     key: &libp2p::identity::Keypair,
     policy: Policy,
@@ -136,7 +138,7 @@ pub fn build(
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
-        .timeout(CONNECT_TIMEOUT)
+        .inbound_timeout(CONNECT_TIMEOUT)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed();
     if policy == Policy::Stealth {
@@ -146,7 +148,7 @@ pub fn build(
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
-        .timeout(CONNECT_TIMEOUT)
+        .inbound_timeout(CONNECT_TIMEOUT)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
         .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));

@@ -360,8 +360,15 @@ impl EventLoop {
         error: &DialError,
     ) {
         // Only what says something about the path counts against it: a refusal by our own
-        // limits or an aborted dial does not.
-        let counts = matches!(error, DialError::Transport(_) | DialError::WrongPeerId { .. });
+        // limits or by the cool-down (which counted the silence once already), or an aborted
+        // dial, does not.
+        let counts = match error {
+            DialError::Transport(errors) => {
+                !errors.iter().all(|(_, e)| crate::transport::cooldown::is_refusal(e))
+            }
+            DialError::WrongPeerId { .. } => true,
+            _ => false,
+        };
         if let Some((peer, address)) = self.losers.remove(&id) {
             if counts {
                 self.note_outcome(peer, &address, false);

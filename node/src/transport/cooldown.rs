@@ -18,9 +18,15 @@
 //! out at its moment, and to the very endpoint a direct dial just found silent.
 //!
 //! Dials to one endpoint also take turns: one that arrives while another is under way waits
-//! for its outcome (its own connect timeout still runs), then goes out, or fails at once if
-//! the first went unanswered. Without turns, the parts of the node that ask at the same moment
-//! would each send their own connection attempt into the same silence.
+//! for its outcome, then goes out, or fails at once if the first went unanswered. Without
+//! turns, the parts of the node that ask at the same moment would each send their own
+//! connection attempt into the same silence. The connect timeout ([`super::CONNECT_TIMEOUT`])
+//! is kept here rather than by the inner transports, and starts when a dial goes out, so a dial
+//! that waited for its turn still gets all of it.
+//!
+//! A refusal by the cool-down is a [`CoolingDown`] error, so the node can tell it from a
+//! failure of the path: it says nothing new about the endpoint and must not count against it
+//! a second time.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -177,15 +183,64 @@ impl Book {
     }
 }
 
+/// Why a dial was refused without going out: its endpoint is in its cool-down.
+#[derive(Debug)]
+pub struct CoolingDown {
+    endpoint: Endpoint,
+    left: Duration,
+}
+
+impl std::fmt::Display for CoolingDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} left the last dial unanswered; not dialed again for {} s",
+            self.endpoint,
+            self.left.as_secs().max(1)
+        )
+    }
+}
+
+impl std::error::Error for CoolingDown {}
+
 /// The error of a dial refused during its endpoint's cool-down.
 fn refusal(endpoint: Endpoint, left: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!(
-            "{endpoint} left the last dial unanswered; not dialed again for {} s",
-            left.as_secs().max(1)
-        ),
-    )
+    io::Error::new(io::ErrorKind::TimedOut, CoolingDown { endpoint, left })
+}
+
+/// True if `error`, or an error it wraps at any depth (through the `io::Error`s the boxed
+/// transports wrap each other's errors in), is a refusal by the cool-down.
+pub fn is_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    // Bounded: an error chain is finite, but a depth limit costs nothing.
+    for _ in 0..32 {
+        let Some(e) = cause else { return false };
+        if e.is::<CoolingDown>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps and returns that error's source, so
+        // the wrapped one is looked at through `get_ref`.
+        cause = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
+/// The dial `dial`, given up with a timeout error after [`super::CONNECT_TIMEOUT`] from its
+/// first poll.
+async fn within_connect_timeout<O>(dial: impl Future<Output = io::Result<O>>) -> io::Result<O> {
+    match tokio::time::timeout(super::CONNECT_TIMEOUT, dial).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "no connection within {} s (the connect timeout)",
+                super::CONNECT_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// The cool-down after `failures` silent failures in a row.
@@ -299,7 +354,7 @@ where
         // The inner dial is made now, so that an address it does not support is refused now;
         // it sends nothing until polled, after its turn has come.
         let dial = self.inner.dial(addr, opts)?;
-        let Some(e) = endpoint else { return Ok(dial.boxed()) };
+        let Some(e) = endpoint else { return Ok(within_connect_timeout(dial).boxed()) };
         let turn = self.book.turn(e);
         let mut attempt = Attempt { book: self.book.clone(), endpoint: e, turn, started: None };
         Ok(async move {
@@ -313,7 +368,7 @@ where
                 return Err(refusal(e, left));
             }
             attempt.started = Some(now);
-            let result = dial.await;
+            let result = within_connect_timeout(dial).await;
             match &result {
                 Ok(_) => attempt.book.connected(e),
                 Err(_) if now.elapsed() >= SILENT_FAILURE => {
@@ -354,6 +409,8 @@ mod tests {
     const ANSWERS: u16 = 1;
     const REFUSES: u16 = 2;
     const SILENT: u16 = 3;
+    const SLOW: u16 = 4;
+    const HANGS: u16 = 5;
 
     /// A transport that counts the dials it makes.
     #[derive(Default)]
@@ -392,6 +449,11 @@ mod tests {
                 match port {
                     ANSWERS => Ok(()),
                     REFUSES => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                    SLOW => {
+                        tokio::time::sleep(Duration::from_secs(15)).await;
+                        Ok(())
+                    }
+                    HANGS => futures::future::pending().await,
                     _ => {
                         tokio::time::sleep(Duration::from_secs(20)).await;
                         Err(io::Error::from(io::ErrorKind::TimedOut))
@@ -516,6 +578,37 @@ mod tests {
         let mut t = Cooldown::new(Counting::default(), HolePunch::default());
         assert_eq!(dial_once(&mut t, REFUSES).await, (true, false));
         assert_eq!(dial_once(&mut t, REFUSES).await, (true, false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dial_that_waited_for_its_turn_still_gets_the_whole_connect_timeout() {
+        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
+        // Each takes 15 s of the 20 s timeout; the second waits 15 s for its turn first.
+        let first = t.dial(addr(SLOW), opts()).expect("not refused");
+        let second = t.dial(addr(SLOW), opts()).expect("not refused");
+        let (a, b) = futures::join!(first, second);
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        // A dial that never ends is given up at the timeout.
+        let started = Instant::now();
+        let dial = t.dial(addr(HANGS), opts()).expect("not refused");
+        let hung = tokio::time::timeout(super::super::CONNECT_TIMEOUT * 3, dial).await;
+        assert!(matches!(hung, Ok(Err(_))), "the hung dial was not given up: {hung:?}");
+        assert_eq!(started.elapsed(), super::super::CONNECT_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_told_from_a_failure_through_every_wrapping() {
+        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
+        assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
+        let Err(TransportError::Other(refused)) = t.dial(addr(SILENT), opts()) else {
+            panic!("a cooling endpoint was dialed");
+        };
+        // As the boxed transports and the swarm pass it on.
+        let wrapped = TransportError::Other(io::Error::other(io::Error::other(refused)));
+        assert!(is_refusal(&wrapped));
+        let failure =
+            TransportError::Other(io::Error::other(io::Error::from(io::ErrorKind::TimedOut)));
+        assert!(!is_refusal(&failure));
     }
 
     #[test]
