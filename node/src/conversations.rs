@@ -16,6 +16,7 @@ use kolokol_protocol::conversation::{Conversation, Own, Randomness, Rekeyed};
 use kolokol_protocol::envelope;
 use kolokol_protocol::identity::DeviceCertificate;
 use kolokol_protocol::invite::{Invite, InviteKeys};
+use kolokol_protocol::mailbox_key::MailboxAddress;
 use kolokol_protocol::message::Content;
 use kolokol_protocol::prekey::{HybridPrekey, SignedPrekey};
 use libp2p::PeerId;
@@ -352,12 +353,25 @@ impl Conversations {
         }
     }
 
+    /// The peer's mailbox address, if it gave us one (its version 2 invite or a format 4 first
+    /// contact): the key to its mailbox and to its presence record's part for contacts. A plain
+    /// read, as [`Conversations::wants_prekey`].
+    pub(crate) fn peer_mailbox(&self, peer: &PeerId) -> Option<MailboxAddress> {
+        if let Some(c) = self.cache().get(peer) {
+            return c.conversation.peer_mailbox().copied();
+        }
+        match self.0.store.conversation(peer) {
+            Ok(Some(bytes)) => Conversation::from_bytes(&bytes).ok()?.peer_mailbox().copied(),
+            _ => None,
+        }
+    }
+
     /// When the next envelope to the peer would be a format 4 first contact (the peer gave us
     /// its mailbox address, in its invite or its own first contact) and we hold no current
     /// hybrid prekey of it: `Some(Some(expiry))` if the one we hold expired then (Unix seconds),
     /// `Some(None)` if we hold none (its format 4 first contact came without one). Sealing must
     /// wait for a current one (from a new invite, or the peer's next envelope; presence records
-    /// do not carry hybrid prekeys yet), since a format 4 conversation never falls back to the
+    /// bring one too, in the part for contacts), since a format 4 conversation never falls back to the
     /// long-term device key. A plain read, as [`Conversations::wants_prekey`].
     pub(crate) fn stale_prekey(&self, peer: &PeerId) -> Option<Option<u64>> {
         let now = self.0.clock.now_secs();

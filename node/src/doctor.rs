@@ -193,15 +193,24 @@ impl Doctor {
             ),
         });
         checks.push(match self.presence.lookup(self.keys.peer_id(), true).await? {
-            Some(record) => check(
-                "presence record",
-                Status::Ok,
-                format!(
-                    "found in the DHT with {}",
-                    count(record.body.addresses.len(), "address", "addresses")
-                ),
-                None,
-            ),
+            Some(record) => {
+                // Our own part for contacts opens with our own mailbox address.
+                let sealed = record
+                    .open_for_contacts(&self.keys.mailbox_address(), self.clock.now_secs())
+                    .ok()
+                    .flatten()
+                    .map_or(0, |p| p.addresses.len());
+                check(
+                    "presence record",
+                    Status::Ok,
+                    format!(
+                        "found in the DHT with {} anyone can read and {} only contacts can",
+                        count(record.body.addresses.len(), "direct address", "direct addresses"),
+                        count(sealed, "relay circuit", "relay circuits")
+                    ),
+                    None,
+                )
+            }
             // A relay that started alone has nobody to store its record; that is where every
             // network begins, not a fault.
             None if relay && net.routing_table == 0 => check(

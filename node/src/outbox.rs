@@ -371,7 +371,7 @@ impl Outbox {
                 // Its presence record says where it is now; if it names new addresses, try
                 // them at once.
                 if matches!(&outcome, Err(f) if !f.permanent && !f.slow)
-                    && self.0.presence.refresh_addresses(&row.peer_id).await
+                    && self.0.presence.refresh_addresses(&row.peer_id, &self.0.conversations).await
                 {
                     outcome = self.send_parts(row, &mut parts).await;
                 }

@@ -1,6 +1,11 @@
-//! Presence: our signed record in the DHT (where we are reachable, our prekey), and what we
+//! Presence: our signed record in the DHT (where we are reachable, our prekeys), and what we
 //! learn of others' from theirs (fresh addresses after a failed delivery, a prekey before a
 //! first contact).
+//!
+//! Our direct addresses are public; our relay circuits and hybrid prekey go into the record's
+//! part for contacts, sealed to our mailbox address, so that a censor crawling the DHT cannot
+//! harvest from user records which relays carry whom. A contact's record is opened with the
+//! mailbox address its invite or first contact gave us.
 //!
 //! Lookups are rate-limited per peer ([`RESOLVE_INTERVAL`]) and what we learn of strangers is
 //! held in a bounded map; contacts' addresses go into the store.
@@ -9,8 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kolokol_protocol::presence::PresenceRecord;
+use kolokol_protocol::mailbox_key::MailboxAddress;
+use kolokol_protocol::presence::{ForContacts, PresenceRecord};
 use libp2p::{Multiaddr, PeerId};
+use rand::RngCore as _;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -90,26 +97,36 @@ impl Presence {
         if self.0.bridge {
             return Ok(());
         }
-        let addresses = public_addresses(&net);
-        if addresses.is_empty() {
+        let (public, circuits) = split_for_contacts(reachable_addresses(&net));
+        if public.is_empty() && circuits.is_empty() {
             return Ok(());
         }
         let now = self.0.clock.now_secs();
-        let now_ms = self.0.clock.now_ms();
+        let seq = self.0.clock.now_ms();
         let keys = self.0.keys.clone();
-        let bytes: Vec<Vec<u8>> = addresses.iter().map(|a| a.to_vec()).collect();
+        let public: Vec<Vec<u8>> = public.iter().map(|a| a.to_vec()).collect();
+        let part = ForContacts {
+            addresses: circuits.iter().map(|a| a.to_vec()).collect(),
+            hybrid_prekey: self.0.keys.hybrid_prekey()?,
+        };
         let prekey = self.0.store.newest_prekey()?;
+        let mut nonce = [0u8; kolokol_protocol::presence::FOR_CONTACTS_NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
         let record = self
             .0
             .workers
             .run(move || {
+                let certificate = keys.certificate();
+                let sealed =
+                    part.seal(&keys.mailbox_address(), &certificate.identity_key, seq, nonce)?;
                 PresenceRecord::sign(
                     keys.identity(),
-                    &keys.certificate(),
-                    bytes,
-                    now_ms,
+                    &certificate,
+                    public,
+                    seq,
                     now + PRESENCE_TTL.as_secs(),
                     prekey,
+                    sealed,
                 )
                 .and_then(|r| r.to_bytes())
             })
@@ -129,8 +146,12 @@ impl Presence {
 
     /// Refreshes a peer's addresses from its presence record, at most once per
     /// [`RESOLVE_INTERVAL`]; returns true if it found addresses we did not have.
-    pub(crate) async fn refresh_addresses(&self, peer: &PeerId) -> bool {
-        self.refresh(peer, RESOLVE_TIMEOUT).await.0
+    pub(crate) async fn refresh_addresses(
+        &self,
+        peer: &PeerId,
+        conversations: &Conversations,
+    ) -> bool {
+        self.refresh(peer, conversations.peer_mailbox(peer), RESOLVE_TIMEOUT).await.0
     }
 
     /// The peer's prekeys from its presence record, looked up only when the next envelope to it
@@ -149,13 +170,19 @@ impl Presence {
             return PeerPrekeys::default();
         }
         let timeout = if stale { RESOLVE_TIMEOUT } else { PREKEY_LOOKUP_TIMEOUT };
-        self.refresh(peer, timeout).await.1
+        self.refresh(peer, conversations.peer_mailbox(peer), timeout).await.1
     }
 
     /// Looks the peer's presence record up (at most once per [`RESOLVE_INTERVAL`], waiting at
     /// most `timeout`), merges its addresses into what we know, and returns whether they were
-    /// new, with the record's prekeys.
-    async fn refresh(&self, peer: &PeerId, timeout: Duration) -> (bool, PeerPrekeys) {
+    /// new, with the record's prekeys. With the peer's `mailbox` address, the record's part for
+    /// contacts is opened too: its circuits and its hybrid prekey.
+    async fn refresh(
+        &self,
+        peer: &PeerId,
+        mailbox: Option<MailboxAddress>,
+        timeout: Duration,
+    ) -> (bool, PeerPrekeys) {
         {
             let mut last = self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -177,10 +204,26 @@ impl Presence {
                 return (false, PeerPrekeys::default());
             }
         };
+        let part = match mailbox.map(|m| record.open_for_contacts(&m, self.0.clock.now_secs())) {
+            Some(Ok(part)) => part,
+            Some(Err(e)) => {
+                // A contact's record we cannot open: it was sealed before the mailbox address we
+                // hold, or is broken; its public part still counts.
+                tracing::debug!(%peer, %e, "cannot open a contact's presence part for contacts");
+                None
+            }
+            None => None,
+        };
+        let (circuits, hybrid) = match part {
+            Some(p) => (p.addresses, p.hybrid_prekey),
+            None => (Vec::new(), None),
+        };
+        // Direct addresses first, as the record lists them, then the circuits.
         let found: Vec<Multiaddr> = record
             .body
             .addresses
             .iter()
+            .chain(circuits.iter())
             .filter_map(|b| Multiaddr::try_from(b.clone()).ok())
             .collect();
         let known = self.known_addresses(peer);
@@ -199,7 +242,7 @@ impl Presence {
             }
             others.insert(*peer, merged);
         }
-        (new, PeerPrekeys { signed: record.body.prekey, hybrid: None })
+        (new, PeerPrekeys { signed: record.body.prekey, hybrid })
     }
 
     /// Remembers addresses for a peer who is not a contact (from an invite code that added
@@ -244,31 +287,12 @@ pub(crate) fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
     addresses
 }
 
-/// The addresses anyone may read, in the public presence record: [`reachable_addresses`]
-/// without the circuits through bridges, which a censor crawling the DHT would harvest.
-pub(crate) fn public_addresses(net: &NetStatus) -> Vec<Multiaddr> {
-    let (public, _) = split_private(reachable_addresses(net), &net.bridges);
-    public
-}
-
-/// Splits `addresses` into those anyone may read and the circuits through `bridges`, which
-/// are for contacts only: the part a presence record sealed to contacts would carry
-/// (`docs/PROTOCOL.md` section 10.9).
-pub(crate) fn split_private(
-    addresses: Vec<Multiaddr>,
-    bridges: &[libp2p::PeerId],
-) -> (Vec<Multiaddr>, Vec<Multiaddr>) {
-    addresses.into_iter().partition(|a| {
-        let relay = a
-            .iter()
-            .take_while(|p| *p != libp2p::multiaddr::Protocol::P2pCircuit)
-            .filter_map(|p| match p {
-                libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
-                _ => None,
-            })
-            .last();
-        !(swarm::is_relayed(a) && relay.is_some_and(|r| bridges.contains(&r)))
-    })
+/// Splits our reachable addresses into those anyone may read in the presence record (the
+/// direct ones) and those only contacts may (every relay circuit: which relays carry a user is
+/// what a censor harvesting the DHT wants, and circuits through bridges must not be public at
+/// all).
+pub(crate) fn split_for_contacts(addresses: Vec<Multiaddr>) -> (Vec<Multiaddr>, Vec<Multiaddr>) {
+    addresses.into_iter().partition(|a| !swarm::is_relayed(a))
 }
 
 #[cfg(test)]

@@ -7,20 +7,48 @@
 //! that does not match the peer id it is stored under, an expired record, or one that claims to
 //! live longer than [`MAX_PRESENCE_LIFETIME_SECS`] is refused; an older sequence number never
 //! replaces a newer record. DHT peers are untrusted storage: the signature is what counts.
+//!
+//! Since version 3 a record has two parts. What anyone may read: the certificate, the signed
+//! prekey and the direct addresses. What only contacts may read ([`ForContacts`]): the relay
+//! circuits the node holds and its hybrid prekey, sealed with XChaCha20-Poly1305 under a key
+//! derived from the node's mailbox address, the secret its invites and first contacts give its
+//! contacts (`docs/PROTOCOL.md` section 10.1). A censor crawling the DHT so learns no relay
+//! from user records; a DHT server still verifies the whole record, sealed part included,
+//! through the signature.
 
 use bincode::{Decode, Encode};
+use blake2::{Blake2s256, Digest};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use libp2p_identity::PeerId;
+use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::codec;
 use crate::identity::{DeviceCertificate, Identity, verify_strict};
-use crate::prekey::SignedPrekey;
+use crate::mailbox_key::MailboxAddress;
+use crate::prekey::{HybridPrekey, SignedPrekey};
 
 /// Domain-separation prefix of the presence signature.
 pub const PRESENCE_CONTEXT: &[u8] = b"kolokol-presence:v1";
 
 /// Version of the record format.
-pub const PRESENCE_VERSION: u8 = 2;
+pub const PRESENCE_VERSION: u8 = 3;
+
+/// Domain-separation prefix of the key that seals the part for contacts.
+pub const FOR_CONTACTS_KEY_CONTEXT: &[u8] = b"kolokol-presence-contacts:v1";
+
+/// Length of the XChaCha20-Poly1305 nonce in front of the sealed part.
+pub const FOR_CONTACTS_NONCE_LEN: usize = 24;
+
+/// Longest sealed part, in bytes: nonce and tag, 16 addresses of 256 bytes and a hybrid
+/// prekey (1 306 bytes) come to 5 579.
+pub const MAX_FOR_CONTACTS_LEN: usize = 5632;
+
+/// Longest encoded record: one byte under what a Kolokol DHT server stores
+/// (`MAX_DHT_RECORD_BYTES` in the node, which refuses a value of 8 192 bytes or more), so a
+/// record its writer signs is one the DHT can hold.
+pub const MAX_PRESENCE_RECORD_LEN: usize = 8191;
 
 /// The DHT key namespace of presence records (`/kolokol/<kind>/<id>`, the libp2p convention).
 pub const PRESENCE_NAMESPACE: &str = "/kolokol/presence/";
@@ -51,6 +79,61 @@ pub struct PresenceBody {
     /// The node's current signed prekey: a first contact goes to it rather than to the
     /// long-term device key.
     pub prekey: Option<SignedPrekey>,
+    /// [`ForContacts`] sealed to the node's mailbox address (nonce, then ciphertext and tag),
+    /// or empty when there is nothing for contacts only.
+    pub for_contacts: Vec<u8>,
+}
+
+/// The part of a presence record only the node's contacts can read.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ForContacts {
+    /// Binary multiaddrs of the relay circuits the node holds (without its own `/p2p/`).
+    pub addresses: Vec<Vec<u8>>,
+    /// The node's current hybrid prekey, so a contact whose copy expired can re-key.
+    pub hybrid_prekey: Option<HybridPrekey>,
+}
+
+/// The key that seals the part for contacts of a node whose mailbox address is `mailbox`.
+fn for_contacts_key(mailbox: &MailboxAddress) -> Zeroizing<[u8; 32]> {
+    let mut hasher = Blake2s256::new();
+    hasher.update(FOR_CONTACTS_KEY_CONTEXT);
+    hasher.update(mailbox);
+    Zeroizing::new(hasher.finalize().into())
+}
+
+/// The associated data of the sealed part: it belongs to this identity's record of this
+/// sequence number, and cannot be moved into another.
+fn for_contacts_aad(identity_key: &[u8; 32], seq: u64) -> [u8; 40] {
+    let mut aad = [0u8; 40];
+    aad[..32].copy_from_slice(identity_key);
+    aad[32..].copy_from_slice(&seq.to_be_bytes());
+    aad
+}
+
+impl ForContacts {
+    /// Seals this part for the record of `identity_key` numbered `seq`, under the node's own
+    /// `mailbox` address, with a fresh random `nonce`.
+    pub fn seal(
+        &self,
+        mailbox: &MailboxAddress,
+        identity_key: &[u8; 32],
+        seq: u64,
+        nonce: [u8; FOR_CONTACTS_NONCE_LEN],
+    ) -> Result<Vec<u8>, Error> {
+        check_addresses(&self.addresses)?;
+        let plain = Zeroizing::new(codec::encode(self)?);
+        let cipher = XChaCha20Poly1305::new(for_contacts_key(mailbox).as_ref().into());
+        let aad = for_contacts_aad(identity_key, seq);
+        let sealed = cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+            .map_err(|_| Error::Presence("part for contacts cannot be sealed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        if out.len() > MAX_FOR_CONTACTS_LEN {
+            return Err(Error::Presence("part for contacts is too long"));
+        }
+        Ok(out)
+    }
 }
 
 /// A presence record: the body and the identity key's signature over it.
@@ -81,6 +164,8 @@ fn signed_bytes(body: &PresenceBody) -> Result<Vec<u8>, Error> {
 
 impl PresenceRecord {
     /// Signs a record for `identity` with its current `certificate`.
+    /// `for_contacts` is a part sealed with [`ForContacts::seal`] for this record's `seq`, or
+    /// empty.
     pub fn sign(
         identity: &Identity,
         certificate: &DeviceCertificate,
@@ -88,6 +173,7 @@ impl PresenceRecord {
         seq: u64,
         expires_at: u64,
         prekey: Option<SignedPrekey>,
+        for_contacts: Vec<u8>,
     ) -> Result<Self, Error> {
         let body = PresenceBody {
             version: PRESENCE_VERSION,
@@ -96,6 +182,7 @@ impl PresenceRecord {
             seq,
             expires_at,
             prekey,
+            for_contacts,
         };
         check_limits(&body)?;
         let signature = identity.sign(&signed_bytes(&body)?)?;
@@ -147,13 +234,62 @@ impl PresenceRecord {
     pub fn supersedes(&self, other: &PresenceRecord) -> bool {
         self.body.seq > other.body.seq
     }
+
+    /// Opens the part for contacts of a record verified at `now`, with the owner's `mailbox`
+    /// address (which only its contacts hold): `None` if the record has none. A part that does
+    /// not open under that address (it is another's, or was changed), breaks the address
+    /// limits or carries a hybrid prekey that does not verify at `now` is refused.
+    pub fn open_for_contacts(
+        &self,
+        mailbox: &MailboxAddress,
+        now: u64,
+    ) -> Result<Option<ForContacts>, Error> {
+        let sealed = &self.body.for_contacts;
+        if sealed.is_empty() {
+            return Ok(None);
+        }
+        if sealed.len() < FOR_CONTACTS_NONCE_LEN {
+            return Err(Error::Presence("part for contacts is too short"));
+        }
+        let (nonce, ciphertext) = sealed.split_at(FOR_CONTACTS_NONCE_LEN);
+        let identity_key = &self.body.certificate.identity_key;
+        let cipher = XChaCha20Poly1305::new(for_contacts_key(mailbox).as_ref().into());
+        let aad = for_contacts_aad(identity_key, self.body.seq);
+        let plain = Zeroizing::new(
+            cipher
+                .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &aad })
+                .map_err(|_| {
+                    Error::Presence("part for contacts does not open with this mailbox address")
+                })?,
+        );
+        let part: ForContacts = codec::decode("presence part for contacts", &plain)?;
+        check_addresses(&part.addresses)?;
+        if let Some(prekey) = &part.hybrid_prekey {
+            prekey.verify(identity_key, now).map_err(|_| {
+                Error::Presence("carries for contacts a hybrid prekey that does not verify")
+            })?;
+        }
+        Ok(Some(part))
+    }
 }
 
 fn check_limits(body: &PresenceBody) -> Result<(), Error> {
-    if body.addresses.len() > MAX_PRESENCE_ADDRESSES {
+    check_addresses(&body.addresses)?;
+    if body.for_contacts.len() > MAX_FOR_CONTACTS_LEN {
+        return Err(Error::Presence("part for contacts is too long"));
+    }
+    // The signature is 64 bytes on the wire, after the body.
+    if codec::encode(body)?.len() + 64 > MAX_PRESENCE_RECORD_LEN {
+        return Err(Error::Presence("is longer than a DHT server stores"));
+    }
+    Ok(())
+}
+
+fn check_addresses(addresses: &[Vec<u8>]) -> Result<(), Error> {
+    if addresses.len() > MAX_PRESENCE_ADDRESSES {
         return Err(Error::Presence("carries too many addresses"));
     }
-    if body.addresses.iter().any(|a| a.len() > MAX_PRESENCE_ADDRESS_LEN) {
+    if addresses.iter().any(|a| a.len() > MAX_PRESENCE_ADDRESS_LEN) {
         return Err(Error::Presence("carries an address that is too long"));
     }
     Ok(())

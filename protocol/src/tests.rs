@@ -19,7 +19,7 @@ use crate::mailbox::{BlindedProof, Item, Operation, Request, RequestV2, Response
 use crate::mailbox_key::MailboxKey;
 use crate::message::{Body, Content};
 use crate::prekey::{HybridPrekey, HybridPrekeySecret, SignedPrekey};
-use crate::presence::{PresenceRecord, record_key};
+use crate::presence::{ForContacts, PresenceRecord, record_key};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -180,8 +180,23 @@ fn presence() -> PresenceRecord {
     // `/ip4/127.0.0.1/tcp/4001` in binary.
     let address = vec![4, 127, 0, 0, 1, 6, 0x0f, 0xa1];
     let a = alice();
-    PresenceRecord::sign(&a, &certificate(&a), vec![address], 7, NOW + 3600, Some(prekey()))
-        .unwrap()
+    let cert = certificate(&a);
+    // A circuit through `/ip4/127.0.0.1/tcp/4001/p2p/<Bob>`, for contacts only.
+    let mut circuit = address.clone();
+    circuit.extend_from_slice(&multiaddr_p2p(&bob().peer_id()));
+    circuit.extend_from_slice(&[0xa2, 0x02]);
+    let part = ForContacts { addresses: vec![circuit], hybrid_prekey: Some(hybrid_prekey(&a, 43)) };
+    let sealed = part.seal(mailbox_key(45).address(), &cert.identity_key, 7, [0x5c; 24]).unwrap();
+    PresenceRecord::sign(&a, &cert, vec![address], 7, NOW + 3600, Some(prekey()), sealed).unwrap()
+}
+
+/// The `/p2p/<peer>` component of a binary multiaddr: code 0x01a5 as a varint, the length of
+/// the multihash, the multihash.
+fn multiaddr_p2p(peer: &libp2p_identity::PeerId) -> Vec<u8> {
+    let hash = peer.to_bytes();
+    let mut out = vec![0xa5, 0x03, hash.len() as u8];
+    out.extend_from_slice(&hash);
+    out
 }
 
 fn bundle() -> Bundle {
@@ -555,7 +570,10 @@ fn discovery_and_mailbox_vectors_decode() {
     let a = alice();
     let (record, peer) =
         PresenceRecord::from_dht(&record_key(&a.peer_id()), &read("presence_record"), NOW).unwrap();
-    assert_eq!((record, peer), (presence(), a.peer_id()));
+    assert_eq!((record.clone(), peer), (presence(), a.peer_id()));
+    let part = record.open_for_contacts(mailbox_key(45).address(), NOW).unwrap().unwrap();
+    assert_eq!(part.hybrid_prekey, Some(hybrid_prekey(&a, 43)));
+    assert_eq!(part.addresses.len(), 1);
     let prekey: SignedPrekey = codec::decode("prekey", &read("signed_prekey")).unwrap();
     prekey.verify(a.identity_key(), NOW).unwrap();
     let text = String::from_utf8(read("bootstrap_bundle")).unwrap();

@@ -116,7 +116,9 @@ async fn every_node_of_fifty_resolves_every_other_nodes_presence() {
             let mut missing = Vec::new();
             for peer in others {
                 match node.resolve(peer).await.expect("resolve") {
-                    Some(record) if !record.body.addresses.is_empty() => {}
+                    Some(record)
+                        if !record.body.addresses.is_empty()
+                            || !record.body.for_contacts.is_empty() => {}
                     _ => missing.push(peer),
                 }
             }
@@ -147,14 +149,28 @@ async fn forged_expired_and_older_presence_records_are_refused() {
     let cert = stolen.certify(now - 60, now + 3600).expect("certificate");
     let evil: Vec<Vec<u8>> =
         vec!["/ip4/127.0.0.66/tcp/6666".parse::<Multiaddr>().expect("valid").to_vec()];
-    let older =
-        PresenceRecord::sign(&stolen, &cert, evil.clone(), genuine.body.seq - 1, now + 600, None)
-            .expect("sign");
-    let expired =
-        PresenceRecord::sign(&stolen, &cert, evil.clone(), genuine.body.seq + 1, now - 1, None)
-            .expect("sign");
+    let older = PresenceRecord::sign(
+        &stolen,
+        &cert,
+        evil.clone(),
+        genuine.body.seq - 1,
+        now + 600,
+        None,
+        vec![],
+    )
+    .expect("sign");
+    let expired = PresenceRecord::sign(
+        &stolen,
+        &cert,
+        evil.clone(),
+        genuine.body.seq + 1,
+        now - 1,
+        None,
+        vec![],
+    )
+    .expect("sign");
     let mut forged =
-        PresenceRecord::sign(&stolen, &cert, vec![], genuine.body.seq + 2, now + 600, None)
+        PresenceRecord::sign(&stolen, &cert, vec![], genuine.body.seq + 2, now + 600, None, vec![])
             .expect("sign");
     forged.body.addresses = evil;
     let key = record_key(&bob.node().peer_id());
@@ -188,16 +204,31 @@ async fn a_contact_whose_invite_addresses_are_dead_is_found_through_its_presence
     let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
     let bob = net.user("bob", &[relay_addr]).await;
     bob.node().wait_for_net(TIMEOUT, |s| s.presence == Some(Ok(()))).await.expect("published");
-    // Alice holds an old invite of Bob's that names only a relay which has since shut down.
+    // Alice holds an old invite of Bob's that names only a relay which has since shut down
+    // (his current one, with its addresses swapped for the dead relay's circuit).
     old_relay.shutdown().await;
-    let stolen = net.identity("bob");
     let now = kolokol_node::clock::unix_secs();
-    let certificate = stolen.certify(now - 60, now + 3600).expect("certificate");
+    let current = bob.node().invite().await.expect("invite").invite;
+    let (mut invite, keys, _) = Invite::from_text_with_keys(&current, now).expect("bob's invite");
+    let keys = keys.expect("a version 2 invite");
     let dead: Multiaddr = format!("{old_relay_addr}/p2p-circuit").parse().expect("valid");
-    let invite = Invite { certificate, addresses: vec![dead.to_vec()] };
-    alice.node().add_contact("bob", &invite.to_text().expect("text")).await.expect("add");
+    invite.addresses = vec![dead.to_vec()];
+    alice.node().add_contact("bob", &invite.to_text_v2(&keys).expect("text")).await.expect("add");
 
-    // The invite's address fails; the first attempt looks Bob up and succeeds at once.
+    // Bob's record names his relay only in its part for contacts: a crawler without his
+    // mailbox address learns neither the circuit nor the relay.
+    let record = alice.node().resolve(bob.node().peer_id()).await.expect("resolve").expect("found");
+    let relay_id = relay.node().peer_id().to_bytes();
+    let public = record.to_bytes().expect("encode");
+    assert!(!public.windows(relay_id.len()).any(|w| w == relay_id), "a relay is public");
+    let stranger = kolokol_protocol::mailbox_key::MailboxKey::from_secret(&[7; 32]);
+    assert!(record.open_for_contacts(stranger.address(), now).is_err());
+    let part = record.open_for_contacts(&keys.mailbox, now).expect("opens").expect("a part");
+    assert_eq!(part.addresses.len(), 1, "{part:?}");
+    assert!(part.hybrid_prekey.is_some());
+
+    // The invite's address fails; the first attempt looks Bob up, opens the part for contacts
+    // with the mailbox address of his invite, and succeeds at once.
     let mut b_events = bob.node().subscribe();
     let sent = alice.node().send("bob", "where did you go?").await.expect("send");
     assert_eq!(sent.state, "delivered", "{:?}", sent.detail);

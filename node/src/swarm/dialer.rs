@@ -8,7 +8,9 @@
 //!
 //! A race that every address lost makes the peer *unreachable* for [`MIN_REDIAL_INTERVAL`]: a
 //! delivery in that time fails at once instead of dialing again, so a node cut off from the
-//! world dials each peer at most once per that interval, however much it has to send.
+//! world dials each peer at most once per that interval, however much it has to send. An
+//! address the lost race did not try (one the peer's presence record just named) is dialed at
+//! once all the same: it is news, not a retry.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -74,6 +76,16 @@ pub(super) struct Race {
     pub(super) waiting: Vec<Waiting>,
     /// Why addresses failed, for the error when all have.
     errors: Vec<String>,
+    /// Every address the race set out to dial; at most [`MAX_RACE_CANDIDATES`].
+    tried: Vec<Multiaddr>,
+}
+
+/// A peer whose last race every address lost.
+pub(super) struct Unreachable {
+    at: Instant,
+    why: String,
+    /// The addresses that race dialed; at most [`MAX_RACE_CANDIDATES`].
+    tried: Vec<Multiaddr>,
 }
 
 /// Where a peer stands for a new dial.
@@ -163,25 +175,28 @@ impl EventLoop {
         if self.races.contains_key(&peer) {
             return Reach::Racing;
         }
-        if let Some((at, why)) = self.unreachable.get(&peer)
-            && at.elapsed() < MIN_REDIAL_INTERVAL
+        let candidates = self.candidates(&peer, given);
+        if let Some(u) = self.unreachable.get(&peer)
+            && u.at.elapsed() < MIN_REDIAL_INTERVAL
+            && candidates.iter().all(|a| u.tried.contains(a))
         {
-            let wait = MIN_REDIAL_INTERVAL.saturating_sub(at.elapsed()).as_secs().max(1);
+            let wait = MIN_REDIAL_INTERVAL.saturating_sub(u.at.elapsed()).as_secs().max(1);
             return Reach::Unreachable(format!(
-                "cannot reach {peer}: {why} (tried {} s ago; trying again in {wait} s)",
-                at.elapsed().as_secs()
+                "cannot reach {peer}: {} (tried {} s ago; trying again in {wait} s)",
+                u.why,
+                u.at.elapsed().as_secs()
             ));
         }
         if self.races.len() >= MAX_RACES {
             return Reach::Unreachable("too many dials in flight".into());
         }
-        let candidates = self.candidates(&peer, given);
         let mut ranked = self.endpoints.rank(self.network.id, candidates, self.clock.now_ms());
         ranked.truncate(MAX_RACE_CANDIDATES);
         if ranked.is_empty() {
             return Reach::Unreachable(format!("no address known for {peer}"));
         }
         tracing::debug!(%peer, candidates = ranked.len(), first = %ranked[0].0, "racing to connect");
+        let tried = ranked.iter().map(|(a, _)| a.clone()).collect();
         self.races.insert(
             peer,
             Race {
@@ -190,6 +205,7 @@ impl EventLoop {
                 next_start: Instant::now(),
                 waiting: Vec::new(),
                 errors: Vec::new(),
+                tried,
             },
         );
         self.step_race(peer);
@@ -281,7 +297,8 @@ impl EventLoop {
         if self.unreachable.len() >= MAX_UNREACHABLE {
             self.unreachable.clear();
         }
-        self.unreachable.insert(peer, (Instant::now(), why.clone()));
+        self.unreachable
+            .insert(peer, Unreachable { at: Instant::now(), why: why.clone(), tried: race.tried });
         for waiting in race.waiting {
             let reason = format!("cannot reach {peer}: {why}");
             match waiting {

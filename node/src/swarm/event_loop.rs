@@ -120,9 +120,9 @@ pub(crate) struct EventLoop {
     /// Dials of races already won, and their addresses; at most
     /// [`crate::swarm::dialer::MAX_RACE_CANDIDATES`] per race.
     pub(super) losers: HashMap<ConnectionId, (PeerId, Multiaddr)>,
-    /// Peers every address of which failed in the last race, when and why; at most
-    /// [`crate::swarm::dialer::MAX_UNREACHABLE`].
-    pub(super) unreachable: HashMap<PeerId, (Instant, String)>,
+    /// Peers every address of which failed in the last race: when, why, and which addresses
+    /// were tried; at most [`crate::swarm::dialer::MAX_UNREACHABLE`].
+    pub(super) unreachable: HashMap<PeerId, crate::swarm::dialer::Unreachable>,
     /// Fires when the next race step is due.
     pub(super) race_timer: Pin<Box<tokio::time::Sleep>>,
     /// Whether a user node listens on its LAN addresses (mDNS announces them).
