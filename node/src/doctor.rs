@@ -204,9 +204,8 @@ impl Doctor {
                     "presence record",
                     Status::Ok,
                     format!(
-                        "found in the DHT with {} anyone can read and {} only contacts can",
-                        count(record.body.addresses.len(), "direct address", "direct addresses"),
-                        count(sealed, "relay circuit", "relay circuits")
+                        "found in the DHT with {} anyone can read and {sealed} only contacts can",
+                        count(record.body.addresses.len(), "address", "addresses")
                     ),
                     None,
                 )

@@ -2,10 +2,12 @@
 //! learn of others' from theirs (fresh addresses after a failed delivery, a prekey before a
 //! first contact).
 //!
-//! Our direct addresses are public; our relay circuits and hybrid prekey go into the record's
-//! part for contacts, sealed to our mailbox address, so that a censor crawling the DHT cannot
-//! harvest from user records which relays carry whom. A contact's record is opened with the
-//! mailbox address its invite or first contact gave us.
+//! Our direct addresses and circuits through listed relays are public (those relays announce
+//! themselves in the DHT anyway, and group members who are not our contacts reach us through
+//! them); circuits through bridges and our hybrid prekey go into the record's part for
+//! contacts, sealed to our mailbox address, so a censor crawling the DHT harvests no bridge
+//! while our contacts still follow us from bridge to bridge. A contact's record is opened with
+//! the mailbox address its invite or first contact gave us.
 //!
 //! Lookups are rate-limited per peer ([`RESOLVE_INTERVAL`]) and what we learn of strangers is
 //! held in a bounded map; contacts' addresses go into the store.
@@ -97,7 +99,7 @@ impl Presence {
         if self.0.bridge {
             return Ok(());
         }
-        let (public, circuits) = split_for_contacts(reachable_addresses(&net));
+        let (public, circuits) = split_private(reachable_addresses(&net), &net.bridges);
         if public.is_empty() && circuits.is_empty() {
             return Ok(());
         }
@@ -287,12 +289,24 @@ pub(crate) fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
     addresses
 }
 
-/// Splits our reachable addresses into those anyone may read in the presence record (the
-/// direct ones) and those only contacts may (every relay circuit: which relays carry a user is
-/// what a censor harvesting the DHT wants, and circuits through bridges must not be public at
-/// all).
-pub(crate) fn split_for_contacts(addresses: Vec<Multiaddr>) -> (Vec<Multiaddr>, Vec<Multiaddr>) {
-    addresses.into_iter().partition(|a| !swarm::is_relayed(a))
+/// Splits `addresses` into those anyone may read in the presence record and the circuits
+/// through `bridges`, which only contacts may read (its part for contacts; `docs/PROTOCOL.md`
+/// sections 10.1.1 and 10.9).
+pub(crate) fn split_private(
+    addresses: Vec<Multiaddr>,
+    bridges: &[libp2p::PeerId],
+) -> (Vec<Multiaddr>, Vec<Multiaddr>) {
+    addresses.into_iter().partition(|a| {
+        let relay = a
+            .iter()
+            .take_while(|p| *p != libp2p::multiaddr::Protocol::P2pCircuit)
+            .filter_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+                _ => None,
+            })
+            .last();
+        !(swarm::is_relayed(a) && relay.is_some_and(|r| bridges.contains(&r)))
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use libp2p::{Multiaddr, PeerId};
 
-use super::{reachable_addresses, split_for_contacts};
+use super::{reachable_addresses, split_private};
 use crate::swarm::NetStatus;
 
 fn circuit(relay: &PeerId) -> Multiaddr {
@@ -11,7 +11,7 @@ fn circuit(relay: &PeerId) -> Multiaddr {
 }
 
 #[test]
-fn every_circuit_is_for_contacts_only_and_direct_addresses_are_public() {
+fn circuits_through_bridges_are_for_contacts_only() {
     let (bridge, relay) = (PeerId::random(), PeerId::random());
     let direct: Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().expect("multiaddr");
     let net = NetStatus {
@@ -23,7 +23,9 @@ fn every_circuit_is_for_contacts_only_and_direct_addresses_are_public() {
     // The invite (for a contact) carries everything, the direct address first.
     let invite = reachable_addresses(&net);
     assert_eq!(invite, vec![direct.clone(), circuit(&relay), circuit(&bridge)]);
-    let (public, for_contacts) = split_for_contacts(invite);
-    assert_eq!(public, vec![direct]);
-    assert_eq!(for_contacts, vec![circuit(&relay), circuit(&bridge)]);
+    let (public, for_contacts) = split_private(invite.clone(), &net.bridges);
+    assert_eq!(public, vec![direct, circuit(&relay)]);
+    assert_eq!(for_contacts, vec![circuit(&bridge)]);
+    // With no bridge, everything is public.
+    assert_eq!(split_private(invite, &[]).0.len(), 3);
 }
