@@ -427,7 +427,7 @@ fn the_readme_walk_through_delivers_hello() {
     // The mistakes of a new user, each one line and the documented exit code.
     check_error(&run(&a, &["contacts", "add", "carol", "kolokol1notaninvite"]), 1, "invite");
     check_error(&run(&a, &["contacts", "add", "carol", "hello"]), 1, "invite");
-    check_error(&run(&a, &["send", "nobody", "hi"]), 1, "no contact named \"nobody\"");
+    check_error(&run(&a, &["send", "nobody", "hi"]), 1, "no contact or group named \"nobody\"");
     check_error(&run(&a, &["send", "bob", ""]), 1, "empty");
     let long = "x".repeat(1_000_001);
     check_error(
@@ -474,7 +474,7 @@ fn the_readme_walk_through_delivers_hello() {
     // Removing a contact keeps the messages and forgets the name.
     assert_eq!(check_ok(&run(&b, &["contacts", "remove", "alice"])).trim(), "removed alice");
     assert!(check_ok(&run(&b, &["contacts", "list"])).starts_with("no contacts yet"));
-    check_error(&run(&b, &["send", "alice", "hi"]), 1, "no contact named \"alice\"");
+    check_error(&run(&b, &["send", "alice", "hi"]), 1, "no contact or group named \"alice\"");
     check_error(&run(&b, &["contacts", "remove", "alice"]), 1, "no contact named \"alice\"");
     assert!(
         check_ok(&run(&b, &["inbox", "--messages", "--peek"])).contains("hello"),

@@ -48,6 +48,11 @@ pub enum Error {
     /// No contact has that name.
     #[error("no contact named {0:?} (see `kolokol contacts list`)")]
     UnknownContact(String),
+    /// No contact and no group has that name (a send, which goes to either).
+    #[error(
+        "no contact or group named {0:?} (see `kolokol contacts list` and `kolokol group list`)"
+    )]
+    UnknownRecipient(String),
     /// No outgoing message has that id.
     #[error(
         "no message has the id {0:?} (an id is the 32 hex digits `kolokol send` or `kolokol outbox` printed, or a unique start of them, at least 4)"

@@ -269,7 +269,7 @@ impl Node {
         let contact = match self.0.contacts.get(to) {
             Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
                 Ok(_) => return self.group_send(to, text).await.map(group_send_summary),
-                Err(_) => return Err(Error::UnknownContact(name)),
+                Err(_) => return Err(Error::UnknownRecipient(name)),
             },
             other => other?,
         };
@@ -285,7 +285,7 @@ impl Node {
         let contact = match self.0.contacts.get(to) {
             Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
                 Ok(_) => return self.group_send(to, text).await.map(group_send_summary),
-                Err(_) => return Err(Error::UnknownContact(name)),
+                Err(_) => return Err(Error::UnknownRecipient(name)),
             },
             other => other?,
         };

@@ -55,7 +55,7 @@ async fn unknown_contact_empty_and_oversized_messages_are_refused_and_nothing_is
     let (a, b) = (alice.node(), bob.node());
 
     let err = a.send("nobody", "hi").await.unwrap_err().to_string();
-    assert!(err.contains("no contact named \"nobody\""), "{err}");
+    assert!(err.contains("no contact or group named \"nobody\""), "{err}");
     let err = a.send("bob", "  ").await.unwrap_err().to_string();
     assert!(err.contains("empty"), "{err}");
     let long = "x".repeat(kolokol_protocol::message::MAX_TEXT_LEN + 1);
