@@ -195,11 +195,12 @@ impl Doctor {
         checks.push(match self.presence.lookup(self.keys.peer_id(), true).await? {
             Some(record) => {
                 // Our own part for contacts opens with our own mailbox address.
-                let sealed = record
+                let sealed = match record
                     .open_for_contacts(&self.keys.mailbox_address(), self.clock.now_secs())
-                    .ok()
-                    .flatten()
-                    .map_or(0, |p| p.addresses.len());
+                {
+                    Ok(part) => part.map_or(0, |p| p.addresses.len()).to_string(),
+                    Err(e) => format!("a part that does not open ({e}), so none"),
+                };
                 check(
                     "presence record",
                     Status::Ok,

@@ -604,16 +604,20 @@ impl Outbox {
             refused: false,
             slow: false,
         };
+        let prekeys = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
         // Chunks to a format 4 peer are shorter, so that one fits a format 4 first contact and a
         // long message can start a conversation (docs/PROTOCOL.md 6.7); the format of a
-        // conversation does not go back, so every attempt splits a message alike.
-        let chunk_len = if self.0.conversations.is_format_4(peer) {
+        // conversation does not go back, so every attempt splits a message alike. A peer whose
+        // mailbox address we hold becomes format 4 with the hybrid prekey the lookup just
+        // brought, in this very seal.
+        let format_4 = self.0.conversations.is_format_4(peer)
+            || (prekeys.hybrid.is_some() && self.0.conversations.peer_mailbox(peer).is_some());
+        let chunk_len = if format_4 {
             kolokol_protocol::chunk::CHUNK_LEN_4
         } else {
             kolokol_protocol::chunk::CHUNK_LEN
         };
         let contents = kolokol_protocol::chunk::split_with(&content, chunk_len).map_err(refused)?;
-        let prekeys = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
         // A format 4 first contact goes to a current hybrid prekey or waits for one: never to
         // the long-term device key (docs/PROTOCOL.md 7.4). The message stays queued with the
         // reason, and every attempt looks the peer's presence record up again.

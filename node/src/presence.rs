@@ -209,8 +209,9 @@ impl Presence {
         let part = match mailbox.map(|m| record.open_for_contacts(&m, self.0.clock.now_secs())) {
             Some(Ok(part)) => part,
             Some(Err(e)) => {
-                // A contact's record we cannot open: it was sealed before the mailbox address we
-                // hold, or is broken; its public part still counts.
+                // A contact's record we cannot open: the mailbox address we hold is not the
+                // one it was sealed to (an old invite of someone who started afresh), or the part
+                // is broken; its public part still counts.
                 tracing::debug!(%peer, %e, "cannot open a contact's presence part for contacts");
                 None
             }

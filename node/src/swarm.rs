@@ -372,7 +372,7 @@ pub(crate) fn new(
     config: &Config,
     endpoints: Vec<EndpointRecord>,
 ) -> Result<(Client, EventLoop, Channels)> {
-    let hole_punch = crate::transport::cooldown::HolePunch::default();
+    let hole_punch = crate::transport::cooldown::Shared::default();
     let swarm = behaviour::build(keypair, config, hole_punch.clone())?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE_LEN);
@@ -391,7 +391,7 @@ pub(crate) fn new(
     )?;
     // What worked on which network, from earlier runs: the racing dialer starts from it.
     event_loop.endpoints = endpoints::Endpoints::new(endpoints);
-    event_loop.hole_punch = hole_punch;
+    event_loop.cooldown = hole_punch;
     let client = Client { commands: command_tx, status: status_rx };
     Ok((client, event_loop, Channels { inbound, inbound_contacts, net_events, mailbox_requests }))
 }

@@ -31,8 +31,16 @@ pub use address::{DialAddress, ListenAddress, ListenMode, is_stealth};
 /// (TCP, TLS and the HTTP upgrade for stealth, Noise, Yamux). A dial that a censor silently
 /// drops would otherwise wait for the kernel to give up on TCP, about two minutes; the racing
 /// dialer starts other addresses long before this, and this ends the hopeless one. A handshake
-/// over a throttled link (130 kbit/s, 300 ms round trips) takes two or three seconds.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// over a throttled link (130 kbit/s, 300 ms round trips) takes two or three seconds. Ten
+/// seconds is what every lab figure was measured with (libp2p's swarm builder imposed it).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The swarm builder's own limit on a whole dial, from the moment it is asked for: DNS, the
+/// wait for the cool-down's turn (at most one [`CONNECT_TIMEOUT`] of the dial before it) and
+/// the dial itself, and a relay circuit's dial, which the cool-down does not see. A backstop:
+/// the cool-down's [`CONNECT_TIMEOUT`] ends a direct dial first.
+pub const DIAL_BACKSTOP: std::time::Duration =
+    std::time::Duration::from_secs(2 * CONNECT_TIMEOUT.as_secs());
 
 /// The port a relay's stealth listener takes unless told otherwise, when it may bind it.
 pub const STEALTH_PORT: u16 = 443;
@@ -122,16 +130,17 @@ pub fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConf
 /// own): TCP, QUIC and stealth for [`Policy::Any`], stealth alone for [`Policy::Stealth`].
 /// Multistream-select runs as `V1Lazy`, as libp2p's own `with_tcp` does, so the dialer's
 /// protocol proposals do not each wait a round trip. The TCP-based ones give up on an inbound
-/// connection that is not negotiated within [`CONNECT_TIMEOUT`]; every dial is given up after
-/// it by the [`cooldown::Cooldown`] in front of them all, which starts the clock when the dial
-/// goes out (not while it waits for its turn). Every direct dial but a hole punch
-/// (`hole_punch`) passes the cool-down, so an endpoint that left a dial unanswered is not dialed
-/// again at once by whichever part of the node asks next.
+/// connection that is not negotiated within [`CONNECT_TIMEOUT`]; every direct dial is given up
+/// after it by the [`cooldown::Cooldown`] in front of them all, which starts the clock when the
+/// dial goes out (not while it waits for its turn); the swarm's [`DIAL_BACKSTOP`] covers the
+/// rest. Every direct dial but a hole punch (see `shared`) passes the cool-down, so an
+/// endpoint that left a dial unanswered is not dialed again at once by whichever part of the
+/// node asks next.
 pub fn build(
     key: &libp2p::identity::Keypair,
     policy: Policy,
     listener: Option<stealth::ListenerConfig>,
-    hole_punch: cooldown::HolePunch,
+    hole_punch: cooldown::Shared,
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
     let stealth = stealth::Transport::new(listener)

@@ -9,12 +9,12 @@
 //! replaces a newer record. DHT peers are untrusted storage: the signature is what counts.
 //!
 //! Since version 3 a record has two parts. What anyone may read: the certificate, the signed
-//! prekey and the direct addresses. What only contacts may read ([`ForContacts`]): the relay
-//! circuits the node holds and its hybrid prekey, sealed with XChaCha20-Poly1305 under a key
-//! derived from the node's mailbox address, the secret its invites and first contacts give its
-//! contacts (`docs/PROTOCOL.md` section 10.1). A censor crawling the DHT so learns no relay
-//! from user records; a DHT server still verifies the whole record, sealed part included,
-//! through the signature.
+//! prekey, the direct addresses and the circuits through listed relays. What only contacts may
+//! read ([`ForContacts`]): the circuits through bridges and the hybrid prekey, padded to one
+//! length and sealed with XChaCha20-Poly1305 under a key derived from the node's mailbox
+//! address, the secret its invites and first contacts give its contacts (`docs/PROTOCOL.md`
+//! section 10.1.1). A censor crawling the DHT so learns no bridge from user records; a DHT
+//! server still verifies the whole record, sealed part included, through the signature.
 
 use bincode::{Decode, Encode};
 use blake2::{Blake2s256, Digest};
@@ -41,9 +41,18 @@ pub const FOR_CONTACTS_KEY_CONTEXT: &[u8] = b"kolokol-presence-contacts:v1";
 /// Length of the XChaCha20-Poly1305 nonce in front of the sealed part.
 pub const FOR_CONTACTS_NONCE_LEN: usize = 24;
 
-/// Longest sealed part, in bytes: nonce and tag, 16 addresses of 256 bytes and a hybrid
-/// prekey (1 306 bytes) come to 5 579.
-pub const MAX_FOR_CONTACTS_LEN: usize = 5632;
+/// The sealed plaintext is padded to this many bytes (or the next multiple of
+/// [`FOR_CONTACTS_PAD_STEP`] above it): room for 8 circuits of 256 bytes and a hybrid prekey,
+/// so the length of a record's part says nothing of how many bridges, or which, carry its
+/// owner (a node publishes at most 8 addresses).
+pub const FOR_CONTACTS_PADDED_LEN: usize = 3584;
+
+/// The step the padding grows in past [`FOR_CONTACTS_PADDED_LEN`].
+pub const FOR_CONTACTS_PAD_STEP: usize = 512;
+
+/// Longest sealed part, in bytes: nonce, the padded plaintext of 16 addresses of 256 bytes
+/// and a hybrid prekey (5 531 bytes, padded to 5 632), and the tag.
+pub const MAX_FOR_CONTACTS_LEN: usize = FOR_CONTACTS_NONCE_LEN + 5632 + 16;
 
 /// Longest encoded record: one byte under what a Kolokol DHT server stores
 /// (`MAX_DHT_RECORD_BYTES` in the node, which refuses a value of 8 192 bytes or more), so a
@@ -87,7 +96,8 @@ pub struct PresenceBody {
 /// The part of a presence record only the node's contacts can read.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct ForContacts {
-    /// Binary multiaddrs of the relay circuits the node holds (without its own `/p2p/`).
+    /// Binary multiaddrs of the circuits the node holds through bridges (without its own
+    /// `/p2p/`).
     pub addresses: Vec<Vec<u8>>,
     /// The node's current hybrid prekey, so a contact whose copy expired can re-key.
     pub hybrid_prekey: Option<HybridPrekey>,
@@ -121,7 +131,7 @@ impl ForContacts {
         nonce: [u8; FOR_CONTACTS_NONCE_LEN],
     ) -> Result<Vec<u8>, Error> {
         check_addresses(&self.addresses)?;
-        let plain = Zeroizing::new(codec::encode(self)?);
+        let plain = Zeroizing::new(pad(&codec::encode(self)?)?);
         let cipher = XChaCha20Poly1305::new(for_contacts_key(mailbox).as_ref().into());
         let aad = for_contacts_aad(identity_key, seq);
         let sealed = cipher
@@ -262,15 +272,36 @@ impl PresenceRecord {
                     Error::Presence("part for contacts does not open with this mailbox address")
                 })?,
         );
-        let part: ForContacts = codec::decode("presence part for contacts", &plain)?;
+        let mut part: ForContacts = codec::decode("presence part for contacts", unpad(&plain)?)?;
         check_addresses(&part.addresses)?;
-        if let Some(prekey) = &part.hybrid_prekey {
-            prekey.verify(identity_key, now).map_err(|_| {
-                Error::Presence("carries for contacts a hybrid prekey that does not verify")
-            })?;
+        // A prekey that does not verify now (expired, or a clock apart) is dropped alone: the
+        // circuits are what a contact needs most to reach the owner.
+        if part.hybrid_prekey.as_ref().is_some_and(|p| p.verify(identity_key, now).is_err()) {
+            part.hybrid_prekey = None;
         }
         Ok(Some(part))
     }
+}
+
+/// `encoded` behind its length (two bytes, big-endian), padded with zeros to
+/// [`FOR_CONTACTS_PADDED_LEN`] or the next [`FOR_CONTACTS_PAD_STEP`] above.
+fn pad(encoded: &[u8]) -> Result<Vec<u8>, Error> {
+    let len = u16::try_from(encoded.len())
+        .map_err(|_| Error::Presence("part for contacts is too long"))?;
+    let wanted = (2 + encoded.len()).max(FOR_CONTACTS_PADDED_LEN).div_ceil(FOR_CONTACTS_PAD_STEP)
+        * FOR_CONTACTS_PAD_STEP;
+    let mut out = Vec::with_capacity(wanted);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(encoded);
+    out.resize(wanted, 0);
+    Ok(out)
+}
+
+/// The encoded part inside padded plaintext.
+fn unpad(plain: &[u8]) -> Result<&[u8], Error> {
+    let bad = || Error::Presence("part for contacts has a bad length");
+    let (head, rest) = plain.split_first_chunk::<2>().ok_or_else(bad)?;
+    rest.get(..usize::from(u16::from_be_bytes(*head))).ok_or_else(bad)
 }
 
 fn check_limits(body: &PresenceBody) -> Result<(), Error> {

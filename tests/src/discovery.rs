@@ -98,10 +98,15 @@ async fn every_node_of_fifty_resolves_every_other_nodes_presence() {
         );
     }
     // Each node republishes as its routing table doubles; wait until every record was placed
-    // while its node knew a good part of the network.
+    // while its node knew a good part of the network. Fifty nodes in one debug process share two
+    // cores with the rest of the suite, and each record (with its sealed part) is a few kB, so
+    // the network gets longer than one usual wait to form.
+    const FORMATION: std::time::Duration = std::time::Duration::from_secs(4 * TIMEOUT.as_secs());
     for n in &nodes {
         n.node()
-            .wait_for_net(TIMEOUT, |s| s.presence == Some(Ok(())) && s.presence_routing_table >= 16)
+            .wait_for_net(FORMATION, |s| {
+                s.presence == Some(Ok(())) && s.presence_routing_table >= 16
+            })
             .await
             .expect("every node publishes its presence into the formed DHT");
     }

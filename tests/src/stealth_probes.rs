@@ -46,7 +46,7 @@ fn swarm(policy: Policy, listener: Option<stealth::ListenerConfig>) -> Swarm<pin
     SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
-            transport::build(key, policy, listener, transport::cooldown::HolePunch::default())
+            transport::build(key, policy, listener, transport::cooldown::Shared::default())
         })
         .expect("transport")
         .with_behaviour(|_| ping::Behaviour::default())

@@ -119,7 +119,7 @@ pub(crate) struct Behaviour {
 pub(crate) fn build(
     keypair: &libp2p::identity::Keypair,
     config: &Config,
-    hole_punch: crate::transport::cooldown::HolePunch,
+    hole_punch: crate::transport::cooldown::Shared,
 ) -> Result<Swarm<Behaviour>> {
     let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
     let role = config.role;
@@ -254,6 +254,9 @@ pub(crate) fn build(
                 // not, the stream fails as a refused negotiation would.
                 .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })
+        // libp2p's default (10 s from the moment a dial is asked for) would cut a dial that
+        // waited for its turn at the cool-down; that one keeps its own timeout.
+        .with_connection_timeout(crate::transport::DIAL_BACKSTOP)
         .build();
 
     // A relay must serve the DHT and be reachable; a user node with a configured external

@@ -44,6 +44,10 @@ pub const PROVEN_HEAD_START: Duration = Duration::from_secs(2);
 /// The most addresses one race dials.
 pub const MAX_RACE_CANDIDATES: usize = 16;
 
+/// Addresses remembered of a lost race, to tell a new one from a retry; a peer with more is
+/// never dialed again within [`MIN_REDIAL_INTERVAL`].
+pub(super) const MAX_CONSIDERED: usize = 64;
+
 /// Races at once; a dial beyond them fails at once as busy.
 pub const MAX_RACES: usize = 256;
 
@@ -76,16 +80,46 @@ pub(super) struct Race {
     pub(super) waiting: Vec<Waiting>,
     /// Why addresses failed, for the error when all have.
     errors: Vec<String>,
-    /// Every address the race set out to dial; at most [`MAX_RACE_CANDIDATES`].
-    tried: Vec<Multiaddr>,
+    /// The addresses known for the peer when the race started.
+    considered: Considered,
 }
 
 /// A peer whose last race every address lost.
 pub(super) struct Unreachable {
     at: Instant,
     why: String,
-    /// The addresses that race dialed; at most [`MAX_RACE_CANDIDATES`].
-    tried: Vec<Multiaddr>,
+    /// The addresses known for the peer when that race started.
+    considered: Considered,
+}
+
+/// The addresses a race had to choose from; at most [`MAX_CONSIDERED`].
+#[derive(Clone, Default)]
+struct Considered {
+    addresses: Vec<Multiaddr>,
+    /// Whether every address fit: only then can an address be told to be new.
+    complete: bool,
+}
+
+impl Considered {
+    fn of(addresses: &[Multiaddr]) -> Self {
+        Self::default().merged(addresses)
+    }
+
+    fn merged(&self, more: &[Multiaddr]) -> Self {
+        let mut addresses = self.addresses.clone();
+        let mut complete = self.complete || self.addresses.is_empty();
+        for a in more {
+            if addresses.contains(a) {
+                continue;
+            }
+            if addresses.len() >= MAX_CONSIDERED {
+                complete = false;
+                break;
+            }
+            addresses.push(a.clone());
+        }
+        Self { addresses, complete }
+    }
 }
 
 /// Where a peer stands for a new dial.
@@ -176,27 +210,38 @@ impl EventLoop {
             return Reach::Racing;
         }
         let candidates = self.candidates(&peer, given);
+        let mut considered = Considered::of(&candidates);
+        let mut to_dial = candidates;
         if let Some(u) = self.unreachable.get(&peer)
             && u.at.elapsed() < MIN_REDIAL_INTERVAL
-            && candidates.iter().all(|a| u.tried.contains(a))
         {
-            let wait = MIN_REDIAL_INTERVAL.saturating_sub(u.at.elapsed()).as_secs().max(1);
-            return Reach::Unreachable(format!(
-                "cannot reach {peer}: {} (tried {} s ago; trying again in {wait} s)",
-                u.why,
-                u.at.elapsed().as_secs()
-            ));
+            // Within the interval only news is dialed: addresses the lost race did not
+            // consider, and only if it considered every address it had (so that a long list
+            // cannot look new each time).
+            let new: Vec<Multiaddr> = to_dial
+                .into_iter()
+                .filter(|a| u.considered.complete && !u.considered.addresses.contains(a))
+                .collect();
+            if new.is_empty() {
+                let wait = MIN_REDIAL_INTERVAL.saturating_sub(u.at.elapsed()).as_secs().max(1);
+                return Reach::Unreachable(format!(
+                    "cannot reach {peer}: {} (tried {} s ago; trying again in {wait} s)",
+                    u.why,
+                    u.at.elapsed().as_secs()
+                ));
+            }
+            considered = u.considered.merged(&new);
+            to_dial = new;
         }
         if self.races.len() >= MAX_RACES {
             return Reach::Unreachable("too many dials in flight".into());
         }
-        let mut ranked = self.endpoints.rank(self.network.id, candidates, self.clock.now_ms());
+        let mut ranked = self.endpoints.rank(self.network.id, to_dial, self.clock.now_ms());
         ranked.truncate(MAX_RACE_CANDIDATES);
         if ranked.is_empty() {
             return Reach::Unreachable(format!("no address known for {peer}"));
         }
         tracing::debug!(%peer, candidates = ranked.len(), first = %ranked[0].0, "racing to connect");
-        let tried = ranked.iter().map(|(a, _)| a.clone()).collect();
         self.races.insert(
             peer,
             Race {
@@ -205,7 +250,7 @@ impl EventLoop {
                 next_start: Instant::now(),
                 waiting: Vec::new(),
                 errors: Vec::new(),
-                tried,
+                considered,
             },
         );
         self.step_race(peer);
@@ -297,8 +342,10 @@ impl EventLoop {
         if self.unreachable.len() >= MAX_UNREACHABLE {
             self.unreachable.clear();
         }
-        self.unreachable
-            .insert(peer, Unreachable { at: Instant::now(), why: why.clone(), tried: race.tried });
+        self.unreachable.insert(
+            peer,
+            Unreachable { at: Instant::now(), why: why.clone(), considered: race.considered },
+        );
         for waiting in race.waiting {
             let reason = format!("cannot reach {peer}: {why}");
             match waiting {
@@ -381,7 +428,7 @@ impl EventLoop {
         // dial, does not.
         let counts = match error {
             DialError::Transport(errors) => {
-                !errors.iter().all(|(_, e)| crate::transport::cooldown::is_refusal(e))
+                !errors.iter().all(|(a, _)| self.cooldown.refused_recently(a))
             }
             DialError::WrongPeerId { .. } => true,
             _ => false,

@@ -113,8 +113,9 @@ pub(crate) struct EventLoop {
     pub(super) network: Network,
     /// What worked and what failed per network (`endpoints`).
     pub(super) endpoints: Endpoints,
-    /// The peers reachable through a relay, which the transports' cool-down leaves to DCUtR.
-    pub(super) hole_punch: crate::transport::cooldown::HolePunch,
+    /// What the transports' cool-down shares with this task: the peers reachable through a
+    /// relay (left to DCUtR) and the endpoints it just refused.
+    pub(super) cooldown: crate::transport::cooldown::Shared,
     /// Races to connect, per peer; at most [`crate::swarm::dialer::MAX_RACES`].
     pub(super) races: HashMap<PeerId, Race>,
     /// Dials of races already won, and their addresses; at most
@@ -314,7 +315,7 @@ impl EventLoop {
             bridge: config.bridge,
             network,
             endpoints: Endpoints::new(Vec::new()),
-            hole_punch: crate::transport::cooldown::HolePunch::default(),
+            cooldown: crate::transport::cooldown::Shared::default(),
             races: HashMap::new(),
             losers: HashMap::new(),
             unreachable: HashMap::new(),
@@ -754,7 +755,7 @@ impl EventLoop {
                 let was_connected = !self.connections.is_empty();
                 self.connections.insert(connection_id, Conn { peer: peer_id, via, address });
                 if via == Link::Relayed {
-                    self.hole_punch.set_relayed(peer_id, true);
+                    self.cooldown.set_relayed(peer_id, true);
                 }
                 if via == Link::Direct || self.has_direct(&peer_id) {
                     self.direct_since.entry(peer_id).or_insert_with(Instant::now);
@@ -793,7 +794,7 @@ impl EventLoop {
                 self.admission.connection_closed(connection_id, &endpoint);
                 self.connections.remove(&connection_id);
                 if !self.connections.values().any(|c| c.peer == peer_id && c.via == Link::Relayed) {
-                    self.hole_punch.set_relayed(peer_id, false);
+                    self.cooldown.set_relayed(peer_id, false);
                 }
                 if !self.has_direct(&peer_id) {
                     self.direct_since.remove(&peer_id);

@@ -14,7 +14,7 @@
 //! connection this node dials clears the endpoint's record. The cap keeps recovery after a heal within tens of seconds.
 //!
 //! Hole punching is left alone: a dial that DCUtR makes (one side's carries the listener
-//! role; the other's goes to a peer we hold a relayed connection to, [`HolePunch`]) must go
+//! role; the other's goes to a peer we hold a relayed connection to, [`Shared`]) must go
 //! out at its moment, and to the very endpoint a direct dial just found silent.
 //!
 //! Dials to one endpoint also take turns: one that arrives while another is under way waits
@@ -24,9 +24,9 @@
 //! is kept here rather than by the inner transports, and starts when a dial goes out, so a dial
 //! that waited for its turn still gets all of it.
 //!
-//! A refusal by the cool-down is a [`CoolingDown`] error, so the node can tell it from a
-//! failure of the path: it says nothing new about the endpoint and must not count against it
-//! a second time.
+//! A refusal by the cool-down is noted in [`Shared`], so the node can tell it from a failure
+//! of the path: it says nothing new about the endpoint and must not count against it a second
+//! time.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -59,6 +59,10 @@ pub const MAX_COOLING: usize = 1024;
 
 /// Endpoints whose dials take turns at once; a dial beyond them goes out without waiting.
 pub const MAX_TURNS: usize = 1024;
+
+/// How long a refusal is remembered for the swarm task to read: it learns of a dial's failure
+/// as soon as the refusal is made.
+pub const REFUSAL_MEMORY: Duration = Duration::from_secs(2);
 
 /// Peers remembered as reachable through a relay (candidates for hole punching); past this, a
 /// dial to a new one is treated like any other.
@@ -208,26 +212,6 @@ fn refusal(endpoint: Endpoint, left: Duration) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, CoolingDown { endpoint, left })
 }
 
-/// True if `error`, or an error it wraps at any depth (through the `io::Error`s the boxed
-/// transports wrap each other's errors in), is a refusal by the cool-down.
-pub fn is_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    // Bounded: an error chain is finite, but a depth limit costs nothing.
-    for _ in 0..32 {
-        let Some(e) = cause else { return false };
-        if e.is::<CoolingDown>() {
-            return true;
-        }
-        // `io::Error::source` skips the error it wraps and returns that error's source, so
-        // the wrapped one is looked at through `get_ref`.
-        cause = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    false
-}
-
 /// The dial `dial`, given up with a timeout error after [`super::CONNECT_TIMEOUT`] from its
 /// first poll.
 async fn within_connect_timeout<O>(dial: impl Future<Output = io::Result<O>>) -> io::Result<O> {
@@ -249,14 +233,24 @@ pub fn cooldown(failures: u32) -> Duration {
     COOLDOWN.saturating_mul(1 << doublings).min(MAX_COOLDOWN)
 }
 
-/// The peers this node holds a relayed connection to, kept by the swarm task: DCUtR dials
-/// them directly to punch a hole, which the cool-down must not delay.
+/// What the cool-down shares with the swarm task: the peers this node holds a relayed
+/// connection to (kept by the swarm task: DCUtR dials them directly to punch a hole, which the
+/// cool-down must not delay), and the endpoints whose dials it has just refused (read by the
+/// swarm task, which must not count a refusal as a failure of the path: the errors libp2p
+/// hands it have been wrapped by layers that hide their cause).
 #[derive(Clone, Default)]
-pub struct HolePunch(Arc<Mutex<HashSet<PeerId>>>);
+pub struct Shared {
+    relayed: Arc<Mutex<HashSet<PeerId>>>,
+    refused: Arc<Mutex<HashMap<Endpoint, Instant>>>,
+}
 
-impl HolePunch {
+impl Shared {
     fn peers(&self) -> std::sync::MutexGuard<'_, HashSet<PeerId>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.relayed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn refusals(&self) -> std::sync::MutexGuard<'_, HashMap<Endpoint, Instant>> {
+        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records whether `peer` has a relayed connection to this node.
@@ -276,19 +270,40 @@ impl HolePunch {
             _ => false,
         }
     }
+
+    fn note_refusal(&self, endpoint: Endpoint, now: Instant) {
+        let mut refused = self.refusals();
+        if refused.len() >= MAX_COOLING {
+            refused.retain(|_, at| now.saturating_duration_since(*at) < REFUSAL_MEMORY);
+            if refused.len() >= MAX_COOLING {
+                refused.clear();
+            }
+        }
+        refused.insert(endpoint, now);
+    }
+
+    /// Whether the cool-down refused a dial of `addr`'s endpoint within the last
+    /// [`REFUSAL_MEMORY`]: a failed dial of it then was that refusal, not a new failure. (A
+    /// silent failure is reported after 5 s or more, and sets the cool-down that refuses the
+    /// dials after it, never one before it.)
+    pub fn refused_recently(&self, addr: &Multiaddr) -> bool {
+        let Some(endpoint) = Endpoint::of(addr) else { return false };
+        self.refusals().get(&endpoint).is_some_and(|at| at.elapsed() < REFUSAL_MEMORY)
+    }
 }
 
 /// A transport whose dials to an endpoint in its cool-down fail at once.
 pub struct Cooldown<T> {
     inner: T,
     book: Book,
-    hole_punch: HolePunch,
+    shared: Shared,
 }
 
 impl<T> Cooldown<T> {
-    /// `inner`, with the cool-down in front of its dials except hole punches (`hole_punch`).
-    pub fn new(inner: T, hole_punch: HolePunch) -> Self {
-        Self { inner, book: Book::default(), hole_punch }
+    /// `inner`, with the cool-down in front of its dials except hole punches, sharing
+    /// `shared` with the swarm task.
+    pub fn new(inner: T, shared: Shared) -> Self {
+        Self { inner, book: Book::default(), shared }
     }
 }
 
@@ -342,13 +357,14 @@ where
         addr: Multiaddr,
         opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<Self::Error>> {
-        let endpoint = if opts.role == Role::Listener || self.hole_punch.covers(&addr) {
+        let endpoint = if opts.role == Role::Listener || self.shared.covers(&addr) {
             None
         } else {
             Endpoint::of(&addr)
         };
         let now = Instant::now();
         if let Some((e, left)) = endpoint.and_then(|e| Some((e, self.book.left(e, now)?))) {
+            self.shared.note_refusal(e, now);
             return Err(TransportError::Other(refusal(e, left)));
         }
         // The inner dial is made now, so that an address it does not support is refused now;
@@ -357,6 +373,7 @@ where
         let Some(e) = endpoint else { return Ok(within_connect_timeout(dial).boxed()) };
         let turn = self.book.turn(e);
         let mut attempt = Attempt { book: self.book.clone(), endpoint: e, turn, started: None };
+        let shared = self.shared.clone();
         Ok(async move {
             let held = match &attempt.turn {
                 Some(t) => Some(t.clone().lock_owned().await),
@@ -365,6 +382,7 @@ where
             let now = Instant::now();
             if let Some(left) = attempt.book.left(e, now) {
                 // The dial before this one went unanswered meanwhile.
+                shared.note_refusal(e, now);
                 return Err(refusal(e, left));
             }
             attempt.started = Some(now);
@@ -450,7 +468,7 @@ mod tests {
                     ANSWERS => Ok(()),
                     REFUSES => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
                     SLOW => {
-                        tokio::time::sleep(Duration::from_secs(15)).await;
+                        tokio::time::sleep(Duration::from_secs(8)).await;
                         Ok(())
                     }
                     HANGS => futures::future::pending().await,
@@ -491,7 +509,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unanswered_endpoint_is_not_dialed_again_until_its_cooldown_ends() {
-        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
+        let mut t = Cooldown::new(Counting::default(), Shared::default());
         assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
         // At once and just before the cool-down ends: refused without a packet.
         assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
@@ -510,7 +528,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dials_to_one_endpoint_take_turns() {
-        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
+        let mut t = Cooldown::new(Counting::default(), Shared::default());
         // Two at once into silence: the second waits for the first and goes nowhere.
         let first = t.dial(addr(SILENT), opts()).expect("not refused");
         let second = t.dial(addr(SILENT), opts()).expect("not refused");
@@ -529,7 +547,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dial_given_up_after_long_silence_counts_as_unanswered() {
-        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
+        let mut t = Cooldown::new(Counting::default(), Shared::default());
         let dial = t.dial(addr(SILENT), opts()).expect("not refused");
         let given_up = tokio::time::timeout(SILENT_FAILURE, dial).await;
         assert!(given_up.is_err(), "the silent dial ended on its own");
@@ -548,7 +566,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn hole_punches_pass_a_cooling_endpoint() {
-        let hole_punch = HolePunch::default();
+        let hole_punch = Shared::default();
         let mut t = Cooldown::new(Counting::default(), hole_punch.clone());
         assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
         assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
@@ -575,15 +593,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_dial_sets_no_cooldown() {
-        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
+        let mut t = Cooldown::new(Counting::default(), Shared::default());
         assert_eq!(dial_once(&mut t, REFUSES).await, (true, false));
         assert_eq!(dial_once(&mut t, REFUSES).await, (true, false));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_dial_that_waited_for_its_turn_still_gets_the_whole_connect_timeout() {
-        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
-        // Each takes 15 s of the 20 s timeout; the second waits 15 s for its turn first.
+        let mut t = Cooldown::new(Counting::default(), Shared::default());
+        // Each takes 8 s of the 10 s timeout; the second waits 8 s for its turn first.
         let first = t.dial(addr(SLOW), opts()).expect("not refused");
         let second = t.dial(addr(SLOW), opts()).expect("not refused");
         let (a, b) = futures::join!(first, second);
@@ -597,18 +615,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refusal_is_told_from_a_failure_through_every_wrapping() {
-        let mut t = Cooldown::new(Counting::default(), HolePunch::default());
+    async fn a_refusal_is_noted_for_the_swarm_task_and_a_failure_is_not() {
+        let shared = Shared::default();
+        let mut t = Cooldown::new(Counting::default(), shared.clone());
+        // The silent failure itself is not a refusal.
         assert_eq!(dial_once(&mut t, SILENT).await, (true, false));
-        let Err(TransportError::Other(refused)) = t.dial(addr(SILENT), opts()) else {
-            panic!("a cooling endpoint was dialed");
-        };
-        // As the boxed transports and the swarm pass it on.
-        let wrapped = TransportError::Other(io::Error::other(io::Error::other(refused)));
-        assert!(is_refusal(&wrapped));
-        let failure =
-            TransportError::Other(io::Error::other(io::Error::from(io::ErrorKind::TimedOut)));
-        assert!(!is_refusal(&failure));
+        assert!(!shared.refused_recently(&addr(SILENT)));
+        // The dial refused during the cool-down is, for a moment.
+        assert_eq!(dial_once(&mut t, SILENT).await, (false, false));
+        assert!(shared.refused_recently(&addr(SILENT)));
+        assert!(!shared.refused_recently(&addr(ANSWERS)));
+        tokio::time::advance(REFUSAL_MEMORY).await;
+        assert!(!shared.refused_recently(&addr(SILENT)));
     }
 
     #[test]

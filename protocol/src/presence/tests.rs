@@ -115,6 +115,19 @@ fn the_part_for_contacts_opens_only_with_the_owners_mailbox_address() {
     assert!(read.open_for_contacts(stranger.address(), NOW).is_err());
     let bytes = sealed.to_bytes().unwrap();
     assert!(!bytes.windows(5).any(|w| w == [203, 0, 113, 7, 6]));
+    // Nor how many circuits: no circuit, one, or eight, the part has one length.
+    let cert = alice.certify(NOW - 100, NOW + 100_000).unwrap();
+    let lengths: Vec<usize> = [0, 1, 8]
+        .iter()
+        .map(|n| {
+            let p = ForContacts {
+                addresses: vec![vec![7; 256]; *n],
+                hybrid_prekey: part.hybrid_prekey.clone(),
+            };
+            p.seal(mailbox.address(), &cert.identity_key, 7, [3; 24]).unwrap().len()
+        })
+        .collect();
+    assert!(lengths.iter().all(|l| *l == lengths[0]), "{lengths:?}");
     // A record without the part opens to nothing.
     assert_eq!(
         record(&alice, 7, NOW + 60).open_for_contacts(mailbox.address(), NOW).unwrap(),
@@ -133,14 +146,19 @@ fn a_part_for_contacts_cannot_be_moved_to_another_record_or_carry_a_bad_prekey()
     let old = part.seal(mailbox.address(), &cert.identity_key, 7, [3; 24]).unwrap();
     let moved = PresenceRecord::sign(&alice, &cert, vec![], 8, NOW + 60, None, old).unwrap();
     assert!(moved.open_for_contacts(mailbox.address(), NOW).is_err());
-    // An expired hybrid prekey, or one signed by someone else, is refused.
-    let expired = ForContacts { addresses: vec![], hybrid_prekey: Some(hybrid(&alice, NOW - 1)) };
+    // An expired hybrid prekey, or one signed by someone else, is dropped; the circuits stay.
+    let expired =
+        ForContacts { addresses: vec![circuit()], hybrid_prekey: Some(hybrid(&alice, NOW - 1)) };
     let record = sealed_record(&alice, &mailbox, &expired, 9);
-    assert!(record.open_for_contacts(mailbox.address(), NOW).is_err());
-    let foreign =
-        ForContacts { addresses: vec![], hybrid_prekey: Some(hybrid(&identity(2), NOW + 3600)) };
+    let opened = record.open_for_contacts(mailbox.address(), NOW).unwrap().unwrap();
+    assert_eq!((opened.addresses, opened.hybrid_prekey), (vec![circuit()], None));
+    let foreign = ForContacts {
+        addresses: vec![circuit()],
+        hybrid_prekey: Some(hybrid(&identity(2), NOW + 3600)),
+    };
     let record = sealed_record(&alice, &mailbox, &foreign, 10);
-    assert!(record.open_for_contacts(mailbox.address(), NOW).is_err());
+    let opened = record.open_for_contacts(mailbox.address(), NOW).unwrap().unwrap();
+    assert_eq!(opened.hybrid_prekey, None);
     // Too many circuits are refused when sealing.
     let many = ForContacts { addresses: vec![circuit(); 17], hybrid_prekey: None };
     assert!(many.seal(mailbox.address(), &cert.identity_key, 11, [3; 24]).is_err());
