@@ -5,7 +5,7 @@
 //! queued in the same transaction (one that came directly is answered by the acknowledgement on
 //! the same stream, sent only once it is stored, which the sender takes as delivery). A receipt
 //! marks our message delivered, a read receipt marks our messages read, a chunk waits in the
-//! store until its message is whole. Strangers may write (that is how first
+//! store until its message is whole, a file's offer and chunks go to [`crate::files`]. Strangers may write (that is how first
 //! contact works) within quotas that refill after their window ([`STRANGER_MESSAGES_PER_SENDER`],
 //! [`STRANGER_MESSAGES`], [`STRANGER_CONVERSATIONS`]); contacts are never limited by strangers.
 
@@ -15,6 +15,7 @@ use std::time::Duration;
 use kolokol_protocol::control::{Event, InboxMessage, MessageState};
 use kolokol_protocol::conversation::Conversation;
 use kolokol_protocol::envelope;
+use kolokol_protocol::file::FileMessage;
 use kolokol_protocol::message::{Body, Content, MessageId, format_id};
 use libp2p::PeerId;
 use tokio::sync::{Notify, mpsc, watch};
@@ -100,6 +101,8 @@ pub(crate) struct InboxParts {
     pub(crate) clock: Clock,
     /// Where group messages go.
     pub(crate) groups: Groups,
+    /// Where files' offers and chunks go.
+    pub(crate) downloads: crate::files::Downloads,
     /// Wakes the outbox: a receipt was queued.
     pub(crate) outbox_wake: Arc<Notify>,
     /// One log line per window for refusals past the stranger quotas.
@@ -593,6 +596,20 @@ impl Inbox {
                 // line leaves them until the purge, and the inbox already answers repeats.
                 store.delete_chunks(&sender, &content.id)?;
                 return Ok(ack);
+            }
+            // A file's offer or chunk: only contacts' files are taken; anyone else's wait as
+            // requests (answered busy) until the user accepts them, as long messages do.
+            Body::File(message) => {
+                let contact = store.contact_by_peer(&sender)?.is_some();
+                let downloads = &self.0.downloads;
+                return match message {
+                    FileMessage::Offer(offer) => {
+                        downloads.offered(&sender, contact, &content.id, &offer)
+                    }
+                    FileMessage::Chunk { index, data } => {
+                        downloads.chunk(&sender, contact, &content.id, index, &data)
+                    }
+                };
             }
             // Only the recipient of a message can say it was read, as with delivery receipts;
             // ids of other messages, and repeats, change nothing.
