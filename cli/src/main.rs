@@ -214,8 +214,8 @@ enum Command {
         #[arg(required_unless_present = "file", conflicts_with = "file", num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
         /// Send this file (to a contact, up to 256 MiB unless max_file_mib says otherwise);
-        /// waits until the recipient has it whole, or until an attempt fails (the daemon goes
-        /// on trying, as for texts).
+        /// waits until the recipient has it whole, or until an attempt fails without moving it
+        /// on (the daemon goes on trying, as for texts).
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
     },
@@ -1554,8 +1554,9 @@ async fn send(
 
 /// `send --file`: records the file in the daemon, then follows its `file` events with a
 /// progress bar (on a terminal) until the recipient has it whole (exit 0), refused it (exit 1),
-/// or an attempt failed and the daemon will try again (exit 0, as for a queued text). Ctrl-C
-/// stops the command, never the transfer (exit 130).
+/// or an attempt failed without moving the file on and the daemon will try again (exit 0, as
+/// for a queued text; a drop mid-way is only noted, since the next attempt goes on from there).
+/// Ctrl-C stops the command, never the transfer (exit 130).
 async fn send_file(
     dir: &std::path::Path,
     name: &str,
@@ -1590,6 +1591,9 @@ async fn send_file(
     );
     bar.set_message(output::visible(&started.name));
     let id = started.id.clone();
+    // What the recipient held when the last attempt failed: a failure that moved nothing since
+    // ends the wait.
+    let mut progress_at_failure = started.done;
     let last = loop {
         let event = tokio::select! {
             event = events.next_event() => event?,
@@ -1623,7 +1627,22 @@ async fn send_file(
         bar.set_position(transfer.done);
         match transfer.state {
             FileState::Delivered | FileState::Failed => break transfer,
-            FileState::Queued if transfer.detail.is_some() => break transfer,
+            // An attempt failed. If it had moved the file on (a connection dropped mid-way),
+            // the daemon's next attempt goes on from there soon: keep following. If it moved
+            // nothing (the recipient is away), stop, as `send` does for a queued text.
+            FileState::Queued if transfer.detail.is_some() => {
+                if transfer.done <= progress_at_failure {
+                    break transfer;
+                }
+                progress_at_failure = transfer.done;
+                bar.suspend(|| {
+                    eprintln!(
+                        "note: {}; the daemon goes on from byte {}",
+                        output::visible(transfer.detail.as_deref().unwrap_or("the attempt failed")),
+                        transfer.done
+                    )
+                });
+            }
             _ => {}
         }
     };

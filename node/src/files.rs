@@ -47,6 +47,9 @@ pub const HASH_BUFFER: usize = 256 * 1024;
 /// The longest name a received file is saved under, in bytes, before a unique suffix.
 pub const MAX_SAVED_NAME_LEN: usize = 200;
 
+/// Abandoned transfers given up in one purge; the rest go at the next.
+const MAX_PURGED: u32 = 64;
+
 /// How many numbered names (`name (1).ext`, ...) are tried before the transfer's id is used.
 const MAX_NAME_SUFFIX: u32 = 999;
 
@@ -295,6 +298,29 @@ impl Downloads {
             let _ = std::fs::remove_file(partial);
         }
         Ok(target)
+    }
+
+    /// Gives up files that nothing arrived for since `before_ms` (their senders stop trying
+    /// after the same time): the partial file is removed and the transfer failed, so abandoned
+    /// transfers do not hold the places of [`crate::store::MAX_PARTIAL_FILES`] for ever.
+    /// Returns how many went.
+    pub(crate) fn purge(&self, before_ms: u64) -> Result<usize> {
+        let store = &self.0.store;
+        let stale = store.stale_file_receives(before_ms, MAX_PURGED)?;
+        let now = self.0.clock.now_ms();
+        for row in &stale {
+            let _ = std::fs::remove_file(self.partial_path(&row.peer_id, &row.id));
+            store.end_file_receive(
+                &row.peer_id,
+                &row.id,
+                "failed",
+                Some("nothing arrived for 14 days: its sender gave up"),
+                None,
+                now,
+            )?;
+            self.announce_receive(&row.peer_id, &row.id);
+        }
+        Ok(stale.len())
     }
 
     /// Tells subscribers where a file we receive is.

@@ -187,13 +187,19 @@ impl Inbox {
         });
     }
 
-    /// Drops the chunks of messages whose first chunk arrived longer than [`CHUNK_TTL`] ago.
+    /// Drops the chunks of messages whose first chunk arrived longer than [`CHUNK_TTL`] ago,
+    /// and gives up files nothing arrived for in as long.
     fn purge_chunks(&self) {
         let before = self.0.clock.now_ms().saturating_sub(CHUNK_TTL.as_millis() as u64);
         match self.0.store.purge_chunks(before) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "dropped chunks of incomplete messages"),
             Err(e) => tracing::error!(%e, "cannot purge chunks"),
+        }
+        match self.0.downloads.purge(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "gave up files whose senders stopped sending"),
+            Err(e) => tracing::error!(%e, "cannot purge abandoned files"),
         }
     }
 

@@ -100,12 +100,15 @@ async fn a_file_of_several_megabytes_arrives_whole_with_a_line_in_the_inbox() {
     // While the file goes, a text overtakes it: chunks take the bulk lane, texts do not.
     let text = a.send("bob", "the photos are on their way").await.expect("send");
     assert_eq!(text.state, "delivered", "{:?}", text.detail);
-    assert!(listed(&b, &started.id).state != FileState::Received, "the text waited for the file");
+    let file_then = b.files(100).expect("files").into_iter().find(|t| t.id == started.id);
+    assert!(file_then.is_none_or(|t| t.state != FileState::Received), "the text waited");
 
     let sent = wait_until(&a, &started.id, |t| t.state != FileState::Queued).await;
     assert_eq!(sent.state, FileState::Delivered, "{:?}", sent.detail);
     assert_eq!(sent.done, bytes.len() as u64);
-    assert_eq!(sent.repeats, 0, "no chunk went twice on an undisturbed path");
+    // The nodes may first meet over the relay; when the direct connection replaces that one,
+    // the chunk in flight on it is cut and sent again: at most one.
+    assert!(sent.repeats <= 1, "{} chunks went twice", sent.repeats);
     let got = wait_until(&b, &started.id, |t| t.state == FileState::Received).await;
     assert_eq!(got.direction, FileDirection::In);
     assert_eq!(got.contact.as_deref(), Some("alice"));
@@ -165,8 +168,10 @@ async fn a_transfer_goes_on_where_it_stopped_after_either_side_restarts() {
     let resumed_at = listed(&bob.node(), &id).done;
     let alice = user(&net, "alice", &relay_addr).await;
     let resumed = listed(&alice.node(), &id);
-    assert!(resumed.done >= half, "the sender remembers what was acknowledged");
-    assert!(resumed.done + FILE_CHUNK_LEN as u64 >= resumed_at.min(len as u64));
+    // The sender remembers what was acknowledged: all that Bob had written, but for the chunk
+    // whose acknowledgement the shutdown may have cut off.
+    assert!(resumed.done + FILE_CHUNK_LEN as u64 >= resumed_at, "{} < {resumed_at}", resumed.done);
+    assert!(resumed.done + FILE_CHUNK_LEN as u64 >= half);
 
     let got = wait_until(&bob.node(), &id, |t| t.state == FileState::Received).await;
     let saved = PathBuf::from(got.path.expect("saved"));

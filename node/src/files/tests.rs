@@ -182,3 +182,23 @@ fn large_files_are_refused_and_strangers_files_wait() {
     assert_eq!(r.downloads.chunk(&peer(), true, &id, 0, &chunks[0]).unwrap(), Received::Accepted);
     assert_eq!(r.store.file_receive(&peer(), &id).unwrap().unwrap().state, "received");
 }
+
+#[test]
+fn an_abandoned_transfer_is_given_up_and_its_partial_file_removed() {
+    use crate::inbox::Received;
+    let r = receiver(super::DEFAULT_MAX_FILE_SIZE);
+    let (offer, chunks) = offer_and_chunks("half.bin", &vec![3u8; 3 * 62_720], None);
+    let id = [5; 16];
+    assert_eq!(r.downloads.offered(&peer(), true, &id, &offer).unwrap(), Received::Accepted);
+    assert_eq!(r.downloads.chunk(&peer(), true, &id, 0, &chunks[0]).unwrap(), Received::Accepted);
+    assert_eq!(std::fs::read_dir(r.dir.path().join("partial")).unwrap().count(), 1);
+    // Nothing older than now: kept. Everything before a moment from now: given up.
+    assert_eq!(r.downloads.purge(0).unwrap(), 0);
+    let later = crate::clock::Clock::system().now_ms() + 1000;
+    assert_eq!(r.downloads.purge(later).unwrap(), 1);
+    let row = r.store.file_receive(&peer(), &id).unwrap().unwrap();
+    assert_eq!(row.state, "failed");
+    assert_eq!(std::fs::read_dir(r.dir.path().join("partial")).unwrap().count(), 0);
+    // A chunk after that is refused: the sender hears the transfer is over.
+    assert_eq!(r.downloads.chunk(&peer(), true, &id, 1, &chunks[1]).unwrap(), Received::Rejected);
+}

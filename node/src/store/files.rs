@@ -514,6 +514,21 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Files still arriving or waiting as requests that nothing happened to since `before_ms`:
+    /// their senders gave up. At most `limit`.
+    pub fn stale_file_receives(&self, before_ms: u64, limit: u32) -> Result<Vec<FileReceiveRow>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {RECEIVE_COLUMNS} FROM file_receives
+                 WHERE state IN ('receiving', 'request') AND updated_at_ms < ?1 LIMIT ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(params![before_ms as i64, limit], receive_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
+            .map_err(|e| self.err(e))
+    }
+
     /// Files we receive, the newest first, at most `limit`.
     pub fn file_receives(&self, limit: u32) -> Result<Vec<FileReceiveRow>> {
         let conn = self.conn();
