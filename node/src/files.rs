@@ -332,9 +332,12 @@ impl Downloads {
     }
 }
 
-/// Writes `bytes` at `offset` of the file at `path`, which exists.
+/// Writes `bytes` at `offset` of the file at `path`. A partial file that went missing (removed
+/// by hand) is created again: the chunks it held are then zeros, and the hash check fails the
+/// transfer visibly instead of leaving it stuck.
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
     file.seek(SeekFrom::Start(offset))?;
     file.write_all(bytes)
 }

@@ -19,9 +19,11 @@ use crate::support::{Net, introduce};
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A user node that listens on 127.0.0.1 as well as holding a reservation on the relay, so the
-/// two users reach each other directly.
-async fn user(net: &Net, name: &str, relay: &Multiaddr) -> RunningNode {
+/// two users reach each other directly; it saves received files in `downloads`, or in its data
+/// directory's `downloads` if `None`.
+async fn user(net: &Net, name: &str, relay: &Multiaddr, downloads: Option<&Path>) -> RunningNode {
     let mut config = net.config(name, Role::Node);
+    config.download_dir = downloads.map(Path::to_path_buf);
     config.bootstrap = vec![relay.clone()];
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
     let node = RunningNode::start(config).await.expect("the node starts");
@@ -87,8 +89,8 @@ fn listed(node: &Node, id: &str) -> FileTransfer {
 async fn a_file_of_several_megabytes_arrives_whole_with_a_line_in_the_inbox() {
     let net = Net::new();
     let (relay, relay_addr) = net.relay("relay").await;
-    let alice = user(&net, "alice", &relay_addr).await;
-    let bob = user(&net, "bob", &relay_addr).await;
+    let alice = user(&net, "alice", &relay_addr, None).await;
+    let bob = user(&net, "bob", &relay_addr, None).await;
     introduce(&alice.node(), "alice", &bob.node(), "bob").await;
     let (a, b) = (alice.node(), bob.node());
     let files = tempfile::tempdir().expect("tempdir");
@@ -141,10 +143,12 @@ async fn a_file_of_several_megabytes_arrives_whole_with_a_line_in_the_inbox() {
 async fn a_transfer_goes_on_where_it_stopped_after_either_side_restarts() {
     let net = Net::new();
     let (relay, relay_addr) = net.relay("relay").await;
-    let alice = user(&net, "alice", &relay_addr).await;
-    let bob = user(&net, "bob", &relay_addr).await;
-    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    let alice = user(&net, "alice", &relay_addr, None).await;
+    // Bob saves files where his configuration says.
     let files = tempfile::tempdir().expect("tempdir");
+    let downloads = files.path().join("Bob's files");
+    let bob = user(&net, "bob", &relay_addr, Some(&downloads)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
     let len = 8 * 1024 * 1024;
     let (path, bytes) = write_file(files.path(), "dump.bin", len);
     let count = chunk_count(len as u64);
@@ -157,7 +161,7 @@ async fn a_transfer_goes_on_where_it_stopped_after_either_side_restarts() {
     let quarter = len as u64 / 4;
     wait_file(&mut b_events, &id, |t| t.done >= quarter).await;
     bob.shutdown().await;
-    let bob = user(&net, "bob", &relay_addr).await;
+    let bob = user(&net, "bob", &relay_addr, Some(&downloads)).await;
     let before = listed(&bob.node(), &id);
     assert!(before.done >= quarter, "what was written before the restart is kept");
 
@@ -166,7 +170,7 @@ async fn a_transfer_goes_on_where_it_stopped_after_either_side_restarts() {
     wait_until(&bob.node(), &id, |t| t.done >= half).await;
     alice.shutdown().await;
     let resumed_at = listed(&bob.node(), &id).done;
-    let alice = user(&net, "alice", &relay_addr).await;
+    let alice = user(&net, "alice", &relay_addr, None).await;
     let resumed = listed(&alice.node(), &id);
     // The sender remembers what was acknowledged: all that Bob had written, but for the chunk
     // whose acknowledgement the shutdown may have cut off.
@@ -175,6 +179,7 @@ async fn a_transfer_goes_on_where_it_stopped_after_either_side_restarts() {
 
     let got = wait_until(&bob.node(), &id, |t| t.state == FileState::Received).await;
     let saved = PathBuf::from(got.path.expect("saved"));
+    assert_eq!(saved, downloads.join("dump.bin"));
     assert!(std::fs::read(&saved).expect("the saved file") == bytes, "the file arrived changed");
     let sent = wait_until(&alice.node(), &id, |t| t.state == FileState::Delivered).await;
     // Only what was in flight at each drop went twice: at most one chunk per restart, seen
