@@ -1598,7 +1598,7 @@ async fn send_file(
         let event = tokio::select! {
             event = events.next_event() => event?,
             _ = interrupt.recv() => {
-                bar.abandon();
+                bar.finish_and_clear();
                 let message = format!(
                     "interrupted: file {id} is committed and will still go out (the daemon goes on where it stopped, across restarts); follow it with: kolokol --data-dir {} files",
                     dir.display()
@@ -1646,11 +1646,8 @@ async fn send_file(
             _ => {}
         }
     };
-    if last.state == FileState::Delivered {
-        bar.finish();
-    } else {
-        bar.abandon();
-    }
+    // The line that follows says how it ended; the bar would share its terminal line.
+    bar.finish_and_clear();
     if json_out {
         print_json(&last)?;
     } else {
