@@ -192,3 +192,36 @@ async fn a_transfer_goes_on_where_it_stopped_after_either_side_restarts() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_waits_for_an_offline_recipient_and_fails_visibly_if_it_changes_meanwhile() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = user(&net, "alice", &relay_addr, None).await;
+    let bob = user(&net, "bob", &relay_addr, None).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    bob.shutdown().await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let (path, _) = write_file(files.path(), "draft.odt", 3 * FILE_CHUNK_LEN);
+
+    // Bob is away: the first attempt fails, the file stays queued with the reason, and
+    // nothing of it is left in a mailbox.
+    let started = alice.node().send_file("bob", &path).await.expect("send_file");
+    let waiting = wait_until(&alice.node(), &started.id, |t| t.detail.is_some()).await;
+    assert_eq!(waiting.state, FileState::Queued);
+    assert_eq!(waiting.done, 0);
+
+    // The file is cut short before Bob is back: the transfer fails with a reason that says so,
+    // rather than sending what would not match its hash.
+    std::fs::write(&path, b"a much shorter draft").expect("rewritten");
+    let bob = user(&net, "bob", &relay_addr, None).await;
+    let failed = wait_until(&alice.node(), &started.id, |t| t.state == FileState::Failed).await;
+    let detail = failed.detail.expect("a reason");
+    assert!(detail.contains("changed since it was sent"), "{detail}");
+    // Bob's node never took an offer for it.
+    assert!(bob.node().files(100).expect("files").iter().all(|t| t.id != started.id));
+
+    for n in [alice, bob, relay] {
+        n.shutdown().await;
+    }
+}
