@@ -5,9 +5,10 @@
 //! queued in the same transaction (one that came directly is answered by the acknowledgement on
 //! the same stream, sent only once it is stored, which the sender takes as delivery). A receipt
 //! marks our message delivered, a read receipt marks our messages read, a chunk waits in the
-//! store until its message is whole, a file's offer and chunks go to [`crate::files`]. Strangers may write (that is how first
-//! contact works) within quotas that refill after their window ([`STRANGER_MESSAGES_PER_SENDER`],
-//! [`STRANGER_MESSAGES`], [`STRANGER_CONVERSATIONS`]); contacts are never limited by strangers.
+//! store until its message is whole, and a file's offer and chunks go to [`crate::files`].
+//! Strangers may write (that is how first contact works) within quotas that refill after their
+//! window ([`STRANGER_MESSAGES_PER_SENDER`], [`STRANGER_MESSAGES`], [`STRANGER_CONVERSATIONS`]);
+//! contacts are never limited by strangers.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

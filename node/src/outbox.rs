@@ -775,9 +775,9 @@ impl Outbox {
     }
 
     /// Retries queued messages and files until shutdown: when they fall due, when their peer
-    /// connects, and when woken (files: at most [`files::MAX_FILE_SENDS_IN_FLIGHT`] at once). Attempts run side by side, at most [`MAX_ATTEMPTS_IN_FLIGHT`]: a long
-    /// transfer to one peer holds up nothing else, and an item already in flight is not
-    /// started again.
+    /// connects, and when woken. Attempts run side by side, at most [`MAX_ATTEMPTS_IN_FLIGHT`]
+    /// (files: [`files::MAX_FILE_SENDS_IN_FLIGHT`]): a long transfer to one peer holds up
+    /// nothing else, and an item already in flight is not started again.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let store = &self.0.store;
         let mut attempts = JoinSet::new();
