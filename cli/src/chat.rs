@@ -238,6 +238,9 @@ impl App {
             | Event::Group(_)
             | Event::Rekeyed(_)
             | Event::Lagged { .. } => Action::Refresh,
+            // A file's progress shows in `kolokol files`; its line enters the conversation as a
+            // message once it is saved.
+            Event::File(_) => Action::None,
             // The count of members who have a text is the daemon's (a copy acknowledged after
             // the group was loaded may already be in it), so the group is loaded again rather
             // than counted here; other groups' lines in the list do not show deliveries.

@@ -23,8 +23,9 @@ use kolokol_node::transport;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
     BlockResult, Blocked, BundleInfo, Chat, ChatSummary, Contact, ContactReplaced, DoctorCheck,
-    DoctorReport, Event, IdInfo, ImportResult, InboxMessage, InboxReadResult, InviteInfo,
-    MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult, Status, method,
+    DoctorReport, Event, FileState, FileTransfer, IdInfo, ImportResult, InboxMessage,
+    InboxReadResult, InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, SendResult,
+    Status, method,
 };
 use kolokol_protocol::control::{GroupChat, GroupInfo, GroupMembers, GroupReadResult, GroupText};
 use kolokol_protocol::message::MAX_READ_IDS;
@@ -95,6 +96,10 @@ struct NetArgs {
     /// told; replaces the config file's `read_receipts`.
     #[arg(long)]
     no_read_receipts: bool,
+    /// Save received files in DIR (default: `downloads` in the data directory); replaces the
+    /// config file's `download_dir`.
+    #[arg(long, value_name = "DIR")]
+    download_dir: Option<PathBuf>,
     /// Look for peers on the local network with mDNS, announcing this node's peer id and
     /// listen addresses there; the default for `node`, not for `relay`. Replaces the config
     /// file's `mdns`.
@@ -198,15 +203,28 @@ enum Command {
     /// Private groups: create one, add and remove members, rename, leave, read it.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Send a text message to a contact, or to a group; TEXT `-` reads it from standard input.
+    /// Send a text message to a contact, or to a group; TEXT `-` reads it from standard input;
+    /// --file PATH sends a file to a contact instead, with a progress bar.
     Send {
         /// The contact's name, or a group's (a contact's name wins if both match).
         name: String,
         /// The message: the remaining arguments, joined with single spaces (quote it to keep
         /// several spaces; put `--` before a text that starts with `-`), or `-` alone to read
         /// standard input.
-        #[arg(required = true, num_args = 1.., value_name = "TEXT")]
+        #[arg(required_unless_present = "file", conflicts_with = "file", num_args = 1.., value_name = "TEXT")]
         text: Vec<String>,
+        /// Send this file (to a contact, up to 256 MiB unless max_file_mib says otherwise);
+        /// waits until the recipient has it whole, or until an attempt fails without moving it
+        /// on (the daemon goes on trying, as for texts).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Show file transfers, both ways, the newest first: how far each got, and where received
+    /// files were saved.
+    Files {
+        /// Show at most this many of the newest transfers (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
+        limit: u32,
     },
     /// Show your conversations and groups with their unread counts; with --messages, the
     /// received messages themselves.
@@ -774,6 +792,10 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
         pick(&net.external_address, file.external_addresses).unwrap_or_default();
     config.metrics = net.metrics.or(file.metrics);
     config.read_receipts = !net.no_read_receipts && file.read_receipts.unwrap_or(true);
+    config.download_dir = net.download_dir.clone().or(file.download_dir.clone());
+    if let Some(mib) = file.max_file_mib {
+        config.max_file_size = mib.saturating_mul(1024 * 1024);
+    }
     // A user node looks for contacts on its LAN by default, as the issue asks. A relay does
     // not: it runs on a public server, where multicast reaches nobody who needs it, and an
     // operator who does want it (a relay for one household or office) says `--mdns`. A node
@@ -962,7 +984,19 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             show(cli.json, &contact, |c| format!("removed {}", c.name))
         }
         Command::Group(command) => group(&dir, command, cli.json).await,
-        Command::Send { name, text } => {
+        Command::Send { name, file: Some(path), .. } => send_file(&dir, name, path, cli.json).await,
+        Command::Files { limit } => {
+            let files: Vec<FileTransfer> =
+                rpc(&dir, method::FILES, json!({ "limit": limit })).await?;
+            show(cli.json, &files, |files| {
+                if files.is_empty() {
+                    "no file transfers".into()
+                } else {
+                    files.iter().map(output::file_transfer).collect::<Vec<_>>().join("\n")
+                }
+            })
+        }
+        Command::Send { name, text, file: None } => {
             let text = if text.len() == 1 && text[0] == "-" {
                 if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
                     eprintln!("type the message, then Ctrl-D");
@@ -1516,6 +1550,124 @@ async fn send(
     // A message the recipient refused for good is a failed command; a queued one is not:
     // the outbox delivers it later.
     Ok(if result.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `send --file`: records the file in the daemon, then follows its `file` events with a
+/// progress bar (on a terminal) until the recipient has it whole (exit 0), refused it (exit 1),
+/// or an attempt failed without moving the file on and the daemon will try again (exit 0, as
+/// for a queued text; a drop mid-way is only noted, since the next attempt goes on from there).
+/// Ctrl-C stops the command, never the transfer (exit 130).
+async fn send_file(
+    dir: &std::path::Path,
+    name: &str,
+    path: &std::path::Path,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot install the Ctrl-C handler")?;
+    // The daemon reads the file, so it gets a path that does not depend on our directory.
+    let path = std::path::absolute(path)
+        .with_context(|| format!("cannot resolve the path {}", path.display()))?;
+    let mut events = Client::connect(dir).await?;
+    let _: bool = events.call(method::SUBSCRIBE, json!({})).await?;
+    let mut client = Client::connect(dir).await?;
+    let started: FileTransfer = client
+        .call(method::FILE_SEND, json!({ "to": name, "path": path.display().to_string() }))
+        .await?;
+    let bar = if json_out {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(
+            Some(started.size),
+            indicatif::ProgressDrawTarget::stderr(),
+        )
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(output::visible(&started.name));
+    let id = started.id.clone();
+    // What the recipient held when the last attempt failed: a failure that moved nothing since
+    // ends the wait.
+    let mut progress_at_failure = started.done;
+    let last = loop {
+        let event = tokio::select! {
+            event = events.next_event() => event?,
+            _ = interrupt.recv() => {
+                bar.finish_and_clear();
+                let message = format!(
+                    "interrupted: file {id} is committed and will still go out (the daemon goes on where it stopped, across restarts); follow it with: kolokol --data-dir {} files",
+                    dir.display()
+                );
+                if json_out {
+                    eprintln!("{}", json_error("interrupted", None, &message));
+                } else {
+                    eprintln!("{message}");
+                }
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+        };
+        let transfer = match event {
+            Event::File(t) if t.id == id => t,
+            // Events were dropped: the daemon's list says where the file is.
+            Event::Lagged { .. } => {
+                let files: Vec<FileTransfer> =
+                    client.call(method::FILES, json!({ "limit": MAX_LIST_LIMIT })).await?;
+                match files.into_iter().find(|t| t.id == id) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        bar.set_position(transfer.done);
+        match transfer.state {
+            FileState::Delivered | FileState::Failed => break transfer,
+            // An attempt failed. If it had moved the file on (a connection dropped mid-way),
+            // the daemon's next attempt goes on from there soon: keep following. If it moved
+            // nothing (the recipient is away), stop, as `send` does for a queued text.
+            FileState::Queued if transfer.detail.is_some() => {
+                if transfer.done <= progress_at_failure {
+                    break transfer;
+                }
+                progress_at_failure = transfer.done;
+                bar.suspend(|| {
+                    eprintln!(
+                        "note: {}; the daemon goes on from byte {}",
+                        output::visible(transfer.detail.as_deref().unwrap_or("the attempt failed")),
+                        transfer.done
+                    )
+                });
+            }
+            _ => {}
+        }
+    };
+    // The line that follows says how it ended; the bar would share its terminal line.
+    bar.finish_and_clear();
+    if json_out {
+        print_json(&last)?;
+    } else {
+        match (last.state, &last.detail) {
+            (FileState::Failed, why) => {
+                say!("{} failed", last.id)?;
+                let why = why.as_deref().unwrap_or("no reason given");
+                eprintln!("error: file not delivered: {}", output::visible(why));
+            }
+            (FileState::Queued, Some(why)) => say!(
+                "{} queued, {} of {} bytes delivered (will retry: {})",
+                last.id,
+                last.done,
+                last.size,
+                output::visible(why)
+            )?,
+            _ => say!("{} delivered ({} bytes)", last.id, last.size)?,
+        }
+    }
+    Ok(if last.state == FileState::Failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// How long `send`, interrupted while committing, waits for the daemon's answer: a commit is

@@ -510,3 +510,38 @@ fn shown(text: &str, full: bool) -> (&str, usize) {
 
 #[cfg(test)]
 mod tests;
+
+/// One file transfer as `kolokol files` lists it: when it began, which way, with whom, the
+/// name, how far it got, its state, and where a received file was saved.
+pub fn file_transfer(t: &kolokol_protocol::control::FileTransfer) -> String {
+    use kolokol_protocol::control::{FileDirection, FileState};
+    let who = t.contact.clone().unwrap_or_else(|| t.peer_id.clone());
+    let way = match t.direction {
+        FileDirection::Out => format!("to {who}"),
+        FileDirection::In => format!("from {who}"),
+    };
+    let percent = t.done.saturating_mul(100).checked_div(t.size).unwrap_or(100);
+    let state = match t.state {
+        FileState::Queued => "sending",
+        FileState::Delivered => "delivered",
+        FileState::Request => "request",
+        FileState::Receiving => "receiving",
+        FileState::Received => "received",
+        FileState::Failed => "failed",
+    };
+    let mut line = format!(
+        "[{}] {}  {way}  {}  {}/{} bytes ({percent}%)  {state}",
+        time(t.created_at_ms),
+        &t.id[..8.min(t.id.len())],
+        visible(&t.name),
+        t.done,
+        t.size,
+    );
+    if let (FileDirection::In, Some(path)) = (t.direction, &t.path) {
+        line.push_str(&format!("  saved to {}", visible(path)));
+    }
+    if let Some(detail) = &t.detail {
+        line.push_str(&format!("  ({})", visible(detail)));
+    }
+    line
+}

@@ -424,6 +424,28 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(imported.starts_with("imported 1 peer from a bundle signed by "), "{imported}");
     check_error(&run(&b, &["peers", "import", "/nonexistent/bundle"]), 1, "cannot read");
 
+    // A file goes too: `send --file` waits until Bob's node has it whole (the progress bar is
+    // drawn only on a terminal), and Bob's node saves it in his download directory under its
+    // own name, with a line in his inbox.
+    let file = tmp.path().join("notes.bin");
+    let bytes: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(7) % 251) as u8).collect();
+    std::fs::write(&file, &bytes).expect("file written");
+    let file_arg = file.to_str().expect("a UTF-8 path");
+    let sent = json_of(&a, &["send", "bob", "--file", file_arg]);
+    assert_eq!(sent["state"], "delivered", "{sent}");
+    assert_eq!(sent["done"], bytes.len(), "{sent}");
+    let listed = json_of(&b, &["files"]);
+    let saved = listed[0]["path"].as_str().expect("a saved path");
+    assert_eq!(Path::new(saved), b.join("downloads").join("notes.bin"));
+    assert!(std::fs::read(saved).expect("the saved file") == bytes, "the file arrived changed");
+    let listing = check_ok(&run(&b, &["files"]));
+    assert!(listing.contains("from alice  notes.bin") && listing.contains("received"), "{listing}");
+    assert!(check_ok(&run(&b, &["inbox", "--messages", "--peek"])).contains("file notes.bin"));
+    let shown = check_ok(&run(&a, &["send", "bob", "--file", file_arg]));
+    assert!(shown.ends_with(&format!(" delivered ({} bytes)\n", bytes.len())), "{shown}");
+    check_error(&run(&a, &["send", "bob", "--file", "/nonexistent/notes"]), 1, "cannot read");
+    check_error(&run(&a, &["send", "nobody", "--file", file_arg]), 1, "no contact named");
+
     // The mistakes of a new user, each one line and the documented exit code.
     check_error(&run(&a, &["contacts", "add", "carol", "kolokol1notaninvite"]), 1, "invite");
     check_error(&run(&a, &["contacts", "add", "carol", "hello"]), 1, "invite");

@@ -89,6 +89,12 @@ pub struct Config {
     /// Who may enter the DHT routing table: at most so many peers of one address range per
     /// bucket and per table ([`DHT_DIVERSITY`] unless a test relaxes it).
     pub dht_diversity: Diversity,
+    /// Where received files are saved; `None`: `downloads` in the data directory
+    /// ([`crate::files::DOWNLOADS_DIR`]).
+    pub download_dir: Option<PathBuf>,
+    /// The largest file this node sends or takes, in bytes
+    /// ([`crate::files::DEFAULT_MAX_FILE_SIZE`] unless configured).
+    pub max_file_size: u64,
 }
 
 /// The routing table's diversity rule: how many peers of one address group (an IPv4 /24, an
@@ -192,6 +198,10 @@ pub struct FileConfig {
     pub bridge: Option<bool>,
     /// The `[stealth]` table: certificate, cover and secret settings.
     pub stealth: StealthOptions,
+    /// `download_dir`: where received files are saved.
+    pub download_dir: Option<PathBuf>,
+    /// `max_file_mib`: the largest file sent or taken, in MiB.
+    pub max_file_mib: Option<u64>,
 }
 
 /// The file's `[stealth]` table.
@@ -222,6 +232,8 @@ struct RawFileConfig {
     transport: Option<Policy>,
     bridge: Option<bool>,
     stealth: Option<RawStealth>,
+    download_dir: Option<PathBuf>,
+    max_file_mib: Option<u64>,
 }
 
 /// A list of multiaddr strings, each with its position in the file.
@@ -366,6 +378,8 @@ impl FileConfig {
             metrics,
             read_receipts: raw.read_receipts,
             mdns: raw.mdns,
+            download_dir: raw.download_dir,
+            max_file_mib: raw.max_file_mib,
         })
     }
 }
@@ -408,6 +422,8 @@ impl Config {
             clock: Clock::system(),
             dht_diversity: DHT_DIVERSITY,
             mailbox_handover_interval: crate::mailbox::handover::HANDOVER_INTERVAL,
+            download_dir: None,
+            max_file_size: crate::files::DEFAULT_MAX_FILE_SIZE,
         }
     }
 

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kolokol_protocol::control::FileSendParams;
 use kolokol_protocol::control::{
     ChatParams, ContactAcceptParams, ContactAddParams, ContactMarkParams, ContactNameParams,
     ContactRenameParams, Event, ImportParams, InboxParams, InboxReadParams, MAX_LINE_LEN,
@@ -284,6 +285,14 @@ async fn dispatch(
             } else {
                 to_value(node.enqueue(&p.to, &p.text).await.map_err(failure)?)
             }
+        }
+        method::FILE_SEND => {
+            let p: FileSendParams = params(request)?;
+            to_value(node.send_file(&p.to, std::path::Path::new(&p.path)).await.map_err(failure)?)
+        }
+        method::FILES => {
+            let p: OutboxParams = params(request)?;
+            to_value(node.files(p.limit.unwrap_or(DEFAULT_LIST_LIMIT)).map_err(failure)?)
         }
         method::INBOX => {
             let p: InboxParams = params(request)?;

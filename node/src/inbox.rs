@@ -5,9 +5,10 @@
 //! queued in the same transaction (one that came directly is answered by the acknowledgement on
 //! the same stream, sent only once it is stored, which the sender takes as delivery). A receipt
 //! marks our message delivered, a read receipt marks our messages read, a chunk waits in the
-//! store until its message is whole. Strangers may write (that is how first
-//! contact works) within quotas that refill after their window ([`STRANGER_MESSAGES_PER_SENDER`],
-//! [`STRANGER_MESSAGES`], [`STRANGER_CONVERSATIONS`]); contacts are never limited by strangers.
+//! store until its message is whole, and a file's offer and chunks go to [`crate::files`].
+//! Strangers may write (that is how first contact works) within quotas that refill after their
+//! window ([`STRANGER_MESSAGES_PER_SENDER`], [`STRANGER_MESSAGES`], [`STRANGER_CONVERSATIONS`]);
+//! contacts are never limited by strangers.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use kolokol_protocol::control::{Event, InboxMessage, MessageState};
 use kolokol_protocol::conversation::Conversation;
 use kolokol_protocol::envelope;
+use kolokol_protocol::file::FileMessage;
 use kolokol_protocol::message::{Body, Content, MessageId, format_id};
 use libp2p::PeerId;
 use tokio::sync::{Notify, mpsc, watch};
@@ -100,6 +102,8 @@ pub(crate) struct InboxParts {
     pub(crate) clock: Clock,
     /// Where group messages go.
     pub(crate) groups: Groups,
+    /// Where files' offers and chunks go.
+    pub(crate) downloads: crate::files::Downloads,
     /// Wakes the outbox: a receipt was queued.
     pub(crate) outbox_wake: Arc<Notify>,
     /// One log line per window for refusals past the stranger quotas.
@@ -184,13 +188,19 @@ impl Inbox {
         });
     }
 
-    /// Drops the chunks of messages whose first chunk arrived longer than [`CHUNK_TTL`] ago.
+    /// Drops the chunks of messages whose first chunk arrived longer than [`CHUNK_TTL`] ago,
+    /// and gives up files nothing arrived for in as long.
     fn purge_chunks(&self) {
         let before = self.0.clock.now_ms().saturating_sub(CHUNK_TTL.as_millis() as u64);
         match self.0.store.purge_chunks(before) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "dropped chunks of incomplete messages"),
             Err(e) => tracing::error!(%e, "cannot purge chunks"),
+        }
+        match self.0.downloads.purge(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "gave up files whose senders stopped sending"),
+            Err(e) => tracing::error!(%e, "cannot purge abandoned files"),
         }
     }
 
@@ -593,6 +603,20 @@ impl Inbox {
                 // line leaves them until the purge, and the inbox already answers repeats.
                 store.delete_chunks(&sender, &content.id)?;
                 return Ok(ack);
+            }
+            // A file's offer or chunk: only contacts' files are taken; anyone else's wait as
+            // requests (answered busy) until the user accepts them, as long messages do.
+            Body::File(message) => {
+                let contact = store.contact_by_peer(&sender)?.is_some();
+                let downloads = &self.0.downloads;
+                return match message {
+                    FileMessage::Offer(offer) => {
+                        downloads.offered(&sender, contact, &content.id, &offer)
+                    }
+                    FileMessage::Chunk { index, data } => {
+                        downloads.chunk(&sender, contact, &content.id, index, &data)
+                    }
+                };
             }
             // Only the recipient of a message can say it was read, as with delivery receipts;
             // ids of other messages, and repeats, change nothing.

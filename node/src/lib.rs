@@ -28,6 +28,7 @@ pub mod chats;
 pub mod contacts;
 pub mod conversations;
 pub mod doctor;
+pub mod files;
 pub mod groups;
 pub mod inbox;
 pub mod keys;

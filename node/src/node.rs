@@ -292,6 +292,50 @@ impl Node {
         self.0.outbox.enqueue(contact, text).await
     }
 
+    /// Sends a file to a contact: records it and returns at once, `queued`; the outbox sends its
+    /// offer and chunks, and `file` events tell how it goes (`file.send`). Files go to one
+    /// contact at a time: a group's name is refused with a clear error.
+    pub async fn send_file(
+        &self,
+        to: &str,
+        path: &std::path::Path,
+    ) -> Result<control::FileTransfer> {
+        let contact = match self.0.contacts.get(to) {
+            Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
+                Ok(_) => {
+                    return Err(Error::BadMessage(format!(
+                        "{to:?} is a group: files go to one contact at a time (send it to each \
+                         member: kolokol send NAME --file PATH)"
+                    )));
+                }
+                Err(_) => return Err(Error::UnknownContact(name)),
+            },
+            other => other?,
+        };
+        self.0.outbox.send_file(contact, path).await
+    }
+
+    /// File transfers either way, the newest first, at most `limit` in all.
+    pub fn files(&self, limit: u32) -> Result<Vec<control::FileTransfer>> {
+        let store = &self.0.store;
+        let name = |peer: &PeerId| store.contact_by_peer(peer).ok().flatten().map(|c| c.name);
+        let mut all: Vec<control::FileTransfer> = store
+            .file_sends(limit)?
+            .into_iter()
+            .map(|row| {
+                let contact = name(&row.peer_id);
+                crate::files::send_view(row, contact)
+            })
+            .chain(store.file_receives(limit)?.into_iter().map(|row| {
+                let contact = name(&row.peer_id);
+                crate::files::receive_view(row, contact)
+            }))
+            .collect();
+        all.sort_by_key(|t| std::cmp::Reverse(t.created_at_ms));
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+
     /// Every conversation, the most recent first, with its unread count.
     pub fn chats(&self) -> Result<Vec<control::ChatSummary>> {
         self.0.chats.list()

@@ -10,6 +10,7 @@
 //! message (sent, failed, or retry when) is decided by one pure function, [`verdict`], so the
 //! schedule is tested without a network.
 
+pub mod files;
 pub mod transfer;
 
 use std::collections::{HashMap, HashSet};
@@ -25,7 +26,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::conversations::{Conversations, Held};
+use crate::conversations::{Conversations, Held, PeerPrekeys};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::ids::new_message_id;
@@ -169,6 +170,8 @@ pub(crate) struct OutboxParts {
     pub(crate) paths: Paths,
     /// Held from taking a text's number to committing it, so no two texts get the same one.
     pub(crate) numbering: tokio::sync::Mutex<()>,
+    /// The largest file this node sends, in bytes.
+    pub(crate) max_file_size: u64,
 }
 
 /// An item's place in [`OutboxParts::in_flight`], given up when dropped.
@@ -300,7 +303,9 @@ impl Outbox {
 
     /// Makes everything waiting for `peer` due now (it just connected); returns how many.
     pub(crate) fn wake_peer(&self, peer: &PeerId) -> Result<usize> {
-        let woken = self.0.store.wake_peer(peer, self.0.clock.now_ms())?;
+        let now = self.0.clock.now_ms();
+        let woken =
+            self.0.store.wake_peer(peer, now)? + self.0.store.wake_file_sends(Some(peer), now)?;
         if woken > 0 {
             self.0.wake.notify_one();
         }
@@ -309,7 +314,8 @@ impl Outbox {
 
     /// Makes everything waiting due now (connectivity came back); returns how many.
     pub(crate) fn wake_all(&self) -> Result<usize> {
-        let woken = self.0.store.wake_all(self.0.clock.now_ms())?;
+        let now = self.0.clock.now_ms();
+        let woken = self.0.store.wake_all(now)? + self.0.store.wake_file_sends(None, now)?;
         if woken > 0 {
             self.0.wake.notify_one();
         }
@@ -618,6 +624,44 @@ impl Outbox {
             kolokol_protocol::chunk::CHUNK_LEN
         };
         let contents = kolokol_protocol::chunk::split_with(&content, chunk_len).map_err(refused)?;
+        let (indexes, contents): (Vec<u32>, Vec<Content>) = contents
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32, c))
+            .filter(|(i, _)| only.is_none_or(|only| only.contains(i)))
+            .unzip();
+        let held = self.seal_with_prekeys(peer, device_key, contents, prekeys).await?;
+        let (envelopes, held) = held.split();
+        Ok(held.with_value(indexes.into_iter().zip(envelopes).collect()))
+    }
+
+    /// Seals `contents` for the peer as they are, one envelope each, in one hold of the
+    /// conversation, first looking up the peer's prekey if the envelopes would be first
+    /// contacts without one.
+    pub(crate) async fn seal_contents(
+        &self,
+        peer: &PeerId,
+        device_key: [u8; 32],
+        contents: Vec<Content>,
+    ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
+        let prekeys = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
+        self.seal_with_prekeys(peer, device_key, contents, prekeys).await
+    }
+
+    /// Seals `contents` for the peer with the prekeys a lookup found (if it made one).
+    async fn seal_with_prekeys(
+        &self,
+        peer: &PeerId,
+        device_key: [u8; 32],
+        contents: Vec<Content>,
+        prekeys: PeerPrekeys,
+    ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
+        let refused = |e: kolokol_protocol::Error| DeliveryFailure {
+            reason: format!("cannot seal: {e}"),
+            permanent: true,
+            refused: false,
+            slow: false,
+        };
         // A format 4 first contact goes to a current hybrid prekey or waits for one: never to
         // the long-term device key (docs/PROTOCOL.md 7.4). The message stays queued with the
         // reason, and every attempt looks the peer's presence record up again.
@@ -627,21 +671,12 @@ impl Outbox {
         {
             return Err(DeliveryFailure::temporary(stale_prekey_reason(expired_at, now)));
         }
-        let (indexes, contents): (Vec<u32>, Vec<Content>) = contents
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| (i as u32, c))
-            .filter(|(i, _)| only.is_none_or(|only| only.contains(i)))
-            .unzip();
-        let held = self
-            .0
+        self.0
             .conversations
             .seal(peer, device_key, contents, prekeys)
             .await
             .map_err(|e| DeliveryFailure::temporary(e.to_string()))?
-            .map_err(refused)?;
-        let (envelopes, held) = held.split();
-        Ok(held.with_value(indexes.into_iter().zip(envelopes).collect()))
+            .map_err(refused)
     }
 
     /// Sends an item's parts directly, one after the other (a large one only while it holds
@@ -755,15 +790,18 @@ impl Outbox {
         while attempts.join_next().await.is_some() {}
     }
 
-    /// Retries queued messages until shutdown: when they fall due, when their peer connects,
-    /// and when woken. Attempts run side by side, at most [`MAX_ATTEMPTS_IN_FLIGHT`]: a long
-    /// transfer to one peer holds up nothing else, and an item already in flight is not
-    /// started again.
+    /// Retries queued messages and files until shutdown: when they fall due, when their peer
+    /// connects, and when woken. Attempts run side by side, at most [`MAX_ATTEMPTS_IN_FLIGHT`]
+    /// (files: [`files::MAX_FILE_SENDS_IN_FLIGHT`]): a long transfer to one peer holds up
+    /// nothing else, and an item already in flight is not started again.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let store = &self.0.store;
         let mut attempts = JoinSet::new();
+        let mut files = JoinSet::new();
         loop {
             while attempts.try_join_next().is_some() {}
+            while files.try_join_next().is_some() {}
+            self.start_due_files(&mut files);
             if attempts.len() + crate::store::OUTBOX_BATCH <= MAX_ATTEMPTS_IN_FLIGHT {
                 let now = self.0.clock.now_ms();
                 match store.due(now, now + ATTEMPT_CLAIM.as_millis() as u64) {
@@ -795,14 +833,19 @@ impl Outbox {
                     Err(e) => tracing::error!(%e, "cannot read the outbox"),
                 }
             }
-            let wait = match store.next_due() {
-                Ok(Some(at)) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
-                _ => OUTBOX_POLL,
+            let next = [store.next_due(), store.next_file_due()]
+                .into_iter()
+                .filter_map(|due| due.ok().flatten())
+                .min();
+            let wait = match next {
+                Some(at) => self.0.clock.until_ms(at).min(OUTBOX_POLL),
+                None => OUTBOX_POLL,
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.0.wake.notified() => {}
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+                Some(_) = files.join_next(), if !files.is_empty() => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -111,6 +111,7 @@ impl RunningNode {
             in_flight: Default::default(),
             numbering: Default::default(),
             paths: Default::default(),
+            max_file_size: config.max_file_size,
         });
         let groups = Groups::new(GroupsParts {
             store: store.clone(),
@@ -121,7 +122,20 @@ impl RunningNode {
             events: events.clone(),
             clock: clock.clone(),
         });
+        let downloads = crate::files::Downloads::new(crate::files::DownloadsParts {
+            store: store.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+            dir: config
+                .download_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.path(crate::files::DOWNLOADS_DIR)),
+            partial: data_dir.path(crate::files::PARTIAL_DIR),
+            max_size: config.max_file_size,
+            finishing: Default::default(),
+        });
         let inbox = Inbox::new(InboxParts {
+            downloads,
             conversations: conversations.clone(),
             store: store.clone(),
             keys: keys.clone(),
@@ -150,6 +164,7 @@ impl RunningNode {
         // Messages left queued by a previous run are due now, not at their old retry time; the
         // sealed envelopes of items that ended while the node stopped are dropped.
         store.wake_all(clock.now_ms())?;
+        store.wake_file_sends(None, clock.now_ms())?;
         store.purge_parts()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);

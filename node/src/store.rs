@@ -12,6 +12,7 @@ mod chunks;
 mod contacts;
 mod conversations;
 mod endpoints;
+mod files;
 mod groups;
 mod inbox;
 mod mailbox;
@@ -35,6 +36,10 @@ pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PE
 pub use contacts::ContactRow;
 pub use conversations::ConversationWrite;
 pub use endpoints::{EndpointRow, MAX_ENDPOINT_ROWS};
+pub use files::{
+    FileChunkOutcome, FileReceiveRow, FileSendRow, MAX_FILE_REQUESTS, MAX_PARTIAL_FILES,
+    MAX_PARTIAL_FILES_PER_PEER,
+};
 pub use groups::{
     GroupMemberRow, GroupRow, GroupStatus, GroupTextRow, GroupUpdate, MAX_GROUPS,
     MAX_PENDING_GROUPS, MAX_PENDING_TEXTS,

@@ -92,6 +92,10 @@ pub mod method {
     pub const GROUP_INBOX: &str = "group.inbox";
     /// Returns `true`, then streams `event` notifications ([`super::Event`]) on this connection.
     pub const SUBSCRIBE: &str = "subscribe";
+    /// Send a file to a contact (`FileSendParams` → `FileTransfer`, `queued`).
+    pub const FILE_SEND: &str = "file.send";
+    /// File transfers either way, the newest first (`OutboxParams` → `[FileTransfer]`).
+    pub const FILES: &str = "files";
     /// The method name of event notifications sent after `subscribe`.
     pub const EVENT: &str = "event";
 }
@@ -219,6 +223,8 @@ pub enum Event {
     /// A conversation was re-keyed: both sides start fresh keys, and what was queued for the
     /// peer is sealed again under them (docs/PROTOCOL.md 8.9).
     Rekeyed(Rekey),
+    /// A file transfer, either way, made progress or changed state.
+    File(FileTransfer),
     /// The subscriber fell behind and missed this many events; re-read `inbox` or `outbox`.
     Lagged {
         /// How many events were dropped.
@@ -1129,4 +1135,80 @@ impl Notification {
     pub fn new(event: Event) -> Self {
         Self { jsonrpc: "2.0".into(), method: method::EVENT.into(), params: event }
     }
+}
+
+/// Params of `file.send`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileSendParams {
+    /// The contact's local name.
+    pub to: String,
+    /// The file, as a path the daemon can read (absolute: the daemon runs elsewhere).
+    pub path: String,
+}
+
+/// Which way a file goes.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileDirection {
+    /// We send it.
+    Out,
+    /// We receive it.
+    In,
+}
+
+/// Where a file transfer is. On the wire (JSON) each is its lower-case name.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    /// Ours, being sent or waiting for the recipient (the detail says why, after a failed
+    /// attempt).
+    Queued,
+    /// Ours, and the recipient's node has it whole, checked against its hash and saved.
+    Delivered,
+    /// Theirs, from someone who is not a contact: it waits until they are accepted.
+    Request,
+    /// Theirs, arriving.
+    Receiving,
+    /// Theirs, whole, checked and saved at `path`.
+    Received,
+    /// Given up; the detail says why.
+    Failed,
+}
+
+/// A file transfer, either way, as `files` lists it and `file` events carry it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileTransfer {
+    /// The transfer's id, 32 hex digits.
+    pub id: String,
+    /// Which way it goes.
+    pub direction: FileDirection,
+    /// The other side's peer id.
+    pub peer_id: String,
+    /// The other side's contact name, if they are a contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// The file's name: ours as sent, theirs as they named it (before it was made safe).
+    pub name: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Bytes the recipient holds: acknowledged (ours) or written to disk (theirs).
+    pub done: u64,
+    /// Where it is.
+    pub state: FileState,
+    /// Why the last attempt failed, why it was given up, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Where a received file was saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// How many chunks it travels in.
+    pub chunks: u32,
+    /// Chunks that travelled more than once: ours, deliveries that did not add an
+    /// acknowledged chunk (a drop mid-chunk); theirs, chunks that arrived when already on disk.
+    /// After a restart of either side, only the chunk in flight at the drop is sent again.
+    pub repeats: u32,
+    /// When it began, Unix ms.
+    pub created_at_ms: u64,
+    /// When it last changed, Unix ms.
+    pub updated_at_ms: u64,
 }

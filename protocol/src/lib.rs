@@ -16,6 +16,7 @@ pub mod control;
 pub mod conversation;
 pub mod envelope;
 pub mod error;
+pub mod file;
 pub mod group;
 pub mod identity;
 pub mod invite;

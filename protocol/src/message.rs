@@ -94,6 +94,10 @@ pub enum Body {
         /// What it says.
         text: String,
     },
+    /// A file's offer or one of its chunks (see [`crate::file`]); the content's id is the
+    /// transfer's. Appended after `NumberedText`; valid only within the bounds of
+    /// [`crate::file::FileMessage::is_valid`].
+    File(crate::file::FileMessage),
 }
 
 impl Body {
@@ -109,6 +113,7 @@ impl Body {
             }
             Body::NumberedText { seq, .. } => *seq >= 1,
             Body::Group(message) => message.is_valid(),
+            Body::File(message) => message.is_valid(),
             Body::Text(_) | Body::Receipt { .. } => true,
         }
     }

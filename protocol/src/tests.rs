@@ -265,6 +265,26 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             .unwrap(),
         ),
         (
+            "content_file_offer",
+            codec::encode(&Content {
+                body: Body::File(crate::file::FileMessage::Offer(crate::file::FileOffer {
+                    name: "report.pdf".into(),
+                    size: 150_000,
+                    sha256: [0x5e; 32],
+                })),
+                ..content()
+            })
+            .unwrap(),
+        ),
+        (
+            "content_file_chunk",
+            codec::encode(&Content {
+                body: Body::File(crate::file::FileMessage::Chunk { index: 2, data: vec![0xc7; 8] }),
+                ..content()
+            })
+            .unwrap(),
+        ),
+        (
             "backup_file",
             crate::backup::seal_with(
                 b"correct horse battery staple",
@@ -357,6 +377,11 @@ fn golden_vectors_match_and_decode() {
     let numbered = codec::decode::<Content>("c", &read("content_numbered_text")).unwrap();
     assert_eq!(numbered.body.text(), Some("hello, bob"));
     assert!(numbered.body.is_valid());
+    let offer = codec::decode::<Content>("c", &read("content_file_offer")).unwrap();
+    assert!(offer.body.is_valid());
+    let chunk = codec::decode::<Content>("c", &read("content_file_chunk")).unwrap();
+    // Eight bytes stand for the chunk's data in the vector; a real chunk carries 62 720.
+    assert!(matches!(chunk.body, Body::File(crate::file::FileMessage::Chunk { index: 2, .. })));
     let receipt = codec::decode::<Content>("c", &read("content_read")).unwrap();
     assert_eq!(receipt, read_content());
     assert!(receipt.body.is_valid());

@@ -17,6 +17,8 @@ mod control_socket;
 #[cfg(test)]
 mod discovery;
 #[cfg(test)]
+mod files;
+#[cfg(test)]
 mod first_contact;
 #[cfg(test)]
 mod groups;

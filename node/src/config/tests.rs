@@ -46,7 +46,7 @@ fn mistakes_name_the_line_and_the_option() {
     );
     check_err(
         "bootsrap = []\n",
-        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`, `mdns`, `transport`, `bridge`, `stealth`",
+        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`, `mdns`, `transport`, `bridge`, `stealth`, `download_dir`, `max_file_mib`",
     );
     check_err("log_format = \"xml\"\n", "line 1: unknown variant `xml`, expected `text` or `json`");
     check_err(

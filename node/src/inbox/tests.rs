@@ -73,6 +73,7 @@ fn setup() -> Setup {
         in_flight: Default::default(),
         paths: Default::default(),
         numbering: Default::default(),
+        max_file_size: crate::files::DEFAULT_MAX_FILE_SIZE,
     });
     let groups = Groups::new(GroupsParts {
         store: store.clone(),
@@ -83,7 +84,17 @@ fn setup() -> Setup {
         events: events.clone(),
         clock: clock.clone(),
     });
+    let downloads = crate::files::Downloads::new(crate::files::DownloadsParts {
+        store: store.clone(),
+        events: events.clone(),
+        clock: clock.clone(),
+        dir: dir.path().join(crate::files::DOWNLOADS_DIR),
+        partial: dir.path().join(crate::files::PARTIAL_DIR),
+        max_size: crate::files::DEFAULT_MAX_FILE_SIZE,
+        finishing: Default::default(),
+    });
     let inbox = Inbox::new(InboxParts {
+        downloads,
         conversations,
         store: store.clone(),
         keys,

@@ -6,8 +6,9 @@
 //! The parts are the item's sealed envelopes as the store keeps them (`store/parts.rs`): sealed
 //! once, sent as many times as it takes, each acknowledged part recorded as it is, so a retry
 //! sends only the rest and burns no receive key. Anything that has an outbox id and sealed
-//! envelopes can go this way: today a message and its chunks; a file's chunks later
-//! (`docs/ARCHITECTURE.md`, "Parts").
+//! envelopes can go this way: a message and its chunks. A file's chunks are sealed one at a
+//! time instead, when it is their turn (`outbox/files.rs`), but take the same bulk lane and time
+//! limits here.
 //!
 //! [`Paths`] is what the outbox knows of the path to each peer: the goodput of its last large
 //! envelopes, the bulk lane, and whether it said the path looks throttled (once, not at every

@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Schema version written to `PRAGMA user_version`; migrations run from the stored one up.
-pub(super) const SCHEMA_VERSION: i64 = 13;
+pub(super) const SCHEMA_VERSION: i64 = 14;
 
 /// Brings the schema from `version` (as read from the database) up to [`SCHEMA_VERSION`].
 pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
@@ -20,7 +20,7 @@ pub(super) fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
 /// The steps, in order: `STEPS[n]` takes the schema from version `n` to `n + 1`.
 const STEPS: [&str; SCHEMA_VERSION as usize] = [
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13, SCHEMA_V14,
 ];
 
 const SCHEMA_V1: &str = "
@@ -297,5 +297,52 @@ ALTER TABLE contacts ADD COLUMN verified_at_ms INTEGER;
 CREATE TABLE blocked (
     peer_id       TEXT PRIMARY KEY,
     blocked_at_ms INTEGER NOT NULL
+);
+";
+
+/// Version 14: files. `file_sends` holds each file we send (its path, its offer, how many of its
+/// chunks the recipient acknowledged, in order), `file_receives` each file we receive (its offer,
+/// how far it got, where it was saved) and `file_chunks` which chunks of a file being received
+/// are on disk (docs/PROTOCOL.md section 6.10).
+const SCHEMA_V14: &str = "
+CREATE TABLE file_sends (
+    id              BLOB PRIMARY KEY,
+    peer_id         TEXT NOT NULL,
+    device_key      BLOB NOT NULL,
+    path            TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    sha256          BLOB NOT NULL,
+    state           TEXT NOT NULL,
+    detail          TEXT,
+    offered         INTEGER NOT NULL,
+    acked           INTEGER NOT NULL,
+    chunks_sent     INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    updated_at_ms   INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL
+);
+CREATE INDEX file_sends_due ON file_sends (state, next_attempt_ms);
+CREATE TABLE file_receives (
+    peer_id       TEXT NOT NULL,
+    id            BLOB NOT NULL,
+    name          TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    sha256        BLOB NOT NULL,
+    state         TEXT NOT NULL,
+    detail        TEXT,
+    received      INTEGER NOT NULL,
+    repeated      INTEGER NOT NULL,
+    path          TEXT,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, id)
+);
+CREATE TABLE file_chunks (
+    peer_id TEXT NOT NULL,
+    id      BLOB NOT NULL,
+    idx     INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, id, idx)
 );
 ";
