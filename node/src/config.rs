@@ -89,6 +89,12 @@ pub struct Config {
     /// Who may enter the DHT routing table: at most so many peers of one address range per
     /// bucket and per table ([`DHT_DIVERSITY`] unless a test relaxes it).
     pub dht_diversity: Diversity,
+    /// Run the swarm over libp2p's in-memory transport (`/memory/<port>` addresses, Noise and
+    /// Yamux as over TCP) instead of TCP, QUIC and stealth, so that one process can hold
+    /// hundreds of real nodes: only the scale simulation (`kolokol-scale` and its test in the
+    /// `tests` crate) sets it. No command-line flag or config file option does, and a node that
+    /// has it reaches no other process.
+    pub in_memory: bool,
 }
 
 /// The routing table's diversity rule: how many peers of one address group (an IPv4 /24, an
@@ -408,6 +414,7 @@ impl Config {
             clock: Clock::system(),
             dht_diversity: DHT_DIVERSITY,
             mailbox_handover_interval: crate::mailbox::handover::HANDOVER_INTERVAL,
+            in_memory: false,
         }
     }
 
