@@ -95,6 +95,12 @@ pub struct Config {
     /// The largest file this node sends or takes, in bytes
     /// ([`crate::files::DEFAULT_MAX_FILE_SIZE`] unless configured).
     pub max_file_size: u64,
+    /// Run the swarm over libp2p's in-memory transport (`/memory/<port>` addresses, Noise and
+    /// Yamux as over TCP) instead of TCP, QUIC and stealth, so that one process can hold
+    /// hundreds of real nodes: only the scale simulation (`kolokol-scale` and its test in the
+    /// `tests` crate) sets it. No command-line flag or config file option does, and a node that
+    /// has it reaches no other process.
+    pub in_memory: bool,
 }
 
 /// The routing table's diversity rule: how many peers of one address group (an IPv4 /24, an
@@ -424,6 +430,7 @@ impl Config {
             mailbox_handover_interval: crate::mailbox::handover::HANDOVER_INTERVAL,
             download_dir: None,
             max_file_size: crate::files::DEFAULT_MAX_FILE_SIZE,
+            in_memory: false,
         }
     }
 

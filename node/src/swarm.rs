@@ -283,6 +283,26 @@ pub struct NetStatus {
     /// Relays holding a reservation for us that said they are bridges: their circuits are for
     /// contacts only, never in the public presence record.
     pub bridges: Vec<PeerId>,
+    /// The presence lookups that ended since the node started, and what they cost.
+    pub lookups: LookupStats,
+}
+
+/// Counts over the presence lookups a node made (`Node::resolve`, and the outbox's own
+/// lookups), from Kademlia's per-query statistics (`kad::QueryStats`) taken when each lookup
+/// ended: at the first fresh record, the second valid one, or the end of the query. Counters
+/// only grow; a caller that wants one lookup's figures takes the difference around it. The
+/// scale simulation (`kolokol-scale`) reads them for its hop counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LookupStats {
+    /// Lookups that ended with a valid record.
+    pub found: u64,
+    /// Lookups that ended without one.
+    pub not_found: u64,
+    /// Requests the lookups sent to DHT peers (`QueryStats::num_requests`): every peer asked,
+    /// answered or not.
+    pub requests: u64,
+    /// Of those, the ones that were answered (`QueryStats::num_successes`).
+    pub successes: u64,
 }
 
 /// An error's text on one line. libp2p's dial errors list every address tried on a line of

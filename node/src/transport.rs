@@ -170,6 +170,26 @@ pub fn build(
     Ok(cooldown::Cooldown::new(all, hole_punch).boxed())
 }
 
+/// The swarm's one transport when the config asks for the in-memory one (`Config::in_memory`,
+/// the scale simulation): libp2p's `MemoryTransport` with the same upgrades as TCP (Noise,
+/// Yamux, `V1Lazy`, [`CONNECT_TIMEOUT`]) and the same [`cooldown::Cooldown`] in front (which
+/// keeps the dials' timeout; a memory address names no endpoint, so nothing cools down), so a
+/// node on it differs from one on TCP only in how bytes move between processes' worth of nodes.
+pub fn memory(
+    key: &libp2p::identity::Keypair,
+    shared: cooldown::Shared,
+) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
+{
+    let memory = libp2p::core::transport::MemoryTransport::default()
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .inbound_timeout(CONNECT_TIMEOUT)
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed();
+    Ok(cooldown::Cooldown::new(memory, shared).boxed())
+}
+
 /// Whether a listen address of ours is one others can dial: not a stealth listener behind a
 /// reverse proxy, whose public address is the proxy's.
 pub fn is_dialable_listen_address(addr: &Multiaddr) -> bool {

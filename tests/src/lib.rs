@@ -6,6 +6,7 @@
 //! Tests wait for events with a timeout and never sleep to synchronise; they assert what
 //! happened, never how fast.
 
+pub mod scale;
 pub mod support;
 pub mod sybil;
 pub mod tls_hello;

@@ -63,7 +63,8 @@ impl Rng {
     fn key(&mut self) -> Key {
         [self.next_u64(), self.next_u64(), self.next_u64(), self.next_u64()]
     }
-    fn below(&mut self, n: usize) -> usize {
+    /// A number below `n` (nearly uniform for the small `n` a simulation uses).
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
 }

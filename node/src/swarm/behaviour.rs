@@ -143,6 +143,9 @@ pub(crate) fn build(
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_other_transport(|key| {
+            if config.in_memory {
+                return crate::transport::memory(key, hole_punch.clone());
+            }
             crate::transport::build(key, config.transport, stealth.clone(), hole_punch.clone())
         })
         .map_err(|e| net(&e))?

@@ -128,7 +128,7 @@ impl EventLoop {
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let _ = kad::store::RecordStore::add_provider(store, record);
             }
-            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+            kad::Event::OutboundQueryProgressed { id, result, step, stats } => match result {
                 kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
                     let now = self.clock.now_secs();
                     let fresh_since =
@@ -159,10 +159,10 @@ impl EventLoop {
                         enough = fresh || lookup.answers >= RECORD_ANSWERS;
                     }
                     if step.last || enough {
-                        self.finish_lookup(id);
+                        self.finish_lookup(id, &stats);
                     }
                 }
-                kad::QueryResult::GetRecord(_) => self.finish_lookup(id),
+                kad::QueryResult::GetRecord(_) => self.finish_lookup(id, &stats),
                 kad::QueryResult::GetClosestPeers(result) => {
                     let peers = match result {
                         Ok(ok) => ok.peers,
@@ -264,8 +264,18 @@ impl EventLoop {
         )
     }
 
-    pub(super) fn finish_lookup(&mut self, id: kad::QueryId) {
+    /// Ends a presence lookup with the best record found so far, and counts what Kademlia did
+    /// for it up to now (`stats`, the query's own counts) in [`LookupStats`].
+    pub(super) fn finish_lookup(&mut self, id: kad::QueryId, stats: &kad::QueryStats) {
         if let Some(lookup) = self.lookups.remove(&id) {
+            let counts = &mut self.lookup_stats;
+            if lookup.best.is_some() {
+                counts.found += 1;
+            } else {
+                counts.not_found += 1;
+            }
+            counts.requests += u64::from(stats.num_requests());
+            counts.successes += u64::from(stats.num_successes());
             let _ = lookup.reply.send(lookup.best);
         }
         if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {

@@ -152,6 +152,8 @@ pub(crate) struct EventLoop {
     pub(super) direct_since: HashMap<PeerId, Instant>,
     /// Presence lookups in flight, with the best record found so far and who waits for it.
     pub(super) lookups: HashMap<kad::QueryId, Lookup>,
+    /// What the presence lookups that ended so far found and cost, for [`NetStatus`].
+    pub(super) lookup_stats: crate::swarm::LookupStats,
     /// Outcome of the last presence publication.
     pub(super) presence: Option<Result<(), String>>,
     /// The query id of the last presence publication, to match its outcome, and the routing
@@ -332,6 +334,7 @@ impl EventLoop {
             connections: HashMap::new(),
             direct_since: HashMap::new(),
             lookups: HashMap::new(),
+            lookup_stats: Default::default(),
             presence: None,
             presence_query: None,
             presence_routing_table: 0,
@@ -608,6 +611,7 @@ impl EventLoop {
                 lan.sort();
                 lan
             },
+            lookups: self.lookup_stats,
             hole_punched: self.peers_via(Link::HolePunched),
             relayed: self.peers_via(Link::Relayed),
             bridges: {
