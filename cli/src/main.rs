@@ -1508,12 +1508,7 @@ async fn send(
                             "interrupted before the daemon confirmed the message: it may or may not be in the outbox; see: kolokol --data-dir {} outbox",
                             dir.display()
                         );
-                        if json_out {
-                            eprintln!("{}", json_error("interrupted", None, &message));
-                        } else {
-                            eprintln!("{message}");
-                        }
-                        return Ok(ExitCode::from(INTERRUPTED));
+                        return Ok(interrupted_exit(&message, json_out));
                     }
                 }
             }
@@ -1603,12 +1598,7 @@ async fn send_file(
                     "interrupted: file {id} is committed and will still go out (the daemon goes on where it stopped, across restarts); follow it with: kolokol --data-dir {} files",
                     dir.display()
                 );
-                if json_out {
-                    eprintln!("{}", json_error("interrupted", None, &message));
-                } else {
-                    eprintln!("{message}");
-                }
-                return Ok(ExitCode::from(INTERRUPTED));
+                return Ok(interrupted_exit(&message, json_out));
             }
         };
         let transfer = match event {
@@ -1692,12 +1682,18 @@ fn interrupted(
         dir.display(),
         committed.id
     );
+    Ok(interrupted_exit(&message, json_out))
+}
+
+/// Says on stderr, as JSON with `--json`, what an interrupted command leaves behind; the
+/// exit status for it.
+fn interrupted_exit(message: &str, json_out: bool) -> ExitCode {
     if json_out {
-        eprintln!("{}", json_error("interrupted", None, &message));
+        eprintln!("{}", json_error("interrupted", None, message));
     } else {
         eprintln!("{message}");
     }
-    Ok(ExitCode::from(INTERRUPTED))
+    ExitCode::from(INTERRUPTED)
 }
 
 /// The outcome of a message's first delivery attempt, from `state` events: sent, stored,

@@ -133,32 +133,24 @@ pub fn prepare(config: &Config, now: u64) -> Result<Option<stealth::ListenerConf
 /// connection that is not negotiated within [`CONNECT_TIMEOUT`]; every direct dial is given up
 /// after it by the [`cooldown::Cooldown`] in front of them all, which starts the clock when the
 /// dial goes out (not while it waits for its turn); the swarm's [`DIAL_BACKSTOP`] covers the
-/// rest. Every direct dial but a hole punch (see `shared`) passes the cool-down, so an
+/// rest. Every direct dial but a hole punch (known through `shared`) passes the cool-down, so an
 /// endpoint that left a dial unanswered is not dialed again at once by whichever part of the
 /// node asks next.
 pub fn build(
     key: &libp2p::identity::Keypair,
     policy: Policy,
     listener: Option<stealth::ListenerConfig>,
-    hole_punch: cooldown::Shared,
+    shared: cooldown::Shared,
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
-    let stealth = stealth::Transport::new(listener)
-        .upgrade(Version::V1Lazy)
-        .authenticate(noise::Config::new(key)?)
-        .multiplex(yamux::Config::default())
-        .inbound_timeout(CONNECT_TIMEOUT)
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-        .boxed();
+    let stealth = upgraded(stealth::Transport::new(listener), key)?;
     if policy == Policy::Stealth {
-        return Ok(cooldown::Cooldown::new(stealth, hole_punch).boxed());
+        return Ok(cooldown::Cooldown::new(stealth, shared).boxed());
     }
-    let tcp = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true))
-        .upgrade(Version::V1Lazy)
-        .authenticate(noise::Config::new(key)?)
-        .multiplex(yamux::Config::default())
-        .inbound_timeout(CONNECT_TIMEOUT)
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let tcp = upgraded(
+        libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true)),
+        key,
+    )?;
     let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
         .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
     let all = tcp
@@ -167,7 +159,30 @@ pub fn build(
         .or_transport(stealth)
         .map(|either, _| either.into_inner())
         .boxed();
-    Ok(cooldown::Cooldown::new(all, hole_punch).boxed())
+    Ok(cooldown::Cooldown::new(all, shared).boxed())
+}
+
+/// A byte-stream transport with the upgrades every one of ours gets: multistream-select as
+/// `V1Lazy`, Noise, Yamux, and [`CONNECT_TIMEOUT`] on inbound connections (the cool-down keeps
+/// the dials' own).
+fn upgraded<T>(
+    inner: T,
+    key: &libp2p::identity::Keypair,
+) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, noise::Error>
+where
+    T: libp2p::core::Transport + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    Ok(inner
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .inbound_timeout(CONNECT_TIMEOUT)
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed())
 }
 
 /// The swarm's one transport when the config asks for the in-memory one (`Config::in_memory`,
@@ -180,13 +195,7 @@ pub fn memory(
     shared: cooldown::Shared,
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
-    let memory = libp2p::core::transport::MemoryTransport::default()
-        .upgrade(Version::V1Lazy)
-        .authenticate(noise::Config::new(key)?)
-        .multiplex(yamux::Config::default())
-        .inbound_timeout(CONNECT_TIMEOUT)
-        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-        .boxed();
+    let memory = upgraded(libp2p::core::transport::MemoryTransport::default(), key)?;
     Ok(cooldown::Cooldown::new(memory, shared).boxed())
 }
 
