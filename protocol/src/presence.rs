@@ -194,8 +194,7 @@ impl PresenceRecord {
             prekey,
             for_contacts,
         };
-        check_limits(&body)?;
-        let signature = identity.sign(&signed_bytes(&body)?)?;
+        let signature = identity.sign(&checked_signed_bytes(&body)?)?;
         Ok(Self { body, signature })
     }
 
@@ -221,7 +220,7 @@ impl PresenceRecord {
         if body.version != PRESENCE_VERSION {
             return Err(Error::Presence("has an unsupported version"));
         }
-        check_limits(body)?;
+        let signed = checked_signed_bytes(body)?;
         if body.expires_at < now {
             return Err(Error::Presence("has expired"));
         }
@@ -229,7 +228,7 @@ impl PresenceRecord {
             return Err(Error::Presence("claims a lifetime longer than allowed"));
         }
         let peer = body.certificate.verify(now)?;
-        if !verify_strict(&body.certificate.identity_key, &signed_bytes(body)?, &self.signature)? {
+        if !verify_strict(&body.certificate.identity_key, &signed, &self.signature)? {
             return Err(Error::Presence("signature does not verify"));
         }
         if let Some(prekey) = &body.prekey {
@@ -304,16 +303,20 @@ fn unpad(plain: &[u8]) -> Result<&[u8], Error> {
     rest.get(..usize::from(u16::from_be_bytes(*head))).ok_or_else(bad)
 }
 
-fn check_limits(body: &PresenceBody) -> Result<(), Error> {
+/// Checks the record's limits and returns the bytes its signature covers (encoded once, for
+/// both the size limit and the signature).
+fn checked_signed_bytes(body: &PresenceBody) -> Result<Vec<u8>, Error> {
     check_addresses(&body.addresses)?;
     if body.for_contacts.len() > MAX_FOR_CONTACTS_LEN {
         return Err(Error::Presence("part for contacts is too long"));
     }
-    // The signature is 64 bytes on the wire, after the body.
-    if codec::encode(body)?.len() + 64 > MAX_PRESENCE_RECORD_LEN {
+    let signed = signed_bytes(body)?;
+    // On the wire: the encoded body (the signed bytes without the context), then the
+    // 64-byte signature.
+    if signed.len() - PRESENCE_CONTEXT.len() + 64 > MAX_PRESENCE_RECORD_LEN {
         return Err(Error::Presence("is longer than a DHT server stores"));
     }
-    Ok(())
+    Ok(signed)
 }
 
 fn check_addresses(addresses: &[Vec<u8>]) -> Result<(), Error> {
