@@ -9,6 +9,7 @@
 pub mod address;
 pub mod cooldown;
 pub mod cover;
+pub mod first_record;
 pub mod http;
 pub mod secret;
 pub mod stealth;

@@ -5,10 +5,12 @@
 //! handshake followed by garbage or by a request for a wrong path. Every answer, and how the
 //! connection ends (close_notify, FIN, reset, or still open), must be the reference's.
 //!
-//! The reference is written here, independently of the transport: accept TCP, run rustls's
-//! handshake with the same certificate, connect to the cover server, copy both ways, which is
-//! what nginx's `proxy_pass` or any small rustls proxy does. Timings are printed, never
-//! asserted.
+//! Two references, neither of them the transport's code. Bytes that are not a ClientHello are
+//! compared with a real `openssl s_server`: OpenSSL's record layer is what nginx, Apache and
+//! most HTTPS servers judge a first record with. From a ClientHello on, the reference is
+//! written here: accept TCP, run rustls's handshake with the same certificate, connect to the
+//! cover server, copy both ways, which is what nginx's `proxy_pass` or any small rustls proxy
+//! does. Timings are printed, never asserted.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -89,6 +91,65 @@ async fn reference_proxy(config: Arc<rustls::ServerConfig>, backend: SocketAddr)
         }
     });
     addr
+}
+
+/// `openssl s_server` on a port of 127.0.0.1, killed on drop.
+struct OpensslServer {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl OpensslServer {
+    /// Starts it with a fresh self-signed certificate, and waits until it accepts.
+    async fn start() -> Self {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=cover.example"])
+            .args(["-keyout", "k.pem", "-out", "c.pem"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "openssl is needed as the reference TLS server (apt-get install openssl)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Its standard input stays open as long as the child holds the pipe: s_server stops
+        // at the end of its input.
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &addr.to_string()])
+            .args(["-cert", "c.pem", "-key", "k.pem"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server starts");
+        let server = Self { child, addr, _dir: dir };
+        tokio::time::timeout(TIMEOUT, async {
+            while TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("openssl s_server listens");
+        server
+    }
+}
+
+impl Drop for OpensslServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Reads until the peer is quiet for [`QUIET`] or ends the connection.
@@ -333,6 +394,7 @@ async fn probes_see_exactly_what_an_ordinary_https_proxy_shows() {
         .expect("port");
     let stealth = SocketAddr::from(([127, 0, 0, 1], port));
     let reference = reference_proxy(server_config, backend).await;
+    let openssl = OpensslServer::start().await;
 
     let first_flight = recorded_first_flight(&target, &mut relay).await;
     let hello_len = 5 + usize::from(u16::from_be_bytes([first_flight[3], first_flight[4]]));
@@ -356,10 +418,27 @@ async fn probes_see_exactly_what_an_ordinary_https_proxy_shows() {
         rng.fill(&mut bytes[..]);
         probes.push((format!("{len} random bytes"), bytes));
     }
-    // A random-bytes probe that starts like a TLS handshake record.
-    let mut tlsish = vec![0x16, 0x03, 0x01, 0x02, 0x00];
-    tlsish.extend((0..512).map(|_| rng.r#gen::<u8>()));
-    probes.push(("TLS record header then random bytes".into(), tlsish));
+    // Random-bytes probes that start like TLS records, each aimed at one of OpenSSL's rules
+    // for a first record.
+    let record = |kind: u8, body: &[u8]| {
+        let mut r = vec![kind, 0x03, 0x01];
+        r.extend_from_slice(&u16::try_from(body.len()).expect("short").to_be_bytes());
+        r.extend_from_slice(body);
+        r
+    };
+    let mut noise = vec![0u8; 512];
+    rng.fill(&mut noise[..]);
+    noise[0] = 0xab;
+    probes.push(("TLS handshake record of random bytes".into(), record(22, &noise)));
+    probes.push(("TLS application data record".into(), record(23, &noise[..64])));
+    probes.push(("TLS alert record".into(), record(21, &[2, 40])));
+    probes.push(("TLS record header too long".into(), vec![22, 3, 3, 0xff, 0xff]));
+    probes.push(("TLS header only".into(), vec![22, 3, 1, 2, 0]));
+    let mut hello = vec![1, 0, 0, 40];
+    hello.extend_from_slice(&noise[..40]);
+    probes.push(("ClientHello of random bytes".into(), record(22, &hello)));
+    probes
+        .push(("HTTPS proxy request".into(), b"CONNECT example.org:443 HTTP/1.1\r\n\r\n".to_vec()));
 
     let mut table = Vec::new();
     let mut compare = |name: &str,
@@ -387,7 +466,7 @@ async fn probes_see_exactly_what_an_ordinary_https_proxy_shows() {
         let ours = raw(stealth, bytes).await;
         let ours_t = t.elapsed();
         let t = Instant::now();
-        let theirs = raw(reference, bytes).await;
+        let theirs = raw(openssl.addr, bytes).await;
         compare(name, ours, theirs, ours_t, t.elapsed());
     }
 

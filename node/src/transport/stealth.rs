@@ -5,8 +5,8 @@
 //! the address's certificate hash, or checked against public roots for its SNI), asks for a
 //! WebSocket upgrade of the secret path, and hands the stream to the swarm, which then runs
 //! its usual multistream-select, Noise and Yamux inside it. A listener hands every accepted
-//! TCP connection to a task of its own, which terminates TLS (unless a reverse proxy in front
-//! already did), opens a connection to the cover server, and reads the client's first bytes:
+//! TCP connection to a task of its own, which judges the first TLS record as OpenSSL would
+//! (`first_record`), terminates TLS (unless a reverse proxy in front already did), opens a connection to the cover server, and reads the client's first bytes:
 //! as soon as they stop being a prefix of `GET /<secret> HTTP/1.1\r\n` for every accepted
 //! secret, everything read so far and everything after goes to the cover server, and its
 //! answers go back, byte for byte. Only a connection whose request line names a secret
@@ -31,6 +31,7 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt as _};
 
 use crate::transport::address::{DialAddress, ListenAddress, ListenMode, certhash};
 use crate::transport::cover::{Cover, Io};
+use crate::transport::first_record::{self, Replay};
 use crate::transport::http::{self, Verdict};
 use crate::transport::tls;
 
@@ -293,7 +294,7 @@ async fn dial_tunnel(tcp: TcpStream, target: &DialAddress) -> io::Result<Tunnel>
         Some(port) => format!("{host}:{port}"),
     };
     http::client_upgrade(&mut stream, &host, &target.path).await?;
-    Ok(Tunnel { inner: Inner::Client(Box::new(stream)), pending: Vec::new(), offset: 0 })
+    Ok(Tunnel(Replay::new(Vec::new(), Inner::Client(Box::new(stream)))))
 }
 
 /// The listener side of one connection: the tunnel if the client knows a secret; otherwise
@@ -301,18 +302,21 @@ async fn dial_tunnel(tcp: TcpStream, target: &DialAddress) -> io::Result<Tunnel>
 async fn accept(tcp: TcpStream, server: &Server, mode: ListenMode) -> Option<Tunnel> {
     match (mode, &server.tls) {
         (ListenMode::Tls, Some(acceptor)) => {
-            // A failed handshake ends here: tokio-rustls has sent rustls's alert, if any, and
-            // dropping the stream closes the connection, exactly as any rustls server does.
-            let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                .await
-                .ok()?
-                .ok()?;
-            let tunnel = sort(tls, server).await?;
-            Some(Tunnel { inner: Inner::Server(Box::new(tunnel.0)), pending: tunnel.1, offset: 0 })
+            // Bytes that are not TLS are refused as OpenSSL refuses them (first_record). A
+            // failed handshake ends here: tokio-rustls has sent rustls's alert, if any, and
+            // dropping the stream closes the connection. Both within one handshake timeout.
+            let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, async {
+                let tcp = first_record::read(tcp).await?;
+                acceptor.accept(tcp).await.ok()
+            })
+            .await
+            .ok()??;
+            let (tls, pending) = sort(tls, server).await?;
+            Some(Tunnel(Replay::new(pending, Inner::Server(Box::new(tls)))))
         }
         (ListenMode::Plain, _) => {
-            let tunnel = sort(tcp, server).await?;
-            Some(Tunnel { inner: Inner::Plain(tunnel.0), pending: tunnel.1, offset: 0 })
+            let (tcp, pending) = sort(tcp, server).await?;
+            Some(Tunnel(Replay::new(pending, Inner::Plain(tcp))))
         }
         (ListenMode::Tls, None) => None,
     }
@@ -416,17 +420,13 @@ async fn finish_tunnel<S: AsyncRead + AsyncWrite + Unpin>(
 /// The stream a tunnel hands to libp2p.
 enum Inner {
     Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Server(Box<tokio_rustls::server::TlsStream<Replay<TcpStream>>>),
     Plain(TcpStream),
 }
 
-/// An open tunnel: the TLS (or, behind a reverse proxy, plain) stream, and bytes that arrived
-/// right after the upgrade request, which libp2p reads first.
-pub struct Tunnel {
-    inner: Inner,
-    pending: Vec<u8>,
-    offset: usize,
-}
+/// An open tunnel: the TLS (or, behind a reverse proxy, plain) stream, after the bytes that
+/// arrived right after the upgrade request, which libp2p reads first.
+pub struct Tunnel(Replay<Inner>);
 
 impl AsyncRead for Tunnel {
     fn poll_read(
@@ -434,22 +434,7 @@ impl AsyncRead for Tunnel {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.offset < this.pending.len() {
-            let n = (this.pending.len() - this.offset).min(buf.remaining());
-            buf.put_slice(&this.pending[this.offset..this.offset + n]);
-            this.offset += n;
-            if this.offset == this.pending.len() {
-                this.pending = Vec::new();
-                this.offset = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        match &mut this.inner {
-            Inner::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Inner::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
@@ -459,7 +444,39 @@ impl AsyncWrite for Tunnel {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.inner {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Inner {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut *self {
+            Inner::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Inner::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Inner {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut *self {
             Inner::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Inner::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
@@ -467,7 +484,7 @@ impl AsyncWrite for Tunnel {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
+        match &mut *self {
             Inner::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Inner::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Inner::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -475,7 +492,7 @@ impl AsyncWrite for Tunnel {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
+        match &mut *self {
             Inner::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Inner::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),

@@ -410,3 +410,64 @@ proptest::proptest! {
         }
     }
 }
+
+mod first_record_judge {
+    //! The first-record rules, one case each, as `openssl s_server` 3.0 answered them.
+
+    use proptest::prelude::*;
+
+    use crate::transport::first_record::{
+        MAX_RECORD_LEN, RECORD_OVERFLOW, UNEXPECTED_MESSAGE, Verdict, judge,
+    };
+
+    #[test]
+    fn each_rule_gives_openssls_verdict() {
+        let len = |n: usize| u16::try_from(n).expect("short").to_be_bytes();
+        let max = len(MAX_RECORD_LEN);
+        let over = len(MAX_RECORD_LEN + 1);
+        let overflow = Verdict::Alert { description: RECORD_OVERFLOW, minor: 3 };
+        let unexpected = |minor| Verdict::Alert { description: UNEXPECTED_MESSAGE, minor };
+        let cases: Vec<(&str, Vec<u8>, Verdict)> = vec![
+            ("nothing yet", vec![], Verdict::Undecided),
+            ("four bytes of a header", vec![22, 3, 1, 0], Verdict::Undecided),
+            ("the multistream header", b"\x13/multistream/1.0.0\n".to_vec(), Verdict::NotTls),
+            ("an HTTP request", b"GET / HTTP/1.1\r\n".to_vec(), Verdict::NotTls),
+            ("version byte 2", vec![22, 2, 0, 0, 10], Verdict::NotTls),
+            ("longest record, body to come", vec![22, 3, 3, max[0], max[1]], Verdict::Undecided),
+            ("one byte too long", vec![22, 3, 1, over[0], over[1]], overflow),
+            ("alert record, body to come", vec![21, 3, 3, 0, 2, 2], Verdict::Undecided),
+            ("whole alert record", vec![21, 3, 1, 0, 2, 2, 40], unexpected(1)),
+            ("whole TLS 1.3 data record", vec![23, 3, 4, 0, 1, 0], unexpected(3)),
+            ("empty handshake record", vec![22, 3, 1, 0, 0], Verdict::Tls),
+            ("handshake, type to come", vec![22, 3, 1, 0, 4], Verdict::Undecided),
+            ("a ClientHello starts", vec![22, 3, 1, 2, 0, 1], Verdict::Tls),
+            ("a ServerHello, body to come", vec![22, 3, 3, 0, 4, 2, 0], Verdict::Undecided),
+            ("a whole ServerHello record", vec![22, 3, 1, 0, 4, 2, 0, 0, 0], unexpected(3)),
+        ];
+        for (name, bytes, verdict) in cases {
+            assert_eq!(judge(&bytes), verdict, "{name}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        /// A verdict, once given, is the one the longer input gets too: more bytes never
+        /// change the listener's mind, whatever the client sends.
+        #[test]
+        fn a_verdict_never_changes_with_more_bytes(
+            kind in prop_oneof![Just(22u8), any::<u8>()],
+            version in prop_oneof![Just(3u8), any::<u8>()],
+            rest in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let mut bytes = vec![kind, version];
+            bytes.extend_from_slice(&rest);
+            let full = judge(&bytes);
+            for end in 0..bytes.len() {
+                let early = judge(&bytes[..end]);
+                if early != Verdict::Undecided {
+                    prop_assert_eq!(&early, &full, "prefix of {} bytes", end);
+                }
+            }
+        }
+    }
+}
