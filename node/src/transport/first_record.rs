@@ -53,7 +53,12 @@ pub enum Verdict {
     NotTls,
     /// TLS-shaped but refused: send this fatal alert, in a record of this minor version,
     /// then close.
-    Alert { description: u8, minor: u8 },
+    Alert {
+        /// The alert's description byte.
+        description: u8,
+        /// The minor version byte of the alert's record (its major is 3).
+        minor: u8,
+    },
 }
 
 /// Judges the bytes read so far.
