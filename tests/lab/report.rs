@@ -263,8 +263,16 @@ relay`'s default listeners (TCP and QUIC on 4001, and the stealth transport on 4
 cover web site), and the users run `kolokol node` with its default `--transport any`. A row
 named `T3:stealth` is the same scenario with what docs/RELAY.md recommends behind a censor:
 users on `--transport stealth`, relays listening on their stealth address alone
-(`sudo target/debug/kolokol-lab T3:stealth`). The reachability work (issue 13: fallback,
-bridges, the LAN mesh) is not in the measured build yet.
+(`sudo target/debug/kolokol-lab T3:stealth`).
+
+Known limitations, each a failing row below: the stealth dialer's TLS ClientHello is rustls's
+(JA4 `t13d1011h1_61a7ad8aa9b6_0d308c48d2a3`, no browser's; a censor that blocks it blocks the
+stealth transport and every rustls client offering `http/1.1` alone; `docs/PROTOCOL.md` 13.7),
+T8; the relay's default TCP and QUIC listeners on 4001, and users' default `--transport any`,
+speak cleartext libp2p by design, so that stock libp2p nodes and uncensored users connect
+without TLS, and a probe or a capture of those gives libp2p away (T11, T17: their `:stealth`
+rows are what a relay and its users behind a censor should run); a connection that freezes
+after 16 KB (T10) and the length of a message (T16) are not hidden yet.
 
 ";
 
