@@ -18,6 +18,7 @@ mod capture;
 mod classifier;
 mod clock;
 mod daemon;
+mod delay;
 mod probe;
 mod proxy;
 mod registry;

@@ -363,6 +363,12 @@ pub fn helper(args: &[String]) -> anyhow::Result<()> {
         "udp-echo" => udp_echo(arg(1)?.parse()?),
         "http-site" => http_site(arg(1)?.parse()?),
         "lengths" => lengths(addr(1)?),
+        "delay" => crate::delay::run(arg(1)?.parse()?, Duration::from_millis(arg(2)?.parse()?)),
+        "rtt" => {
+            let median = crate::delay::round_trip_ms(addr(1)?, arg(2)?.parse()?);
+            println!("{}", serde_json::json!({ "median_ms": median }));
+            Ok(())
+        }
         other => anyhow::bail!("no helper {other}"),
     }
 }
