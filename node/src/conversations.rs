@@ -236,16 +236,37 @@ impl Conversations {
 
     /// Starts a conversation with a peer who is not a contact (a fellow member of a group) from
     /// their certificate, unless one exists: our first envelope to them is then a proper first
-    /// contact. Stored at once, never over an existing state; if the peer's conversation is in
-    /// use, it exists, and nothing is done.
+    /// contact. No invite, so no hybrid prekey: the first contact is format 3, to the signed
+    /// prekey of the member's presence record (or its device key).
     pub(crate) fn start(&self, peer: &PeerId, certificate: DeviceCertificate) -> Result<()> {
+        self.start_with(peer, |now| Conversation::new(certificate, now))
+    }
+
+    /// Starts a conversation with a peer who is not a contact from their invite (a member
+    /// added to a group by invite code), unless one exists. A version 2 invite makes it a
+    /// format 4 conversation and gives us the peer's mailbox address, with which its presence
+    /// record's part for contacts opens (its bridges and current hybrid prekey).
+    pub(crate) fn start_from_invite(
+        &self,
+        peer: &PeerId,
+        invite: &Invite,
+        keys: Option<&InviteKeys>,
+    ) -> Result<()> {
+        self.start_with(peer, |now| Conversation::from_invite(invite, keys, now))
+    }
+
+    /// Stores the conversation `make` creates, at once and never over an existing state; if
+    /// the peer's conversation is in use, it exists, and nothing is done.
+    fn start_with(
+        &self,
+        peer: &PeerId,
+        make: impl FnOnce(u64) -> std::result::Result<Conversation, kolokol_protocol::Error>,
+    ) -> Result<()> {
         let lock = self.lock_of(peer);
         if let Ok(_guard) = lock.try_lock()
             && !self.has(peer)?
         {
-            // No invite, so no hybrid prekey: the first contact is format 3, to the signed
-            // prekey of the member's presence record (or its device key).
-            let conversation = Conversation::new(certificate, self.0.clock.now_secs())?;
+            let conversation = make(self.0.clock.now_secs())?;
             let (state, key_ids) = (conversation.to_bytes()?, conversation.receive_key_ids());
             let write =
                 ConversationWrite { peer, state: &state, key_ids: Some(&key_ids), rekeyed: None };

@@ -587,7 +587,8 @@ impl Groups {
             let w = w.trim();
             let (certificate, listed_as) = if w.starts_with(kolokol_protocol::invite::INVITE_PREFIX)
             {
-                let (invite, peer) = Invite::from_text(w, self.0.parts.clock.now_secs())?;
+                let (invite, keys, peer) =
+                    Invite::from_text_with_keys(w, self.0.parts.clock.now_secs())?;
                 if peer == self.my_peer() {
                     return Err(Error::GroupRefused("that invite is your own".into()));
                 }
@@ -597,7 +598,7 @@ impl Groups {
                     .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
                     .collect();
                 self.0.parts.presence.remember(&peer, addresses);
-                self.0.parts.conversations.start(&peer, invite.certificate.clone())?;
+                self.0.parts.conversations.start_from_invite(&peer, &invite, keys.as_ref())?;
                 (invite.certificate, listed.to_owned())
             } else {
                 let contact =

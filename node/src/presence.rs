@@ -63,8 +63,10 @@ struct Inner {
     keys: Keys,
     workers: Workers,
     clock: Clock,
-    /// When each peer's presence was last looked up, to rate-limit lookups.
-    resolved_at: Mutex<HashMap<PeerId, Instant>>,
+    /// When each peer's presence was last looked up, to rate-limit lookups, and the prekeys
+    /// that lookup found: a first contact sealed within the interval uses them (a lookup made
+    /// to refresh addresses after a failed delivery may be what found a current one).
+    resolved_at: Mutex<HashMap<PeerId, (Instant, PeerPrekeys)>>,
     /// Addresses resolved for peers who are not contacts (contacts' go into the store).
     stranger_addresses: Mutex<HashMap<PeerId, Vec<Multiaddr>>>,
 }
@@ -188,13 +190,15 @@ impl Presence {
         {
             let mut last = self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            if last.get(peer).is_some_and(|t| now.duration_since(*t) < RESOLVE_INTERVAL) {
-                return (false, PeerPrekeys::default());
+            if let Some((at, prekeys)) = last.get(peer)
+                && now.duration_since(*at) < RESOLVE_INTERVAL
+            {
+                return (false, prekeys.clone());
             }
             if last.len() >= MAX_TRACKED_LOOKUPS {
                 last.clear();
             }
-            last.insert(*peer, now);
+            last.insert(*peer, (now, PeerPrekeys::default()));
         }
         let record = match tokio::time::timeout(timeout, self.lookup(*peer, false)).await {
             Ok(Ok(Some(record))) => record,
@@ -245,7 +249,13 @@ impl Presence {
             }
             others.insert(*peer, merged);
         }
-        (new, PeerPrekeys { signed: record.body.prekey, hybrid })
+        let prekeys = PeerPrekeys { signed: record.body.prekey, hybrid };
+        if let Some(entry) =
+            self.0.resolved_at.lock().unwrap_or_else(|p| p.into_inner()).get_mut(peer)
+        {
+            entry.1 = prekeys.clone();
+        }
+        (new, prekeys)
     }
 
     /// Remembers addresses for a peer who is not a contact (from an invite code that added

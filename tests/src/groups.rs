@@ -364,3 +364,33 @@ fn hex32(text: &str) -> [u8; 32] {
     }
     out
 }
+
+/// A member added by invite code, who is not a contact, is written to with what the invite
+/// gives: its mailbox address, with which the member's presence part for contacts opens (its
+/// bridges and current hybrid prekey), and a format 4 conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_by_invite_code_keeps_the_invites_mailbox_address() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
+    let code = bob.node().invite().await.expect("invite").invite;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let (_, keys, bob_id) =
+        kolokol_protocol::invite::Invite::from_text_with_keys(&code, now).expect("bob's invite");
+    let mailbox = keys.expect("a version 2 invite").mailbox;
+    alice.node().group_create("family", Some("alice")).await.expect("create");
+    alice.node().group_invite("family", &[code], Some("bob"), false).await.expect("add bob");
+    alice.shutdown().await;
+
+    let store = kolokol_node::store::Store::open(&net.data_dir("alice").join("kolokol.db"))
+        .expect("alice's store");
+    let state = store.conversation(&bob_id).expect("read").expect("a conversation with bob");
+    let conversation = Conversation::from_bytes(&state).expect("it decodes");
+    assert_eq!(conversation.peer_mailbox(), Some(&mailbox));
+    bob.shutdown().await;
+    relay.shutdown().await;
+}
