@@ -10,8 +10,11 @@
 //! p50 is twice the first step's is named.
 //!
 //! Run: `cargo run --release -p kolokol-tests --bin kolokol-relay-load [-- 10,50,100,200,500,1000
-//! [WINDOW_SECONDS]]`. Network on 127.0.0.1 only: every client dials from that one address, so
-//! the relay's limits per IP address apply to all of them together (docs/BENCHMARKS.md).
+//! [WINDOW_SECONDS]]`. Network on 127.0.0.0/8 only: client `i` listens on an address of its own,
+//! 127.1.x.y, and libp2p's TCP transport dials from its listen address (port reuse), so each
+//! client reaches the relay from its own IP address, as users behind different public
+//! addresses do, and the relay's limits per IP address (libp2p's 60 reservations a minute, the
+//! admission's connections per address) apply to each client alone (docs/BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
@@ -142,7 +145,8 @@ async fn load(steps: Vec<usize>, window: Duration) {
         let mut refused = Vec::new();
         let new = target.saturating_sub(peers.len());
         for _ in 0..new {
-            let (peer, dial) = spawn_client(relay_addr.clone(), tx.clone());
+            let source = client_address(peers.len());
+            let (peer, dial) = spawn_client(relay_addr.clone(), source, tx.clone());
             peers.push(peer);
             dialers.push(dial);
         }
@@ -263,10 +267,19 @@ fn relay_usage(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
-/// Starts a client that takes a reservation on the relay; it dials (through the relay) every
-/// circuit address sent on the returned channel and reports pings over those circuits.
+/// The address client `i` listens on and dials from: 127.1.x.y, never the relay's 127.0.0.1.
+fn client_address(i: usize) -> std::net::Ipv4Addr {
+    let i = u16::try_from(i).expect("at most 65 535 clients");
+    let [x, y] = i.to_be_bytes();
+    std::net::Ipv4Addr::new(127, 1, x, y)
+}
+
+/// Starts a client that takes a reservation on the relay from its own source address; it dials
+/// (through the relay) every circuit address sent on the returned channel and reports pings
+/// over those circuits.
 fn spawn_client(
     relay_addr: Multiaddr,
+    source: std::net::Ipv4Addr,
     reports: mpsc::Sender<Report>,
 ) -> (PeerId, mpsc::Sender<Multiaddr>) {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
@@ -287,6 +300,9 @@ fn spawn_client(
         Some(Protocol::P2p(p)) => p,
         _ => panic!("the relay address ends in its peer id"),
     };
+    // The TCP listener binds at once, so the relay client's dial below already leaves from it.
+    let own: Multiaddr = format!("/ip4/{source}/tcp/0").parse().expect("a TCP address");
+    swarm.listen_on(own).expect("listen on the client's own address");
     swarm.listen_on(relay_addr.with(Protocol::P2pCircuit)).expect("listen on a circuit");
     let (dial_tx, mut dial_rx) = mpsc::channel::<Multiaddr>(1);
     tokio::spawn(async move {
