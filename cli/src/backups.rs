@@ -94,7 +94,7 @@ pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<(
     let snapshot = match crate::rpc::<SnapshotInfo>(dir, method::BACKUP_SNAPSHOT, json!({})).await {
         Ok(info) => std::path::PathBuf::from(info.path),
         Err(e) if e.downcast_ref::<NoDaemon>().is_some() => {
-            kolokol_node::offline::Offline::open(dir).map_err(|_| e)?.snapshot()?
+            kolokol_node::offline::Offline::open(dir, None).map_err(|_| e)?.snapshot()?
         }
         Err(e) => return Err(e),
     };

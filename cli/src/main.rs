@@ -1255,7 +1255,7 @@ fn offline(
         return Err(e);
     }
     // No database either: the daemon's absence is the error to report.
-    let offline = kolokol_node::offline::Offline::open(dir).map_err(|_| e)?;
+    let offline = kolokol_node::offline::Offline::open(dir, None).map_err(|_| e)?;
     if !json_out {
         eprintln!(
             "(no daemon is running: read from the database in {}; nothing is marked read until the daemon runs)",
