@@ -1309,16 +1309,17 @@ fn init(
     let done = kolokol_node::data_dir::encrypt(dir, &unlock)?;
     let value = json!({ "peer_id": done.peer_id, "data_dir": dir, "migrated": done.migrated });
     show(json_out, &value, |_| {
+        let shown = dir.display();
         let what = if done.migrated {
-            "encrypted the store in {dir}: every message and the identity are in it, and the plaintext database and identity.key are overwritten and gone"
+            format!(
+                "encrypted the store in {shown}: every message and the identity are in it, and the plaintext database and identity.key are overwritten and gone"
+            )
         } else {
-            "created {dir} with an encrypted store and a new identity in it"
+            format!("created {shown} with an encrypted store and a new identity in it")
         };
         format!(
-            "{}; peer id {}. Start it with: kolokol --data-dir {} node (it asks for the passphrase). A forgotten passphrase cannot be recovered.",
-            what.replace("{dir}", &dir.display().to_string()),
-            done.peer_id,
-            dir.display()
+            "{what}; peer id {}. Start it with: kolokol --data-dir {shown} node (it asks for the passphrase). A forgotten passphrase cannot be recovered.",
+            done.peer_id
         )
     })
 }
