@@ -40,7 +40,11 @@ pub fn unlock(dir: &Path, key_file: Option<&Path>) -> anyhow::Result<Option<Unlo
     if let Some(file) = key_file {
         return Ok(Some(Unlock::KeyFile(file.to_owned())));
     }
-    if !store_key::is_encrypted(&dir.join(DATABASE_FILE))? {
+    // A database that is not plain SQLite but has no key parameters is damaged or has lost
+    // them; asking for a passphrase would not help, and opening it says which.
+    if !store_key::is_encrypted(&dir.join(DATABASE_FILE))?
+        || !dir.join(store_key::KEY_PARAMS_FILE).exists()
+    {
         return Ok(None);
     }
     if let Some(text) = from_file(PASSPHRASE_FILE_VARIABLE)? {

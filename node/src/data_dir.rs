@@ -190,6 +190,9 @@ impl DataDir {
             }
             return Store::open(&database);
         }
+        if !self.path(KEY_PARAMS_FILE).exists() {
+            return Err(missing_params(&database));
+        }
         let unlock = unlock.ok_or_else(|| Error::Locked {
             path: self.root.clone(),
             detail: store_key::HOW_TO_UNLOCK.into(),
@@ -203,13 +206,8 @@ impl DataDir {
     /// ones are put in place once they open it.
     fn open_encrypted(&self, unlock: &Unlock) -> Result<Store> {
         let database = self.path(DATABASE_FILE);
-        let params = KeyParams::load(&self.root, KEY_PARAMS_FILE)?.ok_or_else(|| Error::Config {
-            path: self.path(KEY_PARAMS_FILE),
-            detail: format!(
-                "missing: {} is encrypted, and this file says how its key is made (restore it from where you copied the data dir)",
-                database.display()
-            ),
-        })?;
+        let params = KeyParams::load(&self.root, KEY_PARAMS_FILE)?
+            .ok_or_else(|| missing_params(&database))?;
         let pending = KeyParams::load(&self.root, PENDING_KEY_PARAMS_FILE)?;
         let key = params.derive(unlock, &self.root)?;
         match Store::open_keyed(&database, Some(&key)) {
@@ -227,6 +225,16 @@ impl DataDir {
             .map_err(|e| Error::io("cannot rename into place", self.path(KEY_PARAMS_FILE), e))?;
         tracing::info!("finished an interrupted passphrase change");
         Ok(store)
+    }
+}
+
+/// The error for a database that is not plain SQLite and has no key parameters beside it.
+fn missing_params(database: &Path) -> Error {
+    Error::Config {
+        path: database.to_owned(),
+        detail: format!(
+            "it is not a plain SQLite database and {KEY_PARAMS_FILE} is not beside it: either it is damaged, or it is an encrypted store whose {KEY_PARAMS_FILE} was lost (put that file back from where you copied the data dir; without it the store cannot be opened)"
+        ),
     }
 }
 

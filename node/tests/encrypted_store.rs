@@ -262,3 +262,24 @@ fn encrypting_a_plain_data_dir_keeps_every_message_and_removes_the_plaintext() {
     let expected: Vec<String> = (0..200u8).map(|n| format!("{TEXT} #{n}")).collect();
     assert_eq!(texts(&store), expected, "every message");
 }
+
+#[test]
+fn a_store_without_its_key_parameters_says_so_and_damaged_ones_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("alice");
+    data_dir::encrypt(&root, &passphrase(RIGHT)).expect("encrypted");
+    let params = std::fs::read(root.join(KEY_PARAMS_FILE)).expect("params");
+    std::fs::remove_file(root.join(KEY_PARAMS_FILE)).expect("removed");
+    for unlock in [None, Some(passphrase(RIGHT))] {
+        let refused = open(&root, unlock.as_ref()).err().map(|e| e.to_string());
+        assert!(refused.as_deref().is_some_and(|e| e.contains("was lost")), "{refused:?}");
+    }
+    std::fs::write(root.join(KEY_PARAMS_FILE), params).expect("put back");
+    assert!(open(&root, Some(&passphrase(RIGHT))).is_ok(), "opens with the file back");
+
+    // A damaged parameters file is refused with a line, never a panic.
+    std::fs::write(root.join(KEY_PARAMS_FILE), "kolokol-key-params 1\nkdf argon2id\n")
+        .expect("written");
+    let refused = open(&root, Some(&passphrase(RIGHT))).err();
+    assert!(matches!(refused, Some(Error::Config { .. })), "{refused:?}");
+}
