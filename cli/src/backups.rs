@@ -1,73 +1,21 @@
 //! `kolokol backup FILE` and `kolokol restore FILE`: one file, sealed with a passphrase, that
 //! carries a node (identity, contacts, conversations, messages) to a new machine.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
 use kolokol_protocol::control::{SnapshotInfo, method};
-use ratatui::crossterm::event::{self as term, KeyCode, KeyEventKind, KeyModifiers};
 use serde_json::json;
-use zeroize::Zeroizing;
 
 use crate::Refused;
 use crate::client::NoDaemon;
+use crate::passphrases::passphrase;
 
 /// The shortest passphrase a backup is sealed with: the key derivation slows guessing down,
 /// it does not make a short passphrase strong.
 pub const MIN_PASSPHRASE_CHARS: usize = 10;
-
-/// Reads a passphrase: at a terminal, typed without echo (twice with `confirm`); otherwise the
-/// first line of standard input, for scripts.
-fn passphrase(confirm: bool) -> anyhow::Result<Zeroizing<String>> {
-    if !std::io::stdin().is_terminal() {
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin().lock().read_line(&mut line).context("cannot read the passphrase")?;
-        let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
-        return Ok(trimmed);
-    }
-    let first = typed("passphrase: ")?;
-    if confirm && *typed("the same passphrase again: ")? != *first {
-        return Err(Refused {
-            code: "bad_passphrase",
-            message: "the two passphrases differ".into(),
-        }
-        .into());
-    }
-    Ok(first)
-}
-
-/// One line typed at the terminal without echo.
-fn typed(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
-    eprint!("{prompt}");
-    std::io::stderr().flush().ok();
-    ratatui::crossterm::terminal::enable_raw_mode()
-        .context("cannot turn off the terminal's echo")?;
-    let mut text = Zeroizing::new(String::new());
-    let result = loop {
-        match term::read() {
-            Ok(term::Event::Key(key)) if key.kind == KeyEventKind::Press => match key.code {
-                KeyCode::Enter => break Ok(()),
-                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                    break Err(
-                        Refused { code: "interrupted", message: "interrupted".into() }.into()
-                    );
-                }
-                KeyCode::Backspace => {
-                    text.pop();
-                }
-                KeyCode::Char(c) => text.push(c),
-                _ => {}
-            },
-            Ok(_) => {}
-            Err(e) => break Err(anyhow::Error::from(e).context("cannot read the terminal")),
-        }
-    };
-    let _ = ratatui::crossterm::terminal::disable_raw_mode();
-    eprintln!();
-    result.map(|()| text)
-}
 
 /// `kolokol backup FILE`.
 pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<()> {
@@ -77,6 +25,16 @@ pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<(
             message: format!(
                 "{} exists; choose another name (a backup never overwrites)",
                 file.display()
+            ),
+        }
+        .into());
+    }
+    if kolokol_node::store_key::is_encrypted(&dir.join(kolokol_node::data_dir::DATABASE_FILE))? {
+        return Err(Refused {
+            code: "encrypted",
+            message: format!(
+                "{} holds an encrypted store, which `backup` does not take yet: stop the daemon and copy the data directory (kolokol.db with kolokol.key-params), which stays encrypted under its passphrase",
+                dir.display()
             ),
         }
         .into());
@@ -94,7 +52,7 @@ pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<(
     let snapshot = match crate::rpc::<SnapshotInfo>(dir, method::BACKUP_SNAPSHOT, json!({})).await {
         Ok(info) => std::path::PathBuf::from(info.path),
         Err(e) if e.downcast_ref::<NoDaemon>().is_some() => {
-            kolokol_node::offline::Offline::open(dir).map_err(|_| e)?.snapshot()?
+            kolokol_node::offline::Offline::open(dir, None).map_err(|_| e)?.snapshot()?
         }
         Err(e) => return Err(e),
     };

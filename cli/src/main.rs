@@ -9,6 +9,7 @@ mod chat;
 mod client;
 mod demo;
 mod output;
+mod passphrases;
 mod service;
 
 use std::io::Read;
@@ -63,6 +64,12 @@ struct Cli {
     /// `log_format`, else text.
     #[arg(long, global = true, value_name = "FORMAT")]
     log_format: Option<LogFormatArg>,
+
+    /// The key file of an encrypted store (32 random bytes, mode 0600), for the commands that
+    /// open the data directory themselves; with `init --encrypt`, the store is encrypted under
+    /// it instead of a passphrase.
+    #[arg(long, global = true, value_name = "FILE")]
+    key_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -193,6 +200,24 @@ enum Command {
     Relay(NetArgs),
     /// Start a relay and two users on 127.0.0.1 in this process and send messages both ways.
     Demo,
+    /// Create the data directory and its identity (the daemon does this on its first start
+    /// too); with --encrypt, encrypt its store, the identity inside it, under a passphrase (or
+    /// --key-file): a new store, or the plain one it has, every message kept. The daemon must
+    /// not run.
+    Init {
+        /// Encrypt the store (SQLCipher, the key from the passphrase through Argon2id); the
+        /// daemon then asks for the passphrase at each start.
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Change the passphrase of an encrypted store (the daemon must not run): the current one
+    /// (or --key-file) opens it, and every page is encrypted again under the new one.
+    Passphrase {
+        /// Encrypt it under this key file (32 random bytes, mode 0600) instead of a new
+        /// passphrase.
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+    },
     /// Show this node's peer id and device key.
     Id,
     /// Print an invite code others can add you with.
@@ -631,6 +656,11 @@ fn error_code(e: &anyhow::Error) -> (&'static str, Option<i64>) {
                     kolokol_node::Error::Network(_) => "network",
                     kolokol_node::Error::Store { .. } => "store",
                     kolokol_node::Error::Io { .. } => "io",
+                    kolokol_node::Error::WrongKey(_) => "wrong_key",
+                    kolokol_node::Error::Locked { .. } => "locked",
+                    kolokol_node::Error::WeakPassphrase(_) => "bad_passphrase",
+                    kolokol_node::Error::AlreadyEncrypted(_) => "already_encrypted",
+                    kolokol_node::Error::NotEncrypted(_) => "not_encrypted",
                     _ => "failed",
                 },
                 None,
@@ -823,10 +853,18 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
     let dir = data_dir(&cli)?;
     match &cli.command {
         Command::Node(net) => {
-            run_daemon(daemon_config(&dir, Role::Node, net, file), cli.json).await
+            let mut config = daemon_config(&dir, Role::Node, net, file);
+            config.unlock = passphrases::unlock(&dir, cli.key_file.as_deref())?;
+            run_daemon(config, cli.json).await
         }
         Command::Relay(net) => {
-            run_daemon(daemon_config(&dir, Role::Relay, net, file), cli.json).await
+            let mut config = daemon_config(&dir, Role::Relay, net, file);
+            config.unlock = passphrases::unlock(&dir, cli.key_file.as_deref())?;
+            run_daemon(config, cli.json).await
+        }
+        Command::Init { encrypt } => init(&dir, *encrypt, cli.key_file.as_deref(), cli.json),
+        Command::Passphrase { new_key_file } => {
+            change_passphrase(&dir, cli.key_file.as_deref(), new_key_file.as_deref(), cli.json)
         }
         Command::Demo => demo::run(cli.json).await,
         Command::Doctor => doctor(&dir, cli.json).await,
@@ -869,7 +907,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         }
         Command::Contacts(ContactsCommand::List) => {
             let contacts: Vec<Contact> = match rpc(&dir, method::CONTACTS_LIST, json!({})).await {
-                Err(e) => offline(&dir, e, cli.json)?.contacts()?,
+                Err(e) => offline(&dir, cli.key_file.as_deref(), e, cli.json)?.contacts()?,
                 answer => answer?,
             };
             show(cli.json, &contacts, |contacts| {
@@ -1024,14 +1062,16 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             // are not read from its database (resolving them needs the daemon's group code).
             let (chats, groups): (Vec<ChatSummary>, Vec<GroupInfo>) =
                 match rpc(&dir, method::CHATS, json!({})).await {
-                    Err(e) => (offline(&dir, e, cli.json)?.chats()?, Vec::new()),
+                    Err(e) => {
+                        (offline(&dir, cli.key_file.as_deref(), e, cli.json)?.chats()?, Vec::new())
+                    }
                     Ok(chats) if cli.json => (chats, Vec::new()),
                     Ok(chats) => (chats, rpc(&dir, method::GROUP_LIST, json!({})).await?),
                 };
             show(cli.json, &chats, |c| output::chats(c, &groups))
         }
         Command::Inbox { follow, limit, peek, .. } => {
-            inbox(&dir, *follow, *limit, !*peek, cli.json).await
+            inbox(&dir, cli.key_file.as_deref(), *follow, *limit, !*peek, cli.json).await
         }
         Command::Chat { name } => {
             chat::run(&dir, name.clone()).await?;
@@ -1042,7 +1082,8 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             let mut client = match Client::connect(&dir).await {
                 Ok(client) => client,
                 Err(e) => {
-                    let chat = offline(&dir, e, cli.json)?.chat(name, *limit)?;
+                    let chat =
+                        offline(&dir, cli.key_file.as_deref(), e, cli.json)?.chat(name, *limit)?;
                     return show(cli.json, &chat, |c| output::chat(c, *full));
                 }
             };
@@ -1111,7 +1152,9 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         Command::Outbox { limit } => {
             let messages: Vec<OutboxMessage> =
                 match rpc(&dir, method::OUTBOX, json!({ "limit": limit })).await {
-                    Err(e) => offline(&dir, e, cli.json)?.outbox(*limit)?,
+                    Err(e) => {
+                        offline(&dir, cli.key_file.as_deref(), e, cli.json)?.outbox(*limit)?
+                    }
                     answer => answer?,
                 };
             show(cli.json, &messages, |messages| {
@@ -1125,7 +1168,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         Command::Status { message_id: Some(id) } => {
             let status: MessageStatus = match rpc(&dir, method::MESSAGE, json!({ "id": id })).await
             {
-                Err(e) => offline(&dir, e, cli.json)?.message(id)?,
+                Err(e) => offline(&dir, cli.key_file.as_deref(), e, cli.json)?.message(id)?,
                 answer => answer?,
             };
             show(cli.json, &status, output::message_status)
@@ -1242,20 +1285,93 @@ async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCod
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// `kolokol init [--encrypt]`.
+fn init(
+    dir: &std::path::Path,
+    encrypt: bool,
+    key_file: Option<&std::path::Path>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    if !encrypt {
+        let unlock = passphrases::unlock(dir, key_file)?;
+        let data_dir = kolokol_node::data_dir::DataDir::open(dir)?;
+        let (_, identity) = data_dir.open_node_store(unlock.as_ref())?;
+        let peer_id = identity.peer_id().to_string();
+        return show(json_out, &json!({ "peer_id": peer_id, "data_dir": dir }), |_| {
+            format!(
+                "{} is ready, peer id {peer_id}; start it with: kolokol --data-dir {} node",
+                dir.display(),
+                dir.display()
+            )
+        });
+    }
+    let unlock = passphrases::new_unlock(key_file)?;
+    let done = kolokol_node::data_dir::encrypt(dir, &unlock)?;
+    let value = json!({ "peer_id": done.peer_id, "data_dir": dir, "migrated": done.migrated });
+    show(json_out, &value, |_| {
+        let shown = dir.display();
+        let what = if done.migrated {
+            format!(
+                "encrypted the store in {shown}: every message and the identity are in it, and the plaintext database and identity.key are overwritten and gone"
+            )
+        } else {
+            format!("created {shown} with an encrypted store and a new identity in it")
+        };
+        format!(
+            "{what}; peer id {}. Start it with: kolokol --data-dir {shown} node (it asks for the passphrase). A forgotten passphrase cannot be recovered.",
+            done.peer_id
+        )
+    })
+}
+
+/// `kolokol passphrase`.
+fn change_passphrase(
+    dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    new_key_file: Option<&std::path::Path>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let database = dir.join(kolokol_node::data_dir::DATABASE_FILE);
+    if !kolokol_node::store_key::is_encrypted(&database)? {
+        return Err(kolokol_node::Error::NotEncrypted(dir.to_owned()).into());
+    }
+    let old = passphrases::unlock(dir, key_file)?
+        .ok_or_else(|| kolokol_node::Error::NotEncrypted(dir.to_owned()))?;
+    let new = passphrases::new_unlock(new_key_file)?;
+    kolokol_node::data_dir::change_key(dir, &old, &new)?;
+    show(json_out, &json!({ "data_dir": dir, "changed": true }), |_| {
+        format!(
+            "changed the key of the store in {}; the old passphrase no longer opens it",
+            dir.display()
+        )
+    })
+}
+
 /// Where a command that only reads goes when no daemon runs: the data directory's database,
 /// opened while the daemon is stopped (`kolokol_node::offline`). Any other failure `e` of the
 /// call is returned as it was. Says on stderr (not with `--json`) that the answer comes from
 /// the database and that nothing was marked read.
 fn offline(
     dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
     e: anyhow::Error,
     json_out: bool,
 ) -> anyhow::Result<kolokol_node::offline::Offline> {
     if e.downcast_ref::<client::NoDaemon>().is_none() {
         return Err(e);
     }
-    // No database either: the daemon's absence is the error to report.
-    let offline = kolokol_node::offline::Offline::open(dir).map_err(|_| e)?;
+    let unlock = passphrases::unlock(dir, key_file)?;
+    let offline = match kolokol_node::offline::Offline::open(dir, unlock.as_ref()) {
+        Ok(offline) => offline,
+        // An encrypted store the passphrase did not open is what to report.
+        Err(
+            locked @ (kolokol_node::Error::WrongKey(_)
+            | kolokol_node::Error::Locked { .. }
+            | kolokol_node::Error::Config { .. }),
+        ) => return Err(locked.into()),
+        // No database either: the daemon's absence is the error to report.
+        Err(_) => return Err(e),
+    };
     if !json_out {
         eprintln!(
             "(no daemon is running: read from the database in {}; nothing is marked read until the daemon runs)",
@@ -1267,6 +1383,7 @@ fn offline(
 
 async fn inbox(
     dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
     follow: bool,
     limit: u32,
     mark_read: bool,
@@ -1275,7 +1392,7 @@ async fn inbox(
     let mut client = match Client::connect(dir).await {
         Ok(client) => client,
         Err(e) if !follow => {
-            let messages = offline(dir, e, json_out)?.inbox(limit)?;
+            let messages = offline(dir, key_file, e, json_out)?.inbox(limit)?;
             return show(json_out, &messages, |messages| {
                 if messages.is_empty() {
                     "no messages".into()

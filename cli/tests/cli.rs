@@ -34,8 +34,19 @@ impl Daemon {
 
     /// Starts `kolokol <args>` and waits for the first line that satisfies `ready`.
     fn start_until(dir: &Path, args: &[&str], ready: impl Fn(&str) -> bool) -> Self {
+        Self::start_with(kolokol(dir), dir, args, ready)
+    }
+
+    /// Starts `command` (`kolokol` on `dir`, with its environment) with `args` and waits for
+    /// the first line that satisfies `ready`.
+    fn start_with(
+        mut command: Command,
+        dir: &Path,
+        args: &[&str],
+        ready: impl Fn(&str) -> bool,
+    ) -> Self {
         assert_no_mdns(dir, args);
-        let mut child = kolokol(dir)
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -1144,4 +1155,122 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
         m["members"].as_array().is_some_and(|ms| ms.len() == 1)
     });
     check_error(&run(&a, &["group", "show", "nonesuch"]), 1, "no group named \"nonesuch\"");
+}
+
+/// Whether any of the files of the database in `dir` (the database, its WAL, its index) holds
+/// `needle`.
+fn database_holds(dir: &Path, needle: &str) -> bool {
+    ["kolokol.db", "kolokol.db-wal", "kolokol.db-shm"].iter().any(|name| {
+        std::fs::read(dir.join(name))
+            .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    })
+}
+
+/// `kolokol` on `dir` with the passphrase of its encrypted store in the file `passphrase`.
+fn unlocked(dir: &Path, passphrase: &Path) -> Command {
+    let mut command = kolokol(dir);
+    command.env("KOLOKOL_PASSPHRASE_FILE", passphrase);
+    command
+}
+
+#[test]
+fn daemons_on_encrypted_stores_talk_and_a_wrong_passphrase_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, a, b) = (tmp.path().join("relay"), tmp.path().join("alice"), tmp.path().join("bob"));
+    let write = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).expect("written");
+        path
+    };
+    let right = write("right", "correct horse battery staple\n");
+    let wrong = write("wrong", "incorrect horse battery staple\n");
+    let new = write("new", "a new passphrase for a new week\n");
+    let mut relay = Daemon::start(&r, &["relay", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let line = relay.wait_line(|l| l.trim_start().starts_with("kolokol node --bootstrap "));
+    let bootstrap = line.trim().trim_start_matches("kolokol node --bootstrap ").to_owned();
+    let node = ["node", "--no-mdns", "--bootstrap", bootstrap.as_str()];
+
+    // Alice starts encrypted; Bob starts plain and is encrypted later, his messages kept.
+    let made = run_with_input(&a, &["init", "--encrypt"], b"correct horse battery staple\n");
+    assert!(check_ok(&made).starts_with("created "), "{}", stdout(&made));
+    assert!(!a.join("identity.key").exists(), "the identity is inside the encrypted store");
+    let alice = Daemon::start_with(unlocked(&a, &right), &a, &node, |l| l.contains(" running, "));
+    let bob = Daemon::start(&b, &node);
+    let bob_invite = check_ok(&run(&b, &["invite"]));
+    check_ok(&run(&a, &["contacts", "add", "bob", bob_invite.trim()]));
+    let alice_invite = check_ok(&run(&a, &["invite"]));
+    check_ok(&run(&b, &["contacts", "add", "alice", alice_invite.trim()]));
+    let sent = check_ok(&run(&a, &["send", "bob", "the bell rings at nine"]));
+    assert!(sent.trim().ends_with(" delivered"), "{sent}");
+    let sent = check_ok(&run(&b, &["send", "alice", "the tower is quiet tonight"]));
+    assert!(sent.trim().ends_with(" delivered"), "{sent}");
+    assert!(check_ok(&run(&a, &["read", "bob"])).contains("the tower is quiet tonight"));
+    let alice_id = check_ok(&run(&a, &["id"]));
+    drop(alice);
+    drop(bob);
+
+    // Neither text is in Alice's files; both are in Bob's plain ones.
+    for text in ["the bell rings at nine", "the tower is quiet tonight"] {
+        assert!(!database_holds(&a, text), "{text:?} is in Alice's encrypted store");
+        assert!(database_holds(&b, text), "{text:?} is in Bob's plain store");
+    }
+
+    // A wrong passphrase: one line, exit 1, the files as they were. No passphrase and no
+    // terminal: one line saying how to give it.
+    let files = |dir: &Path| {
+        ["kolokol.db", "kolokol.db-wal"].map(|name| std::fs::read(dir.join(name)).ok())
+    };
+    let before = files(&a);
+    let refused = unlocked(&a, &wrong).args(node).output().expect("runs");
+    check_error(&refused, 1, "wrong passphrase or key");
+    let refused = unlocked(&a, &wrong).args(["--json", "read", "bob"]).output().expect("runs");
+    check_json_error(&refused, 1, "wrong_key");
+    check_error(&run(&a, &["read", "bob"]), 1, "KOLOKOL_PASSPHRASE_FILE");
+    assert!(files(&a) == before, "a refused passphrase changed nothing");
+    // The right one reads the stopped node's messages.
+    let read = unlocked(&a, &right).args(["read", "bob"]).output().expect("runs");
+    assert!(check_ok(&read).contains("the tower is quiet tonight"));
+    // What does not apply says so, and changes nothing: a backup (not of an encrypted store
+    // yet), encrypting twice, a passphrase change on a plain store.
+    let before = files(&a);
+    let backup = tmp.path().join("alice.kolokol-backup");
+    let args = ["--json", "backup", backup.to_str().expect("utf-8")];
+    check_json_error(&unlocked(&a, &right).args(args).output().expect("runs"), 1, "encrypted");
+    assert!(!backup.exists());
+    let twice = kolokol(&a)
+        .env("KOLOKOL_NEW_PASSPHRASE_FILE", &new)
+        .args(["--json", "init", "--encrypt"])
+        .output()
+        .expect("runs");
+    check_json_error(&twice, 1, "already_encrypted");
+    let plain = run_with_input(&b, &["--json", "passphrase"], b"a new passphrase for bob\n");
+    check_json_error(&plain, 1, "not_encrypted");
+    assert!(files(&a) == before, "none of these changed anything");
+
+    // A new passphrase for Alice; Bob's plain store is encrypted with his messages.
+    let changed = unlocked(&a, &right)
+        .env("KOLOKOL_NEW_PASSPHRASE_FILE", &new)
+        .arg("passphrase")
+        .output()
+        .expect("runs");
+    assert!(check_ok(&changed).starts_with("changed the key"), "{}", stdout(&changed));
+    check_error(&unlocked(&a, &right).args(["read", "bob"]).output().expect("runs"), 1, "wrong");
+    let bob_made = kolokol(&b)
+        .env("KOLOKOL_NEW_PASSPHRASE_FILE", &right)
+        .args(["init", "--encrypt"])
+        .output()
+        .expect("runs");
+    assert!(check_ok(&bob_made).starts_with("encrypted the store"), "{}", stdout(&bob_made));
+    assert!(!database_holds(&b, "the bell rings at nine"), "Bob's store is encrypted now");
+
+    // Both come back, each with its passphrase, and go on talking.
+    let _alice = Daemon::start_with(unlocked(&a, &new), &a, &node, |l| l.contains(" running, "));
+    let _bob = Daemon::start_with(unlocked(&b, &right), &b, &node, |l| l.contains(" running, "));
+    assert_eq!(check_ok(&run(&a, &["id"])), alice_id, "the same identity");
+    let history = check_ok(&run(&b, &["read", "alice"]));
+    assert!(history.contains("the bell rings at nine"), "{history}");
+    assert!(history.contains("the tower is quiet tonight"), "{history}");
+    let sent = check_ok(&run(&b, &["send", "alice", "after the encryption"]));
+    assert!(sent.trim().ends_with(" delivered"), "{sent}");
+    assert!(check_ok(&run(&a, &["read", "bob"])).contains("after the encryption"));
 }

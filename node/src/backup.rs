@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 use crate::data_dir::{DATABASE_FILE, DataDir, IDENTITY_FILE, write_private};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store_key::{KEY_PARAMS_FILE, PENDING_KEY_PARAMS_FILE};
 
 /// The snapshot file the daemon writes in its data directory for `backup`, read and deleted by
 /// the CLI at once.
@@ -73,7 +74,8 @@ pub struct Restored {
 }
 
 /// Restores a backup into `data_dir`: refuses a directory that a daemon holds, and one with an
-/// identity of its own unless `replace` (that identity would be lost); writes the identity file
+/// identity of its own (in `identity.key` or inside an encrypted store) unless `replace` (that
+/// identity would be lost); writes the identity file
 /// and the database (mode 0600), brings the database's schema up to date, and renumbers.
 pub fn restore(data_dir: &Path, contents: &Contents, replace: bool) -> Result<Restored> {
     let identity = kolokol_protocol::identity::Identity::from_file_bytes(&contents.identity_file)
@@ -83,7 +85,9 @@ pub fn restore(data_dir: &Path, contents: &Contents, replace: bool) -> Result<Re
     })?;
     let dir = DataDir::open(data_dir)?;
     let key = dir.path(IDENTITY_FILE);
-    if key.exists() && !replace {
+    // An encrypted store holds its identity inside, with no identity.key beside it.
+    let encrypted = crate::store_key::is_encrypted(&dir.path(DATABASE_FILE))?;
+    if (key.exists() || encrypted) && !replace {
         return Err(Error::ContactExists(format!(
             "{} already has an identity of its own, which restoring would replace for good; restore into a new --data-dir, or give --replace",
             data_dir.display()
@@ -100,6 +104,15 @@ pub fn restore(data_dir: &Path, contents: &Contents, replace: bool) -> Result<Re
         }
     }
     write_private(&database, &database.with_extension("restore-tmp"), &contents.database)?;
+    // The restored store is plain: the key parameters of an encrypted store it replaced are
+    // of no use any more.
+    for name in [KEY_PARAMS_FILE, PENDING_KEY_PARAMS_FILE] {
+        match fs::remove_file(dir.path(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot remove", dir.path(name), e)),
+        }
+    }
     let store = Store::open(&database)?;
     store.renumber_all()?;
     let (queued, stored) = store.waiting_counts()?;

@@ -101,6 +101,9 @@ pub struct Config {
     /// `tests` crate) sets it. No command-line flag or config file option does, and a node that
     /// has it reaches no other process.
     pub in_memory: bool,
+    /// What unlocks an encrypted store (`kolokol init --encrypt`): its passphrase or key
+    /// file. `None` for a plain store; an encrypted one then refuses to start.
+    pub unlock: Option<crate::store_key::Unlock>,
 }
 
 /// The routing table's diversity rule: how many peers of one address group (an IPv4 /24, an
@@ -431,6 +434,7 @@ impl Config {
             download_dir: None,
             max_file_size: crate::files::DEFAULT_MAX_FILE_SIZE,
             in_memory: false,
+            unlock: None,
         }
     }
 

@@ -69,7 +69,20 @@ impl Doctor {
     pub(crate) async fn report(&self) -> Result<control::DoctorReport> {
         let mut checks = Vec::new();
         let key = self.data_dir.join(crate::data_dir::IDENTITY_FILE);
+        let database = self.data_dir.join(crate::data_dir::DATABASE_FILE);
+        let encrypted = crate::store_key::is_encrypted(&database).unwrap_or(false);
         checks.push(match std::fs::metadata(&key) {
+            // An encrypted store holds the identity itself, and `identity.key` is gone.
+            _ if encrypted => check(
+                "identity",
+                Status::Ok,
+                format!(
+                    "in the encrypted store {} (peer id {})",
+                    database.display(),
+                    self.keys.peer_id()
+                ),
+                None,
+            ),
             Ok(m) if std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o077 == 0 => {
                 check(
                     "identity",

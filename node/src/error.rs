@@ -28,6 +28,31 @@ pub enum Error {
         /// The underlying error.
         source: rusqlite::Error,
     },
+    /// The store is encrypted and was not given what unlocks it, or was given the wrong kind
+    /// (a passphrase for a key-file store).
+    #[error("the store in {path} is encrypted: {detail}")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// What it needs.
+        detail: String,
+    },
+    /// The passphrase or key does not open the encrypted store; nothing was changed.
+    #[error(
+        "wrong passphrase or key for the encrypted store {0} (nothing was read or changed; a forgotten passphrase cannot be recovered)"
+    )]
+    WrongKey(PathBuf),
+    /// A new passphrase is too short.
+    #[error("the passphrase is shorter than {0} characters; a few random words make a good one")]
+    WeakPassphrase(usize),
+    /// `init --encrypt` on a store that is encrypted already.
+    #[error(
+        "the store in {0} is encrypted already (change its passphrase with: kolokol passphrase)"
+    )]
+    AlreadyEncrypted(PathBuf),
+    /// A passphrase change on a store that is not encrypted.
+    #[error("the store in {0} is not encrypted (encrypt it with: kolokol init --encrypt)")]
+    NotEncrypted(PathBuf),
     /// A configured address is unusable.
     #[error("{0}")]
     Address(String),

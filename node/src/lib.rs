@@ -37,6 +37,7 @@ pub mod outbox;
 pub mod presence;
 
 pub mod store;
+pub mod store_key;
 pub mod swarm;
 pub mod transport;
 pub mod wire;

@@ -14,12 +14,13 @@ use kolokol_protocol::control;
 use crate::chats::Chats;
 use crate::clock::Clock;
 use crate::contacts::contact_view;
-use crate::data_dir::{DATABASE_FILE, DataDir};
+use crate::data_dir::DataDir;
 use crate::error::{Error, Result};
 use crate::ids::id_prefix;
 use crate::inbox::inbox_view;
 use crate::outbox::outbox_view;
 use crate::store::Store;
+use crate::store_key::Unlock;
 
 /// A stopped node's data directory, locked and opened for reading.
 pub struct Offline {
@@ -29,10 +30,11 @@ pub struct Offline {
 }
 
 impl Offline {
-    /// Locks the data directory (refused while a daemon runs on it) and opens its database.
-    pub fn open(data_dir: &Path) -> Result<Self> {
+    /// Locks the data directory (refused while a daemon runs on it) and opens its database,
+    /// with `unlock` if it is encrypted.
+    pub fn open(data_dir: &Path, unlock: Option<&Unlock>) -> Result<Self> {
         let lock = DataDir::lock_existing(data_dir)?;
-        let store = Store::open(&lock.path(DATABASE_FILE))?;
+        let store = lock.open_store(unlock)?;
         let chats = Chats { store: store.clone(), clock: Clock::system() };
         Ok(Self { store, chats, _lock: lock })
     }

@@ -17,7 +17,7 @@ use crate::bootstrap::{self, PeerBook};
 use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::conversations::Conversations;
-use crate::data_dir::{CONTROL_SOCKET, DATABASE_FILE, DataDir};
+use crate::data_dir::{CONTROL_SOCKET, DataDir};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::groups::{Groups, GroupsParts};
@@ -44,16 +44,15 @@ pub struct RunningNode {
 impl RunningNode {
     /// Starts a node: locks the data dir, loads or creates the identity, opens the store,
     /// builds the swarm and starts every task, the control socket included.
-    pub async fn start(config: Config) -> Result<Self> {
+    pub async fn start(mut config: Config) -> Result<Self> {
         config.validate()?;
         let clock = config.clock.clone();
         let data_dir = DataDir::open(&config.data_dir)?;
-        let identity = data_dir.load_or_create_identity()?;
-        let store = Store::open(&data_dir.path(DATABASE_FILE))?;
-        // The database holds messages in plaintext: the owner's alone, like the identity key.
-        for suffix in ["", "-wal", "-shm"] {
-            data_dir.restrict(&format!("{DATABASE_FILE}{suffix}"))?;
-        }
+        // The passphrase (or key file name) is needed once: taken out of the configuration,
+        // which lives as long as the node, and wiped when dropped here.
+        let unlock = config.unlock.take();
+        let (store, identity) = data_dir.open_node_store(unlock.as_ref())?;
+        drop(unlock);
         let config = Config { bootstrap: bootstrap::sources(&store, &config)?, ..config };
         // What worked on which network, from earlier runs: the racing dialer starts from it.
         let endpoints =

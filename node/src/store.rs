@@ -29,8 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use libp2p::{Multiaddr, PeerId};
 use rusqlite::Connection;
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::store_key::StoreKey;
 
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
@@ -107,10 +109,37 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the plain database at `path` and brings its schema up to
+    /// date.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_keyed(path, None)
+    }
+
+    /// Opens (creating if needed) the database at `path`, encrypted under `key` if one is
+    /// given, and brings its schema up to date. A key that does not open an existing database
+    /// is refused with [`Error::WrongKey`] before anything is written: it is tried on a
+    /// read-only connection first, which never writes the database nor checkpoints its log.
+    pub fn open_keyed(path: &Path, key: Option<&StoreKey>) -> Result<Self> {
         let err = |source| Error::Store { path: path.to_owned(), source };
+        // An encrypted file is never opened without its key: SQLite would fail to read it, and
+        // closing could still checkpoint its log into it.
+        if key.is_none() && crate::store_key::is_encrypted(path)? {
+            return Err(locked(path));
+        }
+        if let Some(key) = key
+            && std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+        {
+            let probe =
+                Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(err)?;
+            apply_key(&probe, key).map_err(err)?;
+            readable(&probe, path, true)?;
+        }
         let conn = Connection::open(path).map_err(err)?;
+        if let Some(key) = key {
+            apply_key(&conn, key).map_err(err)?;
+        }
+        readable(&conn, path, key.is_some())?;
         // One process owns the database (the data dir's lock file sees to that), so it keeps
         // SQLite's locks for good instead of taking them with fcntl at every transaction.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(err)?;
@@ -153,14 +182,49 @@ impl Store {
         Ok(store)
     }
 
+    /// Writes an encrypted copy of this plain database to `path` (a new file) under `key`:
+    /// `sqlcipher_export` into an attached database, which copies the schema, every row and
+    /// the schema version. Nothing of the copy is ever on disk in plaintext.
+    pub fn export_encrypted(&self, path: &Path, key: &StoreKey) -> Result<()> {
+        let target = utf8_path(path)?;
+        let conn = self.conn();
+        let mut attach = Zeroizing::new(String::from("ATTACH DATABASE ?1 AS encrypted KEY "));
+        attach.push_str(&key.pragma_value());
+        conn.execute(&attach, [target]).map_err(|e| self.err(e))?;
+        let exported =
+            conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(())).and_then(|()| {
+                let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+                conn.pragma_update(Some("encrypted"), "user_version", version)
+            });
+        let detached = conn.execute("DETACH DATABASE encrypted", []);
+        exported.and(detached.map(|_| ())).map_err(|e| self.err(e))
+    }
+
+    /// Re-encrypts every page of this encrypted database under `key` (`PRAGMA rekey`), then
+    /// empties the write-ahead log into the database so no page under the old key is left in
+    /// it. SQLCipher does not report a failed re-encryption, so the caller opens the database
+    /// with the new key afterwards to know it worked.
+    pub fn rekey(&self, key: &StoreKey) -> Result<()> {
+        {
+            let conn = self.conn();
+            let mut rekey = Zeroizing::new(String::from("PRAGMA rekey = "));
+            rekey.push_str(&key.pragma_value());
+            conn.execute_batch(&rekey).map_err(|e| self.err(e))?;
+        }
+        self.checkpoint().map(|_| ())
+    }
+
+    /// Switches the database out of WAL mode, so that closing it leaves one file and no log:
+    /// before a file is renamed into place.
+    pub(crate) fn close_into_one_file(self) -> Result<()> {
+        self.checkpoint()?;
+        self.conn().pragma_update(None, "journal_mode", "DELETE").map_err(|e| self.err(e))
+    }
+
     /// Writes a consistent copy of the whole database to `path` (`VACUUM INTO`), which must
     /// not exist: a backup taken while the node runs.
     pub fn snapshot_into(&self, path: &Path) -> Result<()> {
-        let target = path.to_str().ok_or_else(|| Error::Io {
-            action: "cannot snapshot to a path that is not UTF-8:",
-            path: path.to_owned(),
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        })?;
+        let target = utf8_path(path)?;
         self.conn().execute("VACUUM INTO ?1", [target]).map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -231,6 +295,49 @@ impl Store {
     fn err(&self, source: rusqlite::Error) -> Error {
         Error::Store { path: self.path.clone(), source }
     }
+}
+
+/// Gives a connection its key, before any other statement, and has SQLCipher wipe the memory it
+/// frees (page buffers, the key's copies).
+fn apply_key(conn: &Connection, key: &StoreKey) -> rusqlite::Result<()> {
+    let mut pragma = Zeroizing::new(String::from("PRAGMA key = "));
+    pragma.push_str(&key.pragma_value());
+    conn.execute_batch(&pragma)?;
+    // SQLCipher writes its own log lines to stderr by default ("hmac check failed" for a wrong
+    // key); the node reports through its errors and `tracing`, so they are turned off. The
+    // level is global, and the key above is what starts SQLCipher's logging, so it goes here.
+    conn.execute_batch("PRAGMA cipher_log_level = NONE; PRAGMA cipher_memory_security = ON")
+}
+
+/// Reads the schema, the first read of a database: SQLCipher decrypts page 1 here, and a wrong
+/// key (or none, for an encrypted file) fails with "file is not a database".
+fn readable(conn: &Connection, path: &Path, keyed: bool) -> Result<()> {
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            Err(if keyed { Error::WrongKey(path.to_owned()) } else { locked(path) })
+        }
+        Err(source) => Err(Error::Store { path: path.to_owned(), source }),
+    }
+}
+
+/// The error for an encrypted database opened without a key.
+fn locked(path: &Path) -> Error {
+    Error::Locked {
+        path: path.parent().unwrap_or(path).to_owned(),
+        detail: crate::store_key::HOW_TO_UNLOCK.into(),
+    }
+}
+
+/// A path as SQL text; SQLite takes file names as UTF-8.
+fn utf8_path(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| Error::Io {
+        action: "cannot use a path that is not UTF-8:",
+        path: path.to_owned(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })
 }
 
 /// Reads a peer id column. Every peer id in the store was written from a `PeerId`, so one that

@@ -65,3 +65,34 @@ fn a_snapshot_restores_into_a_new_directory_with_new_numbering() {
     let err = restore(&old, &contents, true).unwrap_err().to_string();
     assert!(err.contains("already running"), "{err}");
 }
+
+#[test]
+fn an_encrypted_store_is_not_restored_over_without_replace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old");
+    let identity = {
+        let dir = DataDir::open(&old).unwrap();
+        let identity = dir.load_or_create_identity().unwrap();
+        drop(Store::open(&dir.path("kolokol.db")).unwrap());
+        identity
+    };
+    let contents = Contents {
+        identity_file: Zeroizing::new(identity.to_file_bytes().to_vec()),
+        database: Zeroizing::new(std::fs::read(old.join("kolokol.db")).unwrap()),
+    };
+    let encrypted = tmp.path().join("encrypted");
+    let unlock =
+        crate::store_key::Unlock::Passphrase(Zeroizing::new("correct horse battery".into()));
+    crate::data_dir::encrypt(&encrypted, &unlock).unwrap();
+    let before = std::fs::read(encrypted.join("kolokol.db")).unwrap();
+
+    let err = restore(&encrypted, &contents, false).unwrap_err().to_string();
+    assert!(err.contains("already has an identity"), "{err}");
+    assert_eq!(std::fs::read(encrypted.join("kolokol.db")).unwrap(), before, "left as it was");
+
+    let restored = restore(&encrypted, &contents, true).unwrap();
+    assert_eq!(restored.peer_id, identity.peer_id().to_string());
+    assert!(!encrypted.join(crate::store_key::KEY_PARAMS_FILE).exists());
+    let (_, opened) = DataDir::open(&encrypted).unwrap().open_node_store(None).unwrap();
+    assert_eq!(opened.peer_id(), identity.peer_id(), "a plain store with the backup's identity");
+}

@@ -9,7 +9,7 @@ use crate::store::{ContactRow, Store};
 fn a_stopped_nodes_data_is_readable_and_a_running_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("node");
-    assert!(Offline::open(&root).is_err(), "no data dir, nothing to read");
+    assert!(Offline::open(&root, None).is_err(), "no data dir, nothing to read");
     {
         let running = DataDir::open(&root).unwrap();
         let store = Store::open(&running.path("kolokol.db")).unwrap();
@@ -27,9 +27,9 @@ fn a_stopped_nodes_data_is_readable_and_a_running_one_is_refused() {
             })
             .unwrap();
         // While the daemon holds the directory, reading it is refused, saying why.
-        assert!(matches!(Offline::open(&root), Err(Error::AlreadyRunning(_))));
+        assert!(matches!(Offline::open(&root, None), Err(Error::AlreadyRunning(_))));
     }
-    let offline = Offline::open(&root).unwrap();
+    let offline = Offline::open(&root, None).unwrap();
     assert_eq!(offline.contacts().unwrap()[0].name, "Bob");
     assert!(offline.inbox(10).unwrap().is_empty());
     assert!(matches!(offline.message("abcd"), Err(Error::UnknownMessage(_))));

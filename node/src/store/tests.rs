@@ -573,3 +573,15 @@ fn endpoint_records_are_replaced_in_place_and_bounded() {
     assert_eq!(kept[0], row(MAX_ENDPOINT_ROWS as u64, Some(10 + MAX_ENDPOINT_ROWS as u64)));
     assert!(!kept.contains(&row(0, Some(5))), "the one used longest ago went");
 }
+
+#[test]
+fn a_keyed_store_is_sqlcipher_with_memory_security_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = crate::store_key::StoreKey::from_bytes([7; 32]);
+    let store = Store::open_keyed(&dir.path().join("kolokol.db"), Some(&key)).unwrap();
+    let pragma = |name: &str| -> String {
+        store.conn().query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).unwrap()
+    };
+    assert!(pragma("cipher_version").starts_with('4'), "SQLCipher 4");
+    assert_eq!(pragma("cipher_memory_security"), "1", "freed memory is wiped");
+}

@@ -175,6 +175,33 @@ async fn main() {
     }
 }
 
+/// The environment variable that runs the user nodes on encrypted stores.
+const ENCRYPT_VARIABLE: &str = "KOLOKOL_BENCH_ENCRYPT";
+
+/// Makes `dir` a data directory with an encrypted store, its passphrase in the file
+/// `passphrase`; the identity file is copied beside the directory first (`DIR.identity`), since
+/// the benchmark makes its invites from it and the encrypted store keeps it inside.
+fn encrypt(bin: &Path, dir: &Path, passphrase: &Path) {
+    let run = |args: &[&str]| {
+        let status = Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "error")
+            .env("KOLOKOL_NEW_PASSPHRASE_FILE", passphrase)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("kolokol runs");
+        assert!(status.success(), "kolokol {args:?} failed");
+    };
+    std::fs::write(passphrase, "a benchmark passphrase\n").expect("passphrase file");
+    run(&["init"]);
+    std::fs::copy(dir.join(kolokol_node::data_dir::IDENTITY_FILE), dir.with_extension("identity"))
+        .expect("identity copied");
+    run(&["init", "--encrypt"]);
+}
+
 fn kolokol_binary() -> PathBuf {
     if let Ok(path) = std::env::var("KOLOKOL_BIN") {
         return path.into();
@@ -198,10 +225,21 @@ struct Daemon {
 
 impl Daemon {
     /// Starts `kolokol --data-dir DIR ARGS EXTRA` and waits until its control socket answers.
+    /// With `KOLOKOL_BENCH_ENCRYPT=1` in the environment, a user node runs on an encrypted
+    /// store (`kolokol init --encrypt`, the passphrase from `KOLOKOL_PASSPHRASE_FILE`), to
+    /// measure what the encryption costs.
     async fn start(bin: &Path, dir: &Path, args: &[&str], extra: &[&str]) -> Self {
         std::fs::create_dir_all(dir).expect("data dir");
+        let mut command = Command::new(bin);
+        if args.first() == Some(&"node") && std::env::var_os(ENCRYPT_VARIABLE).is_some() {
+            let passphrase = dir.with_extension("passphrase");
+            if !passphrase.exists() {
+                encrypt(bin, dir, &passphrase);
+            }
+            command.env("KOLOKOL_PASSPHRASE_FILE", &passphrase);
+        }
         let log = std::fs::File::create(dir.join("daemon.log")).expect("log file");
-        let child = Command::new(bin)
+        let child = command
             .arg("--data-dir")
             .arg(dir)
             .args(args)
@@ -300,6 +338,7 @@ impl Daemon {
     /// identity file, so the benchmark decides which path messages take.
     async fn add_contact(&self, name: &str, whose: &Daemon, address: &str) {
         let bytes = std::fs::read(whose.dir.join(kolokol_node::data_dir::IDENTITY_FILE))
+            .or_else(|_| std::fs::read(whose.dir.with_extension("identity")))
             .expect("identity.key");
         let identity = Identity::from_file_bytes(&bytes).expect("identity");
         let now = kolokol_node::clock::unix_secs();
