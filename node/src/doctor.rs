@@ -238,13 +238,20 @@ impl Doctor {
     /// fetched back, the whole store-and-forward path a contact's message takes while we are
     /// offline.
     async fn mailbox(&self) -> Vec<control::DoctorCheck> {
-        use kolokol_protocol::mailbox::{Request, Response};
+        use kolokol_protocol::mailbox::Response;
         let now = self.clock.now_secs();
-        let mailbox_id = kolokol_protocol::mailbox::mailbox_id(
-            self.keys.identity().identity_key(),
-            kolokol_protocol::mailbox::period_of(now),
-        );
-        let replicas = self.mailboxes.replicas(&mailbox_id, false).await;
+        // The mailbox contacts deposit into: version 2, from our mailbox address. The list
+        // always holds the version 1 one too, which comes first only if the version 2 id
+        // could not be derived (a blinding factor of zero), so it is never empty.
+        let Some(own) = self
+            .mailboxes
+            .own_mailboxes(kolokol_protocol::mailbox::period_of(now))
+            .first()
+            .copied()
+        else {
+            return Vec::new();
+        };
+        let replicas = self.mailboxes.replicas(&own.id, false).await;
         if replicas.is_empty() {
             // A relay alone is every user's replica but has none of its own until a second DHT
             // server joins; for a user node it means offline messages cannot wait anywhere.
@@ -273,11 +280,7 @@ impl Doctor {
         let mut waiting = 0;
         let mut errors = Vec::new();
         for (replica, addresses) in &replicas {
-            match self
-                .mailboxes
-                .fetch_from(&self.inbox, *replica, addresses.clone(), mailbox_id)
-                .await
-            {
+            match self.mailboxes.fetch_from(&self.inbox, *replica, addresses.clone(), own).await {
                 Ok(n) => {
                     answered += 1;
                     waiting += n;
@@ -337,15 +340,10 @@ impl Doctor {
                 check("mailbox round trip", Status::Fail, "cannot seal the probe".into(), None),
             ];
         };
-        let item_id = kolokol_protocol::mailbox::item_id(&new_message_id());
+        let item_id = own.item_id(&new_message_id());
         let mut stored = 0;
         for (replica, addresses) in &replicas {
-            let deposit = Request::Deposit {
-                mailbox_id,
-                item_id,
-                envelope: envelope.clone(),
-                expires_at: now + 3600,
-            };
+            let deposit = own.deposit(item_id, envelope.clone(), now + 3600);
             if let Ok(Response::Stored) =
                 self.mailboxes.request(*replica, addresses.clone(), deposit).await
             {
@@ -354,10 +352,8 @@ impl Doctor {
         }
         let mut fetched = 0;
         for (replica, addresses) in &replicas {
-            if let Ok(n) = self
-                .mailboxes
-                .fetch_from(&self.inbox, *replica, addresses.clone(), mailbox_id)
-                .await
+            if let Ok(n) =
+                self.mailboxes.fetch_from(&self.inbox, *replica, addresses.clone(), own).await
             {
                 fetched += n;
             }

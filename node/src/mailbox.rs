@@ -4,10 +4,12 @@
 //! Flow: when direct delivery fails, the sender asks the DHT for the [`REPLICAS`] servers closest
 //! to the recipient's mailbox id for the current period and sends each a `Deposit` of the sealed
 //! envelope; the message is `stored` once [`REQUIRED_ACKS`] of them (all of them, when fewer
-//! exist) answer `Stored`. The recipient, on start, when its reservations come up and every
+//! exist) answer `Stored`. The mailbox id is version 2 (from the recipient's mailbox address,
+//! over `/kolokol/mailbox/2`) when the sender knows that address, and version 1 (from its
+//! identity key) otherwise. The recipient, on start, when its reservations come up and every
 //! [`FETCH_INTERVAL`], sends `Fetch` with an ownership proof to the servers closest to its
-//! mailbox ids for the current and previous period, opens each envelope through the same path as
-//! direct delivery, and then sends `Delete` with a proof. Replicas keep items in SQLite until
+//! mailbox ids of both versions for the current and previous period, opens each envelope
+//! through the same path as direct delivery, and then sends `Delete` with a proof. Replicas keep items in SQLite until
 //! deleted or expired ([`MAX_ITEM_TTL`]), within [`QUOTAS`]; a full mailbox refuses new deposits
 //! and never evicts stored ones. The bytes on the wire are in `crate::wire::mailbox`, the wire
 //! types and the proof in `kolokol_protocol::mailbox`.
@@ -21,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kolokol_protocol::mailbox::{MailboxId, Request, Response};
+use kolokol_protocol::mailbox::{MailboxId, Response};
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
@@ -31,6 +33,7 @@ use crate::presence::{MAX_TRACKED_LOOKUPS, RESOLVE_TIMEOUT};
 use crate::quota::{Meter, Quota};
 use crate::store::{MailboxQuotas, Store};
 use crate::swarm::{self, MailboxFailure};
+use crate::wire::mailbox::MailboxRequest;
 
 /// How many replicas each deposit goes to: the DHT servers closest to the mailbox id.
 pub const REPLICAS: usize = 3;
@@ -222,7 +225,7 @@ impl Mailboxes {
         &self,
         replica: PeerId,
         addresses: Vec<Multiaddr>,
-        request: Request,
+        request: MailboxRequest,
     ) -> Result<Response, MailboxFailure> {
         self.0.swarm.mailbox(replica, addresses, request).await
     }

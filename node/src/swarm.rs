@@ -98,7 +98,7 @@ pub(crate) enum Command {
     Mailbox {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        request: kolokol_protocol::mailbox::Request,
+        request: mailbox_wire::MailboxRequest,
         reply: oneshot::Sender<
             std::result::Result<kolokol_protocol::mailbox::Response, MailboxFailure>,
         >,
@@ -116,7 +116,7 @@ pub(crate) enum Command {
 pub(crate) struct MailboxInbound {
     /// The requesting peer, authenticated by the connection.
     pub peer: PeerId,
-    pub request: kolokol_protocol::mailbox::Request,
+    pub request: mailbox_wire::MailboxRequest,
     pub channel: ResponseChannel<kolokol_protocol::mailbox::Response>,
 }
 
@@ -528,7 +528,7 @@ impl Client {
         &self,
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        request: kolokol_protocol::mailbox::Request,
+        request: mailbox_wire::MailboxRequest,
     ) -> std::result::Result<kolokol_protocol::mailbox::Response, MailboxFailure> {
         self.ask(|reply| Command::Mailbox { peer, addresses, request, reply })
             .await
