@@ -276,11 +276,28 @@ impl Doctor {
                 check("mailbox round trip", status, "skipped: no replica".into(), None),
             ];
         }
+        // The probe and the fetches go as a contact's deposit and our own fetch do: through a
+        // courier, under a fresh identity, never ours.
+        let courier = match self.mailboxes.courier().await {
+            Ok(courier) => courier,
+            Err(e) => {
+                let detail = format!("cannot start a courier: {e}");
+                return vec![
+                    check("mailbox replicas", Status::Fail, detail, None),
+                    check("mailbox round trip", Status::Fail, "skipped".into(), None),
+                ];
+            }
+        };
+        let courier = Some(&courier.0);
         let mut answered = 0;
         let mut waiting = 0;
         let mut errors = Vec::new();
         for (replica, addresses) in &replicas {
-            match self.mailboxes.fetch_from(&self.inbox, *replica, addresses.clone(), own).await {
+            match self
+                .mailboxes
+                .fetch_from(&self.inbox, *replica, addresses.clone(), own, courier)
+                .await
+            {
                 Ok(n) => {
                     answered += 1;
                     waiting += n;
@@ -345,15 +362,17 @@ impl Doctor {
         for (replica, addresses) in &replicas {
             let deposit = own.deposit(item_id, envelope.clone(), now + 3600);
             if let Ok(Response::Stored) =
-                self.mailboxes.request(*replica, addresses.clone(), deposit).await
+                self.mailboxes.carry(courier, *replica, addresses.clone(), deposit).await
             {
                 stored += 1;
             }
         }
         let mut fetched = 0;
         for (replica, addresses) in &replicas {
-            if let Ok(n) =
-                self.mailboxes.fetch_from(&self.inbox, *replica, addresses.clone(), own).await
+            if let Ok(n) = self
+                .mailboxes
+                .fetch_from(&self.inbox, *replica, addresses.clone(), own, courier)
+                .await
             {
                 fetched += n;
             }

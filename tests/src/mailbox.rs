@@ -668,3 +668,75 @@ async fn a_version_2_replica_hands_out_and_deletes_only_for_the_owners_blinded_p
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cannot_tell_which_sender_a_version_2_deposit_came_from() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let carol = net.user("carol", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    introduce(&carol.node(), "carol", &bob.node(), "bob").await;
+    let bob_peer = bob.node().peer_id();
+    bob.shutdown().await;
+
+    // Both senders deposit while Bob is away, each message through a courier of its own.
+    let mut sent = Vec::new();
+    for (sender, text) in [(&alice, "from the first"), (&carol, "from the second")] {
+        let s = sender.node().send("bob", text).await.expect("send");
+        assert_eq!(s.state, "stored", "{:?}", s.detail);
+        sent.push((s.id, text));
+    }
+    let senders: Vec<(libp2p::PeerId, Identity)> = ["alice", "carol"]
+        .iter()
+        .map(|name| (net.identity(name).peer_id(), net.identity(name)))
+        .collect();
+    alice.shutdown().await;
+    carol.shutdown().await;
+    relay.shutdown().await;
+
+    // The replica's rows: the depositor it recorded is neither sender, and no column holds a
+    // sender's identity key, device key or peer id (bytes or text), nor Bob's.
+    let rows = stored_rows(&net, "relay");
+    assert_eq!(rows.len(), 2, "one item per message");
+    let depositors: Vec<String> = {
+        let db = net.database("relay");
+        let mut query = db.prepare("SELECT depositor FROM mailbox_items").expect("query");
+        query
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("depositors")
+    };
+    assert_ne!(depositors[0], depositors[1], "one courier per deposit batch");
+    let bob_identity = net.identity("bob");
+    let mut needles: Vec<Vec<u8>> = vec![
+        bob_identity.identity_key().to_vec(),
+        bob_peer.to_bytes(),
+        bob_peer.to_string().into_bytes(),
+    ];
+    for (peer, identity) in &senders {
+        assert!(!depositors.contains(&peer.to_string()), "a sender's own peer id was recorded");
+        needles.push(identity.identity_key().to_vec());
+        needles.push(identity.device().public().to_vec());
+        needles.push(peer.to_bytes());
+        needles.push(peer.to_string().into_bytes());
+    }
+    for (_, values) in &rows {
+        for needle in &needles {
+            assert!(!values.iter().any(|v| contains(v, needle)), "a stored row names someone");
+        }
+    }
+
+    // Bob gets both.
+    let (relay, relay_addr) = net.relay("relay").await;
+    let bob = net.start("bob", Role::Node, &[relay_addr]).await;
+    let mut b_events = bob.node().subscribe();
+    for (id, text) in &sent {
+        assert_eq!(wait_message_at(&bob.node(), &mut b_events, id).await.text, *text);
+    }
+    for n in [bob, relay] {
+        n.shutdown().await;
+    }
+}

@@ -140,6 +140,24 @@ pub async fn mailbox_address(node: &Node) -> [u8; 32] {
     keys.expect("a version 2 invite").mailbox
 }
 
+/// Has `node` fetch its mailboxes until `replica` holds no item of mailbox `id`. The node runs
+/// fetch passes of its own too (on start, on reconnecting, every minute), so which pass takes
+/// an item is not fixed, and a test must not count on its own call taking it.
+pub async fn fetch_until_taken(node: &Node, replica: &Node, id: &[u8; 32]) {
+    let mut changes = replica.mailbox_changes();
+    tokio::time::timeout(TIMEOUT, async {
+        node.fetch_mailboxes().await;
+        while replica.mailbox_items_held(id).expect("count") > 0 {
+            changes.changed().await.expect("the replica runs");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let held = replica.mailbox_items_held(id).expect("count");
+        panic!("the replica still holds {held} items of the mailbox")
+    });
+}
+
 /// Makes `a` and `b` contacts of each other under the given names, through invites.
 pub async fn introduce(a: &Node, a_name: &str, b: &Node, b_name: &str) {
     let a_invite = a.invite().await.expect("invite").invite;

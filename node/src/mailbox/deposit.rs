@@ -15,7 +15,7 @@ use kolokol_protocol::mailbox_key::{self, MailboxAddress};
 use libp2p::PeerId;
 use tokio::task::JoinSet;
 
-use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, REPLICAS, REQUIRED_ACKS};
+use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, REPLICAS, REQUIRED_ACKS, Replica};
 use crate::store::{DepositRecord, OutboxRow};
 use crate::wire::mailbox::MailboxRequest;
 
@@ -131,14 +131,23 @@ impl Mailboxes {
         // A chunked message is one item per chunk; a replica holds the message once it has
         // stored every chunk the recipient lacks.
         let deposits: Arc<Vec<MailboxRequest>> = Arc::new(deposits);
+        let to: Vec<&Replica> = replicas.iter().filter(|(p, _)| !acked.contains(p)).collect();
+        // A version 2 deposit goes through a courier of its own, under a fresh identity, so
+        // the replicas learn neither our peer id nor that this batch and the next share a
+        // sender. A version 1 mailbox names its owner anyway and goes over the main swarm.
+        let version_2 = deposits.iter().any(|d| matches!(d, MailboxRequest::V2(_)));
+        let courier = if version_2 && !to.is_empty() { Some(self.courier().await?) } else { None };
         let mut pending = JoinSet::new();
-        for (replica, addresses) in replicas.iter().filter(|(p, _)| !acked.contains(p)) {
+        for (replica, addresses) in to {
             let mailboxes = self.clone();
             let (replica, addresses, deposits) = (*replica, addresses.clone(), deposits.clone());
+            let courier = courier.as_ref().map(|(c, _)| c.clone());
             pending.spawn(async move {
                 let mut answer = Ok(Response::Stored);
                 for deposit in deposits.iter() {
-                    answer = mailboxes.request(replica, addresses.clone(), deposit.clone()).await;
+                    answer = mailboxes
+                        .carry(courier.as_ref(), replica, addresses.clone(), deposit.clone())
+                        .await;
                     if !matches!(answer, Ok(Response::Stored)) {
                         break;
                     }

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use crate::inbox::{Arrival, Inbox, Received};
 use crate::mailbox::{FETCH_INTERVAL, MAX_FETCH_ROUNDS, Mailboxes};
 use crate::swarm::MailboxFailure;
+use crate::swarm::courier::Courier;
 use crate::wire::mailbox::MailboxRequest;
 
 /// One of our own mailboxes: its id, and the version its proofs take.
@@ -54,6 +55,11 @@ impl OwnMailbox {
                 MailboxRequest::V2(RequestV2::Deposit { mailbox_id, item_id, envelope, expires_at })
             }
         }
+    }
+
+    /// Whether this is a version 2 mailbox, whose requests go through a courier.
+    pub(crate) fn is_version_2(&self) -> bool {
+        matches!(self.version, OwnVersion::V2 { .. })
     }
 
     /// The item id of a message in this mailbox, in its version.
@@ -165,11 +171,25 @@ impl Mailboxes {
     /// accepted; returns how many items were taken.
     pub(crate) async fn fetch_all(&self, inbox: &Inbox) -> usize {
         let period = mailbox_proto::period_of(self.0.clock.now_secs());
+        // One courier for the pass's version 2 requests: the replicas see a fresh identity
+        // each pass, never ours. Without one, the version 2 mailboxes wait for the next pass
+        // rather than be fetched under our own peer id.
+        let courier = match self.courier().await {
+            Ok(courier) => Some(courier),
+            Err(e) => {
+                tracing::error!(%e, "cannot start a courier; version 2 mailboxes are not fetched");
+                None
+            }
+        };
+        let courier = courier.as_ref().map(|(c, _)| c);
         let mut taken = 0;
         for period in [period, period.saturating_sub(1)] {
             for mailbox in self.own_mailboxes(period) {
+                if mailbox.is_version_2() && courier.is_none() {
+                    continue;
+                }
                 for (replica, addresses) in self.replicas(&mailbox.id, false).await {
-                    match self.fetch_from(inbox, replica, addresses, mailbox).await {
+                    match self.fetch_from(inbox, replica, addresses, mailbox, courier).await {
                         Ok(n) => taken += n,
                         Err(e) => tracing::debug!(%replica, %e, "mailbox fetch failed"),
                     }
@@ -179,23 +199,25 @@ impl Mailboxes {
         taken
     }
 
-    /// Fetch-then-delete rounds against one replica until it has no more; returns how many
-    /// items were taken.
+    /// Fetch-then-delete rounds against one replica until it has no more, the version 2
+    /// requests through `courier`; returns how many items were taken.
     pub(crate) async fn fetch_from(
         &self,
         inbox: &Inbox,
         replica: PeerId,
         addresses: Vec<Multiaddr>,
         mailbox: OwnMailbox,
+        courier: Option<&Courier>,
     ) -> Result<usize, FetchError> {
         let mut taken = 0;
         for _ in 0..MAX_FETCH_ROUNDS {
             let request = self.owner_request(&mailbox, Operation::Fetch, Vec::new())?;
-            let (items, more) = match self.request(replica, addresses.clone(), request).await? {
-                Response::Items { items, more } => (items, more),
-                Response::Refused { reason } => return Err(FetchError::Refused(reason)),
-                other => return Err(FetchError::Unexpected(format!("{other:?}"))),
-            };
+            let (items, more) =
+                match self.carry(courier, replica, addresses.clone(), request).await? {
+                    Response::Items { items, more } => (items, more),
+                    Response::Refused { reason } => return Err(FetchError::Refused(reason)),
+                    other => return Err(FetchError::Unexpected(format!("{other:?}"))),
+                };
             let mut done = Vec::with_capacity(items.len());
             for item in items {
                 // An envelope that does not open is deleted too: it never will. So is a
@@ -211,7 +233,7 @@ impl Mailboxes {
             }
             taken += done.len();
             let request = self.owner_request(&mailbox, Operation::Delete, done)?;
-            match self.request(replica, addresses.clone(), request).await? {
+            match self.carry(courier, replica, addresses.clone(), request).await? {
                 Response::Deleted { .. } => {}
                 other => return Err(FetchError::Unexpected(format!("to a delete: {other:?}"))),
             }

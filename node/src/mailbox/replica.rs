@@ -34,8 +34,8 @@ impl Mailboxes {
         loop {
             tokio::select! {
                 next = requests.recv() => match next {
-                    Some(MailboxInbound { peer, request, channel }) => {
-                        let response = self.serve(peer, request);
+                    Some(MailboxInbound { peer, source, request, channel }) => {
+                        let response = self.serve(peer, source, request);
                         if matches!(response, Response::Stored | Response::Deleted { .. }) {
                             self.0.changes.send_modify(|n| *n += 1);
                         }
@@ -56,8 +56,14 @@ impl Mailboxes {
         }
     }
 
-    /// The replica's answer to one mailbox request from `peer`, of either version.
-    pub(crate) fn serve(&self, peer: PeerId, request: MailboxRequest) -> Response {
+    /// The replica's answer to one mailbox request from `peer`, of either version, over a
+    /// connection from the address range `source`.
+    pub(crate) fn serve(
+        &self,
+        peer: PeerId,
+        source: Option<[u8; 7]>,
+        request: MailboxRequest,
+    ) -> Response {
         let now = self.0.clock.now_secs();
         let refused = |e: kolokol_protocol::Error| Response::Refused { reason: e.to_string() };
         match request {
@@ -67,7 +73,16 @@ impl Mailboxes {
                 item_id,
                 envelope,
                 expires_at,
-            }) => self.take_deposit(peer, mailbox_id, item_id, envelope, expires_at, now),
+            }) => {
+                let deposit = MailboxDeposit {
+                    mailbox_id,
+                    item_id,
+                    depositor: peer,
+                    envelope,
+                    expires_at: expires_at.min(now + MAX_ITEM_TTL.as_secs()),
+                };
+                self.take_deposit(deposit, source, expires_at, now)
+            }
             MailboxRequest::V1(Request::Fetch { mailbox_id, proof }) => {
                 match proof.verify(&mailbox_id, Operation::Fetch, &[], now) {
                     Ok(()) => self.hand_out(&mailbox_id, now),
@@ -104,38 +119,40 @@ impl Mailboxes {
         Response::Refused { reason: "the replica cannot serve it now".into() }
     }
 
-    /// Stores a deposit from `peer`, within the deposit windows and the store's quotas.
+    /// Stores a deposit from the address range `source`, asked to expire at `expires_at`,
+    /// within the deposit windows and the store's quotas.
     fn take_deposit(
         &self,
-        peer: PeerId,
-        mailbox_id: MailboxId,
-        item_id: ItemId,
-        envelope: Vec<u8>,
+        deposit: MailboxDeposit,
+        source: Option<[u8; 7]>,
         expires_at: u64,
         now: u64,
     ) -> Response {
         if expires_at < now {
             return Response::Refused { reason: "the item has already expired".into() };
         }
-        // Both windows must have room, and both count the deposit, or neither does.
+        // Every window must have room, and every one counts the deposit, or none does.
         {
             let mut meters = self.0.deposits.lock().unwrap_or_else(|p| p.into_inner());
             let meters = &mut *meters;
+            let peer = deposit.depositor;
             if let Err(refusal) = meters.per_depositor.take(&peer) {
                 return Response::QuotaExceeded { reason: refusal.to_string() };
             }
-            if let Err(refusal) = meters.per_mailbox.take(&mailbox_id) {
+            if let Some(source) = &source
+                && let Err(refusal) = meters.per_source.take(source)
+            {
                 meters.per_depositor.give_back(&peer);
                 return Response::QuotaExceeded { reason: refusal.to_string() };
             }
+            if let Err(refusal) = meters.per_mailbox.take(&deposit.mailbox_id) {
+                meters.per_depositor.give_back(&peer);
+                if let Some(source) = &source {
+                    meters.per_source.give_back(source);
+                }
+                return Response::QuotaExceeded { reason: refusal.to_string() };
+            }
         }
-        let deposit = MailboxDeposit {
-            mailbox_id,
-            item_id,
-            depositor: peer,
-            envelope,
-            expires_at: expires_at.min(now + MAX_ITEM_TTL.as_secs()),
-        };
         match self.0.store.mailbox_deposit(&deposit, &QUOTAS, self.0.clock.now_ms()) {
             Ok(None) => Response::Stored,
             Ok(Some(reason)) => Response::QuotaExceeded { reason },

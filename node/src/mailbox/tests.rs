@@ -60,10 +60,19 @@ async fn items_expire_at_their_time_and_never_outlive_the_longest_ttl() {
 
     let depositor = PeerId::random();
     let now = clock.now_secs();
-    assert_eq!(mailboxes.serve(depositor, deposit(1, now + HOUR.as_secs())), Response::Stored);
+    assert_eq!(
+        mailboxes.serve(depositor, None, deposit(1, now + HOUR.as_secs())),
+        Response::Stored
+    );
     // Asked to keep one for a year, the replica keeps it for MAX_ITEM_TTL.
-    assert_eq!(mailboxes.serve(depositor, deposit(2, now + 365 * 24 * 3600)), Response::Stored);
-    assert!(matches!(mailboxes.serve(depositor, deposit(3, now - 1)), Response::Refused { .. }));
+    assert_eq!(
+        mailboxes.serve(depositor, None, deposit(2, now + 365 * 24 * 3600)),
+        Response::Stored
+    );
+    assert!(matches!(
+        mailboxes.serve(depositor, None, deposit(3, now - 1)),
+        Response::Refused { .. }
+    ));
     settle(&store, 2).await;
 
     let (_stop, shutdown) = watch::channel(false);
@@ -117,18 +126,22 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
     // One depositor spreads its quota over many mailboxes, then is told to wait.
     let flooder = PeerId::random();
     for n in 0..per_depositor.limit {
-        let answer = mailboxes.serve(flooder, deposit_into((n % 7) as u8, n, expires(&clock)));
+        let answer =
+            mailboxes.serve(flooder, None, deposit_into((n % 7) as u8, n, expires(&clock)));
         assert_eq!(answer, Response::Stored, "deposit {n}");
     }
     let Response::QuotaExceeded { reason } =
-        mailboxes.serve(flooder, deposit_into(9, 0, expires(&clock)))
+        mailboxes.serve(flooder, None, deposit_into(9, 0, expires(&clock)))
     else {
         panic!("past the depositor's quota")
     };
     assert!(reason.starts_with("rate limited: deposits per depositor"), "{reason}");
     // Another depositor is not held back by it.
     let honest = PeerId::random();
-    assert_eq!(mailboxes.serve(honest, deposit_into(9, 1, expires(&clock))), Response::Stored);
+    assert_eq!(
+        mailboxes.serve(honest, None, deposit_into(9, 1, expires(&clock))),
+        Response::Stored
+    );
 
     // Many throwaway depositors together fill one mailbox's window; then everyone waits, for
     // one window only.
@@ -139,21 +152,28 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
             if sent == per_mailbox.limit {
                 break;
             }
-            let answer = mailboxes.serve(sybil, deposit_into(7, 10_000 + sent, expires(&clock)));
+            let answer =
+                mailboxes.serve(sybil, None, deposit_into(7, 10_000 + sent, expires(&clock)));
             assert_eq!(answer, Response::Stored);
             sent += 1;
         }
     }
     let late = PeerId::random();
     let Response::QuotaExceeded { reason } =
-        mailboxes.serve(late, deposit_into(7, 99_999, expires(&clock)))
+        mailboxes.serve(late, None, deposit_into(7, 99_999, expires(&clock)))
     else {
         panic!("past the mailbox's quota")
     };
     assert!(reason.starts_with("rate limited: deposits into one mailbox"), "{reason}");
     tokio::time::advance(DEPOSIT_WINDOW).await;
-    assert_eq!(mailboxes.serve(late, deposit_into(7, 99_999, expires(&clock))), Response::Stored);
-    assert_eq!(mailboxes.serve(flooder, deposit_into(9, 2, expires(&clock))), Response::Stored);
+    assert_eq!(
+        mailboxes.serve(late, None, deposit_into(7, 99_999, expires(&clock))),
+        Response::Stored
+    );
+    assert_eq!(
+        mailboxes.serve(flooder, None, deposit_into(9, 2, expires(&clock))),
+        Response::Stored
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -180,7 +200,8 @@ async fn a_handover_is_taken_once_and_only_from_the_replica_that_signed_it() {
         MailboxRequest::V1(Request::Handover { mailbox_id: [5; 32], items, proof })
     };
     // Sent by someone else, the old replica's signature does not make it a handover.
-    let Response::Refused { reason } = mailboxes.serve(PeerId::random(), handover(items.clone()))
+    let Response::Refused { reason } =
+        mailboxes.serve(PeerId::random(), None, handover(items.clone()))
     else {
         panic!("a handover from another peer than its signer")
     };
@@ -188,15 +209,15 @@ async fn a_handover_is_taken_once_and_only_from_the_replica_that_signed_it() {
     assert_eq!(store.mailbox_count(&[5; 32]).unwrap(), 0);
     // From the replica itself: stored, and again: nothing more (deduplicated by item id).
     let from = old_replica.peer_id();
-    assert_eq!(mailboxes.serve(from, handover(items.clone())), Response::Stored);
-    assert_eq!(mailboxes.serve(from, handover(items.clone())), Response::Stored);
+    assert_eq!(mailboxes.serve(from, None, handover(items.clone())), Response::Stored);
+    assert_eq!(mailboxes.serve(from, None, handover(items.clone())), Response::Stored);
     assert_eq!(store.mailbox_count(&[5; 32]).unwrap(), 3);
     // A proof over other items does not carry these.
     let mut tampered = handover(items[..2].to_vec());
     if let MailboxRequest::V1(Request::Handover { items: carried, .. }) = &mut tampered {
         carried[0].envelope[0] ^= 1;
     }
-    assert!(matches!(mailboxes.serve(from, tampered), Response::Refused { .. }));
+    assert!(matches!(mailboxes.serve(from, None, tampered), Response::Refused { .. }));
 }
 
 #[tokio::test(start_paused = true)]
@@ -260,11 +281,52 @@ async fn version_2_frames_name_neither_the_owner_nor_its_identity_and_the_replic
 
     // The replica stores the deposit and serves the owner's blinded fetch and delete.
     let depositor = PeerId::random();
-    assert_eq!(mailboxes.serve(depositor, deposit[0].clone()), Response::Stored);
-    let Response::Items { items, more: false } = mailboxes.serve(depositor, fetch) else {
+    assert_eq!(mailboxes.serve(depositor, None, deposit[0].clone()), Response::Stored);
+    let Response::Items { items, more: false } = mailboxes.serve(depositor, None, fetch) else {
         panic!("the owner's blinded fetch was refused")
     };
     assert_eq!(items.len(), 1);
-    assert_eq!(mailboxes.serve(depositor, delete), Response::Deleted { count: 1 });
+    assert_eq!(mailboxes.serve(depositor, None, delete), Response::Deleted { count: 1 });
     assert_eq!(store.mailbox_count(&id).unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throwaway_depositors_from_one_address_range_share_its_window() {
+    use crate::quota::Quota;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
+    let clock = Clock::tokio();
+    let keys =
+        Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
+    let mut config = Config::new(dir.path(), Role::Relay);
+    config.clock = clock.clone();
+    let (swarm, _event_loop, _channels) =
+        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
+    let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+    let roomy = Quota::new(1000, HOUR);
+    let per_source = Quota::new(3, HOUR);
+    mailboxes.set_deposit_quotas_by_source(roomy, per_source, roomy);
+    let range = Some([4, 198, 51, 100, 0, 0, 0]);
+    let now = clock.now_secs();
+
+    // Each deposit from a peer id never seen before (a courier), all from one /24.
+    for item in 0..3 {
+        assert_eq!(
+            mailboxes.serve(PeerId::random(), range, deposit(item, now + 3600)),
+            Response::Stored
+        );
+    }
+    let Response::QuotaExceeded { reason } =
+        mailboxes.serve(PeerId::random(), range, deposit(3, now + 3600))
+    else {
+        panic!("a fourth deposit from the range was taken")
+    };
+    assert!(reason.contains("address range"), "{reason}");
+    // Another range, and a connection without an IP address, are not held back by it.
+    let other = Some([4, 203, 0, 113, 0, 0, 0]);
+    assert_eq!(mailboxes.serve(PeerId::random(), other, deposit(4, now + 3600)), Response::Stored);
+    assert_eq!(mailboxes.serve(PeerId::random(), None, deposit(5, now + 3600)), Response::Stored);
+    // The window refills.
+    tokio::time::advance(HOUR).await;
+    assert_eq!(mailboxes.serve(PeerId::random(), range, deposit(6, now + 7200)), Response::Stored);
 }

@@ -961,7 +961,7 @@ impl EventLoop {
     ) {
         use kolokol_protocol::mailbox::Response;
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Event::Message { peer, connection_id, message } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     // Only DHT servers are replicas: a depositor found us as one of the servers
                     // closest to the mailbox id, and a client would not be found again.
@@ -979,6 +979,10 @@ impl EventLoop {
                         mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i),
                     ) = self.mailbox_inbound.try_send(MailboxInbound {
                         peer,
+                        source: self
+                            .connections
+                            .get(&connection_id)
+                            .and_then(|c| crate::swarm::dht::address_group(&c.address)),
                         request: wrap(request),
                         channel,
                     }) {
