@@ -251,13 +251,20 @@ impl Doctor {
     /// fetched back, the whole store-and-forward path a contact's message takes while we are
     /// offline.
     async fn mailbox(&self) -> Vec<control::DoctorCheck> {
-        use kolokol_protocol::mailbox::{Request, Response};
+        use kolokol_protocol::mailbox::Response;
         let now = self.clock.now_secs();
-        let mailbox_id = kolokol_protocol::mailbox::mailbox_id(
-            self.keys.identity().identity_key(),
-            kolokol_protocol::mailbox::period_of(now),
-        );
-        let replicas = self.mailboxes.replicas(&mailbox_id, false).await;
+        // The mailbox contacts deposit into: version 2, from our mailbox address. The list
+        // always holds the version 1 one too, which comes first only if the version 2 id
+        // could not be derived (a blinding factor of zero), so it is never empty.
+        let Some(own) = self
+            .mailboxes
+            .own_mailboxes(kolokol_protocol::mailbox::period_of(now))
+            .first()
+            .copied()
+        else {
+            return Vec::new();
+        };
+        let replicas = self.mailboxes.replicas(&own.id, false).await;
         if replicas.is_empty() {
             // A relay alone is every user's replica but has none of its own until a second DHT
             // server joins; for a user node it means offline messages cannot wait anywhere.
@@ -282,13 +289,26 @@ impl Doctor {
                 check("mailbox round trip", status, "skipped: no replica".into(), None),
             ];
         }
+        // The probe and the fetches go as a contact's deposit and our own fetch do: through a
+        // courier, under a fresh identity, never ours.
+        let courier = match self.mailboxes.courier().await {
+            Ok(courier) => courier,
+            Err(e) => {
+                let detail = format!("cannot start a courier: {e}");
+                return vec![
+                    check("mailbox replicas", Status::Fail, detail, None),
+                    check("mailbox round trip", Status::Fail, "skipped".into(), None),
+                ];
+            }
+        };
+        let courier = Some(&courier.0);
         let mut answered = 0;
         let mut waiting = 0;
         let mut errors = Vec::new();
         for (replica, addresses) in &replicas {
             match self
                 .mailboxes
-                .fetch_from(&self.inbox, *replica, addresses.clone(), mailbox_id)
+                .fetch_from(&self.inbox, *replica, addresses.clone(), own, courier)
                 .await
             {
                 Ok(n) => {
@@ -350,17 +370,12 @@ impl Doctor {
                 check("mailbox round trip", Status::Fail, "cannot seal the probe".into(), None),
             ];
         };
-        let item_id = kolokol_protocol::mailbox::item_id(&new_message_id());
+        let item_id = own.item_id(&new_message_id());
         let mut stored = 0;
         for (replica, addresses) in &replicas {
-            let deposit = Request::Deposit {
-                mailbox_id,
-                item_id,
-                envelope: envelope.clone(),
-                expires_at: now + 3600,
-            };
+            let deposit = own.deposit(item_id, envelope.clone(), now + 3600);
             if let Ok(Response::Stored) =
-                self.mailboxes.request(*replica, addresses.clone(), deposit).await
+                self.mailboxes.carry(courier, *replica, addresses.clone(), deposit).await
             {
                 stored += 1;
             }
@@ -369,7 +384,7 @@ impl Doctor {
         for (replica, addresses) in &replicas {
             if let Ok(n) = self
                 .mailboxes
-                .fetch_from(&self.inbox, *replica, addresses.clone(), mailbox_id)
+                .fetch_from(&self.inbox, *replica, addresses.clone(), own, courier)
                 .await
             {
                 fetched += n;

@@ -102,6 +102,11 @@ impl Keys {
         *self.0.mailbox.address()
     }
 
+    /// The mailbox key, whose blinded keys sign our version 2 fetches and deletions.
+    pub(crate) fn mailbox_key(&self) -> &MailboxKey {
+        &self.0.mailbox
+    }
+
     /// Our newest hybrid prekey, for invites, first contacts and the presence record.
     pub(crate) fn hybrid_prekey(&self) -> Result<Option<HybridPrekey>> {
         self.0.store.newest_hybrid_prekey()

@@ -4,10 +4,12 @@
 //! Flow: when direct delivery fails, the sender asks the DHT for the [`REPLICAS`] servers closest
 //! to the recipient's mailbox id for the current period and sends each a `Deposit` of the sealed
 //! envelope; the message is `stored` once [`REQUIRED_ACKS`] of them (all of them, when fewer
-//! exist) answer `Stored`. The recipient, on start, when its reservations come up and every
+//! exist) answer `Stored`. The mailbox id is version 2 (from the recipient's mailbox address,
+//! over `/kolokol/mailbox/2`) when the sender knows that address, and version 1 (from its
+//! identity key) otherwise. The recipient, on start, when its reservations come up and every
 //! [`FETCH_INTERVAL`], sends `Fetch` with an ownership proof to the servers closest to its
-//! mailbox ids for the current and previous period, opens each envelope through the same path as
-//! direct delivery, and then sends `Delete` with a proof. Replicas keep items in SQLite until
+//! mailbox ids of both versions for the current and previous period, opens each envelope
+//! through the same path as direct delivery, and then sends `Delete` with a proof. Replicas keep items in SQLite until
 //! deleted or expired ([`MAX_ITEM_TTL`]), within [`QUOTAS`]; a full mailbox refuses new deposits
 //! and never evicts stored ones. The bytes on the wire are in `crate::wire::mailbox`, the wire
 //! types and the proof in `kolokol_protocol::mailbox`.
@@ -21,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kolokol_protocol::mailbox::{MailboxId, Request, Response};
+use kolokol_protocol::mailbox::{MailboxId, Response};
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
@@ -30,7 +32,9 @@ use crate::keys::Keys;
 use crate::presence::{MAX_TRACKED_LOOKUPS, RESOLVE_TIMEOUT};
 use crate::quota::{Meter, Quota};
 use crate::store::{MailboxQuotas, Store};
+use crate::swarm::courier::Courier;
 use crate::swarm::{self, MailboxFailure};
+use crate::wire::mailbox::MailboxRequest;
 
 /// How many replicas each deposit goes to: the DHT servers closest to the mailbox id.
 pub const REPLICAS: usize = 3;
@@ -92,6 +96,12 @@ pub const DEPOSITS_PER_DEPOSITOR: Quota = Quota::new(4096, DEPOSIT_WINDOW);
 /// `MAILBOX_PERIOD_SECS`), when depositors move to a fresh mailbox.
 pub const DEPOSITS_PER_MAILBOX: Quota = Quota::new(4096, DEPOSIT_WINDOW);
 
+/// Deposits from one address range (an IPv4 /24 or IPv6 /48), from all peers there together,
+/// into all mailboxes, per [`DEPOSIT_WINDOW`]. Depositors use a fresh peer id per batch
+/// (couriers), so the per-depositor quota no longer tells senders apart; an address range
+/// does, roughly. Four times [`DEPOSITS_PER_DEPOSITOR`], since a NAT puts many users behind one.
+pub const DEPOSITS_PER_SOURCE: Quota = Quota::new(16_384, DEPOSIT_WINDOW);
+
 /// Items another replica may hand this one per [`DEPOSIT_WINDOW`] (`Request::Handover`): a
 /// replica that leaves the closest set of a full mailbox hands over at most 8192 items, twice
 /// that passes.
@@ -104,6 +114,10 @@ pub const MAX_METERED: usize = 8192;
 /// How long the replicas found for a mailbox id are reused before the DHT is asked again; a
 /// backlog of messages to one offline recipient then costs one lookup, not one per message.
 pub const REPLICA_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Couriers (swarms under fresh identities, for version 2 requests) running at once; a deposit
+/// or fetch past this waits for one to finish.
+pub const MAX_COURIERS: usize = 64;
 
 /// A mailbox replica: a DHT server and its addresses.
 pub(crate) type Replica = (PeerId, Vec<Multiaddr>);
@@ -128,19 +142,27 @@ struct Inner {
     /// Counts changes to the items held as a replica, so a test (or a status page) can wait for
     /// one instead of polling.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Permits for couriers, [`MAX_COURIERS`] in all.
+    couriers: tokio::sync::Semaphore,
 }
 
 /// A replica's deposit quotas, per depositor and per mailbox.
 struct DepositMeters {
     per_depositor: Meter<PeerId>,
+    per_source: Meter<[u8; 7]>,
     per_mailbox: Meter<MailboxId>,
     handovers: Meter<PeerId>,
 }
 
 impl DepositMeters {
     fn new(per_depositor: Quota, per_mailbox: Quota) -> Self {
+        Self::with_source(per_depositor, DEPOSITS_PER_SOURCE, per_mailbox)
+    }
+
+    fn with_source(per_depositor: Quota, per_source: Quota, per_mailbox: Quota) -> Self {
         Self {
             per_depositor: Meter::new("deposits per depositor", per_depositor, MAX_METERED),
+            per_source: Meter::new("deposits from one address range", per_source, MAX_METERED),
             per_mailbox: Meter::new("deposits into one mailbox", per_mailbox, MAX_METERED),
             handovers: Meter::new(
                 "items handed over per replica",
@@ -168,6 +190,7 @@ impl Mailboxes {
             deposits: Default::default(),
             handed: Default::default(),
             changes: tokio::sync::watch::channel(0).0,
+            couriers: tokio::sync::Semaphore::new(MAX_COURIERS),
         }))
     }
 
@@ -177,6 +200,18 @@ impl Mailboxes {
     pub(crate) fn set_deposit_quotas(&self, per_depositor: Quota, per_mailbox: Quota) {
         *self.0.deposits.lock().unwrap_or_else(|p| p.into_inner()) =
             DepositMeters::new(per_depositor, per_mailbox);
+    }
+
+    /// Replaces the deposit quotas, the per-address-range one included.
+    #[cfg(test)]
+    pub(crate) fn set_deposit_quotas_by_source(
+        &self,
+        per_depositor: Quota,
+        per_source: Quota,
+        per_mailbox: Quota,
+    ) {
+        *self.0.deposits.lock().unwrap_or_else(|p| p.into_inner()) =
+            DepositMeters::with_source(per_depositor, per_source, per_mailbox);
     }
 
     /// The DHT servers closest to a mailbox id, nearest first, at most [`REPLICAS`]; from the
@@ -217,12 +252,40 @@ impl Mailboxes {
         self.0.replicas.lock().unwrap_or_else(|p| p.into_inner()).remove(mailbox_id);
     }
 
-    /// Sends one request to a replica and waits for its answer.
+    /// Starts a courier for one deposit batch or one fetch pass, once fewer than
+    /// [`MAX_COURIERS`] run; it holds its permit until dropped.
+    pub(crate) async fn courier(
+        &self,
+    ) -> crate::error::Result<(Courier, tokio::sync::SemaphorePermit<'_>)> {
+        let permit =
+            self.0.couriers.acquire().await.map_err(|_| crate::error::Error::ShuttingDown)?;
+        Ok((self.0.swarm.courier()?, permit))
+    }
+
+    /// Sends one request to a replica and waits for its answer: a version 2 request through
+    /// `courier`, under its identity, when there is one; anything else over the main swarm.
+    pub(crate) async fn carry(
+        &self,
+        courier: Option<&Courier>,
+        replica: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: MailboxRequest,
+    ) -> Result<Response, MailboxFailure> {
+        match (courier, request) {
+            (Some(courier), MailboxRequest::V2(request)) => {
+                courier.request(replica, addresses, request).await
+            }
+            (_, request) => self.request(replica, addresses, request).await,
+        }
+    }
+
+    /// Sends one request to a replica over the main swarm, under this node's identity, and
+    /// waits for its answer.
     pub(crate) async fn request(
         &self,
         replica: PeerId,
         addresses: Vec<Multiaddr>,
-        request: Request,
+        request: MailboxRequest,
     ) -> Result<Response, MailboxFailure> {
         self.0.swarm.mailbox(replica, addresses, request).await
     }

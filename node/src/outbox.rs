@@ -453,7 +453,8 @@ impl Outbox {
                 if matches!(&outcome, Err(f) if !f.permanent && !f.slow) && !parts.is_empty() {
                     let chunked =
                         attempt_envelopes(&row.body) > 1 || parts.iter().any(|(i, _)| *i > 0);
-                    stored = Some(self.0.mailboxes.deposit(row, parts, chunked).await);
+                    let address = self.0.conversations.peer_mailbox(&row.peer_id);
+                    stored = Some(self.0.mailboxes.deposit(row, address, parts, chunked).await);
                 }
                 outcome
             }

@@ -8,12 +8,14 @@
 //! workers, whose answer comes back through [`Client::respond`].
 //!
 //! The rooms: [`behaviour`] builds the swarm and holds libp2p's limits; `event_loop` runs the
-//! task; `dht`, `lan` and `relays` are its Kademlia side, its mDNS side and the auto-relay that
+//! task; [`courier`] runs the short-lived swarms under fresh identities that carry version 2
+//! mailbox requests; `dht`, `lan` and `relays` are its Kademlia side, its mDNS side and the auto-relay that
 //! libp2p lacks; `dialer` races every address of a peer,
 //! [`endpoints`] remembers per [`network`] what worked.
 
 pub mod admission;
 pub mod behaviour;
+pub mod courier;
 mod dht;
 mod dialer;
 pub mod endpoints;
@@ -98,7 +100,7 @@ pub(crate) enum Command {
     Mailbox {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        request: kolokol_protocol::mailbox::Request,
+        request: mailbox_wire::MailboxRequest,
         reply: oneshot::Sender<
             std::result::Result<kolokol_protocol::mailbox::Response, MailboxFailure>,
         >,
@@ -116,7 +118,10 @@ pub(crate) enum Command {
 pub(crate) struct MailboxInbound {
     /// The requesting peer, authenticated by the connection.
     pub peer: PeerId,
-    pub request: kolokol_protocol::mailbox::Request,
+    /// The address range (IPv4 /24, IPv6 /48) the request came from, when its connection has
+    /// an IP address: what the replica meters when peer ids are throwaway (couriers).
+    pub source: Option<[u8; 7]>,
+    pub request: mailbox_wire::MailboxRequest,
     pub channel: ResponseChannel<kolokol_protocol::mailbox::Response>,
 }
 
@@ -412,7 +417,8 @@ pub(crate) fn new(
     // What worked on which network, from earlier runs: the racing dialer starts from it.
     event_loop.endpoints = endpoints::Endpoints::new(endpoints);
     event_loop.cooldown = hole_punch;
-    let client = Client { commands: command_tx, status: status_rx };
+    let route = courier::Route { policy: config.transport, in_memory: config.in_memory };
+    let client = Client { commands: command_tx, status: status_rx, route };
     Ok((client, event_loop, Channels { inbound, inbound_contacts, net_events, mailbox_requests }))
 }
 
@@ -421,6 +427,8 @@ pub(crate) fn new(
 pub(crate) struct Client {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<NetStatus>,
+    /// How couriers (`courier::Courier`) reach replicas: as this swarm does.
+    route: courier::Route,
 }
 
 impl Client {
@@ -430,7 +438,14 @@ impl Client {
     pub(crate) fn detached() -> Self {
         let (commands, _) = mpsc::channel(1);
         let (_, status) = watch::channel(NetStatus::default());
-        Self { commands, status }
+        let route = courier::Route { policy: crate::config::Policy::default(), in_memory: true };
+        Self { commands, status, route }
+    }
+
+    /// Starts a courier: a swarm of its own under a fresh identity, for version 2 mailbox
+    /// requests that must not name this node.
+    pub(crate) fn courier(&self) -> Result<courier::Courier> {
+        courier::Courier::start(self.route)
     }
 
     /// Sends a command that carries a reply channel, and waits for the reply.
@@ -528,7 +543,7 @@ impl Client {
         &self,
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        request: kolokol_protocol::mailbox::Request,
+        request: mailbox_wire::MailboxRequest,
     ) -> std::result::Result<kolokol_protocol::mailbox::Response, MailboxFailure> {
         self.ask(|reply| Command::Mailbox { peer, addresses, request, reply })
             .await

@@ -10,11 +10,15 @@ use kolokol_protocol::control::EVENT_TEXT_LEN;
 use kolokol_protocol::conversation::{Conversation, Randomness};
 use kolokol_protocol::envelope::{self, MAX_ENVELOPE_LEN};
 use kolokol_protocol::invite::Invite;
-use kolokol_protocol::mailbox::{Operation, Proof, Request, Response, mailbox_id, period_of};
+use kolokol_protocol::mailbox::{
+    BlindedProof, Operation, Request, RequestV2, Response, mailbox_id, period_of,
+};
 use kolokol_protocol::message::MAX_TEXT_LEN;
 use kolokol_protocol::message::{Body, Content};
 
-use crate::support::{Net, raw_mailbox_requests, wait_message, wait_state};
+use crate::support::{
+    Net, raw_mailbox_requests, raw_mailbox_requests_v2, wait_message, wait_state,
+};
 
 /// A text of `len` bytes that is not one repeated byte: mixed ASCII and two-byte UTF-8, so a
 /// chunk boundary inside a character would show, and a marker that must not appear on the wire.
@@ -80,17 +84,21 @@ async fn a_chunked_message_waits_in_the_mailbox_as_full_size_envelopes_and_arriv
     // What the replica holds: one item per chunk (of the format 4 length: the pair's
     // conversation is format 4, from their version 2 invites), every one exactly the largest
     // bucket, a format 4 envelope, with no plaintext in it.
-    let bob_identity = net.identity("bob");
+    // Alice knows Bob's mailbox address (his version 2 invite), so the items are in his
+    // version 2 mailbox, fetched with his mailbox key.
+    let bob_mailbox = net.mailbox_key("bob");
     let now = kolokol_node::clock::unix_secs();
-    let id = mailbox_id(bob_identity.identity_key(), period_of(now));
-    let proof = Proof::sign(&bob_identity, &id, Operation::Fetch, now, &[]).expect("sign");
-    let items =
-        match &raw_mailbox_requests(&relay_addr, vec![Request::Fetch { mailbox_id: id, proof }])
-            .await[..]
-        {
-            [Response::Items { items, more: false }] => items.clone(),
-            other => panic!("the owner could not fetch: {other:?}"),
-        };
+    let (id, proof) =
+        BlindedProof::sign(&bob_mailbox, period_of(now), Operation::Fetch, now, &[]).expect("sign");
+    let items = match &raw_mailbox_requests_v2(
+        &relay_addr,
+        vec![RequestV2::Fetch { mailbox_id: id, proof }],
+    )
+    .await[..]
+    {
+        [Response::Items { items, more: false }] => items.clone(),
+        other => panic!("the owner could not fetch: {other:?}"),
+    };
     // The encoded body is the text and 12 bytes of length and variant.
     assert_eq!(items.len(), (text.len() + 12).div_ceil(CHUNK_LEN_4));
     for item in &items {

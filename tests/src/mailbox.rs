@@ -2,7 +2,11 @@
 //! it comes back, exactly once, even with a replica gone; replicas hand over and delete items
 //! only with a valid ownership proof, and refuse deposits past a quota without touching what
 //! they hold; a backlog of 1 000 messages all arrives, in order, none twice; and through churn
-//! the replicas hand a mailbox over so that the three closest live servers hold it.
+//! the replicas hand a mailbox over so that the three closest live servers hold it. Version 2
+//! (`/kolokol/mailbox/2`): a contact that knows the recipient's mailbox address deposits under
+//! an id the replica cannot tie to the recipient, and nothing it stores names the recipient; a
+//! contact that does not still deposits in version 1; a blinded proof opens only its own
+//! mailbox.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -10,12 +14,15 @@ use std::time::{Duration, Instant};
 use kolokol_node::{Multiaddr, Role, RunningNode};
 use kolokol_protocol::control::Event;
 use kolokol_protocol::identity::Identity;
-use kolokol_protocol::mailbox::{Operation, Proof, Request, Response, mailbox_id, period_of};
+use kolokol_protocol::mailbox::{
+    BlindedProof, Operation, Proof, Request, RequestV2, Response, mailbox_id, period_of,
+};
+use kolokol_protocol::mailbox_key::MailboxKey;
 use libp2p::kad;
 
 use crate::support::{
-    Net, TIMEOUT, assert_stored_then_delivered, introduce, raw_mailbox_requests, wait_message,
-    wait_message_at, wait_state, wait_state_at,
+    Net, TIMEOUT, assert_stored_then_delivered, introduce, raw_mailbox_requests,
+    raw_mailbox_requests_v2, wait_message, wait_message_at, wait_state, wait_state_at,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,8 +400,12 @@ async fn replicas_hand_a_mailbox_over_through_churn_and_every_message_arrives() 
     }
     alice.shutdown().await;
 
-    let bob_key = *net.identity("bob").identity_key();
-    let mailbox = mailbox_id(&bob_key, period_of(kolokol_node::clock::unix_secs()));
+    // Alice knows Bob's mailbox address, so the mailbox is his version 2 one; replicas hand it
+    // over as they do any id.
+    let mailbox = net
+        .mailbox_key("bob")
+        .mailbox_id(period_of(kolokol_node::clock::unix_secs()))
+        .expect("a mailbox id");
     let target = kad::KBucketKey::new(mailbox.to_vec());
     let distance = |p: &libp2p::PeerId| kad::KBucketKey::from(*p).distance(&target);
     servers.sort_by_key(|s| distance(&s.node().peer_id()));
@@ -449,5 +460,283 @@ async fn replicas_hand_a_mailbox_over_through_churn_and_every_message_arrives() 
     bob.shutdown().await;
     for s in live {
         s.shutdown().await;
+    }
+}
+
+/// Every value of every row of a stopped replica's `mailbox_items`, as bytes, with the row's
+/// mailbox id first.
+fn stored_rows(net: &Net, replica: &str) -> Vec<([u8; 32], Vec<Vec<u8>>)> {
+    use rusqlite::types::ValueRef;
+    let db = net.database(replica);
+    let mut statement = db.prepare("SELECT * FROM mailbox_items").expect("the table exists");
+    let columns = statement.column_count();
+    statement
+        .query_map([], |row| {
+            let mut values = Vec::with_capacity(columns);
+            for i in 0..columns {
+                values.push(match row.get_ref(i)? {
+                    ValueRef::Blob(b) => b.to_vec(),
+                    ValueRef::Text(t) => t.to_vec(),
+                    ValueRef::Integer(n) => n.to_be_bytes().to_vec(),
+                    ValueRef::Real(f) => f.to_be_bytes().to_vec(),
+                    ValueRef::Null => Vec::new(),
+                });
+            }
+            let id: Vec<u8> = row.get("mailbox_id")?;
+            Ok((id.try_into().expect("a 32-byte mailbox id"), values))
+        })
+        .expect("query")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("rows")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_deposit_names_neither_the_recipient_nor_its_identity_on_the_replica() {
+    let net = Net::new();
+    let (relay, _, alice, bob) = net.pair().await;
+    let bob_peer = bob.node().peer_id();
+    bob.shutdown().await;
+
+    let sent = alice.node().send("bob", "for your mailbox only").await.expect("send");
+    assert_eq!(sent.state, "stored", "{:?}", sent.detail);
+    let now = kolokol_node::clock::unix_secs();
+    let bob_identity = net.identity("bob");
+    let v1 = mailbox_id(bob_identity.identity_key(), period_of(now));
+    let v2 = net.mailbox_key("bob").mailbox_id(period_of(now)).expect("a mailbox id");
+    assert_ne!(v1, v2);
+    // Alice holds Bob's mailbox address (his version 2 invite): the item is under the version 2
+    // id, which no one without that address can compute, and nothing is under the version 1 id
+    // that anyone can compute from his peer id.
+    assert_eq!(relay.node().mailbox_items_held(&v2).expect("count"), 1);
+    assert_eq!(relay.node().mailbox_items_held(&v1).expect("count"), 0);
+    alice.shutdown().await;
+    relay.shutdown().await;
+
+    // What the replica's disk holds: no byte string of Bob's identity key, his peer id (as
+    // bytes or as text) or his version 1 mailbox id, in any column.
+    let rows = stored_rows(&net, "relay");
+    assert_eq!(rows.len(), 1, "one item, one row");
+    let (id, values) = &rows[0];
+    assert_eq!(*id, v2);
+    let bob_text = bob_peer.to_string();
+    for needle in
+        [&bob_identity.identity_key()[..], &bob_peer.to_bytes()[..], bob_text.as_bytes(), &v1[..]]
+    {
+        assert!(!values.iter().any(|v| contains(v, needle)), "a stored row names Bob");
+    }
+
+    // The replica comes back with its rows, and Bob, fetching his version 2 mailbox with a
+    // blinded proof, gets the message; the replica deletes it.
+    let (relay, relay_addr) = net.relay("relay").await;
+    let bob = net.start("bob", Role::Node, &[relay_addr]).await;
+    let mut b_events = bob.node().subscribe();
+    assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "for your mailbox only");
+    wait_held(&relay, &v2, 0, "the replica after Bob's fetch").await;
+    // The doctor's probe takes the same way: deposited in Bob's version 2 mailbox, fetched back.
+    let report = bob.node().doctor().await.expect("doctor");
+    let round_trip =
+        report.checks.iter().find(|c| c.name == "mailbox round trip").expect("a round-trip check");
+    assert_eq!(round_trip.status, "ok", "{round_trip:?}");
+    assert_eq!(relay.node().mailbox_items_held(&v2).expect("count"), 0);
+    for n in [bob, relay] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_without_the_mailbox_address_still_deposits_in_version_1() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
+    // Alice has Bob from an invite of before mailbox addresses (version 1, no keys), so she
+    // cannot compute his version 2 mailbox id.
+    let now = kolokol_node::clock::unix_secs();
+    let bob_invite = bob.node().invite().await.expect("invite").invite;
+    let (invite, keys, _) =
+        kolokol_protocol::invite::Invite::from_text_with_keys(&bob_invite, now).expect("invite");
+    assert!(keys.is_some());
+    let old_invite = invite.to_text().expect("a version 1 invite");
+    let alice_invite = alice.node().invite().await.expect("invite").invite;
+    bob.node().add_contact("alice", &alice_invite).await.expect("add contact");
+    alice.node().add_contact("bob", &old_invite).await.expect("add contact");
+    bob.shutdown().await;
+
+    let sent = alice.node().send("bob", "the old way").await.expect("send");
+    assert_eq!(sent.state, "stored", "{:?}", sent.detail);
+    let v1 = mailbox_id(net.identity("bob").identity_key(), period_of(now));
+    let v2 = net.mailbox_key("bob").mailbox_id(period_of(now)).expect("a mailbox id");
+    assert_eq!(relay.node().mailbox_items_held(&v1).expect("count"), 1);
+    assert_eq!(relay.node().mailbox_items_held(&v2).expect("count"), 0);
+    alice.shutdown().await;
+
+    // Bob fetches his version 1 mailbox too, for contacts like Alice.
+    let bob = net.start("bob", Role::Node, &[relay_addr]).await;
+    let mut b_events = bob.node().subscribe();
+    assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "the old way");
+    wait_held(&relay, &v1, 0, "the replica after Bob's fetch").await;
+    for n in [bob, relay] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_replica_hands_out_and_deletes_only_for_the_owners_blinded_proof() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let bob = MailboxKey::from_secret(&[1; 32]);
+    let mallory = MailboxKey::from_secret(&[3; 32]);
+    let bob_identity = Identity::from_secrets([1; 32], [51; 32]);
+    let now = kolokol_node::clock::unix_secs();
+    let period = period_of(now);
+    let id = bob.mailbox_id(period).expect("a mailbox id");
+    let deposit = RequestV2::Deposit {
+        mailbox_id: id,
+        item_id: [7; 16],
+        envelope: vec![7; 1024],
+        expires_at: now + 3600,
+    };
+    assert_eq!(raw_mailbox_requests_v2(&relay_addr, vec![deposit]).await, [Response::Stored]);
+
+    let fetch_by = |key: &MailboxKey, timestamp: u64| {
+        let (_, proof) =
+            BlindedProof::sign(key, period_of(timestamp), Operation::Fetch, timestamp, &[])
+                .expect("sign");
+        RequestV2::Fetch { mailbox_id: id, proof }
+    };
+    let (_, genuine) = BlindedProof::sign(&bob, period, Operation::Fetch, now, &[]).expect("sign");
+    let mut forged = genuine.clone();
+    forged.signature[0] ^= 1;
+    let (_, mallory_delete) =
+        BlindedProof::sign(&mallory, period, Operation::Delete, now, &[[7; 16]]).expect("sign");
+    let answers = raw_mailbox_requests_v2(
+        &relay_addr,
+        vec![
+            fetch_by(&mallory, now),
+            RequestV2::Fetch { mailbox_id: id, proof: forged },
+            fetch_by(&bob, now - 3600),
+            RequestV2::Delete { mailbox_id: id, item_ids: vec![[7; 16]], proof: mallory_delete },
+            RequestV2::Delete { mailbox_id: id, item_ids: vec![[7; 16]], proof: genuine },
+        ],
+    )
+    .await;
+    let reasons: Vec<String> = answers
+        .into_iter()
+        .map(|a| match a {
+            Response::Refused { reason } => reason,
+            other => panic!("not refused: {other:?}"),
+        })
+        .collect();
+    assert!(reasons[0].contains("does not own"), "{reasons:?}");
+    assert!(reasons[1].contains("signature"), "{reasons:?}");
+    assert!(reasons[2].contains("stale"), "{reasons:?}");
+    assert!(reasons[3].contains("does not own"), "{reasons:?}");
+    assert!(reasons[4].contains("signature"), "{reasons:?}");
+    // Nor does a version 1 proof by an identity open a version 2 mailbox.
+    let identity_proof = Proof::sign(&bob_identity, &id, Operation::Fetch, now, &[]).expect("sign");
+    match &raw_mailbox_requests(
+        &relay_addr,
+        vec![Request::Fetch { mailbox_id: id, proof: identity_proof }],
+    )
+    .await[..]
+    {
+        [Response::Refused { reason }] => assert!(reason.contains("does not own"), "{reason}"),
+        other => panic!("an identity proof opened a version 2 mailbox: {other:?}"),
+    }
+
+    // The item is still there for its owner, who deletes it with a proof over its id.
+    match &raw_mailbox_requests_v2(&relay_addr, vec![fetch_by(&bob, now)]).await[..] {
+        [Response::Items { items, more: false }] => {
+            assert_eq!(items.len(), 1);
+            assert_eq!(items[0].envelope, vec![7; 1024]);
+        }
+        other => panic!("the owner could not fetch: {other:?}"),
+    }
+    let (_, delete) =
+        BlindedProof::sign(&bob, period, Operation::Delete, now, &[[7; 16]]).expect("sign");
+    assert_eq!(
+        raw_mailbox_requests_v2(
+            &relay_addr,
+            vec![RequestV2::Delete { mailbox_id: id, item_ids: vec![[7; 16]], proof: delete }],
+        )
+        .await,
+        [Response::Deleted { count: 1 }]
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cannot_tell_which_sender_a_version_2_deposit_came_from() {
+    let net = Net::new();
+    let (relay, relay_addr) = net.relay("relay").await;
+    let alice = net.user("alice", std::slice::from_ref(&relay_addr)).await;
+    let carol = net.user("carol", std::slice::from_ref(&relay_addr)).await;
+    let bob = net.user("bob", std::slice::from_ref(&relay_addr)).await;
+    introduce(&alice.node(), "alice", &bob.node(), "bob").await;
+    introduce(&carol.node(), "carol", &bob.node(), "bob").await;
+    let bob_peer = bob.node().peer_id();
+    bob.shutdown().await;
+
+    // Both senders deposit while Bob is away, each message through a courier of its own.
+    let mut sent = Vec::new();
+    for (sender, text) in [(&alice, "from the first"), (&carol, "from the second")] {
+        let s = sender.node().send("bob", text).await.expect("send");
+        assert_eq!(s.state, "stored", "{:?}", s.detail);
+        sent.push((s.id, text));
+    }
+    let senders: Vec<(libp2p::PeerId, Identity)> = ["alice", "carol"]
+        .iter()
+        .map(|name| (net.identity(name).peer_id(), net.identity(name)))
+        .collect();
+    alice.shutdown().await;
+    carol.shutdown().await;
+    relay.shutdown().await;
+
+    // The replica's rows: the depositor it recorded is neither sender, and no column holds a
+    // sender's identity key, device key or peer id (bytes or text), nor Bob's.
+    let rows = stored_rows(&net, "relay");
+    assert_eq!(rows.len(), 2, "one item per message");
+    let depositors: Vec<String> = {
+        let db = net.database("relay");
+        let mut query = db.prepare("SELECT depositor FROM mailbox_items").expect("query");
+        query
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("depositors")
+    };
+    assert_ne!(depositors[0], depositors[1], "one courier per deposit batch");
+    let bob_identity = net.identity("bob");
+    let mut needles: Vec<Vec<u8>> = vec![
+        bob_identity.identity_key().to_vec(),
+        bob_peer.to_bytes(),
+        bob_peer.to_string().into_bytes(),
+    ];
+    for (peer, identity) in &senders {
+        assert!(!depositors.contains(&peer.to_string()), "a sender's own peer id was recorded");
+        needles.push(identity.identity_key().to_vec());
+        needles.push(identity.device().public().to_vec());
+        needles.push(peer.to_bytes());
+        needles.push(peer.to_string().into_bytes());
+    }
+    for (_, values) in &rows {
+        for needle in &needles {
+            assert!(!values.iter().any(|v| contains(v, needle)), "a stored row names someone");
+        }
+    }
+
+    // Bob gets both.
+    let (relay, relay_addr) = net.relay("relay").await;
+    let bob = net.start("bob", Role::Node, &[relay_addr]).await;
+    let mut b_events = bob.node().subscribe();
+    for (id, text) in &sent {
+        assert_eq!(wait_message_at(&bob.node(), &mut b_events, id).await.text, *text);
+    }
+    for n in [bob, relay] {
+        n.shutdown().await;
     }
 }

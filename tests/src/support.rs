@@ -112,6 +112,50 @@ impl Net {
             .expect("identity.key exists");
         kolokol_protocol::identity::Identity::from_file_bytes(&bytes).expect("a valid identity")
     }
+
+    /// The database of a stopped node, opened as someone holding its disk would.
+    pub fn database(&self, name: &str) -> rusqlite::Connection {
+        let path = self.data_dir(name).join(kolokol_node::data_dir::DATABASE_FILE);
+        rusqlite::Connection::open(path).expect("the database opens")
+    }
+
+    /// The mailbox key of a stopped node, read from its database as an attacker who stole the
+    /// device would.
+    pub fn mailbox_key(&self, name: &str) -> kolokol_protocol::mailbox_key::MailboxKey {
+        let secret: Vec<u8> = self
+            .database(name)
+            .query_row("SELECT value FROM secrets WHERE name = 'mailbox'", [], |r| r.get(0))
+            .expect("the mailbox key is stored");
+        let secret: [u8; 32] = secret.try_into().expect("32 bytes");
+        kolokol_protocol::mailbox_key::MailboxKey::from_secret(&secret)
+    }
+}
+
+/// The mailbox address a running node gives its contacts, read from its invite.
+pub async fn mailbox_address(node: &Node) -> [u8; 32] {
+    let invite = node.invite().await.expect("invite").invite;
+    let now = kolokol_node::clock::unix_secs();
+    let (_, keys, _) = kolokol_protocol::invite::Invite::from_text_with_keys(&invite, now)
+        .expect("a valid invite");
+    keys.expect("a version 2 invite").mailbox
+}
+
+/// Has `node` fetch its mailboxes until `replica` holds no item of mailbox `id`. The node runs
+/// fetch passes of its own too (on start, on reconnecting, every minute), so which pass takes
+/// an item is not fixed, and a test must not count on its own call taking it.
+pub async fn fetch_until_taken(node: &Node, replica: &Node, id: &[u8; 32]) {
+    let mut changes = replica.mailbox_changes();
+    tokio::time::timeout(TIMEOUT, async {
+        node.fetch_mailboxes().await;
+        while replica.mailbox_items_held(id).expect("count") > 0 {
+            changes.changed().await.expect("the replica runs");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let held = replica.mailbox_items_held(id).expect("count");
+        panic!("the replica still holds {held} items of the mailbox")
+    });
 }
 
 /// Makes `a` and `b` contacts of each other under the given names, through invites.
@@ -317,32 +361,40 @@ pub async fn push_raw_records(server: &Multiaddr, records: Vec<(Vec<u8>, Vec<u8>
     .expect("the server answered every store request");
 }
 
-/// A bare request-response client of `/kolokol/mailbox/1`, with a fresh identity: a depositor
+/// Sends `requests` over `/kolokol/mailbox/1` to the mailbox replica at `server` from one new
+/// identity, a window of them at a time, and returns the answers in the same order: a depositor
 /// or an attacker that Kolokol's own node code does not police.
-#[derive(NetworkBehaviour)]
-struct RawMailbox {
-    mailbox: libp2p::request_response::Behaviour<kolokol_node::wire::mailbox::Codec>,
-}
-
-/// Sends `requests` to the mailbox replica at `server` from one new identity, a window of them
-/// at a time, and returns the answers in the same order.
 pub async fn raw_mailbox_requests(
     server: &Multiaddr,
     requests: Vec<kolokol_protocol::mailbox::Request>,
+) -> Vec<kolokol_protocol::mailbox::Response> {
+    raw_requests(server, kolokol_node::wire::mailbox::PROTOCOL_NAME, requests).await
+}
+
+/// As [`raw_mailbox_requests`], over `/kolokol/mailbox/2`.
+pub async fn raw_mailbox_requests_v2(
+    server: &Multiaddr,
+    requests: Vec<kolokol_protocol::mailbox::RequestV2>,
+) -> Vec<kolokol_protocol::mailbox::Response> {
+    raw_requests(server, kolokol_node::wire::mailbox::PROTOCOL_NAME_V2, requests).await
+}
+
+/// A bare request-response client of one mailbox protocol version, with a fresh identity.
+async fn raw_requests<R: kolokol_node::wire::mailbox::Frame>(
+    server: &Multiaddr,
+    protocol: libp2p::StreamProtocol,
+    requests: Vec<R>,
 ) -> Vec<kolokol_protocol::mailbox::Response> {
     use libp2p::request_response;
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .expect("tcp transport")
-        .with_behaviour(|_| RawMailbox {
-            mailbox: request_response::Behaviour::new(
-                [(
-                    kolokol_node::wire::mailbox::PROTOCOL_NAME,
-                    request_response::ProtocolSupport::Full,
-                )],
+        .with_behaviour(|_| {
+            request_response::Behaviour::<kolokol_node::wire::mailbox::Codec<R>>::new(
+                [(protocol, request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(TIMEOUT),
-            ),
+            )
         })
         .expect("behaviour")
         .build();
@@ -360,24 +412,22 @@ pub async fn raw_mailbox_requests(
         while answers.len() < total {
             while ids.len() < total && ids.len() - answers.len() < IN_FLIGHT {
                 let r = queue.next().expect("a request is left");
-                ids.push(swarm.behaviour_mut().mailbox.send_request_with_addresses(
+                ids.push(swarm.behaviour_mut().send_request_with_addresses(
                     &server_peer,
                     r,
                     vec![server.clone()],
                 ));
             }
             match swarm.select_next_some().await {
-                SwarmEvent::Behaviour(RawMailboxEvent::Mailbox(
-                    request_response::Event::Message {
-                        message: request_response::Message::Response { request_id, response },
-                        ..
-                    },
-                )) => {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, response },
+                    ..
+                }) => {
                     answers.insert(request_id, response);
                 }
-                SwarmEvent::Behaviour(RawMailboxEvent::Mailbox(
-                    request_response::Event::OutboundFailure { error, .. },
-                )) => panic!("a mailbox request failed: {error}"),
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    error, ..
+                }) => panic!("a mailbox request failed: {error}"),
                 _ => {}
             }
         }

@@ -1,14 +1,75 @@
 //! Depositing a message's envelopes on the replicas of the recipient's mailbox, and remembering
 //! which replicas hold them, so a later attempt deposits only where they are missing.
+//!
+//! When the sender knows the recipient's mailbox address (its version 2 invite, or its format 4
+//! first contact), the mailbox is version 2: its id comes from the address and the period, its
+//! item ids from the mailbox id and the message id, and the deposits go over
+//! `/kolokol/mailbox/2`, so neither the replicas nor the DHT peers asked for them can tell whose
+//! mailbox it is. Without the address (a contact from before mailbox addresses), version 1, from
+//! the recipient's identity key, as before.
 
 use std::sync::Arc;
 
-use kolokol_protocol::mailbox::{self as mailbox_proto, Request, Response};
+use kolokol_protocol::mailbox::{self as mailbox_proto, MailboxId, Request, RequestV2, Response};
+use kolokol_protocol::mailbox_key::{self, MailboxAddress};
 use libp2p::PeerId;
 use tokio::task::JoinSet;
 
-use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, REPLICAS, REQUIRED_ACKS};
+use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, REPLICAS, REQUIRED_ACKS, Replica};
 use crate::store::{DepositRecord, OutboxRow};
+use crate::wire::mailbox::MailboxRequest;
+
+/// The recipient's mailbox id at `now` and the deposits of a message's `parts` into it (one, or
+/// one per chunk of a `chunked` message, each with its index): version 2 with the recipient's
+/// mailbox `address`, version 1 from its peer id without.
+pub(crate) fn deposits(
+    peer: &PeerId,
+    address: Option<&MailboxAddress>,
+    message_id: &[u8; 16],
+    expires_at: u64,
+    parts: Vec<(u32, Vec<u8>)>,
+    chunked: bool,
+    now: u64,
+) -> crate::error::Result<(MailboxId, Vec<MailboxRequest>)> {
+    let period = mailbox_proto::period_of(now);
+    let chunk = |index: u32| chunked.then_some(index);
+    match address {
+        Some(address) => {
+            let mailbox_id = mailbox_key::mailbox_id(address, period)?;
+            let requests = parts
+                .into_iter()
+                .map(|(index, envelope)| {
+                    MailboxRequest::V2(RequestV2::Deposit {
+                        mailbox_id,
+                        item_id: mailbox_proto::item_id_v2(&mailbox_id, message_id, chunk(index)),
+                        envelope,
+                        expires_at,
+                    })
+                })
+                .collect();
+            Ok((mailbox_id, requests))
+        }
+        None => {
+            let key = kolokol_protocol::safety::identity_key(peer)?;
+            let mailbox_id = mailbox_proto::mailbox_id(&key, period);
+            let requests = parts
+                .into_iter()
+                .map(|(index, envelope)| {
+                    MailboxRequest::V1(Request::Deposit {
+                        mailbox_id,
+                        item_id: match chunk(index) {
+                            Some(index) => mailbox_proto::chunk_item_id(message_id, index),
+                            None => mailbox_proto::item_id(message_id),
+                        },
+                        envelope,
+                        expires_at,
+                    })
+                })
+                .collect();
+            Ok((mailbox_id, requests))
+        }
+    }
+}
 
 /// Why a message is not (yet) stored in its recipient's mailbox.
 #[derive(Debug, thiserror::Error)]
@@ -34,18 +95,27 @@ pub(crate) enum DepositError {
 impl Mailboxes {
     /// Deposits the message's envelopes that its recipient lacks (one, or one per chunk of a
     /// `chunked` message, each with its index) on the replicas of the recipient's current
-    /// mailbox that do not hold them yet; returns the detail of the `stored` state ("stored on
-    /// N of M mailbox replicas") once enough hold all of them.
+    /// mailbox that do not hold them yet, version 2 if we know the recipient's mailbox
+    /// `address`; returns the detail of the `stored` state ("stored on N of M mailbox
+    /// replicas") once enough hold all of them.
     pub(crate) async fn deposit(
         &self,
         row: &OutboxRow,
+        address: Option<MailboxAddress>,
         parts: Vec<(u32, Vec<u8>)>,
         chunked: bool,
     ) -> Result<String, DepositError> {
-        let key = kolokol_protocol::safety::identity_key(&row.peer_id)
-            .map_err(crate::error::Error::from)?;
-        let now = self.0.clock.now_secs();
-        let mailbox_id = mailbox_proto::mailbox_id(&key, mailbox_proto::period_of(now));
+        // The replica keeps it no longer than the outbox would go on trying.
+        let expires_at = (row.created_at_ms / 1000).saturating_add(MAX_ITEM_TTL.as_secs());
+        let (mailbox_id, deposits) = deposits(
+            &row.peer_id,
+            address.as_ref(),
+            &row.id,
+            expires_at,
+            parts,
+            chunked,
+            self.0.clock.now_secs(),
+        )?;
         let replicas = self.replicas(&mailbox_id, true).await;
         if replicas.is_empty() {
             return Err(DepositError::NoReplica);
@@ -60,30 +130,24 @@ impl Mailboxes {
             replicas.iter().map(|(p, _)| *p).filter(|p| before.contains(p)).collect();
         // A chunked message is one item per chunk; a replica holds the message once it has
         // stored every chunk the recipient lacks.
-        let deposits: Arc<Vec<Request>> = Arc::new(
-            parts
-                .into_iter()
-                .map(|(index, envelope)| Request::Deposit {
-                    mailbox_id,
-                    item_id: if chunked {
-                        mailbox_proto::chunk_item_id(&row.id, index)
-                    } else {
-                        mailbox_proto::item_id(&row.id)
-                    },
-                    envelope,
-                    // The replica keeps it no longer than the outbox would go on trying.
-                    expires_at: (row.created_at_ms / 1000).saturating_add(MAX_ITEM_TTL.as_secs()),
-                })
-                .collect(),
-        );
+        let deposits: Arc<Vec<MailboxRequest>> = Arc::new(deposits);
+        let to: Vec<&Replica> = replicas.iter().filter(|(p, _)| !acked.contains(p)).collect();
+        // A version 2 deposit goes through a courier of its own, under a fresh identity, so
+        // the replicas learn neither our peer id nor that this batch and the next share a
+        // sender. A version 1 mailbox names its owner anyway and goes over the main swarm.
+        let version_2 = deposits.iter().any(|d| matches!(d, MailboxRequest::V2(_)));
+        let courier = if version_2 && !to.is_empty() { Some(self.courier().await?) } else { None };
         let mut pending = JoinSet::new();
-        for (replica, addresses) in replicas.iter().filter(|(p, _)| !acked.contains(p)) {
+        for (replica, addresses) in to {
             let mailboxes = self.clone();
             let (replica, addresses, deposits) = (*replica, addresses.clone(), deposits.clone());
+            let courier = courier.as_ref().map(|(c, _)| c.clone());
             pending.spawn(async move {
                 let mut answer = Ok(Response::Stored);
                 for deposit in deposits.iter() {
-                    answer = mailboxes.request(replica, addresses.clone(), deposit.clone()).await;
+                    answer = mailboxes
+                        .carry(courier.as_ref(), replica, addresses.clone(), deposit.clone())
+                        .await;
                     if !matches!(answer, Ok(Response::Stored)) {
                         break;
                     }

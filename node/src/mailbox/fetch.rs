@@ -1,12 +1,16 @@
 //! Fetching our own mailboxes: on start, every [`FETCH_INTERVAL`] and when our reservations
-//! change, from the replicas of our mailbox ids for this period and the one before. Every
-//! envelope goes through the same receive path as a direct delivery; what was accepted (or will
-//! never open) is then deleted from the replica, with a proof that the mailbox is ours.
+//! change, from the replicas of our mailbox ids for this period and the one before, of both
+//! versions: version 2 (from our mailbox address, where contacts that know it deposit, with
+//! blinded proofs that name no identity) and version 1 (from our identity key, where older
+//! contacts still deposit). Every envelope goes through the same receive path as a direct
+//! delivery; what was accepted (or will never open) is then deleted from the replica, with a
+//! proof that the mailbox is ours.
 
 use std::sync::Arc;
 
 use kolokol_protocol::mailbox::{
-    self as mailbox_proto, MailboxId, Operation, Proof, Request, Response,
+    self as mailbox_proto, BlindedProof, ItemId, MailboxId, Operation, Proof, Request, RequestV2,
+    Response,
 };
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{Notify, watch};
@@ -14,6 +18,58 @@ use tokio::sync::{Notify, watch};
 use crate::inbox::{Arrival, Inbox, Received};
 use crate::mailbox::{FETCH_INTERVAL, MAX_FETCH_ROUNDS, Mailboxes};
 use crate::swarm::MailboxFailure;
+use crate::swarm::courier::Courier;
+use crate::wire::mailbox::MailboxRequest;
+
+/// One of our own mailboxes: its id, and the version its proofs take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OwnMailbox {
+    /// The mailbox id, as the DHT and the replicas know it.
+    pub(crate) id: MailboxId,
+    version: OwnVersion,
+}
+
+/// How an own mailbox's id was made, and so how its proofs are signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OwnVersion {
+    /// From the identity key: proofs by the identity, over `/kolokol/mailbox/1`.
+    V1,
+    /// From the mailbox address for `period`: blinded proofs, over `/kolokol/mailbox/2`.
+    V2 { period: u64 },
+}
+
+impl OwnMailbox {
+    /// A deposit into this mailbox, in its version (the doctor's probe).
+    pub(crate) fn deposit(
+        &self,
+        item_id: ItemId,
+        envelope: Vec<u8>,
+        expires_at: u64,
+    ) -> MailboxRequest {
+        let mailbox_id = self.id;
+        match self.version {
+            OwnVersion::V1 => {
+                MailboxRequest::V1(Request::Deposit { mailbox_id, item_id, envelope, expires_at })
+            }
+            OwnVersion::V2 { .. } => {
+                MailboxRequest::V2(RequestV2::Deposit { mailbox_id, item_id, envelope, expires_at })
+            }
+        }
+    }
+
+    /// Whether this is a version 2 mailbox, whose requests go through a courier.
+    pub(crate) fn is_version_2(&self) -> bool {
+        matches!(self.version, OwnVersion::V2 { .. })
+    }
+
+    /// The item id of a message in this mailbox, in its version.
+    pub(crate) fn item_id(&self, message_id: &[u8; 16]) -> ItemId {
+        match self.version {
+            OwnVersion::V1 => mailbox_proto::item_id(message_id),
+            OwnVersion::V2 { .. } => mailbox_proto::item_id_v2(&self.id, message_id, None),
+        }
+    }
+}
 
 /// Why a fetch from one replica stopped.
 #[derive(Debug, thiserror::Error)]
@@ -59,45 +115,109 @@ impl Mailboxes {
         }
     }
 
-    /// Fetches from the replicas of our mailboxes for the current and the previous period,
-    /// accepts every envelope through the inbound path, then deletes what was accepted;
-    /// returns how many items were taken.
+    /// Our mailboxes for `period`: the version 2 one first (where contacts that know our mailbox
+    /// address deposit), then the version 1 one (where older contacts still do).
+    pub(crate) fn own_mailboxes(&self, period: u64) -> Vec<OwnMailbox> {
+        let mut own = Vec::with_capacity(2);
+        match self.0.keys.mailbox_key().mailbox_id(period) {
+            Ok(id) => own.push(OwnMailbox { id, version: OwnVersion::V2 { period } }),
+            // Only a blinding factor of zero fails, with odds of one in 2^252.
+            Err(e) => tracing::error!(%e, "cannot derive our version 2 mailbox id"),
+        }
+        let key = self.0.keys.identity().identity_key();
+        own.push(OwnMailbox {
+            id: mailbox_proto::mailbox_id(key, period),
+            version: OwnVersion::V1,
+        });
+        own
+    }
+
+    /// A Fetch (no items) or Delete (of `item_ids`) of one of our mailboxes, with a fresh proof.
+    pub(crate) fn owner_request(
+        &self,
+        mailbox: &OwnMailbox,
+        operation: Operation,
+        item_ids: Vec<ItemId>,
+    ) -> Result<MailboxRequest, FetchError> {
+        let now = self.0.clock.now_secs();
+        let mailbox_id = mailbox.id;
+        Ok(match mailbox.version {
+            OwnVersion::V1 => {
+                let proof =
+                    Proof::sign(self.0.keys.identity(), &mailbox_id, operation, now, &item_ids)?;
+                MailboxRequest::V1(match operation {
+                    Operation::Fetch => Request::Fetch { mailbox_id, proof },
+                    Operation::Delete => Request::Delete { mailbox_id, item_ids, proof },
+                })
+            }
+            OwnVersion::V2 { period } => {
+                let (_, proof) = BlindedProof::sign(
+                    self.0.keys.mailbox_key(),
+                    period,
+                    operation,
+                    now,
+                    &item_ids,
+                )?;
+                MailboxRequest::V2(match operation {
+                    Operation::Fetch => RequestV2::Fetch { mailbox_id, proof },
+                    Operation::Delete => RequestV2::Delete { mailbox_id, item_ids, proof },
+                })
+            }
+        })
+    }
+
+    /// Fetches from the replicas of our mailboxes (both versions) for the current and the
+    /// previous period, accepts every envelope through the inbound path, then deletes what was
+    /// accepted; returns how many items were taken.
     pub(crate) async fn fetch_all(&self, inbox: &Inbox) -> usize {
-        let key = *self.0.keys.identity().identity_key();
         let period = mailbox_proto::period_of(self.0.clock.now_secs());
+        // One courier for the pass's version 2 requests: the replicas see a fresh identity
+        // each pass, never ours. Without one, the version 2 mailboxes wait for the next pass
+        // rather than be fetched under our own peer id.
+        let courier = match self.courier().await {
+            Ok(courier) => Some(courier),
+            Err(e) => {
+                tracing::error!(%e, "cannot start a courier; version 2 mailboxes are not fetched");
+                None
+            }
+        };
+        let courier = courier.as_ref().map(|(c, _)| c);
         let mut taken = 0;
         for period in [period, period.saturating_sub(1)] {
-            let mailbox_id = mailbox_proto::mailbox_id(&key, period);
-            for (replica, addresses) in self.replicas(&mailbox_id, false).await {
-                match self.fetch_from(inbox, replica, addresses, mailbox_id).await {
-                    Ok(n) => taken += n,
-                    Err(e) => tracing::debug!(%replica, %e, "mailbox fetch failed"),
+            for mailbox in self.own_mailboxes(period) {
+                if mailbox.is_version_2() && courier.is_none() {
+                    continue;
+                }
+                for (replica, addresses) in self.replicas(&mailbox.id, false).await {
+                    match self.fetch_from(inbox, replica, addresses, mailbox, courier).await {
+                        Ok(n) => taken += n,
+                        Err(e) => tracing::debug!(%replica, %e, "mailbox fetch failed"),
+                    }
                 }
             }
         }
         taken
     }
 
-    /// Fetch-then-delete rounds against one replica until it has no more; returns how many
-    /// items were taken.
+    /// Fetch-then-delete rounds against one replica until it has no more, the version 2
+    /// requests through `courier`; returns how many items were taken.
     pub(crate) async fn fetch_from(
         &self,
         inbox: &Inbox,
         replica: PeerId,
         addresses: Vec<Multiaddr>,
-        mailbox_id: MailboxId,
+        mailbox: OwnMailbox,
+        courier: Option<&Courier>,
     ) -> Result<usize, FetchError> {
-        let identity = self.0.keys.identity();
         let mut taken = 0;
         for _ in 0..MAX_FETCH_ROUNDS {
-            let proof =
-                Proof::sign(identity, &mailbox_id, Operation::Fetch, self.0.clock.now_secs(), &[])?;
-            let request = Request::Fetch { mailbox_id, proof };
-            let (items, more) = match self.request(replica, addresses.clone(), request).await? {
-                Response::Items { items, more } => (items, more),
-                Response::Refused { reason } => return Err(FetchError::Refused(reason)),
-                other => return Err(FetchError::Unexpected(format!("{other:?}"))),
-            };
+            let request = self.owner_request(&mailbox, Operation::Fetch, Vec::new())?;
+            let (items, more) =
+                match self.carry(courier, replica, addresses.clone(), request).await? {
+                    Response::Items { items, more } => (items, more),
+                    Response::Refused { reason } => return Err(FetchError::Refused(reason)),
+                    other => return Err(FetchError::Unexpected(format!("{other:?}"))),
+                };
             let mut done = Vec::with_capacity(items.len());
             for item in items {
                 // An envelope that does not open is deleted too: it never will. So is a
@@ -112,15 +232,8 @@ impl Mailboxes {
                 return Ok(taken);
             }
             taken += done.len();
-            let proof = Proof::sign(
-                identity,
-                &mailbox_id,
-                Operation::Delete,
-                self.0.clock.now_secs(),
-                &done,
-            )?;
-            let request = Request::Delete { mailbox_id, item_ids: done, proof };
-            match self.request(replica, addresses.clone(), request).await? {
+            let request = self.owner_request(&mailbox, Operation::Delete, done)?;
+            match self.carry(courier, replica, addresses.clone(), request).await? {
                 Response::Deleted { .. } => {}
                 other => return Err(FetchError::Unexpected(format!("to a delete: {other:?}"))),
             }

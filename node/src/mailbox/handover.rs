@@ -17,6 +17,7 @@ use libp2p::{Multiaddr, PeerId, kad};
 use tokio::sync::watch;
 
 use crate::mailbox::{MAX_FETCH_ROUNDS, Mailboxes, REPLICAS, REQUIRED_ACKS};
+use crate::wire::mailbox::MailboxRequest;
 
 /// How often a replica checks whether the closest servers of the mailboxes it holds changed.
 pub const HANDOVER_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -136,7 +137,9 @@ impl Mailboxes {
                 })
                 .collect();
             let proof = HandoverProof::sign(self.0.keys.identity(), id, now, &items)?;
-            let request = Request::Handover { mailbox_id: *id, items, proof };
+            // A handover names no owner, so any mailbox, of either version, is handed over
+            // `/kolokol/mailbox/1`; the receiver stores it under the same opaque id.
+            let request = MailboxRequest::V1(Request::Handover { mailbox_id: *id, items, proof });
             match self.request(peer, addresses.clone(), request).await {
                 Ok(Response::Stored) => {
                     handed = last;

@@ -105,6 +105,10 @@ pub(crate) struct Behaviour {
     pub(super) autonat_server: Toggle<autonat::v2::server::Behaviour>,
     pub(super) delivery: request_response::Behaviour<wire::delivery::Codec>,
     pub(super) mailbox: request_response::Behaviour<wire::mailbox::Codec>,
+    /// `/kolokol/mailbox/2`, beside version 1: a depositor picks the version per request (by
+    /// whether it knows the recipient's mailbox address), so the two are separate behaviours.
+    pub(super) mailbox_v2:
+        request_response::Behaviour<wire::mailbox::Codec<kolokol_protocol::mailbox::RequestV2>>,
     /// Off unless the config asks for it: multicast on the LAN tells everyone there that this
     /// machine runs a libp2p node.
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -212,6 +216,12 @@ pub(crate) fn build(
                     .with_request_timeout(wire::mailbox::REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(wire::mailbox::MAX_STREAMS),
             );
+            let mailbox_v2 = request_response::Behaviour::new(
+                [(wire::mailbox::PROTOCOL_NAME_V2, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(wire::mailbox::REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(wire::mailbox::MAX_STREAMS),
+            );
             let limits = connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established(Some(MAX_CONNECTIONS))
@@ -237,6 +247,7 @@ pub(crate) fn build(
                     .into(),
                 delivery,
                 mailbox,
+                mailbox_v2,
                 mdns: mdns.into(),
                 limits,
                 memory: config

@@ -34,7 +34,7 @@ pub const RECORD_ANSWERS: usize = 2;
 /// an older one may be stale (a replica that missed the newer ones, or a Sybil that kept an old
 /// one), so the lookup waits for a second answer and keeps the newer.
 pub const FRESH_RECORD: Duration = Duration::from_secs(20 * 60);
-use crate::swarm::{RELAYS_KEY, is_relayed};
+use crate::swarm::{Link, RELAYS_KEY, is_relayed, without_peer};
 
 /// The group an address belongs to for the diversity rule: its IPv4 /24 or its IPv6 /48, as
 /// go-libp2p-kad-dht groups them (it uses /16 for IPv4 by default; a /24 is what one cheap
@@ -170,8 +170,13 @@ impl EventLoop {
                     };
                     if let Some((key, reply)) = self.closest.remove(&id) {
                         let target = kad::KBucketKey::new(key);
-                        let mut peers: Vec<(PeerId, Vec<Multiaddr>)> =
-                            peers.into_iter().map(|p| (p.peer_id, p.addrs)).collect();
+                        let mut peers: Vec<(PeerId, Vec<Multiaddr>)> = peers
+                            .into_iter()
+                            .map(|p| {
+                                let addresses = self.direct_addresses(&p.peer_id, p.addrs);
+                                (p.peer_id, addresses)
+                            })
+                            .collect();
                         peers.sort_by_key(|(p, _)| kad::KBucketKey::from(*p).distance(&target));
                         spread_over_groups(&mut peers);
                         let _ = reply.send(peers);
@@ -329,6 +334,37 @@ impl EventLoop {
 
     pub(super) fn routing_table_size(&mut self) -> usize {
         self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    /// The direct addresses known for `peer`: `given` (what a lookup returned, often nothing
+    /// for a peer already in the routing table), the routing table's, the remote addresses of
+    /// our direct connections to it and those that worked before. A courier, which shares none
+    /// of the node's state, dials these to reach a replica.
+    pub(super) fn direct_addresses(
+        &mut self,
+        peer: &PeerId,
+        given: Vec<Multiaddr>,
+    ) -> Vec<Multiaddr> {
+        let mut all = given;
+        if let Some(bucket) = self.swarm.behaviour_mut().kad.kbucket(*peer) {
+            for entry in bucket.iter().filter(|e| e.node.key.preimage() == peer) {
+                all.extend(entry.node.value.iter().cloned());
+            }
+        }
+        all.extend(
+            self.connections
+                .values()
+                .filter(|c| c.peer == *peer && c.via == Link::Direct)
+                .map(|c| c.address.clone()),
+        );
+        all.extend(self.known_addresses(peer));
+        let mut unique: Vec<Multiaddr> = Vec::with_capacity(all.len());
+        for address in all.iter().filter(|a| !is_relayed(a)).map(without_peer) {
+            if !unique.contains(&address) {
+                unique.push(address);
+            }
+        }
+        unique
     }
 
     /// Whether Kademlia's routing table holds `peer`, which it does only for DHT servers.

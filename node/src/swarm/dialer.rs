@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use kolokol_protocol::mailbox::{Request, Response};
+use kolokol_protocol::mailbox::Response;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError};
@@ -25,11 +25,14 @@ use tokio::time::Instant;
 
 use crate::config::Policy;
 use crate::swarm::endpoints::{TransportKind, Verdict, endpoint_of};
-use crate::swarm::event_loop::{BOOTSTRAP_UNREACHABLE, EventLoop, PendingDelivery, backoff};
+use crate::swarm::event_loop::{
+    BOOTSTRAP_UNREACHABLE, EventLoop, MailboxVersion, PendingDelivery, backoff,
+};
 use crate::swarm::{
     DeliveryFailure, Link, MailboxFailure, NetEvent, brief_dial_error, is_relayed, one_line,
     without_peer,
 };
+use crate::wire::mailbox::MailboxRequest;
 
 /// The head start each address of a race gets before the next one is dialed too, unless it
 /// fails sooner (RFC 8305 suggests 250 ms for a TCP handshake; a libp2p connection needs a
@@ -65,7 +68,7 @@ pub(super) enum Waiting {
     /// An envelope to deliver once connected.
     Delivery { envelope: Vec<u8>, timeout: Duration, reply: DeliveryReply },
     /// A mailbox request to send once connected.
-    Mailbox { request: Request, reply: MailboxReply },
+    Mailbox { request: MailboxRequest, reply: MailboxReply },
 }
 
 /// One race to connect to a peer.
@@ -480,8 +483,23 @@ impl EventLoop {
     }
 
     /// Sends a mailbox request over the connection to `peer`.
-    pub(super) fn send_mailbox(&mut self, peer: PeerId, request: Request, reply: MailboxReply) {
-        let id = self.swarm.behaviour_mut().mailbox.send_request(&peer, request);
+    pub(super) fn send_mailbox(
+        &mut self,
+        peer: PeerId,
+        request: MailboxRequest,
+        reply: MailboxReply,
+    ) {
+        // Each version is its own behaviour, with its own request ids.
+        let id = match request {
+            MailboxRequest::V1(request) => (
+                MailboxVersion::V1,
+                self.swarm.behaviour_mut().mailbox.send_request(&peer, request),
+            ),
+            MailboxRequest::V2(request) => (
+                MailboxVersion::V2,
+                self.swarm.behaviour_mut().mailbox_v2.send_request(&peer, request),
+            ),
+        };
         self.mailbox_pending.insert(id, reply);
     }
 

@@ -179,7 +179,7 @@ pub(crate) struct EventLoop {
     /// Where inbound mailbox requests go when this node is a replica.
     pub(super) mailbox_inbound: mpsc::Sender<MailboxInbound>,
     /// Our mailbox requests awaiting an answer; at most [`mailbox_wire::MAX_PENDING_REQUESTS`].
-    pub(super) mailbox_pending: HashMap<OutboundRequestId, MailboxReply>,
+    pub(super) mailbox_pending: HashMap<(MailboxVersion, OutboundRequestId), MailboxReply>,
     /// Closest-peer queries in flight and who waits for each; at most [`MAX_PENDING_LOOKUPS`].
     pub(super) closest: HashMap<kad::QueryId, (Vec<u8>, ClosestReply)>,
     /// Failures that keep repeating (a relay that is down), collapsed in the log.
@@ -193,6 +193,16 @@ type ClosestReply = oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>;
 
 type MailboxReply =
     oneshot::Sender<std::result::Result<kolokol_protocol::mailbox::Response, MailboxFailure>>;
+
+/// Which mailbox protocol a request went over: each is its own behaviour, whose request ids
+/// may collide with the other's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum MailboxVersion {
+    /// `/kolokol/mailbox/1`.
+    V1,
+    /// `/kolokol/mailbox/2`.
+    V2,
+}
 
 /// A presence lookup in flight.
 pub(super) struct Lookup {
@@ -682,7 +692,12 @@ impl EventLoop {
     pub(super) fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Delivery(e)) => self.on_delivery(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => self.on_mailbox(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(e)) => {
+                self.on_mailbox(MailboxVersion::V1, e, mailbox_wire::MailboxRequest::V1)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::MailboxV2(e)) => {
+                self.on_mailbox(MailboxVersion::V2, e, mailbox_wire::MailboxRequest::V2)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -936,16 +951,17 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn on_mailbox(
+    /// A mailbox event of either version; `wrap` tags an inbound request with its version. The
+    /// answer goes back through whichever behaviour: a response channel is the stream's own.
+    pub(super) fn on_mailbox<R>(
         &mut self,
-        event: request_response::Event<
-            kolokol_protocol::mailbox::Request,
-            kolokol_protocol::mailbox::Response,
-        >,
+        version: MailboxVersion,
+        event: request_response::Event<R, kolokol_protocol::mailbox::Response>,
+        wrap: fn(R) -> mailbox_wire::MailboxRequest,
     ) {
         use kolokol_protocol::mailbox::Response;
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Event::Message { peer, connection_id, message } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     // Only DHT servers are replicas: a depositor found us as one of the servers
                     // closest to the mailbox id, and a client would not be found again.
@@ -961,20 +977,27 @@ impl EventLoop {
                     }
                     if let Err(
                         mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i),
-                    ) = self.mailbox_inbound.try_send(MailboxInbound { peer, request, channel })
-                    {
+                    ) = self.mailbox_inbound.try_send(MailboxInbound {
+                        peer,
+                        source: self
+                            .connections
+                            .get(&connection_id)
+                            .and_then(|c| crate::swarm::dht::address_group(&c.address)),
+                        request: wrap(request),
+                        channel,
+                    }) {
                         let busy = Response::Refused { reason: "the replica is busy".into() };
                         let _ = self.swarm.behaviour_mut().mailbox.send_response(i.channel, busy);
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.mailbox_pending.remove(&request_id) {
+                    if let Some(reply) = self.mailbox_pending.remove(&(version, request_id)) {
                         let _ = reply.send(Ok(response));
                     }
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                if let Some(reply) = self.mailbox_pending.remove(&request_id) {
+                if let Some(reply) = self.mailbox_pending.remove(&(version, request_id)) {
                     let _ = reply
                         .send(Err(MailboxFailure::Unreachable { peer, reason: one_line(&error) }));
                 }
