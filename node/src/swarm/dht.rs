@@ -336,28 +336,35 @@ impl EventLoop {
         self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
 
-    /// The direct addresses known for `peer`: `given` (what a lookup returned, often nothing
-    /// for a peer already in the routing table), the routing table's, the remote addresses of
-    /// our direct connections to it and those that worked before. A courier, which shares none
-    /// of the node's state, dials these to reach a replica.
+    /// The direct addresses a courier, which shares none of the node's state, dials to reach
+    /// `peer`: the addresses of the direct connections we dialed to it when there are any (they
+    /// work on this network now, and dialing the peer's other addresses would show a censor
+    /// flows the node itself does not make); otherwise `given` (what a lookup returned, often
+    /// nothing for a peer already in the routing table), the routing table's, and those that
+    /// worked before.
     pub(super) fn direct_addresses(
         &mut self,
         peer: &PeerId,
         given: Vec<Multiaddr>,
     ) -> Vec<Multiaddr> {
-        let mut all = given;
-        if let Some(bucket) = self.swarm.behaviour_mut().kad.kbucket(*peer) {
-            for entry in bucket.iter().filter(|e| e.node.key.preimage() == peer) {
-                all.extend(entry.node.value.iter().cloned());
+        let connected: Vec<Multiaddr> = self
+            .connections
+            .values()
+            .filter(|c| c.peer == *peer && c.via == Link::Direct && c.dialed)
+            .map(|c| c.address.clone())
+            .collect();
+        let all = if connected.is_empty() {
+            let mut all = given;
+            if let Some(bucket) = self.swarm.behaviour_mut().kad.kbucket(*peer) {
+                for entry in bucket.iter().filter(|e| e.node.key.preimage() == peer) {
+                    all.extend(entry.node.value.iter().cloned());
+                }
             }
-        }
-        all.extend(
-            self.connections
-                .values()
-                .filter(|c| c.peer == *peer && c.via == Link::Direct)
-                .map(|c| c.address.clone()),
-        );
-        all.extend(self.known_addresses(peer));
+            all.extend(self.known_addresses(peer));
+            all
+        } else {
+            connected
+        };
         let mut unique: Vec<Multiaddr> = Vec::with_capacity(all.len());
         for address in all.iter().filter(|a| !is_relayed(a)).map(without_peer) {
             if !unique.contains(&address) {

@@ -76,6 +76,8 @@ pub(super) struct Conn {
     pub(super) via: Link,
     /// The remote address: the one dialed, or the one the connection came from.
     pub(super) address: Multiaddr,
+    /// Whether we dialed it, so that `address` is one the peer listens on.
+    pub(super) dialed: bool,
 }
 
 /// A delivery waiting for its acknowledgement, and until when.
@@ -772,7 +774,9 @@ impl EventLoop {
                 let address = connection_address(&endpoint);
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 let was_connected = !self.connections.is_empty();
-                self.connections.insert(connection_id, Conn { peer: peer_id, via, address });
+                let dialed = endpoint.is_dialer();
+                self.connections
+                    .insert(connection_id, Conn { peer: peer_id, via, address, dialed });
                 if via == Link::Relayed {
                     self.cooldown.set_relayed(peer_id, true);
                 }
