@@ -77,7 +77,15 @@ pub fn new_unlock(new_key_file: Option<&Path>) -> anyhow::Result<Unlock> {
     if std::io::stdin().is_terminal() {
         return Ok(Unlock::Passphrase(typed_twice("new passphrase: ", true)?));
     }
-    Ok(Unlock::Passphrase(passphrase(false)?))
+    let text = passphrase(false)?;
+    if text.is_empty() {
+        // Not a passphrase too short: none was given (standard input was empty, as under a
+        // script or a service), so say every way to give one.
+        anyhow::bail!(
+            "no new passphrase: type it at a terminal, give it as the first line of standard input, set {NEW_PASSPHRASE_FILE_VARIABLE} to a file that holds it, or use a key file"
+        );
+    }
+    Ok(Unlock::Passphrase(text))
 }
 
 /// The first line of the file the environment variable `variable` names, if it is set and not
