@@ -10,8 +10,9 @@
 //! p50 is twice the first step's is named.
 //!
 //! Run: `cargo run --release -p kolokol-tests --bin kolokol-relay-load [-- 10,50,100,200,500,1000
-//! [WINDOW_SECONDS]]`. Network on 127.0.0.0/8 only: client `i` listens on an address of its own,
-//! 127.1.x.y, and libp2p's TCP transport dials from its listen address (port reuse), so each
+//! [WINDOW_SECONDS]]`. Network on 127.0.0.0/8 only: client `i` binds its TCP socket to an
+//! address of its own, 127.1.x.y, before it connects (`SourceBound`: libp2p's TCP transport
+//! cannot choose a source address, and its port reuse binds the unspecified address), so each
 //! client reaches the relay from its own IP address, as users behind different public
 //! addresses do, and the relay's limits per IP address (libp2p's 60 reservations a minute, the
 //! admission's connections per address) apply to each client alone (docs/BENCHMARKS.md).
@@ -24,9 +25,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kolokol_node::swarm::behaviour::{MAX_CONNECTIONS, relay_limits};
 use kolokol_node::{Config, Multiaddr, PeerId, Role, RunningNode};
+use libp2p::core::Transport as _;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{noise, ping, relay, tcp, yamux};
+use libp2p::{noise, ping, relay, yamux};
 use tokio::sync::mpsc;
 
 /// How often every connection pings: once a second, five times as often as a Kolokol node
@@ -284,7 +286,16 @@ fn spawn_client(
 ) -> (PeerId, mpsc::Sender<Multiaddr>) {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                SourceBound(source)
+                    .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default())
+                    .boxed(),
+            )
+        })
         .expect("tcp")
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .expect("relay client")
@@ -300,9 +311,6 @@ fn spawn_client(
         Some(Protocol::P2p(p)) => p,
         _ => panic!("the relay address ends in its peer id"),
     };
-    // The TCP listener binds at once, so the relay client's dial below already leaves from it.
-    let own: Multiaddr = format!("/ip4/{source}/tcp/0").parse().expect("a TCP address");
-    swarm.listen_on(own).expect("listen on the client's own address");
     swarm.listen_on(relay_addr.with(Protocol::P2pCircuit)).expect("listen on a circuit");
     let (dial_tx, mut dial_rx) = mpsc::channel::<Multiaddr>(1);
     tokio::spawn(async move {
@@ -354,6 +362,58 @@ fn spawn_client(
         }
     });
     (peer, dial_tx)
+}
+
+/// TCP that connects from a given source address, dial only (a client listens on circuits).
+struct SourceBound(std::net::Ipv4Addr);
+
+impl libp2p::core::Transport for SourceBound {
+    type Output = tokio_util::compat::Compat<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type ListenerUpgrade = futures::future::Ready<Result<Self::Output, Self::Error>>;
+    type Dial = futures::future::BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn listen_on(
+        &mut self,
+        _id: libp2p::core::transport::ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), libp2p::core::transport::TransportError<Self::Error>> {
+        Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(addr))
+    }
+
+    fn remove_listener(&mut self, _id: libp2p::core::transport::ListenerId) -> bool {
+        false
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _opts: libp2p::core::transport::DialOpts,
+    ) -> Result<Self::Dial, libp2p::core::transport::TransportError<Self::Error>> {
+        let mut parts = addr.iter();
+        let target = match (parts.next(), parts.next(), parts.next()) {
+            (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port)), None | Some(Protocol::P2p(_))) => {
+                std::net::SocketAddr::from((ip, port))
+            }
+            _ => return Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(addr)),
+        };
+        let source = std::net::SocketAddr::from((self.0, 0));
+        Ok(Box::pin(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(source)?;
+            let stream = socket.connect(target).await?;
+            stream.set_nodelay(true)?;
+            Ok(tokio_util::compat::TokioAsyncReadCompatExt::compat(stream))
+        }))
+    }
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<libp2p::core::transport::TransportEvent<Self::ListenerUpgrade, Self::Error>>
+    {
+        std::task::Poll::Pending
+    }
 }
 
 /// The `p`-th percentile of sorted values (nearest rank); zero when there are none.
