@@ -39,6 +39,9 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// as refused.
 const STEP_PATIENCE: Duration = Duration::from_secs(120);
 
+/// New clients started at once: below the relay's `MAX_PENDING_INCOMING` (128) handshakes.
+const CLIENTS_PER_WAVE: usize = 100;
+
 /// Reports from the clients to the collector; bounded, and a client that finds it full drops
 /// its sample rather than wait.
 const REPORT_QUEUE_LEN: usize = 65_536;
@@ -146,22 +149,30 @@ async fn load(steps: Vec<usize>, window: Duration) {
         let mut reserved = 0;
         let mut refused = Vec::new();
         let new = target.saturating_sub(peers.len());
-        for _ in 0..new {
-            let source = client_address(peers.len());
-            let (peer, dial) = spawn_client(relay_addr.clone(), source, tx.clone());
-            peers.push(peer);
-            dialers.push(dial);
-        }
-        let mut rtts = Vec::new();
         let deadline = tokio::time::Instant::now() + STEP_PATIENCE;
-        while reserved + refused.len() < new {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Report::Reserved)) => reserved += 1,
-                Ok(Some(Report::ReservationRefused(why))) => refused.push(why),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+        // In waves below the relay's MAX_PENDING_INCOMING, each answered before the next, so
+        // that what is measured is how many the relay holds, not how many handshakes it takes
+        // at once (a flood defence that refuses the excess).
+        let mut added = 0;
+        while added < new {
+            let wave = (new - added).min(CLIENTS_PER_WAVE);
+            for _ in 0..wave {
+                let source = client_address(peers.len());
+                let (peer, dial) = spawn_client(relay_addr.clone(), source, tx.clone());
+                peers.push(peer);
+                dialers.push(dial);
+            }
+            added += wave;
+            while reserved + refused.len() < added {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(Report::Reserved)) => reserved += 1,
+                    Ok(Some(Report::ReservationRefused(why))) => refused.push(why),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
+        let mut rtts = Vec::new();
         // Circuits: client 2j dials client 2j + 1 through the relay, for the new pairs.
         let want = peers.len() / 2;
         let mut up = 0;
