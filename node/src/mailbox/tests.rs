@@ -20,6 +20,35 @@ use crate::wire::mailbox::MailboxRequest;
 
 const HOUR: Duration = Duration::from_secs(60 * 60);
 
+/// A relay's replica with its own store in a temporary directory, on paused time. The swarm
+/// is built but never run: the replica answers no one through it.
+struct Replica {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: Clock,
+    keys: Keys,
+    mailboxes: Mailboxes,
+    _event_loop: swarm::EventLoop,
+    channels: swarm::Channels,
+}
+
+impl Replica {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
+        let clock = Clock::tokio();
+        let keys =
+            Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone())
+                .unwrap();
+        let mut config = Config::new(dir.path(), Role::Relay);
+        config.clock = clock.clone();
+        let (swarm, event_loop, channels) =
+            swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
+        let mailboxes = Mailboxes::new(swarm, store.clone(), keys.clone(), clock.clone());
+        Self { _dir: dir, store, clock, keys, mailboxes, _event_loop: event_loop, channels }
+    }
+}
+
 fn deposit(item: u8, expires_at: u64) -> MailboxRequest {
     MailboxRequest::V1(Request::Deposit {
         mailbox_id: [5; 32],
@@ -46,17 +75,10 @@ async fn settle(store: &Store, expected: u64) {
 
 #[tokio::test(start_paused = true)]
 async fn items_expire_at_their_time_and_never_outlive_the_longest_ttl() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
-    let clock = Clock::tokio();
-    let keys =
-        Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
-    let mut config = Config::new(dir.path(), Role::Relay);
-    config.clock = clock.clone();
-    // The swarm is built but never run: the replica answers no one here, it only purges.
-    let (swarm, _event_loop, channels) =
-        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
-    let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+    let replica = Replica::new();
+    let (store, clock, mailboxes) =
+        (replica.store.clone(), replica.clock.clone(), replica.mailboxes.clone());
+    let channels = replica.channels;
 
     let depositor = PeerId::random();
     let now = clock.now_secs();
@@ -98,16 +120,8 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
     // window keep the test short.
     let per_depositor = Quota::new(40, DEPOSIT_WINDOW);
     let per_mailbox = Quota::new(100, DEPOSIT_WINDOW);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
-    let clock = Clock::tokio();
-    let keys =
-        Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
-    let mut config = Config::new(dir.path(), Role::Relay);
-    config.clock = clock.clone();
-    let (swarm, _event_loop, _channels) =
-        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
-    let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+    let replica = Replica::new();
+    let (clock, mailboxes) = (replica.clock.clone(), replica.mailboxes.clone());
     mailboxes.set_deposit_quotas(per_depositor, per_mailbox);
     let expires = |clock: &Clock| clock.now_secs() + HOUR.as_secs();
     let deposit_into = |mailbox: u8, n: u32, expires_at: u64| {
@@ -179,16 +193,9 @@ async fn deposit_quotas_refill_after_their_window_and_keep_depositors_apart() {
 #[tokio::test(start_paused = true)]
 async fn a_handover_is_taken_once_and_only_from_the_replica_that_signed_it() {
     use kolokol_protocol::mailbox::{HandoverItem, HandoverProof};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
-    let clock = Clock::tokio();
-    let keys =
-        Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
-    let mut config = Config::new(dir.path(), Role::Relay);
-    config.clock = clock.clone();
-    let (swarm, _event_loop, _channels) =
-        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
-    let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+    let replica = Replica::new();
+    let (store, clock, mailboxes) =
+        (replica.store.clone(), replica.clock.clone(), replica.mailboxes.clone());
 
     let old_replica = Identity::from_secrets([8; 32], [9; 32]);
     let now = clock.now_secs();
@@ -226,19 +233,17 @@ async fn version_2_frames_name_neither_the_owner_nor_its_identity_and_the_replic
 
     use crate::mailbox::deposit::deposits;
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
-    let clock = Clock::tokio();
-    let owner = Identity::from_secrets([3; 32], [4; 32]);
-    let owner_peer = owner.peer_id();
-    let identity_key = *owner.identity_key();
-    let keys = Keys::new(owner, store.clone(), clock.clone()).unwrap();
+    // The replica is the owner here: its keys are the owner's.
+    let replica = Replica::new();
+    let (store, clock, mailboxes, keys) = (
+        replica.store.clone(),
+        replica.clock.clone(),
+        replica.mailboxes.clone(),
+        replica.keys.clone(),
+    );
+    let owner_peer = keys.identity().peer_id();
+    let identity_key = *keys.identity().identity_key();
     let address = keys.mailbox_address();
-    let mut config = Config::new(dir.path(), Role::Relay);
-    config.clock = clock.clone();
-    let (swarm, _event_loop, _channels) =
-        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
-    let mailboxes = Mailboxes::new(swarm, store.clone(), keys.clone(), clock.clone());
     let now = clock.now_secs();
     let period = period_of(now);
     let v1 = mailbox_id(&identity_key, period);
@@ -293,16 +298,8 @@ async fn version_2_frames_name_neither_the_owner_nor_its_identity_and_the_replic
 #[tokio::test(start_paused = true)]
 async fn throwaway_depositors_from_one_address_range_share_its_window() {
     use crate::quota::Quota;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("kolokol.db")).unwrap();
-    let clock = Clock::tokio();
-    let keys =
-        Keys::new(Identity::from_secrets([3; 32], [4; 32]), store.clone(), clock.clone()).unwrap();
-    let mut config = Config::new(dir.path(), Role::Relay);
-    config.clock = clock.clone();
-    let (swarm, _event_loop, _channels) =
-        swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
-    let mailboxes = Mailboxes::new(swarm, store.clone(), keys, clock.clone());
+    let replica = Replica::new();
+    let (clock, mailboxes) = (replica.clock.clone(), replica.mailboxes.clone());
     let roomy = Quota::new(1000, HOUR);
     let per_source = Quota::new(3, HOUR);
     mailboxes.set_deposit_quotas_by_source(roomy, per_source, roomy);
