@@ -290,7 +290,9 @@ impl Doctor {
             ];
         }
         // The probe and the fetches go as a contact's deposit and our own fetch do: through a
-        // courier, under a fresh identity, never ours.
+        // courier, under a fresh identity, never ours. The background fetch waits meanwhile,
+        // or it could take the probe between its deposit and our fetch.
+        let _fetching = self.mailboxes.fetching().await;
         let courier = match self.mailboxes.courier().await {
             Ok(courier) => courier,
             Err(e) => {

@@ -144,6 +144,10 @@ struct Inner {
     changes: tokio::sync::watch::Sender<u64>,
     /// Permits for couriers, [`MAX_COURIERS`] in all.
     couriers: tokio::sync::Semaphore,
+    /// Held by whoever fetches our own mailboxes (the fetch loop, the doctor's probe), so two
+    /// fetches never race for the same items: the doctor's probe, deposited and fetched back
+    /// under it, is never taken by a background pass in between.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 /// A replica's deposit quotas, per depositor and per mailbox.
@@ -191,6 +195,7 @@ impl Mailboxes {
             handed: Default::default(),
             changes: tokio::sync::watch::channel(0).0,
             couriers: tokio::sync::Semaphore::new(MAX_COURIERS),
+            fetching: tokio::sync::Mutex::new(()),
         }))
     }
 

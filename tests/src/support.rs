@@ -29,6 +29,13 @@ impl Default for Net {
 impl Net {
     /// A fresh temporary directory.
     pub fn new() -> Self {
+        // A rare failure is diagnosed from the nodes' logs: `KOLOKOL_TEST_LOG=kolokol_node=debug`.
+        if let Ok(filter) = std::env::var("KOLOKOL_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         Self { dir: tempfile::tempdir().expect("a temporary directory can be created") }
     }
 

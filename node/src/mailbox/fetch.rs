@@ -132,6 +132,12 @@ impl Mailboxes {
         own
     }
 
+    /// Waits until no other fetch of our own mailboxes is under way, and keeps others out
+    /// while the guard lives.
+    pub(crate) async fn fetching(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.fetching.lock().await
+    }
+
     /// A Fetch (no items) or Delete (of `item_ids`) of one of our mailboxes, with a fresh proof.
     pub(crate) fn owner_request(
         &self,
@@ -170,6 +176,7 @@ impl Mailboxes {
     /// previous period, accepts every envelope through the inbound path, then deletes what was
     /// accepted; returns how many items were taken.
     pub(crate) async fn fetch_all(&self, inbox: &Inbox) -> usize {
+        let _fetching = self.fetching().await;
         let period = mailbox_proto::period_of(self.0.clock.now_secs());
         // One courier for the pass's version 2 requests: the replicas see a fresh identity
         // each pass, never ours. Without one, the version 2 mailboxes wait for the next pass
