@@ -373,6 +373,12 @@ impl Outbox {
             Err(failure) => Err(failure),
             Ok((mut parts, mut fresh)) => {
                 let mut outcome = self.send_parts(row, &mut parts).await;
+                // The connection it went over closed under it (both ends of a simultaneous dial
+                // closing a duplicate, say): once more at once, over what is left or a new
+                // connection, before anything is left in a mailbox.
+                if matches!(&outcome, Err(f) if f.interrupted) {
+                    outcome = self.send_parts(row, &mut parts).await;
+                }
                 // The addresses we had did not work: the peer may have moved to other relays.
                 // Its presence record says where it is now; if it names new addresses, try
                 // them at once.
@@ -582,14 +588,8 @@ impl Outbox {
                 }
                 OutboxBody::Receipt(of) => Body::Receipt { of: *of },
                 OutboxBody::Read(ids) => Body::Read { of: ids.clone() },
-                OutboxBody::Group(message) => {
-                    crate::groups::body(message).map_err(|e| DeliveryFailure {
-                        reason: format!("cannot seal: {e}"),
-                        permanent: true,
-                        refused: false,
-                        slow: false,
-                    })?
-                }
+                OutboxBody::Group(message) => crate::groups::body(message)
+                    .map_err(|e| DeliveryFailure::permanent(format!("cannot seal: {e}")))?,
             },
         };
         self.seal_content(&row.peer_id, row.device_key, content, only).await
@@ -605,12 +605,8 @@ impl Outbox {
         content: Content,
         only: Option<&[u32]>,
     ) -> std::result::Result<Held<Parts>, DeliveryFailure> {
-        let refused = |e: kolokol_protocol::Error| DeliveryFailure {
-            reason: format!("cannot seal: {e}"),
-            permanent: true,
-            refused: false,
-            slow: false,
-        };
+        let refused =
+            |e: kolokol_protocol::Error| DeliveryFailure::permanent(format!("cannot seal: {e}"));
         let prekeys = self.0.presence.prekey_for_first_contact(peer, &self.0.conversations).await;
         // Chunks to a format 4 peer are shorter, so that one fits a format 4 first contact and a
         // long message can start a conversation (docs/PROTOCOL.md 6.7); the format of a
@@ -657,12 +653,8 @@ impl Outbox {
         contents: Vec<Content>,
         prekeys: PeerPrekeys,
     ) -> std::result::Result<Held<Vec<Vec<u8>>>, DeliveryFailure> {
-        let refused = |e: kolokol_protocol::Error| DeliveryFailure {
-            reason: format!("cannot seal: {e}"),
-            permanent: true,
-            refused: false,
-            slow: false,
-        };
+        let refused =
+            |e: kolokol_protocol::Error| DeliveryFailure::permanent(format!("cannot seal: {e}"));
         // A format 4 first contact goes to a current hybrid prekey or waits for one: never to
         // the long-term device key (docs/PROTOCOL.md 7.4). The message stays queued with the
         // reason, and every attempt looks the peer's presence record up again.

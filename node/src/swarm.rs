@@ -192,11 +192,31 @@ pub(crate) struct DeliveryFailure {
     /// envelope's size allowed: the path is slow, not cut, so the envelope is sent again soon
     /// rather than left in a mailbox.
     pub slow: bool,
+    /// True when the connection carrying the envelope closed before the answer came (a
+    /// duplicate connection closed by either side, a peer's restart): the path may well be
+    /// there still, so one more attempt goes at once, before the mailbox.
+    pub interrupted: bool,
 }
 
 impl DeliveryFailure {
     pub(crate) fn temporary(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), permanent: false, refused: false, slow: false }
+        Self {
+            reason: reason.into(),
+            permanent: false,
+            refused: false,
+            slow: false,
+            interrupted: false,
+        }
+    }
+
+    /// Retrying cannot help: what we would send cannot be made (sealed, read, chunked).
+    pub(crate) fn permanent(reason: impl Into<String>) -> Self {
+        Self { permanent: true, ..Self::temporary(reason) }
+    }
+
+    /// The connection the envelope went over closed before the recipient's answer.
+    pub(crate) fn interrupted(reason: impl Into<String>) -> Self {
+        Self { interrupted: true, ..Self::temporary(reason) }
     }
 
     /// The recipient's node answered `Rejected`.
@@ -206,6 +226,7 @@ impl DeliveryFailure {
             permanent: true,
             refused: true,
             slow: false,
+            interrupted: false,
         }
     }
 }

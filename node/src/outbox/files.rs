@@ -137,14 +137,11 @@ impl Outbox {
         &self,
         row: &FileSendRow,
     ) -> std::result::Result<(), DeliveryFailure> {
-        let gone = |e: std::io::Error| DeliveryFailure {
-            reason: format!(
+        let gone = |e: std::io::Error| {
+            DeliveryFailure::permanent(format!(
                 "cannot read {}: {e}; the file was moved, removed or changed since it was sent",
                 row.path
-            ),
-            permanent: true,
-            refused: false,
-            slow: false,
+            ))
         };
         let mut file = tokio::fs::File::open(&row.path).await.map_err(gone)?;
         let len = file.metadata().await.map_err(gone)?.len();
@@ -168,12 +165,8 @@ impl Outbox {
             let Some((offset, len)) = chunk_span(row.size, acked) else { break };
             file.seek(SeekFrom::Start(offset)).await.map_err(gone)?;
             file.read_exact(&mut buffer[..len]).await.map_err(gone)?;
-            let message = chunk(acked, &buffer[..len]).map_err(|e| DeliveryFailure {
-                reason: format!("cannot make a chunk: {e}"),
-                permanent: true,
-                refused: false,
-                slow: false,
-            })?;
+            let message = chunk(acked, &buffer[..len])
+                .map_err(|e| DeliveryFailure::permanent(format!("cannot make a chunk: {e}")))?;
             let delivered = self.deliver_file_message(row, message).await;
             let now = self.0.clock.now_ms();
             let recorded = match &delivered {

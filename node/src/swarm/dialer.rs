@@ -399,12 +399,19 @@ impl EventLoop {
         if let Some((_, address)) = self.losers.remove(&id) {
             self.note_outcome(peer, &address, true);
             // A direct connection that lost to a relayed one is the better one: keep it, and
-            // the relayed one is closed as a duplicate. Any other late winner is closed.
+            // the relayed one is closed as a duplicate. A relayed one is closed when a direct
+            // one is open. Otherwise the race was lost to a connection as good, most often
+            // the peer's own dial to us at the same moment: both ends then see the other's
+            // connection win and their own come late, and if each closed its own, both would
+            // go with whatever was sent over them. Only the end with the higher peer id closes
+            // its own, so the lower one's dial survives whatever each end saw first.
             let direct_open = self
                 .connections
                 .iter()
                 .any(|(c, conn)| *c != id && conn.peer == peer && conn.via != Link::Relayed);
-            if is_relayed(&address) || direct_open {
+            let relayed = is_relayed(&address);
+            let higher = self.swarm.local_peer_id() > &peer;
+            if (relayed && direct_open) || ((relayed || direct_open) && higher) {
                 self.swarm.close_connection(id);
             }
             return;
@@ -539,6 +546,7 @@ impl EventLoop {
                     permanent: false,
                     refused: false,
                     slow: true,
+                    interrupted: false,
                 }));
             }
         }

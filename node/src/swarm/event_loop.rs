@@ -942,10 +942,17 @@ impl EventLoop {
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some(PendingDelivery { reply, .. }) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(DeliveryFailure::temporary(format!(
-                        "cannot reach {peer}: {}",
-                        one_line(&error)
-                    ))));
+                    let reason = format!("cannot reach {peer}: {}", one_line(&error));
+                    // The stream died with its connection (or was reset): another connection,
+                    // or a new one, may carry it at once.
+                    let failure = match error {
+                        request_response::OutboundFailure::ConnectionClosed
+                        | request_response::OutboundFailure::Io(_) => {
+                            DeliveryFailure::interrupted(reason)
+                        }
+                        _ => DeliveryFailure::temporary(reason),
+                    };
+                    let _ = reply.send(Err(failure));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
