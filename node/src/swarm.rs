@@ -16,13 +16,14 @@
 pub mod admission;
 pub mod behaviour;
 pub mod courier;
-mod dht;
+pub(crate) mod dht;
 mod dialer;
 pub mod endpoints;
 mod event_loop;
 mod lan;
 pub mod network;
 mod relays;
+pub mod volume;
 
 use std::time::Duration;
 
@@ -419,7 +420,8 @@ pub(crate) fn new(
     endpoints: Vec<EndpointRecord>,
 ) -> Result<(Client, EventLoop, Channels)> {
     let hole_punch = crate::transport::cooldown::Shared::default();
-    let swarm = behaviour::build(keypair, config, hole_punch.clone())?;
+    let meters = crate::transport::meter::Meters::default();
+    let swarm = behaviour::build(keypair, config, hole_punch.clone(), meters.clone())?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE_LEN);
     let (contacts_tx, inbound_contacts) = mpsc::channel(admission::CONTACT_INBOUND_QUEUE_LEN);
@@ -438,6 +440,7 @@ pub(crate) fn new(
     // What worked on which network, from earlier runs: the racing dialer starts from it.
     event_loop.endpoints = endpoints::Endpoints::new(endpoints);
     event_loop.cooldown = hole_punch;
+    event_loop.volume.meters = meters;
     let route = courier::Route { policy: config.transport, in_memory: config.in_memory };
     let client = Client { commands: command_tx, status: status_rx, route };
     Ok((client, event_loop, Channels { inbound, inbound_contacts, net_events, mailbox_requests }))

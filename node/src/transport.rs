@@ -11,6 +11,7 @@ pub mod cooldown;
 pub mod cover;
 pub mod first_record;
 pub mod http;
+pub mod meter;
 pub mod secret;
 pub mod stealth;
 pub mod tls;
@@ -142,11 +143,12 @@ pub fn build(
     policy: Policy,
     listener: Option<stealth::ListenerConfig>,
     shared: cooldown::Shared,
+    meters: meter::Meters,
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
     let stealth = upgraded(stealth::Transport::new(listener), key)?;
     if policy == Policy::Stealth {
-        return Ok(cooldown::Cooldown::new(stealth, shared).boxed());
+        return Ok(cooldown::Cooldown::new(meter::metered(stealth, meters), shared).boxed());
     }
     let tcp = upgraded(
         libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true)),
@@ -160,7 +162,7 @@ pub fn build(
         .or_transport(stealth)
         .map(|either, _| either.into_inner())
         .boxed();
-    Ok(cooldown::Cooldown::new(all, shared).boxed())
+    Ok(cooldown::Cooldown::new(meter::metered(all, meters), shared).boxed())
 }
 
 /// A byte-stream transport with the upgrades every one of ours gets: multistream-select as
@@ -194,10 +196,11 @@ where
 pub fn memory(
     key: &libp2p::identity::Keypair,
     shared: cooldown::Shared,
+    meters: meter::Meters,
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
     let memory = upgraded(libp2p::core::transport::MemoryTransport::default(), key)?;
-    Ok(cooldown::Cooldown::new(memory, shared).boxed())
+    Ok(cooldown::Cooldown::new(meter::metered(memory, meters), shared).boxed())
 }
 
 /// Whether a listen address of ours is one others can dial: not a stealth listener behind a

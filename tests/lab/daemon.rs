@@ -117,7 +117,12 @@ impl Daemon {
             .arg("--json")
             .args(&self.args)
             .env_remove("KOLOKOL_HOME")
-            .env("RUST_LOG", "warn,kolokol_node=info,libp2p_kad=error")
+            // `KOLOKOL_LAB_LOG` replaces the daemons' log filter, to follow one mechanism.
+            .env(
+                "RUST_LOG",
+                std::env::var("KOLOKOL_LAB_LOG")
+                    .unwrap_or_else(|_| "warn,kolokol_node=info,libp2p_kad=error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

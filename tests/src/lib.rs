@@ -47,3 +47,5 @@ mod stealth_probes;
 mod strangers;
 #[cfg(test)]
 mod timers;
+#[cfg(test)]
+mod volume_freeze;

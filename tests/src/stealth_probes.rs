@@ -48,7 +48,13 @@ fn swarm(policy: Policy, listener: Option<stealth::ListenerConfig>) -> Swarm<pin
     SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
-            transport::build(key, policy, listener, transport::cooldown::Shared::default())
+            transport::build(
+                key,
+                policy,
+                listener,
+                transport::cooldown::Shared::default(),
+                transport::meter::Meters::default(),
+            )
         })
         .expect("transport")
         .with_behaviour(|_| ping::Behaviour::default())

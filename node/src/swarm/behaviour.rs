@@ -124,6 +124,7 @@ pub(crate) fn build(
     keypair: &libp2p::identity::Keypair,
     config: &Config,
     hole_punch: crate::transport::cooldown::Shared,
+    meters: crate::transport::meter::Meters,
 ) -> Result<Swarm<Behaviour>> {
     let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
     let role = config.role;
@@ -148,9 +149,15 @@ pub(crate) fn build(
         .with_tokio()
         .with_other_transport(|key| {
             if config.in_memory {
-                return crate::transport::memory(key, hole_punch.clone());
+                return crate::transport::memory(key, hole_punch.clone(), meters.clone());
             }
-            crate::transport::build(key, config.transport, stealth.clone(), hole_punch.clone())
+            crate::transport::build(
+                key,
+                config.transport,
+                stealth.clone(),
+                hole_punch.clone(),
+                meters.clone(),
+            )
         })
         .map_err(|e| net(&e))?
         .with_dns()

@@ -64,9 +64,9 @@ impl Courier {
                 // so nothing links the courier's dials to the node's.
                 let shared = crate::transport::cooldown::Shared::default();
                 if route.in_memory {
-                    return crate::transport::memory(key, shared);
+                    return crate::transport::memory(key, shared, Default::default());
                 }
-                crate::transport::build(key, route.policy, None, shared)
+                crate::transport::build(key, route.policy, None, shared, Default::default())
             })
             .map_err(|e| net(&e))?
             .with_behaviour(|_| {

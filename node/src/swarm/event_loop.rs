@@ -189,6 +189,8 @@ pub(crate) struct EventLoop {
     /// Peers mDNS found on the local network, with their addresses there (without `/p2p/`),
     /// until mDNS reports them expired; at most [`MAX_LAN_PEERS`] of [`MAX_LAN_ADDRESSES`].
     pub(super) lan: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Bytes received per connection: stalls and byte budgets (`swarm::volume`).
+    pub(super) volume: crate::swarm::volume::Volume,
 }
 
 type ClosestReply = oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>;
@@ -330,6 +332,7 @@ impl EventLoop {
             network,
             endpoints: Endpoints::new(Vec::new()),
             cooldown: crate::transport::cooldown::Shared::default(),
+            volume: Default::default(),
             races: HashMap::new(),
             losers: HashMap::new(),
             unreachable: HashMap::new(),
@@ -750,7 +753,14 @@ impl EventLoop {
                 // lazy negotiation, as `Other`, and keeps its connection (`ping_unanswered`).
                 let via = self.connections.get(&connection).map(|c| c.via);
                 tracing::warn!(%peer, ?via, error = %one_line(&e), "no answer on a connection; closing it");
-                self.swarm.close_connection(connection);
+                self.volume_unanswered(connection);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Ok(rtt),
+                ..
+            })) => {
+                self.volume_pinged(connection, rtt);
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 // A circuit through a bridge is for contacts only: as an external address it
@@ -777,6 +787,7 @@ impl EventLoop {
                 let dialed = endpoint.is_dialer();
                 self.connections
                     .insert(connection_id, Conn { peer: peer_id, via, address, dialed });
+                self.volume_connected(connection_id, peer_id, &endpoint);
                 if via == Link::Relayed {
                     self.cooldown.set_relayed(peer_id, true);
                 }
@@ -816,6 +827,7 @@ impl EventLoop {
             } => {
                 self.admission.connection_closed(connection_id, &endpoint);
                 self.connections.remove(&connection_id);
+                self.volume_closed(connection_id, peer_id);
                 if !self.connections.values().any(|c| c.peer == peer_id && c.via == Link::Relayed) {
                     self.cooldown.set_relayed(peer_id, false);
                 }
@@ -889,6 +901,10 @@ impl EventLoop {
                     ) {
                         tracing::warn!(relay = %peer, %reason, "{RESERVATION_LOST}");
                     }
+                    // A reservation lost with its connection is made again on the relay's other
+                    // connection at once (the one that replaced it, `swarm::volume`), not a
+                    // maintenance tick later.
+                    self.reserve();
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, connection_id } => {

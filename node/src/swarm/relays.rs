@@ -58,6 +58,11 @@ impl EventLoop {
                     continue;
                 }
             }
+            // The relay client puts a reservation on the relay's oldest connection, which may be
+            // one closing on our request; the reservation waits until it is gone.
+            if self.volume_closing(&peer) {
+                continue;
+            }
             let Some(slot) = self.relays.get_mut(&peer) else { continue };
             let circuit = slot.address.clone().with(Protocol::P2pCircuit);
             match self.swarm.listen_on(circuit.clone()) {
@@ -88,6 +93,7 @@ impl EventLoop {
             );
         }
         self.close_relayed_duplicates();
+        self.watch_volume();
         self.expire_deliveries();
         if now.duration_since(self.network_checked) >= NETWORK_CHECK_INTERVAL {
             self.check_network();

@@ -102,3 +102,17 @@ fn replicas_spread_over_address_groups_in_a_stable_order() {
     let ids: Vec<PeerId> = spread.iter().map(|(p, _)| *p).collect();
     assert_eq!(ids, [sybil1.0, honest1.0, honest2.0, sybil2.0, sybil3.0]);
 }
+
+#[test]
+fn only_a_stall_after_a_few_kilobytes_sets_a_byte_budget_below_it() {
+    use crate::swarm::volume::{
+        MAX_FREEZE_BYTES, MIN_BYTE_BUDGET, MIN_FREEZE_BYTES, budget_after_freeze,
+    };
+    // A connection that froze at about the censor's 16 KB is replaced before it gets there.
+    let budget = budget_after_freeze(7_000).expect("a volume freeze");
+    assert!((MIN_BYTE_BUDGET..7_000).contains(&budget), "{budget}");
+    // Too little to say anything about volume, or too much for the known censors: a dead link.
+    assert_eq!(budget_after_freeze(MIN_FREEZE_BYTES - 1), None);
+    assert_eq!(budget_after_freeze(MAX_FREEZE_BYTES + 1), None);
+    assert!(budget_after_freeze(MIN_FREEZE_BYTES).is_some_and(|b| b >= MIN_BYTE_BUDGET));
+}

@@ -21,7 +21,9 @@ fn swarm(policy: Policy, listener: Option<stealth::ListenerConfig>) -> Swarm<pin
     #[allow(clippy::expect_used)]
     SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_other_transport(|key| build(key, policy, listener, cooldown::Shared::default()))
+        .with_other_transport(|key| {
+            build(key, policy, listener, cooldown::Shared::default(), Default::default())
+        })
         .expect("transport")
         .with_behaviour(|_| ping::Behaviour::default())
         .expect("behaviour")
