@@ -13,6 +13,10 @@ use crate::error::Result;
 /// instead of loaded at once.
 pub const OUTBOX_BATCH: usize = 64;
 
+/// Failed tries after which a long message is no longer made due by its recipient coming back
+/// (`wake_peer`), only by its own backoff or by the node's own connectivity returning.
+pub(super) const WAKE_CHUNKED_ATTEMPTS: u32 = 3;
+
 /// About how many envelopes an attempt of this body sends: one, or one per chunk of a long
 /// text. The outbox claims a row for that many attempt periods.
 pub fn attempt_envelopes(body: &OutboxBody) -> u64 {
@@ -340,12 +344,22 @@ impl Store {
     }
 
     /// Makes every queued or stored item for `peer_id` due now (the peer just became
-    /// reachable).
+    /// reachable), except a long message (one sent in chunks) that already failed
+    /// [`WAKE_CHUNKED_ATTEMPTS`] times: it keeps its backoff. Behind a censor that freezes a
+    /// connection after some kilobytes (T10), each try of it fills the recipient's connection,
+    /// which the recipient then replaces, which reconnects the peer, which would wake it again
+    /// at once, and the loop would break every other message's circuit every few seconds.
     pub fn wake_peer(&self, peer: &PeerId, now_ms: u64) -> Result<usize> {
         self.conn()
             .exec(
-                "UPDATE outbox SET next_attempt_ms = ?2 WHERE peer_id = ?1 AND state IN ('queued', 'stored') AND next_attempt_ms > ?2",
-                params![peer.to_string(), now_ms as i64],
+                "UPDATE outbox SET next_attempt_ms = ?2 WHERE peer_id = ?1 AND state IN ('queued', 'stored') AND next_attempt_ms > ?2
+                    AND (text IS NULL OR length(CAST(text AS BLOB)) <= ?3 OR attempts < ?4)",
+                params![
+                    peer.to_string(),
+                    now_ms as i64,
+                    kolokol_protocol::chunk::MAX_UNCHUNKED_LEN as i64,
+                    WAKE_CHUNKED_ATTEMPTS
+                ],
             )
             .map_err(|e| self.err(e))
     }

@@ -99,6 +99,30 @@ fn outbox_claims_items_so_no_two_passes_take_one() {
 }
 
 #[test]
+fn a_peer_coming_back_wakes_a_long_message_only_for_its_first_tries() {
+    let (_d, s) = store();
+    let long = "x".repeat(kolokol_protocol::chunk::MAX_UNCHUNKED_LEN + 1);
+    s.enqueue(&OutboxRow { body: OutboxBody::Text(long), ..text(1, 10) }, 10).unwrap();
+    s.enqueue(&text(2, 10), 10).unwrap();
+    let limit = crate::store::outbox::WAKE_CHUNKED_ATTEMPTS;
+    for id in [1, 2] {
+        s.reschedule(&[id; 16], limit - 1, 1_000, "cut off").unwrap();
+    }
+    assert_eq!(s.wake_peer(&peer("peer"), 50).unwrap(), 2, "both, while the long one is new");
+    for id in [1, 2] {
+        s.reschedule(&[id; 16], limit, 1_000, "cut off").unwrap();
+    }
+    // Behind a volume freeze each try of the long one would fill the connection again (T10).
+    assert_eq!(s.wake_peer(&peer("peer"), 50).unwrap(), 1, "the short one only");
+    assert_eq!(s.due(50, 2000).unwrap().iter().map(|r| r.id[0]).collect::<Vec<_>>(), vec![2]);
+    s.wake_all(60).unwrap();
+    assert!(
+        s.due(60, 3000).unwrap().iter().any(|r| r.id[0] == 1),
+        "the node's own connectivity still wakes it"
+    );
+}
+
+#[test]
 fn messages_waiting_in_mailboxes_count_as_waiting_not_only_queued_ones() {
     let (_d, s) = store();
     for id in 1..=3 {

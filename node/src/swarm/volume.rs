@@ -41,15 +41,18 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(PING_INTERVAL.as_secs() 
 /// trips.
 pub const STALL_RTT_FACTOR: u32 = 4;
 
-/// A stall of a connection that received less than this says nothing about volume.
-pub const MIN_FREEZE_BYTES: u64 = 2 * 1024;
+/// A stall of a connection that received less than this says nothing about volume. Below it a
+/// budget would be under what setting up a connection costs (the relay's identify, the
+/// reservation, a contact's circuit), and every connection would be replaced as soon as it is
+/// up.
+pub const MIN_FREEZE_BYTES: u64 = 4 * 1024;
 
 /// A stall of a connection that received more than this is not taken for a volume freeze (the
 /// known censors freeze at about 16 KB on the wire).
 pub const MAX_FREEZE_BYTES: u64 = 64 * 1024;
 
 /// The least a connection may receive before it is replaced, however early one froze.
-pub const MIN_BYTE_BUDGET: u64 = 1024;
+pub const MIN_BYTE_BUDGET: u64 = 3 * 1024;
 
 /// Address groups with a byte budget; past this the smallest budget is kept for all new ones.
 pub const MAX_FROZEN_GROUPS: usize = 32;
