@@ -54,6 +54,7 @@ pub(crate) struct Courier {
 
 impl Courier {
     /// Whether two handles reach the same courier (the same swarm, under the same identity).
+    #[cfg(test)]
     pub(crate) fn same(&self, other: &Courier) -> bool {
         self.errands.same_channel(&other.errands)
     }
