@@ -500,10 +500,7 @@ impl Outbox {
         };
         let now = self.0.clock.now_ms();
         let (result, recorded) = match verdict(&outcome, row.attempts, row.created_at_ms, now) {
-            Verdict::Sent => {
-                let _ = self.0.store.drop_parts(&row.id);
-                self.acknowledged(row, now)
-            }
+            Verdict::Sent => self.acknowledged(row, now),
             Verdict::Failed { detail } => {
                 let _ = self.0.store.drop_parts(&row.id);
                 // The caller hears the recipient's reason; the history says why we gave up.
@@ -550,7 +547,7 @@ impl Outbox {
             }
             OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
         };
-        let recorded = self.0.store.set_states(&row.id, states, None, now).map(|entered| {
+        let recorded = self.0.store.acknowledged(&row.id, states, now).map(|entered| {
             for state in entered {
                 self.0.events.outgoing(row, state, None, now);
             }
@@ -716,7 +713,15 @@ impl Outbox {
     ) -> std::result::Result<(), DeliveryFailure> {
         while let Some((index, envelope)) = parts.first().cloned() {
             self.deliver_one(&row.peer_id, envelope).await?;
-            if let Err(e) = self.0.store.ack_part(&row.id, index, self.0.clock.now_ms()) {
+            // The last part's acknowledgement is not written on its own: the item is then
+            // acknowledged as a whole, its parts dropped in the same transaction
+            // (`Store::acknowledged`), so a commit per message is saved. Were the node to stop
+            // in between, the next attempt sends the same bytes again, which the recipient
+            // accepts once more (docs/PROTOCOL.md, section 8.7), as after a stop just before
+            // the acknowledgement arrived.
+            if parts.len() > 1
+                && let Err(e) = self.0.store.ack_part(&row.id, index, self.0.clock.now_ms())
+            {
                 tracing::error!(%e, "cannot record an acknowledged part");
             }
             parts.remove(0);

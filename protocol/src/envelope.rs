@@ -28,7 +28,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::Error;
 use crate::codec;
-use crate::identity::{DeviceCertificate, DeviceKey, Identity, check_x25519_public};
+use crate::identity::{
+    DeviceCertificate, DeviceKey, Identity, VerifiedCertificates, check_x25519_public,
+};
 use crate::kem;
 use crate::mailbox_key::MailboxAddress;
 use crate::message::Content;
@@ -401,6 +403,19 @@ pub fn open_first_contact(
     envelope: &[u8],
     now: u64,
 ) -> Result<FirstContact, Error> {
+    open_first_contact_remembering(recipient, own_identity, envelope, now, None)
+}
+
+/// As [`open_first_contact`], with the sender's certificate checked through `verified`
+/// ([`DeviceCertificate::verify_remembered`]): a daemon passes the list it keeps, so the same
+/// sender's first contacts cost one Ed25519 verification, not one each.
+pub fn open_first_contact_remembering(
+    recipient: &DeviceKey,
+    own_identity: &[u8; 32],
+    envelope: &[u8],
+    now: u64,
+    verified: Option<&VerifiedCertificates>,
+) -> Result<FirstContact, Error> {
     let header = peek(envelope)?;
     if header.version != ENVELOPE_VERSION_3 || header.kind != KIND_FIRST_CONTACT {
         return Err(Error::Envelope("not a first-contact envelope"));
@@ -430,7 +445,10 @@ pub fn open_first_contact(
     if !ct_eq(&certificate.device_key, &remote_static) {
         return Err(Error::Envelope("sender certificate does not match the Noise static key"));
     }
-    let sender = certificate.verify(now)?;
+    let sender = match verified {
+        Some(verified) => certificate.verify_remembered(now, verified)?,
+        None => certificate.verify(now)?,
+    };
     if let Some(a) = &advertisement {
         check_x25519_public(&a.public)?;
     }

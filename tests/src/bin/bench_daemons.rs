@@ -618,7 +618,16 @@ fn rss_report(processes: &[(&str, &Daemon)]) {
                     .and_then(|kb| kb.parse::<f64>().ok())
                     .map_or(0.0, |kb| kb / 1024.0)
             };
-            format!("{name} {:.1} MB (peak {:.1})", field("VmRSS:"), field("VmHWM:"))
+            // The resident size counts the pages of the binary's code it has touched, which
+            // every `kolokol` process maps from the same file and shares; the anonymous part
+            // (heap, stacks, SQLite's cache) is what this process alone costs.
+            format!(
+                "{name} {:.1} MB (peak {:.1}; anonymous {:.1}, file-backed {:.1})",
+                field("VmRSS:"),
+                field("VmHWM:"),
+                field("RssAnon:"),
+                field("RssFile:")
+            )
         })
         .collect();
     println!("RSS after the sustained run: {}", parts.join(", "));
