@@ -17,6 +17,20 @@ use crate::passphrases::passphrase;
 /// it does not make a short passphrase strong.
 pub const MIN_PASSPHRASE_CHARS: usize = 10;
 
+/// The passphrase a backup is sealed with or opened by; none at all (an empty standard input,
+/// as under a script) is said as such, not as a passphrase too short or a wrong one.
+fn backup_passphrase(confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let text = passphrase(confirm)?;
+    if text.is_empty() {
+        return Err(Refused {
+            code: "no_passphrase",
+            message: "no passphrase for the backup: type it at a terminal, or give it as the first line of standard input".into(),
+        }
+        .into());
+    }
+    Ok(text)
+}
+
 /// `kolokol backup FILE`.
 pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<()> {
     if file.exists() {
@@ -39,7 +53,7 @@ pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<(
         }
         .into());
     }
-    let passphrase = passphrase(true)?;
+    let passphrase = backup_passphrase(true)?;
     if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
         return Err(Refused {
             code: "bad_passphrase",
@@ -88,7 +102,7 @@ pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<(
 pub fn restore(dir: &Path, file: &Path, replace: bool, json_out: bool) -> anyhow::Result<()> {
     let sealed = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     kolokol_protocol::backup::parse(&sealed)?;
-    let passphrase = passphrase(false)?;
+    let passphrase = backup_passphrase(false)?;
     let contents = kolokol_protocol::backup::open(passphrase.as_bytes(), &sealed)?;
     let restored = kolokol_node::backup::restore(dir, &contents, replace)?;
     if json_out {

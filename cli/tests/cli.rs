@@ -982,6 +982,9 @@ fn a_backup_restores_on_a_new_machine_and_the_conversation_goes_on() {
     let short =
         run_with_input(&a, &["--json", "backup", file.to_str().expect("utf-8")], b"short\n");
     check_json_error(&short, 1, "bad_passphrase");
+    // None at all (standard input empty, as under a script) is said as such.
+    let none = run_with_input(&a, &["--json", "backup", file.to_str().expect("utf-8")], b"");
+    check_json_error(&none, 1, "no_passphrase");
     let passphrase = b"correct horse battery staple\n";
     let made = run_with_input(&a, &["backup", file.to_str().expect("utf-8")], passphrase);
     assert!(check_ok(&made).starts_with(&format!("wrote {}", file.display())), "{}", stdout(&made));

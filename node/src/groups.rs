@@ -10,8 +10,9 @@
 //!
 //! What this room does: makes our changes (create, invite, remove, rename, leave) and sends them
 //! to those who need them; sends our texts to every member we know of; takes changes, texts and
-//! requests from peers (`Groups::accept`, called by the inbox), keeps what it may, and asks for
-//! changes it lacks. It decides who is a member only through `GroupLog::resolve`.
+//! requests from peers (`Groups::accept`, called by the inbox, in `incoming`), keeps what it
+//! may, and asks for changes it lacks; shows groups, members and texts (`views`). It decides
+//! who is a member only through `GroupLog::resolve`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,25 +25,23 @@ use kolokol_protocol::group::{
     MAX_GROUP_MEMBERS, MAX_GROUP_NAME_LEN, MAX_MEMBER_NAME_LEN, MAX_OPS_PER_MESSAGE, OpId,
 };
 use kolokol_protocol::invite::Invite;
-use kolokol_protocol::message::{Body, MessageId, format_id};
+use kolokol_protocol::message::{Body, format_id};
 use libp2p::{Multiaddr, PeerId};
 use rand::RngCore;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::conversations::{Conversations, Held};
+use crate::conversations::Conversations;
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::ids::{new_message_id, receipt_id};
-use crate::inbox::Arrival;
+use crate::ids::new_message_id;
 use crate::keys::Keys;
 use crate::outbox::{ATTEMPT_CLAIM, Outbox};
 use crate::presence::Presence;
 use crate::store::{
-    GroupMemberRow, GroupRow, GroupStatus, GroupTextRow, GroupUpdate, MAX_GROUPS,
-    MAX_PENDING_GROUPS, OutboxBody, OutboxRow, Store,
+    GroupMemberRow, GroupRow, GroupStatus, GroupTextRow, GroupUpdate, MAX_GROUPS, OutboxBody,
+    OutboxRow, Store,
 };
-use crate::wire::delivery::Ack;
 
 /// First attempts of one group message's copies made at once: enough to keep the crypto
 /// workers and the network busy, few enough that a large group does not open hundreds of
@@ -850,374 +849,6 @@ impl Groups {
         }
         Ok(result)
     }
-
-    /// Takes a group message from a peer (called by the inbox once the envelope is open): keeps
-    /// what it may, with the envelope's conversation state and, for one fetched from a mailbox,
-    /// the receipt that answers it, in one transaction.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn accept(
-        &self,
-        sender: PeerId,
-        device_key: [u8; 32],
-        content_id: MessageId,
-        sent_at_ms: u64,
-        message: GroupMessage,
-        arrival: Arrival,
-        held: &mut Option<Held<()>>,
-    ) -> Result<Ack> {
-        let now = self.0.parts.clock.now_ms();
-        // The receipt's id is derived from the message, as for one-to-one texts, so a copy
-        // fetched again queues no second receipt.
-        let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
-            id: receipt_id(&sender, &content_id),
-            peer_id: sender,
-            device_key,
-            body: OutboxBody::Receipt(content_id),
-            created_at_ms: now,
-            attempts: 0,
-        });
-        let group = message.group;
-        let ack = match message.body {
-            GroupBody::Text { id, seq, heads, text } => {
-                let text = GroupTextRow {
-                    group,
-                    sender,
-                    id,
-                    seq,
-                    text,
-                    sent_at_ms,
-                    received_at_ms: now,
-                    read_at_ms: None,
-                    missing_before: 0,
-                };
-                self.accept_text(text, heads, device_key, receipt.as_ref(), held)?
-            }
-            GroupBody::Ops { ops } => {
-                self.accept_ops(group, sender, device_key, ops, receipt.as_ref(), held)?
-            }
-            GroupBody::Want { heads, ids } => {
-                let _guard = self.lock();
-                let members = self.store().group_members(&group)?;
-                if members.iter().any(|m| m.peer_id == sender) {
-                    let log = self.load(&group)?;
-                    let answer = log.answer(&ids, &heads);
-                    let sends = Self::ops_messages(group, answer)?
-                        .into_iter()
-                        .map(|m| (m, vec![(sender, device_key)]))
-                        .collect();
-                    self.enqueue(&group, sends, false)?;
-                }
-                self.ack(receipt.as_ref(), held, now)?;
-                Ack::Accepted
-            }
-        };
-        if receipt.is_some() && ack == Ack::Accepted {
-            self.0.parts.outbox.wake();
-        }
-        Ok(ack)
-    }
-
-    /// Stores only the envelope's receipt and conversation state.
-    fn ack(
-        &self,
-        receipt: Option<&OutboxRow>,
-        held: &mut Option<Held<()>>,
-        now: u64,
-    ) -> Result<()> {
-        let conversation = held.take();
-        self.store().group_ack(
-            receipt,
-            conversation.as_ref().and_then(Held::write).as_ref(),
-            now,
-        )?;
-        if let Some(c) = conversation {
-            c.stored();
-        }
-        Ok(())
-    }
-
-    fn accept_text(
-        &self,
-        text: GroupTextRow,
-        heads: Vec<OpId>,
-        device_key: [u8; 32],
-        receipt: Option<&OutboxRow>,
-        held: &mut Option<Held<()>>,
-    ) -> Result<Ack> {
-        let _guard = self.lock();
-        let Some(row) = self.store().group(&text.group)? else {
-            // Its history may still be on its way to us: not now, and it comes again.
-            return Ok(Ack::Busy);
-        };
-        let sender = text.sender;
-        let member = self.store().group_members(&row.id)?.iter().any(|m| m.peer_id == sender);
-        let pending = if member {
-            false
-        } else {
-            let log = self.load(&row.id)?;
-            let unknown: Vec<OpId> = heads.iter().filter(|h| !log.contains(h)).copied().collect();
-            if unknown.is_empty() {
-                tracing::info!(%sender, "refused a group text from someone who is not a member");
-                return Ok(Ack::Rejected);
-            }
-            // Its writer knows changes we do not: perhaps the one that added them.
-            let heads = log.resolve().map(|s| s.heads).unwrap_or_default();
-            self.want(&row.id, &sender, device_key, unknown, heads)?;
-            true
-        };
-        let conversation = held.take();
-        let stored = self.store().group_text(
-            &text,
-            pending,
-            receipt,
-            conversation.as_ref().and_then(Held::write).as_ref(),
-        )?;
-        let Some(new) = stored else {
-            // Too many texts wait for their writers' changes: not now.
-            return Ok(Ack::Busy);
-        };
-        if let Some(c) = conversation {
-            c.stored();
-        }
-        if new && !pending {
-            let names = self.names(&row.id);
-            self.0
-                .parts
-                .events
-                .send(Event::GroupMessage(event_text(self.text_view(&text, &names, &row.name))));
-        }
-        Ok(Ack::Accepted)
-    }
-
-    fn accept_ops(
-        &self,
-        group: [u8; 16],
-        sender: PeerId,
-        device_key: [u8; 32],
-        ops: Vec<GroupOp>,
-        receipt: Option<&OutboxRow>,
-        held: &mut Option<Held<()>>,
-    ) -> Result<Ack> {
-        let now = self.0.parts.clock.now_ms();
-        let _guard = self.lock();
-        let row = self.store().group(&group)?;
-        let mut log = match &row {
-            Some(row) => self.load(&row.id)?,
-            None => {
-                // An invitation (or its first part). Bounded: a node keeps so many groups, and so
-                // many half-arrived ones from people who are not contacts.
-                let (all, pending) = self.store().group_counts()?;
-                let contact = self.store().contact_by_peer(&sender)?.is_some();
-                if all >= MAX_GROUPS || (!contact && pending >= MAX_PENDING_GROUPS) {
-                    tracing::info!(%sender, "refused a group invitation: too many groups");
-                    return Ok(Ack::Rejected);
-                }
-                GroupLog::new(group)
-            }
-        };
-        if let Some(row) = &row {
-            // Changes are taken from members, from whoever brought us in while the history is
-            // arriving, and from anyone whose changes name some we lack (they may know of a
-            // member we do not).
-            let member = self.store().group_members(&row.id)?.iter().any(|m| m.peer_id == sender);
-            let inviter = row.status == GroupStatus::Pending && row.invited_by == sender;
-            let news = ops.iter().any(|op| op.body.parents.iter().any(|p| !log.contains(p)));
-            if !member && !inviter && !news {
-                self.ack(receipt, held, now)?;
-                return Ok(Ack::Accepted);
-            }
-        }
-        let mut new_ops = Vec::new();
-        for op in ops {
-            let Ok(id) = op.verify() else {
-                tracing::info!(%sender, "ignored a group change that does not verify");
-                continue;
-            };
-            match log.insert(op.clone()) {
-                Ok(group::Inserted::New) => new_ops.push((id, op.to_bytes()?)),
-                Ok(group::Inserted::Known) => {}
-                Err(e) => tracing::info!(%sender, %e, "ignored a group change"),
-            }
-        }
-        if new_ops.is_empty() {
-            if row.is_none() {
-                return Ok(Ack::Rejected);
-            }
-            self.ack(receipt, held, now)?;
-            return Ok(Ack::Accepted);
-        }
-        let conversation = held.take();
-        let (committed, promoted) = self.commit(
-            log,
-            &new_ops,
-            &sender,
-            receipt,
-            conversation.as_ref().and_then(Held::write).as_ref(),
-        )?;
-        if let Some(c) = conversation {
-            c.stored();
-        }
-        self.announce(&committed, promoted);
-        self.follow_up(&committed, &sender, device_key)?;
-        Ok(Ack::Accepted)
-    }
-
-    /// Names to show for the people of a group.
-    fn names(&self, group: &[u8; 16]) -> Names {
-        let mut names = Names { me: self.my_peer(), by_peer: HashMap::new() };
-        if let Ok(people) = self.store().group_people(group) {
-            for (peer, name) in people {
-                if !name.is_empty() {
-                    names.by_peer.insert(peer, name);
-                }
-            }
-        }
-        if let Ok(contacts) = self.store().contacts() {
-            for c in contacts {
-                names.by_peer.insert(c.peer_id, c.name);
-            }
-        }
-        names
-    }
-
-    fn text_view(&self, t: &GroupTextRow, names: &Names, group_name: &str) -> control::GroupText {
-        let from_me = t.sender == self.my_peer();
-        control::GroupText {
-            id: format_id(&t.id),
-            group: format_id(&t.group),
-            group_name: group_name.to_owned(),
-            from: names.of(&t.sender),
-            from_peer_id: t.sender.to_string(),
-            from_me,
-            text: t.text.clone(),
-            seq: t.seq,
-            sent_at_ms: t.sent_at_ms,
-            received_at_ms: t.received_at_ms,
-            read_at_ms: if from_me { None } else { t.read_at_ms },
-            missing_before: t.missing_before,
-            delivered: None,
-            recipients: None,
-            truncated: false,
-        }
-    }
-
-    /// A group as the control API shows it.
-    pub(crate) fn info(&self, row: &GroupRow) -> Result<control::GroupInfo> {
-        let members = self.store().group_members(&row.id)?;
-        let me = self.my_peer();
-        let (unread, last_at_ms) = self.store().group_unread(&row.id, &me)?;
-        let log = self.load(&row.id)?;
-        let state = log.resolve();
-        Ok(control::GroupInfo {
-            id: format_id(&row.id),
-            name: row.name.clone(),
-            status: row.status.as_str().into(),
-            admin: members.iter().any(|m| m.peer_id == me && m.admin),
-            members: members.len() as u32,
-            admins: members.iter().filter(|m| m.admin).count() as u32,
-            unread,
-            last_at_ms,
-            changes: log.len() as u64,
-            version: state.as_ref().map_or(0, |s| s.lamport),
-            heads: state
-                .map(|s| s.heads.iter().map(|h| kolokol_protocol::identity::hex(h)).collect())
-                .unwrap_or_default(),
-        })
-    }
-
-    /// Every group.
-    pub(crate) fn list(&self) -> Result<Vec<control::GroupInfo>> {
-        self.store().groups()?.iter().map(|g| self.info(g)).collect()
-    }
-
-    /// A group's members.
-    pub(crate) fn members(&self, group: &str) -> Result<control::GroupMembers> {
-        let row = self.find(group)?;
-        let me = self.my_peer();
-        let names = self.names(&row.id);
-        let members = self
-            .store()
-            .group_members(&row.id)?
-            .into_iter()
-            .map(|m| control::GroupMember {
-                peer_id: m.peer_id.to_string(),
-                name: names.of(&m.peer_id),
-                listed_as: m.name,
-                contact: m.contact,
-                admin: m.admin,
-                me: m.peer_id == me,
-            })
-            .collect();
-        Ok(control::GroupMembers { group: self.info(&row)?, members })
-    }
-
-    /// A group as a conversation: its newest texts, each with its writer's name.
-    pub(crate) fn messages(&self, group: &str, limit: u32) -> Result<control::GroupChat> {
-        let row = self.find(group)?;
-        let names = self.names(&row.id);
-        let me = self.my_peer();
-        let mut messages = Vec::new();
-        for t in self.store().group_texts(&row.id, limit)? {
-            let mut view = self.text_view(&t, &names, &row.name);
-            if t.sender == me {
-                let copies = self.store().group_copy_states(&row.id, &t.id)?;
-                view.recipients = Some(copies.len() as u32);
-                view.delivered = Some(
-                    copies
-                        .iter()
-                        .filter(|(_, s)| {
-                            matches!(
-                                s,
-                                MessageState::Sent | MessageState::Delivered | MessageState::Read
-                            )
-                        })
-                        .count() as u32,
-                );
-            }
-            messages.push(view);
-        }
-        Ok(control::GroupChat { group: self.info(&row)?, messages })
-    }
-
-    /// Marks a group's texts read.
-    pub(crate) fn read(&self, group: &str) -> Result<control::GroupReadResult> {
-        let row = self.find(group)?;
-        Ok(control::GroupReadResult {
-            marked: self.store().group_mark_read(&row.id, self.0.parts.clock.now_ms())?,
-        })
-    }
-
-    /// The newest texts of every group, oldest first.
-    pub(crate) fn inbox(&self, limit: u32) -> Result<Vec<control::GroupText>> {
-        let mut names: HashMap<[u8; 16], (Names, String)> = HashMap::new();
-        let mut out = Vec::new();
-        for t in self.store().group_inbox(limit)? {
-            let (n, group_name) = names.entry(t.group).or_insert_with(|| {
-                let name =
-                    self.store().group(&t.group).ok().flatten().map(|g| g.name).unwrap_or_default();
-                (self.names(&t.group), name)
-            });
-            out.push(self.text_view(&t, n, group_name));
-        }
-        Ok(out)
-    }
-}
-
-/// The names to show for a group's people.
-struct Names {
-    me: PeerId,
-    by_peer: HashMap<PeerId, String>,
-}
-
-impl Names {
-    /// A contact name, else the name the group lists them under, else the peer id.
-    fn of(&self, peer: &PeerId) -> String {
-        match self.by_peer.get(peer) {
-            Some(name) => name.clone(),
-            None if *peer == self.me => "me".into(),
-            None => peer.to_string(),
-        }
-    }
 }
 
 /// The view of a text that goes into an event: cut to
@@ -1246,5 +877,7 @@ fn check_group_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+mod incoming;
 #[cfg(test)]
 mod tests;
+mod views;

@@ -17,6 +17,7 @@ use kolokol_protocol::control::{Event, InboxMessage, MessageState};
 use kolokol_protocol::conversation::Conversation;
 use kolokol_protocol::envelope;
 use kolokol_protocol::file::FileMessage;
+use kolokol_protocol::identity::VerifiedCertificates;
 use kolokol_protocol::message::{Body, Content, MessageId, format_id};
 use libp2p::PeerId;
 use tokio::sync::{Notify, mpsc, watch};
@@ -108,6 +109,10 @@ pub(crate) struct InboxParts {
     pub(crate) outbox_wake: Arc<Notify>,
     /// One log line per window for refusals past the stranger quotas.
     pub(crate) quota_log: Mutex<LogLimit>,
+    /// The senders' device certificates verified so far (bounded): a sender's first contacts
+    /// all carry the same one until its conversation starts, and each Ed25519 verification
+    /// cost about a tenth of this node's CPU per message.
+    pub(crate) verified_certificates: VerifiedCertificates,
 }
 
 /// What became of one envelope: [`Received::ack`] is the answer a sender gets.
@@ -387,22 +392,25 @@ impl Inbox {
                 Some(id) => self.0.store.prekey_secret(&id)?,
                 None => None,
             };
+            let verified = self.0.verified_certificates.clone();
             self.0
                 .workers
                 .run(move || {
                     let identity = keys.identity();
                     match prekey {
-                        Some(secret) => envelope::open_first_contact(
+                        Some(secret) => envelope::open_first_contact_remembering(
                             &kolokol_protocol::identity::DeviceKey::from_secret(*secret),
                             identity.identity_key(),
                             &envelope,
                             now,
+                            Some(&verified),
                         ),
-                        None => envelope::open_first_contact(
+                        None => envelope::open_first_contact_remembering(
                             identity.device(),
                             identity.identity_key(),
                             &envelope,
                             now,
+                            Some(&verified),
                         ),
                     }
                 })

@@ -119,6 +119,17 @@ pub const REPLICA_CACHE_TTL: Duration = Duration::from_secs(30);
 /// or fetch past this waits for one to finish.
 pub const MAX_COURIERS: usize = 64;
 
+/// How long a courier that deposited into one mailbox carries the next deposits into the same
+/// mailbox: a backlog to one offline recipient then costs one courier (one key pair, one
+/// connection and handshake per replica), not one per message. The replicas see those
+/// deposits come from one throwaway peer id, which tells them no more than the address and
+/// the timing they come with; deposits into different mailboxes never share a courier.
+pub const DEPOSIT_COURIER_REUSE: Duration = Duration::from_secs(10);
+
+/// Mailboxes a depositing courier is kept for at once, at most; past this, a deposit into
+/// another mailbox starts a courier of its own that is not kept.
+pub const MAX_DEPOSIT_COURIERS: usize = 16;
+
 /// A mailbox replica: a DHT server and its addresses.
 pub(crate) type Replica = (PeerId, Vec<Multiaddr>);
 
@@ -143,11 +154,21 @@ struct Inner {
     /// one instead of polling.
     changes: tokio::sync::watch::Sender<u64>,
     /// Permits for couriers, [`MAX_COURIERS`] in all.
-    couriers: tokio::sync::Semaphore,
+    couriers: Arc<tokio::sync::Semaphore>,
+    /// The courier depositing into each mailbox, kept for [`DEPOSIT_COURIER_REUSE`] after it
+    /// started, with its permit; at most [`MAX_DEPOSIT_COURIERS`].
+    depositing: Mutex<HashMap<MailboxId, KeptCourier>>,
     /// Held by whoever fetches our own mailboxes (the fetch loop, the doctor's probe), so two
     /// fetches never race for the same items: the doctor's probe, deposited and fetched back
     /// under it, is never taken by a background pass in between.
     fetching: tokio::sync::Mutex<()>,
+}
+
+/// A courier kept for the deposits into one mailbox, with the permit it runs under.
+pub(crate) struct KeptCourier {
+    courier: Courier,
+    started: Instant,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A replica's deposit quotas, per depositor and per mailbox.
@@ -194,7 +215,8 @@ impl Mailboxes {
             deposits: Default::default(),
             handed: Default::default(),
             changes: tokio::sync::watch::channel(0).0,
-            couriers: tokio::sync::Semaphore::new(MAX_COURIERS),
+            couriers: Arc::new(tokio::sync::Semaphore::new(MAX_COURIERS)),
+            depositing: Default::default(),
             fetching: tokio::sync::Mutex::new(()),
         }))
     }
@@ -261,10 +283,53 @@ impl Mailboxes {
     /// [`MAX_COURIERS`] run; it holds its permit until dropped.
     pub(crate) async fn courier(
         &self,
-    ) -> crate::error::Result<(Courier, tokio::sync::SemaphorePermit<'_>)> {
-        let permit =
-            self.0.couriers.acquire().await.map_err(|_| crate::error::Error::ShuttingDown)?;
+    ) -> crate::error::Result<(Courier, tokio::sync::OwnedSemaphorePermit)> {
+        let permit = self
+            .0
+            .couriers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| crate::error::Error::ShuttingDown)?;
         Ok((self.0.swarm.courier()?, permit))
+    }
+
+    /// The courier for deposits into `mailbox_id`: the one that deposited there less than
+    /// [`DEPOSIT_COURIER_REUSE`] ago, or a new one, kept for the next deposits if fewer than
+    /// [`MAX_DEPOSIT_COURIERS`] are. A kept courier is let go once its time is up, so its
+    /// task, connections and permit end then.
+    pub(crate) async fn deposit_courier(
+        &self,
+        mailbox_id: &MailboxId,
+    ) -> crate::error::Result<(Courier, Option<tokio::sync::OwnedSemaphorePermit>)> {
+        {
+            let mut kept = self.0.depositing.lock().unwrap_or_else(|p| p.into_inner());
+            kept.retain(|_, k| k.started.elapsed() < DEPOSIT_COURIER_REUSE);
+            if let Some(k) = kept.get(mailbox_id) {
+                return Ok((k.courier.clone(), None));
+            }
+        }
+        let (courier, permit) = self.courier().await?;
+        let mut kept = self.0.depositing.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= MAX_DEPOSIT_COURIERS || kept.contains_key(mailbox_id) {
+            return Ok((courier, Some(permit)));
+        }
+        let k = KeptCourier { courier: courier.clone(), started: Instant::now(), _permit: permit };
+        kept.insert(*mailbox_id, k);
+        drop(kept);
+        // Nothing else may come to take it out: a timer lets it go. It holds the mailboxes
+        // weakly, so a node that stops meanwhile closes its store at once.
+        let this = Arc::downgrade(&self.0);
+        let mailbox_id = *mailbox_id;
+        tokio::spawn(async move {
+            tokio::time::sleep(DEPOSIT_COURIER_REUSE).await;
+            let Some(this) = this.upgrade() else { return };
+            let mut kept = this.depositing.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.get(&mailbox_id).is_some_and(|k| k.started.elapsed() >= DEPOSIT_COURIER_REUSE) {
+                kept.remove(&mailbox_id);
+            }
+        });
+        Ok((courier, None))
     }
 
     /// Sends one request to a replica and waits for its answer: a version 2 request through

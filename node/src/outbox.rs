@@ -165,13 +165,20 @@ pub(crate) struct OutboxParts {
     pub(crate) wake: Arc<Notify>,
     /// The items an attempt is under way for, so no item is attempted twice at once;
     /// at most [`MAX_ATTEMPTS_IN_FLIGHT`] from the loop, plus the first attempts of `send`.
-    pub(crate) in_flight: Mutex<HashSet<MessageId>>,
+    pub(crate) in_flight: Flights,
     /// What the outbox knows of the path to each peer.
     pub(crate) paths: Paths,
     /// Held from taking a text's number to committing it, so no two texts get the same one.
     pub(crate) numbering: tokio::sync::Mutex<()>,
     /// The largest file this node sends, in bytes.
     pub(crate) max_file_size: u64,
+}
+
+/// The items an attempt is under way for, and a signal each time one ends.
+#[derive(Default)]
+pub(crate) struct Flights {
+    ids: Mutex<HashSet<MessageId>>,
+    landed: Notify,
 }
 
 /// An item's place in [`OutboxParts::in_flight`], given up when dropped.
@@ -182,7 +189,9 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.outbox.0.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        let flights = &self.outbox.0.in_flight;
+        flights.ids.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        flights.landed.notify_waiters();
     }
 }
 
@@ -216,11 +225,10 @@ impl Outbox {
         let sealed = sealed.map(Held::stored);
         self.0.events.state(&row.id, &row.peer_id, MessageState::Queued, None, now);
         let Some(_flight) = self.take_off(&row.id) else {
-            return Ok(control::SendResult {
-                id: format_id(&row.id),
-                state: MessageState::Queued,
-                detail: None,
-            });
+            // The outbox loop took it between the commit and here (the peer connected, and
+            // everything waiting for it became due): its attempt is this one.
+            let (state, detail) = self.landed(&row.id).await;
+            return Ok(control::SendResult { id: format_id(&row.id), state, detail });
         };
         let (state, detail) = self.deliver(&row, sealed.map(|p| (p, true))).await;
         Ok(control::SendResult { id: format_id(&row.id), state, detail })
@@ -271,7 +279,13 @@ impl Outbox {
             let (outbox, slots) = (self.clone(), slots.clone());
             attempts.spawn(async move {
                 let _slot = slots.acquire_owned().await;
-                (i, outbox.attempt(&row).await.unwrap_or((MessageState::Queued, None)))
+                let result = match outbox.attempt(&row).await {
+                    Some(result) => result,
+                    // The outbox loop took it first (its peer connected meanwhile, which makes
+                    // everything waiting for the peer due): what that attempt did is the answer.
+                    None => outbox.landed(&row.id).await,
+                };
+                (i, result)
             });
         }
         let mut results = vec![(MessageState::Queued, None); attempts.len()];
@@ -292,13 +306,32 @@ impl Outbox {
 
     /// Marks an item in flight; `None` if an attempt is already under way for it.
     fn take_off(&self, id: &MessageId) -> Option<InFlight<'_>> {
-        let mut in_flight = self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_flight = self.0.in_flight.ids.lock().unwrap_or_else(|p| p.into_inner());
         in_flight.insert(*id).then(|| InFlight { outbox: self, id: *id })
     }
 
     /// Whether an attempt is under way for the item.
     fn is_in_flight(&self, id: &MessageId) -> bool {
-        self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+        self.0.in_flight.ids.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
+    /// Waits for the attempt under way for an item to end, and returns the state it left the
+    /// item in (as recorded, so `queued` if the record cannot be read).
+    async fn landed(&self, id: &MessageId) -> (MessageState, Option<String>) {
+        loop {
+            // Registered before the check, so an attempt ending in between still wakes us.
+            let landed = self.0.in_flight.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if !self.is_in_flight(id) {
+                break;
+            }
+            landed.await;
+        }
+        match self.0.store.outgoing(id) {
+            Ok(Some(view)) => (view.state, view.detail),
+            _ => (MessageState::Queued, None),
+        }
     }
 
     /// Makes everything waiting for `peer` due now (it just connected); returns how many.
@@ -467,10 +500,7 @@ impl Outbox {
         };
         let now = self.0.clock.now_ms();
         let (result, recorded) = match verdict(&outcome, row.attempts, row.created_at_ms, now) {
-            Verdict::Sent => {
-                let _ = self.0.store.drop_parts(&row.id);
-                self.acknowledged(row, now)
-            }
+            Verdict::Sent => self.acknowledged(row, now),
             Verdict::Failed { detail } => {
                 let _ = self.0.store.drop_parts(&row.id);
                 // The caller hears the recipient's reason; the history says why we gave up.
@@ -517,7 +547,7 @@ impl Outbox {
             }
             OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
         };
-        let recorded = self.0.store.set_states(&row.id, states, None, now).map(|entered| {
+        let recorded = self.0.store.acknowledged(&row.id, states, now).map(|entered| {
             for state in entered {
                 self.0.events.outgoing(row, state, None, now);
             }
@@ -683,7 +713,15 @@ impl Outbox {
     ) -> std::result::Result<(), DeliveryFailure> {
         while let Some((index, envelope)) = parts.first().cloned() {
             self.deliver_one(&row.peer_id, envelope).await?;
-            if let Err(e) = self.0.store.ack_part(&row.id, index, self.0.clock.now_ms()) {
+            // The last part's acknowledgement is not written on its own: the item is then
+            // acknowledged as a whole, its parts dropped in the same transaction
+            // (`Store::acknowledged`), so a commit per message is saved. Were the node to stop
+            // in between, the next attempt sends the same bytes again, which the recipient
+            // accepts once more (docs/PROTOCOL.md, section 8.7), as after a stop just before
+            // the acknowledgement arrived.
+            if parts.len() > 1
+                && let Err(e) = self.0.store.ack_part(&row.id, index, self.0.clock.now_ms())
+            {
                 tracing::error!(%e, "cannot record an acknowledged part");
             }
             parts.remove(0);

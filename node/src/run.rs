@@ -144,6 +144,7 @@ impl RunningNode {
             groups: groups.clone(),
             outbox_wake: outbox_wake.clone(),
             quota_log: Default::default(),
+            verified_certificates: Default::default(),
         });
         let contacts = Contacts {
             peers: Arc::new(contact_peers),

@@ -5,6 +5,9 @@
 //! would tie the signing key and the Diffie-Hellman key together, so one compromise would be
 //! both. Instead the identity key signs the device key under a domain-separation string.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use bincode::{Decode, Encode};
 use libp2p_identity::{Keypair, PeerId, PublicKey, ed25519};
 use zeroize::{Zeroize, Zeroizing};
@@ -176,11 +179,78 @@ impl DeviceCertificate {
         Ok(PeerId::from_public_key(&PublicKey::from(public)))
     }
 
+    /// As [`DeviceCertificate::verify`], but a certificate byte for byte equal to one that
+    /// `verified` remembers skips the signature and key checks, which depend on nothing but
+    /// those bytes; the validity window is checked at `now` every time. A sender's first
+    /// contacts carry the same certificate until its conversation starts, and its Ed25519
+    /// verification was about a tenth of a receiving daemon's CPU per message.
+    pub fn verify_remembered(
+        &self,
+        now: u64,
+        verified: &VerifiedCertificates,
+    ) -> Result<PeerId, Error> {
+        let Some(peer) = verified.get(self) else {
+            let peer = self.verify(now)?;
+            verified.remember(self, peer);
+            return Ok(peer);
+        };
+        if now < self.not_before || now > self.not_after {
+            return Err(Error::CertificateNotValid {
+                now,
+                not_before: self.not_before,
+                not_after: self.not_after,
+            });
+        }
+        Ok(peer)
+    }
+
     /// The `PeerId` named by the certificate, without checking anything.
     pub fn claimed_peer_id(&self) -> Result<PeerId, Error> {
         let public = ed25519::PublicKey::try_from_bytes(&self.identity_key)
             .map_err(|_| Error::InvalidKey { what: "Ed25519 identity", detail: "not a point" })?;
         Ok(PeerId::from_public_key(&PublicKey::from(public)))
+    }
+}
+
+/// How many verified certificates [`VerifiedCertificates`] remembers: about the number of
+/// peers that write to a node before their conversations start; past it the oldest is
+/// forgotten and costs one verification more when it comes again.
+pub const MAX_VERIFIED_CERTIFICATES: usize = 64;
+
+/// Device certificates whose signature and keys checked out, with the `PeerId` each names; a
+/// cloneable handle to one shared list. Only a certificate equal in every byte (both keys,
+/// the window and the signature) is found in it, so it never vouches for a certificate that
+/// was not verified.
+#[derive(Clone, Default)]
+pub struct VerifiedCertificates(Arc<Mutex<VecDeque<(DeviceCertificate, PeerId)>>>);
+
+impl VerifiedCertificates {
+    /// How many certificates it remembers.
+    pub fn len(&self) -> usize {
+        self.list().len()
+    }
+
+    /// Whether it remembers none.
+    pub fn is_empty(&self) -> bool {
+        self.list().is_empty()
+    }
+
+    fn get(&self, certificate: &DeviceCertificate) -> Option<PeerId> {
+        self.list().iter().find(|(c, _)| c == certificate).map(|(_, peer)| *peer)
+    }
+
+    fn remember(&self, certificate: &DeviceCertificate, peer: PeerId) {
+        let mut list = self.list();
+        if list.len() >= MAX_VERIFIED_CERTIFICATES {
+            list.pop_front();
+        }
+        list.push_back((certificate.clone(), peer));
+    }
+
+    fn list(&self) -> std::sync::MutexGuard<'_, VecDeque<(DeviceCertificate, PeerId)>> {
+        // A panic while holding the lock cannot leave the list half-changed (each change is
+        // one push or pop), so a poisoned lock is used as it is.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

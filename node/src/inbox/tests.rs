@@ -104,6 +104,7 @@ fn setup() -> Setup {
         groups,
         outbox_wake,
         quota_log: Default::default(),
+        verified_certificates: Default::default(),
     });
     Setup { _dir: dir, store, clock, me, inbox }
 }

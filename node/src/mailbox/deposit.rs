@@ -132,11 +132,16 @@ impl Mailboxes {
         // stored every chunk the recipient lacks.
         let deposits: Arc<Vec<MailboxRequest>> = Arc::new(deposits);
         let to: Vec<&Replica> = replicas.iter().filter(|(p, _)| !acked.contains(p)).collect();
-        // A version 2 deposit goes through a courier of its own, under a fresh identity, so
-        // the replicas learn neither our peer id nor that this batch and the next share a
-        // sender. A version 1 mailbox names its owner anyway and goes over the main swarm.
+        // A version 2 deposit goes through a courier, under a fresh identity, so the replicas
+        // learn neither our peer id nor that deposits into different mailboxes share a sender;
+        // deposits into this mailbox within seconds share one (`DEPOSIT_COURIER_REUSE`). A
+        // version 1 mailbox names its owner anyway and goes over the main swarm.
         let version_2 = deposits.iter().any(|d| matches!(d, MailboxRequest::V2(_)));
-        let courier = if version_2 && !to.is_empty() { Some(self.courier().await?) } else { None };
+        let courier = if version_2 && !to.is_empty() {
+            Some(self.deposit_courier(&mailbox_id).await?)
+        } else {
+            None
+        };
         let mut pending = JoinSet::new();
         for (replica, addresses) in to {
             let mailboxes = self.clone();

@@ -1,7 +1,8 @@
 //! A replica under paused time: an item goes once its time is up (at the next purge) and never
 //! outlives the longest TTL a replica grants, whatever the depositor asked; deposit quotas
 //! refill after their window and keep depositors apart; version 2 deposits, fetches and deletes
-//! name neither the owner nor its identity, and the replica serves them.
+//! name neither the owner nor its identity, and the replica serves them; deposits into one
+//! mailbox share a courier for a few seconds, and deposits into different ones never do.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{Config, Role};
 use crate::keys::Keys;
-use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, PURGE_INTERVAL};
+use crate::mailbox::{DEPOSIT_COURIER_REUSE, MAX_ITEM_TTL, Mailboxes, PURGE_INTERVAL};
 use crate::store::Store;
 use crate::swarm;
 use crate::wire::mailbox::MailboxRequest;
@@ -326,4 +327,18 @@ async fn throwaway_depositors_from_one_address_range_share_its_window() {
     // The window refills.
     tokio::time::advance(HOUR).await;
     assert_eq!(mailboxes.serve(PeerId::random(), range, deposit(6, now + 7200)), Response::Stored);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deposits_into_one_mailbox_share_a_courier_for_a_while_and_other_mailboxes_never_do() {
+    let r = Replica::new();
+    let (first, second) = ([1u8; 32], [2u8; 32]);
+    let (a, _) = r.mailboxes.deposit_courier(&first).await.expect("a courier");
+    let (again, _) = r.mailboxes.deposit_courier(&first).await.expect("a courier");
+    assert!(a.same(&again), "a second deposit into the mailbox reuses its courier");
+    let (other, _) = r.mailboxes.deposit_courier(&second).await.expect("a courier");
+    assert!(!a.same(&other), "another mailbox gets a courier of its own");
+    tokio::time::sleep(DEPOSIT_COURIER_REUSE).await;
+    let (later, _) = r.mailboxes.deposit_courier(&first).await.expect("a courier");
+    assert!(!a.same(&later), "past its time a mailbox gets a fresh courier");
 }

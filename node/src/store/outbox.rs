@@ -273,30 +273,58 @@ impl Store {
     ) -> Result<Vec<MessageState>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let entered =
+            Self::enter_states(&tx, id, states, detail, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(entered)
+    }
+
+    /// Records that the recipient acknowledged the whole item: forgets its sealed parts and
+    /// moves it through `states` as [`Store::set_states`] does, in one transaction. One commit
+    /// instead of two on the sender's hot path (each commit writes and checksums WAL frames);
+    /// the parts are dropped only together with the state that makes them useless.
+    pub fn acknowledged(
+        &self,
+        id: &[u8; 16],
+        states: &[MessageState],
+        now_ms: u64,
+    ) -> Result<Vec<MessageState>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.exec("DELETE FROM outbox_parts WHERE id = ?1", [id.as_slice()])
+            .map_err(|e| self.err(e))?;
+        let entered = Self::enter_states(&tx, id, states, None, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(entered)
+    }
+
+    fn enter_states(
+        tx: &rusqlite::Transaction<'_>,
+        id: &[u8; 16],
+        states: &[MessageState],
+        detail: Option<&str>,
+        now_ms: u64,
+    ) -> rusqlite::Result<Vec<MessageState>> {
         let mut entered = Vec::new();
         for new_state in states {
-            let changed = tx
-                .exec(
-                    "UPDATE outbox SET state = ?2, detail = ?3
+            let changed = tx.exec(
+                "UPDATE outbox SET state = ?2, detail = ?3
                      WHERE id = ?1
                        AND ((CASE state WHEN 'queued' THEN 0 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2
                              WHEN 'delivered' THEN 3 ELSE 9 END)
                           < (CASE ?2 WHEN 'stored' THEN 1 WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3
                              WHEN 'failed' THEN 3 WHEN 'read' THEN 4 ELSE 0 END)
                          OR (state = 'stored' AND ?2 = 'stored' AND COALESCE(detail, '') != COALESCE(?3, '')))",
-                    params![id.as_slice(), new_state.as_str(), detail],
-                )
-                .map_err(|e| self.err(e))?;
+                params![id.as_slice(), new_state.as_str(), detail],
+            )?;
             if changed > 0 {
                 tx.exec(
                     "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![id.as_slice(), new_state.as_str(), detail, now_ms as i64],
-                )
-                .map_err(|e| self.err(e))?;
+                )?;
                 entered.push(*new_state);
             }
         }
-        tx.commit().map_err(|e| self.err(e))?;
         Ok(entered)
     }
 

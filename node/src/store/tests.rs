@@ -574,6 +574,21 @@ fn parts_are_kept_until_done_acknowledged_ones_stay_and_only_the_rest_is_reseale
 }
 
 #[test]
+fn an_acknowledged_item_loses_its_parts_and_enters_its_states_together() {
+    let (_d, s) = store();
+    let row = text(6, 10);
+    s.enqueue_sealed(&row, 10, None, &[(0, vec![6; 1024])]).unwrap();
+    let entered =
+        s.acknowledged(&row.id, &[MessageState::Sent, MessageState::Delivered], 12).unwrap();
+    assert_eq!(entered, [MessageState::Sent, MessageState::Delivered]);
+    assert!(s.parts(&row.id).unwrap().is_empty(), "the parts go with the acknowledgement");
+    assert_eq!(s.outgoing(&row.id).unwrap().unwrap().state, MessageState::Delivered);
+    // Acknowledged again (a late duplicate), it enters nothing and stays as it is.
+    assert!(s.acknowledged(&row.id, &[MessageState::Sent], 13).unwrap().is_empty());
+    assert_eq!(s.outgoing(&row.id).unwrap().unwrap().state, MessageState::Delivered);
+}
+
+#[test]
 fn endpoint_records_are_replaced_in_place_and_bounded() {
     use crate::store::{EndpointRow, MAX_ENDPOINT_ROWS};
     let (_d, s) = store();

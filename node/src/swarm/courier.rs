@@ -53,6 +53,12 @@ pub(crate) struct Courier {
 }
 
 impl Courier {
+    /// Whether two handles reach the same courier (the same swarm, under the same identity).
+    #[cfg(test)]
+    pub(crate) fn same(&self, other: &Courier) -> bool {
+        self.errands.same_channel(&other.errands)
+    }
+
     /// Starts a courier under a fresh Ed25519 identity, never the node's.
     pub(crate) fn start(route: Route) -> Result<Self> {
         let keypair = libp2p::identity::Keypair::generate_ed25519();

@@ -1,7 +1,10 @@
 //! Tests of identities and device certificates.
 
 use crate::Error;
-use crate::identity::{DeviceCertificate, Identity, check_x25519_public};
+use crate::identity::{
+    DeviceCertificate, Identity, MAX_VERIFIED_CERTIFICATES, VerifiedCertificates,
+    check_x25519_public,
+};
 
 fn identity(seed: u8) -> Identity {
     Identity::from_secrets([seed; 32], [seed.wrapping_add(100); 32])
@@ -10,6 +13,41 @@ fn identity(seed: u8) -> Identity {
 #[track_caller]
 fn check(cert: &DeviceCertificate, now: u64, expected: Result<(), Error>) {
     assert_eq!(cert.verify(now).map(|_| ()), expected);
+    // Through a list of verified certificates: the first time it is verified, the second it
+    // may be found; the outcome is the same both times.
+    let verified = VerifiedCertificates::default();
+    for _ in 0..2 {
+        assert_eq!(cert.verify_remembered(now, &verified).map(|_| ()), expected);
+    }
+}
+
+#[test]
+fn a_remembered_certificate_keeps_its_window_and_vouches_for_no_other_bytes() {
+    let id = identity(6);
+    let cert = id.certify(100, 200).unwrap();
+    let verified = VerifiedCertificates::default();
+    for _ in 0..2 {
+        assert_eq!(cert.verify_remembered(150, &verified).unwrap(), id.peer_id());
+    }
+    assert_eq!(verified.len(), 1);
+    assert_eq!(
+        cert.verify_remembered(201, &verified),
+        Err(Error::CertificateNotValid { now: 201, not_before: 100, not_after: 200 })
+    );
+    let mut extended = cert.clone();
+    extended.not_after = 10_000;
+    assert_eq!(extended.verify_remembered(150, &verified), Err(Error::BadCertificateSignature));
+    let mut flipped = cert;
+    flipped.signature[10] ^= 1;
+    assert_eq!(flipped.verify_remembered(150, &verified), Err(Error::BadCertificateSignature));
+    assert_eq!(verified.len(), 1, "a certificate that fails is not remembered");
+
+    // Bounded: past the cap the oldest goes.
+    for seed in 0..MAX_VERIFIED_CERTIFICATES as u8 {
+        let other = identity(seed.wrapping_add(30)).certify(100, 200).unwrap();
+        other.verify_remembered(150, &verified).unwrap();
+    }
+    assert_eq!(verified.len(), MAX_VERIFIED_CERTIFICATES);
 }
 
 #[test]

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kolokol_protocol::identity::Identity;
 use kolokol_protocol::invite::Invite;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -179,8 +178,7 @@ async fn main() {
 const ENCRYPT_VARIABLE: &str = "KOLOKOL_BENCH_ENCRYPT";
 
 /// Makes `dir` a data directory with an encrypted store, its passphrase in the file
-/// `passphrase`; the identity file is copied beside the directory first (`DIR.identity`), since
-/// the benchmark makes its invites from it and the encrypted store keeps it inside.
+/// `passphrase`.
 fn encrypt(bin: &Path, dir: &Path, passphrase: &Path) {
     let run = |args: &[&str]| {
         let status = Command::new(bin)
@@ -196,9 +194,6 @@ fn encrypt(bin: &Path, dir: &Path, passphrase: &Path) {
         assert!(status.success(), "kolokol {args:?} failed");
     };
     std::fs::write(passphrase, "a benchmark passphrase\n").expect("passphrase file");
-    run(&["init"]);
-    std::fs::copy(dir.join(kolokol_node::data_dir::IDENTITY_FILE), dir.with_extension("identity"))
-        .expect("identity copied");
     run(&["init", "--encrypt"]);
 }
 
@@ -334,21 +329,21 @@ impl Daemon {
         }
     }
 
-    /// Adds `whose` as contact `name`, reachable at `address` only: an invite made from its
-    /// identity file, so the benchmark decides which path messages take.
+    /// Adds `whose` as contact `name`, reachable at `address` only: its own invite (with its
+    /// mailbox address, so deposits go to its version 2 mailbox through couriers, as between
+    /// users) with its addresses replaced, so the benchmark decides which path messages take.
     async fn add_contact(&self, name: &str, whose: &Daemon, address: &str) {
-        let bytes = std::fs::read(whose.dir.join(kolokol_node::data_dir::IDENTITY_FILE))
-            .or_else(|_| std::fs::read(whose.dir.with_extension("identity")))
-            .expect("identity.key");
-        let identity = Identity::from_file_bytes(&bytes).expect("identity");
+        let made = whose.call("invite", json!({})).await;
+        let text = made.get("invite").and_then(Value::as_str).expect("an invite");
         let now = kolokol_node::clock::unix_secs();
-        let certificate = identity.certify(now - 60, now + 3600).expect("certificate");
+        let (mut invite, keys, _) = Invite::from_text_with_keys(text, now).expect("invite");
         let address: kolokol_node::Multiaddr = address.parse().expect("multiaddr");
-        let invite = Invite { certificate, addresses: vec![address.to_vec()] };
+        invite.addresses = vec![address.to_vec()];
+        let keys = keys.expect("a version 2 invite, with the mailbox address");
         let added = self
             .call(
                 "contacts.add",
-                json!({ "name": name, "invite": invite.to_text().expect("text") }),
+                json!({ "name": name, "invite": invite.to_text_v2(&keys).expect("text") }),
             )
             .await;
         assert!(added.get("peer_id").is_some(), "contact not added: {added}");
@@ -623,7 +618,16 @@ fn rss_report(processes: &[(&str, &Daemon)]) {
                     .and_then(|kb| kb.parse::<f64>().ok())
                     .map_or(0.0, |kb| kb / 1024.0)
             };
-            format!("{name} {:.1} MB (peak {:.1})", field("VmRSS:"), field("VmHWM:"))
+            // The resident size counts the pages of the binary's code it has touched, which
+            // every `kolokol` process maps from the same file and shares; the anonymous part
+            // (heap, stacks, SQLite's cache) is what this process alone costs.
+            format!(
+                "{name} {:.1} MB (peak {:.1}; anonymous {:.1}, file-backed {:.1})",
+                field("VmRSS:"),
+                field("VmHWM:"),
+                field("RssAnon:"),
+                field("RssFile:")
+            )
         })
         .collect();
     println!("RSS after the sustained run: {}", parts.join(", "));
