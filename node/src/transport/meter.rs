@@ -64,10 +64,11 @@ impl Meters {
     fn register(&self, peer: PeerId, endpoint: ConnectedPoint) -> Meter {
         let meter = Meter::default();
         let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|e| e.into_inner());
+        // The counters of connections already gone go first, then, if still full, the oldest.
+        unclaimed.retain(|u| u.meter.strong_count() > 0);
         if unclaimed.len() >= MAX_UNCLAIMED_METERS {
             unclaimed.pop_front();
         }
-        unclaimed.retain(|u| u.meter.strong_count() > 0);
         unclaimed.push_back(Unclaimed { peer, endpoint, meter: Arc::downgrade(&meter) });
         meter
     }
@@ -102,7 +103,7 @@ impl Meters {
 fn same_endpoint(a: &ConnectedPoint, b: &ConnectedPoint) -> bool {
     match (a, b) {
         (ConnectedPoint::Dialer { address: x, .. }, ConnectedPoint::Dialer { address: y, .. }) => {
-            without_peer(x) == without_peer(y)
+            crate::swarm::without_peer(x) == crate::swarm::without_peer(y)
         }
         (
             ConnectedPoint::Listener { local_addr: l1, send_back_addr: s1 },
@@ -110,10 +111,6 @@ fn same_endpoint(a: &ConnectedPoint, b: &ConnectedPoint) -> bool {
         ) => l1 == l2 && s1 == s2,
         _ => false,
     }
-}
-
-fn without_peer(address: &Multiaddr) -> Multiaddr {
-    crate::swarm::without_peer(address)
 }
 
 /// `transport` with every connection it makes counted in `meters`, and its dials into groups
