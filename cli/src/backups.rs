@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
+use kolokol_node::backup::Snapshot;
 use kolokol_protocol::control::{SnapshotInfo, method};
 use serde_json::json;
 
@@ -32,23 +33,18 @@ fn backup_passphrase(confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>
 }
 
 /// `kolokol backup FILE`.
-pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<()> {
+pub async fn backup(
+    dir: &Path,
+    file: &Path,
+    key_file: Option<&Path>,
+    json_out: bool,
+) -> anyhow::Result<()> {
     if file.exists() {
         return Err(Refused {
             code: "exists",
             message: format!(
                 "{} exists; choose another name (a backup never overwrites)",
                 file.display()
-            ),
-        }
-        .into());
-    }
-    if kolokol_node::store_key::is_encrypted(&dir.join(kolokol_node::data_dir::DATABASE_FILE))? {
-        return Err(Refused {
-            code: "encrypted",
-            message: format!(
-                "{} holds an encrypted store, which `backup` does not take yet: stop the daemon and copy the data directory (kolokol.db with kolokol.key-params), which stays encrypted under its passphrase",
-                dir.display()
             ),
         }
         .into());
@@ -62,21 +58,41 @@ pub async fn backup(dir: &Path, file: &Path, json_out: bool) -> anyhow::Result<(
         .into());
     }
     // A snapshot through the daemon while it runs, else straight from the stopped node's
-    // database.
+    // database (an encrypted one opened with its passphrase or key file). An encrypted store's
+    // snapshot comes encrypted under a key of its own, and is decrypted only in memory here.
     let snapshot = match crate::rpc::<SnapshotInfo>(dir, method::BACKUP_SNAPSHOT, json!({})).await {
-        Ok(info) => std::path::PathBuf::from(info.path),
+        Ok(info) => {
+            let key = match info.key.as_deref() {
+                None => None,
+                Some(text) => Some(
+                    kolokol_node::store_key::StoreKey::from_hex(text)
+                        .context("the daemon's snapshot key is not 64 hex digits")?,
+                ),
+            };
+            Snapshot { path: std::path::PathBuf::from(info.path), key }
+        }
         Err(e) if e.downcast_ref::<NoDaemon>().is_some() => {
-            kolokol_node::offline::Offline::open(dir, None).map_err(|_| e)?.snapshot()?
+            let unlock = crate::passphrases::unlock(dir, key_file)?;
+            kolokol_node::offline::Offline::open(dir, unlock.as_ref())?.snapshot()?
         }
         Err(e) => return Err(e),
     };
-    let database = std::fs::read(&snapshot);
-    let _ = std::fs::remove_file(&snapshot);
-    let database = database.with_context(|| format!("cannot read {}", snapshot.display()))?;
-    let identity_path = dir.join(kolokol_node::data_dir::IDENTITY_FILE);
-    let identity = std::fs::read(&identity_path)
-        .with_context(|| format!("cannot read {}", identity_path.display()))?;
-    let sealed = kolokol_node::backup::seal(passphrase.as_bytes(), identity, database)?;
+    let copy = snapshot.read()?;
+    let identity = match copy.secret {
+        Some(identity) => identity,
+        None => {
+            let identity_path = dir.join(kolokol_node::data_dir::IDENTITY_FILE);
+            zeroize::Zeroizing::new(
+                std::fs::read(&identity_path)
+                    .with_context(|| format!("cannot read {}", identity_path.display()))?,
+            )
+        }
+    };
+    let sealed = kolokol_node::backup::seal(
+        passphrase.as_bytes(),
+        identity.to_vec(),
+        copy.database.to_vec(),
+    )?;
     let mut out = std::fs::OpenOptions::new()
         .create_new(true)
         .write(true)

@@ -870,7 +870,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         Command::Demo => demo::run(cli.json).await,
         Command::Doctor => doctor(&dir, cli.json).await,
         Command::Backup { file } => {
-            backups::backup(&dir, file, cli.json).await?;
+            backups::backup(&dir, file, cli.key_file.as_deref(), cli.json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { file, replace } => {

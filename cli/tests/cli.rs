@@ -1209,6 +1209,13 @@ fn daemons_on_encrypted_stores_talk_and_a_wrong_passphrase_is_refused() {
     assert!(sent.trim().ends_with(" delivered"), "{sent}");
     assert!(check_ok(&run(&a, &["read", "bob"])).contains("the tower is quiet tonight"));
     let alice_id = check_ok(&run(&a, &["id"]));
+    // A backup of the encrypted store while its daemon runs: the snapshot goes encrypted under
+    // a key of its own and is decrypted only in the CLI's memory.
+    let passphrase = b"correct horse battery staple\n";
+    let running = tmp.path().join("alice-running.kolokol-backup");
+    let made = run_with_input(&a, &["backup", running.to_str().expect("utf-8")], passphrase);
+    assert!(check_ok(&made).starts_with("wrote "), "{}", stdout(&made));
+    assert!(!a.join("backup-snapshot.db").exists(), "the snapshot is gone");
     drop(alice);
     drop(bob);
 
@@ -1233,13 +1240,37 @@ fn daemons_on_encrypted_stores_talk_and_a_wrong_passphrase_is_refused() {
     // The right one reads the stopped node's messages.
     let read = unlocked(&a, &right).args(["read", "bob"]).output().expect("runs");
     assert!(check_ok(&read).contains("the tower is quiet tonight"));
-    // What does not apply says so, and changes nothing: a backup (not of an encrypted store
-    // yet), encrypting twice, a passphrase change on a plain store.
+    // A backup of the stopped encrypted store (its passphrase from the file, the backup's
+    // from standard input) changes nothing in its files.
     let before = files(&a);
-    let backup = tmp.path().join("alice.kolokol-backup");
-    let args = ["--json", "backup", backup.to_str().expect("utf-8")];
-    check_json_error(&unlocked(&a, &right).args(args).output().expect("runs"), 1, "encrypted");
-    assert!(!backup.exists());
+    let stopped = tmp.path().join("alice-stopped.kolokol-backup");
+    let mut child = unlocked(&a, &right)
+        .args(["backup", stopped.to_str().expect("utf-8")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    {
+        use std::io::Write;
+        child.stdin.take().expect("piped stdin").write_all(passphrase).expect("written");
+    }
+    let made = child.wait_with_output().expect("runs");
+    assert!(check_ok(&made).starts_with("wrote "), "{}", stdout(&made));
+    assert!(!a.join("backup-snapshot.db").exists(), "the snapshot is gone");
+    assert!(files(&a) == before, "a backup changed nothing");
+    // Both backups restore on a new machine, with the identity and the messages.
+    for (name, file) in [("running", &running), ("stopped", &stopped)] {
+        let new_dir = tmp.path().join(format!("alice-restored-{name}"));
+        let restored =
+            run_with_input(&new_dir, &["restore", file.to_str().expect("utf-8")], passphrase);
+        let peer = alice_id.lines().next().expect("a line").trim_start_matches("peer id:").trim();
+        assert!(check_ok(&restored).starts_with(&format!("restored {peer} into ")), "{name}");
+        let history = check_ok(&run(&new_dir, &["read", "bob"]));
+        assert!(history.contains("the tower is quiet tonight"), "{name}: {history}");
+    }
+    // What does not apply says so, and changes nothing: encrypting twice, a passphrase change
+    // on a plain store.
     let twice = kolokol(&a)
         .env("KOLOKOL_NEW_PASSPHRASE_FILE", &new)
         .args(["--json", "init", "--encrypt"])

@@ -17,18 +17,49 @@ use kolokol_protocol::backup::{self, Contents};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use crate::data_dir::{DATABASE_FILE, DataDir, IDENTITY_FILE, write_private};
+use crate::data_dir::{DATABASE_FILE, DataDir, IDENTITY_FILE, IDENTITY_SECRET, write_private};
 use crate::error::{Error, Result};
-use crate::store::Store;
-use crate::store_key::{KEY_PARAMS_FILE, PENDING_KEY_PARAMS_FILE};
+use crate::store::{PlainCopy, Store};
+use crate::store_key::{KEY_PARAMS_FILE, PENDING_KEY_PARAMS_FILE, StoreKey};
 
 /// The snapshot file the daemon writes in its data directory for `backup`, read and deleted by
 /// the CLI at once.
 pub const SNAPSHOT_FILE: &str = "backup-snapshot.db";
 
+/// A snapshot of the database for a backup: the file, and for an encrypted store the key made
+/// for it alone.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The snapshot file, in the data directory (mode 0600); its reader deletes it.
+    pub path: PathBuf,
+    /// The snapshot's own key, if the store is encrypted (then so is the snapshot).
+    pub key: Option<StoreKey>,
+}
+
+impl Snapshot {
+    /// Reads the snapshot for sealing into a backup: the database as a plain SQLite file, and
+    /// the identity file bytes the database held (an encrypted store keeps its identity
+    /// inside; it is taken out of the copy, since a backup carries the identity beside the
+    /// database, as a plain store keeps it). The file is deleted whatever happens. The
+    /// plaintext of an encrypted store's snapshot exists only in memory.
+    pub fn read(self) -> Result<PlainCopy> {
+        let read = match &self.key {
+            None => fs::read(&self.path)
+                .map(|bytes| PlainCopy { database: Zeroizing::new(bytes), secret: None })
+                .map_err(|e| Error::io("cannot read", &self.path, e)),
+            Some(key) => Store::decrypt_copy(&self.path, key, IDENTITY_SECRET),
+        };
+        let _ = fs::remove_file(&self.path);
+        read
+    }
+}
+
 /// Writes a consistent copy of the database to [`SNAPSHOT_FILE`] in `data_dir` (mode 0600),
-/// replacing a stale one, and returns its path.
-pub(crate) fn snapshot(store: &Store, data_dir: &Path) -> Result<PathBuf> {
+/// replacing a stale one. A plain store's copy is plain (`VACUUM INTO`); an encrypted store's
+/// is encrypted under a fresh key of its own (`sqlcipher_export`; SQLCipher's `VACUUM INTO`
+/// would write the copy under no key or the store's, neither of which the caller should get),
+/// which is returned with it.
+pub(crate) fn snapshot(store: &Store, data_dir: &Path) -> Result<Snapshot> {
     let path = data_dir.join(SNAPSHOT_FILE);
     match fs::remove_file(&path) {
         Ok(()) => {}
@@ -43,10 +74,17 @@ pub(crate) fn snapshot(store: &Store, data_dir: &Path) -> Result<PathBuf> {
         .open(&path)
         .map_err(|e| Error::io("cannot create", &path, e))?;
     fs::remove_file(&path).map_err(|e| Error::io("cannot prepare", &path, e))?;
-    store.snapshot_into(&path)?;
+    let key = if store.is_encrypted()? {
+        let key = StoreKey::random();
+        store.export_encrypted(&path, &key)?;
+        Some(key)
+    } else {
+        store.snapshot_into(&path)?;
+        None
+    };
     fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(|e| Error::io("cannot restrict", &path, e))?;
-    Ok(path)
+    Ok(Snapshot { path, key })
 }
 
 /// Seals a backup file from the identity file and a database snapshot, with fresh randomness.

@@ -528,8 +528,11 @@ impl Node {
     /// Writes a consistent snapshot of the database into the data directory for a backup
     /// (`backup.snapshot`); the caller reads it, seals it and deletes it.
     pub fn backup_snapshot(&self) -> Result<control::SnapshotInfo> {
-        let path = crate::backup::snapshot(&self.0.store, &self.0.data_dir)?;
-        Ok(control::SnapshotInfo { path: path.to_string_lossy().into_owned() })
+        let snapshot = crate::backup::snapshot(&self.0.store, &self.0.data_dir)?;
+        Ok(control::SnapshotInfo {
+            path: snapshot.path.to_string_lossy().into_owned(),
+            key: snapshot.key.map(|k| k.to_hex().to_string()),
+        })
     }
 
     /// The answer to `doctor`.

@@ -66,8 +66,8 @@ impl Offline {
     }
 
     /// Writes a consistent snapshot of the database into the data directory, as
-    /// `backup.snapshot` does; returns its path.
-    pub fn snapshot(&self) -> Result<std::path::PathBuf> {
+    /// `backup.snapshot` does.
+    pub fn snapshot(&self) -> Result<crate::backup::Snapshot> {
         crate::backup::snapshot(&self.store, self._lock.root())
     }
 

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use libp2p::{Multiaddr, PeerId};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -200,6 +200,41 @@ impl Store {
         exported.and(detached.map(|_| ())).map_err(|e| self.err(e))
     }
 
+    /// Whether this store is encrypted (SQLCipher with a key), as its file says.
+    pub fn is_encrypted(&self) -> Result<bool> {
+        crate::store_key::is_encrypted(&self.path)
+    }
+
+    /// Reads an encrypted copy written by [`Store::export_encrypted`] (a backup snapshot of an
+    /// encrypted store) into a plain SQLite database in memory and returns that database's
+    /// bytes, with the secret named `take` taken out of it and returned beside it. The
+    /// plaintext exists only in this process's memory (an attached `:memory:` database,
+    /// serialized), never in a file.
+    pub fn decrypt_copy(path: &Path, key: &StoreKey, take: &str) -> Result<PlainCopy> {
+        let err = |source| Error::Store { path: path.to_owned(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        apply_key(&conn, key).map_err(err)?;
+        readable(&conn, path, true)?;
+        conn.execute_batch("ATTACH DATABASE ':memory:' AS plain KEY ''").map_err(err)?;
+        conn.query_row("SELECT sqlcipher_export('plain')", [], |_| Ok(())).map_err(err)?;
+        let version: i64 =
+            conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        conn.pragma_update(Some("plain"), "user_version", version).map_err(err)?;
+        let secret: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM plain.secrets WHERE name = ?1", [take], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        conn.execute("DELETE FROM plain.secrets WHERE name = ?1", [take]).map_err(err)?;
+        // `secure_delete` is per database: the deleted secret's bytes must not stay in a free
+        // page of the image either.
+        conn.execute_batch("VACUUM plain").map_err(err)?;
+        let image = conn.serialize("plain").map_err(err)?;
+        Ok(PlainCopy {
+            database: Zeroizing::new(image.to_vec()),
+            secret: secret.map(Zeroizing::new),
+        })
+    }
+
     /// Re-encrypts every page of this encrypted database under `key` (`PRAGMA rekey`), then
     /// empties the write-ahead log into the database so no page under the old key is left in
     /// it. SQLCipher does not report a failed re-encryption, so the caller opens the database
@@ -295,6 +330,15 @@ impl Store {
     fn err(&self, source: rusqlite::Error) -> Error {
         Error::Store { path: self.path.clone(), source }
     }
+}
+
+/// A database as the bytes of a plain SQLite file, with a secret taken out of it (a backup's
+/// snapshot: the identity, which a backup carries beside the database).
+pub struct PlainCopy {
+    /// The plain SQLite file.
+    pub database: Zeroizing<Vec<u8>>,
+    /// The secret taken out, if the database held it.
+    pub secret: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// Gives a connection its key, before any other statement, and has SQLCipher wipe the memory it

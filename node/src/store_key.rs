@@ -90,6 +90,38 @@ impl StoreKey {
         Self(Zeroizing::new(bytes))
     }
 
+    /// A fresh random key, for a copy encrypted once (a backup snapshot).
+    pub fn random() -> Self {
+        let mut key = Self(Zeroizing::new([0u8; KEY_LEN]));
+        rand::rngs::OsRng.fill_bytes(&mut key.0[..]);
+        key
+    }
+
+    /// The key as 64 lowercase hex digits, as `backup.snapshot` hands it over.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        let mut text = Zeroizing::new(String::with_capacity(2 * KEY_LEN));
+        for byte in self.0.iter() {
+            // Writing to a String cannot fail.
+            let _ = write!(text, "{byte:02x}");
+        }
+        text
+    }
+
+    /// Reads [`StoreKey::to_hex`]'s text; `None` unless it is exactly 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let digits = text.as_bytes();
+        // `from_str_radix` alone would take a sign ("+f").
+        if digits.len() != 2 * KEY_LEN || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut key = Self(Zeroizing::new([0u8; KEY_LEN]));
+        for (byte, pair) in key.0.iter_mut().zip(digits.chunks(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(key)
+    }
+
     /// Reads a key file: exactly [`KEY_LEN`] bytes, closed to other users (a key others can
     /// read protects nothing, so such a file is refused rather than warned about).
     pub fn from_key_file(path: &Path) -> Result<Self> {

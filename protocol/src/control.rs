@@ -458,6 +458,11 @@ pub struct SnapshotInfo {
     /// Where the snapshot of the database is (in the data directory, mode 0600); the caller
     /// reads it and deletes it.
     pub path: String,
+    /// For an encrypted store, the key (64 hex digits) the snapshot is encrypted under: made
+    /// for this snapshot alone and told only to the caller, so no page of an encrypted store is
+    /// ever on disk in plaintext. Absent for a plain store, whose snapshot is plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// One conversation in the list `chats` returns.
