@@ -155,3 +155,68 @@ async fn format_1_is_refused_from_a_stranger_and_from_a_contact_with_a_conversat
         n.shutdown().await;
     }
 }
+
+/// The weekly hybrid refresh (docs/PROTOCOL.md 8.11) between real nodes: a week after Bob's
+/// last hybrid first contact, his next message that rotates his key goes in one to Alice's
+/// current prekey; Alice opens it, both go on talking, and neither sees a re-key. The nodes
+/// run on real time; only their shared wall clock jumps the week.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_week_on_the_next_message_refreshes_the_hybrid_secret_and_nobody_sees_a_rekey() {
+    let net = Net::new();
+    let (clock, shift) = kolokol_node::clock::Clock::shifted();
+    let start = |name: &'static str| {
+        let mut config = net.config(name, Role::Node);
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+        config.clock = clock.clone();
+        async move {
+            let node = RunningNode::start(config).await.expect("the node starts");
+            let status =
+                node.node().wait_for_net(TIMEOUT, |s| !s.listen.is_empty()).await.expect("listens");
+            let address = status.listen[0].clone();
+            (node, address)
+        }
+    };
+    let (alice, alice_at) = start("alice").await;
+    let (bob, bob_at) = start("bob").await;
+    bob.node().add_contact("alice", &invite_at(&alice, &alice_at, None).await).await.expect("add");
+    alice.node().add_contact("bob", &invite_at(&bob, &bob_at, None).await).await.expect("add");
+    let (alice_id, bob_id) = (alice.node().peer_id(), bob.node().peer_id());
+    let mut alice_events = alice.node().subscribe();
+    let mut bob_events = bob.node().subscribe();
+
+    // A round trip: Bob's first contact, Alice's answer to his key.
+    let sent = bob.node().send("alice", "before the week").await.expect("send");
+    wait_message(&mut alice_events, &sent.id).await;
+    let sent = alice.node().send("bob", "answered").await.expect("send");
+    wait_message(&mut bob_events, &sent.id).await;
+    let started = bob.node().conversation_refreshed_at(&alice_id).expect("reads").expect("one");
+
+    shift.forward(std::time::Duration::from_secs(
+        kolokol_protocol::conversation::HYBRID_REFRESH_SECS + 60,
+    ));
+    let sent = bob.node().send("alice", "a week later").await.expect("send");
+    assert_eq!(wait_message(&mut alice_events, &sent.id).await.text, "a week later");
+    let refreshed = bob.node().conversation_refreshed_at(&alice_id).expect("reads").expect("one");
+    assert!(
+        refreshed >= started + kolokol_protocol::conversation::HYBRID_REFRESH_SECS,
+        "Bob's message a week on went in a hybrid first contact ({started} -> {refreshed})"
+    );
+    // Both go on, in both directions, and neither was shown a re-key.
+    let sent = alice.node().send("bob", "still here").await.expect("send");
+    assert_eq!(wait_message(&mut bob_events, &sent.id).await.text, "still here");
+    let sent = bob.node().send("alice", "and again").await.expect("send");
+    assert_eq!(wait_message(&mut alice_events, &sent.id).await.text, "and again");
+    assert_eq!(
+        bob.node().conversation_refreshed_at(&alice_id).expect("reads"),
+        Some(refreshed),
+        "one refresh a week"
+    );
+    for (node, peer) in [(&alice, &bob_id), (&bob, &alice_id)] {
+        let contacts = node.node().contacts().expect("contacts");
+        let contact = contacts.iter().find(|c| c.peer_id == peer.to_string()).expect("contact");
+        assert_eq!(contact.rekeyed_at_ms, None, "no re-key shown: {:?}", contact.rekey_reason);
+    }
+    for n in [alice, bob] {
+        n.shutdown().await;
+    }
+}
