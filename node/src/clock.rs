@@ -8,7 +8,6 @@
 //! only the wall time differs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A cloneable handle to a wall clock.
@@ -22,19 +21,6 @@ enum Source {
         start_ms: u64,
         start: tokio::time::Instant,
     },
-    /// Wall time = the system clock + an offset in milliseconds that a test moves forward.
-    Shifted(Arc<AtomicU64>),
-}
-
-/// Moves a [`Clock::shifted`] clock's wall time forward.
-#[derive(Clone, Debug)]
-pub struct ClockShift(Arc<AtomicU64>);
-
-impl ClockShift {
-    /// Moves the wall time forward by `by`; timers (tokio's) are not moved.
-    pub fn forward(&self, by: Duration) {
-        self.0.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
-    }
 }
 
 impl Clock {
@@ -49,20 +35,10 @@ impl Clock {
         Self(Arc::new(Source::Tokio { start_ms: system_ms(), start: tokio::time::Instant::now() }))
     }
 
-    /// A clock at the system time that a test can move forward while the nodes run on real
-    /// time, for what happens on the wall-clock scale of days between two real exchanges
-    /// (the weekly hybrid refresh): the network keeps working as it does, and only the
-    /// timestamps jump.
-    pub fn shifted() -> (Self, ClockShift) {
-        let offset = Arc::new(AtomicU64::new(0));
-        (Self(Arc::new(Source::Shifted(offset.clone()))), ClockShift(offset))
-    }
-
     /// Unix milliseconds now.
     pub fn now_ms(&self) -> u64 {
         match &*self.0 {
             Source::System => system_ms(),
-            Source::Shifted(offset) => system_ms().saturating_add(offset.load(Ordering::Relaxed)),
             Source::Tokio { start_ms, start } => {
                 start_ms.saturating_add(start.elapsed().as_millis() as u64)
             }
@@ -85,7 +61,6 @@ impl std::fmt::Debug for Clock {
         f.write_str(match &*self.0 {
             Source::System => "Clock::system",
             Source::Tokio { .. } => "Clock::tokio",
-            Source::Shifted(_) => "Clock::shifted",
         })
     }
 }

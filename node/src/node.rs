@@ -503,14 +503,6 @@ impl Node {
         Ok(Some(if c.peer_hybrid_prekey().is_some() && c.peer_mailbox().is_some() { 4 } else { 3 }))
     }
 
-    /// When the conversation with `peer` last sent a hybrid first contact (its start, a re-key,
-    /// or the weekly hybrid refresh), in Unix seconds; `None` without a conversation.
-    pub fn conversation_refreshed_at(&self, peer: &PeerId) -> Result<Option<u64>> {
-        let Some(bytes) = self.0.store.conversation(peer)? else { return Ok(None) };
-        let c = kolokol_protocol::conversation::Conversation::from_bytes(&bytes)?;
-        Ok(Some(c.hybrid_refreshed_at()))
-    }
-
     /// How many items this node holds as a replica for `mailbox_id`.
     pub fn mailbox_items_held(&self, mailbox_id: &[u8; 32]) -> Result<u64> {
         self.0.mailboxes.held(mailbox_id)

@@ -498,12 +498,6 @@ impl Conversation {
         self.receive_keys.iter().map(ReceiveKey::id).collect()
     }
 
-    /// When we last sealed a format 4 first contact to the peer, or started the conversation
-    /// (Unix seconds): the clock of the hybrid refresh (section 8.11).
-    pub fn hybrid_refreshed_at(&self) -> u64 {
-        self.hybrid_refreshed_at
-    }
-
     /// True once we know a receive key of the peer, so envelopes go out as `Kpsk1`.
     pub fn has_peer_receive_key(&self) -> bool {
         self.peer_key.is_some()
