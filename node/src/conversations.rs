@@ -421,16 +421,12 @@ impl Conversations {
     /// refused the content (a stranger's chunk, a quota), and forgetting it would turn the
     /// conversation into format 3, whose first contact may go to the never-rotating device key.
     /// The refused message fails with the peer's reason instead, and the next one goes to the
-    /// same prekey. A refused hybrid refresh (a first contact while we hold the peer's receive
-    /// key, docs/PROTOCOL.md 8.11) is put off instead, and the message sealed again goes to
-    /// that receive key: a routine refresh must never cost a message.
+    /// same prekey.
     pub(crate) async fn drop_prekey(&self, peer: &PeerId) -> bool {
-        let now = self.0.clock.now_secs();
         let dropped = self
-            .with(peer, move |c| {
+            .with(peer, |c| {
                 Ok(c.as_mut().is_some_and(|c| {
-                    (c.peer_mailbox().is_none() && c.drop_prekey_for_first_contact())
-                        || c.refresh_refused(now)
+                    c.peer_mailbox().is_none() && c.drop_prekey_for_first_contact()
                 }))
             })
             .await;

@@ -73,22 +73,12 @@ pub const MAX_SUPERSEDED_SECS: u64 = 30 * 24 * 3600;
 /// ephemeral fell out of the cache is still caught.
 pub const MAX_FIRST_CONTACT_AGE_SECS: u64 = 30 * 24 * 3600;
 
-/// Version byte in front of the stored state; a layout change bumps it. Version 4 added the
-/// time of our last hybrid refresh; version 3 added the re-key fields, the peer's hybrid prekey
-/// and mailbox address. Version 2 and 3 states still load.
-pub const STATE_VERSION: u8 = 4;
+/// Version byte in front of the stored state; a layout change bumps it. Version 3 added the
+/// re-key fields, the peer's hybrid prekey and mailbox address; version 2 states still load.
+pub const STATE_VERSION: u8 = 3;
 
-/// Earlier state versions, read and converted by [`Conversation::from_bytes`].
+/// The previous state version, read and converted by [`Conversation::from_bytes`].
 const STATE_VERSION_2: u8 = 2;
-const STATE_VERSION_3: u8 = 3;
-
-/// How often a format 4 conversation sends its next receive key inside a hybrid first contact
-/// instead of a conversation envelope, in seconds (7 days; section 8.11). The seed chain carries
-/// a first contact's ML-KEM secret into every later envelope, but a thief of a state who can
-/// also break X25519 follows the chain from there on; only a fresh ML-KEM secret, to a prekey
-/// made after the theft, shuts it out. Signal's PQXDH sessions get the same from SPQR's
-/// ratchet; this is the coarser, cheaper schedule: one first contact (about 3 KiB) a week.
-pub const HYBRID_REFRESH_SECS: u64 = 7 * 24 * 3600;
 
 /// How far in the future a message's `sent_at_ms` may be, by the receiver's clock, in seconds:
 /// one day, the clock skew certificates tolerate too (section 2.6). Anything later is refused.
@@ -128,9 +118,7 @@ pub const MAX_STATE_LEN: usize = 1
     + 1
     + 32
     + 8
-    + MAX_PEER_STARTS * 32
-    // Version 4: the time of the last hybrid refresh.
-    + 8;
+    + MAX_PEER_STARTS * 32;
 
 /// Encoded length of a hybrid prekey.
 const HYBRID_PREKEY_LEN: usize = 32 + crate::kem::PUBLIC_KEY_LEN + 8 + 8 + 64;
@@ -297,11 +285,6 @@ pub struct Conversation {
     /// most [`MAX_PEER_STARTS`]: a delayed first contact advertising one of them is old news,
     /// not a restart.
     peer_starts: Vec<[u8; 32]>,
-    /// When we last sealed a format 4 first contact to the peer (Unix seconds), or started the
-    /// conversation: the next rotation after [`HYBRID_REFRESH_SECS`] goes in a first contact.
-    /// Only our own seals set it, so a forged first contact "from the peer" (key-compromise
-    /// impersonation by a thief of our state) cannot put our refresh off.
-    hybrid_refreshed_at: u64,
 }
 
 /// Most starts of the peer's numbering remembered (see `peer_starts`).
@@ -316,25 +299,6 @@ struct StateV2 {
     peer_key: Option<PeerKey>,
     first_contact_seen: Vec<Seen>,
     peer_prekey: Option<SignedPrekey>,
-}
-
-/// The layout of state version 3 (before the hybrid refresh), read by
-/// [`Conversation::from_bytes`] and converted.
-#[derive(Decode)]
-struct StateV3 {
-    peer: DeviceCertificate,
-    receive_keys: Vec<ReceiveKey>,
-    next_seq: u32,
-    peer_key: Option<PeerKey>,
-    first_contact_seen: Vec<Seen>,
-    peer_prekey: Option<SignedPrekey>,
-    restart_base: u32,
-    restart_pending: bool,
-    awaiting_restart: bool,
-    rekeyed: Option<u8>,
-    peer_hybrid_prekey: Option<HybridPrekey>,
-    peer_mailbox: Option<MailboxAddress>,
-    peer_starts: Vec<[u8; 32]>,
 }
 
 /// Why a conversation was re-keyed, as [`Conversation::take_rekeyed`] reports it. The node
@@ -417,9 +381,7 @@ impl Conversation {
     /// sealed is a first contact carrying our first receive key.
     pub fn new(peer: DeviceCertificate, now: u64) -> Result<Self, Error> {
         peer.verify(now)?;
-        let mut conversation = Self::with_verified_peer(peer);
-        conversation.hybrid_refreshed_at = now;
-        Ok(conversation)
+        Ok(Self::with_verified_peer(peer))
     }
 
     /// Starts a conversation from a version 2 invite: the certificate, the inviter's hybrid
@@ -445,7 +407,6 @@ impl Conversation {
     /// returns it with the message.
     pub fn from_first_contact(opened: FirstContact, now: u64) -> Result<(Self, Content), Error> {
         let mut conversation = Self::with_verified_peer(opened.certificate.clone());
-        conversation.hybrid_refreshed_at = now;
         let content = conversation.accept_first_contact(opened, now)?;
         // A new conversation has nothing to re-key: the peer's first key is simply taken.
         conversation.rekeyed = None;
@@ -467,7 +428,6 @@ impl Conversation {
             peer_hybrid_prekey: None,
             peer_mailbox: None,
             peer_starts: Vec::new(),
-            hybrid_refreshed_at: 0,
         }
     }
 
@@ -571,9 +531,7 @@ impl Conversation {
             .ok_or(Error::Envelope("no receive key to advertise"))?
             .advertisement();
         advertised.seq = advertised.seq.wrapping_sub(self.restart_base);
-        let refresh = self.refresh_due(format_4, rotate, now);
-        let peer_key =
-            self.peer_key.as_ref().filter(|k| !refresh && (k.sent as usize) < MAX_SEEN_EPHEMERALS);
+        let peer_key = self.peer_key.as_ref().filter(|k| (k.sent as usize) < MAX_SEEN_EPHEMERALS);
         let to_peer_key = peer_key.is_some();
         let sealed = match (peer_key, format_4) {
             (Some(key), false) => envelope::seal_conversation(
@@ -645,9 +603,6 @@ impl Conversation {
         if let Some(key) = self.peer_key.as_mut().filter(|_| to_peer_key) {
             key.sent = key.sent.saturating_add(1);
         }
-        if format_4 && !to_peer_key {
-            self.hybrid_refreshed_at = now;
-        }
         if let Some(key) = fresh {
             if let Some(previous) = self.receive_keys.last_mut() {
                 previous.superseded_at = Some(now);
@@ -713,35 +668,6 @@ impl Conversation {
             return true;
         }
         false
-    }
-
-    /// Whether this seal is a hybrid refresh (section 8.11): a format 4 conversation whose last
-    /// format 4 first contact of ours is [`HYBRID_REFRESH_SECS`] old sends the fresh receive key
-    /// of this rotation in a first contact to the peer's hybrid prekey, so its seed, and every
-    /// key the chain derives from it, rests on a new ML-KEM secret. Only when this seal rotates
-    /// anyway (the peer has used our newest key, so it takes the next one by rule 6), never in
-    /// a restart (whose numbering begins at 0), and only to a current prekey: a stale one
-    /// waits, as the conversation envelope needs none.
-    fn refresh_due(&self, format_4: bool, rotate: bool, now: u64) -> bool {
-        format_4
-            && rotate
-            && !self.restart_pending
-            && self.peer_key.is_some()
-            && now.saturating_sub(self.hybrid_refreshed_at) >= HYBRID_REFRESH_SECS
-            && self.peer_hybrid_prekey.as_ref().is_some_and(|p| p.expires_at >= now)
-    }
-
-    /// The peer refused our first contact while we hold its receive key: a hybrid refresh to a
-    /// prekey whose secret it no longer holds. The refresh waits another
-    /// [`HYBRID_REFRESH_SECS`], so the message sealed again goes to the peer's receive key;
-    /// returns whether sealing again is worth it (false when this was no refresh).
-    pub fn refresh_refused(&mut self, now: u64) -> bool {
-        let format_4 = self.peer_hybrid_prekey.is_some() && self.peer_mailbox.is_some();
-        if !format_4 || self.peer_key.is_none() || self.awaiting_restart {
-            return false;
-        }
-        self.hybrid_refreshed_at = now;
-        true
     }
 
     /// The peer refused an envelope we sealed to its receive key (the node got `Rejected`): it
@@ -1132,8 +1058,8 @@ impl Conversation {
         Ok(out)
     }
 
-    /// Reads a state written by [`Conversation::to_bytes`] (version 4, or version 3 from before
-    /// the hybrid refresh, or version 2 from before format 4), refusing one that breaks any limit or invariant, so a corrupted store cannot
+    /// Reads a state written by [`Conversation::to_bytes`] (version 3, or version 2 from before
+    /// format 4), refusing one that breaks any limit or invariant, so a corrupted store cannot
     /// make later calls misbehave.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let malformed = |detail: &str| Error::Malformed {
@@ -1145,26 +1071,6 @@ impl Conversation {
         };
         let state: Self = match version {
             STATE_VERSION => codec::decode("conversation state", body)?,
-            STATE_VERSION_3 => {
-                let old: StateV3 = codec::decode("conversation state", body)?;
-                // No refresh was ever timed: the next rotation refreshes, once.
-                Self {
-                    peer: old.peer,
-                    receive_keys: old.receive_keys,
-                    next_seq: old.next_seq,
-                    peer_key: old.peer_key,
-                    first_contact_seen: old.first_contact_seen,
-                    peer_prekey: old.peer_prekey,
-                    restart_base: old.restart_base,
-                    restart_pending: old.restart_pending,
-                    awaiting_restart: old.awaiting_restart,
-                    rekeyed: old.rekeyed,
-                    peer_hybrid_prekey: old.peer_hybrid_prekey,
-                    peer_mailbox: old.peer_mailbox,
-                    peer_starts: old.peer_starts,
-                    hybrid_refreshed_at: 0,
-                }
-            }
             STATE_VERSION_2 => {
                 let old: StateV2 = codec::decode("conversation state", body)?;
                 let mut state = Self::with_verified_peer(old.peer);

@@ -8,9 +8,8 @@ use proptest::prelude::*;
 
 use crate::Error;
 use crate::conversation::{
-    Conversation, HYBRID_REFRESH_SECS, MAX_RECEIVE_KEYS, MAX_SEEN_EPHEMERALS,
-    MAX_SEEN_FIRST_CONTACTS, MAX_STATE_LEN, MAX_SUPERSEDED_SECS, RECEIVE_KEY_GRACE_SECS,
-    Randomness,
+    Conversation, MAX_RECEIVE_KEYS, MAX_SEEN_EPHEMERALS, MAX_SEEN_FIRST_CONTACTS, MAX_STATE_LEN,
+    MAX_SUPERSEDED_SECS, RECEIVE_KEY_GRACE_SECS, Randomness,
 };
 use crate::envelope::{
     self, Advertisement, KIND_CONVERSATION, KIND_FIRST_CONTACT, Payload, ReceiveSecret, key_id,
@@ -587,7 +586,7 @@ fn a_full_state_round_trips_within_its_bound() {
     c.peer_prekey =
         Some(crate::prekey::SignedPrekey::sign(&identity(1), &[4; 32], NOW, NOW + DAY).unwrap());
     let bytes = c.to_bytes().unwrap();
-    assert_eq!(MAX_STATE_LEN, 51_655, "docs/PROTOCOL.md section 8.6 states it");
+    assert_eq!(MAX_STATE_LEN, 51_647, "docs/PROTOCOL.md section 8.6 states it");
     assert!(bytes.len() <= MAX_STATE_LEN, "{} > {MAX_STATE_LEN}", bytes.len());
     let back = Conversation::from_bytes(&bytes).unwrap();
     assert_eq!(*back.to_bytes().unwrap(), *bytes);
@@ -633,50 +632,38 @@ fn advertisements_of_small_order_keys_are_refused() {
 /// whether it stays in flight to be delivered again).
 #[derive(Clone, Debug)]
 enum Step {
-    Seal {
-        alice: bool,
-    },
-    Deliver {
-        pick: usize,
-        again: bool,
-    },
-    Restart {
-        alice: bool,
-    },
-    /// Three days pass (up to twelve in all), so format 4 schedules meet hybrid refreshes.
-    Later,
+    Seal { alice: bool },
+    Deliver { pick: usize, again: bool },
+    Restart { alice: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        3 => any::<bool>().prop_map(|alice| Step::Seal { alice }),
-        3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, again)| Step::Deliver { pick, again }),
-        2 => any::<bool>().prop_map(|alice| Step::Restart { alice }),
-        1 => Just(Step::Later),
+        any::<bool>().prop_map(|alice| Step::Seal { alice }),
+        (any::<usize>(), any::<bool>()).prop_map(|(pick, again)| Step::Deliver { pick, again }),
+        any::<bool>().prop_map(|alice| Step::Restart { alice }),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Under any schedule of sends, deliveries (reordered, duplicated), restarts from the
-    /// stored bytes and days passing, every message is accepted at most once, every envelope
-    /// delivered within the grace period is accepted once, and nothing else goes wrong.
+    /// Under any schedule of sends, deliveries (reordered, duplicated) and restarts from the
+    /// stored bytes, every message is accepted at most once, every envelope delivered within
+    /// the grace period is accepted once, and nothing else goes wrong.
     #[test]
     fn any_schedule_accepts_each_message_exactly_once(steps in prop::collection::vec(step(), 1..40)) {
         let (mut a, mut b) = pair();
         let mut in_flight: Vec<(bool, u8, Vec<u8>)> = Vec::new();
         let mut accepted: HashMap<u8, usize> = HashMap::new();
         let mut next_id = 0u8;
-        let mut now = NOW;
         for step in steps {
             match step {
                 Step::Seal { alice } => {
                     let side = if alice { &mut a } else { &mut b };
-                    in_flight.push((!alice, next_id, side.seal(next_id, now)));
+                    in_flight.push((!alice, next_id, side.seal(next_id, NOW)));
                     next_id += 1;
                 }
-                Step::Later => now = (now + 3 * DAY).min(NOW + 12 * DAY),
                 Step::Deliver { pick, again } if !in_flight.is_empty() => {
                     let index = pick % in_flight.len();
                     let (to_alice, id, sealed) = in_flight[index].clone();
@@ -684,15 +671,14 @@ proptest! {
                         in_flight.remove(index);
                     }
                     let side = if to_alice { &mut a } else { &mut b };
-                    match side.open(&sealed, now) {
+                    match side.open(&sealed, NOW) {
                         Ok(c) => {
                             prop_assert_eq!(c.id, [id; 16]);
                             *accepted.entry(id).or_default() += 1;
                         }
                         Err(Error::Replayed) => prop_assert!(accepted.contains_key(&id)),
                         Err(e) => {
-                            // Only a key deleted (by the five-key limit, or its time up) may
-                            // refuse an envelope.
+                            // Only a key dropped by the five-key limit may refuse an envelope.
                             prop_assert_eq!(
                                 e,
                                 Error::Envelope("no receive key with this id: deleted, or never ours")
@@ -1094,7 +1080,7 @@ fn a_forged_advertisement_one_step_ahead_is_displaced_by_the_next_honest_envelop
     assert!(!thief_reads(&after, &thief_key, &alice.identity, &bob.identity));
 }
 
-/// Finding 3: Alice restores a six-day-old copy of her state. Bob has deleted the keys it names,
+/// Finding 3: Alice restores a week-old copy of her state. Bob has deleted the keys it names,
 /// and Alice has lost the ones Bob writes to. Each side's refusal makes the other re-key; both
 /// recover by themselves, are told so, and the messages queued meanwhile arrive.
 #[test]
@@ -1109,10 +1095,7 @@ fn a_side_that_restores_an_old_state_and_its_peer_both_go_on_talking() {
         let r = b.seal(110 + round, now);
         a.open(&r, now).unwrap();
     }
-    // Six days on Bob has deleted the keys the copy names (72 hours after Alice moved past
-    // them), and Alice's first envelope is no hybrid refresh yet (section 8.11), which would go
-    // to Bob's prekey and open.
-    now += 2 * DAY;
+    now += 4 * DAY;
     b.side.conversation.expire(now);
     a.side.conversation = Conversation::from_bytes(&backup).unwrap();
 
@@ -1234,10 +1217,9 @@ fn delayed_first_contacts_from_before_the_answer_restart_nothing() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Format 4 under any honest schedule of sends, reordered and duplicated deliveries,
-    /// restarts from the stored bytes and days passing (so hybrid refreshes, section 8.11, come
-    /// and cross): every message is accepted at most once, and the advertisement rules never
-    /// see a conflict or a restart where there is none.
+    /// Format 4 under any honest schedule of sends, reordered and duplicated deliveries and
+    /// restarts from the stored bytes: every message is accepted at most once, and the
+    /// advertisement rules never see a conflict or a restart where there is none.
     #[test]
     fn any_honest_schedule_of_format_4_re_keys_nothing(steps in prop::collection::vec(step(), 1..40)) {
         let (mut a, mut b) = (Side4::new(1, NOW + 14 * DAY), Side4::new(3, NOW + 14 * DAY));
@@ -1247,15 +1229,13 @@ proptest! {
         let mut in_flight: Vec<(bool, u8, Vec<u8>)> = Vec::new();
         let mut accepted: HashMap<u8, usize> = HashMap::new();
         let mut next_id = 0u8;
-        let mut now = NOW;
         for step in steps {
             match step {
                 Step::Seal { alice } => {
                     let side = if alice { &mut a } else { &mut b };
-                    in_flight.push((!alice, next_id, side.seal(next_id, now)));
+                    in_flight.push((!alice, next_id, side.seal(next_id, NOW)));
                     next_id += 1;
                 }
-                Step::Later => now = (now + 3 * DAY).min(NOW + 12 * DAY),
                 Step::Deliver { pick, again } if !in_flight.is_empty() => {
                     let index = pick % in_flight.len();
                     let (to_alice, id, sealed) = in_flight[index].clone();
@@ -1263,7 +1243,7 @@ proptest! {
                         in_flight.remove(index);
                     }
                     let side = if to_alice { &mut a } else { &mut b };
-                    match side.open(&sealed, now) {
+                    match side.open(&sealed, NOW) {
                         Ok(c) => {
                             prop_assert_eq!(c.id, [id; 16]);
                             *accepted.entry(id).or_default() += 1;
@@ -1289,103 +1269,4 @@ proptest! {
         }
         prop_assert!(accepted.values().all(|n| *n == 1));
     }
-}
-
-/// Section 8.11: a format 4 conversation sends the key of its first rotation after
-/// [`HYBRID_REFRESH_SECS`] in a hybrid first contact to the peer's prekey, which the peer takes
-/// as its next key (no re-key, nothing shown); then both go on in conversation envelopes, and
-/// the next refresh is a week after that one.
-#[test]
-fn a_format_4_conversation_refreshes_its_hybrid_secret_once_a_week_without_a_rekey() {
-    let (mut a, mut b) = established_4();
-    // Within the week every rotation goes in conversation envelopes.
-    let mut now = NOW + DAY;
-    for id in 0..3u8 {
-        let sealed = a.seal(10 + id, now);
-        assert_eq!(kind(&sealed), KIND_CONVERSATION, "a day in, no refresh");
-        b.open(&sealed, now).unwrap();
-        let reply = b.seal(20 + id, now);
-        assert_eq!(kind(&reply), KIND_CONVERSATION);
-        a.open(&reply, now).unwrap();
-    }
-    now = NOW + HYBRID_REFRESH_SECS;
-    let key_before = a.side.conversation.receive_key_ids();
-    let refresh = a.seal(30, now);
-    assert_eq!((peek(&refresh).unwrap().version, kind(&refresh)), (4, KIND_FIRST_CONTACT));
-    assert_ne!(a.side.conversation.receive_key_ids(), key_before, "the refresh rotates");
-    assert_eq!(b.open(&refresh, now).unwrap(), content(30, now));
-    assert_eq!(b.side.conversation.take_rekeyed(), None, "a refresh is no re-key");
-    // Bob's answer goes to the refreshed key, and Alice's next envelope is a conversation one.
-    let reply = b.seal(31, now);
-    assert_eq!(kind(&reply), KIND_CONVERSATION);
-    let refreshed = *a.side.conversation.receive_key_ids().last().unwrap();
-    assert_eq!(peek(&reply).unwrap().key_id, Some(refreshed));
-    a.open(&reply, now).unwrap();
-    assert_eq!(a.side.conversation.take_rekeyed(), None);
-    let next = a.seal(32, now + 1);
-    assert_eq!(kind(&next), KIND_CONVERSATION, "one refresh per week");
-    b.open(&next, now + 1).unwrap();
-    let reply = b.seal(33, now + 1);
-    a.open(&reply, now + 1).unwrap();
-    // A stored state keeps the time of the refresh.
-    a.side.conversation =
-        Conversation::from_bytes(&a.side.conversation.to_bytes().unwrap()).unwrap();
-    let later = a.seal(34, now + 6 * DAY);
-    assert_eq!(kind(&later), KIND_CONVERSATION, "six days after the refresh");
-    b.open(&later, now + 6 * DAY).unwrap();
-    let reply = b.seal(35, now + 6 * DAY);
-    a.open(&reply, now + 6 * DAY).unwrap();
-    let again = a.seal(36, now + HYBRID_REFRESH_SECS);
-    assert_eq!(kind(&again), KIND_FIRST_CONTACT, "a week after the refresh, the next one");
-    b.open(&again, now + HYBRID_REFRESH_SECS).unwrap();
-    assert_eq!(b.side.conversation.take_rekeyed(), None);
-}
-
-/// A refresh needs the peer's current hybrid prekey; with only a stale one the message goes in
-/// a conversation envelope as before (a refresh never makes a message wait), and a refresh the
-/// peer refuses is put off, the message going to the peer's receive key.
-#[test]
-fn a_refresh_never_holds_a_message_back() {
-    let (mut a, mut b) = established_4();
-    // Bob's prekey in Alice's hands expires in 14 days; at 15 no refresh is tried.
-    let late = NOW + 15 * DAY;
-    let sealed = a.seal(40, late);
-    assert_eq!(kind(&sealed), KIND_CONVERSATION, "no current prekey: no refresh");
-    b.open(&sealed, late).unwrap();
-
-    let (mut a, mut b) = established_4();
-    let now = NOW + HYBRID_REFRESH_SECS;
-    let refresh = a.seal(41, now);
-    assert_eq!(kind(&refresh), KIND_FIRST_CONTACT);
-    // Bob refuses it (say he lost that prekey's secret): Alice puts the refresh off.
-    assert!(a.side.conversation.refresh_refused(now));
-    let again = a.seal(41, now);
-    assert_eq!((peek(&again).unwrap().version, kind(&again)), (4, KIND_CONVERSATION));
-    assert_eq!(b.open(&again, now).unwrap(), content(41, now));
-    assert_eq!(b.side.conversation.take_rekeyed(), None);
-    let reply = b.seal(42, now);
-    a.open(&reply, now).unwrap();
-    assert_eq!(a.side.conversation.take_rekeyed(), None);
-    let next = a.seal(43, now + 6 * DAY);
-    assert_eq!(kind(&next), KIND_CONVERSATION, "put off for a week");
-    // A first contact refused while no receive key of the peer is held is no refresh.
-    let (mut fresh, _) = (Side4::new(5, NOW + 14 * DAY), ());
-    fresh.add(&b.invite(), NOW);
-    assert!(!fresh.side.conversation.refresh_refused(NOW));
-}
-
-/// A state stored before the hybrid refresh (version 3) loads, and its next rotation refreshes.
-#[test]
-fn a_version_3_state_loads_and_refreshes_at_its_next_rotation() {
-    let (mut a, mut b) = established_4();
-    let stored = a.side.conversation.to_bytes().unwrap();
-    assert_eq!(stored[0], 4);
-    // Version 4 appended the refresh time (8 bytes, fixed-width) to version 3's layout.
-    let mut v3 = stored[..stored.len() - 8].to_vec();
-    v3[0] = 3;
-    a.side.conversation = Conversation::from_bytes(&v3).unwrap();
-    let sealed = a.seal(50, NOW + 60);
-    assert_eq!(kind(&sealed), KIND_FIRST_CONTACT, "never refreshed: refreshes now");
-    assert_eq!(b.open(&sealed, NOW + 60).unwrap(), content(50, NOW + 60));
-    assert_eq!(b.side.conversation.take_rekeyed(), None);
 }
