@@ -551,6 +551,11 @@ impl<T> Held<T> {
         Held { value, peer, state, conversations, _guard }
     }
 
+    /// The conversation as this use left it (`None` if there is none).
+    pub(crate) fn conversation(&self) -> Option<&Conversation> {
+        self.state.as_ref().map(|s| &s.conversation)
+    }
+
     /// What to write, if the state changed.
     pub(crate) fn write(&self) -> Option<ConversationWrite<'_>> {
         self.state.as_ref().filter(|s| s.changed).map(|s| ConversationWrite {

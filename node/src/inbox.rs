@@ -511,8 +511,19 @@ impl Inbox {
                 };
                 // A message fetched from a mailbox is answered by a receipt, committed with it:
                 // a crash between the two would leave a stored message whose sender never
-                // hears of it. One that came directly is answered by the acknowledgement.
-                let receipt = (arrival == Arrival::Mailbox).then(|| OutboxRow {
+                // hears of it. One that came directly is answered by the acknowledgement, and
+                // by a receipt too when the conversation asks for an answer (docs/PROTOCOL.md
+                // 8.11): a sender that never hears from us has no key of ours, or only an old
+                // one, and would seal every text as a first contact, or to that one key. Only
+                // contacts are answered: a stranger's messages are few and held to quotas, and
+                // answering each new identity would be work for whoever makes them.
+                let answer = arrival == Arrival::Direct
+                    && held
+                        .as_ref()
+                        .and_then(Held::conversation)
+                        .is_some_and(|c| c.answer_due(now / 1000))
+                    && store.contact_by_peer(&sender)?.is_some();
+                let receipt = (arrival == Arrival::Mailbox || answer).then(|| OutboxRow {
                     id: receipt_id(&sender, &content.id),
                     peer_id: sender,
                     device_key,

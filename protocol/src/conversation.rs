@@ -77,6 +77,20 @@ pub const MAX_FIRST_CONTACT_AGE_SECS: u64 = 30 * 24 * 3600;
 /// re-key fields, the peer's hybrid prekey and mailbox address; version 2 states still load.
 pub const STATE_VERSION: u8 = 3;
 
+/// Envelopes our newest receive key accepts before the node answers the peer on its own
+/// (section 8.11): a peer that only sends never sees a new key of ours otherwise, and every
+/// envelope it sends stays open to whoever takes that one key.
+pub const ANSWER_AFTER_ENVELOPES: usize = 64;
+
+/// Age of our newest receive key, in seconds, after which an envelope to it makes the node
+/// answer (one day; section 8.11): slow one-way traffic rotates daily.
+pub const ANSWER_AFTER_SECS: u64 = 24 * 3600;
+
+/// How long our newest receive key may stay unused, in seconds, before an envelope from the
+/// peer to an older key (or a first contact) makes the node answer again (one hour; section
+/// 8.11): the answer that advertised it was lost, or is still in a mailbox.
+pub const ANSWER_AGAIN_SECS: u64 = 3600;
+
 /// The previous state version, read and converted by [`Conversation::from_bytes`].
 const STATE_VERSION_2: u8 = 2;
 
@@ -456,6 +470,28 @@ impl Conversation {
     /// so it can find the one a conversation envelope's key id belongs to.
     pub fn receive_key_ids(&self) -> Vec<KeyId> {
         self.receive_keys.iter().map(ReceiveKey::id).collect()
+    }
+
+    /// Whether the node should answer the peer now, with a receipt of what it just accepted,
+    /// when it has nothing else to send (section 8.11): sealing anything gives the peer a
+    /// receive key of ours (a fresh one once it has used the newest), which a peer that only
+    /// sends never gets otherwise; it then seals conversation envelopes instead of first
+    /// contacts, and its envelopes move to a new key of ours now and then. True when the peer
+    /// holds no key of ours (none made yet, or a restart pending), when our newest key has
+    /// accepted [`ANSWER_AFTER_ENVELOPES`] envelopes or is [`ANSWER_AFTER_SECS`] old and used,
+    /// or when it has gone unused for [`ANSWER_AGAIN_SECS`] (the envelope that advertised it
+    /// may be lost).
+    pub fn answer_due(&self, now: u64) -> bool {
+        let Some(newest) = self.receive_keys.last() else { return true };
+        if self.restart_pending {
+            return true;
+        }
+        let age = now.saturating_sub(newest.created_at);
+        if newest.seen.is_empty() {
+            age >= ANSWER_AGAIN_SECS
+        } else {
+            newest.seen.len() >= ANSWER_AFTER_ENVELOPES || age >= ANSWER_AFTER_SECS
+        }
     }
 
     /// True once we know a receive key of the peer, so envelopes go out as `Kpsk1`.

@@ -155,3 +155,35 @@ async fn format_1_is_refused_from_a_stranger_and_from_a_contact_with_a_conversat
         n.shutdown().await;
     }
 }
+
+/// docs/PROTOCOL.md 8.11 between real nodes: Alice writes and Bob never does. Bob's node
+/// answers her first contact with a receipt, so her texts go to a receive key of his instead of
+/// each being a hybrid first contact to his prekey, and answers again after
+/// `ANSWER_AFTER_ENVELOPES` texts on one key, which moves her to a fresh one. Without the
+/// answer Bob would hold no receive key for her at all. Every text arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_way_conversation_leaves_first_contact_and_moves_keys() {
+    let net = Net::new();
+    let (alice, alice_at) = isolated(&net, "alice").await;
+    let (bob, bob_at) = isolated(&net, "bob").await;
+    alice.node().add_contact("bob", &invite_at(&bob, &bob_at, None).await).await.expect("added");
+    bob.node().add_contact("alice", &invite_at(&alice, &alice_at, None).await).await.expect("add");
+    let alice_id = alice.node().peer_id();
+    let mut events = bob.node().subscribe();
+    let texts = kolokol_protocol::conversation::ANSWER_AFTER_ENVELOPES + 16;
+    for n in 0..texts {
+        let sent = alice.node().send("bob", &format!("one way {n}")).await.expect("send");
+        assert_eq!(wait_message(&mut events, &sent.id).await.text, format!("one way {n}"));
+    }
+    let keys = bob.node().receive_key_ids(&alice_id).expect("reads");
+    assert!(
+        keys.len() >= 2,
+        "Bob answered the first contact and again after a key's worth of texts: {} keys",
+        keys.len()
+    );
+    let inbox = bob.node().inbox(1_000).expect("inbox");
+    assert_eq!(inbox.len(), texts, "every text once");
+    for n in [alice, bob] {
+        n.shutdown().await;
+    }
+}

@@ -8,8 +8,9 @@ use proptest::prelude::*;
 
 use crate::Error;
 use crate::conversation::{
-    Conversation, MAX_RECEIVE_KEYS, MAX_SEEN_EPHEMERALS, MAX_SEEN_FIRST_CONTACTS, MAX_STATE_LEN,
-    MAX_SUPERSEDED_SECS, RECEIVE_KEY_GRACE_SECS, Randomness,
+    ANSWER_AFTER_ENVELOPES, ANSWER_AFTER_SECS, ANSWER_AGAIN_SECS, Conversation, MAX_RECEIVE_KEYS,
+    MAX_SEEN_EPHEMERALS, MAX_SEEN_FIRST_CONTACTS, MAX_STATE_LEN, MAX_SUPERSEDED_SECS,
+    RECEIVE_KEY_GRACE_SECS, Randomness,
 };
 use crate::envelope::{
     self, Advertisement, KIND_CONVERSATION, KIND_FIRST_CONTACT, Payload, ReceiveSecret, key_id,
@@ -1269,4 +1270,74 @@ proptest! {
         }
         prop_assert!(accepted.values().all(|n| *n == 1));
     }
+}
+
+/// Section 8.11: a peer that only sends is answered, so it leaves first contact for conversation
+/// envelopes, and its envelopes move to a new key of ours every [`ANSWER_AFTER_ENVELOPES`]
+/// envelopes, or after a day for slow traffic; without an answer it stays on first contacts.
+#[test]
+fn a_one_way_sender_is_answered_so_it_leaves_first_contact_and_moves_keys() {
+    let (mut a, mut b) = (Side4::new(1, NOW + 14 * DAY), Side4::new(3, NOW + 14 * DAY));
+    let (a_invite, b_invite) = (a.invite(), b.invite());
+    a.add(&b_invite, NOW);
+    b.add(&a_invite, NOW);
+    let first = a.seal(1, NOW);
+    assert_eq!(kind(&first), KIND_FIRST_CONTACT);
+    b.open(&first, NOW).unwrap();
+    assert!(b.side.conversation.answer_due(NOW), "Alice holds no key of Bob's");
+    let second = a.seal(2, NOW);
+    assert_eq!(kind(&second), KIND_FIRST_CONTACT, "unanswered, Alice stays on first contacts");
+    b.open(&second, NOW).unwrap();
+
+    // Bob answers (his node seals a receipt): Alice takes his key and leaves first contact.
+    let answer = b.seal(3, NOW);
+    assert_eq!(kind(&answer), KIND_CONVERSATION);
+    a.open(&answer, NOW).unwrap();
+    assert!(!b.side.conversation.answer_due(NOW), "answered");
+    let third = a.seal(4, NOW);
+    assert_eq!(kind(&third), KIND_CONVERSATION);
+    b.open(&third, NOW).unwrap();
+    assert!(!b.side.conversation.answer_due(NOW));
+    for n in 1..ANSWER_AFTER_ENVELOPES - 1 {
+        let sealed = a.seal(10 + n as u8, NOW);
+        b.open(&sealed, NOW).unwrap();
+        assert!(!b.side.conversation.answer_due(NOW), "{} envelopes on one key", n + 1);
+    }
+    let last = a.seal(100, NOW);
+    b.open(&last, NOW).unwrap();
+    assert!(b.side.conversation.answer_due(NOW), "{ANSWER_AFTER_ENVELOPES} envelopes on one key");
+
+    // The answer rotates Bob's key, and Alice's next envelope goes to the new one.
+    let before = b.side.conversation.receive_key_ids();
+    let answer = b.seal(101, NOW);
+    a.open(&answer, NOW).unwrap();
+    let newest = *b.side.conversation.receive_key_ids().last().unwrap();
+    assert_ne!(Some(&newest), before.last(), "the answer brought a fresh key");
+    assert!(!b.side.conversation.answer_due(NOW));
+    let next = a.seal(102, NOW);
+    assert_eq!(peek(&next).unwrap().key_id, Some(newest));
+    b.open(&next, NOW).unwrap();
+    assert!(!b.side.conversation.answer_due(NOW + ANSWER_AFTER_SECS - 1));
+    assert!(b.side.conversation.answer_due(NOW + ANSWER_AFTER_SECS), "a day on one key");
+}
+
+/// Section 8.11: an answer that never reached the peer (lost, or waiting in a mailbox) is sent
+/// again once an hour has passed with the peer still writing to an older key.
+#[test]
+fn an_answer_that_never_arrived_is_sent_again_after_an_hour() {
+    let (mut a, mut b) = established_4();
+    let to_b0 = a.seal(5, NOW);
+    b.open(&to_b0, NOW).unwrap();
+    // Bob's next envelope rotates to a fresh key; it is lost.
+    let _lost = b.seal(6, NOW);
+    let again = a.seal(7, NOW + 60);
+    b.open(&again, NOW + 60).unwrap();
+    assert!(!b.side.conversation.answer_due(NOW + 60), "the answer may still be on its way");
+    let later = a.seal(8, NOW + ANSWER_AGAIN_SECS);
+    b.open(&later, NOW + ANSWER_AGAIN_SECS).unwrap();
+    assert!(b.side.conversation.answer_due(NOW + ANSWER_AGAIN_SECS), "an hour unused");
+    let answer = b.seal(9, NOW + ANSWER_AGAIN_SECS);
+    a.open(&answer, NOW + ANSWER_AGAIN_SECS).unwrap();
+    let next = a.seal(10, NOW + ANSWER_AGAIN_SECS);
+    assert_eq!(peek(&next).unwrap().key_id, b.side.conversation.receive_key_ids().last().copied());
 }
