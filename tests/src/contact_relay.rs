@@ -2,6 +2,7 @@
 //! for its contacts, and only for them. Two of its contacts who listen on nothing hold
 //! reservations on it and talk to each other through it, both ways; a stranger's reservation
 //! is refused, and a node told not to relay for its contacts speaks no relay protocol at all.
+//! With no mailbox replica anywhere, a message to a contact who is away waits on that node.
 
 use futures::StreamExt;
 use kolokol_node::{Multiaddr, Node, PeerId, Role, RunningNode};
@@ -9,29 +10,19 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{noise, relay, tcp, yamux};
 
-use crate::support::{Net, TIMEOUT, introduce, wait_message, wait_state};
+use kolokol_protocol::mailbox::period_of;
+
+use crate::support::{
+    Net, TIMEOUT, fetch_until_taken, introduce, wait_message, wait_message_at, wait_state,
+    wait_state_at,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contacts_talk_through_a_third_contacts_node_and_a_stranger_cannot_reserve_on_it() {
     let net = Net::new();
-    // Anna listens on 127.0.0.1 (a LAN address or a domestic public one, in life); there is no
-    // community relay, no DHT server and no external address anywhere.
-    let mut config = net.config("anna", Role::Node);
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
-    let anna = RunningNode::start(config).await.expect("anna starts");
-    let anna_net =
-        anna.node().wait_for_net(TIMEOUT, |s| !s.listen.is_empty()).await.expect("anna listens");
-    let anna_id = anna.node().peer_id();
-    let anna_addr: Multiaddr =
-        format!("{}/p2p/{anna_id}", anna_net.listen[0]).parse().expect("valid multiaddr");
-
-    // Boris and Clara listen on nothing and know Anna's address; each is Anna's contact, and
-    // Anna adds them first, so her node admits their reservations from the start.
-    let boris = net.start("boris", Role::Node, std::slice::from_ref(&anna_addr)).await;
-    let clara = net.start("clara", Role::Node, std::slice::from_ref(&anna_addr)).await;
+    let (anna, anna_addr, boris, clara) = three_users(&net).await;
     let (a, b, c) = (anna.node(), boris.node(), clara.node());
-    introduce(&b, "boris", &a, "anna").await;
-    introduce(&c, "clara", &a, "anna").await;
+    let anna_id = a.peer_id();
     for (name, node) in [("boris", &b), ("clara", &c)] {
         let status = node
             .wait_for_net(TIMEOUT, |s| s.contact_relays == [anna_id])
@@ -71,6 +62,46 @@ async fn contacts_talk_through_a_third_contacts_node_and_a_stranger_cannot_reser
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_contact_who_is_away_waits_on_the_relaying_contacts_node() {
+    let net = Net::new();
+    let (anna, anna_addr, boris, clara) = three_users(&net).await;
+    let (a, b) = (anna.node(), boris.node());
+    let anna_id = a.peer_id();
+    for node in [&b, &clara.node()] {
+        node.wait_for_net(TIMEOUT, |s| s.contact_relays == [anna_id])
+            .await
+            .expect("a reservation on anna's node");
+    }
+    introduce(&b, "boris", &clara.node(), "clara").await;
+    clara.shutdown().await;
+
+    // No DHT server anywhere, so no mailbox replica: Boris leaves the message with the node
+    // Clara's circuit goes through, Anna's, which keeps mailboxes for her contacts.
+    let mut b_events = b.subscribe();
+    let sent = b.send("clara", "while you were away").await.expect("send");
+    wait_state_at(&b, &mut b_events, &sent.id, "stored").await;
+    let now = kolokol_node::clock::unix_secs();
+    let mailbox = net.mailbox_key("clara").mailbox_id(period_of(now)).expect("a mailbox id");
+    assert_eq!(a.mailbox_items_held(&mailbox).expect("count"), 1);
+
+    // Back, Clara reserves on Anna's node again and takes the message from it.
+    let clara = net.start("clara", Role::Node, std::slice::from_ref(&anna_addr)).await;
+    let c = clara.node();
+    let mut c_events = c.subscribe();
+    c.wait_for_net(TIMEOUT, |s| s.contact_relays == [anna_id])
+        .await
+        .expect("clara holds a reservation on anna's node again");
+    fetch_until_taken(&c, &a, &mailbox).await;
+    let got = wait_message_at(&c, &mut c_events, &sent.id).await;
+    assert_eq!(got.text, "while you were away");
+    wait_state_at(&b, &mut b_events, &sent.id, "delivered").await;
+
+    for n in [boris, clara, anna] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_told_not_to_relay_for_contacts_does_not_speak_the_relay_protocol() {
     let net = Net::new();
     let mut config = net.config("anna", Role::Node);
@@ -86,6 +117,27 @@ async fn a_node_told_not_to_relay_for_contacts_does_not_speak_the_relay_protocol
     let refusal = stranger_reservation(&anna_addr).await;
     assert!(refusal.contains("does not support"), "{refusal}");
     anna.shutdown().await;
+}
+
+/// Anna, who listens on 127.0.0.1 (a LAN address or a domestic public one, in life), and Boris
+/// and Clara, who listen on nothing and know Anna's address; each is Anna's contact, and Anna
+/// adds them first, so her node admits their reservations from the start. There is no community
+/// relay, no DHT server and no external address anywhere. Returns Anna, her address, Boris and
+/// Clara.
+async fn three_users(net: &Net) -> (RunningNode, Multiaddr, RunningNode, RunningNode) {
+    let mut config = net.config("anna", Role::Node);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+    let anna = RunningNode::start(config).await.expect("anna starts");
+    let anna_net =
+        anna.node().wait_for_net(TIMEOUT, |s| !s.listen.is_empty()).await.expect("anna listens");
+    let anna_addr: Multiaddr = format!("{}/p2p/{}", anna_net.listen[0], anna.node().peer_id())
+        .parse()
+        .expect("valid multiaddr");
+    let boris = net.start("boris", Role::Node, std::slice::from_ref(&anna_addr)).await;
+    let clara = net.start("clara", Role::Node, std::slice::from_ref(&anna_addr)).await;
+    introduce(&boris.node(), "boris", &anna.node(), "anna").await;
+    introduce(&clara.node(), "clara", &anna.node(), "anna").await;
+    (anna, anna_addr, boris, clara)
 }
 
 /// Checks that `node` has a relayed connection to `other` through `relay`.

@@ -1036,8 +1036,13 @@ impl EventLoop {
             request_response::Event::Message { peer, connection_id, message } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     // Only DHT servers are replicas: a depositor found us as one of the servers
-                    // closest to the mailbox id, and a client would not be found again.
-                    if self.swarm.behaviour_mut().kad.mode() != kad::Mode::Server {
+                    // closest to the mailbox id, and a client would not be found again. A user
+                    // node relaying for its contacts also keeps their mailboxes, for them alone:
+                    // they deposit there what no replica took, and fetch what waits for them.
+                    let for_contact = self.role == Role::Node
+                        && self.swarm.behaviour().relay_server.is_enabled()
+                        && self.admission.is_contact(&peer);
+                    if self.swarm.behaviour_mut().kad.mode() != kad::Mode::Server && !for_contact {
                         let refused = Response::Refused { reason: "not a mailbox replica".into() };
                         let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
                         return;
