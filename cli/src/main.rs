@@ -113,6 +113,12 @@ struct NetArgs {
     /// told; replaces the config file's `read_receipts`.
     #[arg(long)]
     no_read_receipts: bool,
+    /// node: do not relay for contacts: by default a node that listens somewhere (its LAN
+    /// addresses, --listen) lets its contacts, and nobody else, hold a relay reservation on it,
+    /// so that they reach each other through it with no foreign relay. Replaces the config
+    /// file's `relay_for_contacts`.
+    #[arg(long)]
+    no_relay_for_contacts: bool,
     /// Save received files in DIR (default: `downloads` in the data directory); replaces the
     /// config file's `download_dir`.
     #[arg(long, value_name = "DIR")]
@@ -823,6 +829,8 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
         pick(&net.external_address, file.external_addresses).unwrap_or_default();
     config.metrics = net.metrics.or(file.metrics);
     config.read_receipts = !net.no_read_receipts && file.read_receipts.unwrap_or(true);
+    config.relay_for_contacts =
+        !net.no_relay_for_contacts && file.relay_for_contacts.unwrap_or(true);
     config.download_dir = net.download_dir.clone().or(file.download_dir.clone());
     if let Some(mib) = file.max_file_mib {
         config.max_file_size = mib.saturating_mul(1024 * 1024);

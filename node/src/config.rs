@@ -77,6 +77,11 @@ pub struct Config {
     /// the node to its neighbours and they can reach it with no relay. Off in
     /// [`Config::new`]; `kolokol node` turns it on with mDNS when no `--listen` is given.
     pub listen_lan: bool,
+    /// A user node only: while it listens somewhere (`listen`, or its LAN addresses), run a
+    /// circuit relay server for its contacts, and only them (`swarm::relay_server`). On in
+    /// [`Config::new`]; `kolokol node --no-relay-for-contacts` or `relay_for_contacts = false`
+    /// turns it off.
+    pub relay_for_contacts: bool,
     /// The stealth listener's certificate, cover and secrets (used only when `listen` has a
     /// stealth address).
     pub stealth: StealthOptions,
@@ -211,6 +216,8 @@ pub struct FileConfig {
     pub download_dir: Option<PathBuf>,
     /// `max_file_mib`: the largest file sent or taken, in MiB.
     pub max_file_mib: Option<u64>,
+    /// `relay_for_contacts`: `false` for a user node not to relay for its contacts.
+    pub relay_for_contacts: Option<bool>,
 }
 
 /// The file's `[stealth]` table.
@@ -243,6 +250,7 @@ struct RawFileConfig {
     stealth: Option<RawStealth>,
     download_dir: Option<PathBuf>,
     max_file_mib: Option<u64>,
+    relay_for_contacts: Option<bool>,
 }
 
 /// A list of multiaddr strings, each with its position in the file.
@@ -389,6 +397,7 @@ impl FileConfig {
             mdns: raw.mdns,
             download_dir: raw.download_dir,
             max_file_mib: raw.max_file_mib,
+            relay_for_contacts: raw.relay_for_contacts,
         })
     }
 }
@@ -427,6 +436,7 @@ impl Config {
             transport: Policy::Any,
             bridge: false,
             listen_lan: false,
+            relay_for_contacts: true,
             stealth: StealthOptions::default(),
             clock: Clock::system(),
             dht_diversity: DHT_DIVERSITY,

@@ -4,9 +4,10 @@
 //!
 //! Our direct addresses and circuits through listed relays are public (those relays announce
 //! themselves in the DHT anyway, and group members who are not our contacts reach us through
-//! them); circuits through bridges and our hybrid prekey go into the record's part for
-//! contacts, sealed to our mailbox address, so a censor crawling the DHT harvests no bridge
-//! while our contacts still follow us from bridge to bridge. A contact's record is opened with
+//! them); circuits through bridges and through our contacts' nodes (which relay for their
+//! contacts, `swarm::relay_server`) and our hybrid prekey go into the record's part for
+//! contacts, sealed to our mailbox address, so a censor crawling the DHT harvests no bridge and
+//! learns no contact of ours while our contacts still follow us from relay to relay. A contact's record is opened with
 //! the mailbox address its invite or first contact gave us.
 //!
 //! Lookups are rate-limited per peer ([`RESOLVE_INTERVAL`]) and what we learn of strangers is
@@ -101,7 +102,7 @@ impl Presence {
         if self.0.bridge {
             return Ok(());
         }
-        let (public, circuits) = split_private(reachable_addresses(&net), &net.bridges);
+        let (public, circuits) = split_private(reachable_addresses(&net), &private_relays(&net));
         if public.is_empty() && circuits.is_empty() {
             return Ok(());
         }
@@ -300,8 +301,14 @@ pub(crate) fn reachable_addresses(net: &NetStatus) -> Vec<Multiaddr> {
     addresses
 }
 
+/// The relays whose circuits only contacts may read: bridges, and contacts' nodes that relay
+/// for their contacts (naming one in public would tell everyone who our contacts are).
+pub(crate) fn private_relays(net: &NetStatus) -> Vec<PeerId> {
+    net.bridges.iter().chain(&net.contact_relays).copied().collect()
+}
+
 /// Splits `addresses` into those anyone may read in the presence record and the circuits
-/// through `bridges`, which only contacts may read (its part for contacts; `docs/PROTOCOL.md`
+/// through `bridges` (bridges and contacts' nodes), which only contacts may read (its part for contacts; `docs/PROTOCOL.md`
 /// sections 10.1.1 and 10.9).
 pub(crate) fn split_private(
     addresses: Vec<Multiaddr>,

@@ -57,13 +57,13 @@ impl RunningNode {
         // What worked on which network, from earlier runs: the racing dialer starts from it.
         let endpoints =
             store.endpoints()?.into_iter().map(swarm::EndpointRecord::from_row).collect();
-        let (swarm, mut event_loop, channels) = swarm::new(identity.keypair(), &config, endpoints)?;
-        // The swarm task spares contacts every quota meant for strangers; it follows the
-        // contact book as it changes.
+        // The swarm task spares contacts every quota meant for strangers, and relays for them
+        // alone; it follows the contact book as it changes.
         let (contact_peers, watched) = tokio::sync::watch::channel(Arc::new(
             store.contacts()?.into_iter().map(|c| c.peer_id).collect(),
         ));
-        event_loop.watch_contacts(watched);
+        let (swarm, mut event_loop, channels) =
+            swarm::new(identity.keypair(), &config, endpoints, watched)?;
         // The metrics address is bound before anything else starts, so a port in use fails the
         // start with a clear error instead of leaving a node without the metrics it was asked for.
         let metrics = match config.metrics {

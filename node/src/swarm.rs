@@ -10,7 +10,8 @@
 //! The rooms: [`behaviour`] builds the swarm and holds libp2p's limits; `event_loop` runs the
 //! task; [`courier`] runs the short-lived swarms under fresh identities that carry version 2
 //! mailbox requests; `dht`, `lan` and `relays` are its Kademlia side, its mDNS side and the auto-relay that
-//! libp2p lacks; `dialer` races every address of a peer,
+//! libp2p lacks; [`relay_server`] is the relay server, public on a relay and for contacts only on
+//! a user node; `dialer` races every address of a peer,
 //! [`endpoints`] remembers per [`network`] what worked.
 
 pub mod admission;
@@ -22,6 +23,7 @@ pub mod endpoints;
 mod event_loop;
 mod lan;
 pub mod network;
+pub mod relay_server;
 mod relays;
 pub mod volume;
 
@@ -46,9 +48,9 @@ pub use dialer::{
 pub use endpoints::{EndpointRecord, TransportKind};
 pub(crate) use event_loop::EventLoop;
 pub use event_loop::{
-    MAX_BOOTSTRAP_ADDRESSES, MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS, MAX_LAN_LISTENERS,
-    MAX_PENDING_DELIVERIES, MAX_PENDING_LOOKUPS, MAX_RELAY_ADDRESSES, MIN_RECONNECT_WAKE_INTERVAL,
-    TARGET_RESERVATIONS,
+    CONTACT_RELAY_MAX_BACKOFF, MAX_BOOTSTRAP_ADDRESSES, MAX_BOOTSTRAP_PEERS, MAX_KNOWN_RELAYS,
+    MAX_LAN_LISTENERS, MAX_PENDING_DELIVERIES, MAX_PENDING_LOOKUPS, MAX_RELAY_ADDRESSES,
+    MIN_RECONNECT_WAKE_INTERVAL, TARGET_CONTACT_RESERVATIONS, TARGET_RESERVATIONS,
 };
 pub use lan::{MAX_LAN_ADDRESSES, MAX_LAN_PEERS};
 
@@ -310,6 +312,9 @@ pub struct NetStatus {
     /// Relays holding a reservation for us that said they are bridges: their circuits are for
     /// contacts only, never in the public presence record.
     pub bridges: Vec<PeerId>,
+    /// Contacts' nodes holding a reservation for us (`swarm::relay_server`): like bridges,
+    /// their circuits are for contacts only.
+    pub contact_relays: Vec<PeerId>,
     /// The presence lookups that ended since the node started, and what they cost.
     pub lookups: LookupStats,
 }
@@ -414,14 +419,17 @@ pub(crate) struct Channels {
 
 /// Builds the swarm for `config` and the task that will own it, with the client to talk to it
 /// and the channels it reports on. Nothing runs until the caller spawns [`EventLoop::run`].
+/// `contacts` follows the contact book: contacts skip the quotas meant for strangers, may
+/// reserve on this node's relay for contacts, and are the only user nodes it reserves on.
 pub(crate) fn new(
     keypair: &libp2p::identity::Keypair,
     config: &Config,
     endpoints: Vec<EndpointRecord>,
+    contacts: watch::Receiver<std::sync::Arc<std::collections::HashSet<PeerId>>>,
 ) -> Result<(Client, EventLoop, Channels)> {
     let hole_punch = crate::transport::cooldown::Shared::default();
     let meters = crate::transport::meter::Meters::default();
-    let swarm = behaviour::build(keypair, config, hole_punch.clone(), meters.clone())?;
+    let swarm = behaviour::build(keypair, config, hole_punch.clone(), meters.clone(), &contacts)?;
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE_LEN);
     let (contacts_tx, inbound_contacts) = mpsc::channel(admission::CONTACT_INBOUND_QUEUE_LEN);
@@ -438,6 +446,7 @@ pub(crate) fn new(
         mailbox_tx,
     )?;
     // What worked on which network, from earlier runs: the racing dialer starts from it.
+    event_loop.watch_contacts(contacts);
     event_loop.endpoints = endpoints::Endpoints::new(endpoints);
     event_loop.cooldown = hole_punch;
     event_loop.volume.meters = meters;

@@ -14,6 +14,8 @@ pub mod tls_hello;
 #[cfg(test)]
 mod chunking;
 #[cfg(test)]
+mod contact_relay;
+#[cfg(test)]
 mod control_socket;
 #[cfg(test)]
 mod discovery;

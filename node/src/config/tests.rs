@@ -18,6 +18,7 @@ log_format = "json"
 metrics = "127.0.0.1:9464"
 read_receipts = false
 mdns = false
+relay_for_contacts = false
 "#;
     let config = FileConfig::parse(text).unwrap();
     assert_eq!(config.listen.unwrap()[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
@@ -27,6 +28,7 @@ mdns = false
     assert_eq!(config.metrics.unwrap().to_string(), "127.0.0.1:9464");
     assert_eq!(config.read_receipts, Some(false));
     assert_eq!(config.mdns, Some(false));
+    assert_eq!(config.relay_for_contacts, Some(false));
     assert_eq!(FileConfig::parse("# nothing set\n").unwrap(), FileConfig::default());
 }
 
@@ -46,7 +48,7 @@ fn mistakes_name_the_line_and_the_option() {
     );
     check_err(
         "bootsrap = []\n",
-        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`, `mdns`, `transport`, `bridge`, `stealth`, `download_dir`, `max_file_mib`",
+        "line 1: unknown field `bootsrap`, expected one of `listen`, `bootstrap`, `external_addresses`, `log_format`, `metrics`, `read_receipts`, `mdns`, `transport`, `bridge`, `stealth`, `download_dir`, `max_file_mib`, `relay_for_contacts`",
     );
     check_err("log_format = \"xml\"\n", "line 1: unknown variant `xml`, expected `text` or `json`");
     check_err(

@@ -6,13 +6,16 @@
 //! item ids from the mailbox id and the message id, and the deposits go over
 //! `/kolokol/mailbox/2`, so neither the replicas nor the DHT peers asked for them can tell whose
 //! mailbox it is. Without the address (a contact from before mailbox addresses), version 1, from
-//! the recipient's identity key, as before.
+//! the recipient's identity key, as before. A deposit that no replica took goes to the relays
+//! the recipient's circuits go through, where a contact's node relaying for its contacts keeps
+//! it for the recipient.
 
 use std::sync::Arc;
 
 use kolokol_protocol::mailbox::{self as mailbox_proto, MailboxId, Request, RequestV2, Response};
 use kolokol_protocol::mailbox_key::{self, MailboxAddress};
-use libp2p::PeerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use tokio::task::JoinSet;
 
 use crate::mailbox::{MAX_ITEM_TTL, Mailboxes, REPLICAS, REQUIRED_ACKS, Replica};
@@ -92,7 +95,71 @@ pub(crate) enum DepositError {
     Node(#[from] crate::error::Error),
 }
 
+/// The recipient's relays a deposit that reached no mailbox replica is left with at most.
+pub const MAX_FALLBACK_RELAYS: usize = 2;
+
 impl Mailboxes {
+    /// Leaves the message with the relays the recipient's circuit addresses go through, when no
+    /// replica the DHT names took it: a contact's node relaying for its contacts (which keeps
+    /// mailboxes for its contacts, `docs/PROTOCOL.md` section 10.10) is where the recipient
+    /// holds a reservation and fetches, so a message between two users in a country cut off
+    /// from the DHT abroad is kept there instead of lost. The deposits go over the main swarm,
+    /// under our own peer id, since such a node takes them only from its contacts. Returns the
+    /// `stored` detail if at least one relay took every envelope, `None` if none did. The
+    /// replicas in `tried` just failed and are not asked again.
+    async fn deposit_at_relays(
+        &self,
+        row: &OutboxRow,
+        mailbox_id: &MailboxId,
+        deposits: &[MailboxRequest],
+        tried: &[PeerId],
+    ) -> Result<Option<String>, DepositError> {
+        let addresses = match self.0.store.contact_by_peer(&row.peer_id)? {
+            Some(contact) => contact.addresses,
+            None => return Ok(None),
+        };
+        let mut relays: Vec<(PeerId, Multiaddr)> = Vec::new();
+        for address in &addresses {
+            let Some((relay, base)) = relay_part(address) else { continue };
+            if relay != row.peer_id
+                && !tried.contains(&relay)
+                && relays.len() < MAX_FALLBACK_RELAYS
+                && !relays.iter().any(|(r, _)| *r == relay)
+            {
+                relays.push((relay, base));
+            }
+        }
+        let mut acked = Vec::new();
+        let mut reasons = Vec::new();
+        for (relay, base) in &relays {
+            let mut answer = Ok(Response::Stored);
+            for deposit in deposits {
+                answer = self.request(*relay, vec![base.clone()], deposit.clone()).await;
+                if !matches!(answer, Ok(Response::Stored)) {
+                    break;
+                }
+            }
+            match answer {
+                Ok(Response::Stored) => acked.push(*relay),
+                Ok(other) => reasons.push(format!("{relay} answered {other:?}")),
+                Err(e) => reasons.push(e.to_string()),
+            }
+        }
+        if acked.is_empty() {
+            if !relays.is_empty() {
+                tracing::debug!(reasons = %reasons.join("; "), "no relay of the recipient took the message");
+            }
+            return Ok(None);
+        }
+        let record = DepositRecord { mailbox_id: *mailbox_id, replicas: acked.clone() };
+        self.0.store.set_deposited(&row.id, &record)?;
+        Ok(Some(format!(
+            "stored on {} of the recipient's {} relays (no mailbox replica reachable)",
+            acked.len(),
+            relays.len()
+        )))
+    }
+
     /// Deposits the message's envelopes that its recipient lacks (one, or one per chunk of a
     /// `chunked` message, each with its index) on the replicas of the recipient's current
     /// mailbox that do not hold them yet, version 2 if we know the recipient's mailbox
@@ -118,7 +185,12 @@ impl Mailboxes {
         )?;
         let replicas = self.replicas(&mailbox_id, true).await;
         if replicas.is_empty() {
-            return Err(DepositError::NoReplica);
+            // No DHT server is known (the border is cut, or there is none at home): the
+            // recipient's relays are the replicas of last resort.
+            return match self.deposit_at_relays(row, &mailbox_id, &deposits, &[]).await? {
+                Some(detail) => Ok(detail),
+                None => Err(DepositError::NoReplica),
+            };
         }
         // Replicas that acked an earlier deposit into this same mailbox and are still among the
         // closest keep their copy; the others (new closest peers, or a new period) get one.
@@ -181,6 +253,17 @@ impl Mailboxes {
         let required = if replicas.len() >= REPLICAS { REQUIRED_ACKS } else { replicas.len() };
         if acked.len() >= required {
             Ok(format!("stored on {} of {} mailbox replicas", acked.len(), replicas.len()))
+        } else if acked.is_empty()
+            && let Some(detail) = self
+                .deposit_at_relays(
+                    row,
+                    &mailbox_id,
+                    &deposits,
+                    &replicas.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+                )
+                .await?
+        {
+            Ok(detail)
         } else {
             Err(DepositError::TooFew {
                 acked: acked.len(),
@@ -189,4 +272,23 @@ impl Mailboxes {
             })
         }
     }
+}
+
+/// The relay of a circuit address and the address it is reached at (`<base>/p2p/<relay>`),
+/// if `address` is a circuit.
+fn relay_part(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut base = Multiaddr::empty();
+    for protocol in address.iter() {
+        match protocol {
+            Protocol::P2pCircuit => {
+                let relay = match base.iter().last() {
+                    Some(Protocol::P2p(relay)) => relay,
+                    _ => return None,
+                };
+                return Some((relay, base));
+            }
+            other => base.push(other),
+        }
+    }
+    None
 }

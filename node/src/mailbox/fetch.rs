@@ -2,7 +2,9 @@
 //! change, from the replicas of our mailbox ids for this period and the one before, of both
 //! versions: version 2 (from our mailbox address, where contacts that know it deposit, with
 //! blinded proofs that name no identity) and version 1 (from our identity key, where older
-//! contacts still deposit). Every envelope goes through the same receive path as a direct
+//! contacts still deposit), and from our contacts' nodes we hold a reservation on, which keep
+//! what our contacts could leave with no replica. Every envelope goes through the same receive
+//! path as a direct
 //! delivery; what was accepted (or will never open) is then deleted from the replica, with a
 //! proof that the mailbox is ours.
 
@@ -189,21 +191,52 @@ impl Mailboxes {
             }
         };
         let courier = courier.as_ref().map(|(c, _)| c);
+        let relays = self.contact_relays().await;
         let mut taken = 0;
         for period in [period, period.saturating_sub(1)] {
             for mailbox in self.own_mailboxes(period) {
-                if mailbox.is_version_2() && courier.is_none() {
-                    continue;
+                let replicas = self.replicas(&mailbox.id, false).await;
+                if !mailbox.is_version_2() || courier.is_some() {
+                    for (replica, addresses) in replicas.iter().cloned() {
+                        match self.fetch_from(inbox, replica, addresses, mailbox, courier).await {
+                            Ok(n) => taken += n,
+                            Err(e) => tracing::debug!(%replica, %e, "mailbox fetch failed"),
+                        }
+                    }
                 }
-                for (replica, addresses) in self.replicas(&mailbox.id, false).await {
-                    match self.fetch_from(inbox, replica, addresses, mailbox, courier).await {
+                // Our contacts' nodes we hold a reservation on keep what our contacts could
+                // leave nowhere else (`Mailboxes::deposit_at_relays`). They serve only their
+                // contacts, so these requests go under our own peer id, to a contact.
+                for (relay, addresses) in &relays {
+                    if replicas.iter().any(|(p, _)| p == relay) {
+                        continue;
+                    }
+                    match self.fetch_from(inbox, *relay, addresses.clone(), mailbox, None).await {
                         Ok(n) => taken += n,
-                        Err(e) => tracing::debug!(%replica, %e, "mailbox fetch failed"),
+                        Err(e) => {
+                            tracing::debug!(%relay, %e, "mailbox fetch from a contact failed")
+                        }
                     }
                 }
             }
         }
         taken
+    }
+
+    /// Our contacts' nodes that hold a reservation for us, with the address each is reached at.
+    async fn contact_relays(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let Ok(net) = self.0.swarm.status().await else { return Vec::new() };
+        net.reservations
+            .iter()
+            .filter(|(relay, _)| net.contact_relays.contains(relay))
+            .map(|(relay, circuit)| {
+                let base: Multiaddr = circuit
+                    .iter()
+                    .take_while(|p| *p != libp2p::multiaddr::Protocol::P2pCircuit)
+                    .collect();
+                (*relay, vec![base])
+            })
+            .collect()
     }
 
     /// Fetch-then-delete rounds against one replica until it has no more, the version 2

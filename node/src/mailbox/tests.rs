@@ -44,10 +44,16 @@ impl Replica {
         let mut config = Config::new(dir.path(), Role::Relay);
         config.clock = clock.clone();
         let (swarm, event_loop, channels) =
-            swarm::new(keys.identity().keypair(), &config, Vec::new()).unwrap();
+            swarm::new(keys.identity().keypair(), &config, Vec::new(), no_contacts()).unwrap();
         let mailboxes = Mailboxes::new(swarm, store.clone(), keys.clone(), clock.clone());
         Self { _dir: dir, store, clock, keys, mailboxes, _event_loop: event_loop, channels }
     }
+}
+
+/// An empty contact book that never changes.
+fn no_contacts()
+-> tokio::sync::watch::Receiver<std::sync::Arc<std::collections::HashSet<libp2p::PeerId>>> {
+    tokio::sync::watch::channel(Default::default()).1
 }
 
 fn deposit(item: u8, expires_at: u64) -> MailboxRequest {

@@ -3,7 +3,7 @@
 
 use libp2p::{Multiaddr, PeerId};
 
-use super::{reachable_addresses, split_private};
+use super::{private_relays, reachable_addresses, split_private};
 use crate::swarm::NetStatus;
 
 fn circuit(relay: &PeerId) -> Multiaddr {
@@ -28,4 +28,22 @@ fn circuits_through_bridges_are_for_contacts_only() {
     assert_eq!(for_contacts, vec![circuit(&bridge)]);
     // With no bridge, everything is public.
     assert_eq!(split_private(invite, &[]).0.len(), 3);
+}
+
+#[test]
+fn circuits_through_contacts_nodes_are_for_contacts_only() {
+    let (bridge, relay, contact) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let net = NetStatus {
+        reservations: vec![
+            (relay, circuit(&relay)),
+            (contact, circuit(&contact)),
+            (bridge, circuit(&bridge)),
+        ],
+        bridges: vec![bridge],
+        contact_relays: vec![contact],
+        ..NetStatus::default()
+    };
+    let (public, for_contacts) = split_private(reachable_addresses(&net), &private_relays(&net));
+    assert_eq!(public, vec![circuit(&relay)]);
+    assert_eq!(for_contacts, vec![circuit(&contact), circuit(&bridge)]);
 }

@@ -1,6 +1,8 @@
 //! The composed libp2p behaviour and the swarm built from it: transports, protocol ids, and
 //! every limit libp2p enforces for us (connections, streams, relay circuits, DHT records).
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::multiaddr::Protocol;
@@ -8,13 +10,15 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify,
-    kad, mdns, memory_connection_limits, noise, ping, relay, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr,
+    identify, kad, mdns, memory_connection_limits, noise, ping, relay, yamux,
 };
+use tokio::sync::watch;
 
 use crate::config::{Config, Role};
 use crate::error::{Error, Result};
 use crate::swarm::one_line;
+use crate::swarm::relay_server::{CONTACT_RELAY_AGENT_VERSION, RelayServer, Serve};
 use crate::wire;
 
 /// The Kademlia protocol id: Kolokol's own DHT, never the IPFS one.
@@ -96,7 +100,7 @@ pub mod relay_limits {
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(super) relay_client: relay::client::Behaviour,
-    pub(super) relay_server: Toggle<relay::Behaviour>,
+    pub(super) relay_server: Toggle<RelayServer>,
     pub(super) identify: identify::Behaviour,
     pub(super) ping: ping::Behaviour,
     pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -125,6 +129,7 @@ pub(crate) fn build(
     config: &Config,
     hole_punch: crate::transport::cooldown::Shared,
     meters: crate::transport::meter::Meters,
+    contacts: &watch::Receiver<Arc<HashSet<PeerId>>>,
 ) -> Result<Swarm<Behaviour>> {
     let net = |e: &dyn std::fmt::Display| Error::Network(e.to_string());
     let role = config.role;
@@ -166,18 +171,15 @@ pub(crate) fn build(
         .map_err(|e| net(&e))?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
-            let relay_server = (role == Role::Relay).then(|| {
-                let cfg = relay::Config {
-                    max_reservations: relay_limits::MAX_RESERVATIONS,
-                    reservation_duration: relay_limits::RESERVATION_DURATION,
-                    max_circuits: relay_limits::MAX_CIRCUITS,
-                    max_circuits_per_peer: relay_limits::MAX_CIRCUITS_PER_PEER,
-                    max_circuit_duration: relay_limits::MAX_CIRCUIT_DURATION,
-                    max_circuit_bytes: relay_limits::MAX_CIRCUIT_BYTES,
-                    ..Default::default()
-                };
-                relay::Behaviour::new(peer_id, cfg)
-            });
+            // A community relay serves anyone; a user node that listens somewhere serves its
+            // contacts (`swarm::relay_server`), unless told not to.
+            let relay_server = match role {
+                Role::Relay => Some(RelayServer::new(peer_id, Serve::Public)),
+                Role::Node if config.relay_for_contacts && (listening || config.listen_lan) => {
+                    Some(RelayServer::new(peer_id, Serve::Contacts(contacts.clone())))
+                }
+                Role::Node => None,
+            };
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config
                 .set_query_timeout(KAD_QUERY_TIMEOUT)
@@ -201,8 +203,13 @@ pub(crate) fn build(
             // A user node tells the peers it connects to only its confirmed external addresses,
             // not what it listens on: its LAN addresses are for its neighbours, who learn them
             // by mDNS, and circuits through bridges are for its contacts.
-            let agent =
-                if config.bridge { BRIDGE_AGENT_VERSION } else { IDENTIFY_PROTOCOL_VERSION };
+            let agent = if config.bridge {
+                BRIDGE_AGENT_VERSION
+            } else if role == Role::Node && relay_server.is_some() {
+                CONTACT_RELAY_AGENT_VERSION
+            } else {
+                IDENTIFY_PROTOCOL_VERSION
+            };
             let identify = identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
                     .with_agent_version(agent.to_owned())
@@ -289,9 +296,6 @@ pub(crate) fn build(
     } else {
         kad::Mode::Client
     }));
-    if let Some(relay) = swarm.behaviour_mut().relay_server.as_mut() {
-        relay.set_status(Some(relay::Status::Enable));
-    }
     for addr in &config.listen {
         probe_port(addr)?;
         swarm

@@ -166,6 +166,12 @@ impl EventLoop {
         let mut out: Vec<Multiaddr> = Vec::new();
         for address in all {
             if let Some(relay) = relay_of(&address) {
+                // A circuit through our own node (a contact's reservation on our relay for
+                // contacts) leads back to us: while it is valid the contact is connected to us
+                // anyway, and a dial of it cannot work.
+                if relay == *self.swarm.local_peer_id() {
+                    continue;
+                }
                 // The same circuit through each address of its relay that the node knows.
                 let relay_addresses = self.known_addresses(&relay);
                 let through = endpoint_of(&address);

@@ -33,6 +33,7 @@ use crate::swarm::behaviour::{
 use crate::swarm::dialer::{Race, Reach, Waiting};
 use crate::swarm::endpoints::Endpoints;
 use crate::swarm::network::Network;
+use crate::swarm::relay_server::CONTACT_RELAY_AGENT_VERSION;
 use crate::swarm::{
     Command, ConnectedPeer, DeliveryFailure, EndpointsView, Inbound, Link, MailboxFailure,
     MailboxInbound, NetEvent, NetStatus, connection_address, innermost, is_relayed, is_unspecified,
@@ -134,6 +135,13 @@ pub(crate) struct EventLoop {
     pub(super) lan_listeners: HashMap<Ipv4Addr, ListenerId>,
     /// Relays that said they are bridges; bounded by [`MAX_KNOWN_RELAYS`].
     pub(super) bridges: HashSet<PeerId>,
+    /// Contacts whose nodes said they relay for their contacts: relays for us, whose circuits
+    /// are for our contacts only; bounded by [`MAX_KNOWN_RELAYS`].
+    pub(super) contact_relays: HashSet<PeerId>,
+    /// Connected peers that relay for their contacts and are not our contacts (yet), with the
+    /// listen addresses they gave in identify; each leaves when its last connection closes or
+    /// when the user adds it as a contact. Bounded by [`MAX_KNOWN_RELAYS`].
+    pub(super) relaying_strangers: HashMap<PeerId, Vec<Multiaddr>>,
     /// When the routing tables were last read.
     pub(super) network_checked: Instant,
     /// When the outbox was last woken because connectivity came back.
@@ -226,8 +234,14 @@ pub(super) const RESERVATION_LOST: &str = "relay reservation lost; will retry";
 /// The log message of a failed dial of a bootstrap peer, also its name among [`Repeats`].
 pub(super) const BOOTSTRAP_UNREACHABLE: &str = "cannot reach bootstrap peer; will retry";
 
-/// How many relay reservations a user node tries to hold.
+/// How many relay reservations a user node tries to hold on community relays (and bridges).
 pub const TARGET_RESERVATIONS: usize = 2;
+
+/// How many relay reservations a user node tries to hold on its contacts' nodes, besides
+/// [`TARGET_RESERVATIONS`]: a contact's node is usually in the same country, so a reservation
+/// on it keeps the node reachable by its other contacts there when the border is cut and every
+/// community relay abroad is gone; counted apart, so that it never pushes a community relay out.
+pub const TARGET_CONTACT_RESERVATIONS: usize = 1;
 
 /// Bootstrap peers the swarm task redials at most; an imported bundle beyond this only feeds
 /// the peer cache, so importing bundle after bundle cannot grow the redial list without bound.
@@ -281,6 +295,15 @@ pub(super) struct BootstrapPeer {
 /// Exponential backoff from one second up to [`MAX_BACKOFF`].
 pub(super) fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF)
+}
+
+/// Longest wait before asking a contact's node for a reservation again after it refused one.
+pub const CONTACT_RELAY_MAX_BACKOFF: Duration = Duration::from_secs(10 * 60);
+
+/// Exponential backoff from two seconds up to [`CONTACT_RELAY_MAX_BACKOFF`], for a contact's
+/// node that refused a reservation (it relays for its own contacts only, and we may not be one).
+pub(super) fn contact_relay_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(10)).min(CONTACT_RELAY_MAX_BACKOFF)
 }
 
 impl EventLoop {
@@ -340,6 +363,8 @@ impl EventLoop {
             listen_lan: config.listen_lan,
             lan_listeners: HashMap::new(),
             bridges: HashSet::new(),
+            contact_relays: HashSet::new(),
+            relaying_strangers: HashMap::new(),
             network_checked: now,
             reconnect_woken: None,
             relays: HashMap::new(),
@@ -639,6 +664,16 @@ impl EventLoop {
                 bridges.sort();
                 bridges
             },
+            contact_relays: {
+                let mut contact_relays: Vec<PeerId> = self
+                    .relays
+                    .iter()
+                    .filter(|(p, s)| s.circuit.is_some() && self.contact_relays.contains(p))
+                    .map(|(p, _)| *p)
+                    .collect();
+                contact_relays.sort();
+                contact_relays
+            },
         }
     }
 
@@ -763,9 +798,11 @@ impl EventLoop {
                 self.volume_pinged(connection, rtt);
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
-                // A circuit through a bridge is for contacts only: as an external address it
-                // would go to every peer in identify.
-                if relay_of_circuit(&address).is_some_and(|r| self.bridges.contains(&r)) {
+                // A circuit through a bridge or a contact's node is for contacts only: as an
+                // external address it would go to every peer in identify.
+                if relay_of_circuit(&address)
+                    .is_some_and(|r| self.bridges.contains(&r) || self.contact_relays.contains(&r))
+                {
                     self.swarm.remove_external_address(&address);
                 }
                 self.update_kad_mode();
@@ -836,6 +873,7 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.dialed.remove(&peer_id);
+                    self.relaying_strangers.remove(&peer_id);
                 }
             }
             SwarmEvent::NewListenAddr { listener_id, address } => {
@@ -887,7 +925,14 @@ impl EventLoop {
                         slot.next_attempt = Instant::now();
                     } else {
                         slot.failures += 1;
-                        slot.next_attempt = Instant::now() + backoff(slot.failures);
+                        // A contact's node that refuses us has not added us as its contact
+                        // (yet): asking every few seconds would not change its mind.
+                        let wait = if self.contact_relays.contains(peer) && reason.is_err() {
+                            contact_relay_backoff(slot.failures)
+                        } else {
+                            backoff(slot.failures)
+                        };
+                        slot.next_attempt = Instant::now() + wait;
                     }
                     let reason = match &reason {
                         Ok(()) => "the relay closed the connection".to_owned(),
@@ -991,8 +1036,13 @@ impl EventLoop {
             request_response::Event::Message { peer, connection_id, message } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     // Only DHT servers are replicas: a depositor found us as one of the servers
-                    // closest to the mailbox id, and a client would not be found again.
-                    if self.swarm.behaviour_mut().kad.mode() != kad::Mode::Server {
+                    // closest to the mailbox id, and a client would not be found again. A user
+                    // node relaying for its contacts also keeps their mailboxes, for them alone:
+                    // they deposit there what no replica took, and fetch what waits for them.
+                    let for_contact = self.role == Role::Node
+                        && self.swarm.behaviour().relay_server.is_enabled()
+                        && self.admission.is_contact(&peer);
+                    if self.swarm.behaviour_mut().kad.mode() != kad::Mode::Server && !for_contact {
                         let refused = Response::Refused { reason: "not a mailbox replica".into() };
                         let _ = self.swarm.behaviour_mut().mailbox.send_response(channel, refused);
                         return;
@@ -1047,12 +1097,35 @@ impl EventLoop {
                 self.add_to_routing_table(peer, addr);
             }
         }
-        let is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+        let mut is_relay = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
         if is_relay
             && info.agent_version == BRIDGE_AGENT_VERSION
             && self.bridges.len() < MAX_KNOWN_RELAYS
         {
             self.bridges.insert(peer);
+        }
+        // A user node relaying for its contacts (`swarm::relay_server`) is a relay for us only
+        // if it is our contact (whether we are its contact too, its answer to our reservation
+        // tells); to anyone else it is a user node, never asked for a reservation, cached or
+        // exported as a relay. One that is not our contact yet is remembered while it is
+        // connected, so that it becomes our relay as soon as the user adds it
+        // (`EventLoop::promote_contact_relays`).
+        if is_relay && info.agent_version == CONTACT_RELAY_AGENT_VERSION {
+            if self.role == Role::Node
+                && self.admission.is_contact(&peer)
+                && (self.contact_relays.contains(&peer)
+                    || self.contact_relays.len() < MAX_KNOWN_RELAYS)
+            {
+                self.contact_relays.insert(peer);
+            } else {
+                is_relay = false;
+                if self.role == Role::Node
+                    && (self.relaying_strangers.contains_key(&peer)
+                        || self.relaying_strangers.len() < MAX_KNOWN_RELAYS)
+                {
+                    self.relaying_strangers.insert(peer, info.listen_addrs.clone());
+                }
+            }
         }
         // mDNS finds every libp2p node on the LAN, IPFS nodes and the like included. One that
         // is not a Kolokol node and serves neither as a relay nor in our DHT is of no use, so
@@ -1073,7 +1146,7 @@ impl EventLoop {
             // reach the relay when one of its transports is blocked. The address that worked
             // is remembered last, so it stays first in the cache.
             let others = crate::transport::other_addresses(address, &info.listen_addrs);
-            if is_relay {
+            if is_relay && !self.contact_relays.contains(&peer) {
                 for other in &others {
                     let _ = self.events.try_send(NetEvent::PeerSeen {
                         peer,
@@ -1102,11 +1175,18 @@ impl EventLoop {
             let _ = self.events.try_send(NetEvent::PeerSeen {
                 peer,
                 address: address.clone(),
-                relay: is_relay,
+                relay: is_relay && !self.contact_relays.contains(&peer),
             });
         }
+        if is_relay {
+            self.consider_relay(peer, &info.listen_addrs);
+        }
+    }
+
+    /// Makes `peer`, a relay that listens on `listen_addrs` by its own account, a candidate
+    /// for a reservation (a user node only, while it knows fewer than [`MAX_KNOWN_RELAYS`]).
+    pub(super) fn consider_relay(&mut self, peer: PeerId, listen_addrs: &[Multiaddr]) {
         if self.role == Role::Node
-            && is_relay
             && !self.relays.contains_key(&peer)
             && self.relays.len() < MAX_KNOWN_RELAYS
         {
@@ -1114,11 +1194,11 @@ impl EventLoop {
                 .dialed
                 .get(&peer)
                 .cloned()
-                .or_else(|| info.listen_addrs.iter().find(|a| !is_relayed(a)).cloned());
+                .or_else(|| listen_addrs.iter().find(|a| !is_relayed(a)).cloned());
             if let Some(base) = base {
                 tracing::debug!(relay = %peer, %base, "found a relay");
                 let mut addresses = vec![without_peer(&base)];
-                for other in crate::transport::other_addresses(&base, &info.listen_addrs) {
+                for other in crate::transport::other_addresses(&base, listen_addrs) {
                     if addresses.len() < MAX_RELAY_ADDRESSES && !addresses.contains(&other) {
                         addresses.push(other);
                     }

@@ -1,6 +1,8 @@
 //! The swarm task as the auto-relay libp2p lacks: a user node holds reservations on up to
-//! [`TARGET_RESERVATIONS`] relays, found through identify and the DHT, and re-listens with
-//! backoff when one is lost; bootstrap peers are redialled with backoff while not connected.
+//! [`TARGET_RESERVATIONS`] relays, found through identify and the DHT, and on up to
+//! [`TARGET_CONTACT_RESERVATIONS`] of its contacts' nodes that relay for their contacts, and
+//! re-listens with backoff when one is lost; bootstrap peers are redialled with backoff while
+//! not connected.
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{PeerId, kad};
@@ -9,35 +11,51 @@ use tokio::time::Instant;
 use crate::config::Role;
 use crate::swarm::dialer::Reach;
 use crate::swarm::event_loop::{
-    EventLoop, RELAY_DISCOVERY_MAX_INTERVAL, TARGET_RESERVATIONS, backoff,
+    EventLoop, MAX_KNOWN_RELAYS, RELAY_DISCOVERY_MAX_INTERVAL, TARGET_CONTACT_RESERVATIONS,
+    TARGET_RESERVATIONS, backoff,
 };
 use crate::swarm::network::NETWORK_CHECK_INTERVAL;
-use crate::swarm::{NetEvent, RELAYS_KEY, one_line};
+use crate::swarm::{NetEvent, RELAYS_KEY, is_relayed, one_line};
 
 impl EventLoop {
-    /// Asks for reservations until [`TARGET_RESERVATIONS`] listeners are up (or racing to be):
-    /// through the connection to a relay when there is one, else after a race to every
-    /// address known for it.
+    /// Asks for reservations until [`TARGET_RESERVATIONS`] listeners on community relays and
+    /// [`TARGET_CONTACT_RESERVATIONS`] on contacts' nodes (none while the node has a direct
+    /// external address of its own) are up (or racing to be): through the
+    /// connection to a relay when there is one, else after a race to every address known for
+    /// it. Relays connected now go first: they answered a moment ago.
     pub(super) fn reserve(&mut self) {
         if self.role != Role::Node {
             return;
         }
+        self.reserve_among(false, TARGET_RESERVATIONS);
+        // A node others reach directly needs no contact to relay for it.
+        let public = self.swarm.external_addresses().any(|a| !is_relayed(a));
+        self.reserve_among(true, if public { 0 } else { TARGET_CONTACT_RESERVATIONS });
+    }
+
+    /// [`EventLoop::reserve`] for one kind of relay: contacts' nodes or the others.
+    fn reserve_among(&mut self, contacts: bool, target: usize) {
         let now = Instant::now();
+        let of_kind = |p: &PeerId| self.contact_relays.contains(p) == contacts;
         let mut active = self
             .relays
             .iter()
-            .filter(|(p, s)| s.listener.is_some() || self.races.contains_key(p))
+            .filter(|(p, s)| of_kind(p) && (s.listener.is_some() || self.races.contains_key(p)))
             .count();
-        let candidates: Vec<PeerId> = self
+        let mut candidates: Vec<(bool, u32, PeerId)> = self
             .relays
             .iter()
             .filter(|(p, s)| {
-                s.listener.is_none() && s.next_attempt <= now && !self.races.contains_key(p)
+                of_kind(p)
+                    && s.listener.is_none()
+                    && s.next_attempt <= now
+                    && !self.races.contains_key(p)
             })
-            .map(|(p, _)| *p)
+            .map(|(p, s)| (!self.swarm.is_connected(p), s.failures, *p))
             .collect();
-        for peer in candidates {
-            if active >= TARGET_RESERVATIONS {
+        candidates.sort();
+        for (_, _, peer) in candidates {
+            if active >= target {
                 break;
             }
             if !self.swarm.is_connected(&peer) {
@@ -100,7 +118,13 @@ impl EventLoop {
         }
         if self.role == Role::Node {
             self.reserve();
-            let reserved = self.relays.values().filter(|s| s.circuit.is_some()).count();
+            self.forget_former_contacts();
+            self.promote_contact_relays();
+            let reserved = self
+                .relays
+                .iter()
+                .filter(|(p, s)| s.circuit.is_some() && !self.contact_relays.contains(p))
+                .count();
             if reserved < TARGET_RESERVATIONS
                 && now >= self.next_relay_discovery
                 && self.swarm.connected_peers().next().is_some()
@@ -146,6 +170,42 @@ impl EventLoop {
             if let Reach::Unreachable(why) = self.reach(peer, addresses) {
                 tracing::debug!(%peer, %why, "bootstrap dial not started");
             }
+        }
+    }
+
+    /// Stops relaying through the nodes of peers who are no longer contacts: their circuits
+    /// would go on naming them to our contacts, and their nodes refuse the next renewal anyway.
+    fn forget_former_contacts(&mut self) {
+        let gone: Vec<PeerId> =
+            self.contact_relays.iter().filter(|p| !self.admission.is_contact(p)).copied().collect();
+        for peer in gone {
+            self.contact_relays.remove(&peer);
+            if let Some(slot) = self.relays.remove(&peer)
+                && let Some(listener) = slot.listener
+            {
+                self.swarm.remove_listener(listener);
+            }
+            tracing::debug!(%peer, "no longer a contact; not relaying through its node");
+        }
+    }
+
+    /// Makes the connected nodes that relay for their contacts and have become our contacts
+    /// since they identified themselves candidates for a reservation: the user added a
+    /// contact whose node was already connected (found on the LAN, given as a bootstrap peer).
+    fn promote_contact_relays(&mut self) {
+        let added: Vec<PeerId> = self
+            .relaying_strangers
+            .keys()
+            .filter(|p| self.admission.is_contact(p))
+            .copied()
+            .collect();
+        for peer in added {
+            let Some(listen_addrs) = self.relaying_strangers.remove(&peer) else { continue };
+            if self.contact_relays.len() >= MAX_KNOWN_RELAYS {
+                continue;
+            }
+            self.contact_relays.insert(peer);
+            self.consider_relay(peer, &listen_addrs);
         }
     }
 }
