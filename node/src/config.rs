@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::swarm::behaviour::{IDLE_CONNECTION_TIMEOUT, PING_INTERVAL};
 
 /// What kind of node to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +107,14 @@ pub struct Config {
     /// `tests` crate) sets it. No command-line flag or config file option does, and a node that
     /// has it reaches no other process.
     pub in_memory: bool,
+    /// How often each end pings every connection ([`PING_INTERVAL`] unless the scale
+    /// simulation stretches it); a connection that received nothing for this plus a few
+    /// seconds counts as stalled (`swarm::volume`). No command-line flag or config file option
+    /// sets it: the interval is what detects a censor freezing a connection.
+    pub ping_interval: Duration,
+    /// How long a connection with no streams stays open ([`IDLE_CONNECTION_TIMEOUT`] unless
+    /// the scale simulation shortens it). No command-line flag or config file option sets it.
+    pub idle_connection_timeout: Duration,
     /// What unlocks an encrypted store (`kolokol init --encrypt`): its passphrase or key
     /// file. `None` for a plain store; an encrypted one then refuses to start.
     pub unlock: Option<crate::store_key::Unlock>,
@@ -444,6 +453,8 @@ impl Config {
             download_dir: None,
             max_file_size: crate::files::DEFAULT_MAX_FILE_SIZE,
             in_memory: false,
+            ping_interval: PING_INTERVAL,
+            idle_connection_timeout: IDLE_CONNECTION_TIMEOUT,
             unlock: None,
         }
     }

@@ -6,6 +6,13 @@
 //! lookup the outbox makes), and random pairs become contacts and send each other a message
 //! through `Node::send`, the path `kolokol send` takes.
 //!
+//! Nodes join in waves of [`Options::wave`], as users join a network over time rather than all
+//! in one instant: each wave starts, then the simulation waits until every node of it has
+//! published its presence and filled its routing table before the next wave starts. Each node
+//! bootstraps off a few earlier nodes drawn at random (as a user bootstraps off the relays and
+//! contacts of an invite or bundle), not all off the same seeds, which would otherwise hold a
+//! connection from every node of the network.
+//!
 //! Every node is a DHT server: it has an external address (its `/memory/` listen address), as a
 //! node with a public address has. What a lookup costs is read from the node's own counters
 //! (`NetStatus::lookups`, Kademlia's `QueryStats` for each presence lookup): the number of DHT
@@ -36,6 +43,26 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// bucket size, enough that every lookup starts from peers spread over the key space.
 pub const SETTLED_TABLE: usize = 20;
 
+/// How long one wave of joining nodes may take to settle before the next wave starts anyway
+/// (the final wait, [`SETTLE_TIMEOUT`], then decides whether the network settled).
+pub const WAVE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Nodes that join at once unless [`Options::wave`] says otherwise.
+pub const JOIN_WAVE: usize = 50;
+
+/// How often the simulated nodes ping each connection. A real node pings every 5 s
+/// (`PING_INTERVAL`) to find a connection a censor froze within seconds; that cost is per
+/// connection and the same on every device however large the network, but here every node's
+/// connections ping on the same two cores, so at hundreds of nodes the pings alone would take
+/// much of the machine (the profile in docs/BENCHMARKS.md). The simulation measures the DHT and
+/// delivery, which no ping is part of. Idle connections are still closed after a real node's
+/// minute (`IDLE_CONNECTION_TIMEOUT`): without pings an open connection costs nearly nothing,
+/// and closing it sooner would cost a new Noise handshake when a lookup needs it again.
+pub const SIM_PING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a simulated node keeps an idle connection: a real node's minute.
+pub const SIM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long one lookup or one message may take before it counts as failed.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -56,9 +83,17 @@ static NEXT_PORT: AtomicU64 = AtomicU64::new(FIRST_PORT);
 pub struct Options {
     /// Nodes in the network.
     pub nodes: usize,
-    /// Of those, how many are seeds: the first starts alone, the others bootstrap off it, and
-    /// every later node bootstraps off all of them.
+    /// How many earlier nodes each node bootstraps off (drawn at random; the first node starts
+    /// alone, the next ones bootstrap off all the nodes before them).
     pub seeds: usize,
+    /// Nodes that join at once; the next wave starts once this one has settled.
+    pub wave: usize,
+    /// How often each node pings each connection ([`SIM_PING_INTERVAL`], or a real node's
+    /// 5 s to measure what that costs).
+    pub ping_interval: Duration,
+    /// How long each node keeps a connection with no streams open (a real node's minute,
+    /// `IDLE_CONNECTION_TIMEOUT`, unless a run asks for less).
+    pub idle_timeout: Duration,
     /// Lookups of a random node's presence record from another random node.
     pub lookups: usize,
     /// Messages, each between a random pair of distinct nodes that become contacts first.
@@ -72,8 +107,11 @@ pub struct Options {
 pub struct Report {
     /// Nodes started.
     pub nodes: usize,
-    /// From the first start to the last node started.
+    /// From the first start to the last node started, the waits for each wave included.
     pub start: Duration,
+    /// Per wave: from its first node's start until all its nodes had settled (`None` if that
+    /// did not happen within [`WAVE_TIMEOUT`]).
+    pub waves: Vec<Option<Duration>>,
     /// From the last node started until every node had published its presence and filled its
     /// routing table; `None` if that did not happen within [`SETTLE_TIMEOUT`].
     pub settle: Option<Duration>,
@@ -137,85 +175,63 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> Report {
 
     let began = Instant::now();
     let mut running: Vec<RunningNode> = Vec::with_capacity(n);
-    let mut seed_addresses: Vec<Multiaddr> = Vec::with_capacity(seeds);
-    for i in 0..n {
-        let address = memory_address(first_port + i as u64);
-        let mut config = Config::new(dir.path().join(format!("n{i}")), Role::Node);
-        config.mdns = false;
-        config.in_memory = true;
-        config.listen = vec![address.clone()];
-        config.external_addresses = vec![address.clone()];
-        config.bootstrap = seed_addresses.clone();
-        let node = RunningNode::start(config).await.expect("a simulated node starts");
-        if i < seeds {
-            seed_addresses
-                .push(address.with(libp2p::multiaddr::Protocol::P2p(node.node().peer_id())));
+    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    let mut addresses: Vec<Multiaddr> = Vec::with_capacity(n);
+    // Who bootstraps off whom comes from its own generator, so that the lookups and messages
+    // drawn later are the same whatever the wave size.
+    let mut joins = Rng::new(options.seed.wrapping_add(1));
+    let wave = options.wave.max(1);
+    for first in (0..n).step_by(wave) {
+        let wave_began = Instant::now();
+        for i in first..(first + wave).min(n) {
+            let address = memory_address(first_port + i as u64);
+            let mut config = Config::new(dir.path().join(format!("n{i}")), Role::Node);
+            config.mdns = false;
+            config.in_memory = true;
+            config.ping_interval = options.ping_interval;
+            config.idle_connection_timeout = options.idle_timeout;
+            config.listen = vec![address.clone()];
+            config.external_addresses = vec![address.clone()];
+            config.bootstrap = bootstrap_for(i, seeds, &addresses, &mut joins);
+            let node = RunningNode::start(config).await.expect("a simulated node starts");
+            addresses.push(address.with(libp2p::multiaddr::Protocol::P2p(node.node().peer_id())));
+            nodes.push(node.node());
+            running.push(node);
         }
-        running.push(node);
-        if (i + 1) % 100 == 0 {
-            progress(&format!("{} nodes started, {:.1} s", i + 1, began.elapsed().as_secs_f64()));
-        }
+        // A wave has settled when each of its nodes has published its record and knows a
+        // bucket's worth of the nodes started so far.
+        let table = SETTLED_TABLE.min(nodes.len().saturating_sub(1));
+        let settled = settle(&nodes[first..], table, WAVE_TIMEOUT, |_| {}).await;
+        let took = wave_began.elapsed();
+        report.waves.push((settled == nodes.len() - first).then_some(took));
+        progress(&format!(
+            "{} nodes started; wave {}: {settled} of {} settled in {:.1} s ({:.1} s in all)",
+            nodes.len(),
+            first / wave + 1,
+            nodes.len() - first,
+            took.as_secs_f64(),
+            began.elapsed().as_secs_f64()
+        ));
     }
     report.start = began.elapsed();
-    let nodes: Vec<Node> = running.iter().map(RunningNode::node).collect();
 
-    // Settled: every node's record is out and its table holds a bucket's worth of peers. Each
-    // node's network state is a watch the swarm task updates, so this waits on events.
+    // Settled: every node's record is out and its table holds a bucket's worth of peers.
+    // Earlier waves settled before later ones joined; a republication on a grown routing table
+    // may have failed since, and is retried, so every node is waited for again.
     let settling = Instant::now();
     let table = SETTLED_TABLE.min(n.saturating_sub(1));
-    let waits = nodes.iter().map(|node| {
-        node.wait_for_net(SETTLE_TIMEOUT, move |s| {
-            s.presence == Some(Ok(())) && s.routing_table >= table
-        })
-    });
-    let mut waits: futures::stream::FuturesUnordered<_> = waits.collect();
-    let mut settled = Vec::with_capacity(n);
-    // Every few seconds, a line on how far the network is: read from each node's watched
-    // state, which costs its swarm task nothing.
-    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
-    tick.tick().await;
-    while settled.len() < n {
-        tokio::select! {
-            outcome = waits.next() => match outcome {
-                Some(outcome) => settled.push(outcome),
-                None => break,
-            },
-            _ = tick.tick() => {
-                let mut published = 0;
-                let mut tables = Vec::with_capacity(n);
-                let mut failure = None;
-                for node in &nodes {
-                    if let Some(s) = node.wait_for_net(Duration::ZERO, |_| true).await {
-                        published += usize::from(s.presence == Some(Ok(())));
-                        tables.push(s.routing_table);
-                        if let Some(Err(e)) = s.presence {
-                            failure = Some(e);
-                        }
-                    }
-                }
-                tables.sort_unstable();
-                progress(&format!(
-                    "settling, {:.0} s: {} settled, {published} published, routing tables min {} / median {} / max {}; a failed publication: {:?}",
-                    settling.elapsed().as_secs_f64(),
-                    settled.len(),
-                    tables.first().copied().unwrap_or(0),
-                    tables.get(tables.len() / 2).copied().unwrap_or(0),
-                    tables.last().copied().unwrap_or(0),
-                    failure,
-                ));
-            }
-        }
-    }
-    if settled.iter().all(Option::is_some) {
+    let settled = settle(&nodes, table, SETTLE_TIMEOUT, &mut progress).await;
+    if settled == n {
         report.settle = Some(settling.elapsed());
     }
+    // From each node's watched state, which a busy swarm task need not answer.
     for node in &nodes {
-        report.tables.push(node.net_status().await.map_or(0, |s| s.routing_table));
+        let status = node.wait_for_net(Duration::ZERO, |_| true).await;
+        report.tables.push(status.map_or(0, |s| s.routing_table));
     }
     report.rss_settled = rss();
     progress(&format!(
-        "settled: {} of {n} nodes in {:.1} s",
-        settled.iter().filter(|s| s.is_some()).count(),
+        "settled: {settled} of {n} nodes in {:.1} s",
         settling.elapsed().as_secs_f64()
     ));
 
@@ -288,6 +304,75 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> Report {
     report
 }
 
+/// The bootstrap addresses of node `i`: every earlier node while there are at most `seeds` of
+/// them, then `seeds` distinct earlier nodes drawn at random.
+fn bootstrap_for(i: usize, seeds: usize, earlier: &[Multiaddr], rng: &mut Rng) -> Vec<Multiaddr> {
+    if i <= seeds {
+        return earlier.to_vec();
+    }
+    let mut picked: Vec<usize> = Vec::with_capacity(seeds);
+    while picked.len() < seeds {
+        let j = rng.below(i);
+        if !picked.contains(&j) {
+            picked.push(j);
+        }
+    }
+    picked.into_iter().map(|j| earlier[j].clone()).collect()
+}
+
+/// Waits until every node in `nodes` has published its presence record and holds `table`
+/// peers in its routing table, or until `timeout`; returns how many had.
+/// Each node's network state is a watch the swarm task updates, so this waits on events;
+/// `progress` hears a line every [`PROGRESS_INTERVAL`] on how far the nodes are.
+async fn settle(
+    nodes: &[Node],
+    table: usize,
+    timeout: Duration,
+    mut progress: impl FnMut(&str),
+) -> usize {
+    let began = Instant::now();
+    let waits = nodes.iter().map(|node| {
+        node.wait_for_net(timeout, move |s| s.presence == Some(Ok(())) && s.routing_table >= table)
+    });
+    let mut waits: futures::stream::FuturesUnordered<_> = waits.collect();
+    let mut settled = 0;
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            outcome = waits.next() => match outcome {
+                Some(outcome) => settled += usize::from(outcome.is_some()),
+                None => break,
+            },
+            _ = tick.tick() => {
+                let mut published = 0;
+                let mut tables = Vec::with_capacity(nodes.len());
+                let mut failure = None;
+                for node in nodes {
+                    // Reading the watched state costs the node's swarm task nothing.
+                    if let Some(s) = node.wait_for_net(Duration::ZERO, |_| true).await {
+                        published += usize::from(s.presence == Some(Ok(())));
+                        tables.push(s.routing_table);
+                        if let Some(Err(e)) = s.presence {
+                            failure = Some(e);
+                        }
+                    }
+                }
+                tables.sort_unstable();
+                progress(&format!(
+                    "settling, {:.0} s: {settled} settled, {published} published, routing tables min {} / median {} / max {}; a failed publication: {:?}",
+                    began.elapsed().as_secs_f64(),
+                    tables.first().copied().unwrap_or(0),
+                    tables.get(tables.len() / 2).copied().unwrap_or(0),
+                    tables.last().copied().unwrap_or(0),
+                    failure,
+                ));
+            }
+        }
+    }
+    settled
+}
+
 /// The text of the message with this id once `node` has it (it may have arrived before
 /// `events` was subscribed to: the inbox is read first). The caller bounds the wait.
 async fn wait_for_message(
@@ -340,7 +425,16 @@ mod tests {
     /// record finds it, and every message arrives. Nothing here is timed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn thirty_nodes_find_each_other_and_deliver_every_message() {
-        let options = Options { nodes: 30, seeds: 3, lookups: 30, messages: 15, seed: 17 };
+        let options = Options {
+            nodes: 30,
+            seeds: 3,
+            wave: JOIN_WAVE,
+            ping_interval: SIM_PING_INTERVAL,
+            idle_timeout: SIM_IDLE_TIMEOUT,
+            lookups: 30,
+            messages: 15,
+            seed: 17,
+        };
         let report = run(&options, |_| {}).await;
         assert!(report.settle.is_some(), "the network did not settle: tables {:?}", report.tables);
         let found = report.lookups.iter().filter(|l| l.found).count();

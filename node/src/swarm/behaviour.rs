@@ -32,7 +32,8 @@ pub const IDENTIFY_PROTOCOL_VERSION: &str = "/kolokol/1";
 /// they hold its address already.
 pub const BRIDGE_AGENT_VERSION: &str = "/kolokol/1/bridge";
 
-/// How often each end pings every connection.
+/// How often each end pings every connection (`Config::ping_interval`, which only the scale
+/// simulation changes).
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long a ping waits for its answer. A connection whose ping goes unanswered this long is
@@ -58,7 +59,8 @@ pub const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_PENDING_INCOMING: u32 = 128;
 
 /// A connection with no streams is closed after this long. Longer than libp2p's 10 s so a
-/// conversation does not re-dial (and re-punch) between every pair of messages.
+/// conversation does not re-dial (and re-punch) between every pair of messages
+/// (`Config::idle_connection_timeout`, which only the scale simulation changes).
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one delivery (stream open, envelope out, ack in) may take at least: the outbox
@@ -247,7 +249,9 @@ pub(crate) fn build(
                 relay_server: relay_server.into(),
                 identify,
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT),
+                    ping::Config::new()
+                        .with_interval(config.ping_interval)
+                        .with_timeout(PING_TIMEOUT),
                 ),
                 kad,
                 dcutr: dcutr::Behaviour::new(peer_id),
@@ -274,7 +278,7 @@ pub(crate) fn build(
         })
         .map_err(|e| net(&e))?
         .with_swarm_config(|c| {
-            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+            c.with_idle_connection_timeout(config.idle_connection_timeout)
                 // The opener of a stream sends its protocol id and its first bytes together,
                 // instead of waiting a round trip for the other side to confirm the protocol:
                 // an envelope goes out at once. Every stream Kolokol opens is to a peer that

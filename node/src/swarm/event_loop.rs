@@ -355,7 +355,7 @@ impl EventLoop {
             network,
             endpoints: Endpoints::new(Vec::new()),
             cooldown: crate::transport::cooldown::Shared::default(),
-            volume: Default::default(),
+            volume: crate::swarm::volume::Volume::new(config.ping_interval),
             races: HashMap::new(),
             losers: HashMap::new(),
             unreachable: HashMap::new(),

@@ -35,7 +35,15 @@ use crate::transport::meter::{Group, Meter, Meters};
 
 /// How long a connection that answers pings may receive nothing before it is taken for stalled:
 /// a ping's interval and some slack for its answer.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(PING_INTERVAL.as_secs() + 3);
+pub const STALL_TIMEOUT: Duration = stall_timeout(PING_INTERVAL);
+
+/// The slack a ping's answer has beyond the interval.
+pub const STALL_SLACK: Duration = Duration::from_secs(3);
+
+/// The stall timeout of a node that pings every `ping_interval` (`Config::ping_interval`).
+pub const fn stall_timeout(ping_interval: Duration) -> Duration {
+    ping_interval.saturating_add(STALL_SLACK)
+}
 
 /// On a slow link the stall timeout is at least this many of the connection's last ping round
 /// trips.
@@ -66,8 +74,9 @@ pub const MIN_ROTATION_AGE: Duration = Duration::from_secs(3);
 pub const ROTATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the swarm task knows of each connection's progress.
-#[derive(Default)]
 pub(super) struct Volume {
+    /// [`STALL_TIMEOUT`], or what the node's own ping interval makes of it.
+    stall_timeout: Duration,
     /// The counters the transport makes, claimed here per connection.
     pub(super) meters: Meters,
     /// Direct connections with a counter; bounded by the connection limits.
@@ -79,6 +88,19 @@ pub(super) struct Volume {
     /// Relays whose connection is being replaced: the old connection, and since when; at most
     /// one per known relay ([`MAX_KNOWN_RELAYS`]).
     rotating: HashMap<PeerId, (ConnectionId, Instant)>,
+}
+
+impl Volume {
+    /// Nothing watched yet, for a node that pings every `ping_interval`.
+    pub(super) fn new(ping_interval: Duration) -> Self {
+        Self {
+            stall_timeout: stall_timeout(ping_interval),
+            meters: Meters::default(),
+            watched: HashMap::new(),
+            budgets: HashMap::new(),
+            rotating: HashMap::new(),
+        }
+    }
 }
 
 struct Progress {
@@ -99,8 +121,8 @@ struct Progress {
 }
 
 impl Progress {
-    fn stall_timeout(&self) -> Duration {
-        STALL_TIMEOUT.max(self.rtt * STALL_RTT_FACTOR)
+    fn stall_timeout(&self, base: Duration) -> Duration {
+        base.max(self.rtt * STALL_RTT_FACTOR)
     }
 }
 
@@ -196,6 +218,7 @@ impl EventLoop {
         let now = Instant::now();
         let mut stalled = Vec::new();
         let mut spent = Vec::new();
+        let base = self.volume.stall_timeout;
         for (id, p) in self.volume.watched.iter_mut() {
             if p.closing {
                 continue;
@@ -204,7 +227,7 @@ impl EventLoop {
             if count != p.seen {
                 p.seen = count;
                 p.since = now;
-            } else if p.answered && now.duration_since(p.since) >= p.stall_timeout() {
+            } else if p.answered && now.duration_since(p.since) >= p.stall_timeout(base) {
                 stalled.push((*id, count, now.duration_since(p.since)));
                 continue;
             }

@@ -3,7 +3,9 @@
 //! line per stage and one summary row per N for docs/BENCHMARKS.md.
 //!
 //! Run: `cargo run --release -p kolokol-tests --bin kolokol-scale -- 100,200,500,1000
-//! [LOOKUPS [MESSAGES [SEED]]]` (200 lookups, 100 messages and seed 17 unless given).
+//! [LOOKUPS [MESSAGES [SEED [WAVE]]]]` (200 lookups, 100 messages, seed 17 and waves of
+//! `scale::JOIN_WAVE` nodes unless given). `KOLOKOL_SCALE_PING_S` and `KOLOKOL_SCALE_IDLE_S`
+//! replace the simulation's ping interval and idle-connection timeout (in seconds).
 
 use std::time::{Duration, Instant};
 
@@ -21,9 +23,23 @@ async fn main() {
     let lookups = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let messages = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let seed = args.next().and_then(|a| a.parse().ok()).unwrap_or(17);
+    let wave = args.next().and_then(|a| a.parse().ok()).unwrap_or(scale::JOIN_WAVE);
     let mut rows = Vec::new();
     for n in sizes {
-        let options = Options { nodes: n, seeds: 3, lookups, messages, seed };
+        let options = Options {
+            nodes: n,
+            seeds: 3,
+            wave,
+            ping_interval: seconds_from_env("KOLOKOL_SCALE_PING_S", scale::SIM_PING_INTERVAL),
+            idle_timeout: seconds_from_env("KOLOKOL_SCALE_IDLE_S", scale::SIM_IDLE_TIMEOUT),
+            lookups,
+            messages,
+            seed,
+        };
+        println!(
+            "[N={n}] waves of {wave}, ping every {:?}, idle connections closed after {:?}",
+            options.ping_interval, options.idle_timeout
+        );
         let began = Instant::now();
         let report = scale::run(&options, |line| {
             println!("[N={n} {:6.1} s] {line}", began.elapsed().as_secs_f64());
@@ -40,6 +56,11 @@ async fn main() {
     for row in rows {
         println!("{row}");
     }
+}
+
+/// A duration in whole seconds from the environment variable `name`, or `default`.
+fn seconds_from_env(name: &str, default: Duration) -> Duration {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).map_or(default, Duration::from_secs)
 }
 
 fn summary(r: &Report, wall: Duration) -> String {
