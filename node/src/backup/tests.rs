@@ -8,13 +8,8 @@ use crate::backup::{SNAPSHOT_FILE, restore, snapshot};
 use crate::data_dir::DataDir;
 use crate::store::{ContactRow, OutboxBody, OutboxRow, Store};
 
-#[test]
-fn a_snapshot_restores_into_a_new_directory_with_new_numbering() {
-    let tmp = tempfile::tempdir().unwrap();
-    let old = tmp.path().join("old");
-    let dir = DataDir::open(&old).unwrap();
-    let identity = dir.load_or_create_identity().unwrap();
-    let store = Store::open(&dir.path("kolokol.db")).unwrap();
+/// Adds a contact "bob" (verified) and a text to him waiting in the outbox; returns its row.
+fn bob_with_a_text(store: &Store, text: &str) -> OutboxRow {
     let peer = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
     store
         .add_contact(&ContactRow {
@@ -32,11 +27,22 @@ fn a_snapshot_restores_into_a_new_directory_with_new_numbering() {
         id: [7; 16],
         peer_id: peer,
         device_key: [1; 32],
-        body: OutboxBody::Text("before the backup".into()),
+        body: OutboxBody::Text(text.into()),
         created_at_ms: 5,
         attempts: 0,
     };
     store.enqueue_numbered(&mut row, 111, 5).unwrap();
+    row
+}
+
+#[test]
+fn a_snapshot_restores_into_a_new_directory_with_new_numbering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old");
+    let dir = DataDir::open(&old).unwrap();
+    let identity = dir.load_or_create_identity().unwrap();
+    let store = Store::open(&dir.path("kolokol.db")).unwrap();
+    let row = bob_with_a_text(&store, "before the backup");
     let taken = snapshot(&store, &old).unwrap();
     assert_eq!((&taken.path, taken.key.is_none()), (&old.join(SNAPSHOT_FILE), true));
     let copy = taken.read().unwrap();
@@ -114,29 +120,8 @@ fn an_encrypted_stores_snapshot_is_never_plaintext_on_disk_and_restores_whole() 
     let unlock = crate::store_key::Unlock::KeyFile(key_file);
     crate::data_dir::encrypt(&old, &unlock).unwrap();
     let (store, identity) = DataDir::open(&old).unwrap().open_node_store(Some(&unlock)).unwrap();
-    let peer = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
-    store
-        .add_contact(&ContactRow {
-            name: "bob".into(),
-            peer_id: peer,
-            device_key: [1; 32],
-            addresses: vec![],
-            added_at_ms: 1,
-            verified_at_ms: None,
-            invite: None,
-            rekeyed: None,
-        })
-        .unwrap();
     let text = "a secret kept under the passphrase";
-    let mut row = OutboxRow {
-        id: [7; 16],
-        peer_id: peer,
-        device_key: [1; 32],
-        body: OutboxBody::Text(text.into()),
-        created_at_ms: 5,
-        attempts: 0,
-    };
-    store.enqueue_numbered(&mut row, 111, 5).unwrap();
+    bob_with_a_text(&store, text);
 
     let taken = snapshot(&store, &old).unwrap();
     assert!(taken.key.is_some(), "an encrypted store's snapshot has a key of its own");
