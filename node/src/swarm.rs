@@ -25,6 +25,7 @@ mod lan;
 pub mod network;
 pub mod relay_server;
 mod relays;
+mod requests;
 pub mod volume;
 
 use std::time::Duration;
