@@ -62,26 +62,39 @@ pub async fn backup(
     // snapshot comes encrypted under a key of its own, and is decrypted only in memory here.
     let snapshot = match crate::rpc::<SnapshotInfo>(dir, method::BACKUP_SNAPSHOT, json!({})).await {
         Ok(info) => {
+            // Whatever is refused here, the snapshot is not left behind.
             let path = std::path::PathBuf::from(info.path);
-            let key = info.key.as_deref().map(kolokol_node::store_key::StoreKey::from_hex);
+            let refuse = |e: anyhow::Error| {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            };
+            let key = match info.key.as_deref() {
+                None => None,
+                Some(text) => match kolokol_node::store_key::StoreKey::from_hex(text) {
+                    Some(key) => Some(key),
+                    None => {
+                        return refuse(anyhow::anyhow!(
+                            "the daemon's snapshot key is not 64 hex digits"
+                        ));
+                    }
+                },
+            };
             // A daemon from before encrypted snapshots answers with no key and writes the copy
             // under the store's own key, which this CLI cannot read: said as such, not as a
-            // missing identity file further on. Either way the snapshot is not left behind.
-            let encrypted = kolokol_node::store_key::is_encrypted(
-                &dir.join(kolokol_node::data_dir::DATABASE_FILE),
-            )?;
-            match key {
-                Some(Some(key)) => Snapshot { path, key: Some(key) },
-                None if !encrypted => Snapshot { path, key: None },
-                Some(None) | None => {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(Refused {
-                        code: "encrypted",
-                        message: "the running daemon did not give a key for the snapshot of its encrypted store (it is older than this kolokol): restart it with this version, or back up while it is stopped".into(),
-                    }
-                    .into());
+            // missing identity file further on.
+            let database = dir.join(kolokol_node::data_dir::DATABASE_FILE);
+            let encrypted = match kolokol_node::store_key::is_encrypted(&database) {
+                Ok(encrypted) => encrypted,
+                Err(e) => return refuse(e.into()),
+            };
+            if key.is_none() && encrypted {
+                return refuse(Refused {
+                    code: "encrypted",
+                    message: "the running daemon did not give a key for the snapshot of its encrypted store (it is older than this kolokol): restart it with this version, or back up while it is stopped".into(),
                 }
+                .into());
             }
+            Snapshot { path, key }
         }
         Err(e) if e.downcast_ref::<NoDaemon>().is_some() => {
             let unlock = crate::passphrases::unlock(dir, key_file)?;
@@ -100,11 +113,7 @@ pub async fn backup(
             )
         }
     };
-    let sealed = kolokol_node::backup::seal(
-        passphrase.as_bytes(),
-        identity.to_vec(),
-        copy.database.to_vec(),
-    )?;
+    let sealed = kolokol_node::backup::seal(passphrase.as_bytes(), identity, copy.database)?;
     let mut out = std::fs::OpenOptions::new()
         .create_new(true)
         .write(true)

@@ -88,15 +88,16 @@ pub(crate) fn snapshot(store: &Store, data_dir: &Path) -> Result<Snapshot> {
 }
 
 /// Seals a backup file from the identity file and a database snapshot, with fresh randomness.
-pub fn seal(passphrase: &[u8], identity_file: Vec<u8>, database: Vec<u8>) -> Result<Vec<u8>> {
+pub fn seal(
+    passphrase: &[u8],
+    identity_file: Zeroizing<Vec<u8>>,
+    database: Zeroizing<Vec<u8>>,
+) -> Result<Vec<u8>> {
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let contents = Contents {
-        identity_file: Zeroizing::new(identity_file),
-        database: Zeroizing::new(database),
-    };
+    let contents = Contents { identity_file, database };
     Ok(backup::seal(passphrase, &contents, salt, nonce)?)
 }
 

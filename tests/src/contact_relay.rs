@@ -104,19 +104,26 @@ async fn a_message_to_a_contact_who_is_away_waits_on_the_relaying_contacts_node(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_told_not_to_relay_for_contacts_does_not_speak_the_relay_protocol() {
     let net = Net::new();
+    let (anna, anna_addr) = anna(&net, false).await;
+    // Not a refusal of this peer, as with the relay on: no relay to ask at all.
+    let refusal = stranger_reservation(&anna_addr).await;
+    assert!(refusal.contains("does not support"), "{refusal}");
+    anna.shutdown().await;
+}
+
+/// Anna's node, listening on 127.0.0.1 and relaying for her contacts if `relay_for_contacts`,
+/// with its full address (`.../p2p/<anna>`).
+async fn anna(net: &Net, relay_for_contacts: bool) -> (RunningNode, Multiaddr) {
     let mut config = net.config("anna", Role::Node);
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
-    config.relay_for_contacts = false;
+    config.relay_for_contacts = relay_for_contacts;
     let anna = RunningNode::start(config).await.expect("anna starts");
     let anna_net =
         anna.node().wait_for_net(TIMEOUT, |s| !s.listen.is_empty()).await.expect("anna listens");
     let anna_addr: Multiaddr = format!("{}/p2p/{}", anna_net.listen[0], anna.node().peer_id())
         .parse()
         .expect("valid multiaddr");
-    // Not a refusal of this peer, as with the relay on: no relay to ask at all.
-    let refusal = stranger_reservation(&anna_addr).await;
-    assert!(refusal.contains("does not support"), "{refusal}");
-    anna.shutdown().await;
+    (anna, anna_addr)
 }
 
 /// Anna, who listens on 127.0.0.1 (a LAN address or a domestic public one, in life), and Boris
@@ -125,14 +132,7 @@ async fn a_node_told_not_to_relay_for_contacts_does_not_speak_the_relay_protocol
 /// relay, no DHT server and no external address anywhere. Returns Anna, her address, Boris and
 /// Clara.
 async fn three_users(net: &Net) -> (RunningNode, Multiaddr, RunningNode, RunningNode) {
-    let mut config = net.config("anna", Role::Node);
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
-    let anna = RunningNode::start(config).await.expect("anna starts");
-    let anna_net =
-        anna.node().wait_for_net(TIMEOUT, |s| !s.listen.is_empty()).await.expect("anna listens");
-    let anna_addr: Multiaddr = format!("{}/p2p/{}", anna_net.listen[0], anna.node().peer_id())
-        .parse()
-        .expect("valid multiaddr");
+    let (anna, anna_addr) = anna(net, true).await;
     let boris = net.start("boris", Role::Node, std::slice::from_ref(&anna_addr)).await;
     let clara = net.start("clara", Role::Node, std::slice::from_ref(&anna_addr)).await;
     introduce(&boris.node(), "boris", &anna.node(), "anna").await;

@@ -120,7 +120,9 @@ impl Mailboxes {
         };
         let mut relays: Vec<(PeerId, Multiaddr)> = Vec::new();
         for address in &addresses {
-            let Some((relay, base)) = relay_part(address) else { continue };
+            // A circuit `<base>/p2p/<relay>/p2p-circuit/...`: its relay, reached at `base`.
+            let Some(base) = crate::bootstrap::relay_of(address) else { continue };
+            let Some(Protocol::P2p(relay)) = base.iter().last() else { continue };
             if relay != row.peer_id
                 && !tried.contains(&relay)
                 && relays.len() < MAX_FALLBACK_RELAYS
@@ -272,23 +274,4 @@ impl Mailboxes {
             })
         }
     }
-}
-
-/// The relay of a circuit address and the address it is reached at (`<base>/p2p/<relay>`),
-/// if `address` is a circuit.
-fn relay_part(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
-    let mut base = Multiaddr::empty();
-    for protocol in address.iter() {
-        match protocol {
-            Protocol::P2pCircuit => {
-                let relay = match base.iter().last() {
-                    Some(Protocol::P2p(relay)) => relay,
-                    _ => return None,
-                };
-                return Some((relay, base));
-            }
-            other => base.push(other),
-        }
-    }
-    None
 }

@@ -229,12 +229,8 @@ impl Mailboxes {
         net.reservations
             .iter()
             .filter(|(relay, _)| net.contact_relays.contains(relay))
-            .map(|(relay, circuit)| {
-                let base: Multiaddr = circuit
-                    .iter()
-                    .take_while(|p| *p != libp2p::multiaddr::Protocol::P2pCircuit)
-                    .collect();
-                (*relay, vec![base])
+            .filter_map(|(relay, circuit)| {
+                Some((*relay, vec![crate::bootstrap::relay_of(circuit)?]))
             })
             .collect()
     }

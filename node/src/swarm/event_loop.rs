@@ -141,7 +141,8 @@ pub(crate) struct EventLoop {
     pub(super) contact_relays: HashSet<PeerId>,
     /// Connected peers that relay for their contacts and are not our contacts (yet), with the
     /// listen addresses they gave in identify; each leaves when its last connection closes or
-    /// when the user adds it as a contact. Bounded by [`MAX_KNOWN_RELAYS`].
+    /// when the user adds it as a contact. Bounded by [`MAX_KNOWN_RELAYS`] peers of
+    /// [`MAX_RELAY_ADDRESSES`] addresses.
     pub(super) relaying_strangers: HashMap<PeerId, Vec<Multiaddr>>,
     /// When the routing tables were last read.
     pub(super) network_checked: Instant,
@@ -997,7 +998,9 @@ impl EventLoop {
                     && (self.relaying_strangers.contains_key(&peer)
                         || self.relaying_strangers.len() < MAX_KNOWN_RELAYS)
                 {
-                    self.relaying_strangers.insert(peer, info.listen_addrs.clone());
+                    let addresses =
+                        info.listen_addrs.iter().take(MAX_RELAY_ADDRESSES).cloned().collect();
+                    self.relaying_strangers.insert(peer, addresses);
                 }
             }
         }
@@ -1054,49 +1057,6 @@ impl EventLoop {
         }
         if is_relay {
             self.consider_relay(peer, &info.listen_addrs);
-        }
-    }
-
-    /// Makes `peer`, a relay that listens on `listen_addrs` by its own account, a candidate
-    /// for a reservation (a user node only, while it knows fewer than [`MAX_KNOWN_RELAYS`]).
-    pub(super) fn consider_relay(&mut self, peer: PeerId, listen_addrs: &[Multiaddr]) {
-        if self.role == Role::Node
-            && !self.relays.contains_key(&peer)
-            && self.relays.len() < MAX_KNOWN_RELAYS
-        {
-            let base = self
-                .dialed
-                .get(&peer)
-                .cloned()
-                .or_else(|| listen_addrs.iter().find(|a| !is_relayed(a)).cloned());
-            if let Some(base) = base {
-                tracing::debug!(relay = %peer, %base, "found a relay");
-                let mut addresses = vec![without_peer(&base)];
-                for other in crate::transport::other_addresses(&base, listen_addrs) {
-                    if addresses.len() < MAX_RELAY_ADDRESSES && !addresses.contains(&other) {
-                        addresses.push(other);
-                    }
-                }
-                if let Some(b) = self.bootstrap.iter().find(|b| b.peer == peer) {
-                    for a in b.addresses.iter().map(without_peer) {
-                        if addresses.len() < MAX_RELAY_ADDRESSES && !addresses.contains(&a) {
-                            addresses.push(a);
-                        }
-                    }
-                }
-                self.relays.insert(
-                    peer,
-                    RelaySlot {
-                        address: without_peer(&base).with(Protocol::P2p(peer)),
-                        addresses,
-                        listener: None,
-                        circuit: None,
-                        failures: 0,
-                        next_attempt: Instant::now(),
-                    },
-                );
-                self.reserve();
-            }
         }
     }
 

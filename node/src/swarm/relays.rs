@@ -5,17 +5,17 @@
 //! not connected.
 
 use libp2p::multiaddr::Protocol;
-use libp2p::{PeerId, kad};
+use libp2p::{Multiaddr, PeerId, kad};
 use tokio::time::Instant;
 
 use crate::config::Role;
 use crate::swarm::dialer::Reach;
 use crate::swarm::event_loop::{
-    EventLoop, MAX_KNOWN_RELAYS, RELAY_DISCOVERY_MAX_INTERVAL, TARGET_CONTACT_RESERVATIONS,
-    TARGET_RESERVATIONS, backoff,
+    EventLoop, MAX_KNOWN_RELAYS, MAX_RELAY_ADDRESSES, RELAY_DISCOVERY_MAX_INTERVAL, RelaySlot,
+    TARGET_CONTACT_RESERVATIONS, TARGET_RESERVATIONS, backoff,
 };
 use crate::swarm::network::NETWORK_CHECK_INTERVAL;
-use crate::swarm::{NetEvent, RELAYS_KEY, is_relayed, one_line};
+use crate::swarm::{NetEvent, RELAYS_KEY, is_relayed, one_line, without_peer};
 
 impl EventLoop {
     /// Asks for reservations until [`TARGET_RESERVATIONS`] listeners on community relays and
@@ -206,6 +206,49 @@ impl EventLoop {
             }
             self.contact_relays.insert(peer);
             self.consider_relay(peer, &listen_addrs);
+        }
+    }
+
+    /// Makes `peer`, a relay that listens on `listen_addrs` by its own account, a candidate
+    /// for a reservation (a user node only, while it knows fewer than [`MAX_KNOWN_RELAYS`]).
+    pub(super) fn consider_relay(&mut self, peer: PeerId, listen_addrs: &[Multiaddr]) {
+        if self.role == Role::Node
+            && !self.relays.contains_key(&peer)
+            && self.relays.len() < MAX_KNOWN_RELAYS
+        {
+            let base = self
+                .dialed
+                .get(&peer)
+                .cloned()
+                .or_else(|| listen_addrs.iter().find(|a| !is_relayed(a)).cloned());
+            if let Some(base) = base {
+                tracing::debug!(relay = %peer, %base, "found a relay");
+                let mut addresses = vec![without_peer(&base)];
+                for other in crate::transport::other_addresses(&base, listen_addrs) {
+                    if addresses.len() < MAX_RELAY_ADDRESSES && !addresses.contains(&other) {
+                        addresses.push(other);
+                    }
+                }
+                if let Some(b) = self.bootstrap.iter().find(|b| b.peer == peer) {
+                    for a in b.addresses.iter().map(without_peer) {
+                        if addresses.len() < MAX_RELAY_ADDRESSES && !addresses.contains(&a) {
+                            addresses.push(a);
+                        }
+                    }
+                }
+                self.relays.insert(
+                    peer,
+                    RelaySlot {
+                        address: without_peer(&base).with(Protocol::P2p(peer)),
+                        addresses,
+                        listener: None,
+                        circuit: None,
+                        failures: 0,
+                        next_attempt: Instant::now(),
+                    },
+                );
+                self.reserve();
+            }
         }
     }
 }
