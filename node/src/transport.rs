@@ -146,12 +146,15 @@ pub fn build(
     meters: meter::Meters,
 ) -> std::result::Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>>
 {
-    let stealth = upgraded(stealth::Transport::new(listener), key)?;
+    let stealth = upgraded(stealth::Transport::new(listener).counted(meters.clone()), key)?;
     if policy == Policy::Stealth {
         return Ok(cooldown::Cooldown::new(meter::metered(stealth, meters), shared).boxed());
     }
     let tcp = upgraded(
-        libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true)),
+        meter::OnTheWire::new(
+            libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true)),
+            meters.clone(),
+        ),
         key,
     )?;
     let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))

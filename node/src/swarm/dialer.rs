@@ -246,6 +246,7 @@ impl EventLoop {
             return Reach::Unreachable("too many dials in flight".into());
         }
         let mut ranked = self.endpoints.rank(self.network.id, to_dial, self.clock.now_ms());
+        self.volume_order(&mut ranked);
         ranked.truncate(MAX_RACE_CANDIDATES);
         if ranked.is_empty() {
             return Reach::Unreachable(format!("no address known for {peer}"));

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::swarm::behaviour::PING_INTERVAL;
 use crate::swarm::dht::address_group;
-use crate::swarm::endpoints::TransportKind;
+use crate::swarm::endpoints::{TransportKind, Verdict};
 use crate::swarm::event_loop::{EventLoop, MAX_KNOWN_RELAYS};
 use crate::transport::meter::{Group, Meter, Meters};
 
@@ -82,8 +82,8 @@ pub(super) struct Volume {
     /// Direct connections with a counter; bounded by the connection limits.
     watched: HashMap<ConnectionId, Progress>,
     /// Per address group and transport, the bytes a connection there may receive before it is
-    /// replaced; at most [`MAX_FROZEN_GROUPS`]. Per transport, because the count leaves out
-    /// a different framing for each (TLS records and a certificate for the stealth transport).
+    /// replaced; at most [`MAX_FROZEN_GROUPS`]. Per transport, because each is counted its own
+    /// way: TCP and the stealth transport on the socket, QUIC above the multiplexer.
     budgets: HashMap<(Group, TransportKind), u64>,
     /// Relays whose connection is being replaced: the old connection, and since when; at most
     /// one per known relay ([`MAX_KNOWN_RELAYS`]).
@@ -145,6 +145,18 @@ fn budget_of(
         .get(&(group, kind))
         .copied()
         .or_else(|| budgets.iter().filter(|((g, _), _)| *g == group).map(|(_, b)| *b).min())
+}
+
+/// `ranked` with its QUIC addresses into the `frozen` groups after the others, the order
+/// otherwise kept (`EventLoop::volume_order`).
+pub fn quic_last(frozen: &[Group], ranked: &mut [(Multiaddr, Verdict)]) {
+    if frozen.is_empty() {
+        return;
+    }
+    ranked.sort_by_key(|(address, _)| {
+        TransportKind::of(address) == TransportKind::Quic
+            && frozen.contains(&address_group(address))
+    });
 }
 
 impl EventLoop {
@@ -228,7 +240,7 @@ impl EventLoop {
                 p.seen = count;
                 p.since = now;
             } else if p.answered && now.duration_since(p.since) >= p.stall_timeout(base) {
-                stalled.push((*id, count, now.duration_since(p.since)));
+                stalled.push((*id, count, now.duration_since(p.since), p.dialed));
                 continue;
             }
             if p.dialed
@@ -238,7 +250,7 @@ impl EventLoop {
                 spent.push((*id, count));
             }
         }
-        for (id, count, silent) in stalled {
+        for (id, count, silent, dialed) in stalled {
             let Some(conn) = self.connections.get(&id).cloned() else { continue };
             tracing::warn!(
                 peer = %conn.peer,
@@ -247,19 +259,33 @@ impl EventLoop {
                 silent_s = silent.as_secs(),
                 "connection stalled: nothing received while the peer answers pings; closing it"
             );
-            if let Some(budget) = budget_after_freeze(count) {
+            let volume = budget_after_freeze(count);
+            if let Some(budget) = volume {
                 self.set_budget(&conn.address, count, budget);
             }
             self.close_watched(id);
+            if dialed && volume.is_none() {
+                // A stall that is not the volume's is the endpoint's (a censor that lets a flow
+                // start and then drops it): the endpoint goes behind the peer's others until it
+                // works again, so the next dial moves to another transport or address. After a
+                // volume freeze the endpoint is as good as any, and its budget keeps the next
+                // connection there from freezing.
+                self.note_outcome(conn.peer, &conn.address, false);
+            }
         }
         self.volume.rotating.retain(|_, (_, since)| now.duration_since(*since) < ROTATION_TIMEOUT);
         for (id, count) in spent {
             let Some(conn) = self.connections.get(&id).cloned() else { continue };
-            let relay_address = self
-                .relays
-                .get(&conn.peer)
-                .filter(|s| s.listener.is_some())
-                .map(|s| s.address.clone());
+            // A replacement goes over TCP or the stealth transport where the relay has one,
+            // for the reason `volume_order` gives.
+            let relay_address =
+                self.relays.get(&conn.peer).filter(|s| s.listener.is_some()).map(|s| {
+                    let counted = |a: &&Multiaddr| TransportKind::of(a) != TransportKind::Quic;
+                    if counted(&&s.address) {
+                        return s.address.clone();
+                    }
+                    s.addresses.iter().find(counted).cloned().unwrap_or_else(|| s.address.clone())
+                });
             match relay_address {
                 Some(address) => {
                     if self.volume.rotating.contains_key(&conn.peer)
@@ -300,6 +326,15 @@ impl EventLoop {
             self.set_budget(&address, received, budget);
         }
         self.close_watched(connection);
+    }
+
+    /// Puts QUIC candidates into address groups where a connection froze behind the others,
+    /// keeping the order otherwise. A QUIC connection is counted only above its multiplexer
+    /// (`transport::meter`), so its budget is the least reliable: it kept freezing before it,
+    /// and each freeze cost a stall.
+    pub(super) fn volume_order(&self, ranked: &mut [(Multiaddr, Verdict)]) {
+        let frozen: Vec<Group> = self.volume.budgets.keys().map(|(g, _)| *g).collect();
+        quic_last(&frozen, ranked);
     }
 
     fn set_budget(&mut self, address: &Multiaddr, received: u64, budget: u64) {

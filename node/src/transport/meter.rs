@@ -2,11 +2,16 @@
 //! stopped making progress (a censor that freezes a flow after some kilobytes, T10) and move off
 //! one before it reaches the volume that froze an earlier one.
 //!
-//! The count is taken above the multiplexer, on every substream's reads: one atomic addition per
-//! read, the same for every transport (TCP, QUIC, stealth, memory). It leaves out the framing
-//! below (Noise, Yamux, TCP and IP headers), so it is not the censor's count; the swarm task only
-//! compares it with the count at which a connection froze before, measured the same way
-//! (`swarm::volume`).
+//! A connection we dial over TCP (plain or the stealth transport) is counted on its socket, as
+//! the censor counts it: every byte read, below TLS, Noise and Yamux, and [`PACKET_OVERHEAD`]
+//! per read for the packet's headers. Counted above the multiplexer instead, a connection that
+//! carried mostly small frames (pings, acknowledgements) froze at half the count of one that
+//! carried texts, and a stealth connection at a sixth (its TLS handshake and records left out),
+//! so a budget taken from one freeze let the next connection freeze too. QUIC (one UDP socket
+//! for all connections), the in-memory transport and accepted connections are still counted
+//! above the multiplexer: one atomic addition per substream read. The swarm task only compares
+//! a count with the count at which a connection of the same transport froze before, measured
+//! the same way (`swarm::volume`).
 //!
 //! Every dial to an address group where a connection froze leaves from a new local port: a dial
 //! from the port of a frozen connection (TCP's port reuse, QUIC's one shared socket) would be
@@ -19,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-use futures::{AsyncRead, AsyncWrite};
+use futures::future::BoxFuture;
+use futures::{AsyncRead, AsyncWrite, FutureExt, TryFutureExt};
 use libp2p::Multiaddr;
 use libp2p::PeerId;
 use libp2p::core::ConnectedPoint;
@@ -27,6 +33,11 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerBox, StreamMuxerEvent, Substr
 use libp2p::core::transport::{
     Boxed, DialOpts, ListenerId, PortUse, Transport, TransportError, TransportEvent,
 };
+
+/// What a read from a TCP socket is taken to have cost on the wire beyond its payload: the IPv4
+/// and TCP headers with the timestamp option (20 + 20 + 12 bytes). A censor's connection
+/// tracking counts whole packets; a read returns at least one.
+pub const PACKET_OVERHEAD: u64 = 52;
 
 /// Counters of connections the transport made that the swarm task has not taken yet. A
 /// connection the swarm refuses before it is established leaves its counter here; past this
@@ -49,6 +60,10 @@ pub type Meter = Arc<AtomicU64>;
 pub struct Meters {
     unclaimed: Arc<Mutex<VecDeque<Unclaimed>>>,
     fresh_ports: Arc<Mutex<HashSet<Group>>>,
+    /// The counter of the dial being made, for the socket-level transport that takes it
+    /// ([`OnTheWire`], the stealth transport's TCP). Dials are made one at a time, in the swarm
+    /// task's calls into the transport, so one slot is enough.
+    dialing: Arc<Mutex<Option<Meter>>>,
 }
 
 struct Unclaimed {
@@ -60,17 +75,24 @@ struct Unclaimed {
 }
 
 impl Meters {
-    /// A counter for a connection the transport just made.
-    fn register(&self, peer: PeerId, endpoint: ConnectedPoint) -> Meter {
-        let meter = Meter::default();
+    /// The counter of the dial being made, once: the socket-level transport that dials takes it.
+    pub fn take_dialing(&self) -> Option<Meter> {
+        self.dialing.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn set_dialing(&self, meter: Option<Meter>) -> Option<Meter> {
+        std::mem::replace(&mut *self.dialing.lock().unwrap_or_else(|e| e.into_inner()), meter)
+    }
+
+    /// Files the counter of a connection the transport just made.
+    fn register(&self, peer: PeerId, endpoint: ConnectedPoint, meter: &Meter) {
         let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|e| e.into_inner());
         // The counters of connections already gone go first, then, if still full, the oldest.
         unclaimed.retain(|u| u.meter.strong_count() > 0);
         if unclaimed.len() >= MAX_UNCLAIMED_METERS {
             unclaimed.pop_front();
         }
-        unclaimed.push_back(Unclaimed { peer, endpoint, meter: Arc::downgrade(&meter) });
-        meter
+        unclaimed.push_back(Unclaimed { peer, endpoint, meter: Arc::downgrade(meter) });
     }
 
     /// From now on, dials into `group` leave from a new local port.
@@ -113,33 +135,44 @@ fn same_endpoint(a: &ConnectedPoint, b: &ConnectedPoint) -> bool {
     }
 }
 
-/// `transport` with every connection it makes counted in `meters`, and its dials into groups
-/// where a connection froze made from new ports.
+/// `transport` with every connection it makes counted in `meters` (on its socket where the
+/// transport below takes the dial's counter, else above the multiplexer), and its dials into
+/// groups where a connection froze made from new ports.
 pub fn metered(
     transport: Boxed<(PeerId, StreamMuxerBox)>,
     meters: Meters,
 ) -> Boxed<(PeerId, StreamMuxerBox)> {
-    let counting = meters.clone();
-    let inner = transport
-        .map(move |(peer, muxer), endpoint| {
-            let meter = counting.register(peer, endpoint);
-            (peer, StreamMuxerBox::new(Counting { inner: muxer, meter }))
-        })
-        .boxed();
-    FreshPorts { inner, meters }.boxed()
+    Metered { inner: transport, meters }.boxed()
 }
 
-/// A transport that dials from a new port where [`Meters::use_fresh_ports`] says so.
-struct FreshPorts {
+/// The transport [`metered`] makes.
+struct Metered {
     inner: Boxed<(PeerId, StreamMuxerBox)>,
     meters: Meters,
 }
 
-impl Transport for FreshPorts {
+/// A connection's muxer, counted above it unless its socket is counted already.
+fn counted(
+    meters: &Meters,
+    peer: PeerId,
+    endpoint: ConnectedPoint,
+    muxer: StreamMuxerBox,
+    meter: Meter,
+    on_the_wire: bool,
+) -> (PeerId, StreamMuxerBox) {
+    meters.register(peer, endpoint, &meter);
+    if on_the_wire {
+        (peer, muxer)
+    } else {
+        (peer, StreamMuxerBox::new(Counting { inner: muxer, meter }))
+    }
+}
+
+impl Transport for Metered {
     type Output = (PeerId, StreamMuxerBox);
     type Error = io::Error;
-    type ListenerUpgrade = <Boxed<(PeerId, StreamMuxerBox)> as Transport>::ListenerUpgrade;
-    type Dial = <Boxed<(PeerId, StreamMuxerBox)> as Transport>::Dial;
+    type ListenerUpgrade = BoxFuture<'static, io::Result<(PeerId, StreamMuxerBox)>>;
+    type Dial = BoxFuture<'static, io::Result<(PeerId, StreamMuxerBox)>>;
 
     fn listen_on(
         &mut self,
@@ -161,14 +194,197 @@ impl Transport for FreshPorts {
         if self.meters.fresh_port_for(&addr) {
             opts.port_use = PortUse::New;
         }
-        self.inner.dial(addr, opts)
+        let meter = Meter::default();
+        self.meters.set_dialing(Some(meter.clone()));
+        let dial = self.inner.dial(addr.clone(), opts);
+        // Still in the slot: no transport below counts this dial's socket.
+        let on_the_wire = self.meters.set_dialing(None).is_none();
+        let dial = dial?;
+        let endpoint = ConnectedPoint::Dialer {
+            address: addr,
+            role_override: opts.role,
+            port_use: opts.port_use,
+        };
+        let meters = self.meters.clone();
+        Ok(dial
+            .map_ok(move |(peer, muxer)| {
+                counted(&meters, peer, endpoint, muxer, meter, on_the_wire)
+            })
+            .boxed())
     }
 
     fn poll(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
-        Pin::new(&mut self.get_mut().inner).poll(cx)
+        let this = self.get_mut();
+        let meters = this.meters.clone();
+        Pin::new(&mut this.inner).poll(cx).map(|event| match event {
+            TransportEvent::Incoming { listener_id, upgrade, local_addr, send_back_addr } => {
+                let endpoint = ConnectedPoint::Listener {
+                    local_addr: local_addr.clone(),
+                    send_back_addr: send_back_addr.clone(),
+                };
+                let upgrade = upgrade
+                    .map_ok(move |(peer, muxer)| {
+                        counted(&meters, peer, endpoint, muxer, Meter::default(), false)
+                    })
+                    .boxed();
+                TransportEvent::Incoming { listener_id, upgrade, local_addr, send_back_addr }
+            }
+            other => other.map_upgrade(|upgrade| upgrade.boxed()),
+        })
+    }
+}
+
+/// A byte-stream transport (TCP) whose dials are counted on the socket: each takes the counter
+/// [`metered`] set for it, if any. Accepted connections are not counted here.
+pub struct OnTheWire<T> {
+    inner: T,
+    meters: Meters,
+}
+
+impl<T> OnTheWire<T> {
+    /// `inner`, its dials counted in `meters`.
+    pub fn new(inner: T, meters: Meters) -> Self {
+        Self { inner, meters }
+    }
+}
+
+impl<T> Transport for OnTheWire<T>
+where
+    T: Transport + Unpin,
+    T::Dial: Send + 'static,
+    T::Output: Send + 'static,
+    T::Error: Send + 'static,
+{
+    type Output = Wire<T::Output>;
+    type Error = T::Error;
+    type ListenerUpgrade =
+        futures::future::MapOk<T::ListenerUpgrade, fn(T::Output) -> Wire<T::Output>>;
+    type Dial = BoxFuture<'static, Result<Wire<T::Output>, T::Error>>;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        self.inner.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.inner.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        // Taken only once the dial is ours: a transport that refuses the address leaves the
+        // counter to the next one.
+        let dial = self.inner.dial(addr, opts)?;
+        let meter = self.meters.take_dialing();
+        Ok(dial.map_ok(move |inner| Wire::new(inner, meter)).boxed())
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        let uncounted: fn(T::Output) -> Wire<T::Output> = |inner| Wire::new(inner, None);
+        Pin::new(&mut self.get_mut().inner)
+            .poll(cx)
+            .map(|event| event.map_upgrade(|upgrade| upgrade.map_ok(uncounted)))
+    }
+}
+
+/// A socket that adds what it reads, and [`PACKET_OVERHEAD`] per read, to its connection's
+/// counter (none: not counted). Both `futures`' and `tokio`'s I/O traits, as the socket's.
+pub struct Wire<S> {
+    inner: S,
+    meter: Option<Meter>,
+}
+
+impl<S> Wire<S> {
+    /// `inner`, counted in `meter`.
+    pub fn new(inner: S, meter: Option<Meter>) -> Self {
+        Self { inner, meter }
+    }
+
+    fn count(&self, read: usize) {
+        if let Some(meter) = &self.meter
+            && read > 0
+        {
+            meter.fetch_add(read as u64 + PACKET_OVERHEAD, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = read {
+            this.count(n);
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Wire<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.count(buf.filled().len().saturating_sub(before));
+        }
+        read
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Wire<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -270,7 +486,8 @@ mod tests {
     fn a_counter_is_claimed_once_by_its_peer_and_endpoint_and_the_unclaimed_are_bounded() {
         let meters = Meters::default();
         let (relay, other) = (PeerId::random(), PeerId::random());
-        let first = meters.register(relay, dialed("/ip4/127.0.0.1/tcp/1"));
+        let first = Meter::default();
+        meters.register(relay, dialed("/ip4/127.0.0.1/tcp/1"), &first);
         first.fetch_add(5, Ordering::Relaxed);
         assert!(meters.claim(other, &dialed("/ip4/127.0.0.1/tcp/1")).is_none(), "another peer");
         assert!(meters.claim(relay, &dialed("/ip4/127.0.0.1/tcp/2")).is_none(), "another address");
@@ -280,13 +497,18 @@ mod tests {
         assert_eq!(claimed.load(Ordering::Relaxed), 5);
         assert!(meters.claim(relay, &dialed("/ip4/127.0.0.1/tcp/1")).is_none(), "claimed once");
         let held: Vec<Meter> = (0..MAX_UNCLAIMED_METERS + 10)
-            .map(|_| meters.register(other, dialed("/ip4/127.0.0.1/tcp/3")))
+            .map(|_| {
+                let meter = Meter::default();
+                meters.register(other, dialed("/ip4/127.0.0.1/tcp/3"), &meter);
+                meter
+            })
             .collect();
         assert_eq!(meters.unclaimed.lock().unwrap().len(), MAX_UNCLAIMED_METERS);
         drop(held);
         // A dropped connection's counter is never handed to the next connection there.
-        let loser = meters.register(relay, dialed("/ip4/127.0.0.1/tcp/4"));
-        let winner = meters.register(relay, dialed("/ip4/127.0.0.1/tcp/4"));
+        let (loser, winner) = (Meter::default(), Meter::default());
+        meters.register(relay, dialed("/ip4/127.0.0.1/tcp/4"), &loser);
+        meters.register(relay, dialed("/ip4/127.0.0.1/tcp/4"), &winner);
         winner.fetch_add(7, Ordering::Relaxed);
         drop(loser);
         let claimed = meters.claim(relay, &dialed("/ip4/127.0.0.1/tcp/4")).expect("the winner");

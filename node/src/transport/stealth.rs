@@ -33,6 +33,7 @@ use crate::transport::address::{DialAddress, ListenAddress, ListenMode, certhash
 use crate::transport::cover::{Cover, Io};
 use crate::transport::first_record::{self, Replay};
 use crate::transport::http::{self, Verdict};
+use crate::transport::meter::Wire;
 use crate::transport::tls;
 
 /// How long a client may take over its TLS handshake (nginx's `ssl_handshake_timeout` is 60 s;
@@ -106,6 +107,8 @@ pub struct Transport {
     ready_tx: mpsc::Sender<Accepted>,
     ready_rx: mpsc::Receiver<Accepted>,
     pending: Arc<Semaphore>,
+    /// Where the counter of a dial's socket comes from (`meter::metered`), if dials are counted.
+    meters: Option<crate::transport::meter::Meters>,
 }
 
 impl Transport {
@@ -127,7 +130,14 @@ impl Transport {
             ready_tx,
             ready_rx,
             pending: Arc::new(Semaphore::new(MAX_PENDING_CONNECTIONS)),
+            meters: None,
         }
+    }
+
+    /// Counts each dial's socket, below TLS, in the counter `meters` holds for it.
+    pub fn counted(mut self, meters: crate::transport::meter::Meters) -> Self {
+        self.meters = Some(meters);
+        self
     }
 
     /// The address a listener advertises for a bound TCP address.
@@ -196,9 +206,10 @@ impl libp2p::core::Transport for Transport {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
         let tcp = self.tcp.dial(target.tcp.clone(), opts)?;
+        let meter = self.meters.as_ref().and_then(|m| m.take_dialing());
         Ok(async move {
             let stream = tcp.await?;
-            let tunnel = dial_tunnel(stream.0, &target).await?;
+            let tunnel = dial_tunnel(Wire::new(stream.0, meter), &target).await?;
             Ok(tunnel.compat())
         }
         .boxed())
@@ -278,7 +289,7 @@ impl libp2p::core::Transport for Transport {
 }
 
 /// The client side: TLS to the listener, then the upgrade at the secret path.
-async fn dial_tunnel(tcp: TcpStream, target: &DialAddress) -> io::Result<Tunnel> {
+async fn dial_tunnel(tcp: Wire<TcpStream>, target: &DialAddress) -> io::Result<Tunnel> {
     let connector = tokio_rustls::TlsConnector::from(tls::client_config(target.certhash));
     let name = tls::server_name(target.sni.as_deref(), &target.host)?;
     let mut stream = connector.connect(name, tcp).await?;
@@ -419,7 +430,7 @@ async fn finish_tunnel<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The stream a tunnel hands to libp2p.
 enum Inner {
-    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Client(Box<tokio_rustls::client::TlsStream<Wire<TcpStream>>>),
     Server(Box<tokio_rustls::server::TlsStream<Replay<TcpStream>>>),
     Plain(TcpStream),
 }

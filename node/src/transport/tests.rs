@@ -18,11 +18,19 @@ use crate::config::{Config, Role};
 const STEP: Duration = Duration::from_secs(20);
 
 fn swarm(policy: Policy, listener: Option<stealth::ListenerConfig>) -> Swarm<ping::Behaviour> {
+    metered_swarm(policy, listener, meter::Meters::default())
+}
+
+fn metered_swarm(
+    policy: Policy,
+    listener: Option<stealth::ListenerConfig>,
+    meters: meter::Meters,
+) -> Swarm<ping::Behaviour> {
     #[allow(clippy::expect_used)]
     SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
-            build(key, policy, listener, cooldown::Shared::default(), Default::default())
+            build(key, policy, listener, cooldown::Shared::default(), meters)
         })
         .expect("transport")
         .with_behaviour(|_| ping::Behaviour::default())
@@ -89,6 +97,62 @@ async fn two_swarms_connect_through_the_stealth_transport() {
     let mut user = swarm(Policy::Stealth, None);
     let peer = connect(&mut user, &mut relay, addr).await.expect("connects");
     assert_eq!(peer, *relay.local_peer_id());
+}
+
+/// Dials `addr` from a swarm of its own and returns what the new connection's counter says as
+/// soon as it is established, before any substream has carried a byte.
+async fn counted_at_establishment(
+    listener: &mut Swarm<ping::Behaviour>,
+    addr: Multiaddr,
+    policy: Policy,
+) -> u64 {
+    let meters = meter::Meters::default();
+    let mut dialer = metered_swarm(policy, None, meters.clone());
+    dialer.dial(addr).expect("dial starts");
+    let (peer, endpoint) = tokio::time::timeout(STEP, async {
+        loop {
+            tokio::select! {
+                e = dialer.select_next_some() => match e {
+                    SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => return (peer_id, endpoint),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => panic!("no connection: {error}"),
+                    _ => {}
+                },
+                _ = listener.select_next_some() => {}
+            }
+        }
+    })
+    .await
+    .expect("the dial ends");
+    let meter = meters.claim(peer, &endpoint).expect("the connection's counter");
+    meter.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_dialed_connection_is_counted_on_its_socket_from_the_handshake_on() {
+    // Counted above the multiplexer, as before, both would be 0 here: no substream has read
+    // anything yet. On the socket, the count holds the handshakes the censor counted too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut relay = swarm(Policy::Any, Some(listener(dir.path(), None)));
+    let stealth = listen(&mut relay).await;
+    relay.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
+    let plain = tokio::time::timeout(STEP, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = relay.select_next_some().await
+                && !address.iter().any(|p| p == Protocol::Http)
+            {
+                return address;
+            }
+        }
+    })
+    .await
+    .expect("a plain listen address");
+    let over_tcp = counted_at_establishment(&mut relay, plain, Policy::Any).await;
+    // Noise's second message (an ephemeral key, the encrypted static key and the signed
+    // identity payload) and multistream-select's answer, with a packet's headers per read.
+    assert!((200..4_096).contains(&over_tcp), "plain TCP counted {over_tcp}");
+    let over_tls = counted_at_establishment(&mut relay, stealth, Policy::Stealth).await;
+    // The TLS server's flight holds its certificate.
+    assert!(over_tls > over_tcp + 300, "stealth counted {over_tls}, plain TCP {over_tcp}");
 }
 
 #[tokio::test]
