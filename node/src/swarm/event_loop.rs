@@ -184,6 +184,11 @@ pub(crate) struct EventLoop {
     pub(super) relay_discovery_wait: Duration,
     /// When to publish the presence record again after a failed publication.
     pub(super) presence_retry_at: Option<Instant>,
+    /// When to announce our addresses if they differ from those last announced: set
+    /// [`ADDRESS_SETTLE`] after a change that took some away (`EventLoop::announce_change`).
+    pub(super) announce_at: Option<Instant>,
+    /// Our addresses and reservations as last announced, sorted.
+    pub(super) announced: crate::swarm::relays::Announcement,
     /// Whether "no bootstrap peer is reachable" has been said since the last success.
     pub(super) warned_unreachable: bool,
     /// libp2p's own metrics, recorded when `--metrics` is on.
@@ -263,6 +268,14 @@ pub(super) const RELAY_DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(10
 
 /// How often the swarm task checks relays and bootstrap peers.
 pub(super) const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long our addresses and reservations must stay as they are before a change that only
+/// takes some away is announced (the presence record published again, our mailboxes fetched); a
+/// new address or reservation is announced at once. A relay connection replaced for its byte
+/// budget (T10, `swarm::volume`) loses and regains the same reservation within milliseconds:
+/// announcing both changes spent the next connection's budget on DHT answers and a mailbox
+/// fetch, so that it was replaced in turn every 4 s.
+pub(super) const ADDRESS_SETTLE: Duration = Duration::from_secs(2);
 
 /// Longest wait between two attempts to reach a relay or a bootstrap peer: while cut off,
 /// each is dialed at most this often, and once the path is back it is found within this.
@@ -385,6 +398,8 @@ impl EventLoop {
             next_relay_discovery: now + RELAY_DISCOVERY_INTERVAL,
             relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
             presence_retry_at: None,
+            announce_at: None,
+            announced: (Vec::new(), Vec::new()),
             warned_unreachable: false,
             metrics: None,
             mailbox_inbound,
@@ -716,10 +731,11 @@ impl EventLoop {
             let table = self.status.borrow().routing_table;
             let grown = self.presence.is_some()
                 && self.presence_query.is_some_and(|(_, t)| table >= 2 * t.max(1));
-            if addresses_changed || grown {
-                if grown {
-                    self.presence_query = self.presence_query.map(|(q, _)| (q, table));
-                }
+            if addresses_changed {
+                self.announce_change(Instant::now());
+            }
+            if grown {
+                self.presence_query = self.presence_query.map(|(q, _)| (q, table));
                 // A full queue is fine: the daemon republishes on its timer too.
                 let _ = self.events.try_send(NetEvent::AddressesChanged);
             }

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use crate::config::Role;
 use crate::swarm::dialer::Reach;
 use crate::swarm::event_loop::{
-    EventLoop, MAX_KNOWN_RELAYS, MAX_RELAY_ADDRESSES, RELAY_DISCOVERY_MAX_INTERVAL, RelaySlot,
-    TARGET_CONTACT_RESERVATIONS, TARGET_RESERVATIONS, backoff,
+    ADDRESS_SETTLE, EventLoop, MAX_KNOWN_RELAYS, MAX_RELAY_ADDRESSES, RELAY_DISCOVERY_MAX_INTERVAL,
+    RelaySlot, TARGET_CONTACT_RESERVATIONS, TARGET_RESERVATIONS, backoff,
 };
 use crate::swarm::network::NETWORK_CHECK_INTERVAL;
 use crate::swarm::{NetEvent, RELAYS_KEY, is_relayed, one_line, without_peer};
@@ -31,6 +31,42 @@ impl EventLoop {
         // A node others reach directly needs no contact to relay for it.
         let public = self.swarm.external_addresses().any(|a| !is_relayed(a));
         self.reserve_among(true, if public { 0 } else { TARGET_CONTACT_RESERVATIONS });
+    }
+
+    /// Our addresses or reservations changed: a new one is announced at once, a change that
+    /// only takes some away once they have settled (`event_loop::ADDRESS_SETTLE`), so that a
+    /// reservation lost and made again on the same relay announces nothing.
+    pub(super) fn announce_change(&mut self, now: Instant) {
+        let held = self.held_announcement();
+        if adds_to(&self.announced, &held) {
+            self.announce(held);
+        } else {
+            self.announce_at = Some(now + ADDRESS_SETTLE);
+        }
+    }
+
+    /// Announces our addresses once they have settled, if they are not those last announced.
+    pub(super) fn announce_settled(&mut self, now: Instant) {
+        if self.announce_at.is_none_or(|t| t > now) {
+            return;
+        }
+        let held = self.held_announcement();
+        if self.announced != held {
+            self.announce(held);
+        }
+        self.announce_at = None;
+    }
+
+    fn held_announcement(&self) -> Announcement {
+        let status = self.status.borrow();
+        announcement(&status.external, &status.reservations)
+    }
+
+    fn announce(&mut self, held: Announcement) {
+        self.announced = held;
+        self.announce_at = None;
+        // A full queue is fine: the daemon republishes on its timer too.
+        let _ = self.events.try_send(NetEvent::AddressesChanged);
     }
 
     /// [`EventLoop::reserve`] for one kind of relay: contacts' nodes or the others.
@@ -139,6 +175,7 @@ impl EventLoop {
             self.presence_retry_at = None;
             let _ = self.events.try_send(NetEvent::AddressesChanged);
         }
+        self.announce_settled(now);
         if !self.bootstrap.is_empty() {
             let connected = self.bootstrap.iter().any(|b| self.swarm.is_connected(&b.peer));
             let all_failed = self.bootstrap.iter().all(|b| b.failures > 0);
@@ -251,4 +288,26 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// What an announcement of our addresses says: our external addresses and reservations.
+pub(super) type Announcement = (Vec<Multiaddr>, Vec<(PeerId, Multiaddr)>);
+
+/// The announcement of `external` and `reservations`, sorted, so that the same ones held in
+/// another order are the same announcement.
+pub(super) fn announcement(
+    external: &[Multiaddr],
+    reservations: &[(PeerId, Multiaddr)],
+) -> Announcement {
+    let mut external = external.to_vec();
+    let mut reservations = reservations.to_vec();
+    external.sort();
+    reservations.sort();
+    (external, reservations)
+}
+
+/// Whether `held` has an address or a reservation `announced` has not.
+pub(super) fn adds_to(announced: &Announcement, held: &Announcement) -> bool {
+    held.0.iter().any(|a| !announced.0.contains(a))
+        || held.1.iter().any(|r| !announced.1.contains(r))
 }

@@ -145,3 +145,36 @@ fn quic_goes_last_only_into_a_group_where_a_connection_froze() {
         "QUIC into the frozen /24 goes last; QUIC elsewhere and the rest keep their order"
     );
 }
+
+#[test]
+fn a_reservation_made_again_on_the_same_relay_is_the_same_announcement() {
+    use crate::swarm::relays::{adds_to, announcement};
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let at = |s: &str| -> Multiaddr { s.parse().expect("address") };
+    let circuit_a = at(&format!("/ip4/203.0.113.10/tcp/4001/p2p/{a}/p2p-circuit"));
+    let circuit_b = at(&format!("/ip4/203.0.113.11/tcp/4001/p2p/{b}/p2p-circuit"));
+    let before = announcement(
+        &[circuit_a.clone(), circuit_b.clone()],
+        &[(a, circuit_a.clone()), (b, circuit_b.clone())],
+    );
+    // Relay a's connection was replaced: its reservation came back after b's.
+    let after = announcement(
+        &[circuit_b.clone(), circuit_a.clone()],
+        &[(b, circuit_b.clone()), (a, circuit_a.clone())],
+    );
+    assert_eq!(before, after);
+    assert!(!adds_to(&before, &after));
+    // While it was being replaced, the reservation was missing: that adds nothing either (it
+    // waits for the addresses to settle), and coming back to `before` is no news.
+    let during = announcement(std::slice::from_ref(&circuit_b), &[(b, circuit_b.clone())]);
+    assert!(!adds_to(&before, &during));
+    assert!(adds_to(&during, &after), "from the gap, the reservation is new");
+    // Over another transport the circuit is another address: that is news.
+    let circuit_a_quic = at(&format!("/ip4/203.0.113.10/udp/4001/quic-v1/p2p/{a}/p2p-circuit"));
+    let moved = announcement(
+        &[circuit_a_quic.clone(), circuit_b.clone()],
+        &[(a, circuit_a_quic), (b, circuit_b)],
+    );
+    assert_ne!(before, moved);
+    assert!(adds_to(&before, &moved), "a new address is announced at once");
+}
