@@ -57,3 +57,6 @@ impl Workers {
             .map_err(|e| if e.is_panic() { Error::WorkerPanicked } else { Error::ShuttingDown })
     }
 }
+
+#[cfg(test)]
+mod tests;
