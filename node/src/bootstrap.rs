@@ -162,7 +162,8 @@ impl PeerBook {
         // Base58 decoding takes time quadratic in the length (about a second for the largest
         // bundle), so it runs on a worker rather than on the async threads.
         let text = text.to_owned();
-        let (bundle, exporter) = self.workers.run(move || Bundle::from_text(&text)).await??;
+        let (bundle, exporter) =
+            self.workers.run_blocking(move || Bundle::from_text(&text)).await??;
         let now = self.clock.now_ms();
         let own = self.keys.peer_id();
         let mut imported = 0;

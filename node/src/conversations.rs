@@ -100,8 +100,8 @@ impl Conversations {
         self.0.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the conversation state with `peer` (`None` if there is none yet) on a worker
-    /// thread, holding that peer's lock; then stores the state if `f` succeeded.
+    /// Runs `f` on the conversation state with `peer` (`None` if there is none yet) through the
+    /// workers, holding that peer's lock; then stores the state if `f` succeeded.
     pub(crate) async fn with<T: Send + 'static>(
         &self,
         peer: &PeerId,

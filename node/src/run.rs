@@ -343,7 +343,7 @@ async fn upkeep(store: Store, workers: Workers, mut shutdown: watch::Receiver<bo
             || (stopping && (wal > 0 || store.erasure_pending()));
         if due {
             let store = store.clone();
-            match workers.run(move || store.checkpoint()).await {
+            match workers.run_blocking(move || store.checkpoint()).await {
                 Ok(Ok(pages)) => tracing::debug!(pages, wal, "checkpointed the store"),
                 Ok(Err(e)) => tracing::warn!(%e, "cannot checkpoint the store"),
                 Err(_) => {}
