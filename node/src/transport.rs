@@ -13,6 +13,7 @@ pub mod first_record;
 pub mod http;
 pub mod meter;
 pub mod secret;
+pub mod session;
 pub mod stealth;
 pub mod tls;
 

@@ -27,6 +27,7 @@ pub mod message;
 pub mod prekey;
 pub mod presence;
 pub mod safety;
+pub mod tunnel;
 
 pub use error::Error;
 

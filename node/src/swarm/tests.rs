@@ -118,10 +118,10 @@ fn only_a_stall_after_a_few_kilobytes_sets_a_byte_budget_below_it() {
 }
 
 #[test]
-fn quic_goes_last_only_into_a_group_where_a_connection_froze() {
+fn stealth_goes_first_and_quic_last_only_into_a_group_where_a_connection_froze() {
     use crate::swarm::dht::address_group;
     use crate::swarm::endpoints::Verdict;
-    use crate::swarm::volume::quic_last;
+    use crate::swarm::volume::freeze_order;
     let addresses = [
         "/ip4/203.0.113.10/udp/4001/quic-v1",
         "/ip4/198.51.100.7/udp/4001/quic-v1",
@@ -134,15 +134,15 @@ fn quic_goes_last_only_into_a_group_where_a_connection_froze() {
     let order =
         |r: &[(Multiaddr, Verdict)]| r.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>();
     let mut untouched = ranked();
-    quic_last(&[], &mut untouched);
+    freeze_order(&[], &mut untouched);
     assert_eq!(order(&untouched), addresses, "no freeze anywhere: the order stays");
     let frozen = [address_group(&"/ip4/203.0.113.10/tcp/4001".parse().expect("address"))];
     let mut reordered = ranked();
-    quic_last(&frozen, &mut reordered);
+    freeze_order(&frozen, &mut reordered);
     assert_eq!(
         order(&reordered),
-        [addresses[1], addresses[2], addresses[3], addresses[0]],
-        "QUIC into the frozen /24 goes last; QUIC elsewhere and the rest keep their order"
+        [addresses[3], addresses[1], addresses[2], addresses[0]],
+        "stealth into the frozen /24 goes first, QUIC there last; the rest keep their order"
     );
 }
 

@@ -70,6 +70,11 @@ pub const MAX_FROZEN_GROUPS: usize = 32;
 /// the relay's reservation rate limit).
 pub const MIN_ROTATION_AGE: Duration = Duration::from_secs(3);
 
+/// A resumable tunnel is taken for stalled after this many times the stall timeout: its own
+/// watch (`transport::session::CARRIER_STALL`, from the moment our data waits for an
+/// acknowledgement) must have its turn first.
+pub const RESUMABLE_STALL_FACTOR: u32 = 2;
+
 /// How long a replacement connection to a relay may take before the next tick tries again.
 pub const ROTATION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -118,11 +123,17 @@ struct Progress {
     rtt: Duration,
     /// Whether we closed it and wait for it to go.
     closing: bool,
+    /// Whether it is a resumable tunnel, which replaces its own carriers under the budget and
+    /// after a stall (`transport::session`).
+    resumable: bool,
 }
 
 impl Progress {
     fn stall_timeout(&self, base: Duration) -> Duration {
-        base.max(self.rtt * STALL_RTT_FACTOR)
+        let timeout = base.max(self.rtt * STALL_RTT_FACTOR);
+        // A resumable tunnel finds a frozen carrier itself and opens another; the connection
+        // is closed only if that fails too.
+        if self.resumable { timeout * RESUMABLE_STALL_FACTOR } else { timeout }
     }
 }
 
@@ -147,15 +158,21 @@ fn budget_of(
         .or_else(|| budgets.iter().filter(|((g, _), _)| *g == group).map(|(_, b)| *b).min())
 }
 
-/// `ranked` with its QUIC addresses into the `frozen` groups after the others, the order
-/// otherwise kept (`EventLoop::volume_order`).
-pub fn quic_last(frozen: &[Group], ranked: &mut [(Multiaddr, Verdict)]) {
+/// `ranked` with its stealth addresses into the `frozen` groups first and its QUIC addresses
+/// there last, the order otherwise kept (`EventLoop::volume_order`).
+pub fn freeze_order(frozen: &[Group], ranked: &mut [(Multiaddr, Verdict)]) {
     if frozen.is_empty() {
         return;
     }
     ranked.sort_by_key(|(address, _)| {
-        TransportKind::of(address) == TransportKind::Quic
-            && frozen.contains(&address_group(address))
+        if !frozen.contains(&address_group(address)) {
+            return 1;
+        }
+        match TransportKind::of(address) {
+            TransportKind::Stealth => 0,
+            TransportKind::Quic => 2,
+            _ => 1,
+        }
     });
 }
 
@@ -172,6 +189,7 @@ impl EventLoop {
         }
         if let Some(meter) = self.volume.meters.claim(peer, endpoint) {
             let address = crate::swarm::connection_address(endpoint);
+            let resumable = self.volume.meters.is_resumable(&meter);
             self.volume.watched.insert(
                 connection,
                 Progress {
@@ -185,6 +203,7 @@ impl EventLoop {
                     answered: false,
                     rtt: Duration::ZERO,
                     closing: false,
+                    resumable,
                 },
             );
         }
@@ -244,6 +263,7 @@ impl EventLoop {
                 continue;
             }
             if p.dialed
+                && !p.resumable
                 && now.duration_since(p.opened) >= MIN_ROTATION_AGE
                 && budget_of(&self.volume.budgets, p.group, p.kind).is_some_and(|b| count >= b)
             {
@@ -276,15 +296,21 @@ impl EventLoop {
         self.volume.rotating.retain(|_, (_, since)| now.duration_since(*since) < ROTATION_TIMEOUT);
         for (id, count) in spent {
             let Some(conn) = self.connections.get(&id).cloned() else { continue };
-            // A replacement goes over TCP or the stealth transport where the relay has one,
-            // for the reason `volume_order` gives.
+            // A replacement goes over the stealth transport (a resumable tunnel, never replaced
+            // again), else TCP, where the relay has one, for the reasons `volume_order` gives.
             let relay_address =
                 self.relays.get(&conn.peer).filter(|s| s.listener.is_some()).map(|s| {
-                    let counted = |a: &&Multiaddr| TransportKind::of(a) != TransportKind::Quic;
-                    if counted(&&s.address) {
-                        return s.address.clone();
-                    }
-                    s.addresses.iter().find(counted).cloned().unwrap_or_else(|| s.address.clone())
+                    let kind = |a: &Multiaddr| TransportKind::of(a);
+                    s.addresses
+                        .iter()
+                        .find(|a| kind(a) == TransportKind::Stealth)
+                        .or_else(|| {
+                            std::iter::once(&s.address)
+                                .chain(&s.addresses)
+                                .find(|a| kind(a) != TransportKind::Quic)
+                        })
+                        .cloned()
+                        .unwrap_or_else(|| s.address.clone())
                 });
             match relay_address {
                 Some(address) => {
@@ -328,13 +354,15 @@ impl EventLoop {
         self.close_watched(connection);
     }
 
-    /// Puts QUIC candidates into address groups where a connection froze behind the others,
-    /// keeping the order otherwise. A QUIC connection is counted only above its multiplexer
-    /// (`transport::meter`), so its budget is the least reliable: it kept freezing before it,
-    /// and each freeze cost a stall.
+    /// Into address groups where a connection froze, puts stealth candidates first and QUIC
+    /// ones last, keeping the order otherwise. A stealth connection is a resumable tunnel
+    /// (`transport::session`): its carriers are replaced under the budget and the libp2p
+    /// connection, its reservation and circuits stay. A QUIC connection is counted only above
+    /// its multiplexer (`transport::meter`), so its budget is the least reliable: it kept
+    /// freezing before it, and each freeze cost a stall.
     pub(super) fn volume_order(&self, ranked: &mut [(Multiaddr, Verdict)]) {
         let frozen: Vec<Group> = self.volume.budgets.keys().map(|(g, _)| *g).collect();
-        quic_last(&frozen, ranked);
+        freeze_order(&frozen, ranked);
     }
 
     fn set_budget(&mut self, address: &Multiaddr, received: u64, budget: u64) {
@@ -345,6 +373,11 @@ impl EventLoop {
             return;
         }
         self.volume.meters.use_fresh_ports(key.0);
+        // A tunnel's carrier is counted on its socket like a dialed TCP or stealth connection,
+        // so their freezes set its budget too (QUIC's count is another measure).
+        if key.1 != TransportKind::Quic {
+            self.volume.meters.set_carrier_budget(key.0, budget);
+        }
         if budgets.insert(key, budget) != Some(budget) {
             tracing::warn!(
                 %address,

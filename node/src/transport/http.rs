@@ -68,6 +68,13 @@ pub fn accept_key(key: &str) -> String {
 
 /// The listener's answer to a tunnel request whose head is `head`.
 pub fn switching_protocols(head: &[u8]) -> Vec<u8> {
+    let mut response = switching_protocols_open(head);
+    response.extend_from_slice(b"\r\n");
+    response
+}
+
+/// [`switching_protocols`] without the blank line that ends it, for a header to follow.
+pub fn switching_protocols_open(head: &[u8]) -> Vec<u8> {
     let mut response =
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             .to_vec();
@@ -75,17 +82,19 @@ pub fn switching_protocols(head: &[u8]) -> Vec<u8> {
         response
             .extend_from_slice(format!("Sec-WebSocket-Accept: {}\r\n", accept_key(key)).as_bytes());
     }
-    response.extend_from_slice(b"\r\n");
     response
 }
 
 /// The client's upgrade request for `path` on `host`, with a fresh key; returns it with the
 /// `Sec-WebSocket-Accept` the listener must answer. The headers are those a browser sends for
 /// a WebSocket, so a reverse proxy in front of the listener logs an ordinary request.
-pub fn upgrade_request(host: &str, path: &str) -> (Vec<u8>, String) {
+pub fn upgrade_request(host: &str, path: &str, subprotocol: Option<&str>) -> (Vec<u8>, String) {
     let mut nonce = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    // A browser names the subprotocols a page asks for right before the key, too.
+    let subprotocol =
+        subprotocol.map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")).unwrap_or_default();
     let request = format!(
         "GET /{path} HTTP/1.1\r\n\
          Host: {host}\r\n\
@@ -98,6 +107,7 @@ pub fn upgrade_request(host: &str, path: &str) -> (Vec<u8>, String) {
          Sec-WebSocket-Version: 13\r\n\
          Accept-Encoding: gzip, deflate, br, zstd\r\n\
          Accept-Language: en-US,en;q=0.9\r\n\
+         {subprotocol}\
          Sec-WebSocket-Key: {key}\r\n\r\n"
     );
     let accept = accept_key(&key);
@@ -123,13 +133,15 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<
     }
 }
 
-/// The client side of the upgrade: sends the request and checks the answer.
+/// The client side of the upgrade: sends the request (offering `subprotocol`, if any) and
+/// checks the answer; returns the answer's head.
 pub async fn client_upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     host: &str,
     path: &str,
-) -> std::io::Result<()> {
-    let (request, accept) = upgrade_request(host, path);
+    subprotocol: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
+    let (request, accept) = upgrade_request(host, path, subprotocol);
     stream.write_all(&request).await?;
     stream.flush().await?;
     let head = read_head(stream).await?;
@@ -148,7 +160,7 @@ pub async fn client_upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     if header(&head, "sec-websocket-accept") != Some(accept.as_str()) {
         return Err(refused("answered the upgrade with a wrong Sec-WebSocket-Accept"));
     }
-    Ok(())
+    Ok(head)
 }
 
 #[cfg(test)]
@@ -183,7 +195,7 @@ mod tests {
 
     #[test]
     fn upgrade_answer_carries_the_accept_key() {
-        let (request, accept) = upgrade_request("example.org", "0123456789abcdefghij");
+        let (request, accept) = upgrade_request("example.org", "0123456789abcdefghij", None);
         let answer = switching_protocols(&request);
         assert!(answer.starts_with(b"HTTP/1.1 101 "));
         assert_eq!(header(&answer, "Sec-WebSocket-Accept"), Some(accept.as_str()));

@@ -17,7 +17,7 @@
 //! from the port of a frozen connection (TCP's port reuse, QUIC's one shared socket) would be
 //! the same flow to the censor, frozen from its first byte.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +48,10 @@ pub const MAX_UNCLAIMED_METERS: usize = 64;
 /// budgets for (`swarm::volume::MAX_FROZEN_GROUPS`).
 pub const MAX_FRESH_PORT_GROUPS: usize = 32;
 
+/// Resumable tunnels noted at once; past this one is treated like any connection (replaced
+/// for its byte budget), which costs its circuits but nothing else.
+pub const MAX_RESUMABLE: usize = 1024;
+
 /// An address group (`swarm::dht::address_group`), `None` for addresses without an IP.
 pub type Group = Option<[u8; 7]>;
 
@@ -64,6 +68,12 @@ pub struct Meters {
     /// ([`OnTheWire`], the stealth transport's TCP). Dials are made one at a time, in the swarm
     /// task's calls into the transport, so one slot is enough.
     dialing: Arc<Mutex<Option<Meter>>>,
+    /// Per address group, the socket bytes a stealth tunnel's carrier may receive before the
+    /// client opens the next (`transport::session`); at most [`MAX_FRESH_PORT_GROUPS`].
+    carrier_budgets: Arc<Mutex<HashMap<Group, u64>>>,
+    /// The counters of connections that are resumable stealth tunnels, which replace their own
+    /// carriers: the swarm task replaces none of them for their byte budget.
+    resumable: Arc<Mutex<Vec<Weak<AtomicU64>>>>,
 }
 
 struct Unclaimed {
@@ -93,6 +103,36 @@ impl Meters {
             unclaimed.pop_front();
         }
         unclaimed.push_back(Unclaimed { peer, endpoint, meter: Arc::downgrade(meter) });
+    }
+
+    /// The socket bytes a tunnel carrier into `group` may receive, if a connection there froze.
+    pub fn carrier_budget(&self, group: Group) -> Option<u64> {
+        self.carrier_budgets.lock().unwrap_or_else(|e| e.into_inner()).get(&group).copied()
+    }
+
+    /// Keeps tunnel carriers into `group` under `budget` socket bytes (the least one set).
+    pub fn set_carrier_budget(&self, group: Group, budget: u64) {
+        let mut budgets = self.carrier_budgets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = budgets.get_mut(&group) {
+            *b = (*b).min(budget);
+        } else if budgets.len() < MAX_FRESH_PORT_GROUPS {
+            budgets.insert(group, budget);
+        }
+    }
+
+    /// Notes that the connection counted by `meter` is a resumable tunnel.
+    pub fn mark_resumable(&self, meter: &Meter) {
+        let mut resumable = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        resumable.retain(|m| m.strong_count() > 0);
+        if resumable.len() < MAX_RESUMABLE {
+            resumable.push(Arc::downgrade(meter));
+        }
+    }
+
+    /// Whether the connection counted by `meter` is a resumable tunnel.
+    pub fn is_resumable(&self, meter: &Meter) -> bool {
+        let resumable = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        resumable.iter().any(|m| std::ptr::eq(m.as_ptr(), Arc::as_ptr(meter)))
     }
 
     /// From now on, dials into `group` leave from a new local port.

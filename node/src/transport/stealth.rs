@@ -33,8 +33,10 @@ use crate::transport::address::{DialAddress, ListenAddress, ListenMode, certhash
 use crate::transport::cover::{Cover, Io};
 use crate::transport::first_record::{self, Replay};
 use crate::transport::http::{self, Verdict};
-use crate::transport::meter::Wire;
+use crate::transport::meter::{Meter, Meters, Wire};
+use crate::transport::session::{self, BoxCarrier, Budget, Opener};
 use crate::transport::tls;
+use kolokol_protocol::tunnel::{Answer, Offer};
 
 /// How long a client may take over its TLS handshake (nginx's `ssl_handshake_timeout` is 60 s;
 /// rustls-based servers commonly use less).
@@ -89,6 +91,8 @@ struct Server {
     lines: Vec<Vec<u8>>,
     cover: Cover,
     advertised: Advertised,
+    /// The resumable tunnels this transport's listeners hold (`session`).
+    sessions: session::Registry,
 }
 
 /// A tunnel accepted by a listener task, waiting for the swarm.
@@ -121,6 +125,7 @@ impl Transport {
                 lines: l.secrets.iter().map(|s| http::request_line(s)).collect(),
                 cover: l.cover,
                 advertised: l.advertised,
+                sessions: session::Registry::default(),
             })
         });
         Self {
@@ -207,9 +212,10 @@ impl libp2p::core::Transport for Transport {
         };
         let tcp = self.tcp.dial(target.tcp.clone(), opts)?;
         let meter = self.meters.as_ref().and_then(|m| m.take_dialing());
+        let meters = self.meters.clone();
         Ok(async move {
             let stream = tcp.await?;
-            let tunnel = dial_tunnel(Wire::new(stream.0, meter), &target).await?;
+            let tunnel = dial_tunnel(stream.0, target, meter, meters).await?;
             Ok(tunnel.compat())
         }
         .boxed())
@@ -288,11 +294,42 @@ impl libp2p::core::Transport for Transport {
     }
 }
 
-/// The client side: TLS to the listener, then the upgrade at the secret path.
-async fn dial_tunnel(tcp: Wire<TcpStream>, target: &DialAddress) -> io::Result<Tunnel> {
+/// The client side: TLS to the listener, then the upgrade at the secret path, offering a
+/// resumable session (`session`); a listener that does not know sessions gives the plain
+/// tunnel. `meter` counts the connection for the swarm task: the first carrier's socket, then
+/// what later carriers receive.
+async fn dial_tunnel(
+    tcp: TcpStream,
+    target: DialAddress,
+    meter: Option<Meter>,
+    meters: Option<Meters>,
+) -> io::Result<Tunnel> {
+    let carrier_meter = meter.clone().unwrap_or_default();
+    let carrier = connect_tls(Wire::new(tcp, Some(carrier_meter.clone())), &target).await?;
+    let budget = meters
+        .clone()
+        .map(|meters| Budget { meters, group: crate::swarm::dht::address_group(&target.tcp) });
+    let opener = Arc::new(Dialer { target });
+    match session::open_client(opener, carrier, carrier_meter, budget, meter.clone()).await? {
+        Ok(session) => {
+            if let (Some(meters), Some(meter)) = (&meters, &meter) {
+                meters.mark_resumable(meter);
+            }
+            Ok(Tunnel(Kind::Session(session)))
+        }
+        Err(carrier) => Ok(Tunnel(Kind::Plain(Replay::new(Vec::new(), Inner::Boxed(carrier))))),
+    }
+}
+
+/// TLS to a stealth listener, pinned or checked as its address says.
+async fn connect_tls(tcp: Wire<TcpStream>, target: &DialAddress) -> io::Result<BoxCarrier> {
     let connector = tokio_rustls::TlsConnector::from(tls::client_config(target.certhash));
     let name = tls::server_name(target.sni.as_deref(), &target.host)?;
-    let mut stream = connector.connect(name, tcp).await?;
+    Ok(Box::new(connector.connect(name, tcp).await?))
+}
+
+/// The `Host` header of a dial to `target`.
+fn host_header(target: &DialAddress) -> String {
     let port = target.tcp.iter().find_map(|p| match p {
         Protocol::Tcp(port) => Some(port),
         _ => None,
@@ -300,12 +337,47 @@ async fn dial_tunnel(tcp: Wire<TcpStream>, target: &DialAddress) -> io::Result<T
     let host = target.sni.clone().unwrap_or_else(|| {
         if target.host.contains(':') { format!("[{}]", target.host) } else { target.host.clone() }
     });
-    let host = match port {
+    match port {
         Some(443) | None => host,
         Some(port) => format!("{host}:{port}"),
-    };
-    http::client_upgrade(&mut stream, &host, &target.path).await?;
-    Ok(Tunnel(Replay::new(Vec::new(), Inner::Client(Box::new(stream)))))
+    }
+}
+
+/// How a session's client opens its carriers: to the address it was dialed at.
+struct Dialer {
+    target: DialAddress,
+}
+
+impl Opener for Dialer {
+    fn connect(&self, meter: Meter) -> BoxFuture<'static, io::Result<BoxCarrier>> {
+        let target = self.target.clone();
+        async move {
+            let port = target
+                .tcp
+                .iter()
+                .find_map(|p| match p {
+                    Protocol::Tcp(port) => Some(port),
+                    _ => None,
+                })
+                .ok_or_else(|| io::Error::other("a stealth address without a TCP port"))?;
+            let tcp = TcpStream::connect((target.host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            connect_tls(Wire::new(tcp, Some(meter)), &target).await
+        }
+        .boxed()
+    }
+
+    fn upgrade<'a>(
+        &'a self,
+        carrier: &'a mut BoxCarrier,
+        offer: Offer,
+    ) -> BoxFuture<'a, io::Result<Option<Answer>>> {
+        async move {
+            let host = host_header(&self.target);
+            session::upgrade(carrier, &host, &self.target.path, offer).await
+        }
+        .boxed()
+    }
 }
 
 /// The listener side of one connection: the tunnel if the client knows a secret; otherwise
@@ -322,24 +394,40 @@ async fn accept(tcp: TcpStream, server: &Server, mode: ListenMode) -> Option<Tun
             })
             .await
             .ok()??;
-            let (tls, pending) = sort(tls, server).await?;
-            Some(Tunnel(Replay::new(pending, Inner::Server(Box::new(tls)))))
+            let (tls, head, pending) = sort(tls, server).await?;
+            open(Replay::new(pending, Inner::Server(Box::new(tls))), &head, server).await
         }
         (ListenMode::Plain, _) => {
-            let (tcp, pending) = sort(tcp, server).await?;
-            Some(Tunnel(Replay::new(pending, Inner::Plain(tcp))))
+            let (tcp, head, pending) = sort(tcp, server).await?;
+            open(Replay::new(pending, Inner::Plain(tcp)), &head, server).await
         }
         (ListenMode::Tls, None) => None,
     }
 }
 
-/// Reads a client's first bytes while relaying the cover server's to it: returns the stream
-/// and any bytes after the request head once a secret's request line has arrived, or splices
-/// the client to the cover server as soon as the bytes cannot be one.
+/// Answers a tunnel request whose head is `head`: opens or resumes the session it offers, or
+/// opens a plain tunnel. A resumption goes to its session, and gives no new tunnel.
+async fn open(carrier: Replay<Inner>, head: &[u8], server: &Server) -> Option<Tunnel> {
+    let mut response = http::switching_protocols_open(head);
+    match server.sessions.accept(Box::new(carrier), head, response.clone()).await {
+        session::Accepted::Session(session) => Some(Tunnel(Kind::Session(session))),
+        session::Accepted::Nothing => None,
+        session::Accepted::Plain(mut carrier) => {
+            response.extend_from_slice(b"\r\n");
+            carrier.write_all(&response).await.ok()?;
+            carrier.flush().await.ok()?;
+            Some(Tunnel(Kind::Plain(Replay::new(Vec::new(), Inner::Boxed(carrier)))))
+        }
+    }
+}
+
+/// Reads a client's first bytes while relaying the cover server's to it: returns the stream,
+/// the request head and any bytes after it once a secret's request line has arrived, or
+/// splices the client to the cover server as soon as the bytes cannot be one.
 async fn sort<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
     server: &Server,
-) -> Option<(S, Vec<u8>)> {
+) -> Option<(S, Vec<u8>, Vec<u8>)> {
     let mut cover: Box<dyn Io> = server.cover.connect().await.ok()?;
     let mut received = Vec::with_capacity(256);
     let mut from_client = [0u8; 2048];
@@ -400,11 +488,11 @@ async fn sort<S: AsyncRead + AsyncWrite + Unpin>(
     None
 }
 
-/// Reads the rest of a tunnel request's head and answers it with `101 Switching Protocols`.
+/// Reads the rest of a tunnel request's head: the stream, the head and what came after it.
 async fn finish_tunnel<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
     mut received: Vec<u8>,
-) -> Option<(S, Vec<u8>)> {
+) -> Option<(S, Vec<u8>, Vec<u8>)> {
     let head_len = tokio::time::timeout(TUNNEL_HEAD_TIMEOUT, async {
         loop {
             if let Some(end) = http::head_end(&received) {
@@ -423,21 +511,33 @@ async fn finish_tunnel<S: AsyncRead + AsyncWrite + Unpin>(
     .await
     .ok()??;
     let rest = received.split_off(head_len);
-    client.write_all(&http::switching_protocols(&received)).await.ok()?;
-    client.flush().await.ok()?;
-    Some((client, rest))
+    Some((client, received, rest))
 }
 
-/// The stream a tunnel hands to libp2p.
+/// The stream under a plain tunnel.
 enum Inner {
-    Client(Box<tokio_rustls::client::TlsStream<Wire<TcpStream>>>),
+    Boxed(BoxCarrier),
     Server(Box<tokio_rustls::server::TlsStream<Replay<TcpStream>>>),
     Plain(TcpStream),
 }
 
-/// An open tunnel: the TLS (or, behind a reverse proxy, plain) stream, after the bytes that
-/// arrived right after the upgrade request, which libp2p reads first.
-pub struct Tunnel(Replay<Inner>);
+/// An open tunnel, as libp2p reads and writes it.
+pub struct Tunnel(Kind);
+
+enum Kind {
+    /// The TLS (or, behind a reverse proxy, plain) stream, after the bytes that arrived right
+    /// after the upgrade request, which libp2p reads first.
+    Plain(Replay<Inner>),
+    /// A session that outlives its connections.
+    Session(session::Session),
+}
+
+impl Tunnel {
+    /// Whether the tunnel is a resumable session.
+    pub fn is_session(&self) -> bool {
+        matches!(self.0, Kind::Session(_))
+    }
+}
 
 impl AsyncRead for Tunnel {
     fn poll_read(
@@ -445,7 +545,10 @@ impl AsyncRead for Tunnel {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        match &mut self.0 {
+            Kind::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Kind::Session(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 
@@ -455,15 +558,24 @@ impl AsyncWrite for Tunnel {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        match &mut self.0 {
+            Kind::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Kind::Session(s) => Pin::new(s).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        match &mut self.0 {
+            Kind::Plain(s) => Pin::new(s).poll_flush(cx),
+            Kind::Session(s) => Pin::new(s).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        match &mut self.0 {
+            Kind::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Kind::Session(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }
 
@@ -474,7 +586,7 @@ impl AsyncRead for Inner {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match &mut *self {
-            Inner::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Inner::Boxed(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Inner::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -488,7 +600,7 @@ impl AsyncWrite for Inner {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match &mut *self {
-            Inner::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Inner::Boxed(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Inner::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -496,7 +608,7 @@ impl AsyncWrite for Inner {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut *self {
-            Inner::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Inner::Boxed(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Inner::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Inner::Plain(s) => Pin::new(s).poll_flush(cx),
         }
@@ -504,7 +616,7 @@ impl AsyncWrite for Inner {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut *self {
-            Inner::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Inner::Boxed(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Inner::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
         }

@@ -256,7 +256,7 @@ async fn without_the_secret_a_client_gets_the_cover_site() {
 
     // The secret's request line opens the tunnel.
     let mut c = tls_client(&addr).await;
-    let (request, accept) = http::upgrade_request("x", &secret);
+    let (request, accept) = http::upgrade_request("x", &secret, None);
     c.write_all(&request).await.expect("write");
     let head = http::read_head(&mut c).await.expect("head");
     assert!(head.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
