@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = Offer::find(text);
-        let _ = Answer::parse(text);
+        let _ = Answer::parse(text, Some(text), Some(text));
     }
 });

@@ -8,7 +8,8 @@
 //! how much of it it has received, and both sides go on from there, resending what the other
 //! lacks. libp2p above never sees the change. The offer travels as a WebSocket subprotocol
 //! (`Sec-WebSocket-Protocol`), which a listener that does not know sessions ignores: its `101`
-//! then names no subprotocol, and the client falls back to the plain tunnel.
+//! then names no subprotocol, and the client falls back to the plain tunnel. A listener that
+//! takes it names it back and gives its own count in [`ANSWER_HEADER`].
 //!
 //! Frames, each a type byte and its body:
 //! - `0x00 len:u16be data[len]`: the next `len` bytes of the stream (1 to [`MAX_DATA`]);
@@ -164,22 +165,33 @@ impl Offer {
 }
 
 /// The listener's answer: it took the offer, and has received this many bytes of the session.
+///
+/// Its `101` names the offer's subprotocol exactly as the client sent it (RFC 6455: a server
+/// selects one of the client's values, and a proxy that checks the handshake wants that), and
+/// gives the count in a header of its own, [`ANSWER_HEADER`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Answer {
     /// Bytes of the session the listener has received.
     pub received: u64,
 }
 
+/// The header of the `101` that carries the listener's count.
+pub const ANSWER_HEADER: &str = "Kolokol-Session";
+
 impl Answer {
-    /// The `Sec-WebSocket-Protocol` value of the `101`: `kolokol-session-1.<received>`.
+    /// The value of [`ANSWER_HEADER`]: the count in decimal.
     pub fn to_header(&self) -> String {
-        format!("{SUBPROTOCOL}.{}", self.received)
+        self.received.to_string()
     }
 
-    /// The answer in a `101`'s header value; `None` if it names another subprotocol.
-    pub fn parse(header: &str) -> Option<Self> {
-        let count = header.trim().strip_prefix(SUBPROTOCOL)?.strip_prefix('.')?;
-        parse_count(count).map(|received| Answer { received })
+    /// The answer in a `101` whose `Sec-WebSocket-Protocol` is `subprotocol` and whose
+    /// [`ANSWER_HEADER`] is `count`, to an offer sent as `offered`: `None` if the listener did
+    /// not take the offer (it names another subprotocol or none, or gives no count).
+    pub fn parse(offered: &str, subprotocol: Option<&str>, count: Option<&str>) -> Option<Self> {
+        if subprotocol.map(str::trim) != Some(offered) {
+            return None;
+        }
+        parse_count(count?.trim()).map(|received| Answer { received })
     }
 }
 
@@ -242,9 +254,15 @@ mod tests {
         );
         assert_eq!(Offer::find(&format!("chat, {}", resume.to_header())), Ok(Some(resume)));
         assert_eq!(Offer::find("chat, superchat"), Ok(None));
-        assert_eq!(Answer { received: 7 }.to_header(), "kolokol-session-1.7");
-        assert_eq!(Answer::parse("kolokol-session-1.7"), Some(Answer { received: 7 }));
-        assert_eq!(Answer::parse("chat"), None);
+        let offered = resume.to_header();
+        assert_eq!(Answer { received: 7 }.to_header(), "7");
+        assert_eq!(
+            Answer::parse(&offered, Some(&offered), Some("7")),
+            Some(Answer { received: 7 })
+        );
+        assert_eq!(Answer::parse(&offered, Some("chat"), Some("7")), None);
+        assert_eq!(Answer::parse(&offered, None, Some("7")), None);
+        assert_eq!(Answer::parse(&offered, Some(&offered), None), None);
     }
 
     #[test]
@@ -259,7 +277,7 @@ mod tests {
         assert!(Offer::find("kolokol-session-1.ab000000000000000000000000000001").is_err());
         assert!(Offer::find("kolokol-session-1.ab000000000000000000000000000001.new.1.2").is_err());
         assert!(Offer::find("kolokol-session-1.zz000000000000000000000000000001.new").is_err());
-        assert_eq!(Answer::parse("kolokol-session-1.99999999999999999999999"), None);
+        assert_eq!(Answer::parse("a", Some("a"), Some("99999999999999999999999")), None);
     }
 
     proptest! {
@@ -312,7 +330,7 @@ mod tests {
         fn no_input_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64), text in ".{0,80}") {
             let _ = decode(&bytes);
             let _ = Offer::find(&text);
-            let _ = Answer::parse(&text);
+            let _ = Answer::parse(&text, Some(&text), Some(&text));
         }
     }
 }

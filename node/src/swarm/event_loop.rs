@@ -805,8 +805,11 @@ impl EventLoop {
                 // client asking the mailbox) fails negotiation, as `Unsupported` or, with
                 // lazy negotiation, as `Other`, and keeps its connection (`ping_unanswered`).
                 let via = self.connections.get(&connection).map(|c| c.via);
-                tracing::warn!(%peer, ?via, error = %one_line(&e), "no answer on a connection; closing it");
-                self.volume_unanswered(connection);
+                if self.volume_unanswered(connection) {
+                    tracing::warn!(%peer, ?via, error = %one_line(&e), "no answer on a connection; closing it");
+                } else {
+                    tracing::debug!(%peer, ?via, "no answer on a tunnel session; it moves to a new connection");
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 connection,

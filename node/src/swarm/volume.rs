@@ -189,13 +189,18 @@ impl EventLoop {
         }
         if let Some(meter) = self.volume.meters.claim(peer, endpoint) {
             let address = crate::swarm::connection_address(endpoint);
-            let resumable = self.volume.meters.is_resumable(&meter);
+            let kind = TransportKind::of(&address);
+            // A session we dialed is marked by the transport; one a listener accepted is any
+            // accepted stealth connection (one from a dialer without sessions only waits longer
+            // for its close).
+            let resumable = self.volume.meters.is_resumable(&meter)
+                || (!endpoint.is_dialer() && kind == TransportKind::Stealth);
             self.volume.watched.insert(
                 connection,
                 Progress {
                     meter,
                     group: address_group(&address),
-                    kind: TransportKind::of(&address),
+                    kind,
                     dialed: endpoint.is_dialer(),
                     opened: Instant::now(),
                     seen: 0,
@@ -259,7 +264,7 @@ impl EventLoop {
                 p.seen = count;
                 p.since = now;
             } else if p.answered && now.duration_since(p.since) >= p.stall_timeout(base) {
-                stalled.push((*id, count, now.duration_since(p.since), p.dialed));
+                stalled.push((*id, count, now.duration_since(p.since), p.dialed, p.resumable));
                 continue;
             }
             if p.dialed
@@ -270,7 +275,7 @@ impl EventLoop {
                 spent.push((*id, count));
             }
         }
-        for (id, count, silent, dialed) in stalled {
+        for (id, count, silent, dialed, resumable) in stalled {
             let Some(conn) = self.connections.get(&id).cloned() else { continue };
             tracing::warn!(
                 peer = %conn.peer,
@@ -279,7 +284,8 @@ impl EventLoop {
                 silent_s = silent.as_secs(),
                 "connection stalled: nothing received while the peer answers pings; closing it"
             );
-            let volume = budget_after_freeze(count);
+            // A session's count runs over all its carriers: it says nothing of a freeze.
+            let volume = if resumable { None } else { budget_after_freeze(count) };
             if let Some(budget) = volume {
                 self.set_budget(&conn.address, count, budget);
             }
@@ -296,21 +302,16 @@ impl EventLoop {
         self.volume.rotating.retain(|_, (_, since)| now.duration_since(*since) < ROTATION_TIMEOUT);
         for (id, count) in spent {
             let Some(conn) = self.connections.get(&id).cloned() else { continue };
-            // A replacement goes over the stealth transport (a resumable tunnel, never replaced
-            // again), else TCP, where the relay has one, for the reasons `volume_order` gives.
+            // A replacement goes over TCP or the stealth transport where the relay has one, for
+            // the reason `volume_order` gives; over the address in use when it is one of them,
+            // since that one is known to work from here.
             let relay_address =
                 self.relays.get(&conn.peer).filter(|s| s.listener.is_some()).map(|s| {
-                    let kind = |a: &Multiaddr| TransportKind::of(a);
-                    s.addresses
-                        .iter()
-                        .find(|a| kind(a) == TransportKind::Stealth)
-                        .or_else(|| {
-                            std::iter::once(&s.address)
-                                .chain(&s.addresses)
-                                .find(|a| kind(a) != TransportKind::Quic)
-                        })
-                        .cloned()
-                        .unwrap_or_else(|| s.address.clone())
+                    let counted = |a: &&Multiaddr| TransportKind::of(a) != TransportKind::Quic;
+                    if counted(&&s.address) {
+                        return s.address.clone();
+                    }
+                    s.addresses.iter().find(counted).cloned().unwrap_or_else(|| s.address.clone())
                 });
             match relay_address {
                 Some(address) => {
@@ -341,8 +342,14 @@ impl EventLoop {
     }
 
     /// Closes a connection whose ping went unanswered, and takes its count for a volume freeze
-    /// like a stall's.
-    pub(super) fn volume_unanswered(&mut self, connection: ConnectionId) {
+    /// like a stall's; returns whether it closed it.
+    pub(super) fn volume_unanswered(&mut self, connection: ConnectionId) -> bool {
+        // A session's pings go unanswered while it moves to a new carrier (its listener's as
+        // much as its dialer's); it ends itself if it cannot (`transport::session`), and its
+        // stall timeout is the backstop.
+        if self.volume.watched.get(&connection).is_some_and(|p| p.resumable) {
+            return false;
+        }
         let received =
             self.volume.watched.get(&connection).map(|p| p.meter.load(Ordering::Relaxed));
         let address = self.connections.get(&connection).map(|c| c.address.clone());
@@ -352,6 +359,7 @@ impl EventLoop {
             self.set_budget(&address, received, budget);
         }
         self.close_watched(connection);
+        true
     }
 
     /// Into address groups where a connection froze, puts stealth candidates first and QUIC

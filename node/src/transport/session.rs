@@ -34,16 +34,20 @@ use tokio::time::Instant;
 use crate::transport::meter::{Group, Meter, Meters};
 
 /// Bytes written and not yet acknowledged that a session keeps; past this, writes wait.
-pub const MAX_UNACKED: usize = 256 * 1024;
+pub const MAX_UNACKED: usize = 128 * 1024;
 
 /// Bytes received and not yet read that a session holds; past this its carrier is not read.
-pub const MAX_INBOX: usize = 128 * 1024;
+pub const MAX_INBOX: usize = 64 * 1024;
 
 /// How long received data may wait for its acknowledgement when nothing goes the other way.
 pub const ACK_DELAY: Duration = Duration::from_millis(50);
 
-/// Received bytes after which an acknowledgement goes at once.
+/// Received bytes after which an acknowledgement goes at once (but see [`ACK_MIN_GAP`]).
 pub const ACK_EVERY: u64 = 32 * 1024;
+
+/// The least time between two acknowledgements sent without data: each costs a TLS record and
+/// a packet, which a censor's count sees (T10) and a frame limit does not.
+pub const ACK_MIN_GAP: Duration = Duration::from_millis(10);
 
 /// A carrier that has heard nothing for this long while our data waits for its
 /// acknowledgement is taken for frozen, and the client opens another.
@@ -62,6 +66,11 @@ pub const MAX_SESSIONS: usize = 1024;
 /// Resumptions waiting for their session's supervisor.
 const RESUME_QUEUE: usize = 4;
 
+/// Data one frame carries at most. Smaller than the format allows (`tunnel::MAX_DATA`), so that
+/// a carrier that freezes before any budget is known has delivered whole frames up to a few
+/// kilobytes before the freeze, not a part of one that is thrown away.
+const FRAME_DATA: usize = 4 * 1024;
+
 /// Bytes one write to a carrier gathers at most.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -72,7 +81,13 @@ const CLIENT_TICK: Duration = Duration::from_millis(250);
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// A limit below this is raised to it: every carrier must carry something.
-const MIN_LIMIT: u64 = 1024;
+pub const MIN_LIMIT: u64 = 1024;
+
+/// The longest wait between two attempts at a carrier that keep failing at once.
+const MAX_REOPEN_DELAY: Duration = Duration::from_secs(4);
+
+/// The first such wait.
+const FIRST_REOPEN_DELAY: Duration = Duration::from_millis(250);
 
 /// A session id.
 pub type SessionId = [u8; SESSION_ID_LEN];
@@ -94,9 +109,11 @@ struct State {
     /// Received and not yet read.
     inbox: Vec<u8>,
     received: u64,
-    /// The last count we acknowledged, and when the next acknowledgement is due.
+    /// The last count we acknowledged, when the next acknowledgement is due, and when the
+    /// last one went without data.
     ack_sent: u64,
     ack_due: Option<Instant>,
+    ack_alone: Option<Instant>,
     /// The current carrier's generation; tasks of another one stop.
     carrier: u64,
     /// Frame bytes sent and received on the current carrier.
@@ -193,14 +210,19 @@ impl State {
     /// frame; returns when the next acknowledgement falls due if it waits.
     fn gather(&mut self, out: &mut Vec<u8>, now: Instant) -> Option<Instant> {
         let mut room = self.send_limit.map_or(u64::MAX, |l| l.saturating_sub(self.carrier_sent));
-        let has_data = self.sent < self.end();
+        let has_data = self.sent < self.end() && room > DATA_HEADER_LEN as u64;
+        // An acknowledgement alone waits for its due time and for the gap after the last one.
+        let alone_at = self.ack_due.map(|t| t.max(self.ack_alone.map_or(t, |a| a + ACK_MIN_GAP)));
         if self.received > self.ack_sent
-            && (has_data || self.ack_due.is_some_and(|t| t <= now))
+            && (has_data || alone_at.is_some_and(|t| t <= now))
             && room >= ACK_LEN as u64
         {
             encode_ack(out, self.received);
             self.ack_sent = self.received;
             self.ack_due = None;
+            if !has_data {
+                self.ack_alone = Some(now);
+            }
             room -= ACK_LEN as u64;
         }
         while self.sent < self.end() && out.len() < WRITE_BATCH {
@@ -208,7 +230,9 @@ impl State {
                 break;
             }
             let start = (self.sent - self.acked) as usize;
-            let take = (self.unacked.len() - start).min((room - DATA_HEADER_LEN as u64) as usize);
+            let take = (self.unacked.len() - start)
+                .min(FRAME_DATA)
+                .min((room - DATA_HEADER_LEN as u64) as usize);
             let n = encode_data(out, &self.unacked[start..start + take]);
             self.sent += n as u64;
             room -= (DATA_HEADER_LEN + n) as u64;
@@ -221,12 +245,26 @@ impl State {
             self.fin_sent = true;
         }
         self.carrier_sent += out.len() as u64;
-        (self.received > self.ack_sent).then_some(self.ack_due).flatten()
+        // Nothing to wait for when the limit leaves no room for an acknowledgement: the next
+        // carrier brings it (waking for it would spin).
+        let room_left =
+            self.send_limit.is_none_or(|l| l.saturating_sub(self.carrier_sent) >= ACK_LEN as u64);
+        if self.received > self.ack_sent && room_left {
+            self.ack_due.map(|t| t.max(self.ack_alone.map_or(t, |a| a + ACK_MIN_GAP)))
+        } else {
+            None
+        }
+    }
+
+    /// Whether the peer may resume from `peer_received`: it cannot have less than it
+    /// acknowledged, nor more than was written.
+    fn can_resume_from(&self, peer_received: u64) -> bool {
+        (self.acked..=self.end()).contains(&peer_received)
     }
 
     /// Starts carrier `generation` after the peer said it has received `peer_received`.
     fn begin_carrier(&mut self, peer_received: u64, now: Instant) -> Result<u64, String> {
-        if peer_received < self.acked || peer_received > self.end() {
+        if !self.can_resume_from(peer_received) {
             return Err(format!(
                 "the peer has {peer_received} bytes, but {} were acknowledged and {} written",
                 self.acked,
@@ -237,6 +275,11 @@ impl State {
         self.unacked.drain(..n);
         self.acked = peer_received;
         self.sent = peer_received;
+        if n > 0
+            && let Some(w) = self.writer.take()
+        {
+            w.wake();
+        }
         // An end frame sent on the old carrier may not have arrived; the peer ignores a second.
         self.fin_sent = false;
         self.carrier += 1;
@@ -519,7 +562,9 @@ async fn linger(shared: &Shared) {
             let event = shared.event.notified();
             {
                 let s = shared.lock();
-                if s.fin_sent || s.lost || s.failed.is_some() {
+                // Done when the peer has everything, end frame included as far as we can tell
+                // (it acknowledges data, not the end frame), or when nothing more can go.
+                if (s.fin_sent && s.acked == s.end()) || s.lost || s.failed.is_some() {
                     return;
                 }
             }
@@ -563,9 +608,9 @@ impl Budget {
 
 /// The limit to name in an offer on a carrier that has received `so_far` socket bytes, under
 /// `budget` socket bytes: what is left, less a margin for what the count of frames leaves out
-/// (TLS records, packet headers, the acknowledgements of what we send).
+/// (TLS records, packet headers, the acknowledgements of what we send): seven tenths.
 pub fn limit_under(budget: Option<u64>, so_far: u64) -> Option<u64> {
-    budget.map(|b| (b.saturating_sub(so_far) / 10 * 8).max(MIN_LIMIT))
+    budget.map(|b| (b.saturating_sub(so_far) / 10 * 7).max(MIN_LIMIT))
 }
 
 /// Opens a session on `carrier`, which `opener` connected (its socket counted in
@@ -594,7 +639,17 @@ pub async fn open_client(
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
     };
     let tasks = Tasks::start(&shared, generation, carrier, None);
-    let client = Client { shared, opener, id, budget, progress, carrier_meter, tasks: Some(tasks) };
+    let client = Client {
+        shared,
+        opener,
+        id,
+        budget,
+        progress,
+        carrier_meter,
+        tasks: Some(tasks),
+        last_stall: None,
+        delay: FIRST_REOPEN_DELAY,
+    };
     tokio::spawn(client.supervise());
     Ok(Ok(session))
 }
@@ -607,6 +662,11 @@ struct Client {
     progress: Option<Meter>,
     carrier_meter: Meter,
     tasks: Option<Tasks>,
+    /// The socket count at which an earlier carrier stalled, if one did after a count that
+    /// looks like a censor's volume limit.
+    last_stall: Option<u64>,
+    /// The wait before the next attempt when carriers keep failing at once.
+    delay: Duration,
 }
 
 /// Why a client replaces its carrier.
@@ -636,16 +696,15 @@ impl Client {
                 return;
             }
             if let Some(why) = replace {
-                if let Replace::Stalled(received) = why
-                    && let (Some(b), Some(budget)) =
-                        (&self.budget, crate::swarm::volume::budget_after_freeze(received))
-                {
-                    tracing::debug!(
-                        received,
-                        budget,
-                        "tunnel carrier froze; the next ones stay under it"
-                    );
-                    b.meters.set_carrier_budget(b.group, budget);
+                self.learn(&why);
+                let carried = shared.lock().carrier_received;
+                if why != Replace::Spent && carried < MIN_LIMIT {
+                    // A carrier that failed before it carried anything: wait before the next,
+                    // longer each time, so that a carrier reset at once does not make a loop.
+                    tokio::time::sleep(self.delay).await;
+                    self.delay = (self.delay * 2).min(MAX_REOPEN_DELAY);
+                } else {
+                    self.delay = FIRST_REOPEN_DELAY;
                 }
                 tracing::debug!(?why, "replacing the tunnel's carrier");
                 if let Err(e) = self.reopen().await {
@@ -660,6 +719,27 @@ impl Client {
                 _ = tick.tick() => {}
             }
         }
+    }
+
+    /// Takes the budget of the listener's address group from a stall, once a second carrier
+    /// stalled after a count that looks like a censor's volume limit too: a single stall may be
+    /// a moment of congestion or a handover, and a budget is kept until the node restarts.
+    fn learn(&mut self, why: &Replace) {
+        let Replace::Stalled(received) = *why else { return };
+        if crate::swarm::volume::budget_after_freeze(received).is_none() {
+            return;
+        }
+        if let (Some(b), Some(earlier)) = (&self.budget, self.last_stall)
+            && let Some(budget) = crate::swarm::volume::budget_after_freeze(earlier.min(received))
+        {
+            tracing::debug!(
+                received,
+                budget,
+                "tunnel carriers froze twice; the next ones stay under it"
+            );
+            b.meters.set_carrier_budget(b.group, budget);
+        }
+        self.last_stall = Some(received);
     }
 
     /// Whether the carrier must be replaced, and why.
@@ -683,7 +763,7 @@ impl Client {
     /// Opens the next carrier, retrying within [`RESUME_WINDOW`].
     async fn reopen(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + RESUME_WINDOW;
-        let mut delay = Duration::from_millis(250);
+        let mut delay = FIRST_REOPEN_DELAY;
         loop {
             let error = match tokio::time::timeout(CARRIER_OPEN_TIMEOUT, self.open_next()).await {
                 Ok(Ok(())) => return Ok(()),
@@ -696,7 +776,7 @@ impl Client {
             }
             tracing::debug!(%error, "tunnel carrier not opened; trying again");
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(4));
+            delay = (delay * 2).min(MAX_REOPEN_DELAY);
         }
     }
 
@@ -748,7 +828,12 @@ pub async fn upgrade(
             }
             Err(e) => return Err(e),
         };
-    Ok(crate::transport::http::header(&head, "sec-websocket-protocol").and_then(Answer::parse))
+    use crate::transport::http::header;
+    Ok(Answer::parse(
+        &offer.to_header(),
+        header(&head, "sec-websocket-protocol"),
+        header(&head, kolokol_protocol::tunnel::ANSWER_HEADER),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,10 +844,8 @@ pub async fn upgrade(
 pub struct Resume {
     /// The new carrier.
     pub carrier: BoxCarrier,
-    /// Bytes of the session the client has received.
-    pub received: u64,
-    /// The most frame bytes to send on the carrier.
-    pub limit: Option<u64>,
+    /// The client's offer.
+    pub offer: Offer,
     /// The `101` head, without the blank line that ends it.
     pub response: Vec<u8>,
 }
@@ -792,11 +875,11 @@ impl Registry {
     /// caller then answers with a plain tunnel).
     pub async fn open(
         &self,
-        id: SessionId,
         mut carrier: BoxCarrier,
-        limit: Option<u64>,
+        offer: Offer,
         response: Vec<u8>,
     ) -> Result<io::Result<Session>, BoxCarrier> {
+        let id = offer.id;
         let (tx, rx) = mpsc::channel(RESUME_QUEUE);
         {
             let mut sessions = self.lock();
@@ -806,14 +889,14 @@ impl Registry {
             }
             sessions.insert(id, tx);
         }
-        if let Err(e) = answer(&mut carrier, response, 0).await {
+        if let Err(e) = answer(&mut carrier, response, &offer, 0).await {
             self.lock().remove(&id);
             return Ok(Err(e));
         }
         let (session, shared) = Session::new();
         let generation = {
             let mut s = shared.lock();
-            s.send_limit = limit;
+            s.send_limit = offer.limit.map(|l| l.max(MIN_LIMIT));
             s.begin_carrier(0, Instant::now()).unwrap_or_default()
         };
         let tasks = Tasks::start(&shared, generation, carrier, None);
@@ -823,7 +906,7 @@ impl Registry {
     }
 
     /// Hands a resuming carrier to its session; refuses it (`404`) if there is no such session.
-    pub async fn resume(&self, id: SessionId, mut resume: Resume) {
+    pub async fn resume(&self, id: SessionId, resume: Resume) {
         let tx = self.lock().get(&id).cloned();
         let refused = match tx {
             Some(tx) => match tx.send(resume).await {
@@ -832,12 +915,7 @@ impl Registry {
             },
             None => resume,
         };
-        resume = refused;
-        let _ = resume
-            .carrier
-            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .await;
-        let _ = resume.carrier.shutdown().await;
+        refuse(refused.carrier).await;
     }
 }
 
@@ -848,19 +926,20 @@ impl Registry {
         let offer = match crate::transport::http::header(head, "sec-websocket-protocol")
             .map(Offer::find)
         {
+            // An offer this listener cannot read (a later version's) gets the plain tunnel.
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "a stealth tunnel request with a malformed session offer");
-                return Accepted::Nothing;
+                tracing::debug!(error = %e, "a stealth tunnel request with a session offer not understood");
+                None
             }
             Some(Ok(offer)) => offer,
             None => None,
         };
         let Some(offer) = offer else { return Accepted::Plain(carrier) };
-        if let Some(received) = offer.resume {
-            self.resume(offer.id, Resume { carrier, received, limit: offer.limit, response }).await;
+        if offer.resume.is_some() {
+            self.resume(offer.id, Resume { carrier, offer, response }).await;
             return Accepted::Nothing;
         }
-        match self.open(offer.id, carrier, offer.limit, response).await {
+        match self.open(carrier, offer, response).await {
             Ok(Ok(session)) => Accepted::Session(session),
             Ok(Err(_)) => Accepted::Nothing,
             Err(carrier) => Accepted::Plain(carrier),
@@ -868,9 +947,27 @@ impl Registry {
     }
 }
 
-/// Ends a `101` head with the session's answer and sends it.
-async fn answer(carrier: &mut BoxCarrier, mut response: Vec<u8>, received: u64) -> io::Result<()> {
-    let header = format!("Sec-WebSocket-Protocol: {}\r\n\r\n", Answer { received }.to_header());
+/// Refuses a resumption: the session is not here, or not at the count the client gives.
+async fn refuse(mut carrier: BoxCarrier) {
+    let _ = carrier
+        .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await;
+    let _ = carrier.shutdown().await;
+}
+
+/// Ends a `101` head with the session's answer to `offer` and sends it.
+async fn answer(
+    carrier: &mut BoxCarrier,
+    mut response: Vec<u8>,
+    offer: &Offer,
+    received: u64,
+) -> io::Result<()> {
+    let header = format!(
+        "Sec-WebSocket-Protocol: {}\r\n{}: {}\r\n\r\n",
+        offer.to_header(),
+        kolokol_protocol::tunnel::ANSWER_HEADER,
+        Answer { received }.to_header()
+    );
     response.extend_from_slice(header.as_bytes());
     carrier.write_all(&response).await?;
     carrier.flush().await
@@ -926,22 +1023,37 @@ impl Listener {
         self.registry.lock().remove(&self.id);
     }
 
-    /// Moves the session to a resuming carrier; `false` if that failed.
+    /// Moves the session to a resuming carrier; `false` if that failed. A resumption from a
+    /// count the session cannot go on from (a stale request that arrived late, or one not from
+    /// the client) is refused, and the current carrier kept.
     async fn take(&mut self, mut resume: Resume) -> bool {
+        let peer_received = resume.offer.resume.unwrap_or_default();
         let received = {
             let mut s = self.shared.lock();
-            s.carrier += 1;
-            s.lost = true;
-            s.received
+            if s.can_resume_from(peer_received) {
+                s.carrier += 1;
+                s.lost = true;
+                Some(s.received)
+            } else {
+                None
+            }
+        };
+        let Some(received) = received else {
+            tracing::debug!(
+                peer_received,
+                "a tunnel resumption from a count the session is past; refused"
+            );
+            refuse(resume.carrier).await;
+            return false;
         };
         self.tasks = None;
-        if answer(&mut resume.carrier, resume.response, received).await.is_err() {
+        if answer(&mut resume.carrier, resume.response, &resume.offer, received).await.is_err() {
             return false;
         }
         let generation = {
             let mut s = self.shared.lock();
-            s.send_limit = resume.limit;
-            match s.begin_carrier(resume.received, Instant::now()) {
+            s.send_limit = resume.offer.limit.map(|l| l.max(MIN_LIMIT));
+            match s.begin_carrier(peer_received, Instant::now()) {
                 Ok(g) => g,
                 Err(why) => {
                     s.fail(format!("the tunnel's client resumed wrongly: {why}"));
