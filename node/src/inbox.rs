@@ -654,10 +654,10 @@ impl Inbox {
 
     /// Marks our text `of` delivered if `sender` is the peer we sent it to.
     fn delivered(&self, of: &MessageId, sender: &PeerId, now: u64) -> Result<()> {
-        if self.0.store.outgoing_text_peer(of)?.as_ref() == Some(sender)
-            && self.0.store.set_state(of, MessageState::Delivered, None, now)?
-        {
-            self.0.events.receipted(of, sender, MessageState::Delivered, now);
+        if self.0.store.outgoing_text_peer(of)?.as_ref() == Some(sender) {
+            for state in self.0.store.receipt_delivered(of, now)? {
+                self.0.events.receipted(of, sender, state, now);
+            }
         }
         Ok(())
     }

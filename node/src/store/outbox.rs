@@ -279,6 +279,30 @@ impl Store {
         Ok(entered)
     }
 
+    /// Records a delivery receipt for an outgoing text: `delivered`, after `sent` when the
+    /// text was still `queued` (the receipt can overtake the acknowledgement of the attempt
+    /// that carried the text, which records both), in one transaction; returns the states it
+    /// entered.
+    pub fn receipt_delivered(&self, id: &[u8; 16], now_ms: u64) -> Result<Vec<MessageState>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let queued = tx
+            .row("SELECT state = 'queued' FROM outbox WHERE id = ?1", [id.as_slice()], |r| {
+                r.get::<_, bool>(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or(false);
+        let states: &[MessageState] = if queued {
+            &[MessageState::Sent, MessageState::Delivered]
+        } else {
+            &[MessageState::Delivered]
+        };
+        let entered = Self::enter_states(&tx, id, states, None, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(entered)
+    }
+
     /// Records that the recipient acknowledged the whole item: forgets its sealed parts and
     /// moves it through `states` as [`Store::set_states`] does, in one transaction. One commit
     /// instead of two on the sender's hot path (each commit writes and checksums WAL frames);

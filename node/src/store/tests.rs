@@ -624,3 +624,30 @@ fn a_keyed_store_is_sqlcipher_with_memory_security_on() {
     assert!(pragma("cipher_version").starts_with('4'), "SQLCipher 4");
     assert_eq!(pragma("cipher_memory_security"), "1", "freed memory is wiped");
 }
+
+#[test]
+fn a_receipt_that_overtakes_the_acknowledgement_records_sent_too() {
+    let (_d, s) = store();
+    let states = |id: &[u8; 16]| -> Vec<&str> {
+        s.history(id).unwrap().into_iter().map(|h| h.0.as_str()).collect()
+    };
+    // Still queued (the attempt that carried it has not recorded its acknowledgement yet).
+    let row = text(1, 10);
+    s.enqueue(&row, 10).unwrap();
+    assert_eq!(
+        s.receipt_delivered(&row.id, 11).unwrap(),
+        [MessageState::Sent, MessageState::Delivered]
+    );
+    assert!(
+        s.acknowledged(&row.id, &[MessageState::Sent, MessageState::Delivered], 12)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(states(&row.id), ["queued", "sent", "delivered"]);
+    // Stored in a mailbox and fetched from there: delivered, never sent.
+    let row = text(2, 20);
+    s.enqueue(&row, 20).unwrap();
+    assert!(s.set_state(&row.id, MessageState::Stored, Some("stored on 2 of 3"), 21).unwrap());
+    assert_eq!(s.receipt_delivered(&row.id, 22).unwrap(), [MessageState::Delivered]);
+    assert_eq!(states(&row.id), ["queued", "stored", "delivered"]);
+}
