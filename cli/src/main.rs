@@ -538,8 +538,10 @@ fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
 /// How many async threads a user's daemon (`kolokol node`) runs. One: a user node carries one
 /// person's traffic, a text costs well under a millisecond of CPU, and a second thread mostly
 /// costs wake-ups between the two (a task woken on the other thread, the scheduler's stealing);
-/// with one, the CPU per message fell by a fifth and the sustained rate rose on the two-core
-/// machine of docs/BENCHMARKS.md ("One tokio worker for a user node"). The crypto then runs one
+/// with one, the CPU per message fell by a sixth to a fifth and the sustained rate rose on the
+/// two-core machine of docs/BENCHMARKS.md ("One tokio worker for a user node"). The price: when
+/// other processes keep every core busy, the daemon waits whole for its turn, and its latency
+/// tail grows (p99 about 1.4 ms quiet, up to 4.7 ms at load 3 to 5 there). The crypto runs one
 /// job at a time, on that thread, and the store's checkpoint still goes to the blocking pool.
 /// A relay (`kolokol relay`) serves many users' connections at once, so it keeps tokio's
 /// default of one thread per core.
