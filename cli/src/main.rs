@@ -535,6 +535,18 @@ fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
     })
 }
 
+/// How many async threads a user's daemon (`kolokol node`) runs. One: a user node carries one
+/// person's traffic, a text costs well under a millisecond of CPU, and a second thread mostly
+/// costs wake-ups between the two (a task woken on the other thread, the scheduler's stealing);
+/// with one, the CPU per message fell by a sixth to a fifth and the sustained rate rose on the
+/// two-core machine of docs/BENCHMARKS.md ("One tokio worker for a user node"). The price: when
+/// other processes keep every core busy, the daemon waits whole for its turn, and its latency
+/// tail grows (p99 about 1.4 ms quiet, up to 4.7 ms at load 3 to 5 there). The crypto runs one
+/// job at a time, on that thread, and the store's checkpoint still goes to the blocking pool.
+/// A relay (`kolokol relay`) serves many users' connections at once, so it keeps tokio's
+/// default of one thread per core.
+const USER_NODE_WORKER_THREADS: usize = 1;
+
 /// The largest `--limit` of `inbox` and `outbox`: more than anyone reads on a terminal, and
 /// small enough that one answer stays well within what the control socket carries at once.
 pub(crate) const MAX_LIST_LIMIT: i64 = 10_000;
@@ -586,7 +598,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli, file.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Node(_)) {
+        builder.worker_threads(USER_NODE_WORKER_THREADS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

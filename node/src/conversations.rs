@@ -309,7 +309,7 @@ impl Conversations {
         // Format 1 only for a contact we never had a conversation with (added before
         // conversations existed): a peer whose state we hold, even an unreadable one, never
         // gets one (issue 15, finding 3).
-        let legacy = !self.has(peer)? && self.0.store.contact_by_peer(peer)?.is_some();
+        let legacy = !self.has(peer)? && self.0.store.contact_name(peer)?.is_some();
         self.hold(peer, move |conversation| {
             let certificate = keys.certificate();
             if let (Some(c), Some(p)) = (conversation.as_mut(), prekeys.signed)
@@ -488,7 +488,7 @@ impl Conversations {
     /// what waits for the peer is due again (the store made it due in the same transaction).
     fn announce_rekey(&self, peer: &PeerId, reason: &str) {
         tracing::info!(%peer, reason, "conversation re-keyed");
-        let contact = self.0.store.contact_by_peer(peer).ok().flatten().map(|c| c.name);
+        let contact = self.0.store.contact_name(peer).ok().flatten();
         self.0.events.send(Event::Rekeyed(Rekey {
             peer_id: peer.to_string(),
             contact,

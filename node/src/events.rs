@@ -54,8 +54,8 @@ impl Events {
         detail: Option<String>,
         at_ms: u64,
     ) {
-        let to = match self.store.contact_by_peer(peer) {
-            Ok(Some(c)) => c.name,
+        let to = match self.store.contact_name(peer) {
+            Ok(Some(name)) => name,
             _ => peer.to_string(),
         };
         self.send(Event::State(StateChange { id: format_id(id), to, state, detail, at_ms }));
@@ -93,8 +93,8 @@ impl Events {
             return;
         }
         let name = self.store.group(&group).ok().flatten().map(|g| g.name).unwrap_or_default();
-        let member_name = match self.store.contact_by_peer(member) {
-            Ok(Some(c)) => c.name,
+        let member_name = match self.store.contact_name(member) {
+            Ok(Some(name)) => name,
             _ => member.to_string(),
         };
         self.send(Event::GroupDelivery(GroupDelivery {

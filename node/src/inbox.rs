@@ -350,7 +350,7 @@ impl Inbox {
         if *sender == self.0.keys.peer_id() {
             return Ok(true);
         }
-        Ok(self.0.store.contact_by_peer(sender)?.is_some() && !self.0.conversations.has(sender)?)
+        Ok(self.0.store.contact_name(sender)?.is_some() && !self.0.conversations.has(sender)?)
     }
 
     /// Opens a first contact: format 4 to the hybrid prekey its key id names (the id and the
@@ -427,7 +427,7 @@ impl Inbox {
         let since =
             self.0.clock.now_ms().saturating_sub(STRANGER_CONVERSATIONS.window.as_millis() as u64);
         if !self.0.conversations.has(&sender)?
-            && self.0.store.contact_by_peer(&sender)?.is_none()
+            && self.0.store.contact_name(&sender)?.is_none()
             && !self.0.store.is_group_member(&sender)?
             && self.0.store.stranger_conversations(since)?
                 >= u64::from(STRANGER_CONVERSATIONS.limit)
@@ -522,7 +522,7 @@ impl Inbox {
                         .as_ref()
                         .and_then(Held::conversation)
                         .is_some_and(|c| c.answer_due(now / 1000))
-                    && store.contact_by_peer(&sender)?.is_some();
+                    && store.contact_name(&sender)?.is_some();
                 let receipt = (arrival == Arrival::Mailbox || answer).then(|| OutboxRow {
                     id: receipt_id(&sender, &content.id),
                     peer_id: sender,
@@ -546,7 +546,7 @@ impl Inbox {
                     self.0.outbox_wake.notify_one();
                 }
                 if new {
-                    let contact = store.contact_by_peer(&sender)?.map(|c| c.name);
+                    let contact = store.contact_name(&sender)?;
                     self.0.events.send(Event::Message(event_view(InboxRow { contact, ..row })));
                 }
             }
@@ -576,7 +576,7 @@ impl Inbox {
                 // Long messages are for contacts and fellow group members: a stranger's first
                 // messages fit one envelope, so nobody we never added (or were added to a group
                 // with) can make us keep megabytes of halves or of text.
-                if store.contact_by_peer(&sender)?.is_none() && !store.is_group_member(&sender)? {
+                if store.contact_name(&sender)?.is_none() && !store.is_group_member(&sender)? {
                     tracing::info!(%sender, "refused a chunk from a peer who is not a contact");
                     return Ok(Received::Rejected);
                 }
@@ -626,7 +626,7 @@ impl Inbox {
             // A file's offer or chunk: only contacts' files are taken; anyone else's wait as
             // requests (answered busy) until the user accepts them, as long messages do.
             Body::File(message) => {
-                let contact = store.contact_by_peer(&sender)?.is_some();
+                let contact = store.contact_name(&sender)?.is_some();
                 let downloads = &self.0.downloads;
                 return match message {
                     FileMessage::Offer(offer) => {
@@ -667,7 +667,7 @@ impl Inbox {
     /// affected. The counts are of messages stored within the window, so they hold across
     /// restarts.
     fn stranger_over_quota(&self, sender: &PeerId) -> Result<bool> {
-        if self.0.store.contact_by_peer(sender)?.is_some() {
+        if self.0.store.contact_name(sender)?.is_some() {
             return Ok(false);
         }
         let since = self.0.clock.now_ms().saturating_sub(STRANGER_WINDOW.as_millis() as u64);

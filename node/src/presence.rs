@@ -239,7 +239,7 @@ impl Presence {
         let mut merged = found.clone();
         merged.extend(known.into_iter().filter(|a| !found.contains(a)));
         merged.truncate(kolokol_protocol::invite::MAX_INVITE_ADDRESSES);
-        if let Ok(Some(_)) = self.0.store.contact_by_peer(peer) {
+        if let Ok(Some(_)) = self.0.store.contact_name(peer) {
             if let Err(e) = self.0.store.set_contact_addresses(peer, &merged) {
                 tracing::error!(%e, "cannot update a contact's addresses");
             }

@@ -185,6 +185,16 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// The name of the contact with this peer id, if it is one. For the paths every message
+    /// takes (is the sender a contact, what name goes in an event): it reads one column, where
+    /// [`Store::contact_by_peer`] also parses the contact's peer id and every address it has.
+    pub fn contact_name(&self, peer: &PeerId) -> Result<Option<String>> {
+        self.conn()
+            .row("SELECT name FROM contacts WHERE peer_id = ?1", [peer.to_string()], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// All contacts, by name (regardless of case).
     pub fn contacts(&self) -> Result<Vec<ContactRow>> {
         let conn = self.conn();

@@ -66,6 +66,19 @@ fn contacts_refuse_duplicate_names_and_peers() {
 }
 
 #[test]
+fn a_contacts_name_is_found_by_its_peer_and_follows_a_rename() {
+    let (_d, s) = store();
+    assert_eq!(s.contact_name(&peer("p1")).unwrap(), None);
+    s.add_contact(&contact("bob", "p1")).unwrap();
+    assert_eq!(s.contact_name(&peer("p1")).unwrap().as_deref(), Some("bob"));
+    assert_eq!(s.contact_name(&peer("p2")).unwrap(), None, "a stranger has no name");
+    s.rename_contact("bob", "Robert").unwrap();
+    assert_eq!(s.contact_name(&peer("p1")).unwrap().as_deref(), Some("Robert"));
+    s.remove_contact("robert").unwrap();
+    assert_eq!(s.contact_name(&peer("p1")).unwrap(), None);
+}
+
+#[test]
 fn contact_names_ignore_case_but_keep_the_spelling_typed() {
     let (_d, s) = store();
     s.add_contact(&contact("Bob", "p1")).unwrap();
