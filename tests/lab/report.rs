@@ -271,8 +271,10 @@ stealth transport and every rustls client offering `http/1.1` alone; `docs/PROTO
 T8; the relay's default TCP and QUIC listeners on 4001, and users' default `--transport any`,
 speak cleartext libp2p by design, so that stock libp2p nodes and uncensored users connect
 without TLS, and a probe or a capture of those gives libp2p away (T11, T17: their `:stealth`
-rows are what a relay and its users behind a censor should run); a connection that freezes
-after 16 KB (T10) and the length of a message (T16) are not hidden yet.
+rows are what a relay and its users behind a censor should run); and the length of a message
+is not hidden yet (T16). A censor that freezes connections after 16 KB (T10) no longer cuts
+anyone off: a stealth connection is a session that outlives its TCP connections
+(`docs/PROTOCOL.md` 13.8).
 
 ";
 
