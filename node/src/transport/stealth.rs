@@ -532,13 +532,6 @@ enum Kind {
     Session(session::Session),
 }
 
-impl Tunnel {
-    /// Whether the tunnel is a resumable session.
-    pub fn is_session(&self) -> bool {
-        matches!(self.0, Kind::Session(_))
-    }
-}
-
 impl AsyncRead for Tunnel {
     fn poll_read(
         mut self: Pin<&mut Self>,
