@@ -1,6 +1,7 @@
 //! Seal and open, per envelope kind and per bucket, through the API the node calls.
 //!
 //! Run: `cargo bench -p kolokol-protocol --bench envelope` (add `-- --quick` for a short run).
+//! `x25519` is curve25519-dalek's ladder, kept as the reference for AWS-LC's, which the envelopes use.
 //! `docs/BENCHMARKS.md` records the figures against the targets of `DESIGN.md` §9.
 
 use std::hint::black_box;
@@ -69,6 +70,35 @@ fn envelopes(c: &mut Criterion) {
     // so this calibrates the envelope figures against the load on the machine.
     c.bench_function("x25519", |b| {
         b.iter(|| x25519_dalek::x25519(black_box([5; 32]), black_box([9; 32])))
+    });
+    // The same through AWS-LC, as the envelopes compute it: a private key loaded (which computes
+    // its public half, a base-point multiplication) and one Diffie-Hellman.
+    let peer = x25519_dalek::x25519([9; 32], x25519_dalek::X25519_BASEPOINT_BYTES);
+    c.bench_function("x25519_aws_lc_load", |b| {
+        b.iter(|| {
+            aws_lc_rs::agreement::PrivateKey::from_private_key(
+                &aws_lc_rs::agreement::X25519,
+                black_box(&[5; 32]),
+            )
+            .expect("loads")
+        })
+    });
+    let loaded =
+        aws_lc_rs::agreement::PrivateKey::from_private_key(&aws_lc_rs::agreement::X25519, &[5; 32])
+            .expect("loads");
+    c.bench_function("x25519_aws_lc_agree", |b| {
+        b.iter(|| {
+            aws_lc_rs::agreement::agree(
+                &loaded,
+                aws_lc_rs::agreement::UnparsedPublicKey::new(
+                    &aws_lc_rs::agreement::X25519,
+                    black_box(&peer),
+                ),
+                (),
+                |s| Ok(s[0]),
+            )
+            .expect("agrees")
+        })
     });
     let mut f = fixture();
     let mut seal = c.benchmark_group("seal");

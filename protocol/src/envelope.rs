@@ -955,7 +955,7 @@ fn noise(step: &'static str, e: snow::Error) -> Error {
 /// (about 17 µs here), not the variable-base ladder `x25519(secret, 9)` would run (about
 /// 55 µs): every sealed envelope makes an ephemeral public key, so this is a third of a seal.
 pub(crate) fn public_key(secret: &[u8; 32]) -> [u8; 32] {
-    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
+    crate::x25519::public_key(secret)
 }
 
 /// True if `a == b`, in time independent of where they differ: for keys, tags and mailbox ids.
@@ -1048,6 +1048,7 @@ impl CryptoResolver for KciResolver {
         let honest = X25519 {
             secret: [0; 32],
             public: [0; 32],
+            loaded: std::sync::OnceLock::new(),
             known_secret: [1; 32],
             known_public: [0; 32],
         };

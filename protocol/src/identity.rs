@@ -99,8 +99,7 @@ pub struct DeviceKey {
 impl DeviceKey {
     /// Builds the key pair from 32 secret bytes (clamped by X25519 on use).
     pub fn from_secret(secret: [u8; 32]) -> Self {
-        let static_secret = x25519_dalek::StaticSecret::from(secret);
-        let public = x25519_dalek::PublicKey::from(&static_secret).to_bytes();
+        let public = crate::x25519::public_key(&secret);
         Self { secret: Zeroizing::new(secret), public }
     }
 

@@ -28,6 +28,7 @@ pub mod prekey;
 pub mod presence;
 pub mod safety;
 pub mod tunnel;
+mod x25519;
 
 pub use error::Error;
 

@@ -56,7 +56,7 @@ impl SignedPrekey {
         created_at: u64,
         expires_at: u64,
     ) -> Result<Self, Error> {
-        let public = x25519_dalek::x25519(*secret, x25519_dalek::X25519_BASEPOINT_BYTES);
+        let public = crate::x25519::public_key(secret);
         let message = Self::signed_bytes(identity.identity_key(), &public, created_at, expires_at);
         let signature = identity.sign(&message)?;
         Ok(Self { public, created_at, expires_at, signature })
@@ -149,7 +149,7 @@ impl HybridPrekey {
         created_at: u64,
         expires_at: u64,
     ) -> Result<Self, Error> {
-        let public = x25519_dalek::x25519(*secret.x25519, x25519_dalek::X25519_BASEPOINT_BYTES);
+        let public = crate::x25519::public_key(&secret.x25519);
         let kem_public = crate::kem::public_key(&secret.kem_seed);
         let message = Self::signed_bytes(
             identity.identity_key(),

@@ -7,8 +7,10 @@ use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::Zeroize;
 
+use std::sync::OnceLock;
+
 use super::constant_time::ct_eq;
-use super::public_key;
+use crate::x25519::KeyPair;
 
 /// A snow resolver that takes its randomness from the caller and knows our static key pair
 /// (the device key, or a receive key).
@@ -48,6 +50,7 @@ impl CryptoResolver for EnvelopeResolver {
             DHChoice::Curve25519 => Some(Box::new(X25519 {
                 secret: [0; 32],
                 public: [0; 32],
+                loaded: OnceLock::new(),
                 known_secret: self.known_secret,
                 known_public: self.known_public,
             })),
@@ -90,11 +93,15 @@ impl Random for GivenBytes {
     }
 }
 
-/// X25519 for snow, with the device public key supplied instead of recomputed, and an all-zero
-/// shared secret (a small-order peer key) treated as an error.
+/// X25519 for snow (computed by [`crate::x25519`]), with the device public key supplied instead
+/// of recomputed, and an all-zero shared secret (a small-order peer key) treated as an error.
 pub(super) struct X25519 {
     pub(super) secret: [u8; 32],
     pub(super) public: [u8; 32],
+    /// `secret` loaded for Diffie-Hellman: at once for a generated key, whose public half the
+    /// loading computes; on the first Diffie-Hellman for the known static key, whose public half
+    /// is given.
+    pub(super) loaded: OnceLock<KeyPair>,
     pub(super) known_secret: [u8; 32],
     pub(super) known_public: [u8; 32],
 }
@@ -109,11 +116,14 @@ impl Drop for X25519 {
 impl X25519 {
     fn set_secret(&mut self, secret: [u8; 32]) {
         self.secret = secret;
-        self.public = if ct_eq(&secret, &self.known_secret) {
-            self.known_public
+        self.loaded = OnceLock::new();
+        if ct_eq(&secret, &self.known_secret) {
+            self.public = self.known_public;
         } else {
-            public_key(&secret)
-        };
+            let pair = KeyPair::new(&secret);
+            self.public = pair.public;
+            self.loaded = OnceLock::from(pair);
+        }
     }
 }
 
@@ -157,7 +167,7 @@ impl Dh for X25519 {
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
         let peer: [u8; 32] =
             pubkey.get(..32).and_then(|k| k.try_into().ok()).ok_or(snow::Error::Dh)?;
-        let shared = x25519_dalek::x25519(self.secret, peer);
+        let shared = self.loaded.get_or_init(|| KeyPair::new(&self.secret)).diffie_hellman(&peer);
         if shared == [0u8; 32] {
             return Err(snow::Error::Dh);
         }
