@@ -544,7 +544,8 @@ fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
 /// tail grows (p99 about 1.4 ms quiet, up to 4.7 ms at load 3 to 5 there). The crypto runs one
 /// job at a time, on that thread, and the store's checkpoint still goes to the blocking pool.
 /// A relay (`kolokol relay`) serves many users' connections at once, so it keeps tokio's
-/// default of one thread per core.
+/// default of one thread per core. `TOKIO_WORKER_THREADS` in the environment overrides this
+/// for either (tokio reads it), so a device with other needs, or a benchmark, can choose.
 const USER_NODE_WORKER_THREADS: usize = 1;
 
 /// The largest `--limit` of `inbox` and `outbox`: more than anyone reads on a terminal, and
@@ -599,7 +600,8 @@ fn main() -> ExitCode {
     };
     init_logging(&cli, file.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if matches!(cli.command, Command::Node(_)) {
+    if matches!(cli.command, Command::Node(_)) && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+    {
         builder.worker_threads(USER_NODE_WORKER_THREADS);
     }
     let runtime = match builder.enable_all().build() {

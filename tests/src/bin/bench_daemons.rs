@@ -618,11 +618,20 @@ fn rss_report(processes: &[(&str, &Daemon)]) {
                     .and_then(|kb| kb.parse::<f64>().ok())
                     .map_or(0.0, |kb| kb / 1024.0)
             };
-            // The resident size counts the pages of the binary's code it has touched, which
+            // The resident size counts the pages of the binary's code it has mapped, which
             // every `kolokol` process maps from the same file and shares; the anonymous part
-            // (heap, stacks, SQLite's cache) is what this process alone costs.
+            // (heap, stacks, SQLite's cache) is what this process alone costs. The proportional
+            // size (PSS) charges each shared page to its processes in equal parts.
+            let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", d.pid()))
+                .unwrap_or_default();
+            let pss = rollup
+                .lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0);
             format!(
-                "{name} {:.1} MB (peak {:.1}; anonymous {:.1}, file-backed {:.1})",
+                "{name} {:.1} MB (peak {:.1}; anonymous {:.1}, file-backed {:.1}, proportional {pss:.1})",
                 field("VmRSS:"),
                 field("VmHWM:"),
                 field("RssAnon:"),
