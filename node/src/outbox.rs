@@ -10,6 +10,7 @@
 //! message (sent, failed, or retry when) is decided by one pure function, [`verdict`], so the
 //! schedule is tested without a network.
 
+mod acknowledgements;
 pub mod files;
 mod seal;
 pub mod transfer;
@@ -173,6 +174,8 @@ pub(crate) struct OutboxParts {
     pub(crate) numbering: tokio::sync::Mutex<()>,
     /// The largest file this node sends, in bytes.
     pub(crate) max_file_size: u64,
+    /// Records acknowledgements that land together in one transaction.
+    pub(crate) acknowledgements: acknowledgements::Acknowledgements,
 }
 
 /// The items an attempt is under way for, and a signal each time one ends.
@@ -501,7 +504,7 @@ impl Outbox {
         };
         let now = self.0.clock.now_ms();
         let (result, recorded) = match verdict(&outcome, row.attempts, row.created_at_ms, now) {
-            Verdict::Sent => self.acknowledged(row, now),
+            Verdict::Sent => self.acknowledged(row, now).await,
             Verdict::Failed { detail } => {
                 let _ = self.0.store.drop_parts(&row.id);
                 // The caller hears the recipient's reason; the history says why we gave up.
@@ -537,18 +540,19 @@ impl Outbox {
     /// node acknowledges only once the message is stored, on a stream authenticated end to end
     /// by its identity key, so no separate receipt is needed (docs/PROTOCOL.md, section 9.3).
     /// A receipt of ours is only `sent`.
-    fn acknowledged(
+    async fn acknowledged(
         &self,
         row: &OutboxRow,
         now: u64,
     ) -> ((MessageState, Option<String>), Result<()>) {
-        let states: &[MessageState] = match row.body {
+        let states: &'static [MessageState] = match row.body {
             OutboxBody::Text(_) | OutboxBody::Numbered(..) | OutboxBody::Group(_) => {
                 &[MessageState::Sent, MessageState::Delivered]
             }
             OutboxBody::Receipt(_) | OutboxBody::Read(_) => &[MessageState::Sent],
         };
-        let recorded = self.0.store.acknowledged(&row.id, states, now).map(|entered| {
+        let recorded = self.0.acknowledgements.record(&self.0.store, row.id, states, now).await;
+        let recorded = recorded.map(|entered| {
             for state in entered {
                 self.0.events.outgoing(row, state, None, now);
             }

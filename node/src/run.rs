@@ -111,6 +111,7 @@ impl RunningNode {
             numbering: Default::default(),
             paths: Default::default(),
             max_file_size: config.max_file_size,
+            acknowledgements: Default::default(),
         });
         let groups = Groups::new(GroupsParts {
             store: store.clone(),

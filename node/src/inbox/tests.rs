@@ -74,6 +74,7 @@ fn setup() -> Setup {
         paths: Default::default(),
         numbering: Default::default(),
         max_file_size: crate::files::DEFAULT_MAX_FILE_SIZE,
+        acknowledgements: Default::default(),
     });
     let groups = Groups::new(GroupsParts {
         store: store.clone(),

@@ -602,6 +602,37 @@ fn an_acknowledged_item_loses_its_parts_and_enters_its_states_together() {
 }
 
 #[test]
+fn acknowledgements_in_one_transaction_are_each_recorded_as_alone() {
+    let (_d, s) = store();
+    let (a, b, c) = (text(7, 10), text(8, 10), text(9, 10));
+    for row in [&a, &b, &c] {
+        s.enqueue_sealed(row, 10, None, &[(0, vec![row.id[0]; 1024])]).unwrap();
+    }
+    // `c` is already delivered: it enters nothing, and the others are not held up by it.
+    s.acknowledged(&c.id, &[MessageState::Sent, MessageState::Delivered], 11).unwrap();
+    let both: &[MessageState] = &[MessageState::Sent, MessageState::Delivered];
+    let entered = s
+        .acknowledged_many(&[
+            (a.id, both, 12),
+            (b.id, &[MessageState::Sent], 13),
+            (c.id, both, 14),
+            ([99; 16], both, 15),
+        ])
+        .unwrap();
+    assert_eq!(
+        entered,
+        [both.to_vec(), vec![MessageState::Sent], vec![], vec![]],
+        "each item enters its own states; an unknown or finished one enters none"
+    );
+    for (row, state) in [(&a, MessageState::Delivered), (&b, MessageState::Sent)] {
+        assert!(s.parts(&row.id).unwrap().is_empty(), "the parts go with the acknowledgement");
+        assert_eq!(s.outgoing(&row.id).unwrap().unwrap().state, state);
+    }
+    let at: Vec<u64> = s.history(&b.id).unwrap().into_iter().map(|h| h.2).collect();
+    assert_eq!(at, [10, 13], "each state is dated by its own acknowledgement");
+}
+
+#[test]
 fn endpoint_records_are_replaced_in_place_and_bounded() {
     use crate::store::{EndpointRow, MAX_ENDPOINT_ROWS};
     let (_d, s) = store();
