@@ -2,30 +2,34 @@
 //! they land together (a group commit).
 //!
 //! Recording an acknowledgement is a commit: the item's states and history rows, its sealed
-//! parts deleted, every page a frame of the write-ahead log and two `pwrite` calls. Deliveries
-//! that land while one commit runs share the next one, so under load the pages they touch in
-//! common (the outbox's, the history's and the parts' leaves and indexes) are written once for
-//! all of them. Nothing is held back: a lone acknowledgement is committed as soon as the
-//! committer runs, and the caller still learns the states its item entered before it answers
-//! anyone, exactly as when it committed on its own (docs/BENCHMARKS.md, "The profile after
-//! X25519 by AWS-LC").
+//! parts deleted, every page a frame of the write-ahead log and two `pwrite` calls (about eight
+//! pages for one acknowledgement). Deliveries that land while one is being recorded share its
+//! commit, so under load the pages they touch in common (the outbox's, the history's and the
+//! parts' leaves and indexes) are written once for all of them (docs/BENCHMARKS.md, "A group
+//! commit of acknowledgements").
+//!
+//! There is no task of its own: the first acknowledgement into an empty queue leads. It lets
+//! the tasks that are ready to run add theirs, then commits everything queued and answers each.
+//! The commit runs when the leader's guard is dropped, so a leader that is cancelled (its
+//! attempt aborted at shutdown) still records what it was carrying, synchronously, and nothing
+//! is left behind for a leader that will never come. A lone acknowledgement waits for nothing
+//! but one turn of the runtime.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use kolokol_protocol::control::MessageState;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::Result;
 use crate::store::Store;
 
-/// The acknowledgements waiting for the committer: a sender beyond it waits for room, which is
-/// at most the attempts in flight anyway.
-pub(crate) const ACK_QUEUE: usize = 256;
-
-/// The most acknowledgements one transaction records.
+/// The most acknowledgements one transaction records; a longer queue is committed in several.
+/// The queue itself holds one entry per attempt waiting for its commit, so the attempts in
+/// flight bound it: the outbox loop's [`super::MAX_ATTEMPTS_IN_FLIGHT`] and one first attempt
+/// per control connection ([`crate::control::MAX_CONTROL_CONNECTIONS`]).
 pub(crate) const MAX_ACKS_PER_COMMIT: usize = 64;
 
-/// One acknowledgement on its way to the committer.
+/// One acknowledgement waiting for its commit.
 struct Pending {
     id: [u8; 16],
     states: &'static [MessageState],
@@ -33,18 +37,16 @@ struct Pending {
     reply: oneshot::Sender<Result<Vec<MessageState>>>,
 }
 
-/// The way to the committer task, started on first use (the outbox is built before it runs on
-/// a runtime in some tests) and ended when the outbox is dropped.
+/// The acknowledgements waiting for the leader's commit.
 #[derive(Default)]
 pub(crate) struct Acknowledgements {
-    queue: OnceLock<mpsc::Sender<Pending>>,
+    queue: Mutex<Vec<Pending>>,
 }
 
 impl Acknowledgements {
     /// Records that the recipient acknowledged item `id`: forgets its sealed parts and moves it
     /// through `states`, as [`Store::acknowledged`] does, in a transaction it may share with
-    /// other acknowledgements; returns the states it entered. If the committer is gone (the
-    /// node is stopping), it commits here.
+    /// other acknowledgements; returns the states it entered.
     pub(crate) async fn record(
         &self,
         store: &Store,
@@ -52,47 +54,58 @@ impl Acknowledgements {
         states: &'static [MessageState],
         now_ms: u64,
     ) -> Result<Vec<MessageState>> {
-        let queue = self.queue.get_or_init(|| {
-            let (queue, pending) = mpsc::channel(ACK_QUEUE);
-            tokio::spawn(commit(store.clone(), pending));
-            queue
-        });
         let (reply, answer) = oneshot::channel();
-        if queue.send(Pending { id, states, now_ms, reply }).await.is_ok()
-            && let Ok(result) = answer.await
-        {
-            return result;
+        let leads = {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.push(Pending { id, states, now_ms, reply });
+            queue.len() == 1
+        };
+        if leads {
+            let commit = Commit { acknowledgements: self, store };
+            // Deliveries that landed in the same turn of the runtime are ready to run now: this
+            // lets them queue their acknowledgements before the commit instead of after it.
+            tokio::task::yield_now().await;
+            drop(commit);
         }
-        store.acknowledged(&id, states, now_ms)
+        match answer.await {
+            Ok(result) => result,
+            // Only a commit that panicked drops an answer: the item is recorded on its own.
+            Err(_) => store.acknowledged(&id, states, now_ms),
+        }
     }
 }
 
-/// The committer: takes every acknowledgement waiting, after letting the tasks that are ready to
-/// run add theirs, and records them in one transaction.
-async fn commit(store: Store, mut pending: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_ACKS_PER_COMMIT);
-    while pending.recv_many(&mut batch, MAX_ACKS_PER_COMMIT).await > 0 {
-        // Deliveries that landed in the same turn of the runtime are ready to run now; this
-        // lets them queue their acknowledgements before the commit instead of after it.
-        tokio::task::yield_now().await;
-        while batch.len() < MAX_ACKS_PER_COMMIT {
-            match pending.try_recv() {
-                Ok(ack) => batch.push(ack),
-                Err(_) => break,
-            }
-        }
-        let items: Vec<_> = batch.iter().map(|p| (p.id, p.states, p.now_ms)).collect();
-        match store.acknowledged_many(&items) {
-            Ok(entered) => {
-                for (ack, states) in batch.drain(..).zip(entered) {
-                    let _ = ack.reply.send(Ok(states));
+/// The leader's commit of everything queued, run when it is dropped: after the leader's turn,
+/// or when the leader is cancelled before it.
+struct Commit<'a> {
+    acknowledgements: &'a Acknowledgements,
+    store: &'a Store,
+}
+
+impl Drop for Commit<'_> {
+    fn drop(&mut self) {
+        let queued = std::mem::take(
+            &mut *self.acknowledgements.queue.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut queued = queued.into_iter().peekable();
+        while queued.peek().is_some() {
+            let batch: Vec<Pending> = queued.by_ref().take(MAX_ACKS_PER_COMMIT).collect();
+            let items: Vec<_> = batch.iter().map(|p| (p.id, p.states, p.now_ms)).collect();
+            match self.store.acknowledged_many(&items) {
+                Ok(entered) => {
+                    for (ack, states) in batch.into_iter().zip(entered) {
+                        let _ = ack.reply.send(Ok(states));
+                    }
                 }
-            }
-            // The shared transaction failed: each is tried on its own, so one item's error is
-            // that item's alone.
-            Err(_) => {
-                for ack in batch.drain(..) {
-                    let _ = ack.reply.send(store.acknowledged(&ack.id, ack.states, ack.now_ms));
+                // The shared transaction failed: each is tried on its own, so one item's error
+                // is that item's alone.
+                Err(e) => {
+                    tracing::warn!(%e, items = batch.len(), "cannot record acknowledgements together; recording each alone");
+                    for ack in batch {
+                        let _ = ack
+                            .reply
+                            .send(self.store.acknowledged(&ack.id, ack.states, ack.now_ms));
+                    }
                 }
             }
         }
@@ -129,28 +142,37 @@ mod tests {
         store
     }
 
-    /// Acknowledgements that land together are recorded together: each item enters its own
-    /// states, and the log grows by a fraction of what the same acknowledgements cost one by
-    /// one (every commit writes each page it touched, so fewer commits write fewer pages).
-    #[tokio::test]
+    /// Acknowledgements that land together are recorded together, on the runtime a user node
+    /// runs (one worker): each item enters its own states, and the log grows by about what one
+    /// lone acknowledgement writes, where one by one it grows by that much for each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn acknowledgements_that_land_together_share_one_commit() {
         const N: u8 = 24;
         let (together, alone) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (together, alone) = (queued(&together, N), queued(&alone, N));
-
+        let (together, alone) = (queued(&together, N + 1), queued(&alone, N));
         let acks = std::sync::Arc::new(Acknowledgements::default());
+
+        // What one acknowledgement alone writes.
         let before = together.wal_bytes();
+        assert_eq!(acks.record(&together, [N; 16], BOTH, 20).await.unwrap(), BOTH);
+        let one = together.wal_bytes() - before;
+
+        // N deliveries released in the same turn, as the swarm task wakes them.
+        let before = together.wal_bytes();
+        let landing = std::sync::Arc::new(tokio::sync::Barrier::new(usize::from(N)));
         let mut landed = tokio::task::JoinSet::new();
         for i in 0..N {
-            let (acks, store) = (acks.clone(), together.clone());
-            landed.spawn(async move { acks.record(&store, [i; 16], BOTH, 20).await });
+            let (acks, store, landing) = (acks.clone(), together.clone(), landing.clone());
+            landed.spawn(async move {
+                landing.wait().await;
+                acks.record(&store, [i; 16], BOTH, 20).await
+            });
         }
         while let Some(entered) = landed.join_next().await {
             assert_eq!(entered.unwrap().unwrap(), BOTH);
         }
         let grew_together = together.wal_bytes() - before;
 
-        let acks = Acknowledgements::default();
         let before = alone.wal_bytes();
         for i in 0..N {
             assert_eq!(acks.record(&alone, [i; 16], BOTH, 20).await.unwrap(), BOTH);
@@ -163,18 +185,18 @@ mod tests {
             assert!(store.parts(&[i; 16]).unwrap().is_empty());
         }
         assert!(
-            grew_together * 4 < grew_alone,
-            "{N} acknowledgements together wrote {grew_together} bytes of log, one by one {grew_alone}"
+            grew_together < 3 * one && grew_alone > 10 * one,
+            "one acknowledgement wrote {one} bytes of log; {N} together {grew_together}, one by one {grew_alone}"
         );
     }
 
-    /// A lone acknowledgement is committed at once, and a second after it too: the committer
-    /// waits for nothing but the tasks already able to run.
-    #[tokio::test]
+    /// A lone acknowledgement is committed at once, with no timer: the clock does not move.
+    #[tokio::test(start_paused = true)]
     async fn a_lone_acknowledgement_is_not_held_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = queued(&dir, 2);
         let acks = Acknowledgements::default();
+        let start = tokio::time::Instant::now();
         assert_eq!(acks.record(&store, [0; 16], BOTH, 20).await.unwrap(), BOTH);
         assert_eq!(store.outgoing(&[0; 16]).unwrap().unwrap().state, MessageState::Delivered);
         assert_eq!(
@@ -183,5 +205,24 @@ mod tests {
         );
         // Acknowledged again, it enters nothing.
         assert!(acks.record(&store, [0; 16], BOTH, 22).await.unwrap().is_empty());
+        assert_eq!(tokio::time::Instant::now(), start, "no acknowledgement waited for time");
+    }
+
+    /// A leader cancelled before its commit (its attempt aborted at shutdown) still records
+    /// what it carried, its own acknowledgement and those that joined it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_cancelled_leader_still_records_what_it_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = queued(&dir, 2);
+        let acks = Acknowledgements::default();
+        {
+            let leader = std::pin::pin!(acks.record(&store, [0; 16], BOTH, 20));
+            // One poll: it queues its acknowledgement, leads, and yields; then it is dropped.
+            assert!(futures::poll!(leader).is_pending());
+        }
+        assert_eq!(store.outgoing(&[0; 16]).unwrap().unwrap().state, MessageState::Delivered);
+        assert!(store.parts(&[0; 16]).unwrap().is_empty());
+        // The queue is empty again: the next one leads and commits.
+        assert_eq!(acks.record(&store, [1; 16], BOTH, 21).await.unwrap(), BOTH);
     }
 }
