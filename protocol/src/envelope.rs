@@ -951,12 +951,8 @@ fn noise(step: &'static str, e: snow::Error) -> Error {
     Error::Noise { step, detail: e.to_string() }
 }
 
-/// The X25519 public key of `secret`, by fixed-base multiplication with a precomputed table
-/// (about 17 µs here), not the variable-base ladder `x25519(secret, 9)` would run (about
-/// 55 µs): every sealed envelope makes an ephemeral public key, so this is a third of a seal.
-pub(crate) fn public_key(secret: &[u8; 32]) -> [u8; 32] {
-    crate::x25519::public_key(secret)
-}
+/// The X25519 public key of a secret, where the envelopes' callers look for it.
+pub(crate) use crate::x25519::public_key;
 
 /// True if `a == b`, in time independent of where they differ: for keys, tags and mailbox ids.
 pub fn ct_eq_32(a: &[u8; 32], b: &[u8; 32]) -> bool {

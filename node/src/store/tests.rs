@@ -40,6 +40,11 @@ fn contact(name: &str, who: &str) -> ContactRow {
     }
 }
 
+/// The states an outgoing item went through, oldest first.
+fn history(s: &Store, id: &[u8; 16]) -> Vec<&'static str> {
+    s.history(id).unwrap().into_iter().map(|h| h.0.as_str()).collect()
+}
+
 fn text(id: u8, created: u64) -> OutboxRow {
     OutboxRow {
         id: [id; 16],
@@ -218,9 +223,7 @@ fn states_move_forward_only_and_keep_a_history() {
 #[test]
 fn read_ranks_above_delivered_and_is_final() {
     let (_d, s) = store();
-    let states = |id: &[u8; 16]| -> Vec<&str> {
-        s.history(id).unwrap().into_iter().map(|h| h.0.as_str()).collect()
-    };
+    let states = |id: &[u8; 16]| history(&s, id);
     let row = text(1, 10);
     s.enqueue(&row, 10).unwrap();
     assert!(s.set_state(&row.id, MessageState::Sent, None, 11).unwrap());
@@ -672,9 +675,7 @@ fn a_keyed_store_is_sqlcipher_with_memory_security_on() {
 #[test]
 fn a_receipt_that_overtakes_the_acknowledgement_records_sent_too() {
     let (_d, s) = store();
-    let states = |id: &[u8; 16]| -> Vec<&str> {
-        s.history(id).unwrap().into_iter().map(|h| h.0.as_str()).collect()
-    };
+    let states = |id: &[u8; 16]| history(&s, id);
     // Still queued (the attempt that carried it has not recorded its acknowledgement yet).
     let row = text(1, 10);
     s.enqueue(&row, 10).unwrap();

@@ -2,12 +2,12 @@
 //! randomness from the caller (the protocol crate has no generator of its own) and X25519 that
 //! knows our static public key instead of deriving it again for every envelope.
 
+use std::sync::OnceLock;
+
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::Zeroize;
-
-use std::sync::OnceLock;
 
 use super::constant_time::ct_eq;
 use crate::x25519::KeyPair;
