@@ -545,8 +545,26 @@ fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
 /// job at a time, on that thread, and the store's checkpoint still goes to the blocking pool.
 /// A relay (`kolokol relay`) serves many users' connections at once, so it keeps tokio's
 /// default of one thread per core. `TOKIO_WORKER_THREADS` in the environment overrides this
-/// for either (tokio reads it), so a device with other needs, or a benchmark, can choose.
+/// for either ([`worker_threads`]), so a device with other needs, or a benchmark, can choose.
 const USER_NODE_WORKER_THREADS: usize = 1;
+
+/// The environment variable that sets how many async threads a daemon runs, as tokio names it.
+const WORKER_THREADS_VARIABLE: &str = "TOKIO_WORKER_THREADS";
+
+/// The async threads `TOKIO_WORKER_THREADS` asks for: `None` when it is unset or empty (as
+/// with `KOLOKOL_HOME`), an error line when it is not a positive number. Read here, because
+/// tokio would panic on a bad value.
+fn worker_threads(value: Option<std::ffi::OsString>) -> Result<Option<usize>, String> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match value.to_str().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!(
+            "{WORKER_THREADS_VARIABLE} is {value:?}: give a positive number of async threads, or leave it unset"
+        )),
+    }
+}
 
 /// The largest `--limit` of `inbox` and `outbox`: more than anyone reads on a terminal, and
 /// small enough that one answer stays well within what the control socket carries at once.
@@ -600,9 +618,26 @@ fn main() -> ExitCode {
     };
     init_logging(&cli, file.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if matches!(cli.command, Command::Node(_)) && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
-    {
-        builder.worker_threads(USER_NODE_WORKER_THREADS);
+    match worker_threads(std::env::var_os(WORKER_THREADS_VARIABLE)) {
+        Ok(Some(n)) => {
+            builder.worker_threads(n);
+        }
+        Ok(None) if matches!(cli.command, Command::Node(_)) => {
+            builder.worker_threads(USER_NODE_WORKER_THREADS);
+        }
+        // tokio's own default, one per core, set here so that it never reads the variable
+        // itself (an empty one, which counts as unset, would make it panic).
+        Ok(None) => {
+            builder.worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        }
+        Err(message) => {
+            if json_out {
+                eprintln!("{}", json_error("bad_usage", None, &message));
+            } else {
+                eprintln!("error: {message}");
+            }
+            return ExitCode::from(2);
+        }
     }
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,

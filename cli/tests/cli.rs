@@ -585,6 +585,31 @@ fn commands_without_a_daemon_say_how_to_start_one() {
     check_error(&run(&dir, &["--log-format", "xml", "node"]), 2, "xml");
 }
 
+/// A bad `TOKIO_WORKER_THREADS` is bad usage with one line saying so, never tokio's panic.
+#[test]
+fn a_bad_worker_thread_count_is_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["abc", "0", "-1"] {
+        let out = kolokol(dir.path()).env("TOKIO_WORKER_THREADS", value).arg("status").output();
+        let out = out.expect("kolokol runs");
+        check_error(&out, 2, "TOKIO_WORKER_THREADS");
+        assert_eq!(stderr(&out).trim_end().lines().count(), 1, "{}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    let out = kolokol(dir.path())
+        .env("TOKIO_WORKER_THREADS", "abc")
+        .args(["--json", "status"])
+        .output()
+        .expect("kolokol runs");
+    check_json_error(&out, 2, "bad_usage");
+    // A good count, or an empty one (unset), runs the command: no daemon, so it says how to start one.
+    for value in ["2", ""] {
+        let out = kolokol(dir.path()).env("TOKIO_WORKER_THREADS", value).arg("status").output();
+        let out = out.expect("kolokol runs");
+        check_error(&out, 1, "no kolokol daemon is running");
+    }
+}
+
 #[test]
 fn the_demo_delivers_everything() {
     let out = kolokol(Path::new("/nonexistent")).arg("demo").output().expect("runs");
