@@ -274,6 +274,13 @@ impl Store {
         self.erasure_pending.store(true, Ordering::Relaxed);
     }
 
+    /// The connection itself, for tests that must make one statement fail (a temporary
+    /// trigger lives on its connection).
+    #[cfg(test)]
+    pub(crate) fn connection_for_tests(&self) -> MutexGuard<'_, Connection> {
+        self.conn()
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (each statement is
         // atomic), so a poisoned lock is safe to reuse.

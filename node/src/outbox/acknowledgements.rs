@@ -190,6 +190,57 @@ mod tests {
         );
     }
 
+    /// When the shared transaction fails, each acknowledgement is recorded on its own: the one
+    /// that cannot be recorded gets the error, and those that landed with it are recorded. They
+    /// land together as in the test above, so they are first tried in one transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn one_acknowledgement_that_fails_does_not_fail_those_that_landed_with_it() {
+        const N: u8 = 6;
+        const BAD: u8 = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let store = queued(&dir, N);
+        // Forgetting item BAD's parts fails, in any transaction, as a full disk or a corrupt
+        // page would fail it.
+        store
+            .connection_for_tests()
+            .execute_batch(&format!(
+                "CREATE TEMP TRIGGER refuse BEFORE DELETE ON outbox_parts
+                     WHEN old.id = X'{}'
+                     BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;",
+                format!("{BAD:02x}").repeat(16)
+            ))
+            .unwrap();
+        let acks = std::sync::Arc::new(Acknowledgements::default());
+        let landing = std::sync::Arc::new(tokio::sync::Barrier::new(usize::from(N)));
+        let mut landed = tokio::task::JoinSet::new();
+        for i in 0..N {
+            let (acks, store, landing) = (acks.clone(), store.clone(), landing.clone());
+            landed.spawn(async move {
+                landing.wait().await;
+                (i, acks.record(&store, [i; 16], BOTH, 20).await)
+            });
+        }
+        while let Some(joined) = landed.join_next().await {
+            let (i, entered) = joined.unwrap();
+            if i == BAD {
+                let e = entered.expect_err("the refused item's acknowledgement fails");
+                assert!(e.to_string().contains("refused for the test"), "{e}");
+            } else {
+                assert_eq!(entered.unwrap(), BOTH, "item {i}");
+            }
+        }
+        for i in 0..N {
+            let view = store.outgoing(&[i; 16]).unwrap().unwrap();
+            if i == BAD {
+                assert_eq!(view.state, MessageState::Queued, "the refused item is untouched");
+                assert_eq!(store.parts(&[i; 16]).unwrap().len(), 1);
+            } else {
+                assert_eq!(view.state, MessageState::Delivered, "item {i}");
+                assert!(store.parts(&[i; 16]).unwrap().is_empty());
+            }
+        }
+    }
+
     /// A lone acknowledgement is committed at once, with no timer: the clock does not move.
     #[tokio::test(start_paused = true)]
     async fn a_lone_acknowledgement_is_not_held_back() {
