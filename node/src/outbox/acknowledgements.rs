@@ -142,6 +142,25 @@ mod tests {
         store
     }
 
+    /// Acknowledgements of items `0..n`, released in the same turn, as the swarm task wakes the
+    /// deliveries that land together; each task answers its item and what recording it gave.
+    fn land_together(
+        acks: &std::sync::Arc<Acknowledgements>,
+        store: &Store,
+        n: u8,
+    ) -> tokio::task::JoinSet<(u8, crate::error::Result<Vec<MessageState>>)> {
+        let landing = std::sync::Arc::new(tokio::sync::Barrier::new(usize::from(n)));
+        let mut landed = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (acks, store, landing) = (acks.clone(), store.clone(), landing.clone());
+            landed.spawn(async move {
+                landing.wait().await;
+                (i, acks.record(&store, [i; 16], BOTH, 20).await)
+            });
+        }
+        landed
+    }
+
     /// Acknowledgements that land together are recorded together, on the runtime a user node
     /// runs (one worker): each item enters its own states, and the log grows by about what one
     /// lone acknowledgement writes, where one by one it grows by that much for each.
@@ -157,19 +176,11 @@ mod tests {
         assert_eq!(acks.record(&together, [N; 16], BOTH, 20).await.unwrap(), BOTH);
         let one = together.wal_bytes() - before;
 
-        // N deliveries released in the same turn, as the swarm task wakes them.
+        // N deliveries released in the same turn.
         let before = together.wal_bytes();
-        let landing = std::sync::Arc::new(tokio::sync::Barrier::new(usize::from(N)));
-        let mut landed = tokio::task::JoinSet::new();
-        for i in 0..N {
-            let (acks, store, landing) = (acks.clone(), together.clone(), landing.clone());
-            landed.spawn(async move {
-                landing.wait().await;
-                acks.record(&store, [i; 16], BOTH, 20).await
-            });
-        }
+        let mut landed = land_together(&acks, &together, N);
         while let Some(entered) = landed.join_next().await {
-            assert_eq!(entered.unwrap().unwrap(), BOTH);
+            assert_eq!(entered.unwrap().1.unwrap(), BOTH);
         }
         let grew_together = together.wal_bytes() - before;
 
@@ -211,15 +222,7 @@ mod tests {
             ))
             .unwrap();
         let acks = std::sync::Arc::new(Acknowledgements::default());
-        let landing = std::sync::Arc::new(tokio::sync::Barrier::new(usize::from(N)));
-        let mut landed = tokio::task::JoinSet::new();
-        for i in 0..N {
-            let (acks, store, landing) = (acks.clone(), store.clone(), landing.clone());
-            landed.spawn(async move {
-                landing.wait().await;
-                (i, acks.record(&store, [i; 16], BOTH, 20).await)
-            });
-        }
+        let mut landed = land_together(&acks, &store, N);
         while let Some(joined) = landed.join_next().await {
             let (i, entered) = joined.unwrap();
             if i == BAD {
