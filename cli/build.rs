@@ -10,63 +10,79 @@
 //! dependency or toolchain upgrade) is skipped by the linker, and its function stays where it
 //! would have been.
 //!
-//! Only where the linker is known to be LLD, which reads the list: release builds for
-//! x86_64-unknown-linux-gnu with Rust 1.90 or later (whose default linker there is LLD) and no
-//! linker chosen in the configuration. Elsewhere, or with `KOLOKOL_SYMBOL_ORDER=off`, the binary
-//! is linked as before.
+//! Only where the linker reads the list (LLD and mold do; GNU ld refuses the option): in release
+//! builds, after linking an empty program with the same compiler, target, flags and linker and
+//! the option succeeded. Otherwise, or with `KOLOKOL_SYMBOL_ORDER=off`, the binary is linked as
+//! before. A linker chosen where this script cannot see it (`cargo rustc -- -C linker=...`) needs
+//! `KOLOKOL_SYMBOL_ORDER=off`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The first Rust release that links x86_64-unknown-linux-gnu with LLD by default.
-const FIRST_RUST_WITH_LLD: u32 = 90;
+/// The linker arguments that hand it the list: `-Xlinker` pairs, since `-Wl,` would split a path
+/// with a comma in it.
+fn linker_args(list: &Path) -> [String; 4] {
+    [
+        "-Xlinker".into(),
+        format!("--symbol-ordering-file={}", list.display()),
+        "-Xlinker".into(),
+        // A stale name is expected after an upgrade and harmless; thousands of warnings are not.
+        "--no-warn-symbol-ordering".into(),
+    ]
+}
 
 fn main() {
     let list = Path::new(&env("CARGO_MANIFEST_DIR")).join("symbol-order/kolokol.txt");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={}", list.display());
-    println!("cargo:rerun-if-env-changed=KOLOKOL_SYMBOL_ORDER");
+    // What decides the linker, so that a change to any of them runs the probe again.
+    for variable in [
+        "KOLOKOL_SYMBOL_ORDER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
+    ] {
+        println!("cargo:rerun-if-env-changed={variable}");
+    }
 
-    if !wanted(&list) {
+    let off = std::env::var("KOLOKOL_SYMBOL_ORDER").as_deref() == Ok("off");
+    if off || env("PROFILE") != "release" || !list.is_file() || !linker_reads_the_list(&list) {
         return;
     }
-    println!("cargo:rustc-link-arg-bin=kolokol=-Wl,--symbol-ordering-file={}", list.display());
-    // A stale name is expected after an upgrade and harmless; thousands of warnings are not.
-    println!("cargo:rustc-link-arg-bin=kolokol=-Wl,--no-warn-symbol-ordering");
+    for arg in linker_args(&list) {
+        println!("cargo:rustc-link-arg-bin=kolokol={arg}");
+    }
 }
 
-/// Whether the linker is known to read the list, and the list is there.
-fn wanted(list: &Path) -> bool {
-    if std::env::var("KOLOKOL_SYMBOL_ORDER").as_deref() == Ok("off") || env("PROFILE") != "release"
-    {
+/// Whether an empty program links with the list, built as `kolokol` will be: the same compiler,
+/// target, flags and linker.
+fn linker_reads_the_list(list: &Path) -> bool {
+    let out = PathBuf::from(env("OUT_DIR"));
+    let source = out.join("symbol_order_probe.rs");
+    if std::fs::write(&source, "fn main() {}\n").is_err() {
         return false;
     }
-    // LLD is the default linker of this target only, and from Rust 1.90 on.
-    if env("TARGET") != "x86_64-unknown-linux-gnu"
-        || rust_minor().is_none_or(|minor| minor < FIRST_RUST_WITH_LLD)
-    {
-        return false;
-    }
-    // A linker of the user's own (`target.<triple>.linker`, `-C linker=`, `-fuse-ld=`,
-    // `-C linker-features=`) may not read it.
+    let mut rustc = Command::new(env("RUSTC"));
+    rustc
+        .arg("--crate-type=bin")
+        .arg("--target")
+        .arg(env("TARGET"))
+        .arg("-o")
+        .arg(out.join("symbol_order_probe"))
+        .arg(&source);
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if std::env::var_os("RUSTC_LINKER").is_some()
-        || flags.contains("linker")
-        || flags.contains("fuse-ld")
-    {
-        return false;
+    rustc.args(flags.split('\u{1f}').filter(|flag| !flag.is_empty()));
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        let mut arg = std::ffi::OsString::from("linker=");
+        arg.push(linker);
+        rustc.arg("-C").arg(arg);
     }
-    list.is_file()
-}
-
-/// The minor version of the compiler building this crate (90 for 1.90.0).
-fn rust_minor() -> Option<u32> {
-    let output = Command::new(env("RUSTC")).arg("--version").output().ok()?;
-    let text = String::from_utf8(output.stdout).ok()?;
-    let version = text.split_whitespace().nth(1)?;
-    let mut parts = version.split('.');
-    (parts.next()? == "1").then_some(())?;
-    parts.next()?.parse().ok()
+    for arg in linker_args(list) {
+        rustc.arg("-C").arg(format!("link-arg={arg}"));
+    }
+    rustc.output().is_ok_and(|output| output.status.success())
 }
 
 /// A variable Cargo always sets for a build script.

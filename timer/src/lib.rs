@@ -3,8 +3,8 @@
 //!
 //! It owns one thing: the `Delay` future that libp2p arms for every stream upgrade, request and
 //! idle connection. It must keep futures-timer's API and meaning (`Delay::new`, `Delay::reset`,
-//! a `Future` that stays ready once its time has come, `Unpin`, `Send`, `Sync`, `Debug`) and
-//! must never panic.
+//! a `Future` that is ready once its time has come, `Unpin`, `Send`, `Sync`, `Debug`), and no
+//! duration may make it panic.
 //!
 //! Why it exists: futures-timer keeps every timer on a thread of its own and wakes that thread
 //! whenever a `Delay` is created, reset or dropped. libp2p does that several times per text on
@@ -18,8 +18,12 @@
 //!
 //! What it changes: a `Delay` follows the clock of the runtime it was made in, so under tokio's
 //! paused time (tests) libp2p's timeouts pass in virtual time, as the node's own timers do; and
-//! tokio rounds a deadline up to its next millisecond. The runtime must have its timer enabled,
-//! as every runtime in this workspace does (`enable_all`).
+//! tokio rounds a deadline up to its next millisecond. It has tokio's own two conditions, which
+//! no code of this workspace breaks: the runtime a `Delay` is made in has its timer enabled (every
+//! runtime here is built with `enable_all`), and a `Delay` is not polled after that runtime has
+//! shut down (tokio drops a runtime's tasks before its timer, so a node's own never are); tokio
+//! panics otherwise. Like every tokio resource it spends the polling task's budget, so a `Delay`
+//! whose time has come can answer `Pending` once, having woken its task to be polled again.
 
 use std::fmt;
 use std::future::Future;
@@ -31,7 +35,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::time::{Instant, Sleep};
 
-/// Where a deadline too far to be represented is put instead: never, for any caller.
+/// The farthest a deadline is put: never, for any caller.
 const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// A future that completes once its duration has passed, and stays complete.
@@ -84,10 +88,11 @@ impl fmt::Debug for Delay {
     }
 }
 
-/// `dur` from now on the current clock (the paused one under tokio's test-util).
+/// `dur` from now on the current clock (the paused one under tokio's test-util), at most
+/// [`FAR_FUTURE`] away: tokio adds to a deadline in its timer wheel, so one near the largest
+/// `Instant` would overflow there.
 fn deadline(dur: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(dur).unwrap_or(now + FAR_FUTURE)
+    Instant::now() + dur.min(FAR_FUTURE)
 }
 
 /// The runtime that keeps the timers of `Delay`s made outside any runtime, on a thread of its own
