@@ -7,6 +7,7 @@
 //! that, so that a mistake there is one error line at start.
 
 pub mod address;
+pub mod batch;
 pub mod cooldown;
 pub mod cover;
 pub mod first_record;
@@ -23,7 +24,7 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, Transport as _, noise, yamux};
+use libp2p::{Multiaddr, PeerId, Transport as _, noise};
 
 use crate::config::{Config, Policy, Role};
 use crate::error::{Error, Result};
@@ -170,8 +171,9 @@ pub fn build(
 }
 
 /// A byte-stream transport with the upgrades every one of ours gets: multistream-select as
-/// `V1Lazy`, Noise, Yamux, and [`CONNECT_TIMEOUT`] on inbound connections (the cool-down keeps
-/// the dials' own).
+/// `V1Lazy`, Noise, Yamux (writing what it has ready together as one Noise frame,
+/// [`batch::BatchedYamux`]), and [`CONNECT_TIMEOUT`] on inbound connections (the cool-down
+/// keeps the dials' own).
 fn upgraded<T>(
     inner: T,
     key: &libp2p::identity::Keypair,
@@ -186,7 +188,7 @@ where
     Ok(inner
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
-        .multiplex(yamux::Config::default())
+        .multiplex(batch::BatchedYamux::default())
         .inbound_timeout(CONNECT_TIMEOUT)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed())

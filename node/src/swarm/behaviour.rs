@@ -11,7 +11,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr,
-    identify, kad, mdns, memory_connection_limits, noise, ping, relay, yamux,
+    identify, kad, mdns, memory_connection_limits, noise, ping, relay,
 };
 use tokio::sync::watch;
 
@@ -169,7 +169,7 @@ pub(crate) fn build(
         .map_err(|e| net(&e))?
         .with_dns()
         .map_err(|e| net(&e))?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, crate::transport::batch::BatchedYamux::default)
         .map_err(|e| net(&e))?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();

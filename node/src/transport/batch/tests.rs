@@ -1,0 +1,196 @@
+//! Yamux over [`Batched`] sockets: frames queued together leave in one flush, and a transfer
+//! far larger than the socket's buffer, in both directions at once, completes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::poll_fn;
+use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use libp2p::core::StreamMuxer;
+use libp2p::core::muxing::StreamMuxerExt as _;
+use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt as _};
+
+use super::BatchedYamux;
+
+/// How long a test waits for an exchange before it fails (it takes milliseconds).
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A socket that counts the flushes that pushed out frames of a stream: each is one Noise frame
+/// and one write to TCP below a real connection. Frames of the connection itself (yamux's
+/// pings and pongs, which measure its round trip once it starts) are not counted.
+struct Flushes {
+    inner: Compat<tokio::io::DuplexStream>,
+    /// What was written since the last flush.
+    pending: Vec<u8>,
+    count: Arc<AtomicUsize>,
+}
+
+/// Whether these whole yamux frames (12-byte headers: version, type, flags, stream id, length;
+/// a data frame's body follows its header) include one of a stream (id not 0).
+fn has_stream_frame(mut frames: &[u8]) -> bool {
+    while frames.len() >= 12 {
+        let stream = u32::from_be_bytes(frames[4..8].try_into().expect("4 bytes"));
+        if stream != 0 {
+            return true;
+        }
+        let body = if frames[1] == 0 {
+            u32::from_be_bytes(frames[8..12].try_into().expect("4 bytes")) as usize
+        } else {
+            0
+        };
+        frames = &frames[(12 + body).min(frames.len())..];
+    }
+    false
+}
+
+impl AsyncRead for Flushes {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Flushes {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.pending.extend_from_slice(&buf[..n]);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed
+            && has_stream_frame(&std::mem::take(&mut this.pending))
+        {
+            this.count.fetch_add(1, Ordering::Relaxed);
+        }
+        flushed
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+/// Polls a multiplexer for good, as a connection's task does, until it fails or closes.
+fn drive<M>(mut muxer: M) -> tokio::task::JoinHandle<()>
+where
+    M: StreamMuxer + Unpin + Send + 'static,
+{
+    tokio::spawn(async move { while poll_fn(|cx| muxer.poll_unpin(cx)).await.is_ok() {} })
+}
+
+/// The first inbound stream of a multiplexer, which is then driven for good.
+async fn first_inbound<M>(mut muxer: M) -> M::Substream
+where
+    M: StreamMuxer + Unpin + Send + 'static,
+    M::Error: std::fmt::Debug,
+{
+    let stream = poll_fn(|cx| {
+        if let Poll::Ready(stream) = muxer.poll_inbound_unpin(cx) {
+            return Poll::Ready(stream);
+        }
+        // `poll` is what reads the socket and queues the inbound streams.
+        let _ = muxer.poll_unpin(cx);
+        Poll::Pending
+    })
+    .await
+    .expect("an inbound stream");
+    drive(muxer);
+    stream
+}
+
+#[tokio::test]
+async fn frames_queued_together_leave_in_one_flush() {
+    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let socket = Flushes { inner: ours.compat(), pending: Vec::new(), count: flushes.clone() };
+    let mut client =
+        BatchedYamux::default().upgrade_outbound(socket, "/yamux/1.0.0").await.expect("client");
+    let server = libp2p::yamux::Config::default()
+        .upgrade_inbound(theirs.compat(), "/yamux/1.0.0")
+        .await
+        .expect("server");
+
+    // What a request costs: the stream's opening with the protocol's headers, the request and
+    // the `FIN`, three yamux frames queued before the connection's task runs.
+    let mut stream = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
+    stream.write_all(b"\x13/multistream/1.0.0\n\x0f/kolokol/msg/1\n").await.expect("headers");
+    stream.write_all(&[7; 1024]).await.expect("request");
+    stream.close().await.expect("FIN");
+    drive(client);
+
+    let received = tokio::time::timeout(DEADLINE, async {
+        let mut inbound = first_inbound(server).await;
+        let mut received = Vec::new();
+        inbound.read_to_end(&mut received).await.expect("read");
+        received
+    })
+    .await
+    .expect("the request arrived before the deadline");
+    assert_eq!(received.len(), 20 + 16 + 1024);
+    assert_eq!(received[36..], [7; 1024]);
+    // Yamux's own flush after every frame made this three.
+    assert_eq!(flushes.load(Ordering::Relaxed), 1, "one flush for the three frames");
+}
+
+#[tokio::test]
+async fn a_transfer_far_beyond_the_socket_buffer_completes_both_ways_at_once() {
+    // A 1 KiB pipe between the two: every write blocks many times, so flushes wait on the
+    // socket's writability while the reads go on.
+    let (ours, theirs) = tokio::io::duplex(1024);
+    let mut client = BatchedYamux::default()
+        .upgrade_outbound(ours.compat(), "/yamux/1.0.0")
+        .await
+        .expect("client");
+    let server = BatchedYamux::default()
+        .upgrade_inbound(theirs.compat(), "/yamux/1.0.0")
+        .await
+        .expect("server");
+    const LEN: usize = 3 * 1024 * 1024 + 17;
+    let sent: Vec<u8> = (0..LEN).map(|i| (i * 31 % 251) as u8).collect();
+
+    let outbound = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
+    drive(client);
+    let exchange = async {
+        // The server echoes everything back as it reads it, while the client is still writing.
+        let echo = tokio::spawn(async move {
+            let inbound = first_inbound(server).await;
+            let (mut read, mut write) = inbound.split();
+            futures::io::copy(&mut read, &mut write).await.expect("echo");
+            write.close().await.expect("FIN");
+        });
+        let (mut read, mut write) = outbound.split();
+        let writer = async {
+            write.write_all(&sent).await.expect("write");
+            write.close().await.expect("FIN");
+        };
+        let reader = async {
+            let mut back = Vec::with_capacity(LEN);
+            read.read_to_end(&mut back).await.expect("read");
+            back
+        };
+        let ((), back) = futures::join!(writer, reader);
+        echo.await.expect("the echo task");
+        back
+    };
+    let back =
+        tokio::time::timeout(DEADLINE, exchange).await.expect("completed before the deadline");
+    assert!(back == sent, "{} bytes came back, {} sent", back.len(), sent.len());
+}
