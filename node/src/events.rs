@@ -35,9 +35,20 @@ impl Events {
         let _ = self.sender.send(event);
     }
 
+    /// Whether anyone is subscribed. The announcements below read the store to name who is
+    /// concerned (a contact's name, a group's), work that nobody would read when nobody
+    /// listens, which is a daemon's usual state (a scripted `kolokol send` subscribes to
+    /// nothing).
+    fn heard(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
     /// Announces a state change that a receipt caused: of one of our texts, or of a member's
     /// copy of one of our group messages (announced as a group delivery, or not at all).
     pub(crate) fn receipted(&self, id: &MessageId, peer: &PeerId, state: MessageState, at_ms: u64) {
+        if !self.heard() {
+            return;
+        }
         match self.store.group_copy(id) {
             Ok(Some(_)) => self.group_copy(id, peer, state, at_ms),
             _ => self.state(id, peer, state, None, at_ms),
@@ -54,6 +65,9 @@ impl Events {
         detail: Option<String>,
         at_ms: u64,
     ) {
+        if !self.heard() {
+            return;
+        }
         let to = match self.store.contact_name(peer) {
             Ok(Some(name)) => name,
             _ => peer.to_string(),
@@ -88,6 +102,9 @@ impl Events {
         state: MessageState,
         at_ms: u64,
     ) {
+        if !self.heard() {
+            return;
+        }
         let Ok(Some((group, message))) = self.store.group_copy(row) else { return };
         if message == [0; 16] {
             return;

@@ -391,6 +391,35 @@ fn utf8_path(path: &Path) -> Result<&str> {
     })
 }
 
+/// Peer ids whose text [`peer_text`] remembers, per thread.
+const PEER_TEXTS_REMEMBERED: usize = 4;
+
+/// A thread's last peer ids and their texts, and the slot the next one takes.
+struct PeerTexts {
+    next: usize,
+    recent: [Option<(PeerId, String)>; PEER_TEXTS_REMEMBERED],
+}
+
+/// A peer id as the store writes it (Base58). Most tables name rows by peer, so one text
+/// spelled its recipient's id in Base58 five or six times (about 2 µs each); a thread's last
+/// few are remembered, the same few peers a burst of messages names.
+pub(crate) fn peer_text(peer: &PeerId) -> String {
+    thread_local! {
+        static RECENT: std::cell::RefCell<PeerTexts> = const {
+            std::cell::RefCell::new(PeerTexts { next: 0, recent: [const { None }; PEER_TEXTS_REMEMBERED] })
+        };
+    }
+    RECENT.with_borrow_mut(|texts| {
+        if let Some((_, text)) = texts.recent.iter().flatten().find(|(p, _)| p == peer) {
+            return text.clone();
+        }
+        let text = peer.to_base58();
+        texts.recent[texts.next] = Some((*peer, text.clone()));
+        texts.next = (texts.next + 1) % PEER_TEXTS_REMEMBERED;
+        text
+    })
+}
+
 /// Reads a peer id column. Every peer id in the store was written from a `PeerId`, so one that
 /// does not parse is a damaged row, reported as an error rather than a panic.
 fn peer_column(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<PeerId> {

@@ -26,6 +26,8 @@
 //! key the peer is about to use, or accept a replay. `docs/PROTOCOL.md` is the normative
 //! description.
 
+use std::sync::Arc;
+
 use bincode::de::Decoder;
 use bincode::enc::Encoder;
 use bincode::error::{DecodeError, EncodeError};
@@ -43,6 +45,7 @@ use crate::identity::{DeviceCertificate, DeviceKey, Identity, check_x25519_publi
 use crate::mailbox_key::MailboxAddress;
 use crate::message::Content;
 use crate::prekey::{HybridPrekey, SignedPrekey};
+use crate::x25519::KeyPair;
 
 /// Most receive keys kept per conversation, the newest included. The same bound libsignal and
 /// vodozemac put on receiving chains: enough for envelopes still in flight to a key the peer
@@ -215,6 +218,48 @@ impl<Context> Decode<Context> for Secret {
 
 bincode::impl_borrow_decode!(Secret);
 
+/// Our receive keys loaded into X25519 ([`KeyPair::remembering`]), by public key: an envelope
+/// to a key loaded before costs no key load (a base-point multiplication), and the sender's
+/// device key, the same for every envelope of the conversation, costs its static-static
+/// Diffie-Hellman once per receive key. Kept in memory only: it encodes as nothing, so the
+/// stored state and its golden bytes are unchanged, and a state read from the store starts
+/// with none loaded. A pair (the secret, its loaded form and the remembered shared secret) is
+/// dropped, and wiped, as soon as its key is deleted ([`Conversation::expire`]), so it keeps
+/// nothing that forward secrecy requires gone. At most one per receive key.
+#[derive(Default)]
+struct LoadedKeys(Vec<([u8; 32], Arc<KeyPair>)>);
+
+impl LoadedKeys {
+    /// The loaded pair of the key with this public half, loaded now if it was not.
+    fn get(&mut self, public: &[u8; 32], secret: &[u8; 32]) -> Arc<KeyPair> {
+        if let Some((_, pair)) = self.0.iter().find(|(p, _)| p == public) {
+            return pair.clone();
+        }
+        let pair = Arc::new(KeyPair::remembering(secret));
+        self.0.push((*public, pair.clone()));
+        pair
+    }
+
+    /// Drops the pairs of keys no longer among `live`.
+    fn keep_only(&mut self, live: &[ReceiveKey]) {
+        self.0.retain(|(public, _)| live.iter().any(|k| k.public == *public));
+    }
+}
+
+impl Encode for LoadedKeys {
+    fn encode<E: Encoder>(&self, _: &mut E) -> Result<(), EncodeError> {
+        Ok(())
+    }
+}
+
+impl<Context> Decode<Context> for LoadedKeys {
+    fn decode<D: Decoder<Context = Context>>(_: &mut D) -> Result<Self, DecodeError> {
+        Ok(Self::default())
+    }
+}
+
+bincode::impl_borrow_decode!(LoadedKeys);
+
 /// One of our receive keys.
 #[derive(Encode, Decode)]
 struct ReceiveKey {
@@ -299,6 +344,8 @@ pub struct Conversation {
     /// most [`MAX_PEER_STARTS`]: a delayed first contact advertising one of them is old news,
     /// not a restart.
     peer_starts: Vec<[u8; 32]>,
+    /// Our receive keys loaded for Diffie-Hellman, kept in memory only (see [`LoadedKeys`]).
+    loaded: LoadedKeys,
 }
 
 /// Most starts of the peer's numbering remembered (see `peer_starts`).
@@ -442,6 +489,7 @@ impl Conversation {
             peer_hybrid_prekey: None,
             peer_mailbox: None,
             peer_starts: Vec::new(),
+            loaded: LoadedKeys::default(),
         }
     }
 
@@ -842,10 +890,12 @@ impl Conversation {
         };
         let seen = seen_entry(&envelope::ephemeral_key(sealed)?);
         for key in self.receive_keys.iter().filter(|k| k.has_id(&id) && k.seen.contains(&seen)) {
+            // A replay is rare: the key is loaded for it alone.
             let receive = ReceiveSecret {
                 secret: key.secret.get(),
                 public: &key.public,
                 seed: key.seed.get(),
+                pair: None,
             };
             if let Ok(payload) = envelope::open_conversation_any(
                 &receive,
@@ -896,10 +946,12 @@ impl Conversation {
             if !key.has_id(&id) {
                 continue;
             }
+            let pair = self.loaded.get(&key.public, key.secret.get());
             let receive = ReceiveSecret {
                 secret: key.secret.get(),
                 public: &key.public,
                 seed: key.seed.get(),
+                pair: Some(pair),
             };
             let payload = match envelope::open_conversation_any(
                 &receive,
@@ -1082,6 +1134,7 @@ impl Conversation {
         while self.receive_keys.len() > MAX_RECEIVE_KEYS {
             self.receive_keys.remove(0);
         }
+        self.loaded.keep_only(&self.receive_keys);
     }
 
     /// The state as bytes for the node's store: [`STATE_VERSION`] then the bincode encoding.

@@ -17,7 +17,7 @@
 //! and duplication by relays and mailboxes cannot desynchronise anything, and no Noise state is
 //! ever kept between messages. `docs/PROTOCOL.md` is the normative description.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use bincode::{Decode, Encode};
 use blake2::{Blake2s256, Digest};
@@ -35,6 +35,7 @@ use crate::kem;
 use crate::mailbox_key::MailboxAddress;
 use crate::message::Content;
 use crate::prekey::{HybridPrekey, HybridPrekeySecret};
+use crate::x25519::KeyPair;
 
 /// The only sizes an envelope has on the wire, in bytes. A relay or mailbox learns which of
 /// four size classes a message falls in, and nothing finer.
@@ -341,7 +342,8 @@ pub fn seal(
     })?;
     let header = [ENVELOPE_VERSION, KIND_FIRST_CONTACT];
     let device = sender.device();
-    let resolver = EnvelopeResolver::new(device.secret(), device.public(), Some(ephemeral));
+    let resolver =
+        EnvelopeResolver::device(device, Some(ephemeral)).remembering(recipient_device_key);
     let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
     let prologue = prologue(&header, None);
     let handshake = builder
@@ -362,7 +364,7 @@ pub fn open(recipient: &DeviceKey, envelope: &[u8], now: u64) -> Result<Opened, 
     }
     let (header, message) = envelope.split_at(HEADER_LEN);
     ephemeral_of(message)?;
-    let resolver = EnvelopeResolver::new(recipient.secret(), recipient.public(), None);
+    let resolver = EnvelopeResolver::device(recipient, None);
     let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
     let prologue = prologue(header, None);
     let handshake = builder
@@ -425,7 +427,7 @@ pub fn open_first_contact_remembering(
     }
     let (header, message) = envelope.split_at(HEADER_LEN_3);
     let ephemeral = ephemeral_of(message)?;
-    let resolver = EnvelopeResolver::new(recipient.secret(), recipient.public(), None);
+    let resolver = EnvelopeResolver::device(recipient, None);
     let builder = snow::Builder::with_resolver(NOISE_X.clone(), Box::new(resolver));
     let prologue = prologue(header, Some(own_identity));
     let handshake = builder
@@ -508,7 +510,7 @@ fn seal_3(
     } else {
         (&*NOISE_X, NOISE_X_OVERHEAD)
     };
-    let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
+    let resolver = EnvelopeResolver::device(sender, Some(ephemeral)).remembering(recipient_key);
     let builder = snow::Builder::with_resolver(params.clone(), Box::new(resolver));
     let prologue = prologue(&header, Some(recipient_identity));
     let handshake = builder
@@ -529,6 +531,8 @@ pub(crate) struct ReceiveSecret<'a> {
     pub secret: &'a [u8; 32],
     pub public: &'a [u8; 32],
     pub seed: &'a [u8; 32],
+    /// `secret` already loaded for Diffie-Hellman, when the caller keeps it loaded.
+    pub pair: Option<Arc<KeyPair>>,
 }
 
 /// Opens a format 3 conversation envelope with one of our receive keys, meant for our identity
@@ -547,7 +551,9 @@ pub(crate) fn open_conversation(
     check_x25519_public(sender_device_key)?;
     let (header, message) = envelope.split_at(HEADER_LEN_3);
     ephemeral_of(message)?;
-    let resolver = EnvelopeResolver::new(receive.secret, receive.public, None);
+    let resolver = EnvelopeResolver::new(receive.secret, receive.public, None)
+        .with_static_pair(receive.pair.clone())
+        .remembering(sender_device_key);
     let builder = snow::Builder::with_resolver(NOISE_KPSK1.clone(), Box::new(resolver));
     let prologue = prologue(header, Some(own_identity));
     let handshake = builder
@@ -665,7 +671,9 @@ pub fn seal_first_contact_4(
         max: MAX_ENVELOPE_LEN - overhead_4(KIND_FIRST_CONTACT) - LENGTH_PREFIX,
     })?;
     let (ciphertext, psk) = kem::encapsulate(&prekey.kem_public, kem_randomness)?;
-    let ephemeral_public = public_key(&ephemeral);
+    // Loaded once: its public half goes in the tag, and snow's handshake takes the same pair.
+    let ephemeral_pair = Arc::new(KeyPair::new(&ephemeral));
+    let ephemeral_public = ephemeral_pair.public;
     let mut header = [0u8; HEADER_LEN_4];
     header[0] = ENVELOPE_VERSION_4;
     header[1] = KIND_FIRST_CONTACT;
@@ -674,7 +682,9 @@ pub fn seal_first_contact_4(
     header[HEADER_LEN_3..].copy_from_slice(&tag);
     let mut prologue = prologue(&header, Some(recipient_identity));
     prologue.extend_from_slice(&ciphertext);
-    let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
+    let resolver = EnvelopeResolver::device(sender, None)
+        .with_ephemeral_pair(ephemeral_pair)
+        .remembering(&prekey.public);
     let handshake = snow::Builder::with_resolver(NOISE_XPSK0.clone(), Box::new(resolver))
         .local_private_key(sender.secret())
         .and_then(|b| b.remote_public_key(&prekey.public))
@@ -780,10 +790,14 @@ pub(crate) fn seal_conversation_4(
     header[0] = ENVELOPE_VERSION_4;
     header[1] = KIND_CONVERSATION;
     header[2..HEADER_LEN_3].copy_from_slice(&key_id(receive_key));
-    let tag = tag(seed, &header, &public_key(&ephemeral));
+    // Loaded once: its public half goes in the tag, and snow's handshake takes the same pair.
+    let ephemeral_pair = Arc::new(KeyPair::new(&ephemeral));
+    let tag = tag(seed, &header, &ephemeral_pair.public);
     header[HEADER_LEN_3..].copy_from_slice(&tag);
     let prologue = prologue(&header, Some(recipient_identity));
-    let resolver = EnvelopeResolver::new(sender.secret(), sender.public(), Some(ephemeral));
+    let resolver = EnvelopeResolver::device(sender, None)
+        .with_ephemeral_pair(ephemeral_pair)
+        .remembering(receive_key);
     let handshake = snow::Builder::with_resolver(NOISE_KPSK1.clone(), Box::new(resolver))
         .local_private_key(sender.secret())
         .and_then(|b| b.remote_public_key(receive_key))
@@ -814,7 +828,9 @@ pub(crate) fn open_conversation_any(
     let (header, message) = envelope.split_at(HEADER_LEN_4);
     ephemeral_of(message)?;
     let prologue = prologue(header, Some(own_identity));
-    let resolver = EnvelopeResolver::new(receive.secret, receive.public, None);
+    let resolver = EnvelopeResolver::new(receive.secret, receive.public, None)
+        .with_static_pair(receive.pair.clone())
+        .remembering(sender_device_key);
     let handshake = snow::Builder::with_resolver(NOISE_KPSK1.clone(), Box::new(resolver))
         .local_private_key(receive.secret)
         .and_then(|b| b.remote_public_key(sender_device_key))
@@ -1047,6 +1063,9 @@ impl CryptoResolver for KciResolver {
             loaded: std::sync::OnceLock::new(),
             known_secret: [1; 32],
             known_public: [0; 32],
+            known_pair: None,
+            ephemeral_pair: None,
+            remember: None,
         };
         Some(Box::new(KciDh { claimed: self.claimed, ss: self.ss, honest, is_static: false }))
     }

@@ -13,6 +13,7 @@ use libp2p_identity::{Keypair, PeerId, PublicKey, ed25519};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
+use crate::x25519::KeyPair;
 
 /// Domain-separation prefix of the device certificate signature, so a signature made for any
 /// other purpose (libp2p's own, a presence record) can never pass as a device certificate.
@@ -94,13 +95,20 @@ pub fn verify_strict(
 pub struct DeviceKey {
     secret: Zeroizing<[u8; 32]>,
     public: [u8; 32],
+    /// `secret` loaded once for every envelope the device seals or opens with it.
+    pair: Arc<KeyPair>,
 }
 
 impl DeviceKey {
     /// Builds the key pair from 32 secret bytes (clamped by X25519 on use).
     pub fn from_secret(secret: [u8; 32]) -> Self {
-        let public = crate::x25519::public_key(&secret);
-        Self { secret: Zeroizing::new(secret), public }
+        let pair = KeyPair::remembering(&secret);
+        Self { secret: Zeroizing::new(secret), public: pair.public, pair: Arc::new(pair) }
+    }
+
+    /// The key pair loaded for Diffie-Hellman; only the envelope code needs it.
+    pub(crate) fn pair(&self) -> &Arc<KeyPair> {
+        &self.pair
     }
 
     /// The public half, as it appears in certificates and invites.

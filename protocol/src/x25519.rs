@@ -10,6 +10,8 @@
 //! 32-byte string is a valid X25519 private key and a valid u-coordinate), so no input can make
 //! these functions panic or give a different answer than RFC 7748 does.
 
+use std::sync::Mutex;
+
 use aws_lc_rs::agreement;
 
 /// The public key of `secret` (the scalar multiplication of the base point by the clamped
@@ -19,12 +21,27 @@ pub(crate) fn public_key(secret: &[u8; 32]) -> [u8; 32] {
 }
 
 /// A private key loaded into AWS-LC with its public half. Loading computes the public key, so a
-/// caller that needs both (an ephemeral key) pays for one base-point multiplication, not two.
+/// caller that needs both (an ephemeral key) pays for one base-point multiplication, not two,
+/// and a key loaded once and kept (the device key, [`KeyPair::remembering`]) pays none again.
 pub(crate) struct KeyPair {
     secret: [u8; 32],
     loaded: Option<agreement::PrivateKey>,
     /// The public key of `secret`.
     pub(crate) public: [u8; 32],
+    /// For a long-lived key, the last peer key it agreed with and the result.
+    last: Option<Mutex<Option<Agreed>>>,
+}
+
+/// A shared secret with the peer key it came from.
+struct Agreed {
+    peer: [u8; 32],
+    shared: [u8; 32],
+}
+
+impl Drop for Agreed {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.shared);
+    }
 }
 
 impl KeyPair {
@@ -36,13 +53,60 @@ impl KeyPair {
             .and_then(|key| key.compute_public_key().ok())
             .and_then(|public| <[u8; 32]>::try_from(public.as_ref()).ok())
             .unwrap_or_else(|| portable_public_key(secret));
-        Self { secret: *secret, loaded, public }
+        Self { secret: *secret, loaded, public, last: None }
+    }
+
+    /// Loads a key that is kept for many envelopes (the device key, a conversation's receive
+    /// key) and remembers its last static-static shared secret
+    /// ([`KeyPair::diffie_hellman_remembered`]): every conversation envelope between one device
+    /// key and one receive key (all of a one-way conversation's until the recipient's answer
+    /// brings a newer key, at most [`crate::conversation::ANSWER_AFTER_ENVELOPES`] apart) has the
+    /// same static-static Diffie-Hellman, which is then computed once on each side. What is
+    /// remembered is as secret as this key itself, which computes it again from the peer's
+    /// public key, lives no longer than the key pair, and is wiped when replaced or dropped;
+    /// agreements with ephemeral keys are never remembered.
+    pub(crate) fn remembering(secret: &[u8; 32]) -> Self {
+        let mut pair = Self::new(secret);
+        pair.last = Some(Mutex::new(None));
+        pair
+    }
+
+    /// The secret this pair was loaded from.
+    pub(crate) fn secret(&self) -> &[u8; 32] {
+        &self.secret
     }
 
     /// The raw X25519 output with the peer's `public` key, zeros included: the caller refuses
     /// an all-zero secret (the peer's key is of small order, so the "secret" is public knowledge;
     /// RFC 7748 section 6.1 allows refusing it and Noise implementations do).
     pub(crate) fn diffie_hellman(&self, public: &[u8; 32]) -> [u8; 32] {
+        self.agree(public)
+    }
+
+    /// [`KeyPair::diffie_hellman`] with a peer's static key, answered from memory when it is
+    /// the peer of the last call and this pair remembers ([`KeyPair::remembering`]).
+    pub(crate) fn diffie_hellman_remembered(&self, public: &[u8; 32]) -> [u8; 32] {
+        let Some(last) = &self.last else { return self.agree(public) };
+        // Peer keys are public, so comparing them need not be constant-time. The lock is not
+        // held while computing, so envelopes sealed at once on several threads do not queue.
+        if let Some(agreed) = last.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && agreed.peer == *public
+        {
+            return agreed.shared;
+        }
+        let shared = self.agree(public);
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Agreed { peer: *public, shared });
+        shared
+    }
+
+    /// The peer key of the shared secret remembered, if any.
+    #[cfg(test)]
+    pub(crate) fn remembered_peer(&self) -> Option<[u8; 32]> {
+        let last = self.last.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref().map(|agreed| agreed.peer)
+    }
+
+    fn agree(&self, public: &[u8; 32]) -> [u8; 32] {
         let fast = self.loaded.as_ref().and_then(|key| {
             agreement::agree(
                 key,
@@ -84,6 +148,27 @@ mod tests {
                 KeyPair::new(&secret).diffie_hellman(&peer),
                 x25519_dalek::x25519(secret, peer)
             );
+        }
+    }
+
+    proptest! {
+        /// A key pair that remembers its last agreement answers every peer key, repeated,
+        /// alternating or new, as a fresh computation does.
+        #[test]
+        fn remembering_changes_no_answer(
+            secret in any::<[u8; 32]>(),
+            peers in proptest::collection::vec(any::<[u8; 32]>(), 1..4),
+            order in proptest::collection::vec(0usize..4, 1..12),
+        ) {
+            let remembering = KeyPair::remembering(&secret);
+            prop_assert_eq!(remembering.public, public_key(&secret));
+            for i in order {
+                let peer = peers[i % peers.len()];
+                prop_assert_eq!(
+                    remembering.diffie_hellman_remembered(&peer),
+                    x25519_dalek::x25519(secret, peer)
+                );
+            }
         }
     }
 

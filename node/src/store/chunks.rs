@@ -3,7 +3,7 @@
 use libp2p::PeerId;
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, Store};
+use super::{CachedStatements, Store, peer_text};
 use crate::error::Result;
 
 /// Messages whose chunks are still arriving, from one contact (only contacts may send chunks);
@@ -47,7 +47,7 @@ impl Store {
         data: &[u8],
         now_ms: u64,
     ) -> Result<ChunkOutcome> {
-        let peer_id = peer.to_string();
+        let peer_id = peer_text(peer);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let outcome = (|| {
@@ -134,7 +134,7 @@ impl Store {
         self.conn()
             .exec(
                 "DELETE FROM chunks WHERE peer_id = ?1 AND id = ?2",
-                params![peer.to_string(), id.as_slice()],
+                params![peer_text(peer), id.as_slice()],
             )
             .map(drop)
             .map_err(|e| self.err(e))

@@ -3,7 +3,7 @@
 use libp2p::{Multiaddr, PeerId};
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, Store, addresses_column, join_addresses, peer_column};
+use super::{CachedStatements, Store, addresses_column, join_addresses, peer_column, peer_text};
 use crate::error::{Error, Result};
 
 /// A stored contact.
@@ -79,7 +79,7 @@ impl Store {
         let existing: Option<(String, String)> = tx
             .row(
                 "SELECT name, peer_id FROM contacts WHERE folded = ?1 OR peer_id = ?2",
-                params![fold_name(&c.name), c.peer_id.to_string()],
+                params![fold_name(&c.name), peer_text(&c.peer_id)],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -99,7 +99,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 c.name,
-                c.peer_id.to_string(),
+                peer_text(&c.peer_id),
                 c.device_key.as_slice(),
                 join_addresses(&c.addresses),
                 c.added_at_ms as i64,
@@ -113,7 +113,7 @@ impl Store {
             Self::write_first_conversation(&tx, first, c.added_at_ms).map_err(|e| self.err(e))?;
         }
         // A peer made a contact is no longer blocked.
-        tx.exec("DELETE FROM blocked WHERE peer_id = ?1", [c.peer_id.to_string()])
+        tx.exec("DELETE FROM blocked WHERE peer_id = ?1", [peer_text(&c.peer_id)])
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
@@ -141,7 +141,7 @@ impl Store {
         self.conn()
             .exec(
                 "UPDATE contacts SET rekeyed_at_ms = ?2, rekey_reason = ?3 WHERE peer_id = ?1",
-                params![peer.to_string(), at_ms as i64, reason],
+                params![peer_text(peer), at_ms as i64, reason],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -178,7 +178,7 @@ impl Store {
         self.conn()
             .row(
                 &format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE peer_id = ?1"),
-                [peer.to_string()],
+                [peer_text(peer)],
                 Self::contact_from_row,
             )
             .optional()
@@ -190,7 +190,7 @@ impl Store {
     /// [`Store::contact_by_peer`] also parses the contact's peer id and every address it has.
     pub fn contact_name(&self, peer: &PeerId) -> Result<Option<String>> {
         self.conn()
-            .row("SELECT name FROM contacts WHERE peer_id = ?1", [peer.to_string()], |r| r.get(0))
+            .row("SELECT name FROM contacts WHERE peer_id = ?1", [peer_text(peer)], |r| r.get(0))
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -211,7 +211,7 @@ impl Store {
     pub fn remove_contact(&self, name: &str) -> Result<Option<ContactRow>> {
         let Some(c) = self.contact(name)? else { return Ok(None) };
         self.conn()
-            .exec("DELETE FROM contacts WHERE peer_id = ?1", [c.peer_id.to_string()])
+            .exec("DELETE FROM contacts WHERE peer_id = ?1", [peer_text(&c.peer_id)])
             .map_err(|e| self.err(e))?;
         Ok(Some(c))
     }
@@ -231,7 +231,7 @@ impl Store {
         self.conn()
             .exec(
                 "UPDATE contacts SET name = ?2, folded = ?3 WHERE peer_id = ?1",
-                params![c.peer_id.to_string(), new_name, fold_name(new_name)],
+                params![peer_text(&c.peer_id), new_name, fold_name(new_name)],
             )
             .map_err(|e| self.err(e))?;
         Ok(Some(ContactRow { name: new_name.to_owned(), ..c }))
@@ -243,7 +243,7 @@ impl Store {
         self.conn()
             .exec(
                 "UPDATE contacts SET verified_at_ms = ?2 WHERE peer_id = ?1",
-                params![c.peer_id.to_string(), at_ms.map(|t| t as i64)],
+                params![peer_text(&c.peer_id), at_ms.map(|t| t as i64)],
             )
             .map_err(|e| self.err(e))?;
         Ok(Some(ContactRow { verified_at_ms: at_ms, ..c }))
@@ -269,7 +269,7 @@ impl Store {
         }
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        tx.exec("DELETE FROM contacts WHERE peer_id = ?1", [old.peer_id.to_string()])
+        tx.exec("DELETE FROM contacts WHERE peer_id = ?1", [peer_text(&old.peer_id)])
             .map_err(|e| self.err(e))?;
         tx.exec(
             "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, folded,
@@ -277,7 +277,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
             params![
                 old.name,
-                new.peer_id.to_string(),
+                peer_text(&new.peer_id),
                 new.device_key.as_slice(),
                 join_addresses(&new.addresses),
                 new.added_at_ms as i64,
@@ -286,7 +286,7 @@ impl Store {
             ],
         )
         .map_err(|e| self.err(e))?;
-        tx.exec("DELETE FROM blocked WHERE peer_id = ?1", [new.peer_id.to_string()])
+        tx.exec("DELETE FROM blocked WHERE peer_id = ?1", [peer_text(&new.peer_id)])
             .map_err(|e| self.err(e))?;
         Self::write_first_conversation(&tx, first, new.added_at_ms).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
@@ -301,11 +301,11 @@ impl Store {
         tx.exec(
             "INSERT INTO blocked (peer_id, blocked_at_ms) VALUES (?1, ?2)
              ON CONFLICT (peer_id) DO NOTHING",
-            params![peer.to_string(), now_ms as i64],
+            params![peer_text(peer), now_ms as i64],
         )
         .map_err(|e| self.err(e))?;
         let removed = tx
-            .exec("DELETE FROM inbox WHERE peer_id = ?1", [peer.to_string()])
+            .exec("DELETE FROM inbox WHERE peer_id = ?1", [peer_text(peer)])
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(removed as u64)
@@ -315,7 +315,7 @@ impl Store {
     pub fn unblock(&self, peer: &PeerId) -> Result<bool> {
         let n = self
             .conn()
-            .exec("DELETE FROM blocked WHERE peer_id = ?1", [peer.to_string()])
+            .exec("DELETE FROM blocked WHERE peer_id = ?1", [peer_text(peer)])
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
     }
@@ -323,7 +323,7 @@ impl Store {
     /// Whether the peer is blocked.
     pub fn is_blocked(&self, peer: &PeerId) -> Result<bool> {
         self.conn()
-            .row("SELECT COUNT(*) FROM blocked WHERE peer_id = ?1", [peer.to_string()], |r| {
+            .row("SELECT COUNT(*) FROM blocked WHERE peer_id = ?1", [peer_text(peer)], |r| {
                 r.get::<_, i64>(0)
             })
             .map(|n| n > 0)
@@ -347,7 +347,7 @@ impl Store {
         self.conn()
             .exec(
                 "UPDATE contacts SET addresses = ?2 WHERE peer_id = ?1",
-                params![peer.to_string(), join_addresses(addresses)],
+                params![peer_text(peer), join_addresses(addresses)],
             )
             .map_err(|e| self.err(e))?;
         Ok(())

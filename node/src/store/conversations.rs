@@ -4,7 +4,7 @@
 use libp2p::PeerId;
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, Store, peer_column};
+use super::{CachedStatements, Store, peer_column, peer_text};
 use crate::error::Result;
 
 /// A conversation state to store: the peer's, its encoding (it holds secret keys), and its
@@ -28,7 +28,7 @@ impl Store {
     /// caller wipes them (the buffer is `Zeroizing`).
     pub fn conversation(&self, peer: &PeerId) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
         self.conn()
-            .row("SELECT state FROM conversations WHERE peer_id = ?1", [peer.to_string()], |r| {
+            .row("SELECT state FROM conversations WHERE peer_id = ?1", [peer_text(peer)], |r| {
                 r.get::<_, Vec<u8>>(0)
             })
             .optional()
@@ -76,7 +76,7 @@ impl Store {
         now_ms: u64,
     ) -> rusqlite::Result<()> {
         let exists = tx
-            .row("SELECT 1 FROM conversations WHERE peer_id = ?1", [write.peer.to_string()], |_| {
+            .row("SELECT 1 FROM conversations WHERE peer_id = ?1", [peer_text(write.peer)], |_| {
                 Ok(())
             })
             .optional()?
@@ -94,7 +94,7 @@ impl Store {
         write: &ConversationWrite<'_>,
         now_ms: u64,
     ) -> rusqlite::Result<bool> {
-        let peer = write.peer.to_string();
+        let peer = peer_text(write.peer);
         tx.exec(
             "INSERT INTO conversations (peer_id, state, updated_at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
@@ -155,7 +155,7 @@ impl Store {
             .prepare_cached("SELECT key_id FROM receive_keys WHERE peer_id = ?1 ORDER BY key_id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([peer.to_string()], |r| {
+            .query_map([peer_text(peer)], |r| {
                 let id: Vec<u8> = r.get(0)?;
                 Ok(id.try_into().unwrap_or([0; 8]))
             })

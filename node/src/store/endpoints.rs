@@ -4,7 +4,7 @@
 use libp2p::{Multiaddr, PeerId};
 use rusqlite::params;
 
-use super::{CachedStatements, Store, peer_column};
+use super::{CachedStatements, Store, peer_column, peer_text};
 use crate::error::Result;
 
 /// Endpoint records kept; past this the one used longest ago is deleted. The swarm task holds
@@ -51,7 +51,7 @@ impl Store {
             params![
                 row.network.as_slice(),
                 row.address.to_string(),
-                row.peer_id.to_string(),
+                peer_text(&row.peer_id),
                 row.successes,
                 row.failures,
                 row.last_success_ms.map(|v| v as i64),

@@ -11,7 +11,7 @@
 use libp2p::PeerId;
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, Store};
+use super::{CachedStatements, Store, peer_text};
 use crate::error::Result;
 
 /// Files being received at once from one contact; an offer past it is answered busy, so one
@@ -153,7 +153,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', NULL, 0, 0, 0, 0, ?8, ?8, ?8)",
                 params![
                     row.id.as_slice(),
-                    row.peer_id.to_string(),
+                    peer_text(&row.peer_id),
                     row.device_key.as_slice(),
                     row.path,
                     row.name,
@@ -331,7 +331,7 @@ impl Store {
                 &format!(
                     "SELECT {RECEIVE_COLUMNS} FROM file_receives WHERE peer_id = ?1 AND id = ?2"
                 ),
-                params![peer.to_string(), id.as_slice()],
+                params![peer_text(peer), id.as_slice()],
                 receive_row,
             )
             .optional()
@@ -345,7 +345,7 @@ impl Store {
     pub fn add_file_receive(&self, row: &FileReceiveRow) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let peer_id = row.peer_id.to_string();
+        let peer_id = peer_text(&row.peer_id);
         let room = (|| {
             let (from_peer, from_all, requests): (u64, u64, u64) = tx.row(
                 "SELECT COALESCE(SUM(state = 'receiving' AND peer_id = ?1), 0),
@@ -393,7 +393,7 @@ impl Store {
     /// Moves a stranger's offer that waited to `receiving` (its sender is a contact now);
     /// `false` when the limits of partial files are reached.
     pub fn accept_file_request(&self, peer: &PeerId, id: &[u8; 16], now_ms: u64) -> Result<bool> {
-        let peer_id = peer.to_string();
+        let peer_id = peer_text(peer);
         let conn = self.conn();
         let (from_peer, from_all): (u64, u64) = conn
             .row(
@@ -425,7 +425,7 @@ impl Store {
         index: u32,
         now_ms: u64,
     ) -> Result<FileChunkOutcome> {
-        let peer_id = peer.to_string();
+        let peer_id = peer_text(peer);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let outcome = (|| {
@@ -462,7 +462,7 @@ impl Store {
         self.conn()
             .row(
                 "SELECT 1 FROM file_chunks WHERE peer_id = ?1 AND id = ?2 AND idx = ?3",
-                params![peer.to_string(), id.as_slice(), index],
+                params![peer_text(peer), id.as_slice(), index],
                 |_| Ok(()),
             )
             .optional()
@@ -481,7 +481,7 @@ impl Store {
         path: Option<&str>,
         now_ms: u64,
     ) -> Result<()> {
-        let peer_id = peer.to_string();
+        let peer_id = peer_text(peer);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         tx.exec(
@@ -508,7 +508,7 @@ impl Store {
         self.conn()
             .exec(
                 "UPDATE file_receives SET detail = ?3 WHERE peer_id = ?1 AND id = ?2",
-                params![peer.to_string(), id.as_slice(), detail],
+                params![peer_text(peer), id.as_slice(), detail],
             )
             .map(drop)
             .map_err(|e| self.err(e))

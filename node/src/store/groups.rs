@@ -9,7 +9,7 @@ use kolokol_protocol::control::MessageState;
 use libp2p::PeerId;
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, ConversationWrite, OutboxRow, Store, peer_column};
+use super::{CachedStatements, ConversationWrite, OutboxRow, Store, peer_column, peer_text};
 use crate::error::Result;
 
 /// Groups a node keeps, whatever their status; an invitation past it is refused.
@@ -209,12 +209,12 @@ impl Store {
                 tx.exec(
                     "INSERT INTO group_members (group_id, peer_id, device_key, name, admin)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![g, m.peer_id.to_string(), m.device_key.as_slice(), m.name, m.admin],
+                    params![g, peer_text(&m.peer_id), m.device_key.as_slice(), m.name, m.admin],
                 )?;
                 tx.exec(
                     "INSERT INTO group_people (group_id, peer_id, name) VALUES (?1, ?2, ?3)
                      ON CONFLICT (group_id, peer_id) DO UPDATE SET name = excluded.name",
-                    params![g, m.peer_id.to_string(), m.name],
+                    params![g, peer_text(&m.peer_id), m.name],
                 )?;
             }
             let promoted: Vec<GroupTextRow> = {
@@ -404,7 +404,7 @@ impl Store {
             Self::insert_outbox(tx, copy, next_attempt_ms)?;
             tx.exec(
                 "INSERT INTO group_copies (row_id, group_id, message, member) VALUES (?1, ?2, ?3, ?4)",
-                params![copy.id.as_slice(), group.as_slice(), message.as_slice(), copy.peer_id.to_string()],
+                params![copy.id.as_slice(), group.as_slice(), message.as_slice(), peer_text(&copy.peer_id)],
             )?;
         }
         Ok(())
@@ -490,7 +490,7 @@ impl Store {
         self.conn()
             .row(
                 "SELECT EXISTS (SELECT 1 FROM group_members WHERE peer_id = ?1)",
-                [peer.to_string()],
+                [peer_text(peer)],
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))

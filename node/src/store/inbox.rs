@@ -8,6 +8,7 @@ use kolokol_protocol::message::MAX_READ_IDS;
 
 use super::{
     CachedStatements, ConversationWrite, Number, OutboxBody, OutboxRow, Store, peer_column,
+    peer_text,
 };
 use crate::error::Result;
 
@@ -70,7 +71,7 @@ impl Store {
                                               series, seq)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
-                    row.peer_id.to_string(),
+                    peer_text(&row.peer_id),
                     row.id.as_slice(),
                     row.text,
                     row.sent_at_ms as i64,
@@ -133,7 +134,7 @@ impl Store {
                 let device_key: Option<Vec<u8>> = tx
                     .row(
                         "SELECT device_key FROM contacts WHERE peer_id = ?1",
-                        [peer_id.to_string()],
+                        [peer_text(&peer_id)],
                         |r| r.get(0),
                     )
                     .optional()
@@ -168,7 +169,7 @@ impl Store {
                     (SELECT COUNT(*) FROM inbox WHERE peer_id = ?1 AND received_at_ms > ?2),
                     (SELECT COUNT(*) FROM inbox WHERE received_at_ms > ?2
                         AND peer_id NOT IN (SELECT peer_id FROM contacts))",
-                params![peer.to_string(), since_ms as i64],
+                params![peer_text(peer), since_ms as i64],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
             .map_err(|e| self.err(e))
@@ -235,7 +236,7 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         let rows =
-            stmt.query_map(params![peer.to_string(), limit], inbox_row).map_err(|e| self.err(e))?;
+            stmt.query_map(params![peer_text(peer), limit], inbox_row).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
@@ -250,7 +251,7 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([peer.to_string()], |r| {
+            .query_map([peer_text(peer)], |r| {
                 Ok((
                     Number { series: r.get::<_, i64>(0)? as u64, seq: r.get::<_, i64>(1)? as u64 },
                     r.get::<_, i64>(2)? as u64,

@@ -4,7 +4,7 @@
 use libp2p::PeerId;
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, Store};
+use super::{CachedStatements, Store, peer_text};
 use crate::error::Result;
 
 /// A text's place in its sender's conversation: the `seq`-th text of series `series`.
@@ -24,7 +24,7 @@ impl Store {
         peer: &PeerId,
         new_series: u64,
     ) -> rusqlite::Result<Number> {
-        let peer = peer.to_string();
+        let peer = peer_text(peer);
         let current: Option<(i64, i64)> = tx
             .row("SELECT series, next_seq FROM numbering WHERE peer_id = ?1", [&peer], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -46,7 +46,7 @@ impl Store {
             .conn()
             .row(
                 "SELECT series, next_seq FROM numbering WHERE peer_id = ?1",
-                [peer.to_string()],
+                [peer_text(peer)],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -66,7 +66,7 @@ impl Store {
             "INSERT INTO numbering (peer_id, series, next_seq) VALUES (?1, ?2, ?3)
              ON CONFLICT (peer_id) DO UPDATE SET series = excluded.series,
                                                  next_seq = excluded.next_seq",
-            params![peer.to_string(), number.series as i64, number.seq as i64 + 1],
+            params![peer_text(peer), number.series as i64, number.seq as i64 + 1],
         )?;
         Ok(())
     }

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use kolokol_protocol::control::MessageState;
 use libp2p::PeerId;
 
-use super::{CachedStatements, Number, Store, peer_column};
+use super::{CachedStatements, Number, Store, peer_column, peer_text};
 use crate::error::Result;
 
 /// The most outbox rows handed to one retry pass, so a huge backlog is worked through in slices
@@ -220,7 +220,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11, ?12, ?13)",
             params![
                 row.id.as_slice(),
-                row.peer_id.to_string(),
+                peer_text(&row.peer_id),
                 row.device_key.as_slice(),
                 kind,
                 text,
@@ -422,7 +422,7 @@ impl Store {
                 "UPDATE outbox SET next_attempt_ms = ?2 WHERE peer_id = ?1 AND state IN ('queued', 'stored') AND next_attempt_ms > ?2
                     AND (text IS NULL OR length(CAST(text AS BLOB)) <= ?3 OR attempts < ?4)",
                 params![
-                    peer.to_string(),
+                    peer_text(peer),
                     now_ms as i64,
                     kolokol_protocol::chunk::MAX_UNCHUNKED_LEN as i64,
                     WAKE_CHUNKED_ATTEMPTS
@@ -586,7 +586,7 @@ impl Store {
     pub fn chat_outgoing(&self, peer: &PeerId, limit: u32) -> Result<Vec<OutboxView>> {
         self.outbox_query(
             "AND o.peer_id = ?1 ORDER BY o.created_at_ms DESC, o.rowid DESC LIMIT ?2",
-            params![peer.to_string(), limit],
+            params![peer_text(peer), limit],
         )
     }
 

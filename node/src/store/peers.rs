@@ -3,7 +3,7 @@
 use libp2p::{Multiaddr, PeerId};
 use rusqlite::{OptionalExtension, params};
 
-use super::{CachedStatements, Store, addresses_column, peer_column};
+use super::{CachedStatements, Store, addresses_column, peer_column, peer_text};
 use crate::error::Result;
 
 /// Peers remembered in the peer cache; past this, the ones heard from longest ago are dropped.
@@ -83,7 +83,7 @@ impl Store {
         now_ms: u64,
         success: bool,
     ) -> Result<()> {
-        let peer_id = peer.to_string();
+        let peer_id = peer_text(peer);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let old: Option<(String, bool, String)> = tx

@@ -696,3 +696,17 @@ fn a_receipt_that_overtakes_the_acknowledgement_records_sent_too() {
     assert_eq!(s.receipt_delivered(&row.id, 22).unwrap(), [MessageState::Delivered]);
     assert_eq!(states(&row.id), ["queued", "stored", "delivered"]);
 }
+
+#[test]
+fn a_peer_text_is_its_base58_whichever_peers_came_before() {
+    let peers: Vec<PeerId> =
+        (0..3 * super::PEER_TEXTS_REMEMBERED).map(|_| PeerId::random()).collect();
+    // Each new, then each again (remembered or pushed out), in two orders.
+    for round in 0..2 {
+        for (i, peer) in peers.iter().enumerate() {
+            let peer = if round == 0 { peer } else { &peers[peers.len() - 1 - i] };
+            assert_eq!(super::peer_text(peer), peer.to_base58());
+            assert_eq!(super::peer_text(peer), peer.to_base58());
+        }
+    }
+}

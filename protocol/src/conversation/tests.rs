@@ -445,6 +445,41 @@ fn superseded_keys_are_deleted_after_the_grace_period_and_at_most_five_are_kept(
     assert_eq!(a.conversation.receive_key_ids(), vec![newest]);
 }
 
+/// The public keys of the receive keys a conversation holds loaded in memory.
+fn loaded_keys(c: &Conversation) -> Vec<[u8; 32]> {
+    c.loaded.0.iter().map(|(public, _)| *public).collect()
+}
+
+#[test]
+fn a_loaded_receive_key_is_dropped_with_its_key_and_never_stored() {
+    let (mut a, mut b) = established();
+    // Alice's key 0 opened Bob's envelope of the set-up; her text advertises key 1, which opens
+    // Bob's answer: each is loaded for the envelopes it opened.
+    let m = a.seal(3, NOW);
+    b.open(&m, NOW).unwrap();
+    let r = b.seal(4, NOW);
+    a.open(&r, NOW).unwrap();
+    let keys = a.conversation.receive_keys.iter().map(|k| k.public).collect::<Vec<_>>();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(loaded_keys(&a.conversation), keys);
+    // A second envelope to the same key loads nothing more.
+    let r = b.seal(5, NOW);
+    a.open(&r, NOW).unwrap();
+    assert_eq!(loaded_keys(&a.conversation), keys);
+    // What each loaded key remembers is its agreement with Bob's device key, never one with
+    // an envelope's ephemeral key (which snow asks for first).
+    for (_, pair) in &a.conversation.loaded.0 {
+        assert_eq!(pair.remembered_peer(), Some(*b.identity.device().public()));
+    }
+    // What is stored holds no loaded key: read back, the state has none.
+    let stored = Conversation::from_bytes(&a.conversation.to_bytes().unwrap()).unwrap();
+    assert!(loaded_keys(&stored).is_empty());
+    // The grace period over, key 0 goes, and its loaded pair with it.
+    a.conversation.expire(NOW + RECEIVE_KEY_GRACE_SECS);
+    assert_eq!(a.conversation.receive_key_ids().len(), 1);
+    assert_eq!(loaded_keys(&a.conversation), vec![keys[1]]);
+}
+
 #[test]
 fn a_superseded_key_the_peer_never_used_dies_after_thirty_days() {
     let (mut a, mut b) = established();
@@ -495,6 +530,7 @@ fn a_receive_key_stolen_after_its_deletion_opens_nothing() {
                 secret: key.secret.get(),
                 public: &key.public,
                 seed: key.seed.get(),
+                pair: None,
             };
             assert!(
                 envelope::open_conversation(
@@ -527,8 +563,12 @@ fn a_current_key_stolen_is_useless_after_one_round_trip() {
     let after = a.seal(6, NOW + 2);
     assert!(stolen.open(&b.identity, &after, NOW + 2).is_err());
     for key in &stolen.receive_keys {
-        let receive =
-            ReceiveSecret { secret: key.secret.get(), public: &key.public, seed: key.seed.get() };
+        let receive = ReceiveSecret {
+            secret: key.secret.get(),
+            public: &key.public,
+            seed: key.seed.get(),
+            pair: None,
+        };
         assert!(
             envelope::open_conversation(
                 &receive,
@@ -962,7 +1002,8 @@ fn forge_advertisement(
 /// Whether the thief, who knows its own key's secret and seed, reads `sealed`.
 fn thief_reads(sealed: &[u8], thief_key: &[u8; 32], alice: &Identity, bob: &Identity) -> bool {
     let public = envelope::public_key(thief_key);
-    let receive = ReceiveSecret { secret: thief_key, public: &public, seed: &[0xee; 32] };
+    let receive =
+        ReceiveSecret { secret: thief_key, public: &public, seed: &[0xee; 32], pair: None };
     envelope::open_conversation_any(&receive, bob.device().public(), alice.identity_key(), sealed)
         .is_ok()
 }

@@ -166,10 +166,12 @@ fn check_round_trip_3(conversation: bool, text_len: usize, seed: u8) -> usize {
             [seed | 1; 32],
         )
         .unwrap();
+        // The key given loaded, as a conversation keeps its receive keys.
         let secret = ReceiveSecret {
             secret: receive.device().secret(),
             public: receive.device().public(),
             seed: &receive_seed,
+            pair: Some(receive.device().pair().clone()),
         };
         let opened =
             open_conversation(&secret, p.alice.device().public(), receive.identity_key(), &sealed)
@@ -315,6 +317,7 @@ fn an_envelope_meant_for_another_identity_does_not_open_even_with_the_right_key(
         secret: receive.device().secret(),
         public: receive.device().public(),
         seed: &seed,
+        pair: None,
     };
     let for_mallory = seal_conversation(
         p.alice.device(),
