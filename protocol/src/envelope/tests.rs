@@ -372,3 +372,46 @@ fn format_4_capacities_per_bucket() {
     assert_eq!(largest(KIND_FIRST_CONTACT, 1024), None);
     assert_eq!(largest(KIND_FIRST_CONTACT, 4096), Some(1306));
 }
+
+/// A resolver given a loaded key pair whose secret is not the one snow sets uses it for
+/// nothing: the key is loaded from the secret snow set, and its public half and every
+/// Diffie-Hellman, remembered or not, are that secret's.
+#[test]
+fn a_loaded_pair_of_another_secret_is_never_used() {
+    use std::sync::Arc;
+
+    use snow::params::DHChoice;
+    use snow::resolvers::CryptoResolver as _;
+
+    use crate::x25519::{KeyPair, public_key};
+
+    let (ours, other) = ([3u8; 32], [5u8; 32]);
+    let peer = public_key(&[9u8; 32]);
+    let loaded = Arc::new(KeyPair::remembering(&other));
+    // The other pair remembers its agreement with this very peer.
+    let _ = loaded.diffie_hellman_remembered(&peer);
+    for remembering in [false, true] {
+        let mut resolver = super::resolver::EnvelopeResolver::new(&ours, &public_key(&ours), None)
+            .with_static_pair(Some(loaded.clone()))
+            .with_ephemeral_pair(loaded.clone());
+        if remembering {
+            resolver = resolver.remembering(&peer);
+        }
+        let mut dh = resolver.resolve_dh(&DHChoice::Curve25519).expect("X25519");
+        dh.set(&ours);
+        assert_eq!(dh.pubkey(), public_key(&ours));
+        let mut shared = [0u8; 32];
+        dh.dh(&peer, &mut shared).expect("a shared secret");
+        assert_eq!(shared, x25519_dalek::x25519(ours, peer));
+    }
+    // Given as the ephemeral, the pair is what snow's key generation takes, secret and all.
+    let resolver = super::resolver::EnvelopeResolver::new(&ours, &public_key(&ours), None)
+        .with_ephemeral_pair(loaded.clone());
+    let mut rng = resolver.resolve_rng().expect("the given bytes");
+    let mut dh = resolver.resolve_dh(&DHChoice::Curve25519).expect("X25519");
+    dh.generate(&mut *rng).expect("the ephemeral");
+    assert_eq!(dh.pubkey(), public_key(&other));
+    let mut shared = [0u8; 32];
+    dh.dh(&peer, &mut shared).expect("a shared secret");
+    assert_eq!(shared, x25519_dalek::x25519(other, peer));
+}

@@ -1,5 +1,8 @@
-//! Yamux over [`Batched`] sockets: frames queued together leave in one flush, and a transfer
-//! far larger than the socket's buffer, in both directions at once, completes.
+//! Yamux over [`Batched`] sockets that hold what is written until flushed, as Noise does:
+//! frames queued together leave in one flush, an answer comes back, a transfer far larger than
+//! the socket's buffer completes in both directions at once, and what is written before the
+//! connection closes arrives. A flush that is deferred and never made hangs these tests until
+//! their deadline.
 
 use std::io;
 use std::pin::Pin;
@@ -20,14 +23,47 @@ use super::BatchedYamux;
 /// How long a test waits for an exchange before it fails (it takes milliseconds).
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A socket that counts the flushes that pushed out frames of a stream: each is one Noise frame
-/// and one write to TCP below a real connection. Frames of the connection itself (yamux's
-/// pings and pongs, which measure its round trip once it starts) are not counted.
-struct Flushes {
+/// Bytes a [`Held`] socket takes before a write waits for them to go out, as libp2p's Noise
+/// output holds one frame.
+const HELD_MAX: usize = 65_535;
+
+/// A socket that holds what is written until it is flushed, as libp2p's Noise output does
+/// (writes fill a frame; a flush seals and sends it), so that a flush never made leaves the
+/// bytes unsent and the test hangs until its deadline. It counts the flushes that pushed out
+/// frames of a stream: each is one Noise frame and one write to TCP below a real connection.
+/// Frames of the connection itself (yamux's pings and pongs, which measure its round trip once
+/// it starts) are not counted.
+struct Held {
     inner: Compat<tokio::io::DuplexStream>,
-    /// What was written since the last flush.
+    /// What was written and not yet sent.
     pending: Vec<u8>,
+    /// How much of `pending` went out already.
+    sent: usize,
+    /// Whether `pending`, since the last completed flush, held a frame of a stream.
+    streams: bool,
     count: Arc<AtomicUsize>,
+}
+
+impl Held {
+    fn new(inner: tokio::io::DuplexStream, count: Arc<AtomicUsize>) -> Self {
+        Held { inner: inner.compat(), pending: Vec::new(), sent: 0, streams: false, count }
+    }
+
+    /// Sends what is held, as far as the pipe takes it.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.pending.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.streams |= has_stream_frame(&self.pending);
+        self.pending.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Whether these whole yamux frames (12-byte headers: version, type, flags, stream id, length;
@@ -48,7 +84,7 @@ fn has_stream_frame(mut frames: &[u8]) -> bool {
     false
 }
 
-impl AsyncRead for Flushes {
+impl AsyncRead for Held {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -58,32 +94,34 @@ impl AsyncRead for Flushes {
     }
 }
 
-impl AsyncWrite for Flushes {
+impl AsyncWrite for Held {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            this.pending.extend_from_slice(&buf[..n]);
+        if this.pending.len() >= HELD_MAX {
+            // A full frame goes out before more is taken, flushed or not.
+            std::task::ready!(this.poll_send(cx))?;
         }
-        written
+        let n = buf.len().min(HELD_MAX - this.pending.len());
+        this.pending.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = flushed
-            && has_stream_frame(&std::mem::take(&mut this.pending))
-        {
+        std::task::ready!(this.poll_send(cx))?;
+        std::task::ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        if std::mem::take(&mut this.streams) {
             this.count.fetch_add(1, Ordering::Relaxed);
         }
-        flushed
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }
@@ -120,11 +158,11 @@ where
 async fn frames_queued_together_leave_in_one_flush() {
     let (ours, theirs) = tokio::io::duplex(1 << 20);
     let flushes = Arc::new(AtomicUsize::new(0));
-    let socket = Flushes { inner: ours.compat(), pending: Vec::new(), count: flushes.clone() };
+    let socket = Held::new(ours, flushes.clone());
     let mut client =
         BatchedYamux::default().upgrade_outbound(socket, "/yamux/1.0.0").await.expect("client");
-    let server = libp2p::yamux::Config::default()
-        .upgrade_inbound(theirs.compat(), "/yamux/1.0.0")
+    let server = BatchedYamux::default()
+        .upgrade_inbound(Held::new(theirs, Arc::default()), "/yamux/1.0.0")
         .await
         .expect("server");
 
@@ -156,11 +194,11 @@ async fn a_transfer_far_beyond_the_socket_buffer_completes_both_ways_at_once() {
     // socket's writability while the reads go on.
     let (ours, theirs) = tokio::io::duplex(1024);
     let mut client = BatchedYamux::default()
-        .upgrade_outbound(ours.compat(), "/yamux/1.0.0")
+        .upgrade_outbound(Held::new(ours, Arc::default()), "/yamux/1.0.0")
         .await
         .expect("client");
     let server = BatchedYamux::default()
-        .upgrade_inbound(theirs.compat(), "/yamux/1.0.0")
+        .upgrade_inbound(Held::new(theirs, Arc::default()), "/yamux/1.0.0")
         .await
         .expect("server");
     const LEN: usize = 3 * 1024 * 1024 + 17;
@@ -193,4 +231,60 @@ async fn a_transfer_far_beyond_the_socket_buffer_completes_both_ways_at_once() {
     let back =
         tokio::time::timeout(DEADLINE, exchange).await.expect("completed before the deadline");
     assert!(back == sent, "{} bytes came back, {} sent", back.len(), sent.len());
+}
+
+#[tokio::test]
+async fn a_request_is_answered_and_what_precedes_a_close_arrives() {
+    let (ours, theirs) = tokio::io::duplex(1 << 16);
+    let mut client = BatchedYamux::default()
+        .upgrade_outbound(Held::new(ours, Arc::default()), "/yamux/1.0.0")
+        .await
+        .expect("client");
+    let server = BatchedYamux::default()
+        .upgrade_inbound(Held::new(theirs, Arc::default()), "/yamux/1.0.0")
+        .await
+        .expect("server");
+    let exchange = async move {
+        let mut stream = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
+        let answering = tokio::spawn(async move {
+            let mut inbound = first_inbound(server).await;
+            let mut request = [0u8; 5];
+            inbound.read_exact(&mut request).await.expect("the request");
+            inbound.write_all(b"answer").await.expect("the answer");
+            // The answer goes out with nothing else to push it: no flush of the stream's own
+            // reaches the socket, only yamux's pass does.
+            let mut rest = Vec::new();
+            inbound.read_to_end(&mut rest).await.expect("the rest");
+            (request, rest)
+        });
+        // Driving the client while the test waits on the stream: the connection runs on its own.
+        let (mut stop, release) = futures::channel::oneshot::channel::<()>();
+        let driver = tokio::spawn(async move {
+            poll_fn(|cx| {
+                if stop.poll_canceled(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                let _ = client.poll_unpin(cx);
+                Poll::Pending
+            })
+            .await;
+            client
+        });
+        stream.write_all(b"hello").await.expect("request");
+        let mut answer = [0u8; 6];
+        stream.read_exact(&mut answer).await.expect("the answer");
+        // Written, then the stream and the whole connection closed with no flush in between.
+        stream.write_all(b"last words").await.expect("last words");
+        stream.close().await.expect("FIN");
+        drop(release);
+        let mut client = driver.await.expect("the driver");
+        poll_fn(|cx| client.poll_close_unpin(cx)).await.expect("close");
+        let (request, rest) = answering.await.expect("the answering task");
+        (answer, request, rest)
+    };
+    let (answer, request, rest) =
+        tokio::time::timeout(DEADLINE, exchange).await.expect("completed before the deadline");
+    assert_eq!(&request, b"hello");
+    assert_eq!(&answer, b"answer");
+    assert_eq!(rest, b"last words");
 }
