@@ -93,17 +93,17 @@ pub fn verify_strict(
 
 /// The X25519 key pair a device decrypts envelopes with.
 pub struct DeviceKey {
-    secret: Zeroizing<[u8; 32]>,
-    public: [u8; 32],
-    /// `secret` loaded once for every envelope the device seals or opens with it.
+    /// The secret loaded once for every envelope the device seals or opens with it, with its
+    /// public half; the secret is wiped when the last holder drops it.
     pair: Arc<KeyPair>,
 }
 
 impl DeviceKey {
     /// Builds the key pair from 32 secret bytes (clamped by X25519 on use).
-    pub fn from_secret(secret: [u8; 32]) -> Self {
+    pub fn from_secret(mut secret: [u8; 32]) -> Self {
         let pair = KeyPair::remembering(&secret);
-        Self { secret: Zeroizing::new(secret), public: pair.public, pair: Arc::new(pair) }
+        secret.zeroize();
+        Self { pair: Arc::new(pair) }
     }
 
     /// The key pair loaded for Diffie-Hellman; only the envelope code needs it.
@@ -113,18 +113,18 @@ impl DeviceKey {
 
     /// The public half, as it appears in certificates and invites.
     pub fn public(&self) -> &[u8; 32] {
-        &self.public
+        &self.pair.public
     }
 
     /// The secret half; only the envelope code needs it.
     pub(crate) fn secret(&self) -> &[u8; 32] {
-        &self.secret
+        self.pair.secret()
     }
 }
 
 impl std::fmt::Debug for DeviceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceKey").field("public", &hex(&self.public)).finish_non_exhaustive()
+        f.debug_struct("DeviceKey").field("public", &hex(self.public())).finish_non_exhaustive()
     }
 }
 

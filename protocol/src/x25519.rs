@@ -80,33 +80,6 @@ impl KeyPair {
     /// an all-zero secret (the peer's key is of small order, so the "secret" is public knowledge;
     /// RFC 7748 section 6.1 allows refusing it and Noise implementations do).
     pub(crate) fn diffie_hellman(&self, public: &[u8; 32]) -> [u8; 32] {
-        self.agree(public)
-    }
-
-    /// [`KeyPair::diffie_hellman`] with a peer's static key, answered from memory when it is
-    /// the peer of the last call and this pair remembers ([`KeyPair::remembering`]).
-    pub(crate) fn diffie_hellman_remembered(&self, public: &[u8; 32]) -> [u8; 32] {
-        let Some(last) = &self.last else { return self.agree(public) };
-        // Peer keys are public, so comparing them need not be constant-time. The lock is not
-        // held while computing, so envelopes sealed at once on several threads do not queue.
-        if let Some(agreed) = last.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && agreed.peer == *public
-        {
-            return agreed.shared;
-        }
-        let shared = self.agree(public);
-        *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Agreed { peer: *public, shared });
-        shared
-    }
-
-    /// The peer key of the shared secret remembered, if any.
-    #[cfg(test)]
-    pub(crate) fn remembered_peer(&self) -> Option<[u8; 32]> {
-        let last = self.last.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
-        last.as_ref().map(|agreed| agreed.peer)
-    }
-
-    fn agree(&self, public: &[u8; 32]) -> [u8; 32] {
         let fast = self.loaded.as_ref().and_then(|key| {
             agreement::agree(
                 key,
@@ -119,6 +92,29 @@ impl KeyPair {
         // AWS-LC refuses a small-order peer key (an all-zero result); the portable ladder gives
         // the zeros, which every caller here refuses in turn.
         fast.unwrap_or_else(|| x25519_dalek::x25519(self.secret, *public))
+    }
+
+    /// [`KeyPair::diffie_hellman`] with a peer's static key, answered from memory when it is
+    /// the peer of the last call and this pair remembers ([`KeyPair::remembering`]).
+    pub(crate) fn diffie_hellman_remembered(&self, public: &[u8; 32]) -> [u8; 32] {
+        let Some(last) = &self.last else { return self.diffie_hellman(public) };
+        // Peer keys are public, so comparing them need not be constant-time. The lock is not
+        // held while computing, so envelopes sealed at once on several threads do not queue.
+        if let Some(agreed) = last.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && agreed.peer == *public
+        {
+            return agreed.shared;
+        }
+        let shared = self.diffie_hellman(public);
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Agreed { peer: *public, shared });
+        shared
+    }
+
+    /// The peer key of the shared secret remembered, if any.
+    #[cfg(test)]
+    pub(crate) fn remembered_peer(&self) -> Option<[u8; 32]> {
+        let last = self.last.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref().map(|agreed| agreed.peer)
     }
 }
 

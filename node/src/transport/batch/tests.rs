@@ -126,6 +126,24 @@ impl AsyncWrite for Held {
     }
 }
 
+/// A client and a server multiplexer over [`Held`] sockets joined by a pipe of `pipe` bytes;
+/// `flushes` counts the client's.
+async fn connected(
+    pipe: usize,
+    flushes: Arc<AtomicUsize>,
+) -> (libp2p::yamux::Muxer<super::Batched<Held>>, libp2p::yamux::Muxer<super::Batched<Held>>) {
+    let (ours, theirs) = tokio::io::duplex(pipe);
+    let client = BatchedYamux::default()
+        .upgrade_outbound(Held::new(ours, flushes), "/yamux/1.0.0")
+        .await
+        .expect("client");
+    let server = BatchedYamux::default()
+        .upgrade_inbound(Held::new(theirs, Arc::default()), "/yamux/1.0.0")
+        .await
+        .expect("server");
+    (client, server)
+}
+
 /// Polls a multiplexer for good, as a connection's task does, until it fails or closes.
 fn drive<M>(mut muxer: M) -> tokio::task::JoinHandle<()>
 where
@@ -156,15 +174,8 @@ where
 
 #[tokio::test]
 async fn frames_queued_together_leave_in_one_flush() {
-    let (ours, theirs) = tokio::io::duplex(1 << 20);
     let flushes = Arc::new(AtomicUsize::new(0));
-    let socket = Held::new(ours, flushes.clone());
-    let mut client =
-        BatchedYamux::default().upgrade_outbound(socket, "/yamux/1.0.0").await.expect("client");
-    let server = BatchedYamux::default()
-        .upgrade_inbound(Held::new(theirs, Arc::default()), "/yamux/1.0.0")
-        .await
-        .expect("server");
+    let (mut client, server) = connected(1 << 20, flushes.clone()).await;
 
     // What a request costs: the stream's opening with the protocol's headers, the request and
     // the `FIN`, three yamux frames queued before the connection's task runs.
@@ -192,15 +203,7 @@ async fn frames_queued_together_leave_in_one_flush() {
 async fn a_transfer_far_beyond_the_socket_buffer_completes_both_ways_at_once() {
     // A 1 KiB pipe between the two: every write blocks many times, so flushes wait on the
     // socket's writability while the reads go on.
-    let (ours, theirs) = tokio::io::duplex(1024);
-    let mut client = BatchedYamux::default()
-        .upgrade_outbound(Held::new(ours, Arc::default()), "/yamux/1.0.0")
-        .await
-        .expect("client");
-    let server = BatchedYamux::default()
-        .upgrade_inbound(Held::new(theirs, Arc::default()), "/yamux/1.0.0")
-        .await
-        .expect("server");
+    let (mut client, server) = connected(1024, Arc::default()).await;
     const LEN: usize = 3 * 1024 * 1024 + 17;
     let sent: Vec<u8> = (0..LEN).map(|i| (i * 31 % 251) as u8).collect();
 
@@ -235,15 +238,7 @@ async fn a_transfer_far_beyond_the_socket_buffer_completes_both_ways_at_once() {
 
 #[tokio::test]
 async fn a_request_is_answered_and_what_precedes_a_close_arrives() {
-    let (ours, theirs) = tokio::io::duplex(1 << 16);
-    let mut client = BatchedYamux::default()
-        .upgrade_outbound(Held::new(ours, Arc::default()), "/yamux/1.0.0")
-        .await
-        .expect("client");
-    let server = BatchedYamux::default()
-        .upgrade_inbound(Held::new(theirs, Arc::default()), "/yamux/1.0.0")
-        .await
-        .expect("server");
+    let (mut client, server) = connected(1 << 16, Arc::default()).await;
     let exchange = async move {
         let mut stream = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
         let answering = tokio::spawn(async move {
