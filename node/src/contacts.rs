@@ -20,6 +20,15 @@ use crate::store::{ContactRow, ConversationWrite, Store};
 /// Longest contact name, in bytes.
 pub const MAX_CONTACT_NAME_LEN: usize = 64;
 
+/// Where a text to a contact goes: all that sending it needs from the contact's row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Recipient {
+    /// Their peer id.
+    pub(crate) peer_id: PeerId,
+    /// Their X25519 device key.
+    pub(crate) device_key: [u8; 32],
+}
+
 /// The contact book.
 #[derive(Clone)]
 pub(crate) struct Contacts {
@@ -205,6 +214,15 @@ impl Contacts {
     /// The contact with this name.
     pub(crate) fn get(&self, name: &str) -> Result<ContactRow> {
         self.store.contact(name)?.ok_or_else(|| Error::UnknownContact(name.to_owned()))
+    }
+
+    /// Where a text to the contact with this name goes (a lookup of [`Contacts::get`]'s, with
+    /// only what sending needs read from the row).
+    pub(crate) fn recipient(&self, name: &str) -> Result<Recipient> {
+        match self.store.recipient(name)? {
+            Some((peer_id, device_key)) => Ok(Recipient { peer_id, device_key }),
+            None => Err(Error::UnknownContact(name.to_owned())),
+        }
     }
 
     /// The safety number shared with a contact, from both identity keys.

@@ -288,6 +288,9 @@ impl Inbox {
                     tracing::debug!("rejected an envelope for an unknown receive key");
                     return Ok(Received::Rejected);
                 };
+                // The sender is the peer whose conversation the key belongs to (its state is
+                // kept under that peer id): no need to derive it from the certificate again.
+                let sender = peer;
                 let held = self
                     .0
                     .conversations
@@ -305,7 +308,7 @@ impl Inbox {
                             }
                             other => other?,
                         };
-                        Ok((c.peer_id()?, c.peer_certificate().device_key, content))
+                        Ok((sender, c.peer_certificate().device_key, content))
                     })
                     .await?;
                 held.map(Opened::held)

@@ -266,14 +266,14 @@ impl Node {
     /// summed up as one state: `delivered` once every member's node has it, `stored` once the
     /// others' copies wait in their mailboxes, `failed` if every member refused it.
     pub async fn send(&self, to: &str, text: &str) -> Result<control::SendResult> {
-        let contact = match self.0.contacts.get(to) {
+        let recipient = match self.0.contacts.recipient(to) {
             Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
                 Ok(_) => return self.group_send(to, text).await.map(group_send_summary),
                 Err(_) => return Err(Error::UnknownRecipient(name)),
             },
             other => other?,
         };
-        self.0.outbox.send(contact, text).await
+        self.0.outbox.send(recipient, text).await
     }
 
     /// Commits a text to the outbox for a contact and returns at once, `queued` with no detail;
@@ -282,14 +282,14 @@ impl Node {
     /// does: the copies are committed and attempted together, and the answer is their summed
     /// state, which has a detail unless every member has it.
     pub async fn enqueue(&self, to: &str, text: &str) -> Result<control::SendResult> {
-        let contact = match self.0.contacts.get(to) {
+        let recipient = match self.0.contacts.recipient(to) {
             Err(Error::UnknownContact(name)) => match self.0.groups.find(to) {
                 Ok(_) => return self.group_send(to, text).await.map(group_send_summary),
                 Err(_) => return Err(Error::UnknownRecipient(name)),
             },
             other => other?,
         };
-        self.0.outbox.enqueue(contact, text).await
+        self.0.outbox.enqueue(recipient, text).await
     }
 
     /// Sends a file to a contact: records it and returns at once, `queued`; the outbox sends its

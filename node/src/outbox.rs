@@ -28,6 +28,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
+use crate::contacts::Recipient;
 use crate::conversations::{Conversations, Held};
 use crate::error::{Error, Result};
 use crate::events::Events;
@@ -35,9 +36,7 @@ use crate::ids::new_message_id;
 use crate::mailbox::Mailboxes;
 use crate::outbox::transfer::{Paths, Stopwatch};
 use crate::presence::Presence;
-use crate::store::{
-    ContactRow, OutboxBody, OutboxRow, OutboxView, SealedPart, Store, attempt_envelopes,
-};
+use crate::store::{OutboxBody, OutboxRow, OutboxView, SealedPart, Store, attempt_envelopes};
 use crate::swarm::{self, DeliveryFailure};
 
 /// How long an outgoing message is retried before it is marked failed.
@@ -206,12 +205,8 @@ impl Outbox {
 
     /// Sends a text to a contact: commits it to the outbox, then makes the first delivery
     /// attempt. Returns when that attempt has an answer; if it failed, the outbox keeps trying.
-    pub(crate) async fn send(
-        &self,
-        contact: ContactRow,
-        text: &str,
-    ) -> Result<control::SendResult> {
-        let row = new_text(contact, text, self.0.clock.now_ms())?;
+    pub(crate) async fn send(&self, to: Recipient, text: &str) -> Result<control::SendResult> {
+        let row = new_text(to, text, self.0.clock.now_ms())?;
         let now = row.created_at_ms;
         let claim = ATTEMPT_CLAIM.as_millis() as u64 * attempt_envelopes(&row.body);
         // Numbered, sealed, then the row, its number, its sealed parts and the conversation
@@ -241,12 +236,8 @@ impl Outbox {
     /// Commits a text to the outbox and returns at once, `queued`: the outbox loop makes the
     /// first attempt, and `state` events tell how it went. A client that must be able to stop
     /// waiting (the CLI on Ctrl-C) learns the id as soon as the message is safe.
-    pub(crate) async fn enqueue(
-        &self,
-        contact: ContactRow,
-        text: &str,
-    ) -> Result<control::SendResult> {
-        let row = new_text(contact, text, self.0.clock.now_ms())?;
+    pub(crate) async fn enqueue(&self, to: Recipient, text: &str) -> Result<control::SendResult> {
+        let row = new_text(to, text, self.0.clock.now_ms())?;
         let now = row.created_at_ms;
         let numbering = self.0.numbering.lock().await;
         let row = self.numbered(row)?;
@@ -819,12 +810,12 @@ pub(crate) fn check_text(text: &str) -> Result<()> {
 }
 
 /// A text to a contact as an outbox row, once checked ([`check_text`]).
-fn new_text(contact: ContactRow, text: &str, now: u64) -> Result<OutboxRow> {
+fn new_text(to: Recipient, text: &str, now: u64) -> Result<OutboxRow> {
     check_text(text)?;
     Ok(OutboxRow {
         id: new_message_id(),
-        peer_id: contact.peer_id,
-        device_key: contact.device_key,
+        peer_id: to.peer_id,
+        device_key: to.device_key,
         body: OutboxBody::Text(text.to_owned()),
         created_at_ms: now,
         attempts: 0,

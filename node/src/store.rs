@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use kolokol_protocol::prekey::HybridPrekey;
 use libp2p::{Multiaddr, PeerId};
 use rusqlite::{Connection, OptionalExtension};
 use zeroize::Zeroizing;
@@ -106,6 +107,10 @@ pub struct Store {
     /// A write deleted key material whose old bytes the write-ahead log may still hold: the
     /// next truncating checkpoint ([`Store::checkpoint`]) erases them (issue 15, finding 1).
     erasure_pending: Arc<AtomicBool>,
+    /// Our newest hybrid prekey as last read (`None` until read, and again after every write
+    /// to its table): every envelope we seal carries it, and it changes about weekly. Read and
+    /// cleared only while the connection is held, so it never outlives a write.
+    newest_hybrid: Arc<Mutex<Option<Option<HybridPrekey>>>>,
 }
 
 impl Store {
@@ -177,6 +182,7 @@ impl Store {
             path: path.to_owned(),
             last_use: Arc::new(Mutex::new(tokio::time::Instant::now())),
             erasure_pending: Arc::new(AtomicBool::new(false)),
+            newest_hybrid: Arc::new(Mutex::new(None)),
         };
         store.fold_names()?;
         Ok(store)

@@ -35,6 +35,25 @@ pub(crate) fn fold_name(name: &str) -> String {
     name.to_lowercase()
 }
 
+/// The one of `rows` (each with its contact's name, all of one folded name) that `name` means:
+/// the exact spelling wins over another contact's name in another case, and a name that only
+/// differs in case from two contacts is an error rather than a guess. Contacts are few and
+/// folded names rarely collide, so every row with the folded name is read and none is sorted.
+fn named<T>(name: &str, rows: Vec<(String, T)>) -> Result<Option<T>> {
+    let count = rows.len();
+    let mut rows = rows.into_iter();
+    match count {
+        0 => Ok(None),
+        1 => Ok(rows.next().map(|(_, row)| row)),
+        _ => match rows.find(|(spelled, _)| spelled == name) {
+            Some((_, row)) => Ok(Some(row)),
+            None => Err(Error::ContactExists(format!(
+                "two contacts are named {name:?} in different case; rename one (kolokol contacts rename)"
+            ))),
+        },
+    }
+}
+
 /// The columns [`Store::contact_from_row`] reads, in its order.
 const CONTACT_COLUMNS: &str = "name, peer_id, device_key, addresses, added_at_ms, invite, \
      rekeyed_at_ms, rekey_reason, verified_at_ms";
@@ -153,24 +172,34 @@ impl Store {
     pub fn contact(&self, name: &str) -> Result<Option<ContactRow>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {CONTACT_COLUMNS} FROM contacts
-                     WHERE folded = ?1 ORDER BY name = ?2 DESC LIMIT 2"
-            ))
+            .prepare_cached(&format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE folded = ?1"))
             .map_err(|e| self.err(e))?;
-        let rows: Vec<ContactRow> = stmt
-            .query_map(params![fold_name(name), name], Self::contact_from_row)
+        let rows = stmt
+            .query_map([fold_name(name)], Self::contact_from_row)
             .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<_>>()
+            .map(|row| row.map(|c| (c.name.clone(), c)))
+            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))?;
-        match rows.as_slice() {
-            [] => Ok(None),
-            // The exact spelling wins over another contact's name in another case.
-            [first, ..] if first.name == name || rows.len() == 1 => Ok(rows.into_iter().next()),
-            _ => Err(Error::ContactExists(format!(
-                "two contacts are named {name:?} in different case; rename one (kolokol contacts rename)"
-            ))),
-        }
+        named(name, rows)
+    }
+
+    /// The peer id and device key of the contact with this name, found as [`Store::contact`]
+    /// finds it: all that sending a text needs, without reading the rest of the row (its
+    /// addresses and invite are parsed for nothing on every `send` otherwise).
+    pub fn recipient(&self, name: &str) -> Result<Option<(PeerId, [u8; 32])>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name, peer_id, device_key FROM contacts WHERE folded = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([fold_name(name)], |r| {
+                let key: Vec<u8> = r.get(2)?;
+                Ok((r.get(0)?, (peer_column(r, 1)?, key.try_into().unwrap_or([0; 32]))))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        named(name, rows)
     }
 
     /// The contact with this peer id.

@@ -106,8 +106,11 @@ impl Store {
                 params![peer, now_ms as i64, reason],
             )?;
             tx.exec(
-                "INSERT INTO message_states (id, state, detail, at_ms)
-                 SELECT id, state, ?2, ?3 FROM outbox
+                "INSERT INTO message_states (id, n, state, detail, at_ms)
+                 SELECT id,
+                        (SELECT COALESCE(MAX(n) + 1, 0) FROM message_states m WHERE m.id = outbox.id),
+                        state, ?2, ?3
+                 FROM outbox
                  WHERE peer_id = ?1 AND kind = 'text' AND state IN ('queued', 'stored')",
                 params![
                     peer,

@@ -128,6 +128,30 @@ pub struct OutboxView {
     pub created_at_ms: u64,
 }
 
+// The queries of the items still to send: each names the states `outbox_due` is restricted
+// to (schema version 15), so SQLite finds them there (test
+// `the_items_to_send_are_found_from_their_index`).
+/// The items due to be sent at `?1`, at most `?2` of them, oldest first.
+pub(super) const DUE_ITEMS: &str =
+    "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts,
+            read_of, group_body, series, seq
+     FROM outbox WHERE state IN ('queued', 'stored') AND next_attempt_ms <= ?1
+     ORDER BY created_at_ms, rowid LIMIT ?2";
+
+/// The earliest time any queued or stored item is due.
+pub(super) const NEXT_DUE: &str =
+    "SELECT MIN(next_attempt_ms) FROM outbox WHERE state IN ('queued', 'stored')";
+
+/// How many texts are queued, and how many stored in mailboxes.
+pub(super) const WAITING_COUNTS: &str =
+    "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'stored'), 0)
+     FROM outbox WHERE kind = 'text' AND state IN ('queued', 'stored')";
+
+/// How many texts are queued. The first condition is the one `outbox_due` is restricted to:
+/// it lets SQLite count from that index instead of reading every item ever sent.
+pub(super) const QUEUED_COUNT: &str = "SELECT COUNT(*) FROM outbox
+     WHERE state IN ('queued', 'stored') AND state = 'queued' AND kind = 'text'";
+
 impl Store {
     /// Puts an item in the outbox as `queued`, first due at `next_attempt_ms`, and records the
     /// state.
@@ -236,7 +260,8 @@ impl Store {
         )?;
         if inserted > 0 {
             tx.exec(
-                "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, NULL, ?3)",
+                "INSERT INTO message_states (id, n, state, detail, at_ms)
+                 VALUES (?1, (SELECT COALESCE(MAX(n) + 1, 0) FROM message_states WHERE id = ?1), ?2, NULL, ?3)",
                 params![row.id.as_slice(), MessageState::Queued.as_str(), row.created_at_ms as i64],
             )?;
         }
@@ -358,7 +383,8 @@ impl Store {
             )?;
             if changed > 0 {
                 tx.exec(
-                    "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO message_states (id, n, state, detail, at_ms)
+                     VALUES (?1, (SELECT COALESCE(MAX(n) + 1, 0) FROM message_states WHERE id = ?1), ?2, ?3, ?4)",
                     params![id.as_slice(), new_state.as_str(), detail, now_ms as i64],
                 )?;
                 entered.push(*new_state);
@@ -382,7 +408,8 @@ impl Store {
                 .map_err(|e| self.err(e))?;
             if changed > 0 {
                 tx.exec(
-                    "INSERT INTO message_states (id, state, detail, at_ms) VALUES (?1, 'sent', NULL, ?2)",
+                    "INSERT INTO message_states (id, n, state, detail, at_ms)
+                     VALUES (?1, (SELECT COALESCE(MAX(n) + 1, 0) FROM message_states WHERE id = ?1), 'sent', NULL, ?2)",
                     params![id.as_slice(), now_ms as i64],
                 )
                 .map_err(|e| self.err(e))?;
@@ -438,14 +465,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let rows: Vec<OutboxRow> = {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT id, peer_id, device_key, kind, text, receipt_of, created_at_ms, attempts,
-                            read_of, group_body, series, seq
-                     FROM outbox WHERE state IN ('queued', 'stored') AND next_attempt_ms <= ?1
-                     ORDER BY created_at_ms, rowid LIMIT ?2",
-                )
-                .map_err(|e| self.err(e))?;
+            let mut stmt = tx.prepare_cached(DUE_ITEMS).map_err(|e| self.err(e))?;
             let rows = stmt
                 .query_map(params![now_ms as i64, OUTBOX_BATCH as i64], |r| {
                     let id: Vec<u8> = r.get(0)?;
@@ -515,11 +535,7 @@ impl Store {
     /// The earliest time any queued or stored item is due, if any is.
     pub fn next_due(&self) -> Result<Option<u64>> {
         self.conn()
-            .row(
-                "SELECT MIN(next_attempt_ms) FROM outbox WHERE state IN ('queued', 'stored')",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
+            .row(NEXT_DUE, [], |r| r.get::<_, Option<i64>>(0))
             .map(|v| v.map(|v| v as u64))
             .map_err(|e| self.err(e))
     }
@@ -528,21 +544,16 @@ impl Store {
     /// in their recipients' mailboxes (receipts are not counted).
     pub fn waiting_counts(&self) -> Result<(u64, u64)> {
         self.conn()
-            .row(
-                "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'stored'), 0)
-                 FROM outbox WHERE kind = 'text' AND state IN ('queued', 'stored')",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )
+            .row(WAITING_COUNTS, [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
             .map_err(|e| self.err(e))
     }
 
     /// How many text messages the user sent are still queued (receipts are not counted).
     pub fn queued_count(&self) -> Result<u64> {
         self.conn()
-            .row("SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND kind = 'text'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .row(QUEUED_COUNT, [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -635,7 +646,9 @@ impl Store {
     pub fn history(&self, id: &[u8; 16]) -> Result<Vec<(MessageState, Option<String>, u64)>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT state, detail, at_ms FROM message_states WHERE id = ?1 ORDER BY at_ms, rowid")
+            .prepare_cached(
+                "SELECT state, detail, at_ms FROM message_states WHERE id = ?1 ORDER BY at_ms, n",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([id.as_slice()], |r| {

@@ -74,37 +74,51 @@ impl Store {
         prekey: &HybridPrekey,
     ) -> Result<()> {
         let encoded = kolokol_protocol::codec::encode(prekey)?;
-        self.conn()
-            .exec(
-                "INSERT OR REPLACE INTO hybrid_prekeys
+        let conn = self.conn();
+        self.forget_newest_hybrid();
+        conn.exec(
+            "INSERT OR REPLACE INTO hybrid_prekeys
                      (key_id, x25519, kem_seed, prekey, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    key_id.as_slice(),
-                    secret.x25519.as_slice(),
-                    secret.kem_seed.as_slice(),
-                    encoded,
-                    prekey.created_at as i64,
-                    prekey.expires_at as i64
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+            params![
+                key_id.as_slice(),
+                secret.x25519.as_slice(),
+                secret.kem_seed.as_slice(),
+                encoded,
+                prekey.created_at as i64,
+                prekey.expires_at as i64
+            ],
+        )
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// The newest hybrid prekey, for invites and the presence record.
+    /// The newest hybrid prekey, for invites, first contacts and the presence record: read
+    /// once, then remembered until the table is written.
     pub fn newest_hybrid_prekey(&self) -> Result<Option<HybridPrekey>> {
-        let bytes: Option<Vec<u8>> = self
-            .conn()
+        let conn = self.conn();
+        if let Some(newest) = self.newest_hybrid.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        {
+            return Ok(newest.clone());
+        }
+        let bytes: Option<Vec<u8>> = conn
             .row("SELECT prekey FROM hybrid_prekeys ORDER BY created_at DESC LIMIT 1", [], |r| {
                 r.get(0)
             })
             .optional()
             .map_err(|e| self.err(e))?;
-        Ok(match bytes {
+        let newest = match bytes {
             Some(b) => Some(kolokol_protocol::codec::decode("hybrid prekey", &b)?),
             None => None,
-        })
+        };
+        *self.newest_hybrid.lock().unwrap_or_else(|p| p.into_inner()) = Some(newest.clone());
+        Ok(newest)
+    }
+
+    /// Forgets the remembered newest hybrid prekey: called with the connection held, before a
+    /// write to its table.
+    fn forget_newest_hybrid(&self) {
+        *self.newest_hybrid.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The hybrid prekey with this format 4 key id and its secrets, if we still hold them.
@@ -177,6 +191,7 @@ impl Store {
             let plain = conn
                 .exec("DELETE FROM prekeys WHERE expires_at < ?1", [before as i64])
                 .map_err(|e| self.err(e))?;
+            self.forget_newest_hybrid();
             let hybrid = conn
                 .exec("DELETE FROM hybrid_prekeys WHERE expires_at < ?1", [before as i64])
                 .map_err(|e| self.err(e))?;

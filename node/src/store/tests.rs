@@ -100,6 +100,24 @@ fn contact_names_ignore_case_but_keep_the_spelling_typed() {
     assert!(s.contact("bob").unwrap().is_none());
     s.fold_names().unwrap();
     assert_eq!(s.contact("bob").unwrap().unwrap().name, "Bob");
+    assert_eq!(s.recipient("bOb").unwrap(), Some((peer("p1"), [9; 32])));
+    // Two names that differ only in case (possible before version 11): the exact spelling
+    // finds its own, and any other spelling is refused rather than guessed.
+    s.conn()
+        .execute(
+            "INSERT INTO contacts (name, peer_id, device_key, addresses, added_at_ms, folded)
+             VALUES ('BOB', ?1, x'0707070707070707070707070707070707070707070707070707070707070707', '', 1, 'bob')",
+            [peer("p9").to_string()],
+        )
+        .unwrap();
+    assert_eq!(s.contact("BOB").unwrap().unwrap().peer_id, peer("p9"));
+    assert_eq!(s.recipient("BOB").unwrap(), Some((peer("p9"), [7; 32])));
+    assert_eq!(s.recipient("Bob").unwrap(), Some((peer("p1"), [9; 32])));
+    for refused in [s.contact("bob").map(|_| ()), s.recipient("bob").map(|_| ())] {
+        assert!(refused.unwrap_err().to_string().contains("different case"));
+    }
+    assert_eq!(s.recipient("nobody").unwrap(), None);
+    assert_eq!(s.remove_contact("BOB").unwrap().unwrap().name, "BOB");
     assert_eq!(s.remove_contact("BOB").unwrap().unwrap().name, "Bob");
     assert!(s.contact("bob").unwrap().is_none());
 }
@@ -709,4 +727,103 @@ fn a_peer_text_is_its_base58_whichever_peers_came_before() {
             assert_eq!(super::peer_text(peer), peer.to_base58());
         }
     }
+}
+
+#[test]
+fn a_version_14_database_keeps_each_items_states_in_order_and_adds_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kolokol.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        super::schema::migrate_to(&conn, 0, 14).unwrap();
+        conn.execute_batch(
+            "INSERT INTO outbox (id, peer_id, device_key, kind, text, state, created_at_ms,
+                                 next_attempt_ms)
+             VALUES (x'01010101010101010101010101010101', 'p', x'00', 'text', 'a', 'stored', 1, 50),
+                    (x'02020202020202020202020202020202', 'p', x'00', 'text', 'b', 'delivered', 1, 9);
+             INSERT INTO message_states (id, state, detail, at_ms) VALUES
+                 (x'01010101010101010101010101010101', 'queued', NULL, 1),
+                 (x'02020202020202020202020202020202', 'queued', NULL, 1),
+                 (x'01010101010101010101010101010101', 'stored', 'on 1 of 3', 2),
+                 (x'02020202020202020202020202020202', 'sent', NULL, 2),
+                 (x'01010101010101010101010101010101', 'stored', 'on 2 of 3', 2),
+                 (x'02020202020202020202020202020202', 'delivered', NULL, 3);
+             PRAGMA user_version = 14;",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let stored = s.history(&[1; 16]).unwrap();
+    let details: Vec<_> = stored.iter().map(|h| (h.0.as_str(), h.1.as_deref(), h.2)).collect();
+    assert_eq!(
+        details,
+        vec![
+            ("queued", None, 1),
+            ("stored", Some("on 1 of 3"), 2),
+            ("stored", Some("on 2 of 3"), 2)
+        ],
+        "two states of one millisecond keep the order they were entered in"
+    );
+    assert_eq!(history(&s, &[2; 16]), vec!["queued", "sent", "delivered"]);
+    assert!(s.set_state(&[1; 16], MessageState::Delivered, None, 4).unwrap());
+    assert_eq!(history(&s, &[1; 16]), vec!["queued", "stored", "stored", "delivered"]);
+    assert_eq!(s.next_due().unwrap(), None, "a delivered item is not due");
+}
+
+#[test]
+fn the_items_to_send_are_found_from_their_index() {
+    let (_d, s) = store();
+    for id in 0..50u8 {
+        let row = text(id, u64::from(id));
+        s.enqueue(&row, 100).unwrap();
+        if id % 10 != 0 {
+            s.set_state(&row.id, MessageState::Delivered, None, 200).unwrap();
+        }
+    }
+    assert_eq!(s.queued_count().unwrap(), 5);
+    assert_eq!(s.waiting_counts().unwrap(), (5, 0));
+    assert_eq!(s.next_due().unwrap(), Some(100));
+    assert_eq!(s.due(100, 1_000).unwrap().len(), 5);
+    let conn = s.connection_for_tests();
+    for query in [
+        super::outbox::DUE_ITEMS,
+        super::outbox::NEXT_DUE,
+        super::outbox::WAITING_COUNTS,
+        super::outbox::QUEUED_COUNT,
+    ] {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {query}")).unwrap();
+        let bound = [100i64, 10].into_iter().take(explain.parameter_count());
+        let plan: Vec<String> = explain
+            .query_map(rusqlite::params_from_iter(bound), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("INDEX outbox_due")), "{query}: {plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN outbox")), "{query}: {plan:?}");
+    }
+}
+
+#[test]
+fn the_newest_hybrid_prekey_is_read_again_after_every_change_of_its_table() {
+    use kolokol_protocol::prekey::{HybridPrekey, HybridPrekeySecret};
+    let (_d, s) = store();
+    let identity = kolokol_protocol::identity::Identity::from_secrets([4; 32], [5; 32]);
+    let hybrid = |seed: u8, created: u64, expires: u64| {
+        let secret = HybridPrekeySecret {
+            x25519: zeroize::Zeroizing::new([seed; 32]),
+            kem_seed: zeroize::Zeroizing::new([seed; kolokol_protocol::kem::SEED_LEN]),
+        };
+        let prekey = HybridPrekey::sign(&identity, &secret, created, expires).unwrap();
+        s.save_hybrid_prekey(&[seed; 8], &secret, &prekey).unwrap();
+        prekey
+    };
+    assert_eq!(s.newest_hybrid_prekey().unwrap(), None);
+    let old = hybrid(1, 10, 1_000);
+    assert_eq!(s.newest_hybrid_prekey().unwrap(), Some(old.clone()), "read after the first save");
+    let new = hybrid(2, 20, 100);
+    assert_eq!(s.newest_hybrid_prekey().unwrap(), Some(new), "a newer one replaces it");
+    assert_eq!(s.delete_prekeys_expired_before(500).unwrap(), 1);
+    assert_eq!(s.newest_hybrid_prekey().unwrap(), Some(old), "the newest deleted, the one left");
+    assert_eq!(s.delete_prekeys_expired_before(5_000).unwrap(), 1);
+    assert_eq!(s.newest_hybrid_prekey().unwrap(), None);
 }
