@@ -19,13 +19,31 @@
 //! waiting on the socket's writability, which wakes the connection again; closing flushes
 //! first (Noise's `poll_close`). This leans on how yamux drives its socket, so a change of the
 //! yamux version must keep `batch::tests` passing.
+//!
+//! The answering side's half: an inbound stream confirms its protocol (multistream-select's
+//! listener writes and flushes the header and the protocol's name) as soon as it is accepted,
+//! and answers once the request is handled, which for a text is after it is stored: two passes
+//! of yamux, two writes, and the sender woken twice for one answer. A [`Corked`] inbound stream
+//! holds what it writes (flushes included) until, after the negotiation's lines
+//! ([`negotiated`]), it has read something and writes again: the answer, and both leave
+//! together. It lets them go as well when it closes, when they pass [`MAX_CORKED`] bytes, and
+//! when a read finds nothing for the [`CORKED_TURNS`] + 1st time, each a turn of the connection's
+//! task apart (the rest of a request is often already in and handed over a turn later), since
+//! the other side may be waiting for them (a dialer that waits for the confirmation before it
+//! sends, as multistream-select's `V1` does). Outbound streams hold nothing.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::{AsyncRead, AsyncWrite};
+use futures::{AsyncRead, AsyncWrite, TryFutureExt as _};
+use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
+
+/// The most an inbound stream holds before it has answered ([`Corked`]): room for
+/// multistream-select's confirmation (its header and a protocol name of up to 140 bytes) and a
+/// short answer; more goes out at once.
+pub const MAX_CORKED: usize = 512;
 
 /// A byte stream whose flushes wait for its next read (see the module's doc).
 #[derive(Debug)]
@@ -107,16 +125,22 @@ impl UpgradeInfo for BatchedYamux {
     }
 }
 
+/// What [`BatchedYamux`] makes of a connection.
+type Upgraded<C> = libp2p::yamux::Muxer<Batched<C>>;
+
 impl<C> InboundConnectionUpgrade<C> for BatchedYamux
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = libp2p::yamux::Muxer<Batched<C>>;
+    type Output = CorkedMuxer<Batched<C>>;
     type Error = io::Error;
-    type Future = <libp2p::yamux::Config as InboundConnectionUpgrade<Batched<C>>>::Future;
+    type Future = futures::future::MapOk<
+        <libp2p::yamux::Config as InboundConnectionUpgrade<Batched<C>>>::Future,
+        fn(Upgraded<C>) -> CorkedMuxer<Batched<C>>,
+    >;
 
     fn upgrade_inbound(self, io: C, info: Self::Info) -> Self::Future {
-        self.0.upgrade_inbound(Batched::new(io), info)
+        self.0.upgrade_inbound(Batched::new(io), info).map_ok(CorkedMuxer)
     }
 }
 
@@ -124,12 +148,207 @@ impl<C> OutboundConnectionUpgrade<C> for BatchedYamux
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = libp2p::yamux::Muxer<Batched<C>>;
+    type Output = CorkedMuxer<Batched<C>>;
     type Error = io::Error;
-    type Future = <libp2p::yamux::Config as OutboundConnectionUpgrade<Batched<C>>>::Future;
+    type Future = futures::future::MapOk<
+        <libp2p::yamux::Config as OutboundConnectionUpgrade<Batched<C>>>::Future,
+        fn(Upgraded<C>) -> CorkedMuxer<Batched<C>>,
+    >;
 
     fn upgrade_outbound(self, io: C, info: Self::Info) -> Self::Future {
-        self.0.upgrade_outbound(Batched::new(io), info)
+        self.0.upgrade_outbound(Batched::new(io), info).map_ok(CorkedMuxer)
+    }
+}
+
+/// libp2p's yamux multiplexer whose inbound streams are [`Corked`]; outbound ones pass
+/// everything through at once.
+#[derive(Debug)]
+pub struct CorkedMuxer<C>(libp2p::yamux::Muxer<C>);
+
+impl<C> StreamMuxer for CorkedMuxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    type Substream = Corked<libp2p::yamux::Stream>;
+    type Error = <libp2p::yamux::Muxer<C> as StreamMuxer>::Error;
+
+    fn poll_inbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        Pin::new(&mut self.get_mut().0).poll_inbound(cx).map_ok(Corked::inbound)
+    }
+
+    fn poll_outbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        Pin::new(&mut self.get_mut().0).poll_outbound(cx).map_ok(Corked::outbound)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.get_mut().0).poll_close(cx)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
+}
+
+/// Where a [`Corked`] stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cork {
+    /// Written bytes wait in `held` (none yet, or some); `answered` once a read returned
+    /// something (data or the end) after the negotiation's two lines were written
+    /// ([`negotiated`]: its listener reads the protocol's name between them, which is no
+    /// answer); `waited` once a read found nothing and the stream let the task go round once
+    /// more before it let them go.
+    Holding { answered: bool, waited: u8 },
+    /// Everything goes through at once: an outbound stream, or an inbound one that let its
+    /// held bytes go.
+    Through,
+}
+
+/// A stream that holds its first writes until it answers (see the module's doc).
+#[derive(Debug)]
+pub struct Corked<S> {
+    inner: S,
+    held: Vec<u8>,
+    cork: Cork,
+}
+
+/// How many turns of its task a [`Corked`] stream whose read found nothing lets go by before
+/// it lets what it holds go: the connection's task polls a stream before its multiplexer, which
+/// hands over the rest of a request that came in the same segment on the turn after.
+pub const CORKED_TURNS: u8 = 2;
+
+/// multistream-select's header, the first line a listener writes.
+const MULTISTREAM_HEADER: &[u8] = b"\x13/multistream/1.0.0\n";
+
+/// Whether `held` is a listener's whole negotiation: the header and at least one more line
+/// (the protocol confirmed), each a length (an unsigned varint) and that many bytes.
+fn negotiated(held: &[u8]) -> bool {
+    let Some(mut rest) = held.strip_prefix(MULTISTREAM_HEADER) else { return false };
+    let mut lines = 0;
+    while !rest.is_empty() {
+        let (len, prefix) = match rest {
+            [short, ..] if short & 0x80 == 0 => (usize::from(*short), 1),
+            [low, high, ..] if high & 0x80 == 0 => {
+                (usize::from(low & 0x7f) | usize::from(*high) << 7, 2)
+            }
+            _ => return false,
+        };
+        match rest.get(prefix + len..) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+        lines += 1;
+    }
+    lines >= 1
+}
+
+impl<S> Corked<S> {
+    /// An inbound stream: what it writes first waits for its answer.
+    pub fn inbound(inner: S) -> Self {
+        Corked { inner, held: Vec::new(), cork: Cork::Holding { answered: false, waited: 0 } }
+    }
+
+    /// An outbound stream: nothing waits.
+    pub fn outbound(inner: S) -> Self {
+        Corked { inner, held: Vec::new(), cork: Cork::Through }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Corked<S> {
+    /// Stops holding and writes out what was held (as far as the stream takes it now).
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.cork = Cork::Through;
+        while !self.held.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.held.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.held = Vec::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Corked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Cork::Holding { answered, waited } = &mut this.cork
+            && !this.held.is_empty()
+        {
+            match read {
+                Poll::Ready(Ok(_)) => *answered |= negotiated(&this.held),
+                Poll::Ready(Err(_)) => {}
+                // Nothing to read yet. The rest of a request often came in the same segment as
+                // its opening, and the connection's task (the same task: a connection runs its
+                // multiplexer and its streams together) hands it over on its next turn, so the
+                // stream asks for that turn once. Nothing then: the other side may be waiting
+                // for what is held, so it goes. A release that cannot finish now has
+                // registered the task for the stream's writability, and the next poll of
+                // either direction goes on with it.
+                Poll::Pending if *waited < CORKED_TURNS => {
+                    *waited += 1;
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending => {
+                    if let Poll::Ready(Ok(())) = this.poll_release(cx) {
+                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                    }
+                }
+            }
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Cork::Holding { answered: false, .. } = this.cork
+            && this.held.len() + buf.len() <= MAX_CORKED
+        {
+            this.held.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        std::task::ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Cork::Holding { answered: false, .. } = this.cork {
+            // The negotiation's flushes: what is held waits for the answer (or a read that
+            // finds nothing).
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.inner).poll_close(cx)
     }
 }
 

@@ -126,19 +126,28 @@ impl AsyncWrite for Held {
     }
 }
 
+/// One side of a test's connection.
+type Muxer = super::CorkedMuxer<super::Batched<Held>>;
+
 /// A client and a server multiplexer over [`Held`] sockets joined by a pipe of `pipe` bytes;
 /// `flushes` counts the client's.
-async fn connected(
+async fn connected(pipe: usize, flushes: Arc<AtomicUsize>) -> (Muxer, Muxer) {
+    connected_counting(pipe, flushes, Arc::default()).await
+}
+
+/// [`connected`], counting the server's flushes too.
+async fn connected_counting(
     pipe: usize,
-    flushes: Arc<AtomicUsize>,
-) -> (libp2p::yamux::Muxer<super::Batched<Held>>, libp2p::yamux::Muxer<super::Batched<Held>>) {
+    client_flushes: Arc<AtomicUsize>,
+    server_flushes: Arc<AtomicUsize>,
+) -> (Muxer, Muxer) {
     let (ours, theirs) = tokio::io::duplex(pipe);
     let client = BatchedYamux::default()
-        .upgrade_outbound(Held::new(ours, flushes), "/yamux/1.0.0")
+        .upgrade_outbound(Held::new(ours, client_flushes), "/yamux/1.0.0")
         .await
         .expect("client");
     let server = BatchedYamux::default()
-        .upgrade_inbound(Held::new(theirs, Arc::default()), "/yamux/1.0.0")
+        .upgrade_inbound(Held::new(theirs, server_flushes), "/yamux/1.0.0")
         .await
         .expect("server");
     (client, server)
@@ -282,4 +291,106 @@ async fn a_request_is_answered_and_what_precedes_a_close_arrives() {
     assert_eq!(&request, b"hello");
     assert_eq!(&answer, b"answer");
     assert_eq!(rest, b"last words");
+}
+
+/// multistream-select's opening of a `/kolokol/msg/1` stream: its header and the protocol,
+/// which the dialer proposes and the listener echoes to confirm.
+const PROPOSAL: &[u8] = b"\x13/multistream/1.0.0\n\x0f/kolokol/msg/1\n";
+
+#[tokio::test]
+async fn an_answer_leaves_with_the_confirmation_of_its_protocol() {
+    let server_flushes = Arc::new(AtomicUsize::new(0));
+    let (mut client, server) =
+        connected_counting(1 << 20, Arc::default(), server_flushes.clone()).await;
+    let exchange = async move {
+        // The dialer proposes the protocol, sends its request and closes at once (libp2p's
+        // `V1Lazy`, what request-response streams use).
+        let mut stream = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
+        stream.write_all(PROPOSAL).await.expect("proposal");
+        stream.write_all(&[7; 1024]).await.expect("request");
+        stream.close().await.expect("FIN");
+        drive(client);
+        let answering = tokio::spawn(async move {
+            let mut inbound = first_inbound(server).await;
+            // The listener's negotiation, as multistream-select's does it: it echoes the
+            // header, reads the protocol's name, echoes it and flushes.
+            let mut header = [0u8; 20];
+            inbound.read_exact(&mut header).await.expect("the header");
+            inbound.write_all(&header).await.expect("the header echoed");
+            inbound.flush().await.expect("the header's flush");
+            let mut protocol = [0u8; PROPOSAL.len() - 20];
+            inbound.read_exact(&mut protocol).await.expect("the protocol");
+            inbound.write_all(&protocol).await.expect("the confirmation");
+            inbound.flush().await.expect("the confirmation's flush");
+            // The request is handled (stored, for a text) before the answer.
+            let mut request = Vec::new();
+            inbound.read_to_end(&mut request).await.expect("the request");
+            tokio::task::yield_now().await;
+            inbound.write_all(&[1]).await.expect("the answer");
+            inbound.close().await.expect("FIN");
+            request.len()
+        });
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("the answer");
+        (answer, answering.await.expect("the answering task"))
+    };
+    let (answer, request) =
+        tokio::time::timeout(DEADLINE, exchange).await.expect("completed before the deadline");
+    assert_eq!(request, 1024);
+    assert_eq!(&answer[..PROPOSAL.len()], PROPOSAL);
+    assert_eq!(answer[PROPOSAL.len()..], [1]);
+    // The confirmation went out on its own, then the answer: the dialer was woken twice.
+    assert_eq!(server_flushes.load(Ordering::Relaxed), 1, "the confirmation held for the answer");
+}
+
+#[tokio::test]
+async fn a_dialer_that_waits_for_the_confirmation_gets_it() {
+    let (mut client, server) = connected(1 << 20, Arc::default()).await;
+    let exchange = async move {
+        let mut stream = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
+        drive(client);
+        let answering = tokio::spawn(async move {
+            let mut inbound = first_inbound(server).await;
+            let mut proposal = [0u8; PROPOSAL.len()];
+            inbound.read_exact(&mut proposal).await.expect("the proposal");
+            inbound.write_all(&proposal).await.expect("the confirmation");
+            inbound.flush().await.expect("the confirmation's flush");
+            // Nothing comes until the dialer has the confirmation: the read finds nothing, so
+            // what is held must go.
+            let mut request = [0u8; 5];
+            inbound.read_exact(&mut request).await.expect("the request");
+            inbound.write_all(b"answer").await.expect("the answer");
+            inbound.close().await.expect("FIN");
+            request
+        });
+        // multistream-select's `V1`: the proposal, then nothing until it is confirmed.
+        stream.write_all(PROPOSAL).await.expect("proposal");
+        stream.flush().await.expect("the proposal's flush");
+        let mut confirmation = [0u8; PROPOSAL.len()];
+        stream.read_exact(&mut confirmation).await.expect("the confirmation");
+        stream.write_all(b"hello").await.expect("request");
+        stream.close().await.expect("FIN");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("the answer");
+        (confirmation, answer, answering.await.expect("the answering task"))
+    };
+    let (confirmation, answer, request) =
+        tokio::time::timeout(DEADLINE, exchange).await.expect("completed before the deadline");
+    assert_eq!(&confirmation, PROPOSAL);
+    assert_eq!(&request, b"hello");
+    assert_eq!(answer, b"answer");
+}
+
+#[test]
+fn a_negotiation_is_the_header_and_a_whole_line_after_it() {
+    use super::negotiated;
+    assert!(negotiated(PROPOSAL));
+    assert!(!negotiated(&PROPOSAL[..20]), "the header alone");
+    assert!(!negotiated(&PROPOSAL[..30]), "a line cut short");
+    assert!(!negotiated(&PROPOSAL[20..]), "no header");
+    assert!(!negotiated(b"\x13/multistream/1.0.1\n\x0f/kolokol/msg/1\n"));
+    let mut long = b"\x13/multistream/1.0.0\n\xc8\x01".to_vec();
+    long.extend_from_slice(&[b'a'; 200]);
+    assert!(negotiated(&long), "a line longer than 127 bytes");
+    assert!(!negotiated(&long[..long.len() - 1]));
 }
