@@ -24,13 +24,13 @@
 //! listener writes and flushes the header and the protocol's name) as soon as it is accepted,
 //! and answers once the request is handled, which for a text is after it is stored: two passes
 //! of yamux, two writes, and the sender woken twice for one answer. A [`Corked`] inbound stream
-//! holds what it writes (flushes included) until, after the negotiation's lines
-//! ([`negotiated`]), it has read something and writes again: the answer, and both leave
-//! together. It lets them go as well when it closes, when they pass [`MAX_CORKED`] bytes, and
-//! when a read finds nothing for the [`CORKED_TURNS`] + 1st time, each a turn of the connection's
-//! task apart (the rest of a request is often already in and handed over a turn later), since
-//! the other side may be waiting for them (a dialer that waits for the confirmation before it
-//! sends, as multistream-select's `V1` does). Outbound streams hold nothing.
+//! holds the negotiation's lines ([`negotiated`]), flushes included, until it writes again (the
+//! answer, or the first words of a listener that speaks first: both leave together) or closes;
+//! and when a read finds nothing, after [`CORKED_TURNS`] more turns of the connection's task
+//! (the multiplexer may hand over the rest of a request that came with its opening a turn
+//! later), since the other side may be waiting for them (a dialer that waits for the
+//! confirmation before it sends, as multistream-select's `V1` does). A stream dropped while it
+//! holds sends what it held, as before. Outbound streams hold nothing.
 
 use std::io;
 use std::pin::Pin;
@@ -40,9 +40,9 @@ use futures::{AsyncRead, AsyncWrite, TryFutureExt as _};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 
-/// The most an inbound stream holds before it has answered ([`Corked`]): room for
-/// multistream-select's confirmation (its header and a protocol name of up to 140 bytes) and a
-/// short answer; more goes out at once.
+/// The most an inbound stream holds ([`Corked`]): room for multistream-select's confirmation
+/// (its header and a protocol name of up to 140 bytes, with room to spare); a negotiation
+/// longer than that goes out at once.
 pub const MAX_CORKED: usize = 512;
 
 /// A byte stream whose flushes wait for its next read (see the module's doc).
@@ -201,35 +201,34 @@ where
 /// Where a [`Corked`] stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cork {
-    /// Written bytes wait in `held` (none yet, or some); `answered` once a read returned
-    /// something (data or the end) after the negotiation's two lines were written
-    /// ([`negotiated`]: its listener reads the protocol's name between them, which is no
-    /// answer); `waited` once a read found nothing and the stream let the task go round once
-    /// more before it let them go.
-    Holding { answered: bool, waited: u8 },
+    /// Written bytes wait in `held` (none yet, or some); `waited` counts the turns of its task
+    /// the stream asked for after a read found nothing.
+    Holding { waited: u8 },
     /// Everything goes through at once: an outbound stream, or an inbound one that let its
-    /// held bytes go.
+    /// held bytes go (some may still be on their way out, when the stream took only part).
     Through,
 }
 
-/// A stream that holds its first writes until it answers (see the module's doc).
+/// A stream that holds the lines of its protocol's negotiation until it answers (see the
+/// module's doc).
 #[derive(Debug)]
-pub struct Corked<S> {
+pub struct Corked<S: AsyncWrite + Unpin> {
     inner: S,
     held: Vec<u8>,
     cork: Cork,
 }
 
-/// How many turns of its task a [`Corked`] stream whose read found nothing lets go by before
-/// it lets what it holds go: the connection's task polls a stream before its multiplexer, which
-/// hands over the rest of a request that came in the same segment on the turn after.
+/// How many turns of its task a [`Corked`] stream whose read found nothing asks for before it
+/// lets what it holds go: the connection's task may poll a stream before its multiplexer hands
+/// over the rest of a request that came in the same segment.
 pub const CORKED_TURNS: u8 = 2;
 
 /// multistream-select's header, the first line a listener writes.
 const MULTISTREAM_HEADER: &[u8] = b"\x13/multistream/1.0.0\n";
 
 /// Whether `held` is a listener's whole negotiation: the header and at least one more line
-/// (the protocol confirmed), each a length (an unsigned varint) and that many bytes.
+/// (the protocol confirmed, or refused), each a length (an unsigned varint) and that many
+/// bytes.
 fn negotiated(held: &[u8]) -> bool {
     let Some(mut rest) = held.strip_prefix(MULTISTREAM_HEADER) else { return false };
     let mut lines = 0;
@@ -250,20 +249,19 @@ fn negotiated(held: &[u8]) -> bool {
     lines >= 1
 }
 
-impl<S> Corked<S> {
-    /// An inbound stream: what it writes first waits for its answer.
+impl<S: AsyncWrite + Unpin> Corked<S> {
+    /// An inbound stream: its negotiation waits for its answer.
     pub fn inbound(inner: S) -> Self {
-        Corked { inner, held: Vec::new(), cork: Cork::Holding { answered: false, waited: 0 } }
+        Corked { inner, held: Vec::new(), cork: Cork::Holding { waited: 0 } }
     }
 
     /// An outbound stream: nothing waits.
     pub fn outbound(inner: S) -> Self {
         Corked { inner, held: Vec::new(), cork: Cork::Through }
     }
-}
 
-impl<S: AsyncWrite + Unpin> Corked<S> {
-    /// Stops holding and writes out what was held (as far as the stream takes it now).
+    /// Stops holding and writes out what was held (as far as the stream takes it now; the
+    /// next poll of either direction goes on with the rest).
     fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.cork = Cork::Through;
         while !self.held.is_empty() {
@@ -279,6 +277,14 @@ impl<S: AsyncWrite + Unpin> Corked<S> {
         self.held = Vec::new();
         Poll::Ready(Ok(()))
     }
+
+    /// Lets what is held go and flushes it, as far as it can now; an error shows again at the
+    /// stream's next write or close.
+    fn release_and_flush(&mut self, cx: &mut Context<'_>) {
+        if let Poll::Ready(Ok(())) = self.poll_release(cx) {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Corked<S> {
@@ -288,29 +294,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Corked<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.cork == Cork::Through && !this.held.is_empty() {
+            // A release that could not finish: the other side may be waiting for the rest.
+            this.release_and_flush(cx);
+        }
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Cork::Holding { answered, waited } = &mut this.cork
+        if let (Cork::Holding { waited }, Poll::Pending) = (&mut this.cork, &read)
             && !this.held.is_empty()
         {
-            match read {
-                Poll::Ready(Ok(_)) => *answered |= negotiated(&this.held),
-                Poll::Ready(Err(_)) => {}
-                // Nothing to read yet. The rest of a request often came in the same segment as
-                // its opening, and the connection's task (the same task: a connection runs its
-                // multiplexer and its streams together) hands it over on its next turn, so the
-                // stream asks for that turn once. Nothing then: the other side may be waiting
-                // for what is held, so it goes. A release that cannot finish now has
-                // registered the task for the stream's writability, and the next poll of
-                // either direction goes on with it.
-                Poll::Pending if *waited < CORKED_TURNS => {
-                    *waited += 1;
-                    cx.waker().wake_by_ref();
-                }
-                Poll::Pending => {
-                    if let Poll::Ready(Ok(())) = this.poll_release(cx) {
-                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
-                    }
-                }
+            if *waited < CORKED_TURNS {
+                // Nothing to read yet: the rest of a request that came with its opening may be
+                // handed over on the task's next turn (the same task runs the connection's
+                // multiplexer and its streams).
+                *waited += 1;
+                cx.waker().wake_by_ref();
+            } else {
+                // Still nothing: the other side may be waiting for what is held.
+                this.release_and_flush(cx);
             }
         }
         read
@@ -324,7 +324,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Cork::Holding { answered: false, .. } = this.cork
+        // The negotiation's lines wait; the first write after them is the answer (or a
+        // protocol whose listener speaks first), and goes with them.
+        if let Cork::Holding { .. } = this.cork
+            && !negotiated(&this.held)
             && this.held.len() + buf.len() <= MAX_CORKED
         {
             this.held.extend_from_slice(buf);
@@ -336,7 +339,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Cork::Holding { answered: false, .. } = this.cork {
+        if let Cork::Holding { .. } = this.cork {
             // The negotiation's flushes: what is held waits for the answer (or a read that
             // finds nothing).
             return Poll::Ready(Ok(()));
@@ -349,6 +352,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
         let this = self.get_mut();
         std::task::ready!(this.poll_release(cx))?;
         Pin::new(&mut this.inner).poll_close(cx)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Drop for Corked<S> {
+    /// A stream dropped while it holds its negotiation (its request could not be read, timed
+    /// out, or named a protocol refused with `na`) still sends it, as it would have without
+    /// the hold: yamux queues the write and sends it before it resets the stream. Best effort,
+    /// as the write cannot wait.
+    fn drop(&mut self) {
+        if !self.held.is_empty() {
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            let _ = self.poll_release(&mut cx);
+        }
     }
 }
 

@@ -303,8 +303,8 @@ async fn an_answer_leaves_with_the_confirmation_of_its_protocol() {
     let (mut client, server) =
         connected_counting(1 << 20, Arc::default(), server_flushes.clone()).await;
     let exchange = async move {
-        // The dialer proposes the protocol, sends its request and closes at once (libp2p's
-        // `V1Lazy`, what request-response streams use).
+        // The dialer proposes the protocol, sends its request and closes at once
+        // (multistream-select's `V1Lazy`, which the node's swarm sets for every stream).
         let mut stream = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
         stream.write_all(PROPOSAL).await.expect("proposal");
         stream.write_all(&[7; 1024]).await.expect("request");
@@ -312,16 +312,7 @@ async fn an_answer_leaves_with_the_confirmation_of_its_protocol() {
         drive(client);
         let answering = tokio::spawn(async move {
             let mut inbound = first_inbound(server).await;
-            // The listener's negotiation, as multistream-select's does it: it echoes the
-            // header, reads the protocol's name, echoes it and flushes.
-            let mut header = [0u8; 20];
-            inbound.read_exact(&mut header).await.expect("the header");
-            inbound.write_all(&header).await.expect("the header echoed");
-            inbound.flush().await.expect("the header's flush");
-            let mut protocol = [0u8; PROPOSAL.len() - 20];
-            inbound.read_exact(&mut protocol).await.expect("the protocol");
-            inbound.write_all(&protocol).await.expect("the confirmation");
-            inbound.flush().await.expect("the confirmation's flush");
+            negotiate(&mut inbound, None).await;
             // The request is handled (stored, for a text) before the answer.
             let mut request = Vec::new();
             inbound.read_to_end(&mut request).await.expect("the request");
@@ -393,4 +384,73 @@ fn a_negotiation_is_the_header_and_a_whole_line_after_it() {
     long.extend_from_slice(&[b'a'; 200]);
     assert!(negotiated(&long), "a line longer than 127 bytes");
     assert!(!negotiated(&long[..long.len() - 1]));
+}
+
+/// A listener's negotiation, as multistream-select's does it: it echoes the header, reads
+/// the protocol's name, echoes it (or `line` instead) and flushes after each.
+async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(inbound: &mut S, line: Option<&[u8]>) {
+    let mut header = [0u8; 20];
+    inbound.read_exact(&mut header).await.expect("the header");
+    inbound.write_all(&header).await.expect("the header echoed");
+    inbound.flush().await.expect("the header's flush");
+    let mut protocol = [0u8; PROPOSAL.len() - 20];
+    inbound.read_exact(&mut protocol).await.expect("the protocol");
+    inbound.write_all(line.unwrap_or(&protocol)).await.expect("the confirmation");
+    inbound.flush().await.expect("the confirmation's flush");
+}
+
+#[tokio::test]
+async fn a_listener_that_speaks_first_is_heard_before_it_reads() {
+    let (mut client, server) = connected(1 << 20, Arc::default()).await;
+    let exchange = async move {
+        let mut stream = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
+        drive(client);
+        let (heard, hear) = futures::channel::oneshot::channel::<()>();
+        let speaking = tokio::spawn(async move {
+            let mut inbound = first_inbound(server).await;
+            negotiate(&mut inbound, None).await;
+            inbound.write_all(b"hello").await.expect("its first words");
+            inbound.flush().await.expect("their flush");
+            // It waits on something else than the stream, which only its words bring.
+            hear.await.expect("heard");
+            inbound.close().await.expect("FIN");
+        });
+        stream.write_all(PROPOSAL).await.expect("proposal");
+        stream.flush().await.expect("the proposal's flush");
+        let mut words = [0u8; PROPOSAL.len() + 5];
+        stream.read_exact(&mut words).await.expect("the confirmation and the words");
+        heard.send(()).expect("the listener waits");
+        speaking.await.expect("the speaking task");
+        words
+    };
+    let words =
+        tokio::time::timeout(DEADLINE, exchange).await.expect("completed before the deadline");
+    assert_eq!(&words[..PROPOSAL.len()], PROPOSAL);
+    assert_eq!(&words[PROPOSAL.len()..], b"hello");
+}
+
+#[tokio::test]
+async fn a_stream_dropped_while_it_holds_sends_what_it_held() {
+    let (mut client, server) = connected(1 << 20, Arc::default()).await;
+    let exchange = async move {
+        let mut stream = poll_fn(|cx| client.poll_outbound_unpin(cx)).await.expect("a stream");
+        drive(client);
+        let refusing = tokio::spawn(async move {
+            let mut inbound = first_inbound(server).await;
+            // The protocol is refused, and the stream dropped (as the swarm does when the
+            // dialer's next bytes are no proposal).
+            negotiate(&mut inbound, Some(b"\x03na\n")).await;
+        });
+        stream.write_all(PROPOSAL).await.expect("proposal");
+        stream.write_all(b"a lazy request").await.expect("request");
+        stream.flush().await.expect("flush");
+        let mut refusal = [0u8; 24];
+        stream.read_exact(&mut refusal).await.expect("the header and the refusal");
+        refusing.await.expect("the refusing task");
+        refusal
+    };
+    let refusal =
+        tokio::time::timeout(DEADLINE, exchange).await.expect("completed before the deadline");
+    assert_eq!(&refusal[..20], &PROPOSAL[..20]);
+    assert_eq!(&refusal[20..], b"\x03na\n");
 }
