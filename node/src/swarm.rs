@@ -286,6 +286,9 @@ pub struct NetStatus {
     pub reservations: Vec<(PeerId, Multiaddr)>,
     /// Peers connected now.
     pub connected: usize,
+    /// Connections open now: more than `connected` while a peer has several (a relayed one
+    /// until a direct one replaces it).
+    pub connections: usize,
     /// Peers in the routing table.
     pub routing_table: usize,
     /// Relays known as candidates for reservations.
@@ -318,6 +321,12 @@ pub struct NetStatus {
     pub contact_relays: Vec<PeerId>,
     /// The presence lookups that ended since the node started, and what they cost.
     pub lookups: LookupStats,
+    /// Connections closed since the node started because another one to the same peer was
+    /// open: a dial that connected after its race was won, a relayed connection once a direct
+    /// one is up. Only grows.
+    pub duplicates_closed: u64,
+    /// Dials under way in races to connect to peers (`swarm::dialer`).
+    pub dialing: usize,
 }
 
 /// Counts over the presence lookups a node made (`Node::resolve`, and the outbox's own

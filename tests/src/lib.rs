@@ -30,6 +30,8 @@ mod hole_punch;
 #[cfg(test)]
 mod key_schedule;
 #[cfg(test)]
+mod late_dials;
+#[cfg(test)]
 mod mailbox;
 #[cfg(test)]
 mod outbox_restart;

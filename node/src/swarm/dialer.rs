@@ -271,6 +271,7 @@ impl EventLoop {
     /// nothing is left to dial and nothing is under way.
     fn step_race(&mut self, peer: PeerId) {
         let now = Instant::now();
+        let mut started = false;
         loop {
             let Some(race) = self.races.get_mut(&peer) else { return };
             if race.next_start > now && !race.dialing.is_empty() {
@@ -286,6 +287,7 @@ impl EventLoop {
                 now + if verdict == Verdict::Works { PROVEN_HEAD_START } else { RACE_STAGGER };
             match self.swarm.dial(opts) {
                 Ok(()) => {
+                    started = true;
                     tracing::debug!(%peer, %address, ?verdict, "dialing");
                     if let Some(race) = self.races.get_mut(&peer) {
                         race.dialing.insert(id, address);
@@ -303,6 +305,10 @@ impl EventLoop {
         if exhausted {
             self.finish_race(peer, false);
         }
+        // The dials under way are part of the network state.
+        if started {
+            self.publish_status();
+        }
     }
 
     /// Steps every race whose next dial is due.
@@ -317,6 +323,11 @@ impl EventLoop {
         for peer in due {
             self.step_race(peer);
         }
+    }
+
+    /// Dials under way in every race.
+    pub(super) fn dials_in_flight(&self) -> usize {
+        self.races.values().map(|r| r.dialing.len()).sum()
     }
 
     /// When the next race step is due, if any race waits for one.
@@ -407,18 +418,23 @@ impl EventLoop {
             self.note_outcome(peer, &address, true);
             // A direct connection that lost to a relayed one is the better one: keep it, and
             // the relayed one is closed as a duplicate. A relayed one is closed when a direct
-            // one is open. Otherwise the race was lost to a connection as good, most often
-            // the peer's own dial to us at the same moment: both ends then see the other's
+            // one is open. Otherwise the race was lost to a connection as good. When it was
+            // the peer's own dial to us at the same moment, both ends see the other's
             // connection win and their own come late, and if each closed its own, both would
-            // go with whatever was sent over them. Only the end with the higher peer id closes
-            // its own, so the lower one's dial survives whatever each end saw first.
-            let direct_open = self
-                .connections
-                .iter()
-                .any(|(c, conn)| *c != id && conn.peer == peer && conn.via != Link::Relayed);
+            // go with whatever was sent over them: only the end with the higher peer id closes
+            // its own then, so the lower one's dial survives whatever each end saw first. When
+            // another of our own dials is open, ours is closed whatever the peer ids: the peer
+            // never closes a connection we dialed for coming late, so the other one stays.
+            // Kept, such late dials piled up (seven relayed connections to one peer in the
+            // lab's T10, each taking its share of the requests, one of them silent).
+            let others =
+                || self.connections.iter().filter(move |(c, conn)| **c != id && conn.peer == peer);
+            let direct_open = others().any(|(_, conn)| conn.via != Link::Relayed);
+            let own_open = others().any(|(_, conn)| conn.dialed);
             let relayed = is_relayed(&address);
             let higher = self.swarm.local_peer_id() > &peer;
-            if (relayed && direct_open) || ((relayed || direct_open) && higher) {
+            if (relayed && direct_open) || ((relayed || direct_open) && (higher || own_open)) {
+                self.duplicates_closed += 1;
                 self.swarm.close_connection(id);
             }
             return;

@@ -162,6 +162,8 @@ pub(crate) struct EventLoop {
     /// Peers with a direct connection, and since when, until their relayed connections are
     /// closed; bounded by the connection limits like `connections`.
     pub(super) direct_since: HashMap<PeerId, Instant>,
+    /// Connections closed because another to the same peer was open, for [`NetStatus`].
+    pub(super) duplicates_closed: u64,
     /// Presence lookups in flight, with the best record found so far and who waits for it.
     pub(super) lookups: HashMap<kad::QueryId, Lookup>,
     /// What the presence lookups that ended so far found and cost, for [`NetStatus`].
@@ -388,6 +390,7 @@ impl EventLoop {
             status,
             connections: HashMap::new(),
             direct_since: HashMap::new(),
+            duplicates_closed: 0,
             lookups: HashMap::new(),
             lookup_stats: Default::default(),
             presence: None,
@@ -467,6 +470,7 @@ impl EventLoop {
                 .collect();
             for id in relayed {
                 tracing::debug!(%peer, "closing a relayed connection: a direct one is open");
+                self.duplicates_closed += 1;
                 self.swarm.close_connection(id);
             }
         }
@@ -649,6 +653,7 @@ impl EventLoop {
                 .filter_map(|(p, s)| s.circuit.clone().map(|c| (*p, c)))
                 .collect(),
             connected: self.swarm.connected_peers().count(),
+            connections: self.connections.len(),
             routing_table,
             known_relays: self.relays.len(),
             // A peer may be listed at several addresses; it is one bootstrap peer.
@@ -669,6 +674,8 @@ impl EventLoop {
                 lan
             },
             lookups: self.lookup_stats,
+            duplicates_closed: self.duplicates_closed,
+            dialing: self.dials_in_flight(),
             hole_punched: self.peers_via(Link::HolePunched),
             relayed: self.peers_via(Link::Relayed),
             bridges: {
@@ -717,33 +724,38 @@ impl EventLoop {
         );
         self.handle_swarm_event(event);
         if publish {
-            let status = self.status();
-            let mut addresses_changed = false;
-            self.status.send_if_modified(|old| {
-                addresses_changed =
-                    old.external != status.external || old.reservations != status.reservations;
-                let changed = *old != status;
-                *old = status;
-                changed
-            });
-            // The record is also republished each time the routing table doubles, so that it
-            // moves to the peers now closest to its key as the network around us fills in.
-            let table = self.status.borrow().routing_table;
-            let grown = self.presence.is_some()
-                && self.presence_query.is_some_and(|(_, t)| table >= 2 * t.max(1));
-            if addresses_changed {
-                self.announce_change(Instant::now());
-            }
-            if grown {
-                self.presence_query = self.presence_query.map(|(q, _)| (q, table));
-                // A full queue is fine: the daemon republishes on its timer too.
-                let _ = self.events.try_send(NetEvent::AddressesChanged);
-            }
-            // The relay announcement moves the same way, for the same reason.
-            if self.providing && table >= 2 * self.providing_routing_table.max(1) {
-                tracing::debug!(table, "routing table doubled; announcing the relay again");
-                self.announce_relay();
-            }
+            self.publish_status();
+        }
+    }
+
+    /// Publishes the network state to those who watch it, and acts on what changed in it.
+    pub(super) fn publish_status(&mut self) {
+        let status = self.status();
+        let mut addresses_changed = false;
+        self.status.send_if_modified(|old| {
+            addresses_changed =
+                old.external != status.external || old.reservations != status.reservations;
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+        // The record is also republished each time the routing table doubles, so that it
+        // moves to the peers now closest to its key as the network around us fills in.
+        let table = self.status.borrow().routing_table;
+        let grown = self.presence.is_some()
+            && self.presence_query.is_some_and(|(_, t)| table >= 2 * t.max(1));
+        if addresses_changed {
+            self.announce_change(Instant::now());
+        }
+        if grown {
+            self.presence_query = self.presence_query.map(|(q, _)| (q, table));
+            // A full queue is fine: the daemon republishes on its timer too.
+            let _ = self.events.try_send(NetEvent::AddressesChanged);
+        }
+        // The relay announcement moves the same way, for the same reason.
+        if self.providing && table >= 2 * self.providing_routing_table.max(1) {
+            tracing::debug!(table, "routing table doubled; announcing the relay again");
+            self.announce_relay();
         }
     }
 
