@@ -323,8 +323,10 @@ impl Outbox {
             }
             landed.await;
         }
-        match self.0.store.outgoing(id) {
-            Ok(Some(view)) => (view.state, view.detail),
+        // Any kind of item: a group send waits here for its members' copies, which are not
+        // texts of the user's own (`Store::outgoing` leaves them out).
+        match self.0.store.outbox_state(id) {
+            Ok(Some(state)) => state,
             _ => (MessageState::Queued, None),
         }
     }
@@ -519,10 +521,9 @@ impl Outbox {
         }
         // A message stored by an earlier attempt stays stored whatever this one did.
         if result.0 == MessageState::Queued
-            && let Ok(Some(view)) = self.0.store.outgoing(&row.id)
-            && view.state == MessageState::Stored
+            && let Ok(Some((MessageState::Stored, detail))) = self.0.store.outbox_state(&row.id)
         {
-            return (MessageState::Stored, view.detail);
+            return (MessageState::Stored, detail);
         }
         result
     }
@@ -580,10 +581,8 @@ impl Outbox {
         at_ms: u64,
         now: u64,
     ) -> Result<()> {
-        let stored_before = matches!(
-            self.0.store.outgoing(&row.id),
-            Ok(Some(view)) if view.state == MessageState::Stored
-        );
+        let stored_before =
+            matches!(self.0.store.outbox_state(&row.id), Ok(Some((MessageState::Stored, _))));
         let changed = if *state == MessageState::Stored {
             self.0.store.set_state(&row.id, MessageState::Stored, detail.as_deref(), now)?
         } else {

@@ -606,6 +606,17 @@ impl Store {
         Ok(self.outbox_query("AND o.id = ?1", params![id.as_slice()])?.pop())
     }
 
+    /// The state and detail of any outbox item: a text, a receipt or a member's copy of a
+    /// group message (which [`Store::outgoing`], a view of the user's texts, leaves out).
+    pub fn outbox_state(&self, id: &[u8; 16]) -> Result<Option<(MessageState, Option<String>)>> {
+        self.conn()
+            .row("SELECT state, detail FROM outbox WHERE id = ?1", [id.as_slice()], |r| {
+                Ok((state_column(r, 0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     fn outbox_query(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<OutboxView>> {
         let conn = self.conn();
         let sql = format!(

@@ -172,6 +172,26 @@ fn messages_waiting_in_mailboxes_count_as_waiting_not_only_queued_ones() {
     assert_eq!(s.waiting_counts().unwrap(), (1, 1));
 }
 
+/// A group send whose member copy the outbox loop took first reads that attempt's outcome
+/// from here: it once read the view of the user's own texts, found nothing for a copy, and
+/// answered `queued` for a copy already delivered.
+#[test]
+fn the_state_of_a_group_copy_is_read_like_a_texts() {
+    let (_d, s) = store();
+    s.enqueue(&text(1, 10), 10).unwrap();
+    s.enqueue(&OutboxRow { body: OutboxBody::Group(vec![7; 40]), ..text(2, 10) }, 10).unwrap();
+    assert_eq!(s.outgoing(&[2; 16]).unwrap(), None, "not one of the user's texts");
+    assert_eq!(s.outbox_state(&[2; 16]).unwrap(), Some((MessageState::Queued, None)));
+    s.set_states(&[2; 16], &[MessageState::Sent, MessageState::Delivered], None, 20).unwrap();
+    assert_eq!(s.outbox_state(&[2; 16]).unwrap(), Some((MessageState::Delivered, None)));
+    s.set_state(&[1; 16], MessageState::Stored, Some("stored on 1 of 1"), 20).unwrap();
+    assert_eq!(
+        s.outbox_state(&[1; 16]).unwrap(),
+        Some((MessageState::Stored, Some("stored on 1 of 1".into())))
+    );
+    assert_eq!(s.outbox_state(&[3; 16]).unwrap(), None);
+}
+
 #[test]
 fn ids_are_found_by_a_prefix_of_their_hex_digits() {
     let (_d, s) = store();
