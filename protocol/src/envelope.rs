@@ -33,7 +33,7 @@ use crate::identity::{
 };
 use crate::kem;
 use crate::mailbox_key::MailboxAddress;
-use crate::message::Content;
+use crate::message::{Body, Content};
 use crate::prekey::{HybridPrekey, HybridPrekeySecret};
 use crate::x25519::KeyPair;
 
@@ -43,6 +43,22 @@ pub const BUCKETS: [usize; 4] = [1024, 4096, 16_384, 65_535];
 
 /// The largest envelope, in bytes.
 pub const MAX_ENVELOPE_LEN: usize = BUCKETS[3];
+
+/// The smallest envelope a text is sealed in (a one-to-one text or any group message): every
+/// text that fits in it travels in envelopes of this one size, so a censor who sees sizes on
+/// the wire cannot tell a short text from a long one (the lab's T16 read the length class of
+/// texts from the 1 KiB and 4 KiB buckets). Receipts and other small bodies keep the 1 KiB
+/// bucket: which kind of event an envelope carries is not hidden.
+pub const TEXT_BUCKET: usize = BUCKETS[1];
+
+/// The smallest bucket an envelope carrying `content` is sealed in: [`TEXT_BUCKET`] for a
+/// text, else the smallest bucket. Only the sender applies it; a receiver accepts any bucket.
+pub fn floor_for(content: &Content) -> usize {
+    match content.body {
+        Body::Text(_) | Body::NumberedText { .. } | Body::Group(_) => TEXT_BUCKET,
+        _ => BUCKETS[0],
+    }
+}
 
 /// Format 1, the walking skeleton's: a 2-byte header and a [`Sealed`] payload, first contact
 /// only. Read and written only by [`seal`] and [`open`].
@@ -335,11 +351,13 @@ pub fn seal(
     check_x25519_public(recipient_device_key)?;
     let body = codec::encode(&Sealed { sender: certificate.clone(), content: content.clone() })?;
     let body = Zeroizing::new(body);
-    let bucket = bucket_for(body.len()).ok_or(Error::TooLarge {
-        what: "sealed message",
-        len: body.len(),
-        max: MAX_ENVELOPE_LEN - HEADER_LEN - NOISE_X_OVERHEAD - LENGTH_PREFIX,
-    })?;
+    let bucket = bucket_for(body.len())
+        .ok_or(Error::TooLarge {
+            what: "sealed message",
+            len: body.len(),
+            max: MAX_ENVELOPE_LEN - HEADER_LEN - NOISE_X_OVERHEAD - LENGTH_PREFIX,
+        })?
+        .max(floor_for(content));
     let header = [ENVELOPE_VERSION, KIND_FIRST_CONTACT];
     let device = sender.device();
     let resolver =
@@ -503,7 +521,7 @@ fn seal_3(
 ) -> Result<Vec<u8>, Error> {
     check_x25519_public(recipient_key)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_or_too_large(kind, body.len())?;
+    let bucket = bucket_or_too_large(kind, body.len())?.max(floor_for(payload.content()));
     let header = header_3(kind, recipient_key);
     let (params, noise_overhead) = if kind == KIND_CONVERSATION {
         (&*NOISE_KPSK1, NOISE_KPSK1_OVERHEAD)
@@ -665,11 +683,13 @@ pub fn seal_first_contact_4(
     }
     check_x25519_public(&prekey.public)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_for_kind_4(KIND_FIRST_CONTACT, body.len()).ok_or(Error::TooLarge {
-        what: "envelope payload",
-        len: body.len(),
-        max: MAX_ENVELOPE_LEN - overhead_4(KIND_FIRST_CONTACT) - LENGTH_PREFIX,
-    })?;
+    let bucket = bucket_for_kind_4(KIND_FIRST_CONTACT, body.len())
+        .ok_or(Error::TooLarge {
+            what: "envelope payload",
+            len: body.len(),
+            max: MAX_ENVELOPE_LEN - overhead_4(KIND_FIRST_CONTACT) - LENGTH_PREFIX,
+        })?
+        .max(floor_for(payload.content()));
     let (ciphertext, psk) = kem::encapsulate(&prekey.kem_public, kem_randomness)?;
     // Loaded once: its public half goes in the tag, and snow's handshake takes the same pair.
     let ephemeral_pair = Arc::new(KeyPair::new(&ephemeral));
@@ -781,11 +801,13 @@ pub(crate) fn seal_conversation_4(
     }
     check_x25519_public(receive_key)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_for_kind_4(KIND_CONVERSATION, body.len()).ok_or(Error::TooLarge {
-        what: "envelope payload",
-        len: body.len(),
-        max: MAX_ENVELOPE_LEN - overhead_4(KIND_CONVERSATION) - LENGTH_PREFIX,
-    })?;
+    let bucket = bucket_for_kind_4(KIND_CONVERSATION, body.len())
+        .ok_or(Error::TooLarge {
+            what: "envelope payload",
+            len: body.len(),
+            max: MAX_ENVELOPE_LEN - overhead_4(KIND_CONVERSATION) - LENGTH_PREFIX,
+        })?
+        .max(floor_for(payload.content()));
     let mut header = [0u8; HEADER_LEN_4];
     header[0] = ENVELOPE_VERSION_4;
     header[1] = KIND_CONVERSATION;

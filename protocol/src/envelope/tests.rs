@@ -6,8 +6,9 @@ use proptest::prelude::*;
 use crate::Error;
 use crate::envelope::{
     Advertisement, BUCKETS, ENVELOPE_VERSION, ENVELOPE_VERSION_3, HEADER_LEN_3, Header, KEY_ID_LEN,
-    KIND_CONVERSATION, KIND_FIRST_CONTACT, Payload, ReceiveSecret, key_id, open, open_conversation,
-    open_first_contact, peek, seal, seal_conversation, seal_first_contact,
+    KIND_CONVERSATION, KIND_FIRST_CONTACT, Payload, ReceiveSecret, TEXT_BUCKET, key_id, open,
+    open_conversation, open_first_contact, peek, seal, seal_conversation, seal_conversation_4,
+    seal_first_contact,
 };
 use crate::identity::Identity;
 use crate::message::{Body, Content};
@@ -36,6 +37,17 @@ fn text(len: usize) -> Content {
     Content { id: [7; 16], sent_at_ms: NOW * 1000, body: Body::Text("x".repeat(len)) }
 }
 
+/// Content of about `len` bytes that is not a text, so it goes in the smallest bucket that
+/// holds it (a text never goes below [`TEXT_BUCKET`]): what the bucket edges are tested with.
+fn filler(len: usize) -> Content {
+    filler_of(vec![b'x'; len])
+}
+
+fn filler_of(data: Vec<u8>) -> Content {
+    let body = Body::File(crate::file::FileMessage::Chunk { index: 0, data });
+    Content { id: [7; 16], sent_at_ms: NOW * 1000, body }
+}
+
 fn sealed(p: &Pair, content: &Content, ephemeral: u8) -> Vec<u8> {
     let cert = p.alice.certify(NOW - 10, NOW + 10).unwrap();
     seal(&p.alice, &cert, p.bob.device().public(), content, [ephemeral; 32]).unwrap()
@@ -45,7 +57,7 @@ fn sealed(p: &Pair, content: &Content, ephemeral: u8) -> Vec<u8> {
 fn open_of_seal_gives_the_content_and_sender_in_every_bucket() {
     let p = pair();
     for (len, bucket) in [(0, 1024), (700, 1024), (800, 4096), (16_000, 16_384), (60_000, 65_535)] {
-        let content = text(len);
+        let content = filler(len);
         let envelope = sealed(&p, &content, 9);
         assert_eq!(envelope.len(), bucket, "text of {len} bytes");
         assert!(BUCKETS.contains(&envelope.len()));
@@ -140,10 +152,9 @@ fn different_ephemerals_give_different_envelopes() {
 #[track_caller]
 fn check_round_trip_3(conversation: bool, text_len: usize, seed: u8) -> usize {
     let p = pair();
-    let text: String =
-        (0..text_len).map(|i| char::from(b'a' + ((i * 7 + seed as usize) % 26) as u8)).collect();
-    let content =
-        Content { id: [seed; 16], sent_at_ms: u64::from(seed) << 20, body: Body::Text(text) };
+    let data: Vec<u8> =
+        (0..text_len).map(|i| b'a' + ((i * 7 + seed as usize) % 26) as u8).collect();
+    let content = Content { id: [seed; 16], sent_at_ms: u64::from(seed) << 20, ..filler_of(data) };
     let advertisement = Advertisement {
         seq: u32::from(seed),
         public: *p.alice.device().public(),
@@ -239,6 +250,83 @@ fn every_bucket_edge_holds_for_both_kinds() {
         for (bucket, (low, high)) in TEXT_RANGES.into_iter().enumerate() {
             assert_eq!(check_round_trip_3(conversation, low, 3), BUCKETS[bucket]);
             assert_eq!(check_round_trip_3(conversation, high, 4), BUCKETS[bucket]);
+        }
+    }
+}
+
+/// Every text, one-to-one or to a group, goes in [`TEXT_BUCKET`] or larger in every format, so
+/// its size on the wire does not tell a short text from a long one; a receipt still goes in
+/// the smallest bucket.
+#[test]
+fn a_text_is_never_sealed_below_the_text_bucket_in_any_format() {
+    let p = pair();
+    let cert = p.alice.certify(NOW - 10, NOW + 10).unwrap();
+    let receipt = Content { body: Body::Receipt { of: [8; 16] }, ..text(0) };
+    let group = Content {
+        body: Body::Group(crate::group::GroupMessage {
+            group: [3; 16],
+            body: crate::group::GroupBody::Text {
+                id: [4; 16],
+                seq: 1,
+                heads: Vec::new(),
+                text: "hi".into(),
+            },
+        }),
+        ..text(0)
+    };
+    let numbered =
+        Content { body: Body::NumberedText { series: 1, seq: 1, text: "hi".into() }, ..text(0) };
+    let seed = [6; 32];
+    for (content, bucket) in [
+        (text(1), TEXT_BUCKET),
+        (numbered, TEXT_BUCKET),
+        (group, TEXT_BUCKET),
+        (receipt, BUCKETS[0]),
+    ] {
+        let v1 = seal(&p.alice, &cert, p.bob.device().public(), &content, [9; 32]).unwrap();
+        let payload_1 =
+            Payload::V1 { certificate: None, advertisement: None, content: content.clone() };
+        let first_3 = seal_first_contact(
+            p.alice.device(),
+            p.bob.device().public(),
+            p.bob.identity_key(),
+            &Payload::V1 {
+                certificate: Some(cert.clone()),
+                advertisement: None,
+                content: content.clone(),
+            },
+            [9; 32],
+        )
+        .unwrap();
+        let conversation_3 = seal_conversation(
+            p.alice.device(),
+            p.bob.device().public(),
+            &seed,
+            p.bob.identity_key(),
+            &payload_1,
+            [9; 32],
+        )
+        .unwrap();
+        let payload_2 = Payload::V2 {
+            certificate: None,
+            advertisement: None,
+            prekey: None,
+            mailbox: None,
+            content: content.clone(),
+        };
+        let conversation_4 = seal_conversation_4(
+            p.alice.device(),
+            p.bob.device().public(),
+            &seed,
+            p.bob.identity_key(),
+            &payload_2,
+            [9; 32],
+        )
+        .unwrap();
+        for (format, envelope) in
+            [("1", v1), ("3 first", first_3), ("3", conversation_3), ("4", conversation_4)]
+        {
+            assert_eq!(envelope.len(), bucket, "format {format}, {:?}", content.body);
         }
     }
 }
