@@ -254,9 +254,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         by_bucket.join("; "),
     ));
     ctx.outcome.notes.push(format!(
-        "Messages went one every 1.5 s from t = {:.0} s. Envelopes are padded to 1 KiB, 4 KiB, 16 KiB or 64 KiB, so \
-         a passive censor learns which padding bucket a message fell in, and, with cover traffic off, when messages \
-         are sent and received (event timing is not hidden; the lab does not score it).",
+        "Messages went one every 1.5 s from t = {:.0} s. Envelopes are padded to 1 KiB, 4 KiB, 16 KiB or 64 KiB, \
+         and every text to 4 KiB at least (`envelope::TEXT_BUCKET`), so a passive censor learns a receipt from a \
+         text and a text of up to about 3.8 KB from a longer one, not a short text from a long one, and, with cover \
+         traffic off, when messages are sent and received (event timing is not hidden; the lab does not score it).",
         (t0 - ctx.start_ms) as f64 / 1000.0
     ));
     ctx.outcome.needs.push("padding that hides the length class (one envelope size for all text, or padding to a bucket chosen independently of the length) and constant-size records on the wire".into());
