@@ -10,8 +10,8 @@ use kolokol_node::backup::Snapshot;
 use kolokol_protocol::control::{SnapshotInfo, method};
 use serde_json::json;
 
-use crate::Refused;
 use crate::client::NoDaemon;
+use crate::failure::Refused;
 use crate::passphrases::passphrase;
 
 /// The shortest passphrase a backup is sealed with: the key derivation slows guessing down,

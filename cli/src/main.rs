@@ -14,526 +14,45 @@ macro_rules! say {
     }};
 }
 
+mod args;
 mod backups;
 mod chat;
 mod client;
 mod demo;
+mod doctor;
+mod failure;
+mod groups;
+mod inbox;
 mod output;
 mod passphrases;
 mod send;
 mod service;
+mod store;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 use kolokol_node::Multiaddr;
 use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::transport;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    BlockResult, Blocked, BundleInfo, Chat, ChatSummary, Contact, ContactReplaced, DoctorCheck,
-    DoctorReport, Event, FileTransfer, IdInfo, ImportResult, InboxMessage, InboxReadResult,
-    InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, Status, method,
+    BlockResult, Blocked, BundleInfo, Chat, ChatSummary, Contact, ContactReplaced, FileTransfer,
+    GroupInfo, IdInfo, ImportResult, InboxReadResult, InviteInfo, MessageStatus, OutboxMessage,
+    PeersInfo, SafetyNumber, Status, method,
 };
-use kolokol_protocol::control::{GroupChat, GroupInfo, GroupMembers, GroupReadResult, GroupText};
 use kolokol_protocol::message::MAX_READ_IDS;
 use serde_json::json;
 
+use crate::args::{
+    Cli, Command, ContactsCommand, LogFormatArg, NetArgs, PeersCommand, ServiceCommand,
+    TransportArg,
+};
 use crate::client::Client;
-
-/// Kolokol: a peer-to-peer, end-to-end encrypted messenger with no server to block.
-#[derive(Parser)]
-#[command(name = "kolokol", version, about, propagate_version = true)]
-struct Cli {
-    /// Data directory (identity, database, control socket). Default: $KOLOKOL_HOME if set and
-    /// not empty, else the XDG data directory (~/.local/share/kolokol).
-    #[arg(long, global = true, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-
-    /// Print results as JSON (the control API's own objects) instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-
-    /// More log output (-v info, -vv debug); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-
-    /// Only errors in the log.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
-    quiet: bool,
-
-    /// The config file of `node` and `relay`. Default: kolokol.toml in the data directory,
-    /// if it exists.
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// Log line format: text, or json (one object per line). Default: the config file's
-    /// `log_format`, else text.
-    #[arg(long, global = true, value_name = "FORMAT")]
-    log_format: Option<LogFormatArg>,
-
-    /// The key file of an encrypted store (32 random bytes, mode 0600), for the commands that
-    /// open the data directory themselves; with `init --encrypt`, the store is encrypted under
-    /// it instead of a passphrase.
-    #[arg(long, global = true, value_name = "FILE")]
-    key_file: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// `--log-format` values.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormatArg {
-    Text,
-    Json,
-}
-
-/// Where the daemons listen, serve metrics and bootstrap from: flags override the config file.
-#[derive(clap::Args)]
-struct NetArgs {
-    /// Listen here (repeatable); replaces the config file's `listen`.
-    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
-    listen: Vec<Multiaddr>,
-    /// A peer to bootstrap from, ending in /p2p/<peer id> (repeatable); replaces the config
-    /// file's `bootstrap`.
-    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
-    bootstrap: Vec<Multiaddr>,
-    /// An address others can reach this node at (repeatable); replaces the config file's
-    /// `external_addresses`.
-    #[arg(long, value_name = "MULTIADDR", value_parser = parse_multiaddr)]
-    external_address: Vec<Multiaddr>,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464.
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<std::net::SocketAddr>,
-    /// Send no read receipts: messages you read are marked read, and their senders are not
-    /// told; replaces the config file's `read_receipts`.
-    #[arg(long)]
-    no_read_receipts: bool,
-    /// node: do not relay for contacts: by default a node that listens somewhere (its LAN
-    /// addresses, --listen) lets its contacts, and nobody else, hold a relay reservation on it,
-    /// so that they reach each other through it with no foreign relay. Replaces the config
-    /// file's `relay_for_contacts`.
-    #[arg(long)]
-    no_relay_for_contacts: bool,
-    /// Save received files in DIR (default: `downloads` in the data directory); replaces the
-    /// config file's `download_dir`.
-    #[arg(long, value_name = "DIR")]
-    download_dir: Option<PathBuf>,
-    /// Look for peers on the local network with mDNS, announcing this node's peer id and
-    /// listen addresses there; the default for `node`, not for `relay`. Replaces the config
-    /// file's `mdns`.
-    #[arg(long, overrides_with = "no_mdns")]
-    mdns: bool,
-    /// Neither look for peers on the local network nor announce this node there (mDNS), so
-    /// nobody on the LAN learns from multicast that it runs Kolokol; replaces the config
-    /// file's `mdns`.
-    #[arg(long, overrides_with = "mdns")]
-    no_mdns: bool,
-    /// Refuse new connections while this process uses more than MIB mebibytes of memory
-    /// (connections already made go on); 0 means no limit. Default: 256 for `relay`, no limit
-    /// for `node`.
-    #[arg(long, value_name = "MIB")]
-    max_memory: Option<u64>,
-    /// Which transports to use: `any` (TCP, QUIC and stealth) or `stealth` (only the stealth
-    /// transport: the node dials nothing but stealth addresses, so nothing it sends carries a
-    /// cleartext libp2p identifier). Replaces the config file's `transport`. Default: any.
-    #[arg(long, value_name = "POLICY")]
-    transport: Option<TransportArg>,
-    /// relay: run as a bridge, an unlisted relay: never announced in the DHT, no presence
-    /// record, never a DHT server, so a censor crawling the DHT never finds it. Give its
-    /// address only to the people it is for (their invites and bundles carry it on).
-    /// Replaces the config file's `bridge`.
-    #[arg(long)]
-    bridge: bool,
-    #[command(flatten)]
-    stealth: StealthArgs,
-}
-
-/// `--transport` values.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum TransportArg {
-    Any,
-    Stealth,
-}
-
-/// The stealth listener's settings (docs/RELAY.md); each replaces the config file's
-/// `[stealth]` value.
-#[derive(clap::Args)]
-struct StealthArgs {
-    /// relay: the port of the default stealth listener. Default: 443 when the relay may bind
-    /// it, else 4443 (with a warning).
-    #[arg(long, value_name = "PORT")]
-    stealth_port: Option<u16>,
-    /// relay: no default stealth listener.
-    #[arg(long)]
-    no_stealth: bool,
-    /// The stealth listener's certificate chain (PEM), with --stealth-key. Default: a
-    /// self-signed certificate generated once in the data directory, pinned in the addresses.
-    #[arg(long, value_name = "FILE", requires = "stealth_key")]
-    stealth_cert: Option<PathBuf>,
-    /// The private key (PEM) of --stealth-cert.
-    #[arg(long, value_name = "FILE", requires = "stealth_cert")]
-    stealth_key: Option<PathBuf>,
-    /// The domain name dialers send in TLS (SNI) and HTTP: your cover site's.
-    #[arg(long, value_name = "NAME")]
-    stealth_sni: Option<String>,
-    /// Serve this directory as the cover web site to everyone without the secret.
-    #[arg(long, value_name = "DIR", conflicts_with = "stealth_cover_backend")]
-    stealth_cover_dir: Option<PathBuf>,
-    /// Splice everyone without the secret to this web server (plain HTTP), e.g.
-    /// 127.0.0.1:8080.
-    #[arg(long, value_name = "ADDR")]
-    stealth_cover_backend: Option<std::net::SocketAddr>,
-    /// Use this secret path (16 to 128 characters of A-Z a-z 0-9 - . _ ~ /) instead of a
-    /// generated one; the previous one keeps working for the grace period.
-    #[arg(long, value_name = "PATH")]
-    stealth_secret: Option<String>,
-    /// Retire the current secret and make a new one at this start; the old one keeps working
-    /// for the grace period.
-    #[arg(long)]
-    stealth_rotate_secret: bool,
-    /// How many days a retired secret keeps working. Default: 14.
-    #[arg(long, value_name = "DAYS")]
-    stealth_secret_grace_days: Option<u64>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run a user's node daemon in the foreground (Ctrl-C stops it). Without --listen the
-    /// node makes only outbound connections and is reachable through its relays. mDNS finds
-    /// peers on the local network unless --no-mdns.
-    Node(NetArgs),
-    /// Run a community relay (circuit relay v2 server and DHT server) in the foreground.
-    /// Default --listen: TCP and QUIC on port 4001 and the stealth transport on 443 (4443 when
-    /// 443 cannot be bound; see --stealth-port), all on 0.0.0.0. Without --external-address,
-    /// concrete listen
-    /// addresses are used; a relay with no external address grants no usable reservations.
-    /// mDNS is off unless --mdns: a relay serves the internet, not its LAN.
-    Relay(NetArgs),
-    /// Start a relay and two users on 127.0.0.1 in this process and send messages both ways.
-    Demo,
-    /// Create the data directory and its identity (the daemon does this on its first start
-    /// too); with --encrypt, encrypt its store, the identity inside it, under a passphrase (or
-    /// --key-file): a new store, or the plain one it has, every message kept. The daemon must
-    /// not run.
-    Init {
-        /// Encrypt the store (SQLCipher, the key from the passphrase through Argon2id); the
-        /// daemon then asks for the passphrase at each start.
-        #[arg(long)]
-        encrypt: bool,
-    },
-    /// Change the passphrase of an encrypted store (the daemon must not run): the current one
-    /// (or --key-file) opens it, and every page is encrypted again under the new one.
-    Passphrase {
-        /// Encrypt it under this key file (32 random bytes, mode 0600) instead of a new
-        /// passphrase.
-        #[arg(long, value_name = "FILE")]
-        new_key_file: Option<PathBuf>,
-    },
-    /// Show this node's peer id and device key.
-    Id,
-    /// Print an invite code others can add you with.
-    Invite,
-    /// Manage contacts.
-    #[command(subcommand)]
-    Contacts(ContactsCommand),
-    /// Private groups: create one, add and remove members, rename, leave, read it.
-    #[command(subcommand)]
-    Group(GroupCommand),
-    /// Send a text message to a contact, or to a group; TEXT `-` reads it from standard input;
-    /// --file PATH sends a file to a contact instead, with a progress bar.
-    Send {
-        /// The contact's name, or a group's (a contact's name wins if both match).
-        name: String,
-        /// The message: the remaining arguments, joined with single spaces (quote it to keep
-        /// several spaces; put `--` before a text that starts with `-`), or `-` alone to read
-        /// standard input.
-        #[arg(required_unless_present = "file", conflicts_with = "file", num_args = 1.., value_name = "TEXT")]
-        text: Vec<String>,
-        /// Send this file (to a contact, up to 256 MiB unless max_file_mib says otherwise);
-        /// waits until the recipient has it whole, or until an attempt fails without moving it
-        /// on (the daemon goes on trying, as for texts).
-        #[arg(long, value_name = "PATH")]
-        file: Option<PathBuf>,
-    },
-    /// Show file transfers, both ways, the newest first: how far each got, and where received
-    /// files were saved.
-    Files {
-        /// Show at most this many of the newest transfers (1 to 10000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
-        limit: u32,
-    },
-    /// Show your conversations and groups with their unread counts; with --messages, the
-    /// received messages themselves.
-    Inbox {
-        /// Keep running and print messages as they arrive.
-        #[arg(long)]
-        follow: bool,
-        /// List the received messages (newest last) instead of the conversations, marking
-        /// them read.
-        #[arg(long)]
-        messages: bool,
-        /// Show at most this many of the newest messages (1 to 10000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
-        limit: u32,
-        /// Show the messages without marking them read, so their senders get no read receipt.
-        #[arg(long)]
-        peek: bool,
-    },
-    /// Show one conversation, both ways, in the order it was written, and mark it read.
-    Read {
-        /// The contact's name (any case), or the peer id of someone who is not a contact.
-        name: String,
-        /// Show at most this many of the newest messages (1 to 10000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
-        limit: u32,
-        /// Show long messages whole instead of cut after 20 lines or 2000 characters.
-        #[arg(long)]
-        full: bool,
-        /// Show the messages without marking them read, so their writer gets no read receipt.
-        #[arg(long)]
-        peek: bool,
-    },
-    /// A chat screen in the terminal: conversations and groups with unread counts, the open one
-    /// with each message's writer and delivery state, a line to type in, and how the node is
-    /// connected.
-    Chat {
-        /// Open the conversation with this contact (or peer id), or else this group, at once.
-        name: Option<String>,
-    },
-    /// Show your sent messages and where each one is (queued, stored, sent, delivered, read,
-    /// failed).
-    Outbox {
-        /// Show at most this many of the newest messages (1 to 10000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
-        limit: u32,
-    },
-    /// Show the node's network state, or with MESSAGE_ID the state history of one message.
-    Status {
-        /// A message id as printed by `kolokol send`.
-        message_id: Option<String>,
-    },
-    /// List connected and cached peers and how each is reached; export or import a signed
-    /// bootstrap bundle.
-    Peers {
-        #[command(subcommand)]
-        action: Option<PeersCommand>,
-    },
-    /// Check, in order, everything delivery depends on and say what to fix.
-    Doctor,
-    /// Write one file, sealed with a passphrase, that holds your identity, contacts,
-    /// conversations and messages (works with the daemon running or stopped).
-    Backup {
-        /// The file to write; it must not exist.
-        file: PathBuf,
-    },
-    /// Bring a backup back into the data directory (a new one, on a new machine); the daemon
-    /// must not run there.
-    Restore {
-        /// The backup file.
-        file: PathBuf,
-        /// Replace the identity the data directory has already (it is lost for good).
-        #[arg(long)]
-        replace: bool,
-    },
-    /// Run the node as a service that starts by itself.
-    #[command(subcommand)]
-    Service(ServiceCommand),
-    /// Print a shell completion script.
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
-    },
-}
-
-#[derive(Subcommand)]
-enum ServiceCommand {
-    /// Write a systemd user unit that runs `kolokol node` on this data directory, then enable
-    /// and start it (with --relay: a system unit for a community relay, as root). Arguments
-    /// after `--` go to `node` (or `relay`), e.g. `-- --bootstrap ADDR`.
-    Install {
-        /// Print the unit and where it would go; write and run nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// A hardened system unit for a community relay (/etc/systemd/system), not a user's
-        /// node.
-        #[arg(long)]
-        relay: bool,
-        /// Arguments for `kolokol node` (or `relay`) in the unit.
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum PeersCommand {
-    /// Write a signed bootstrap bundle of the peers this node has reached (stdout, or FILE).
-    Export {
-        /// Write here instead of standard output.
-        file: Option<PathBuf>,
-    },
-    /// Read a bootstrap bundle (from FILE, or `-` for standard input), cache its peers and dial
-    /// them.
-    Import {
-        /// The bundle file, or `-`.
-        file: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum GroupCommand {
-    /// Create a group with you as its only member and admin.
-    Create {
-        /// The group's name, 1 to 64 bytes.
-        name: String,
-        /// The name members see you under until they have a contact name for you.
-        #[arg(long = "as", value_name = "NAME")]
-        as_name: Option<String>,
-    },
-    /// List your groups.
-    List,
-    /// Add members (admins only): contact names, or invite codes of people who are not
-    /// contacts. They get the group's whole membership record, none of its earlier messages.
-    Invite {
-        /// The group's name or id.
-        group: String,
-        /// Contact names or invite codes (`kolokol1…`).
-        #[arg(required = true, num_args = 1.., value_name = "CONTACT|INVITE")]
-        members: Vec<String>,
-        /// The name members see someone added by invite code under.
-        #[arg(long, value_name = "NAME")]
-        name: Option<String>,
-        /// Make them admins too.
-        #[arg(long)]
-        admin: bool,
-    },
-    /// Remove a member (admins only); they can read nothing sent after it.
-    Remove {
-        /// The group's name or id.
-        group: String,
-        /// The member: a contact name, the name the group lists them under, or a peer id.
-        member: String,
-    },
-    /// Leave a group.
-    Leave {
-        /// The group's name or id.
-        group: String,
-    },
-    /// Rename a group (admins only).
-    Rename {
-        /// The group's name or id.
-        group: String,
-        /// The new name.
-        name: String,
-    },
-    /// List a group's members.
-    Members {
-        /// The group's name or id.
-        group: String,
-    },
-    /// Show a group's messages, each with its writer's name, and mark them read.
-    Show {
-        /// The group's name or id.
-        group: String,
-        /// Show at most this many of the newest messages (1 to 10000).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT))]
-        limit: u32,
-        /// Do not mark them read.
-        #[arg(long)]
-        peek: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum ContactsCommand {
-    /// Add a contact from their invite code.
-    Add {
-        /// The name you will use for them.
-        name: String,
-        /// Their invite code (from `kolokol invite`).
-        invite: String,
-    },
-    /// List contacts.
-    List,
-    /// Show the safety number to compare with a contact, to confirm nobody swapped your keys;
-    /// --mark once it matched.
-    Verify {
-        /// The contact's name.
-        name: String,
-        /// The numbers matched: mark the contact verified (shown beside the name).
-        #[arg(long)]
-        mark: bool,
-        /// Take the verified mark away.
-        #[arg(long, conflicts_with = "mark")]
-        unmark: bool,
-    },
-    /// Give a contact another name.
-    Rename {
-        /// The contact's name now.
-        name: String,
-        /// The new name.
-        new_name: String,
-    },
-    /// Put a contact's new invite in place of the old one after they started over with a new
-    /// identity (the verified mark goes; compare safety numbers again).
-    Replace {
-        /// The contact's name.
-        name: String,
-        /// Their new invite code.
-        invite: String,
-        /// Confirm: without it, the command only says what would change.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Accept a request: make someone who wrote to you a contact.
-    Accept {
-        /// Their peer id, or a unique start of it (at least 12 characters).
-        peer_id: String,
-        /// The name you will use for them.
-        name: String,
-    },
-    /// Block someone who is not a contact: their messages are deleted, and what they send
-    /// from now on is dropped.
-    Block {
-        /// Their peer id, or a unique start of it.
-        peer_id: String,
-    },
-    /// Unblock a peer.
-    Unblock {
-        /// The peer id.
-        peer_id: String,
-    },
-    /// List the blocked peers.
-    Blocked,
-    /// Remove a contact (messages stay).
-    Remove {
-        /// The contact's name.
-        name: String,
-    },
-}
-
-/// Reads a multiaddr from the command line, saying what went wrong in terms a person who just
-/// copied an address can act on: an empty value (an unset shell variable), the documentation's
-/// placeholder pasted as is, or something that is not an address at all.
-fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
-    if text.trim().is_empty() {
-        return Err("the address is empty (if you wrote --bootstrap \"$RELAY\", RELAY is not set in this terminal: set it to the address the relay printed)".into());
-    }
-    if text.contains("...") || text.contains('…') {
-        return Err(format!(
-            "{text:?} is the documentation's placeholder, not an address: use the one your relay printed, which ends in /p2p/12D3KooW and 44 more characters"
-        ));
-    }
-    text.trim().parse().map_err(|e| {
-        format!(
-            "{text:?} is not a multiaddr ({e}); it looks like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..., as `kolokol relay` prints it"
-        )
-    })
-}
+use crate::failure::{Refused, is_broken_pipe, json_error, report};
 
 /// How many async threads a user's daemon (`kolokol node`) runs. One: a user node carries one
 /// person's traffic, a text costs well under a millisecond of CPU, and a second thread mostly
@@ -566,22 +85,9 @@ fn worker_threads(value: Option<std::ffi::OsString>) -> Result<Option<usize>, St
     }
 }
 
-/// The largest `--limit` of `inbox` and `outbox`: more than anyone reads on a terminal, and
-/// small enough that one answer stays well within what the control socket carries at once.
-pub(crate) const MAX_LIST_LIMIT: i64 = 10_000;
-
 /// The default listen addresses of a relay: TCP and QUIC on the IPFS-customary port, on every
 /// interface; the stealth listener (`transport::default_stealth_listen`) comes on top.
 const RELAY_DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"];
-
-/// Whether the error is standard output's reader having gone away.
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -655,94 +161,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Says a failed command's error on stderr: one line `error: ...`, or with `--json` one JSON
-/// object `{"error": {"code": ..., "message": ..., "rpc_code"?: ...}}` whose `code` is stable
-/// (documented in docs/USAGE.md) for scripts to match on.
-fn report(e: &anyhow::Error, json_out: bool) {
-    if json_out {
-        let (code, rpc_code) = error_code(e);
-        eprintln!("{}", json_error(code, rpc_code, &one_line(e)));
-    } else {
-        eprintln!("error: {}", one_line(e));
-    }
-}
-
-/// The `--json` error line.
-pub(crate) fn json_error(code: &str, rpc_code: Option<i64>, message: &str) -> String {
-    let mut error = json!({ "code": code, "message": message });
-    if let Some(rpc) = rpc_code {
-        error["rpc_code"] = json!(rpc);
-    }
-    json!({ "error": error }).to_string()
-}
-
-/// A command that refused its input before asking the daemon, with the stable code the daemon
-/// would have used.
-#[derive(Debug)]
-struct Refused {
-    code: &'static str,
-    message: String,
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-/// The stable code of an error (see docs/USAGE.md, "Errors as JSON"), and the daemon's
-/// JSON-RPC code when the daemon refused the request.
-fn error_code(e: &anyhow::Error) -> (&'static str, Option<i64>) {
-    for cause in e.chain() {
-        if let Some(rpc) = cause.downcast_ref::<client::RpcFailure>() {
-            return (kolokol_protocol::control::code::name(rpc.code), Some(rpc.code));
-        }
-        if cause.downcast_ref::<client::NoDaemon>().is_some() {
-            return ("daemon_not_running", None);
-        }
-        if let Some(refused) = cause.downcast_ref::<Refused>() {
-            return (refused.code, None);
-        }
-        if let Some(node) = cause.downcast_ref::<kolokol_node::Error>() {
-            return (
-                match node {
-                    kolokol_node::Error::AlreadyRunning(_) => "already_running",
-                    kolokol_node::Error::Config { .. } => "bad_config",
-                    kolokol_node::Error::Address(_) => "bad_address",
-                    kolokol_node::Error::Network(_) => "network",
-                    kolokol_node::Error::Store { .. } => "store",
-                    kolokol_node::Error::Io { .. } => "io",
-                    kolokol_node::Error::WrongKey(_) => "wrong_key",
-                    kolokol_node::Error::Locked { .. } => "locked",
-                    kolokol_node::Error::WeakPassphrase(_) => "bad_passphrase",
-                    kolokol_node::Error::AlreadyEncrypted(_) => "already_encrypted",
-                    kolokol_node::Error::NotEncrypted(_) => "not_encrypted",
-                    _ => "failed",
-                },
-                None,
-            );
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return ("io", None);
-        }
-    }
-    ("failed", None)
-}
-
-/// The error and its causes on one line, without repeating a cause already in the message.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !text.contains(&c) {
-            text = format!("{text}: {c}");
-        }
-    }
-    text
 }
 
 /// The config file of `node` and `relay` (other commands do not read it): `--config`, which
@@ -924,12 +342,15 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             config.unlock = passphrases::unlock(&dir, cli.key_file.as_deref())?;
             run_daemon(config, cli.json).await
         }
-        Command::Init { encrypt } => init(&dir, *encrypt, cli.key_file.as_deref(), cli.json),
-        Command::Passphrase { new_key_file } => {
-            change_passphrase(&dir, cli.key_file.as_deref(), new_key_file.as_deref(), cli.json)
-        }
+        Command::Init { encrypt } => store::init(&dir, *encrypt, cli.key_file.as_deref(), cli.json),
+        Command::Passphrase { new_key_file } => store::change_passphrase(
+            &dir,
+            cli.key_file.as_deref(),
+            new_key_file.as_deref(),
+            cli.json,
+        ),
         Command::Demo => demo::run(cli.json).await,
-        Command::Doctor => doctor(&dir, cli.json).await,
+        Command::Doctor => doctor::doctor(&dir, cli.json).await,
         Command::Backup { file } => {
             backups::backup(&dir, file, cli.key_file.as_deref(), cli.json).await?;
             Ok(ExitCode::SUCCESS)
@@ -1083,7 +504,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 rpc(&dir, method::CONTACTS_REMOVE, json!({ "name": name })).await?;
             show(cli.json, &contact, |c| format!("removed {}", c.name))
         }
-        Command::Group(command) => group(&dir, command, cli.json).await,
+        Command::Group(command) => groups::group(&dir, command, cli.json).await,
         Command::Send { name, file: Some(path), .. } => {
             send::send_file(&dir, name, path, cli.json).await
         }
@@ -1135,7 +556,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             show(cli.json, &chats, |c| output::chats(c, &groups))
         }
         Command::Inbox { follow, limit, peek, .. } => {
-            inbox(&dir, cli.key_file.as_deref(), *follow, *limit, !*peek, cli.json).await
+            inbox::inbox(&dir, cli.key_file.as_deref(), *follow, *limit, !*peek, cli.json).await
         }
         Command::Chat { name } => {
             chat::run(&dir, name.clone()).await?;
@@ -1244,173 +665,6 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn group(
-    dir: &std::path::Path,
-    command: &GroupCommand,
-    json_out: bool,
-) -> anyhow::Result<ExitCode> {
-    let changed = |info: &GroupInfo, what: &str| {
-        format!(
-            "{what} {} ({}, {})",
-            output::visible(&info.name),
-            info.id,
-            output::count(u64::from(info.members), "member", "members")
-        )
-    };
-    match command {
-        GroupCommand::Create { name, as_name } => {
-            let info: GroupInfo =
-                rpc(dir, method::GROUP_CREATE, json!({ "name": name, "as": as_name })).await?;
-            show(json_out, &info, |i| changed(i, "created"))
-        }
-        GroupCommand::List => {
-            let groups: Vec<GroupInfo> = rpc(dir, method::GROUP_LIST, json!({})).await?;
-            show(json_out, &groups, |groups| {
-                if groups.is_empty() {
-                    "no groups yet (create one with: kolokol group create NAME)".into()
-                } else {
-                    groups.iter().map(output::group).collect::<Vec<_>>().join("\n")
-                }
-            })
-        }
-        GroupCommand::Invite { group, members, name, admin } => {
-            let params =
-                json!({ "group": group, "members": members, "name": name, "admin": admin });
-            let info: GroupInfo = rpc(dir, method::GROUP_INVITE, params).await?;
-            show(json_out, &info, |i| changed(i, "added to"))
-        }
-        GroupCommand::Remove { group, member } => {
-            let info: GroupInfo =
-                rpc(dir, method::GROUP_REMOVE, json!({ "group": group, "member": member })).await?;
-            show(json_out, &info, |i| changed(i, "removed from"))
-        }
-        GroupCommand::Leave { group } => {
-            let info: GroupInfo = rpc(dir, method::GROUP_LEAVE, json!({ "group": group })).await?;
-            show(json_out, &info, |i| format!("left {} ({})", output::visible(&i.name), i.id))
-        }
-        GroupCommand::Rename { group, name } => {
-            let info: GroupInfo =
-                rpc(dir, method::GROUP_RENAME, json!({ "group": group, "name": name })).await?;
-            show(json_out, &info, |i| changed(i, "renamed"))
-        }
-        GroupCommand::Members { group } => {
-            let members: GroupMembers =
-                rpc(dir, method::GROUP_MEMBERS, json!({ "group": group })).await?;
-            show(json_out, &members, output::group_members)
-        }
-        GroupCommand::Show { group, limit, peek } => {
-            let mut client = Client::connect(dir).await?;
-            let chat: GroupChat = client
-                .call(method::GROUP_MESSAGES, json!({ "group": group, "limit": limit }))
-                .await?;
-            let code = show(json_out, &chat, output::group_chat)?;
-            if !peek {
-                let _: GroupReadResult =
-                    client.call(method::GROUP_READ, json!({ "group": chat.group.id })).await?;
-            }
-            Ok(code)
-        }
-    }
-}
-
-async fn doctor(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCode> {
-    let daemon = match Client::connect(dir).await {
-        Ok(client) => Ok(client),
-        Err(e) => Err(DoctorCheck {
-            name: "daemon".into(),
-            status: "fail".into(),
-            detail: one_line(&e),
-            hint: Some(format!(
-                "start it: kolokol --data-dir {} node --bootstrap <relay address> (or: relay --listen ...)",
-                dir.display()
-            )),
-        }),
-    };
-    let mut checks = Vec::new();
-    match daemon {
-        Ok(mut client) => {
-            checks.push(DoctorCheck {
-                name: "daemon".into(),
-                status: "ok".into(),
-                detail: format!("running, control socket in {}", dir.display()),
-                hint: None,
-            });
-            let report: DoctorReport = client.call(method::DOCTOR, json!({})).await?;
-            checks.extend(report.checks);
-        }
-        Err(check) => checks.push(check),
-    }
-    let failed = checks.iter().any(|c| c.status == "fail");
-    if json_out {
-        print_json(&DoctorReport { checks })?;
-    } else {
-        say!("{}", output::doctor(&checks))?;
-    }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-}
-
-/// `kolokol init [--encrypt]`.
-fn init(
-    dir: &std::path::Path,
-    encrypt: bool,
-    key_file: Option<&std::path::Path>,
-    json_out: bool,
-) -> anyhow::Result<ExitCode> {
-    if !encrypt {
-        let unlock = passphrases::unlock(dir, key_file)?;
-        let data_dir = kolokol_node::data_dir::DataDir::open(dir)?;
-        let (_, identity) = data_dir.open_node_store(unlock.as_ref())?;
-        let peer_id = identity.peer_id().to_string();
-        return show(json_out, &json!({ "peer_id": peer_id, "data_dir": dir }), |_| {
-            format!(
-                "{} is ready, peer id {peer_id}; start it with: kolokol --data-dir {} node",
-                dir.display(),
-                dir.display()
-            )
-        });
-    }
-    let unlock = passphrases::new_unlock(key_file)?;
-    let done = kolokol_node::data_dir::encrypt(dir, &unlock)?;
-    let value = json!({ "peer_id": done.peer_id, "data_dir": dir, "migrated": done.migrated });
-    show(json_out, &value, |_| {
-        let shown = dir.display();
-        let what = if done.migrated {
-            format!(
-                "encrypted the store in {shown}: every message and the identity are in it, and the plaintext database and identity.key are overwritten and gone"
-            )
-        } else {
-            format!("created {shown} with an encrypted store and a new identity in it")
-        };
-        format!(
-            "{what}; peer id {}. Start it with: kolokol --data-dir {shown} node (it asks for the passphrase). A forgotten passphrase cannot be recovered.",
-            done.peer_id
-        )
-    })
-}
-
-/// `kolokol passphrase`.
-fn change_passphrase(
-    dir: &std::path::Path,
-    key_file: Option<&std::path::Path>,
-    new_key_file: Option<&std::path::Path>,
-    json_out: bool,
-) -> anyhow::Result<ExitCode> {
-    let database = dir.join(kolokol_node::data_dir::DATABASE_FILE);
-    if !kolokol_node::store_key::is_encrypted(&database)? {
-        return Err(kolokol_node::Error::NotEncrypted(dir.to_owned()).into());
-    }
-    let old = passphrases::unlock(dir, key_file)?
-        .ok_or_else(|| kolokol_node::Error::NotEncrypted(dir.to_owned()))?;
-    let new = passphrases::new_unlock(new_key_file)?;
-    kolokol_node::data_dir::change_key(dir, &old, &new)?;
-    show(json_out, &json!({ "data_dir": dir, "changed": true }), |_| {
-        format!(
-            "changed the key of the store in {}; the old passphrase no longer opens it",
-            dir.display()
-        )
-    })
-}
-
 /// Where a command that only reads goes when no daemon runs: the data directory's database,
 /// opened while the daemon is stopped (`kolokol_node::offline`). Any other failure `e` of the
 /// call is returned as it was. Says on stderr (not with `--json`) that the answer comes from
@@ -1443,148 +697,6 @@ fn offline(
         );
     }
     Ok(offline)
-}
-
-async fn inbox(
-    dir: &std::path::Path,
-    key_file: Option<&std::path::Path>,
-    follow: bool,
-    limit: u32,
-    mark_read: bool,
-    json_out: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut client = match Client::connect(dir).await {
-        Ok(client) => client,
-        Err(e) if !follow => {
-            let messages = offline(dir, key_file, e, json_out)?.inbox(limit)?;
-            return show(json_out, &messages, |messages| {
-                if messages.is_empty() {
-                    "no messages".into()
-                } else {
-                    messages.iter().map(output::message).collect::<Vec<_>>().join("\n")
-                }
-            });
-        }
-        Err(e) => return Err(e),
-    };
-    // Subscribing before reading the inbox means nothing arrives unseen in between; a message
-    // that is in both is shown once.
-    if follow {
-        let _: bool = client.call(method::SUBSCRIBE, json!({})).await?;
-    }
-    let messages: Vec<InboxMessage> = client.call(method::INBOX, json!({ "limit": limit })).await?;
-    // Group texts are shown with the one-to-one messages, each line naming its group; `--json`
-    // keeps the `inbox` answer as documented (group texts are `group.inbox`'s).
-    let group_texts: Vec<GroupText> = if json_out {
-        Vec::new()
-    } else {
-        client.call(method::GROUP_INBOX, json!({ "limit": limit })).await?
-    };
-    if json_out && !follow {
-        print_json(&messages)?;
-        if mark_read {
-            read(&mut client, &messages).await?;
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let show = |m: &InboxMessage| -> anyhow::Result<()> {
-        if json_out {
-            say!("{}", serde_json::to_string(m)?)?;
-        } else {
-            say!("{}", output::message(m))?;
-        }
-        Ok(())
-    };
-    if messages.is_empty() && group_texts.is_empty() && !follow && !json_out {
-        say!("no messages")?;
-    }
-    let mut seen: std::collections::HashSet<String> =
-        messages.iter().map(|m| m.id.clone()).collect();
-    seen.extend(group_texts.iter().map(|m| m.id.clone()));
-    // Both kinds, in the order they were written (by the sender's send time, then arrival), as
-    // the daemon orders the one-to-one messages.
-    let mut lines: Vec<((u64, u64), String)> = group_texts
-        .iter()
-        .map(|m| ((m.sent_at_ms, m.received_at_ms), output::group_message(m)))
-        .collect();
-    for m in &messages {
-        if json_out {
-            show(m)?;
-        } else {
-            lines.push(((m.sent_at_ms, m.received_at_ms), output::message(m)));
-        }
-    }
-    lines.sort_by_key(|(at, _)| *at);
-    for (_, line) in &lines {
-        say!("{line}")?;
-    }
-    // What was shown has been read: the daemon marks it, and tells the senders who are
-    // contacts, once per message (group texts are marked read without telling anyone).
-    if mark_read {
-        read(&mut client, &messages).await?;
-        read_groups(&mut client, &group_texts).await?;
-    }
-    if !follow {
-        return Ok(ExitCode::SUCCESS);
-    }
-    loop {
-        tokio::select! {
-            event = client.next_event() => match event? {
-                Event::Message(m) if !seen.contains(&m.id) => {
-                    // A long text comes cut short in the event; the inbox has all of it.
-                    let m = if m.truncated {
-                        let recent: Vec<InboxMessage> = client.call(method::INBOX, json!({ "limit": 64 })).await?;
-                        recent.into_iter().find(|r| r.id == m.id).unwrap_or(m)
-                    } else {
-                        m
-                    };
-                    show(&m)?;
-                    if mark_read {
-                        read(&mut client, std::slice::from_ref(&m)).await?;
-                    }
-                }
-                Event::GroupMessage(m) if !seen.contains(&m.id) && !m.from_me => {
-                    if json_out {
-                        say!("{}", serde_json::to_string(&m)?)?;
-                    } else {
-                        say!("{}", output::group_message(&m))?;
-                    }
-                    if mark_read {
-                        read_groups(&mut client, std::slice::from_ref(&m)).await?;
-                    }
-                }
-                Event::Lagged { missed } => eprintln!("warning: {} missed; run kolokol inbox to see everything", output::count(missed, "event was", "events were")),
-                Event::Rekeyed(r) => println!("{}", output::rekey(&r)),
-                _ => {}
-            },
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-        }
-    }
-}
-
-/// Marks the messages read through `inbox.read`, in requests of at most [`MAX_READ_IDS`] ids
-/// so that even the longest listing stays far below the control API's line limit. Messages
-/// that are already read are skipped here, saving the daemon a lookup; it would skip them too.
-async fn read(client: &mut Client, messages: &[InboxMessage]) -> anyhow::Result<()> {
-    let unread: Vec<&str> =
-        messages.iter().filter(|m| m.read_at_ms.is_none()).map(|m| m.id.as_str()).collect();
-    for ids in unread.chunks(MAX_READ_IDS) {
-        let _: InboxReadResult = client.call(method::INBOX_READ, json!({ "ids": ids })).await?;
-    }
-    Ok(())
-}
-
-/// Marks read the groups these texts belong to, once each.
-async fn read_groups(client: &mut Client, texts: &[GroupText]) -> anyhow::Result<()> {
-    let groups: std::collections::BTreeSet<&str> = texts
-        .iter()
-        .filter(|t| t.read_at_ms.is_none() && !t.from_me)
-        .map(|t| t.group.as_str())
-        .collect();
-    for group in groups {
-        let _: GroupReadResult = client.call(method::GROUP_READ, json!({ "group": group })).await?;
-    }
-    Ok(())
 }
 
 async fn run_daemon(config: Config, json_out: bool) -> anyhow::Result<ExitCode> {

@@ -11,7 +11,7 @@ use kolokol_node::store_key::{self, Unlock};
 use ratatui::crossterm::event::{self as term, KeyCode, KeyEventKind, KeyModifiers};
 use zeroize::Zeroizing;
 
-use crate::Refused;
+use crate::failure::Refused;
 
 /// The environment variable naming a file whose first line is the store's passphrase: for a
 /// daemon started by systemd or a script, which has no terminal to type it at.

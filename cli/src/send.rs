@@ -10,8 +10,10 @@ use kolokol_protocol::control::{
 };
 use serde_json::json;
 
+use crate::args::MAX_LIST_LIMIT;
 use crate::client::Client;
-use crate::{MAX_LIST_LIMIT, json_error, output, print_json};
+use crate::failure::json_error;
+use crate::{output, print_json};
 
 /// The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 const INTERRUPTED: u8 = 130;

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::Refused;
+use crate::failure::Refused;
 
 /// The user unit's file name.
 pub const USER_UNIT: &str = "kolokol.service";
