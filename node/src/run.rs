@@ -292,6 +292,7 @@ impl Bookkeeping {
                         self.fetch_wake.notify_one();
                         self.presence.publish().await
                     }
+                    Some(NetEvent::Republish) => self.presence.publish().await,
                     Some(NetEvent::Reconnected) => {
                         // The path may be back for everything that waits: try it all now
                         // instead of at each message's next retry.

@@ -737,7 +737,7 @@ impl EventLoop {
             if grown {
                 self.presence_query = self.presence_query.map(|(q, _)| (q, table));
                 // A full queue is fine: the daemon republishes on its timer too.
-                let _ = self.events.try_send(NetEvent::AddressesChanged);
+                let _ = self.events.try_send(NetEvent::Republish);
             }
             // The relay announcement moves the same way, for the same reason.
             if self.providing && table >= 2 * self.providing_routing_table.max(1) {

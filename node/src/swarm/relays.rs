@@ -173,7 +173,10 @@ impl EventLoop {
         }
         if self.presence_retry_at.is_some_and(|t| t <= now) {
             self.presence_retry_at = None;
-            let _ = self.events.try_send(NetEvent::AddressesChanged);
+            // Only the record goes out again: a retry is no sign of having come online, and
+            // a fetch pass (a DHT walk per mailbox id) at each retry would add to the load
+            // that made the publication time out.
+            let _ = self.events.try_send(NetEvent::Republish);
         }
         self.announce_settled(now);
         if !self.bootstrap.is_empty() {
