@@ -192,7 +192,12 @@ impl RunningNode {
         );
         tasks.spawn(upkeep(store.clone(), workers.clone(), shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_replica(channels.mailbox_requests, shutdown_rx.clone()));
-        tasks.spawn(mailboxes.clone().run_fetch(inbox.clone(), fetch_wake, shutdown_rx.clone()));
+        tasks.spawn(mailboxes.clone().run_fetch(
+            inbox.clone(),
+            config.mailbox_fetch_interval,
+            fetch_wake,
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(
             mailboxes.clone().run_handover(config.mailbox_handover_interval, shutdown_rx.clone()),
         );

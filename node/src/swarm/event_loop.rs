@@ -179,6 +179,8 @@ pub(crate) struct EventLoop {
     /// nobody (or to few); it announces again each time its table doubles, so relays that
     /// join later come to hold the announcement and users find it.
     pub(super) providing_routing_table: usize,
+    /// Whether a user node looks for relays in the DHT (`Config::relay_discovery`).
+    pub(super) relay_discovery: bool,
     /// When a user node next looks for relays in the DHT, and the wait after that.
     pub(super) next_relay_discovery: Instant,
     pub(super) relay_discovery_wait: Duration,
@@ -395,6 +397,7 @@ impl EventLoop {
             presence_routing_table: 0,
             providing: false,
             providing_routing_table: 0,
+            relay_discovery: config.relay_discovery,
             next_relay_discovery: now + RELAY_DISCOVERY_INTERVAL,
             relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
             presence_retry_at: None,

@@ -161,7 +161,8 @@ impl EventLoop {
                 .iter()
                 .filter(|(p, s)| s.circuit.is_some() && !self.contact_relays.contains(p))
                 .count();
-            if reserved < TARGET_RESERVATIONS
+            if self.relay_discovery
+                && reserved < TARGET_RESERVATIONS
                 && now >= self.next_relay_discovery
                 && self.swarm.connected_peers().next().is_some()
             {
