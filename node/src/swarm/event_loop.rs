@@ -730,10 +730,15 @@ impl EventLoop {
                 changed
             });
             // The record is also republished each time the routing table doubles, so that it
-            // moves to the peers now closest to its key as the network around us fills in.
+            // moves to the peers now closest to its key as the network around us fills in;
+            // not while the last publication is still under way, or a joining node, whose
+            // table doubles every few seconds, would run one walk and 20 stores after another
+            // at once, each to fewer peers than the next (the next one starts when it ends).
             let table = self.status.borrow().routing_table;
             let grown = self.presence.is_some()
-                && self.presence_query.is_some_and(|(_, t)| table >= 2 * t.max(1));
+                && self.presence_query.is_some_and(|(q, t)| {
+                    table >= 2 * t.max(1) && self.swarm.behaviour_mut().kad.query(&q).is_none()
+                });
             if addresses_changed {
                 self.announce_change(Instant::now());
             }
