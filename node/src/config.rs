@@ -92,6 +92,18 @@ pub struct Config {
     /// How often a mailbox replica checks whether the servers closest to the mailboxes it holds
     /// changed, and hands their items on ([`crate::mailbox::handover::HANDOVER_INTERVAL`]).
     pub mailbox_handover_interval: std::time::Duration,
+    /// How often the node fetches its mailboxes when nothing prompted it
+    /// ([`crate::mailbox::FETCH_INTERVAL`] unless the scale simulation stretches it). No
+    /// command-line flag or config file option sets it: an owner that came online fetches at
+    /// once whatever it is, and the interval bounds how long a message deposited while it was
+    /// online, by a sender that could not reach it directly, waits.
+    pub mailbox_fetch_interval: std::time::Duration,
+    /// Whether a user node looks for relays in the DHT (`get_providers` under the relays' key)
+    /// while it holds fewer reservations than it wants; `true` but in the scale simulation,
+    /// which runs no relay. No command-line flag or config file option sets it: on a network
+    /// with relays the first search finds them, but on one without, every node would search
+    /// again and again (at 2, 4, 8 s and on, up to every 10 minutes), each search a DHT walk.
+    pub relay_discovery: bool,
     /// Who may enter the DHT routing table: at most so many peers of one address range per
     /// bucket and per table ([`DHT_DIVERSITY`] unless a test relaxes it).
     pub dht_diversity: Diversity,
@@ -450,6 +462,8 @@ impl Config {
             clock: Clock::system(),
             dht_diversity: DHT_DIVERSITY,
             mailbox_handover_interval: crate::mailbox::handover::HANDOVER_INTERVAL,
+            mailbox_fetch_interval: crate::mailbox::FETCH_INTERVAL,
+            relay_discovery: true,
             download_dir: None,
             max_file_size: crate::files::DEFAULT_MAX_FILE_SIZE,
             in_memory: false,

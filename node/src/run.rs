@@ -192,7 +192,12 @@ impl RunningNode {
         );
         tasks.spawn(upkeep(store.clone(), workers.clone(), shutdown_rx.clone()));
         tasks.spawn(mailboxes.clone().run_replica(channels.mailbox_requests, shutdown_rx.clone()));
-        tasks.spawn(mailboxes.clone().run_fetch(inbox.clone(), fetch_wake, shutdown_rx.clone()));
+        tasks.spawn(mailboxes.clone().run_fetch(
+            inbox.clone(),
+            config.mailbox_fetch_interval,
+            fetch_wake,
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(
             mailboxes.clone().run_handover(config.mailbox_handover_interval, shutdown_rx.clone()),
         );
@@ -292,6 +297,7 @@ impl Bookkeeping {
                         self.fetch_wake.notify_one();
                         self.presence.publish().await
                     }
+                    Some(NetEvent::Republish) => self.presence.publish().await,
                     Some(NetEvent::Reconnected) => {
                         // The path may be back for everything that waits: try it all now
                         // instead of at each message's next retry.

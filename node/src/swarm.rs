@@ -266,8 +266,13 @@ pub(crate) enum NetEvent {
     PeerConnected(PeerId),
     /// We dialed this peer at this address and it identified itself: remember it.
     PeerSeen { peer: PeerId, address: Multiaddr, relay: bool },
-    /// Our reservations or external addresses changed: publish a new presence record.
+    /// Our reservations or external addresses changed: publish a new presence record, and
+    /// look in our mailboxes (we may have just come online).
     AddressesChanged,
+    /// Publish the presence record again though our addresses did not change: the last
+    /// publication failed, or the routing table doubled since it went out. Nothing came
+    /// online, so the mailboxes wait for their next fetch.
+    Republish,
     /// Connectivity came back (a reservation, a listen address, a first connection, a new
     /// network): retry everything that waits, now.
     Reconnected,

@@ -63,6 +63,18 @@ pub const SIM_PING_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a simulated node keeps an idle connection: a real node's minute.
 pub const SIM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often the simulated nodes fetch their mailboxes unprompted, instead of a real node's
+/// minute (`mailbox::FETCH_INTERVAL`). Every pass looks up the replicas of four mailbox ids
+/// (this period's and the last one's, of both versions), each a Kademlia walk of some 40
+/// requests, and fetches from each replica, half of it through a courier's fresh connection.
+/// A device pays that alone however large the network, but here every node pays it on the same
+/// two cores: at 200 nodes, 800 walks and some 28 000 Kademlia requests a minute, most of what
+/// a settled network does, and what keeps each node connected to nearly every other one (the
+/// measurements in docs/BENCHMARKS.md). The simulation's nodes are all online and reached
+/// directly, so no mailbox ever holds anything; they still fetch on start and whenever their
+/// addresses change, as a real node does.
+pub const SIM_FETCH_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
 /// How long one lookup or one message may take before it counts as failed.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -94,12 +106,18 @@ pub struct Options {
     /// How long each node keeps a connection with no streams open (a real node's minute,
     /// `IDLE_CONNECTION_TIMEOUT`, unless a run asks for less).
     pub idle_timeout: Duration,
+    /// How often each node fetches its mailboxes unprompted ([`SIM_FETCH_INTERVAL`], or a real
+    /// node's minute to measure what that costs).
+    pub fetch_interval: Duration,
     /// Lookups of a random node's presence record from another random node.
     pub lookups: usize,
     /// Messages, each between a random pair of distinct nodes that become contacts first.
     pub messages: usize,
     /// The seed of the generator behind every random choice.
     pub seed: u64,
+    /// How long to leave the settled network alone before the lookups (zero unless a run asks
+    /// for it, to see what an idle network costs).
+    pub quiet: Duration,
 }
 
 /// What one run measured.
@@ -190,6 +208,11 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> Report {
             config.in_memory = true;
             config.ping_interval = options.ping_interval;
             config.idle_connection_timeout = options.idle_timeout;
+            config.mailbox_fetch_interval = options.fetch_interval;
+            // No node here is a relay, so a search for relays finds none and is made again
+            // and again, a DHT walk each time; on a network with relays the first one finds
+            // them (`Config::relay_discovery`).
+            config.relay_discovery = false;
             config.listen = vec![address.clone()];
             config.external_addresses = vec![address.clone()];
             config.bootstrap = bootstrap_for(i, seeds, &addresses, &mut joins);
@@ -201,11 +224,12 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> Report {
         // A wave has settled when each of its nodes has published its record and knows a
         // bucket's worth of the nodes started so far.
         let table = SETTLED_TABLE.min(nodes.len().saturating_sub(1));
-        let settled = settle(&nodes[first..], table, WAVE_TIMEOUT, |_| {}).await;
+        let settled = settle(&nodes[first..], table, WAVE_TIMEOUT, &mut progress).await;
         let took = wave_began.elapsed();
         report.waves.push((settled == nodes.len() - first).then_some(took));
+        let line = state(&nodes).await;
         progress(&format!(
-            "{} nodes started; wave {}: {settled} of {} settled in {:.1} s ({:.1} s in all)",
+            "{} nodes started; wave {}: {settled} of {} settled in {:.1} s ({:.1} s in all); {line}",
             nodes.len(),
             first / wave + 1,
             nodes.len() - first,
@@ -234,6 +258,15 @@ pub async fn run(options: &Options, mut progress: impl FnMut(&str)) -> Report {
         "settled: {settled} of {n} nodes in {:.1} s",
         settling.elapsed().as_secs_f64()
     ));
+
+    // A settled network left alone for a while, to see what it does when nothing is asked of
+    // it (only when a run asks for it).
+    let quiet_began = Instant::now();
+    while quiet_began.elapsed() < options.quiet {
+        tokio::time::sleep(PROGRESS_INTERVAL).await;
+        let line = state(&nodes).await;
+        progress(&format!("quiet, {:.0} s: {line}", quiet_began.elapsed().as_secs_f64()));
+    }
 
     let mut rng = Rng::new(options.seed);
     let pick_pair = |rng: &mut Rng| {
@@ -345,32 +378,63 @@ async fn settle(
                 None => break,
             },
             _ = tick.tick() => {
-                let mut published = 0;
-                let mut tables = Vec::with_capacity(nodes.len());
-                let mut failure = None;
-                for node in nodes {
-                    // Reading the watched state costs the node's swarm task nothing.
-                    if let Some(s) = node.wait_for_net(Duration::ZERO, |_| true).await {
-                        published += usize::from(s.presence == Some(Ok(())));
-                        tables.push(s.routing_table);
-                        if let Some(Err(e)) = s.presence {
-                            failure = Some(e);
-                        }
-                    }
-                }
-                tables.sort_unstable();
+                let line = state(nodes).await;
                 progress(&format!(
-                    "settling, {:.0} s: {settled} settled, {published} published, routing tables min {} / median {} / max {}; a failed publication: {:?}",
+                    "settling, {:.0} s: {settled} settled, {line}",
                     began.elapsed().as_secs_f64(),
-                    tables.first().copied().unwrap_or(0),
-                    tables.get(tables.len() / 2).copied().unwrap_or(0),
-                    tables.last().copied().unwrap_or(0),
-                    failure,
                 ));
             }
         }
     }
     settled
+}
+
+/// One line on the state of `nodes`: publications, routing tables, connected peers, and the
+/// process's CPU time so far.
+async fn state(nodes: &[Node]) -> String {
+    let mut published = 0;
+    let mut tables = Vec::with_capacity(nodes.len());
+    let mut connected = Vec::with_capacity(nodes.len());
+    let mut failure = None;
+    for node in nodes {
+        // Reading the watched state costs the node's swarm task nothing.
+        if let Some(s) = node.wait_for_net(Duration::ZERO, |_| true).await {
+            published += usize::from(s.presence == Some(Ok(())));
+            tables.push(s.routing_table);
+            connected.push(s.connected);
+            if let Some(Err(e)) = s.presence {
+                failure = Some(e);
+            }
+        }
+    }
+    tables.sort_unstable();
+    connected.sort_unstable();
+    let spread = |v: &[usize]| {
+        format!(
+            "min {} / median {} / max {} / sum {}",
+            v.first().copied().unwrap_or(0),
+            v.get(v.len() / 2).copied().unwrap_or(0),
+            v.last().copied().unwrap_or(0),
+            v.iter().sum::<usize>()
+        )
+    };
+    format!(
+        "{published} published, routing tables {}, connected peers {}, CPU {:.1} s; a failed publication: {failure:?}",
+        spread(&tables),
+        spread(&connected),
+        cpu_seconds(),
+    )
+}
+
+/// The CPU time the process has used so far (user and system), from `/proc/self/stat`.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are the 14th and 15th fields, the 12th and 13th after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// The text of the message with this id once `node` has it (it may have arrived before
@@ -431,9 +495,11 @@ mod tests {
             wave: JOIN_WAVE,
             ping_interval: SIM_PING_INTERVAL,
             idle_timeout: SIM_IDLE_TIMEOUT,
+            fetch_interval: SIM_FETCH_INTERVAL,
             lookups: 30,
             messages: 15,
             seed: 17,
+            quiet: Duration::ZERO,
         };
         let report = run(&options, |_| {}).await;
         assert!(report.settle.is_some(), "the network did not settle: tables {:?}", report.tables);

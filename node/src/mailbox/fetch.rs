@@ -18,7 +18,9 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{Notify, watch};
 
 use crate::inbox::{Arrival, Inbox, Received};
-use crate::mailbox::{FETCH_INTERVAL, MAX_FETCH_ROUNDS, Mailboxes};
+#[cfg(doc)]
+use crate::mailbox::FETCH_INTERVAL;
+use crate::mailbox::{MAX_FETCH_ROUNDS, Mailboxes};
 use crate::swarm::MailboxFailure;
 use crate::swarm::courier::Courier;
 use crate::wire::mailbox::MailboxRequest;
@@ -91,14 +93,16 @@ pub(crate) enum FetchError {
 }
 
 impl Mailboxes {
-    /// Fetches until shutdown: every [`FETCH_INTERVAL`], and at once when `wake` is notified.
+    /// Fetches until shutdown: every `interval` ([`FETCH_INTERVAL`] but in the scale
+    /// simulation), and at once when `wake` is notified.
     pub(crate) async fn run_fetch(
         self,
         inbox: Inbox,
+        interval: std::time::Duration,
         wake: Arc<Notify>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut fetch = tokio::time::interval(FETCH_INTERVAL);
+        let mut fetch = tokio::time::interval(interval);
         fetch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -55,6 +55,15 @@ pub const MAX_DELIVERY_STREAMS: usize = 256;
 /// How long a Kademlia query may run.
 pub const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often Kademlia refreshes the routing table on its own: a walk to our own key, then one
+/// to a random key in each bucket farther than our nearest neighbour's (about log2 N walks,
+/// each some 40 requests with disjoint paths). libp2p does it every 5 minutes by default;
+/// go-libp2p-kad-dht and the libp2p Kademlia spec refresh every 10. The table also learns from
+/// every lookup the node makes and every peer that connects, so the refresh only has to catch
+/// what those miss; each one costs a device connections to some hundred peers, and in the
+/// scale simulation every node's refresh on the same two cores (docs/BENCHMARKS.md).
+pub const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
 /// Connections being negotiated at once, inbound.
 pub const MAX_PENDING_INCOMING: u32 = 128;
 
@@ -185,6 +194,7 @@ pub(crate) fn build(
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config
                 .set_query_timeout(KAD_QUERY_TIMEOUT)
+                .set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL))
                 .disjoint_query_paths(true)
                 .set_kbucket_inserts(kad::BucketInserts::Manual)
                 // Every record and provider a peer sends is handed to us to check before it is

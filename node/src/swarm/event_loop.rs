@@ -181,6 +181,8 @@ pub(crate) struct EventLoop {
     /// nobody (or to few); it announces again each time its table doubles, so relays that
     /// join later come to hold the announcement and users find it.
     pub(super) providing_routing_table: usize,
+    /// Whether a user node looks for relays in the DHT (`Config::relay_discovery`).
+    pub(super) relay_discovery: bool,
     /// When a user node next looks for relays in the DHT, and the wait after that.
     pub(super) next_relay_discovery: Instant,
     pub(super) relay_discovery_wait: Duration,
@@ -398,6 +400,7 @@ impl EventLoop {
             presence_routing_table: 0,
             providing: false,
             providing_routing_table: 0,
+            relay_discovery: config.relay_discovery,
             next_relay_discovery: now + RELAY_DISCOVERY_INTERVAL,
             relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
             presence_retry_at: None,
@@ -740,17 +743,22 @@ impl EventLoop {
             changed
         });
         // The record is also republished each time the routing table doubles, so that it
-        // moves to the peers now closest to its key as the network around us fills in.
+        // moves to the peers now closest to its key as the network around us fills in;
+        // not while the last publication is still under way, or a joining node, whose
+        // table doubles every few seconds, would run one walk and 20 stores after another
+        // at once, each to fewer peers than the next (the next one starts when it ends).
         let table = self.status.borrow().routing_table;
         let grown = self.presence.is_some()
-            && self.presence_query.is_some_and(|(_, t)| table >= 2 * t.max(1));
+            && self.presence_query.is_some_and(|(q, t)| {
+                table >= 2 * t.max(1) && self.swarm.behaviour_mut().kad.query(&q).is_none()
+            });
         if addresses_changed {
             self.announce_change(Instant::now());
         }
         if grown {
             self.presence_query = self.presence_query.map(|(q, _)| (q, table));
             // A full queue is fine: the daemon republishes on its timer too.
-            let _ = self.events.try_send(NetEvent::AddressesChanged);
+            let _ = self.events.try_send(NetEvent::Republish);
         }
         // The relay announcement moves the same way, for the same reason.
         if self.providing && table >= 2 * self.providing_routing_table.max(1) {

@@ -161,7 +161,8 @@ impl EventLoop {
                 .iter()
                 .filter(|(p, s)| s.circuit.is_some() && !self.contact_relays.contains(p))
                 .count();
-            if reserved < TARGET_RESERVATIONS
+            if self.relay_discovery
+                && reserved < TARGET_RESERVATIONS
                 && now >= self.next_relay_discovery
                 && self.swarm.connected_peers().next().is_some()
             {
@@ -173,7 +174,10 @@ impl EventLoop {
         }
         if self.presence_retry_at.is_some_and(|t| t <= now) {
             self.presence_retry_at = None;
-            let _ = self.events.try_send(NetEvent::AddressesChanged);
+            // Only the record goes out again: a retry is no sign of having come online, and
+            // a fetch pass (a DHT walk per mailbox id) at each retry would add to the load
+            // that made the publication time out.
+            let _ = self.events.try_send(NetEvent::Republish);
         }
         self.announce_settled(now);
         if !self.bootstrap.is_empty() {

@@ -4,8 +4,11 @@
 //!
 //! Run: `cargo run --release -p kolokol-tests --bin kolokol-scale -- 100,200,500,1000
 //! [LOOKUPS [MESSAGES [SEED [WAVE]]]]` (200 lookups, 100 messages, seed 17 and waves of
-//! `scale::JOIN_WAVE` nodes unless given). `KOLOKOL_SCALE_PING_S` and `KOLOKOL_SCALE_IDLE_S`
-//! replace the simulation's ping interval and idle-connection timeout (in seconds).
+//! `scale::JOIN_WAVE` nodes unless given). `KOLOKOL_SCALE_PING_S`, `KOLOKOL_SCALE_IDLE_S` and
+//! `KOLOKOL_SCALE_FETCH_S` replace the simulation's ping interval, idle-connection timeout and
+//! mailbox fetch interval (in seconds); `KOLOKOL_SCALE_QUIET_S` leaves the settled network
+//! alone that long before the lookups, printing its state; `RUST_LOG` selects the nodes' logs
+//! (to standard error).
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,13 @@ use kolokol_tests::scale::{self, Options, Report};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // The nodes log through `tracing`; without a subscriber `RUST_LOG` would select nothing.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut args = std::env::args().skip(1);
     let sizes: Vec<usize> = args
         .next()
@@ -32,13 +42,15 @@ async fn main() {
             wave,
             ping_interval: seconds_from_env("KOLOKOL_SCALE_PING_S", scale::SIM_PING_INTERVAL),
             idle_timeout: seconds_from_env("KOLOKOL_SCALE_IDLE_S", scale::SIM_IDLE_TIMEOUT),
+            fetch_interval: seconds_from_env("KOLOKOL_SCALE_FETCH_S", scale::SIM_FETCH_INTERVAL),
             lookups,
             messages,
             seed,
+            quiet: seconds_from_env("KOLOKOL_SCALE_QUIET_S", Duration::ZERO),
         };
         println!(
-            "[N={n}] waves of {wave}, ping every {:?}, idle connections closed after {:?}",
-            options.ping_interval, options.idle_timeout
+            "[N={n}] waves of {wave}, ping every {:?}, idle connections closed after {:?}, mailboxes fetched every {:?}",
+            options.ping_interval, options.idle_timeout, options.fetch_interval
         );
         let began = Instant::now();
         let report = scale::run(&options, |line| {
