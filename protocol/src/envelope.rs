@@ -597,6 +597,17 @@ pub fn bucket_for_kind_4(kind: u8, body_len: usize) -> Option<usize> {
     bucket_with_overhead(overhead_4(kind), body_len)
 }
 
+/// The bucket a format 4 envelope of `kind` carrying `payload` (encoded in `body_len` bytes)
+/// is sealed in: the smallest that holds it, and at least the text floor for a text.
+fn bucket_4(kind: u8, body_len: usize, payload: &Payload) -> Result<usize, Error> {
+    let bucket = bucket_for_kind_4(kind, body_len).ok_or(Error::TooLarge {
+        what: "envelope payload",
+        len: body_len,
+        max: MAX_ENVELOPE_LEN - overhead_4(kind) - LENGTH_PREFIX,
+    })?;
+    Ok(bucket.max(floor_for(payload.content())))
+}
+
 fn overhead_4(kind: u8) -> usize {
     if kind == KIND_CONVERSATION {
         HEADER_LEN_4 + NOISE_KPSK1_OVERHEAD
@@ -683,13 +694,7 @@ pub fn seal_first_contact_4(
     }
     check_x25519_public(&prekey.public)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_for_kind_4(KIND_FIRST_CONTACT, body.len())
-        .ok_or(Error::TooLarge {
-            what: "envelope payload",
-            len: body.len(),
-            max: MAX_ENVELOPE_LEN - overhead_4(KIND_FIRST_CONTACT) - LENGTH_PREFIX,
-        })?
-        .max(floor_for(payload.content()));
+    let bucket = bucket_4(KIND_FIRST_CONTACT, body.len(), payload)?;
     let (ciphertext, psk) = kem::encapsulate(&prekey.kem_public, kem_randomness)?;
     // Loaded once: its public half goes in the tag, and snow's handshake takes the same pair.
     let ephemeral_pair = Arc::new(KeyPair::new(&ephemeral));
@@ -801,13 +806,7 @@ pub(crate) fn seal_conversation_4(
     }
     check_x25519_public(receive_key)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_for_kind_4(KIND_CONVERSATION, body.len())
-        .ok_or(Error::TooLarge {
-            what: "envelope payload",
-            len: body.len(),
-            max: MAX_ENVELOPE_LEN - overhead_4(KIND_CONVERSATION) - LENGTH_PREFIX,
-        })?
-        .max(floor_for(payload.content()));
+    let bucket = bucket_4(KIND_CONVERSATION, body.len(), payload)?;
     let mut header = [0u8; HEADER_LEN_4];
     header[0] = ENVELOPE_VERSION_4;
     header[1] = KIND_CONVERSATION;
