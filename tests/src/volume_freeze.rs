@@ -111,7 +111,7 @@ async fn a_connection_frozen_after_16_kb_is_left_within_seconds_and_nothing_is_l
     let mut a_events = a.subscribe();
 
     // Bob writes to Alice until the connection her reservation is on freezes (each message
-    // crosses it in a 1 KiB envelope); what he sends after that waits for her to come back.
+    // crosses it in a 4 KiB envelope); what he sends after that waits for her to come back.
     let mut sent = Vec::new();
     let mut frozen = None;
     let frozen = loop {

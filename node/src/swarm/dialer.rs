@@ -306,7 +306,7 @@ impl EventLoop {
             self.finish_race(peer, false);
         }
         // The dials under way are part of the network state.
-        if started {
+        if started || exhausted {
             self.publish_status();
         }
     }
@@ -424,18 +424,23 @@ impl EventLoop {
             // go with whatever was sent over them: only the end with the higher peer id closes
             // its own then, so the lower one's dial survives whatever each end saw first. When
             // another of our own dials is open, ours is closed whatever the peer ids: the peer
-            // never closes a connection we dialed for coming late, so the other one stays.
+            // never closes a connection we dialed for coming late, so the other one stays
+            // (unless the peer refuses it, which we learn only when it goes).
             // Kept, such late dials piled up (seven relayed connections to one peer in the
             // lab's T10, each taking its share of the requests, one of them silent).
-            let others =
-                || self.connections.iter().filter(move |(c, conn)| **c != id && conn.peer == peer);
+            // A connection already closing (as a duplicate, as stalled) is not one that stays.
+            let others = || {
+                self.connections
+                    .iter()
+                    .filter(move |(c, conn)| **c != id && conn.peer == peer && !conn.closing)
+            };
             let direct_open = others().any(|(_, conn)| conn.via != Link::Relayed);
             let own_open = others().any(|(_, conn)| conn.dialed);
             let relayed = is_relayed(&address);
             let higher = self.swarm.local_peer_id() > &peer;
             if (relayed && direct_open) || ((relayed || direct_open) && (higher || own_open)) {
                 self.duplicates_closed += 1;
-                self.swarm.close_connection(id);
+                self.close(id);
             }
             return;
         }

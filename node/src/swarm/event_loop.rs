@@ -80,6 +80,9 @@ pub(super) struct Conn {
     pub(super) address: Multiaddr,
     /// Whether we dialed it, so that `address` is one the peer listens on.
     pub(super) dialed: bool,
+    /// Whether we asked for it to be closed ([`EventLoop::close`]): it stays in the map until
+    /// it is gone, but counts as open for no rule that closes another connection.
+    pub(super) closing: bool,
 }
 
 /// A delivery waiting for its acknowledgement, and until when.
@@ -443,9 +446,19 @@ impl EventLoop {
         peers
     }
 
-    /// Whether a direct (not relayed) connection to `peer` is open.
+    /// Whether a direct (not relayed) connection to `peer` is open and not closing.
     pub(super) fn has_direct(&self, peer: &PeerId) -> bool {
-        self.connections.values().any(|c| c.peer == *peer && c.via != Link::Relayed)
+        self.connections.values().any(|c| c.peer == *peer && c.via != Link::Relayed && !c.closing)
+    }
+
+    /// Closes a connection, marking it closing until it is gone: a connection on its way out
+    /// is no reason to close another (it was, when it had been closed a moment before as a
+    /// duplicate or as stalled, and the one closed for it was the last).
+    pub(super) fn close(&mut self, id: ConnectionId) {
+        if let Some(conn) = self.connections.get_mut(&id) {
+            conn.closing = true;
+        }
+        self.swarm.close_connection(id);
     }
 
     /// Closes the relayed connections to peers that have had a direct one for
@@ -474,7 +487,7 @@ impl EventLoop {
             for id in relayed {
                 tracing::debug!(%peer, "closing a relayed connection: a direct one is open");
                 self.duplicates_closed += 1;
-                self.swarm.close_connection(id);
+                self.close(id);
             }
         }
     }
@@ -863,8 +876,10 @@ impl EventLoop {
                 let via = if endpoint.is_relayed() { Link::Relayed } else { Link::Direct };
                 let was_connected = !self.connections.is_empty();
                 let dialed = endpoint.is_dialer();
-                self.connections
-                    .insert(connection_id, Conn { peer: peer_id, via, address, dialed });
+                self.connections.insert(
+                    connection_id,
+                    Conn { peer: peer_id, via, address, dialed, closing: false },
+                );
                 self.volume_connected(connection_id, peer_id, &endpoint);
                 if via == Link::Relayed {
                     self.cooldown.set_relayed(peer_id, true);

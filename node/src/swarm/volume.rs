@@ -401,6 +401,6 @@ impl EventLoop {
         if let Some(p) = self.volume.watched.get_mut(&connection) {
             p.closing = true;
         }
-        self.swarm.close_connection(connection);
+        self.close(connection);
     }
 }

@@ -1,6 +1,6 @@
 //! `kolokol-bench`: measures the delivery figures of DESIGN.md §9 on 127.0.0.1, in one process:
 //! direct and relayed latency (send call → recipient's message event, outbox commit, sealing,
-//! opening and the recipient's commit included), raw TCP carrying the same 1 KiB in the same run
+//! opening and the recipient's commit included), raw TCP carrying the same 4 KiB in the same run
 //! for the ratio, and sustained throughput with many messages in flight.
 //!
 //! Run: `cargo run --release -p kolokol-tests --bin kolokol-bench [-- N]`. Prints one line per
@@ -15,7 +15,8 @@ use kolokol_tests::support::{Net, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
-/// A text that seals into exactly one 1 KiB envelope.
+/// A text that seals into exactly one 4 KiB envelope, the size of every short text
+/// (`envelope::TEXT_BUCKET`).
 const TEXT_LEN: usize = 700;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +47,7 @@ async fn main() {
     report("relayed delivery, 1 in flight", &relayed);
 
     let tcp = raw_tcp(n, warmup).await;
-    report("raw TCP, same 1 KiB + 1-byte ack, 1 in flight", &tcp);
+    report("raw TCP, same 4 KiB + 1-byte ack, 1 in flight", &tcp);
     println!(
         "ratio direct/raw TCP p50: {:.1}x, relayed/raw TCP p50: {:.1}x",
         p(&direct, 50).as_secs_f64() / p(&tcp, 50).as_secs_f64(),
@@ -167,14 +168,15 @@ async fn throughput(
     (received, elapsed)
 }
 
-/// The floor: a 1 KiB frame over a plain loopback TCP connection, answered by one byte.
+/// The floor: a 4 KiB frame (a text's envelope) over a plain loopback TCP connection, answered
+/// by one byte.
 async fn raw_tcp(n: usize, warmup: usize) -> Vec<Duration> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
         s.set_nodelay(true).expect("nodelay");
-        let mut buf = vec![0u8; 1024];
+        let mut buf = vec![0u8; kolokol_protocol::envelope::TEXT_BUCKET];
         while s.read_exact(&mut buf).await.is_ok() {
             if s.write_all(&[0]).await.is_err() {
                 break;
@@ -183,7 +185,7 @@ async fn raw_tcp(n: usize, warmup: usize) -> Vec<Duration> {
     });
     let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
     c.set_nodelay(true).expect("nodelay");
-    let frame = vec![7u8; 1024];
+    let frame = vec![7u8; kolokol_protocol::envelope::TEXT_BUCKET];
     let mut ack = [0u8; 1];
     let mut samples = Vec::with_capacity(n);
     for i in 0..n + warmup {

@@ -2,9 +2,9 @@
 //! separate `kolokol` processes on 127.0.0.1; every message goes in through Alice's control
 //! socket exactly as `kolokol send` sends it, and is timed to the `message` event on Bob's
 //! subscription. Beside it, in the same run, the raw reference: one loopback TCP connection
-//! carrying the same 1 KiB envelope and a one-byte ack.
+//! carrying an envelope of the same size (4 KiB) and a one-byte ack.
 //!
-//! Figures: latency p50/p90/p99 (direct and relayed, 1 KiB and 64 KiB, one message in flight),
+//! Figures: latency p50/p90/p99 (direct and relayed, 4 KiB and 64 KiB, one message in flight),
 //! sustained throughput with 32 concurrent senders, CPU per message per process (from
 //! `/proc/<pid>/stat`), RSS per process, mailbox deposit and fetch of 1 000 messages, and cold
 //! start to a first relay reservation.
@@ -28,7 +28,8 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-/// A text that seals into exactly one 1 KiB envelope.
+/// A text that seals into exactly one 4 KiB envelope, the size of every short text
+/// (`envelope::TEXT_BUCKET`).
 const SMALL: usize = 700;
 
 /// A text that seals into exactly one 65 535-byte envelope.
@@ -69,9 +70,9 @@ async fn main() {
     let processes = [("relay", &relay), ("alice", &alice), ("bob", &bob)];
 
     let tcp = raw_tcp(n, warmup).await;
-    report("raw TCP, 1 KiB envelope + 1-byte ack, 1 in flight", &tcp);
+    report("raw TCP, 4 KiB envelope + 1-byte ack, 1 in flight", &tcp);
 
-    for (label, size) in [("1 KiB", SMALL), ("64 KiB", LARGE)] {
+    for (label, size) in [("4 KiB", SMALL), ("64 KiB", LARGE)] {
         let runs = if size == LARGE { (n / 10).max(50) } else { n };
         let before = cpu(&processes);
         let samples = latency(&alice, &bob, "bob", &"k".repeat(size), runs, warmup).await;
@@ -85,7 +86,7 @@ async fn main() {
     let before = cpu(&processes);
     let (count, elapsed) = sustained(&alice, &bob, "bob", &"k".repeat(SMALL), n * 2).await;
     println!(
-        "direct, 1 KiB, {SENDERS} concurrent senders: {count} messages in {:.2} s = {:.0} msg/s",
+        "direct, 4 KiB, {SENDERS} concurrent senders: {count} messages in {:.2} s = {:.0} msg/s",
         elapsed.as_secs_f64(),
         count as f64 / elapsed.as_secs_f64()
     );
@@ -104,7 +105,7 @@ async fn main() {
     carol.add_contact("dave", &dave, &circuit).await;
     dave.add_contact("carol", &carol, &circuit).await;
     let relayed_processes = [("relay", &relay), ("carol", &carol), ("dave", &dave)];
-    for (label, size) in [("1 KiB", SMALL), ("64 KiB", LARGE)] {
+    for (label, size) in [("4 KiB", SMALL), ("64 KiB", LARGE)] {
         let runs = if size == LARGE { (n / 10).max(50) } else { n };
         let before = cpu(&relayed_processes);
         let samples = latency(&carol, &dave, "dave", &"k".repeat(size), runs, warmup).await;
@@ -540,14 +541,15 @@ async fn send_many(from: &Daemon, name: &str, text: &str, n: usize, senders: usi
     stored
 }
 
-/// The floor: the same 1 KiB envelope over one loopback TCP connection, answered by one byte.
+/// The floor: an envelope of the same size (4 KiB) over one loopback TCP connection, answered
+/// by one byte.
 async fn raw_tcp(n: usize, warmup: usize) -> Vec<Duration> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
         s.set_nodelay(true).expect("nodelay");
-        let mut buf = vec![0u8; 1024];
+        let mut buf = vec![0u8; kolokol_protocol::envelope::TEXT_BUCKET];
         while s.read_exact(&mut buf).await.is_ok() {
             if s.write_all(&[0]).await.is_err() {
                 break;
@@ -556,7 +558,7 @@ async fn raw_tcp(n: usize, warmup: usize) -> Vec<Duration> {
     });
     let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
     c.set_nodelay(true).expect("nodelay");
-    let frame = vec![7u8; 1024];
+    let frame = vec![7u8; kolokol_protocol::envelope::TEXT_BUCKET];
     let mut ack = [0u8; 1];
     let mut samples = Vec::with_capacity(n);
     for i in 0..n + warmup {
