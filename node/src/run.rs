@@ -298,6 +298,10 @@ impl Bookkeeping {
                         self.presence.publish().await
                     }
                     Some(NetEvent::Republish) => self.presence.publish().await,
+                    Some(NetEvent::DhtBack) => {
+                        self.fetch_wake.notify_one();
+                        Ok(())
+                    }
                     Some(NetEvent::Reconnected) => {
                         // The path may be back for everything that waits: try it all now
                         // instead of at each message's next retry.

@@ -273,6 +273,9 @@ pub(crate) enum NetEvent {
     /// publication failed, or the routing table doubled since it went out. Nothing came
     /// online, so the mailboxes wait for their next fetch.
     Republish,
+    /// A publication of the presence record succeeded after one failed: the DHT answers
+    /// again, so look in the mailboxes now instead of at the next fetch.
+    DhtBack,
     /// Connectivity came back (a reservation, a listen address, a first connection, a new
     /// network): retry everything that waits, now.
     Reconnected,

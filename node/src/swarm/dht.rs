@@ -34,7 +34,7 @@ pub const RECORD_ANSWERS: usize = 2;
 /// an older one may be stale (a replica that missed the newer ones, or a Sybil that kept an old
 /// one), so the lookup waits for a second answer and keeps the newer.
 pub const FRESH_RECORD: Duration = Duration::from_secs(20 * 60);
-use crate::swarm::{Link, RELAYS_KEY, is_relayed, without_peer};
+use crate::swarm::{Link, NetEvent, RELAYS_KEY, is_relayed, without_peer};
 
 /// The group an address belongs to for the diversity rule: its IPv4 /24 or its IPv6 /48, as
 /// go-libp2p-kad-dht groups them (it uses /16 for IPv4 by default; a /24 is what one cheap
@@ -79,6 +79,12 @@ pub(crate) fn spread_over_groups(peers: &mut Vec<(PeerId, Vec<Multiaddr>)>) {
     });
     *peers = first;
     peers.extend(rest);
+}
+
+/// Whether the last publication of our presence record failed (`None`: none has ended yet). A
+/// success after a failure is the sign that the DHT answers again.
+pub(crate) fn publication_failed(last: &Option<Result<(), String>>) -> bool {
+    matches!(last, Some(Err(_)))
 }
 
 impl EventLoop {
@@ -185,10 +191,18 @@ impl EventLoop {
                 kad::QueryResult::PutRecord(result)
                     if self.presence_query.is_some_and(|(q, _)| q == id) =>
                 {
+                    let after_failure = publication_failed(&self.presence);
                     self.presence = Some(match result {
                         Ok(_) => {
                             self.presence_routing_table =
                                 self.presence_query.map(|(_, t)| t).unwrap_or(0);
+                            if after_failure {
+                                // The DHT takes our record again, so it can find our
+                                // mailboxes again too: the fetches since the failure may
+                                // have found none, and the next is up to a fetch interval
+                                // away (a retry publishes only).
+                                let _ = self.events.try_send(NetEvent::DhtBack);
+                            }
                             Ok(())
                         }
                         Err(e) => {

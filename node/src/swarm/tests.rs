@@ -178,3 +178,13 @@ fn a_reservation_made_again_on_the_same_relay_is_the_same_announcement() {
     assert_ne!(before, moved);
     assert!(adds_to(&before, &moved), "a new address is announced at once");
 }
+
+#[test]
+fn only_a_publication_after_a_failed_one_wakes_the_mailbox_fetch() {
+    use crate::swarm::dht::publication_failed;
+    // The first publication is the daemon's start, which fetches anyway; a success after a
+    // success changes nothing the fetch could find.
+    assert!(!publication_failed(&None));
+    assert!(!publication_failed(&Some(Ok(()))));
+    assert!(publication_failed(&Some(Err("no other DHT server took it yet".into()))));
+}
