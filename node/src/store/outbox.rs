@@ -6,6 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use kolokol_protocol::control::MessageState;
 use libp2p::PeerId;
 
+use super::parts::PartsDeletion;
 use super::{CachedStatements, Number, Store, peer_column, peer_text};
 use crate::error::Result;
 
@@ -351,10 +352,15 @@ impl Store {
     ) -> Result<Vec<Vec<MessageState>>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let _fast = PartsDeletion::begin(&tx).map_err(|e| self.err(e))?;
+            for (id, _, _) in items {
+                tx.exec("DELETE FROM outbox_parts WHERE id = ?1", [id.as_slice()])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
         let mut entered = Vec::with_capacity(items.len());
         for (id, states, now_ms) in items {
-            tx.exec("DELETE FROM outbox_parts WHERE id = ?1", [id.as_slice()])
-                .map_err(|e| self.err(e))?;
             entered
                 .push(Self::enter_states(&tx, id, states, None, *now_ms).map_err(|e| self.err(e))?);
         }

@@ -26,6 +26,36 @@ pub struct SealedPart {
     pub acked: bool,
 }
 
+/// Relaxes the connection's secure delete from `ON` to `FAST` while it lives, for deleting
+/// sealed parts: `ON` also overwrites every page a deletion frees with zeros, and a sealed text
+/// (4 KiB or more, `envelope::TEXT_BUCKET`) spills into an overflow page that its
+/// acknowledgement frees, one more page for the log on each text (about a twentieth of a
+/// text's CPU one in flight, docs/BENCHMARKS.md). Nothing in a freed part needs erasing: it is
+/// an envelope sealed to the recipient's key with an ephemeral key we no longer have, so the
+/// device's keys cannot open it, and its text stays in the outbox anyway. `FAST` still zeroes
+/// the deleted cells on the pages it writes. Dropping it sets `ON` again, before anything
+/// else uses the connection, so every other deletion (secrets, receive keys, conversation
+/// states) zeroes freed pages as before.
+pub(super) struct PartsDeletion<'c> {
+    conn: &'c rusqlite::Connection,
+}
+
+impl<'c> PartsDeletion<'c> {
+    pub(super) fn begin(conn: &'c rusqlite::Connection) -> rusqlite::Result<Self> {
+        // Not a cached statement: SQLite applies this pragma when it prepares it.
+        conn.pragma_update(None, "secure_delete", "FAST")?;
+        Ok(Self { conn })
+    }
+}
+
+impl Drop for PartsDeletion<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.conn.pragma_update(None, "secure_delete", "ON") {
+            tracing::error!(%e, "cannot set the store's secure delete back on");
+        }
+    }
+}
+
 impl Store {
     /// Stores sealed parts of item `id` (replacing any unacknowledged part of the same index),
     /// with the conversation state they were sealed with, in one transaction: the state that

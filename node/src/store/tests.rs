@@ -847,3 +847,30 @@ fn the_newest_hybrid_prekey_is_read_again_after_every_change_of_its_table() {
     assert_eq!(s.delete_prekeys_expired_before(5_000).unwrap(), 1);
     assert_eq!(s.newest_hybrid_prekey().unwrap(), None);
 }
+
+#[test]
+fn acknowledging_a_part_leaves_secure_delete_on_whether_or_not_the_deletion_failed() {
+    let (_d, s) = store();
+    let secure_delete =
+        || -> i64 { s.conn().query_row("PRAGMA secure_delete", [], |r| r.get(0)).unwrap() };
+    assert_eq!(secure_delete(), 1, "the store opens with secure delete on");
+    // A sealed text spills into an overflow page, the page the relaxed deletion does not zero.
+    let row = text(10, 10);
+    s.enqueue_sealed(&row, 10, None, &[(0, vec![6; 4 * 1024 + 200])]).unwrap();
+    s.acknowledged(&row.id, &[MessageState::Sent], 11).unwrap();
+    assert!(s.parts(&row.id).unwrap().is_empty());
+    assert_eq!(secure_delete(), 1, "on again after the parts went");
+
+    let failing = text(11, 10);
+    s.enqueue_sealed(&failing, 10, None, &[(0, vec![7; 4 * 1024 + 200])]).unwrap();
+    s.conn()
+        .execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE DELETE ON outbox_parts
+                 BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;",
+        )
+        .unwrap();
+    let e = s.acknowledged(&failing.id, &[MessageState::Sent], 12).unwrap_err();
+    assert!(e.to_string().contains("refused for the test"), "{e}");
+    assert_eq!(secure_delete(), 1, "on again after a deletion that failed");
+    assert_eq!(s.parts(&failing.id).unwrap().len(), 1, "nothing of the failed one went");
+}
