@@ -351,13 +351,8 @@ pub fn seal(
     check_x25519_public(recipient_device_key)?;
     let body = codec::encode(&Sealed { sender: certificate.clone(), content: content.clone() })?;
     let body = Zeroizing::new(body);
-    let bucket = bucket_for(body.len())
-        .ok_or(Error::TooLarge {
-            what: "sealed message",
-            len: body.len(),
-            max: MAX_ENVELOPE_LEN - HEADER_LEN - NOISE_X_OVERHEAD - LENGTH_PREFIX,
-        })?
-        .max(floor_for(content));
+    let bucket =
+        sealing_bucket("sealed message", HEADER_LEN + NOISE_X_OVERHEAD, body.len(), content)?;
     let header = [ENVELOPE_VERSION, KIND_FIRST_CONTACT];
     let device = sender.device();
     let resolver =
@@ -521,7 +516,7 @@ fn seal_3(
 ) -> Result<Vec<u8>, Error> {
     check_x25519_public(recipient_key)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_or_too_large(kind, body.len())?.max(floor_for(payload.content()));
+    let bucket = sealing_bucket("envelope payload", overhead(kind), body.len(), payload.content())?;
     let header = header_3(kind, recipient_key);
     let (params, noise_overhead) = if kind == KIND_CONVERSATION {
         (&*NOISE_KPSK1, NOISE_KPSK1_OVERHEAD)
@@ -595,17 +590,6 @@ pub const FIRST_CONTACT_4_OVERHEAD: usize = kem::CIPHERTEXT_LEN + NOISE_X_OVERHE
 /// The smallest bucket that holds `body_len` bytes of payload in a format 4 envelope of `kind`.
 pub fn bucket_for_kind_4(kind: u8, body_len: usize) -> Option<usize> {
     bucket_with_overhead(overhead_4(kind), body_len)
-}
-
-/// The bucket a format 4 envelope of `kind` carrying `payload` (encoded in `body_len` bytes)
-/// is sealed in: the smallest that holds it, and at least the text floor for a text.
-fn bucket_4(kind: u8, body_len: usize, payload: &Payload) -> Result<usize, Error> {
-    let bucket = bucket_for_kind_4(kind, body_len).ok_or(Error::TooLarge {
-        what: "envelope payload",
-        len: body_len,
-        max: MAX_ENVELOPE_LEN - overhead_4(kind) - LENGTH_PREFIX,
-    })?;
-    Ok(bucket.max(floor_for(payload.content())))
 }
 
 fn overhead_4(kind: u8) -> usize {
@@ -694,7 +678,12 @@ pub fn seal_first_contact_4(
     }
     check_x25519_public(&prekey.public)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_4(KIND_FIRST_CONTACT, body.len(), payload)?;
+    let bucket = sealing_bucket(
+        "envelope payload",
+        overhead_4(KIND_FIRST_CONTACT),
+        body.len(),
+        payload.content(),
+    )?;
     let (ciphertext, psk) = kem::encapsulate(&prekey.kem_public, kem_randomness)?;
     // Loaded once: its public half goes in the tag, and snow's handshake takes the same pair.
     let ephemeral_pair = Arc::new(KeyPair::new(&ephemeral));
@@ -806,7 +795,12 @@ pub(crate) fn seal_conversation_4(
     }
     check_x25519_public(receive_key)?;
     let body = Zeroizing::new(codec::encode(payload)?);
-    let bucket = bucket_4(KIND_CONVERSATION, body.len(), payload)?;
+    let bucket = sealing_bucket(
+        "envelope payload",
+        overhead_4(KIND_CONVERSATION),
+        body.len(),
+        payload.content(),
+    )?;
     let mut header = [0u8; HEADER_LEN_4];
     header[0] = ENVELOPE_VERSION_4;
     header[1] = KIND_CONVERSATION;
@@ -883,12 +877,21 @@ pub fn ephemeral_key(envelope: &[u8]) -> Result<[u8; 32], Error> {
     ephemeral_of(message)
 }
 
-fn bucket_or_too_large(kind: u8, body_len: usize) -> Result<usize, Error> {
-    bucket_for_kind(kind, body_len).ok_or(Error::TooLarge {
-        what: "envelope payload",
+/// The bucket an envelope of every format is sealed in: the smallest that holds `body_len`
+/// bytes of `content`'s encoded payload after `overhead` bytes of header and Noise, and at
+/// least the text floor for a text ([`floor_for`]); `what` names the payload in the error.
+fn sealing_bucket(
+    what: &'static str,
+    overhead: usize,
+    body_len: usize,
+    content: &Content,
+) -> Result<usize, Error> {
+    let bucket = bucket_with_overhead(overhead, body_len).ok_or(Error::TooLarge {
+        what,
         len: body_len,
-        max: MAX_ENVELOPE_LEN - overhead(kind) - LENGTH_PREFIX,
-    })
+        max: MAX_ENVELOPE_LEN - overhead - LENGTH_PREFIX,
+    })?;
+    Ok(bucket.max(floor_for(content)))
 }
 
 fn header_3(kind: u8, recipient_key: &[u8; 32]) -> [u8; HEADER_LEN_3] {
