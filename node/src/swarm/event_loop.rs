@@ -81,7 +81,8 @@ pub(super) struct Conn {
     /// Whether we dialed it, so that `address` is one the peer listens on.
     pub(super) dialed: bool,
     /// Whether we asked for it to be closed ([`EventLoop::close`]): it stays in the map until
-    /// it is gone, but counts as open for no rule that closes another connection.
+    /// it is gone, but counts as open for no rule that closes another connection, the volume
+    /// watch no longer judges it, and no reservation is made while one to the relay closes.
     pub(super) closing: bool,
 }
 
@@ -449,6 +450,12 @@ impl EventLoop {
     /// Whether a direct (not relayed) connection to `peer` is open and not closing.
     pub(super) fn has_direct(&self, peer: &PeerId) -> bool {
         self.connections.values().any(|c| c.peer == *peer && c.via != Link::Relayed && !c.closing)
+    }
+
+    /// Whether a connection to `peer` is closing on our request (as a duplicate, a late dial,
+    /// stalled or past its budget): the relay client would still put a reservation on it.
+    pub(super) fn closing_to(&self, peer: &PeerId) -> bool {
+        self.connections.values().any(|c| c.peer == *peer && c.closing)
     }
 
     /// Closes a connection, marking it closing until it is gone: a connection on its way out
@@ -919,8 +926,9 @@ impl EventLoop {
                 ..
             } => {
                 self.admission.connection_closed(connection_id, &endpoint);
-                self.connections.remove(&connection_id);
-                self.volume_closed(connection_id, peer_id);
+                let was_closing =
+                    self.connections.remove(&connection_id).is_some_and(|c| c.closing);
+                self.volume_closed(connection_id, peer_id, was_closing);
                 if !self.connections.values().any(|c| c.peer == peer_id && c.via == Link::Relayed) {
                     self.cooldown.set_relayed(peer_id, false);
                 }

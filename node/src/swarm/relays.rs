@@ -114,7 +114,7 @@ impl EventLoop {
             }
             // The relay client puts a reservation on the relay's oldest connection, which may be
             // one closing on our request; the reservation waits until it is gone.
-            if self.volume_closing(&peer) {
+            if self.closing_to(&peer) {
                 continue;
             }
             let Some(slot) = self.relays.get_mut(&peer) else { continue };

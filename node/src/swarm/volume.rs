@@ -121,8 +121,6 @@ struct Progress {
     /// may rightly stay silent), and the last round trip.
     answered: bool,
     rtt: Duration,
-    /// Whether we closed it and wait for it to go.
-    closing: bool,
     /// Whether it is a resumable tunnel, which replaces its own carriers under the budget and
     /// after a stall (`transport::session`).
     resumable: bool,
@@ -207,7 +205,6 @@ impl EventLoop {
                     since: Instant::now(),
                     answered: false,
                     rtt: Duration::ZERO,
-                    closing: false,
                     resumable,
                 },
             );
@@ -219,14 +216,20 @@ impl EventLoop {
             // (`volume_closed`).
             self.volume.rotating.remove(&peer);
             tracing::debug!(relay = %peer, "replacement connection up; closing the old one");
-            self.close_watched(old);
+            self.close(old);
         }
     }
 
-    /// Forgets a closed connection; a relay that lost the connection its reservation was on
-    /// reserves again at once, on the connection that replaced it.
-    pub(super) fn volume_closed(&mut self, connection: ConnectionId, peer: PeerId) {
-        let was_closing = self.volume.watched.remove(&connection).is_some_and(|p| p.closing);
+    /// Forgets a closed connection (`was_closing`: we had asked for it to close); a relay that
+    /// lost the connection its reservation was on reserves again at once, on the connection
+    /// that replaced it.
+    pub(super) fn volume_closed(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        was_closing: bool,
+    ) {
+        let was_closing = self.volume.watched.remove(&connection).is_some() && was_closing;
         self.volume.rotating.retain(|_, (old, _)| *old != connection);
         if was_closing && self.relays.contains_key(&peer) {
             self.reserve();
@@ -241,14 +244,6 @@ impl EventLoop {
         }
     }
 
-    /// Whether a connection to `peer` is closing on our request: the relay client would still
-    /// put a reservation on it.
-    pub(super) fn volume_closing(&self, peer: &PeerId) -> bool {
-        self.connections.iter().any(|(id, c)| {
-            c.peer == *peer && self.volume.watched.get(id).is_some_and(|p| p.closing)
-        })
-    }
-
     /// Once a tick: closes stalled connections and replaces those past their group's budget.
     pub(super) fn watch_volume(&mut self) {
         let now = Instant::now();
@@ -256,7 +251,7 @@ impl EventLoop {
         let mut spent = Vec::new();
         let base = self.volume.stall_timeout;
         for (id, p) in self.volume.watched.iter_mut() {
-            if p.closing {
+            if self.connections.get(id).is_some_and(|c| c.closing) {
                 continue;
             }
             let count = p.meter.load(Ordering::Relaxed);
@@ -289,7 +284,7 @@ impl EventLoop {
             if let Some(budget) = volume {
                 self.set_budget(&conn.address, count, budget);
             }
-            self.close_watched(id);
+            self.close(id);
             if dialed && volume.is_none() {
                 // A stall that is not the volume's is the endpoint's (a censor that lets a flow
                 // start and then drops it): the endpoint goes behind the peer's others until it
@@ -328,14 +323,14 @@ impl EventLoop {
                         .build();
                     if let Err(e) = self.swarm.dial(dial) {
                         tracing::debug!(relay = %conn.peer, error = %crate::swarm::one_line(&e), "cannot dial a replacement; closing the old connection");
-                        self.close_watched(id);
+                        self.close(id);
                     } else {
                         self.volume.rotating.insert(conn.peer, (id, now));
                     }
                 }
                 None => {
                     tracing::debug!(peer = %conn.peer, received = count, "byte budget spent; closing the connection");
-                    self.close_watched(id);
+                    self.close(id);
                 }
             }
         }
@@ -358,7 +353,7 @@ impl EventLoop {
         {
             self.set_budget(&address, received, budget);
         }
-        self.close_watched(connection);
+        self.close(connection);
         true
     }
 
@@ -395,12 +390,5 @@ impl EventLoop {
                  this address group are replaced before they receive as much"
             );
         }
-    }
-
-    fn close_watched(&mut self, connection: ConnectionId) {
-        if let Some(p) = self.volume.watched.get_mut(&connection) {
-            p.closing = true;
-        }
-        self.close(connection);
     }
 }
