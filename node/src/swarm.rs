@@ -26,6 +26,7 @@ pub mod network;
 pub mod relay_server;
 mod relays;
 mod requests;
+mod status;
 pub mod volume;
 
 use std::time::Duration;
