@@ -166,6 +166,20 @@ pub struct Lookup {
     pub successes: u64,
     /// From the call to its answer.
     pub time: Duration,
+    /// How a lookup that found nothing ended: `None` when it found the record.
+    pub missed: Option<Missed>,
+}
+
+/// How a lookup that found no record ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missed {
+    /// The node answered that no valid record was found (Kademlia's query ended, or timed out
+    /// at `KAD_QUERY_TIMEOUT`, without one).
+    NotFound,
+    /// The node answered with an error.
+    Failed,
+    /// No answer within [`STEP_TIMEOUT`].
+    TimedOut,
 }
 
 /// The process's resident set size in bytes, from `/proc/self/status` (0 where unreadable).
@@ -472,9 +486,16 @@ async fn lookup(node: &Node, peer: libp2p::PeerId) -> Lookup {
     let found = tokio::time::timeout(STEP_TIMEOUT, node.resolve(peer)).await;
     let time = started.elapsed();
     let after = node.net_status().await.map(|s| s.lookups).unwrap_or_default();
+    // The node's lookup keeps only records that verify under the peer looked up.
+    let missed = match found {
+        Ok(Ok(Some(_))) => None,
+        Ok(Ok(None)) => Some(Missed::NotFound),
+        Ok(Err(_)) => Some(Missed::Failed),
+        Err(_) => Some(Missed::TimedOut),
+    };
     Lookup {
-        // The node's lookup keeps only records that verify under the peer looked up.
-        found: matches!(found, Ok(Ok(Some(_)))),
+        found: missed.is_none(),
+        missed,
         requests: after.requests - before.requests,
         successes: after.successes - before.successes,
         time,

@@ -57,6 +57,15 @@ async fn main() {
             println!("[N={n} {:6.1} s] {line}", began.elapsed().as_secs_f64());
         })
         .await;
+        for (i, l) in report.lookups.iter().enumerate().filter(|(_, l)| !l.found) {
+            println!(
+                "[N={n}] lookup {i} missed: {:?} after {:.1} s, {} DHT peers asked, {} answered",
+                l.missed,
+                l.time.as_secs_f64(),
+                l.requests,
+                l.successes
+            );
+        }
         let row = summary(&report, began.elapsed());
         println!("{row}");
         rows.push(row);
