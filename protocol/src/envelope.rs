@@ -17,6 +17,9 @@
 //! and duplication by relays and mailboxes cannot desynchronise anything, and no Noise state is
 //! ever kept between messages. `docs/PROTOCOL.md` is the normative description.
 
+mod bucket;
+mod resolver;
+
 use std::sync::{Arc, LazyLock};
 
 use bincode::{Decode, Encode};
@@ -33,32 +36,28 @@ use crate::identity::{
 };
 use crate::kem;
 use crate::mailbox_key::MailboxAddress;
-use crate::message::{Body, Content};
+use crate::message::Content;
 use crate::prekey::{HybridPrekey, HybridPrekeySecret};
 use crate::x25519::KeyPair;
+#[cfg(test)]
+use bucket::bucket_with_overhead;
+use bucket::{overhead, overhead_4, sealing_bucket};
+use resolver::EnvelopeResolver;
 
-/// The only sizes an envelope has on the wire, in bytes. A relay or mailbox learns which of
-/// four size classes a message falls in, and nothing finer.
-pub const BUCKETS: [usize; 4] = [1024, 4096, 16_384, 65_535];
+// The attack tests forge envelopes with resolvers of their own on the same primitives.
+#[cfg(test)]
+use resolver::{GivenBytes, X25519};
+#[cfg(test)]
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+#[cfg(test)]
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+#[cfg(test)]
+use snow::types::{Cipher, Dh, Hash, Random};
 
-/// The largest envelope, in bytes.
-pub const MAX_ENVELOPE_LEN: usize = BUCKETS[3];
-
-/// The smallest envelope a text is sealed in (a one-to-one text or any group message): every
-/// text that fits in it travels in envelopes of this one size, so a censor who sees sizes on
-/// the wire cannot tell a short text from a long one (the lab's T16 read the length class of
-/// texts from the 1 KiB and 4 KiB buckets). Receipts and other small bodies keep the 1 KiB
-/// bucket: which kind of event an envelope carries is not hidden.
-pub const TEXT_BUCKET: usize = BUCKETS[1];
-
-/// The smallest bucket an envelope carrying `content` is sealed in: [`TEXT_BUCKET`] for a
-/// text, else the smallest bucket. Only the sender applies it; a receiver accepts any bucket.
-pub fn floor_for(content: &Content) -> usize {
-    match content.body {
-        Body::Text(_) | Body::NumberedText { .. } | Body::Group(_) => TEXT_BUCKET,
-        _ => BUCKETS[0],
-    }
-}
+pub use bucket::{
+    BUCKETS, FIRST_CONTACT_4_OVERHEAD, MAX_ENVELOPE_LEN, TEXT_BUCKET, bucket_for, bucket_for_kind,
+    bucket_for_kind_4, floor_for,
+};
 
 /// Format 1, the walking skeleton's: a 2-byte header and a [`Sealed`] payload, first contact
 /// only. Read and written only by [`seal`] and [`open`].
@@ -314,30 +313,6 @@ pub struct FirstContact {
     pub mailbox: Option<MailboxAddress>,
 }
 
-/// The smallest bucket that holds `plaintext_len` bytes of format 1 sealed content, or `None`
-/// if even the largest does not.
-pub fn bucket_for(plaintext_len: usize) -> Option<usize> {
-    bucket_with_overhead(HEADER_LEN + NOISE_X_OVERHEAD, plaintext_len)
-}
-
-/// The smallest bucket that holds `body_len` bytes of payload in a format 3 envelope of `kind`.
-pub fn bucket_for_kind(kind: u8, body_len: usize) -> Option<usize> {
-    bucket_with_overhead(overhead(kind), body_len)
-}
-
-fn overhead(kind: u8) -> usize {
-    if kind == KIND_CONVERSATION {
-        HEADER_LEN_3 + NOISE_KPSK1_OVERHEAD
-    } else {
-        HEADER_LEN_3 + NOISE_X_OVERHEAD
-    }
-}
-
-fn bucket_with_overhead(overhead: usize, body_len: usize) -> Option<usize> {
-    let needed = overhead.checked_add(LENGTH_PREFIX)?.checked_add(body_len)?;
-    BUCKETS.into_iter().find(|b| *b >= needed)
-}
-
 /// Seals `content` in a format 1 envelope from `sender` (with its current `certificate`) to
 /// the recipient's X25519 device key. `ephemeral` must be 32 fresh random bytes: it becomes the
 /// Noise ephemeral key.
@@ -580,23 +555,6 @@ pub(crate) fn open_conversation(
     match codec::decode("envelope payload", unpad(&plaintext)?)? {
         payload @ Payload::V1 { .. } => Ok(payload),
         Payload::V2 { .. } => Err(Error::Envelope("format 3 carries payload layout 1")),
-    }
-}
-
-/// Noise overhead of format 4's first contact besides the header: the ML-KEM ciphertext and
-/// the `Xpsk0` message's ephemeral, encrypted static key and tag.
-pub const FIRST_CONTACT_4_OVERHEAD: usize = kem::CIPHERTEXT_LEN + NOISE_X_OVERHEAD;
-
-/// The smallest bucket that holds `body_len` bytes of payload in a format 4 envelope of `kind`.
-pub fn bucket_for_kind_4(kind: u8, body_len: usize) -> Option<usize> {
-    bucket_with_overhead(overhead_4(kind), body_len)
-}
-
-fn overhead_4(kind: u8) -> usize {
-    if kind == KIND_CONVERSATION {
-        HEADER_LEN_4 + NOISE_KPSK1_OVERHEAD
-    } else {
-        HEADER_LEN_4 + FIRST_CONTACT_4_OVERHEAD
     }
 }
 
@@ -877,23 +835,6 @@ pub fn ephemeral_key(envelope: &[u8]) -> Result<[u8; 32], Error> {
     ephemeral_of(message)
 }
 
-/// The bucket an envelope of every format is sealed in: the smallest that holds `body_len`
-/// bytes of `content`'s encoded payload after `overhead` bytes of header and Noise, and at
-/// least the text floor for a text ([`floor_for`]); `what` names the payload in the error.
-fn sealing_bucket(
-    what: &'static str,
-    overhead: usize,
-    body_len: usize,
-    content: &Content,
-) -> Result<usize, Error> {
-    let bucket = bucket_with_overhead(overhead, body_len).ok_or(Error::TooLarge {
-        what,
-        len: body_len,
-        max: MAX_ENVELOPE_LEN - overhead - LENGTH_PREFIX,
-    })?;
-    Ok(bucket.max(floor_for(content)))
-}
-
 fn header_3(kind: u8, recipient_key: &[u8; 32]) -> [u8; HEADER_LEN_3] {
     let mut header = [0u8; HEADER_LEN_3];
     header[0] = ENVELOPE_VERSION_3;
@@ -1139,17 +1080,5 @@ impl Dh for KciDh {
     }
 }
 
-mod resolver;
 #[cfg(test)]
 mod tests;
-
-use resolver::EnvelopeResolver;
-// The attack tests forge envelopes with resolvers of their own on the same primitives.
-#[cfg(test)]
-use resolver::{GivenBytes, X25519};
-#[cfg(test)]
-use snow::params::{CipherChoice, DHChoice, HashChoice};
-#[cfg(test)]
-use snow::resolvers::{CryptoResolver, DefaultResolver};
-#[cfg(test)]
-use snow::types::{Cipher, Dh, Hash, Random};
