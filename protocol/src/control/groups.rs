@@ -171,7 +171,8 @@ pub struct GroupText {
     /// Your texts: how many members it was sent to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients: Option<u32>,
-    /// Set in a `group_message` event whose text was cut at [`EVENT_TEXT_LEN`] bytes.
+    /// Set in a `group_message` event whose text was cut at
+    /// [`EVENT_TEXT_LEN`](crate::control::EVENT_TEXT_LEN) bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
