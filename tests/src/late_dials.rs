@@ -3,85 +3,11 @@
 //! piled up on a slow network (seven connections to one peer in the lab's T10), and
 //! request-response spread the envelopes over all of them.
 
+use kolokol_node::Role;
 use kolokol_node::swarm::TARGET_RESERVATIONS;
-use kolokol_node::{Multiaddr, Role};
 use kolokol_protocol::identity::Identity;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
-use crate::support::{Net, TIMEOUT, introduce, wait_message};
-
-/// A TCP proxy on 127.0.0.1 to a relay, for Bob's connection to it: what the relay sends him
-/// through the first connection it forwards waits while the proxy is paused, so circuits to
-/// him through that relay do not complete.
-struct Proxy {
-    address: Multiaddr,
-    paused: watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn to(target: std::net::SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("the proxy binds");
-        let port = listener.local_addr().expect("bound").port();
-        let paused = watch::channel(false).0;
-        let pause = paused.clone();
-        tokio::spawn(async move {
-            let mut first = true;
-            while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(target).await else { continue };
-                let (from_client, to_client) = inbound.into_split();
-                let (from_relay, to_relay) = outbound.into_split();
-                let held = first.then(|| pause.subscribe());
-                first = false;
-                tokio::spawn(pump(from_client, to_relay, None));
-                tokio::spawn(pump(from_relay, to_client, held));
-            }
-        });
-        let address = format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("valid multiaddr");
-        Self { address, paused }
-    }
-}
-
-/// Copies `from` to `to`, each read waiting while `paused` says so.
-async fn pump(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    mut paused: Option<watch::Receiver<bool>>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some(p) = paused.as_mut()
-            && p.wait_for(|p| !*p).await.is_err()
-        {
-            break;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-}
-
-/// The TCP socket address of a relay's `/ip4/…/tcp/…/p2p/…` address.
-fn socket_of(address: &Multiaddr) -> std::net::SocketAddr {
-    use libp2p::multiaddr::Protocol;
-    let mut ip = None;
-    let mut port = None;
-    for p in address.iter() {
-        match p {
-            Protocol::Ip4(a) => ip = Some(a),
-            Protocol::Tcp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    (ip.expect("an IPv4 address"), port.expect("a TCP port")).into()
-}
+use crate::support::{Net, Pause, Proxy, TIMEOUT, introduce, wait_message};
 
 /// Writes an identity into `name`'s data directory before its node first starts.
 fn give_identity(net: &Net, name: &str, identity: &Identity) {
@@ -107,7 +33,8 @@ async fn a_late_relayed_dial_is_closed_by_the_lower_peer_id_when_its_own_dial_is
     give_identity(&net, "bob", &bob_id);
 
     // Bob holds reservations on two relays, reached through proxies that can hold what the
-    // relays send him; Alice holds hers on two others, as many as a node holds.
+    // relays send him through the connection his reservation is on; Alice holds hers on two
+    // others, as many as a node holds.
     let (r0, r0_addr) = net.relay("r0").await;
     let (r1, r1_addr) = net.relay("r1").await;
     let (r2, r2_addr) = net.relay("r2").await;
@@ -115,9 +42,8 @@ async fn a_late_relayed_dial_is_closed_by_the_lower_peer_id_when_its_own_dial_is
     let mut proxies = Vec::new();
     let mut through = Vec::new();
     for relay in [&r1_addr, &r2_addr] {
-        let proxy = Proxy::to(socket_of(relay)).await;
-        let relay_id = kolokol_node::config::peer_id_of(relay).expect("a relay peer id");
-        through.push(format!("{}/p2p/{relay_id}", proxy.address).parse().expect("valid"));
+        let proxy = Proxy::to(relay, Pause::FirstConnection).await;
+        through.push(proxy.address.clone());
         proxies.push(proxy);
     }
     let bob = net.start("bob", Role::Node, &through).await;
@@ -140,7 +66,7 @@ async fn a_late_relayed_dial_is_closed_by_the_lower_peer_id_when_its_own_dial_is
     // While the relays cannot reach Bob, Alice's race dials one circuit after the other; let
     // through, the first connects and wins, the others connect late.
     for p in &proxies {
-        p.paused.send_replace(true);
+        p.pause();
     }
     let mut b_events = bob.node().subscribe();
     let sender = alice.node();
@@ -152,7 +78,7 @@ async fn a_late_relayed_dial_is_closed_by_the_lower_peer_id_when_its_own_dial_is
         .expect("Alice's race dials a second circuit")
         .duplicates_closed;
     for p in &proxies {
-        p.paused.send_replace(false);
+        p.resume();
     }
     let sent = sending.await.expect("the send task").expect("send");
     assert_eq!(wait_message(&mut b_events, &sent.id).await.text, "past the late dials");

@@ -18,6 +18,8 @@ mod contact_relay;
 #[cfg(test)]
 mod control_socket;
 #[cfg(test)]
+mod dht_back;
+#[cfg(test)]
 mod discovery;
 #[cfg(test)]
 mod files;

@@ -1,5 +1,6 @@
-//! The harness: spawns Kolokol relays and users, a plain libp2p relay that Kolokol did not
-//! write, and waits for events with a deadline.
+//! The harness: spawns Kolokol relays, bridges and users, a plain libp2p relay that Kolokol did
+//! not write, and a pausable TCP proxy that cuts a path to a node and restores it; and waits for
+//! events with a deadline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,9 +8,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use kolokol_node::{Config, Multiaddr, Node, Role, RunningNode};
 use kolokol_protocol::control::{Event, InboxMessage};
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, kad, noise, relay, tcp, yamux};
-use tokio::sync::broadcast;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
 
 /// How long any single expected event may take before a test fails. Generous, because CI
 /// machines are slow and shared; tests never assert on timing.
@@ -66,7 +71,20 @@ impl Net {
 
     /// Starts a Kolokol relay on 127.0.0.1 and returns it with its full address.
     pub async fn relay(&self, name: &str) -> (RunningNode, Multiaddr) {
+        self.start_relay(self.config(name, Role::Relay)).await
+    }
+
+    /// Starts a bridge, an unlisted relay, on 127.0.0.1 and returns it with its full address.
+    /// It is never a DHT server, so a node connected to it alone cannot reach the DHT.
+    pub async fn bridge(&self, name: &str) -> (RunningNode, Multiaddr) {
         let mut config = self.config(name, Role::Relay);
+        config.bridge = true;
+        self.start_relay(config).await
+    }
+
+    /// Starts a relay with `config` listening on 127.0.0.1, and returns it with its full address
+    /// once it confirms that address.
+    async fn start_relay(&self, mut config: Config) -> (RunningNode, Multiaddr) {
         config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
         let relay = RunningNode::start(config).await.expect("the relay starts");
         let net = relay
@@ -447,4 +465,105 @@ async fn raw_requests<R: kolokol_node::wire::mailbox::Frame>(
 /// The control socket of a data directory.
 pub fn control_socket(data_dir: &Path) -> PathBuf {
     data_dir.join(kolokol_node::data_dir::CONTROL_SOCKET)
+}
+
+/// What pausing a [`Proxy`] does to the traffic it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pause {
+    /// What the target sends through the first connection the proxy forwards waits while the
+    /// proxy is paused; the other direction and every later connection go on. A relay then
+    /// cannot reach a user over the connection the user's reservation is on.
+    FirstConnection,
+    /// A connection the proxy accepts while paused is closed at once, as a closed port refuses a
+    /// dial: a dial through it fails fast (and leaves no cool-down, which only a dial that went
+    /// unanswered does), so the target is out of reach, and in reach again as soon as the proxy
+    /// resumes. Connections already open go on.
+    NewConnections,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a node, through which a test cuts the path to that node
+/// and restores it while both ends run ([`Pause`] says how).
+pub struct Proxy {
+    /// The target's full address through the proxy: the proxy's port, the target's peer id.
+    pub address: Multiaddr,
+    paused: watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Starts a proxy, not paused, in front of the node at `target` (a full
+    /// `/ip4/…/tcp/…/p2p/…` address); it runs as long as the test's runtime.
+    pub async fn to(target: &Multiaddr, pause: Pause) -> Self {
+        let socket = socket_of(target);
+        let peer = kolokol_node::config::peer_id_of(target).expect("a target peer id");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("the proxy binds");
+        let port = listener.local_addr().expect("bound").port();
+        let paused = watch::channel(false).0;
+        let watched = paused.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((inbound, _)) = listener.accept().await {
+                if pause == Pause::NewConnections && *watched.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(socket).await else { continue };
+                let (from_client, to_client) = inbound.into_split();
+                let (from_target, to_target) = outbound.into_split();
+                let held = (pause == Pause::FirstConnection && first).then(|| watched.subscribe());
+                first = false;
+                tokio::spawn(pump(from_client, to_target, None));
+                tokio::spawn(pump(from_target, to_client, held));
+            }
+        });
+        let address = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}").parse().expect("valid");
+        Self { address, paused }
+    }
+
+    /// Pauses the proxy.
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Lets everything through again, what waited included.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, each read waiting while `paused` says so.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut paused: Option<watch::Receiver<bool>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(p) = paused.as_mut()
+            && p.wait_for(|p| !*p).await.is_err()
+        {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// The TCP socket address of an `/ip4/…/tcp/…` address.
+pub fn socket_of(address: &Multiaddr) -> std::net::SocketAddr {
+    let mut ip = None;
+    let mut port = None;
+    for p in address.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(a),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    (ip.expect("an IPv4 address"), port.expect("a TCP port")).into()
 }

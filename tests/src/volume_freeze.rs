@@ -7,12 +7,11 @@
 use std::time::Duration;
 
 use kolokol_node::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::support::{Net, TIMEOUT, introduce, wait_message};
+use crate::support::{Net, TIMEOUT, introduce, socket_of, wait_message};
 
 /// What the proxy lets through toward the user on one connection: about what the censor lets
 /// through.
@@ -82,26 +81,12 @@ async fn spawn_freezing_proxy(relay: std::net::SocketAddr) -> (u16, mpsc::Receiv
     (port, rx)
 }
 
-/// The relay's TCP socket address in `address`.
-fn socket_address(address: &Multiaddr) -> std::net::SocketAddr {
-    let mut ip = None;
-    let mut port = None;
-    for p in address.iter() {
-        match p {
-            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
-            Protocol::Tcp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    (ip.expect("an IPv4 address"), port.expect("a TCP port")).into()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_frozen_after_16_kb_is_left_within_seconds_and_nothing_is_lost() {
     let net = Net::new();
     let (relay, relay_addr) = net.relay("relay").await;
     let relay_id = relay.node().peer_id();
-    let (port, mut proxy) = spawn_freezing_proxy(socket_address(&relay_addr)).await;
+    let (port, mut proxy) = spawn_freezing_proxy(socket_of(&relay_addr)).await;
     let through_proxy: Multiaddr =
         format!("/ip4/127.0.0.1/tcp/{port}/p2p/{relay_id}").parse().expect("valid multiaddr");
     let alice = net.user("alice", &[through_proxy]).await;
