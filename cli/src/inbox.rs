@@ -1,18 +1,38 @@
-//! `kolokol inbox --messages` and `--follow`: the received messages and group texts, in the
-//! order they were written, then (with `--follow`) each new one as it arrives; what was shown is
-//! marked read unless `--peek`. The conversation list (`kolokol inbox` alone) is one call in
-//! `run`, in `main.rs`.
+//! `kolokol inbox` and `kolokol read`. `inbox` alone lists the conversations and groups with
+//! their unread counts; with `--messages` or `--follow` it shows the received messages and group
+//! texts, in the order they were written, then (with `--follow`) each new one as it arrives.
+//! `read` shows one conversation, both ways. The messages shown (not the list) are marked read
+//! unless `--peek`.
 
 use std::process::ExitCode;
 
 use kolokol_protocol::control::{
-    Event, GroupReadResult, GroupText, InboxMessage, InboxReadResult, method,
+    Chat, ChatSummary, Event, GroupInfo, GroupReadResult, GroupText, InboxMessage, InboxReadResult,
+    method,
 };
 use kolokol_protocol::message::MAX_READ_IDS;
 use serde_json::json;
 
 use crate::client::Client;
-use crate::{offline, output, print_json, show};
+use crate::{offline, output, print_json, rpc, show};
+
+/// `kolokol inbox` alone: the conversations and groups, with their unread counts.
+pub(crate) async fn conversations(
+    dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    // Groups are listed with the one-to-one conversations; `--json` keeps the `chats`
+    // answer as documented (groups are `group.list`'s), and a stopped node's groups
+    // are not read from its database (resolving them needs the daemon's group code).
+    let (chats, groups): (Vec<ChatSummary>, Vec<GroupInfo>) =
+        match rpc(dir, method::CHATS, json!({})).await {
+            Err(e) => (offline(dir, key_file, e, json_out)?.chats()?, Vec::new()),
+            Ok(chats) if json_out => (chats, Vec::new()),
+            Ok(chats) => (chats, rpc(dir, method::GROUP_LIST, json!({})).await?),
+        };
+    show(json_out, &chats, |c| output::chats(c, &groups))
+}
 
 pub(crate) async fn inbox(
     dir: &std::path::Path,
@@ -129,6 +149,43 @@ pub(crate) async fn inbox(
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
+}
+
+/// `kolokol read NAME`: one conversation, both ways, in the order it was written (from the
+/// database when no daemon runs); what it shows is marked read unless `peek`.
+pub(crate) async fn read_conversation(
+    dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    name: &str,
+    limit: u32,
+    full: bool,
+    peek: bool,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let params = json!({ "with": name, "limit": limit });
+    let mut client = match Client::connect(dir).await {
+        Ok(client) => client,
+        Err(e) => {
+            let chat = offline(dir, key_file, e, json_out)?.chat(name, limit)?;
+            return show(json_out, &chat, |c| output::chat(c, full));
+        }
+    };
+    let chat: Chat = client.call(method::CHAT, params).await?;
+    let code = show(json_out, &chat, |c| output::chat(c, full))?;
+    // What was shown has been read: the daemon marks it and tells the writer, if a
+    // contact, once per message.
+    if !peek {
+        let unread: Vec<&str> = chat
+            .entries
+            .iter()
+            .filter(|e| !e.from_me && e.read_at_ms.is_none())
+            .map(|e| e.id.as_str())
+            .collect();
+        for ids in unread.chunks(MAX_READ_IDS) {
+            let _: InboxReadResult = client.call(method::INBOX_READ, json!({ "ids": ids })).await?;
+        }
+    }
+    Ok(code)
 }
 
 /// Marks the messages read through `inbox.read`, in requests of at most [`MAX_READ_IDS`] ids

@@ -1,6 +1,10 @@
 //! The `kolokol` command. `node`, `relay` and `demo` run a node in this process; every other
 //! command talks to the running daemon of the data directory over its control socket.
 //!
+//! `run` dispatches each command to a function of its own: in the module of its domain, or here
+//! for the commands no other module owns (`id`, `invite`, `contacts`, `files`, `peers`,
+//! `outbox`, `status`).
+//!
 //! This binary is the only place that prints to the terminal and the only user of `anyhow`.
 //! Exit codes: 0 success, 1 failure, 2 bad usage (clap's own code for argument errors).
 
@@ -40,11 +44,9 @@ use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::transport;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    BlockResult, Blocked, BundleInfo, Chat, ChatSummary, Contact, ContactReplaced, FileTransfer,
-    GroupInfo, IdInfo, ImportResult, InboxReadResult, InviteInfo, MessageStatus, OutboxMessage,
-    PeersInfo, SafetyNumber, Status, method,
+    BlockResult, Blocked, BundleInfo, Contact, ContactReplaced, FileTransfer, IdInfo, ImportResult,
+    InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, Status, method,
 };
-use kolokol_protocol::message::MAX_READ_IDS;
 use serde_json::json;
 
 use crate::args::{
@@ -331,28 +333,26 @@ fn daemon_config(dir: &std::path::Path, role: Role, net: &NetArgs, file: FileCon
 
 async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
     let dir = data_dir(&cli)?;
+    let key_file = cli.key_file.as_deref();
     match &cli.command {
         Command::Node(net) => {
             let mut config = daemon_config(&dir, Role::Node, net, file);
-            config.unlock = passphrases::unlock(&dir, cli.key_file.as_deref())?;
+            config.unlock = passphrases::unlock(&dir, key_file)?;
             run_daemon(config, cli.json).await
         }
         Command::Relay(net) => {
             let mut config = daemon_config(&dir, Role::Relay, net, file);
-            config.unlock = passphrases::unlock(&dir, cli.key_file.as_deref())?;
+            config.unlock = passphrases::unlock(&dir, key_file)?;
             run_daemon(config, cli.json).await
         }
-        Command::Init { encrypt } => store::init(&dir, *encrypt, cli.key_file.as_deref(), cli.json),
-        Command::Passphrase { new_key_file } => store::change_passphrase(
-            &dir,
-            cli.key_file.as_deref(),
-            new_key_file.as_deref(),
-            cli.json,
-        ),
+        Command::Init { encrypt } => store::init(&dir, *encrypt, key_file, cli.json),
+        Command::Passphrase { new_key_file } => {
+            store::change_passphrase(&dir, key_file, new_key_file.as_deref(), cli.json)
+        }
         Command::Demo => demo::run(cli.json).await,
         Command::Doctor => doctor::doctor(&dir, cli.json).await,
         Command::Backup { file } => {
-            backups::backup(&dir, file, cli.key_file.as_deref(), cli.json).await?;
+            backups::backup(&dir, file, key_file, cli.json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { file, replace } => {
@@ -367,33 +367,82 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
             clap_complete::generate(*shell, &mut Cli::command(), "kolokol", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Id => {
-            let id: IdInfo = rpc(&dir, method::ID, json!({})).await?;
-            show(cli.json, &id, |id| {
-                format!("peer id:    {}\ndevice key: {}", id.peer_id, id.device_key)
-            })
+        Command::Id => identity(&dir, cli.json).await,
+        Command::Invite => invite(&dir, cli.json).await,
+        Command::Contacts(command) => contacts(&dir, key_file, command, cli.json).await,
+        Command::Group(command) => groups::group(&dir, command, cli.json).await,
+        Command::Send { name, file: Some(path), .. } => {
+            send::send_file(&dir, name, path, cli.json).await
         }
-        Command::Invite => {
-            let invite: InviteInfo = rpc(&dir, method::INVITE, json!({})).await?;
-            if !cli.json && invite.addresses.is_empty() {
-                eprintln!(
-                    "warning: this invite carries no addresses yet (no relay reservation, no external address); \
-                     contacts cannot reach you with it. Start the node with --bootstrap <relay address> and try again."
-                );
-            }
-            show(cli.json, &invite, |invite| invite.invite.clone())
+        Command::Files { limit } => file_transfers(&dir, *limit, cli.json).await,
+        Command::Send { name, text, file: None } => {
+            let text = send::message_text(text)?;
+            send::send(&dir, name, text, cli.json).await
         }
-        Command::Contacts(ContactsCommand::Add { name, invite }) => {
+        Command::Inbox { follow: false, messages: false, .. } => {
+            inbox::conversations(&dir, key_file, cli.json).await
+        }
+        Command::Inbox { follow, limit, peek, .. } => {
+            inbox::inbox(&dir, key_file, *follow, *limit, !*peek, cli.json).await
+        }
+        Command::Chat { name } => {
+            chat::run(&dir, name.clone()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Read { name, limit, full, peek } => {
+            inbox::read_conversation(&dir, key_file, name, *limit, *full, *peek, cli.json).await
+        }
+        Command::Peers { action } => peers(&dir, action.as_ref(), cli.json).await,
+        Command::Outbox { limit } => outbox(&dir, key_file, *limit, cli.json).await,
+        Command::Status { message_id: Some(id) } => {
+            message_status(&dir, key_file, id, cli.json).await
+        }
+        Command::Status { message_id: None } => {
+            let status: Status = rpc(&dir, method::STATUS, json!({})).await?;
+            show(cli.json, &status, output::status)
+        }
+    }
+}
+
+/// `kolokol id`: this node's peer id and device key.
+async fn identity(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCode> {
+    let id: IdInfo = rpc(dir, method::ID, json!({})).await?;
+    show(json_out, &id, |id| format!("peer id:    {}\ndevice key: {}", id.peer_id, id.device_key))
+}
+
+/// `kolokol invite`: the invite code others add us with, and a warning on stderr when it
+/// carries no address to reach us at.
+async fn invite(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCode> {
+    let invite: InviteInfo = rpc(dir, method::INVITE, json!({})).await?;
+    if !json_out && invite.addresses.is_empty() {
+        eprintln!(
+            "warning: this invite carries no addresses yet (no relay reservation, no external address); \
+             contacts cannot reach you with it. Start the node with --bootstrap <relay address> and try again."
+        );
+    }
+    show(json_out, &invite, |invite| invite.invite.clone())
+}
+
+/// `kolokol contacts ...`: each subcommand is at most one control-API call (`list` reads the
+/// database when no daemon runs).
+async fn contacts(
+    dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    command: &ContactsCommand,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        ContactsCommand::Add { name, invite } => {
             let contact: Contact =
-                rpc(&dir, method::CONTACTS_ADD, json!({ "name": name, "invite": invite })).await?;
-            show(cli.json, &contact, |c| format!("added {} ({})", c.name, c.peer_id))
+                rpc(dir, method::CONTACTS_ADD, json!({ "name": name, "invite": invite })).await?;
+            show(json_out, &contact, |c| format!("added {} ({})", c.name, c.peer_id))
         }
-        Command::Contacts(ContactsCommand::List) => {
-            let contacts: Vec<Contact> = match rpc(&dir, method::CONTACTS_LIST, json!({})).await {
-                Err(e) => offline(&dir, cli.key_file.as_deref(), e, cli.json)?.contacts()?,
+        ContactsCommand::List => {
+            let contacts: Vec<Contact> = match rpc(dir, method::CONTACTS_LIST, json!({})).await {
+                Err(e) => offline(dir, key_file, e, json_out)?.contacts()?,
                 answer => answer?,
             };
-            show(cli.json, &contacts, |contacts| {
+            show(json_out, &contacts, |contacts| {
                 if contacts.is_empty() {
                     "no contacts yet (add one with: kolokol contacts add NAME INVITE)".into()
                 } else {
@@ -401,15 +450,15 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Contacts(ContactsCommand::Verify { name, mark: false, unmark: false }) => {
+        ContactsCommand::Verify { name, mark: false, unmark: false } => {
             let number: SafetyNumber =
-                rpc(&dir, method::CONTACTS_VERIFY, json!({ "name": name })).await?;
-            show(cli.json, &number, output::safety_number)
+                rpc(dir, method::CONTACTS_VERIFY, json!({ "name": name })).await?;
+            show(json_out, &number, output::safety_number)
         }
-        Command::Contacts(ContactsCommand::Verify { name, mark, .. }) => {
+        ContactsCommand::Verify { name, mark, .. } => {
             let contact: Contact =
-                rpc(&dir, method::CONTACTS_MARK, json!({ "name": name, "verified": mark })).await?;
-            show(cli.json, &contact, |c| {
+                rpc(dir, method::CONTACTS_MARK, json!({ "name": name, "verified": mark })).await?;
+            show(json_out, &contact, |c| {
                 if c.verified {
                     format!("marked {} verified", output::visible(&c.name))
                 } else {
@@ -417,61 +466,27 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Contacts(ContactsCommand::Rename { name, new_name }) => {
+        ContactsCommand::Rename { name, new_name } => {
             let contact: Contact =
-                rpc(&dir, method::CONTACTS_RENAME, json!({ "name": name, "new_name": new_name }))
+                rpc(dir, method::CONTACTS_RENAME, json!({ "name": name, "new_name": new_name }))
                     .await?;
-            show(cli.json, &contact, |c| format!("renamed {name} to {}", output::visible(&c.name)))
+            show(json_out, &contact, |c| format!("renamed {name} to {}", output::visible(&c.name)))
         }
-        Command::Contacts(ContactsCommand::Replace { name, invite, yes }) => {
-            if !*yes {
-                let new = kolokol_protocol::invite::Invite::from_text(
-                    invite,
-                    kolokol_node::clock::unix_secs(),
-                )
-                .map(|(_, peer)| peer.to_string())
-                .unwrap_or_else(|_| "an unreadable invite".into());
-                return Err(Refused {
-                    code: "confirm",
-                    message: format!(
-                        "this replaces {name}'s identity with {new}: do it only if {name} told you, in person or over a channel you trust, that they started over; someone handing you an invite in their name could be impersonating them. Messages stay with the old identity, and the verified mark goes. Run again with --yes to replace"
-                    ),
-                }
-                .into());
-            }
-            let replaced: ContactReplaced =
-                rpc(&dir, method::CONTACTS_REPLACE, json!({ "name": name, "invite": invite }))
-                    .await?;
-            if !cli.json {
-                eprintln!(
-                    "warning: {}'s identity changed from {} to {}; compare safety numbers again (kolokol contacts verify {}){}",
-                    output::visible(&replaced.contact.name),
-                    replaced.old_peer_id,
-                    replaced.contact.peer_id,
-                    output::visible(&replaced.contact.name),
-                    if replaced.was_verified {
-                        ": the old one was marked verified, the new one is not"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            show(cli.json, &replaced, |r| {
-                format!("replaced {} ({})", output::visible(&r.contact.name), r.contact.peer_id)
-            })
+        ContactsCommand::Replace { name, invite, yes } => {
+            replace_contact(dir, name, invite, *yes, json_out).await
         }
-        Command::Contacts(ContactsCommand::Accept { peer_id, name }) => {
+        ContactsCommand::Accept { peer_id, name } => {
             let contact: Contact =
-                rpc(&dir, method::CONTACTS_ACCEPT, json!({ "peer_id": peer_id, "name": name }))
+                rpc(dir, method::CONTACTS_ACCEPT, json!({ "peer_id": peer_id, "name": name }))
                     .await?;
-            show(cli.json, &contact, |c| {
+            show(json_out, &contact, |c| {
                 format!("accepted {} ({}) as a contact", output::visible(&c.name), c.peer_id)
             })
         }
-        Command::Contacts(ContactsCommand::Block { peer_id }) => {
+        ContactsCommand::Block { peer_id } => {
             let result: BlockResult =
-                rpc(&dir, method::CONTACTS_BLOCK, json!({ "peer_id": peer_id })).await?;
-            show(cli.json, &result, |r| {
+                rpc(dir, method::CONTACTS_BLOCK, json!({ "peer_id": peer_id })).await?;
+            show(json_out, &result, |r| {
                 format!(
                     "blocked {} (deleted {})",
                     r.peer_id,
@@ -479,14 +494,14 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 )
             })
         }
-        Command::Contacts(ContactsCommand::Unblock { peer_id }) => {
+        ContactsCommand::Unblock { peer_id } => {
             let result: BlockResult =
-                rpc(&dir, method::CONTACTS_UNBLOCK, json!({ "peer_id": peer_id })).await?;
-            show(cli.json, &result, |r| format!("unblocked {}", r.peer_id))
+                rpc(dir, method::CONTACTS_UNBLOCK, json!({ "peer_id": peer_id })).await?;
+            show(json_out, &result, |r| format!("unblocked {}", r.peer_id))
         }
-        Command::Contacts(ContactsCommand::Blocked) => {
-            let list: Vec<Blocked> = rpc(&dir, method::CONTACTS_BLOCKED, json!({})).await?;
-            show(cli.json, &list, |list| {
+        ContactsCommand::Blocked => {
+            let list: Vec<Blocked> = rpc(dir, method::CONTACTS_BLOCKED, json!({})).await?;
+            show(json_out, &list, |list| {
                 if list.is_empty() {
                     "nobody is blocked".into()
                 } else {
@@ -499,108 +514,94 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Contacts(ContactsCommand::Remove { name }) => {
+        ContactsCommand::Remove { name } => {
             let contact: Contact =
-                rpc(&dir, method::CONTACTS_REMOVE, json!({ "name": name })).await?;
-            show(cli.json, &contact, |c| format!("removed {}", c.name))
+                rpc(dir, method::CONTACTS_REMOVE, json!({ "name": name })).await?;
+            show(json_out, &contact, |c| format!("removed {}", c.name))
         }
-        Command::Group(command) => groups::group(&dir, command, cli.json).await,
-        Command::Send { name, file: Some(path), .. } => {
-            send::send_file(&dir, name, path, cli.json).await
+    }
+}
+
+/// `kolokol contacts replace NAME INVITE`: refused without `--yes`, saying whose identity
+/// would replace the contact's; with it, the daemon replaces it, and a warning on stderr says
+/// that the safety numbers are to be compared again.
+async fn replace_contact(
+    dir: &std::path::Path,
+    name: &str,
+    invite: &str,
+    yes: bool,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    if !yes {
+        let new =
+            kolokol_protocol::invite::Invite::from_text(invite, kolokol_node::clock::unix_secs())
+                .map(|(_, peer)| peer.to_string())
+                .unwrap_or_else(|_| "an unreadable invite".into());
+        return Err(Refused {
+            code: "confirm",
+            message: format!(
+                "this replaces {name}'s identity with {new}: do it only if {name} told you, in person or over a channel you trust, that they started over; someone handing you an invite in their name could be impersonating them. Messages stay with the old identity, and the verified mark goes. Run again with --yes to replace"
+            ),
         }
-        Command::Files { limit } => {
-            let files: Vec<FileTransfer> =
-                rpc(&dir, method::FILES, json!({ "limit": limit })).await?;
-            show(cli.json, &files, |files| {
-                if files.is_empty() {
-                    "no file transfers".into()
-                } else {
-                    files.iter().map(output::file_transfer).collect::<Vec<_>>().join("\n")
-                }
-            })
-        }
-        Command::Send { name, text, file: None } => {
-            let text = if text.len() == 1 && text[0] == "-" {
-                if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                    eprintln!("type the message, then Ctrl-D");
-                }
-                let mut buf = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut buf)
-                    .context("cannot read the message from standard input")?;
-                buf.trim_end_matches('\n').to_owned()
+        .into());
+    }
+    let replaced: ContactReplaced =
+        rpc(dir, method::CONTACTS_REPLACE, json!({ "name": name, "invite": invite })).await?;
+    if !json_out {
+        eprintln!(
+            "warning: {}'s identity changed from {} to {}; compare safety numbers again (kolokol contacts verify {}){}",
+            output::visible(&replaced.contact.name),
+            replaced.old_peer_id,
+            replaced.contact.peer_id,
+            output::visible(&replaced.contact.name),
+            if replaced.was_verified {
+                ": the old one was marked verified, the new one is not"
             } else {
-                text.join(" ")
-            };
-            if text.trim().is_empty() {
-                return Err(Refused {
-                    code: "bad_message",
-                    message: "the message is empty".into(),
-                }
-                .into());
+                ""
             }
-            send::send(&dir, name, text, cli.json).await
+        );
+    }
+    show(json_out, &replaced, |r| {
+        format!("replaced {} ({})", output::visible(&r.contact.name), r.contact.peer_id)
+    })
+}
+
+/// `kolokol files`: the file transfers both ways, the newest first.
+async fn file_transfers(
+    dir: &std::path::Path,
+    limit: u32,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let files: Vec<FileTransfer> = rpc(dir, method::FILES, json!({ "limit": limit })).await?;
+    show(json_out, &files, |files| {
+        if files.is_empty() {
+            "no file transfers".into()
+        } else {
+            files.iter().map(output::file_transfer).collect::<Vec<_>>().join("\n")
         }
-        Command::Inbox { follow: false, messages: false, .. } => {
-            // Groups are listed with the one-to-one conversations; `--json` keeps the `chats`
-            // answer as documented (groups are `group.list`'s), and a stopped node's groups
-            // are not read from its database (resolving them needs the daemon's group code).
-            let (chats, groups): (Vec<ChatSummary>, Vec<GroupInfo>) =
-                match rpc(&dir, method::CHATS, json!({})).await {
-                    Err(e) => {
-                        (offline(&dir, cli.key_file.as_deref(), e, cli.json)?.chats()?, Vec::new())
-                    }
-                    Ok(chats) if cli.json => (chats, Vec::new()),
-                    Ok(chats) => (chats, rpc(&dir, method::GROUP_LIST, json!({})).await?),
-                };
-            show(cli.json, &chats, |c| output::chats(c, &groups))
+    })
+}
+
+/// `kolokol peers`: the connected and cached peers and how each is reached; `peers export`
+/// writes a signed bootstrap bundle of them (to a file, or standard output), and `peers import`
+/// hands one to the daemon.
+async fn peers(
+    dir: &std::path::Path,
+    action: Option<&PeersCommand>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    match action {
+        None => {
+            let peers: PeersInfo = rpc(dir, method::PEERS, json!({})).await?;
+            show(json_out, &peers, output::peers)
         }
-        Command::Inbox { follow, limit, peek, .. } => {
-            inbox::inbox(&dir, cli.key_file.as_deref(), *follow, *limit, !*peek, cli.json).await
-        }
-        Command::Chat { name } => {
-            chat::run(&dir, name.clone()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Read { name, limit, full, peek } => {
-            let params = json!({ "with": name, "limit": limit });
-            let mut client = match Client::connect(&dir).await {
-                Ok(client) => client,
-                Err(e) => {
-                    let chat =
-                        offline(&dir, cli.key_file.as_deref(), e, cli.json)?.chat(name, *limit)?;
-                    return show(cli.json, &chat, |c| output::chat(c, *full));
-                }
-            };
-            let chat: Chat = client.call(method::CHAT, params).await?;
-            let code = show(cli.json, &chat, |c| output::chat(c, *full))?;
-            // What was shown has been read: the daemon marks it and tells the writer, if a
-            // contact, once per message.
-            if !*peek {
-                let unread: Vec<&str> = chat
-                    .entries
-                    .iter()
-                    .filter(|e| !e.from_me && e.read_at_ms.is_none())
-                    .map(|e| e.id.as_str())
-                    .collect();
-                for ids in unread.chunks(MAX_READ_IDS) {
-                    let _: InboxReadResult =
-                        client.call(method::INBOX_READ, json!({ "ids": ids })).await?;
-                }
-            }
-            Ok(code)
-        }
-        Command::Peers { action: None } => {
-            let peers: PeersInfo = rpc(&dir, method::PEERS, json!({})).await?;
-            show(cli.json, &peers, output::peers)
-        }
-        Command::Peers { action: Some(PeersCommand::Export { file }) } => {
-            let info: BundleInfo = rpc(&dir, method::PEERS_EXPORT, json!({})).await?;
+        Some(PeersCommand::Export { file }) => {
+            let info: BundleInfo = rpc(dir, method::PEERS_EXPORT, json!({})).await?;
             match file {
                 Some(path) => {
                     std::fs::write(path, format!("{}\n", info.bundle))
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    if cli.json {
+                    if json_out {
                         print_json(&info)?;
                     } else {
                         say!(
@@ -610,12 +611,12 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                         )?;
                     }
                 }
-                None if cli.json => print_json(&info)?,
+                None if json_out => print_json(&info)?,
                 None => say!("{}", info.bundle)?,
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Peers { action: Some(PeersCommand::Import { file }) } => {
+        Some(PeersCommand::Import { file }) => {
             let text = if file.as_os_str() == "-" {
                 let mut buf = String::new();
                 std::io::stdin().read_to_string(&mut buf).context("cannot read standard input")?;
@@ -625,8 +626,8 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot read {}", file.display()))?
             };
             let result: ImportResult =
-                rpc(&dir, method::PEERS_IMPORT, json!({ "bundle": text })).await?;
-            show(cli.json, &result, |r| {
+                rpc(dir, method::PEERS_IMPORT, json!({ "bundle": text })).await?;
+            show(json_out, &result, |r| {
                 format!(
                     "imported {} from a bundle signed by {}",
                     output::count(r.imported as u64, "peer", "peers"),
@@ -634,35 +635,44 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
                 )
             })
         }
-        Command::Outbox { limit } => {
-            let messages: Vec<OutboxMessage> =
-                match rpc(&dir, method::OUTBOX, json!({ "limit": limit })).await {
-                    Err(e) => {
-                        offline(&dir, cli.key_file.as_deref(), e, cli.json)?.outbox(*limit)?
-                    }
-                    answer => answer?,
-                };
-            show(cli.json, &messages, |messages| {
-                if messages.is_empty() {
-                    "no sent messages".into()
-                } else {
-                    messages.iter().map(output::outgoing).collect::<Vec<_>>().join("\n")
-                }
-            })
-        }
-        Command::Status { message_id: Some(id) } => {
-            let status: MessageStatus = match rpc(&dir, method::MESSAGE, json!({ "id": id })).await
-            {
-                Err(e) => offline(&dir, cli.key_file.as_deref(), e, cli.json)?.message(id)?,
-                answer => answer?,
-            };
-            show(cli.json, &status, output::message_status)
-        }
-        Command::Status { message_id: None } => {
-            let status: Status = rpc(&dir, method::STATUS, json!({})).await?;
-            show(cli.json, &status, output::status)
-        }
     }
+}
+
+/// `kolokol outbox`: the sent messages and where each one is; read from the database when no
+/// daemon runs.
+async fn outbox(
+    dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    limit: u32,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let messages: Vec<OutboxMessage> =
+        match rpc(dir, method::OUTBOX, json!({ "limit": limit })).await {
+            Err(e) => offline(dir, key_file, e, json_out)?.outbox(limit)?,
+            answer => answer?,
+        };
+    show(json_out, &messages, |messages| {
+        if messages.is_empty() {
+            "no sent messages".into()
+        } else {
+            messages.iter().map(output::outgoing).collect::<Vec<_>>().join("\n")
+        }
+    })
+}
+
+/// `kolokol status MESSAGE_ID`: the state history of one message; read from the database when
+/// no daemon runs.
+async fn message_status(
+    dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    id: &str,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let status: MessageStatus = match rpc(dir, method::MESSAGE, json!({ "id": id })).await {
+        Err(e) => offline(dir, key_file, e, json_out)?.message(id)?,
+        answer => answer?,
+    };
+    show(json_out, &status, output::message_status)
 }
 
 /// Where a command that only reads goes when no daemon runs: the data directory's database,

@@ -1,7 +1,9 @@
-//! `kolokol send`, of a text or a file: the message is committed first, so its id is known as
-//! soon as it is safe, then the command follows its first delivery attempt (a file: its
-//! progress) through `state` events, and Ctrl-C at any point says what became of it.
+//! `kolokol send`, of a text or a file: the text comes from the command line or standard input;
+//! the message is committed first, so its id is known as soon as it is safe, then the command
+//! follows its first delivery attempt (a file: its progress) through `state` events, and Ctrl-C
+//! at any point says what became of it.
 
+use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -12,11 +14,33 @@ use serde_json::json;
 
 use crate::args::MAX_LIST_LIMIT;
 use crate::client::Client;
-use crate::failure::json_error;
+use crate::failure::{Refused, json_error};
 use crate::{output, print_json};
 
 /// The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 const INTERRUPTED: u8 = 130;
+
+/// The text of `kolokol send NAME TEXT...`: its words joined with single spaces, or with `-`
+/// alone, standard input without its final newlines. An empty text is refused before the
+/// daemon is asked.
+pub(crate) fn message_text(text: &[String]) -> anyhow::Result<String> {
+    let text = if text.len() == 1 && text[0] == "-" {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            eprintln!("type the message, then Ctrl-D");
+        }
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("cannot read the message from standard input")?;
+        buf.trim_end_matches('\n').to_owned()
+    } else {
+        text.join(" ")
+    };
+    if text.trim().is_empty() {
+        return Err(Refused { code: "bad_message", message: "the message is empty".into() }.into());
+    }
+    Ok(text)
+}
 
 /// `kolokol send`: commits the message (`send` with `wait: false`, so the id is known as soon
 /// as the message is safe), then waits for the first delivery attempt's outcome through
