@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kolokol_node::swarm::TARGET_RESERVATIONS;
+use kolokol_node::swarm::{PRESENCE_RETRY_MAX, TARGET_RESERVATIONS};
 use kolokol_node::{Role, RunningNode};
 use kolokol_protocol::mailbox::period_of;
 
@@ -83,9 +83,11 @@ async fn the_first_publication_that_succeeds_after_a_failed_one_fetches_the_mail
     assert!(b.inbox(100).expect("inbox").is_empty());
 
     // The path is back: the next retry of the publication succeeds, and the fetch it wakes
-    // brings the message, within a deadline far shorter than the periodic fetch.
+    // brings the message, within a deadline far shorter than the periodic fetch. Retries wait
+    // longer after each failure in a row, up to PRESENCE_RETRY_MAX, and on a slow machine
+    // Bob may have failed a few times by now.
     proxy.resume();
-    b.wait_for_net(TIMEOUT, |s| s.presence == Some(Ok(())))
+    b.wait_for_net(PRESENCE_RETRY_MAX + TIMEOUT, |s| s.presence == Some(Ok(())))
         .await
         .expect("Bob's publication succeeds again");
     assert_eq!(wait_message_at(&b, &mut b_events, &sent.id).await.text, "the DHT answers again");

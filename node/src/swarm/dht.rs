@@ -21,7 +21,8 @@ use crate::config::{Diversity, Role};
 use crate::swarm::admission::Ask;
 use crate::swarm::admission::ip_of;
 use crate::swarm::event_loop::{
-    DIVERSITY_LOG_INTERVAL, EventLoop, MAX_KNOWN_RELAYS, PRESENCE_RETRY, RELAY_DISCOVERY_INTERVAL,
+    DIVERSITY_LOG_INTERVAL, EventLoop, MAX_KNOWN_RELAYS, PRESENCE_RETRY, PRESENCE_RETRY_MAX,
+    RELAY_DISCOVERY_INTERVAL,
 };
 
 /// Valid records from distinct peers a presence lookup waits for before it ends with the
@@ -85,6 +86,14 @@ pub(crate) fn spread_over_groups(peers: &mut Vec<(PeerId, Vec<Multiaddr>)>) {
 /// success after a failure is the sign that the DHT answers again.
 pub(crate) fn publication_failed(last: &Option<Result<(), String>>) -> bool {
     matches!(last, Some(Err(_)))
+}
+
+/// The wait before publishing again after `failures` publications in a row that no DHT
+/// server accepted: [`PRESENCE_RETRY`] after the first, doubling with each further one, at most
+/// [`PRESENCE_RETRY_MAX`].
+pub(crate) fn presence_retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    PRESENCE_RETRY.saturating_mul(1 << doublings).min(PRESENCE_RETRY_MAX)
 }
 
 impl EventLoop {
@@ -194,6 +203,7 @@ impl EventLoop {
                     let after_failure = publication_failed(&self.presence);
                     self.presence = Some(match result {
                         Ok(_) => {
+                            self.presence_failures = 0;
                             self.presence_routing_table =
                                 self.presence_query.map(|(_, t)| t).unwrap_or(0);
                             if after_failure {
@@ -206,7 +216,9 @@ impl EventLoop {
                             Ok(())
                         }
                         Err(e) => {
-                            self.presence_retry_at = Some(Instant::now() + PRESENCE_RETRY);
+                            self.presence_failures = self.presence_failures.saturating_add(1);
+                            self.presence_retry_at =
+                                Some(Instant::now() + presence_retry_delay(self.presence_failures));
                             // libp2p's own wording ("the quorum failed; needed 1
                             // peers") says nothing to a user; a failed store has one cause
                             // they can act on: no other DHT server took it.

@@ -52,8 +52,17 @@ pub const MAX_PENDING_LOOKUPS: usize = 256;
 /// How often a peer kept out of the routing table by the diversity rule is logged, at most.
 pub(super) const DIVERSITY_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How soon a presence publication that no DHT server accepted is tried again.
+/// How soon a presence publication that no DHT server accepted is tried again the first time;
+/// each further failure in a row doubles the wait, up to [`PRESENCE_RETRY_MAX`].
 pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
+
+/// The longest wait between two publications that no DHT server accepted. Retrying every
+/// five seconds forever made a node whose DHT does not answer (a censor's block, or a network
+/// too loaded to answer in time) run a walk of the DHT without pause, each adding to the load
+/// that made the last one time out: at 650 and more simulated nodes on two cores the failed
+/// publications' retries kept every publication failing. A minute is the mailbox fetch
+/// interval: a node that comes back is as quick to republish as to fetch.
+pub const PRESENCE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// How long a relayed connection to a peer stays open beside a direct one.
 pub(super) const RELAYED_OVERLAP: Duration = Duration::from_secs(2);
@@ -192,6 +201,9 @@ pub(crate) struct EventLoop {
     pub(super) relay_discovery_wait: Duration,
     /// When to publish the presence record again after a failed publication.
     pub(super) presence_retry_at: Option<Instant>,
+    /// Publications that failed in a row since the last that succeeded, which sets the wait
+    /// before the next ([`dht::presence_retry_delay`](super::dht::presence_retry_delay)).
+    pub(super) presence_failures: u32,
     /// When to announce our addresses if they differ from those last announced: set
     /// [`ADDRESS_SETTLE`] after a change that took some away (`EventLoop::announce_change`).
     pub(super) announce_at: Option<Instant>,
@@ -408,6 +420,7 @@ impl EventLoop {
             next_relay_discovery: now + RELAY_DISCOVERY_INTERVAL,
             relay_discovery_wait: RELAY_DISCOVERY_INTERVAL,
             presence_retry_at: None,
+            presence_failures: 0,
             announce_at: None,
             announced: (Vec::new(), Vec::new()),
             warned_unreachable: false,

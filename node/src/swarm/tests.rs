@@ -188,3 +188,14 @@ fn only_a_publication_after_a_failed_one_wakes_the_mailbox_fetch() {
     assert!(!publication_failed(&Some(Ok(()))));
     assert!(publication_failed(&Some(Err("no other DHT server took it yet".into()))));
 }
+
+#[test]
+fn failed_publications_in_a_row_wait_twice_as_long_each_time_up_to_a_minute() {
+    use crate::swarm::dht::presence_retry_delay;
+    let waits: Vec<u64> = (1..=7).map(|n| presence_retry_delay(n).as_secs()).collect();
+    assert_eq!(waits, [5, 10, 20, 40, 60, 60, 60]);
+    // However many failures in a row, the wait stays at the cap and nothing overflows.
+    assert_eq!(presence_retry_delay(u32::MAX), crate::swarm::PRESENCE_RETRY_MAX);
+    // Zero failures is not a retry; it waits no less than the first.
+    assert_eq!(presence_retry_delay(0).as_secs(), 5);
+}
