@@ -1,4 +1,5 @@
-//! The swarm task's Kademlia side: checking records peers ask us to store, presence lookups,
+//! The swarm task's Kademlia side: publishing our presence record (with room for it kept in
+//! our own record store), checking records peers ask us to store, presence lookups,
 //! closest-peer queries for mailboxes, the DHT mode, relay announcements, and who may enter the
 //! routing table.
 //!
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 use crate::config::{Diversity, Role};
 use crate::swarm::admission::Ask;
 use crate::swarm::admission::ip_of;
+use crate::swarm::behaviour::{MAX_DHT_RECORD_BYTES, MAX_DHT_RECORDS};
 use crate::swarm::event_loop::{
     DIVERSITY_LOG_INTERVAL, EventLoop, MAX_KNOWN_RELAYS, PRESENCE_RETRY, PRESENCE_RETRY_MAX,
     RELAY_DISCOVERY_INTERVAL,
@@ -96,7 +98,101 @@ pub(crate) fn presence_retry_delay(failures: u32) -> Duration {
     PRESENCE_RETRY.saturating_mul(1 << doublings).min(PRESENCE_RETRY_MAX)
 }
 
+/// The record to remove from our record store, holding `records` with room for `capacity`, so
+/// that our own presence record, under `ours`, fits: `None` when the store has room or already
+/// holds our key (the new record then replaces the old one in place).
+///
+/// Strangers' valid presence records fill the store (`on_put_record`), so a censor with enough
+/// identities could otherwise keep our own record out of it, and libp2p's `put_record`, which
+/// stores the record locally before sending it anywhere, would then publish nothing. The record
+/// removed is the one that expires soonest, which the store would lose first anyway, so making
+/// room costs its owner the least: one replica of a record it republishes before it expires. A
+/// record without an expiry never leaves the store by itself, so it is removed only when every
+/// other record lacks one too; none does in practice, since every record we store is given the
+/// expiry its signature states. Ours is never chosen.
+pub(crate) fn record_to_evict<R: std::borrow::Borrow<kad::Record>>(
+    records: impl IntoIterator<Item = R>,
+    ours: &kad::RecordKey,
+    capacity: usize,
+) -> Option<kad::RecordKey> {
+    let mut held = 0usize;
+    // Ranked by (no expiry, expiry): every record that expires comes before every one that
+    // does not, and among those that expire the soonest comes first.
+    let mut soonest: Option<((bool, Option<std::time::Instant>), kad::RecordKey)> = None;
+    for record in records {
+        let record = record.borrow();
+        if record.key == *ours {
+            return None;
+        }
+        held += 1;
+        let rank = (record.expires.is_none(), record.expires);
+        if soonest.as_ref().is_none_or(|(best, _)| rank < *best) {
+            soonest = Some((rank, record.key.clone()));
+        }
+    }
+    if held < capacity {
+        return None;
+    }
+    soonest.map(|(_, key)| key)
+}
+
 impl EventLoop {
+    /// Stores our presence record locally and starts its publication to the DHT servers
+    /// closest to its key, first making room for it in a full record store.
+    ///
+    /// Room is made here, at publication, rather than by refusing strangers' records one short
+    /// of [`MAX_DHT_RECORDS`] so that a slot always stays free for ours: the store keeps
+    /// serving others at its full size, the guarantee sits in the one place that needs it, and
+    /// it holds whatever else may come to occupy the store. Once our record is in the store it
+    /// keeps its slot, since each publication replaces it in place, so room is made at most
+    /// once per time the store lost it (a restart, a first address).
+    pub(super) fn publish_presence(&mut self, record: Vec<u8>, ttl: Duration) {
+        let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(
+            self.swarm.local_peer_id(),
+        ));
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        if let Some(evicted) =
+            record_to_evict(kad::store::RecordStore::records(store), &key, MAX_DHT_RECORDS)
+        {
+            tracing::debug!(
+                evicted = %String::from_utf8_lossy(evicted.as_ref()),
+                "the DHT record store is full: removed the record that expires soonest to make room for our own"
+            );
+            kad::store::RecordStore::remove(store, &evicted);
+        }
+        let len = record.len();
+        let mut record = kad::Record::new(key, record);
+        record.expires = Some(std::time::Instant::now() + ttl);
+        let table = self.routing_table_size();
+        match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+            Ok(id) => self.presence_query = Some((id, table)),
+            // A record too large for the store is too large at every retry, and for every DHT
+            // server, which all have the same limit: retrying would only repeat the failure.
+            // It cannot happen unless the record and the store disagree on the limit
+            // (`MAX_PRESENCE_RECORD_LEN` is one byte under it), so it is said once per
+            // publication, loudly, for someone to report.
+            Err(kad::store::Error::ValueTooLarge) => {
+                tracing::warn!(
+                    bytes = len,
+                    limit = MAX_DHT_RECORD_BYTES,
+                    "cannot publish our presence record: it is larger than any DHT server stores, so it is not retried; this is a bug, please report it with the output of `kolokol status`"
+                );
+                self.presence = Some(Err(format!(
+                    "it is {len} bytes, and the DHT stores values under {MAX_DHT_RECORD_BYTES} bytes (a bug: please report it)"
+                )));
+            }
+            // libp2p's store has no other failure for a record once room is made, but one that
+            // may pass must not leave the node unpublished until its next refresh: it is
+            // retried as a publication that no server acknowledged is.
+            Err(e) => {
+                self.presence_failures = self.presence_failures.saturating_add(1);
+                self.presence_retry_at =
+                    Some(Instant::now() + presence_retry_delay(self.presence_failures));
+                self.presence = Some(Err(format!("cannot store it locally: {e} (it is retried)")));
+            }
+        }
+    }
+
     /// Checks a record a peer asks us to store. Only presence records are stored, only if they
     /// verify and are not older than the one we hold.
     pub(super) fn on_put_record(&mut self, source: PeerId, mut record: kad::Record) {
@@ -409,3 +505,6 @@ impl EventLoop {
             .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == peer))
     }
 }
+
+#[cfg(test)]
+mod tests;

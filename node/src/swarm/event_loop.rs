@@ -592,18 +592,7 @@ impl EventLoop {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            Command::PublishPresence { record, ttl } => {
-                let key = kad::RecordKey::new(&kolokol_protocol::presence::record_key(
-                    self.swarm.local_peer_id(),
-                ));
-                let mut record = kad::Record::new(key, record);
-                record.expires = Some(std::time::Instant::now() + ttl);
-                let table = self.routing_table_size();
-                match self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
-                    Ok(id) => self.presence_query = Some((id, table)),
-                    Err(e) => self.presence = Some(Err(format!("cannot store it locally: {e}"))),
-                }
-            }
+            Command::PublishPresence { record, ttl } => self.publish_presence(record, ttl),
             Command::Resolve { peer, remote_only, reply } => {
                 if self.lookups.len() >= MAX_PENDING_LOOKUPS {
                     let _ = reply.send(None);
