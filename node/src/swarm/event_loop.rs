@@ -59,9 +59,10 @@ pub(super) const PRESENCE_RETRY: Duration = Duration::from_secs(5);
 /// The longest wait between two publications that no DHT server accepted. Retrying every
 /// five seconds forever made a node whose DHT does not answer (a censor's block, or a network
 /// too loaded to answer in time) run a walk of the DHT without pause, each adding to the load
-/// that made the last one time out: at 650 and more simulated nodes on two cores the failed
-/// publications' retries kept every publication failing. A minute is the mailbox fetch
-/// interval: a node that comes back is as quick to republish as to fetch.
+/// that made the last one time out (in the 1 000-node simulation, docs/BENCHMARKS.md runs K
+/// and K2, backing off helped a little; the rest of that load was the joining itself). A
+/// minute is the mailbox fetch interval: a node that comes back is as quick to republish as
+/// to fetch.
 pub const PRESENCE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// How long a relayed connection to a peer stays open beside a direct one.
