@@ -35,8 +35,24 @@ use crate::workers::Workers;
 /// node that goes away stops being advertised within this time.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(60 * 60);
 
-/// How often the presence record is republished even if nothing changed.
+/// How often, at the longest, the presence record is republished even if nothing changed.
 pub const PRESENCE_REFRESH: Duration = Duration::from_secs(20 * 60);
+
+/// How much sooner than [`PRESENCE_REFRESH`] a periodic republication may come. Each period is
+/// drawn anew between the two, so nodes that started together (a relay's users after it
+/// restarted, a region's devices when its network came back) do not republish together for
+/// ever after: with a fixed period every node keeps the phase of its start, and a herd that
+/// started in one minute walks the DHT in one minute every 20.
+pub const PRESENCE_REFRESH_SPREAD: Duration = Duration::from_secs(5 * 60);
+
+/// The wait before the next periodic republication, from a uniformly random `random`: between
+/// `PRESENCE_REFRESH - PRESENCE_REFRESH_SPREAD` and `PRESENCE_REFRESH`, never longer, so a
+/// running node's newest record is never older than `PRESENCE_REFRESH` (what a lookup's
+/// `FRESH_RECORD` counts on).
+pub(crate) fn refresh_period(random: u64) -> Duration {
+    let spread = PRESENCE_REFRESH_SPREAD.as_millis() as u64;
+    PRESENCE_REFRESH - Duration::from_millis(random % (spread + 1))
+}
 
 /// How long one presence lookup may take.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);

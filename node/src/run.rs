@@ -26,7 +26,7 @@ use crate::keys::Keys;
 use crate::mailbox::Mailboxes;
 use crate::node::{Node, Parts};
 use crate::outbox::{Outbox, OutboxParts};
-use crate::presence::{PRESENCE_REFRESH, Presence};
+use crate::presence::{self, Presence};
 use crate::store::Store;
 use crate::swarm::{self, NetEvent};
 use crate::workers::Workers;
@@ -269,8 +269,9 @@ impl RunningNode {
 
 /// The node's reactions to the network and to time passing: retry what waits for a peer that
 /// connected, remember peers in the peer cache, fetch and republish when our addresses change,
-/// and every [`PRESENCE_REFRESH`] renew the certificate, rotate prekeys, delete expired
-/// receive keys and republish the presence record before it expires.
+/// and every [`presence::PRESENCE_REFRESH`] or up to five minutes sooner
+/// (`presence::refresh_period`) renew the certificate, rotate prekeys, delete expired receive
+/// keys and republish the presence record before it expires.
 struct Bookkeeping {
     keys: Keys,
     store: Store,
@@ -283,8 +284,10 @@ struct Bookkeeping {
 
 impl Bookkeeping {
     async fn run(self, mut net: mpsc::Receiver<NetEvent>, mut shutdown: watch::Receiver<bool>) {
-        let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first refresh comes at once, at start; each next one after a period drawn anew
+        // (`presence::refresh_period`), so nodes that started together drift apart.
+        let refresh = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(refresh);
         loop {
             let result = tokio::select! {
                 event = net.recv() => match event {
@@ -311,7 +314,11 @@ impl Bookkeeping {
                     Some(NetEvent::Endpoint(record)) => self.store.save_endpoint(&record.to_row()),
                     None => return,
                 },
-                _ = refresh.tick() => self.refresh().await,
+                _ = &mut refresh => {
+                    let period = presence::refresh_period(rand::random());
+                    refresh.as_mut().reset(tokio::time::Instant::now() + period);
+                    self.refresh().await
+                }
                 _ = shutdown.changed() => return,
             };
             if let Err(e) = result {

@@ -1,9 +1,16 @@
 //! Which of a node's addresses anyone may read in its presence record, and which only its
-//! contacts.
+//! contacts; and when it is republished.
 
 use libp2p::{Multiaddr, PeerId};
 
-use super::{private_relays, reachable_addresses, split_private};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::{
+    PRESENCE_REFRESH, PRESENCE_REFRESH_SPREAD, private_relays, reachable_addresses, refresh_period,
+    split_private,
+};
 use crate::swarm::NetStatus;
 
 fn circuit(relay: &PeerId) -> Multiaddr {
@@ -46,4 +53,30 @@ fn circuits_through_contacts_nodes_are_for_contacts_only() {
     let (public, for_contacts) = split_private(reachable_addresses(&net), &private_relays(&net));
     assert_eq!(public, vec![circuit(&relay)]);
     assert_eq!(for_contacts, vec![circuit(&contact), circuit(&bridge)]);
+}
+
+#[test]
+fn republication_periods_span_the_last_five_minutes_of_twenty() {
+    let spread = PRESENCE_REFRESH_SPREAD.as_millis() as u64;
+    assert_eq!(refresh_period(0), PRESENCE_REFRESH);
+    assert_eq!(refresh_period(spread), PRESENCE_REFRESH - PRESENCE_REFRESH_SPREAD);
+    assert_eq!(refresh_period(spread + 1), PRESENCE_REFRESH);
+    // Evenly spaced draws land evenly over the window: nodes that started together end up
+    // spread over it, not in one instant.
+    let quarters: Vec<Duration> = (0..4).map(|q| refresh_period(q * spread / 4)).collect();
+    let step = PRESENCE_REFRESH_SPREAD / 4;
+    for pair in quarters.windows(2) {
+        assert_eq!(pair[0] - pair[1], step);
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_republication_never_waits_longer_than_the_refresh_or_comes_sooner_than_the_spread(
+        random in any::<u64>()
+    ) {
+        let period = refresh_period(random);
+        prop_assert!(period <= PRESENCE_REFRESH);
+        prop_assert!(period >= PRESENCE_REFRESH - PRESENCE_REFRESH_SPREAD);
+    }
 }

@@ -33,9 +33,9 @@ use crate::swarm::event_loop::{
 pub const RECORD_ANSWERS: usize = 2;
 
 /// A record signed at most this long ago ends a presence lookup at once. A node republishes
-/// every 20 minutes (`presence::PRESENCE_REFRESH`), so such a record is its newest or nearly;
-/// an older one may be stale (a replica that missed the newer ones, or a Sybil that kept an old
-/// one), so the lookup waits for a second answer and keeps the newer.
+/// at least every 20 minutes (`presence::PRESENCE_REFRESH`), so such a record is its newest or
+/// nearly; an older one may be stale (a replica that missed the newer ones, or a Sybil that
+/// kept an old one), so the lookup waits for a second answer and keeps the newer.
 pub const FRESH_RECORD: Duration = Duration::from_secs(20 * 60);
 use crate::swarm::{Link, NetEvent, RELAYS_KEY, is_relayed, without_peer};
 
@@ -151,8 +151,12 @@ impl EventLoop {
             self.swarm.local_peer_id(),
         ));
         let store = self.swarm.behaviour_mut().kad.store_mut();
-        if let Some(evicted) =
-            record_to_evict(kad::store::RecordStore::records(store), &key, MAX_DHT_RECORDS)
+        // Once our record is held the new one replaces it in place; only otherwise is the
+        // store walked (libp2p's `RecordStore` does not say how many records it holds).
+        let held = kad::store::RecordStore::get(store, &key).is_some();
+        if !held
+            && let Some(evicted) =
+                record_to_evict(kad::store::RecordStore::records(store), &key, MAX_DHT_RECORDS)
         {
             tracing::debug!(
                 evicted = %String::from_utf8_lossy(evicted.as_ref()),
@@ -185,12 +189,18 @@ impl EventLoop {
             // may pass must not leave the node unpublished until its next refresh: it is
             // retried as a publication that no server acknowledged is.
             Err(e) => {
-                self.presence_failures = self.presence_failures.saturating_add(1);
-                self.presence_retry_at =
-                    Some(Instant::now() + presence_retry_delay(self.presence_failures));
+                self.schedule_presence_retry();
                 self.presence = Some(Err(format!("cannot store it locally: {e} (it is retried)")));
             }
         }
+    }
+
+    /// Counts one more publication that failed in a row and sets when the next is tried
+    /// ([`presence_retry_delay`]); a success resets the count.
+    fn schedule_presence_retry(&mut self) {
+        self.presence_failures = self.presence_failures.saturating_add(1);
+        self.presence_retry_at =
+            Some(Instant::now() + presence_retry_delay(self.presence_failures));
     }
 
     /// Checks a record a peer asks us to store. Only presence records are stored, only if they
@@ -312,9 +322,7 @@ impl EventLoop {
                             Ok(())
                         }
                         Err(e) => {
-                            self.presence_failures = self.presence_failures.saturating_add(1);
-                            self.presence_retry_at =
-                                Some(Instant::now() + presence_retry_delay(self.presence_failures));
+                            self.schedule_presence_retry();
                             // libp2p's own wording ("the quorum failed; needed 1
                             // peers") says nothing to a user; a failed store has one cause
                             // they can act on: no other DHT server took it.
