@@ -1,10 +1,9 @@
 //! Which of a node's addresses anyone may read in its presence record, and which only its
 //! contacts; and when it is republished.
 
-use libp2p::{Multiaddr, PeerId};
-
 use std::time::Duration;
 
+use libp2p::{Multiaddr, PeerId};
 use proptest::prelude::*;
 
 use super::{
