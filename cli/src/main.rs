@@ -2,8 +2,8 @@
 //! command talks to the running daemon of the data directory over its control socket.
 //!
 //! `run` dispatches each command to a function of its own: in the module of its domain, or here
-//! for the commands no other module owns (`id`, `invite`, `contacts`, `files`, `peers`,
-//! `outbox`, `status`).
+//! for the commands no other module owns (`id`, `invite`, `files`, `peers`, `outbox`,
+//! `status`).
 //!
 //! This binary is the only place that prints to the terminal and the only user of `anyhow`.
 //! Exit codes: 0 success, 1 failure, 2 bad usage (clap's own code for argument errors).
@@ -22,6 +22,7 @@ mod args;
 mod backups;
 mod chat;
 mod client;
+mod contacts;
 mod demo;
 mod doctor;
 mod failure;
@@ -44,17 +45,16 @@ use kolokol_node::config::CONFIG_FILE;
 use kolokol_node::transport;
 use kolokol_node::{Config, FileConfig, LogFormat, Role, RunningNode};
 use kolokol_protocol::control::{
-    BlockResult, Blocked, BundleInfo, Contact, ContactReplaced, FileTransfer, IdInfo, ImportResult,
-    InviteInfo, MessageStatus, OutboxMessage, PeersInfo, SafetyNumber, Status, method,
+    BundleInfo, FileTransfer, IdInfo, ImportResult, InviteInfo, MessageStatus, OutboxMessage,
+    PeersInfo, Status, method,
 };
 use serde_json::json;
 
 use crate::args::{
-    Cli, Command, ContactsCommand, LogFormatArg, NetArgs, PeersCommand, ServiceCommand,
-    TransportArg,
+    Cli, Command, LogFormatArg, NetArgs, PeersCommand, ServiceCommand, TransportArg,
 };
 use crate::client::Client;
-use crate::failure::{Refused, is_broken_pipe, json_error, report};
+use crate::failure::{is_broken_pipe, json_error, report};
 
 /// How many async threads a user's daemon (`kolokol node`) runs. One: a user node carries one
 /// person's traffic, a text costs well under a millisecond of CPU, and a second thread mostly
@@ -369,7 +369,7 @@ async fn run(cli: Cli, file: FileConfig) -> anyhow::Result<ExitCode> {
         }
         Command::Id => identity(&dir, cli.json).await,
         Command::Invite => invite(&dir, cli.json).await,
-        Command::Contacts(command) => contacts(&dir, key_file, command, cli.json).await,
+        Command::Contacts(command) => contacts::contacts(&dir, key_file, command, cli.json).await,
         Command::Group(command) => groups::group(&dir, command, cli.json).await,
         Command::Send { name, file: Some(path), .. } => {
             send::send_file(&dir, name, path, cli.json).await
@@ -421,149 +421,6 @@ async fn invite(dir: &std::path::Path, json_out: bool) -> anyhow::Result<ExitCod
         );
     }
     show(json_out, &invite, |invite| invite.invite.clone())
-}
-
-/// `kolokol contacts ...`: each subcommand is at most one control-API call (`list` reads the
-/// database when no daemon runs).
-async fn contacts(
-    dir: &std::path::Path,
-    key_file: Option<&std::path::Path>,
-    command: &ContactsCommand,
-    json_out: bool,
-) -> anyhow::Result<ExitCode> {
-    match command {
-        ContactsCommand::Add { name, invite } => {
-            let contact: Contact =
-                rpc(dir, method::CONTACTS_ADD, json!({ "name": name, "invite": invite })).await?;
-            show(json_out, &contact, |c| format!("added {} ({})", c.name, c.peer_id))
-        }
-        ContactsCommand::List => {
-            let contacts: Vec<Contact> = match rpc(dir, method::CONTACTS_LIST, json!({})).await {
-                Err(e) => offline(dir, key_file, e, json_out)?.contacts()?,
-                answer => answer?,
-            };
-            show(json_out, &contacts, |contacts| {
-                if contacts.is_empty() {
-                    "no contacts yet (add one with: kolokol contacts add NAME INVITE)".into()
-                } else {
-                    contacts.iter().map(output::contact).collect::<Vec<_>>().join("\n")
-                }
-            })
-        }
-        ContactsCommand::Verify { name, mark: false, unmark: false } => {
-            let number: SafetyNumber =
-                rpc(dir, method::CONTACTS_VERIFY, json!({ "name": name })).await?;
-            show(json_out, &number, output::safety_number)
-        }
-        ContactsCommand::Verify { name, mark, .. } => {
-            let contact: Contact =
-                rpc(dir, method::CONTACTS_MARK, json!({ "name": name, "verified": mark })).await?;
-            show(json_out, &contact, |c| {
-                if c.verified {
-                    format!("marked {} verified", output::visible(&c.name))
-                } else {
-                    format!("{} is no longer marked verified", output::visible(&c.name))
-                }
-            })
-        }
-        ContactsCommand::Rename { name, new_name } => {
-            let contact: Contact =
-                rpc(dir, method::CONTACTS_RENAME, json!({ "name": name, "new_name": new_name }))
-                    .await?;
-            show(json_out, &contact, |c| format!("renamed {name} to {}", output::visible(&c.name)))
-        }
-        ContactsCommand::Replace { name, invite, yes } => {
-            replace_contact(dir, name, invite, *yes, json_out).await
-        }
-        ContactsCommand::Accept { peer_id, name } => {
-            let contact: Contact =
-                rpc(dir, method::CONTACTS_ACCEPT, json!({ "peer_id": peer_id, "name": name }))
-                    .await?;
-            show(json_out, &contact, |c| {
-                format!("accepted {} ({}) as a contact", output::visible(&c.name), c.peer_id)
-            })
-        }
-        ContactsCommand::Block { peer_id } => {
-            let result: BlockResult =
-                rpc(dir, method::CONTACTS_BLOCK, json!({ "peer_id": peer_id })).await?;
-            show(json_out, &result, |r| {
-                format!(
-                    "blocked {} (deleted {})",
-                    r.peer_id,
-                    output::count(r.removed_messages, "message", "messages")
-                )
-            })
-        }
-        ContactsCommand::Unblock { peer_id } => {
-            let result: BlockResult =
-                rpc(dir, method::CONTACTS_UNBLOCK, json!({ "peer_id": peer_id })).await?;
-            show(json_out, &result, |r| format!("unblocked {}", r.peer_id))
-        }
-        ContactsCommand::Blocked => {
-            let list: Vec<Blocked> = rpc(dir, method::CONTACTS_BLOCKED, json!({})).await?;
-            show(json_out, &list, |list| {
-                if list.is_empty() {
-                    "nobody is blocked".into()
-                } else {
-                    list.iter()
-                        .map(|b| {
-                            format!("{}\tblocked {}", b.peer_id, output::time(b.blocked_at_ms))
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                }
-            })
-        }
-        ContactsCommand::Remove { name } => {
-            let contact: Contact =
-                rpc(dir, method::CONTACTS_REMOVE, json!({ "name": name })).await?;
-            show(json_out, &contact, |c| format!("removed {}", c.name))
-        }
-    }
-}
-
-/// `kolokol contacts replace NAME INVITE`: refused without `--yes`, saying whose identity
-/// would replace the contact's; with it, the daemon replaces it, and a warning on stderr says
-/// that the safety numbers are to be compared again.
-async fn replace_contact(
-    dir: &std::path::Path,
-    name: &str,
-    invite: &str,
-    yes: bool,
-    json_out: bool,
-) -> anyhow::Result<ExitCode> {
-    if !yes {
-        let new =
-            kolokol_protocol::invite::Invite::from_text(invite, kolokol_node::clock::unix_secs())
-                .map(|(_, peer)| peer.to_string())
-                .unwrap_or_else(|_| "an unreadable invite".into());
-        return Err(Refused {
-            code: "confirm",
-            message: format!(
-                "this replaces {name}'s identity with {new}: do it only if {name} told you, in person or over a channel you trust, that they started over; someone handing you an invite in their name could be impersonating them. Messages stay with the old identity, and the verified mark goes. Run again with --yes to replace"
-            ),
-        }
-        .into());
-    }
-    let replaced: ContactReplaced =
-        rpc(dir, method::CONTACTS_REPLACE, json!({ "name": name, "invite": invite })).await?;
-    if !json_out {
-        eprintln!(
-            "warning: {}'s identity changed from {} to {}; compare safety numbers again (kolokol contacts verify {}){}",
-            output::visible(&replaced.contact.name),
-            replaced.old_peer_id,
-            replaced.contact.peer_id,
-            output::visible(&replaced.contact.name),
-            if replaced.was_verified {
-                ": the old one was marked verified, the new one is not"
-            } else {
-                ""
-            }
-        );
-    }
-    show(json_out, &replaced, |r| {
-        format!("replaced {} ({})", output::visible(&r.contact.name), r.contact.peer_id)
-    })
 }
 
 /// `kolokol files`: the file transfers both ways, the newest first.
