@@ -509,6 +509,18 @@ fn the_readme_walk_through_delivers_hello() {
     assert!(check_ok(&run(&b, &["contacts", "list"])).starts_with("no contacts yet"));
     check_error(&run(&b, &["send", "alice", "hi"]), 1, "no contact or group named \"alice\"");
     check_error(&run(&b, &["contacts", "remove", "alice"]), 1, "no contact named \"alice\"");
+    // Accepting what is neither a name nor a peer id, and a peer that never wrote.
+    check_error(
+        &run(&b, &["contacts", "accept", "garbage", "Bobby"]),
+        1,
+        "no contact named \"garbage\", and no peer id or start of one from `kolokol chats`",
+    );
+    let relay_id = bootstrap.rsplit("/p2p/").next().expect("the relay's peer id");
+    check_error(
+        &run(&b, &["contacts", "accept", relay_id, "Relay"]),
+        1,
+        &format!("{relay_id} has not written to you, so there is no request to accept"),
+    );
     assert!(
         check_ok(&run(&b, &["inbox", "--messages", "--peek"])).contains("hello"),
         "messages stay"

@@ -61,7 +61,7 @@ impl Chats {
                 _ => return Err(Error::AmbiguousId(with.to_owned())),
             }
         }
-        Err(Error::UnknownContact(with.to_owned()))
+        Err(Error::UnknownPeer(with.to_owned()))
     }
 
     /// Every conversation, the most recent first, with unread and missing counts.

@@ -142,7 +142,7 @@ impl Contacts {
         let certificate = self
             .conversations
             .peer_certificate(&peer)?
-            .ok_or_else(|| Error::UnknownContact(peer.to_string()))?;
+            .ok_or_else(|| Error::NoRequest(peer.to_string()))?;
         let row = ContactRow {
             name: name.to_owned(),
             peer_id: peer,

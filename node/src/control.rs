@@ -210,7 +210,10 @@ fn to_value<T: serde::Serialize>(v: T) -> Outcome {
 
 fn failure(e: Error) -> (i64, String) {
     let code = match &e {
-        Error::UnknownContact(_) | Error::UnknownRecipient(_) => code::UNKNOWN_CONTACT,
+        Error::UnknownContact(_)
+        | Error::UnknownRecipient(_)
+        | Error::UnknownPeer(_)
+        | Error::NoRequest(_) => code::UNKNOWN_CONTACT,
         Error::ContactExists(_) => code::CONTACT_EXISTS,
         Error::BadMessage(_) => code::BAD_MESSAGE,
         Error::UnknownMessage(_) => code::UNKNOWN_MESSAGE,

@@ -73,6 +73,17 @@ pub enum Error {
     /// No contact has that name.
     #[error("no contact named {0:?} (see `kolokol contacts list`)")]
     UnknownContact(String),
+    /// Neither a contact's name nor a peer id, nor the start of the id of a peer we have a
+    /// chat with or blocked (the commands that take either: chat, accept, block, unblock).
+    #[error(
+        "no contact named {0:?}, and no peer id or start of one from `kolokol chats` (see `kolokol contacts list`)"
+    )]
+    UnknownPeer(String),
+    /// Accepting a peer that never wrote to us: there is no request, and no key of theirs.
+    #[error(
+        "{0} has not written to you, so there is no request to accept (a new contact is added from their invite: `kolokol contacts add NAME INVITE`)"
+    )]
+    NoRequest(String),
     /// No contact and no group has that name (a send, which goes to either).
     #[error(
         "no contact or group named {0:?} (see `kolokol contacts list` and `kolokol group list`)"
