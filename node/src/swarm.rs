@@ -16,6 +16,7 @@
 
 pub mod admission;
 pub mod behaviour;
+mod connections;
 pub mod courier;
 pub(crate) mod dht;
 mod dialer;
