@@ -473,6 +473,15 @@ pub fn status_line(s: &Status) -> String {
 
 /// Runs the chat screen on the terminal until the user quits.
 pub async fn run(dir: &std::path::Path, with: Option<String>) -> anyhow::Result<()> {
+    // The screen reads keys from standard input and draws on standard output; without a
+    // terminal on both it can do neither, and the terminal library's own error ("No such
+    // device or address") would not say why.
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "kolokol chat needs a terminal; from a script, use `kolokol read NAME`, `kolokol send NAME TEXT` and `kolokol inbox --follow`"
+        );
+    }
     let mut events = Client::connect(dir).await?;
     let _: bool = events.call(method::SUBSCRIBE, json!({})).await?;
     let mut client = Client::connect(dir).await?;

@@ -105,10 +105,11 @@ fn main() -> ExitCode {
                         | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
                 ) =>
         {
-            let message = e.kind().as_str().map_or_else(
-                || e.to_string().lines().next().unwrap_or_default().to_owned(),
-                |kind| format!("{kind}: {}", e.to_string().lines().next().unwrap_or_default()),
-            );
+            // clap's first line already says what is wrong ("error: unexpected argument
+            // '--bogus' found"); its kind would only say it again.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first).to_owned();
             eprintln!("{}", json_error("bad_usage", None, &message));
             return ExitCode::from(2);
         }

@@ -475,7 +475,8 @@ fn the_readme_walk_through_delivers_hello() {
     assert_eq!(unknown["error"]["rpc_code"], 1, "{unknown}");
     check_json_error(&run(&a, &["--json", "send", "bob", ""]), 1, "bad_message");
     check_json_error(&run(&a, &["--json", "contacts", "add", "carol", "hello"]), 1, "bad_invite");
-    check_json_error(&run(&a, &["--json", "frobnicate"]), 2, "bad_usage");
+    let usage = check_json_error(&run(&a, &["--json", "frobnicate"]), 2, "bad_usage");
+    assert_eq!(usage["error"]["message"], "unrecognized subcommand 'frobnicate'", "{usage}");
     check_json_error(&run(&a, &["--json", "node"]), 1, "already_running");
     check_error(&run(&a, &["inbox", "--limit", "0"]), 2, "--limit");
     check_error(&run(&a, &["outbox", "--limit", "10001"]), 2, "--limit");
@@ -513,7 +514,7 @@ fn the_readme_walk_through_delivers_hello() {
     check_error(
         &run(&b, &["contacts", "accept", "garbage", "Bobby"]),
         1,
-        "no contact named \"garbage\", and no peer id or start of one from `kolokol chats`",
+        "no contact named \"garbage\", and no peer id or start of one from `kolokol inbox`",
     );
     let relay_id = bootstrap.rsplit("/p2p/").next().expect("the relay's peer id");
     check_error(
@@ -534,6 +535,8 @@ fn commands_without_a_daemon_say_how_to_start_one() {
     for args in [&["status"][..], &["send", "bob", "hi"], &["inbox"], &["invite"], &["peers"]] {
         check_error(&run(&dir, args), 1, "no kolokol daemon is running");
     }
+    // The chat screen says first that it needs a terminal, which a script never gives it.
+    check_error(&run(&dir, &["chat"]), 1, "kolokol chat needs a terminal; from a script");
     // KOLOKOL_HOME names the data dir; set but empty, it counts as unset.
     let bare = |home: &std::ffi::OsStr| {
         Command::new(env!("CARGO_BIN_EXE_kolokol"))

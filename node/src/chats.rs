@@ -25,6 +25,29 @@ pub const MIN_PEER_PREFIX: usize = 12;
 /// The most conversations `chats` lists.
 pub const MAX_LISTED_CHATS: u32 = 1000;
 
+/// `text` as a whole peer id: one that parses and names a key, an identity multihash whose
+/// digest decodes as a public key or a SHA-256 multihash of one. A start of a peer id often
+/// parses too (`12D3KooW` and a few more characters can make a short identity multihash), and
+/// would then name a peer that does not exist: a block given by the start of a spammer's id
+/// would block nobody.
+pub(crate) fn whole_peer_id(text: &str) -> Option<PeerId> {
+    let peer: PeerId = text.parse().ok()?;
+    let hash = peer.as_ref();
+    match hash.code() {
+        IDENTITY_MULTIHASH => {
+            libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok().map(|_| peer)
+        }
+        SHA256_MULTIHASH if hash.digest().len() == 32 => Some(peer),
+        _ => None,
+    }
+}
+
+/// The multihash code of a peer id that holds its public key itself (Ed25519's).
+const IDENTITY_MULTIHASH: u64 = 0x00;
+
+/// The multihash code of a peer id that is the SHA-256 of a longer key (RSA's).
+const SHA256_MULTIHASH: u64 = 0x12;
+
 /// The conversations of this node.
 #[derive(Clone)]
 pub(crate) struct Chats {
@@ -41,7 +64,7 @@ impl Chats {
             return Ok(contact.peer_id);
         }
         let with = with.trim();
-        if let Ok(peer) = with.parse() {
+        if let Some(peer) = whole_peer_id(with) {
             return Ok(peer);
         }
         if with.len() >= MIN_PEER_PREFIX {

@@ -494,7 +494,8 @@ pub(crate) fn transport_checks(view: &swarm::EndpointsView, now_ms: u64) -> Vec<
                     .saturating_sub(now_ms)
                     / 1000
             });
-            format!("{} ({} failures, retried in {next} s)", r.address, r.failures)
+            let failures = if r.failures == 1 { "failure" } else { "failures" };
+            format!("{} ({} {failures}, retried in {next} s)", r.address, r.failures)
         })
         .collect();
     if !failed.is_empty() {

@@ -76,7 +76,7 @@ pub enum Error {
     /// Neither a contact's name nor a peer id, nor the start of the id of a peer we have a
     /// chat with or blocked (the commands that take either: chat, accept, block, unblock).
     #[error(
-        "no contact named {0:?}, and no peer id or start of one from `kolokol chats` (see `kolokol contacts list`)"
+        "no contact named {0:?}, and no peer id or start of one from `kolokol inbox` (see `kolokol contacts list`)"
     )]
     UnknownPeer(String),
     /// Accepting a peer that never wrote to us: there is no request, and no key of theirs.

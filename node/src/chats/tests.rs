@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use kolokol_protocol::control::MessageState;
 use libp2p::PeerId;
 
-use crate::chats::{gaps, order};
+use crate::chats::{Chats, MIN_PEER_PREFIX, gaps, order, whole_peer_id};
 use crate::store::{InboxRow, Number, OutboxView};
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -92,4 +92,46 @@ fn gaps_count_from_one_and_never_across_series() {
     assert_eq!(gaps[&Number { series: 1, seq: 4 }].0, 0);
     assert_eq!(gaps[&Number { series: 2, seq: 1 }].0, 0);
     assert_eq!(gaps[&Number { series: 2, seq: 5 }].0, 3);
+}
+
+fn ed25519_peer(seed: u8) -> PeerId {
+    libp2p::identity::Keypair::ed25519_from_bytes([seed; 32]).expect("key").public().to_peer_id()
+}
+
+#[test]
+fn only_a_whole_peer_id_is_taken_as_one_and_no_start_of_one_is() {
+    let mut short_parses = 0;
+    for seed in 0..=255u8 {
+        let peer = ed25519_peer(seed);
+        let text = peer.to_string();
+        assert_eq!(whole_peer_id(&text), Some(peer));
+        for len in MIN_PEER_PREFIX..text.len() {
+            // Some starts parse as peer ids of their own; none may be taken as a whole one.
+            short_parses += usize::from(text[..len].parse::<PeerId>().is_ok());
+            assert_eq!(whole_peer_id(&text[..len]), None, "{}", &text[..len]);
+        }
+    }
+    // The case the check is for happens: starts of real ids that libp2p parses.
+    assert!(short_parses > 0);
+    let rsa_like = PeerId::from_multihash(
+        libp2p::multihash::Multihash::wrap(0x12, &[9; 32]).expect("a SHA-256 multihash"),
+    )
+    .expect("a peer id");
+    assert_eq!(whole_peer_id(&rsa_like.to_string()), Some(rsa_like));
+}
+
+#[test]
+fn a_blocked_peer_is_found_by_the_shortest_start_of_its_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(&dir.path().join("kolokol.db")).expect("store");
+    let chats = Chats { store: store.clone(), clock: crate::clock::Clock::system() };
+    for seed in 0..=255u8 {
+        let peer = ed25519_peer(seed);
+        store.block(&peer, 1).expect("block");
+        let text = peer.to_string();
+        assert_eq!(chats.peer(&text[..MIN_PEER_PREFIX]).expect("found by its start"), peer);
+        assert_eq!(chats.peer(&text).expect("found whole"), peer);
+        store.unblock(&peer).expect("unblock");
+    }
+    assert!(matches!(chats.peer("12D3KooWxxxx"), Err(crate::error::Error::UnknownPeer(_))));
 }
