@@ -1144,6 +1144,9 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
     );
     let shown = check_ok(&run(&c, &["group", "show", "family"]));
     assert!(shown.contains("] bob: hello everyone"), "{shown}");
+    // The name in another case finds the group, as a contact's name finds the contact.
+    let shown = check_ok(&run(&c, &["group", "show", "FAMILY"]));
+    assert!(shown.contains("] bob: hello everyone"), "{shown}");
     let conversations = check_ok(&run(&c, &["inbox"]));
     assert!(
         conversations.lines().any(|l| l.starts_with("# family") && l.contains(" 0 unread")),

@@ -40,7 +40,7 @@ use crate::outbox::{ATTEMPT_CLAIM, Outbox};
 use crate::presence::Presence;
 use crate::store::{
     GroupMemberRow, GroupRow, GroupStatus, GroupTextRow, GroupUpdate, MAX_GROUPS, OutboxBody,
-    OutboxRow, Store,
+    OutboxRow, Store, fold_name,
 };
 
 /// First attempts of one group message's copies made at once: enough to keep the crypto
@@ -133,11 +133,17 @@ impl Groups {
         Ok(log)
     }
 
-    /// The group a user names: its exact name (if one group has it), or its id or a unique
-    /// start of it (at least 4 hex digits).
+    /// The group a user names: its exact name (if one group has it), else its name in any case
+    /// (if one group has that), or its id or a unique start of it (at least 4 hex digits).
     pub(crate) fn find(&self, name: &str) -> Result<GroupRow> {
         let groups = self.store().groups()?;
-        let named: Vec<&GroupRow> = groups.iter().filter(|g| g.name == name).collect();
+        // The exact spelling first, then the name in any case, as a contact's name is found
+        // (`store::contacts::fold_name`): "work" finds "Work" unless another group is "work".
+        let mut named: Vec<&GroupRow> = groups.iter().filter(|g| g.name == name).collect();
+        if named.is_empty() {
+            let folded = fold_name(name);
+            named = groups.iter().filter(|g| fold_name(&g.name) == folded).collect();
+        }
         match named.as_slice() {
             [one] => return Ok((*one).clone()),
             [] => {}

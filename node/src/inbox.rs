@@ -627,7 +627,8 @@ impl Inbox {
                 return Ok(ack);
             }
             // A file's offer or chunk: only contacts' files are taken; anyone else's wait as
-            // requests (answered busy) until the user accepts them, as long messages do.
+            // requests (answered busy) until the user accepts them. (A stranger's long message
+            // is refused for good instead, above: its chunks would be the megabytes to keep.)
             Body::File(message) => {
                 let contact = store.contact_name(&sender)?.is_some();
                 let downloads = &self.0.downloads;

@@ -37,6 +37,7 @@ use crate::store_key::StoreKey;
 
 pub use chunks::{ChunkOutcome, MAX_PARTIAL_MESSAGES, MAX_PARTIAL_MESSAGES_PER_PEER};
 pub use contacts::ContactRow;
+pub(crate) use contacts::fold_name;
 pub use conversations::ConversationWrite;
 pub use endpoints::{EndpointRow, MAX_ENDPOINT_ROWS};
 pub use files::{
