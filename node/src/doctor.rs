@@ -471,7 +471,9 @@ pub(crate) fn transport_checks(view: &swarm::EndpointsView, now_ms: u64) -> Vec<
             "transports",
             Status::Fail,
             format!("network {}: {}", view.network, parts.join("; ")),
-            Some("nothing works here: get a relay's stealth address (port 443) from a contact's invite or bundle: kolokol peers import FILE"),
+            // A relay that is down fails the same way as one a censor blocks; the node cannot
+            // tell them apart from here, so the hint names both before the remedy for the second.
+            Some("nothing dialed here works: the peers tried may be down, or this network blocks them; if they work elsewhere, get a relay's stealth address (port 443) from a contact's invite or bundle: kolokol peers import FILE"),
         )
     } else if blocked > 0 {
         check(
