@@ -182,7 +182,7 @@ pub fn contact(c: &Contact) -> String {
 /// The status block.
 pub fn status(s: &Status) -> String {
     let mut out = format!(
-        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\nlocal network:      {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\nstored messages:    {}\n",
+        "peer id:            {}\nrole:               {}\nreachability:       {}\nbootstrap:          {}\nlocal network:      {}\npresence record:    {}\nconnected peers:    {}\nrouting table:      {}\nknown relays:       {}\nrelay reservations: {}\nqueued messages:    {}\nstored messages:    {}\nqueued files:       {}\n",
         s.peer_id,
         s.role,
         s.reachability,
@@ -203,6 +203,7 @@ pub fn status(s: &Status) -> String {
         } else {
             format!("{} (waiting in the recipients' mailboxes; still retried)", s.stored_messages)
         },
+        s.queued_files,
     );
     out.push_str("listen addresses:\n");
     for a in &s.listen_addresses {

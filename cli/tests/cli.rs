@@ -1158,8 +1158,16 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
     // Carol goes offline; Alice renames the group and writes; Carol catches up from her mailbox.
     drop(carol);
     check_ok(&run(&a, &["group", "rename", "family", "the family"]));
+    let status_of = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&check_ok(&run(dir, &["--json", "status"]))).expect("JSON")
+    };
+    let stored_before = status_of(&a)["stored_messages"].as_u64().expect("a count");
     let sent = check_ok(&run(&a, &["send", "the family", "while you were away"]));
     assert!(sent.contains(" stored (delivered to 1 of 2 members; 1 stored"), "{sent}");
+    // Carol's copy waits in her mailbox, and `status` counts it.
+    let status = status_of(&a);
+    assert_eq!(status["stored_messages"], stored_before + 1, "{status}");
+    assert_eq!(status["queued_files"], 0, "{status}");
     let carol = Daemon::start(&c, &node);
     let chat = wait_answer(&c, "group.messages", serde_json::json!({"group": id}), |chat| {
         chat["group"]["name"] == "the family"

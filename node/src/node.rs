@@ -119,6 +119,7 @@ impl Node {
             routing_table_size: net.routing_table,
             queued_messages: queued,
             stored_messages: stored,
+            queued_files: self.0.store.files_waiting()?,
             reachability: if net.public {
                 "public".into()
             } else if !net.reservations.is_empty() {

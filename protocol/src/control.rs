@@ -743,6 +743,10 @@ pub struct Status {
     /// still retried directly) until the recipient fetches them.
     #[serde(default)]
     pub stored_messages: u64,
+    /// Files this node sends that are not delivered yet (offered, being sent, or waiting for
+    /// the recipient to accept the sender).
+    #[serde(default)]
+    pub queued_files: u64,
     /// `public` (a direct address is confirmed reachable), `relayed` (reachable through relay
     /// reservations) or `unreachable`.
     #[serde(default)]

@@ -212,6 +212,17 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many files we send are not delivered yet (`queued`: offered, being sent, or waiting
+    /// for the recipient to take them).
+    pub fn files_waiting(&self) -> Result<u64> {
+        self.conn()
+            .row("SELECT COUNT(*) FROM file_sends WHERE state = 'queued'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// The earliest time a queued file is due, if any is.
     pub fn next_file_due(&self) -> Result<Option<u64>> {
         self.conn()

@@ -146,7 +146,7 @@ pub(super) const NEXT_DUE: &str =
 /// How many texts are queued, and how many stored in mailboxes.
 pub(super) const WAITING_COUNTS: &str =
     "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'stored'), 0)
-     FROM outbox WHERE kind = 'text' AND state IN ('queued', 'stored')";
+     FROM outbox WHERE (kind = 'text' OR group_body IS NOT NULL) AND state IN ('queued', 'stored')";
 
 /// How many texts are queued. The first condition is the one `outbox_due` is restricted to:
 /// it lets SQLite count from that index instead of reading every item ever sent.
@@ -547,7 +547,8 @@ impl Store {
     }
 
     /// How many text messages the user sent wait for delivery: still `queued`, and `stored`
-    /// in their recipients' mailboxes (receipts are not counted).
+    /// in their recipients' mailboxes. A text to a contact counts once, a group text once for
+    /// each member whose copy waits; receipts are not counted.
     pub fn waiting_counts(&self) -> Result<(u64, u64)> {
         self.conn()
             .row(WAITING_COUNTS, [], |r| {
