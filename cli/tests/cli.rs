@@ -1107,6 +1107,8 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
 
     let created = check_ok(&run(&a, &["group", "create", "family", "--as", "alice"]));
     assert!(created.starts_with("created family (") && created.contains("1 member)"), "{created}");
+    // What Alice writes while alone is hers: nobody invited later gets it or waits for it.
+    check_ok(&run(&a, &["send", "family", "a note to self"]));
     let added = check_ok(&run(&a, &["group", "invite", "family", "bob", "carol"]));
     assert!(added.contains("3 members"), "{added}");
     let id = created.split(['(', ',']).nth(1).expect("the group id").trim().to_owned();
@@ -1132,7 +1134,8 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
         let chat = wait_answer(d, "group.messages", serde_json::json!({"group": id}), |chat| {
             group_texts(chat).contains(&"bob: hello everyone".to_owned())
         });
-        assert_eq!(group_texts(&chat).len(), 1, "{chat}");
+        let expected = if *d == a { 2 } else { 1 };
+        assert_eq!(group_texts(&chat).len(), expected, "{chat}");
     }
     // Carol's conversation list has the group, with Bob's text unread, until she reads it.
     let conversations = check_ok(&run(&c, &["inbox"]));
@@ -1174,6 +1177,14 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
             && group_texts(chat).contains(&"alice: while you were away".to_owned())
     });
     assert_eq!(group_texts(&chat).len(), 2, "each text once: {chat}");
+    // Alice's second text is the first Carol could get: her note before the invitation is
+    // no gap for Carol.
+    let waiting = chat["messages"]
+        .as_array()
+        .expect("texts")
+        .iter()
+        .any(|m| m["missing_before"].as_u64().unwrap_or(0) > 0);
+    assert!(!waiting, "a gap before the invitation: {chat}");
 
     // Alice removes Carol, and Carol learns it. She goes offline: Bob's next text is
     // `delivered` at once, so no copy of it waits for her; back, she has not got it, and can no

@@ -112,7 +112,7 @@ impl Groups {
         let names = self.names(&row.id);
         let me = self.my_peer();
         let mut messages = Vec::new();
-        for t in self.store().group_texts(&row.id, limit)? {
+        for t in self.store().group_texts(&row.id, limit, &me)? {
             let mut view = self.text_view(&t, &names, &row.name);
             if t.sender == me {
                 let copies = self.store().group_copy_states(&row.id, &t.id)?;
@@ -146,7 +146,7 @@ impl Groups {
     pub(crate) fn inbox(&self, limit: u32) -> Result<Vec<control::GroupText>> {
         let mut names: HashMap<[u8; 16], (Names, String)> = HashMap::new();
         let mut out = Vec::new();
-        for t in self.store().group_inbox(limit)? {
+        for t in self.store().group_inbox(limit, &self.my_peer())? {
             let (n, group_name) = names.entry(t.group).or_insert_with(|| {
                 let name =
                     self.store().group(&t.group).ok().flatten().map(|g| g.name).unwrap_or_default();

@@ -499,23 +499,39 @@ impl Store {
     /// The newest `limit` texts of a group, in the order they were written: each writer's in
     /// their own numbering, and writers interleaved by the time they say they wrote (never
     /// earlier than a text they numbered before), with the gaps in each writer's numbering.
-    pub fn group_texts(&self, group: &[u8; 16], limit: u32) -> Result<Vec<GroupTextRow>> {
-        self.texts_query("WHERE group_id = ?1", params![group.as_slice(), limit])
+    /// `me` is our own peer id: see `texts_query` for where a gap is counted from.
+    pub fn group_texts(
+        &self,
+        group: &[u8; 16],
+        limit: u32,
+        me: &PeerId,
+    ) -> Result<Vec<GroupTextRow>> {
+        self.texts_query("WHERE group_id = ?1", params![group.as_slice(), limit, peer_text(me)])
     }
 
     /// The newest `limit` texts of every group we are in, oldest first, for the inbox.
-    pub fn group_inbox(&self, limit: u32) -> Result<Vec<GroupTextRow>> {
-        self.texts_query("WHERE received_at_ms >= ?1", params![0, limit])
+    pub fn group_inbox(&self, limit: u32, me: &PeerId) -> Result<Vec<GroupTextRow>> {
+        self.texts_query("WHERE received_at_ms >= ?1", params![0, limit, peer_text(me)])
     }
 
+    /// `args` are the filter's `?1`, the limit (`?2`) and our peer id (`?3`).
     fn texts_query(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<GroupTextRow>> {
         let conn = self.conn();
         // `shown_at` is the running largest send time of each writer's texts in their own
         // order, so sorting by it never puts a writer's text before one they numbered earlier.
+        // A gap is counted from a writer's number 1 only in a group we created: every other
+        // member was invited, and a writer who was there before them wrote their first texts
+        // to members they did not include; those are not missing, they were never theirs
+        // (PROTOCOL 14: a new member gets none of the group's earlier texts). So in a group we
+        // were invited to, a gap counts from the first text of each writer that we have. A
+        // writer who joined after us and whose first texts were lost shows no gap before the
+        // first we got: rarer, and they still arrive from the mailboxes.
         let sql = format!(
             "SELECT group_id, sender, id, seq, text, sent_at_ms, received_at_ms, read_at_ms, gap FROM (
                 SELECT *, MAX(sent_at_ms) OVER w AS shown_at,
-                       seq - COALESCE(LAG(seq) OVER w, 0) - 1 AS gap
+                       seq - COALESCE(LAG(seq) OVER w, CASE
+                           WHEN (SELECT g.invited_by FROM groups g WHERE g.group_id = group_messages.group_id) = ?3
+                           THEN 0 ELSE seq - 1 END) - 1 AS gap
                 FROM group_messages {filter}
                 WINDOW w AS (PARTITION BY group_id, sender ORDER BY seq ROWS UNBOUNDED PRECEDING)
                 ORDER BY shown_at DESC, sender DESC, seq DESC LIMIT ?2
