@@ -386,10 +386,25 @@ pub(crate) enum GroupCommand {
         /// The member: a contact name, the name the group lists them under, or a peer id.
         member: String,
     },
-    /// Leave a group.
+    /// Make a member an admin (admins only), or with --revoke a plain member again. Admins add,
+    /// remove and rename; make another member one before you, the last admin, leave.
+    Admin {
+        /// The group's name or id.
+        group: String,
+        /// The member: a contact name, the name the group lists them under, or a peer id.
+        member: String,
+        /// Take their admin rights away instead.
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Leave a group. Its last admin is refused while other members remain: make another
+    /// member an admin first (`kolokol group admin`), or leave anyway with --force.
     Leave {
         /// The group's name or id.
         group: String,
+        /// Leave even as the last admin; then nobody can add, remove or rename.
+        #[arg(long)]
+        force: bool,
     },
     /// Rename a group (admins only).
     Rename {

@@ -50,8 +50,23 @@ pub(crate) async fn group(
                 rpc(dir, method::GROUP_REMOVE, json!({ "group": group, "member": member })).await?;
             show(json_out, &info, |i| changed(i, "removed from"))
         }
-        GroupCommand::Leave { group } => {
-            let info: GroupInfo = rpc(dir, method::GROUP_LEAVE, json!({ "group": group })).await?;
+        GroupCommand::Admin { group, member, revoke } => {
+            let params = json!({ "group": group, "member": member, "admin": !revoke });
+            let info: GroupInfo = rpc(dir, method::GROUP_ADMIN, params).await?;
+            show(json_out, &info, |i| {
+                let what = if *revoke { "is no longer an admin of" } else { "is now an admin of" };
+                format!(
+                    "{} {what} {} ({}, {})",
+                    output::visible(member),
+                    output::visible(&i.name),
+                    i.id,
+                    output::count(u64::from(i.admins), "admin", "admins")
+                )
+            })
+        }
+        GroupCommand::Leave { group, force } => {
+            let params = json!({ "group": group, "force": force });
+            let info: GroupInfo = rpc(dir, method::GROUP_LEAVE, params).await?;
             show(json_out, &info, |i| format!("left {} ({})", output::visible(&i.name), i.id))
         }
         GroupCommand::Rename { group, name } => {

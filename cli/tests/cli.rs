@@ -1214,9 +1214,31 @@ fn a_group_of_daemons_chats_catches_up_and_shuts_a_removed_member_out() {
     assert!(at_carol.contains("removed") && !at_carol.contains("after the removal"), "{at_carol}");
     check_error(&run(&c, &["send", "the family", "still here?"]), 1, "not a member");
 
-    // Bob leaves; Alice is alone.
-    check_ok(&run(&b, &["group", "leave", "the family"]));
-    wait_answer(&a, "group.members", serde_json::json!({"group": id}), |m| {
+    // Alice, the only admin, may not leave Bob without one: one line that says what to do,
+    // exit 1 (`group_refused` in JSON). She makes Bob an admin (Bob may not make himself one)
+    // and then leaves without force; Bob is alone, and an admin.
+    check_error(
+        &run(&a, &["group", "leave", "the family"]),
+        1,
+        "error: you are the last admin of \"the family\": make another member an admin first \
+         (kolokol group admin 'the family' NAME), or leave anyway with --force",
+    );
+    check_json_error(&run(&a, &["--json", "group", "leave", "the family"]), 1, "group_refused");
+    check_error(&run(&b, &["group", "admin", "the family", "me"]), 1, "only an admin");
+    let made = check_ok(&run(&a, &["group", "admin", "the family", "bob"]));
+    assert!(
+        made.starts_with("bob is now an admin of the family (") && made.contains("2 admins)"),
+        "{made}"
+    );
+    check_error(&run(&a, &["group", "admin", "the family", "bob"]), 1, "bob is already an admin");
+    wait_answer(&b, "group.list", serde_json::json!({}), |groups| {
+        groups
+            .as_array()
+            .is_some_and(|gs| gs.iter().any(|g| g["id"] == id.as_str() && g["admin"] == true))
+    });
+    let left = check_ok(&run(&a, &["group", "leave", "the family"]));
+    assert!(left.starts_with("left the family ("), "{left}");
+    wait_answer(&b, "group.members", serde_json::json!({"group": id}), |m| {
         m["members"].as_array().is_some_and(|ms| ms.len() == 1)
     });
     check_error(&run(&a, &["group", "show", "nonesuch"]), 1, "no group named \"nonesuch\"");

@@ -18,8 +18,8 @@ use kolokol_protocol::control::{
     method,
 };
 use kolokol_protocol::control::{
-    GroupCreateParams, GroupInviteParams, GroupMemberParams, GroupMessagesParams, GroupParams,
-    GroupRenameParams, GroupSendParams,
+    GroupAdminParams, GroupCreateParams, GroupInviteParams, GroupLeaveParams, GroupMemberParams,
+    GroupMessagesParams, GroupParams, GroupRenameParams, GroupSendParams,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -219,7 +219,7 @@ fn failure(e: Error) -> (i64, String) {
         Error::UnknownMessage(_) => code::UNKNOWN_MESSAGE,
         Error::AmbiguousId(_) => code::AMBIGUOUS_ID,
         Error::UnknownGroup(_) => code::UNKNOWN_GROUP,
-        Error::GroupRefused(_) => code::GROUP_REFUSED,
+        Error::GroupRefused(_) | Error::LastAdmin { .. } => code::GROUP_REFUSED,
         Error::Protocol(kolokol_protocol::Error::Invite(_)) => code::BAD_INVITE,
         Error::Protocol(kolokol_protocol::Error::Bundle(_)) => code::BAD_BUNDLE,
         _ => code::INTERNAL_ERROR,
@@ -355,8 +355,12 @@ async fn dispatch(
             to_value(node.group_remove(&p.group, &p.member).await.map_err(failure)?)
         }
         method::GROUP_LEAVE => {
-            let p: GroupParams = params(request)?;
-            to_value(node.group_leave(&p.group).await.map_err(failure)?)
+            let p: GroupLeaveParams = params(request)?;
+            to_value(node.group_leave(&p.group, p.force).await.map_err(failure)?)
+        }
+        method::GROUP_ADMIN => {
+            let p: GroupAdminParams = params(request)?;
+            to_value(node.group_admin(&p.group, &p.member, p.admin).await.map_err(failure)?)
         }
         method::GROUP_RENAME => {
             let p: GroupRenameParams = params(request)?;

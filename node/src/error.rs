@@ -103,6 +103,16 @@ pub enum Error {
     /// A group change or text is not allowed (not an admin, not a member, already a member).
     #[error("{0}")]
     GroupRefused(String),
+    /// Leaving a group as its last admin while other members remain: nobody could add,
+    /// remove or rename after, so it is done only when forced.
+    #[error(
+        "you are the last admin of {group:?}: make another member an admin first (kolokol group admin {} NAME), or leave anyway with --force (then nobody can add, remove or rename)",
+        shell_word(.group)
+    )]
+    LastAdmin {
+        /// The group's name.
+        group: String,
+    },
     /// A contact with that name or peer already exists.
     #[error("{0}")]
     ContactExists(String),
@@ -125,6 +135,17 @@ impl Error {
         source: std::io::Error,
     ) -> Self {
         Self::Io { action, path: path.into(), source }
+    }
+}
+
+/// `text` as one shell word: as it is when it needs no quoting, else in single quotes, so a
+/// command an error suggests can be pasted as is.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "-_.,:/@+=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 

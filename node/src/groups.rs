@@ -8,11 +8,11 @@
 //! hybrid first contact, fixed sizes) holds for group messages too. The cost is one seal and
 //! one delivery per member per message (docs/PROTOCOL.md section 14 measures it).
 //!
-//! What this room does: makes our changes (create, invite, remove, rename, leave) and sends them
-//! to those who need them; sends our texts to every member we know of; takes changes, texts and
-//! requests from peers (`Groups::accept`, called by the inbox, in `incoming`), keeps what it
-//! may, and asks for changes it lacks; shows groups, members and texts (`views`). It decides
-//! who is a member only through `GroupLog::resolve`.
+//! What this room does: makes our changes (create, invite, remove, rename, make a member an
+//! admin or not, leave) and sends them to those who need them; sends our texts to every member
+//! we know of; takes changes, texts and requests from peers (`Groups::accept`, called by the
+//! inbox, in `incoming`), keeps what it may, and asks for changes it lacks; shows groups,
+//! members and texts (`views`). It decides who is a member only through `GroupLog::resolve`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -691,38 +691,101 @@ impl Groups {
         self.info(&committed.row)
     }
 
-    /// Removes a member (by an admin), or leaves when the member is us.
+    /// Removes a member (by an admin), or leaves when the member is us (refused, as
+    /// [`Groups::leave`] without force, when we are its last admin).
     pub(crate) async fn remove(&self, group: &str, member: &str) -> Result<control::GroupInfo> {
         let row = self.find(group)?;
         let target = self.member(&row, member)?;
         if target == self.my_peer() {
-            return self.leave(group).await;
+            return self.leave(group, false).await;
         }
         let identity = kolokol_protocol::safety::identity_key(&target)?;
-        self.change_and_send(&row, Action::Remove { identity }, Some(target), true).await
+        let only = Some("remove members from");
+        self.change_and_send(&row, Some(target), only, |_| Ok(Action::Remove { identity })).await
     }
 
     /// Renames a group (by an admin).
     pub(crate) async fn rename(&self, group: &str, name: &str) -> Result<control::GroupInfo> {
         check_group_name(name)?;
         let row = self.find(group)?;
-        self.change_and_send(&row, Action::Rename { name: name.to_owned() }, None, true).await
+        let action = Action::Rename { name: name.to_owned() };
+        self.change_and_send(&row, None, Some("rename"), |_| Ok(action)).await
     }
 
-    /// Leaves a group: the others are told, and stop sending to us.
-    pub(crate) async fn leave(&self, group: &str) -> Result<control::GroupInfo> {
+    /// Makes a member an admin, or a plain member again (by an admin). The change is an
+    /// addition of their entry as the group holds it, with only its admin flag changed, so
+    /// their certificate and listed name stay as they are.
+    pub(crate) async fn set_admin(
+        &self,
+        group: &str,
+        member: &str,
+        admin: bool,
+    ) -> Result<control::GroupInfo> {
         let row = self.find(group)?;
-        self.change_and_send(&row, Action::Leave, None, false).await
+        let target = self.member(&row, member)?;
+        let identity = kolokol_protocol::safety::identity_key(&target)?;
+        let me = self.my_peer();
+        let shown = if target == me { "you".to_owned() } else { self.names(&row.id).of(&target) };
+        let only = Some(if admin { "make members admins of" } else { "take admin rights away in" });
+        self.change_and_send(&row, Some(target), only, |state| {
+            let entry = state.member(&identity).ok_or_else(|| {
+                Error::GroupRefused(format!("{shown} is not a member of {:?}", row.name))
+            })?;
+            match (entry.admin, admin) {
+                (true, true) => {
+                    return Err(Error::GroupRefused(format!(
+                        "{shown} {} already an admin of {:?}",
+                        if target == me { "are" } else { "is" },
+                        row.name
+                    )));
+                }
+                (false, false) => {
+                    return Err(Error::GroupRefused(format!(
+                        "{shown} {} not an admin of {:?}",
+                        if target == me { "are" } else { "is" },
+                        row.name
+                    )));
+                }
+                _ => {}
+            }
+            // Giving up our own rights as the last admin would leave the group with nobody
+            // who can add, remove or rename, for good.
+            if !admin && target == me && admins(state) == 1 {
+                return Err(Error::GroupRefused(format!(
+                    "you are the last admin of {:?}: make another member an admin first",
+                    row.name
+                )));
+            }
+            Ok(Action::Add { member: group::Member { admin, ..entry.clone() } })
+        })
+        .await
+    }
+
+    /// Leaves a group: the others are told, and stop sending to us. The last admin of a group
+    /// with other members is refused unless `force`, since nobody could add, remove or rename
+    /// after; the last member leaves freely.
+    pub(crate) async fn leave(&self, group: &str, force: bool) -> Result<control::GroupInfo> {
+        let row = self.find(group)?;
+        let me = self.me();
+        self.change_and_send(&row, None, None, |state| {
+            if !force && state.is_admin(&me) && admins(state) == 1 && state.members.len() > 1 {
+                return Err(Error::LastAdmin { group: row.name.clone() });
+            }
+            Ok(Action::Leave)
+        })
+        .await
     }
 
     /// Makes one change and sends it to every member before it (so a removed member learns of
-    /// their removal too).
+    /// their removal too). `action` makes the change from the group's current state, under the
+    /// lock, so what it checks cannot change before the change is stored. `admin_only` says
+    /// what only an admin may do, for a change that needs one.
     async fn change_and_send(
         &self,
         row: &GroupRow,
-        action: Action,
         target: Option<PeerId>,
-        needs_admin: bool,
+        admin_only: Option<&str>,
+        action: impl FnOnce(&GroupState) -> Result<Action>,
     ) -> Result<control::GroupInfo> {
         let (committed, ops, to) = {
             let _guard = self.lock();
@@ -733,9 +796,11 @@ impl Groups {
             if state.member(&self.me()).is_none() {
                 return Err(Error::GroupRefused(format!("you are not a member of {:?}", row.name)));
             }
-            if needs_admin && !state.is_admin(&self.me()) {
+            if let Some(what) = admin_only
+                && !state.is_admin(&self.me())
+            {
                 return Err(Error::GroupRefused(format!(
-                    "only an admin can do that in {:?}; you are not one",
+                    "only an admin can {what} {:?}; you are not one",
                     row.name
                 )));
             }
@@ -747,6 +812,7 @@ impl Groups {
                     row.name
                 )));
             }
+            let action = action(&state)?;
             let to = self.state_recipients(&state, &[]);
             let (_, committed, ops) = self.change(&row.id, vec![action])?;
             (committed, ops, to)
@@ -869,6 +935,11 @@ fn event_text(mut view: control::GroupText) -> control::GroupText {
         view.truncated = true;
     }
     view
+}
+
+/// How many admins a group has.
+fn admins(state: &GroupState) -> usize {
+    state.members.values().filter(|m| m.admin).count()
 }
 
 fn check_group_name(name: &str) -> Result<()> {

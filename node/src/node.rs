@@ -379,9 +379,20 @@ impl Node {
         self.0.groups.remove(group, member).await
     }
 
-    /// Leaves a group.
-    pub async fn group_leave(&self, group: &str) -> Result<control::GroupInfo> {
-        self.0.groups.leave(group).await
+    /// Leaves a group. Its last admin, while other members remain, is refused with
+    /// [`Error::LastAdmin`] unless `force` (nobody could add, remove or rename after).
+    pub async fn group_leave(&self, group: &str, force: bool) -> Result<control::GroupInfo> {
+        self.0.groups.leave(group, force).await
+    }
+
+    /// Makes a member of a group an admin (`admin`), or a plain member again (by an admin).
+    pub async fn group_admin(
+        &self,
+        group: &str,
+        member: &str,
+        admin: bool,
+    ) -> Result<control::GroupInfo> {
+        self.0.groups.set_admin(group, member, admin).await
     }
 
     /// Renames a group (by an admin).

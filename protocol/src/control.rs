@@ -80,8 +80,10 @@ pub mod method {
     pub const GROUP_INVITE: &str = "group.invite";
     /// Params [`super::GroupMemberParams`]; returns [`super::GroupInfo`].
     pub const GROUP_REMOVE: &str = "group.remove";
-    /// Params [`super::GroupParams`]; returns [`super::GroupInfo`].
+    /// Params [`super::GroupLeaveParams`]; returns [`super::GroupInfo`].
     pub const GROUP_LEAVE: &str = "group.leave";
+    /// Params [`super::GroupAdminParams`]; returns [`super::GroupInfo`].
+    pub const GROUP_ADMIN: &str = "group.admin";
     /// Params [`super::GroupRenameParams`]; returns [`super::GroupInfo`].
     pub const GROUP_RENAME: &str = "group.rename";
     /// Params [`super::GroupParams`]; returns [`super::GroupMembers`].
@@ -156,8 +158,9 @@ pub mod code {
     }
     /// No group has that name or id, or the name is shared by several groups.
     pub const UNKNOWN_GROUP: i64 = 20;
-    /// The group change is not allowed: not an admin, not a member, already a member, too many
-    /// members.
+    /// The group change is not allowed: not an admin, not a member, already a member (or
+    /// already an admin, or not one), too many members, or the last admin leaving while others
+    /// remain, without force.
     pub const GROUP_REFUSED: i64 = 21;
 }
 

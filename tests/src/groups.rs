@@ -3,9 +3,10 @@
 //! writer's in order; a member removed, then handed envelopes sent after the removal (taken
 //! from a mailbox) that their node cannot open; two admins renaming at once and every member
 //! ending on the same name; changes forged by a plain member, and one forged in an admin's
-//! name, changing nothing.
+//! name, changing nothing; a member made an admin who then adds and renames; the last admin's
+//! leave refused unless forced.
 
-use kolokol_node::{Node, Role, RunningNode};
+use kolokol_node::{Error, Node, Role, RunningNode};
 use kolokol_protocol::control::{Event, GroupText};
 use kolokol_protocol::conversation::{Conversation, Randomness};
 use kolokol_protocol::envelope;
@@ -399,4 +400,137 @@ async fn a_member_added_by_invite_code_keeps_the_invites_mailbox_address() {
     assert_eq!(conversation.peer_mailbox(), Some(&mailbox));
     bob.shutdown().await;
     relay.shutdown().await;
+}
+
+/// Whether `peer` is an admin of the group at `node`.
+fn is_admin_at(node: &Node, group: &str, peer: &str) -> bool {
+    node.group_members(group)
+        .is_ok_and(|m| m.members.iter().any(|member| member.peer_id == peer && member.admin))
+}
+
+/// What a refused group change says, or a panic naming what it was instead.
+fn refusal<T: std::fmt::Debug>(outcome: Result<T, Error>) -> String {
+    match outcome {
+        Err(Error::GroupRefused(message)) => message,
+        other => panic!("expected a group refusal, got {other:?}"),
+    }
+}
+
+/// An admin makes a plain member an admin, with their entry as it was (certificate and listed
+/// name): every member sees it, and the new admin adds someone and renames the group, which
+/// they could not before. The first admin can then leave without force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_made_admin_adds_and_renames_and_the_first_admin_may_then_leave() {
+    let net = Net::new();
+    let (relay, relay_addr, users, group) = family(&net, &["alice", "bob", "carol"]).await;
+    let dave = net.user("dave", std::slice::from_ref(&relay_addr)).await;
+    let (alice, bob, carol) = (users[0].node(), users[1].node(), users[2].node());
+    let nodes = [&alice, &bob, &carol];
+    let mut subscriptions: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
+    let bob_id = bob.peer_id().to_string();
+    let listed_before = carol.group_members(&group).expect("members").members;
+    let dave_code = dave.node().invite().await.expect("invite").invite;
+
+    // Before: Bob may not add or promote, and Alice is told exactly what is wrong.
+    let by_bob = bob.group_invite(&group, std::slice::from_ref(&dave_code), Some("dave"), false);
+    assert!(refusal(by_bob.await).contains("only an admin can add members"));
+    assert!(refusal(bob.group_admin(&group, "me", true).await).contains("only an admin can"));
+    assert!(refusal(alice.group_admin(&group, "dave", true).await).contains("not a member"));
+    assert_eq!(
+        refusal(alice.group_admin(&group, "bob", false).await),
+        "bob is not an admin of \"family\""
+    );
+
+    let promoted = alice.group_admin(&group, "bob", true).await.expect("promote");
+    assert_eq!((promoted.members, promoted.admins), (3, 2));
+    assert_eq!(
+        refusal(alice.group_admin(&group, "bob", true).await),
+        "bob is already an admin of \"family\""
+    );
+    for (node, events) in nodes.iter().zip(subscriptions.iter_mut()) {
+        until(events, || is_admin_at(node, &group, &bob_id)).await;
+    }
+    // Only the admin flag changed: Carol lists Bob under the same name and peer id.
+    let listed_after = carol.group_members(&group).expect("members").members;
+    let entry = |members: &[kolokol_protocol::control::GroupMember]| {
+        members.iter().find(|m| m.peer_id == bob_id).map(|m| m.listed_as.clone())
+    };
+    assert_eq!(entry(&listed_after), entry(&listed_before));
+    assert_eq!(entry(&listed_after).as_deref(), Some("bob"));
+
+    // Bob, an admin now, adds Dave and renames the group; everyone, Dave too, sees both.
+    let added = bob.group_invite(&group, &[dave_code], Some("dave"), false).await.expect("add");
+    assert_eq!(added.members, 4);
+    bob.group_rename(&group, "bob's family").await.expect("rename by bob");
+    let dave_node = dave.node();
+    let mut dave_events = dave_node.subscribe();
+    for (node, events) in nodes
+        .iter()
+        .copied()
+        .chain([&dave_node])
+        .zip(subscriptions.iter_mut().chain([&mut dave_events]))
+    {
+        until(events, || {
+            group_at(node, &group)
+                .is_some_and(|(name, _, members, _)| name == "bob's family" && members == 4)
+        })
+        .await;
+    }
+
+    // Alice is no longer the last admin, so she leaves without force.
+    let left = alice.group_leave(&group, false).await.expect("alice leaves");
+    assert_eq!(left.status, "left");
+    until(&mut subscriptions[1], || group_at(&bob, &group).is_some_and(|g| g.2 == 3)).await;
+    assert!(bob.group_members(&group).expect("members").group.admin);
+    for u in users.into_iter().chain([dave, relay]) {
+        u.shutdown().await;
+    }
+}
+
+/// The last admin's leave is refused while another member remains, and changes nothing; so is
+/// giving up their admin rights; with force they leave, and the member left can no longer
+/// rename. An admin made a plain member again counts as none. The only member leaves freely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_admin_leaves_only_by_force_while_others_remain() {
+    let net = Net::new();
+    let (relay, _, users, group) = family(&net, &["alice", "bob"]).await;
+    let (alice, bob) = (users[0].node(), users[1].node());
+    let mut bob_events = bob.subscribe();
+    let bob_id = bob.peer_id().to_string();
+
+    // Bob is made an admin and a plain member again: Alice is the last admin once more.
+    alice.group_admin(&group, "bob", true).await.expect("promote");
+    let demoted = alice.group_admin(&group, "bob", false).await.expect("demote");
+    assert_eq!((demoted.members, demoted.admins), (2, 1));
+    until(&mut bob_events, || group_at(&bob, &group).is_some_and(|g| g.3 == 4)).await;
+    assert!(!is_admin_at(&bob, &group, &bob_id));
+
+    let before = alice.group_members(&group).expect("members");
+    let expected = "you are the last admin of \"family\": make another member an admin first \
+        (kolokol group admin family NAME), or leave anyway with --force (then nobody can add, \
+        remove or rename)";
+    match alice.group_leave(&group, false).await {
+        Err(e @ Error::LastAdmin { .. }) => assert_eq!(e.to_string(), expected),
+        other => panic!("expected the last admin's leave refused, got {other:?}"),
+    }
+    match alice.group_remove(&group, "me").await {
+        Err(Error::LastAdmin { group }) => assert_eq!(group, "family"),
+        other => panic!("expected the last admin's leave refused, got {other:?}"),
+    }
+    assert!(refusal(alice.group_admin(&group, "me", false).await).contains("the last admin"));
+    assert_eq!(alice.group_members(&group).expect("members"), before, "nothing changed");
+
+    let left = alice.group_leave(&group, true).await.expect("forced leave");
+    assert_eq!(left.status, "left");
+    until(&mut bob_events, || group_at(&bob, &group).is_some_and(|g| g.2 == 1)).await;
+    let alone = bob.group_members(&group).expect("members");
+    assert_eq!(alone.group.admins, 0);
+    assert!(refusal(bob.group_rename(&group, "ours").await).contains("only an admin can rename"));
+
+    // A group's only member, its admin, leaves without force.
+    alice.group_create("solo", None).await.expect("create");
+    assert_eq!(alice.group_leave("solo", false).await.expect("leave solo").status, "left");
+    for u in users.into_iter().chain([relay]) {
+        u.shutdown().await;
+    }
 }

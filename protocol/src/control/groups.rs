@@ -47,6 +47,28 @@ pub struct GroupMemberParams {
     pub member: String,
 }
 
+/// Params of `group.leave`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupLeaveParams {
+    /// The group.
+    pub group: String,
+    /// Leave even as the last admin while other members remain (then nobody can add, remove or
+    /// rename); without it that is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// Params of `group.admin`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupAdminParams {
+    /// The group.
+    pub group: String,
+    /// The member: a contact name, the name the group lists them under, or a peer id.
+    pub member: String,
+    /// `true` to make them an admin, `false` to make them a plain member again.
+    pub admin: bool,
+}
+
 /// Params of `group.rename`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GroupRenameParams {
