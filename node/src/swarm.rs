@@ -44,6 +44,7 @@ use crate::wire::delivery::Ack;
 use crate::wire::mailbox as mailbox_wire;
 
 pub use dht::{FRESH_RECORD, RECORD_ANSWERS};
+pub use dialer::failure::{MAX_OTHER_CHARS, MAX_REASONS, SHORT_PEER_CHARS};
 pub use dialer::{
     MAX_RACE_CANDIDATES, MAX_RACES, MAX_UNREACHABLE, MIN_REDIAL_INTERVAL, PROVEN_HEAD_START,
     RACE_STAGGER,
@@ -172,11 +173,11 @@ pub(crate) enum MailboxFailure {
     #[error("too many mailbox requests in flight")]
     TooManyInFlight,
     /// The replica could not be reached or did not answer in time.
-    #[error("cannot reach replica {peer}: {reason}")]
+    #[error("cannot reach replica {}: {reason}", dialer::short_peer(peer))]
     Unreachable {
         /// The replica.
         peer: PeerId,
-        /// libp2p's reason, on one line.
+        /// Why, in a few words (`dialer::failure`).
         reason: String,
     },
     /// The node is stopping.
@@ -360,7 +361,7 @@ pub struct LookupStats {
 
 /// An error's text on one line. libp2p's dial errors list every address tried on a line of
 /// its own, which breaks a log line (and a JSON log consumer's idea of one) into several.
-pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
+pub(crate) fn one_line(e: &(impl std::fmt::Display + ?Sized)) -> String {
     let text = e.to_string();
     text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }

@@ -53,6 +53,14 @@ async fn an_undeliverable_message_is_retried_on_schedule_then_fails_after_fourte
     let created = clock.now_ms();
     let sent = node.send("bob", "are you there?").await.expect("send");
     assert_eq!(sent.state, MessageState::Queued, "{:?}", sent.detail);
+    // The detail says why in the user's words, with the peer id cut as `kolokol chat` cuts it
+    // (`kolokol_node::swarm::SHORT_PEER_CHARS`), not in libp2p's.
+    let detail = sent.detail.clone().unwrap_or_default();
+    let short = &bob.peer_id().to_string()[..kolokol_node::swarm::SHORT_PEER_CHARS];
+    assert!(
+        detail.starts_with(&format!("cannot reach {short}…: no address known for them")),
+        "{detail}"
+    );
     // Written to the outbox, then the first attempt failed.
     assert_eq!(next_state(&mut events, &sent.id).await, (MessageState::Queued, None));
     assert_eq!(next_state(&mut events, &sent.id).await.0, MessageState::Queued);

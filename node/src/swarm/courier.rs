@@ -148,7 +148,8 @@ async fn run(
                     ..
                 }) => {
                     if let Some(reply) = pending.remove(&request_id) {
-                        let reason = one_line(&error);
+                        tracing::debug!(%peer, error = %one_line(&error), "courier request failed");
+                        let reason = crate::swarm::dialer::failure::of_request(&error).text().to_owned();
                         let _ = reply.send(Err(MailboxFailure::Unreachable { peer, reason }));
                     }
                 }

@@ -34,6 +34,10 @@ use crate::swarm::{
 };
 use crate::wire::mailbox::MailboxRequest;
 
+pub(super) mod failure;
+
+pub(crate) use failure::{Reason, short_peer};
+
 /// The head start each address of a race gets before the next one is dialed too, unless it
 /// fails sooner (RFC 8305 suggests 250 ms for a TCP handshake; a libp2p connection needs a
 /// few round trips more: TLS for stealth, Noise).
@@ -81,8 +85,10 @@ pub(super) struct Race {
     next_start: Instant,
     /// What waits for the connection.
     pub(super) waiting: Vec<Waiting>,
-    /// Why addresses failed, for the error when all have.
+    /// Why addresses failed, as libp2p said it, for the debug log when all have.
     errors: Vec<String>,
+    /// Why addresses failed, for the user: whether each was a circuit, and its reason.
+    reasons: Vec<(bool, Reason)>,
     /// The addresses known for the peer when the race started.
     considered: Considered,
 }
@@ -234,7 +240,7 @@ impl EventLoop {
             if new.is_empty() {
                 let wait = MIN_REDIAL_INTERVAL.saturating_sub(u.at.elapsed()).as_secs().max(1);
                 return Reach::Unreachable(format!(
-                    "cannot reach {peer}: {} (tried {} s ago; trying again in {wait} s)",
+                    "{} (tried {} s ago; trying again in {wait} s)",
                     u.why,
                     u.at.elapsed().as_secs()
                 ));
@@ -249,7 +255,7 @@ impl EventLoop {
         self.volume_order(&mut ranked);
         ranked.truncate(MAX_RACE_CANDIDATES);
         if ranked.is_empty() {
-            return Reach::Unreachable(format!("no address known for {peer}"));
+            return Reach::Unreachable(Reason::NoAddress.text().to_owned());
         }
         tracing::debug!(%peer, candidates = ranked.len(), first = %ranked[0].0, "racing to connect");
         self.races.insert(
@@ -260,6 +266,7 @@ impl EventLoop {
                 next_start: Instant::now(),
                 waiting: Vec::new(),
                 errors: Vec::new(),
+                reasons: Vec::new(),
                 considered,
             },
         );
@@ -294,8 +301,10 @@ impl EventLoop {
                     }
                 }
                 Err(e) => {
+                    tracing::debug!(%peer, %address, error = %one_line(&e), "cannot dial");
                     if let Some(race) = self.races.get_mut(&peer) {
                         race.errors.push(format!("{address}: {}", one_line(&e)));
+                        race.reasons.push((is_relayed(&address), failure::of_dial(&e)));
                     }
                 }
             }
@@ -354,12 +363,9 @@ impl EventLoop {
             }
             return;
         }
-        let why = if race.errors.is_empty() {
-            "every address failed".to_owned()
-        } else {
-            race.errors.join("; ")
-        };
-        tracing::debug!(%peer, %why, "could not connect");
+        // The user hears what the addresses ran into in a few words; the log keeps libp2p's.
+        let why = failure::summary(&race.reasons);
+        tracing::debug!(%peer, %why, errors = %race.errors.join("; "), "could not connect");
         if self.unreachable.len() >= MAX_UNREACHABLE {
             self.unreachable.clear();
         }
@@ -368,7 +374,7 @@ impl EventLoop {
             Unreachable { at: Instant::now(), why: why.clone(), considered: race.considered },
         );
         for waiting in race.waiting {
-            let reason = format!("cannot reach {peer}: {why}");
+            let reason = format!("cannot reach {}: {why}", short_peer(&peer));
             match waiting {
                 Waiting::Delivery { reply, .. } => {
                     let _ = reply.send(Err(DeliveryFailure::temporary(reason)));
@@ -500,6 +506,7 @@ impl EventLoop {
         tracing::debug!(%peer, %address, error = %one_line(error), "dial failed");
         if let Some(race) = self.races.get_mut(&peer) {
             race.errors.push(format!("{address}: {}", one_line(error)));
+            race.reasons.push((is_relayed(&address), failure::of_dial(error)));
             race.next_start = Instant::now();
         }
         self.step_race(peer);

@@ -31,7 +31,7 @@ use crate::swarm::admission::Admission;
 use crate::swarm::behaviour::{
     BRIDGE_AGENT_VERSION, Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL,
 };
-use crate::swarm::dialer::{Race, Reach, Waiting};
+use crate::swarm::dialer::{Race, Reach, Waiting, short_peer};
 use crate::swarm::endpoints::Endpoints;
 use crate::swarm::network::Network;
 use crate::swarm::relay_server::CONTACT_RELAY_AGENT_VERSION;
@@ -522,12 +522,16 @@ impl EventLoop {
                             self.queue_for_race(peer, waiting)
                         {
                             let _ = reply.send(Err(DeliveryFailure::temporary(format!(
-                                "cannot reach {peer}"
+                                "cannot reach {}",
+                                short_peer(&peer)
                             ))));
                         }
                     }
                     Reach::Unreachable(why) => {
-                        let _ = reply.send(Err(DeliveryFailure::temporary(why)));
+                        let _ = reply.send(Err(DeliveryFailure::temporary(format!(
+                            "cannot reach {}: {why}",
+                            short_peer(&peer)
+                        ))));
                     }
                 }
             }

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Role;
 use crate::swarm::admission::Ask;
+use crate::swarm::dialer::{failure, short_peer};
 use crate::swarm::event_loop::{EventLoop, MailboxVersion, PendingDelivery};
 use crate::swarm::{DeliveryFailure, Inbound, MailboxFailure, MailboxInbound, one_line};
 use crate::wire::delivery::Ack;
@@ -59,7 +60,12 @@ impl EventLoop {
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some(PendingDelivery { reply, .. }) = self.pending.remove(&request_id) {
-                    let reason = format!("cannot reach {peer}: {}", one_line(&error));
+                    tracing::debug!(%peer, error = %one_line(&error), "delivery failed");
+                    let reason = format!(
+                        "cannot reach {}: {}",
+                        short_peer(&peer),
+                        failure::of_request(&error).text()
+                    );
                     // The stream died with its connection (or was reset): another connection,
                     // or a new one, may carry it at once.
                     let failure = match error {
@@ -131,8 +137,9 @@ impl EventLoop {
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some(reply) = self.mailbox_pending.remove(&(version, request_id)) {
-                    let _ = reply
-                        .send(Err(MailboxFailure::Unreachable { peer, reason: one_line(&error) }));
+                    tracing::debug!(%peer, error = %one_line(&error), "mailbox request failed");
+                    let reason = failure::of_request(&error).text().to_owned();
+                    let _ = reply.send(Err(MailboxFailure::Unreachable { peer, reason }));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
