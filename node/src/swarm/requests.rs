@@ -51,9 +51,12 @@ impl EventLoop {
                             // Why it was refused is for the outbox to say: it knows what it
                             // sent (one envelope, or the chunks of a long message).
                             Ack::Rejected => Err(DeliveryFailure::refused()),
-                            Ack::Busy => {
-                                Err(DeliveryFailure::temporary("the recipient's node is busy"))
-                            }
+                            // One byte answers every "not now": a full queue, the quota
+                            // of what we may leave there, and a stranger's file waiting to
+                            // be accepted, which a new user took for a busy node.
+                            Ack::Busy => Err(DeliveryFailure::temporary(
+                                "the recipient's node has not taken it yet (busy, at its limit                                  for you, or, for a file, waiting for them to accept you)",
+                            )),
                         });
                     }
                 }
