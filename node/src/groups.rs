@@ -731,22 +731,13 @@ impl Groups {
             let entry = state.member(&identity).ok_or_else(|| {
                 Error::GroupRefused(format!("{shown} is not a member of {:?}", row.name))
             })?;
-            match (entry.admin, admin) {
-                (true, true) => {
-                    return Err(Error::GroupRefused(format!(
-                        "{shown} {} already an admin of {:?}",
-                        if target == me { "are" } else { "is" },
-                        row.name
-                    )));
-                }
-                (false, false) => {
-                    return Err(Error::GroupRefused(format!(
-                        "{shown} {} not an admin of {:?}",
-                        if target == me { "are" } else { "is" },
-                        row.name
-                    )));
-                }
-                _ => {}
+            if entry.admin == admin {
+                return Err(Error::GroupRefused(format!(
+                    "{shown} {} {} an admin of {:?}",
+                    if target == me { "are" } else { "is" },
+                    if admin { "already" } else { "not" },
+                    row.name
+                )));
             }
             // Giving up our own rights as the last admin would leave the group with nobody
             // who can add, remove or rename, for good.

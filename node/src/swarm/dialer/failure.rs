@@ -128,10 +128,14 @@ impl Reason {
 
 /// A peer id as a failure's text shows it: its first [`SHORT_PEER_CHARS`] characters and `…`.
 pub(crate) fn short_peer(peer: &PeerId) -> String {
-    let text = peer.to_string();
-    match text.char_indices().nth(SHORT_PEER_CHARS) {
+    cut(&peer.to_string(), SHORT_PEER_CHARS)
+}
+
+/// `text`'s first `chars` characters and `…`, or the whole of it when it is no longer.
+fn cut(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
         Some((end, _)) => format!("{}…", &text[..end]),
-        None => text,
+        None => text.to_owned(),
     }
 }
 
@@ -290,11 +294,8 @@ fn shortened(error: &(dyn StdError + 'static)) -> Reason {
     if text.trim_start_matches([':', ' ']).is_empty() {
         text = one_line(error);
     }
-    let text = text.trim_start_matches([':', ' ']);
-    Reason::Other(match text.char_indices().nth(MAX_OTHER_CHARS - 1) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    })
+    // The `…` is one of the characters allowed.
+    Reason::Other(cut(text.trim_start_matches([':', ' ']), MAX_OTHER_CHARS - 1))
 }
 
 /// What the addresses of a lost race ran into, each reason once with its path (`relayed` or
